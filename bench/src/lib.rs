@@ -1,0 +1,1 @@
+//! Frame builders shared by the benchmarks.

@@ -1,0 +1,1 @@
+fn main(){ println!("{}", xlvs_control::XDP_OBJECT.len()); }

@@ -1,0 +1,133 @@
+//! Types shared by the XDP program (`xlvs-ebpf`) and userspace (`xlvs-control`).
+//!
+//! Every map key and value the two sides exchange is defined here, once, as `#[repr(C)]`
+//! with explicit padding, so the layouts cannot drift apart. The `user` feature adds the
+//! `aya::Pod` impls the userspace map API needs.
+#![no_std]
+
+/// Name of the XSKMAP holding one AF_XDP socket per (interface slot, RX queue).
+pub const MAP_XSKS: &str = "XSKS";
+/// Name of the hash map of virtual services: [`L4Key`] (VIP, vport, protocol) → [`SteerValue`].
+pub const MAP_SERVICES: &str = "SERVICES";
+/// Name of the hash map of LVS-NAT realservers: [`L4Key`] (RIP, rport, protocol) → [`SteerValue`].
+pub const MAP_REALS: &str = "REALS";
+/// Name of the hash map of the director's own addresses: [`AddrKey`] → `u32` (unused value).
+pub const MAP_LOCAL_ADDRS: &str = "LOCAL_ADDRS";
+/// Name of the hash map from ifindex to [`IfaceSlot`].
+pub const MAP_IFACES: &str = "IFACES";
+/// Name of the per-CPU array of `u64` counters, indexed by [`Counter`].
+pub const MAP_COUNTERS: &str = "COUNTERS";
+/// Name of the XDP program inside the object file.
+pub const PROG_NAME: &str = "xlvs";
+
+/// Most RX queues per interface that get an AF_XDP socket.
+pub const MAX_QUEUES: u32 = 64;
+/// Most interfaces one director drives.
+pub const MAX_IFACES: u32 = 16;
+/// Size of the XSKMAP: slot `iface_slot * MAX_QUEUES + rx_queue`.
+///
+/// XSKMAP indices would collide across interfaces if the RX queue were used directly, so each
+/// interface gets its own block of `MAX_QUEUES` entries.
+pub const XSK_SLOTS: u32 = MAX_QUEUES * MAX_IFACES;
+
+/// Address family values used in keys.
+pub const FAMILY_IPV4: u8 = 4;
+/// Address family value for IPv6 keys.
+pub const FAMILY_IPV6: u8 = 6;
+
+/// IP protocol numbers used in keys.
+pub const PROTO_TCP: u8 = 6;
+/// UDP protocol number.
+pub const PROTO_UDP: u8 = 17;
+
+/// Key of [`MAP_SERVICES`] and [`MAP_REALS`]: an L4 endpoint.
+///
+/// IPv4 addresses sit in the first four bytes of `addr`, the rest zero. `port` is in network
+/// byte order, exactly as it appears in the frame, so the XDP program copies it unchanged.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub struct L4Key {
+    pub addr: [u8; 16],
+    /// Port in network byte order.
+    pub port: u16,
+    pub proto: u8,
+    pub family: u8,
+}
+
+impl L4Key {
+    /// Key for an IPv4 endpoint; `port` in host byte order.
+    pub const fn v4(addr: [u8; 4], port: u16, proto: u8) -> Self {
+        let mut a = [0u8; 16];
+        a[0] = addr[0];
+        a[1] = addr[1];
+        a[2] = addr[2];
+        a[3] = addr[3];
+        L4Key { addr: a, port: port.to_be(), proto, family: FAMILY_IPV4 }
+    }
+}
+
+/// Key of [`MAP_LOCAL_ADDRS`]: one of the director's own addresses.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub struct AddrKey {
+    pub addr: [u8; 16],
+    pub family: u8,
+    pub _pad: [u8; 3],
+}
+
+impl AddrKey {
+    /// Key for an IPv4 address.
+    pub const fn v4(addr: [u8; 4]) -> Self {
+        let mut a = [0u8; 16];
+        a[0] = addr[0];
+        a[1] = addr[1];
+        a[2] = addr[2];
+        a[3] = addr[3];
+        AddrKey { addr: a, family: FAMILY_IPV4, _pad: [0; 3] }
+    }
+}
+
+/// Value of [`MAP_SERVICES`] and [`MAP_REALS`]. Reserved for per-entry flags.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct SteerValue {
+    pub flags: u32,
+}
+
+/// Value of [`MAP_IFACES`]: the interface's block in the XSKMAP.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct IfaceSlot {
+    /// First XSKMAP index of this interface (`slot * MAX_QUEUES`).
+    pub xsk_base: u32,
+    /// Number of RX queues that have a socket; frames on other queues are passed.
+    pub queues: u32,
+}
+
+/// Indices into [`MAP_COUNTERS`].
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Counter {
+    /// Frames redirected into an AF_XDP socket.
+    Steered = 0,
+    /// Frames passed to the kernel (not for a virtual service, or not parseable by us).
+    Passed = 1,
+    /// Frames that matched but whose redirect failed (no socket in the slot): passed instead.
+    RedirectFailed = 2,
+}
+
+/// Number of counters in [`MAP_COUNTERS`].
+pub const COUNTERS: u32 = 3;
+
+#[cfg(feature = "user")]
+mod user {
+    // Safety: all of these are #[repr(C)], Copy, with explicit padding and no pointers,
+    // so any bit pattern read back from a map is a valid value.
+    unsafe impl aya::Pod for super::L4Key {}
+    // Safety: as above.
+    unsafe impl aya::Pod for super::AddrKey {}
+    // Safety: as above.
+    unsafe impl aya::Pod for super::SteerValue {}
+    // Safety: as above.
+    unsafe impl aya::Pod for super::IfaceSlot {}
+}
