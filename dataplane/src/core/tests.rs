@@ -1,0 +1,318 @@
+//! Fixture and property tests of the core: frames in, verdicts and frames out, checked with
+//! etherparse (see `crate::testing`).
+
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use proptest::prelude::*;
+
+use super::conn::ConnTable;
+use super::service::{Fwd, Proto, Snapshot, VsKey};
+use super::*;
+use crate::testing::*;
+use crate::wire::tcp::{ACK, FIN, RST, SYN};
+
+const VIP: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 100);
+const CIP: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 7);
+const RIP1: Ipv4Addr = Ipv4Addr::new(10, 10, 0, 11);
+const RIP2: Ipv4Addr = Ipv4Addr::new(10, 10, 0, 12);
+
+fn core() -> Core {
+    Core::new(Arc::new(ConnTable::new(1 << 20)))
+}
+
+fn nat_snap(sched: &str) -> Snapshot {
+    snapshot(Proto::Tcp, (VIP, 80), &[(RIP1, 8080), (RIP2, 8080)], Fwd::Masq, sched)
+}
+
+fn t(s: u64) -> Instant {
+    Instant::from_secs(s)
+}
+
+fn client_seg(cport: u16, flags: u8) -> Vec<u8> {
+    tcp_frame(CLIENT_MAC, EXT_MAC, (CIP, cport), (VIP, 80), flags, 64, b"")
+}
+
+fn reply_seg(rip: Ipv4Addr, cport: u16, flags: u8) -> Vec<u8> {
+    tcp_frame(rs_mac(0), INT_MAC, (rip, 8080), (CIP, cport), flags, 64, b"hello")
+}
+
+#[test]
+fn nat_syn_is_dnatted_to_a_realserver_with_port_remap() {
+    let mut c = core();
+    let snap = nat_snap("rr");
+    let mut f = client_seg(40000, SYN);
+    assert_eq!(c.process(t(1), &snap, &mut f, 0), Verdict::Tx(1));
+    assert_eq!(tuple(&f), (CIP, 40000, RIP1, 8080, 63));
+    assert_eq!(&f[..6], &rs_mac(0));
+    assert_eq!(&f[6..12], &INT_MAC);
+    assert!(checksums_ok(&f));
+    assert_eq!(c.stats.new_conns, 1);
+}
+
+#[test]
+fn nat_reply_is_snatted_back_to_the_vip_and_the_client_hop() {
+    let mut c = core();
+    let snap = nat_snap("rr");
+    let mut syn = client_seg(40001, SYN);
+    c.process(t(1), &snap, &mut syn, 0);
+    let mut r = reply_seg(RIP1, 40001, SYN | ACK);
+    assert_eq!(c.process(t(1), &snap, &mut r, 1), Verdict::Tx(0));
+    assert_eq!(tuple(&r), (VIP, 80, CIP, 40001, 63));
+    assert_eq!(&r[..6], &CLIENT_MAC);
+    assert_eq!(&r[6..12], &EXT_MAC);
+    assert!(checksums_ok(&r));
+}
+
+#[test]
+fn dr_rewrites_only_macs() {
+    let mut c = core();
+    let snap = snapshot(Proto::Tcp, (VIP, 80), &[(RIP1, 80)], Fwd::Route, "rr");
+    let orig = tcp_frame(CLIENT_MAC, EXT_MAC, (CIP, 5555), (VIP, 80), SYN, 64, b"x");
+    let mut f = orig.clone();
+    assert_eq!(c.process(t(1), &snap, &mut f, 0), Verdict::Tx(1));
+    assert_eq!(&f[..6], &rs_mac(0));
+    assert_eq!(&f[6..12], &INT_MAC);
+    assert_eq!(&f[12..], &orig[12..], "IP and TCP untouched");
+}
+
+#[test]
+fn established_dr_packets_follow_the_connection() {
+    let mut c = core();
+    let snap = snapshot(Proto::Tcp, (VIP, 80), &[(RIP1, 80), (RIP2, 80)], Fwd::Route, "rr");
+    let mut syn = tcp_frame(CLIENT_MAC, EXT_MAC, (CIP, 5556), (VIP, 80), SYN, 64, b"");
+    c.process(t(1), &snap, &mut syn, 0);
+    let first = syn[..6].to_vec();
+    for _ in 0..5 {
+        let mut ack = tcp_frame(CLIENT_MAC, EXT_MAC, (CIP, 5556), (VIP, 80), ACK, 64, b"data");
+        assert_eq!(c.process(t(2), &snap, &mut ack, 0), Verdict::Tx(1));
+        assert_eq!(&ack[..6], &first[..]);
+    }
+}
+
+#[test]
+fn rr_alternates_new_connections() {
+    let mut c = core();
+    let snap = nat_snap("rr");
+    let mut seen = Vec::new();
+    for port in 1000..1004 {
+        let mut f = client_seg(port, SYN);
+        c.process(t(1), &snap, &mut f, 0);
+        seen.push(tuple(&f).2);
+    }
+    assert_eq!(seen, vec![RIP1, RIP2, RIP1, RIP2]);
+}
+
+#[test]
+fn drops_are_counted_by_reason() {
+    let mut c = core();
+    let snap = nat_snap("rr");
+    // Not a SYN and no connection.
+    let mut f = client_seg(2000, ACK);
+    assert_eq!(c.process(t(1), &snap, &mut f, 0), Verdict::Drop(DropReason::NoConn));
+    // No such service.
+    let mut f = tcp_frame(CLIENT_MAC, EXT_MAC, (CIP, 1), (VIP, 81), SYN, 64, b"");
+    assert_eq!(c.process(t(1), &snap, &mut f, 0), Verdict::Drop(DropReason::NoService));
+    // TTL would expire.
+    let mut f = tcp_frame(CLIENT_MAC, EXT_MAC, (CIP, 2), (VIP, 80), SYN, 1, b"");
+    assert_eq!(c.process(t(1), &snap, &mut f, 0), Verdict::Drop(DropReason::TtlExceeded));
+    // Truncated.
+    let mut f = client_seg(3, SYN);
+    f.truncate(30);
+    assert_eq!(c.process(t(1), &snap, &mut f, 0), Verdict::Drop(DropReason::Malformed));
+    assert_eq!(c.stats.rx, 4);
+    assert_eq!(c.stats.dropped(), 4);
+    assert_eq!(c.stats.drops[DropReason::NoConn as usize], 1);
+}
+
+#[test]
+fn unresolved_realserver_mac_drops_without_losing_the_connection() {
+    let mut c = core();
+    let snap = nat_snap("rr");
+    let svc = snap.service(&VsKey { proto: Proto::Tcp, addr: VIP, port: 80 }).unwrap();
+    svc.dests[0].state.set_next_hop(None);
+    let mut f = client_seg(4000, SYN);
+    assert_eq!(c.process(t(1), &snap, &mut f, 0), Verdict::Drop(DropReason::NoNeighbour));
+    assert_eq!(c.table().len(), 1);
+}
+
+#[test]
+fn no_dest_when_all_quiescent() {
+    let mut c = core();
+    let snap = snapshot(Proto::Tcp, (VIP, 80), &[], Fwd::Masq, "wlc");
+    let mut f = client_seg(4001, SYN);
+    assert_eq!(c.process(t(1), &snap, &mut f, 0), Verdict::Drop(DropReason::NoDest));
+}
+
+#[test]
+fn udp_nat_round_trip() {
+    let mut c = core();
+    let snap = snapshot(Proto::Udp, (VIP, 53), &[(RIP1, 5353)], Fwd::Masq, "rr");
+    let mut q = udp_frame(CLIENT_MAC, EXT_MAC, (CIP, 33333), (VIP, 53), b"query");
+    assert_eq!(c.process(t(1), &snap, &mut q, 0), Verdict::Tx(1));
+    assert_eq!(tuple(&q), (CIP, 33333, RIP1, 5353, 63));
+    assert!(checksums_ok(&q));
+    let mut a = udp_frame(rs_mac(0), INT_MAC, (RIP1, 5353), (CIP, 33333), b"answer");
+    assert_eq!(c.process(t(1), &snap, &mut a, 1), Verdict::Tx(0));
+    assert_eq!(tuple(&a), (VIP, 53, CIP, 33333, 63));
+    assert!(checksums_ok(&a));
+    // UDP connections count as inactive, as in IPVS.
+    let d = &snap.service(&VsKey { proto: Proto::Udp, addr: VIP, port: 53 }).unwrap().dests[0];
+    assert_eq!(d.state.inactive.load(Ordering::Relaxed), 1);
+}
+
+#[test]
+fn udp_without_checksum_stays_without() {
+    let mut c = core();
+    let snap = snapshot(Proto::Udp, (VIP, 53), &[(RIP1, 53)], Fwd::Masq, "rr");
+    let mut q = udp_frame(CLIENT_MAC, EXT_MAC, (CIP, 1), (VIP, 53), b"q");
+    let l4 = 14 + 20;
+    q[l4 + 6] = 0;
+    q[l4 + 7] = 0;
+    c.process(t(1), &snap, &mut q, 0);
+    assert_eq!(&q[l4 + 6..l4 + 8], &[0, 0]);
+}
+
+#[test]
+fn counters_follow_tcp_state_and_expiry() {
+    let mut c = core();
+    let snap = nat_snap("wlc");
+    let d = snap.service(&VsKey { proto: Proto::Tcp, addr: VIP, port: 80 }).unwrap().dests.clone();
+    let cnt = |i: usize| (d[i].state.active.load(Ordering::Relaxed), d[i].state.inactive.load(Ordering::Relaxed));
+    let mut f = client_seg(5000, SYN);
+    c.process(t(1), &snap, &mut f, 0);
+    let rs = tuple(&f).2;
+    let i = if rs == RIP1 { 0 } else { 1 };
+    assert_eq!(cnt(i), (1, 0), "handshake counts as active");
+    let steps: [(bool, u8); 5] = [(false, SYN | ACK), (true, ACK), (true, FIN | ACK), (false, FIN | ACK), (true, ACK)];
+    for (from_client, flags) in steps {
+        let mut f = if from_client { client_seg(5000, flags) } else { reply_seg(rs, 5000, flags) };
+        assert!(matches!(c.process(t(2), &snap, &mut f, if from_client { 0 } else { 1 }), Verdict::Tx(_)));
+    }
+    assert_eq!(cnt(i), (0, 1), "closed connection is inactive");
+    // TIME_WAIT lasts 120 s.
+    assert_eq!(c.table().expire(t(100)), 0);
+    assert_eq!(c.table().expire(t(123)), 1);
+    assert_eq!(cnt(i), (0, 0));
+    assert!(c.table().is_empty());
+    // The out entry went too: a late reply finds nothing.
+    let mut late = reply_seg(rs, 5000, ACK);
+    assert_eq!(c.process(t(124), &snap, &mut late, 1), Verdict::Drop(DropReason::NoService));
+}
+
+#[test]
+fn rst_closes_and_syn_on_closed_connection_is_rescheduled() {
+    let mut c = core();
+    let snap = nat_snap("rr");
+    let mut f = client_seg(6000, SYN);
+    c.process(t(1), &snap, &mut f, 0);
+    let first = tuple(&f).2;
+    // A RST during the handshake leaves SYN_RECV alone (IPVS table), so a SYN now is a
+    // retransmission and goes to the same realserver.
+    let mut r = client_seg(6000, RST);
+    c.process(t(1), &snap, &mut r, 0);
+    let mut retrans = client_seg(6000, SYN);
+    c.process(t(1), &snap, &mut retrans, 0);
+    assert_eq!(tuple(&retrans).2, first);
+    let mut sa = reply_seg(first, 6000, SYN | ACK);
+    c.process(t(1), &snap, &mut sa, 1);
+    let mut ack = client_seg(6000, ACK);
+    c.process(t(1), &snap, &mut ack, 0);
+    let mut r = client_seg(6000, RST);
+    c.process(t(1), &snap, &mut r, 0);
+    let mut again = client_seg(6000, SYN);
+    assert_eq!(c.process(t(2), &snap, &mut again, 0), Verdict::Tx(1));
+    assert_ne!(tuple(&again).2, first, "conn_reuse_mode 1: rescheduled (rr moves on)");
+    assert_eq!(c.table().len(), 1);
+}
+
+#[test]
+fn full_table_drops_new_connections_but_keeps_old_ones() {
+    let mut c = Core::new(Arc::new(ConnTable::new(1)));
+    let snap = nat_snap("rr");
+    let mut a = client_seg(7000, SYN);
+    assert!(matches!(c.process(t(1), &snap, &mut a, 0), Verdict::Tx(_)));
+    let mut b = client_seg(7001, SYN);
+    assert_eq!(c.process(t(1), &snap, &mut b, 0), Verdict::Drop(DropReason::TableFull));
+    let mut a2 = client_seg(7000, ACK);
+    assert!(matches!(c.process(t(1), &snap, &mut a2, 0), Verdict::Tx(_)));
+}
+
+#[test]
+fn vlan_tagged_frames_are_forwarded() {
+    let mut c = core();
+    let snap = nat_snap("rr");
+    let plain = client_seg(8000, SYN);
+    let mut f = plain[..12].to_vec();
+    f.extend_from_slice(&[0x81, 0x00, 0x00, 0x2a]);
+    f.extend_from_slice(&plain[12..]);
+    assert_eq!(c.process(t(1), &snap, &mut f, 0), Verdict::Tx(1));
+    let mut untagged = f[..12].to_vec();
+    untagged.extend_from_slice(&f[16..]);
+    assert_eq!(tuple(&untagged).2, RIP1);
+    assert!(checksums_ok(&untagged));
+}
+
+fn arb_ip() -> impl Strategy<Value = Ipv4Addr> {
+    any::<u32>().prop_map(Ipv4Addr::from)
+}
+
+proptest! {
+    /// NAT rewrite then reverse rewrite restores the original tuple, and every rewritten frame's
+    /// checksums equal a full recomputation.
+    #[test]
+    fn nat_round_trip_restores_tuple_and_checksums(
+        cip in arb_ip(), vip in arb_ip(), rip in arb_ip(),
+        cport in 1u16.., vport in 1u16.., rport in 1u16..,
+        ttl in 2u8.., udp in any::<bool>(),
+        payload in proptest::collection::vec(any::<u8>(), 0..300),
+        reply in proptest::collection::vec(any::<u8>(), 0..300),
+    ) {
+        prop_assume!(cip != rip && cip != vip);
+        let proto = if udp { Proto::Udp } else { Proto::Tcp };
+        let snap = snapshot(proto, (vip, vport), &[(rip, rport)], Fwd::Masq, "rr");
+        let mut c = core();
+        let mut f = if udp {
+            udp_frame(CLIENT_MAC, EXT_MAC, (cip, cport), (vip, vport), &payload)
+        } else {
+            tcp_frame(CLIENT_MAC, EXT_MAC, (cip, cport), (vip, vport), SYN, ttl, &payload)
+        };
+        let in_ttl = tuple(&f).4;
+        prop_assert_eq!(c.process(t(1), &snap, &mut f, 0), Verdict::Tx(1));
+        prop_assert_eq!(tuple(&f), (cip, cport, rip, rport, in_ttl - 1));
+        prop_assert!(checksums_ok(&f));
+        let mut r = if udp {
+            udp_frame(rs_mac(0), INT_MAC, (rip, rport), (cip, cport), &reply)
+        } else {
+            tcp_frame(rs_mac(0), INT_MAC, (rip, rport), (cip, cport), SYN | ACK, ttl, &reply)
+        };
+        let r_ttl = tuple(&r).4;
+        prop_assert_eq!(c.process(t(1), &snap, &mut r, 1), Verdict::Tx(0));
+        prop_assert_eq!(tuple(&r), (vip, vport, cip, cport, r_ttl - 1));
+        prop_assert!(checksums_ok(&r));
+    }
+
+    /// Arbitrary bytes never panic the core: they are forwarded or dropped with a reason.
+    #[test]
+    fn arbitrary_frames_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
+        let mut c = core();
+        let snap = nat_snap("wlc");
+        let mut f = bytes;
+        let _ = c.process(t(1), &snap, &mut f, 0);
+        prop_assert_eq!(c.stats.rx, 1);
+    }
+
+    /// Mutated valid frames never panic either (reaches deeper than random bytes).
+    #[test]
+    fn mutated_frames_never_panic(pos in 0usize..60, val in any::<u8>(), cut in 0usize..60) {
+        let mut c = core();
+        let snap = nat_snap("rr");
+        let mut f = client_seg(9000, SYN);
+        let p = pos % f.len();
+        f[p] = val;
+        f.truncate(f.len() - cut.min(f.len()));
+        let _ = c.process(t(1), &snap, &mut f, 0);
+        prop_assert_eq!(c.stats.rx, 1);
+    }
+}

@@ -1,0 +1,131 @@
+//! Frame builders and independent checkers for tests and benchmarks.
+//!
+//! Frames are built with etherparse, and checksums verified with etherparse's full
+//! recomputation, so the core's own wire code and incremental checksums are checked against an
+//! implementation that shares nothing with them.
+
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+
+use etherparse::{NetHeaders, PacketBuilder, PacketHeaders, TransportHeader};
+
+use crate::core::sched;
+use crate::core::service::{Dest, DestState, Fwd, IfaceInfo, NextHop, Proto, Service, Snapshot, VsKey};
+
+pub const CLIENT_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x01];
+pub const EXT_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0xe0];
+pub const INT_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x10];
+
+/// MAC of realserver number `i` in [`snapshot`].
+pub fn rs_mac(i: u8) -> [u8; 6] {
+    [0x02, 0, 0, 0, 1, i]
+}
+
+/// A TCP frame with the given flags (`tcp::SYN` | `tcp::ACK` | ...).
+#[allow(clippy::too_many_arguments)]
+pub fn tcp_frame(
+    src_mac: [u8; 6],
+    dst_mac: [u8; 6],
+    src: (Ipv4Addr, u16),
+    dst: (Ipv4Addr, u16),
+    flags: u8,
+    ttl: u8,
+    payload: &[u8],
+) -> Vec<u8> {
+    use crate::wire::tcp::{ACK, FIN, RST, SYN};
+    let mut b = PacketBuilder::ethernet2(src_mac, dst_mac)
+        .ipv4(src.0.octets(), dst.0.octets(), ttl)
+        .tcp(src.1, dst.1, 1000, 64240);
+    if flags & SYN != 0 {
+        b = b.syn();
+    }
+    if flags & ACK != 0 {
+        b = b.ack(1);
+    }
+    if flags & FIN != 0 {
+        b = b.fin();
+    }
+    if flags & RST != 0 {
+        b = b.rst();
+    }
+    let mut out = Vec::with_capacity(b.size(payload.len()));
+    b.write(&mut out, payload).expect("build tcp frame");
+    out
+}
+
+/// A UDP frame (with a checksum).
+pub fn udp_frame(
+    src_mac: [u8; 6],
+    dst_mac: [u8; 6],
+    src: (Ipv4Addr, u16),
+    dst: (Ipv4Addr, u16),
+    payload: &[u8],
+) -> Vec<u8> {
+    let b = PacketBuilder::ethernet2(src_mac, dst_mac)
+        .ipv4(src.0.octets(), dst.0.octets(), 64)
+        .udp(src.1, dst.1);
+    let mut out = Vec::with_capacity(b.size(payload.len()));
+    b.write(&mut out, payload).expect("build udp frame");
+    out
+}
+
+/// The L3/L4 view of a frame: (src, sport, dst, dport, ttl).
+pub fn tuple(frame: &[u8]) -> (Ipv4Addr, u16, Ipv4Addr, u16, u8) {
+    let h = PacketHeaders::from_ethernet_slice(frame).expect("parse frame");
+    let Some(NetHeaders::Ipv4(ip, _)) = h.net else { panic!("not ipv4") };
+    let (sp, dp) = match h.transport {
+        Some(TransportHeader::Tcp(t)) => (t.source_port, t.destination_port),
+        Some(TransportHeader::Udp(u)) => (u.source_port, u.destination_port),
+        _ => panic!("not tcp/udp"),
+    };
+    (ip.source.into(), sp, ip.destination.into(), dp, ip.time_to_live)
+}
+
+/// True if the IPv4 header checksum and the TCP/UDP checksum equal a full recomputation
+/// (a UDP checksum of 0, "none", is accepted).
+pub fn checksums_ok(frame: &[u8]) -> bool {
+    let Ok(h) = PacketHeaders::from_ethernet_slice(frame) else { return false };
+    let Some(NetHeaders::Ipv4(ip, _)) = h.net else { return false };
+    if ip.header_checksum != ip.calc_header_checksum() {
+        return false;
+    }
+    let payload = h.payload.slice();
+    match h.transport {
+        Some(TransportHeader::Tcp(t)) => t.calc_checksum_ipv4(&ip, payload).ok() == Some(t.checksum),
+        Some(TransportHeader::Udp(u)) => {
+            u.checksum == 0 || u.calc_checksum_ipv4(&ip, payload).ok() == Some(u.checksum)
+        }
+        _ => false,
+    }
+}
+
+/// A snapshot with two interfaces (0 = external, 1 = internal) and one service
+/// `vip:vport` with `rips` (weight 1 each, MACs resolved on the internal interface).
+pub fn snapshot(
+    proto: Proto,
+    vip: (Ipv4Addr, u16),
+    rips: &[(Ipv4Addr, u16)],
+    fwd: Fwd,
+    scheduler: &str,
+) -> Snapshot {
+    let mut snap = Snapshot {
+        ifaces: vec![
+            IfaceInfo { name: "ext0".into(), ifindex: 2, mac: EXT_MAC },
+            IfaceInfo { name: "int0".into(), ifindex: 3, mac: INT_MAC },
+        ],
+        ..Default::default()
+    };
+    let dests = rips
+        .iter()
+        .enumerate()
+        .map(|(i, &(addr, port))| {
+            let state = Arc::new(DestState::default());
+            state.set_next_hop(Some(NextHop { iface: 1, mac: rs_mac(i as u8) }));
+            Dest { addr, port, fwd, weight: 1, state }
+        })
+        .collect();
+    let key = VsKey { proto, addr: vip.0, port: vip.1 };
+    let svc = Service { key, sched: sched::by_name(scheduler).expect("scheduler"), dests };
+    snap.services.insert(key, Arc::new(svc));
+    snap
+}
