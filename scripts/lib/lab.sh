@@ -95,8 +95,8 @@ _lab_check_id() {
 }
 
 _lab_check_role() {
-  case " $LAB_ROLES " in
-    *" ${1-} "*) return 0 ;;
+  case "${1-}" in
+    cli | dir | rs1 | rs2 | sw) return 0 ;;
   esac
   _lab_err "invalid role '${1-}' (want one of: $LAB_ROLES)"
   return 1

@@ -1,0 +1,510 @@
+//! AF_XDP workers: thin loops that move frames between the NICs and [`Core::process`].
+//!
+//! - One worker thread per (interface, RX queue), each with its own AF_XDP socket.
+//! - One UMEM shared by every socket of every interface, so a frame received on one interface
+//!   is transmitted on another without a copy: the worker that received it hands the frame
+//!   descriptor to the worker owning the egress (interface, queue) through a lock-free
+//!   [`ArrayQueue`] (its *inbox*), and wakes it with an eventfd once per batch.
+//! - Every frame has a *home* worker (the UMEM is cut into one equal range per worker). A worker
+//!   recycles completed or dropped frames of its own into its fill ring and sends other
+//!   workers' frames home through their *returns* queue; no frame is ever lost or shared.
+//! - Batched RX/TX (64 frames), `need_wakeup`, TX kicked with `sendto` until the ring drains
+//!   (copy-mode TX progresses only inside `sendto`, 32 frames per call), no allocation and no
+//!   syscall per packet; the snapshot is loaded once per batch.
+
+use std::io;
+use std::os::fd::RawFd;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::thread::JoinHandle;
+
+use arc_swap::ArcSwap;
+use crossbeam::queue::ArrayQueue;
+use xsk_rs::config::{BindFlags, LibxdpFlags, QueueSize, SocketConfig, UmemConfig};
+use xsk_rs::{CompQueue, FillQueue, FrameDesc, RxQueue, Socket, TxQueue, Umem};
+
+use crate::core::conn::ConnTable;
+use crate::core::service::{IfaceId, Snapshot};
+use crate::core::{Core, CoreStats, DropReason, Instant, Verdict};
+
+/// Frames per RX/TX batch.
+pub const BATCH: usize = 64;
+
+/// Sizes of the AF_XDP rings and the UMEM.
+#[derive(Clone, Copy, Debug)]
+pub struct XskConfig {
+    /// Frames owned by each worker (power of two).
+    pub frames_per_worker: u32,
+    /// UMEM frame size (power of two, ≥ 2048).
+    pub frame_size: u32,
+    /// RX, TX, fill and completion ring sizes (power of two).
+    pub ring_size: u32,
+}
+
+impl Default for XskConfig {
+    fn default() -> Self {
+        XskConfig { frames_per_worker: 4096, frame_size: 4096, ring_size: 2048 }
+    }
+}
+
+/// An interface the data plane drives.
+#[derive(Clone, Debug)]
+pub struct IfaceSpec {
+    pub id: IfaceId,
+    pub name: String,
+    /// RX queues to bind (one worker each).
+    pub queues: u32,
+}
+
+/// Counters a worker publishes once per batch (relaxed atomics: read by the control thread).
+#[derive(Debug, Default)]
+pub struct WorkerStats {
+    pub rx: AtomicU64,
+    pub tx: AtomicU64,
+    pub new_conns: AtomicU64,
+    pub drops: [AtomicU64; DropReason::COUNT],
+    /// Frames dropped because the egress worker's inbox was full.
+    pub inbox_full: AtomicU64,
+    /// Batches where the TX ring had no room for every frame.
+    pub tx_ring_full: AtomicU64,
+    /// Times the fill ring could not be topped up from the free frames.
+    pub fill_starved: AtomicU64,
+}
+
+impl WorkerStats {
+    fn publish(&self, c: &CoreStats) {
+        self.rx.store(c.rx, Ordering::Relaxed);
+        self.tx.store(c.tx, Ordering::Relaxed);
+        self.new_conns.store(c.new_conns, Ordering::Relaxed);
+        for (a, v) in self.drops.iter().zip(c.drops.iter()) {
+            a.store(*v, Ordering::Relaxed);
+        }
+    }
+}
+
+/// What other workers may put into a worker: frames to transmit and its own frames coming home.
+struct Mailbox {
+    inbox: ArrayQueue<FrameDesc>,
+    returns: ArrayQueue<FrameDesc>,
+    eventfd: RawFd,
+}
+
+impl Mailbox {
+    fn wake(&self) {
+        let one: u64 = 1;
+        // Safety: writing 8 bytes from a valid u64 to an eventfd we own; errors (EAGAIN on
+        // counter overflow) are harmless since the worker is awake then anyway.
+        unsafe { libc::write(self.eventfd, (&one as *const u64).cast(), 8) };
+    }
+
+    fn drain_eventfd(&self) {
+        let mut v: u64 = 0;
+        // Safety: reading 8 bytes into a valid u64 from a non-blocking eventfd we own.
+        unsafe { libc::read(self.eventfd, (&mut v as *mut u64).cast(), 8) };
+    }
+}
+
+impl Drop for Mailbox {
+    fn drop(&mut self) {
+        // Safety: the eventfd was created by us and is closed exactly once, here.
+        unsafe { libc::close(self.eventfd) };
+    }
+}
+
+/// A running worker.
+pub struct WorkerHandle {
+    /// "IFACE/qN".
+    pub name: String,
+    pub iface: IfaceId,
+    pub queue: u32,
+    pub stats: Arc<WorkerStats>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl WorkerHandle {
+    /// Waits for the worker to exit (after the stop flag was set).
+    pub fn join(&mut self) {
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// A worker's socket, before it runs.
+struct Bound {
+    iface: IfaceId,
+    iface_name: String,
+    queue: u32,
+    tx: TxQueue,
+    rx: RxQueue,
+    fill: FillQueue,
+    comp: CompQueue,
+    frames: Vec<FrameDesc>,
+}
+
+/// The AF_XDP sockets of the data plane, bound but not yet running.
+pub struct Dataplane {
+    umem: Umem,
+    bound: Vec<Bound>,
+    config: XskConfig,
+}
+
+/// An error while creating the data plane.
+#[derive(Debug)]
+pub struct Error(pub String);
+
+impl std::fmt::Display for Error {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Error {}
+
+impl Dataplane {
+    /// Creates the shared UMEM and one AF_XDP socket per (interface, RX queue). The XDP
+    /// program is not loaded here: the caller puts [`Dataplane::sockets`] into its XSKMAP.
+    pub fn bind(ifaces: &[IfaceSpec], config: XskConfig) -> Result<Self, Error> {
+        let workers: u32 = ifaces.iter().map(|i| i.queues).sum();
+        if workers == 0 {
+            return Err(Error("no interface queues to bind".into()));
+        }
+        let qs = |n: u32| QueueSize::new(n).map_err(|e| Error(format!("ring size: {e}")));
+        let umem_cfg = UmemConfig::builder()
+            .frame_size(
+                config.frame_size.try_into().map_err(|e| Error(format!("frame size: {e}")))?,
+            )
+            .fill_queue_size(qs(config.ring_size)?)
+            .comp_queue_size(qs(config.ring_size)?)
+            .build()
+            .map_err(|e| Error(format!("UMEM config: {e}")))?;
+        let total = workers
+            .checked_mul(config.frames_per_worker)
+            .and_then(std::num::NonZeroU32::new)
+            .ok_or_else(|| Error("UMEM frame count overflows".into()))?;
+        let (umem, mut descs) = Umem::new(umem_cfg, total, false)
+            .map_err(|e| Error(format!("creating UMEM of {total} frames: {e} ({e:?})")))?;
+        let sock_cfg = SocketConfig::builder()
+            .rx_queue_size(qs(config.ring_size)?)
+            .tx_queue_size(qs(config.ring_size)?)
+            .libxdp_flags(LibxdpFlags::XSK_LIBXDP_FLAGS_INHIBIT_PROG_LOAD)
+            .bind_flags(BindFlags::XDP_USE_NEED_WAKEUP)
+            .build();
+        let mut bound = Vec::new();
+        for spec in ifaces {
+            let ifname = spec
+                .name
+                .parse()
+                .map_err(|_| Error(format!("bad interface name {:?}", spec.name)))?;
+            for q in 0..spec.queues {
+                // Safety: each (interface, queue) pair is bound once from this UMEM, so the
+                // INHIBIT_PROG_LOAD requirement for re-binding a pair does not arise (it is set
+                // anyway: our own XDP program does the steering).
+                let (tx, rx, fq) = unsafe { Socket::new(sock_cfg, &umem, &ifname, q) }.map_err(
+                    |e| {
+                        let cause = std::error::Error::source(&e)
+                            .map(|s| format!(": {s}"))
+                            .unwrap_or_default();
+                        Error(format!("AF_XDP socket on {} queue {q}: {e}{cause}", spec.name))
+                    },
+                )?;
+                let (fill, comp) = fq.ok_or_else(|| {
+                    Error(format!("no fill/completion ring for {} queue {q}", spec.name))
+                })?;
+                let rest = descs.split_off(config.frames_per_worker as usize);
+                let frames = std::mem::replace(&mut descs, rest);
+                bound.push(Bound {
+                    iface: spec.id,
+                    iface_name: spec.name.clone(),
+                    queue: q,
+                    tx,
+                    rx,
+                    fill,
+                    comp,
+                    frames,
+                });
+            }
+        }
+        Ok(Dataplane { umem, bound, config })
+    }
+
+    /// (interface, queue, socket fd) of every socket, for the XSKMAP.
+    pub fn sockets(&self) -> Vec<(IfaceId, u32, RawFd)> {
+        use std::os::fd::AsRawFd;
+        self.bound.iter().map(|b| (b.iface, b.queue, b.rx.fd().as_raw_fd())).collect()
+    }
+
+    /// Starts one thread per socket. Workers stop when `stop` is set.
+    pub fn run(
+        self,
+        table: Arc<ConnTable>,
+        snapshot: Arc<ArcSwap<Snapshot>>,
+        stop: Arc<AtomicBool>,
+    ) -> io::Result<Vec<WorkerHandle>> {
+        let n = self.bound.len();
+        let mut mailboxes = Vec::with_capacity(n);
+        for _ in 0..n {
+            // Safety: plain syscall; the result is checked.
+            let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
+            if fd < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            mailboxes.push(Arc::new(Mailbox {
+                inbox: ArrayQueue::new(self.config.ring_size as usize * 2),
+                returns: ArrayQueue::new(self.config.frames_per_worker as usize),
+                eventfd: fd,
+            }));
+        }
+        // Egress routing: for interface e, the workers bound to it, by queue.
+        let mut by_iface: Vec<Vec<usize>> = Vec::new();
+        for (i, b) in self.bound.iter().enumerate() {
+            let e = b.iface as usize;
+            if by_iface.len() <= e {
+                by_iface.resize(e + 1, Vec::new());
+            }
+            by_iface[e].push(i);
+        }
+        let frame_span = self.config.frame_size as usize * self.config.frames_per_worker as usize;
+        let mut handles = Vec::with_capacity(n);
+        for (me, b) in self.bound.into_iter().enumerate() {
+            let stats = Arc::new(WorkerStats::default());
+            let name = format!("{}/q{}", b.iface_name, b.queue);
+            let (iface, queue) = (b.iface, b.queue);
+            let w = Worker {
+                me,
+                iface: b.iface,
+                queue: b.queue,
+                tx: b.tx,
+                rx: b.rx,
+                fill: b.fill,
+                comp: b.comp,
+                free: b.frames,
+                umem: self.umem.clone(),
+                core: Core::new(table.clone()),
+                snapshot: snapshot.clone(),
+                mailboxes: mailboxes.clone(),
+                by_iface: by_iface.clone(),
+                frame_span,
+                stats: stats.clone(),
+                stop: stop.clone(),
+                outstanding: 0,
+                pending_tx: Vec::with_capacity(self.config.ring_size as usize * 3),
+                wake: vec![false; n],
+            };
+            let thread = std::thread::Builder::new()
+                .name(format!("xlvs-{name}"))
+                .spawn(move || w.run())?;
+            handles.push(WorkerHandle { name, iface, queue, stats, thread: Some(thread) });
+        }
+        Ok(handles)
+    }
+}
+
+struct Worker {
+    me: usize,
+    iface: IfaceId,
+    queue: u32,
+    tx: TxQueue,
+    rx: RxQueue,
+    fill: FillQueue,
+    comp: CompQueue,
+    /// Frames of ours that are in no ring.
+    free: Vec<FrameDesc>,
+    umem: Umem,
+    core: Core,
+    snapshot: Arc<ArcSwap<Snapshot>>,
+    mailboxes: Vec<Arc<Mailbox>>,
+    by_iface: Vec<Vec<usize>>,
+    frame_span: usize,
+    stats: Arc<WorkerStats>,
+    stop: Arc<AtomicBool>,
+    /// Frames in our TX ring not yet completed.
+    outstanding: usize,
+    /// Frames to transmit that did not fit in the TX ring yet.
+    pending_tx: Vec<FrameDesc>,
+    /// Workers to wake at the end of this batch.
+    wake: Vec<bool>,
+}
+
+fn monotonic_now() -> Instant {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // Safety: clock_gettime writes into the valid timespec we pass.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    Instant(ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64)
+}
+
+/// The monotonic clock the workers use, for the control thread's expiry pass.
+pub fn now() -> Instant {
+    monotonic_now()
+}
+
+impl Worker {
+    fn home(&self, d: &FrameDesc) -> usize {
+        d.addr() / self.frame_span
+    }
+
+    /// Gives a frame we are done with back to its home worker's free list.
+    fn recycle(&mut self, d: FrameDesc) {
+        let h = self.home(&d);
+        if h == self.me {
+            self.free.push(d);
+        } else if self.mailboxes[h].returns.push(d).is_ok() {
+            self.wake[h] = true;
+        } else {
+            // Cannot happen: `returns` holds every frame the home worker owns.
+            log::error!("returns queue of worker {h} full; frame leaked");
+        }
+    }
+
+    /// The worker that transmits on `iface`: the one on our queue number, modulo its queues.
+    fn egress_worker(&self, iface: IfaceId) -> Option<usize> {
+        let ws = self.by_iface.get(iface as usize)?;
+        if ws.is_empty() {
+            return None;
+        }
+        Some(ws[self.queue as usize % ws.len()])
+    }
+
+    fn run(mut self) {
+        let mut rx_descs = vec![FrameDesc::default(); BATCH];
+        let mut comp_descs = vec![FrameDesc::default(); BATCH * 4];
+        let mut fds = [
+            libc::pollfd {
+                fd: std::os::fd::AsRawFd::as_raw_fd(self.rx.fd()),
+                events: libc::POLLIN,
+                revents: 0,
+            },
+            libc::pollfd { fd: self.mailboxes[self.me].eventfd, events: libc::POLLIN, revents: 0 },
+        ];
+        log::info!("worker {} (iface {} queue {}) running", self.me, self.iface, self.queue);
+        while !self.stop.load(Ordering::Relaxed) {
+            let mut busy = false;
+            let mb = self.mailboxes[self.me].clone();
+
+            // Our frames coming home from other workers.
+            while let Some(d) = mb.returns.pop() {
+                self.free.push(d);
+            }
+            // Completed transmissions.
+            // Safety: the completion ring only returns descriptors of frames we put in our TX
+            // ring, all from the shared UMEM; we own them again now.
+            let n = unsafe { self.comp.consume(&mut comp_descs) };
+            if n > 0 {
+                busy = true;
+                self.outstanding -= n.min(self.outstanding);
+                for d in comp_descs[..n].iter().copied() {
+                    self.recycle(d);
+                }
+            }
+            self.refill();
+
+            // Receive and forward a batch.
+            // Safety: the RX ring hands us frames of the shared UMEM that the kernel has
+            // finished writing; nothing else touches them until we pass them on.
+            let n = unsafe { self.rx.consume(&mut rx_descs) };
+            if n > 0 {
+                busy = true;
+                let snap = self.snapshot.load();
+                let now = monotonic_now();
+                for d in rx_descs[..n].iter_mut() {
+                    // Safety: `d` is a frame we own (just received), in this UMEM.
+                    let mut data = unsafe { self.umem.data_mut(d) };
+                    let verdict = self.core.process(now, &snap, data.contents_mut(), self.iface);
+                    drop(data);
+                    let d = *d;
+                    match verdict {
+                        Verdict::Tx(e) if e == self.iface => self.pending_tx.push(d),
+                        Verdict::Tx(e) => match self.egress_worker(e) {
+                            Some(w) if w == self.me => self.pending_tx.push(d),
+                            Some(w) => {
+                                if self.mailboxes[w].inbox.push(d).is_ok() {
+                                    self.wake[w] = true;
+                                } else {
+                                    self.stats.inbox_full.fetch_add(1, Ordering::Relaxed);
+                                    self.recycle(d);
+                                }
+                            }
+                            None => self.recycle(d),
+                        },
+                        Verdict::Drop(_) => self.recycle(d),
+                    }
+                }
+            }
+
+            // Frames other workers want sent on our interface.
+            while self.pending_tx.len() < self.pending_tx.capacity() {
+                match mb.inbox.pop() {
+                    Some(d) => {
+                        busy = true;
+                        self.pending_tx.push(d)
+                    }
+                    None => break,
+                }
+            }
+            self.transmit();
+
+            for w in 0..self.wake.len() {
+                if self.wake[w] {
+                    self.wake[w] = false;
+                    self.mailboxes[w].wake();
+                }
+            }
+            self.stats.publish(&self.core.stats);
+
+            if !busy && self.outstanding == 0 && self.pending_tx.is_empty() {
+                // Idle: sleep until a frame arrives, another worker hands us work, or 100 ms
+                // pass (to notice the stop flag).
+                // Safety: `fds` is a valid array of two pollfds.
+                unsafe { libc::poll(fds.as_mut_ptr(), 2, 100) };
+                if fds[1].revents != 0 {
+                    mb.drain_eventfd();
+                }
+                fds[0].revents = 0;
+                fds[1].revents = 0;
+            }
+        }
+        log::info!("worker {} stopping", self.me);
+    }
+
+    /// Tops the fill ring up from our free frames.
+    fn refill(&mut self) {
+        if self.free.is_empty() {
+            return;
+        }
+        let room = self.fill.nb_free(self.free.len() as u32) as usize;
+        if room == 0 {
+            return;
+        }
+        let k = room.min(self.free.len());
+        let start = self.free.len() - k;
+        // Safety: the frames are ours and in no ring; after this the kernel owns them until
+        // they come back on the RX ring.
+        let put = unsafe { self.fill.produce(&self.free[start..]) };
+        if put == 0 {
+            self.stats.fill_starved.fetch_add(1, Ordering::Relaxed);
+        }
+        self.free.truncate(self.free.len() - put);
+        if self.fill.needs_wakeup() {
+            let _ = self.fill.wakeup(self.rx.fd_mut(), 0);
+        }
+    }
+
+    /// Puts pending frames in the TX ring and kicks the kernel while any are outstanding.
+    fn transmit(&mut self) {
+        if !self.pending_tx.is_empty() {
+            // Safety: the pending frames are ours to send (received by us or handed over by
+            // another worker, which no longer touches them).
+            let put = unsafe { self.tx.produce(&self.pending_tx) };
+            if put < self.pending_tx.len() {
+                self.stats.tx_ring_full.fetch_add(1, Ordering::Relaxed);
+            }
+            self.outstanding += put;
+            self.pending_tx.drain(..put);
+        }
+        if self.outstanding > 0 || self.tx.needs_wakeup() {
+            // Copy mode transmits only inside sendto(); the loop calls this again until the
+            // completions catch up.
+            let _ = self.tx.wakeup();
+        }
+    }
+}
