@@ -1,1 +1,17 @@
-pub static XDP_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/xlvs"));
+//! xlvs control plane: the library behind `xlvsd` and `xlvsadm`.
+//!
+//! - [`ipvsadm`]: ipvsadm's command grammar and rules files.
+//! - [`table`]: the services table, snapshots for the workers, ipvsadm listings.
+//! - [`neigh`]: L2 next hops from the kernel's route and neighbour tables.
+//! - [`xdp`]: the XDP program and its steering maps.
+//! - [`admin`]: the control socket protocol.
+//! - [`daemon`]: xlvsd's control thread.
+//! - [`sys`]: interfaces, local addresses, signals.
+
+pub mod admin;
+pub mod daemon;
+pub mod ipvsadm;
+pub mod neigh;
+pub mod sys;
+pub mod table;
+pub mod xdp;

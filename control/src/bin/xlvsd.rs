@@ -1,1 +1,43 @@
-fn main(){ println!("{}", xlvs_control::XDP_OBJECT.len()); }
+//! xlvsd: the xlvs director daemon.
+
+use std::path::PathBuf;
+
+use clap::Parser;
+use xlvs_control::{admin, daemon};
+use xlvs_dataplane::afxdp::XskConfig;
+
+/// The xlvs Linux Virtual Server director: XDP steering, AF_XDP workers, LVS-NAT and LVS-DR.
+#[derive(Parser, Debug)]
+#[command(name = "xlvsd", version)]
+struct Args {
+    /// Interface to drive (repeat for several: e.g. the external and the internal one).
+    #[arg(long = "iface", value_name = "IF", required = true)]
+    ifaces: Vec<String>,
+    /// Rules to load at start, in `ipvsadm -S -n` format.
+    #[arg(long, value_name = "FILE")]
+    rules: Option<PathBuf>,
+    /// Control socket for xlvsadm.
+    #[arg(long, value_name = "SOCKET", default_value = admin::DEFAULT_SOCKET)]
+    control: PathBuf,
+    /// Maximum number of connections in the table.
+    #[arg(long, default_value_t = 4 << 20)]
+    max_conns: usize,
+}
+
+fn main() {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
+        .format_timestamp_millis()
+        .init();
+    let a = Args::parse();
+    let cfg = daemon::Config {
+        ifaces: a.ifaces,
+        rules: a.rules,
+        control: a.control,
+        max_conns: a.max_conns,
+        xsk: XskConfig::default(),
+    };
+    if let Err(e) = daemon::run(cfg) {
+        eprintln!("xlvsd: {e:#}");
+        std::process::exit(1);
+    }
+}

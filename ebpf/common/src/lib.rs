@@ -45,7 +45,7 @@ pub const PROTO_UDP: u8 = 17;
 /// IPv4 addresses sit in the first four bytes of `addr`, the rest zero. `port` is in network
 /// byte order, exactly as it appears in the frame, so the XDP program copies it unchanged.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
 pub struct L4Key {
     pub addr: [u8; 16],
     /// Port in network byte order.
@@ -68,7 +68,7 @@ impl L4Key {
 
 /// Key of [`MAP_LOCAL_ADDRS`]: one of the director's own addresses.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
 pub struct AddrKey {
     pub addr: [u8; 16],
     pub family: u8,

@@ -1,0 +1,304 @@
+//! xlvsd: attaches the XDP program, runs the AF_XDP workers, and owns the services table in a
+//! control loop that serves the admin socket, expires connections, and follows the kernel's
+//! neighbour table.
+
+use std::fmt::Write as _;
+use std::net::Ipv4Addr;
+use std::os::unix::net::UnixListener;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant as StdInstant};
+
+use anyhow::{Context as _, bail};
+use arc_swap::ArcSwap;
+use xlvs_common::AddrKey;
+use xlvs_dataplane::afxdp::{self, Dataplane, IfaceSpec, WorkerHandle, XskConfig};
+use xlvs_dataplane::core::DropReason;
+use xlvs_dataplane::core::conn::ConnTable;
+use xlvs_dataplane::core::service::{IfaceInfo, NextHop, Snapshot, Timeouts};
+
+use crate::admin::{self, Response};
+use crate::ipvsadm::{self, CmdError, Command};
+use crate::table::Table;
+use crate::{neigh, sys, xdp};
+
+/// xlvsd's settings.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Interfaces to drive.
+    pub ifaces: Vec<String>,
+    /// An `ipvsadm -S -n` rules file applied at start.
+    pub rules: Option<PathBuf>,
+    /// The admin socket.
+    pub control: PathBuf,
+    /// Most connections the table holds; new ones beyond are dropped and counted.
+    pub max_conns: usize,
+    /// AF_XDP sizes.
+    pub xsk: XskConfig,
+}
+
+/// State of the running daemon's control thread.
+struct Control {
+    table: Table,
+    snapshot: Arc<ArcSwap<Snapshot>>,
+    conns: Arc<ConnTable>,
+    ifaces: Vec<sys::Iface>,
+    infos: Vec<IfaceInfo>,
+    xdp: xdp::XdpSteering,
+    workers: Vec<WorkerHandle>,
+    timeouts: Timeouts,
+    tick: u64,
+}
+
+/// Runs xlvsd until SIGINT/SIGTERM.
+pub fn run(cfg: Config) -> anyhow::Result<()> {
+    if !sys::is_root() {
+        bail!("must run as root (XDP programs and AF_XDP sockets need CAP_NET_ADMIN, CAP_BPF, CAP_NET_RAW)");
+    }
+    if cfg.ifaces.is_empty() {
+        bail!("no interface given (--iface IF)");
+    }
+    if cfg.ifaces.len() > xlvs_common::MAX_IFACES as usize {
+        bail!("at most {} interfaces", xlvs_common::MAX_IFACES);
+    }
+    let mut ifaces = Vec::new();
+    for name in &cfg.ifaces {
+        if ifaces.iter().any(|i: &sys::Iface| &i.name == name) {
+            bail!("interface {name} given twice");
+        }
+        ifaces.push(sys::iface(name)?);
+    }
+    let mut table = Table::default();
+    if let Some(path) = &cfg.rules {
+        let text = std::fs::read_to_string(path).with_context(|| format!("reading rules file {}", path.display()))?;
+        let cmds = ipvsadm::parse_rules(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        table
+            .apply_all(&cmds)
+            .map_err(|(i, e)| anyhow::anyhow!("{}: command {} ({:?}): {}", path.display(), i + 1, cmds[i], e.msg))?;
+    }
+    sys::install_signal_handlers();
+    sys::raise_memlock();
+
+    let mut steering = xdp::XdpSteering::load()?;
+    let specs: Vec<IfaceSpec> = ifaces
+        .iter()
+        .enumerate()
+        .map(|(i, f)| IfaceSpec { id: i as u8, name: f.name.clone(), queues: f.rx_queues.min(xlvs_common::MAX_QUEUES) })
+        .collect();
+    let dp = Dataplane::bind(&specs, cfg.xsk).map_err(|e| anyhow::anyhow!("{e}"))?;
+    for (id, q, fd) in dp.sockets() {
+        steering.set_socket(id as u32, q, fd)?;
+    }
+    for (i, f) in ifaces.iter().enumerate() {
+        steering.set_iface(f.ifindex, i as u32, specs[i].queues)?;
+    }
+    let infos: Vec<IfaceInfo> =
+        ifaces.iter().map(|f| IfaceInfo { name: f.name.clone(), ifindex: f.ifindex, mac: f.mac }).collect();
+    let timeouts = Timeouts::default();
+    let snapshot = Arc::new(ArcSwap::from_pointee(table.snapshot(&infos, timeouts)));
+    let conns = Arc::new(ConnTable::new(cfg.max_conns));
+    let stop = Arc::new(AtomicBool::new(false));
+    let workers = dp.run(conns.clone(), snapshot.clone(), stop.clone()).context("starting workers")?;
+
+    let mut ctl = Control { table, snapshot, conns, ifaces, infos, xdp: steering, workers, timeouts, tick: 0 };
+    ctl.resolve_neighbours(true);
+    ctl.publish()?;
+    for f in &ctl.ifaces {
+        let mode = ctl.xdp.attach(&f.name)?;
+        log::info!("XDP attached to {} ({:?} mode), {} RX queue(s)", f.name, mode, f.rx_queues);
+    }
+
+    if let Some(dir) = cfg.control.parent() {
+        let _ = std::fs::create_dir_all(dir);
+    }
+    let _ = std::fs::remove_file(&cfg.control);
+    let listener = UnixListener::bind(&cfg.control)
+        .with_context(|| format!("binding the control socket {}", cfg.control.display()))?;
+    listener.set_nonblocking(true)?;
+    eprintln!(
+        "xlvsd: ready: {} worker(s) on {}; control socket {}",
+        ctl.workers.len(),
+        cfg.ifaces.join(", "),
+        cfg.control.display()
+    );
+
+    let mut last_tick = StdInstant::now();
+    while !sys::stop_requested() {
+        match listener.accept() {
+            Ok((s, _)) => {
+                let _ = s.set_nonblocking(false);
+                match admin::read_request(&s) {
+                    Ok(req) => {
+                        let resp = ctl.execute(&req.args);
+                        let _ = admin::write_response(&s, &resp);
+                    }
+                    Err(e) => log::warn!("bad control request: {e}"),
+                }
+                continue;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) => log::warn!("control socket: {e}"),
+        }
+        if last_tick.elapsed() >= Duration::from_secs(1) {
+            last_tick = StdInstant::now();
+            ctl.housekeeping();
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+
+    log::info!("stopping");
+    stop.store(true, Ordering::SeqCst);
+    for w in ctl.workers.iter_mut() {
+        w.join();
+    }
+    drop(ctl); // detaches XDP
+    let _ = std::fs::remove_file(&cfg.control);
+    eprintln!("xlvsd: stopped");
+    Ok(())
+}
+
+impl Control {
+    /// Publishes the table: the workers' snapshot first, then the XDP steering maps, so a
+    /// frame is steered only once the workers know its service.
+    fn publish(&mut self) -> anyhow::Result<()> {
+        self.snapshot.store(Arc::new(self.table.snapshot(&self.infos, self.timeouts)));
+        let (vips, reals) = self.table.steer_keys();
+        let local: Vec<AddrKey> = sys::local_addrs().iter().map(|a| AddrKey::v4(a.octets())).collect();
+        self.xdp.sync(&vips, &reals, &local)
+    }
+
+    /// Once a second: expire connections, drop retired realservers, follow neighbours.
+    fn housekeeping(&mut self) {
+        self.tick += 1;
+        let gone = self.conns.expire(afxdp::now());
+        if gone > 0 {
+            log::debug!("expired {gone} connection(s)");
+        }
+        let reaped = self.table.reap_retired();
+        self.resolve_neighbours(false);
+        if (reaped || self.tick % 5 == 0)
+            && let Err(e) = self.publish()
+        {
+            log::error!("updating XDP maps: {e:#}");
+        }
+    }
+
+    /// Updates every realserver's next hop from the kernel's tables; probes unresolved ones
+    /// (and all of them every 10 s, so the kernel keeps its entries fresh). With `wait`,
+    /// gives the kernel up to a second to answer the probes.
+    fn resolve_neighbours(&mut self, wait: bool) {
+        let routes = neigh::routes();
+        let dests: Vec<_> = self.table.all_dests().map(|d| (d.addr, d.state.clone())).collect();
+        let deadline = StdInstant::now() + Duration::from_secs(1);
+        let mut probed = false;
+        loop {
+            let arp = neigh::arp();
+            let mut missing = 0;
+            for (addr, state) in &dests {
+                let hop = self.next_hop(&routes, &arp, *addr);
+                if hop.is_none() || (!probed && self.tick % 10 == 0) {
+                    if let Some(r) = neigh::lookup(&routes, *addr) {
+                        if !probed {
+                            neigh::probe(r.via);
+                        }
+                    }
+                }
+                if hop.is_none() {
+                    missing += 1;
+                }
+                if hop.is_some() || state.next_hop().is_none() {
+                    state.set_next_hop(hop);
+                }
+            }
+            probed = true;
+            if !wait || missing == 0 || StdInstant::now() >= deadline {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn next_hop(
+        &self,
+        routes: &[(String, u32, u32, u32, u32, bool)],
+        arp: &std::collections::HashMap<(Ipv4Addr, String), [u8; 6]>,
+        addr: Ipv4Addr,
+    ) -> Option<NextHop> {
+        let r = neigh::lookup(routes, addr)?;
+        let iface = self.ifaces.iter().position(|f| f.name == r.dev)?;
+        let mac = arp.get(&(r.via, r.dev))?;
+        Some(NextHop { iface: iface as u8, mac: *mac })
+    }
+
+    /// Executes one xlvsadm command line.
+    fn execute(&mut self, args: &[String]) -> Response {
+        let cmd = match ipvsadm::parse(args) {
+            Ok(c) => c,
+            Err(e) => return err(e),
+        };
+        let out = match &cmd {
+            Command::List { key, .. } => match self.table.list(key.as_ref()) {
+                Ok(s) => s,
+                Err(e) => return err(e),
+            },
+            Command::Save { .. } => self.table.save(),
+            Command::Workers => self.workers_text(),
+            Command::XdpStats => {
+                let c = self.xdp.counters();
+                format!("steered {}\npassed {}\nredirect_failed {}\n", c[0], c[1], c[2])
+            }
+            Command::Help => ipvsadm::HELP.to_string(),
+            Command::Version => format!("xlvsadm {} (ipvsadm 1.31 syntax)\n", env!("CARGO_PKG_VERSION")),
+            _ => {
+                if let Err(e) = self.table.apply(&cmd) {
+                    return err(e);
+                }
+                if matches!(cmd, Command::AddDest { .. } | Command::EditDest { .. }) {
+                    self.resolve_neighbours(true);
+                }
+                if let Err(e) = self.publish() {
+                    return err(CmdError::op(format!("applied, but updating the XDP maps failed: {e:#}")));
+                }
+                log::info!("applied: {}", args.join(" "));
+                String::new()
+            }
+        };
+        Response { code: 0, stdout: out, stderr: String::new() }
+    }
+
+    fn workers_text(&self) -> String {
+        let mut s = format!("{:<12} {:>12} {:>12} {:>12} {:>12}\n", "Worker", "RX", "TX", "Dropped", "NewConns");
+        for w in &self.workers {
+            let st = &w.stats;
+            let dropped: u64 = st.drops.iter().map(|d| d.load(Ordering::Relaxed)).sum::<u64>()
+                + st.inbox_full.load(Ordering::Relaxed);
+            let _ = writeln!(
+                s,
+                "{:<12} {:>12} {:>12} {:>12} {:>12}",
+                w.name,
+                st.rx.load(Ordering::Relaxed),
+                st.tx.load(Ordering::Relaxed),
+                dropped,
+                st.new_conns.load(Ordering::Relaxed)
+            );
+        }
+        let _ = writeln!(s, "Drops by reason:");
+        for r in DropReason::ALL {
+            let n: u64 = self.workers.iter().map(|w| w.stats.drops[r as usize].load(Ordering::Relaxed)).sum();
+            if n > 0 {
+                let _ = writeln!(s, "  {:<14} {n}", r.name());
+            }
+        }
+        let inbox: u64 = self.workers.iter().map(|w| w.stats.inbox_full.load(Ordering::Relaxed)).sum();
+        if inbox > 0 {
+            let _ = writeln!(s, "  {:<14} {inbox}", "inbox_full");
+        }
+        let _ = writeln!(s, "Connections: {}", self.conns.len());
+        s
+    }
+}
+
+fn err(e: CmdError) -> Response {
+    Response { code: e.code, stdout: String::new(), stderr: format!("{}\n", e.msg) }
+}

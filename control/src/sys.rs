@@ -1,0 +1,99 @@
+//! What the daemon reads from the system: interfaces (sysfs), the director's own addresses,
+//! memlock, signals.
+
+use std::net::Ipv4Addr;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use anyhow::{Context as _, anyhow, bail};
+
+use crate::neigh::parse_mac;
+
+/// An interface as the daemon found it.
+#[derive(Clone, Debug)]
+pub struct Iface {
+    pub name: String,
+    pub ifindex: u32,
+    pub mac: [u8; 6],
+    pub rx_queues: u32,
+}
+
+/// Looks `name` up in sysfs.
+pub fn iface(name: &str) -> anyhow::Result<Iface> {
+    if name.is_empty() || name.contains('/') || name.len() > 15 {
+        bail!("bad interface name {name:?}");
+    }
+    let dir = format!("/sys/class/net/{name}");
+    if !std::path::Path::new(&dir).exists() {
+        bail!("no such interface: {name}");
+    }
+    let read = |f: &str| std::fs::read_to_string(format!("{dir}/{f}")).with_context(|| format!("reading {dir}/{f}"));
+    let ifindex = read("ifindex")?.trim().parse().context("ifindex")?;
+    let mac = parse_mac(&read("address")?).ok_or_else(|| anyhow!("{name} has no Ethernet address"))?;
+    let rx_queues = std::fs::read_dir(format!("{dir}/queues"))
+        .map(|d| d.filter_map(|e| e.ok()).filter(|e| e.file_name().to_string_lossy().starts_with("rx-")).count() as u32)
+        .unwrap_or(1)
+        .max(1);
+    Ok(Iface { name: name.to_string(), ifindex, mac, rx_queues })
+}
+
+/// The director's own IPv4 addresses (every interface).
+pub fn local_addrs() -> Vec<Ipv4Addr> {
+    let mut out = Vec::new();
+    let mut ifap: *mut libc::ifaddrs = std::ptr::null_mut();
+    // Safety: getifaddrs allocates a list we walk read-only and free with freeifaddrs.
+    unsafe {
+        if libc::getifaddrs(&mut ifap) != 0 {
+            return out;
+        }
+        let mut p = ifap;
+        while !p.is_null() {
+            let a = (*p).ifa_addr;
+            if !a.is_null() && (*a).sa_family as i32 == libc::AF_INET {
+                let sin = a as *const libc::sockaddr_in;
+                out.push(Ipv4Addr::from(u32::from_be((*sin).sin_addr.s_addr)));
+            }
+            p = (*p).ifa_next;
+        }
+        libc::freeifaddrs(ifap);
+    }
+    out
+}
+
+/// Tries to lift RLIMIT_MEMLOCK (older kernels charge BPF maps and UMEMs to it). Failing is
+/// not fatal: as root with CAP_IPC_LOCK, or on kernels with memcg accounting, it is not needed.
+pub fn raise_memlock() {
+    let r = libc::rlimit { rlim_cur: libc::RLIM_INFINITY, rlim_max: libc::RLIM_INFINITY };
+    // Safety: setrlimit reads the struct we pass.
+    if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &r) } != 0 {
+        log::debug!("could not raise RLIMIT_MEMLOCK ({}); continuing", std::io::Error::last_os_error());
+    }
+}
+
+static STOP: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_signal(_: libc::c_int) {
+    STOP.store(true, Ordering::SeqCst);
+}
+
+/// Installs SIGINT/SIGTERM handlers that set a flag (read with [`stop_requested`]).
+pub fn install_signal_handlers() {
+    for sig in [libc::SIGINT, libc::SIGTERM] {
+        // Safety: the handler only stores to an atomic, which is async-signal-safe.
+        unsafe {
+            let mut sa: libc::sigaction = std::mem::zeroed();
+            sa.sa_sigaction = on_signal as *const () as usize;
+            libc::sigemptyset(&mut sa.sa_mask);
+            libc::sigaction(sig, &sa, std::ptr::null_mut());
+        }
+    }
+}
+
+pub fn stop_requested() -> bool {
+    STOP.load(Ordering::SeqCst)
+}
+
+/// True if running as root.
+pub fn is_root() -> bool {
+    // Safety: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}

@@ -1,0 +1,363 @@
+//! The services table as the control thread owns it: the configuration ipvsadm commands edit,
+//! from which it builds the workers' immutable [`Snapshot`]s and the XDP steering keys.
+//!
+//! Realservers keep their `Arc<DestState>` (connection counters, next hop) across edits, and a
+//! service whose configuration did not change keeps its `Arc<Service>` (and so its scheduler's
+//! position), so publishing a new snapshot never disturbs existing connections.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use xlvs_common::{L4Key, PROTO_TCP, PROTO_UDP};
+use xlvs_dataplane::core::sched;
+use xlvs_dataplane::core::service::{
+    Dest, DestState, Fwd, IfaceInfo, Proto, Service, Snapshot, Timeouts, VsKey,
+};
+
+use crate::ipvsadm::{CmdError, Command, DestSpec};
+
+/// IPVS's connection table size as ipvsadm reports it ("size=4096").
+pub const IPVS_TAB_SIZE: u32 = 4096;
+
+/// A configured realserver.
+#[derive(Clone, Debug)]
+pub struct DestEntry {
+    pub addr: Ipv4Addr,
+    pub port: u16,
+    pub fwd: Fwd,
+    pub weight: u32,
+    pub state: Arc<DestState>,
+}
+
+/// A configured virtual service.
+#[derive(Clone, Debug)]
+pub struct ServiceEntry {
+    pub sched: String,
+    /// In IPVS list order: the newest realserver first (IPVS adds at the head).
+    pub dests: Vec<DestEntry>,
+    /// The published form, rebuilt when this service changes.
+    built: Option<Arc<Service>>,
+}
+
+/// The configuration: virtual services and their realservers.
+#[derive(Clone, Debug, Default)]
+pub struct Table {
+    services: BTreeMap<VsKey, ServiceEntry>,
+    /// Realservers deleted while connections still use them: their replies must still be
+    /// steered until the last connection goes (LVS-NAT).
+    retired: Vec<(VsKey, DestEntry)>,
+}
+
+fn sort_key(k: &VsKey) -> (u8, u32, u16) {
+    (k.proto.number(), k.addr.to_bits(), k.port)
+}
+
+impl Table {
+    pub fn services(&self) -> impl Iterator<Item = (&VsKey, &ServiceEntry)> {
+        self.services.iter()
+    }
+
+    /// Every realserver state still referenced: configured and retired ones.
+    pub fn all_dests(&self) -> impl Iterator<Item = &DestEntry> {
+        self.services.values().flat_map(|s| s.dests.iter()).chain(self.retired.iter().map(|(_, d)| d))
+    }
+
+    /// Applies a table-changing command. Listing commands are not handled here.
+    pub fn apply(&mut self, cmd: &Command) -> Result<(), CmdError> {
+        match cmd {
+            Command::AddService { key, sched: s } => {
+                check_sched(s)?;
+                if self.services.contains_key(key) {
+                    return Err(CmdError::op("Service already exists"));
+                }
+                self.services.insert(*key, ServiceEntry { sched: s.clone(), dests: Vec::new(), built: None });
+            }
+            Command::EditService { key, sched: s } => {
+                check_sched(s)?;
+                let svc = self.services.get_mut(key).ok_or_else(|| CmdError::op("No such service"))?;
+                svc.sched = s.clone();
+                svc.built = None;
+            }
+            Command::DelService { key } => {
+                let svc = self.services.remove(key).ok_or_else(|| CmdError::op("No such service"))?;
+                // IPVS drops the connections of a deleted service; nothing to keep steering.
+                drop(svc);
+            }
+            Command::Clear => self.services.clear(),
+            Command::AddDest { key, dest } => {
+                let svc = self.services.get_mut(key).ok_or_else(|| CmdError::op("Service not defined"))?;
+                if svc.dests.iter().any(|d| d.addr == dest.addr && d.port == dest.port) {
+                    return Err(CmdError::op("Destination already exists"));
+                }
+                // IPVS reuses a deleted realserver from its trash, counters and all.
+                let state = match self.retired.iter().position(|(k, d)| k == key && d.addr == dest.addr && d.port == dest.port) {
+                    Some(i) => self.retired.swap_remove(i).1.state,
+                    None => Arc::new(DestState::default()),
+                };
+                let entry = DestEntry { addr: dest.addr, port: dest.port, fwd: dest.fwd, weight: dest.weight, state };
+                svc.dests.insert(0, entry);
+                svc.built = None;
+            }
+            Command::EditDest { key, dest } => {
+                let svc = self.services.get_mut(key).ok_or_else(|| CmdError::op("Service not defined"))?;
+                let d = svc
+                    .dests
+                    .iter_mut()
+                    .find(|d| d.addr == dest.addr && d.port == dest.port)
+                    .ok_or_else(|| CmdError::op("No such destination"))?;
+                let DestSpec { fwd, weight, .. } = *dest;
+                d.fwd = fwd;
+                d.weight = weight;
+                svc.built = None;
+            }
+            Command::DelDest { key, addr, port } => {
+                let svc = self.services.get_mut(key).ok_or_else(|| CmdError::op("Service not defined"))?;
+                let i = svc
+                    .dests
+                    .iter()
+                    .position(|d| d.addr == *addr && d.port == *port)
+                    .ok_or_else(|| CmdError::op("No such destination"))?;
+                let d = svc.dests.remove(i);
+                svc.built = None;
+                self.retired.push((*key, d));
+            }
+            _ => return Err(CmdError::op("not a table command")),
+        }
+        Ok(())
+    }
+
+    /// Applies a list of commands all or nothing.
+    pub fn apply_all(&mut self, cmds: &[Command]) -> Result<(), (usize, CmdError)> {
+        let mut next = self.clone();
+        for (i, c) in cmds.iter().enumerate() {
+            next.apply(c).map_err(|e| (i, e))?;
+        }
+        *self = next;
+        Ok(())
+    }
+
+    /// Drops retired realservers no connection uses any more; true if any went.
+    pub fn reap_retired(&mut self) -> bool {
+        let before = self.retired.len();
+        self.retired.retain(|(_, d)| Arc::strong_count(&d.state) > 1);
+        before != self.retired.len()
+    }
+
+    /// The snapshot the workers forward with.
+    pub fn snapshot(&mut self, ifaces: &[IfaceInfo], timeouts: Timeouts) -> Snapshot {
+        let mut snap = Snapshot { ifaces: ifaces.to_vec(), timeouts, ..Default::default() };
+        for (key, svc) in self.services.iter_mut() {
+            let built = svc.built.get_or_insert_with(|| {
+                Arc::new(Service {
+                    key: *key,
+                    sched: sched::by_name(&svc.sched).expect("scheduler checked on apply"),
+                    dests: svc
+                        .dests
+                        .iter()
+                        .map(|d| Dest { addr: d.addr, port: d.port, fwd: d.fwd, weight: d.weight, state: d.state.clone() })
+                        .collect(),
+                })
+            });
+            snap.services.insert(*key, built.clone());
+        }
+        snap
+    }
+
+    /// Keys the XDP program steers: (virtual services, LVS-NAT realservers incl. retired ones).
+    pub fn steer_keys(&self) -> (Vec<L4Key>, Vec<L4Key>) {
+        let proto = |p: Proto| if p == Proto::Tcp { PROTO_TCP } else { PROTO_UDP };
+        let vips = self.services.keys().map(|k| L4Key::v4(k.addr.octets(), k.port, proto(k.proto))).collect();
+        let mut reals: Vec<L4Key> = self
+            .services
+            .iter()
+            .flat_map(|(k, s)| s.dests.iter().map(move |d| (k, d)))
+            .chain(self.retired.iter().map(|(k, d)| (k, d)))
+            .filter(|(_, d)| d.fwd == Fwd::Masq)
+            .map(|(k, d)| L4Key::v4(d.addr.octets(), d.port, proto(k.proto)))
+            .collect();
+        reals.sort_by_key(|k| (k.addr, k.port, k.proto));
+        reals.dedup();
+        (vips, reals)
+    }
+
+    fn sorted(&self) -> Vec<(&VsKey, &ServiceEntry)> {
+        let mut v: Vec<_> = self.services.iter().collect();
+        v.sort_by_key(|(k, _)| sort_key(k));
+        v
+    }
+
+    /// `ipvsadm -L -n` (or `-L -n -t SERVICE`).
+    pub fn list(&self, only: Option<&VsKey>) -> Result<String, CmdError> {
+        let mut out = String::new();
+        if only.is_none() {
+            let _ = writeln!(out, "IP Virtual Server version 1.2.1 (size={IPVS_TAB_SIZE})");
+        }
+        out.push_str("Prot LocalAddress:Port Scheduler Flags\n");
+        out.push_str("  -> RemoteAddress:Port           Forward Weight ActiveConn InActConn\n");
+        let services = match only {
+            Some(k) => match self.services.get_key_value(k) {
+                Some(kv) => vec![kv],
+                None => return Err(CmdError { msg: "No such service".into(), code: 1 }),
+            },
+            None => self.sorted(),
+        };
+        for (k, s) in services {
+            let name = format!("{:<4} {}:{}", k.proto.label(), k.addr, k.port);
+            let _ = writeln!(out, "{} {}", name, s.sched);
+            let mut dests: Vec<&DestEntry> = s.dests.iter().collect();
+            dests.sort_by_key(|d| (d.addr.to_bits(), d.port));
+            for d in dests {
+                let _ = writeln!(
+                    out,
+                    "  -> {:<28} {:<7} {:<6} {:<10} {:<10}",
+                    format!("{}:{}", d.addr, d.port),
+                    d.fwd.label(),
+                    d.weight,
+                    d.state.active.load(Ordering::Relaxed),
+                    d.state.inactive.load(Ordering::Relaxed),
+                );
+            }
+        }
+        Ok(out)
+    }
+
+    /// `ipvsadm -S -n`: the table as rules that `-R`/`--rules` restore.
+    pub fn save(&self) -> String {
+        let mut out = String::new();
+        for (k, s) in self.sorted() {
+            let flag = if k.proto == Proto::Tcp { "-t" } else { "-u" };
+            let _ = writeln!(out, "-A {flag} {}:{} -s {}", k.addr, k.port, s.sched);
+            let mut dests: Vec<&DestEntry> = s.dests.iter().collect();
+            dests.sort_by_key(|d| (d.addr.to_bits(), d.port));
+            for d in dests {
+                let m = if d.fwd == Fwd::Masq { "-m" } else { "-g" };
+                let _ = writeln!(out, "-a {flag} {}:{} -r {}:{} {m} -w {}", k.addr, k.port, d.addr, d.port, d.weight);
+            }
+        }
+        out
+    }
+}
+
+fn check_sched(s: &str) -> Result<(), CmdError> {
+    if sched::by_name(s).is_some() {
+        Ok(())
+    } else {
+        Err(CmdError::op("Scheduler or persistence engine not found"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ipvsadm::{parse, parse_rules};
+
+    fn run(t: &mut Table, s: &str) -> Result<(), CmdError> {
+        t.apply(&parse(&s.split_whitespace().map(String::from).collect::<Vec<_>>()).unwrap())
+    }
+
+    const RULES: &str = "\
+-A -t 192.0.2.100:80 -s rr
+-a -t 192.0.2.100:80 -r 10.10.0.11:80 -m -w 1
+-a -t 192.0.2.100:80 -r 10.10.0.12:8080 -m -w 2
+-A -u 192.0.2.100:53 -s wlc
+-a -u 192.0.2.100:53 -r 10.10.0.11:53 -g -w 1
+";
+
+    fn table() -> Table {
+        let mut t = Table::default();
+        t.apply_all(&parse_rules(RULES).unwrap()).unwrap();
+        t
+    }
+
+    #[test]
+    fn list_matches_ipvsadm_layout() {
+        let t = table();
+        let expected = "\
+IP Virtual Server version 1.2.1 (size=4096)
+Prot LocalAddress:Port Scheduler Flags
+  -> RemoteAddress:Port           Forward Weight ActiveConn InActConn
+TCP  192.0.2.100:80 rr
+  -> 10.10.0.11:80                Masq    1      0          0         
+  -> 10.10.0.12:8080              Masq    2      0          0         
+UDP  192.0.2.100:53 wlc
+  -> 10.10.0.11:53                Route   1      0          0         
+";
+        assert_eq!(t.list(None).unwrap(), expected);
+    }
+
+    #[test]
+    fn save_restores_the_same_table() {
+        let t = table();
+        let saved = t.save();
+        assert_eq!(saved, RULES);
+        let mut t2 = Table::default();
+        t2.apply_all(&parse_rules(&saved).unwrap()).unwrap();
+        assert_eq!(t2.list(None).unwrap(), t.list(None).unwrap());
+    }
+
+    #[test]
+    fn errors_follow_ipvsadm() {
+        let mut t = table();
+        assert_eq!(run(&mut t, "-A -t 192.0.2.100:80").unwrap_err().msg, "Service already exists");
+        assert_eq!(run(&mut t, "-a -t 192.0.2.100:80 -r 10.10.0.11:80 -m").unwrap_err().msg, "Destination already exists");
+        assert_eq!(run(&mut t, "-a -t 192.0.2.1:80 -r 10.10.0.11:80 -m").unwrap_err().msg, "Service not defined");
+        assert_eq!(run(&mut t, "-d -t 192.0.2.100:80 -r 10.10.0.99:80 -m").unwrap_err().msg, "No such destination");
+        assert_eq!(run(&mut t, "-D -t 192.0.2.1:80").unwrap_err(), CmdError::op("No such service"));
+        assert_eq!(run(&mut t, "-A -t 192.0.2.1:80 -s bogus").unwrap_err().msg, "Scheduler or persistence engine not found");
+    }
+
+    #[test]
+    fn failed_batch_changes_nothing() {
+        let mut t = table();
+        let before = t.save();
+        let cmds = parse_rules("-A -t 192.0.2.7:80 -s rr\n-a -t 192.0.2.8:80 -r 10.0.0.1:80 -m\n").unwrap();
+        assert_eq!(t.apply_all(&cmds).unwrap_err().0, 1);
+        assert_eq!(t.save(), before);
+    }
+
+    #[test]
+    fn newest_dest_is_first_in_ipvs_order_and_states_survive_edits() {
+        let mut t = table();
+        let key = VsKey { proto: Proto::Tcp, addr: "192.0.2.100".parse().unwrap(), port: 80 };
+        let svc = &t.services[&key];
+        assert_eq!(svc.dests[0].port, 8080, "last added is first");
+        let st = svc.dests[1].state.clone();
+        st.active.store(7, Ordering::Relaxed);
+        run(&mut t, "-e -t 192.0.2.100:80 -r 10.10.0.11:80 -m -w 5").unwrap();
+        let snap = t.snapshot(&[], Timeouts::default());
+        let d = snap.services[&key].dests.iter().find(|d| d.port == 80).unwrap();
+        assert_eq!(d.weight, 5);
+        assert!(Arc::ptr_eq(&d.state, &st));
+    }
+
+    #[test]
+    fn unchanged_services_keep_their_published_form() {
+        let mut t = table();
+        let a = t.snapshot(&[], Timeouts::default());
+        run(&mut t, "-e -u 192.0.2.100:53 -r 10.10.0.11:53 -g -w 3").unwrap();
+        let b = t.snapshot(&[], Timeouts::default());
+        let tcp = VsKey { proto: Proto::Tcp, addr: "192.0.2.100".parse().unwrap(), port: 80 };
+        let udp = VsKey { proto: Proto::Udp, ..tcp };
+        let udp = VsKey { port: 53, ..udp };
+        assert!(Arc::ptr_eq(&a.services[&tcp], &b.services[&tcp]));
+        assert!(!Arc::ptr_eq(&a.services[&udp], &b.services[&udp]));
+    }
+
+    #[test]
+    fn deleted_nat_dest_stays_steered_while_connections_use_it() {
+        let mut t = table();
+        let key = VsKey { proto: Proto::Tcp, addr: "192.0.2.100".parse().unwrap(), port: 80 };
+        let held = t.services[&key].dests[1].state.clone(); // 10.10.0.11:80, as a connection would
+        run(&mut t, "-d -t 192.0.2.100:80 -r 10.10.0.11:80").unwrap();
+        let (_, reals) = t.steer_keys();
+        assert!(reals.contains(&L4Key::v4([10, 10, 0, 11], 80, PROTO_TCP)));
+        assert!(!t.reap_retired());
+        drop(held);
+        assert!(t.reap_retired());
+        let (_, reals) = t.steer_keys();
+        assert!(!reals.contains(&L4Key::v4([10, 10, 0, 11], 80, PROTO_TCP)));
+    }
+}

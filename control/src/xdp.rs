@@ -1,0 +1,134 @@
+//! Loads the XDP program, attaches it, and keeps its maps in step with the services table.
+
+use std::collections::BTreeSet;
+use std::os::fd::RawFd;
+
+use anyhow::{Context as _, anyhow};
+use aya::maps::{HashMap, MapData, PerCpuArray, XskMap};
+use aya::programs::{Xdp, XdpMode};
+use aya::Ebpf;
+use xlvs_common::{
+    AddrKey, COUNTERS, IfaceSlot, L4Key, MAP_COUNTERS, MAP_IFACES, MAP_LOCAL_ADDRS, MAP_REALS,
+    MAP_SERVICES, MAP_XSKS, MAX_QUEUES, PROG_NAME, SteerValue,
+};
+
+/// The XDP object built from `ebpf/` by build.rs.
+pub static XDP_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/xlvs"));
+
+/// The loaded XDP program and its maps. Dropping it detaches the program from every interface.
+pub struct XdpSteering {
+    ebpf: Ebpf,
+    xsks: XskMap<MapData>,
+    services: HashMap<MapData, L4Key, SteerValue>,
+    reals: HashMap<MapData, L4Key, SteerValue>,
+    local: HashMap<MapData, AddrKey, u32>,
+    ifaces: HashMap<MapData, u32, IfaceSlot>,
+    counters: PerCpuArray<MapData, u64>,
+    cur_services: BTreeSet<L4Key>,
+    cur_reals: BTreeSet<L4Key>,
+    cur_local: BTreeSet<AddrKey>,
+}
+
+/// How the program ended up attached to an interface.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    Native,
+    Skb,
+}
+
+fn take<T>(ebpf: &mut Ebpf, name: &str) -> anyhow::Result<T>
+where
+    T: TryFrom<aya::maps::Map>,
+    <T as TryFrom<aya::maps::Map>>::Error: std::error::Error + Send + Sync + 'static,
+{
+    let m = ebpf.take_map(name).ok_or_else(|| anyhow!("map {name} missing from the XDP object"))?;
+    T::try_from(m).with_context(|| format!("map {name}"))
+}
+
+impl XdpSteering {
+    /// Loads the program into the kernel (not attached yet).
+    pub fn load() -> anyhow::Result<Self> {
+        let mut ebpf = Ebpf::load(XDP_OBJECT).context("loading the XDP object")?;
+        let prog: &mut Xdp = ebpf
+            .program_mut(PROG_NAME)
+            .ok_or_else(|| anyhow!("program {PROG_NAME} missing"))?
+            .try_into()
+            .context("program type")?;
+        prog.load().context("loading the XDP program (verifier)")?;
+        Ok(XdpSteering {
+            xsks: take(&mut ebpf, MAP_XSKS)?,
+            services: take(&mut ebpf, MAP_SERVICES)?,
+            reals: take(&mut ebpf, MAP_REALS)?,
+            local: take(&mut ebpf, MAP_LOCAL_ADDRS)?,
+            ifaces: take(&mut ebpf, MAP_IFACES)?,
+            counters: take(&mut ebpf, MAP_COUNTERS)?,
+            ebpf,
+            cur_services: BTreeSet::new(),
+            cur_reals: BTreeSet::new(),
+            cur_local: BTreeSet::new(),
+        })
+    }
+
+    /// Records an interface's XSKMAP block (slot = its index among the driven interfaces).
+    pub fn set_iface(&mut self, ifindex: u32, slot: u32, queues: u32) -> anyhow::Result<()> {
+        let v = IfaceSlot { xsk_base: slot * MAX_QUEUES, queues };
+        self.ifaces.insert(ifindex, v, 0).context("IFACES map")?;
+        Ok(())
+    }
+
+    /// Puts an AF_XDP socket in the XSKMAP.
+    pub fn set_socket(&mut self, slot: u32, queue: u32, fd: RawFd) -> anyhow::Result<()> {
+        self.xsks.set(slot * MAX_QUEUES + queue, fd, 0).context("XSKMAP")?;
+        Ok(())
+    }
+
+    /// Attaches to `iface` natively, falling back to SKB (generic) mode with a warning.
+    pub fn attach(&mut self, iface: &str) -> anyhow::Result<Mode> {
+        let prog: &mut Xdp = self.ebpf.program_mut(PROG_NAME).expect("loaded").try_into()?;
+        match prog.attach(iface, XdpMode::Driver) {
+            Ok(_) => Ok(Mode::Native),
+            Err(e) => {
+                log::warn!("native XDP on {iface} failed ({e}); using SKB (generic) mode, which is slower");
+                prog.attach(iface, XdpMode::Skb)
+                    .with_context(|| format!("attaching XDP to {iface} in SKB mode"))?;
+                Ok(Mode::Skb)
+            }
+        }
+    }
+
+    /// Makes the steering maps hold exactly these keys (adds first, then removes).
+    pub fn sync(&mut self, services: &[L4Key], reals: &[L4Key], local: &[AddrKey]) -> anyhow::Result<()> {
+        sync_set(&mut self.services, &mut self.cur_services, services, SteerValue::default())?;
+        sync_set(&mut self.reals, &mut self.cur_reals, reals, SteerValue::default())?;
+        sync_set(&mut self.local, &mut self.cur_local, local, 0)?;
+        Ok(())
+    }
+
+    /// Summed per-CPU counters: [steered, passed, redirect_failed].
+    pub fn counters(&self) -> [u64; COUNTERS as usize] {
+        let mut out = [0u64; COUNTERS as usize];
+        for (i, o) in out.iter_mut().enumerate() {
+            if let Ok(v) = self.counters.get(&(i as u32), 0) {
+                *o = v.iter().sum();
+            }
+        }
+        out
+    }
+}
+
+fn sync_set<K: aya::Pod + Ord, V: aya::Pod + Copy>(
+    map: &mut HashMap<MapData, K, V>,
+    cur: &mut BTreeSet<K>,
+    want: &[K],
+    value: V,
+) -> anyhow::Result<()> {
+    let want: BTreeSet<K> = want.iter().copied().collect();
+    for k in want.difference(cur) {
+        map.insert(k, value, 0).context("updating a steering map")?;
+    }
+    for k in cur.difference(&want) {
+        let _ = map.remove(k);
+    }
+    *cur = want;
+    Ok(())
+}

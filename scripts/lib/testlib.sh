@@ -1,0 +1,292 @@
+# shellcheck shell=bash
+# xlvs end-to-end test helpers, on top of scripts/lib/lab.sh.
+#
+# Source it from a test in scripts/tests/ (it sources lab.sh itself):
+#   . "$(dirname "${BASH_SOURCE[0]}")/../lib/testlib.sh"
+#   test_init nh                  # lab ID "nh$$", traps, root check
+#   lab_nat_up "$ID" || fail "lab_nat_up"
+#   start_xlvsd "$ID" --iface ext0 --iface int0 --rules "$RULES"
+#   xlvsadm "$ID" -L -n
+#   ...
+#   pass                          # stops xlvsd (must exit 0, XDP detached)
+#
+# Conventions: every wait is bounded, every client command runs under
+# `timeout`. fail prints "FAIL <test>: MSG" and the xlvsd log tail, then
+# exits 1; the EXIT trap stops xlvsd (SIGTERM, bounded wait, then SIGKILL),
+# kills recorded background jobs and tears the lab down.
+#
+# Environment:
+#   XLVSD / XLVSADM      binaries (default target/release/{xlvsd,xlvsadm})
+#   XLVS_TEST_LOGDIR     where a failed test's full xlvsd log is copied
+#                        (default /tmp/xlvs-test-logs)
+#   XLVS_READY_TIMEOUT   seconds to wait for "xlvsd: ready" (default 30)
+
+TESTLIB_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+# shellcheck source=lab.sh
+. "$TESTLIB_ROOT/scripts/lib/lab.sh"
+
+XLVSD=${XLVSD:-$TESTLIB_ROOT/target/release/xlvsd}
+XLVSADM=${XLVSADM:-$TESTLIB_ROOT/target/release/xlvsadm}
+XLVS_TEST_LOGDIR=${XLVS_TEST_LOGDIR:-/tmp/xlvs-test-logs}
+
+TEST_NAME=${TEST_NAME:-$(basename "$0" .sh)}
+ID=
+XLVSD_PID=
+XLVSD_LOG=
+XLVSD_IFACES=
+XLVSD_STOP_MSG=
+TEST_BG_PIDS=()
+_TEST_FAILED=0
+_TEST_DONE=0
+_TEST_FAILMARK=${TMPDIR:-/tmp}/xlvs-test-failed.$$
+
+# ---------------------------------------------------------------- basics
+
+log() { printf '# %s\n' "$*"; }
+
+# Last lines of the xlvsd log, indented (nothing if there is none).
+xlvsd_log_tail() { # [LINES]
+  if [ -n "$XLVSD_LOG" ] && [ -f "$XLVSD_LOG" ]; then
+    echo "--- xlvsd log tail ($XLVSD_LOG) ---"
+    tail -n "${1:-25}" "$XLVSD_LOG" | sed 's/^/  | /'
+    echo "--- end of xlvsd log ---"
+  fi
+}
+
+# fail MSG: report and exit 1. Writes to stderr and leaves a marker file, so
+# it also works from inside $(...) (the subshell exits, set -e stops the
+# test, and the EXIT trap does not report a second failure).
+fail() {
+  _TEST_FAILED=1
+  : >"$_TEST_FAILMARK" 2>/dev/null || true
+  {
+    echo "FAIL $TEST_NAME: $*"
+    if [ -n "$XLVSD_PID" ] && ! kill -0 "$XLVSD_PID" 2>/dev/null; then
+      echo "(xlvsd pid $XLVSD_PID is no longer running)"
+    fi
+    xlvsd_log_tail 25
+  } >&2
+  exit 1
+}
+
+# test_init PREFIX: lab ID = PREFIX + $$ (at most 12 chars), EXIT trap.
+test_init() {
+  [ "$(id -u)" -eq 0 ] || { echo "FAIL $TEST_NAME: must run as root" >&2; exit 1; }
+  rm -f "$_TEST_FAILMARK"
+  ID="${1}$$"
+  ID=${ID:0:12}
+  trap _test_cleanup EXIT
+  trap 'exit 143' TERM
+  trap 'exit 130' INT
+  echo "# lab $ID ($TEST_NAME)"
+}
+
+_test_cleanup() {
+  local rc=$? p
+  trap - EXIT TERM INT
+  set +e
+  if [ -e "$_TEST_FAILMARK" ]; then
+    _TEST_FAILED=1
+    rm -f "$_TEST_FAILMARK"
+  fi
+  for p in "${TEST_BG_PIDS[@]}"; do
+    kill "$p" 2>/dev/null
+  done
+  if [ -n "$XLVSD_PID" ]; then
+    _stop_xlvsd >/dev/null 2>&1
+  fi
+  if [ "$rc" -ne 0 ] || [ "$_TEST_FAILED" = 1 ]; then
+    if [ "$_TEST_FAILED" = 0 ] && [ "$_TEST_DONE" = 0 ]; then
+      # died without calling fail (set -e, signal, timeout)
+      { echo "FAIL $TEST_NAME: aborted (exit status $rc)"; xlvsd_log_tail 25; } >&2
+    fi
+    if [ -n "$XLVSD_LOG" ] && [ -f "$XLVSD_LOG" ]; then
+      mkdir -p "$XLVS_TEST_LOGDIR" 2>/dev/null &&
+        cp -f "$XLVSD_LOG" "$XLVS_TEST_LOGDIR/$TEST_NAME.xlvsd.log" 2>/dev/null &&
+        echo "# full xlvsd log: $XLVS_TEST_LOGDIR/$TEST_NAME.xlvsd.log"
+    fi
+  fi
+  [ -n "$ID" ] && lab_down "$ID"
+  [ "$_TEST_FAILED" = 1 ] && [ "$rc" -eq 0 ] && rc=1
+  exit "$rc"
+}
+
+# Record a background PID to be killed at cleanup.
+bg_track() { TEST_BG_PIDS+=("$@"); }
+
+# ---------------------------------------------------------------- xlvsd
+
+# Print the control socket path of lab ID.
+xlvs_sock() { printf '%s/xlvsd.sock\n' "$(lab_dir "$1")"; }
+
+# start_xlvsd ID ARGS...: run xlvsd in the director netns with
+# `--control <labdir>/xlvsd.sock ARGS...` (ARGS carry --iface/--rules), wait
+# (bounded, XLVS_READY_TIMEOUT s) for "xlvsd: ready" in its stderr log.
+start_xlvsd() {
+  local id=$1 ns sock i limit a prev= st
+  shift
+  [ -x "$XLVSD" ] || fail "xlvsd binary not found: $XLVSD (build with cargo build --release)"
+  [ -x "$XLVSADM" ] || fail "xlvsadm binary not found: $XLVSADM"
+  ns=$(lab_ns "$id" dir) || fail "bad lab id $id"
+  sock=$(xlvs_sock "$id")
+  XLVSD_LOG="$(lab_dir "$id")/xlvsd.log"
+  XLVSD_IFACES=
+  for a in "$@"; do
+    [ "$prev" = --iface ] && XLVSD_IFACES+=" $a"
+    prev=$a
+  done
+  log "start: ip netns exec $ns $XLVSD --control $sock $*"
+  # `ip netns exec` execs the command, so $! is xlvsd itself.
+  ip netns exec "$ns" "$XLVSD" --control "$sock" "$@" </dev/null >>"$XLVSD_LOG" 2>&1 &
+  XLVSD_PID=$!
+  limit=$((${XLVS_READY_TIMEOUT:-30} * 10))
+  for ((i = 0; i < limit; i++)); do
+    if grep -q 'xlvsd: ready' "$XLVSD_LOG" 2>/dev/null; then
+      log "xlvsd ready (pid $XLVSD_PID) after $((i / 10)).$((i % 10))s"
+      return 0
+    fi
+    if ! kill -0 "$XLVSD_PID" 2>/dev/null; then
+      st=0
+      wait "$XLVSD_PID" 2>/dev/null || st=$?
+      fail "xlvsd exited (status $st) before printing 'xlvsd: ready'"
+    fi
+    sleep 0.1
+  done
+  fail "xlvsd did not print 'xlvsd: ready' within ${XLVS_READY_TIMEOUT:-30}s"
+}
+
+# Fail unless xlvsd is still running.
+xlvsd_alive() {
+  [ -n "$XLVSD_PID" ] || fail "xlvsd was never started"
+  if ! kill -0 "$XLVSD_PID" 2>/dev/null; then
+    local rc=0
+    wait "$XLVSD_PID" 2>/dev/null || rc=$?
+    fail "xlvsd died (exit status $rc)${1:+ $1}"
+  fi
+}
+
+# SIGTERM, wait up to 10 s, then SIGKILL. Sets XLVSD_STOP_MSG; returns 0
+# only if xlvsd exited by itself within 10 s with status 0. Must not run in
+# a subshell ($(...)): xlvsd is a child of the test's main shell.
+_stop_xlvsd() {
+  local i rc=0 pid=$XLVSD_PID
+  XLVSD_STOP_MSG=
+  [ -n "$pid" ] || return 0
+  XLVSD_PID=
+  kill -TERM "$pid" 2>/dev/null || true
+  for ((i = 0; i < 100; i++)); do
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 0.1
+  done
+  if kill -0 "$pid" 2>/dev/null; then
+    kill -KILL "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+    XLVSD_STOP_MSG="still running 10s after SIGTERM (killed)"
+    return 1
+  fi
+  wait "$pid" 2>/dev/null || rc=$?
+  XLVSD_STOP_MSG="exit status $rc"
+  [ "$rc" -eq 0 ]
+}
+
+# stop_xlvsd_checked: stop xlvsd and check it exited cleanly (status 0
+# within 10 s of SIGTERM) and left no XDP program on its interfaces.
+stop_xlvsd_checked() {
+  local pid=$XLVSD_PID dev ns
+  [ -n "$pid" ] || return 0
+  if ! _stop_xlvsd; then
+    fail "xlvsd did not stop cleanly on SIGTERM: $XLVSD_STOP_MSG"
+  fi
+  ns=$(lab_ns "$ID" dir)
+  for dev in $XLVSD_IFACES; do
+    if ip -n "$ns" -d link show dev "$dev" 2>/dev/null |
+      grep -Eqw 'xdp|xdpgeneric|xdpdrv|xdpoffload|xdpmulti|prog/xdp[a-z]*'; then
+      fail "XDP program still attached to $dev after xlvsd exited: $(ip -n "$ns" -d link show dev "$dev" | tr '\n' ' ')"
+    fi
+  done
+}
+
+# pass: stop xlvsd (checked), print PASS.
+pass() {
+  stop_xlvsd_checked
+  _TEST_DONE=1
+  echo "PASS $TEST_NAME"
+}
+
+# xlvsadm ID ARGS...: run xlvsadm against lab ID's daemon (10 s limit).
+xlvsadm() {
+  local id=$1
+  shift
+  timeout 10 "$XLVSADM" --control "$(xlvs_sock "$id")" "$@"
+}
+
+# xadm ID ARGS...: xlvsadm that must succeed; prints its stdout.
+xadm() {
+  local out rc=0 id=$1
+  shift
+  out=$(xlvsadm "$id" "$@" 2>&1) || rc=$?
+  [ "$rc" -eq 0 ] || fail "xlvsadm $* failed (rc=$rc): $out"
+  printf '%s\n' "$out"
+}
+
+# lvs_dest_field LISTING SERVICE DEST COL: from `xlvsadm -L -n` output,
+# column COL (Forward|Weight|ActiveConn|InActConn) of DEST (addr:port)
+# under SERVICE ("TCP 192.0.2.100:80" / "UDP ..."). Prints nothing if absent.
+lvs_dest_field() {
+  local col
+  case "$4" in
+    Forward) col=3 ;; Weight) col=4 ;; ActiveConn) col=5 ;; InActConn) col=6 ;;
+    *) fail "lvs_dest_field: bad column $4" ;;
+  esac
+  printf '%s\n' "$1" | awk -v svc="$2" -v dest="$3" -v col="$col" '
+    $1 == "TCP" || $1 == "UDP" || $1 == "FWM" { cur = $1 " " $2; next }
+    $1 == "->" && cur == svc && $2 == dest { print $col; exit }'
+}
+
+# ---------------------------------------------------------------- files
+
+# write_rules FILE LINE...: one rule per argument.
+write_rules() {
+  local f=$1
+  shift
+  printf '%s\n' "$@" > "$f" || fail "cannot write $f"
+}
+
+# ---------------------------------------------------------------- clients
+
+# http_burst ID URL N PAR OUT: N GETs of URL from the client netns, each a
+# separate curl process (new TCP connection), PAR in parallel. OUT gets one
+# line per request: the body ("rs1") or "ERR rc=R req=I". curl's stderr
+# goes to OUT.err. Returns non-zero only if the whole run timed out.
+http_burst() {
+  local id=$1 url=$2 n=$3 par=$4 out=$5
+  # shellcheck disable=SC2016
+  lab_exec "$id" cli timeout 300 bash -c '
+    seq "$2" | xargs -P "$3" -n 1 sh -c '\''
+      curl -sS --max-time 10 "$1" || echo "ERR rc=$? req=$2"'\'' sh "$1"
+  ' _ "$url" "$n" "$par" >"$out" 2>"$out.err"
+}
+
+# check_burst OUT N WHAT: all N lines of OUT must be rs1 or rs2 (else fail
+# with samples). Sets BURST_RS1 / BURST_RS2 counts.
+check_burst() {
+  local out=$1 n=$2 what=$3 lines bad
+  lines=$(wc -l <"$out")
+  BURST_RS1=$(grep -cx rs1 "$out" || true)
+  BURST_RS2=$(grep -cx rs2 "$out" || true)
+  bad=$(grep -vx -e rs1 -e rs2 "$out" | head -n 5 || true)
+  if [ "$lines" -ne "$n" ] || [ -n "$bad" ] || [ $((BURST_RS1 + BURST_RS2)) -ne "$n" ]; then
+    fail "$what: $lines answers of $n, rs1=$BURST_RS1 rs2=$BURST_RS2, $(grep -vxc -e rs1 -e rs2 "$out" || true) bad; samples: $(printf '%s' "$bad" | tr '\n' '|') curl stderr: $(head -n 3 "$out.err" 2>/dev/null | tr '\n' '|')"
+  fi
+}
+
+# make_big ID FILE: 50 MB of random data to FILE, hard-linked as "big" into
+# rs1's and rs2's www dirs. Prints the sha256.
+make_big() {
+  local id=$1 f=$2 r
+  head -c 50M /dev/urandom >"$f" || fail "cannot write $f"
+  for r in rs1 rs2; do
+    ln -f "$f" "$(lab_wwwdir "$id" "$r")/big" || fail "cannot link big into $r"
+  done
+  sha256sum "$f" | awk '{ print $1 }'
+}
