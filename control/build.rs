@@ -8,7 +8,11 @@ fn main() -> anyhow::Result<()> {
     let root = root.to_str().expect("utf-8 path");
     println!("cargo:rerun-if-changed={root}/common/src");
     aya_build::build_ebpf(
-        [aya_build::Package { name: "xlvs-ebpf", root_dir: root, ..Default::default() }],
+        [aya_build::Package {
+            name: "xlvs-ebpf",
+            root_dir: root,
+            ..Default::default()
+        }],
         aya_build::Toolchain::Nightly,
     )
 }

@@ -34,7 +34,8 @@ pub fn call(socket: &Path, args: Vec<String>) -> std::io::Result<Response> {
     let mut r = BufReader::new(s);
     let mut answer = String::new();
     r.read_line(&mut answer)?;
-    serde_json::from_str(&answer).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
+    serde_json::from_str(&answer)
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
 }
 
 /// Reads one request from an accepted connection (bounded in size and time).

@@ -54,7 +54,9 @@ struct Control {
 /// Runs xlvsd until SIGINT/SIGTERM.
 pub fn run(cfg: Config) -> anyhow::Result<()> {
     if !sys::is_root() {
-        bail!("must run as root (XDP programs and AF_XDP sockets need CAP_NET_ADMIN, CAP_BPF, CAP_NET_RAW)");
+        bail!(
+            "must run as root (XDP programs and AF_XDP sockets need CAP_NET_ADMIN, CAP_BPF, CAP_NET_RAW)"
+        );
     }
     if cfg.ifaces.is_empty() {
         bail!("no interface given (--iface IF)");
@@ -71,11 +73,19 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
     }
     let mut table = Table::default();
     if let Some(path) = &cfg.rules {
-        let text = std::fs::read_to_string(path).with_context(|| format!("reading rules file {}", path.display()))?;
-        let cmds = ipvsadm::parse_rules(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-        table
-            .apply_all(&cmds)
-            .map_err(|(i, e)| anyhow::anyhow!("{}: command {} ({:?}): {}", path.display(), i + 1, cmds[i], e.msg))?;
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading rules file {}", path.display()))?;
+        let cmds =
+            ipvsadm::parse_rules(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        table.apply_all(&cmds).map_err(|(i, e)| {
+            anyhow::anyhow!(
+                "{}: command {} ({:?}): {}",
+                path.display(),
+                i + 1,
+                cmds[i],
+                e.msg
+            )
+        })?;
     }
     sys::install_signal_handlers();
     sys::raise_memlock();
@@ -84,7 +94,11 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
     let specs: Vec<IfaceSpec> = ifaces
         .iter()
         .enumerate()
-        .map(|(i, f)| IfaceSpec { id: i as u8, name: f.name.clone(), queues: f.rx_queues.min(xlvs_common::MAX_QUEUES) })
+        .map(|(i, f)| IfaceSpec {
+            id: i as u8,
+            name: f.name.clone(),
+            queues: f.rx_queues.min(xlvs_common::MAX_QUEUES),
+        })
         .collect();
     let dp = Dataplane::bind(&specs, cfg.xsk).map_err(|e| anyhow::anyhow!("{e}"))?;
     for (id, q, fd) in dp.sockets() {
@@ -93,20 +107,43 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
     for (i, f) in ifaces.iter().enumerate() {
         steering.set_iface(f.ifindex, i as u32, specs[i].queues)?;
     }
-    let infos: Vec<IfaceInfo> =
-        ifaces.iter().map(|f| IfaceInfo { name: f.name.clone(), ifindex: f.ifindex, mac: f.mac }).collect();
+    let infos: Vec<IfaceInfo> = ifaces
+        .iter()
+        .map(|f| IfaceInfo {
+            name: f.name.clone(),
+            ifindex: f.ifindex,
+            mac: f.mac,
+        })
+        .collect();
     let timeouts = Timeouts::default();
     let snapshot = Arc::new(ArcSwap::from_pointee(table.snapshot(&infos, timeouts)));
     let conns = Arc::new(ConnTable::new(cfg.max_conns));
     let stop = Arc::new(AtomicBool::new(false));
-    let workers = dp.run(conns.clone(), snapshot.clone(), stop.clone()).context("starting workers")?;
+    let workers = dp
+        .run(conns.clone(), snapshot.clone(), stop.clone())
+        .context("starting workers")?;
 
-    let mut ctl = Control { table, snapshot, conns, ifaces, infos, xdp: steering, workers, timeouts, tick: 0 };
+    let mut ctl = Control {
+        table,
+        snapshot,
+        conns,
+        ifaces,
+        infos,
+        xdp: steering,
+        workers,
+        timeouts,
+        tick: 0,
+    };
     ctl.resolve_neighbours(true);
     ctl.publish()?;
     for f in &ctl.ifaces {
         let mode = ctl.xdp.attach(&f.name)?;
-        log::info!("XDP attached to {} ({:?} mode), {} RX queue(s)", f.name, mode, f.rx_queues);
+        log::info!(
+            "XDP attached to {} ({:?} mode), {} RX queue(s)",
+            f.name,
+            mode,
+            f.rx_queues
+        );
     }
 
     if let Some(dir) = cfg.control.parent() {
@@ -162,9 +199,13 @@ impl Control {
     /// Publishes the table: the workers' snapshot first, then the XDP steering maps, so a
     /// frame is steered only once the workers know its service.
     fn publish(&mut self) -> anyhow::Result<()> {
-        self.snapshot.store(Arc::new(self.table.snapshot(&self.infos, self.timeouts)));
+        self.snapshot
+            .store(Arc::new(self.table.snapshot(&self.infos, self.timeouts)));
         let (vips, reals) = self.table.steer_keys();
-        let local: Vec<AddrKey> = sys::local_addrs().iter().map(|a| AddrKey::v4(a.octets())).collect();
+        let local: Vec<AddrKey> = sys::local_addrs()
+            .iter()
+            .map(|a| AddrKey::v4(a.octets()))
+            .collect();
         self.xdp.sync(&vips, &reals, &local)
     }
 
@@ -189,7 +230,11 @@ impl Control {
     /// gives the kernel up to a second to answer the probes.
     fn resolve_neighbours(&mut self, wait: bool) {
         let routes = neigh::routes();
-        let dests: Vec<_> = self.table.all_dests().map(|d| (d.addr, d.state.clone())).collect();
+        let dests: Vec<_> = self
+            .table
+            .all_dests()
+            .map(|d| (d.addr, d.state.clone()))
+            .collect();
         let deadline = StdInstant::now() + Duration::from_secs(1);
         let mut probed = false;
         loop {
@@ -228,7 +273,10 @@ impl Control {
         let r = neigh::lookup(routes, addr)?;
         let iface = self.ifaces.iter().position(|f| f.name == r.dev)?;
         let mac = arp.get(&(r.via, r.dev))?;
-        Some(NextHop { iface: iface as u8, mac: *mac })
+        Some(NextHop {
+            iface: iface as u8,
+            mac: *mac,
+        })
     }
 
     /// Executes one xlvsadm command line.
@@ -246,10 +294,16 @@ impl Control {
             Command::Workers => self.workers_text(),
             Command::XdpStats => {
                 let c = self.xdp.counters();
-                format!("steered {}\npassed {}\nredirect_failed {}\n", c[0], c[1], c[2])
+                format!(
+                    "steered {}\npassed {}\nredirect_failed {}\n",
+                    c[0], c[1], c[2]
+                )
             }
             Command::Help => ipvsadm::HELP.to_string(),
-            Command::Version => format!("xlvsadm {} (ipvsadm 1.31 syntax)\n", env!("CARGO_PKG_VERSION")),
+            Command::Version => format!(
+                "xlvsadm {} (ipvsadm 1.31 syntax)\n",
+                env!("CARGO_PKG_VERSION")
+            ),
             _ => {
                 if let Err(e) = self.table.apply(&cmd) {
                     return err(e);
@@ -258,20 +312,33 @@ impl Control {
                     self.resolve_neighbours(true);
                 }
                 if let Err(e) = self.publish() {
-                    return err(CmdError::op(format!("applied, but updating the XDP maps failed: {e:#}")));
+                    return err(CmdError::op(format!(
+                        "applied, but updating the XDP maps failed: {e:#}"
+                    )));
                 }
                 log::info!("applied: {}", args.join(" "));
                 String::new()
             }
         };
-        Response { code: 0, stdout: out, stderr: String::new() }
+        Response {
+            code: 0,
+            stdout: out,
+            stderr: String::new(),
+        }
     }
 
     fn workers_text(&self) -> String {
-        let mut s = format!("{:<12} {:>12} {:>12} {:>12} {:>12}\n", "Worker", "RX", "TX", "Dropped", "NewConns");
+        let mut s = format!(
+            "{:<12} {:>12} {:>12} {:>12} {:>12}\n",
+            "Worker", "RX", "TX", "Dropped", "NewConns"
+        );
         for w in &self.workers {
             let st = &w.stats;
-            let dropped: u64 = st.drops.iter().map(|d| d.load(Ordering::Relaxed)).sum::<u64>()
+            let dropped: u64 = st
+                .drops
+                .iter()
+                .map(|d| d.load(Ordering::Relaxed))
+                .sum::<u64>()
                 + st.inbox_full.load(Ordering::Relaxed);
             let _ = writeln!(
                 s,
@@ -285,12 +352,20 @@ impl Control {
         }
         let _ = writeln!(s, "Drops by reason:");
         for r in DropReason::ALL {
-            let n: u64 = self.workers.iter().map(|w| w.stats.drops[r as usize].load(Ordering::Relaxed)).sum();
+            let n: u64 = self
+                .workers
+                .iter()
+                .map(|w| w.stats.drops[r as usize].load(Ordering::Relaxed))
+                .sum();
             if n > 0 {
                 let _ = writeln!(s, "  {:<14} {n}", r.name());
             }
         }
-        let inbox: u64 = self.workers.iter().map(|w| w.stats.inbox_full.load(Ordering::Relaxed)).sum();
+        let inbox: u64 = self
+            .workers
+            .iter()
+            .map(|w| w.stats.inbox_full.load(Ordering::Relaxed))
+            .sum();
         if inbox > 0 {
             let _ = writeln!(s, "  {:<14} {inbox}", "inbox_full");
         }
@@ -300,5 +375,9 @@ impl Control {
 }
 
 fn err(e: CmdError) -> Response {
-    Response { code: e.code, stdout: String::new(), stderr: format!("{}\n", e.msg) }
+    Response {
+        code: e.code,
+        stdout: String::new(),
+        stderr: format!("{}\n", e.msg),
+    }
 }

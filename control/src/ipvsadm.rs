@@ -27,7 +27,11 @@ pub enum Command {
     /// `-e`: edit a realserver.
     EditDest { key: VsKey, dest: DestSpec },
     /// `-d`: delete a realserver.
-    DelDest { key: VsKey, addr: Ipv4Addr, port: u16 },
+    DelDest {
+        key: VsKey,
+        addr: Ipv4Addr,
+        port: u16,
+    },
     /// `-L`/`-l`: list.
     List { key: Option<VsKey>, numeric: bool },
     /// `-S`: save in rules format.
@@ -61,12 +65,18 @@ pub struct CmdError {
 impl CmdError {
     /// A usage error (ipvsadm's `fail(2, ...)`).
     pub fn usage(msg: impl Into<String>) -> Self {
-        CmdError { msg: msg.into(), code: 2 }
+        CmdError {
+            msg: msg.into(),
+            code: 2,
+        }
     }
 
     /// A failed operation on the table (ipvsadm exits 255 when the kernel refuses).
     pub fn op(msg: impl Into<String>) -> Self {
-        CmdError { msg: msg.into(), code: 255 }
+        CmdError {
+            msg: msg.into(),
+            code: 255,
+        }
     }
 }
 
@@ -152,7 +162,10 @@ fn long_to_short(name: &str) -> Option<char> {
 }
 
 fn try_help() -> CmdError {
-    CmdError { msg: "Try `xlvsadm -h' or 'xlvsadm --help' for more information.".into(), code: 255 }
+    CmdError {
+        msg: "Try `xlvsadm -h' or 'xlvsadm --help' for more information.".into(),
+        code: 255,
+    }
 }
 
 /// Splits bundled short options (`-Ln`) and attached values (`-w3`, `--weight=3`) into
@@ -295,7 +308,9 @@ pub fn parse(args: &[String]) -> Result<Command, CmdError> {
             }
         }
     }
-    let verb = verb.ok_or_else(|| CmdError::usage("no command specified\nTry `xlvsadm -h' for more information."))?;
+    let verb = verb.ok_or_else(|| {
+        CmdError::usage("no command specified\nTry `xlvsadm -h' for more information.")
+    })?;
 
     let need_service = |service: &Option<(Proto, String)>| -> Result<VsKey, CmdError> {
         let (proto, text) = service.as_ref().ok_or_else(|| {
@@ -305,15 +320,29 @@ pub fn parse(args: &[String]) -> Result<Command, CmdError> {
             ))
         })?;
         match parse_endpoint(text, false) {
-            Some((addr, Some(port))) if port != 0 => Ok(VsKey { proto: *proto, addr, port }),
-            Some((_, Some(_))) => Err(CmdError::usage("Zero port specified for non-persistent service")),
-            _ => Err(CmdError::usage("illegal virtual server address[:port] specified")),
+            Some((addr, Some(port))) if port != 0 => Ok(VsKey {
+                proto: *proto,
+                addr,
+                port,
+            }),
+            Some((_, Some(_))) => Err(CmdError::usage(
+                "Zero port specified for non-persistent service",
+            )),
+            _ => Err(CmdError::usage(
+                "illegal virtual server address[:port] specified",
+            )),
         }
     };
     let illegal_with = |opt: &str| -> CmdError {
-        CmdError::usage(format!("Illegal '{opt}' option with the '{}' command", verb.long()))
+        CmdError::usage(format!(
+            "Illegal '{opt}' option with the '{}' command",
+            verb.long()
+        ))
     };
-    let dest_only = |real: &Option<String>, weight: &Option<String>, fwd: &Option<Fwd>| -> Result<(), CmdError> {
+    let dest_only = |real: &Option<String>,
+                     weight: &Option<String>,
+                     fwd: &Option<Fwd>|
+     -> Result<(), CmdError> {
         if real.is_some() {
             return Err(illegal_with("real-server"));
         }
@@ -375,7 +404,12 @@ pub fn parse(args: &[String]) -> Result<Command, CmdError> {
                         _ => return Err(CmdError::usage("illegal weight specified")),
                     },
                 };
-                let dest = DestSpec { addr, port, fwd: fwd_m, weight };
+                let dest = DestSpec {
+                    addr,
+                    port,
+                    fwd: fwd_m,
+                    weight,
+                };
                 if verb == Verb::AddDest {
                     Command::AddDest { key, dest }
                 } else {
@@ -433,7 +467,9 @@ pub fn parse_rules(text: &str) -> Result<Vec<Command>, RulesError> {
             _ => {
                 return Err(RulesError {
                     line: i + 1,
-                    error: CmdError::usage("only -A, -E, -D, -C, -a, -e and -d belong in a rules file"),
+                    error: CmdError::usage(
+                        "only -A, -E, -D, -C, -a, -e and -d belong in a rules file",
+                    ),
                 });
             }
         }
@@ -469,14 +505,33 @@ mod tests {
 
     fn vs(s: &str) -> VsKey {
         let sa: SocketAddrV4 = s.parse().unwrap();
-        VsKey { proto: Proto::Tcp, addr: *sa.ip(), port: sa.port() }
+        VsKey {
+            proto: Proto::Tcp,
+            addr: *sa.ip(),
+            port: sa.port(),
+        }
     }
 
     #[test]
     fn add_service_defaults_to_wlc() {
-        assert_eq!(p("-A -t 10.0.0.1:80").unwrap(), Command::AddService { key: vs("10.0.0.1:80"), sched: "wlc".into() });
-        assert_eq!(p("-A -t 10.0.0.1:80 -s rr").unwrap(), Command::AddService { key: vs("10.0.0.1:80"), sched: "rr".into() });
-        assert_eq!(p("--add-service --tcp-service=10.0.0.1:80 --scheduler rr").unwrap(), p("-A -t 10.0.0.1:80 -s rr").unwrap());
+        assert_eq!(
+            p("-A -t 10.0.0.1:80").unwrap(),
+            Command::AddService {
+                key: vs("10.0.0.1:80"),
+                sched: "wlc".into()
+            }
+        );
+        assert_eq!(
+            p("-A -t 10.0.0.1:80 -s rr").unwrap(),
+            Command::AddService {
+                key: vs("10.0.0.1:80"),
+                sched: "rr".into()
+            }
+        );
+        assert_eq!(
+            p("--add-service --tcp-service=10.0.0.1:80 --scheduler rr").unwrap(),
+            p("-A -t 10.0.0.1:80 -s rr").unwrap()
+        );
     }
 
     #[test]
@@ -486,7 +541,12 @@ mod tests {
             d,
             Command::AddDest {
                 key: vs("10.0.0.1:80"),
-                dest: DestSpec { addr: "10.1.0.2".parse().unwrap(), port: 8080, fwd: Fwd::Masq, weight: 3 }
+                dest: DestSpec {
+                    addr: "10.1.0.2".parse().unwrap(),
+                    port: 8080,
+                    fwd: Fwd::Masq,
+                    weight: 3
+                }
             }
         );
         // -g forces the service port; default method is -g, default weight 1.
@@ -495,32 +555,86 @@ mod tests {
             d,
             Command::AddDest {
                 key: vs("10.0.0.1:80"),
-                dest: DestSpec { addr: "10.1.0.2".parse().unwrap(), port: 80, fwd: Fwd::Route, weight: 1 }
+                dest: DestSpec {
+                    addr: "10.1.0.2".parse().unwrap(),
+                    port: 80,
+                    fwd: Fwd::Route,
+                    weight: 1
+                }
             }
         );
-        assert!(matches!(p("-a -u 10.0.0.1:53 -r 10.1.0.2 -m").unwrap(), Command::AddDest { dest: DestSpec { port: 53, .. }, .. }));
+        assert!(matches!(
+            p("-a -u 10.0.0.1:53 -r 10.1.0.2 -m").unwrap(),
+            Command::AddDest {
+                dest: DestSpec { port: 53, .. },
+                ..
+            }
+        ));
     }
 
     #[test]
     fn bundled_short_options() {
-        assert_eq!(p("-Ln").unwrap(), Command::List { key: None, numeric: true });
-        assert_eq!(p("-L -n").unwrap(), Command::List { key: None, numeric: true });
+        assert_eq!(
+            p("-Ln").unwrap(),
+            Command::List {
+                key: None,
+                numeric: true
+            }
+        );
+        assert_eq!(
+            p("-L -n").unwrap(),
+            Command::List {
+                key: None,
+                numeric: true
+            }
+        );
         assert_eq!(p("-Sn").unwrap(), Command::Save { numeric: true });
-        assert_eq!(p("-a -t 10.0.0.1:80 -r 10.1.0.2:80 -m -w3").unwrap(), p("-a -t 10.0.0.1:80 -r 10.1.0.2:80 -m -w 3").unwrap());
+        assert_eq!(
+            p("-a -t 10.0.0.1:80 -r 10.1.0.2:80 -m -w3").unwrap(),
+            p("-a -t 10.0.0.1:80 -r 10.1.0.2:80 -m -w 3").unwrap()
+        );
     }
 
     #[test]
     fn errors_use_ipvsadm_wording_and_codes() {
-        assert_eq!(p("-A -t 10.0.0:80").unwrap_err(), CmdError::usage("illegal virtual server address[:port] specified"));
-        assert_eq!(p("-a -t 10.0.0.1:80 -r 10.1.0.2:80 -w 70000").unwrap_err(), CmdError::usage("illegal weight specified"));
-        assert_eq!(p("-a -t 10.0.0.1:80 -r 10.1.0.2:80 -w -1").unwrap_err().code, 2);
-        assert_eq!(p("-a -t 10.0.0.1:80 -r bogus").unwrap_err(), CmdError::usage("illegal real server address[:port] specified"));
-        assert_eq!(p("-a -t 10.0.0.1:80").unwrap_err().msg, "You need to supply the 'real-server' option for the 'add-server' command");
-        assert_eq!(p("-A -L").unwrap_err(), CmdError::usage("multiple commands specified"));
-        assert_eq!(p("-A -t 10.0.0.1:0").unwrap_err(), CmdError::usage("Zero port specified for non-persistent service"));
+        assert_eq!(
+            p("-A -t 10.0.0:80").unwrap_err(),
+            CmdError::usage("illegal virtual server address[:port] specified")
+        );
+        assert_eq!(
+            p("-a -t 10.0.0.1:80 -r 10.1.0.2:80 -w 70000").unwrap_err(),
+            CmdError::usage("illegal weight specified")
+        );
+        assert_eq!(
+            p("-a -t 10.0.0.1:80 -r 10.1.0.2:80 -w -1")
+                .unwrap_err()
+                .code,
+            2
+        );
+        assert_eq!(
+            p("-a -t 10.0.0.1:80 -r bogus").unwrap_err(),
+            CmdError::usage("illegal real server address[:port] specified")
+        );
+        assert_eq!(
+            p("-a -t 10.0.0.1:80").unwrap_err().msg,
+            "You need to supply the 'real-server' option for the 'add-server' command"
+        );
+        assert_eq!(
+            p("-A -L").unwrap_err(),
+            CmdError::usage("multiple commands specified")
+        );
+        assert_eq!(
+            p("-A -t 10.0.0.1:0").unwrap_err(),
+            CmdError::usage("Zero port specified for non-persistent service")
+        );
         assert_eq!(p("-Q").unwrap_err().code, 255);
         assert_eq!(p("--bogus").unwrap_err().code, 255);
-        assert!(p("-a -t 10.0.0.1:80 -r 10.1.0.2 -i").unwrap_err().msg.contains("not supported"));
+        assert!(
+            p("-a -t 10.0.0.1:80 -r 10.1.0.2 -i")
+                .unwrap_err()
+                .msg
+                .contains("not supported")
+        );
     }
 
     #[test]
@@ -531,7 +645,10 @@ mod tests {
         let bad = "-A -t 192.0.2.100:80 -s rr\n-a -t 192.0.2.100:80 -r 10.10.0.300:80 -m\n";
         let e = parse_rules(bad).unwrap_err();
         assert_eq!(e.line, 2);
-        assert_eq!(e.to_string(), "line 2: illegal real server address[:port] specified");
+        assert_eq!(
+            e.to_string(),
+            "line 2: illegal real server address[:port] specified"
+        );
         assert_eq!(parse_rules("-L -n\n").unwrap_err().line, 1);
     }
 }

@@ -29,7 +29,9 @@ pub fn parse_routes(text: &str) -> Vec<(String, u32, u32, u32, u32, bool)> {
             continue;
         }
         let hex = |s: &str| u32::from_str_radix(s, 16).ok().map(u32::from_le);
-        let (Some(dst), Some(gw), Some(mask)) = (hex(f[1]), hex(f[2]), hex(f[7])) else { continue };
+        let (Some(dst), Some(gw), Some(mask)) = (hex(f[1]), hex(f[2]), hex(f[7])) else {
+            continue;
+        };
         let flags = u32::from_str_radix(f[3], 16).unwrap_or(0);
         if flags & 1 == 0 {
             continue; // not RTF_UP
@@ -37,7 +39,14 @@ pub fn parse_routes(text: &str) -> Vec<(String, u32, u32, u32, u32, bool)> {
         let metric = f[6].parse().unwrap_or(0);
         // /proc/net/route prints addresses as the raw __be32 in host-endian hex.
         let be = |x: u32| u32::from_be(x.to_le());
-        v.push((f[0].to_string(), be(dst), be(mask), be(gw), metric, flags & 2 != 0));
+        v.push((
+            f[0].to_string(),
+            be(dst),
+            be(mask),
+            be(gw),
+            metric,
+            flags & 2 != 0,
+        ));
     }
     v
 }
@@ -51,7 +60,11 @@ pub fn lookup(routes: &[(String, u32, u32, u32, u32, bool)], ip: Ipv4Addr) -> Op
         .max_by_key(|(_, _, mask, _, metric, _)| (mask.count_ones(), std::cmp::Reverse(*metric)))
         .map(|(dev, _, _, gw, _, has_gw)| Route {
             dev: dev.clone(),
-            via: if *has_gw { Ipv4Addr::from_bits(*gw) } else { ip },
+            via: if *has_gw {
+                Ipv4Addr::from_bits(*gw)
+            } else {
+                ip
+            },
         })
 }
 
@@ -67,7 +80,9 @@ pub fn parse_arp(text: &str) -> HashMap<(Ipv4Addr, String), [u8; 6]> {
         if flags & 0x2 == 0 {
             continue; // not ATF_COM: incomplete
         }
-        let (Ok(ip), Some(mac)) = (f[0].parse::<Ipv4Addr>(), parse_mac(f[3])) else { continue };
+        let (Ok(ip), Some(mac)) = (f[0].parse::<Ipv4Addr>(), parse_mac(f[3])) else {
+            continue;
+        };
         if mac == [0; 6] {
             continue;
         }
@@ -88,12 +103,16 @@ pub fn parse_mac(s: &str) -> Option<[u8; 6]> {
 
 /// Reads the kernel's routes.
 pub fn routes() -> Vec<(String, u32, u32, u32, u32, bool)> {
-    std::fs::read_to_string("/proc/net/route").map(|t| parse_routes(&t)).unwrap_or_default()
+    std::fs::read_to_string("/proc/net/route")
+        .map(|t| parse_routes(&t))
+        .unwrap_or_default()
 }
 
 /// Reads the kernel's neighbour table.
 pub fn arp() -> HashMap<(Ipv4Addr, String), [u8; 6]> {
-    std::fs::read_to_string("/proc/net/arp").map(|t| parse_arp(&t)).unwrap_or_default()
+    std::fs::read_to_string("/proc/net/arp")
+        .map(|t| parse_arp(&t))
+        .unwrap_or_default()
 }
 
 /// Makes the kernel resolve `ip`: one empty UDP datagram to its discard port.
@@ -119,11 +138,17 @@ int0\t00000A0A\t00000000\t0001\t0\t0\t0\t00FFFFFF\t0\t0\t0
         let r = parse_routes(ROUTES);
         assert_eq!(
             lookup(&r, "10.10.0.11".parse().unwrap()),
-            Some(Route { dev: "int0".into(), via: "10.10.0.11".parse().unwrap() })
+            Some(Route {
+                dev: "int0".into(),
+                via: "10.10.0.11".parse().unwrap()
+            })
         );
         assert_eq!(
             lookup(&r, "8.8.8.8".parse().unwrap()),
-            Some(Route { dev: "ext0".into(), via: "192.0.2.1".parse().unwrap() })
+            Some(Route {
+                dev: "ext0".into(),
+                via: "192.0.2.1".parse().unwrap()
+            })
         );
     }
 
@@ -136,7 +161,10 @@ IP address       HW type     Flags       HW address            Mask     Device
 ";
         let m = parse_arp(text);
         assert_eq!(m.len(), 1);
-        assert_eq!(m[&("10.10.0.11".parse().unwrap(), "int0".to_string())], [0xaa, 0xbb, 0xcc, 0, 0x11, 0x22]);
+        assert_eq!(
+            m[&("10.10.0.11".parse().unwrap(), "int0".to_string())],
+            [0xaa, 0xbb, 0xcc, 0, 0x11, 0x22]
+        );
     }
 
     #[test]

@@ -26,14 +26,26 @@ pub fn iface(name: &str) -> anyhow::Result<Iface> {
     if !std::path::Path::new(&dir).exists() {
         bail!("no such interface: {name}");
     }
-    let read = |f: &str| std::fs::read_to_string(format!("{dir}/{f}")).with_context(|| format!("reading {dir}/{f}"));
+    let read = |f: &str| {
+        std::fs::read_to_string(format!("{dir}/{f}")).with_context(|| format!("reading {dir}/{f}"))
+    };
     let ifindex = read("ifindex")?.trim().parse().context("ifindex")?;
-    let mac = parse_mac(&read("address")?).ok_or_else(|| anyhow!("{name} has no Ethernet address"))?;
+    let mac =
+        parse_mac(&read("address")?).ok_or_else(|| anyhow!("{name} has no Ethernet address"))?;
     let rx_queues = std::fs::read_dir(format!("{dir}/queues"))
-        .map(|d| d.filter_map(|e| e.ok()).filter(|e| e.file_name().to_string_lossy().starts_with("rx-")).count() as u32)
+        .map(|d| {
+            d.filter_map(|e| e.ok())
+                .filter(|e| e.file_name().to_string_lossy().starts_with("rx-"))
+                .count() as u32
+        })
         .unwrap_or(1)
         .max(1);
-    Ok(Iface { name: name.to_string(), ifindex, mac, rx_queues })
+    Ok(Iface {
+        name: name.to_string(),
+        ifindex,
+        mac,
+        rx_queues,
+    })
 }
 
 /// The director's own IPv4 addresses (every interface).
@@ -62,10 +74,16 @@ pub fn local_addrs() -> Vec<Ipv4Addr> {
 /// Tries to lift RLIMIT_MEMLOCK (older kernels charge BPF maps and UMEMs to it). Failing is
 /// not fatal: as root with CAP_IPC_LOCK, or on kernels with memcg accounting, it is not needed.
 pub fn raise_memlock() {
-    let r = libc::rlimit { rlim_cur: libc::RLIM_INFINITY, rlim_max: libc::RLIM_INFINITY };
+    let r = libc::rlimit {
+        rlim_cur: libc::RLIM_INFINITY,
+        rlim_max: libc::RLIM_INFINITY,
+    };
     // Safety: setrlimit reads the struct we pass.
     if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &r) } != 0 {
-        log::debug!("could not raise RLIMIT_MEMLOCK ({}); continuing", std::io::Error::last_os_error());
+        log::debug!(
+            "could not raise RLIMIT_MEMLOCK ({}); continuing",
+            std::io::Error::last_os_error()
+        );
     }
 }
 

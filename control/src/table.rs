@@ -62,7 +62,10 @@ impl Table {
 
     /// Every realserver state still referenced: configured and retired ones.
     pub fn all_dests(&self) -> impl Iterator<Item = &DestEntry> {
-        self.services.values().flat_map(|s| s.dests.iter()).chain(self.retired.iter().map(|(_, d)| d))
+        self.services
+            .values()
+            .flat_map(|s| s.dests.iter())
+            .chain(self.retired.iter().map(|(_, d)| d))
     }
 
     /// Applies a table-changing command. Listing commands are not handled here.
@@ -73,36 +76,69 @@ impl Table {
                 if self.services.contains_key(key) {
                     return Err(CmdError::op("Service already exists"));
                 }
-                self.services.insert(*key, ServiceEntry { sched: s.clone(), dests: Vec::new(), built: None });
+                self.services.insert(
+                    *key,
+                    ServiceEntry {
+                        sched: s.clone(),
+                        dests: Vec::new(),
+                        built: None,
+                    },
+                );
             }
             Command::EditService { key, sched: s } => {
                 check_sched(s)?;
-                let svc = self.services.get_mut(key).ok_or_else(|| CmdError::op("No such service"))?;
+                let svc = self
+                    .services
+                    .get_mut(key)
+                    .ok_or_else(|| CmdError::op("No such service"))?;
                 svc.sched = s.clone();
                 svc.built = None;
             }
             Command::DelService { key } => {
-                let svc = self.services.remove(key).ok_or_else(|| CmdError::op("No such service"))?;
+                let svc = self
+                    .services
+                    .remove(key)
+                    .ok_or_else(|| CmdError::op("No such service"))?;
                 // IPVS drops the connections of a deleted service; nothing to keep steering.
                 drop(svc);
             }
             Command::Clear => self.services.clear(),
             Command::AddDest { key, dest } => {
-                let svc = self.services.get_mut(key).ok_or_else(|| CmdError::op("Service not defined"))?;
-                if svc.dests.iter().any(|d| d.addr == dest.addr && d.port == dest.port) {
+                let svc = self
+                    .services
+                    .get_mut(key)
+                    .ok_or_else(|| CmdError::op("Service not defined"))?;
+                if svc
+                    .dests
+                    .iter()
+                    .any(|d| d.addr == dest.addr && d.port == dest.port)
+                {
                     return Err(CmdError::op("Destination already exists"));
                 }
                 // IPVS reuses a deleted realserver from its trash, counters and all.
-                let state = match self.retired.iter().position(|(k, d)| k == key && d.addr == dest.addr && d.port == dest.port) {
+                let state = match self
+                    .retired
+                    .iter()
+                    .position(|(k, d)| k == key && d.addr == dest.addr && d.port == dest.port)
+                {
                     Some(i) => self.retired.swap_remove(i).1.state,
                     None => Arc::new(DestState::default()),
                 };
-                let entry = DestEntry { addr: dest.addr, port: dest.port, fwd: dest.fwd, weight: dest.weight, state };
+                let entry = DestEntry {
+                    addr: dest.addr,
+                    port: dest.port,
+                    fwd: dest.fwd,
+                    weight: dest.weight,
+                    state,
+                };
                 svc.dests.insert(0, entry);
                 svc.built = None;
             }
             Command::EditDest { key, dest } => {
-                let svc = self.services.get_mut(key).ok_or_else(|| CmdError::op("Service not defined"))?;
+                let svc = self
+                    .services
+                    .get_mut(key)
+                    .ok_or_else(|| CmdError::op("Service not defined"))?;
                 let d = svc
                     .dests
                     .iter_mut()
@@ -114,7 +150,10 @@ impl Table {
                 svc.built = None;
             }
             Command::DelDest { key, addr, port } => {
-                let svc = self.services.get_mut(key).ok_or_else(|| CmdError::op("Service not defined"))?;
+                let svc = self
+                    .services
+                    .get_mut(key)
+                    .ok_or_else(|| CmdError::op("Service not defined"))?;
                 let i = svc
                     .dests
                     .iter()
@@ -142,13 +181,18 @@ impl Table {
     /// Drops retired realservers no connection uses any more; true if any went.
     pub fn reap_retired(&mut self) -> bool {
         let before = self.retired.len();
-        self.retired.retain(|(_, d)| Arc::strong_count(&d.state) > 1);
+        self.retired
+            .retain(|(_, d)| Arc::strong_count(&d.state) > 1);
         before != self.retired.len()
     }
 
     /// The snapshot the workers forward with.
     pub fn snapshot(&mut self, ifaces: &[IfaceInfo], timeouts: Timeouts) -> Snapshot {
-        let mut snap = Snapshot { ifaces: ifaces.to_vec(), timeouts, ..Default::default() };
+        let mut snap = Snapshot {
+            ifaces: ifaces.to_vec(),
+            timeouts,
+            ..Default::default()
+        };
         for (key, svc) in self.services.iter_mut() {
             let built = svc.built.get_or_insert_with(|| {
                 Arc::new(Service {
@@ -157,7 +201,13 @@ impl Table {
                     dests: svc
                         .dests
                         .iter()
-                        .map(|d| Dest { addr: d.addr, port: d.port, fwd: d.fwd, weight: d.weight, state: d.state.clone() })
+                        .map(|d| Dest {
+                            addr: d.addr,
+                            port: d.port,
+                            fwd: d.fwd,
+                            weight: d.weight,
+                            state: d.state.clone(),
+                        })
                         .collect(),
                 })
             });
@@ -168,8 +218,18 @@ impl Table {
 
     /// Keys the XDP program steers: (virtual services, LVS-NAT realservers incl. retired ones).
     pub fn steer_keys(&self) -> (Vec<L4Key>, Vec<L4Key>) {
-        let proto = |p: Proto| if p == Proto::Tcp { PROTO_TCP } else { PROTO_UDP };
-        let vips = self.services.keys().map(|k| L4Key::v4(k.addr.octets(), k.port, proto(k.proto))).collect();
+        let proto = |p: Proto| {
+            if p == Proto::Tcp {
+                PROTO_TCP
+            } else {
+                PROTO_UDP
+            }
+        };
+        let vips = self
+            .services
+            .keys()
+            .map(|k| L4Key::v4(k.addr.octets(), k.port, proto(k.proto)))
+            .collect();
         let mut reals: Vec<L4Key> = self
             .services
             .iter()
@@ -193,14 +253,22 @@ impl Table {
     pub fn list(&self, only: Option<&VsKey>) -> Result<String, CmdError> {
         let mut out = String::new();
         if only.is_none() {
-            let _ = writeln!(out, "IP Virtual Server version 1.2.1 (size={IPVS_TAB_SIZE})");
+            let _ = writeln!(
+                out,
+                "IP Virtual Server version 1.2.1 (size={IPVS_TAB_SIZE})"
+            );
         }
         out.push_str("Prot LocalAddress:Port Scheduler Flags\n");
         out.push_str("  -> RemoteAddress:Port           Forward Weight ActiveConn InActConn\n");
         let services = match only {
             Some(k) => match self.services.get_key_value(k) {
                 Some(kv) => vec![kv],
-                None => return Err(CmdError { msg: "No such service".into(), code: 1 }),
+                None => {
+                    return Err(CmdError {
+                        msg: "No such service".into(),
+                        code: 1,
+                    });
+                }
             },
             None => self.sorted(),
         };
@@ -234,7 +302,11 @@ impl Table {
             dests.sort_by_key(|d| (d.addr.to_bits(), d.port));
             for d in dests {
                 let m = if d.fwd == Fwd::Masq { "-m" } else { "-g" };
-                let _ = writeln!(out, "-a {flag} {}:{} -r {}:{} {m} -w {}", k.addr, k.port, d.addr, d.port, d.weight);
+                let _ = writeln!(
+                    out,
+                    "-a {flag} {}:{} -r {}:{} {m} -w {}",
+                    k.addr, k.port, d.addr, d.port, d.weight
+                );
             }
         }
         out
@@ -301,19 +373,44 @@ UDP  192.0.2.100:53 wlc
     #[test]
     fn errors_follow_ipvsadm() {
         let mut t = table();
-        assert_eq!(run(&mut t, "-A -t 192.0.2.100:80").unwrap_err().msg, "Service already exists");
-        assert_eq!(run(&mut t, "-a -t 192.0.2.100:80 -r 10.10.0.11:80 -m").unwrap_err().msg, "Destination already exists");
-        assert_eq!(run(&mut t, "-a -t 192.0.2.1:80 -r 10.10.0.11:80 -m").unwrap_err().msg, "Service not defined");
-        assert_eq!(run(&mut t, "-d -t 192.0.2.100:80 -r 10.10.0.99:80 -m").unwrap_err().msg, "No such destination");
-        assert_eq!(run(&mut t, "-D -t 192.0.2.1:80").unwrap_err(), CmdError::op("No such service"));
-        assert_eq!(run(&mut t, "-A -t 192.0.2.1:80 -s bogus").unwrap_err().msg, "Scheduler or persistence engine not found");
+        assert_eq!(
+            run(&mut t, "-A -t 192.0.2.100:80").unwrap_err().msg,
+            "Service already exists"
+        );
+        assert_eq!(
+            run(&mut t, "-a -t 192.0.2.100:80 -r 10.10.0.11:80 -m")
+                .unwrap_err()
+                .msg,
+            "Destination already exists"
+        );
+        assert_eq!(
+            run(&mut t, "-a -t 192.0.2.1:80 -r 10.10.0.11:80 -m")
+                .unwrap_err()
+                .msg,
+            "Service not defined"
+        );
+        assert_eq!(
+            run(&mut t, "-d -t 192.0.2.100:80 -r 10.10.0.99:80 -m")
+                .unwrap_err()
+                .msg,
+            "No such destination"
+        );
+        assert_eq!(
+            run(&mut t, "-D -t 192.0.2.1:80").unwrap_err(),
+            CmdError::op("No such service")
+        );
+        assert_eq!(
+            run(&mut t, "-A -t 192.0.2.1:80 -s bogus").unwrap_err().msg,
+            "Scheduler or persistence engine not found"
+        );
     }
 
     #[test]
     fn failed_batch_changes_nothing() {
         let mut t = table();
         let before = t.save();
-        let cmds = parse_rules("-A -t 192.0.2.7:80 -s rr\n-a -t 192.0.2.8:80 -r 10.0.0.1:80 -m\n").unwrap();
+        let cmds = parse_rules("-A -t 192.0.2.7:80 -s rr\n-a -t 192.0.2.8:80 -r 10.0.0.1:80 -m\n")
+            .unwrap();
         assert_eq!(t.apply_all(&cmds).unwrap_err().0, 1);
         assert_eq!(t.save(), before);
     }
@@ -321,14 +418,22 @@ UDP  192.0.2.100:53 wlc
     #[test]
     fn newest_dest_is_first_in_ipvs_order_and_states_survive_edits() {
         let mut t = table();
-        let key = VsKey { proto: Proto::Tcp, addr: "192.0.2.100".parse().unwrap(), port: 80 };
+        let key = VsKey {
+            proto: Proto::Tcp,
+            addr: "192.0.2.100".parse().unwrap(),
+            port: 80,
+        };
         let svc = &t.services[&key];
         assert_eq!(svc.dests[0].port, 8080, "last added is first");
         let st = svc.dests[1].state.clone();
         st.active.store(7, Ordering::Relaxed);
         run(&mut t, "-e -t 192.0.2.100:80 -r 10.10.0.11:80 -m -w 5").unwrap();
         let snap = t.snapshot(&[], Timeouts::default());
-        let d = snap.services[&key].dests.iter().find(|d| d.port == 80).unwrap();
+        let d = snap.services[&key]
+            .dests
+            .iter()
+            .find(|d| d.port == 80)
+            .unwrap();
         assert_eq!(d.weight, 5);
         assert!(Arc::ptr_eq(&d.state, &st));
     }
@@ -339,8 +444,15 @@ UDP  192.0.2.100:53 wlc
         let a = t.snapshot(&[], Timeouts::default());
         run(&mut t, "-e -u 192.0.2.100:53 -r 10.10.0.11:53 -g -w 3").unwrap();
         let b = t.snapshot(&[], Timeouts::default());
-        let tcp = VsKey { proto: Proto::Tcp, addr: "192.0.2.100".parse().unwrap(), port: 80 };
-        let udp = VsKey { proto: Proto::Udp, ..tcp };
+        let tcp = VsKey {
+            proto: Proto::Tcp,
+            addr: "192.0.2.100".parse().unwrap(),
+            port: 80,
+        };
+        let udp = VsKey {
+            proto: Proto::Udp,
+            ..tcp
+        };
         let udp = VsKey { port: 53, ..udp };
         assert!(Arc::ptr_eq(&a.services[&tcp], &b.services[&tcp]));
         assert!(!Arc::ptr_eq(&a.services[&udp], &b.services[&udp]));
@@ -349,7 +461,11 @@ UDP  192.0.2.100:53 wlc
     #[test]
     fn deleted_nat_dest_stays_steered_while_connections_use_it() {
         let mut t = table();
-        let key = VsKey { proto: Proto::Tcp, addr: "192.0.2.100".parse().unwrap(), port: 80 };
+        let key = VsKey {
+            proto: Proto::Tcp,
+            addr: "192.0.2.100".parse().unwrap(),
+            port: 80,
+        };
         let held = t.services[&key].dests[1].state.clone(); // 10.10.0.11:80, as a connection would
         run(&mut t, "-d -t 192.0.2.100:80 -r 10.10.0.11:80").unwrap();
         let (_, reals) = t.steer_keys();

@@ -4,9 +4,9 @@ use std::collections::BTreeSet;
 use std::os::fd::RawFd;
 
 use anyhow::{Context as _, anyhow};
+use aya::Ebpf;
 use aya::maps::{HashMap, MapData, PerCpuArray, XskMap};
 use aya::programs::{Xdp, XdpMode};
-use aya::Ebpf;
 use xlvs_common::{
     AddrKey, COUNTERS, IfaceSlot, L4Key, MAP_COUNTERS, MAP_IFACES, MAP_LOCAL_ADDRS, MAP_REALS,
     MAP_SERVICES, MAP_XSKS, MAX_QUEUES, PROG_NAME, SteerValue,
@@ -41,7 +41,9 @@ where
     T: TryFrom<aya::maps::Map>,
     <T as TryFrom<aya::maps::Map>>::Error: std::error::Error + Send + Sync + 'static,
 {
-    let m = ebpf.take_map(name).ok_or_else(|| anyhow!("map {name} missing from the XDP object"))?;
+    let m = ebpf
+        .take_map(name)
+        .ok_or_else(|| anyhow!("map {name} missing from the XDP object"))?;
     T::try_from(m).with_context(|| format!("map {name}"))
 }
 
@@ -71,24 +73,35 @@ impl XdpSteering {
 
     /// Records an interface's XSKMAP block (slot = its index among the driven interfaces).
     pub fn set_iface(&mut self, ifindex: u32, slot: u32, queues: u32) -> anyhow::Result<()> {
-        let v = IfaceSlot { xsk_base: slot * MAX_QUEUES, queues };
+        let v = IfaceSlot {
+            xsk_base: slot * MAX_QUEUES,
+            queues,
+        };
         self.ifaces.insert(ifindex, v, 0).context("IFACES map")?;
         Ok(())
     }
 
     /// Puts an AF_XDP socket in the XSKMAP.
     pub fn set_socket(&mut self, slot: u32, queue: u32, fd: RawFd) -> anyhow::Result<()> {
-        self.xsks.set(slot * MAX_QUEUES + queue, fd, 0).context("XSKMAP")?;
+        self.xsks
+            .set(slot * MAX_QUEUES + queue, fd, 0)
+            .context("XSKMAP")?;
         Ok(())
     }
 
     /// Attaches to `iface` natively, falling back to SKB (generic) mode with a warning.
     pub fn attach(&mut self, iface: &str) -> anyhow::Result<Mode> {
-        let prog: &mut Xdp = self.ebpf.program_mut(PROG_NAME).expect("loaded").try_into()?;
+        let prog: &mut Xdp = self
+            .ebpf
+            .program_mut(PROG_NAME)
+            .expect("loaded")
+            .try_into()?;
         match prog.attach(iface, XdpMode::Driver) {
             Ok(_) => Ok(Mode::Native),
             Err(e) => {
-                log::warn!("native XDP on {iface} failed ({e}); using SKB (generic) mode, which is slower");
+                log::warn!(
+                    "native XDP on {iface} failed ({e}); using SKB (generic) mode, which is slower"
+                );
                 prog.attach(iface, XdpMode::Skb)
                     .with_context(|| format!("attaching XDP to {iface} in SKB mode"))?;
                 Ok(Mode::Skb)
@@ -97,9 +110,24 @@ impl XdpSteering {
     }
 
     /// Makes the steering maps hold exactly these keys (adds first, then removes).
-    pub fn sync(&mut self, services: &[L4Key], reals: &[L4Key], local: &[AddrKey]) -> anyhow::Result<()> {
-        sync_set(&mut self.services, &mut self.cur_services, services, SteerValue::default())?;
-        sync_set(&mut self.reals, &mut self.cur_reals, reals, SteerValue::default())?;
+    pub fn sync(
+        &mut self,
+        services: &[L4Key],
+        reals: &[L4Key],
+        local: &[AddrKey],
+    ) -> anyhow::Result<()> {
+        sync_set(
+            &mut self.services,
+            &mut self.cur_services,
+            services,
+            SteerValue::default(),
+        )?;
+        sync_set(
+            &mut self.reals,
+            &mut self.cur_reals,
+            reals,
+            SteerValue::default(),
+        )?;
         sync_set(&mut self.local, &mut self.cur_local, local, 0)?;
         Ok(())
     }

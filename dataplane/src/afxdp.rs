@@ -43,7 +43,11 @@ pub struct XskConfig {
 
 impl Default for XskConfig {
     fn default() -> Self {
-        XskConfig { frames_per_worker: 4096, frame_size: 4096, ring_size: 2048 }
+        XskConfig {
+            frames_per_worker: 4096,
+            frame_size: 4096,
+            ring_size: 2048,
+        }
     }
 }
 
@@ -172,7 +176,10 @@ impl Dataplane {
         let qs = |n: u32| QueueSize::new(n).map_err(|e| Error(format!("ring size: {e}")));
         let umem_cfg = UmemConfig::builder()
             .frame_size(
-                config.frame_size.try_into().map_err(|e| Error(format!("frame size: {e}")))?,
+                config
+                    .frame_size
+                    .try_into()
+                    .map_err(|e| Error(format!("frame size: {e}")))?,
             )
             .fill_queue_size(qs(config.ring_size)?)
             .comp_queue_size(qs(config.ring_size)?)
@@ -200,16 +207,21 @@ impl Dataplane {
                 // Safety: each (interface, queue) pair is bound once from this UMEM, so the
                 // INHIBIT_PROG_LOAD requirement for re-binding a pair does not arise (it is set
                 // anyway: our own XDP program does the steering).
-                let (tx, rx, fq) = unsafe { Socket::new(sock_cfg, &umem, &ifname, q) }.map_err(
-                    |e| {
+                let (tx, rx, fq) =
+                    unsafe { Socket::new(sock_cfg, &umem, &ifname, q) }.map_err(|e| {
                         let cause = std::error::Error::source(&e)
                             .map(|s| format!(": {s}"))
                             .unwrap_or_default();
-                        Error(format!("AF_XDP socket on {} queue {q}: {e}{cause}", spec.name))
-                    },
-                )?;
+                        Error(format!(
+                            "AF_XDP socket on {} queue {q}: {e}{cause}",
+                            spec.name
+                        ))
+                    })?;
                 let (fill, comp) = fq.ok_or_else(|| {
-                    Error(format!("no fill/completion ring for {} queue {q}", spec.name))
+                    Error(format!(
+                        "no fill/completion ring for {} queue {q}",
+                        spec.name
+                    ))
                 })?;
                 let rest = descs.split_off(config.frames_per_worker as usize);
                 let frames = std::mem::replace(&mut descs, rest);
@@ -225,13 +237,20 @@ impl Dataplane {
                 });
             }
         }
-        Ok(Dataplane { umem, bound, config })
+        Ok(Dataplane {
+            umem,
+            bound,
+            config,
+        })
     }
 
     /// (interface, queue, socket fd) of every socket, for the XSKMAP.
     pub fn sockets(&self) -> Vec<(IfaceId, u32, RawFd)> {
         use std::os::fd::AsRawFd;
-        self.bound.iter().map(|b| (b.iface, b.queue, b.rx.fd().as_raw_fd())).collect()
+        self.bound
+            .iter()
+            .map(|b| (b.iface, b.queue, b.rx.fd().as_raw_fd()))
+            .collect()
     }
 
     /// Starts one thread per socket. Workers stop when `stop` is set.
@@ -294,7 +313,13 @@ impl Dataplane {
             let thread = std::thread::Builder::new()
                 .name(format!("xlvs-{name}"))
                 .spawn(move || w.run())?;
-            handles.push(WorkerHandle { name, iface, queue, stats, thread: Some(thread) });
+            handles.push(WorkerHandle {
+                name,
+                iface,
+                queue,
+                stats,
+                thread: Some(thread),
+            });
         }
         Ok(handles)
     }
@@ -327,7 +352,10 @@ struct Worker {
 }
 
 fn monotonic_now() -> Instant {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
     // Safety: clock_gettime writes into the valid timespec we pass.
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
     Instant(ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64)
@@ -374,9 +402,18 @@ impl Worker {
                 events: libc::POLLIN,
                 revents: 0,
             },
-            libc::pollfd { fd: self.mailboxes[self.me].eventfd, events: libc::POLLIN, revents: 0 },
+            libc::pollfd {
+                fd: self.mailboxes[self.me].eventfd,
+                events: libc::POLLIN,
+                revents: 0,
+            },
         ];
-        log::info!("worker {} (iface {} queue {}) running", self.me, self.iface, self.queue);
+        log::info!(
+            "worker {} (iface {} queue {}) running",
+            self.me,
+            self.iface,
+            self.queue
+        );
         while !self.stop.load(Ordering::Relaxed) {
             let mut busy = false;
             let mb = self.mailboxes[self.me].clone();
@@ -409,7 +446,9 @@ impl Worker {
                 for d in rx_descs[..n].iter_mut() {
                     // Safety: `d` is a frame we own (just received), in this UMEM.
                     let mut data = unsafe { self.umem.data_mut(d) };
-                    let verdict = self.core.process(now, &snap, data.contents_mut(), self.iface);
+                    let verdict = self
+                        .core
+                        .process(now, &snap, data.contents_mut(), self.iface);
                     drop(data);
                     let d = *d;
                     match verdict {

@@ -10,7 +10,9 @@ use std::sync::Arc;
 use etherparse::{NetHeaders, PacketBuilder, PacketHeaders, TransportHeader};
 
 use crate::core::sched;
-use crate::core::service::{Dest, DestState, Fwd, IfaceInfo, NextHop, Proto, Service, Snapshot, VsKey};
+use crate::core::service::{
+    Dest, DestState, Fwd, IfaceInfo, NextHop, Proto, Service, Snapshot, VsKey,
+};
 
 pub const CLIENT_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x01];
 pub const EXT_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0xe0];
@@ -72,26 +74,40 @@ pub fn udp_frame(
 /// The L3/L4 view of a frame: (src, sport, dst, dport, ttl).
 pub fn tuple(frame: &[u8]) -> (Ipv4Addr, u16, Ipv4Addr, u16, u8) {
     let h = PacketHeaders::from_ethernet_slice(frame).expect("parse frame");
-    let Some(NetHeaders::Ipv4(ip, _)) = h.net else { panic!("not ipv4") };
+    let Some(NetHeaders::Ipv4(ip, _)) = h.net else {
+        panic!("not ipv4")
+    };
     let (sp, dp) = match h.transport {
         Some(TransportHeader::Tcp(t)) => (t.source_port, t.destination_port),
         Some(TransportHeader::Udp(u)) => (u.source_port, u.destination_port),
         _ => panic!("not tcp/udp"),
     };
-    (ip.source.into(), sp, ip.destination.into(), dp, ip.time_to_live)
+    (
+        ip.source.into(),
+        sp,
+        ip.destination.into(),
+        dp,
+        ip.time_to_live,
+    )
 }
 
 /// True if the IPv4 header checksum and the TCP/UDP checksum equal a full recomputation
 /// (a UDP checksum of 0, "none", is accepted).
 pub fn checksums_ok(frame: &[u8]) -> bool {
-    let Ok(h) = PacketHeaders::from_ethernet_slice(frame) else { return false };
-    let Some(NetHeaders::Ipv4(ip, _)) = h.net else { return false };
+    let Ok(h) = PacketHeaders::from_ethernet_slice(frame) else {
+        return false;
+    };
+    let Some(NetHeaders::Ipv4(ip, _)) = h.net else {
+        return false;
+    };
     if ip.header_checksum != ip.calc_header_checksum() {
         return false;
     }
     let payload = h.payload.slice();
     match h.transport {
-        Some(TransportHeader::Tcp(t)) => t.calc_checksum_ipv4(&ip, payload).ok() == Some(t.checksum),
+        Some(TransportHeader::Tcp(t)) => {
+            t.calc_checksum_ipv4(&ip, payload).ok() == Some(t.checksum)
+        }
         Some(TransportHeader::Udp(u)) => {
             u.checksum == 0 || u.calc_checksum_ipv4(&ip, payload).ok() == Some(u.checksum)
         }
@@ -110,8 +126,16 @@ pub fn snapshot(
 ) -> Snapshot {
     let mut snap = Snapshot {
         ifaces: vec![
-            IfaceInfo { name: "ext0".into(), ifindex: 2, mac: EXT_MAC },
-            IfaceInfo { name: "int0".into(), ifindex: 3, mac: INT_MAC },
+            IfaceInfo {
+                name: "ext0".into(),
+                ifindex: 2,
+                mac: EXT_MAC,
+            },
+            IfaceInfo {
+                name: "int0".into(),
+                ifindex: 3,
+                mac: INT_MAC,
+            },
         ],
         ..Default::default()
     };
@@ -120,12 +144,29 @@ pub fn snapshot(
         .enumerate()
         .map(|(i, &(addr, port))| {
             let state = Arc::new(DestState::default());
-            state.set_next_hop(Some(NextHop { iface: 1, mac: rs_mac(i as u8) }));
-            Dest { addr, port, fwd, weight: 1, state }
+            state.set_next_hop(Some(NextHop {
+                iface: 1,
+                mac: rs_mac(i as u8),
+            }));
+            Dest {
+                addr,
+                port,
+                fwd,
+                weight: 1,
+                state,
+            }
         })
         .collect();
-    let key = VsKey { proto, addr: vip.0, port: vip.1 };
-    let svc = Service { key, sched: sched::by_name(scheduler).expect("scheduler"), dests };
+    let key = VsKey {
+        proto,
+        addr: vip.0,
+        port: vip.1,
+    };
+    let svc = Service {
+        key,
+        sched: sched::by_name(scheduler).expect("scheduler"),
+        dests,
+    };
     snap.services.insert(key, Arc::new(svc));
     snap
 }

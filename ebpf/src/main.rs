@@ -153,7 +153,12 @@ fn try_steer(ctx: &XdpContext) -> Option<u32> {
     let sport = read_raw16(ctx, l4)?;
     let dport = read_raw16(ctx, l4 + 2)?;
 
-    let mut key = L4Key { addr: [0; 16], port: dport, proto, family: FAMILY_IPV4 };
+    let mut key = L4Key {
+        addr: [0; 16],
+        port: dport,
+        proto,
+        family: FAMILY_IPV4,
+    };
     key.addr[..4].copy_from_slice(&daddr);
     // Safety: plain lookup; the value is not kept past this call.
     let hit = unsafe { SERVICES.get(&key) }.is_some() || {

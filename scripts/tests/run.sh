@@ -91,6 +91,7 @@ reap_lab() { # LOG
 
 start_test() { # NAME
   local name=$1 log="$XLVS_TEST_LOGDIR/$1.log"
+  rm -f "$XLVS_TEST_LOGDIR/$name.xlvsd.log"
   (
     cd "$ROOT"
     rc=0

@@ -8,7 +8,10 @@ use xlvs_control::admin;
 fn main() {
     let mut args: Vec<String> = std::env::args().skip(1).collect();
     let mut socket = std::env::var_os("XLVS_CONTROL").map(PathBuf::from);
-    if let Some(i) = args.iter().position(|a| a == "--control" || a.starts_with("--control=")) {
+    if let Some(i) = args
+        .iter()
+        .position(|a| a == "--control" || a.starts_with("--control="))
+    {
         let v = if let Some(v) = args[i].strip_prefix("--control=") {
             let v = v.to_string();
             args.remove(i);

@@ -198,7 +198,8 @@ impl ConnTable {
         if let Entry::In(c) = e {
             if c.fwd == Fwd::Masq {
                 let ok = c.out_key();
-                self.map.remove_if(&ok, |_, v| matches!(v, Entry::Out(k) if *k == c.in_key()));
+                self.map
+                    .remove_if(&ok, |_, v| matches!(v, Entry::Out(k) if *k == c.in_key()));
             }
             c.unbind();
             self.conns.fetch_sub(1, Ordering::Relaxed);
@@ -224,7 +225,8 @@ impl ConnTable {
             _ => true,
         });
         for (ok, ik) in &gone_out {
-            self.map.remove_if(ok, |_, v| matches!(v, Entry::Out(k) if k == ik));
+            self.map
+                .remove_if(ok, |_, v| matches!(v, Entry::Out(k) if k == ik));
         }
         self.conns.fetch_sub(removed, Ordering::Relaxed);
         removed

@@ -148,14 +148,26 @@ struct Parsed {
 /// What the rewrite needs, copied out of the table so no lock is held while writing the frame.
 enum Action {
     /// Client → realserver.
-    ToDest { fwd: Fwd, daddr: u32, dport: u16, hop: Option<NextHop> },
+    ToDest {
+        fwd: Fwd,
+        daddr: u32,
+        dport: u16,
+        hop: Option<NextHop>,
+    },
     /// Realserver → client (LVS-NAT): source back to VIP:vport.
-    ToClient { vaddr: u32, vport: u16, hop: NextHop },
+    ToClient {
+        vaddr: u32,
+        vport: u16,
+        hop: NextHop,
+    },
 }
 
 impl Core {
     pub fn new(table: Arc<ConnTable>) -> Self {
-        Core { table, stats: CoreStats::default() }
+        Core {
+            table,
+            stats: CoreStats::default(),
+        }
     }
 
     pub fn table(&self) -> &Arc<ConnTable> {
@@ -191,7 +203,13 @@ impl Core {
         rx_iface: IfaceId,
     ) -> Result<IfaceId, DropReason> {
         let p = parse(frame)?;
-        let key = ConnKey { src: p.src, dst: p.dst, sport: p.sport, dport: p.dport, proto: p.proto.number() };
+        let key = ConnKey {
+            src: p.src,
+            dst: p.dst,
+            sport: p.sport,
+            dport: p.dport,
+            proto: p.proto.number(),
+        };
         let action = match self.lookup(now, snap, &key, &p)? {
             Some(a) => a,
             None => self.new_conn(now, snap, frame, &p, rx_iface)?,
@@ -220,7 +238,9 @@ impl Core {
                     Some(e) => e,
                     None => return Ok(None),
                 };
-                let Entry::In(c) = e.value_mut() else { return Ok(None) };
+                let Entry::In(c) = e.value_mut() else {
+                    return Ok(None);
+                };
                 if p.proto == Proto::Tcp && is_syn(p.tcp_flags) && reusable(c) {
                     // IPVS conn_reuse_mode 1: a new SYN on a TIME_WAIT/CLOSE connection expires
                     // it and is scheduled afresh.
@@ -228,7 +248,11 @@ impl Core {
                     self.table.remove(key);
                     return Ok(None);
                 }
-                let dir = if c.no_output { Dir::InputOnly } else { Dir::Input };
+                let dir = if c.no_output {
+                    Dir::InputOnly
+                } else {
+                    Dir::Input
+                };
                 touch(c, now, snap, dir, p);
                 Ok(Some(Action::ToDest {
                     fwd: c.fwd,
@@ -243,10 +267,16 @@ impl Core {
                     Some(e) => e,
                     None => return Err(DropReason::NoConn),
                 };
-                let Entry::In(c) = e.value_mut() else { return Err(DropReason::NoConn) };
+                let Entry::In(c) = e.value_mut() else {
+                    return Err(DropReason::NoConn);
+                };
                 c.no_output = false;
                 touch(c, now, snap, Dir::Output, p);
-                Ok(Some(Action::ToClient { vaddr: c.vaddr.to_bits(), vport: c.vport, hop: c.client_hop }))
+                Ok(Some(Action::ToClient {
+                    vaddr: c.vaddr.to_bits(),
+                    vport: c.vport,
+                    hop: c.client_hop,
+                }))
             }
         }
     }
@@ -260,7 +290,11 @@ impl Core {
         p: &Parsed,
         rx_iface: IfaceId,
     ) -> Result<Action, DropReason> {
-        let vs = VsKey { proto: p.proto, addr: p.dst.into(), port: p.dport };
+        let vs = VsKey {
+            proto: p.proto,
+            addr: p.dst.into(),
+            port: p.dport,
+        };
         let svc = snap.service(&vs).ok_or(DropReason::NoService)?;
         // IPVS schedules TCP only on a SYN (sloppy_tcp off).
         if p.proto == Proto::Tcp && !is_syn(p.tcp_flags) {
@@ -294,10 +328,18 @@ impl Core {
             last_seen: now,
             timeout,
             dest: d.state.clone(),
-            client_hop: NextHop { iface: rx_iface, mac: client_mac },
+            client_hop: NextHop {
+                iface: rx_iface,
+                mac: client_mac,
+            },
         };
         // Bind with the counters of the state the first packet moved it to.
-        let action = Action::ToDest { fwd: d.fwd, daddr: d.addr.to_bits(), dport: d.port, hop: d.state.next_hop() };
+        let action = Action::ToDest {
+            fwd: d.fwd,
+            daddr: d.addr.to_bits(),
+            dport: d.port,
+            hop: d.state.next_hop(),
+        };
         self.table.insert(conn).map_err(|_| DropReason::TableFull)?;
         self.stats.new_conns += 1;
         Ok(action)
@@ -352,19 +394,40 @@ fn parse(frame: &[u8]) -> Result<Parsed, DropReason> {
         }
         _ => return Err(DropReason::NotTcpUdp),
     };
-    Ok(Parsed { l3, l4, proto, src: ip.src(), dst: ip.dst(), sport, dport, tcp_flags })
+    Ok(Parsed {
+        l3,
+        l4,
+        proto,
+        src: ip.src(),
+        dst: ip.dst(),
+        sport,
+        dport,
+        tcp_flags,
+    })
 }
 
 /// Rewrites the frame for `action` and returns the egress interface.
-fn rewrite(snap: &Snapshot, frame: &mut [u8], p: &Parsed, action: Action) -> Result<IfaceId, DropReason> {
+fn rewrite(
+    snap: &Snapshot,
+    frame: &mut [u8],
+    p: &Parsed,
+    action: Action,
+) -> Result<IfaceId, DropReason> {
     let hop = match action {
         Action::ToDest { hop, .. } => hop.ok_or(DropReason::NoNeighbour)?,
         Action::ToClient { hop, .. } => hop,
     };
     let src_mac = snap.iface_mac(hop.iface).ok_or(DropReason::NoNeighbour)?;
     match action {
-        Action::ToDest { fwd: Fwd::Route, .. } => {}
-        Action::ToDest { fwd: Fwd::Masq, daddr, dport, .. } => {
+        Action::ToDest {
+            fwd: Fwd::Route, ..
+        } => {}
+        Action::ToDest {
+            fwd: Fwd::Masq,
+            daddr,
+            dport,
+            ..
+        } => {
             nat(frame, p, NatField::Dst, daddr, dport)?;
         }
         Action::ToClient { vaddr, vport, .. } => {
@@ -385,7 +448,13 @@ enum NatField {
 
 /// Rewrites the source or destination address and port, decrements the TTL, and updates the IP
 /// and L4 checksums incrementally (RFC 1624).
-fn nat(frame: &mut [u8], p: &Parsed, which: NatField, addr: u32, port: u16) -> Result<(), DropReason> {
+fn nat(
+    frame: &mut [u8],
+    p: &Parsed,
+    which: NatField,
+    addr: u32,
+    port: u16,
+) -> Result<(), DropReason> {
     let (old_addr, old_port) = match which {
         NatField::Src => (p.src, p.sport),
         NatField::Dst => (p.dst, p.dport),
@@ -398,7 +467,11 @@ fn nat(frame: &mut [u8], p: &Parsed, which: NatField, addr: u32, port: u16) -> R
         }
         let mut c = ip.checksum();
         let proto = u8::from(ip.protocol()) as u16;
-        c = checksum::update16(c, (ttl as u16) << 8 | proto, ((ttl - 1) as u16) << 8 | proto);
+        c = checksum::update16(
+            c,
+            (ttl as u16) << 8 | proto,
+            ((ttl - 1) as u16) << 8 | proto,
+        );
         c = checksum::update32(c, old_addr, addr);
         ip.set_ttl(ttl - 1);
         match which {

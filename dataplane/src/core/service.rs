@@ -96,7 +96,10 @@ impl NextHop {
         let b = v.to_be_bytes();
         let mut mac = [0u8; 6];
         mac.copy_from_slice(&b[2..]);
-        Some(NextHop { iface: (v >> 48) as u8, mac })
+        Some(NextHop {
+            iface: (v >> 48) as u8,
+            mac,
+        })
     }
 }
 
@@ -119,7 +122,8 @@ impl DestState {
 
     /// Set by the control thread when the neighbour table changes.
     pub fn set_next_hop(&self, hop: Option<NextHop>) {
-        self.next_hop.store(hop.map_or(0, NextHop::pack), Ordering::Relaxed);
+        self.next_hop
+            .store(hop.map_or(0, NextHop::pack), Ordering::Relaxed);
     }
 
     /// IPVS `ip_vs_dest_conn_overhead`: active × 256 + inactive.
@@ -189,7 +193,10 @@ impl Default for Timeouts {
                 TcpState::SynAck => 2 * 60,
             });
         }
-        Timeouts { tcp, udp: s(5 * 60) }
+        Timeouts {
+            tcp,
+            udp: s(5 * 60),
+        }
     }
 }
 
@@ -219,7 +226,10 @@ mod tests {
     fn next_hop_round_trips() {
         let s = DestState::default();
         assert_eq!(s.next_hop(), None);
-        let hop = NextHop { iface: 3, mac: [0xfe, 1, 2, 3, 4, 0xff] };
+        let hop = NextHop {
+            iface: 3,
+            mac: [0xfe, 1, 2, 3, 4, 0xff],
+        };
         s.set_next_hop(Some(hop));
         assert_eq!(s.next_hop(), Some(hop));
         s.set_next_hop(None);
@@ -229,7 +239,10 @@ mod tests {
     #[test]
     fn default_timeouts_are_ipvs() {
         let t = Timeouts::default();
-        assert_eq!(t.tcp[TcpState::Established as usize], Duration::from_secs(900));
+        assert_eq!(
+            t.tcp[TcpState::Established as usize],
+            Duration::from_secs(900)
+        );
         assert_eq!(t.tcp[TcpState::FinWait as usize], Duration::from_secs(120));
         assert_eq!(t.udp, Duration::from_secs(300));
     }

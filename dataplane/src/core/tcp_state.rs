@@ -45,7 +45,10 @@ impl TcpState {
     /// Whether a connection in this state counts as active for the schedulers (IPVS
     /// `tcp_state_active`, Linux ≥ 4.9: ESTABLISHED and the handshake states).
     pub fn is_active(self) -> bool {
-        matches!(self, TcpState::Established | TcpState::SynSent | TcpState::SynRecv | TcpState::SynAck)
+        matches!(
+            self,
+            TcpState::Established | TcpState::SynSent | TcpState::SynRecv | TcpState::SynAck
+        )
     }
 
     /// The name ipvsadm prints in `-L -c`.
@@ -172,7 +175,15 @@ mod tests {
     #[test]
     fn nat_server_closes_first() {
         use Dir::*;
-        let states = run(ES, &[(Output, FIN | ACK), (Input, ACK), (Input, FIN | ACK), (Output, ACK)]);
+        let states = run(
+            ES,
+            &[
+                (Output, FIN | ACK),
+                (Input, ACK),
+                (Input, FIN | ACK),
+                (Output, ACK),
+            ],
+        );
         assert_eq!(states, vec![FW, FW, TW, TW]);
     }
 
@@ -181,7 +192,12 @@ mod tests {
         use Dir::*;
         let states = run(
             NO,
-            &[(InputOnly, SYN), (InputOnly, ACK), (InputOnly, FIN | ACK), (InputOnly, ACK)],
+            &[
+                (InputOnly, SYN),
+                (InputOnly, ACK),
+                (InputOnly, FIN | ACK),
+                (InputOnly, ACK),
+            ],
         );
         assert_eq!(states, vec![SR, ES, FW, FW]);
     }
@@ -195,13 +211,24 @@ mod tests {
 
     #[test]
     fn retransmitted_syn_stays_syn_recv() {
-        assert_eq!(run(NO, &[(Dir::InputOnly, SYN), (Dir::InputOnly, SYN)]), vec![SR, SR]);
+        assert_eq!(
+            run(NO, &[(Dir::InputOnly, SYN), (Dir::InputOnly, SYN)]),
+            vec![SR, SR]
+        );
     }
 
     #[test]
     fn simultaneous_close() {
         use Dir::*;
-        let states = run(ES, &[(Input, FIN | ACK), (Output, FIN | ACK), (Input, ACK), (Output, ACK)]);
+        let states = run(
+            ES,
+            &[
+                (Input, FIN | ACK),
+                (Output, FIN | ACK),
+                (Input, ACK),
+                (Output, ACK),
+            ],
+        );
         assert_eq!(states, vec![CW, TW, TW, TW]);
     }
 

@@ -23,7 +23,13 @@ fn core() -> Core {
 }
 
 fn nat_snap(sched: &str) -> Snapshot {
-    snapshot(Proto::Tcp, (VIP, 80), &[(RIP1, 8080), (RIP2, 8080)], Fwd::Masq, sched)
+    snapshot(
+        Proto::Tcp,
+        (VIP, 80),
+        &[(RIP1, 8080), (RIP2, 8080)],
+        Fwd::Masq,
+        sched,
+    )
 }
 
 fn t(s: u64) -> Instant {
@@ -35,7 +41,15 @@ fn client_seg(cport: u16, flags: u8) -> Vec<u8> {
 }
 
 fn reply_seg(rip: Ipv4Addr, cport: u16, flags: u8) -> Vec<u8> {
-    tcp_frame(rs_mac(0), INT_MAC, (rip, 8080), (CIP, cport), flags, 64, b"hello")
+    tcp_frame(
+        rs_mac(0),
+        INT_MAC,
+        (rip, 8080),
+        (CIP, cport),
+        flags,
+        64,
+        b"hello",
+    )
 }
 
 #[test]
@@ -80,12 +94,26 @@ fn dr_rewrites_only_macs() {
 #[test]
 fn established_dr_packets_follow_the_connection() {
     let mut c = core();
-    let snap = snapshot(Proto::Tcp, (VIP, 80), &[(RIP1, 80), (RIP2, 80)], Fwd::Route, "rr");
+    let snap = snapshot(
+        Proto::Tcp,
+        (VIP, 80),
+        &[(RIP1, 80), (RIP2, 80)],
+        Fwd::Route,
+        "rr",
+    );
     let mut syn = tcp_frame(CLIENT_MAC, EXT_MAC, (CIP, 5556), (VIP, 80), SYN, 64, b"");
     c.process(t(1), &snap, &mut syn, 0);
     let first = syn[..6].to_vec();
     for _ in 0..5 {
-        let mut ack = tcp_frame(CLIENT_MAC, EXT_MAC, (CIP, 5556), (VIP, 80), ACK, 64, b"data");
+        let mut ack = tcp_frame(
+            CLIENT_MAC,
+            EXT_MAC,
+            (CIP, 5556),
+            (VIP, 80),
+            ACK,
+            64,
+            b"data",
+        );
         assert_eq!(c.process(t(2), &snap, &mut ack, 0), Verdict::Tx(1));
         assert_eq!(&ack[..6], &first[..]);
     }
@@ -110,17 +138,29 @@ fn drops_are_counted_by_reason() {
     let snap = nat_snap("rr");
     // Not a SYN and no connection.
     let mut f = client_seg(2000, ACK);
-    assert_eq!(c.process(t(1), &snap, &mut f, 0), Verdict::Drop(DropReason::NoConn));
+    assert_eq!(
+        c.process(t(1), &snap, &mut f, 0),
+        Verdict::Drop(DropReason::NoConn)
+    );
     // No such service.
     let mut f = tcp_frame(CLIENT_MAC, EXT_MAC, (CIP, 1), (VIP, 81), SYN, 64, b"");
-    assert_eq!(c.process(t(1), &snap, &mut f, 0), Verdict::Drop(DropReason::NoService));
+    assert_eq!(
+        c.process(t(1), &snap, &mut f, 0),
+        Verdict::Drop(DropReason::NoService)
+    );
     // TTL would expire.
     let mut f = tcp_frame(CLIENT_MAC, EXT_MAC, (CIP, 2), (VIP, 80), SYN, 1, b"");
-    assert_eq!(c.process(t(1), &snap, &mut f, 0), Verdict::Drop(DropReason::TtlExceeded));
+    assert_eq!(
+        c.process(t(1), &snap, &mut f, 0),
+        Verdict::Drop(DropReason::TtlExceeded)
+    );
     // Truncated.
     let mut f = client_seg(3, SYN);
     f.truncate(30);
-    assert_eq!(c.process(t(1), &snap, &mut f, 0), Verdict::Drop(DropReason::Malformed));
+    assert_eq!(
+        c.process(t(1), &snap, &mut f, 0),
+        Verdict::Drop(DropReason::Malformed)
+    );
     assert_eq!(c.stats.rx, 4);
     assert_eq!(c.stats.dropped(), 4);
     assert_eq!(c.stats.drops[DropReason::NoConn as usize], 1);
@@ -130,10 +170,19 @@ fn drops_are_counted_by_reason() {
 fn unresolved_realserver_mac_drops_without_losing_the_connection() {
     let mut c = core();
     let snap = nat_snap("rr");
-    let svc = snap.service(&VsKey { proto: Proto::Tcp, addr: VIP, port: 80 }).unwrap();
+    let svc = snap
+        .service(&VsKey {
+            proto: Proto::Tcp,
+            addr: VIP,
+            port: 80,
+        })
+        .unwrap();
     svc.dests[0].state.set_next_hop(None);
     let mut f = client_seg(4000, SYN);
-    assert_eq!(c.process(t(1), &snap, &mut f, 0), Verdict::Drop(DropReason::NoNeighbour));
+    assert_eq!(
+        c.process(t(1), &snap, &mut f, 0),
+        Verdict::Drop(DropReason::NoNeighbour)
+    );
     assert_eq!(c.table().len(), 1);
 }
 
@@ -142,7 +191,10 @@ fn no_dest_when_all_quiescent() {
     let mut c = core();
     let snap = snapshot(Proto::Tcp, (VIP, 80), &[], Fwd::Masq, "wlc");
     let mut f = client_seg(4001, SYN);
-    assert_eq!(c.process(t(1), &snap, &mut f, 0), Verdict::Drop(DropReason::NoDest));
+    assert_eq!(
+        c.process(t(1), &snap, &mut f, 0),
+        Verdict::Drop(DropReason::NoDest)
+    );
 }
 
 #[test]
@@ -158,7 +210,14 @@ fn udp_nat_round_trip() {
     assert_eq!(tuple(&a), (VIP, 53, CIP, 33333, 63));
     assert!(checksums_ok(&a));
     // UDP connections count as inactive, as in IPVS.
-    let d = &snap.service(&VsKey { proto: Proto::Udp, addr: VIP, port: 53 }).unwrap().dests[0];
+    let d = &snap
+        .service(&VsKey {
+            proto: Proto::Udp,
+            addr: VIP,
+            port: 53,
+        })
+        .unwrap()
+        .dests[0];
     assert_eq!(d.state.inactive.load(Ordering::Relaxed), 1);
 }
 
@@ -178,17 +237,43 @@ fn udp_without_checksum_stays_without() {
 fn counters_follow_tcp_state_and_expiry() {
     let mut c = core();
     let snap = nat_snap("wlc");
-    let d = snap.service(&VsKey { proto: Proto::Tcp, addr: VIP, port: 80 }).unwrap().dests.clone();
-    let cnt = |i: usize| (d[i].state.active.load(Ordering::Relaxed), d[i].state.inactive.load(Ordering::Relaxed));
+    let d = snap
+        .service(&VsKey {
+            proto: Proto::Tcp,
+            addr: VIP,
+            port: 80,
+        })
+        .unwrap()
+        .dests
+        .clone();
+    let cnt = |i: usize| {
+        (
+            d[i].state.active.load(Ordering::Relaxed),
+            d[i].state.inactive.load(Ordering::Relaxed),
+        )
+    };
     let mut f = client_seg(5000, SYN);
     c.process(t(1), &snap, &mut f, 0);
     let rs = tuple(&f).2;
     let i = if rs == RIP1 { 0 } else { 1 };
     assert_eq!(cnt(i), (1, 0), "handshake counts as active");
-    let steps: [(bool, u8); 5] = [(false, SYN | ACK), (true, ACK), (true, FIN | ACK), (false, FIN | ACK), (true, ACK)];
+    let steps: [(bool, u8); 5] = [
+        (false, SYN | ACK),
+        (true, ACK),
+        (true, FIN | ACK),
+        (false, FIN | ACK),
+        (true, ACK),
+    ];
     for (from_client, flags) in steps {
-        let mut f = if from_client { client_seg(5000, flags) } else { reply_seg(rs, 5000, flags) };
-        assert!(matches!(c.process(t(2), &snap, &mut f, if from_client { 0 } else { 1 }), Verdict::Tx(_)));
+        let mut f = if from_client {
+            client_seg(5000, flags)
+        } else {
+            reply_seg(rs, 5000, flags)
+        };
+        assert!(matches!(
+            c.process(t(2), &snap, &mut f, if from_client { 0 } else { 1 }),
+            Verdict::Tx(_)
+        ));
     }
     assert_eq!(cnt(i), (0, 1), "closed connection is inactive");
     // TIME_WAIT lasts 120 s.
@@ -198,7 +283,10 @@ fn counters_follow_tcp_state_and_expiry() {
     assert!(c.table().is_empty());
     // The out entry went too: a late reply finds nothing.
     let mut late = reply_seg(rs, 5000, ACK);
-    assert_eq!(c.process(t(124), &snap, &mut late, 1), Verdict::Drop(DropReason::NoService));
+    assert_eq!(
+        c.process(t(124), &snap, &mut late, 1),
+        Verdict::Drop(DropReason::NoService)
+    );
 }
 
 #[test]
@@ -223,7 +311,11 @@ fn rst_closes_and_syn_on_closed_connection_is_rescheduled() {
     c.process(t(1), &snap, &mut r, 0);
     let mut again = client_seg(6000, SYN);
     assert_eq!(c.process(t(2), &snap, &mut again, 0), Verdict::Tx(1));
-    assert_ne!(tuple(&again).2, first, "conn_reuse_mode 1: rescheduled (rr moves on)");
+    assert_ne!(
+        tuple(&again).2,
+        first,
+        "conn_reuse_mode 1: rescheduled (rr moves on)"
+    );
     assert_eq!(c.table().len(), 1);
 }
 
@@ -234,7 +326,10 @@ fn full_table_drops_new_connections_but_keeps_old_ones() {
     let mut a = client_seg(7000, SYN);
     assert!(matches!(c.process(t(1), &snap, &mut a, 0), Verdict::Tx(_)));
     let mut b = client_seg(7001, SYN);
-    assert_eq!(c.process(t(1), &snap, &mut b, 0), Verdict::Drop(DropReason::TableFull));
+    assert_eq!(
+        c.process(t(1), &snap, &mut b, 0),
+        Verdict::Drop(DropReason::TableFull)
+    );
     let mut a2 = client_seg(7000, ACK);
     assert!(matches!(c.process(t(1), &snap, &mut a2, 0), Verdict::Tx(_)));
 }

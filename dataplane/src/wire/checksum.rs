@@ -49,11 +49,8 @@ pub fn update16(check: u16, old: u16, new: u16) -> u16 {
 /// RFC 1624 eq. 3 for a 32-bit field (two words) changing from `old` to `new`.
 #[inline(always)]
 pub fn update32(check: u16, old: u32, new: u32) -> u16 {
-    let s = (!check as u32)
-        + (!(old >> 16) & 0xffff)
-        + (!old & 0xffff)
-        + (new >> 16)
-        + (new & 0xffff);
+    let s =
+        (!check as u32) + (!(old >> 16) & 0xffff) + (!old & 0xffff) + (new >> 16) + (new & 0xffff);
     !fold(s)
 }
 
@@ -76,7 +73,10 @@ mod tests {
 
     #[test]
     fn update_matches_recompute() {
-        let mut data = [0x45u8, 0x00, 0x00, 0x54, 0x12, 0x34, 0x40, 0x00, 0x40, 0x01, 0, 0, 10, 0, 0, 1, 10, 0, 0, 2];
+        let mut data = [
+            0x45u8, 0x00, 0x00, 0x54, 0x12, 0x34, 0x40, 0x00, 0x40, 0x01, 0, 0, 10, 0, 0, 1, 10, 0,
+            0, 2,
+        ];
         let c = compute(&data);
         data[10..12].copy_from_slice(&c.to_be_bytes());
         let old = u32::from_be_bytes([data[16], data[17], data[18], data[19]]);

@@ -82,12 +82,20 @@ impl<T: AsRef<[u8]>> Frame<T> {
     pub fn ethertype(&self) -> EtherType {
         let b = self.buf.as_ref();
         let outer = be16(b, field::ETHERTYPE);
-        if outer == 0x8100 { EtherType::from(be16(b, field::INNER_ETHERTYPE)) } else { EtherType::from(outer) }
+        if outer == 0x8100 {
+            EtherType::from(be16(b, field::INNER_ETHERTYPE))
+        } else {
+            EtherType::from(outer)
+        }
     }
 
     /// Offset of the payload (the L3 header).
     pub fn payload_offset(&self) -> usize {
-        if be16(self.buf.as_ref(), field::ETHERTYPE) == 0x8100 { HEADER_LEN + VLAN_TAG_LEN } else { HEADER_LEN }
+        if be16(self.buf.as_ref(), field::ETHERTYPE) == 0x8100 {
+            HEADER_LEN + VLAN_TAG_LEN
+        } else {
+            HEADER_LEN
+        }
     }
 }
 
@@ -106,8 +114,9 @@ mod tests {
     use super::*;
 
     static UNTAGGED: [u8; 14] = [1, 2, 3, 4, 5, 6, 0xa, 0xb, 0xc, 0xd, 0xe, 0xf, 0x08, 0x00];
-    static TAGGED: [u8; 18] =
-        [1, 2, 3, 4, 5, 6, 0xa, 0xb, 0xc, 0xd, 0xe, 0xf, 0x81, 0x00, 0x20, 0x2a, 0x08, 0x00];
+    static TAGGED: [u8; 18] = [
+        1, 2, 3, 4, 5, 6, 0xa, 0xb, 0xc, 0xd, 0xe, 0xf, 0x81, 0x00, 0x20, 0x2a, 0x08, 0x00,
+    ];
 
     #[test]
     fn deconstruct_untagged() {
@@ -129,8 +138,14 @@ mod tests {
 
     #[test]
     fn truncated() {
-        assert_eq!(Frame::new_checked(&UNTAGGED[..13]).unwrap_err(), Error::Truncated);
-        assert_eq!(Frame::new_checked(&TAGGED[..16]).unwrap_err(), Error::Truncated);
+        assert_eq!(
+            Frame::new_checked(&UNTAGGED[..13]).unwrap_err(),
+            Error::Truncated
+        );
+        assert_eq!(
+            Frame::new_checked(&TAGGED[..16]).unwrap_err(),
+            Error::Truncated
+        );
     }
 
     #[test]

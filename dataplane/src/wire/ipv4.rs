@@ -161,14 +161,23 @@ mod tests {
     #[test]
     fn rejects_bad_input() {
         let buf = packet();
-        assert_eq!(Packet::new_checked(&buf[..19]).unwrap_err(), Error::Truncated);
-        assert_eq!(Packet::new_checked(&buf[..30]).unwrap_err(), Error::Truncated);
+        assert_eq!(
+            Packet::new_checked(&buf[..19]).unwrap_err(),
+            Error::Truncated
+        );
+        assert_eq!(
+            Packet::new_checked(&buf[..30]).unwrap_err(),
+            Error::Truncated
+        );
         let mut v6 = buf.clone();
         v6[0] = 0x65;
         assert_eq!(Packet::new_checked(&v6[..]).unwrap_err(), Error::Malformed);
         let mut short_ihl = buf.clone();
         short_ihl[0] = 0x44;
-        assert_eq!(Packet::new_checked(&short_ihl[..]).unwrap_err(), Error::Malformed);
+        assert_eq!(
+            Packet::new_checked(&short_ihl[..]).unwrap_err(),
+            Error::Malformed
+        );
     }
 
     #[test]

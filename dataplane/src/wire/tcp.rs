@@ -83,8 +83,9 @@ pub const CHECKSUM_OFFSET: usize = field::CHECKSUM;
 mod tests {
     use super::*;
 
-    static SYN_SEG: [u8; 20] =
-        [0x30, 0x39, 0x00, 0x50, 0, 0, 0, 1, 0, 0, 0, 0, 0x50, SYN, 0xff, 0xff, 0x12, 0x34, 0, 0];
+    static SYN_SEG: [u8; 20] = [
+        0x30, 0x39, 0x00, 0x50, 0, 0, 0, 1, 0, 0, 0, 0, 0x50, SYN, 0xff, 0xff, 0x12, 0x34, 0, 0,
+    ];
 
     #[test]
     fn deconstruct() {
@@ -97,7 +98,10 @@ mod tests {
 
     #[test]
     fn rejects_bad_input() {
-        assert_eq!(Packet::new_checked(&SYN_SEG[..10]).unwrap_err(), Error::Truncated);
+        assert_eq!(
+            Packet::new_checked(&SYN_SEG[..10]).unwrap_err(),
+            Error::Truncated
+        );
         let mut bad = SYN_SEG;
         bad[12] = 0x40;
         assert_eq!(Packet::new_checked(&bad[..]).unwrap_err(), Error::Malformed);

@@ -94,8 +94,14 @@ mod tests {
 
     #[test]
     fn rejects_bad_input() {
-        assert_eq!(Packet::new_checked(&DGRAM[..7]).unwrap_err(), Error::Truncated);
-        assert_eq!(Packet::new_checked(&DGRAM[..10]).unwrap_err(), Error::Truncated);
+        assert_eq!(
+            Packet::new_checked(&DGRAM[..7]).unwrap_err(),
+            Error::Truncated
+        );
+        assert_eq!(
+            Packet::new_checked(&DGRAM[..10]).unwrap_err(),
+            Error::Truncated
+        );
         let mut bad = DGRAM;
         bad[5] = 4;
         assert_eq!(Packet::new_checked(&bad[..]).unwrap_err(), Error::Malformed);

@@ -62,7 +62,12 @@ impl L4Key {
         a[1] = addr[1];
         a[2] = addr[2];
         a[3] = addr[3];
-        L4Key { addr: a, port: port.to_be(), proto, family: FAMILY_IPV4 }
+        L4Key {
+            addr: a,
+            port: port.to_be(),
+            proto,
+            family: FAMILY_IPV4,
+        }
     }
 }
 
@@ -83,7 +88,11 @@ impl AddrKey {
         a[1] = addr[1];
         a[2] = addr[2];
         a[3] = addr[3];
-        AddrKey { addr: a, family: FAMILY_IPV4, _pad: [0; 3] }
+        AddrKey {
+            addr: a,
+            family: FAMILY_IPV4,
+            _pad: [0; 3],
+        }
     }
 }
 
