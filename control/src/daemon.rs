@@ -218,7 +218,7 @@ impl Control {
         }
         let reaped = self.table.reap_retired();
         self.resolve_neighbours(false);
-        if (reaped || self.tick % 5 == 0)
+        if (reaped || self.tick.is_multiple_of(5))
             && let Err(e) = self.publish()
         {
             log::error!("updating XDP maps: {e:#}");
@@ -242,12 +242,11 @@ impl Control {
             let mut missing = 0;
             for (addr, state) in &dests {
                 let hop = self.next_hop(&routes, &arp, *addr);
-                if hop.is_none() || (!probed && self.tick % 10 == 0) {
-                    if let Some(r) = neigh::lookup(&routes, *addr) {
-                        if !probed {
-                            neigh::probe(r.via);
-                        }
-                    }
+                if !probed
+                    && (hop.is_none() || self.tick.is_multiple_of(10))
+                    && let Some(r) = neigh::lookup(&routes, *addr)
+                {
+                    neigh::probe(r.via);
                 }
                 if hop.is_none() {
                     missing += 1;

@@ -444,12 +444,12 @@ impl Worker {
                 let snap = self.snapshot.load();
                 let now = monotonic_now();
                 for d in rx_descs[..n].iter_mut() {
-                    // Safety: `d` is a frame we own (just received), in this UMEM.
-                    let mut data = unsafe { self.umem.data_mut(d) };
-                    let verdict = self
-                        .core
-                        .process(now, &snap, data.contents_mut(), self.iface);
-                    drop(data);
+                    let verdict = {
+                        // Safety: `d` is a frame we own (just received), in this UMEM.
+                        let mut data = unsafe { self.umem.data_mut(d) };
+                        self.core
+                            .process(now, &snap, data.contents_mut(), self.iface)
+                    };
                     let d = *d;
                     match verdict {
                         Verdict::Tx(e) if e == self.iface => self.pending_tx.push(d),
