@@ -19,7 +19,11 @@ cargo build --release --locked 2>&1 | grep -v '^warning: xlvs-control@' | grep -
 [ -x target/release/xlvsd ] || { echo "build failed" >&2; exit 1; }
 
 echo "== format"
-cargo fmt --all -- --check
+if ! cargo fmt --all -- --check; then
+  echo "cargo fmt would change files"
+  echo "0 passed, 1 failed"
+  exit 1
+fi
 
 echo "== unit and property tests"
 cargo test --release --locked --workspace --exclude xlvs-ebpf --all-features 2>&1 \
@@ -27,8 +31,9 @@ cargo test --release --locked --workspace --exclude xlvs-ebpf --all-features 2>&
 if grep -qE '^test result: FAILED|^error' /tmp/xlvs-unit.log || ! grep -q '^test result: ok' /tmp/xlvs-unit.log; then
   echo "unit tests failed:" >&2
   grep -A30 '^failures:' /tmp/xlvs-unit.log >&2 || tail -40 /tmp/xlvs-unit.log >&2
+  echo "0 passed, 1 failed"
   exit 1
 fi
 
 echo "== end-to-end tests (network namespaces)"
-bash scripts/tests/run.sh
+bash scripts/tests/run.sh --no-build

@@ -309,6 +309,7 @@ impl Dataplane {
                 outstanding: 0,
                 pending_tx: Vec::with_capacity(self.config.ring_size as usize * 3),
                 wake: vec![false; n],
+                pending_cap: self.config.ring_size as usize * 2,
             };
             let thread = std::thread::Builder::new()
                 .name(format!("xlvs-{name}"))
@@ -349,6 +350,9 @@ struct Worker {
     pending_tx: Vec<FrameDesc>,
     /// Workers to wake at the end of this batch.
     wake: Vec<bool>,
+    /// Most frames `pending_tx` holds before the inbox is left for the next round (its
+    /// preallocated capacity: the hot path never grows it beyond a full batch more).
+    pending_cap: usize,
 }
 
 fn monotonic_now() -> Instant {
@@ -438,7 +442,12 @@ impl Worker {
             // Receive and forward a batch.
             // Safety: the RX ring hands us frames of the shared UMEM that the kernel has
             // finished writing; nothing else touches them until we pass them on.
-            let n = unsafe { self.rx.consume(&mut rx_descs) };
+            // Backpressure: while the TX side is backed up, leave frames in the RX ring.
+            let n = if self.pending_tx.len() < self.pending_cap {
+                unsafe { self.rx.consume(&mut rx_descs) }
+            } else {
+                0
+            };
             if n > 0 {
                 busy = true;
                 let snap = self.snapshot.load();
@@ -471,7 +480,7 @@ impl Worker {
             }
 
             // Frames other workers want sent on our interface.
-            while self.pending_tx.len() < self.pending_tx.capacity() {
+            while self.pending_tx.len() < self.pending_cap {
                 match mb.inbox.pop() {
                     Some(d) => {
                         busy = true;

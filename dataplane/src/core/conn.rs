@@ -41,7 +41,8 @@ pub struct Conn {
     pub state: TcpState,
     /// Counted in the realserver's inactive connections rather than its active ones.
     pub inactive: bool,
-    /// No reply seen yet (IPVS `IP_VS_CONN_F_NOOUTPUT`): the INPUT-ONLY state table applies.
+    /// IPVS `IP_VS_CONN_F_NOOUTPUT`: set for every method but NAT, so LVS-DR connections use the
+    /// INPUT-ONLY state table; NAT connections use INPUT and OUTPUT from the start.
     pub no_output: bool,
     pub last_seen: Instant,
     pub timeout: Duration,
@@ -167,13 +168,14 @@ impl ConnTable {
             conn.dest.active.fetch_add(1, Ordering::Relaxed);
         }
         let in_key = conn.in_key();
-        if conn.fwd == Fwd::Masq {
-            self.map.insert(conn.out_key(), Entry::Out(in_key));
-        }
+        let out_key = (conn.fwd == Fwd::Masq).then(|| conn.out_key());
         if let Some(old) = self.map.insert(in_key, Entry::In(conn)) {
-            // Only the caller's own reuse path replaces a live key, after removing it; if a race
-            // got here first, drop the old one properly.
+            // Two workers raced to create the same connection: release the loser (and its out
+            // entry) before adding the winner's out entry, which may have the same key.
             self.release(old);
+        }
+        if let Some(k) = out_key {
+            self.map.insert(k, Entry::Out(in_key));
         }
         Ok(())
     }

@@ -143,6 +143,7 @@ struct Parsed {
     sport: u16,
     dport: u16,
     tcp_flags: u8,
+    ttl: u8,
 }
 
 /// What the rewrite needs, copied out of the table so no lock is held while writing the frame.
@@ -302,6 +303,10 @@ impl Core {
         }
         let idx = svc.sched.schedule(&svc.dests).ok_or(DropReason::NoDest)?;
         let d = &svc.dests[idx];
+        // LVS-NAT decrements the TTL: a frame that cannot be forwarded creates no connection.
+        if d.fwd == Fwd::Masq && p.ttl <= 1 {
+            return Err(DropReason::TtlExceeded);
+        }
         let client_mac = ethernet::Frame::new_unchecked(frame).src();
         let (state, timeout) = match p.proto {
             Proto::Tcp => {
@@ -403,6 +408,7 @@ fn parse(frame: &[u8]) -> Result<Parsed, DropReason> {
         sport,
         dport,
         tcp_flags,
+        ttl: ip.ttl(),
     })
 }
 

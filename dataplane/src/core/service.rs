@@ -107,9 +107,9 @@ impl NextHop {
 /// realserver and by every connection bound to it.
 #[derive(Debug, Default)]
 pub struct DestState {
-    /// Connections in ESTABLISHED (IPVS `activeconns`).
+    /// Connections in an active state: ESTABLISHED or the handshake (IPVS `activeconns`).
     pub active: AtomicU32,
-    /// Connections in any other state (IPVS `inactconns`).
+    /// Connections in any other state, and UDP ones (IPVS `inactconns`).
     pub inactive: AtomicU32,
     /// Packed [`NextHop`]; zero until the control thread resolved the realserver's MAC.
     next_hop: AtomicU64,

@@ -3,7 +3,7 @@
 //! IPVS does not track sequence numbers; it moves a connection between states on the flags of
 //! each segment, with one table for segments from the client (INPUT), one for segments from the
 //! realserver (OUTPUT), and one for connections whose replies the director never sees
-//! (INPUT-ONLY: LVS-DR, or LVS-NAT before the first reply). A state's timeout is the
+//! (INPUT-ONLY: LVS-DR; IPVS marks every forwarding method but NAT with NOOUTPUT). A state's timeout is the
 //! connection's idle timeout. ESTABLISHED and the handshake states count as *active* for the
 //! schedulers, every other state as *inactive* ([`TcpState::is_active`]).
 
@@ -72,11 +72,11 @@ impl TcpState {
 /// Which table applies to a segment.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Dir {
-    /// Client → realserver, and the director has seen a reply (LVS-NAT).
+    /// Client → realserver (LVS-NAT).
     Input = 0,
     /// Realserver → client (LVS-NAT replies).
     Output = 1,
-    /// Client → realserver while no reply has been seen (always so for LVS-DR).
+    /// Client → realserver when the director never sees replies (LVS-DR).
     InputOnly = 2,
 }
 
@@ -112,7 +112,7 @@ const TABLE: [[[TcpState; TcpState::COUNT]; 4]; 3] = [
 ];
 
 /// The event row IPVS picks for a flag byte (`tcp_state_idx`): RST beats SYN beats FIN beats
-/// ACK; a segment with none of them leaves the state alone.
+/// ACK; None for a segment with none of them.
 fn event(flags: u8) -> Option<usize> {
     if flags & tcp::RST != 0 {
         Some(3)
@@ -127,11 +127,12 @@ fn event(flags: u8) -> Option<usize> {
     }
 }
 
-/// The state after a segment with `flags` travelling in `dir`.
+/// The state after a segment with `flags` travelling in `dir`. A segment with none of
+/// SYN/FIN/ACK/RST moves the connection to CLOSE, as IPVS's `set_tcp_state` does.
 pub fn next(state: TcpState, dir: Dir, flags: u8) -> TcpState {
     match event(flags) {
         Some(ev) => TABLE[dir as usize][ev][state as usize],
-        None => state,
+        None => TcpState::Close,
     }
 }
 
@@ -233,7 +234,8 @@ mod tests {
     }
 
     #[test]
-    fn no_flags_keep_state() {
-        assert_eq!(next(ES, Dir::Input, 0), ES);
+    fn no_flags_close_as_in_ipvs() {
+        assert_eq!(next(ES, Dir::Input, 0), CL);
+        assert_eq!(next(ES, Dir::Input, 0x08 /* PSH alone */), CL);
     }
 }
