@@ -412,6 +412,7 @@ impl Worker {
                 revents: 0,
             },
         ];
+        let mb = self.mailboxes[self.me].clone();
         log::info!(
             "worker {} (iface {} queue {}) running",
             self.me,
@@ -420,7 +421,6 @@ impl Worker {
         );
         while !self.stop.load(Ordering::Relaxed) {
             let mut busy = false;
-            let mb = self.mailboxes[self.me].clone();
 
             // Our frames coming home from other workers.
             while let Some(d) = mb.returns.pop() {
@@ -439,11 +439,11 @@ impl Worker {
             }
             self.refill();
 
-            // Receive and forward a batch.
-            // Safety: the RX ring hands us frames of the shared UMEM that the kernel has
-            // finished writing; nothing else touches them until we pass them on.
-            // Backpressure: while the TX side is backed up, leave frames in the RX ring.
+            // Receive and forward a batch. Backpressure: while the TX side is backed up, leave
+            // frames in the RX ring.
             let n = if self.pending_tx.len() < self.pending_cap {
+                // Safety: the RX ring hands us frames of the shared UMEM that the kernel has
+                // finished writing; nothing else touches them until we pass them on.
                 unsafe { self.rx.consume(&mut rx_descs) }
             } else {
                 0

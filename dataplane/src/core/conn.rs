@@ -182,15 +182,10 @@ impl ConnTable {
 
     /// Removes the connection whose in key is `in_key` (and its out entry).
     pub fn remove(&self, in_key: &ConnKey) -> bool {
-        match self.map.remove(in_key) {
-            Some((_, e @ Entry::In(_))) => {
+        match self.map.remove_if(in_key, |_, v| matches!(v, Entry::In(_))) {
+            Some((_, e)) => {
                 self.release(e);
                 true
-            }
-            Some((k, e @ Entry::Out(_))) => {
-                // Not an in key: put it back untouched.
-                self.map.insert(k, e);
-                false
             }
             None => false,
         }

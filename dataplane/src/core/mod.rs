@@ -227,40 +227,38 @@ impl Core {
         p: &Parsed,
     ) -> Result<Option<Action>, DropReason> {
         let map = self.table.map();
-        let in_key = match map.get(key).as_deref() {
+        let mut e = match map.get_mut(key) {
+            Some(e) => e,
             None => return Ok(None),
-            Some(Entry::Out(k)) => Some(*k),
-            Some(Entry::In(_)) => None,
         };
-        match in_key {
-            // Client → realserver.
-            None => {
-                let mut e = match map.get_mut(key) {
-                    Some(e) => e,
-                    None => return Ok(None),
-                };
-                let Entry::In(c) = e.value_mut() else {
-                    return Ok(None);
-                };
-                if p.proto == Proto::Tcp && is_syn(p.tcp_flags) && reusable(c) {
-                    // IPVS conn_reuse_mode 1: a new SYN on a TIME_WAIT/CLOSE connection expires
-                    // it and is scheduled afresh.
-                    drop(e);
-                    self.table.remove(key);
-                    return Ok(None);
+        // One lookup for client → realserver; replies find the out entry, then the connection.
+        let in_key = match e.value_mut() {
+            Entry::In(c) => {
+                if !(p.proto == Proto::Tcp && is_syn(p.tcp_flags) && reusable(c)) {
+                    let dir = if c.no_output {
+                        Dir::InputOnly
+                    } else {
+                        Dir::Input
+                    };
+                    touch(c, now, snap, dir, p);
+                    return Ok(Some(Action::ToDest {
+                        fwd: c.fwd,
+                        daddr: c.daddr.to_bits(),
+                        dport: c.dport,
+                        hop: c.dest.next_hop(),
+                    }));
                 }
-                let dir = if c.no_output {
-                    Dir::InputOnly
-                } else {
-                    Dir::Input
-                };
-                touch(c, now, snap, dir, p);
-                Ok(Some(Action::ToDest {
-                    fwd: c.fwd,
-                    daddr: c.daddr.to_bits(),
-                    dport: c.dport,
-                    hop: c.dest.next_hop(),
-                }))
+                None
+            }
+            Entry::Out(ik) => Some(*ik),
+        };
+        drop(e);
+        match in_key {
+            // IPVS conn_reuse_mode 1: a new SYN on a TIME_WAIT/CLOSE connection expires it and
+            // is scheduled afresh.
+            None => {
+                self.table.remove(key);
+                Ok(None)
             }
             // Realserver → client.
             Some(ik) => {
