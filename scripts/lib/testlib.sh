@@ -290,3 +290,60 @@ make_big() {
   done
   sha256sum "$f" | awk '{ print $1 }'
 }
+
+# ---------------------------------------------------------------- shared setups
+
+# web_lab_up MODE QUEUES: the MODE (nat|dr) lab with nginx on rs1 and rs2
+# port 80. Sets D (the lab dir).
+web_lab_up() {
+  local mode=$1 queues=$2
+  "lab_${mode}_up" "$ID" "$queues" || fail "lab_${mode}_up"
+  D=$(lab_dir "$ID")
+  lab_nginx "$ID" rs1 80 || fail "lab_nginx rs1"
+  lab_nginx "$ID" rs2 80 || fail "lab_nginx rs2"
+}
+
+# start_rr_xlvsd: rules "rr over rs1 and rs2 on VIP:80" (-m in the NAT lab,
+# -g in the DR lab) in $D/rules, and xlvsd on the lab's director interfaces.
+start_rr_xlvsd() {
+  local m=-m ifaces=(--iface "$LAB_DIR_EXT")
+  [ "$LAB_MODE" = dr ] && m=-g
+  [ "$LAB_DIR_INT" != "$LAB_DIR_EXT" ] && ifaces+=(--iface "$LAB_DIR_INT")
+  write_rules "$D/rules" \
+    "-A -t $LAB_VIP:80 -s rr" \
+    "-a -t $LAB_VIP:80 -r $LAB_RS1_IP:80 $m -w 1" \
+    "-a -t $LAB_VIP:80 -r $LAB_RS2_IP:80 $m -w 1"
+  start_xlvsd "$ID" "${ifaces[@]}" --rules "$D/rules"
+}
+
+# http_suite FORWARD: with start_rr_xlvsd running and SUM the sha256 of
+# "big" (make_big), checks (a) 1000 requests, each a new TCP connection: all
+# answered, 450..550 each; (b) a 50 MB download through the VIP arrives
+# intact; (c) `xlvsadm -L -n` lists both dests with Forward = FORWARD.
+http_suite() {
+  local want=$1 rc=0 c rs f L GOT
+  log "(a) 1000 requests, 8 in parallel"
+  http_burst "$ID" "http://$LAB_VIP/" 1000 8 "$D/burst" || fail "1000 requests: timed out after 300 s"
+  xlvsd_alive "after 1000 requests"
+  check_burst "$D/burst" 1000 "1000 requests"
+  log "rs1=$BURST_RS1 rs2=$BURST_RS2"
+  for c in "$BURST_RS1" "$BURST_RS2"; do
+    if [ "$c" -lt 450 ] || [ "$c" -gt 550 ]; then
+      fail "rr split outside 450..550: rs1=$BURST_RS1 rs2=$BURST_RS2"
+    fi
+  done
+
+  log "(b) 50 MB download through the VIP"
+  lab_exec "$ID" cli timeout 120 curl -sS --max-time 110 -o "$D/big.got" "http://$LAB_VIP/big" 2>"$D/big.err" || rc=$?
+  xlvsd_alive "after the 50 MB download"
+  [ "$rc" -eq 0 ] || fail "download of /big failed (rc=$rc): $(head -c 300 "$D/big.err")"
+  GOT=$(sha256sum "$D/big.got" | awk '{ print $1 }')
+  [ "$GOT" = "$SUM" ] || fail "sha256 of /big: got $GOT ($(stat -c %s "$D/big.got") bytes), want $SUM"
+
+  L=$(xadm "$ID" -L -n)
+  for rs in "$LAB_RS1_IP" "$LAB_RS2_IP"; do
+    f=$(lvs_dest_field "$L" "TCP $LAB_VIP:80" "$rs:80" Forward)
+    [ "$f" = "$want" ] || fail "xlvsadm -L -n: dest $rs:80 Forward='$f', want $want; listing:
+$L"
+  done
+}

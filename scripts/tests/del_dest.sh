@@ -10,17 +10,10 @@ HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 . "$HERE/../lib/testlib.sh"
 
 test_init dd
-lab_nat_up "$ID" 1 || fail "lab_nat_up"
-D=$(lab_dir "$ID")
-lab_nginx "$ID" rs1 80 || fail "lab_nginx rs1"
-lab_nginx "$ID" rs2 80 || fail "lab_nginx rs2"
+web_lab_up nat 1
 SUM=$(make_big "$ID" "$D/big.orig")
 
-write_rules "$D/rules" \
-  "-A -t $LAB_VIP:80 -s rr" \
-  "-a -t $LAB_VIP:80 -r $LAB_RS1_IP:80 -m -w 1" \
-  "-a -t $LAB_VIP:80 -r $LAB_RS2_IP:80 -m -w 1"
-start_xlvsd "$ID" --iface ext0 --iface int0 --rules "$D/rules"
+start_rr_xlvsd
 SVC="TCP $LAB_VIP:80"
 
 # ~10 s at 5 MB/s

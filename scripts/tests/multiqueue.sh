@@ -10,21 +10,14 @@ HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 . "$HERE/../lib/testlib.sh"
 
 test_init mq
-lab_nat_up "$ID" 2 || fail "lab_nat_up"
-D=$(lab_dir "$ID")
-lab_nginx "$ID" rs1 80 || fail "lab_nginx rs1"
-lab_nginx "$ID" rs2 80 || fail "lab_nginx rs2"
+web_lab_up nat 2
 
 for dev in ext0 int0; do
   nq=$(lab_exec "$ID" dir sh -c "ls -d /sys/class/net/$dev/queues/rx-* | wc -l")
   [ "$nq" = 2 ] || fail "director $dev has $nq rx queues, want 2: $(ip -n "$(lab_ns "$ID" dir)" -d link show dev "$dev" | grep -o 'num[rt]xqueues [0-9]*' | tr '\n' ' ')"
 done
 
-write_rules "$D/rules" \
-  "-A -t $LAB_VIP:80 -s rr" \
-  "-a -t $LAB_VIP:80 -r $LAB_RS1_IP:80 -m -w 1" \
-  "-a -t $LAB_VIP:80 -r $LAB_RS2_IP:80 -m -w 1"
-start_xlvsd "$ID" --iface ext0 --iface int0 --rules "$D/rules"
+start_rr_xlvsd
 
 log "400 requests, 8 in parallel"
 http_burst "$ID" "http://$LAB_VIP/" 400 8 "$D/burst" || fail "400 requests: timed out"
