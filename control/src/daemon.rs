@@ -16,7 +16,8 @@ use xlvs_common::AddrKey;
 use xlvs_dataplane::afxdp::{self, Dataplane, IfaceSpec, WorkerHandle, XskConfig};
 use xlvs_dataplane::core::DropReason;
 use xlvs_dataplane::core::conn::ConnTable;
-use xlvs_dataplane::core::service::{IfaceInfo, NextHop, Snapshot, Timeouts};
+use xlvs_dataplane::core::sched::{self, SchedConfig};
+use xlvs_dataplane::core::service::{IfaceInfo, NextHop, Snapshot};
 
 use crate::admin::{self, Response};
 use crate::ipvsadm::{self, CmdError, Command};
@@ -36,6 +37,8 @@ pub struct Config {
     pub max_conns: usize,
     /// AF_XDP sizes.
     pub xsk: XskConfig,
+    /// Scheduler settings (the Maglev table size).
+    pub sched: SchedConfig,
 }
 
 /// State of the running daemon's control thread.
@@ -47,7 +50,6 @@ struct Control {
     infos: Vec<IfaceInfo>,
     xdp: xdp::XdpSteering,
     workers: Vec<WorkerHandle>,
-    timeouts: Timeouts,
     tick: u64,
 }
 
@@ -71,7 +73,10 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
         }
         ifaces.push(sys::iface(name)?);
     }
-    let mut table = Table::default();
+    if !sched::is_prime(cfg.sched.mh_table_size) {
+        bail!("--mh-table-size {} is not a prime", cfg.sched.mh_table_size);
+    }
+    let mut table = Table::new(cfg.sched);
     if let Some(path) = &cfg.rules {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("reading rules file {}", path.display()))?;
@@ -115,8 +120,7 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
             mac: f.mac,
         })
         .collect();
-    let timeouts = Timeouts::default();
-    let snapshot = Arc::new(ArcSwap::from_pointee(table.snapshot(&infos, timeouts)));
+    let snapshot = Arc::new(ArcSwap::from_pointee(table.snapshot(&infos)));
     let conns = Arc::new(ConnTable::new(cfg.max_conns));
     let stop = Arc::new(AtomicBool::new(false));
     let workers = dp
@@ -131,7 +135,6 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
         infos,
         xdp: steering,
         workers,
-        timeouts,
         tick: 0,
     };
     ctl.resolve_neighbours(true);
@@ -200,7 +203,7 @@ impl Control {
     /// frame is steered only once the workers know its service.
     fn publish(&mut self) -> anyhow::Result<()> {
         self.snapshot
-            .store(Arc::new(self.table.snapshot(&self.infos, self.timeouts)));
+            .store(Arc::new(self.table.snapshot(&self.infos)));
         let (vips, reals) = self.table.steer_keys();
         let local: Vec<AddrKey> = sys::local_addrs()
             .iter()
@@ -290,6 +293,7 @@ impl Control {
                 Err(e) => return err(e),
             },
             Command::Save { .. } => self.table.save(),
+            Command::ListTimeouts => self.table.list_timeouts(),
             Command::Workers => self.workers_text(),
             Command::XdpStats => {
                 let c = self.xdp.counters();

@@ -7,17 +7,19 @@
 //! plainly than a clap definition would.
 
 use std::net::{Ipv4Addr, SocketAddrV4};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use xlvs_dataplane::core::service::{Fwd, Proto, VsKey};
+use xlvs_dataplane::core::sched::SchedFlags;
+use xlvs_dataplane::core::service::{Fwd, Persistence, Proto, VsKey};
 
 /// A parsed ipvsadm command.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Command {
     /// `-A`: add a virtual service.
-    AddService { key: VsKey, sched: String },
-    /// `-E`: edit a virtual service.
-    EditService { key: VsKey, sched: String },
+    AddService { key: VsKey, opts: ServiceOpts },
+    /// `-E`: edit a virtual service (like ipvsadm, options not given take their defaults).
+    EditService { key: VsKey, opts: ServiceOpts },
     /// `-D`: delete a virtual service.
     DelService { key: VsKey },
     /// `-C`: clear the table.
@@ -36,6 +38,10 @@ pub enum Command {
     List { key: Option<VsKey>, numeric: bool },
     /// `-S`: save in rules format.
     Save { numeric: bool },
+    /// `--set tcp tcpfin udp`: connection timeouts in seconds; 0 leaves one unchanged.
+    SetTimeouts { tcp: u32, tcpfin: u32, udp: u32 },
+    /// `-L --timeout`.
+    ListTimeouts,
     /// `--workers` (xlvs): per-worker counters.
     Workers,
     /// `--xdp-stats` (xlvs): the XDP program's counters.
@@ -53,7 +59,38 @@ pub struct DestSpec {
     pub port: u16,
     pub fwd: Fwd,
     pub weight: u32,
+    /// `-x`: upper connection threshold, 0 = none.
+    pub u_threshold: u32,
+    /// `-y`: lower connection threshold, 0 = none.
+    pub l_threshold: u32,
 }
+
+/// A virtual service's settings as given to `-A`/`-E`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServiceOpts {
+    /// `-s` (default wlc).
+    pub sched: String,
+    /// `-b`.
+    pub flags: SchedFlags,
+    /// `-p [timeout]` and `-M netmask`.
+    pub persist: Option<Persistence>,
+    /// `--sorry-server ADDR:PORT [-m|-g]` (xlvs; keepalived's `sorry_server`).
+    pub sorry: Option<DestSpec>,
+}
+
+impl Default for ServiceOpts {
+    fn default() -> Self {
+        ServiceOpts {
+            sched: "wlc".into(),
+            flags: SchedFlags::default(),
+            persist: None,
+            sorry: None,
+        }
+    }
+}
+
+/// ipvsadm's default persistence timeout (`-p` without a value).
+pub const DEFAULT_PERSISTENCE: u32 = 300;
 
 /// An ipvsadm-style error: the message printed on stderr and the exit code.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -99,6 +136,8 @@ enum Verb {
     DelDest,
     List,
     Save,
+    SetTimeouts,
+    ListTimeouts,
     Workers,
     XdpStats,
     Help,
@@ -117,6 +156,8 @@ impl Verb {
             Verb::DelDest => "delete-server",
             Verb::List => "list",
             Verb::Save => "save",
+            Verb::SetTimeouts => "set",
+            Verb::ListTimeouts => "list",
             Verb::Workers => "workers",
             Verb::XdpStats => "xdp-stats",
             Verb::Help => "help",
@@ -127,7 +168,22 @@ impl Verb {
 
 /// Options that take a value, by short name.
 fn takes_value(c: char) -> bool {
-    matches!(c, 't' | 'u' | 'f' | 's' | 'r' | 'w' | 'p' | 'M' | 'x' | 'y')
+    matches!(
+        c,
+        't' | 'u' | 'f' | 's' | 'r' | 'w' | 'M' | 'x' | 'y' | 'b' | SORRY
+    )
+}
+
+/// Internal option letters for long-only options.
+const WORKERS: char = '\u{1}';
+const XDP_STATS: char = '\u{2}';
+const SET: char = '\u{3}';
+const TIMEOUT: char = '\u{4}';
+const SORRY: char = '\u{5}';
+
+/// `-p` takes an optional value: the next argument if it is a number.
+fn optional_value(c: char) -> bool {
+    c == 'p'
 }
 
 fn long_to_short(name: &str) -> Option<char> {
@@ -157,6 +213,12 @@ fn long_to_short(name: &str) -> Option<char> {
         "netmask" => 'M',
         "u-threshold" => 'x',
         "l-threshold" => 'y',
+        "sched-flags" => 'b',
+        "workers" => WORKERS,
+        "xdp-stats" => XDP_STATS,
+        "set" => SET,
+        "timeout" => TIMEOUT,
+        "sorry-server" => SORRY,
         _ => return None,
     })
 }
@@ -181,19 +243,30 @@ fn tokenize(args: &[String]) -> Result<Vec<(char, Option<String>)>, CmdError> {
                 Some((n, v)) => (n, Some(v.to_string())),
                 None => (long, None),
             };
-            let c = match name {
-                "workers" => '\u{1}',
-                "xdp-stats" => '\u{2}',
-                other => match long_to_short(other) {
-                    Some(c) => c,
-                    None => {
-                        let mut e = try_help();
-                        e.msg = format!("xlvsadm: unrecognized option '--{other}'\n{}", e.msg);
-                        return Err(e);
-                    }
-                },
+            let c = match long_to_short(name) {
+                Some(c) => c,
+                None => {
+                    let mut e = try_help();
+                    e.msg = format!("xlvsadm: unrecognized option '--{name}'\n{}", e.msg);
+                    return Err(e);
+                }
             };
-            let value = if takes_value(c) {
+            if c == SET {
+                // `--set tcp tcpfin udp`: three values.
+                let mut vals: Vec<String> = attached.into_iter().collect();
+                while vals.len() < 3 && i < args.len() && !args[i].starts_with('-') {
+                    vals.push(args[i].clone());
+                    i += 1;
+                }
+                if vals.len() != 3 {
+                    return Err(CmdError::usage("--set option requires 3 timeout values"));
+                }
+                out.push((c, Some(vals.join(" "))));
+                continue;
+            }
+            let value = if optional_value(c) {
+                attached.or_else(|| next_number(args, &mut i))
+            } else if takes_value(c) {
                 match attached {
                     Some(v) => Some(v),
                     None if i < args.len() => {
@@ -212,6 +285,16 @@ fn tokenize(args: &[String]) -> Result<Vec<(char, Option<String>)>, CmdError> {
             while j < chars.len() {
                 let c = chars[j];
                 j += 1;
+                if optional_value(c) {
+                    let rest: String = chars[j..].iter().collect();
+                    let v = if !rest.is_empty() {
+                        Some(rest)
+                    } else {
+                        next_number(args, &mut i)
+                    };
+                    out.push((c, v));
+                    break;
+                }
                 if takes_value(c) {
                     let rest: String = chars[j..].iter().collect();
                     let v = if !rest.is_empty() {
@@ -234,6 +317,13 @@ fn tokenize(args: &[String]) -> Result<Vec<(char, Option<String>)>, CmdError> {
     Ok(out)
 }
 
+/// The next argument as an optional option value, if it is a number.
+fn next_number(args: &[String], i: &mut usize) -> Option<String> {
+    let v = args.get(*i).filter(|a| a.parse::<u32>().is_ok())?;
+    *i += 1;
+    Some(v.clone())
+}
+
 /// Parses `ADDR:PORT` (port required unless `port_optional`).
 fn parse_endpoint(s: &str, port_optional: bool) -> Option<(Ipv4Addr, Option<u16>)> {
     if let Ok(sa) = s.parse::<SocketAddrV4>() {
@@ -245,16 +335,35 @@ fn parse_endpoint(s: &str, port_optional: bool) -> Option<(Ipv4Addr, Option<u16>
     None
 }
 
+/// Parses a u32 option value, or fails with ipvsadm's message.
+fn number(v: &str, msg: &str) -> Result<u32, CmdError> {
+    v.parse::<u32>().map_err(|_| CmdError::usage(msg))
+}
+
+/// Everything the options said, before the verb decides which of it is allowed.
+#[derive(Default)]
+struct Opts {
+    service: Option<(Proto, String)>,
+    sched: Option<String>,
+    real: Option<String>,
+    weight: Option<String>,
+    fwd: Option<Fwd>,
+    persistent: Option<Option<String>>,
+    netmask: Option<String>,
+    u_threshold: Option<String>,
+    l_threshold: Option<String>,
+    sched_flags: Option<String>,
+    sorry: Option<String>,
+    timeouts: Option<String>,
+    numeric: bool,
+}
+
 /// Parses one ipvsadm command line (without the program name).
 pub fn parse(args: &[String]) -> Result<Command, CmdError> {
     let toks = tokenize(args)?;
     let mut verb: Option<Verb> = None;
-    let mut service: Option<(Proto, String)> = None;
-    let mut sched: Option<String> = None;
-    let mut real: Option<String> = None;
-    let mut weight: Option<String> = None;
-    let mut fwd: Option<Fwd> = None;
-    let mut numeric = false;
+    let mut o = Opts::default();
+    let mut list_timeouts = false;
     for (c, v) in toks {
         let set_verb = |verb: &mut Option<Verb>, new: Verb| -> Result<(), CmdError> {
             if verb.is_some() {
@@ -275,32 +384,41 @@ pub fn parse(args: &[String]) -> Result<Command, CmdError> {
             'S' => set_verb(&mut verb, Verb::Save)?,
             'h' => set_verb(&mut verb, Verb::Help)?,
             'v' => set_verb(&mut verb, Verb::Version)?,
-            '\u{1}' => set_verb(&mut verb, Verb::Workers)?,
-            '\u{2}' => set_verb(&mut verb, Verb::XdpStats)?,
-            'n' => numeric = true,
+            WORKERS => set_verb(&mut verb, Verb::Workers)?,
+            XDP_STATS => set_verb(&mut verb, Verb::XdpStats)?,
+            SET => {
+                set_verb(&mut verb, Verb::SetTimeouts)?;
+                o.timeouts = v;
+            }
+            // `--timeout` is a listing option: `-L --timeout`, or alone.
+            TIMEOUT => list_timeouts = true,
+            'n' => o.numeric = true,
             't' | 'u' => {
-                if service.is_some() {
+                if o.service.is_some() {
                     return Err(CmdError::usage("multiple service options specified"));
                 }
                 let proto = if c == 't' { Proto::Tcp } else { Proto::Udp };
-                service = Some((proto, v.unwrap_or_default()));
+                o.service = Some((proto, v.unwrap_or_default()));
             }
             'f' => {
                 return Err(CmdError::usage(
                     "fwmark services (-f) are not supported yet: this data plane has no netfilter marks",
                 ));
             }
-            's' => sched = v,
-            'r' => real = v,
-            'w' => weight = v,
-            'm' => fwd = Some(Fwd::Masq),
-            'g' => fwd = Some(Fwd::Route),
+            's' => o.sched = v,
+            'r' => o.real = v,
+            'w' => o.weight = v,
+            'm' => o.fwd = Some(Fwd::Masq),
+            'g' => o.fwd = Some(Fwd::Route),
             'i' => {
                 return Err(CmdError::usage("tunnelling (-i) is not supported yet"));
             }
-            'p' | 'M' | 'x' | 'y' => {
-                return Err(CmdError::usage(format!("option -{c} is not supported yet")));
-            }
+            'p' => o.persistent = Some(v),
+            'M' => o.netmask = v,
+            'x' => o.u_threshold = v,
+            'y' => o.l_threshold = v,
+            'b' => o.sched_flags = v,
+            SORRY => o.sorry = v,
             other => {
                 let mut e = try_help();
                 e.msg = format!("xlvsadm: invalid option -- '{other}'\n{}", e.msg);
@@ -308,12 +426,22 @@ pub fn parse(args: &[String]) -> Result<Command, CmdError> {
             }
         }
     }
+    if list_timeouts {
+        match verb {
+            None | Some(Verb::List) => verb = Some(Verb::ListTimeouts),
+            Some(_) => return Err(CmdError::usage("--timeout is only valid with -L")),
+        }
+    }
     let verb = verb.ok_or_else(|| {
         CmdError::usage("no command specified\nTry `xlvsadm -h' for more information.")
     })?;
+    build(verb, o)
+}
 
-    let need_service = |service: &Option<(Proto, String)>| -> Result<VsKey, CmdError> {
-        let (proto, text) = service.as_ref().ok_or_else(|| {
+/// Checks which options the verb allows and assembles the command.
+fn build(verb: Verb, o: Opts) -> Result<Command, CmdError> {
+    let need_service = || -> Result<VsKey, CmdError> {
+        let (proto, text) = o.service.as_ref().ok_or_else(|| {
             CmdError::usage(format!(
                 "You need to supply the 'service-address' option for the '{}' command",
                 verb.long()
@@ -339,96 +467,216 @@ pub fn parse(args: &[String]) -> Result<Command, CmdError> {
             verb.long()
         ))
     };
-    let dest_only = |real: &Option<String>,
-                     weight: &Option<String>,
-                     fwd: &Option<Fwd>|
-     -> Result<(), CmdError> {
-        if real.is_some() {
-            return Err(illegal_with("real-server"));
+    let service_opts = [
+        (o.sched.is_some(), "scheduler"),
+        (o.persistent.is_some(), "persistent"),
+        (o.netmask.is_some(), "netmask"),
+        (o.sched_flags.is_some(), "sched-flags"),
+        (o.sorry.is_some(), "sorry-server"),
+    ];
+    let dest_opts = [
+        (o.real.is_some(), "real-server"),
+        (o.weight.is_some(), "weight"),
+        (o.fwd.is_some() && o.sorry.is_none(), "forwarding-method"),
+        (o.u_threshold.is_some(), "u-threshold"),
+        (o.l_threshold.is_some(), "l-threshold"),
+    ];
+    let only = |allowed_service: bool, allowed_dest: bool| -> Result<(), CmdError> {
+        if !allowed_service && let Some((_, name)) = service_opts.iter().find(|(on, _)| *on) {
+            return Err(illegal_with(name));
         }
-        if weight.is_some() {
-            return Err(illegal_with("weight"));
-        }
-        if fwd.is_some() {
-            return Err(illegal_with("forwarding-method"));
+        if !allowed_dest && let Some((_, name)) = dest_opts.iter().find(|(on, _)| *on) {
+            return Err(illegal_with(name));
         }
         Ok(())
     };
 
     Ok(match verb {
         Verb::AddService | Verb::EditService => {
-            let key = need_service(&service)?;
-            dest_only(&real, &weight, &fwd)?;
-            let sched = sched.unwrap_or_else(|| "wlc".into());
+            let key = need_service()?;
+            only(true, false)?;
+            let opts = service_opts_of(&o)?;
             if verb == Verb::AddService {
-                Command::AddService { key, sched }
+                Command::AddService { key, opts }
             } else {
-                Command::EditService { key, sched }
+                Command::EditService { key, opts }
             }
         }
         Verb::DelService => {
-            let key = need_service(&service)?;
-            dest_only(&real, &weight, &fwd)?;
+            let key = need_service()?;
+            only(false, false)?;
             Command::DelService { key }
         }
-        Verb::Clear => Command::Clear,
+        Verb::Clear => {
+            only(false, false)?;
+            Command::Clear
+        }
         Verb::AddDest | Verb::EditDest | Verb::DelDest => {
-            let key = need_service(&service)?;
-            if sched.is_some() {
-                return Err(illegal_with("scheduler"));
-            }
-            let real = real.ok_or_else(|| {
+            let key = need_service()?;
+            only(false, true)?;
+            let real = o.real.as_deref().ok_or_else(|| {
                 CmdError::usage(format!(
                     "You need to supply the 'real-server' option for the '{}' command",
                     verb.long()
                 ))
             })?;
-            let (addr, port) = parse_endpoint(&real, true)
-                .ok_or_else(|| CmdError::usage("illegal real server address[:port] specified"))?;
-            let fwd_m = fwd.unwrap_or(Fwd::Route);
-            // ipvsadm: for -g the realserver port is the service port.
-            let port = match (fwd_m, port) {
-                (Fwd::Route, _) | (_, None) => key.port,
-                (_, Some(p)) => p,
-            };
+            let dest = dest_spec(&key, real, &o)?;
             if verb == Verb::DelDest {
-                if weight.is_some() {
+                if o.weight.is_some() {
                     return Err(illegal_with("weight"));
                 }
-                Command::DelDest { key, addr, port }
-            } else {
-                let weight = match weight {
-                    None => 1,
-                    Some(w) => match w.parse::<u32>() {
-                        Ok(w) if w <= 65535 => w,
-                        _ => return Err(CmdError::usage("illegal weight specified")),
-                    },
-                };
-                let dest = DestSpec {
-                    addr,
-                    port,
-                    fwd: fwd_m,
-                    weight,
-                };
-                if verb == Verb::AddDest {
-                    Command::AddDest { key, dest }
-                } else {
-                    Command::EditDest { key, dest }
+                Command::DelDest {
+                    key,
+                    addr: dest.addr,
+                    port: dest.port,
                 }
+            } else if verb == Verb::AddDest {
+                Command::AddDest { key, dest }
+            } else {
+                Command::EditDest { key, dest }
             }
         }
         Verb::List => {
-            let key = match &service {
-                Some(_) => Some(need_service(&service)?),
+            only(false, false)?;
+            let key = match &o.service {
+                Some(_) => Some(need_service()?),
                 None => None,
             };
-            Command::List { key, numeric }
+            Command::List {
+                key,
+                numeric: o.numeric,
+            }
         }
-        Verb::Save => Command::Save { numeric },
+        Verb::Save => Command::Save { numeric: o.numeric },
+        Verb::SetTimeouts => {
+            only(false, false)?;
+            let text = o.timeouts.unwrap_or_default();
+            let v: Vec<u32> = text
+                .split(' ')
+                .map(|t| {
+                    t.parse::<u32>().map_err(|_| {
+                        CmdError::usage(format!("invalid timeout value `{t}' specified"))
+                    })
+                })
+                .collect::<Result<_, _>>()?;
+            Command::SetTimeouts {
+                tcp: v[0],
+                tcpfin: v[1],
+                udp: v[2],
+            }
+        }
+        Verb::ListTimeouts => Command::ListTimeouts,
         Verb::Workers => Command::Workers,
         Verb::XdpStats => Command::XdpStats,
         Verb::Help => Command::Help,
         Verb::Version => Command::Version,
+    })
+}
+
+/// `-s -b -p -M --sorry-server` of `-A`/`-E`.
+fn service_opts_of(o: &Opts) -> Result<ServiceOpts, CmdError> {
+    let sched = o.sched.clone().unwrap_or_else(|| "wlc".into());
+    let flags = match &o.sched_flags {
+        Some(list) => SchedFlags::parse(list, &sched).map_err(CmdError::usage)?,
+        None => SchedFlags::default(),
+    };
+    let persist = match (&o.persistent, &o.netmask) {
+        (None, Some(_)) => {
+            return Err(CmdError::usage(
+                "-M (netmask) is only valid with -p (persistent)",
+            ));
+        }
+        (None, None) => None,
+        (Some(t), mask) => {
+            let secs = match t {
+                Some(t) => match t.parse::<u32>() {
+                    Ok(s) if s > 0 => s,
+                    _ => {
+                        return Err(CmdError::usage(format!(
+                            "invalid timeout value `{t}' specified"
+                        )));
+                    }
+                },
+                None => DEFAULT_PERSISTENCE,
+            };
+            let netmask = match mask {
+                Some(m) => {
+                    parse_netmask(m).ok_or_else(|| CmdError::usage("invalid netmask specified"))?
+                }
+                None => Ipv4Addr::BROADCAST,
+            };
+            Some(Persistence {
+                timeout: Duration::from_secs(secs as u64),
+                netmask,
+            })
+        }
+    };
+    let sorry = match &o.sorry {
+        Some(text) => {
+            let (addr, port) = parse_endpoint(text, true)
+                .ok_or_else(|| CmdError::usage("illegal sorry server address[:port] specified"))?;
+            Some(DestSpec {
+                addr,
+                port: port.unwrap_or(0),
+                fwd: o.fwd.unwrap_or(Fwd::Route),
+                weight: 1,
+                u_threshold: 0,
+                l_threshold: 0,
+            })
+        }
+        None => None,
+    };
+    Ok(ServiceOpts {
+        sched,
+        flags,
+        persist,
+        sorry,
+    })
+}
+
+/// A netmask in dotted form (or a prefix length, as `/24` or `24`), contiguous.
+fn parse_netmask(s: &str) -> Option<Ipv4Addr> {
+    let bits = match s.trim_start_matches('/').parse::<u32>() {
+        Ok(len) if len <= 32 => u32::MAX.checked_shl(32 - len).unwrap_or(0),
+        Ok(_) => return None,
+        Err(_) => s.parse::<Ipv4Addr>().ok()?.to_bits(),
+    };
+    // Contiguous: ones then zeros.
+    (bits.leading_ones() + bits.trailing_zeros() == 32).then(|| Ipv4Addr::from_bits(bits))
+}
+
+/// `-r -g|-m -w -x -y` of `-a`/`-e`/`-d`.
+fn dest_spec(key: &VsKey, real: &str, o: &Opts) -> Result<DestSpec, CmdError> {
+    let (addr, port) = parse_endpoint(real, true)
+        .ok_or_else(|| CmdError::usage("illegal real server address[:port] specified"))?;
+    let fwd = o.fwd.unwrap_or(Fwd::Route);
+    // ipvsadm: for -g the realserver port is the service port.
+    let port = match (fwd, port) {
+        (Fwd::Route, _) | (_, None) => key.port,
+        (_, Some(p)) => p,
+    };
+    let weight = match &o.weight {
+        None => 1,
+        Some(w) => match w.parse::<u32>() {
+            Ok(w) if w <= 65535 => w,
+            _ => return Err(CmdError::usage("illegal weight specified")),
+        },
+    };
+    let u_threshold = match &o.u_threshold {
+        Some(v) => number(v, "illegal u_threshold specified")?,
+        None => 0,
+    };
+    let l_threshold = match &o.l_threshold {
+        Some(v) => number(v, "illegal l_threshold specified")?,
+        None => 0,
+    };
+    Ok(DestSpec {
+        addr,
+        port,
+        fwd,
+        weight,
+        u_threshold,
+        l_threshold,
     })
 }
 
@@ -459,6 +707,7 @@ pub fn parse_rules(text: &str) -> Result<Vec<Command>, RulesError> {
         match cmd {
             Command::AddService { .. }
             | Command::EditService { .. }
+            | Command::SetTimeouts { .. }
             | Command::DelService { .. }
             | Command::AddDest { .. }
             | Command::EditDest { .. }
@@ -468,7 +717,7 @@ pub fn parse_rules(text: &str) -> Result<Vec<Command>, RulesError> {
                 return Err(RulesError {
                     line: i + 1,
                     error: CmdError::usage(
-                        "only -A, -E, -D, -C, -a, -e and -d belong in a rules file",
+                        "only -A, -E, -D, -C, -a, -e, -d and --set belong in a rules file",
                     ),
                 });
             }
@@ -481,18 +730,24 @@ pub fn parse_rules(text: &str) -> Result<Vec<Command>, RulesError> {
 pub const HELP: &str = "\
 xlvsadm - administer the xlvs director (ipvsadm syntax)
 Usage:
-  xlvsadm -A|E -t|u service-address [-s scheduler]
+  xlvsadm -A|E -t|u service-address [-s scheduler] [-b sched-flags]
+          [-p [timeout]] [-M netmask] [--sorry-server server-address [-g|m]]
   xlvsadm -D -t|u service-address
   xlvsadm -C
   xlvsadm -a|e -t|u service-address -r server-address [-g|m] [-w weight]
+          [-x upper-threshold] [-y lower-threshold]
   xlvsadm -d -t|u service-address -r server-address
   xlvsadm -L|l [-t|u service-address] [-n]
+  xlvsadm -L --timeout
   xlvsadm -S [-n]
+  xlvsadm --set tcp tcpfin udp
   xlvsadm --workers        per-worker packet counters (xlvs)
   xlvsadm --xdp-stats      XDP steering counters (xlvs)
 Options:
   --control SOCKET         the daemon's control socket (or $XLVS_CONTROL; default /run/xlvs/xlvsd.sock)
-Schedulers: rr, wlc (default). Forwarding: -g route (LVS-DR, default), -m masquerading (LVS-NAT).
+Schedulers: rr, wrr, lc, wlc (default), sed, nq, sh, mh.
+Scheduler flags (-b): sh-fallback, sh-port, mh-fallback, mh-port, flag-1..3.
+Forwarding: -g route (LVS-DR, default), -m masquerading (LVS-NAT).
 ";
 
 #[cfg(test)]
@@ -518,14 +773,17 @@ mod tests {
             p("-A -t 10.0.0.1:80").unwrap(),
             Command::AddService {
                 key: vs("10.0.0.1:80"),
-                sched: "wlc".into()
+                opts: ServiceOpts::default()
             }
         );
         assert_eq!(
             p("-A -t 10.0.0.1:80 -s rr").unwrap(),
             Command::AddService {
                 key: vs("10.0.0.1:80"),
-                sched: "rr".into()
+                opts: ServiceOpts {
+                    sched: "rr".into(),
+                    ..Default::default()
+                }
             }
         );
         assert_eq!(
@@ -545,7 +803,9 @@ mod tests {
                     addr: "10.1.0.2".parse().unwrap(),
                     port: 8080,
                     fwd: Fwd::Masq,
-                    weight: 3
+                    weight: 3,
+                    u_threshold: 0,
+                    l_threshold: 0,
                 }
             }
         );
@@ -559,7 +819,9 @@ mod tests {
                     addr: "10.1.0.2".parse().unwrap(),
                     port: 80,
                     fwd: Fwd::Route,
-                    weight: 1
+                    weight: 1,
+                    u_threshold: 0,
+                    l_threshold: 0,
                 }
             }
         );
@@ -635,6 +897,94 @@ mod tests {
                 .msg
                 .contains("not supported")
         );
+    }
+
+    #[test]
+    fn persistence_netmask_flags_and_sorry_server() {
+        let Command::AddService { opts, .. } =
+            p("-A -t 10.0.0.1:80 -s sh -b sh-fallback,sh-port -p -M 255.255.255.0").unwrap()
+        else {
+            panic!()
+        };
+        assert!(opts.flags.flag1 && opts.flags.flag2);
+        assert_eq!(
+            opts.persist,
+            Some(Persistence {
+                timeout: Duration::from_secs(300),
+                netmask: Ipv4Addr::new(255, 255, 255, 0)
+            })
+        );
+        // -p takes an optional value: a number after it, attached or not.
+        for line in [
+            "-A -t 10.0.0.1:80 -p 60",
+            "-A -t 10.0.0.1:80 -p60",
+            "-A -t 10.0.0.1:80 --persistent=60",
+            "-A -p 60 -t 10.0.0.1:80",
+        ] {
+            let Command::AddService { opts, .. } = p(line).unwrap() else {
+                panic!()
+            };
+            assert_eq!(
+                opts.persist.unwrap().timeout,
+                Duration::from_secs(60),
+                "{line}"
+            );
+        }
+        let Command::AddService { opts, .. } =
+            p("-A -t 10.0.0.1:80 --sorry-server 10.1.0.9:8080 -m").unwrap()
+        else {
+            panic!()
+        };
+        let sorry = opts.sorry.unwrap();
+        assert_eq!((sorry.port, sorry.fwd), (8080, Fwd::Masq));
+        assert_eq!(
+            p("-A -t 10.0.0.1:80 -p 0").unwrap_err(),
+            CmdError::usage("invalid timeout value `0' specified")
+        );
+        assert_eq!(
+            p("-A -t 10.0.0.1:80 -p -M 255.0.255.0").unwrap_err(),
+            CmdError::usage("invalid netmask specified")
+        );
+        assert_eq!(
+            p("-A -t 10.0.0.1:80 -s rr -b sh-port").unwrap_err(),
+            CmdError::usage("incompatible scheduler flag `sh-port'")
+        );
+        assert_eq!(
+            p("-A -t 10.0.0.1:80 -m").unwrap_err().msg,
+            "Illegal 'forwarding-method' option with the 'add-service' command"
+        );
+        assert_eq!(
+            p("-a -t 10.0.0.1:80 -r 10.1.0.2 -p").unwrap_err().msg,
+            "Illegal 'persistent' option with the 'add-server' command"
+        );
+    }
+
+    #[test]
+    fn thresholds_and_timeouts() {
+        let Command::AddDest { dest, .. } =
+            p("-a -t 10.0.0.1:80 -r 10.1.0.2 -x 100 -y 50").unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!((dest.u_threshold, dest.l_threshold), (100, 50));
+        assert_eq!(
+            p("-a -t 10.0.0.1:80 -r 10.1.0.2 -x lots").unwrap_err(),
+            CmdError::usage("illegal u_threshold specified")
+        );
+        assert_eq!(
+            p("--set 900 120 300").unwrap(),
+            Command::SetTimeouts {
+                tcp: 900,
+                tcpfin: 120,
+                udp: 300
+            }
+        );
+        assert_eq!(
+            p("--set 900 120").unwrap_err(),
+            CmdError::usage("--set option requires 3 timeout values")
+        );
+        assert_eq!(p("-L --timeout").unwrap(), Command::ListTimeouts);
+        assert_eq!(p("--timeout").unwrap(), Command::ListTimeouts);
     }
 
     #[test]

@@ -12,12 +12,13 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use xlvs_common::{L4Key, PROTO_TCP, PROTO_UDP};
-use xlvs_dataplane::core::sched;
+use xlvs_dataplane::core::sched::{self, SchedConfig, SchedFlags};
 use xlvs_dataplane::core::service::{
-    Dest, DestState, Fwd, IfaceInfo, Proto, Service, Snapshot, Timeouts, VsKey,
+    Dest, DestState, Fwd, IfaceInfo, Persistence, Proto, Service, Snapshot, Timeouts, VsKey,
 };
+use xlvs_dataplane::core::tcp_state::TcpState;
 
-use crate::ipvsadm::{CmdError, Command, DestSpec};
+use crate::ipvsadm::{CmdError, Command, DestSpec, ServiceOpts};
 
 /// IPVS's connection table size as ipvsadm reports it ("size=4096").
 pub const IPVS_TAB_SIZE: u32 = 4096;
@@ -29,26 +30,80 @@ pub struct DestEntry {
     pub port: u16,
     pub fwd: Fwd,
     pub weight: u32,
+    /// The last non-zero weight (IPVS `last_weight`, what Maglev builds its table from).
+    pub last_weight: u32,
+    pub u_threshold: u32,
+    pub l_threshold: u32,
     pub state: Arc<DestState>,
+}
+
+impl DestEntry {
+    fn new(spec: &DestSpec, state: Arc<DestState>) -> Self {
+        let mut d = DestEntry {
+            addr: spec.addr,
+            port: spec.port,
+            fwd: spec.fwd,
+            weight: 0,
+            last_weight: 0,
+            u_threshold: 0,
+            l_threshold: 0,
+            state,
+        };
+        d.update(spec);
+        d
+    }
+
+    /// Applies `-e` (IPVS `__ip_vs_update_dest`).
+    fn update(&mut self, spec: &DestSpec) {
+        self.fwd = spec.fwd;
+        self.weight = spec.weight;
+        if spec.weight > 0 {
+            self.last_weight = spec.weight;
+        }
+        self.u_threshold = spec.u_threshold;
+        self.l_threshold = spec.l_threshold;
+        self.state
+            .set_thresholds(spec.u_threshold, spec.l_threshold);
+    }
+
+    fn published(&self) -> Dest {
+        Dest {
+            addr: self.addr,
+            port: self.port,
+            fwd: self.fwd,
+            weight: self.weight,
+            last_weight: self.last_weight,
+            state: self.state.clone(),
+        }
+    }
+
+    fn same(&self, addr: Ipv4Addr, port: u16) -> bool {
+        self.addr == addr && self.port == port
+    }
 }
 
 /// A configured virtual service.
 #[derive(Clone, Debug)]
 pub struct ServiceEntry {
     pub sched: String,
+    pub flags: SchedFlags,
+    pub persist: Option<Persistence>,
+    pub sorry: Option<DestEntry>,
     /// In IPVS list order: the newest realserver first (IPVS adds at the head).
     pub dests: Vec<DestEntry>,
     /// The published form, rebuilt when this service changes.
     built: Option<Arc<Service>>,
 }
 
-/// The configuration: virtual services and their realservers.
+/// The configuration: virtual services, their realservers, and the connection timeouts.
 #[derive(Clone, Debug, Default)]
 pub struct Table {
     services: BTreeMap<VsKey, ServiceEntry>,
     /// Realservers deleted while connections still use them: their replies must still be
     /// steered until the last connection goes (LVS-NAT).
     retired: Vec<(VsKey, DestEntry)>,
+    timeouts: Timeouts,
+    sched_cfg: SchedConfig,
 }
 
 fn sort_key(k: &VsKey) -> (u8, u32, u16) {
@@ -56,43 +111,97 @@ fn sort_key(k: &VsKey) -> (u8, u32, u16) {
 }
 
 impl Table {
+    /// An empty table whose schedulers are built with `cfg`.
+    pub fn new(cfg: SchedConfig) -> Self {
+        Table {
+            sched_cfg: cfg,
+            ..Default::default()
+        }
+    }
+
     pub fn services(&self) -> impl Iterator<Item = (&VsKey, &ServiceEntry)> {
         self.services.iter()
     }
 
-    /// Every realserver state still referenced: configured and retired ones.
+    pub fn timeouts(&self) -> &Timeouts {
+        &self.timeouts
+    }
+
+    /// Every realserver state still referenced: configured (sorry servers included) and
+    /// retired ones.
     pub fn all_dests(&self) -> impl Iterator<Item = &DestEntry> {
         self.services
             .values()
-            .flat_map(|s| s.dests.iter())
+            .flat_map(|s| s.dests.iter().chain(s.sorry.iter()))
             .chain(self.retired.iter().map(|(_, d)| d))
+    }
+
+    /// A realserver state to reuse for (service, addr, port): IPVS takes a deleted realserver
+    /// back from its trash, counters and all.
+    fn revive(&mut self, key: &VsKey, addr: Ipv4Addr, port: u16) -> Arc<DestState> {
+        match self
+            .retired
+            .iter()
+            .position(|(k, d)| k == key && d.same(addr, port))
+        {
+            Some(i) => self.retired.swap_remove(i).1.state,
+            None => Arc::new(DestState::default()),
+        }
+    }
+
+    /// Sets a service's `-A`/`-E` options; a replaced sorry server is retired.
+    fn set_opts(&mut self, key: &VsKey, opts: &ServiceOpts) {
+        let old_sorry = self.services.get_mut(key).and_then(|s| s.sorry.take());
+        let sorry = match (&opts.sorry, old_sorry) {
+            (Some(spec), Some(mut old)) if old.same(spec.addr, spec.port) => {
+                old.update(spec);
+                Some(old)
+            }
+            (spec, old) => {
+                if let Some(old) = old {
+                    self.retired.push((*key, old));
+                }
+                spec.as_ref().map(|spec| {
+                    let state = self.revive(key, spec.addr, spec.port);
+                    DestEntry::new(spec, state)
+                })
+            }
+        };
+        let svc = self.services.get_mut(key).expect("service exists");
+        svc.sched = opts.sched.clone();
+        svc.flags = opts.flags;
+        svc.persist = opts.persist;
+        svc.sorry = sorry;
+        svc.built = None;
     }
 
     /// Applies a table-changing command. Listing commands are not handled here.
     pub fn apply(&mut self, cmd: &Command) -> Result<(), CmdError> {
         match cmd {
-            Command::AddService { key, sched: s } => {
-                check_sched(s)?;
+            Command::AddService { key, opts } => {
+                check_sched(&opts.sched)?;
                 if self.services.contains_key(key) {
                     return Err(CmdError::op("Service already exists"));
                 }
                 self.services.insert(
                     *key,
                     ServiceEntry {
-                        sched: s.clone(),
+                        sched: String::new(),
+                        flags: SchedFlags::default(),
+                        persist: None,
+                        sorry: None,
                         dests: Vec::new(),
                         built: None,
                     },
                 );
+                self.set_opts(key, opts);
             }
-            Command::EditService { key, sched: s } => {
-                check_sched(s)?;
-                let svc = self
-                    .services
-                    .get_mut(key)
-                    .ok_or_else(|| CmdError::op("No such service"))?;
-                svc.sched = s.clone();
-                svc.built = None;
+            Command::EditService { key, opts } => {
+                check_sched(&opts.sched)?;
+                if !self.services.contains_key(key) {
+                    return Err(CmdError::op("No such service"));
+                }
+                self.set_opts(key, opts);
             }
             Command::DelService { key } => {
                 let svc = self
@@ -104,37 +213,21 @@ impl Table {
             }
             Command::Clear => self.services.clear(),
             Command::AddDest { key, dest } => {
+                check_thresholds(dest)?;
                 let svc = self
                     .services
-                    .get_mut(key)
+                    .get(key)
                     .ok_or_else(|| CmdError::op("Service not defined"))?;
-                if svc
-                    .dests
-                    .iter()
-                    .any(|d| d.addr == dest.addr && d.port == dest.port)
-                {
+                if svc.dests.iter().any(|d| d.same(dest.addr, dest.port)) {
                     return Err(CmdError::op("Destination already exists"));
                 }
-                // IPVS reuses a deleted realserver from its trash, counters and all.
-                let state = match self
-                    .retired
-                    .iter()
-                    .position(|(k, d)| k == key && d.addr == dest.addr && d.port == dest.port)
-                {
-                    Some(i) => self.retired.swap_remove(i).1.state,
-                    None => Arc::new(DestState::default()),
-                };
-                let entry = DestEntry {
-                    addr: dest.addr,
-                    port: dest.port,
-                    fwd: dest.fwd,
-                    weight: dest.weight,
-                    state,
-                };
-                svc.dests.insert(0, entry);
+                let state = self.revive(key, dest.addr, dest.port);
+                let svc = self.services.get_mut(key).expect("checked above");
+                svc.dests.insert(0, DestEntry::new(dest, state));
                 svc.built = None;
             }
             Command::EditDest { key, dest } => {
+                check_thresholds(dest)?;
                 let svc = self
                     .services
                     .get_mut(key)
@@ -142,11 +235,9 @@ impl Table {
                 let d = svc
                     .dests
                     .iter_mut()
-                    .find(|d| d.addr == dest.addr && d.port == dest.port)
+                    .find(|d| d.same(dest.addr, dest.port))
                     .ok_or_else(|| CmdError::op("No such destination"))?;
-                let DestSpec { fwd, weight, .. } = *dest;
-                d.fwd = fwd;
-                d.weight = weight;
+                d.update(dest);
                 svc.built = None;
             }
             Command::DelDest { key, addr, port } => {
@@ -162,6 +253,19 @@ impl Table {
                 let d = svc.dests.remove(i);
                 svc.built = None;
                 self.retired.push((*key, d));
+            }
+            Command::SetTimeouts { tcp, tcpfin, udp } => {
+                // ipvsadm --set: 0 leaves a timeout as it is.
+                let secs = |v: u32| std::time::Duration::from_secs(v as u64);
+                if *tcp > 0 {
+                    self.timeouts.tcp[TcpState::Established as usize] = secs(*tcp);
+                }
+                if *tcpfin > 0 {
+                    self.timeouts.tcp[TcpState::FinWait as usize] = secs(*tcpfin);
+                }
+                if *udp > 0 {
+                    self.timeouts.udp = secs(*udp);
+                }
             }
             _ => return Err(CmdError::op("not a table command")),
         }
@@ -187,28 +291,23 @@ impl Table {
     }
 
     /// The snapshot the workers forward with.
-    pub fn snapshot(&mut self, ifaces: &[IfaceInfo], timeouts: Timeouts) -> Snapshot {
+    pub fn snapshot(&mut self, ifaces: &[IfaceInfo]) -> Snapshot {
         let mut snap = Snapshot {
             ifaces: ifaces.to_vec(),
-            timeouts,
+            timeouts: self.timeouts,
             ..Default::default()
         };
+        let cfg = self.sched_cfg;
         for (key, svc) in self.services.iter_mut() {
             let built = svc.built.get_or_insert_with(|| {
+                let dests: Vec<Dest> = svc.dests.iter().map(DestEntry::published).collect();
                 Arc::new(Service {
                     key: *key,
-                    sched: sched::by_name(&svc.sched).expect("scheduler checked on apply"),
-                    dests: svc
-                        .dests
-                        .iter()
-                        .map(|d| Dest {
-                            addr: d.addr,
-                            port: d.port,
-                            fwd: d.fwd,
-                            weight: d.weight,
-                            state: d.state.clone(),
-                        })
-                        .collect(),
+                    sched: sched::build(&svc.sched, svc.flags, &dests, &cfg)
+                        .expect("scheduler checked on apply"),
+                    dests,
+                    persist: svc.persist,
+                    sorry: svc.sorry.as_ref().map(DestEntry::published),
                 })
             });
             snap.services.insert(*key, built.clone());
@@ -233,7 +332,7 @@ impl Table {
         let mut reals: Vec<L4Key> = self
             .services
             .iter()
-            .flat_map(|(k, s)| s.dests.iter().map(move |d| (k, d)))
+            .flat_map(|(k, s)| s.dests.iter().chain(s.sorry.iter()).map(move |d| (k, d)))
             .chain(self.retired.iter().map(|(k, d)| (k, d)))
             .filter(|(_, d)| d.fwd == Fwd::Masq)
             .map(|(k, d)| L4Key::v4(d.addr.octets(), d.port, proto(k.proto)))
@@ -274,7 +373,17 @@ impl Table {
         };
         for (k, s) in services {
             let name = format!("{:<4} {}:{}", k.proto.label(), k.addr, k.port);
-            let _ = writeln!(out, "{} {}", name, s.sched);
+            let _ = write!(out, "{} {}", name, s.sched);
+            if !s.flags.is_empty() {
+                let _ = write!(out, " ({})", s.flags.render(&s.sched));
+            }
+            if let Some(p) = &s.persist {
+                let _ = write!(out, " persistent {}", p.timeout.as_secs());
+                if p.netmask != Ipv4Addr::BROADCAST {
+                    let _ = write!(out, " mask {}", p.netmask);
+                }
+            }
+            out.push('\n');
             let mut dests: Vec<&DestEntry> = s.dests.iter().collect();
             dests.sort_by_key(|d| (d.addr.to_bits(), d.port));
             for d in dests {
@@ -297,27 +406,86 @@ impl Table {
         let mut out = String::new();
         for (k, s) in self.sorted() {
             let flag = if k.proto == Proto::Tcp { "-t" } else { "-u" };
-            let _ = writeln!(out, "-A {flag} {}:{} -s {}", k.addr, k.port, s.sched);
+            let _ = write!(out, "-A {flag} {}:{} -s {}", k.addr, k.port, s.sched);
+            if !s.flags.is_empty() {
+                let _ = write!(out, " -b {}", s.flags.render(&s.sched));
+            }
+            if let Some(p) = &s.persist {
+                let _ = write!(out, " -p {}", p.timeout.as_secs());
+                if p.netmask != Ipv4Addr::BROADCAST {
+                    let _ = write!(out, " -M {}", p.netmask);
+                }
+            }
+            if let Some(d) = &s.sorry {
+                let _ = write!(
+                    out,
+                    " --sorry-server {}:{} {}",
+                    d.addr,
+                    d.port,
+                    fwd_switch(d.fwd)
+                );
+            }
+            out.push('\n');
             let mut dests: Vec<&DestEntry> = s.dests.iter().collect();
             dests.sort_by_key(|d| (d.addr.to_bits(), d.port));
             for d in dests {
-                let m = if d.fwd == Fwd::Masq { "-m" } else { "-g" };
-                let _ = writeln!(
+                let _ = write!(
                     out,
-                    "-a {flag} {}:{} -r {}:{} {m} -w {}",
-                    k.addr, k.port, d.addr, d.port, d.weight
+                    "-a {flag} {}:{} -r {}:{} {} -w {}",
+                    k.addr,
+                    k.port,
+                    d.addr,
+                    d.port,
+                    fwd_switch(d.fwd),
+                    d.weight
                 );
+                if d.u_threshold != 0 {
+                    let _ = write!(out, " -x {}", d.u_threshold);
+                }
+                if d.l_threshold != 0 {
+                    let _ = write!(out, " -y {}", d.l_threshold);
+                }
+                out.push('\n');
             }
         }
         out
     }
+
+    /// `ipvsadm -L --timeout`.
+    pub fn list_timeouts(&self) -> String {
+        let t = &self.timeouts;
+        format!(
+            "Timeout (tcp tcpfin udp): {} {} {}\n",
+            t.tcp[TcpState::Established as usize].as_secs(),
+            t.tcp[TcpState::FinWait as usize].as_secs(),
+            t.udp.as_secs()
+        )
+    }
 }
 
 fn check_sched(s: &str) -> Result<(), CmdError> {
-    if sched::by_name(s).is_some() {
+    if sched::known(s) {
         Ok(())
     } else {
         Err(CmdError::op("Scheduler or persistence engine not found"))
+    }
+}
+
+/// IPVS refuses a lower threshold above the upper one (`-ERANGE`).
+fn check_thresholds(d: &DestSpec) -> Result<(), CmdError> {
+    if d.l_threshold > d.u_threshold {
+        return Err(CmdError::op(
+            "lower threshold is higher than upper threshold",
+        ));
+    }
+    Ok(())
+}
+
+/// ipvsadm's `-m`/`-g` for a forwarding method.
+fn fwd_switch(f: Fwd) -> &'static str {
+    match f {
+        Fwd::Masq => "-m",
+        Fwd::Route => "-g",
     }
 }
 
@@ -368,6 +536,80 @@ UDP  192.0.2.100:53 wlc
         let mut t2 = Table::default();
         t2.apply_all(&parse_rules(&saved).unwrap()).unwrap();
         assert_eq!(t2.list(None).unwrap(), t.list(None).unwrap());
+    }
+
+    const FULL_RULES: &str = "\
+-A -t 192.0.2.100:80 -s sh -b sh-fallback,sh-port -p 60 -M 255.255.255.0 --sorry-server 10.10.0.99:80 -m
+-a -t 192.0.2.100:80 -r 10.10.0.11:80 -m -w 1 -x 100 -y 50
+-a -t 192.0.2.100:80 -r 10.10.0.12:80 -m -w 0
+-A -t 192.0.2.100:443 -s mh -p 300
+-a -t 192.0.2.100:443 -r 10.10.0.11:443 -g -w 2
+";
+
+    #[test]
+    fn options_show_in_list_and_save_round_trips() {
+        let mut t = Table::default();
+        t.apply_all(&parse_rules(FULL_RULES).unwrap()).unwrap();
+        let expected = "\
+IP Virtual Server version 1.2.1 (size=4096)
+Prot LocalAddress:Port Scheduler Flags
+  -> RemoteAddress:Port           Forward Weight ActiveConn InActConn
+TCP  192.0.2.100:80 sh (sh-fallback,sh-port) persistent 60 mask 255.255.255.0
+  -> 10.10.0.11:80                Masq    1      0          0         
+  -> 10.10.0.12:80                Masq    0      0          0         
+TCP  192.0.2.100:443 mh persistent 300
+  -> 10.10.0.11:443               Route   2      0          0         
+";
+        assert_eq!(t.list(None).unwrap(), expected);
+        assert_eq!(t.save(), FULL_RULES);
+        let mut t2 = Table::default();
+        t2.apply_all(&parse_rules(&t.save()).unwrap()).unwrap();
+        assert_eq!(t2.save(), FULL_RULES);
+        // The sorry server's replies are steered like a NAT realserver's.
+        let (_, reals) = t.steer_keys();
+        assert!(reals.contains(&L4Key::v4([10, 10, 0, 99], 80, PROTO_TCP)));
+        let snap = t.snapshot(&[]);
+        let svc = snap.services.values().find(|s| s.key.port == 80).unwrap();
+        assert_eq!(svc.sorry.as_ref().unwrap().addr.octets(), [10, 10, 0, 99]);
+        assert_eq!(svc.sched.name(), "sh");
+        let d = svc.dests.iter().find(|d| d.addr.octets()[3] == 11).unwrap();
+        assert_eq!(d.state.u_threshold.load(Ordering::Relaxed), 100);
+    }
+
+    #[test]
+    fn timeouts_set_and_list() {
+        let mut t = table();
+        assert_eq!(t.list_timeouts(), "Timeout (tcp tcpfin udp): 900 120 300\n");
+        run(&mut t, "--set 3600 0 60").unwrap();
+        assert_eq!(t.list_timeouts(), "Timeout (tcp tcpfin udp): 3600 120 60\n");
+        let snap = t.snapshot(&[]);
+        assert_eq!(
+            snap.timeouts.tcp[TcpState::Established as usize].as_secs(),
+            3600
+        );
+    }
+
+    #[test]
+    fn thresholds_are_checked_and_applied_live() {
+        let mut t = table();
+        assert_eq!(
+            run(&mut t, "-e -t 192.0.2.100:80 -r 10.10.0.11:80 -m -y 5")
+                .unwrap_err()
+                .msg,
+            "lower threshold is higher than upper threshold"
+        );
+        let key = VsKey {
+            proto: Proto::Tcp,
+            addr: "192.0.2.100".parse().unwrap(),
+            port: 80,
+        };
+        let st = t.services[&key].dests[1].state.clone();
+        run(&mut t, "-e -t 192.0.2.100:80 -r 10.10.0.11:80 -m -x 1").unwrap();
+        st.bind(xlvs_dataplane::core::service::Binding::Active);
+        assert!(st.overloaded());
+        // Raising the upper threshold clears the overload (IPVS __ip_vs_update_dest).
+        run(&mut t, "-e -t 192.0.2.100:80 -r 10.10.0.11:80 -m -x 5").unwrap();
+        assert!(!st.overloaded());
     }
 
     #[test]
@@ -428,7 +670,7 @@ UDP  192.0.2.100:53 wlc
         let st = svc.dests[1].state.clone();
         st.active.store(7, Ordering::Relaxed);
         run(&mut t, "-e -t 192.0.2.100:80 -r 10.10.0.11:80 -m -w 5").unwrap();
-        let snap = t.snapshot(&[], Timeouts::default());
+        let snap = t.snapshot(&[]);
         let d = snap.services[&key]
             .dests
             .iter()
@@ -441,9 +683,9 @@ UDP  192.0.2.100:53 wlc
     #[test]
     fn unchanged_services_keep_their_published_form() {
         let mut t = table();
-        let a = t.snapshot(&[], Timeouts::default());
+        let a = t.snapshot(&[]);
         run(&mut t, "-e -u 192.0.2.100:53 -r 10.10.0.11:53 -g -w 3").unwrap();
-        let b = t.snapshot(&[], Timeouts::default());
+        let b = t.snapshot(&[]);
         let tcp = VsKey {
             proto: Proto::Tcp,
             addr: "192.0.2.100".parse().unwrap(),

@@ -115,15 +115,53 @@ pub fn checksums_ok(frame: &[u8]) -> bool {
     }
 }
 
-/// A snapshot with two interfaces (0 = external, 1 = internal) and one service
-/// `vip:vport` with `rips` (weight 1 each, MACs resolved on the internal interface).
-pub fn snapshot(
+/// Realserver number `i` of the fixtures: weight 1, its MAC resolved on interface 1 (int0).
+pub fn dest(i: u8, addr: Ipv4Addr, port: u16, fwd: Fwd) -> Dest {
+    let state = Arc::new(DestState::default());
+    state.set_next_hop(Some(NextHop {
+        iface: 1,
+        mac: rs_mac(i),
+    }));
+    Dest {
+        addr,
+        port,
+        fwd,
+        weight: 1,
+        last_weight: 1,
+        state,
+    }
+}
+
+/// A virtual service with realservers `rips` (weight 1 each), not persistent, no sorry server.
+pub fn service(
     proto: Proto,
     vip: (Ipv4Addr, u16),
     rips: &[(Ipv4Addr, u16)],
     fwd: Fwd,
     scheduler: &str,
-) -> Snapshot {
+) -> Service {
+    let dests: Vec<Dest> = rips
+        .iter()
+        .enumerate()
+        .map(|(i, &(addr, port))| dest(i as u8, addr, port, fwd))
+        .collect();
+    let key = VsKey {
+        proto,
+        addr: vip.0,
+        port: vip.1,
+    };
+    Service {
+        key,
+        sched: sched::build(scheduler, Default::default(), &dests, &Default::default())
+            .expect("scheduler"),
+        dests,
+        persist: None,
+        sorry: None,
+    }
+}
+
+/// A snapshot of the fixtures' two interfaces (0 = ext0, 1 = int0) and these services.
+pub fn snapshot_with(services: Vec<Service>) -> Snapshot {
     let mut snap = Snapshot {
         ifaces: vec![
             IfaceInfo {
@@ -139,34 +177,19 @@ pub fn snapshot(
         ],
         ..Default::default()
     };
-    let dests = rips
-        .iter()
-        .enumerate()
-        .map(|(i, &(addr, port))| {
-            let state = Arc::new(DestState::default());
-            state.set_next_hop(Some(NextHop {
-                iface: 1,
-                mac: rs_mac(i as u8),
-            }));
-            Dest {
-                addr,
-                port,
-                fwd,
-                weight: 1,
-                state,
-            }
-        })
-        .collect();
-    let key = VsKey {
-        proto,
-        addr: vip.0,
-        port: vip.1,
-    };
-    let svc = Service {
-        key,
-        sched: sched::by_name(scheduler).expect("scheduler"),
-        dests,
-    };
-    snap.services.insert(key, Arc::new(svc));
+    for svc in services {
+        snap.services.insert(svc.key, Arc::new(svc));
+    }
     snap
+}
+
+/// A snapshot with one virtual service (see [`service`]).
+pub fn snapshot(
+    proto: Proto,
+    vip: (Ipv4Addr, u16),
+    rips: &[(Ipv4Addr, u16)],
+    fwd: Fwd,
+    scheduler: &str,
+) -> Snapshot {
+    snapshot_with(vec![service(proto, vip, rips, fwd, scheduler)])
 }

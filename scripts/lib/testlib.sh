@@ -254,17 +254,18 @@ write_rules() {
 
 # ---------------------------------------------------------------- clients
 
-# http_burst ID URL N PAR OUT: N GETs of URL from the client netns, each a
-# separate curl process (new TCP connection), PAR in parallel. OUT gets one
-# line per request: the body ("rs1") or "ERR rc=R req=I". curl's stderr
-# goes to OUT.err. Returns non-zero only if the whole run timed out.
+# http_burst ID URL N PAR OUT [SRC]: N GETs of URL from the client netns,
+# each a separate curl process (new TCP connection), PAR in parallel, from
+# source address SRC if given. OUT gets one line per request: the body
+# ("rs1") or "ERR rc=R req=I". curl's stderr goes to OUT.err. Returns
+# non-zero only if the whole run timed out.
 http_burst() {
-  local id=$1 url=$2 n=$3 par=$4 out=$5
+  local id=$1 url=$2 n=$3 par=$4 out=$5 src=${6:-0.0.0.0}
   # shellcheck disable=SC2016
   lab_exec "$id" cli timeout 300 bash -c '
     seq "$2" | xargs -P "$3" -n 1 sh -c '\''
-      curl -sS --max-time 10 "$1" || echo "ERR rc=$? req=$2"'\'' sh "$1"
-  ' _ "$url" "$n" "$par" >"$out" 2>"$out.err"
+      curl -sS --max-time 10 --interface "$2" "$1" || echo "ERR rc=$? req=$3"'\'' sh "$1" "$4"
+  ' _ "$url" "$n" "$par" "$src" >"$out" 2>"$out.err"
 }
 
 # check_burst OUT N WHAT: all N lines of OUT must be rs1 or rs2 (else fail
@@ -289,6 +290,69 @@ make_big() {
     ln -f "$f" "$(lab_wwwdir "$id" "$r")/big" || fail "cannot link big into $r"
   done
   sha256sum "$f" | awk '{ print $1 }'
+}
+
+# expect_all_on RS N WHAT [SRC]: N new requests (4 in parallel) must all be
+# answered, and all by RS (rs1|rs2).
+expect_all_on() {
+  local rs=$1 n=$2 what=$3 got
+  http_burst "$ID" "http://$LAB_VIP/" "$n" 4 "$D/burst" "${4:-}" || fail "$what: timed out"
+  check_burst "$D/burst" "$n" "$what"
+  got=$BURST_RS1
+  [ "$rs" = rs2 ] && got=$BURST_RS2
+  [ "$got" -eq "$n" ] || fail "$what: rs1=$BURST_RS1 rs2=$BURST_RS2, want all $n on $rs; listing:
+$(xadm "$ID" -L -n)"
+}
+
+# ---------------------------------------------------------------- slow download
+
+# start_slow_download: with start_rr_xlvsd running and "big" in place
+# (make_big), start a 50 MB download at 5 MB/s (~10 s) through the VIP and
+# find its dest: the one with ActiveConn >= 1 (bounded, 5 s), cross-checked
+# with the realserver's sockets. Sets DL (pid), VICTIM (rs1|rs2),
+# VICTIM_IP, OTHER.
+start_slow_download() {
+  local svc="TCP $LAB_VIP:80" a1= a2= i est L
+  log "starting a rate-limited 50 MB download"
+  lab_exec "$ID" cli timeout 90 curl -sS --max-time 80 --limit-rate 5M \
+    -o "$D/big.got" "http://$LAB_VIP/big" </dev/null >/dev/null 2>"$D/dl.err" &
+  DL=$!
+  bg_track "$DL"
+  VICTIM=
+  for ((i = 0; i < 25; i++)); do
+    L=$(xadm "$ID" -L -n)
+    a1=$(lvs_dest_field "$L" "$svc" "$LAB_RS1_IP:80" ActiveConn)
+    a2=$(lvs_dest_field "$L" "$svc" "$LAB_RS2_IP:80" ActiveConn)
+    if [[ $a1 =~ ^[0-9]+$ && $a2 =~ ^[0-9]+$ ]]; then
+      if [ "$a1" -ge 1 ] && [ "$a2" -eq 0 ]; then VICTIM=rs1; break; fi
+      if [ "$a2" -ge 1 ] && [ "$a1" -eq 0 ]; then VICTIM=rs2; break; fi
+      [ "$a1" -ge 1 ] && [ "$a2" -ge 1 ] && fail "both dests show ActiveConn >= 1 with one download running; listing:
+$L"
+    fi
+    sleep 0.2
+  done
+  [ -n "$VICTIM" ] || fail "no dest shows ActiveConn >= 1 within 5 s of starting the download (rs1='$a1' rs2='$a2'); listing:
+$L"
+  if [ "$VICTIM" = rs1 ]; then VICTIM_IP=$LAB_RS1_IP OTHER=rs2; else VICTIM_IP=$LAB_RS2_IP OTHER=rs1; fi
+  log "download served by $VICTIM ($VICTIM_IP) according to xlvsadm"
+  est=$(lab_exec "$ID" "$VICTIM" ss -Htn state established '( sport = :80 )' | wc -l)
+  [ "$est" -ge 1 ] || fail "xlvsadm says $VICTIM serves the download, but $VICTIM has no established connection on :80"
+}
+
+# download_running WHEN: fail unless the slow download is still running.
+download_running() {
+  kill -0 "$DL" 2>/dev/null || fail "download finished $1 (too fast for the test)"
+}
+
+# finish_slow_download: wait for the download; it must succeed intact ($SUM).
+finish_slow_download() {
+  local rc=0 got
+  wait "$DL" || rc=$?
+  TEST_BG_PIDS=()
+  xlvsd_alive "after the download"
+  [ "$rc" -eq 0 ] || fail "download through $VICTIM failed (curl/timeout rc=$rc): $(head -c 300 "$D/dl.err"); got $(stat -c %s "$D/big.got" 2>/dev/null || echo 0) bytes"
+  got=$(sha256sum "$D/big.got" | awk '{ print $1 }')
+  [ "$got" = "$SUM" ] || fail "sha256 of the download: got $got ($(stat -c %s "$D/big.got") bytes), want $SUM"
 }
 
 # ---------------------------------------------------------------- shared setups

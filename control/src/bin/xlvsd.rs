@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use clap::Parser;
 use xlvs_control::{admin, daemon};
 use xlvs_dataplane::afxdp::XskConfig;
+use xlvs_dataplane::core::sched;
 
 /// The xlvs Linux Virtual Server director: XDP steering, AF_XDP workers, LVS-NAT and LVS-DR.
 #[derive(Parser, Debug)]
@@ -22,6 +23,9 @@ struct Args {
     /// Maximum number of connections in the table.
     #[arg(long, default_value_t = 4 << 20)]
     max_conns: usize,
+    /// Maglev (mh) lookup table size, a prime; IPVS fixes it at kernel build time.
+    #[arg(long, default_value_t = sched::SchedConfig::default().mh_table_size)]
+    mh_table_size: usize,
 }
 
 fn main() {
@@ -35,6 +39,9 @@ fn main() {
         control: a.control,
         max_conns: a.max_conns,
         xsk: XskConfig::default(),
+        sched: sched::SchedConfig {
+            mh_table_size: a.mh_table_size,
+        },
     };
     if let Err(e) = daemon::run(cfg) {
         eprintln!("xlvsd: {e:#}");

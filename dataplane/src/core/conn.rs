@@ -8,13 +8,13 @@
 
 use std::net::Ipv4Addr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use dashmap::DashMap;
 
 use super::Instant;
-use super::service::{DestState, Fwd, NextHop, Proto};
+use super::service::{Binding, DestState, Fwd, NextHop, Proto};
 use super::tcp_state::TcpState;
 
 /// A 5-tuple as seen on the wire in one direction.
@@ -49,6 +49,9 @@ pub struct Conn {
     pub dest: Arc<DestState>,
     /// Where the client's frames came from: replies go back through it (LVS-NAT).
     pub client_hop: NextHop,
+    /// The persistence template that chose the realserver (IPVS `cp->control`): it lives at
+    /// least as long as the connections it controls.
+    pub template: Option<Arc<Template>>,
 }
 
 impl Conn {
@@ -60,15 +63,21 @@ impl Conn {
         }
         let active = new.is_active();
         if !self.inactive && !active {
-            self.dest.active.fetch_sub(1, Ordering::Relaxed);
-            self.dest.inactive.fetch_add(1, Ordering::Relaxed);
+            self.dest.rebind(Binding::Active, Binding::Inactive);
             self.inactive = true;
         } else if self.inactive && active {
-            self.dest.inactive.fetch_sub(1, Ordering::Relaxed);
-            self.dest.active.fetch_add(1, Ordering::Relaxed);
+            self.dest.rebind(Binding::Inactive, Binding::Active);
             self.inactive = false;
         }
         self.state = new;
+    }
+
+    fn binding(&self) -> Binding {
+        if self.inactive {
+            Binding::Inactive
+        } else {
+            Binding::Active
+        }
     }
 
     /// The key of the realserver's replies (LVS-NAT only).
@@ -96,13 +105,83 @@ impl Conn {
         now.since(self.last_seen) >= self.timeout
     }
 
-    /// Releases the connection's hold on its realserver's counters (IPVS `ip_vs_unbind_dest`).
-    fn unbind(&self) {
-        if self.inactive {
-            self.dest.inactive.fetch_sub(1, Ordering::Relaxed);
-        } else {
-            self.dest.active.fetch_sub(1, Ordering::Relaxed);
+    /// Releases the connection's hold on its realserver's counters (IPVS `ip_vs_unbind_dest`),
+    /// and restarts its template's persistence timeout: a client that comes back within the
+    /// timeout of its last connection's end finds the same realserver.
+    fn unbind(&self, now: Instant) {
+        self.dest.unbind(self.binding());
+        if let Some(t) = &self.template {
+            t.touch(now);
         }
+    }
+}
+
+/// Key of a persistence template: the client's address masked with the service's netmask, and
+/// the virtual service (IPVS keys a template as a connection from `caddr & mask:0`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct TemplateKey {
+    pub proto: u8,
+    pub caddr: u32,
+    pub vaddr: u32,
+    pub vport: u16,
+}
+
+/// A persistence template (IPVS `IP_VS_CONN_F_TEMPLATE`): which realserver a client's
+/// connections to a persistent service go to. It counts toward the realserver's `persist`
+/// connections from creation until it is out of the table and no connection holds it.
+#[derive(Debug)]
+pub struct Template {
+    pub key: TemplateKey,
+    pub dest: Arc<DestState>,
+    pub daddr: Ipv4Addr,
+    pub dport: u16,
+    timeout: Duration,
+    last_used: AtomicU64,
+}
+
+impl Template {
+    pub fn new(
+        key: TemplateKey,
+        dest: Arc<DestState>,
+        daddr: Ipv4Addr,
+        dport: u16,
+        timeout: Duration,
+        now: Instant,
+    ) -> Self {
+        dest.bind(Binding::Template);
+        Template {
+            key,
+            dest,
+            daddr,
+            dport,
+            timeout,
+            last_used: AtomicU64::new(now.0),
+        }
+    }
+
+    /// Restarts the persistence timeout (a new connection used it, or one it controls ended).
+    pub fn touch(&self, now: Instant) {
+        self.last_used.fetch_max(now.0, Ordering::Relaxed);
+    }
+
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    /// Time left before it may expire (ipvsadm `-L -c` "expire").
+    pub fn remaining(&self, now: Instant) -> Duration {
+        let deadline = Instant(self.last_used.load(Ordering::Relaxed)) + self.timeout;
+        deadline.since(now)
+    }
+
+    fn idle(&self, now: Instant) -> bool {
+        now.since(Instant(self.last_used.load(Ordering::Relaxed))) >= self.timeout
+    }
+}
+
+impl Drop for Template {
+    fn drop(&mut self) {
+        self.dest.unbind(Binding::Template);
     }
 }
 
@@ -124,8 +203,20 @@ pub enum InsertError {
 #[derive(Debug)]
 pub struct ConnTable {
     map: DashMap<ConnKey, Entry, ahash::RandomState>,
+    templates: DashMap<TemplateKey, Arc<Template>, ahash::RandomState>,
+    /// Connections plus templates, checked against `max`.
     conns: AtomicUsize,
+    n_templates: AtomicUsize,
     max: usize,
+}
+
+/// Where a persistent service's new connection goes: the template's realserver, found again or
+/// newly chosen.
+pub enum Persisted<'a, D> {
+    /// Bound to this template (existing and still valid, or created now).
+    Template(&'a D, Arc<Template>),
+    /// The scheduler found no realserver: the caller may use its sorry server (no template).
+    NoDest,
 }
 
 impl ConnTable {
@@ -133,14 +224,82 @@ impl ConnTable {
     pub fn new(max: usize) -> Self {
         ConnTable {
             map: DashMap::with_hasher(ahash::RandomState::new()),
+            templates: DashMap::with_hasher(ahash::RandomState::new()),
             conns: AtomicUsize::new(0),
+            n_templates: AtomicUsize::new(0),
             max,
         }
     }
 
-    /// Number of connections (not entries).
+    /// Number of connections (not entries), templates excluded.
     pub fn len(&self) -> usize {
-        self.conns.load(Ordering::Relaxed)
+        self.conns.load(Ordering::Relaxed) - self.n_templates.load(Ordering::Relaxed)
+    }
+
+    /// Number of persistence templates.
+    pub fn templates(&self) -> usize {
+        self.n_templates.load(Ordering::Relaxed)
+    }
+
+    /// Reserves room for one more entry (connection or template) under the maximum.
+    fn reserve(&self) -> Result<(), InsertError> {
+        if self.conns.fetch_add(1, Ordering::Relaxed) >= self.max {
+            self.conns.fetch_sub(1, Ordering::Relaxed);
+            return Err(InsertError::Full);
+        }
+        Ok(())
+    }
+
+    /// The persistence template for `key` (IPVS `ip_vs_sched_persist`). An existing template
+    /// is used if `find` still finds its realserver in the service; like IPVS with
+    /// `expire_quiescent_template = 0`, a quiescent (weight 0) or overloaded realserver keeps
+    /// its persistent clients, and only a deleted one loses them. Otherwise `pick` chooses a
+    /// realserver and a new template replaces the old one.
+    #[allow(clippy::too_many_arguments)]
+    pub fn persist<'a, D>(
+        &self,
+        key: TemplateKey,
+        now: Instant,
+        timeout: Duration,
+        find: impl Fn(&Arc<DestState>) -> Option<&'a D>,
+        pick: impl FnOnce() -> Option<&'a D>,
+        describe: impl Fn(&D) -> (Arc<DestState>, Ipv4Addr, u16),
+    ) -> Result<Persisted<'a, D>, InsertError> {
+        use dashmap::mapref::entry::Entry as MapEntry;
+        let slot = self.templates.entry(key);
+        if let MapEntry::Occupied(e) = &slot
+            && let Some(d) = find(&e.get().dest)
+        {
+            e.get().touch(now);
+            return Ok(Persisted::Template(d, e.get().clone()));
+        }
+        let Some(d) = pick() else {
+            return Ok(Persisted::NoDest);
+        };
+        let (state, daddr, dport) = describe(d);
+        let t = match slot {
+            MapEntry::Occupied(mut e) => {
+                // Replace the stale template; connections holding it keep it alive.
+                let t = Arc::new(Template::new(key, state, daddr, dport, timeout, now));
+                e.insert(t.clone());
+                t
+            }
+            MapEntry::Vacant(e) => {
+                self.reserve()?;
+                self.n_templates.fetch_add(1, Ordering::Relaxed);
+                let t = Arc::new(Template::new(key, state, daddr, dport, timeout, now));
+                e.insert(t.clone());
+                t
+            }
+        };
+        Ok(Persisted::Template(d, t))
+    }
+
+    /// Calls `f` on every persistence template.
+    pub fn for_each_template(&self, mut f: impl FnMut(&Template)) {
+        for t in self.templates.iter() {
+            f(t.value());
+        }
     }
 
     pub fn is_empty(&self) -> bool {
@@ -157,22 +316,15 @@ impl ConnTable {
 
     /// Adds a new connection and binds it to its realserver's counters, active or inactive as
     /// its `inactive` flag says (IPVS `ip_vs_bind_dest`).
-    pub fn insert(&self, conn: Conn) -> Result<(), InsertError> {
-        if self.conns.fetch_add(1, Ordering::Relaxed) >= self.max {
-            self.conns.fetch_sub(1, Ordering::Relaxed);
-            return Err(InsertError::Full);
-        }
-        if conn.inactive {
-            conn.dest.inactive.fetch_add(1, Ordering::Relaxed);
-        } else {
-            conn.dest.active.fetch_add(1, Ordering::Relaxed);
-        }
+    pub fn insert(&self, conn: Conn, now: Instant) -> Result<(), InsertError> {
+        self.reserve()?;
+        conn.dest.bind(conn.binding());
         let in_key = conn.in_key();
         let out_key = (conn.fwd == Fwd::Masq).then(|| conn.out_key());
         if let Some(old) = self.map.insert(in_key, Entry::In(conn)) {
             // Two workers raced to create the same connection: release the loser (and its out
             // entry) before adding the winner's out entry, which may have the same key.
-            self.release(old);
+            self.release(old, now);
         }
         if let Some(k) = out_key {
             self.map.insert(k, Entry::Out(in_key));
@@ -181,24 +333,24 @@ impl ConnTable {
     }
 
     /// Removes the connection whose in key is `in_key` (and its out entry).
-    pub fn remove(&self, in_key: &ConnKey) -> bool {
+    pub fn remove(&self, in_key: &ConnKey, now: Instant) -> bool {
         match self.map.remove_if(in_key, |_, v| matches!(v, Entry::In(_))) {
             Some((_, e)) => {
-                self.release(e);
+                self.release(e, now);
                 true
             }
             None => false,
         }
     }
 
-    fn release(&self, e: Entry) {
+    fn release(&self, e: Entry, now: Instant) {
         if let Entry::In(c) = e {
             if c.fwd == Fwd::Masq {
                 let ok = c.out_key();
                 self.map
                     .remove_if(&ok, |_, v| matches!(v, Entry::Out(k) if *k == c.in_key()));
             }
-            c.unbind();
+            c.unbind(now);
             self.conns.fetch_sub(1, Ordering::Relaxed);
         }
     }
@@ -215,7 +367,7 @@ impl ConnTable {
                 if c.fwd == Fwd::Masq {
                     gone_out.push((c.out_key(), c.in_key()));
                 }
-                c.unbind();
+                c.unbind(now);
                 removed += 1;
                 false
             }
@@ -225,7 +377,18 @@ impl ConnTable {
             self.map
                 .remove_if(ok, |_, v| matches!(v, Entry::Out(k) if k == ik));
         }
-        self.conns.fetch_sub(removed, Ordering::Relaxed);
+        // A template goes once idle past its timeout and no connection holds it (IPVS defers
+        // a template's expiry while `n_control` > 0).
+        let mut gone_templates = 0;
+        self.templates.retain(|_, t| {
+            let keep = !(t.idle(now) && Arc::strong_count(t) == 1);
+            gone_templates += (!keep) as usize;
+            keep
+        });
+        self.n_templates
+            .fetch_sub(gone_templates, Ordering::Relaxed);
+        self.conns
+            .fetch_sub(removed + gone_templates, Ordering::Relaxed);
         removed
     }
 

@@ -7,12 +7,14 @@ pub mod sched;
 pub mod service;
 pub mod tcp_state;
 
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use crate::wire::{Error as WireError, IpProtocol, checksum, ethernet, ipv4, tcp, udp};
-use conn::{Conn, ConnKey, ConnTable, Entry};
-use service::{Fwd, IfaceId, NextHop, Proto, Snapshot, VsKey};
+use conn::{Conn, ConnKey, ConnTable, Entry, Persisted, Template, TemplateKey};
+use sched::Source;
+use service::{Dest, Fwd, IfaceId, NextHop, Proto, Service, Snapshot, VsKey};
 use tcp_state::{Dir, TcpState};
 
 /// A point in time, in nanoseconds since an epoch the driver chooses (the workers use
@@ -67,7 +69,7 @@ pub enum DropReason {
     NoDest,
     /// The realserver's (or client's) MAC is not resolved yet.
     NoNeighbour,
-    /// TTL would reach zero (LVS-NAT decrements it).
+    /// TTL would reach zero (IPVS decrements it on every forwarding method).
     TtlExceeded,
     /// The connection table is full.
     TableFull,
@@ -257,7 +259,7 @@ impl Core {
             // IPVS conn_reuse_mode 1: a new SYN on a TIME_WAIT/CLOSE connection expires it and
             // is scheduled afresh.
             None => {
-                self.table.remove(key);
+                self.table.remove(key, now);
                 Ok(None)
             }
             // Realserver → client.
@@ -299,12 +301,12 @@ impl Core {
         if p.proto == Proto::Tcp && !is_syn(p.tcp_flags) {
             return Err(DropReason::NoConn);
         }
-        let idx = svc.sched.schedule(&svc.dests).ok_or(DropReason::NoDest)?;
-        let d = &svc.dests[idx];
-        // LVS-NAT decrements the TTL: a frame that cannot be forwarded creates no connection.
-        if d.fwd == Fwd::Masq && p.ttl <= 1 {
+        // IPVS decrements the TTL on every forwarding method (`decrement_ttl`): a frame that
+        // cannot be forwarded creates no connection.
+        if p.ttl <= 1 {
             return Err(DropReason::TtlExceeded);
         }
+        let (d, template) = self.choose_dest(now, svc, p)?;
         let client_mac = ethernet::Frame::new_unchecked(frame).src();
         let (state, timeout) = match p.proto {
             Proto::Tcp => {
@@ -335,6 +337,7 @@ impl Core {
                 iface: rx_iface,
                 mac: client_mac,
             },
+            template,
         };
         // Bind with the counters of the state the first packet moved it to.
         let action = Action::ToDest {
@@ -343,9 +346,59 @@ impl Core {
             dport: d.port,
             hop: d.state.next_hop(),
         };
-        self.table.insert(conn).map_err(|_| DropReason::TableFull)?;
+        self.table
+            .insert(conn, now)
+            .map_err(|_| DropReason::TableFull)?;
         self.stats.new_conns += 1;
         Ok(action)
+    }
+
+    /// The realserver for a new connection (IPVS `ip_vs_schedule`): through the client's
+    /// persistence template if the service is persistent, else the scheduler; the sorry server
+    /// if no realserver can take it.
+    fn choose_dest<'s>(
+        &self,
+        now: Instant,
+        svc: &'s Service,
+        p: &Parsed,
+    ) -> Result<(&'s Dest, Option<Arc<Template>>), DropReason> {
+        let src = Source {
+            addr: IpAddr::V4(p.src.into()),
+            port: p.sport,
+        };
+        let pick = || svc.sched.schedule(&svc.dests, &src).map(|i| &svc.dests[i]);
+        let sorry = || {
+            svc.sorry
+                .as_ref()
+                .map(|d| (d, None))
+                .ok_or(DropReason::NoDest)
+        };
+        let Some(pers) = svc.persist else {
+            return pick().map(|d| (d, None)).map_or_else(sorry, Ok);
+        };
+        let key = TemplateKey {
+            proto: p.proto.number(),
+            caddr: p.src & pers.netmask.to_bits(),
+            vaddr: p.dst,
+            vport: p.dport,
+        };
+        let found = self
+            .table
+            .persist(
+                key,
+                now,
+                pers.timeout,
+                |st| svc.dests.iter().find(|d| Arc::ptr_eq(&d.state, st)),
+                pick,
+                |d: &Dest| (d.state.clone(), d.addr, d.port),
+            )
+            .map_err(|_| DropReason::TableFull)?;
+        match found {
+            Persisted::Template(d, t) => Ok((d, Some(t))),
+            // The sorry server gets no template: the client returns to the realservers as soon
+            // as one can take it.
+            Persisted::NoDest => sorry(),
+        }
     }
 }
 
@@ -425,7 +478,7 @@ fn rewrite(
     match action {
         Action::ToDest {
             fwd: Fwd::Route, ..
-        } => {}
+        } => dec_ttl(frame, p)?,
         Action::ToDest {
             fwd: Fwd::Masq,
             daddr,
@@ -442,6 +495,25 @@ fn rewrite(
     eth.set_dst(hop.mac);
     eth.set_src(src_mac);
     Ok(hop.iface)
+}
+
+/// Decrements the TTL with an incremental IP checksum update (LVS-DR: the L4 header is
+/// untouched).
+fn dec_ttl(frame: &mut [u8], p: &Parsed) -> Result<(), DropReason> {
+    let mut ip = ipv4::Packet::new_unchecked(&mut frame[p.l3..]);
+    let ttl = ip.ttl();
+    if ttl <= 1 {
+        return Err(DropReason::TtlExceeded);
+    }
+    let proto = u8::from(ip.protocol()) as u16;
+    let c = checksum::update16(
+        ip.checksum(),
+        (ttl as u16) << 8 | proto,
+        ((ttl - 1) as u16) << 8 | proto,
+    );
+    ip.set_ttl(ttl - 1);
+    ip.set_checksum(c);
+    Ok(())
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::net::Ipv4Addr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
 use super::sched::Scheduler;
@@ -111,8 +111,26 @@ pub struct DestState {
     pub active: AtomicU32,
     /// Connections in any other state, and UDP ones (IPVS `inactconns`).
     pub inactive: AtomicU32,
+    /// Persistence templates bound to it (IPVS `persistconns`).
+    pub persist: AtomicU32,
+    /// Upper connection threshold (`-x`); 0 = none.
+    pub u_threshold: AtomicU32,
+    /// Lower connection threshold (`-y`); 0 = none.
+    pub l_threshold: AtomicU32,
+    /// IPVS `IP_VS_DEST_F_OVERLOAD`: the upper threshold was reached; no new connections until
+    /// the count falls below the lower one.
+    overload: AtomicBool,
     /// Packed [`NextHop`]; zero until the control thread resolved the realserver's MAC.
     next_hop: AtomicU64,
+}
+
+/// What a connection counts as on its realserver (IPVS `ip_vs_bind_dest`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Binding {
+    Active,
+    Inactive,
+    /// A persistence template.
+    Template,
 }
 
 impl DestState {
@@ -131,6 +149,78 @@ impl DestState {
         ((self.active.load(Ordering::Relaxed) as u64) << 8)
             + self.inactive.load(Ordering::Relaxed) as u64
     }
+
+    /// IPVS `ip_vs_dest_totalconns`: active + inactive + templates, what thresholds compare.
+    pub fn total_conns(&self) -> u32 {
+        self.active.load(Ordering::Relaxed)
+            + self.inactive.load(Ordering::Relaxed)
+            + self.persist.load(Ordering::Relaxed)
+    }
+
+    pub fn overloaded(&self) -> bool {
+        self.overload.load(Ordering::Relaxed)
+    }
+
+    fn counter(&self, b: Binding) -> &AtomicU32 {
+        match b {
+            Binding::Active => &self.active,
+            Binding::Inactive => &self.inactive,
+            Binding::Template => &self.persist,
+        }
+    }
+
+    /// Counts a new connection or template (IPVS `ip_vs_bind_dest`): reaching the upper
+    /// threshold marks the realserver overloaded.
+    pub fn bind(&self, b: Binding) {
+        self.counter(b).fetch_add(1, Ordering::Relaxed);
+        let u = self.u_threshold.load(Ordering::Relaxed);
+        if u != 0 && self.total_conns() >= u {
+            self.overload.store(true, Ordering::Relaxed);
+        }
+    }
+
+    /// Releases a connection or template (IPVS `ip_vs_unbind_dest`): the overload clears below
+    /// the lower threshold, or below 3/4 of the upper one when no lower one is set.
+    pub fn unbind(&self, b: Binding) {
+        self.counter(b).fetch_sub(1, Ordering::Relaxed);
+        self.recheck_overload();
+    }
+
+    /// Moves a connection between the active and inactive counters (a TCP state change).
+    pub fn rebind(&self, from: Binding, to: Binding) {
+        self.counter(to).fetch_add(1, Ordering::Relaxed);
+        self.counter(from).fetch_sub(1, Ordering::Relaxed);
+    }
+
+    fn recheck_overload(&self) {
+        if !self.overloaded() {
+            return;
+        }
+        let l = self.l_threshold.load(Ordering::Relaxed);
+        let u = self.u_threshold.load(Ordering::Relaxed);
+        let total = self.total_conns() as u64;
+        let clear = if l != 0 {
+            total < l as u64
+        } else if u != 0 {
+            total * 4 < u as u64 * 3
+        } else {
+            true
+        };
+        if clear {
+            self.overload.store(false, Ordering::Relaxed);
+        }
+    }
+
+    /// New thresholds from the control thread (IPVS `__ip_vs_update_dest`): removing the upper
+    /// threshold or raising it clears the overload.
+    pub fn set_thresholds(&self, upper: u32, lower: u32) {
+        let old = self.u_threshold.load(Ordering::Relaxed);
+        if upper == 0 || upper > old {
+            self.overload.store(false, Ordering::Relaxed);
+        }
+        self.u_threshold.store(upper, Ordering::Relaxed);
+        self.l_threshold.store(lower, Ordering::Relaxed);
+    }
 }
 
 /// A realserver of one service, as configured in this snapshot.
@@ -141,13 +231,35 @@ pub struct Dest {
     pub fwd: Fwd,
     /// IPVS weight; 0 means quiescent: no new connections, existing ones continue.
     pub weight: u32,
+    /// The last non-zero weight (IPVS `last_weight`): Maglev keeps a quiesced realserver's
+    /// table slots, so quiescing one does not remap the others' flows.
+    pub last_weight: u32,
     pub state: Arc<DestState>,
 }
 
 impl Dest {
-    /// Whether the scheduler may give it a new connection.
+    /// Whether the scheduler may give it a new connection: weight > 0 and not overloaded
+    /// (IPVS skips `IP_VS_DEST_F_OVERLOAD` and weight 0 in every scheduler).
     pub fn available(&self) -> bool {
-        self.weight > 0
+        self.weight > 0 && !self.state.overloaded()
+    }
+}
+
+/// Persistence of a service (`-p timeout -M netmask`, IPVS `IP_VS_SVC_F_PERSISTENT`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Persistence {
+    /// How long a client's template outlives its last connection (ipvsadm default 300 s).
+    pub timeout: Duration,
+    /// Clients are grouped by `caddr & netmask` (default 255.255.255.255: per client).
+    pub netmask: Ipv4Addr,
+}
+
+impl Default for Persistence {
+    fn default() -> Self {
+        Persistence {
+            timeout: Duration::from_secs(300),
+            netmask: Ipv4Addr::BROADCAST,
+        }
     }
 }
 
@@ -157,6 +269,11 @@ pub struct Service {
     pub key: VsKey,
     pub sched: Box<dyn Scheduler>,
     pub dests: Vec<Dest>,
+    /// Persistence, if the service is persistent.
+    pub persist: Option<Persistence>,
+    /// Sorry server (keepalived's `sorry_server`): takes new connections when no realserver
+    /// can (all quiescent, overloaded or none configured).
+    pub sorry: Option<Dest>,
 }
 
 /// One of the director's interfaces, as the data plane needs it.

@@ -80,7 +80,7 @@ fn nat_reply_is_snatted_back_to_the_vip_and_the_client_hop() {
 }
 
 #[test]
-fn dr_rewrites_only_macs() {
+fn dr_rewrites_macs_and_ttl_only() {
     let mut c = core();
     let snap = snapshot(Proto::Tcp, (VIP, 80), &[(RIP1, 80)], Fwd::Route, "rr");
     let orig = tcp_frame(CLIENT_MAC, EXT_MAC, (CIP, 5555), (VIP, 80), SYN, 64, b"x");
@@ -88,7 +88,15 @@ fn dr_rewrites_only_macs() {
     assert_eq!(c.process(t(1), &snap, &mut f, 0), Verdict::Tx(1));
     assert_eq!(&f[..6], &rs_mac(0));
     assert_eq!(&f[6..12], &INT_MAC);
-    assert_eq!(&f[12..], &orig[12..], "IP and TCP untouched");
+    // IPVS decrements the TTL on DR too; nothing else in IP or TCP changes.
+    assert_eq!(tuple(&f), (CIP, 5555, VIP, 80, 63));
+    assert_eq!(&f[34..], &orig[34..], "TCP untouched");
+    assert!(checksums_ok(&f));
+    let mut last = tcp_frame(CLIENT_MAC, EXT_MAC, (CIP, 5556), (VIP, 80), SYN, 1, b"x");
+    assert_eq!(
+        c.process(t(1), &snap, &mut last, 0),
+        Verdict::Drop(DropReason::TtlExceeded)
+    );
 }
 
 #[test]
@@ -347,6 +355,254 @@ fn vlan_tagged_frames_are_forwarded() {
     untagged.extend_from_slice(&f[16..]);
     assert_eq!(tuple(&untagged).2, RIP1);
     assert!(checksums_ok(&untagged));
+}
+
+fn svc_key() -> VsKey {
+    VsKey {
+        proto: Proto::Tcp,
+        addr: VIP,
+        port: 80,
+    }
+}
+
+fn syn_from(cip: Ipv4Addr, cport: u16) -> Vec<u8> {
+    tcp_frame(CLIENT_MAC, EXT_MAC, (cip, cport), (VIP, 80), SYN, 64, b"")
+}
+
+/// A persistent NAT service over RIP1/RIP2 with this netmask.
+fn persistent_snap(netmask: Ipv4Addr) -> Snapshot {
+    let mut svc = service(
+        Proto::Tcp,
+        (VIP, 80),
+        &[(RIP1, 8080), (RIP2, 8080)],
+        Fwd::Masq,
+        "rr",
+    );
+    svc.persist = Some(service::Persistence {
+        timeout: std::time::Duration::from_secs(300),
+        netmask,
+    });
+    snapshot_with(vec![svc])
+}
+
+#[test]
+fn persistence_keeps_a_client_on_one_realserver() {
+    let mut c = core();
+    let snap = persistent_snap(Ipv4Addr::BROADCAST);
+    let cip2 = Ipv4Addr::new(198, 51, 100, 8);
+    let mut first = None;
+    for port in 10_000..10_020 {
+        let mut f = syn_from(CIP, port);
+        assert_eq!(c.process(t(1), &snap, &mut f, 0), Verdict::Tx(1));
+        let rs = tuple(&f).2;
+        assert_eq!(*first.get_or_insert(rs), rs, "same client, same realserver");
+    }
+    // rr would alternate: the next client gets the other realserver.
+    let mut f = syn_from(cip2, 10_000);
+    c.process(t(1), &snap, &mut f, 0);
+    assert_ne!(Some(tuple(&f).2), first);
+    assert_eq!(c.table().templates(), 2);
+    let d = &snap.service(&svc_key()).unwrap().dests;
+    let persist: u32 = d
+        .iter()
+        .map(|d| d.state.persist.load(Ordering::Relaxed))
+        .sum();
+    assert_eq!(persist, 2, "templates count toward their realservers");
+}
+
+#[test]
+fn persistence_netmask_groups_clients() {
+    let mut c = core();
+    let snap = persistent_snap(Ipv4Addr::new(255, 255, 255, 0));
+    let mut seen = std::collections::HashSet::new();
+    for host in 1..50 {
+        let mut f = syn_from(Ipv4Addr::new(198, 51, 100, host), 20_000);
+        c.process(t(1), &snap, &mut f, 0);
+        seen.insert(tuple(&f).2);
+    }
+    assert_eq!(seen.len(), 1, "one /24, one realserver");
+    // Different /24 blocks spread over both realservers (rr over templates).
+    for net in 0..10 {
+        let mut f = syn_from(Ipv4Addr::new(203, 0, net, 1), 20_000);
+        c.process(t(1), &snap, &mut f, 0);
+        seen.insert(tuple(&f).2);
+    }
+    assert_eq!(seen.len(), 2);
+    assert_eq!(c.table().templates(), 11);
+}
+
+#[test]
+fn template_outlives_its_connections_by_the_timeout_then_expires() {
+    let mut c = core();
+    let snap = persistent_snap(Ipv4Addr::BROADCAST);
+    let mut f = syn_from(CIP, 30_000);
+    c.process(t(1), &snap, &mut f, 0);
+    let rs = tuple(&f).2;
+    // The connection (SYN_RECV, 60 s) expires; the template holds the client for 300 s more.
+    assert_eq!(c.table().expire(t(62)), 1);
+    assert_eq!(c.table().templates(), 1);
+    let mut again = syn_from(CIP, 30_001);
+    c.process(t(300), &snap, &mut again, 0);
+    assert_eq!(
+        tuple(&again).2,
+        rs,
+        "back within the timeout: same realserver"
+    );
+    c.table().expire(t(400));
+    assert_eq!(c.table().templates(), 1, "its new connection holds it");
+    c.table().expire(t(2000));
+    assert_eq!(c.table().templates(), 0);
+    assert_eq!(c.table().len(), 0);
+    let d = &snap.service(&svc_key()).unwrap().dests;
+    assert!(d.iter().all(|d| d.state.total_conns() == 0));
+}
+
+#[test]
+fn quiesced_realserver_keeps_persistent_clients_deleted_one_loses_them() {
+    let mut c = core();
+    let snap = persistent_snap(Ipv4Addr::BROADCAST);
+    let mut f = syn_from(CIP, 31_000);
+    c.process(t(1), &snap, &mut f, 0);
+    let rs = tuple(&f).2;
+    let d = &snap.service(&svc_key()).unwrap().dests;
+    let (i, other) = if d[0].addr == rs { (0, 1) } else { (1, 0) };
+    // Weight 0: IPVS (expire_quiescent_template = 0) still honours the template.
+    let mut q = service(
+        Proto::Tcp,
+        (VIP, 80),
+        &[(RIP1, 8080), (RIP2, 8080)],
+        Fwd::Masq,
+        "rr",
+    );
+    q.persist = snap.service(&svc_key()).unwrap().persist;
+    for (k, dest) in q.dests.iter_mut().enumerate() {
+        dest.state = d[k].state.clone();
+    }
+    q.dests[i].weight = 0;
+    let quiesced = snapshot_with(vec![q]);
+    let mut f = syn_from(CIP, 31_001);
+    c.process(t(2), &quiesced, &mut f, 0);
+    assert_eq!(tuple(&f).2, rs);
+    // Deleted: the template is replaced and the client moves.
+    let mut del = service(
+        Proto::Tcp,
+        (VIP, 80),
+        &[(d[other].addr, 8080)],
+        Fwd::Masq,
+        "rr",
+    );
+    del.persist = snap.service(&svc_key()).unwrap().persist;
+    del.dests[0].state = d[other].state.clone();
+    let deleted = snapshot_with(vec![del]);
+    let mut f = syn_from(CIP, 31_002);
+    c.process(t(3), &deleted, &mut f, 0);
+    assert_eq!(tuple(&f).2, d[other].addr);
+    assert_eq!(c.table().templates(), 1);
+}
+
+#[test]
+fn sorry_server_takes_over_when_no_realserver_can() {
+    let mut c = core();
+    let mut svc = service(Proto::Tcp, (VIP, 80), &[(RIP1, 8080)], Fwd::Masq, "wlc");
+    svc.dests[0].weight = 0;
+    let sorry_ip = Ipv4Addr::new(10, 10, 0, 99);
+    svc.sorry = Some(dest(9, sorry_ip, 80, Fwd::Masq));
+    let snap = snapshot_with(vec![svc]);
+    let mut f = syn_from(CIP, 32_000);
+    assert_eq!(c.process(t(1), &snap, &mut f, 0), Verdict::Tx(1));
+    assert_eq!(tuple(&f).2, sorry_ip);
+    assert_eq!(&f[..6], &rs_mac(9));
+    assert!(checksums_ok(&f));
+    // Its replies are SNATed like any realserver's.
+    let mut r = tcp_frame(
+        rs_mac(9),
+        INT_MAC,
+        (sorry_ip, 80),
+        (CIP, 32_000),
+        SYN | ACK,
+        64,
+        b"",
+    );
+    assert_eq!(c.process(t(1), &snap, &mut r, 1), Verdict::Tx(0));
+    assert_eq!(tuple(&r), (VIP, 80, CIP, 32_000, 63));
+}
+
+#[test]
+fn upper_threshold_overloads_until_below_lower() {
+    let mut c = core();
+    let snap = nat_snap("rr");
+    let d = snap.service(&svc_key()).unwrap().dests.clone();
+    d[0].state.set_thresholds(2, 1);
+    let mut to_first = Vec::new();
+    for port in 0..6 {
+        let mut f = client_seg(33_000 + port, SYN);
+        assert!(matches!(c.process(t(1), &snap, &mut f, 0), Verdict::Tx(_)));
+        if tuple(&f).2 == d[0].addr {
+            to_first.push(33_000 + port);
+        }
+    }
+    assert_eq!(
+        to_first.len(),
+        2,
+        "two connections reach -x 2, then no more"
+    );
+    assert!(d[0].state.overloaded());
+    // One is established then reset (CLOSE, 10 s): still counted until it expires.
+    let mut sa = reply_seg(d[0].addr, to_first[0], SYN | ACK);
+    c.process(t(2), &snap, &mut sa, 1);
+    for flags in [ACK, RST] {
+        let mut f = client_seg(to_first[0], flags);
+        c.process(t(2), &snap, &mut f, 0);
+    }
+    assert!(d[0].state.overloaded());
+    c.table().expire(t(13));
+    assert_eq!(d[0].state.total_conns(), 1);
+    assert!(d[0].state.overloaded(), "1 is not below -y 1");
+    let mut f = client_seg(40_000, SYN);
+    c.process(t(14), &snap, &mut f, 0);
+    assert_eq!(tuple(&f).2, d[1].addr, "still no new connections");
+    // The other (SYN_RECV, 60 s) expires: 0 < 1 clears the overload.
+    c.table().expire(t(62));
+    assert!(!d[0].state.overloaded());
+}
+
+#[test]
+fn timeouts_follow_the_state_with_an_injected_clock() {
+    let mut c = core();
+    let snap = nat_snap("rr");
+    // SYN_RECV: 60 s.
+    let mut f = client_seg(34_000, SYN);
+    c.process(t(0), &snap, &mut f, 0);
+    assert_eq!(c.table().expire(t(59)), 0);
+    assert_eq!(c.table().expire(t(60)), 1);
+    // ESTABLISHED: 900 s from the last packet.
+    let mut f = client_seg(34_001, SYN);
+    c.process(t(0), &snap, &mut f, 0);
+    let rs = tuple(&f).2;
+    let mut sa = reply_seg(rs, 34_001, SYN | ACK);
+    c.process(t(0), &snap, &mut sa, 1);
+    let mut a = client_seg(34_001, ACK);
+    c.process(t(100), &snap, &mut a, 0);
+    assert_eq!(c.table().expire(t(999)), 0);
+    assert_eq!(c.table().expire(t(1000)), 1);
+    // `--set 10 0 0`: ESTABLISHED now lasts 10 s from the next packet.
+    let mut short = nat_snap("rr");
+    short.timeouts.tcp[TcpState::Established as usize] = std::time::Duration::from_secs(10);
+    let mut f = client_seg(34_002, SYN);
+    c.process(t(0), &short, &mut f, 0);
+    let rs = tuple(&f).2;
+    let mut sa = reply_seg(rs, 34_002, SYN | ACK);
+    c.process(t(0), &short, &mut sa, 1);
+    let mut a = client_seg(34_002, ACK);
+    c.process(t(1), &short, &mut a, 0);
+    assert_eq!(c.table().expire(t(10)), 0);
+    assert_eq!(c.table().expire(t(11)), 1);
+    // UDP: 300 s.
+    let udp = snapshot(Proto::Udp, (VIP, 53), &[(RIP1, 53)], Fwd::Masq, "rr");
+    let mut u = udp_frame(CLIENT_MAC, EXT_MAC, (CIP, 5353), (VIP, 53), b"q");
+    c.process(t(0), &udp, &mut u, 0);
+    assert_eq!(c.table().expire(t(299)), 0);
+    assert_eq!(c.table().expire(t(300)), 1);
 }
 
 fn arb_ip() -> impl Strategy<Value = Ipv4Addr> {

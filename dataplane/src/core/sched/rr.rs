@@ -7,7 +7,7 @@
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use super::Scheduler;
+use super::{Scheduler, Source};
 use crate::core::service::Dest;
 
 #[derive(Debug, Default)]
@@ -21,7 +21,7 @@ impl Scheduler for RoundRobin {
         "rr"
     }
 
-    fn schedule(&self, dests: &[Dest]) -> Option<usize> {
+    fn schedule(&self, dests: &[Dest], _src: &Source) -> Option<usize> {
         let n = dests.len();
         if n == 0 {
             return None;
@@ -40,14 +40,14 @@ impl Scheduler for RoundRobin {
 
 #[cfg(test)]
 mod tests {
-    use super::super::testutil::dests;
+    use super::super::testutil::{ANY, dests};
     use super::*;
 
     #[test]
     fn cycles_in_list_order() {
         let d = dests(&[1, 1, 1]);
         let rr = RoundRobin::default();
-        let picks: Vec<_> = (0..7).map(|_| rr.schedule(&d).unwrap()).collect();
+        let picks: Vec<_> = (0..7).map(|_| rr.schedule(&d, &ANY).unwrap()).collect();
         assert_eq!(picks, vec![0, 1, 2, 0, 1, 2, 0]);
     }
 
@@ -55,14 +55,14 @@ mod tests {
     fn ignores_weight_but_skips_quiescent() {
         let d = dests(&[5, 0, 1]);
         let rr = RoundRobin::default();
-        let picks: Vec<_> = (0..4).map(|_| rr.schedule(&d).unwrap()).collect();
+        let picks: Vec<_> = (0..4).map(|_| rr.schedule(&d, &ANY).unwrap()).collect();
         assert_eq!(picks, vec![0, 2, 0, 2]);
     }
 
     #[test]
     fn none_when_all_quiescent_or_empty() {
-        assert_eq!(RoundRobin::default().schedule(&dests(&[0, 0])), None);
-        assert_eq!(RoundRobin::default().schedule(&[]), None);
+        assert_eq!(RoundRobin::default().schedule(&dests(&[0, 0]), &ANY), None);
+        assert_eq!(RoundRobin::default().schedule(&[], &ANY), None);
     }
 
     #[test]
@@ -71,7 +71,7 @@ mod tests {
         let rr = RoundRobin::default();
         let mut counts = [0usize; 2];
         for _ in 0..10_000 {
-            counts[rr.schedule(&d).unwrap()] += 1;
+            counts[rr.schedule(&d, &ANY).unwrap()] += 1;
         }
         assert_eq!(counts, [5_000, 5_000]);
     }
