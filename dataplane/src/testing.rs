@@ -7,7 +7,9 @@
 use std::net::Ipv4Addr;
 use std::sync::Arc;
 
-use etherparse::{NetHeaders, PacketBuilder, PacketHeaders, TransportHeader};
+use etherparse::{
+    IpFragOffset, Ipv4Header, NetHeaders, PacketBuilder, PacketHeaders, TransportHeader,
+};
 
 use crate::core::sched;
 use crate::core::service::{
@@ -113,6 +115,120 @@ pub fn checksums_ok(frame: &[u8]) -> bool {
         }
         _ => false,
     }
+}
+
+/// An ICMP "fragmentation needed" (`mtu` given) or, with `mtu` None, "time exceeded" error
+/// from `src` to `dst` quoting `quoted` (an IP packet, or its first bytes).
+pub fn icmp_error(
+    src_mac: [u8; 6],
+    dst_mac: [u8; 6],
+    src: Ipv4Addr,
+    dst: Ipv4Addr,
+    mtu: Option<u16>,
+    quoted: &[u8],
+) -> Vec<u8> {
+    use etherparse::{Icmpv4Type, icmpv4};
+    let ty =
+        match mtu {
+            Some(next_hop_mtu) => Icmpv4Type::DestinationUnreachable(
+                icmpv4::DestUnreachableHeader::FragmentationNeeded { next_hop_mtu },
+            ),
+            None => Icmpv4Type::TimeExceeded(icmpv4::TimeExceededCode::TtlExceededInTransit),
+        };
+    let b = PacketBuilder::ethernet2(src_mac, dst_mac)
+        .ipv4(src.octets(), dst.octets(), 64)
+        .icmpv4(ty);
+    let mut out = Vec::with_capacity(b.size(quoted.len()));
+    b.write(&mut out, quoted).expect("build icmp frame");
+    out
+}
+
+/// An ICMP error frame, checked with etherparse: (outer source, outer destination, the
+/// quoted bytes). None unless the outer IP checksum and the ICMP checksum equal a full
+/// recomputation.
+pub fn icmp_parts(frame: &[u8]) -> Option<(Ipv4Addr, Ipv4Addr, Vec<u8>)> {
+    let h = PacketHeaders::from_ethernet_slice(frame).ok()?;
+    let Some(NetHeaders::Ipv4(ip, _)) = h.net else {
+        return None;
+    };
+    if ip.header_checksum != ip.calc_header_checksum() {
+        return None;
+    }
+    let Some(TransportHeader::Icmpv4(icmp)) = h.transport else {
+        return None;
+    };
+    let payload = h.payload.slice();
+    let mut check = icmp.clone();
+    check.update_checksum(payload);
+    (check.checksum == icmp.checksum)
+        .then(|| (ip.source.into(), ip.destination.into(), payload.to_vec()))
+}
+
+/// An IPv4 packet (no Ethernet header) with its TTL set and header checksum recomputed.
+pub fn with_ttl(ip_packet: &[u8], ttl: u8) -> Vec<u8> {
+    let (mut h, rest) = Ipv4Header::from_slice(ip_packet).expect("ipv4 header");
+    h.time_to_live = ttl;
+    h.header_checksum = h.calc_header_checksum();
+    let mut out = h.to_bytes().to_vec();
+    out.extend_from_slice(rest);
+    out
+}
+
+/// Splits an Ethernet + IPv4 frame into fragments of at most `chunk` payload bytes (a
+/// multiple of 8), as a router would.
+pub fn fragments(frame: &[u8], chunk: usize) -> Vec<Vec<u8>> {
+    assert!(chunk % 8 == 0);
+    let (h, payload) = Ipv4Header::from_slice(&frame[14..]).expect("ipv4 header");
+    let payload = &payload[..h.payload_len().expect("payload len") as usize];
+    payload
+        .chunks(chunk)
+        .enumerate()
+        .map(|(i, part)| {
+            let mut f = h.clone();
+            f.fragment_offset = IpFragOffset::try_new((i * chunk / 8) as u16).expect("offset");
+            f.more_fragments = (i + 1) * chunk < payload.len();
+            f.set_payload_len(part.len()).expect("len");
+            f.header_checksum = f.calc_header_checksum();
+            let mut out = frame[..14].to_vec();
+            out.extend_from_slice(&f.to_bytes());
+            out.extend_from_slice(part);
+            out
+        })
+        .collect()
+}
+
+/// Reassembles fragments (in order) into one frame; None unless every fragment's header
+/// checksum is right and they agree on addresses, protocol and ID.
+pub fn reassemble(frags: &[Vec<u8>]) -> Option<Vec<u8>> {
+    let mut first: Option<Ipv4Header> = None;
+    let mut payload = Vec::new();
+    for f in frags {
+        let (h, rest) = Ipv4Header::from_slice(&f[14..]).ok()?;
+        if h.header_checksum != h.calc_header_checksum() {
+            return None;
+        }
+        if let Some(a) = &first {
+            let same = (a.source, a.destination, a.protocol, a.identification)
+                == (h.source, h.destination, h.protocol, h.identification);
+            if !same {
+                return None;
+            }
+        }
+        if h.fragment_offset.value() as usize * 8 != payload.len() {
+            return None;
+        }
+        payload.extend_from_slice(&rest[..h.payload_len().ok()? as usize]);
+        first.get_or_insert(h);
+    }
+    let mut h = first?;
+    h.fragment_offset = IpFragOffset::ZERO;
+    h.more_fragments = false;
+    h.set_payload_len(payload.len()).ok()?;
+    h.header_checksum = h.calc_header_checksum();
+    let mut out = frags[0][..14].to_vec();
+    out.extend_from_slice(&h.to_bytes());
+    out.extend_from_slice(&payload);
+    Some(out)
 }
 
 /// Realserver number `i` of the fixtures: weight 1, its MAC resolved on interface 1 (int0).

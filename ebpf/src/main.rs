@@ -5,8 +5,12 @@
 //! 1. (protocol, destination IP, destination port) is a virtual service → redirect;
 //! 2. (protocol, source IP, source port) is an LVS-NAT realserver and the destination is not
 //!    one of the director's own addresses → redirect (a reply to be SNATed);
-//! 3. anything else (ARP, LACP, ICMP, the director's own TCP services, sync multicast, ...)
-//!    → `XDP_PASS`.
+//! 3. an ICMP error quoting a packet that 1 or 2 would have matched in the other direction
+//!    (from a VIP:port, or to a NAT realserver's RIP:port) → redirect;
+//! 4. a non-first fragment of a datagram whose first fragment was redirected (the `FRAGS` LRU
+//!    map, filled here when a first fragment is redirected) → redirect;
+//! 5. anything else (ARP, LACP, echo requests, the director's own TCP services, sync multicast,
+//!    fragments of the kernel's own traffic, ...) → `XDP_PASS`.
 //!
 //! Redirects go to the XSKMAP entry of the frame's RX queue inside the interface's block;
 //! an empty entry falls back to `XDP_PASS` and is counted as a failed redirect.
@@ -16,12 +20,12 @@
 use aya_ebpf::{
     bindings::xdp_action,
     macros::{map, xdp},
-    maps::{HashMap, PerCpuArray, XskMap},
+    maps::{HashMap, LruHashMap, PerCpuArray, XskMap},
     programs::XdpContext,
 };
 use xlvs_common::{
-    AddrKey, COUNTERS, Counter, FAMILY_IPV4, IfaceSlot, L4Key, PROTO_TCP, PROTO_UDP, SteerValue,
-    XSK_SLOTS,
+    AddrKey, COUNTERS, Counter, FAMILY_IPV4, FRAGS_MAX, FragKey, IfaceSlot, L4Key, PROTO_ICMP,
+    PROTO_TCP, PROTO_UDP, SteerValue, XSK_SLOTS,
 };
 
 /// AF_XDP sockets, one per (interface slot, RX queue).
@@ -39,6 +43,10 @@ static REALS: HashMap<L4Key, SteerValue> = HashMap::with_max_entries(65536, 0);
 /// The director's own addresses: traffic from a realserver to these is the director's own.
 #[map(name = "LOCAL_ADDRS")]
 static LOCAL_ADDRS: HashMap<AddrKey, u32> = HashMap::with_max_entries(1024, 0);
+
+/// Datagrams whose first fragment was redirected: their other fragments follow it.
+#[map(name = "FRAGS")]
+static FRAGS: LruHashMap<FragKey, u32> = LruHashMap::with_max_entries(FRAGS_MAX, 0);
 
 /// ifindex → block in XSKS.
 #[map(name = "IFACES")]
@@ -73,12 +81,21 @@ fn count(c: Counter) {
     }
 }
 
-/// Pointer to `len` bytes at `off`, or None if that runs past `data_end`.
+/// Pointer to a `T` at `off`, or None if that runs past `data_end`.
+///
+/// At least two bytes must fit: for a one-byte check LLVM turns `p + 1 > end` into
+/// `p >= end`, after which the verifier grants no readable range to a pointer with a variable
+/// offset. Every byte this program reads is followed by more of its header.
 #[inline(always)]
 fn ptr_at<T>(ctx: &XdpContext, off: usize) -> Option<*const T> {
     let start = ctx.data();
     let end = ctx.data_end();
-    if start + off + core::mem::size_of::<T>() > end {
+    let need = if core::mem::size_of::<T>() < 2 {
+        2
+    } else {
+        core::mem::size_of::<T>()
+    };
+    if start + off + need > end {
         return None;
     }
     Some((start + off) as *const T)
@@ -126,55 +143,126 @@ fn try_steer(ctx: &XdpContext) -> Option<u32> {
     if ethertype != ETH_P_IP {
         return None;
     }
+    let ihl = ipv4_ihl(ctx, off)?;
+    let frag = read_be16(ctx, off + 6)?;
+    let proto = read_u8(ctx, off + 9)?;
+    let saddr = read_4(ctx, off + 12)?;
+    let daddr = read_4(ctx, off + 16)?;
+    let l4 = off + ihl;
+
+    if frag & 0x1fff != 0 {
+        // A non-first fragment: ours only if its first fragment was.
+        let key = frag_key(ctx, off, saddr, daddr, proto)?;
+        // Safety: plain lookup; the value is not kept past this call.
+        unsafe { FRAGS.get(&key) }?;
+        return Some(redirect(ctx));
+    }
+    if proto == PROTO_ICMP {
+        return if icmp_error_is_ours(ctx, l4, daddr)? {
+            Some(redirect(ctx))
+        } else {
+            None
+        };
+    }
+    if proto != PROTO_TCP && proto != PROTO_UDP {
+        return None;
+    }
+    let sport = read_raw16(ctx, l4)?;
+    let dport = read_raw16(ctx, l4 + 2)?;
+    if !(is_service(daddr, dport, proto) || is_nat_reply(saddr, sport, proto, daddr)) {
+        return None;
+    }
+    if frag & 0x2000 != 0 {
+        // A first fragment (MF set): let the rest of the datagram follow.
+        let key = frag_key(ctx, off, saddr, daddr, proto)?;
+        let _ = FRAGS.insert(&key, &0, 0);
+    }
+    Some(redirect(ctx))
+}
+
+/// Header length of the IPv4 header at `off`, if it is one (version 4, 20..=60 bytes; the
+/// verifier needs the constant upper bound).
+#[inline(always)]
+fn ipv4_ihl(ctx: &XdpContext, off: usize) -> Option<usize> {
     let vihl = read_u8(ctx, off)?;
     if vihl >> 4 != 4 {
         return None;
     }
     let ihl = ((vihl & 0x0f) as usize) * 4;
-    if ihl < 20 {
+    if !(20..=60).contains(&ihl) {
         return None;
     }
-    // Non-first fragments carry no L4 header: the kernel gets them (see ARCHITECTURE.md).
-    let frag = read_be16(ctx, off + 6)?;
-    if frag & 0x1fff != 0 {
-        return None;
-    }
-    let proto = read_u8(ctx, off + 9)?;
-    if proto != PROTO_TCP && proto != PROTO_UDP {
-        return None;
-    }
-    let saddr = read_4(ctx, off + 12)?;
-    let daddr = read_4(ctx, off + 16)?;
-    // The verifier needs a constant bound on the variable IHL.
-    if ihl > 60 {
-        return None;
-    }
-    let l4 = off + ihl;
-    let sport = read_raw16(ctx, l4)?;
-    let dport = read_raw16(ctx, l4 + 2)?;
+    Some(ihl)
+}
 
+#[inline(always)]
+fn frag_key(
+    ctx: &XdpContext,
+    off: usize,
+    saddr: [u8; 4],
+    daddr: [u8; 4],
+    proto: u8,
+) -> Option<FragKey> {
+    let mut key = FragKey {
+        ident: read_be16(ctx, off + 4)? as u32,
+        proto,
+        family: FAMILY_IPV4,
+        ..FragKey::default()
+    };
+    key.src[..4].copy_from_slice(&saddr);
+    key.dst[..4].copy_from_slice(&daddr);
+    Some(key)
+}
+
+/// (proto, VIP, vport) is a virtual service.
+#[inline(always)]
+fn is_service(addr: [u8; 4], port: u16, proto: u8) -> bool {
     let mut key = L4Key {
         addr: [0; 16],
-        port: dport,
+        port,
         proto,
         family: FAMILY_IPV4,
     };
-    key.addr[..4].copy_from_slice(&daddr);
+    key.addr[..4].copy_from_slice(&addr);
     // Safety: plain lookup; the value is not kept past this call.
-    let hit = unsafe { SERVICES.get(&key) }.is_some() || {
-        key.addr[..4].copy_from_slice(&saddr);
-        key.port = sport;
-        // Safety: as above.
-        unsafe { REALS.get(&key) }.is_some() && {
-            let local = AddrKey::v4(daddr);
-            // Safety: as above.
-            unsafe { LOCAL_ADDRS.get(&local) }.is_none()
-        }
+    unsafe { SERVICES.get(&key) }.is_some()
+}
+
+/// From an LVS-NAT realserver's RIP:rport to an address that is not the director's own.
+#[inline(always)]
+fn is_nat_reply(saddr: [u8; 4], sport: u16, proto: u8, daddr: [u8; 4]) -> bool {
+    let mut key = L4Key {
+        addr: [0; 16],
+        port: sport,
+        proto,
+        family: FAMILY_IPV4,
     };
-    if !hit {
-        return None;
+    key.addr[..4].copy_from_slice(&saddr);
+    // Safety: plain lookups; the values are not kept past this call.
+    unsafe { REALS.get(&key) }.is_some()
+        && unsafe { LOCAL_ADDRS.get(&AddrKey::v4(daddr)) }.is_none()
+}
+
+/// An ICMP error (destination unreachable, source quench, time exceeded, parameter problem)
+/// quoting a TCP/UDP packet that left a virtual service (VIP:vport → client) or went to an
+/// LVS-NAT realserver (client → RIP:rport, the error travelling to the client).
+#[inline(always)]
+fn icmp_error_is_ours(ctx: &XdpContext, l4: usize, daddr: [u8; 4]) -> Option<bool> {
+    let ty = read_u8(ctx, l4)?;
+    if !matches!(ty, 3 | 4 | 11 | 12) {
+        return Some(false);
     }
-    Some(redirect(ctx))
+    let inner = l4 + 8;
+    let ihl = ipv4_ihl(ctx, inner)?;
+    let proto = read_u8(ctx, inner + 9)?;
+    if proto != PROTO_TCP && proto != PROTO_UDP {
+        return Some(false);
+    }
+    let isrc = read_4(ctx, inner + 12)?;
+    let idst = read_4(ctx, inner + 16)?;
+    let sport = read_raw16(ctx, inner + ihl)?;
+    let dport = read_raw16(ctx, inner + ihl + 2)?;
+    Some(is_service(isrc, sport, proto) || is_nat_reply(idst, dport, proto, daddr))
 }
 
 #[inline(always)]

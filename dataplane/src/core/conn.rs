@@ -185,6 +185,33 @@ impl Drop for Template {
     }
 }
 
+/// The datagram a fragment belongs to: (source, destination, protocol, IP ID) (RFC 791).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct FragKey {
+    pub src: u32,
+    pub dst: u32,
+    pub ident: u16,
+    pub proto: u8,
+}
+
+impl FragKey {
+    pub fn new(src: u32, dst: u32, proto: u8, ident: u16) -> Self {
+        FragKey {
+            src,
+            dst,
+            ident,
+            proto,
+        }
+    }
+}
+
+/// How long the tuple of a forwarded first fragment is kept for its datagram's later
+/// fragments. Fragments of one datagram leave the sender back to back; the kernel's
+/// reassembly timeout (30 s) is for the receiver's buffer, not the path.
+pub const FRAG_LIFETIME: Duration = Duration::from_secs(5);
+/// Most datagrams whose fragments are tracked at once.
+pub const MAX_FRAGS: usize = 65536;
+
 /// A table entry: the connection itself, or the reply direction's pointer to it.
 #[derive(Debug)]
 pub enum Entry {
@@ -204,6 +231,9 @@ pub enum InsertError {
 pub struct ConnTable {
     map: DashMap<ConnKey, Entry, ahash::RandomState>,
     templates: DashMap<TemplateKey, Arc<Template>, ahash::RandomState>,
+    /// Fragmented datagrams in flight: the tuple their first fragment was forwarded under.
+    frags: DashMap<FragKey, (ConnKey, Instant), ahash::RandomState>,
+    n_frags: AtomicUsize,
     /// Connections plus templates, checked against `max`.
     conns: AtomicUsize,
     n_templates: AtomicUsize,
@@ -225,6 +255,8 @@ impl ConnTable {
         ConnTable {
             map: DashMap::with_hasher(ahash::RandomState::new()),
             templates: DashMap::with_hasher(ahash::RandomState::new()),
+            frags: DashMap::with_hasher(ahash::RandomState::new()),
+            n_frags: AtomicUsize::new(0),
             conns: AtomicUsize::new(0),
             n_templates: AtomicUsize::new(0),
             max,
@@ -293,6 +325,30 @@ impl ConnTable {
             }
         };
         Ok(Persisted::Template(d, t))
+    }
+
+    /// Remembers that the first fragment of datagram `fk` was forwarded as the connection
+    /// tuple `key`, so its other fragments follow it. Beyond [`MAX_FRAGS`] datagrams in flight
+    /// it is not remembered (their later fragments are dropped and counted).
+    pub fn track_fragments(&self, fk: FragKey, key: ConnKey, now: Instant) {
+        if self.n_frags.load(Ordering::Relaxed) >= MAX_FRAGS {
+            return;
+        }
+        if self.frags.insert(fk, (key, now)).is_none() {
+            self.n_frags.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// The connection tuple of the datagram a non-first fragment belongs to.
+    pub fn fragment(&self, fk: &FragKey, now: Instant) -> Option<ConnKey> {
+        let e = self.frags.get(fk)?;
+        let (key, at) = *e.value();
+        (now.since(at) < FRAG_LIFETIME).then_some(key)
+    }
+
+    /// Number of fragmented datagrams tracked.
+    pub fn fragments(&self) -> usize {
+        self.n_frags.load(Ordering::Relaxed)
     }
 
     /// Calls `f` on every persistence template.
@@ -389,6 +445,13 @@ impl ConnTable {
             .fetch_sub(gone_templates, Ordering::Relaxed);
         self.conns
             .fetch_sub(removed + gone_templates, Ordering::Relaxed);
+        let mut gone_frags = 0;
+        self.frags.retain(|_, (_, at)| {
+            let keep = now.since(*at) < FRAG_LIFETIME;
+            gone_frags += (!keep) as usize;
+            keep
+        });
+        self.n_frags.fetch_sub(gone_frags, Ordering::Relaxed);
         removed
     }
 

@@ -11,8 +11,8 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::wire::{Error as WireError, IpProtocol, checksum, ethernet, ipv4, tcp, udp};
-use conn::{Conn, ConnKey, ConnTable, Entry, Persisted, Template, TemplateKey};
+use crate::wire::{Error as WireError, IpProtocol, checksum, ethernet, icmpv4, ipv4, tcp, udp};
+use conn::{Conn, ConnKey, ConnTable, Entry, FragKey, Persisted, Template, TemplateKey};
 use sched::Source;
 use service::{Dest, Fwd, IfaceId, NextHop, Proto, Service, Snapshot, VsKey};
 use tcp_state::{Dir, TcpState};
@@ -57,13 +57,15 @@ pub enum DropReason {
     Malformed = 0,
     /// Not IPv4 (the XDP program should not have steered it).
     NotIpv4,
-    /// Not TCP or UDP.
+    /// Not TCP, UDP, or an ICMP error quoting TCP or UDP.
     NotTcpUdp,
-    /// A non-first IP fragment (the XDP program passes these to the kernel).
+    /// A non-first IP fragment whose first fragment was not forwarded in the last few seconds
+    /// (it came later, out of order, or never).
     Fragment,
     /// No connection and no virtual service for it (e.g. a service deleted meanwhile).
     NoService,
-    /// A TCP segment other than a SYN for a connection the table does not know.
+    /// A TCP segment other than a SYN, a fragment or an ICMP error for a connection the
+    /// table does not know.
     NoConn,
     /// The service has no realserver that can take a new connection.
     NoDest,
@@ -135,7 +137,9 @@ pub struct Core {
     pub stats: CoreStats,
 }
 
-/// Offsets and fields read from a frame once, before the lookup.
+/// Offsets and fields read from a frame once, before the lookup. `src`..`dport` are the
+/// tuple the connection table is searched with: the frame's own, or for an ICMP error the
+/// quoted packet's reversed (the direction the error travels in).
 struct Parsed {
     l3: usize,
     l4: usize,
@@ -146,6 +150,22 @@ struct Parsed {
     dport: u16,
     tcp_flags: u8,
     ttl: u8,
+    kind: Kind,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    /// A TCP or UDP packet, or the first fragment of one (`first_frag`; `ident` is its IP ID).
+    Plain { first_frag: bool, ident: u16 },
+    /// A non-first fragment: no L4 header; its ports come from the fragment table.
+    Fragment { ident: u16 },
+    /// An ICMP error quoting a TCP/UDP packet; offsets of the quoted IP and L4 headers and the
+    /// end of the quote.
+    IcmpError {
+        inner_l3: usize,
+        inner_l4: usize,
+        end: usize,
+    },
 }
 
 /// What the rewrite needs, copied out of the table so no lock is held while writing the frame.
@@ -205,7 +225,16 @@ impl Core {
         frame: &mut [u8],
         rx_iface: IfaceId,
     ) -> Result<IfaceId, DropReason> {
-        let p = parse(frame)?;
+        let mut p = parse(frame)?;
+        if let Kind::Fragment { ident } = p.kind {
+            // The first fragment left the tuple it was forwarded under.
+            let first = self
+                .table
+                .fragment(&FragKey::new(p.src, p.dst, p.proto.number(), ident), now)
+                .ok_or(DropReason::Fragment)?;
+            p.sport = first.sport;
+            p.dport = first.dport;
+        }
         let key = ConnKey {
             src: p.src,
             dst: p.dst,
@@ -215,9 +244,24 @@ impl Core {
         };
         let action = match self.lookup(now, snap, &key, &p)? {
             Some(a) => a,
-            None => self.new_conn(now, snap, frame, &p, rx_iface)?,
+            None if matches!(p.kind, Kind::Plain { .. }) => {
+                self.new_conn(now, snap, frame, &p, rx_iface)?
+            }
+            // ICMP errors and fragments only follow existing connections (IPVS looks an ICMP
+            // error's quoted packet up with `ip_vs_conn_in_get`/`out_get` and never schedules
+            // for it).
+            None => return Err(DropReason::NoConn),
         };
-        rewrite(snap, frame, &p, action)
+        let out = rewrite(snap, frame, &p, action)?;
+        if let Kind::Plain {
+            first_frag: true,
+            ident,
+        } = p.kind
+        {
+            let fk = FragKey::new(key.src, key.dst, key.proto, ident);
+            self.table.track_fragments(fk, key, now);
+        }
+        Ok(out)
     }
 
     /// The action for a known connection, updating its state; None if the table has none.
@@ -271,7 +315,9 @@ impl Core {
                 let Entry::In(c) = e.value_mut() else {
                     return Err(DropReason::NoConn);
                 };
-                c.no_output = false;
+                if matches!(p.kind, Kind::Plain { .. }) {
+                    c.no_output = false;
+                }
                 touch(c, now, snap, Dir::Output, p);
                 Ok(Some(Action::ToClient {
                     vaddr: c.vaddr.to_bits(),
@@ -411,8 +457,18 @@ fn reusable(c: &Conn) -> bool {
 }
 
 /// Records a packet on a bound connection: TCP state transition (moving the realserver's
-/// active/inactive counters) and the idle timeout of the resulting state.
+/// active/inactive counters) and the idle timeout of the resulting state. Fragments refresh
+/// the idle time only (their flags are not known); ICMP errors change nothing (IPVS leaves the
+/// state to the connection's own segments).
 fn touch(c: &mut Conn, now: Instant, snap: &Snapshot, dir: Dir, p: &Parsed) {
+    match p.kind {
+        Kind::Plain { .. } => {}
+        Kind::Fragment { .. } => {
+            c.last_seen = now;
+            return;
+        }
+        Kind::IcmpError { .. } => return,
+    }
     c.last_seen = now;
     match c.proto {
         Proto::Tcp => {
@@ -430,36 +486,95 @@ fn parse(frame: &[u8]) -> Result<Parsed, DropReason> {
     }
     let l3 = eth.payload_offset();
     let ip = ipv4::Packet::new_checked(&frame[l3..])?;
-    if ip.frag_offset() != 0 {
-        return Err(DropReason::Fragment);
-    }
     let l4 = l3 + ip.header_len();
-    let l4_buf = &frame[l4..l3 + ip.total_len()];
-    let (proto, sport, dport, tcp_flags) = match ip.protocol() {
-        IpProtocol::Tcp => {
-            let t = tcp::Packet::new_checked(l4_buf)?;
-            (Proto::Tcp, t.src_port(), t.dst_port(), t.flags())
-        }
-        IpProtocol::Udp => {
-            // A first fragment holds only part of the datagram: check the header only.
-            if l4_buf.len() < udp::HEADER_LEN {
-                return Err(DropReason::Malformed);
-            }
-            let u = udp::Packet::new_unchecked(l4_buf);
-            (Proto::Udp, u.src_port(), u.dst_port(), 0)
+    let end = l3 + ip.total_len();
+    let proto = match ip.protocol() {
+        IpProtocol::Tcp => Proto::Tcp,
+        IpProtocol::Udp => Proto::Udp,
+        IpProtocol::Icmp if ip.frag_offset() == 0 => {
+            return parse_icmp(frame, l3, l4, end, ip.ttl());
         }
         _ => return Err(DropReason::NotTcpUdp),
     };
-    Ok(Parsed {
+    let mut p = Parsed {
         l3,
         l4,
         proto,
         src: ip.src(),
         dst: ip.dst(),
-        sport,
-        dport,
-        tcp_flags,
+        sport: 0,
+        dport: 0,
+        tcp_flags: 0,
         ttl: ip.ttl(),
+        kind: Kind::Fragment { ident: ip.ident() },
+    };
+    if ip.frag_offset() != 0 {
+        return Ok(p);
+    }
+    p.kind = Kind::Plain {
+        first_frag: ip.more_frags(),
+        ident: ip.ident(),
+    };
+    let l4_buf = &frame[l4..end];
+    match proto {
+        Proto::Tcp => {
+            let t = tcp::Packet::new_checked(l4_buf)?;
+            (p.sport, p.dport, p.tcp_flags) = (t.src_port(), t.dst_port(), t.flags());
+        }
+        Proto::Udp => {
+            // A first fragment holds only part of the datagram: check the header only.
+            if l4_buf.len() < udp::HEADER_LEN {
+                return Err(DropReason::Malformed);
+            }
+            let u = udp::Packet::new_unchecked(l4_buf);
+            (p.sport, p.dport) = (u.src_port(), u.dst_port());
+        }
+    }
+    Ok(p)
+}
+
+/// An ICMP error quoting a TCP or UDP packet (IPVS `ip_vs_in_icmp`/`ip_vs_out_icmp`); the
+/// lookup tuple is the quoted packet's reversed. Other ICMP (echo, ...) is not ours: the XDP
+/// program passes it to the kernel.
+fn parse_icmp(
+    frame: &[u8],
+    l3: usize,
+    l4: usize,
+    end: usize,
+    ttl: u8,
+) -> Result<Parsed, DropReason> {
+    let icmp = icmpv4::Packet::new_checked(&frame[l4..end])?;
+    if !icmpv4::is_error(icmp.msg_type()) {
+        return Err(DropReason::NotTcpUdp);
+    }
+    let inner_l3 = l4 + icmpv4::HEADER_LEN;
+    let inner = ipv4::Packet::new_header_checked(&frame[inner_l3..end])?;
+    let inner_l4 = inner_l3 + inner.header_len();
+    let proto = match inner.protocol() {
+        IpProtocol::Tcp => Proto::Tcp,
+        IpProtocol::Udp => Proto::Udp,
+        _ => return Err(DropReason::NotTcpUdp),
+    };
+    // The quote must start at the transport header and hold both ports (RFC 792: 8 bytes).
+    if inner.frag_offset() != 0 || end < inner_l4 + 4 {
+        return Err(DropReason::Malformed);
+    }
+    let ports = &frame[inner_l4..inner_l4 + 4];
+    Ok(Parsed {
+        l3,
+        l4,
+        proto,
+        src: inner.dst(),
+        dst: inner.src(),
+        sport: u16::from_be_bytes([ports[2], ports[3]]),
+        dport: u16::from_be_bytes([ports[0], ports[1]]),
+        tcp_flags: 0,
+        ttl,
+        kind: Kind::IcmpError {
+            inner_l3,
+            inner_l4,
+            end,
+        },
     })
 }
 
@@ -484,12 +599,8 @@ fn rewrite(
             daddr,
             dport,
             ..
-        } => {
-            nat(frame, p, NatField::Dst, daddr, dport)?;
-        }
-        Action::ToClient { vaddr, vport, .. } => {
-            nat(frame, p, NatField::Src, vaddr, vport)?;
-        }
+        } => nat(frame, p, NatField::Dst, daddr, dport)?,
+        Action::ToClient { vaddr, vport, .. } => nat(frame, p, NatField::Src, vaddr, vport)?,
     }
     let mut eth = ethernet::Frame::new_unchecked(&mut *frame);
     eth.set_dst(hop.mac);
@@ -522,8 +633,22 @@ enum NatField {
     Dst,
 }
 
-/// Rewrites the source or destination address and port, decrements the TTL, and updates the IP
-/// and L4 checksums incrementally (RFC 1624).
+impl NatField {
+    fn other(self) -> NatField {
+        match self {
+            NatField::Src => NatField::Dst,
+            NatField::Dst => NatField::Src,
+        }
+    }
+}
+
+/// LVS-NAT rewrite of the source or destination to `addr:port`, with the TTL decremented and
+/// every checksum updated incrementally (RFC 1624):
+/// - a packet or first fragment: IP header, and port and L4 checksum;
+/// - a non-first fragment: IP header only (the first fragment's L4 checksum already accounts
+///   for the whole datagram);
+/// - an ICMP error (IPVS `ip_vs_nat_icmp`): the outer address, the quoted packet's opposite
+///   address and port with its IP and L4 checksums, then the ICMP checksum over the message.
 fn nat(
     frame: &mut [u8],
     p: &Parsed,
@@ -531,60 +656,96 @@ fn nat(
     addr: u32,
     port: u16,
 ) -> Result<(), DropReason> {
-    let (old_addr, old_port) = match which {
-        NatField::Src => (p.src, p.sport),
-        NatField::Dst => (p.dst, p.dport),
-    };
-    {
-        let mut ip = ipv4::Packet::new_unchecked(&mut frame[p.l3..]);
-        let ttl = ip.ttl();
-        if ttl <= 1 {
-            return Err(DropReason::TtlExceeded);
+    let old_addr = set_ip_addr(&mut frame[p.l3..], which, addr, true)?;
+    match p.kind {
+        Kind::Plain { .. } => {
+            let old_port = match which {
+                NatField::Src => p.sport,
+                NatField::Dst => p.dport,
+            };
+            set_l4_port(
+                &mut frame[p.l4..],
+                p.proto,
+                which,
+                (old_addr, addr),
+                (old_port, port),
+            );
         }
-        let mut c = ip.checksum();
-        let proto = u8::from(ip.protocol()) as u16;
-        c = checksum::update16(
-            c,
-            (ttl as u16) << 8 | proto,
-            ((ttl - 1) as u16) << 8 | proto,
-        );
-        c = checksum::update32(c, old_addr, addr);
-        ip.set_ttl(ttl - 1);
-        match which {
-            NatField::Src => ip.set_src(addr),
-            NatField::Dst => ip.set_dst(addr),
-        }
-        ip.set_checksum(c);
-    }
-    let l4 = &mut frame[p.l4..];
-    match p.proto {
-        Proto::Tcp => {
-            let mut t = tcp::Packet::new_unchecked(l4);
-            let mut c = t.checksum();
-            c = checksum::update32(c, old_addr, addr);
-            c = checksum::update16(c, old_port, port);
-            match which {
-                NatField::Src => t.set_src_port(port),
-                NatField::Dst => t.set_dst_port(port),
-            }
-            t.set_checksum(c);
-        }
-        Proto::Udp => {
-            let mut u = udp::Packet::new_unchecked(l4);
-            let old = u.checksum();
-            match which {
-                NatField::Src => u.set_src_port(port),
-                NatField::Dst => u.set_dst_port(port),
-            }
-            // Zero means "no checksum" in UDP over IPv4: leave it so.
-            if old != 0 {
-                let mut c = checksum::update32(old, old_addr, addr);
-                c = checksum::update16(c, old_port, port);
-                u.set_checksum(if c == 0 { 0xffff } else { c });
-            }
+        Kind::Fragment { .. } => {}
+        Kind::IcmpError {
+            inner_l3,
+            inner_l4,
+            end,
+        } => {
+            let inner = which.other();
+            let old_inner = set_ip_addr(&mut frame[inner_l3..end], inner, addr, false)?;
+            let l4 = &mut frame[inner_l4..end];
+            let at = if inner == NatField::Src { 0 } else { 2 };
+            let old_port = u16::from_be_bytes([l4[at], l4[at + 1]]);
+            set_l4_port(l4, p.proto, inner, (old_inner, addr), (old_port, port));
+            icmpv4::Packet::new_unchecked(&mut frame[p.l4..end]).fill_checksum();
         }
     }
     Ok(())
+}
+
+/// Sets an IPv4 header's source or destination address (decrementing the TTL if `ttl`), with
+/// an incremental header checksum update; returns the old address.
+fn set_ip_addr(buf: &mut [u8], which: NatField, addr: u32, ttl: bool) -> Result<u32, DropReason> {
+    let mut ip = ipv4::Packet::new_unchecked(buf);
+    let old = match which {
+        NatField::Src => ip.src(),
+        NatField::Dst => ip.dst(),
+    };
+    let mut c = ip.checksum();
+    if ttl {
+        let t = ip.ttl();
+        if t <= 1 {
+            return Err(DropReason::TtlExceeded);
+        }
+        let proto = u8::from(ip.protocol()) as u16;
+        c = checksum::update16(c, (t as u16) << 8 | proto, ((t - 1) as u16) << 8 | proto);
+        ip.set_ttl(t - 1);
+    }
+    c = checksum::update32(c, old, addr);
+    match which {
+        NatField::Src => ip.set_src(addr),
+        NatField::Dst => ip.set_dst(addr),
+    }
+    ip.set_checksum(c);
+    Ok(old)
+}
+
+/// Sets a TCP or UDP header's source or destination port and updates its checksum for the
+/// port and the pseudo-header address change. `l4` may be a quote cut short: a checksum that
+/// lies beyond its end is left alone.
+fn set_l4_port(
+    l4: &mut [u8],
+    proto: Proto,
+    which: NatField,
+    (old_addr, addr): (u32, u32),
+    (old_port, port): (u16, u16),
+) {
+    let at = if which == NatField::Src { 0 } else { 2 };
+    l4[at..at + 2].copy_from_slice(&port.to_be_bytes());
+    let ck = match proto {
+        Proto::Tcp => tcp::CHECKSUM_OFFSET,
+        Proto::Udp => udp::CHECKSUM_OFFSET,
+    };
+    if l4.len() < ck + 2 {
+        return;
+    }
+    let old = u16::from_be_bytes([l4[ck], l4[ck + 1]]);
+    // Zero means "no checksum" in UDP over IPv4: leave it so.
+    if proto == Proto::Udp && old == 0 {
+        return;
+    }
+    let mut c = checksum::update32(old, old_addr, addr);
+    c = checksum::update16(c, old_port, port);
+    if proto == Proto::Udp && c == 0 {
+        c = 0xffff;
+    }
+    l4[ck..ck + 2].copy_from_slice(&c.to_be_bytes());
 }
 
 #[cfg(test)]

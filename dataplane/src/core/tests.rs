@@ -605,6 +605,204 @@ fn timeouts_follow_the_state_with_an_injected_clock() {
     assert_eq!(c.table().expire(t(300)), 1);
 }
 
+/// A NAT connection CIP:cport → VIP:80 → RIP:8080 set up by a SYN: (the client's SYN as
+/// sent, the DNATed SYN as the realserver gets it, the realserver's SYN-ACK as sent, and as the
+/// client gets it).
+fn nat_conn(c: &mut Core, snap: &Snapshot, cport: u16) -> [Vec<u8>; 4] {
+    let syn = tcp_frame(
+        CLIENT_MAC,
+        EXT_MAC,
+        (CIP, cport),
+        (VIP, 80),
+        SYN,
+        64,
+        b"hello",
+    );
+    let mut dnat = syn.clone();
+    assert_eq!(c.process(t(1), snap, &mut dnat, 0), Verdict::Tx(1));
+    let rip = tuple(&dnat).2;
+    let sa = tcp_frame(
+        rs_mac(0),
+        INT_MAC,
+        (rip, 8080),
+        (CIP, cport),
+        SYN | ACK,
+        64,
+        b"world",
+    );
+    let mut snat = sa.clone();
+    assert_eq!(c.process(t(1), snap, &mut snat, 1), Verdict::Tx(0));
+    [syn, dnat, sa, snat]
+}
+
+#[test]
+fn icmp_error_from_inside_goes_to_the_client_about_the_vip() {
+    let mut c = core();
+    let snap = nat_snap("rr");
+    let [syn, dnat, _, _] = nat_conn(&mut c, &snap, 41_000);
+    let router = Ipv4Addr::new(10, 10, 0, 254);
+    // A router between director and realserver: "fragmentation needed" to the client, quoting
+    // the packet as the director sent it (CIP → RIP:8080).
+    let mut e = icmp_error(rs_mac(0), INT_MAC, router, CIP, Some(1400), &dnat[14..]);
+    assert_eq!(c.process(t(2), &snap, &mut e, 1), Verdict::Tx(0));
+    assert_eq!(&e[..6], &CLIENT_MAC);
+    let (src, dst, quoted) = icmp_parts(&e).expect("outer and ICMP checksums");
+    // IPVS ip_vs_nat_icmp: the outer source and the quoted destination become the VIP.
+    assert_eq!((src, dst), (VIP, CIP));
+    // The quote is the client's own packet again (as it left the director: TTL 63), every
+    // checksum in it right.
+    assert_eq!(quoted, with_ttl(&syn[14..], 63));
+}
+
+#[test]
+fn icmp_error_from_outside_goes_to_the_realserver_about_its_reply() {
+    let mut c = core();
+    let snap = nat_snap("rr");
+    let [_, dnat, sa, snat] = nat_conn(&mut c, &snap, 41_001);
+    let rip = tuple(&dnat).2;
+    let router = Ipv4Addr::new(192, 0, 2, 254);
+    let mut e = icmp_error(CLIENT_MAC, EXT_MAC, router, VIP, None, &snat[14..]);
+    assert_eq!(c.process(t(2), &snap, &mut e, 0), Verdict::Tx(1));
+    let (src, dst, quoted) = icmp_parts(&e).expect("outer and ICMP checksums");
+    assert_eq!((src, dst), (router, rip));
+    assert_eq!(quoted, with_ttl(&sa[14..], 63));
+}
+
+#[test]
+fn icmp_error_with_a_short_quote_rewrites_what_is_there() {
+    let mut c = core();
+    let snap = nat_snap("rr");
+    let [_, dnat, _, _] = nat_conn(&mut c, &snap, 41_002);
+    // RFC 792's minimum: the IP header and 8 bytes (ports and sequence number, no checksum).
+    let short = &dnat[14..14 + 20 + 8];
+    let mut e = icmp_error(
+        rs_mac(0),
+        INT_MAC,
+        Ipv4Addr::new(10, 10, 0, 254),
+        CIP,
+        None,
+        short,
+    );
+    assert_eq!(c.process(t(2), &snap, &mut e, 1), Verdict::Tx(0));
+    let (_, _, quoted) = icmp_parts(&e).expect("checksums");
+    let h = etherparse::Ipv4Header::from_slice(&quoted).unwrap().0;
+    assert_eq!(h.header_checksum, h.calc_header_checksum());
+    assert_eq!(Ipv4Addr::from(h.destination), VIP);
+    assert_eq!(&quoted[22..24], &80u16.to_be_bytes());
+}
+
+#[test]
+fn icmp_error_on_dr_goes_to_the_realserver_unchanged() {
+    let mut c = core();
+    let snap = snapshot(Proto::Tcp, (VIP, 80), &[(RIP1, 80)], Fwd::Route, "rr");
+    let mut syn = tcp_frame(CLIENT_MAC, EXT_MAC, (CIP, 41_003), (VIP, 80), SYN, 64, b"");
+    c.process(t(1), &snap, &mut syn, 0);
+    // The realserver answered from the VIP directly; a router on the way back complains.
+    let reply = tcp_frame(
+        rs_mac(0),
+        CLIENT_MAC,
+        (VIP, 80),
+        (CIP, 41_003),
+        SYN | ACK,
+        63,
+        b"",
+    );
+    let e0 = icmp_error(
+        CLIENT_MAC,
+        EXT_MAC,
+        Ipv4Addr::new(192, 0, 2, 254),
+        VIP,
+        Some(1280),
+        &reply[14..],
+    );
+    let mut e = e0.clone();
+    assert_eq!(c.process(t(2), &snap, &mut e, 0), Verdict::Tx(1));
+    assert_eq!(&e[..6], &rs_mac(0));
+    assert_eq!(icmp_parts(&e).unwrap().2, reply[14..]);
+    assert_eq!(e[14 + 8], e0[14 + 8] - 1, "outer TTL decremented");
+}
+
+#[test]
+fn icmp_about_unknown_flows_and_echo_are_not_forwarded() {
+    let mut c = core();
+    let snap = nat_snap("rr");
+    let stray = tcp_frame(CLIENT_MAC, EXT_MAC, (CIP, 9), (RIP1, 8080), SYN, 64, b"");
+    let mut e = icmp_error(rs_mac(0), INT_MAC, RIP1, CIP, None, &stray[14..]);
+    assert_eq!(
+        c.process(t(1), &snap, &mut e, 1),
+        Verdict::Drop(DropReason::NoConn)
+    );
+    let b = etherparse::PacketBuilder::ethernet2(CLIENT_MAC, EXT_MAC)
+        .ipv4(CIP.octets(), VIP.octets(), 64)
+        .icmpv4_echo_request(1, 1);
+    let mut ping = Vec::new();
+    b.write(&mut ping, b"ping").unwrap();
+    assert_eq!(
+        c.process(t(1), &snap, &mut ping, 0),
+        Verdict::Drop(DropReason::NotTcpUdp)
+    );
+    assert_eq!(c.table().len(), 0);
+}
+
+#[test]
+fn fragments_follow_their_first_fragment_both_ways() {
+    let mut c = core();
+    let snap = snapshot(Proto::Udp, (VIP, 53), &[(RIP1, 5353)], Fwd::Masq, "rr");
+    let payload: Vec<u8> = (0..3000u32).map(|i| (i * 7) as u8).collect();
+    let q = udp_frame(CLIENT_MAC, EXT_MAC, (CIP, 40_053), (VIP, 53), &payload);
+    let mut frags = fragments(&q, 1480);
+    assert_eq!(frags.len(), 3);
+    for f in frags.iter_mut() {
+        assert_eq!(c.process(t(1), &snap, f, 0), Verdict::Tx(1));
+        assert_eq!(&f[..6], &rs_mac(0));
+    }
+    let whole = reassemble(&frags).expect("consistent fragments");
+    assert_eq!(tuple(&whole), (CIP, 40_053, RIP1, 5353, 63));
+    assert!(checksums_ok(&whole), "UDP checksum over the whole datagram");
+    // The realserver's fragmented answer goes back as from the VIP.
+    let r = udp_frame(
+        rs_mac(0),
+        INT_MAC,
+        (RIP1, 5353),
+        (CIP, 40_053),
+        &payload[..2000],
+    );
+    let mut frags = fragments(&r, 1000);
+    for f in frags.iter_mut() {
+        assert_eq!(c.process(t(1), &snap, f, 1), Verdict::Tx(0));
+    }
+    let whole = reassemble(&frags).expect("consistent fragments");
+    assert_eq!(tuple(&whole), (VIP, 53, CIP, 40_053, 63));
+    assert!(checksums_ok(&whole));
+}
+
+#[test]
+fn fragments_without_their_first_are_dropped_and_counted() {
+    let mut c = core();
+    let snap = snapshot(Proto::Udp, (VIP, 53), &[(RIP1, 53)], Fwd::Masq, "rr");
+    let q = udp_frame(CLIENT_MAC, EXT_MAC, (CIP, 40_054), (VIP, 53), &[1u8; 2000]);
+    let mut frags = fragments(&q, 1480);
+    // Out of order: the second before the first.
+    assert_eq!(
+        c.process(t(1), &snap, &mut frags[1].clone(), 0),
+        Verdict::Drop(DropReason::Fragment)
+    );
+    assert_eq!(c.process(t(1), &snap, &mut frags[0], 0), Verdict::Tx(1));
+    assert_eq!(
+        c.process(t(1), &snap, &mut frags[1].clone(), 0),
+        Verdict::Tx(1)
+    );
+    // Long after the first fragment: forgotten.
+    let late = t(1) + conn::FRAG_LIFETIME;
+    assert_eq!(
+        c.process(late, &snap, &mut frags[1], 0),
+        Verdict::Drop(DropReason::Fragment)
+    );
+    c.table().expire(late);
+    assert_eq!(c.table().fragments(), 0);
+    assert_eq!(c.stats.drops[DropReason::Fragment as usize], 2);
+}
+
 fn arb_ip() -> impl Strategy<Value = Ipv4Addr> {
     any::<u32>().prop_map(Ipv4Addr::from)
 }

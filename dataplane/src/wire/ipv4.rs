@@ -7,6 +7,7 @@ pub const MIN_HEADER_LEN: usize = 20;
 mod field {
     pub const VER_IHL: usize = 0;
     pub const TOTAL_LEN: usize = 2;
+    pub const IDENT: usize = 4;
     pub const FLAGS_FRAG: usize = 6;
     pub const TTL: usize = 8;
     pub const PROTOCOL: usize = 9;
@@ -45,6 +46,31 @@ impl<T: AsRef<[u8]>> Packet<T> {
 
     pub fn new_unchecked(buf: T) -> Self {
         Packet { buf }
+    }
+
+    /// Wraps a header that may be followed by less than its total length: the packet quoted
+    /// inside an ICMP error. Checks version 4 and that the header itself fits.
+    pub fn new_header_checked(buf: T) -> Result<Self, Error> {
+        let b = buf.as_ref();
+        if b.len() < MIN_HEADER_LEN {
+            return Err(Error::Truncated);
+        }
+        if b[field::VER_IHL] >> 4 != 4 {
+            return Err(Error::Malformed);
+        }
+        let hl = ((b[field::VER_IHL] & 0x0f) as usize) * 4;
+        if hl < MIN_HEADER_LEN {
+            return Err(Error::Malformed);
+        }
+        if b.len() < hl {
+            return Err(Error::Truncated);
+        }
+        Ok(Packet { buf })
+    }
+
+    /// The identification field (fragments of one datagram share it).
+    pub fn ident(&self) -> u16 {
+        be16(self.buf.as_ref(), field::IDENT)
     }
 
     pub fn header_len(&self) -> usize {

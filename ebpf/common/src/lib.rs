@@ -15,6 +15,11 @@ pub const MAP_REALS: &str = "REALS";
 pub const MAP_LOCAL_ADDRS: &str = "LOCAL_ADDRS";
 /// Name of the hash map from ifindex to [`IfaceSlot`].
 pub const MAP_IFACES: &str = "IFACES";
+/// Name of the LRU hash of fragmented datagrams whose first fragment was steered:
+/// [`FragKey`] → `u32` (unused value). The XDP program fills and reads it alone.
+pub const MAP_FRAGS: &str = "FRAGS";
+/// Size of [`MAP_FRAGS`].
+pub const FRAGS_MAX: u32 = 65536;
 /// Name of the per-CPU array of `u64` counters, indexed by [`Counter`].
 pub const MAP_COUNTERS: &str = "COUNTERS";
 /// Name of the XDP program inside the object file.
@@ -37,6 +42,8 @@ pub const FAMILY_IPV6: u8 = 6;
 
 /// IP protocol numbers used in keys.
 pub const PROTO_TCP: u8 = 6;
+/// ICMP protocol number.
+pub const PROTO_ICMP: u8 = 1;
 /// UDP protocol number.
 pub const PROTO_UDP: u8 = 17;
 
@@ -96,6 +103,20 @@ impl AddrKey {
     }
 }
 
+/// Key of [`MAP_FRAGS`]: the datagram a fragment belongs to (RFC 791: source, destination,
+/// protocol, identification). IPv4 addresses in the first four bytes.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub struct FragKey {
+    pub src: [u8; 16],
+    pub dst: [u8; 16],
+    /// Identification, as on the wire (IPv4: 16 bits, zero-extended).
+    pub ident: u32,
+    pub proto: u8,
+    pub family: u8,
+    pub _pad: [u8; 2],
+}
+
 /// Value of [`MAP_SERVICES`] and [`MAP_REALS`]. Reserved for per-entry flags.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -139,4 +160,6 @@ mod user {
     unsafe impl aya::Pod for super::SteerValue {}
     // Safety: as above.
     unsafe impl aya::Pod for super::IfaceSlot {}
+    // Safety: as above.
+    unsafe impl aya::Pod for super::FragKey {}
 }
