@@ -177,7 +177,7 @@ pub fn with_ttl(ip_packet: &[u8], ttl: u8) -> Vec<u8> {
 /// Splits an Ethernet + IPv4 frame into fragments of at most `chunk` payload bytes (a
 /// multiple of 8), as a router would.
 pub fn fragments(frame: &[u8], chunk: usize) -> Vec<Vec<u8>> {
-    assert!(chunk % 8 == 0);
+    assert!(chunk.is_multiple_of(8));
     let (h, payload) = Ipv4Header::from_slice(&frame[14..]).expect("ipv4 header");
     let payload = &payload[..h.payload_len().expect("payload len") as usize];
     payload
