@@ -330,6 +330,8 @@ impl ConnTable {
     /// Remembers that the first fragment of datagram `fk` was forwarded as the connection
     /// tuple `key`, so its other fragments follow it. Beyond [`MAX_FRAGS`] datagrams in flight
     /// it is not remembered (their later fragments are dropped and counted).
+    #[cold]
+    #[inline(never)]
     pub fn track_fragments(&self, fk: FragKey, key: ConnKey, now: Instant) {
         if self.n_frags.load(Ordering::Relaxed) >= MAX_FRAGS {
             return;

@@ -141,8 +141,10 @@ pub struct Core {
 /// tuple the connection table is searched with: the frame's own, or for an ICMP error the
 /// quoted packet's reversed (the direction the error travels in).
 struct Parsed {
-    l3: usize,
-    l4: usize,
+    // Offsets fit in u16 (frames are at most one UMEM frame): a small `Parsed` travels in
+    // registers.
+    l3: u16,
+    l4: u16,
     proto: Proto,
     src: u32,
     dst: u32,
@@ -162,9 +164,9 @@ enum Kind {
     /// An ICMP error quoting a TCP/UDP packet; offsets of the quoted IP and L4 headers and the
     /// end of the quote.
     IcmpError {
-        inner_l3: usize,
-        inner_l4: usize,
-        end: usize,
+        inner_l3: u16,
+        inner_l4: u16,
+        end: u16,
     },
 }
 
@@ -227,13 +229,7 @@ impl Core {
     ) -> Result<IfaceId, DropReason> {
         let mut p = parse(frame)?;
         if let Kind::Fragment { ident } = p.kind {
-            // The first fragment left the tuple it was forwarded under.
-            let first = self
-                .table
-                .fragment(&FragKey::new(p.src, p.dst, p.proto.number(), ident), now)
-                .ok_or(DropReason::Fragment)?;
-            p.sport = first.sport;
-            p.dport = first.dport;
+            self.fragment_ports(&mut p, ident, now)?;
         }
         let key = ConnKey {
             src: p.src,
@@ -262,6 +258,19 @@ impl Core {
             self.table.track_fragments(fk, key, now);
         }
         Ok(out)
+    }
+
+    /// A non-first fragment takes the ports its first fragment was forwarded with.
+    #[cold]
+    #[inline(never)]
+    fn fragment_ports(&self, p: &mut Parsed, ident: u16, now: Instant) -> Result<(), DropReason> {
+        let first = self
+            .table
+            .fragment(&FragKey::new(p.src, p.dst, p.proto.number(), ident), now)
+            .ok_or(DropReason::Fragment)?;
+        p.sport = first.sport;
+        p.dport = first.dport;
+        Ok(())
     }
 
     /// The action for a known connection, updating its state; None if the table has none.
@@ -497,8 +506,8 @@ fn parse(frame: &[u8]) -> Result<Parsed, DropReason> {
         _ => return Err(DropReason::NotTcpUdp),
     };
     let mut p = Parsed {
-        l3,
-        l4,
+        l3: l3 as u16,
+        l4: l4 as u16,
         proto,
         src: ip.src(),
         dst: ip.dst(),
@@ -533,6 +542,8 @@ fn parse(frame: &[u8]) -> Result<Parsed, DropReason> {
     Ok(p)
 }
 
+#[cold]
+#[inline(never)]
 /// An ICMP error quoting a TCP or UDP packet (IPVS `ip_vs_in_icmp`/`ip_vs_out_icmp`); the
 /// lookup tuple is the quoted packet's reversed. Other ICMP (echo, ...) is not ours: the XDP
 /// program passes it to the kernel.
@@ -561,8 +572,8 @@ fn parse_icmp(
     }
     let ports = &frame[inner_l4..inner_l4 + 4];
     Ok(Parsed {
-        l3,
-        l4,
+        l3: l3 as u16,
+        l4: l4 as u16,
         proto,
         src: inner.dst(),
         dst: inner.src(),
@@ -571,9 +582,9 @@ fn parse_icmp(
         tcp_flags: 0,
         ttl,
         kind: Kind::IcmpError {
-            inner_l3,
-            inner_l4,
-            end,
+            inner_l3: inner_l3 as u16,
+            inner_l4: inner_l4 as u16,
+            end: end as u16,
         },
     })
 }
@@ -611,7 +622,7 @@ fn rewrite(
 /// Decrements the TTL with an incremental IP checksum update (LVS-DR: the L4 header is
 /// untouched).
 fn dec_ttl(frame: &mut [u8], p: &Parsed) -> Result<(), DropReason> {
-    let mut ip = ipv4::Packet::new_unchecked(&mut frame[p.l3..]);
+    let mut ip = ipv4::Packet::new_unchecked(&mut frame[p.l3 as usize..]);
     let ttl = ip.ttl();
     if ttl <= 1 {
         return Err(DropReason::TtlExceeded);
@@ -656,7 +667,7 @@ fn nat(
     addr: u32,
     port: u16,
 ) -> Result<(), DropReason> {
-    let old_addr = set_ip_addr(&mut frame[p.l3..], which, addr, true)?;
+    let old_addr = set_ip_addr(&mut frame[p.l3 as usize..], which, addr, true)?;
     match p.kind {
         Kind::Plain { .. } => {
             let old_port = match which {
@@ -664,7 +675,7 @@ fn nat(
                 NatField::Dst => p.dport,
             };
             set_l4_port(
-                &mut frame[p.l4..],
+                &mut frame[p.l4 as usize..],
                 p.proto,
                 which,
                 (old_addr, addr),
@@ -678,12 +689,13 @@ fn nat(
             end,
         } => {
             let inner = which.other();
+            let (inner_l3, inner_l4, end) = (inner_l3 as usize, inner_l4 as usize, end as usize);
             let old_inner = set_ip_addr(&mut frame[inner_l3..end], inner, addr, false)?;
             let l4 = &mut frame[inner_l4..end];
             let at = if inner == NatField::Src { 0 } else { 2 };
             let old_port = u16::from_be_bytes([l4[at], l4[at + 1]]);
             set_l4_port(l4, p.proto, inner, (old_inner, addr), (old_port, port));
-            icmpv4::Packet::new_unchecked(&mut frame[p.l4..end]).fill_checksum();
+            icmpv4::Packet::new_unchecked(&mut frame[p.l4 as usize..end]).fill_checksum();
         }
     }
     Ok(())
