@@ -12,7 +12,9 @@ fn main() {
     let n: usize = args.next().and_then(|s| s.parse().ok()).unwrap_or(200_000);
     let fwd = if which == "dr" { Fwd::Route } else { Fwd::Masq };
     let (mut core, snap) = setup(fwd, 1 << 20);
-    let frames: Vec<_> = (0..10_000).map(|i| established(&mut core, &snap, i)).collect();
+    let frames: Vec<_> = (0..10_000)
+        .map(|i| established(&mut core, &snap, i))
+        .collect();
     let mut buf = [0u8; 64];
     let mut tx = 0usize;
     for i in 0..n {
