@@ -495,7 +495,7 @@ fn build(verb: Verb, o: Opts) -> Result<Command, CmdError> {
         Verb::AddService | Verb::EditService => {
             let key = need_service()?;
             only(true, false)?;
-            let opts = service_opts_of(&o)?;
+            let opts = service_opts_of(&o, key.port)?;
             if verb == Verb::AddService {
                 Command::AddService { key, opts }
             } else {
@@ -574,7 +574,7 @@ fn build(verb: Verb, o: Opts) -> Result<Command, CmdError> {
 }
 
 /// `-s -b -p -M --sorry-server` of `-A`/`-E`.
-fn service_opts_of(o: &Opts) -> Result<ServiceOpts, CmdError> {
+fn service_opts_of(o: &Opts, key_port: u16) -> Result<ServiceOpts, CmdError> {
     let sched = o.sched.clone().unwrap_or_else(|| "wlc".into());
     let flags = match &o.sched_flags {
         Some(list) => SchedFlags::parse(list, &sched).map_err(CmdError::usage)?,
@@ -617,7 +617,8 @@ fn service_opts_of(o: &Opts) -> Result<ServiceOpts, CmdError> {
                 .ok_or_else(|| CmdError::usage("illegal sorry server address[:port] specified"))?;
             Some(DestSpec {
                 addr,
-                port: port.unwrap_or(0),
+                // Like a realserver: no port means the service's.
+                port: port.unwrap_or(key_port),
                 fwd: o.fwd.unwrap_or(Fwd::Route),
                 weight: 1,
                 u_threshold: 0,
@@ -937,6 +938,12 @@ mod tests {
         };
         let sorry = opts.sorry.unwrap();
         assert_eq!((sorry.port, sorry.fwd), (8080, Fwd::Masq));
+        let Command::AddService { opts, .. } =
+            p("-A -t 10.0.0.1:80 --sorry-server 10.1.0.9").unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(opts.sorry.unwrap().port, 80, "no port: the service's");
         assert_eq!(
             p("-A -t 10.0.0.1:80 -p 0").unwrap_err(),
             CmdError::usage("invalid timeout value `0' specified")

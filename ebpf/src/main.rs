@@ -158,6 +158,10 @@ fn try_steer(ctx: &XdpContext) -> Option<u32> {
         return Some(redirect(ctx));
     }
     if proto == PROTO_ICMP {
+        // A fragmented ICMP error is left to the kernel: it cannot be rewritten in parts.
+        if frag & 0x2000 != 0 {
+            return None;
+        }
         return if icmp_error_is_ours(ctx, l4, daddr)? {
             Some(redirect(ctx))
         } else {

@@ -265,7 +265,10 @@ impl ConnTable {
 
     /// Number of connections (not entries), templates excluded.
     pub fn len(&self) -> usize {
-        self.conns.load(Ordering::Relaxed) - self.n_templates.load(Ordering::Relaxed)
+        // The two counters move separately: never underflow on a racing read.
+        self.conns
+            .load(Ordering::Relaxed)
+            .saturating_sub(self.n_templates.load(Ordering::Relaxed))
     }
 
     /// Number of persistence templates.

@@ -500,7 +500,8 @@ fn parse(frame: &[u8]) -> Result<Parsed, DropReason> {
     let proto = match ip.protocol() {
         IpProtocol::Tcp => Proto::Tcp,
         IpProtocol::Udp => Proto::Udp,
-        IpProtocol::Icmp if ip.frag_offset() == 0 => {
+        // A fragmented ICMP error cannot be rewritten (its checksum covers all fragments).
+        IpProtocol::Icmp if ip.frag_offset() == 0 && !ip.more_frags() => {
             return parse_icmp(frame, l3, l4, end, ip.ttl());
         }
         _ => return Err(DropReason::NotTcpUdp),

@@ -187,9 +187,11 @@ impl DestState {
     }
 
     /// Moves a connection between the active and inactive counters (a TCP state change).
+    /// Subtracts first: a racing `bind` must not see the connection counted twice and latch
+    /// an overload.
     pub fn rebind(&self, from: Binding, to: Binding) {
-        self.counter(to).fetch_add(1, Ordering::Relaxed);
         self.counter(from).fetch_sub(1, Ordering::Relaxed);
+        self.counter(to).fetch_add(1, Ordering::Relaxed);
     }
 
     fn recheck_overload(&self) {

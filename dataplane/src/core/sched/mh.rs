@@ -112,7 +112,8 @@ impl Scheduler for Maglev {
         if dests.get(i as usize)?.available() {
             return Some(i as usize);
         }
-        if !self.fallback {
+        // The fallback walk may hash up to the table size: not when nothing can take it.
+        if !self.fallback || !dests.iter().any(Dest::available) {
             return None;
         }
         let size = self.lookup.len();

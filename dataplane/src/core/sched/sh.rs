@@ -62,7 +62,7 @@ impl Scheduler for SourceHash {
         if dests.get(i)?.available() {
             return Some(i);
         }
-        if !self.fallback {
+        if !self.fallback || !dests.iter().any(Dest::available) {
             return None;
         }
         (0..TAB_SIZE)

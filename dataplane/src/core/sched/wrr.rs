@@ -56,7 +56,8 @@ impl Scheduler for WeightedRoundRobin {
 
     fn schedule(&self, dests: &[Dest], _src: &Source) -> Option<usize> {
         let n = dests.len();
-        if n == 0 || self.mw == 0 {
+        // Without this check an all-unavailable list would be walked n × mw/di times.
+        if n == 0 || self.mw == 0 || !dests.iter().any(Dest::available) {
             return None;
         }
         let m = self.mark.load(Ordering::Relaxed);
