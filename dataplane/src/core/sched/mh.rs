@@ -12,7 +12,7 @@
 use std::net::IpAddr;
 
 use super::hash::endpoint;
-use super::{SchedFlags, Scheduler, Source};
+use super::{SchedFlags, Scheduler, Source, gcd};
 use crate::core::service::Dest;
 
 /// Default lookup table size (prime). IPVS's Kconfig offers primes from 251 to 131071.
@@ -28,10 +28,6 @@ pub struct Maglev {
     lookup: Box<[u16]>,
     fallback: bool,
     port: bool,
-}
-
-fn gcd(a: u32, b: u32) -> u32 {
-    if b == 0 { a } else { gcd(b, a % b) }
 }
 
 impl Maglev {

@@ -150,6 +150,11 @@ pub fn build(
     })
 }
 
+/// Greatest common divisor (of weights: wrr's step, Maglev's turns).
+fn gcd(a: u32, b: u32) -> u32 {
+    if b == 0 { a } else { gcd(b, a % b) }
+}
+
 /// Whether `n` is prime (for the Maglev table size).
 pub fn is_prime(n: usize) -> bool {
     if n < 2 {

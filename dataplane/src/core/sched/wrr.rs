@@ -13,7 +13,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use super::{Scheduler, Source};
+use super::{Scheduler, Source, gcd};
 use crate::core::service::Dest;
 
 #[derive(Debug)]
@@ -24,10 +24,6 @@ pub struct WeightedRoundRobin {
     di: u32,
     /// IPVS `mw`: max weight − (di − 1).
     mw: u32,
-}
-
-fn gcd(a: u32, b: u32) -> u32 {
-    if b == 0 { a } else { gcd(b, a % b) }
 }
 
 impl WeightedRoundRobin {
