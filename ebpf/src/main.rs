@@ -218,9 +218,9 @@ fn frag_key(
     Some(key)
 }
 
-/// (proto, VIP, vport) is a virtual service.
+/// The key of an IPv4 endpoint; `port` as on the wire.
 #[inline(always)]
-fn is_service(addr: [u8; 4], port: u16, proto: u8) -> bool {
+fn l4_key(addr: [u8; 4], port: u16, proto: u8) -> L4Key {
     let mut key = L4Key {
         addr: [0; 16],
         port,
@@ -228,22 +228,21 @@ fn is_service(addr: [u8; 4], port: u16, proto: u8) -> bool {
         family: FAMILY_IPV4,
     };
     key.addr[..4].copy_from_slice(&addr);
+    key
+}
+
+/// (proto, VIP, vport) is a virtual service.
+#[inline(always)]
+fn is_service(addr: [u8; 4], port: u16, proto: u8) -> bool {
     // Safety: plain lookup; the value is not kept past this call.
-    unsafe { SERVICES.get(&key) }.is_some()
+    unsafe { SERVICES.get(&l4_key(addr, port, proto)) }.is_some()
 }
 
 /// From an LVS-NAT realserver's RIP:rport to an address that is not the director's own.
 #[inline(always)]
 fn is_nat_reply(saddr: [u8; 4], sport: u16, proto: u8, daddr: [u8; 4]) -> bool {
-    let mut key = L4Key {
-        addr: [0; 16],
-        port: sport,
-        proto,
-        family: FAMILY_IPV4,
-    };
-    key.addr[..4].copy_from_slice(&saddr);
     // Safety: plain lookups; the values are not kept past this call.
-    unsafe { REALS.get(&key) }.is_some()
+    unsafe { REALS.get(&l4_key(saddr, sport, proto)) }.is_some()
         && unsafe { LOCAL_ADDRS.get(&AddrKey::v4(daddr)) }.is_none()
 }
 

@@ -14,7 +14,7 @@ use std::time::Duration;
 use dashmap::DashMap;
 
 use super::Instant;
-use super::service::{Binding, DestState, Fwd, NextHop, Proto};
+use super::service::{Binding, Dest, DestState, Fwd, NextHop, Proto};
 use super::tcp_state::TcpState;
 
 /// A 5-tuple as seen on the wire in one direction.
@@ -132,28 +132,18 @@ pub struct TemplateKey {
 #[derive(Debug)]
 pub struct Template {
     pub key: TemplateKey,
+    /// The realserver's shared state: its identity and its `persist` counter.
     pub dest: Arc<DestState>,
-    pub daddr: Ipv4Addr,
-    pub dport: u16,
     timeout: Duration,
     last_used: AtomicU64,
 }
 
 impl Template {
-    pub fn new(
-        key: TemplateKey,
-        dest: Arc<DestState>,
-        daddr: Ipv4Addr,
-        dport: u16,
-        timeout: Duration,
-        now: Instant,
-    ) -> Self {
+    pub fn new(key: TemplateKey, dest: Arc<DestState>, timeout: Duration, now: Instant) -> Self {
         dest.bind(Binding::Template);
         Template {
             key,
             dest,
-            daddr,
-            dport,
             timeout,
             last_used: AtomicU64::new(now.0),
         }
@@ -162,16 +152,6 @@ impl Template {
     /// Restarts the persistence timeout (a new connection used it, or one it controls ended).
     pub fn touch(&self, now: Instant) {
         self.last_used.fetch_max(now.0, Ordering::Relaxed);
-    }
-
-    pub fn timeout(&self) -> Duration {
-        self.timeout
-    }
-
-    /// Time left before it may expire (ipvsadm `-L -c` "expire").
-    pub fn remaining(&self, now: Instant) -> Duration {
-        let deadline = Instant(self.last_used.load(Ordering::Relaxed)) + self.timeout;
-        deadline.since(now)
     }
 
     fn idle(&self, now: Instant) -> bool {
@@ -242,9 +222,9 @@ pub struct ConnTable {
 
 /// Where a persistent service's new connection goes: the template's realserver, found again or
 /// newly chosen.
-pub enum Persisted<'a, D> {
+pub enum Persisted<'a> {
     /// Bound to this template (existing and still valid, or created now).
-    Template(&'a D, Arc<Template>),
+    Template(&'a Dest, Arc<Template>),
     /// The scheduler found no realserver: the caller may use its sorry server (no template).
     NoDest,
 }
@@ -286,24 +266,22 @@ impl ConnTable {
     }
 
     /// The persistence template for `key` (IPVS `ip_vs_sched_persist`). An existing template
-    /// is used if `find` still finds its realserver in the service; like IPVS with
+    /// is used if its realserver is still one of the service's `dests`; like IPVS with
     /// `expire_quiescent_template = 0`, a quiescent (weight 0) or overloaded realserver keeps
     /// its persistent clients, and only a deleted one loses them. Otherwise `pick` chooses a
     /// realserver and a new template replaces the old one.
-    #[allow(clippy::too_many_arguments)]
-    pub fn persist<'a, D>(
+    pub fn persist<'a>(
         &self,
         key: TemplateKey,
         now: Instant,
         timeout: Duration,
-        find: impl Fn(&Arc<DestState>) -> Option<&'a D>,
-        pick: impl FnOnce() -> Option<&'a D>,
-        describe: impl Fn(&D) -> (Arc<DestState>, Ipv4Addr, u16),
-    ) -> Result<Persisted<'a, D>, InsertError> {
+        dests: &'a [Dest],
+        pick: impl FnOnce() -> Option<&'a Dest>,
+    ) -> Result<Persisted<'a>, InsertError> {
         use dashmap::mapref::entry::Entry as MapEntry;
         let slot = self.templates.entry(key);
         if let MapEntry::Occupied(e) = &slot
-            && let Some(d) = find(&e.get().dest)
+            && let Some(d) = dests.iter().find(|d| Arc::ptr_eq(&d.state, &e.get().dest))
         {
             e.get().touch(now);
             return Ok(Persisted::Template(d, e.get().clone()));
@@ -311,22 +289,13 @@ impl ConnTable {
         let Some(d) = pick() else {
             return Ok(Persisted::NoDest);
         };
-        let (state, daddr, dport) = describe(d);
-        let t = match slot {
-            MapEntry::Occupied(mut e) => {
-                // Replace the stale template; connections holding it keep it alive.
-                let t = Arc::new(Template::new(key, state, daddr, dport, timeout, now));
-                e.insert(t.clone());
-                t
-            }
-            MapEntry::Vacant(e) => {
-                self.reserve()?;
-                self.n_templates.fetch_add(1, Ordering::Relaxed);
-                let t = Arc::new(Template::new(key, state, daddr, dport, timeout, now));
-                e.insert(t.clone());
-                t
-            }
-        };
+        if matches!(slot, MapEntry::Vacant(_)) {
+            self.reserve()?;
+            self.n_templates.fetch_add(1, Ordering::Relaxed);
+        }
+        // A stale template is replaced; connections holding it keep it alive.
+        let t = Arc::new(Template::new(key, d.state.clone(), timeout, now));
+        slot.insert(t.clone());
         Ok(Persisted::Template(d, t))
     }
 
@@ -354,13 +323,6 @@ impl ConnTable {
     /// Number of fragmented datagrams tracked.
     pub fn fragments(&self) -> usize {
         self.n_frags.load(Ordering::Relaxed)
-    }
-
-    /// Calls `f` on every persistence template.
-    pub fn for_each_template(&self, mut f: impl FnMut(&Template)) {
-        for t in self.templates.iter() {
-            f(t.value());
-        }
     }
 
     pub fn is_empty(&self) -> bool {

@@ -439,14 +439,7 @@ impl Core {
         };
         let found = self
             .table
-            .persist(
-                key,
-                now,
-                pers.timeout,
-                |st| svc.dests.iter().find(|d| Arc::ptr_eq(&d.state, st)),
-                pick,
-                |d: &Dest| (d.state.clone(), d.addr, d.port),
-            )
+            .persist(key, now, pers.timeout, &svc.dests, pick)
             .map_err(|_| DropReason::TableFull)?;
         match found {
             Persisted::Template(d, t) => Ok((d, Some(t))),
@@ -470,15 +463,13 @@ fn reusable(c: &Conn) -> bool {
 /// the idle time only (their flags are not known); ICMP errors change nothing (IPVS leaves the
 /// state to the connection's own segments).
 fn touch(c: &mut Conn, now: Instant, snap: &Snapshot, dir: Dir, p: &Parsed) {
-    match p.kind {
-        Kind::Plain { .. } => {}
-        Kind::Fragment { .. } => {
-            c.last_seen = now;
-            return;
-        }
-        Kind::IcmpError { .. } => return,
+    if matches!(p.kind, Kind::IcmpError { .. }) {
+        return;
     }
     c.last_seen = now;
+    if matches!(p.kind, Kind::Fragment { .. }) {
+        return;
+    }
     match c.proto {
         Proto::Tcp => {
             c.set_state(tcp_state::next(c.state, dir, p.tcp_flags));

@@ -26,30 +26,24 @@ impl<T: AsRef<[u8]>> Packet<T> {
     /// Wraps `buf`, checking version 4, a header length of at least 20 bytes, and that the
     /// header and the total length both fit in the buffer (trailing padding is allowed).
     pub fn new_checked(buf: T) -> Result<Self, Error> {
-        let b = buf.as_ref();
-        if b.len() < MIN_HEADER_LEN {
-            return Err(Error::Truncated);
-        }
-        if b[field::VER_IHL] >> 4 != 4 {
+        let p = Self::new_header_checked(buf)?;
+        let total = p.total_len();
+        if total < p.header_len() {
             return Err(Error::Malformed);
         }
-        let hl = ((b[field::VER_IHL] & 0x0f) as usize) * 4;
-        let total = be16(b, field::TOTAL_LEN) as usize;
-        if hl < MIN_HEADER_LEN || total < hl {
-            return Err(Error::Malformed);
-        }
-        if b.len() < total {
+        if p.buf.as_ref().len() < total {
             return Err(Error::Truncated);
         }
-        Ok(Packet { buf })
+        Ok(p)
     }
 
     pub fn new_unchecked(buf: T) -> Self {
         Packet { buf }
     }
 
-    /// Wraps a header that may be followed by less than its total length: the packet quoted
-    /// inside an ICMP error. Checks version 4 and that the header itself fits.
+    /// Wraps a header that may be followed by less than its total length (the packet quoted
+    /// inside an ICMP error): checks version 4, a header length of at least 20 bytes, and that
+    /// the header itself fits.
     pub fn new_header_checked(buf: T) -> Result<Self, Error> {
         let b = buf.as_ref();
         if b.len() < MIN_HEADER_LEN {

@@ -5,7 +5,7 @@
 
 use std::sync::atomic::Ordering;
 
-use super::{Scheduler, Source};
+use super::{Scheduler, Source, least_weighted};
 use crate::core::service::Dest;
 
 #[derive(Debug, Default)]
@@ -17,27 +17,12 @@ impl Scheduler for NeverQueue {
     }
 
     fn schedule(&self, dests: &[Dest], _src: &Source) -> Option<usize> {
-        let mut least: Option<(usize, u64)> = None;
-        for (i, d) in dests.iter().enumerate() {
-            if !d.available() {
-                continue;
-            }
-            // Return an idle server directly.
-            if d.state.active.load(Ordering::Relaxed) == 0 {
-                return Some(i);
-            }
-            let doh = super::sed::overhead(d);
-            let better = match least {
-                None => true,
-                Some((l, loh)) => {
-                    (loh as u128) * (d.weight as u128) > (doh as u128) * (dests[l].weight as u128)
-                }
-            };
-            if better {
-                least = Some((i, doh));
-            }
-        }
-        least.map(|(i, _)| i)
+        // IPVS returns the first available idle realserver in list order as soon as it meets
+        // it; failing one, the sed choice.
+        dests
+            .iter()
+            .position(|d| d.available() && d.state.active.load(Ordering::Relaxed) == 0)
+            .or_else(|| least_weighted(dests, super::sed::overhead))
     }
 }
 
