@@ -12,7 +12,7 @@ use xlvs_dataplane::core::service::{Dest, DestState, Fwd};
 fn dests(n: usize) -> Vec<Dest> {
     (0..n)
         .map(|i| Dest {
-            addr: Ipv4Addr::from(0x0a0a_0000 + i as u32 + 1),
+            addr: Ipv4Addr::from(0x0a0a_0000 + i as u32 + 1).into(),
             port: 80,
             fwd: Fwd::Masq,
             weight: 1 + (i % 3) as u32,

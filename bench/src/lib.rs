@@ -5,7 +5,7 @@
 use std::net::Ipv4Addr;
 use std::sync::Arc;
 
-use xlvs_dataplane::core::conn::ConnTable;
+use xlvs_dataplane::core::conn::Tables;
 use xlvs_dataplane::core::service::{Fwd, Proto, Snapshot};
 use xlvs_dataplane::core::{Core, Instant, Verdict};
 use xlvs_dataplane::testing::*;
@@ -28,7 +28,7 @@ pub fn setup(fwd: Fwd, max_conns: usize) -> (Core, Snapshot) {
         fwd,
         "wlc",
     );
-    (Core::new(Arc::new(ConnTable::new(max_conns))), snap)
+    (Core::new(Arc::new(Tables::new(max_conns))), snap)
 }
 
 /// A 64-byte client → VIP segment.

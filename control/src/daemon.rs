@@ -3,7 +3,7 @@
 //! neighbour table.
 
 use std::fmt::Write as _;
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 use std::os::unix::net::UnixListener;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -15,7 +15,7 @@ use arc_swap::ArcSwap;
 use xlvs_common::AddrKey;
 use xlvs_dataplane::afxdp::{self, Dataplane, IfaceSpec, WorkerHandle, XskConfig};
 use xlvs_dataplane::core::DropReason;
-use xlvs_dataplane::core::conn::ConnTable;
+use xlvs_dataplane::core::conn::Tables;
 use xlvs_dataplane::core::sched::{self, SchedConfig};
 use xlvs_dataplane::core::service::{IfaceInfo, NextHop, Snapshot};
 
@@ -45,7 +45,7 @@ pub struct Config {
 struct Control {
     table: Table,
     snapshot: Arc<ArcSwap<Snapshot>>,
-    conns: Arc<ConnTable>,
+    conns: Arc<Tables>,
     ifaces: Vec<sys::Iface>,
     infos: Vec<IfaceInfo>,
     xdp: xdp::XdpSteering,
@@ -121,7 +121,7 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
         })
         .collect();
     let snapshot = Arc::new(ArcSwap::from_pointee(table.snapshot(&infos)));
-    let conns = Arc::new(ConnTable::new(cfg.max_conns));
+    let conns = Arc::new(Tables::new(cfg.max_conns));
     let stop = Arc::new(AtomicBool::new(false));
     let workers = dp
         .run(conns.clone(), snapshot.clone(), stop.clone())
@@ -207,7 +207,10 @@ impl Control {
         let (vips, reals) = self.table.steer_keys();
         let local: Vec<AddrKey> = sys::local_addrs()
             .iter()
-            .map(|a| AddrKey::v4(a.octets()))
+            .map(|a| match a {
+                IpAddr::V4(a) => AddrKey::v4(a.octets()),
+                IpAddr::V6(a) => AddrKey::v6(a.octets()),
+            })
             .collect();
         self.xdp.sync(&vips, &reals, &local)
     }
@@ -215,9 +218,10 @@ impl Control {
     /// Once a second: expire connections, drop retired realservers, follow neighbours.
     fn housekeeping(&mut self) {
         self.tick += 1;
-        let gone = self.conns.expire(afxdp::now());
+        // Connections and templates expire in the workers' timing wheels; fragments here.
+        let gone = self.conns.expire_fragments(afxdp::now());
         if gone > 0 {
-            log::debug!("expired {gone} connection(s)");
+            log::debug!("forgot {gone} fragmented datagram(s)");
         }
         let reaped = self.table.reap_retired();
         self.resolve_neighbours(false);
@@ -241,7 +245,7 @@ impl Control {
         let deadline = StdInstant::now() + Duration::from_secs(1);
         let mut probed = false;
         loop {
-            let arp = neigh::arp();
+            let arp = neigh::neighbours();
             let mut missing = 0;
             for (addr, state) in &dests {
                 let hop = self.next_hop(&routes, &arp, *addr);
@@ -268,9 +272,9 @@ impl Control {
 
     fn next_hop(
         &self,
-        routes: &[(String, u32, u32, u32, u32, bool)],
-        arp: &std::collections::HashMap<(Ipv4Addr, String), [u8; 6]>,
-        addr: Ipv4Addr,
+        routes: &neigh::Routes,
+        arp: &neigh::Neighbours,
+        addr: IpAddr,
     ) -> Option<NextHop> {
         let r = neigh::lookup(routes, addr)?;
         let iface = self.ifaces.iter().position(|f| f.name == r.dev)?;

@@ -6,7 +6,7 @@
 //! unknown option); the grammar is small and irregular enough that a hand parser states it more
 //! plainly than a clap definition would.
 
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -29,11 +29,7 @@ pub enum Command {
     /// `-e`: edit a realserver.
     EditDest { key: VsKey, dest: DestSpec },
     /// `-d`: delete a realserver.
-    DelDest {
-        key: VsKey,
-        addr: Ipv4Addr,
-        port: u16,
-    },
+    DelDest { key: VsKey, addr: IpAddr, port: u16 },
     /// `-L`/`-l`: list.
     List { key: Option<VsKey>, numeric: bool },
     /// `-S`: save in rules format.
@@ -55,7 +51,7 @@ pub enum Command {
 /// A realserver as given to `-a`/`-e`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct DestSpec {
-    pub addr: Ipv4Addr,
+    pub addr: IpAddr,
     pub port: u16,
     pub fwd: Fwd,
     pub weight: u32,
@@ -324,15 +320,31 @@ fn next_number(args: &[String], i: &mut usize) -> Option<String> {
     Some(v.clone())
 }
 
-/// Parses `ADDR:PORT` (port required unless `port_optional`).
-fn parse_endpoint(s: &str, port_optional: bool) -> Option<(Ipv4Addr, Option<u16>)> {
-    if let Ok(sa) = s.parse::<SocketAddrV4>() {
-        return Some((*sa.ip(), Some(sa.port())));
+/// Parses `ADDR:PORT`, or `[ADDR]:PORT` for IPv6 (port required unless `port_optional`; then
+/// `ADDR`, `[ADDR]` or a bare IPv6 address will do).
+fn parse_endpoint(s: &str, port_optional: bool) -> Option<(IpAddr, Option<u16>)> {
+    if let Ok(sa) = s.parse::<SocketAddr>() {
+        return Some((sa.ip(), Some(sa.port())));
     }
     if port_optional {
-        return s.parse::<Ipv4Addr>().ok().map(|a| (a, None));
+        let bare = s
+            .strip_prefix('[')
+            .and_then(|r| r.strip_suffix(']'))
+            .unwrap_or(s);
+        return bare.parse::<IpAddr>().ok().map(|a| (a, None));
     }
     None
+}
+
+/// A realserver (or sorry server) must be of the service's address family: IPVS accepts
+/// mixed families for tunnelling only, which xlvs does not do.
+fn same_family(key: &VsKey, addr: IpAddr) -> Result<(), CmdError> {
+    if key.addr.is_ipv4() != addr.is_ipv4() {
+        return Err(CmdError::usage(
+            "real server address family differs from the virtual service's",
+        ));
+    }
+    Ok(())
 }
 
 /// Parses a u32 option value, or fails with ipvsadm's message.
@@ -495,7 +507,7 @@ fn build(verb: Verb, o: Opts) -> Result<Command, CmdError> {
         Verb::AddService | Verb::EditService => {
             let key = need_service()?;
             only(true, false)?;
-            let opts = service_opts_of(&o, key.port)?;
+            let opts = service_opts_of(&o, &key)?;
             if verb == Verb::AddService {
                 Command::AddService { key, opts }
             } else {
@@ -574,7 +586,7 @@ fn build(verb: Verb, o: Opts) -> Result<Command, CmdError> {
 }
 
 /// `-s -b -p -M --sorry-server` of `-A`/`-E`.
-fn service_opts_of(o: &Opts, key_port: u16) -> Result<ServiceOpts, CmdError> {
+fn service_opts_of(o: &Opts, key: &VsKey) -> Result<ServiceOpts, CmdError> {
     let sched = o.sched.clone().unwrap_or_else(|| "wlc".into());
     let flags = match &o.sched_flags {
         Some(list) => SchedFlags::parse(list, &sched).map_err(CmdError::usage)?,
@@ -599,11 +611,16 @@ fn service_opts_of(o: &Opts, key_port: u16) -> Result<ServiceOpts, CmdError> {
                 },
                 None => DEFAULT_PERSISTENCE,
             };
-            let netmask = match mask {
-                Some(m) => {
-                    parse_netmask(m).ok_or_else(|| CmdError::usage("invalid netmask specified"))?
-                }
-                None => Ipv4Addr::BROADCAST,
+            let netmask = match (mask, key.addr) {
+                (Some(m), IpAddr::V4(_)) => parse_netmask(m)
+                    .map(IpAddr::V4)
+                    .ok_or_else(|| CmdError::usage("invalid netmask specified"))?,
+                // ipvsadm: an IPv6 service's -M is a prefix length.
+                (Some(m), IpAddr::V6(_)) => parse_prefix6(m)
+                    .map(IpAddr::V6)
+                    .ok_or_else(|| CmdError::usage("illegal ipv6 netmask specified"))?,
+                (None, IpAddr::V4(_)) => IpAddr::V4(Ipv4Addr::BROADCAST),
+                (None, IpAddr::V6(_)) => IpAddr::V6(Ipv6Addr::from_bits(u128::MAX)),
             };
             Some(Persistence {
                 timeout: Duration::from_secs(secs as u64),
@@ -615,10 +632,11 @@ fn service_opts_of(o: &Opts, key_port: u16) -> Result<ServiceOpts, CmdError> {
         Some(text) => {
             let (addr, port) = parse_endpoint(text, true)
                 .ok_or_else(|| CmdError::usage("illegal sorry server address[:port] specified"))?;
+            same_family(key, addr)?;
             Some(DestSpec {
                 addr,
                 // Like a realserver: no port means the service's.
-                port: port.unwrap_or(key_port),
+                port: port.unwrap_or(key.port),
                 fwd: o.fwd.unwrap_or(Fwd::Route),
                 weight: 1,
                 u_threshold: 0,
@@ -646,10 +664,19 @@ fn parse_netmask(s: &str) -> Option<Ipv4Addr> {
     (bits.leading_ones() + bits.trailing_zeros() == 32).then(|| Ipv4Addr::from_bits(bits))
 }
 
+/// An IPv6 persistence netmask: a prefix length 1–128 (`64` or `/64`).
+fn parse_prefix6(s: &str) -> Option<Ipv6Addr> {
+    match s.trim_start_matches('/').parse::<u32>() {
+        Ok(len) if (1..=128).contains(&len) => Some(Ipv6Addr::from_bits(u128::MAX << (128 - len))),
+        _ => None,
+    }
+}
+
 /// `-r -g|-m -w -x -y` of `-a`/`-e`/`-d`.
 fn dest_spec(key: &VsKey, real: &str, o: &Opts) -> Result<DestSpec, CmdError> {
     let (addr, port) = parse_endpoint(real, true)
         .ok_or_else(|| CmdError::usage("illegal real server address[:port] specified"))?;
+    same_family(key, addr)?;
     let fwd = o.fwd.unwrap_or(Fwd::Route);
     // ipvsadm: for -g the realserver port is the service port.
     let port = match (fwd, port) {
@@ -760,10 +787,10 @@ mod tests {
     }
 
     fn vs(s: &str) -> VsKey {
-        let sa: SocketAddrV4 = s.parse().unwrap();
+        let sa: SocketAddr = s.parse().unwrap();
         VsKey {
             proto: Proto::Tcp,
-            addr: *sa.ip(),
+            addr: sa.ip(),
             port: sa.port(),
         }
     }
@@ -912,7 +939,7 @@ mod tests {
             opts.persist,
             Some(Persistence {
                 timeout: Duration::from_secs(300),
-                netmask: Ipv4Addr::new(255, 255, 255, 0)
+                netmask: Ipv4Addr::new(255, 255, 255, 0).into()
             })
         );
         // -p takes an optional value: a number after it, attached or not.

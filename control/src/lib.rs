@@ -12,6 +12,7 @@ pub mod admin;
 pub mod daemon;
 pub mod ipvsadm;
 pub mod neigh;
+pub mod netlink;
 pub mod sys;
 pub mod table;
 pub mod xdp;

@@ -1,23 +1,46 @@
-//! L2 next hops from the kernel: the director's kernel owns ARP for its own addresses and keeps
-//! the neighbour table; xlvs reads it.
+//! L2 next hops from the kernel: the director's kernel owns ARP and NDP for its own addresses
+//! and keeps the neighbour tables; xlvs reads them.
 //!
-//! For each realserver: route lookup in the main IPv4 table (`/proc/net/route`, longest prefix,
-//! lowest metric) gives the egress interface and the next hop (the RIP itself when on-link);
-//! the neighbour table (`/proc/net/arp`) gives its MAC. A missing entry is resolved by sending
-//! one UDP datagram to the next hop's discard port from the director's kernel, which makes the
-//! kernel ARP for it; the control thread re-reads the table every second, so MAC changes are
-//! followed, and re-probes every realserver periodically so the kernel refreshes its entries
-//! even though the forwarded traffic bypasses it.
+//! For each realserver: a route lookup (longest prefix, lowest metric) in the kernel's routes
+//! (`/proc/net/route`, `/proc/net/ipv6_route`) gives the egress interface and the next hop
+//! (the RIP itself when on-link); the neighbour table gives its MAC (`/proc/net/arp` for IPv4;
+//! IPv6 neighbours are not in /proc, so an rtnetlink `RTM_GETNEIGH` dump). A missing entry is
+//! resolved by sending one UDP datagram to the next hop's discard port from the director's
+//! kernel, which makes the kernel ARP (or solicit) for it; the control thread re-reads the
+//! tables every second, so MAC changes are followed, and re-probes every realserver
+//! periodically so the kernel refreshes its entries even though the forwarded traffic
+//! bypasses it.
 
 use std::collections::HashMap;
-use std::net::{Ipv4Addr, UdpSocket};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, UdpSocket};
 
 /// A route: egress device and next-hop address.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Route {
     pub dev: String,
-    pub via: Ipv4Addr,
+    pub via: IpAddr,
 }
+
+/// The kernel's routes of both families.
+#[derive(Clone, Debug, Default)]
+pub struct Routes {
+    pub v4: Vec<(String, u32, u32, u32, u32, bool)>,
+    pub v6: Vec<Route6>,
+}
+
+/// An IPv6 route: (device, destination, prefix length, next hop, metric, has a gateway).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Route6 {
+    pub dev: String,
+    pub dst: u128,
+    pub len: u32,
+    pub via: u128,
+    pub metric: u32,
+    pub gateway: bool,
+}
+
+/// Neighbours of both families: (address, device) → MAC.
+pub type Neighbours = HashMap<(IpAddr, String), [u8; 6]>;
 
 /// Parses `/proc/net/route` text.
 pub fn parse_routes(text: &str) -> Vec<(String, u32, u32, u32, u32, bool)> {
@@ -51,8 +74,66 @@ pub fn parse_routes(text: &str) -> Vec<(String, u32, u32, u32, u32, bool)> {
     v
 }
 
-/// The route to `ip` in `routes` (longest prefix, then lowest metric).
-pub fn lookup(routes: &[(String, u32, u32, u32, u32, bool)], ip: Ipv4Addr) -> Option<Route> {
+/// Parses `/proc/net/ipv6_route` text (up routes only).
+pub fn parse_routes6(text: &str) -> Vec<Route6> {
+    let mut v = Vec::new();
+    for line in text.lines() {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        if f.len() < 10 {
+            continue;
+        }
+        let hex128 = |s: &str| u128::from_str_radix(s, 16).ok();
+        let hex32 = |s: &str| u32::from_str_radix(s, 16).ok();
+        let (Some(dst), Some(len), Some(via), Some(metric), Some(flags)) = (
+            hex128(f[0]),
+            hex32(f[1]),
+            hex128(f[4]),
+            hex32(f[5]),
+            hex32(f[8]),
+        ) else {
+            continue;
+        };
+        // RTF_UP, and not RTF_REJECT (the unreachable default on lo).
+        if flags & 1 == 0 || flags & 0x200 != 0 || len > 128 {
+            continue;
+        }
+        v.push(Route6 {
+            dev: f[9].to_string(),
+            dst,
+            len,
+            via,
+            metric,
+            gateway: flags & 2 != 0,
+        });
+    }
+    v
+}
+
+/// The route to `ip` (longest prefix, then lowest metric).
+pub fn lookup(routes: &Routes, ip: IpAddr) -> Option<Route> {
+    match ip {
+        IpAddr::V4(a) => lookup4(&routes.v4, a),
+        IpAddr::V6(a) => {
+            let bits = a.to_bits();
+            let mask = |len: u32| u128::MAX.checked_shl(128 - len).unwrap_or(0);
+            routes
+                .v6
+                .iter()
+                .filter(|r| bits & mask(r.len) == r.dst & mask(r.len))
+                .max_by_key(|r| (r.len, std::cmp::Reverse(r.metric)))
+                .map(|r| Route {
+                    dev: r.dev.clone(),
+                    via: IpAddr::V6(if r.gateway {
+                        Ipv6Addr::from_bits(r.via)
+                    } else {
+                        a
+                    }),
+                })
+        }
+    }
+}
+
+fn lookup4(routes: &[(String, u32, u32, u32, u32, bool)], ip: Ipv4Addr) -> Option<Route> {
     let a = ip.to_bits();
     routes
         .iter()
@@ -60,16 +141,16 @@ pub fn lookup(routes: &[(String, u32, u32, u32, u32, bool)], ip: Ipv4Addr) -> Op
         .max_by_key(|(_, _, mask, _, metric, _)| (mask.count_ones(), std::cmp::Reverse(*metric)))
         .map(|(dev, _, _, gw, _, has_gw)| Route {
             dev: dev.clone(),
-            via: if *has_gw {
+            via: IpAddr::V4(if *has_gw {
                 Ipv4Addr::from_bits(*gw)
             } else {
                 ip
-            },
+            }),
         })
 }
 
 /// Parses `/proc/net/arp` into complete entries: (ip, dev) → MAC.
-pub fn parse_arp(text: &str) -> HashMap<(Ipv4Addr, String), [u8; 6]> {
+pub fn parse_arp(text: &str) -> Neighbours {
     let mut m = HashMap::new();
     for line in text.lines().skip(1) {
         let f: Vec<&str> = line.split_whitespace().collect();
@@ -86,7 +167,7 @@ pub fn parse_arp(text: &str) -> HashMap<(Ipv4Addr, String), [u8; 6]> {
         if mac == [0; 6] {
             continue;
         }
-        m.insert((ip, f[5].to_string()), mac);
+        m.insert((IpAddr::V4(ip), f[5].to_string()), mac);
     }
     m
 }
@@ -102,22 +183,30 @@ pub fn parse_mac(s: &str) -> Option<[u8; 6]> {
 }
 
 /// Reads the kernel's routes.
-pub fn routes() -> Vec<(String, u32, u32, u32, u32, bool)> {
-    std::fs::read_to_string("/proc/net/route")
-        .map(|t| parse_routes(&t))
-        .unwrap_or_default()
+pub fn routes() -> Routes {
+    let read = |p: &str| std::fs::read_to_string(p).unwrap_or_default();
+    Routes {
+        v4: parse_routes(&read("/proc/net/route")),
+        v6: parse_routes6(&read("/proc/net/ipv6_route")),
+    }
 }
 
-/// Reads the kernel's neighbour table.
-pub fn arp() -> HashMap<(Ipv4Addr, String), [u8; 6]> {
-    std::fs::read_to_string("/proc/net/arp")
+/// Reads the kernel's neighbour tables (ARP from /proc, NDP over rtnetlink).
+pub fn neighbours() -> Neighbours {
+    let mut m = std::fs::read_to_string("/proc/net/arp")
         .map(|t| parse_arp(&t))
-        .unwrap_or_default()
+        .unwrap_or_default();
+    match crate::netlink::neighbours6() {
+        Ok(v6) => m.extend(v6),
+        Err(e) => log::debug!("reading IPv6 neighbours: {e}"),
+    }
+    m
 }
 
 /// Makes the kernel resolve `ip`: one empty UDP datagram to its discard port.
-pub fn probe(ip: Ipv4Addr) {
-    if let Ok(s) = UdpSocket::bind("0.0.0.0:0") {
+pub fn probe(ip: IpAddr) {
+    let any = if ip.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" };
+    if let Ok(s) = UdpSocket::bind(any) {
         let _ = s.send_to(&[], (ip, 9));
     }
 }
@@ -134,8 +223,39 @@ int0\t00000A0A\t00000000\t0001\t0\t0\t0\t00FFFFFF\t0\t0\t0
 ";
 
     #[test]
+    fn ipv6_routes_parse_and_look_up() {
+        let text = "\
+00000000000000000000000000000000 00 00000000000000000000000000000000 00 20010db8000000000000000000000001 00000400 00000001 00000000 00000003     ext0
+fd000000000000000000000000000000 40 00000000000000000000000000000000 00 00000000000000000000000000000000 00000100 00000001 00000000 00000001     int0
+00000000000000000000000000000000 00 00000000000000000000000000000000 00 00000000000000000000000000000000 ffffffff 00000001 00000000 00200200       lo
+";
+        let r = Routes {
+            v4: Vec::new(),
+            v6: parse_routes6(text),
+        };
+        assert_eq!(r.v6.len(), 2);
+        assert_eq!(
+            lookup(&r, "fd00::11".parse().unwrap()),
+            Some(Route {
+                dev: "int0".into(),
+                via: "fd00::11".parse().unwrap()
+            })
+        );
+        assert_eq!(
+            lookup(&r, "2001:db8:1::5".parse().unwrap()),
+            Some(Route {
+                dev: "ext0".into(),
+                via: "2001:db8::1".parse().unwrap()
+            })
+        );
+    }
+
+    #[test]
     fn route_lookup_prefers_longest_prefix() {
-        let r = parse_routes(ROUTES);
+        let r = Routes {
+            v4: parse_routes(ROUTES),
+            v6: Vec::new(),
+        };
         assert_eq!(
             lookup(&r, "10.10.0.11".parse().unwrap()),
             Some(Route {
@@ -162,7 +282,7 @@ IP address       HW type     Flags       HW address            Mask     Device
         let m = parse_arp(text);
         assert_eq!(m.len(), 1);
         assert_eq!(
-            m[&("10.10.0.11".parse().unwrap(), "int0".to_string())],
+            m[&("10.10.0.11".parse::<IpAddr>().unwrap(), "int0".to_string())],
             [0xaa, 0xbb, 0xcc, 0, 0x11, 0x22]
         );
     }

@@ -1,7 +1,7 @@
 //! What the daemon reads from the system: interfaces (sysfs), the director's own addresses,
 //! memlock, signals.
 
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::{Context as _, anyhow, bail};
@@ -48,8 +48,8 @@ pub fn iface(name: &str) -> anyhow::Result<Iface> {
     })
 }
 
-/// The director's own IPv4 addresses (every interface).
-pub fn local_addrs() -> Vec<Ipv4Addr> {
+/// The director's own addresses (every interface, both families).
+pub fn local_addrs() -> Vec<IpAddr> {
     let mut out = Vec::new();
     let mut ifap: *mut libc::ifaddrs = std::ptr::null_mut();
     // Safety: getifaddrs allocates a list we walk read-only and free with freeifaddrs.
@@ -62,7 +62,10 @@ pub fn local_addrs() -> Vec<Ipv4Addr> {
             let a = (*p).ifa_addr;
             if !a.is_null() && (*a).sa_family as i32 == libc::AF_INET {
                 let sin = a as *const libc::sockaddr_in;
-                out.push(Ipv4Addr::from(u32::from_be((*sin).sin_addr.s_addr)));
+                out.push(Ipv4Addr::from(u32::from_be((*sin).sin_addr.s_addr)).into());
+            } else if !a.is_null() && (*a).sa_family as i32 == libc::AF_INET6 {
+                let sin6 = a as *const libc::sockaddr_in6;
+                out.push(Ipv6Addr::from((*sin6).sin6_addr.s6_addr).into());
             }
             p = (*p).ifa_next;
         }

@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
@@ -26,7 +26,7 @@ pub const IPVS_TAB_SIZE: u32 = 4096;
 /// A configured realserver.
 #[derive(Clone, Debug)]
 pub struct DestEntry {
-    pub addr: Ipv4Addr,
+    pub addr: IpAddr,
     pub port: u16,
     pub fwd: Fwd,
     pub weight: u32,
@@ -77,7 +77,7 @@ impl DestEntry {
         }
     }
 
-    fn same(&self, addr: Ipv4Addr, port: u16) -> bool {
+    fn same(&self, addr: IpAddr, port: u16) -> bool {
         self.addr == addr && self.port == port
     }
 }
@@ -106,8 +106,32 @@ pub struct Table {
     sched_cfg: SchedConfig,
 }
 
-fn sort_key(k: &VsKey) -> (u8, u32, u16) {
-    (k.proto.number(), k.addr.to_bits(), k.port)
+fn sort_key(k: &VsKey) -> (u8, IpAddr, u16) {
+    (k.proto.number(), k.addr, k.port)
+}
+
+/// ipvsadm's `ADDR:PORT`, `[ADDR]:PORT` for IPv6.
+fn ep(addr: IpAddr, port: u16) -> String {
+    SocketAddr::new(addr, port).to_string()
+}
+
+/// The XDP map key of an endpoint.
+fn l4_key(addr: IpAddr, port: u16, proto: u8) -> L4Key {
+    match addr {
+        IpAddr::V4(a) => L4Key::v4(a.octets(), port, proto),
+        IpAddr::V6(a) => L4Key::v6(a.octets(), port, proto),
+    }
+}
+
+/// A persistence netmask as ipvsadm shows it: dotted for IPv4, a prefix length for IPv6;
+/// None for the default (every bit).
+fn mask_text(m: IpAddr) -> Option<String> {
+    match m {
+        IpAddr::V4(a) if a.to_bits() == u32::MAX => None,
+        IpAddr::V6(a) if a.to_bits() == u128::MAX => None,
+        IpAddr::V4(a) => Some(a.to_string()),
+        IpAddr::V6(a) => Some(a.to_bits().leading_ones().to_string()),
+    }
 }
 
 impl Table {
@@ -138,7 +162,7 @@ impl Table {
 
     /// A realserver state to reuse for (service, addr, port): IPVS takes a deleted realserver
     /// back from its trash, counters and all.
-    fn revive(&mut self, key: &VsKey, addr: Ipv4Addr, port: u16) -> Arc<DestState> {
+    fn revive(&mut self, key: &VsKey, addr: IpAddr, port: u16) -> Arc<DestState> {
         match self
             .retired
             .iter()
@@ -327,7 +351,7 @@ impl Table {
         let vips = self
             .services
             .keys()
-            .map(|k| L4Key::v4(k.addr.octets(), k.port, proto(k.proto)))
+            .map(|k| l4_key(k.addr, k.port, proto(k.proto)))
             .collect();
         let mut reals: Vec<L4Key> = self
             .services
@@ -335,7 +359,7 @@ impl Table {
             .flat_map(|(k, s)| s.dests.iter().chain(s.sorry.iter()).map(move |d| (k, d)))
             .chain(self.retired.iter().map(|(k, d)| (k, d)))
             .filter(|(_, d)| d.fwd == Fwd::Masq)
-            .map(|(k, d)| L4Key::v4(d.addr.octets(), d.port, proto(k.proto)))
+            .map(|(k, d)| l4_key(d.addr, d.port, proto(k.proto)))
             .collect();
         reals.sort_by_key(|k| (k.addr, k.port, k.proto));
         reals.dedup();
@@ -372,25 +396,25 @@ impl Table {
             None => self.sorted(),
         };
         for (k, s) in services {
-            let name = format!("{:<4} {}:{}", k.proto.label(), k.addr, k.port);
+            let name = format!("{:<4} {}", k.proto.label(), ep(k.addr, k.port));
             let _ = write!(out, "{} {}", name, s.sched);
             if !s.flags.is_empty() {
                 let _ = write!(out, " ({})", s.flags.render(&s.sched));
             }
             if let Some(p) = &s.persist {
                 let _ = write!(out, " persistent {}", p.timeout.as_secs());
-                if p.netmask != Ipv4Addr::BROADCAST {
-                    let _ = write!(out, " mask {}", p.netmask);
+                if let Some(m) = mask_text(p.netmask) {
+                    let _ = write!(out, " mask {m}");
                 }
             }
             out.push('\n');
             let mut dests: Vec<&DestEntry> = s.dests.iter().collect();
-            dests.sort_by_key(|d| (d.addr.to_bits(), d.port));
+            dests.sort_by_key(|d| (d.addr, d.port));
             for d in dests {
                 let _ = writeln!(
                     out,
                     "  -> {:<28} {:<7} {:<6} {:<10} {:<10}",
-                    format!("{}:{}", d.addr, d.port),
+                    ep(d.addr, d.port),
                     d.fwd.label(),
                     d.weight,
                     d.state.active.load(Ordering::Relaxed),
@@ -406,36 +430,33 @@ impl Table {
         let mut out = String::new();
         for (k, s) in self.sorted() {
             let flag = if k.proto == Proto::Tcp { "-t" } else { "-u" };
-            let _ = write!(out, "-A {flag} {}:{} -s {}", k.addr, k.port, s.sched);
+            let _ = write!(out, "-A {flag} {} -s {}", ep(k.addr, k.port), s.sched);
             if !s.flags.is_empty() {
                 let _ = write!(out, " -b {}", s.flags.render(&s.sched));
             }
             if let Some(p) = &s.persist {
                 let _ = write!(out, " -p {}", p.timeout.as_secs());
-                if p.netmask != Ipv4Addr::BROADCAST {
-                    let _ = write!(out, " -M {}", p.netmask);
+                if let Some(m) = mask_text(p.netmask) {
+                    let _ = write!(out, " -M {m}");
                 }
             }
             if let Some(d) = &s.sorry {
                 let _ = write!(
                     out,
-                    " --sorry-server {}:{} {}",
-                    d.addr,
-                    d.port,
+                    " --sorry-server {} {}",
+                    ep(d.addr, d.port),
                     fwd_switch(d.fwd)
                 );
             }
             out.push('\n');
             let mut dests: Vec<&DestEntry> = s.dests.iter().collect();
-            dests.sort_by_key(|d| (d.addr.to_bits(), d.port));
+            dests.sort_by_key(|d| (d.addr, d.port));
             for d in dests {
                 let _ = write!(
                     out,
-                    "-a {flag} {}:{} -r {}:{} {} -w {}",
-                    k.addr,
-                    k.port,
-                    d.addr,
-                    d.port,
+                    "-a {flag} {} -r {} {} -w {}",
+                    ep(k.addr, k.port),
+                    ep(d.addr, d.port),
                     fwd_switch(d.fwd),
                     d.weight
                 );
@@ -570,9 +591,13 @@ TCP  192.0.2.100:443 mh persistent 300
         assert!(reals.contains(&L4Key::v4([10, 10, 0, 99], 80, PROTO_TCP)));
         let snap = t.snapshot(&[]);
         let svc = snap.services.values().find(|s| s.key.port == 80).unwrap();
-        assert_eq!(svc.sorry.as_ref().unwrap().addr.octets(), [10, 10, 0, 99]);
+        assert_eq!(svc.sorry.as_ref().unwrap().addr.to_string(), "10.10.0.99");
         assert_eq!(svc.sched.name(), "sh");
-        let d = svc.dests.iter().find(|d| d.addr.octets()[3] == 11).unwrap();
+        let d = svc
+            .dests
+            .iter()
+            .find(|d| d.addr.to_string() == "10.10.0.11")
+            .unwrap();
         assert_eq!(d.state.u_threshold.load(Ordering::Relaxed), 100);
     }
 

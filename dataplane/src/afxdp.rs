@@ -23,7 +23,7 @@ use crossbeam::queue::ArrayQueue;
 use xsk_rs::config::{BindFlags, LibxdpFlags, QueueSize, SocketConfig, UmemConfig};
 use xsk_rs::{CompQueue, FillQueue, FrameDesc, RxQueue, Socket, TxQueue, Umem};
 
-use crate::core::conn::ConnTable;
+use crate::core::conn::Tables;
 use crate::core::service::{IfaceId, Snapshot};
 use crate::core::{Core, CoreStats, DropReason, Instant, Verdict};
 
@@ -256,7 +256,7 @@ impl Dataplane {
     /// Starts one thread per socket. Workers stop when `stop` is set.
     pub fn run(
         self,
-        table: Arc<ConnTable>,
+        tables: Arc<Tables>,
         snapshot: Arc<ArcSwap<Snapshot>>,
         stop: Arc<AtomicBool>,
     ) -> io::Result<Vec<WorkerHandle>> {
@@ -299,7 +299,7 @@ impl Dataplane {
                 comp: b.comp,
                 free: b.frames,
                 umem: self.umem.clone(),
-                core: Core::new(table.clone()),
+                core: Core::new(tables.clone()),
                 snapshot: snapshot.clone(),
                 mailboxes: mailboxes.clone(),
                 by_iface: by_iface.clone(),
@@ -365,7 +365,7 @@ fn monotonic_now() -> Instant {
     Instant(ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64)
 }
 
-/// The monotonic clock the workers use, for the control thread's expiry pass.
+/// The monotonic clock the workers use (for the control thread's fragment expiry).
 pub fn now() -> Instant {
     monotonic_now()
 }
@@ -490,6 +490,11 @@ impl Worker {
                 }
             }
             self.transmit();
+
+            // Connections and templates this worker created that are due; bounded work.
+            if self.core.expire_some(monotonic_now()) > 0 {
+                busy = true;
+            }
 
             for w in 0..self.wake.len() {
                 if self.wake[w] {

@@ -4,7 +4,7 @@
 //! recomputation, so the core's own wire code and incremental checksums are checked against an
 //! implementation that shares nothing with them.
 
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 
 use etherparse::{
@@ -232,14 +232,14 @@ pub fn reassemble(frags: &[Vec<u8>]) -> Option<Vec<u8>> {
 }
 
 /// Realserver number `i` of the fixtures: weight 1, its MAC resolved on interface 1 (int0).
-pub fn dest(i: u8, addr: Ipv4Addr, port: u16, fwd: Fwd) -> Dest {
+pub fn dest(i: u8, addr: impl Into<IpAddr>, port: u16, fwd: Fwd) -> Dest {
     let state = Arc::new(DestState::default());
     state.set_next_hop(Some(NextHop {
         iface: 1,
         mac: rs_mac(i),
     }));
     Dest {
-        addr,
+        addr: addr.into(),
         port,
         fwd,
         weight: 1,
@@ -249,10 +249,10 @@ pub fn dest(i: u8, addr: Ipv4Addr, port: u16, fwd: Fwd) -> Dest {
 }
 
 /// A virtual service with realservers `rips` (weight 1 each), not persistent, no sorry server.
-pub fn service(
+pub fn service<A: Into<IpAddr> + Copy>(
     proto: Proto,
-    vip: (Ipv4Addr, u16),
-    rips: &[(Ipv4Addr, u16)],
+    vip: (A, u16),
+    rips: &[(A, u16)],
     fwd: Fwd,
     scheduler: &str,
 ) -> Service {
@@ -263,7 +263,7 @@ pub fn service(
         .collect();
     let key = VsKey {
         proto,
-        addr: vip.0,
+        addr: vip.0.into(),
         port: vip.1,
     };
     Service {
@@ -300,10 +300,10 @@ pub fn snapshot_with(services: Vec<Service>) -> Snapshot {
 }
 
 /// A snapshot with one virtual service (see [`service`]).
-pub fn snapshot(
+pub fn snapshot<A: Into<IpAddr> + Copy>(
     proto: Proto,
-    vip: (Ipv4Addr, u16),
-    rips: &[(Ipv4Addr, u16)],
+    vip: (A, u16),
+    rips: &[(A, u16)],
     fwd: Fwd,
     scheduler: &str,
 ) -> Snapshot {

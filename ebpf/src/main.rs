@@ -1,16 +1,17 @@
 //! The xlvs XDP program.
 //!
-//! For every frame: parse Ethernet (one optional 802.1Q tag), IPv4 and TCP/UDP, bounds-checked
-//! against `data_end`; then
+//! For every frame: parse Ethernet (one optional 802.1Q tag), IPv4 or IPv6 (the fixed header,
+//! at most a fragment header) and TCP/UDP, bounds-checked against `data_end`; then
 //! 1. (protocol, destination IP, destination port) is a virtual service → redirect;
 //! 2. (protocol, source IP, source port) is an LVS-NAT realserver and the destination is not
 //!    one of the director's own addresses → redirect (a reply to be SNATed);
-//! 3. an ICMP error quoting a packet that 1 or 2 would have matched in the other direction
+//! 3. an ICMP or ICMPv6 error quoting a packet that 1 or 2 would have matched in the other direction
 //!    (from a VIP:port, or to a NAT realserver's RIP:port) → redirect;
 //! 4. a non-first fragment of a datagram whose first fragment was redirected (the `FRAGS` LRU
 //!    map, filled here when a first fragment is redirected) → redirect;
-//! 5. anything else (ARP, LACP, echo requests, the director's own TCP services, sync multicast,
-//!    fragments of the kernel's own traffic, ...) → `XDP_PASS`.
+//! 5. anything else (ARP, neighbour discovery, LACP, echo requests, the director's own TCP
+//!    services, sync multicast, fragments of the kernel's own traffic, IPv6 with other
+//!    extension headers, ...) → `XDP_PASS`.
 //!
 //! Redirects go to the XSKMAP entry of the frame's RX queue inside the interface's block;
 //! an empty entry falls back to `XDP_PASS` and is counted as a failed redirect.
@@ -24,8 +25,8 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use xlvs_common::{
-    AddrKey, COUNTERS, Counter, FAMILY_IPV4, FRAGS_MAX, FragKey, IfaceSlot, L4Key, PROTO_ICMP,
-    PROTO_TCP, PROTO_UDP, SteerValue, XSK_SLOTS,
+    AddrKey, COUNTERS, Counter, FAMILY_IPV4, FAMILY_IPV6, FRAGS_MAX, FragKey, IfaceSlot, L4Key,
+    PROTO_ICMP, PROTO_TCP, PROTO_UDP, SteerValue, XSK_SLOTS,
 };
 
 /// AF_XDP sockets, one per (interface slot, RX queue).
@@ -58,6 +59,10 @@ static COUNTERS_MAP: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNTERS, 
 
 const ETH_HLEN: usize = 14;
 const ETH_P_IP: u16 = 0x0800;
+const ETH_P_IPV6: u16 = 0x86dd;
+const IPV6_HLEN: usize = 40;
+const NEXT_FRAGMENT: u8 = 44;
+const NEXT_ICMPV6: u8 = 58;
 const ETH_P_8021Q: u16 = 0x8100;
 const VLAN_HLEN: usize = 4;
 
@@ -124,6 +129,13 @@ fn read_4(ctx: &XdpContext, off: usize) -> Option<[u8; 4]> {
 }
 
 #[inline(always)]
+fn read_16(ctx: &XdpContext, off: usize) -> Option<[u8; 16]> {
+    let p = ptr_at::<[u8; 16]>(ctx, off)?;
+    // Safety: ptr_at checked the sixteen bytes lie inside the frame.
+    Some(unsafe { *p })
+}
+
+#[inline(always)]
 fn read_raw16(ctx: &XdpContext, off: usize) -> Option<u16> {
     let p = ptr_at::<[u8; 2]>(ctx, off)?;
     // Safety: ptr_at checked both bytes lie inside the frame.
@@ -139,6 +151,9 @@ fn try_steer(ctx: &XdpContext) -> Option<u32> {
     if ethertype == ETH_P_8021Q {
         ethertype = read_be16(ctx, ETH_HLEN + 2)?;
         off += VLAN_HLEN;
+    }
+    if ethertype == ETH_P_IPV6 {
+        return steer6(ctx, off);
     }
     if ethertype != ETH_P_IP {
         return None;
@@ -182,6 +197,109 @@ fn try_steer(ctx: &XdpContext) -> Option<u32> {
         let _ = FRAGS.insert(&key, &0, 0);
     }
     Some(redirect(ctx))
+}
+
+/// The IPv6 counterpart of [`try_steer`]: the fixed header, then at most a fragment header
+/// (RFC 8200 §4.5; other extension headers go to the kernel), then TCP, UDP or ICMPv6.
+#[inline(always)]
+fn steer6(ctx: &XdpContext, off: usize) -> Option<u32> {
+    if read_u8(ctx, off)? >> 4 != 6 {
+        return None;
+    }
+    let mut next = read_u8(ctx, off + 6)?;
+    let saddr = read_16(ctx, off + 8)?;
+    let daddr = read_16(ctx, off + 24)?;
+    let mut l4 = off + IPV6_HLEN;
+    let mut first_of_many = None;
+    if next == NEXT_FRAGMENT {
+        let inner = read_u8(ctx, l4)?;
+        let offset_m = read_be16(ctx, l4 + 2)?;
+        let ident = read_4(ctx, l4 + 4)?;
+        let key = frag_key6(saddr, daddr, inner, u32::from_be_bytes(ident));
+        if offset_m & 0xfff8 != 0 {
+            // A non-first fragment: ours only if its first fragment was.
+            // Safety: plain lookup; the value is not kept past this call.
+            unsafe { FRAGS.get(&key) }?;
+            return Some(redirect(ctx));
+        }
+        if inner == NEXT_ICMPV6 {
+            // A fragmented ICMPv6 error is left to the kernel, as for IPv4.
+            return None;
+        }
+        if offset_m & 1 != 0 {
+            first_of_many = Some(key);
+        }
+        next = inner;
+        l4 += 8;
+    }
+    if next == NEXT_ICMPV6 {
+        return if icmp6_error_is_ours(ctx, l4, daddr)? {
+            Some(redirect(ctx))
+        } else {
+            None
+        };
+    }
+    if next != PROTO_TCP && next != PROTO_UDP {
+        return None;
+    }
+    let sport = read_raw16(ctx, l4)?;
+    let dport = read_raw16(ctx, l4 + 2)?;
+    if !(is_service6(daddr, dport, next) || is_nat_reply6(saddr, sport, next, daddr)) {
+        return None;
+    }
+    if let Some(key) = first_of_many {
+        let _ = FRAGS.insert(&key, &0, 0);
+    }
+    Some(redirect(ctx))
+}
+
+#[inline(always)]
+fn frag_key6(src: [u8; 16], dst: [u8; 16], proto: u8, ident: u32) -> FragKey {
+    FragKey {
+        src,
+        dst,
+        ident,
+        proto,
+        family: FAMILY_IPV6,
+        ..FragKey::default()
+    }
+}
+
+#[inline(always)]
+fn is_service6(addr: [u8; 16], port: u16, proto: u8) -> bool {
+    // Safety: plain lookup; the value is not kept past this call.
+    unsafe { SERVICES.get(&L4Key::v6_raw(addr, port, proto)) }.is_some()
+}
+
+#[inline(always)]
+fn is_nat_reply6(saddr: [u8; 16], sport: u16, proto: u8, daddr: [u8; 16]) -> bool {
+    // Safety: plain lookups; the values are not kept past this call.
+    unsafe { REALS.get(&L4Key::v6_raw(saddr, sport, proto)) }.is_some()
+        && unsafe { LOCAL_ADDRS.get(&AddrKey::v6(daddr)) }.is_none()
+}
+
+/// An ICMPv6 error (destination unreachable, packet too big, time exceeded, parameter
+/// problem) quoting a TCP/UDP packet as for IPv4. A quote that starts with a fragment header
+/// goes to the kernel.
+#[inline(always)]
+fn icmp6_error_is_ours(ctx: &XdpContext, l4: usize, daddr: [u8; 16]) -> Option<bool> {
+    let ty = read_u8(ctx, l4)?;
+    if !matches!(ty, 1..=4) {
+        return Some(false);
+    }
+    let inner = l4 + 8;
+    if read_u8(ctx, inner)? >> 4 != 6 {
+        return Some(false);
+    }
+    let proto = read_u8(ctx, inner + 6)?;
+    if proto != PROTO_TCP && proto != PROTO_UDP {
+        return Some(false);
+    }
+    let isrc = read_16(ctx, inner + 8)?;
+    let idst = read_16(ctx, inner + 24)?;
+    let sport = read_raw16(ctx, inner + IPV6_HLEN)?;
+    let dport = read_raw16(ctx, inner + IPV6_HLEN + 2)?;
+    Some(is_service6(isrc, sport, proto) || is_nat_reply6(idst, dport, proto, daddr))
 }
 
 /// Header length of the IPv4 header at `off`, if it is one (version 4, 20..=60 bytes; the

@@ -1,60 +1,141 @@
 //! The connection table, shared by all workers.
 //!
-//! A connection is found from either direction: its *in* entry is keyed by the client's frame
-//! as the director receives it (client → VIP), and for LVS-NAT an *out* entry is keyed by the
-//! realserver's reply (RIP → client) and points back at the in key. Replies may arrive on any RX
-//! queue, so the table is shared: a `DashMap` (sharded `RwLock`ed hash maps, ahash hasher), one
-//! shard lock held per lookup, never across a batch. docs/BENCHMARKS.md has the measurements.
+//! Shaped like IPVS's own (`ip_vs_conn.c`): one hash table of chains, and each connection is
+//! hashed **once**, by its client endpoint (protocol, client address, client port). That
+//! endpoint is in both directions of an LVS-NAT connection (the source of the client's
+//! frames, the destination of the realserver's replies), so one entry serves both lookups,
+//! as IPVS's `ip_vs_conn_hashkey_param` does with `inverse`.
+//!
+//! Layout, for memory per connection (docs/BENCHMARKS.md measures it):
+//! - `heads`: one `u32` per bucket, the chain's first slot, with the bucket's lock in its top
+//!   bit. Buckets are a power of two ≥ half the maximum (chains of two at a full table).
+//! - `slots`: the connections themselves, preallocated (but not touched) for the configured
+//!   maximum, linked by slot number. An IPv4 slot is 56 bytes (tested below).
+//! - free slots go on a free list; new ones come from a high-water mark.
+//!
+//! A connection is read and written only by a thread holding its bucket's lock, a spin lock
+//! held for one chain walk, never across a batch, and never two at once. Lookups on an empty
+//! bucket take no lock.
+//!
+//! Expiry: each worker files the connections it creates in its own timing wheel (see
+//! [`super::wheel`]) by bucket; `armed` records the tick of the connection's wheel entry.
 
-use std::net::Ipv4Addr;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::cell::UnsafeCell;
+use std::mem::MaybeUninit;
+use std::net::{Ipv4Addr, Ipv6Addr};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use dashmap::DashMap;
 
 use super::Instant;
+use super::addr::Addr;
 use super::service::{Binding, Dest, DestState, Fwd, NextHop, Proto};
 use super::tcp_state::TcpState;
+use super::wheel::{tick, tick_ceil, tick_instant};
 
 /// A 5-tuple as seen on the wire in one direction.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct ConnKey {
-    pub src: u32,
-    pub dst: u32,
+pub struct ConnKey<A> {
+    pub src: A,
+    pub dst: A,
     pub sport: u16,
     pub dport: u16,
     pub proto: u8,
 }
 
+const MASQ: u8 = 1;
+const INACTIVE: u8 = 2;
+const NO_OUTPUT: u8 = 4;
+
 /// A connection (IPVS `struct ip_vs_conn`).
 #[derive(Debug)]
-pub struct Conn {
-    pub proto: Proto,
-    pub caddr: Ipv4Addr,
+pub struct Conn<A> {
+    pub caddr: A,
+    pub vaddr: A,
+    pub daddr: A,
     pub cport: u16,
-    pub vaddr: Ipv4Addr,
     pub vport: u16,
-    pub daddr: Ipv4Addr,
     pub dport: u16,
-    pub fwd: Fwd,
+    pub proto: Proto,
     pub state: TcpState,
-    /// Counted in the realserver's inactive connections rather than its active ones.
-    pub inactive: bool,
-    /// IPVS `IP_VS_CONN_F_NOOUTPUT`: set for every method but NAT, so LVS-DR connections use the
-    /// INPUT-ONLY state table; NAT connections use INPUT and OUTPUT from the start.
-    pub no_output: bool,
-    pub last_seen: Instant,
-    pub timeout: Duration,
-    pub dest: Arc<DestState>,
+    flags: u8,
     /// Where the client's frames came from: replies go back through it (LVS-NAT).
     pub client_hop: NextHop,
+    /// When it expires, in wheel ticks (IPVS keeps `timeout` and re-arms a timer per packet;
+    /// a deadline lets a packet extend it without touching any timer).
+    deadline: u32,
+    pub dest: Arc<DestState>,
     /// The persistence template that chose the realserver (IPVS `cp->control`): it lives at
     /// least as long as the connections it controls.
-    pub template: Option<Arc<Template>>,
+    pub template: Option<Arc<Template<A>>>,
 }
 
-impl Conn {
+impl<A: Addr> Conn<A> {
+    /// A new connection, counted inactive until a state change says otherwise (IPVS binds a
+    /// new connection as inactive; its first transition NONE → SYN_RECV makes it active).
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        proto: Proto,
+        (caddr, cport): (A, u16),
+        (vaddr, vport): (A, u16),
+        (daddr, dport): (A, u16),
+        fwd: Fwd,
+        state: TcpState,
+        client_hop: NextHop,
+        dest: Arc<DestState>,
+    ) -> Self {
+        let mut flags = 0;
+        if fwd == Fwd::Masq {
+            flags |= MASQ;
+        } else {
+            // IPVS sets NOOUTPUT for every method but NAT: DR uses the INPUT-ONLY table.
+            flags |= NO_OUTPUT;
+        }
+        if proto == Proto::Udp || !state.is_active() {
+            flags |= INACTIVE;
+        }
+        Conn {
+            caddr,
+            vaddr,
+            daddr,
+            cport,
+            vport,
+            dport,
+            proto,
+            state,
+            flags,
+            client_hop,
+            deadline: 0,
+            dest,
+            template: None,
+        }
+    }
+
+    pub fn fwd(&self) -> Fwd {
+        if self.flags & MASQ != 0 {
+            Fwd::Masq
+        } else {
+            Fwd::Route
+        }
+    }
+
+    /// Counted in the realserver's inactive connections rather than its active ones.
+    pub fn inactive(&self) -> bool {
+        self.flags & INACTIVE != 0
+    }
+
+    /// IPVS `IP_VS_CONN_F_NOOUTPUT`: set for every method but NAT, so LVS-DR connections use
+    /// the INPUT-ONLY state table; NAT connections use INPUT and OUTPUT from the start.
+    pub fn no_output(&self) -> bool {
+        self.flags & NO_OUTPUT != 0
+    }
+
+    pub fn clear_no_output(&mut self) {
+        self.flags &= !NO_OUTPUT;
+    }
+
     /// Moves the realserver's active/inactive counters when the state crosses between an
     /// active and an inactive state (IPVS `set_tcp_state` with `tcp_state_active`, Linux ≥ 4.9).
     pub fn set_state(&mut self, new: TcpState) {
@@ -62,47 +143,79 @@ impl Conn {
             return;
         }
         let active = new.is_active();
-        if !self.inactive && !active {
+        if !self.inactive() && !active {
             self.dest.rebind(Binding::Active, Binding::Inactive);
-            self.inactive = true;
-        } else if self.inactive && active {
+            self.flags |= INACTIVE;
+        } else if self.inactive() && active {
             self.dest.rebind(Binding::Inactive, Binding::Active);
-            self.inactive = false;
+            self.flags &= !INACTIVE;
         }
         self.state = new;
     }
 
+    /// Restarts the idle timeout: the connection expires `timeout` after `now`.
+    pub fn touch(&mut self, now: Instant, timeout: Duration) {
+        self.deadline = tick_ceil(now + timeout);
+    }
+
+    /// The tick it expires at.
+    pub fn deadline(&self) -> u32 {
+        self.deadline
+    }
+
+    /// Time left before it expires (ipvsadm -L -c "expire").
+    pub fn expires_in(&self, now: Instant) -> Duration {
+        tick_instant(self.deadline).since(now)
+    }
+
+    pub fn expired(&self, now: Instant) -> bool {
+        tick(now) >= self.deadline
+    }
+
     fn binding(&self) -> Binding {
-        if self.inactive {
+        if self.inactive() {
             Binding::Inactive
         } else {
             Binding::Active
         }
     }
 
-    /// The key of the realserver's replies (LVS-NAT only).
-    pub fn out_key(&self) -> ConnKey {
+    pub fn in_key(&self) -> ConnKey<A> {
         ConnKey {
-            src: self.daddr.to_bits(),
-            dst: self.caddr.to_bits(),
-            sport: self.dport,
-            dport: self.cport,
-            proto: self.proto.number(),
-        }
-    }
-
-    pub fn in_key(&self) -> ConnKey {
-        ConnKey {
-            src: self.caddr.to_bits(),
-            dst: self.vaddr.to_bits(),
+            src: self.caddr,
+            dst: self.vaddr,
             sport: self.cport,
             dport: self.vport,
             proto: self.proto.number(),
         }
     }
 
-    pub fn expired(&self, now: Instant) -> bool {
-        now.since(self.last_seen) >= self.timeout
+    /// The key of the realserver's replies (LVS-NAT).
+    pub fn out_key(&self) -> ConnKey<A> {
+        ConnKey {
+            src: self.daddr,
+            dst: self.caddr,
+            sport: self.dport,
+            dport: self.cport,
+            proto: self.proto.number(),
+        }
+    }
+
+    fn is_in(&self, k: &ConnKey<A>) -> bool {
+        self.caddr == k.src
+            && self.cport == k.sport
+            && self.vaddr == k.dst
+            && self.vport == k.dport
+            && self.proto.number() == k.proto
+    }
+
+    fn is_out(&self, k: &ConnKey<A>) -> bool {
+        self.flags & MASQ != 0
+            && self.caddr == k.dst
+            && self.cport == k.dport
+            && self.daddr == k.src
+            && self.dport == k.sport
+            && self.proto.number() == k.proto
     }
 
     /// Releases the connection's hold on its realserver's counters (IPVS `ip_vs_unbind_dest`),
@@ -119,10 +232,10 @@ impl Conn {
 /// Key of a persistence template: the client's address masked with the service's netmask, and
 /// the virtual service (IPVS keys a template as a connection from `caddr & mask:0`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct TemplateKey {
+pub struct TemplateKey<A> {
     pub proto: u8,
-    pub caddr: u32,
-    pub vaddr: u32,
+    pub caddr: A,
+    pub vaddr: A,
     pub vport: u16,
 }
 
@@ -130,22 +243,25 @@ pub struct TemplateKey {
 /// connections to a persistent service go to. It counts toward the realserver's `persist`
 /// connections from creation until it is out of the table and no connection holds it.
 #[derive(Debug)]
-pub struct Template {
-    pub key: TemplateKey,
+pub struct Template<A> {
+    pub key: TemplateKey<A>,
     /// The realserver's shared state: its identity and its `persist` counter.
     pub dest: Arc<DestState>,
     timeout: Duration,
     last_used: AtomicU64,
+    /// The tick of its wheel entry.
+    armed: AtomicU32,
 }
 
-impl Template {
-    pub fn new(key: TemplateKey, dest: Arc<DestState>, timeout: Duration, now: Instant) -> Self {
+impl<A> Template<A> {
+    pub fn new(key: TemplateKey<A>, dest: Arc<DestState>, timeout: Duration, now: Instant) -> Self {
         dest.bind(Binding::Template);
         Template {
             key,
             dest,
             timeout,
             last_used: AtomicU64::new(now.0),
+            armed: AtomicU32::new(0),
         }
     }
 
@@ -157,32 +273,32 @@ impl Template {
     fn idle(&self, now: Instant) -> bool {
         now.since(Instant(self.last_used.load(Ordering::Relaxed))) >= self.timeout
     }
+
+    /// The tick it becomes idle at.
+    pub fn deadline(&self) -> u32 {
+        tick_ceil(Instant(self.last_used.load(Ordering::Relaxed)) + self.timeout)
+    }
+
+    /// Records the tick of its wheel entry.
+    pub fn arm(&self, at: u32) {
+        self.armed.store(at, Ordering::Relaxed);
+    }
 }
 
-impl Drop for Template {
+impl<A> Drop for Template<A> {
     fn drop(&mut self) {
         self.dest.unbind(Binding::Template);
     }
 }
 
-/// The datagram a fragment belongs to: (source, destination, protocol, IP ID) (RFC 791).
+/// The datagram a fragment belongs to: (source, destination, protocol, identification)
+/// (RFC 791; RFC 8200 §4.5 for IPv6's 32-bit one).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct FragKey {
-    pub src: u32,
-    pub dst: u32,
-    pub ident: u16,
+pub struct FragKey<A> {
+    pub src: A,
+    pub dst: A,
+    pub ident: u32,
     pub proto: u8,
-}
-
-impl FragKey {
-    pub fn new(src: u32, dst: u32, proto: u8, ident: u16) -> Self {
-        FragKey {
-            src,
-            dst,
-            ident,
-            proto,
-        }
-    }
 }
 
 /// How long the tuple of a forwarded first fragment is kept for its datagram's later
@@ -192,13 +308,6 @@ pub const FRAG_LIFETIME: Duration = Duration::from_secs(5);
 /// Most datagrams whose fragments are tracked at once.
 pub const MAX_FRAGS: usize = 65536;
 
-/// A table entry: the connection itself, or the reply direction's pointer to it.
-#[derive(Debug)]
-pub enum Entry {
-    In(Conn),
-    Out(ConnKey),
-}
-
 /// Why a connection could not be added.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum InsertError {
@@ -206,13 +315,41 @@ pub enum InsertError {
     Full,
 }
 
-/// The shared connection table.
+/// Which way a frame found its connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Side {
+    /// Client → virtual service.
+    In,
+    /// Realserver → client (LVS-NAT).
+    Out,
+}
+
+/// Slot number that ends a chain.
+const NIL: u32 = u32::MAX >> 1;
+/// The bucket lock, in a head's top bit.
+const LOCK: u32 = 1 << 31;
+
 #[derive(Debug)]
-pub struct ConnTable {
-    map: DashMap<ConnKey, Entry, ahash::RandomState>,
-    templates: DashMap<TemplateKey, Arc<Template>, ahash::RandomState>,
+struct Slot<A> {
+    /// Next slot in the bucket's chain.
+    next: u32,
+    /// The tick of the connection's wheel entry.
+    armed: u32,
+    conn: Option<Conn<A>>,
+}
+
+/// The connection table of one address family.
+pub struct ConnTable<A: Addr> {
+    heads: Box<[AtomicU32]>,
+    mask: u32,
+    slots: Box<[UnsafeCell<MaybeUninit<Slot<A>>>]>,
+    /// Slots below it are initialised (in a chain or on the free list).
+    fresh: AtomicU32,
+    free: Mutex<Vec<u32>>,
+    hasher: ahash::RandomState,
+    templates: DashMap<TemplateKey<A>, Arc<Template<A>>, ahash::RandomState>,
     /// Fragmented datagrams in flight: the tuple their first fragment was forwarded under.
-    frags: DashMap<FragKey, (ConnKey, Instant), ahash::RandomState>,
+    frags: DashMap<FragKey<A>, (ConnKey<A>, Instant), ahash::RandomState>,
     n_frags: AtomicUsize,
     /// Connections plus templates, checked against `max`.
     conns: AtomicUsize,
@@ -220,20 +357,154 @@ pub struct ConnTable {
     max: usize,
 }
 
+// Safety: a slot is only accessed by the thread holding the lock of the bucket whose chain
+// holds it, or by the thread that took it off the free list before it is linked; every other
+// field is Sync.
+unsafe impl<A: Addr> Sync for ConnTable<A> {}
+// Safety: as above; the slots hold Send data (`Conn` is Send).
+unsafe impl<A: Addr> Send for ConnTable<A> {}
+
+impl<A: Addr> std::fmt::Debug for ConnTable<A> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConnTable")
+            .field("conns", &self.len())
+            .field("templates", &self.templates())
+            .field("max", &self.max)
+            .finish()
+    }
+}
+
+/// A locked bucket. Unlocks when dropped.
+struct Bucket<'t, A: Addr> {
+    t: &'t ConnTable<A>,
+    b: u32,
+}
+
+impl<A: Addr> Drop for Bucket<'_, A> {
+    fn drop(&mut self) {
+        self.t.heads[self.b as usize].fetch_and(!LOCK, Ordering::Release);
+    }
+}
+
+impl<'t, A: Addr> Bucket<'t, A> {
+    fn first(&self) -> u32 {
+        self.t.heads[self.b as usize].load(Ordering::Relaxed) & !LOCK
+    }
+
+    fn set_first(&mut self, i: u32) {
+        // The lock bit stays set: we hold it.
+        self.t.heads[self.b as usize].store(LOCK | i, Ordering::Relaxed);
+    }
+
+    fn slot(&mut self, i: u32) -> &mut Slot<A> {
+        // Safety: slot `i` is in this bucket's chain (or being linked into it by us), and we
+        // hold the bucket's lock, so no other thread accesses it; slots in chains are
+        // initialised.
+        unsafe { (*self.t.slots[i as usize].get()).assume_init_mut() }
+    }
+
+    /// The slot of the first connection `pred` accepts, and the slot before it in the chain.
+    fn find(&mut self, pred: impl Fn(&Conn<A>) -> bool) -> Option<(u32, u32)> {
+        let (mut prev, mut i) = (NIL, self.first());
+        while i != NIL {
+            let s = self.slot(i);
+            if s.conn.as_ref().is_some_and(&pred) {
+                return Some((prev, i));
+            }
+            (prev, i) = (i, s.next);
+        }
+        None
+    }
+
+    /// Unlinks slot `i` (whose predecessor is `prev`) and frees it; returns its connection.
+    fn unlink(&mut self, prev: u32, i: u32) -> Conn<A> {
+        let s = self.slot(i);
+        let next = s.next;
+        let conn = s.conn.take().expect("linked slots hold a connection");
+        if prev == NIL {
+            self.set_first(next);
+        } else {
+            self.slot(prev).next = next;
+        }
+        self.t.free_slot(i);
+        conn
+    }
+}
+
+/// A connection found by [`ConnTable::lookup`], its bucket locked until this is dropped.
+pub struct Found<'t, A: Addr> {
+    bucket: Bucket<'t, A>,
+    prev: u32,
+    slot: u32,
+    pub side: Side,
+}
+
+impl<A: Addr> Found<'_, A> {
+    pub fn conn(&mut self) -> &mut Conn<A> {
+        let i = self.slot;
+        self.bucket
+            .slot(i)
+            .conn
+            .as_mut()
+            .expect("found slots hold a connection")
+    }
+
+    /// The bucket it is in (what wheel entries hold).
+    pub fn bucket(&self) -> u32 {
+        self.bucket.b
+    }
+
+    /// The tick of its wheel entry.
+    pub fn armed(&mut self) -> u32 {
+        let i = self.slot;
+        self.bucket.slot(i).armed
+    }
+
+    /// Records that a wheel entry for tick `at` now stands for it (older entries are stale).
+    pub fn set_armed(&mut self, at: u32) {
+        let i = self.slot;
+        self.bucket.slot(i).armed = at;
+    }
+
+    /// Removes the connection now (IPVS `conn_reuse_mode`: a new SYN on a closed one).
+    pub fn remove(mut self, now: Instant) {
+        let c = self.bucket.unlink(self.prev, self.slot);
+        self.bucket.t.release(c, now);
+    }
+}
+
 /// Where a persistent service's new connection goes: the template's realserver, found again or
 /// newly chosen.
-pub enum Persisted<'a> {
-    /// Bound to this template (existing and still valid, or created now).
-    Template(&'a Dest, Arc<Template>),
+pub enum Persisted<'a, A> {
+    /// Bound to this template (existing and still valid, or created now: `new`).
+    Template {
+        dest: &'a Dest,
+        template: Arc<Template<A>>,
+        new: bool,
+    },
     /// The scheduler found no realserver: the caller may use its sorry server (no template).
     NoDest,
 }
 
-impl ConnTable {
-    /// A table for at most `max` connections.
+impl<A: Addr> ConnTable<A> {
+    /// A table for at most `max` connections (and templates). The slots are reserved, not
+    /// touched: memory is committed as connections arrive.
     pub fn new(max: usize) -> Self {
+        let max = max.clamp(1, NIL as usize - 1);
+        let buckets = (max / 2).next_power_of_two().max(1024);
+        let uninit: Box<[MaybeUninit<Slot<A>>]> = Box::new_uninit_slice(max);
+        // Safety: `UnsafeCell` is `repr(transparent)`, so both slices have the same layout;
+        // the allocation is not written (the OS commits pages as slots are first used).
+        let slots = unsafe {
+            Box::from_raw(Box::into_raw(uninit) as *mut [UnsafeCell<MaybeUninit<Slot<A>>>])
+        };
         ConnTable {
-            map: DashMap::with_hasher(ahash::RandomState::new()),
+            heads: (0..buckets).map(|_| AtomicU32::new(NIL)).collect(),
+            mask: buckets as u32 - 1,
+            slots,
+            fresh: AtomicU32::new(0),
+            free: Mutex::new(Vec::new()),
+            hasher: ahash::RandomState::new(),
             templates: DashMap::with_hasher(ahash::RandomState::new()),
             frags: DashMap::with_hasher(ahash::RandomState::new()),
             n_frags: AtomicUsize::new(0),
@@ -243,7 +514,78 @@ impl ConnTable {
         }
     }
 
-    /// Number of connections (not entries), templates excluded.
+    /// The bucket of a client endpoint.
+    #[inline]
+    pub fn bucket(&self, proto: u8, caddr: A, cport: u16) -> u32 {
+        self.hasher.hash_one((caddr, cport, proto)) as u32 & self.mask
+    }
+
+    fn lock(&self, b: u32) -> Bucket<'_, A> {
+        let h = &self.heads[b as usize];
+        let mut spins = 0u32;
+        loop {
+            if h.load(Ordering::Relaxed) & LOCK == 0
+                && h.fetch_or(LOCK, Ordering::Acquire) & LOCK == 0
+            {
+                return Bucket { t: self, b };
+            }
+            spins += 1;
+            if spins < 128 {
+                std::hint::spin_loop();
+            } else {
+                // The holder was preempted mid-walk: let it run.
+                std::thread::yield_now();
+            }
+        }
+    }
+
+    fn empty(&self, b: u32) -> bool {
+        self.heads[b as usize].load(Ordering::Relaxed) & !LOCK == NIL
+    }
+
+    /// Hints the CPU to load bucket `b`'s head: a worker calls it for a whole batch before
+    /// processing it, so the batch's cache misses overlap.
+    #[inline]
+    pub fn prefetch_bucket(&self, b: u32) {
+        prefetch(&self.heads[b as usize] as *const AtomicU32 as *const u8);
+    }
+
+    /// Hints the CPU to load the first connection of bucket `b` (after its head arrived).
+    #[inline]
+    pub fn prefetch_chain(&self, b: u32) {
+        let i = self.heads[b as usize].load(Ordering::Relaxed) & !LOCK;
+        if i != NIL {
+            prefetch(self.slots[i as usize].get() as *const u8);
+        }
+    }
+
+    fn find(&self, b: u32, side: Side, pred: impl Fn(&Conn<A>) -> bool) -> Option<Found<'_, A>> {
+        if self.empty(b) {
+            return None;
+        }
+        let mut bucket = self.lock(b);
+        let (prev, slot) = bucket.find(pred)?;
+        Some(Found {
+            bucket,
+            prev,
+            slot,
+            side,
+        })
+    }
+
+    /// The connection a frame with tuple `key` belongs to: as the client's frame (the client
+    /// is the source), else as the realserver's reply (the client is the destination).
+    #[inline]
+    pub fn lookup(&self, key: &ConnKey<A>) -> Option<Found<'_, A>> {
+        let b = self.bucket(key.proto, key.src, key.sport);
+        if let Some(f) = self.find(b, Side::In, |c| c.is_in(key)) {
+            return Some(f);
+        }
+        let b = self.bucket(key.proto, key.dst, key.dport);
+        self.find(b, Side::Out, |c| c.is_out(key))
+    }
+
+    /// Number of connections, templates excluded.
     pub fn len(&self) -> usize {
         // The two counters move separately: never underflow on a racing read.
         self.conns
@@ -251,9 +593,31 @@ impl ConnTable {
             .saturating_sub(self.n_templates.load(Ordering::Relaxed))
     }
 
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
     /// Number of persistence templates.
     pub fn templates(&self) -> usize {
         self.n_templates.load(Ordering::Relaxed)
+    }
+
+    pub fn max(&self) -> usize {
+        self.max
+    }
+
+    /// Bytes the table has reserved: heads and slots for the maximum (slots are committed by
+    /// the OS as they are first used), without templates and fragments.
+    pub fn reserved_bytes(&self) -> usize {
+        self.heads.len() * size_of::<AtomicU32>() + self.slots.len() * size_of::<Slot<A>>()
+    }
+
+    /// Bytes of one connection slot.
+    pub const SLOT_BYTES: usize = size_of::<Slot<A>>();
+
+    /// Number of buckets.
+    pub fn buckets(&self) -> usize {
+        self.heads.len()
     }
 
     /// Reserves room for one more entry (connection or template) under the maximum.
@@ -265,26 +629,117 @@ impl ConnTable {
         Ok(())
     }
 
+    /// A free slot, uninitialised or holding no connection. Called after `reserve`, so one
+    /// exists: every slot in use holds a reserved connection.
+    fn alloc_slot(&self) -> u32 {
+        if let Some(i) = self.free.lock().unwrap_or_else(|e| e.into_inner()).pop() {
+            return i;
+        }
+        self.fresh.fetch_add(1, Ordering::Relaxed)
+    }
+
+    fn free_slot(&self, i: u32) {
+        self.free.lock().unwrap_or_else(|e| e.into_inner()).push(i);
+    }
+
+    /// Adds a new connection, binds it to its realserver's counters, active or inactive as its
+    /// state says (IPVS `ip_vs_bind_dest`), and records `armed`, the tick of the wheel entry
+    /// the caller files for it. Returns its bucket (what the wheel entry holds).
+    pub fn insert(&self, conn: Conn<A>, armed: u32, now: Instant) -> Result<u32, InsertError> {
+        self.reserve()?;
+        conn.dest.bind(conn.binding());
+        let b = self.bucket(conn.proto.number(), conn.caddr, conn.cport);
+        let key = conn.in_key();
+        let i = self.alloc_slot();
+        let mut bucket = self.lock(b);
+        // Two workers raced to create the same connection: the loser's goes.
+        let old = bucket
+            .find(|c| c.is_in(&key))
+            .map(|(p, j)| bucket.unlink(p, j));
+        let next = bucket.first();
+        let slot = Slot {
+            next,
+            armed,
+            conn: Some(conn),
+        };
+        // Safety: slot `i` came off the free list or the high-water mark: no chain holds it,
+        // so no other thread accesses it; writing over a free slot drops nothing (its
+        // connection is `None`).
+        unsafe { (*self.slots[i as usize].get()).write(slot) };
+        bucket.set_first(i);
+        drop(bucket);
+        if let Some(c) = old {
+            self.release(c, now);
+        }
+        Ok(b)
+    }
+
+    fn release(&self, c: Conn<A>, now: Instant) {
+        c.unbind(now);
+        drop(c);
+        self.conns.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// Fires the wheel entry of bucket `b` for tick `at`: each connection of the bucket whose
+    /// entry it is goes if it is expired, else is filed again at its deadline by `refile`
+    /// (which returns the tick it was filed for). Returns how many went.
+    pub fn expire_bucket(
+        &self,
+        b: u32,
+        at: u32,
+        now: Instant,
+        mut refile: impl FnMut(u32) -> u32,
+    ) -> usize {
+        if self.empty(b) {
+            return 0;
+        }
+        let mut bucket = self.lock(b);
+        let (mut prev, mut i) = (NIL, bucket.first());
+        let mut gone = 0;
+        while i != NIL {
+            let s = bucket.slot(i);
+            let next = s.next;
+            if s.armed == at
+                && let Some(c) = &s.conn
+            {
+                if c.expired(now) {
+                    let c = bucket.unlink(prev, i);
+                    self.release(c, now);
+                    gone += 1;
+                    i = next;
+                    continue;
+                }
+                s.armed = refile(c.deadline);
+            }
+            (prev, i) = (i, next);
+        }
+        gone
+    }
+
     /// The persistence template for `key` (IPVS `ip_vs_sched_persist`). An existing template
     /// is used if its realserver is still one of the service's `dests`; like IPVS with
     /// `expire_quiescent_template = 0`, a quiescent (weight 0) or overloaded realserver keeps
     /// its persistent clients, and only a deleted one loses them. Otherwise `pick` chooses a
-    /// realserver and a new template replaces the old one.
+    /// realserver and a new template replaces the old one; the caller files it for expiry.
     pub fn persist<'a>(
         &self,
-        key: TemplateKey,
+        key: TemplateKey<A>,
         now: Instant,
         timeout: Duration,
         dests: &'a [Dest],
         pick: impl FnOnce() -> Option<&'a Dest>,
-    ) -> Result<Persisted<'a>, InsertError> {
+    ) -> Result<Persisted<'a, A>, InsertError> {
         use dashmap::mapref::entry::Entry as MapEntry;
         let slot = self.templates.entry(key);
         if let MapEntry::Occupied(e) = &slot
             && let Some(d) = dests.iter().find(|d| Arc::ptr_eq(&d.state, &e.get().dest))
         {
             e.get().touch(now);
-            return Ok(Persisted::Template(d, e.get().clone()));
+            return Ok(Persisted::Template {
+                dest: d,
+                template: e.get().clone(),
+                new: false,
+            });
         }
         let Some(d) = pick() else {
             return Ok(Persisted::NoDest);
@@ -296,7 +751,41 @@ impl ConnTable {
         // A stale template is replaced; connections holding it keep it alive.
         let t = Arc::new(Template::new(key, d.state.clone(), timeout, now));
         slot.insert(t.clone());
-        Ok(Persisted::Template(d, t))
+        Ok(Persisted::Template {
+            dest: d,
+            template: t,
+            new: true,
+        })
+    }
+
+    /// Fires template `key`'s wheel entry for tick `at`: it goes once idle past its timeout
+    /// and no connection holds it (IPVS defers a template's expiry while `n_control` > 0),
+    /// else is filed again by `refile`. True if it went.
+    pub fn expire_template(
+        &self,
+        key: &TemplateKey<A>,
+        at: u32,
+        now: Instant,
+        refile: impl FnOnce(u32) -> u32,
+    ) -> bool {
+        use dashmap::mapref::entry::Entry as MapEntry;
+        let MapEntry::Occupied(e) = self.templates.entry(*key) else {
+            return false;
+        };
+        let t = e.get();
+        if t.armed.load(Ordering::Relaxed) != at {
+            return false;
+        }
+        if t.idle(now) && Arc::strong_count(t) == 1 {
+            e.remove();
+            self.n_templates.fetch_sub(1, Ordering::Relaxed);
+            self.conns.fetch_sub(1, Ordering::Relaxed);
+            return true;
+        }
+        // Idle but held: look again one timeout later (a connection ending touches it).
+        let deadline = t.deadline().max(tick_ceil(now + t.timeout));
+        t.arm(refile(deadline));
+        false
     }
 
     /// Remembers that the first fragment of datagram `fk` was forwarded as the connection
@@ -304,7 +793,7 @@ impl ConnTable {
     /// it is not remembered (their later fragments are dropped and counted).
     #[cold]
     #[inline(never)]
-    pub fn track_fragments(&self, fk: FragKey, key: ConnKey, now: Instant) {
+    pub fn track_fragments(&self, fk: FragKey<A>, key: ConnKey<A>, now: Instant) {
         if self.n_frags.load(Ordering::Relaxed) >= MAX_FRAGS {
             return;
         }
@@ -314,7 +803,7 @@ impl ConnTable {
     }
 
     /// The connection tuple of the datagram a non-first fragment belongs to.
-    pub fn fragment(&self, fk: &FragKey, now: Instant) -> Option<ConnKey> {
+    pub fn fragment(&self, fk: &FragKey<A>, now: Instant) -> Option<ConnKey<A>> {
         let e = self.frags.get(fk)?;
         let (key, at) = *e.value();
         (now.since(at) < FRAG_LIFETIME).then_some(key)
@@ -325,109 +814,218 @@ impl ConnTable {
         self.n_frags.load(Ordering::Relaxed)
     }
 
+    /// Forgets fragmented datagrams older than [`FRAG_LIFETIME`] (the control thread, once a
+    /// second: at most [`MAX_FRAGS`] entries).
+    pub fn expire_fragments(&self, now: Instant) -> usize {
+        let mut gone = 0;
+        self.frags.retain(|_, (_, at)| {
+            let keep = now.since(*at) < FRAG_LIFETIME;
+            gone += (!keep) as usize;
+            keep
+        });
+        self.n_frags.fetch_sub(gone, Ordering::Relaxed);
+        gone
+    }
+
+    /// Calls `f` on every connection (for listings), one bucket locked at a time.
+    pub fn for_each(&self, mut f: impl FnMut(&Conn<A>)) {
+        for b in 0..self.heads.len() as u32 {
+            if self.empty(b) {
+                continue;
+            }
+            let mut bucket = self.lock(b);
+            let mut i = bucket.first();
+            while i != NIL {
+                let s = bucket.slot(i);
+                if let Some(c) = &s.conn {
+                    f(c);
+                }
+                i = s.next;
+            }
+        }
+    }
+}
+
+impl<A: Addr> Drop for ConnTable<A> {
+    fn drop(&mut self) {
+        let fresh = *self.fresh.get_mut() as usize;
+        for s in &mut self.slots[..fresh] {
+            // Safety: slots below the high-water mark are initialised, and we own them all.
+            unsafe { s.get_mut().assume_init_drop() };
+        }
+    }
+}
+
+#[inline(always)]
+fn prefetch(p: *const u8) {
+    #[cfg(target_arch = "x86_64")]
+    // Safety: a prefetch is a hint; it does not dereference `p` in the abstract machine.
+    unsafe {
+        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(p as *const i8)
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = p;
+}
+
+/// The connection tables of both address families, shared by every worker.
+#[derive(Debug)]
+pub struct Tables {
+    pub v4: ConnTable<Ipv4Addr>,
+    pub v6: ConnTable<Ipv6Addr>,
+}
+
+impl Tables {
+    /// Tables for at most `max` connections per address family.
+    pub fn new(max: usize) -> Self {
+        Tables {
+            v4: ConnTable::new(max),
+            v6: ConnTable::new(max),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.v4.len() + self.v6.len()
+    }
+
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
-    pub fn max(&self) -> usize {
-        self.max
+    pub fn templates(&self) -> usize {
+        self.v4.templates() + self.v6.templates()
     }
 
-    pub(crate) fn map(&self) -> &DashMap<ConnKey, Entry, ahash::RandomState> {
-        &self.map
+    pub fn fragments(&self) -> usize {
+        self.v4.fragments() + self.v6.fragments()
     }
 
-    /// Adds a new connection and binds it to its realserver's counters, active or inactive as
-    /// its `inactive` flag says (IPVS `ip_vs_bind_dest`).
-    pub fn insert(&self, conn: Conn, now: Instant) -> Result<(), InsertError> {
-        self.reserve()?;
-        conn.dest.bind(conn.binding());
-        let in_key = conn.in_key();
-        let out_key = (conn.fwd == Fwd::Masq).then(|| conn.out_key());
-        if let Some(old) = self.map.insert(in_key, Entry::In(conn)) {
-            // Two workers raced to create the same connection: release the loser (and its out
-            // entry) before adding the winner's out entry, which may have the same key.
-            self.release(old, now);
+    pub fn expire_fragments(&self, now: Instant) -> usize {
+        self.v4.expire_fragments(now) + self.v6.expire_fragments(now)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_ipv4_slot_is_56_bytes() {
+        assert_eq!(ConnTable::<Ipv4Addr>::SLOT_BYTES, 56);
+        assert!(ConnTable::<Ipv6Addr>::SLOT_BYTES <= 96);
+    }
+
+    fn conn(c: u8, port: u16, fwd: Fwd) -> Conn<Ipv4Addr> {
+        let mut c = Conn::new(
+            Proto::Tcp,
+            (Ipv4Addr::new(10, 0, 0, c), port),
+            (Ipv4Addr::new(192, 0, 2, 1), 80),
+            (Ipv4Addr::new(10, 10, 0, 1), 8080),
+            fwd,
+            TcpState::SynRecv,
+            NextHop {
+                iface: 0,
+                mac: [0; 6],
+            },
+            Arc::new(DestState::default()),
+        );
+        c.touch(Instant::from_secs(0), Duration::from_secs(60));
+        c
+    }
+
+    #[test]
+    fn both_directions_find_one_entry_and_full_is_counted() {
+        let t = ConnTable::new(3);
+        let now = Instant::from_secs(0);
+        for i in 0..3 {
+            t.insert(conn(1, 1000 + i, Fwd::Masq), 0, now).unwrap();
         }
-        if let Some(k) = out_key {
-            self.map.insert(k, Entry::Out(in_key));
-        }
-        Ok(())
+        assert_eq!(
+            t.insert(conn(1, 2000, Fwd::Masq), 0, now),
+            Err(InsertError::Full)
+        );
+        let c = conn(1, 1001, Fwd::Masq);
+        assert_eq!(t.lookup(&c.in_key()).unwrap().side, Side::In);
+        let mut out = t.lookup(&c.out_key()).unwrap();
+        assert_eq!(out.side, Side::Out);
+        assert_eq!(out.conn().cport, 1001);
+        drop(out);
+        // DR connections have no reply direction.
+        let dr = conn(2, 1, Fwd::Route);
+        t.lookup(&c.in_key()).unwrap().remove(now);
+        assert!(t.lookup(&c.in_key()).is_none());
+        t.insert(dr, 0, now).unwrap();
+        assert!(t.lookup(&conn(2, 1, Fwd::Route).out_key()).is_none());
+        assert_eq!(t.len(), 3);
     }
 
-    /// Removes the connection whose in key is `in_key` (and its out entry).
-    pub fn remove(&self, in_key: &ConnKey, now: Instant) -> bool {
-        match self.map.remove_if(in_key, |_, v| matches!(v, Entry::In(_))) {
-            Some((_, e)) => {
-                self.release(e, now);
-                true
-            }
-            None => false,
+    #[test]
+    fn slots_are_reused_and_counters_released() {
+        let t = ConnTable::new(2);
+        let now = Instant::from_secs(0);
+        let d = Arc::new(DestState::default());
+        for round in 0..10u16 {
+            let mut c = conn(1, round, Fwd::Masq);
+            c.dest = d.clone();
+            let b = t.insert(c, 5, now).unwrap();
+            assert_eq!(d.total_conns(), 1);
+            // Not its entry's tick: nothing happens.
+            assert_eq!(t.expire_bucket(b, 4, Instant::from_secs(100), |_| 0), 0);
+            assert_eq!(t.expire_bucket(b, 5, Instant::from_secs(100), |_| 0), 1);
+            assert_eq!(d.total_conns(), 0);
         }
+        assert!(t.fresh.load(Ordering::Relaxed) <= 2);
     }
 
-    fn release(&self, e: Entry, now: Instant) {
-        if let Entry::In(c) = e {
-            if c.fwd == Fwd::Masq {
-                let ok = c.out_key();
-                self.map
-                    .remove_if(&ok, |_, v| matches!(v, Entry::Out(k) if *k == c.in_key()));
-            }
-            c.unbind(now);
-            self.conns.fetch_sub(1, Ordering::Relaxed);
-        }
-    }
-
-    /// Removes every connection idle past its timeout; returns how many went.
-    ///
-    /// This walks the whole table and is run by the control thread, off the packet path, about
-    /// once a second. It holds one shard lock at a time.
-    pub fn expire(&self, now: Instant) -> usize {
-        let mut gone_out = Vec::new();
-        let mut removed = 0usize;
-        self.map.retain(|_, e| match e {
-            Entry::In(c) if c.expired(now) => {
-                if c.fwd == Fwd::Masq {
-                    gone_out.push((c.out_key(), c.in_key()));
-                }
-                c.unbind(now);
-                removed += 1;
-                false
-            }
-            _ => true,
+    #[test]
+    fn a_live_connection_is_filed_again_at_its_deadline() {
+        let t = ConnTable::new(8);
+        let b = t
+            .insert(conn(1, 1, Fwd::Masq), 7, Instant::from_secs(0))
+            .unwrap();
+        let mut refiled = None;
+        let gone = t.expire_bucket(b, 7, Instant::from_secs(1), |d| {
+            refiled = Some(d);
+            d
         });
-        for (ok, ik) in &gone_out {
-            self.map
-                .remove_if(ok, |_, v| matches!(v, Entry::Out(k) if k == ik));
-        }
-        // A template goes once idle past its timeout and no connection holds it (IPVS defers
-        // a template's expiry while `n_control` > 0).
-        let mut gone_templates = 0;
-        self.templates.retain(|_, t| {
-            let keep = !(t.idle(now) && Arc::strong_count(t) == 1);
-            gone_templates += (!keep) as usize;
-            keep
-        });
-        self.n_templates
-            .fetch_sub(gone_templates, Ordering::Relaxed);
-        self.conns
-            .fetch_sub(removed + gone_templates, Ordering::Relaxed);
-        let mut gone_frags = 0;
-        self.frags.retain(|_, (_, at)| {
-            let keep = now.since(*at) < FRAG_LIFETIME;
-            gone_frags += (!keep) as usize;
-            keep
-        });
-        self.n_frags.fetch_sub(gone_frags, Ordering::Relaxed);
-        removed
+        assert_eq!(gone, 0);
+        assert_eq!(refiled, Some(60 * 16));
+        // Its entry is now the refiled one.
+        assert_eq!(t.expire_bucket(b, 7, Instant::from_secs(61), |d| d), 0);
+        assert_eq!(t.expire_bucket(b, 960, Instant::from_secs(61), |d| d), 1);
     }
 
-    /// Calls `f` on every connection (for listings); holds one shard read lock at a time.
-    pub fn for_each(&self, mut f: impl FnMut(&Conn)) {
-        for e in self.map.iter() {
-            if let Entry::In(c) = e.value() {
-                f(c);
-            }
+    #[test]
+    fn two_threads_insert_look_up_and_expire_without_losing_counts() {
+        let t = Arc::new(ConnTable::new(1 << 14));
+        let d = Arc::new(DestState::default());
+        let now = Instant::from_secs(0);
+        let handles: Vec<_> = (0..2u8)
+            .map(|w| {
+                let (t, d) = (t.clone(), d.clone());
+                std::thread::spawn(move || {
+                    let mut buckets = Vec::new();
+                    // Each thread's own ticks: an expired connection goes whichever thread's
+                    // entry fires first, and this test counts per thread.
+                    for round in (0..20).map(|r| r + 100 * w as u32) {
+                        for p in 0..500u16 {
+                            let mut c = conn(w, p, Fwd::Masq);
+                            c.dest = d.clone();
+                            let k = (c.in_key(), c.out_key());
+                            buckets.push(t.insert(c, round, now).unwrap());
+                            assert!(t.lookup(&k.0).is_some());
+                            assert!(t.lookup(&k.1).is_some());
+                        }
+                        for b in buckets.drain(..) {
+                            t.expire_bucket(b, round, Instant::from_secs(100), |x| x);
+                        }
+                    }
+                })
+            })
+            .collect();
+        for h in handles {
+            h.join().unwrap();
         }
+        assert_eq!(t.len(), 0);
+        assert_eq!(d.total_conns(), 0);
     }
 }

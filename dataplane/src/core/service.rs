@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
@@ -44,13 +44,14 @@ impl Proto {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct VsKey {
     pub proto: Proto,
-    pub addr: Ipv4Addr,
+    pub addr: IpAddr,
     pub port: u16,
 }
 
 impl fmt::Display for VsKey {
+    /// ipvsadm's `ADDR:PORT`, `[ADDR]:PORT` for IPv6.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}", self.addr, self.port)
+        std::net::SocketAddr::new(self.addr, self.port).fmt(f)
     }
 }
 
@@ -228,7 +229,7 @@ impl DestState {
 /// A realserver of one service, as configured in this snapshot.
 #[derive(Clone, Debug)]
 pub struct Dest {
-    pub addr: Ipv4Addr,
+    pub addr: IpAddr,
     pub port: u16,
     pub fwd: Fwd,
     /// IPVS weight; 0 means quiescent: no new connections, existing ones continue.
@@ -252,15 +253,16 @@ impl Dest {
 pub struct Persistence {
     /// How long a client's template outlives its last connection (ipvsadm default 300 s).
     pub timeout: Duration,
-    /// Clients are grouped by `caddr & netmask` (default 255.255.255.255: per client).
-    pub netmask: Ipv4Addr,
+    /// Clients are grouped by `caddr & netmask` (default 255.255.255.255, or /128 for an
+    /// IPv6 service: per client).
+    pub netmask: IpAddr,
 }
 
 impl Default for Persistence {
     fn default() -> Self {
         Persistence {
             timeout: Duration::from_secs(300),
-            netmask: Ipv4Addr::BROADCAST,
+            netmask: IpAddr::V4(Ipv4Addr::BROADCAST),
         }
     }
 }

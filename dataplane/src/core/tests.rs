@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering;
 
 use proptest::prelude::*;
 
-use super::conn::ConnTable;
+use super::conn::Tables;
 use super::service::{Fwd, Proto, Snapshot, VsKey};
 use super::*;
 use crate::testing::*;
@@ -19,7 +19,7 @@ const RIP1: Ipv4Addr = Ipv4Addr::new(10, 10, 0, 11);
 const RIP2: Ipv4Addr = Ipv4Addr::new(10, 10, 0, 12);
 
 fn core() -> Core {
-    Core::new(Arc::new(ConnTable::new(1 << 20)))
+    Core::new(Arc::new(Tables::new(1 << 20)))
 }
 
 fn nat_snap(sched: &str) -> Snapshot {
@@ -30,6 +30,13 @@ fn nat_snap(sched: &str) -> Snapshot {
         Fwd::Masq,
         sched,
     )
+}
+
+fn v4(a: std::net::IpAddr) -> Ipv4Addr {
+    match a {
+        std::net::IpAddr::V4(a) => a,
+        std::net::IpAddr::V6(_) => panic!("not IPv4"),
+    }
 }
 
 fn t(s: u64) -> Instant {
@@ -181,7 +188,7 @@ fn unresolved_realserver_mac_drops_without_losing_the_connection() {
     let svc = snap
         .service(&VsKey {
             proto: Proto::Tcp,
-            addr: VIP,
+            addr: VIP.into(),
             port: 80,
         })
         .unwrap();
@@ -191,7 +198,7 @@ fn unresolved_realserver_mac_drops_without_losing_the_connection() {
         c.process(t(1), &snap, &mut f, 0),
         Verdict::Drop(DropReason::NoNeighbour)
     );
-    assert_eq!(c.table().len(), 1);
+    assert_eq!(c.tables().len(), 1);
 }
 
 #[test]
@@ -221,7 +228,7 @@ fn udp_nat_round_trip() {
     let d = &snap
         .service(&VsKey {
             proto: Proto::Udp,
-            addr: VIP,
+            addr: VIP.into(),
             port: 53,
         })
         .unwrap()
@@ -248,7 +255,7 @@ fn counters_follow_tcp_state_and_expiry() {
     let d = snap
         .service(&VsKey {
             proto: Proto::Tcp,
-            addr: VIP,
+            addr: VIP.into(),
             port: 80,
         })
         .unwrap()
@@ -285,10 +292,10 @@ fn counters_follow_tcp_state_and_expiry() {
     }
     assert_eq!(cnt(i), (0, 1), "closed connection is inactive");
     // TIME_WAIT lasts 120 s.
-    assert_eq!(c.table().expire(t(100)), 0);
-    assert_eq!(c.table().expire(t(123)), 1);
+    assert_eq!(c.expire(t(100)), 0);
+    assert_eq!(c.expire(t(123)), 1);
     assert_eq!(cnt(i), (0, 0));
-    assert!(c.table().is_empty());
+    assert!(c.tables().is_empty());
     // The out entry went too: a late reply finds nothing.
     let mut late = reply_seg(rs, 5000, ACK);
     assert_eq!(
@@ -324,12 +331,12 @@ fn rst_closes_and_syn_on_closed_connection_is_rescheduled() {
         first,
         "conn_reuse_mode 1: rescheduled (rr moves on)"
     );
-    assert_eq!(c.table().len(), 1);
+    assert_eq!(c.tables().len(), 1);
 }
 
 #[test]
 fn full_table_drops_new_connections_but_keeps_old_ones() {
-    let mut c = Core::new(Arc::new(ConnTable::new(1)));
+    let mut c = Core::new(Arc::new(Tables::new(1)));
     let snap = nat_snap("rr");
     let mut a = client_seg(7000, SYN);
     assert!(matches!(c.process(t(1), &snap, &mut a, 0), Verdict::Tx(_)));
@@ -360,7 +367,7 @@ fn vlan_tagged_frames_are_forwarded() {
 fn svc_key() -> VsKey {
     VsKey {
         proto: Proto::Tcp,
-        addr: VIP,
+        addr: VIP.into(),
         port: 80,
     }
 }
@@ -380,7 +387,7 @@ fn persistent_snap(netmask: Ipv4Addr) -> Snapshot {
     );
     svc.persist = Some(service::Persistence {
         timeout: std::time::Duration::from_secs(300),
-        netmask,
+        netmask: netmask.into(),
     });
     snapshot_with(vec![svc])
 }
@@ -401,7 +408,7 @@ fn persistence_keeps_a_client_on_one_realserver() {
     let mut f = syn_from(cip2, 10_000);
     c.process(t(1), &snap, &mut f, 0);
     assert_ne!(Some(tuple(&f).2), first);
-    assert_eq!(c.table().templates(), 2);
+    assert_eq!(c.tables().templates(), 2);
     let d = &snap.service(&svc_key()).unwrap().dests;
     let persist: u32 = d
         .iter()
@@ -428,7 +435,7 @@ fn persistence_netmask_groups_clients() {
         seen.insert(tuple(&f).2);
     }
     assert_eq!(seen.len(), 2);
-    assert_eq!(c.table().templates(), 11);
+    assert_eq!(c.tables().templates(), 11);
 }
 
 #[test]
@@ -439,8 +446,8 @@ fn template_outlives_its_connections_by_the_timeout_then_expires() {
     c.process(t(1), &snap, &mut f, 0);
     let rs = tuple(&f).2;
     // The connection (SYN_RECV, 60 s) expires; the template holds the client for 300 s more.
-    assert_eq!(c.table().expire(t(62)), 1);
-    assert_eq!(c.table().templates(), 1);
+    assert_eq!(c.expire(t(62)), 1);
+    assert_eq!(c.tables().templates(), 1);
     let mut again = syn_from(CIP, 30_001);
     c.process(t(300), &snap, &mut again, 0);
     assert_eq!(
@@ -448,11 +455,11 @@ fn template_outlives_its_connections_by_the_timeout_then_expires() {
         rs,
         "back within the timeout: same realserver"
     );
-    c.table().expire(t(400));
-    assert_eq!(c.table().templates(), 1, "its new connection holds it");
-    c.table().expire(t(2000));
-    assert_eq!(c.table().templates(), 0);
-    assert_eq!(c.table().len(), 0);
+    c.expire(t(400));
+    assert_eq!(c.tables().templates(), 1, "its new connection holds it");
+    c.expire(t(2000));
+    assert_eq!(c.tables().templates(), 0);
+    assert_eq!(c.tables().len(), 0);
     let d = &snap.service(&svc_key()).unwrap().dests;
     assert!(d.iter().all(|d| d.state.total_conns() == 0));
 }
@@ -487,7 +494,7 @@ fn quiesced_realserver_keeps_persistent_clients_deleted_one_loses_them() {
     let mut del = service(
         Proto::Tcp,
         (VIP, 80),
-        &[(d[other].addr, 8080)],
+        &[(v4(d[other].addr), 8080)],
         Fwd::Masq,
         "rr",
     );
@@ -497,7 +504,7 @@ fn quiesced_realserver_keeps_persistent_clients_deleted_one_loses_them() {
     let mut f = syn_from(CIP, 31_002);
     c.process(t(3), &deleted, &mut f, 0);
     assert_eq!(tuple(&f).2, d[other].addr);
-    assert_eq!(c.table().templates(), 1);
+    assert_eq!(c.tables().templates(), 1);
 }
 
 #[test]
@@ -548,21 +555,21 @@ fn upper_threshold_overloads_until_below_lower() {
     );
     assert!(d[0].state.overloaded());
     // One is established then reset (CLOSE, 10 s): still counted until it expires.
-    let mut sa = reply_seg(d[0].addr, to_first[0], SYN | ACK);
+    let mut sa = reply_seg(v4(d[0].addr), to_first[0], SYN | ACK);
     c.process(t(2), &snap, &mut sa, 1);
     for flags in [ACK, RST] {
         let mut f = client_seg(to_first[0], flags);
         c.process(t(2), &snap, &mut f, 0);
     }
     assert!(d[0].state.overloaded());
-    c.table().expire(t(13));
+    c.expire(t(13));
     assert_eq!(d[0].state.total_conns(), 1);
     assert!(d[0].state.overloaded(), "1 is not below -y 1");
     let mut f = client_seg(40_000, SYN);
     c.process(t(14), &snap, &mut f, 0);
     assert_eq!(tuple(&f).2, d[1].addr, "still no new connections");
     // The other (SYN_RECV, 60 s) expires: 0 < 1 clears the overload.
-    c.table().expire(t(62));
+    c.expire(t(62));
     assert!(!d[0].state.overloaded());
 }
 
@@ -573,8 +580,8 @@ fn timeouts_follow_the_state_with_an_injected_clock() {
     // SYN_RECV: 60 s.
     let mut f = client_seg(34_000, SYN);
     c.process(t(0), &snap, &mut f, 0);
-    assert_eq!(c.table().expire(t(59)), 0);
-    assert_eq!(c.table().expire(t(60)), 1);
+    assert_eq!(c.expire(t(59)), 0);
+    assert_eq!(c.expire(t(60)), 1);
     // ESTABLISHED: 900 s from the last packet.
     let mut f = client_seg(34_001, SYN);
     c.process(t(0), &snap, &mut f, 0);
@@ -583,26 +590,39 @@ fn timeouts_follow_the_state_with_an_injected_clock() {
     c.process(t(0), &snap, &mut sa, 1);
     let mut a = client_seg(34_001, ACK);
     c.process(t(100), &snap, &mut a, 0);
-    assert_eq!(c.table().expire(t(999)), 0);
-    assert_eq!(c.table().expire(t(1000)), 1);
-    // `--set 10 0 0`: ESTABLISHED now lasts 10 s from the next packet.
+    assert_eq!(c.expire(t(999)), 0);
+    assert_eq!(c.expire(t(1000)), 1);
+    // `--set 10 0 0`: ESTABLISHED now lasts 10 s from the next packet. (The clock only moves
+    // forward: the wheel does not go back in time.)
     let mut short = nat_snap("rr");
     short.timeouts.tcp[TcpState::Established as usize] = std::time::Duration::from_secs(10);
     let mut f = client_seg(34_002, SYN);
-    c.process(t(0), &short, &mut f, 0);
+    c.process(t(2000), &short, &mut f, 0);
     let rs = tuple(&f).2;
     let mut sa = reply_seg(rs, 34_002, SYN | ACK);
-    c.process(t(0), &short, &mut sa, 1);
+    c.process(t(2000), &short, &mut sa, 1);
     let mut a = client_seg(34_002, ACK);
-    c.process(t(1), &short, &mut a, 0);
-    assert_eq!(c.table().expire(t(10)), 0);
-    assert_eq!(c.table().expire(t(11)), 1);
+    c.process(t(2001), &short, &mut a, 0);
+    assert_eq!(c.expire(t(2010)), 0);
+    assert_eq!(c.expire(t(2011)), 1);
+    // RST: CLOSE, 10 s, though the entry was filed for ESTABLISHED's 900 s.
+    let mut f = client_seg(34_003, SYN);
+    c.process(t(3000), &snap, &mut f, 0);
+    let rs = tuple(&f).2;
+    let mut sa = reply_seg(rs, 34_003, SYN | ACK);
+    c.process(t(3000), &snap, &mut sa, 1);
+    let mut a = client_seg(34_003, ACK);
+    c.process(t(3000), &snap, &mut a, 0);
+    let mut r = client_seg(34_003, RST);
+    c.process(t(3001), &snap, &mut r, 0);
+    assert_eq!(c.expire(t(3010)), 0);
+    assert_eq!(c.expire(t(3011)), 1);
     // UDP: 300 s.
     let udp = snapshot(Proto::Udp, (VIP, 53), &[(RIP1, 53)], Fwd::Masq, "rr");
     let mut u = udp_frame(CLIENT_MAC, EXT_MAC, (CIP, 5353), (VIP, 53), b"q");
-    c.process(t(0), &udp, &mut u, 0);
-    assert_eq!(c.table().expire(t(299)), 0);
-    assert_eq!(c.table().expire(t(300)), 1);
+    c.process(t(4000), &udp, &mut u, 0);
+    assert_eq!(c.expire(t(4299)), 0);
+    assert_eq!(c.expire(t(4300)), 1);
 }
 
 /// A NAT connection CIP:cport → VIP:80 → RIP:8080 set up by a SYN: (the client's SYN as
@@ -741,7 +761,7 @@ fn icmp_about_unknown_flows_and_echo_are_not_forwarded() {
         c.process(t(1), &snap, &mut ping, 0),
         Verdict::Drop(DropReason::NotTcpUdp)
     );
-    assert_eq!(c.table().len(), 0);
+    assert_eq!(c.tables().len(), 0);
 }
 
 #[test]
@@ -798,8 +818,8 @@ fn fragments_without_their_first_are_dropped_and_counted() {
         c.process(late, &snap, &mut frags[1], 0),
         Verdict::Drop(DropReason::Fragment)
     );
-    c.table().expire(late);
-    assert_eq!(c.table().fragments(), 0);
+    c.tables().expire_fragments(late);
+    assert_eq!(c.tables().fragments(), 0);
     assert_eq!(c.stats.drops[DropReason::Fragment as usize], 2);
 }
 

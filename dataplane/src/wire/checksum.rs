@@ -54,6 +54,16 @@ pub fn update32(check: u16, old: u32, new: u32) -> u16 {
     !fold(s)
 }
 
+/// RFC 1624 eq. 3 for a 16-byte field (an IPv6 address) changing from `old` to `new`.
+#[inline(always)]
+pub fn update128(check: u16, old: u128, new: u128) -> u16 {
+    let mut s = !check as u32;
+    for i in 0..8 {
+        s += (!(old >> (16 * i)) as u32 & 0xffff) + ((new >> (16 * i)) as u32 & 0xffff);
+    }
+    !fold(s)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -69,6 +79,19 @@ mod tests {
     #[test]
     fn odd_length_pads_with_zero() {
         assert_eq!(sum(&[0xab], 0), 0xab00);
+    }
+
+    #[test]
+    fn update128_matches_recompute() {
+        let mut data = [0u8; 40];
+        for (i, b) in data.iter_mut().enumerate() {
+            *b = (i * 37) as u8;
+        }
+        let c = compute(&data);
+        let old = u128::from_be_bytes(data[8..24].try_into().unwrap());
+        let new = 0x2001_0db8_0000_0000_0000_0000_dead_beef_u128;
+        data[8..24].copy_from_slice(&new.to_be_bytes());
+        assert_eq!(update128(c, old, new), compute(&data));
     }
 
     #[test]

@@ -62,6 +62,21 @@ pub struct L4Key {
 }
 
 impl L4Key {
+    /// Key for an IPv6 endpoint; `port` in host byte order.
+    pub const fn v6(addr: [u8; 16], port: u16, proto: u8) -> Self {
+        Self::v6_raw(addr, port.to_be(), proto)
+    }
+
+    /// Key for an IPv6 endpoint; `port` as on the wire (network byte order).
+    pub const fn v6_raw(addr: [u8; 16], port: u16, proto: u8) -> Self {
+        L4Key {
+            addr,
+            port,
+            proto,
+            family: FAMILY_IPV6,
+        }
+    }
+
     /// Key for an IPv4 endpoint; `port` in host byte order.
     pub const fn v4(addr: [u8; 4], port: u16, proto: u8) -> Self {
         let mut a = [0u8; 16];
@@ -88,6 +103,15 @@ pub struct AddrKey {
 }
 
 impl AddrKey {
+    /// Key for an IPv6 address.
+    pub const fn v6(addr: [u8; 16]) -> Self {
+        AddrKey {
+            addr,
+            family: FAMILY_IPV6,
+            _pad: [0; 3],
+        }
+    }
+
     /// Key for an IPv4 address.
     pub const fn v4(addr: [u8; 4]) -> Self {
         let mut a = [0u8; 16];

@@ -9,8 +9,6 @@
 //! realserver gives no realserver, unless `mh-fallback`: then further hashes are tried, as
 //! `ip_vs_mh_get_fallback` does.
 
-use std::net::IpAddr;
-
 use super::hash::endpoint;
 use super::{SchedFlags, Scheduler, Source, gcd};
 use crate::core::service::Dest;
@@ -47,7 +45,7 @@ impl Maglev {
             let mut skip = Vec::with_capacity(n_dests);
             let mut turns = Vec::with_capacity(n_dests);
             for (d, &w) in dests.iter().zip(&weights).take(n_dests) {
-                let a = IpAddr::V4(d.addr);
+                let a = d.addr;
                 perm.push((endpoint(a, d.port, SEED_OFFSET, 0) % size as u64) as usize);
                 skip.push((endpoint(a, d.port, SEED_SKIP, 0) % (size as u64 - 1) + 1) as usize);
                 let t = (w / g) >> rshift;
@@ -131,8 +129,9 @@ impl Scheduler for Maglev {
 mod tests {
     use super::super::testutil::{dests, src};
     use super::*;
+    use std::net::IpAddr;
 
-    fn owners(m: &Maglev, d: &[Dest]) -> Vec<std::net::Ipv4Addr> {
+    fn owners(m: &Maglev, d: &[Dest]) -> Vec<IpAddr> {
         m.table().iter().map(|&i| d[i as usize].addr).collect()
     }
 

@@ -202,7 +202,7 @@ pub(crate) mod testutil {
             .iter()
             .enumerate()
             .map(|(i, &w)| Dest {
-                addr: Ipv4Addr::new(10, 0, (i >> 8) as u8, 10 + i as u8),
+                addr: IpAddr::V4(Ipv4Addr::new(10, 0, (i >> 8) as u8, 10 + i as u8)),
                 port: 80,
                 fwd: Fwd::Masq,
                 weight: w,

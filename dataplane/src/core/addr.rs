@@ -1,0 +1,50 @@
+//! Address families. The connection table, its keys and the rewrite code are generic over the
+//! address type, so an IPv4 connection carries 4-byte addresses and an IPv6 one 16-byte ones
+//! (IPVS keeps one `union nf_inet_addr` of 16 bytes for both).
+
+use std::fmt::{Debug, Display};
+use std::hash::Hash;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+/// An IPv4 or IPv6 address as the core stores it.
+pub trait Addr: Copy + Eq + Ord + Hash + Debug + Display + Send + Sync + 'static {
+    /// The netmask that keeps every bit.
+    const ONES: Self;
+    /// `self & mask`.
+    fn mask(self, mask: Self) -> Self;
+    fn ip(self) -> IpAddr;
+    /// The address if `ip` is of this family.
+    fn from_ip(ip: IpAddr) -> Option<Self>;
+}
+
+impl Addr for Ipv4Addr {
+    const ONES: Self = Ipv4Addr::BROADCAST;
+    fn mask(self, mask: Self) -> Self {
+        self & mask
+    }
+    fn ip(self) -> IpAddr {
+        IpAddr::V4(self)
+    }
+    fn from_ip(ip: IpAddr) -> Option<Self> {
+        match ip {
+            IpAddr::V4(a) => Some(a),
+            IpAddr::V6(_) => None,
+        }
+    }
+}
+
+impl Addr for Ipv6Addr {
+    const ONES: Self = Ipv6Addr::from_bits(u128::MAX);
+    fn mask(self, mask: Self) -> Self {
+        self & mask
+    }
+    fn ip(self) -> IpAddr {
+        IpAddr::V6(self)
+    }
+    fn from_ip(ip: IpAddr) -> Option<Self> {
+        match ip {
+            IpAddr::V6(a) => Some(a),
+            IpAddr::V4(_) => None,
+        }
+    }
+}

@@ -1,0 +1,352 @@
+//! What differs between IPv4 and IPv6 in the forwarding path: parsing the IP header (and an
+//! ICMP error's quote), the TTL or hop limit, rewriting an address with its checksums, and the
+//! ICMP checksum. Everything else in [`super`] is written once, generic over [`Family`].
+
+use std::net::{Ipv4Addr, Ipv6Addr};
+
+use super::conn::{ConnTable, Tables};
+use super::service::Proto;
+use super::{DropReason, Expiries, Expiry, Kind, Parsed};
+use crate::wire::{IpProtocol, checksum, icmpv4, icmpv6, ipv4, ipv6, tcp, udp};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum NatField {
+    Src,
+    Dst,
+}
+
+impl NatField {
+    pub(crate) fn other(self) -> NatField {
+        match self {
+            NatField::Src => NatField::Dst,
+            NatField::Dst => NatField::Src,
+        }
+    }
+}
+
+pub(crate) trait Family: super::addr::Addr {
+    fn table(t: &Tables) -> &ConnTable<Self>;
+    fn expiry(e: &mut Expiries) -> &mut Expiry<Self>;
+    /// Parses the IP header at `l3` and what follows it.
+    fn parse(frame: &[u8], l3: usize) -> Result<Parsed<Self>, DropReason>;
+    /// Decrements the TTL or hop limit (LVS-DR: nothing else changes).
+    fn dec_ttl(l3: &mut [u8]) -> Result<(), DropReason>;
+    /// Sets the source or destination address of the IP header at the start of `l3` (and
+    /// decrements the TTL if `ttl`), fixing the header checksum; returns the old address.
+    fn set_addr(l3: &mut [u8], which: NatField, addr: Self, ttl: bool) -> Result<Self, DropReason>;
+    /// An L4 checksum updated for a pseudo-header address change.
+    fn update_checksum(check: u16, old: Self, new: Self) -> u16;
+    /// Recomputes the checksum of the ICMP message `frame[l4..end]` in the packet at `l3`.
+    fn fill_icmp_checksum(frame: &mut [u8], l3: usize, l4: usize, end: usize);
+}
+
+fn l4_proto(p: IpProtocol) -> Option<Proto> {
+    match p {
+        IpProtocol::Tcp => Some(Proto::Tcp),
+        IpProtocol::Udp => Some(Proto::Udp),
+        _ => None,
+    }
+}
+
+/// Reads the ports (and TCP flags) of a packet or first fragment.
+fn read_ports<A>(frame: &[u8], end: usize, p: &mut Parsed<A>) -> Result<(), DropReason> {
+    let l4_buf = frame.get(p.l4 as usize..end).ok_or(DropReason::Malformed)?;
+    match p.proto {
+        Proto::Tcp => {
+            let t = tcp::Packet::new_checked(l4_buf)?;
+            (p.sport, p.dport, p.tcp_flags) = (t.src_port(), t.dst_port(), t.flags());
+        }
+        Proto::Udp => {
+            // A first fragment holds only part of the datagram: check the header only.
+            if l4_buf.len() < udp::HEADER_LEN {
+                return Err(DropReason::Malformed);
+            }
+            let u = udp::Packet::new_unchecked(l4_buf);
+            (p.sport, p.dport) = (u.src_port(), u.dst_port());
+        }
+    }
+    Ok(())
+}
+
+/// The ports of a quoted packet, reversed into the lookup tuple of the error.
+fn quoted<A>(
+    frame: &[u8],
+    (l3, l4): (usize, usize),
+    (inner_l3, inner_l4, end): (usize, usize, usize),
+    (proto, src, dst, ttl): (Proto, A, A, u8),
+) -> Result<Parsed<A>, DropReason> {
+    // The quote must start at the transport header and hold both ports (RFC 792: 8 bytes).
+    if end < inner_l4 + 4 {
+        return Err(DropReason::Malformed);
+    }
+    let ports = &frame[inner_l4..inner_l4 + 4];
+    Ok(Parsed {
+        l3: l3 as u16,
+        l4: l4 as u16,
+        proto,
+        src: dst,
+        dst: src,
+        sport: u16::from_be_bytes([ports[2], ports[3]]),
+        dport: u16::from_be_bytes([ports[0], ports[1]]),
+        tcp_flags: 0,
+        ttl,
+        kind: Kind::IcmpError {
+            inner_l3: inner_l3 as u16,
+            inner_l4: inner_l4 as u16,
+            end: end as u16,
+        },
+    })
+}
+
+impl Family for Ipv4Addr {
+    fn table(t: &Tables) -> &ConnTable<Self> {
+        &t.v4
+    }
+
+    fn expiry(e: &mut Expiries) -> &mut Expiry<Self> {
+        &mut e.v4
+    }
+
+    fn parse(frame: &[u8], l3: usize) -> Result<Parsed<Self>, DropReason> {
+        let ip = ipv4::Packet::new_checked(&frame[l3..])?;
+        let l4 = l3 + ip.header_len();
+        let end = l3 + ip.total_len();
+        let proto = match ip.protocol() {
+            // A fragmented ICMP error cannot be rewritten (its checksum covers all fragments).
+            IpProtocol::Icmp if ip.frag_offset() == 0 && !ip.more_frags() => {
+                return parse_icmp4(frame, l3, l4, end, ip.ttl());
+            }
+            p => l4_proto(p).ok_or(DropReason::NotTcpUdp)?,
+        };
+        let ident = ip.ident() as u32;
+        let mut p = Parsed {
+            l3: l3 as u16,
+            l4: l4 as u16,
+            proto,
+            src: Ipv4Addr::from_bits(ip.src()),
+            dst: Ipv4Addr::from_bits(ip.dst()),
+            sport: 0,
+            dport: 0,
+            tcp_flags: 0,
+            ttl: ip.ttl(),
+            kind: Kind::Fragment { ident },
+        };
+        if ip.frag_offset() != 0 {
+            return Ok(p);
+        }
+        p.kind = Kind::Plain {
+            first_frag: ip.more_frags(),
+            ident,
+        };
+        read_ports(frame, end, &mut p)?;
+        Ok(p)
+    }
+
+    fn dec_ttl(l3: &mut [u8]) -> Result<(), DropReason> {
+        let mut ip = ipv4::Packet::new_unchecked(l3);
+        let ttl = ip.ttl();
+        if ttl <= 1 {
+            return Err(DropReason::TtlExceeded);
+        }
+        let proto = u8::from(ip.protocol()) as u16;
+        let c = checksum::update16(
+            ip.checksum(),
+            (ttl as u16) << 8 | proto,
+            ((ttl - 1) as u16) << 8 | proto,
+        );
+        ip.set_ttl(ttl - 1);
+        ip.set_checksum(c);
+        Ok(())
+    }
+
+    fn set_addr(l3: &mut [u8], which: NatField, addr: Self, ttl: bool) -> Result<Self, DropReason> {
+        if ttl {
+            Self::dec_ttl(l3)?;
+        }
+        let mut ip = ipv4::Packet::new_unchecked(l3);
+        let old = match which {
+            NatField::Src => ip.src(),
+            NatField::Dst => ip.dst(),
+        };
+        let c = checksum::update32(ip.checksum(), old, addr.to_bits());
+        match which {
+            NatField::Src => ip.set_src(addr.to_bits()),
+            NatField::Dst => ip.set_dst(addr.to_bits()),
+        }
+        ip.set_checksum(c);
+        Ok(Ipv4Addr::from_bits(old))
+    }
+
+    #[inline(always)]
+    fn update_checksum(check: u16, old: Self, new: Self) -> u16 {
+        checksum::update32(check, old.to_bits(), new.to_bits())
+    }
+
+    fn fill_icmp_checksum(frame: &mut [u8], _l3: usize, l4: usize, end: usize) {
+        icmpv4::Packet::new_unchecked(&mut frame[l4..end]).fill_checksum();
+    }
+}
+
+/// An ICMP error quoting a TCP or UDP packet (IPVS `ip_vs_in_icmp`/`ip_vs_out_icmp`); the
+/// lookup tuple is the quoted packet's reversed. Other ICMP (echo, ...) is not ours: the XDP
+/// program passes it to the kernel.
+#[cold]
+#[inline(never)]
+fn parse_icmp4(
+    frame: &[u8],
+    l3: usize,
+    l4: usize,
+    end: usize,
+    ttl: u8,
+) -> Result<Parsed<Ipv4Addr>, DropReason> {
+    let icmp = icmpv4::Packet::new_checked(&frame[l4..end])?;
+    if !icmpv4::is_error(icmp.msg_type()) {
+        return Err(DropReason::NotTcpUdp);
+    }
+    let inner_l3 = l4 + icmpv4::HEADER_LEN;
+    let inner = ipv4::Packet::new_header_checked(&frame[inner_l3..end])?;
+    let inner_l4 = inner_l3 + inner.header_len();
+    let proto = l4_proto(inner.protocol()).ok_or(DropReason::NotTcpUdp)?;
+    if inner.frag_offset() != 0 {
+        return Err(DropReason::Malformed);
+    }
+    let (src, dst) = (
+        Ipv4Addr::from_bits(inner.src()),
+        Ipv4Addr::from_bits(inner.dst()),
+    );
+    quoted(
+        frame,
+        (l3, l4),
+        (inner_l3, inner_l4, end),
+        (proto, src, dst, ttl),
+    )
+}
+
+impl Family for Ipv6Addr {
+    fn table(t: &Tables) -> &ConnTable<Self> {
+        &t.v6
+    }
+
+    fn expiry(e: &mut Expiries) -> &mut Expiry<Self> {
+        &mut e.v6
+    }
+
+    /// The fixed header, at most a fragment header, then TCP, UDP or ICMPv6. Other extension
+    /// headers are not steered by the XDP program; here they are `not_tcp_udp`.
+    fn parse(frame: &[u8], l3: usize) -> Result<Parsed<Self>, DropReason> {
+        let ip = ipv6::Packet::new_checked(&frame[l3..])?;
+        let end = l3 + ip.total_len();
+        let mut l4 = l3 + ipv6::HEADER_LEN;
+        let mut next = ip.next_header();
+        let mut frag = None;
+        if next == ipv6::NEXT_FRAGMENT {
+            let f = ipv6::FragHeader::new_checked(&frame[l4..end])?;
+            frag = Some((f.offset(), f.more_frags(), f.ident()));
+            next = f.next_header();
+            l4 += ipv6::FRAG_HEADER_LEN;
+        }
+        let proto = match IpProtocol::from(next) {
+            IpProtocol::Unknown(ipv6::NEXT_ICMPV6) if frag.is_none() => {
+                return parse_icmp6(frame, l3, l4, end, ip.hop_limit());
+            }
+            p => l4_proto(p).ok_or(DropReason::NotTcpUdp)?,
+        };
+        let (offset, more, ident) = frag.unwrap_or((0, false, 0));
+        let mut p = Parsed {
+            l3: l3 as u16,
+            l4: l4 as u16,
+            proto,
+            src: Ipv6Addr::from(ip.src()),
+            dst: Ipv6Addr::from(ip.dst()),
+            sport: 0,
+            dport: 0,
+            tcp_flags: 0,
+            ttl: ip.hop_limit(),
+            kind: Kind::Fragment { ident },
+        };
+        if offset != 0 {
+            return Ok(p);
+        }
+        p.kind = Kind::Plain {
+            first_frag: more,
+            ident,
+        };
+        read_ports(frame, end, &mut p)?;
+        Ok(p)
+    }
+
+    fn dec_ttl(l3: &mut [u8]) -> Result<(), DropReason> {
+        let mut ip = ipv6::Packet::new_unchecked(l3);
+        let hl = ip.hop_limit();
+        if hl <= 1 {
+            return Err(DropReason::TtlExceeded);
+        }
+        ip.set_hop_limit(hl - 1);
+        Ok(())
+    }
+
+    /// IPv6 has no header checksum.
+    fn set_addr(l3: &mut [u8], which: NatField, addr: Self, ttl: bool) -> Result<Self, DropReason> {
+        if ttl {
+            Self::dec_ttl(l3)?;
+        }
+        let mut ip = ipv6::Packet::new_unchecked(l3);
+        let old = match which {
+            NatField::Src => ip.src(),
+            NatField::Dst => ip.dst(),
+        };
+        match which {
+            NatField::Src => ip.set_src(addr.octets()),
+            NatField::Dst => ip.set_dst(addr.octets()),
+        }
+        Ok(Ipv6Addr::from(old))
+    }
+
+    #[inline(always)]
+    fn update_checksum(check: u16, old: Self, new: Self) -> u16 {
+        checksum::update128(check, old.to_bits(), new.to_bits())
+    }
+
+    fn fill_icmp_checksum(frame: &mut [u8], l3: usize, l4: usize, end: usize) {
+        let ip = ipv6::Packet::new_unchecked(&frame[l3..]);
+        let (src, dst) = (ip.src(), ip.dst());
+        icmpv6::Packet::new_unchecked(&mut frame[l4..end]).fill_checksum(&src, &dst);
+    }
+}
+
+/// An ICMPv6 error quoting a TCP or UDP packet (IPVS `ip_vs_in_icmp_v6`); as for IPv4. A
+/// quote that starts with a fragment header must be of a first fragment.
+#[cold]
+#[inline(never)]
+fn parse_icmp6(
+    frame: &[u8],
+    l3: usize,
+    l4: usize,
+    end: usize,
+    hop_limit: u8,
+) -> Result<Parsed<Ipv6Addr>, DropReason> {
+    let icmp = icmpv6::Packet::new_checked(&frame[l4..end])?;
+    if !icmpv6::is_error(icmp.msg_type()) {
+        return Err(DropReason::NotTcpUdp);
+    }
+    let inner_l3 = l4 + icmpv6::HEADER_LEN;
+    let inner = ipv6::Packet::new_header_checked(&frame[inner_l3..end])?;
+    let mut inner_l4 = inner_l3 + ipv6::HEADER_LEN;
+    let mut next = inner.next_header();
+    if next == ipv6::NEXT_FRAGMENT {
+        let f = ipv6::FragHeader::new_checked(&frame[inner_l4..end])?;
+        if f.offset() != 0 {
+            return Err(DropReason::Malformed);
+        }
+        next = f.next_header();
+        inner_l4 += ipv6::FRAG_HEADER_LEN;
+    }
+    let proto = l4_proto(IpProtocol::from(next)).ok_or(DropReason::NotTcpUdp)?;
+    let (src, dst) = (Ipv6Addr::from(inner.src()), Ipv6Addr::from(inner.dst()));
+    quoted(
+        frame,
+        (l3, l4),
+        (inner_l3, inner_l4, end),
+        (proto, src, dst, hop_limit),
+    )
+}
