@@ -4,7 +4,7 @@
 //! recomputation, so the core's own wire code and incremental checksums are checked against an
 //! implementation that shares nothing with them.
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 
 use etherparse::{
@@ -228,6 +228,192 @@ pub fn reassemble(frags: &[Vec<u8>]) -> Option<Vec<u8>> {
     let mut out = frags[0][..14].to_vec();
     out.extend_from_slice(&h.to_bytes());
     out.extend_from_slice(&payload);
+    Some(out)
+}
+
+/// An IPv6 TCP frame with the given flags (`hop` is the hop limit).
+#[allow(clippy::too_many_arguments)]
+pub fn tcp_frame6(
+    src_mac: [u8; 6],
+    dst_mac: [u8; 6],
+    src: (Ipv6Addr, u16),
+    dst: (Ipv6Addr, u16),
+    flags: u8,
+    hop: u8,
+    payload: &[u8],
+) -> Vec<u8> {
+    use crate::wire::tcp::{ACK, FIN, RST, SYN};
+    let mut b = PacketBuilder::ethernet2(src_mac, dst_mac)
+        .ipv6(src.0.octets(), dst.0.octets(), hop)
+        .tcp(src.1, dst.1, 1000, 64240);
+    if flags & SYN != 0 {
+        b = b.syn();
+    }
+    if flags & ACK != 0 {
+        b = b.ack(1);
+    }
+    if flags & FIN != 0 {
+        b = b.fin();
+    }
+    if flags & RST != 0 {
+        b = b.rst();
+    }
+    let mut out = Vec::with_capacity(b.size(payload.len()));
+    b.write(&mut out, payload).expect("build tcp frame");
+    out
+}
+
+/// An IPv6 UDP frame.
+pub fn udp_frame6(
+    src_mac: [u8; 6],
+    dst_mac: [u8; 6],
+    src: (Ipv6Addr, u16),
+    dst: (Ipv6Addr, u16),
+    payload: &[u8],
+) -> Vec<u8> {
+    let b = PacketBuilder::ethernet2(src_mac, dst_mac)
+        .ipv6(src.0.octets(), dst.0.octets(), 64)
+        .udp(src.1, dst.1);
+    let mut out = Vec::with_capacity(b.size(payload.len()));
+    b.write(&mut out, payload).expect("build udp frame");
+    out
+}
+
+/// The L3/L4 view of an IPv6 frame: (src, sport, dst, dport, hop limit).
+pub fn tuple6(frame: &[u8]) -> (Ipv6Addr, u16, Ipv6Addr, u16, u8) {
+    let h = PacketHeaders::from_ethernet_slice(frame).expect("parse frame");
+    let Some(NetHeaders::Ipv6(ip, _)) = h.net else {
+        panic!("not ipv6")
+    };
+    let (sp, dp) = match h.transport {
+        Some(TransportHeader::Tcp(t)) => (t.source_port, t.destination_port),
+        Some(TransportHeader::Udp(u)) => (u.source_port, u.destination_port),
+        _ => panic!("not tcp/udp"),
+    };
+    (
+        ip.source.into(),
+        sp,
+        ip.destination.into(),
+        dp,
+        ip.hop_limit,
+    )
+}
+
+/// True if an IPv6 frame's TCP/UDP checksum equals a full recomputation.
+pub fn checksums_ok6(frame: &[u8]) -> bool {
+    let Ok(h) = PacketHeaders::from_ethernet_slice(frame) else {
+        return false;
+    };
+    let Some(NetHeaders::Ipv6(ip, _)) = h.net else {
+        return false;
+    };
+    let payload = h.payload.slice();
+    match h.transport {
+        Some(TransportHeader::Tcp(t)) => {
+            t.calc_checksum_ipv6(&ip, payload).ok() == Some(t.checksum)
+        }
+        Some(TransportHeader::Udp(u)) => {
+            u.calc_checksum_ipv6(&ip, payload).ok() == Some(u.checksum)
+        }
+        _ => false,
+    }
+}
+
+/// An ICMPv6 "packet too big" (`mtu` given) or, with `mtu` None, "time exceeded" error from
+/// `src` to `dst` quoting `quoted`.
+pub fn icmp6_error(
+    src_mac: [u8; 6],
+    dst_mac: [u8; 6],
+    src: Ipv6Addr,
+    dst: Ipv6Addr,
+    mtu: Option<u32>,
+    quoted: &[u8],
+) -> Vec<u8> {
+    use etherparse::{Icmpv6Type, icmpv6};
+    let ty = match mtu {
+        Some(mtu) => Icmpv6Type::PacketTooBig { mtu },
+        None => Icmpv6Type::TimeExceeded(icmpv6::TimeExceededCode::HopLimitExceeded),
+    };
+    let b = PacketBuilder::ethernet2(src_mac, dst_mac)
+        .ipv6(src.octets(), dst.octets(), 64)
+        .icmpv6(ty);
+    let mut out = Vec::with_capacity(b.size(quoted.len()));
+    b.write(&mut out, quoted).expect("build icmpv6 frame");
+    out
+}
+
+/// An ICMPv6 error frame, checked with etherparse: (outer source, outer destination, the
+/// quoted bytes). None unless the ICMPv6 checksum equals a full recomputation.
+pub fn icmp6_parts(frame: &[u8]) -> Option<(Ipv6Addr, Ipv6Addr, Vec<u8>)> {
+    let h = PacketHeaders::from_ethernet_slice(frame).ok()?;
+    let Some(NetHeaders::Ipv6(ip, _)) = h.net else {
+        return None;
+    };
+    let Some(TransportHeader::Icmpv6(icmp)) = h.transport else {
+        return None;
+    };
+    let payload = h.payload.slice();
+    let mut check = icmp.clone();
+    check
+        .update_checksum(ip.source, ip.destination, payload)
+        .ok()?;
+    (check.checksum == icmp.checksum)
+        .then(|| (ip.source.into(), ip.destination.into(), payload.to_vec()))
+}
+
+/// An IPv6 packet (no Ethernet header) with its hop limit set.
+pub fn with_hop_limit(ip_packet: &[u8], hop: u8) -> Vec<u8> {
+    let mut out = ip_packet.to_vec();
+    out[7] = hop;
+    out
+}
+
+/// Splits an Ethernet + IPv6 frame (no extension headers) into fragments of at most `chunk`
+/// bytes of the original payload (a multiple of 8), each with a fragment header of `ident`
+/// (RFC 8200 §4.5).
+pub fn fragments6(frame: &[u8], chunk: usize, ident: u32) -> Vec<Vec<u8>> {
+    assert!(chunk.is_multiple_of(8));
+    let next = frame[14 + 6];
+    let payload = &frame[14 + 40..];
+    payload
+        .chunks(chunk)
+        .enumerate()
+        .map(|(i, part)| {
+            let mut out = frame[..14 + 40].to_vec();
+            out[14 + 6] = 44;
+            let len = (8 + part.len()) as u16;
+            out[14 + 4..14 + 6].copy_from_slice(&len.to_be_bytes());
+            let more = (i + 1) * chunk < payload.len();
+            let off = ((i * chunk / 8) as u16) << 3 | more as u16;
+            out.extend_from_slice(&[next, 0]);
+            out.extend_from_slice(&off.to_be_bytes());
+            out.extend_from_slice(&ident.to_be_bytes());
+            out.extend_from_slice(part);
+            out
+        })
+        .collect()
+}
+
+/// Reassembles IPv6 fragments (in order) into one frame; None unless they agree on
+/// addresses and identification.
+pub fn reassemble6(frags: &[Vec<u8>]) -> Option<Vec<u8>> {
+    let first = frags.first()?;
+    let mut out = first[..14 + 40].to_vec();
+    out[14 + 6] = first[14 + 40];
+    for f in frags {
+        if f[14 + 8..14 + 40] != first[14 + 8..14 + 40]
+            || f[14 + 44..14 + 48] != first[14 + 44..14 + 48]
+        {
+            return None;
+        }
+        let off = (u16::from_be_bytes([f[14 + 42], f[14 + 43]]) & !7) as usize;
+        if off != out.len() - 14 - 40 {
+            return None;
+        }
+        out.extend_from_slice(&f[14 + 48..]);
+    }
+    let len = (out.len() - 14 - 40) as u16;
+    out[14 + 4..14 + 6].copy_from_slice(&len.to_be_bytes());
     Some(out)
 }
 

@@ -47,7 +47,15 @@
 # updates); the director's interfaces additionally get gro/tso/gso off.
 #
 # IPv6 is disabled in every lab namespace to keep DAD/MLD/RS noise off the
-# data plane; set LAB_IPV6=1 before calling lab_*_up to keep it.
+# data plane; set LAB_IPV6=1 before calling lab_*_up to keep it and give
+# every host an IPv6 address as well (added with nodad, so usable at once):
+#   NAT: cli 2001:db8::2/64 (default via 2001:db8::1), dir ext0
+#        2001:db8::1/64 + VIP6 2001:db8::100/128, dir int0 fd00:10::1/64,
+#        rs1 fd00:10::11/64, rs2 fd00:10::12/64 (default via fd00:10::1);
+#   DR:  fd00:20::/64: cli ::2, dir ::1 + VIP6 fd00:20::100/128, rs1 ::11,
+#        rs2 ::12; realservers hold VIP6 on lo (NDP answers only for
+#        addresses on the asking interface, so only the director answers).
+# nginx then listens on [::] too.
 #
 # After lab_nat_up/lab_dr_up these variables are set (and exported):
 #   LAB_ID LAB_MODE(nat|dr) LAB_QUEUES LAB_DIR_PATH
@@ -55,6 +63,7 @@
 #   LAB_DIR_IP (director address facing the client)
 #   LAB_DIR_INT_IP (director address facing the realservers; = LAB_DIR_IP in DR)
 #   LAB_DIR_EXT LAB_DIR_INT (director interface names: ext0/int0, or eth0/eth0)
+#   LAB_VIP6 LAB_CLIENT_IP6 LAB_RS1_IP6 LAB_RS2_IP6 (configured if LAB_IPV6=1)
 #   LAB_CLI_NS LAB_DIR_NS LAB_RS1_NS LAB_RS2_NS LAB_SW_NS
 # The same assignments are written to $LAB_DIR_PATH/lab.env for other shells.
 #
@@ -162,6 +171,11 @@ _lab_offload() { # NS DEV [DIRECTOR]
   fi
 }
 
+# An IPv6 address, usable at once (no duplicate address detection).
+_lab_addr6() { # NS DEV ADDR/LEN
+  _lab_x ip -6 -n "$1" addr add "$3" dev "$2" nodad
+}
+
 _lab_up_dev() { # NS DEV
   _lab_x ip -n "$1" link set "$2" up
 }
@@ -187,14 +201,19 @@ _lab_set_vars() { # ID MODE QUEUES
     LAB_VIP=192.0.2.100 LAB_CLIENT_IP=192.0.2.2 LAB_DIR_IP=192.0.2.1
     LAB_DIR_INT_IP=10.10.0.1 LAB_RS1_IP=10.10.0.11 LAB_RS2_IP=10.10.0.12
     LAB_DIR_EXT=ext0 LAB_DIR_INT=int0
+    LAB_VIP6=2001:db8::100 LAB_CLIENT_IP6=2001:db8::2
+    LAB_RS1_IP6=fd00:10::11 LAB_RS2_IP6=fd00:10::12
   else
     LAB_VIP=10.20.0.100 LAB_CLIENT_IP=10.20.0.2 LAB_DIR_IP=10.20.0.1
     LAB_DIR_INT_IP=10.20.0.1 LAB_RS1_IP=10.20.0.11 LAB_RS2_IP=10.20.0.12
     LAB_DIR_EXT=eth0 LAB_DIR_INT=eth0
+    LAB_VIP6=fd00:20::100 LAB_CLIENT_IP6=fd00:20::2
+    LAB_RS1_IP6=fd00:20::11 LAB_RS2_IP6=fd00:20::12
   fi
   export LAB_ID LAB_MODE LAB_QUEUES LAB_DIR_PATH LAB_CLI_NS LAB_DIR_NS \
     LAB_RS1_NS LAB_RS2_NS LAB_SW_NS LAB_VIP LAB_CLIENT_IP LAB_DIR_IP \
-    LAB_DIR_INT_IP LAB_RS1_IP LAB_RS2_IP LAB_DIR_EXT LAB_DIR_INT
+    LAB_DIR_INT_IP LAB_RS1_IP LAB_RS2_IP LAB_DIR_EXT LAB_DIR_INT \
+    LAB_VIP6 LAB_CLIENT_IP6 LAB_RS1_IP6 LAB_RS2_IP6
 }
 
 _lab_write_env() {
@@ -202,7 +221,8 @@ _lab_write_env() {
   {
     for v in LAB_ID LAB_MODE LAB_QUEUES LAB_DIR_PATH LAB_CLI_NS LAB_DIR_NS \
       LAB_RS1_NS LAB_RS2_NS LAB_SW_NS LAB_VIP LAB_CLIENT_IP LAB_DIR_IP \
-      LAB_DIR_INT_IP LAB_RS1_IP LAB_RS2_IP LAB_DIR_EXT LAB_DIR_INT; do
+      LAB_DIR_INT_IP LAB_RS1_IP LAB_RS2_IP LAB_DIR_EXT LAB_DIR_INT \
+      LAB_VIP6 LAB_CLIENT_IP6 LAB_RS1_IP6 LAB_RS2_IP6; do
       printf '%s=%q\n' "$v" "${!v}"
     done
   } > "$LAB_DIR_PATH/lab.env" || { _lab_err "cannot write $LAB_DIR_PATH/lab.env"; return 1; }
@@ -287,6 +307,17 @@ _lab_nat_build() {
   _lab_up_dev "$rs2" eth0 || return 1
   _lab_x ip -n "$rs1" route add default via 10.10.0.1 dev eth0 || return 1
   _lab_x ip -n "$rs2" route add default via 10.10.0.1 dev eth0 || return 1
+  if [ "${LAB_IPV6:-0}" = 1 ]; then
+    _lab_addr6 "$cli" eth0 2001:db8::2/64 || return 1
+    _lab_addr6 "$dir" ext0 2001:db8::1/64 || return 1
+    _lab_addr6 "$dir" ext0 2001:db8::100/128 || return 1
+    _lab_addr6 "$dir" int0 fd00:10::1/64 || return 1
+    _lab_addr6 "$rs1" eth0 fd00:10::11/64 || return 1
+    _lab_addr6 "$rs2" eth0 fd00:10::12/64 || return 1
+    _lab_x ip -6 -n "$cli" route add default via 2001:db8::1 dev eth0 || return 1
+    _lab_x ip -6 -n "$rs1" route add default via fd00:10::1 dev eth0 || return 1
+    _lab_x ip -6 -n "$rs2" route add default via fd00:10::1 dev eth0 || return 1
+  fi
   _lab_write_env
 }
 
@@ -330,6 +361,15 @@ _lab_dr_build() {
   for r in "$dir" "$cli" "$LAB_RS1_NS" "$LAB_RS2_NS"; do
     _lab_up_dev "$r" eth0 || return 1
   done
+  if [ "${LAB_IPV6:-0}" = 1 ]; then
+    _lab_addr6 "$dir" eth0 fd00:20::1/64 || return 1
+    _lab_addr6 "$dir" eth0 fd00:20::100/128 || return 1
+    _lab_addr6 "$cli" eth0 fd00:20::2/64 || return 1
+    _lab_addr6 "$LAB_RS1_NS" eth0 fd00:20::11/64 || return 1
+    _lab_addr6 "$LAB_RS2_NS" eth0 fd00:20::12/64 || return 1
+    _lab_addr6 "$LAB_RS1_NS" lo fd00:20::100/128 || return 1
+    _lab_addr6 "$LAB_RS2_NS" lo fd00:20::100/128 || return 1
+  fi
   _lab_write_env
 }
 
@@ -436,7 +476,7 @@ http {
     keepalive_requests 1000000;
     server_tokens off;
     server {
-        listen 0.0.0.0:$port backlog=4096;
+        listen 0.0.0.0:$port backlog=4096;$( [ "${LAB_IPV6:-0}" = 1 ] && printf '\n        listen [::]:%s backlog=4096;' "$port")
         server_name _;
         root $www;
         location = / {

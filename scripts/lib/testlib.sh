@@ -260,11 +260,11 @@ write_rules() {
 # ("rs1") or "ERR rc=R req=I". curl's stderr goes to OUT.err. Returns
 # non-zero only if the whole run timed out.
 http_burst() {
-  local id=$1 url=$2 n=$3 par=$4 out=$5 src=${6:-0.0.0.0}
+  local id=$1 url=$2 n=$3 par=$4 out=$5 src=${6:-}
   # shellcheck disable=SC2016
   lab_exec "$id" cli timeout 300 bash -c '
     seq "$2" | xargs -P "$3" -n 1 sh -c '\''
-      curl -sS --max-time 10 --interface "$2" "$1" || echo "ERR rc=$? req=$3"'\'' sh "$1" "$4"
+      curl -g -sS --max-time 10 ${2:+--interface "$2"} "$1" || echo "ERR rc=$? req=$3"'\'' sh "$1" "$4"
   ' _ "$url" "$n" "$par" "$src" >"$out" 2>"$out.err"
 }
 
@@ -359,6 +359,28 @@ finish_slow_download() {
 
 # web_lab_up MODE QUEUES: the MODE (nat|dr) lab with nginx on rs1 and rs2
 # port 80. Sets D (the lab dir).
+# expect_tracked MIN WHAT: the connections xlvsd counts on rs1 and rs2 of
+# VIP:80 (active + inactive, from `xlvsadm -L -n`) are at least MIN: the
+# traffic really went through xlvs's connection table.
+expect_tracked() {
+  local min=$1 what=$2 L rs a i n=0
+  L=$(xadm "$ID" -L -n)
+  for rs in "$LAB_RS1_IP" "$LAB_RS2_IP"; do
+    a=$(lvs_dest_field "$L" "TCP $LAB_VIP:80" "$rs:80" ActiveConn)
+    i=$(lvs_dest_field "$L" "TCP $LAB_VIP:80" "$rs:80" InActConn)
+    n=$((n + ${a:-0} + ${i:-0}))
+  done
+  [ "$n" -ge "$min" ] || fail "$what: xlvsd tracks $n connections, want >= $min; listing:
+$L"
+}
+
+# use_ipv6: after web_lab_up with LAB_IPV6=1, point LAB_VIP, LAB_RS1_IP and
+# LAB_RS2_IP at the IPv6 addresses in ipvsadm's and curl's bracket form
+# ("[2001:db8::100]"), so start_rr_xlvsd and http_suite run over IPv6.
+use_ipv6() {
+  LAB_VIP="[$LAB_VIP6]" LAB_RS1_IP="[$LAB_RS1_IP6]" LAB_RS2_IP="[$LAB_RS2_IP6]"
+}
+
 web_lab_up() {
   local mode=$1 queues=$2
   "lab_${mode}_up" "$ID" "$queues" || fail "lab_${mode}_up"
@@ -398,7 +420,7 @@ http_suite() {
   done
 
   log "(b) 50 MB download through the VIP"
-  lab_exec "$ID" cli timeout 120 curl -sS --max-time 110 -o "$D/big.got" "http://$LAB_VIP/big" 2>"$D/big.err" || rc=$?
+  lab_exec "$ID" cli timeout 120 curl -g -sS --max-time 110 -o "$D/big.got" "http://$LAB_VIP/big" 2>"$D/big.err" || rc=$?
   xlvsd_alive "after the 50 MB download"
   [ "$rc" -eq 0 ] || fail "download of /big failed (rc=$rc): $(head -c 300 "$D/big.err")"
   GOT=$(sha256sum "$D/big.got" | awk '{ print $1 }')

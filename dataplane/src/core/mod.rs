@@ -700,3 +700,5 @@ fn set_l4_port<F: Family>(
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_v6;
