@@ -1,100 +1,213 @@
-//! Which shared map for the connection table: lookups of 5-tuple keys in DashMap with ahash (what
-//! xlvs uses), DashMap with std's SipHash, and one `RwLock<HashMap>` with ahash; alone and with a
-//! second thread doing the same lookups at the same time (two workers contending).
+//! The connection table at 10 k, 1 M and 10 M IPv4 connections: memory per connection (the
+//! layout, and the resident memory the process actually gained), and the cost of a lookup
+//! (find the connection, lock its bucket, read it, unlock) in a scattered order, one at a time
+//! and in batches of 16 with the two-step prefetch the workers can use. Then two threads at
+//! once: on different connections, and all on the same 16 (the worst case for bucket locks).
+//!
+//! Each size is measured twice: on 4 KB pages, and with the tables advised to use transparent
+//! huge pages as xlvsd does (`afxdp::advise_huge_pages`).
+//!
+//! A plain timing harness, not criterion: each figure is the median of 5 rounds, and all of
+//! them come from one run, so they can be compared as ratios.
+//! `cargo bench -p xlvs-bench --bench table [-- --quick]` (`--quick` stops at 1 M).
 
-use std::collections::HashMap;
-use std::hash::BuildHasher;
+use std::hint::black_box;
+use std::net::Ipv4Addr;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant as StdInstant};
 
-use criterion::{Criterion, Throughput, black_box, criterion_group, criterion_main};
-use dashmap::DashMap;
+use xlvs_dataplane::core::Instant;
+use xlvs_dataplane::core::conn::{Conn, ConnKey, ConnTable};
+use xlvs_dataplane::core::service::{DestState, Fwd, NextHop, Proto};
+use xlvs_dataplane::core::tcp_state::TcpState;
 
-#[derive(Clone, Copy, PartialEq, Eq, Hash)]
-struct Key {
-    src: u32,
-    dst: u32,
-    sport: u16,
-    dport: u16,
-    proto: u8,
+const VIP: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 100);
+const LOOKUPS: usize = 2_000_000;
+const BATCH: usize = 16;
+
+fn client(i: u32) -> (Ipv4Addr, u16) {
+    (
+        Ipv4Addr::from(0x0b00_0000 | (i >> 4)),
+        10_000 + (i & 15) as u16,
+    )
 }
 
-const N: u32 = 100_000;
-
-fn key(i: u32) -> Key {
-    Key {
-        src: 0x0b00_0000 | i,
-        dst: 0xc000_0264,
-        sport: (i % 50_000) as u16 + 10_000,
+fn key(i: u32) -> ConnKey<Ipv4Addr> {
+    let (c, p) = client(i);
+    ConnKey {
+        src: c,
+        dst: VIP,
+        sport: p,
         dport: 80,
         proto: 6,
     }
 }
 
-trait Table: Send + Sync + 'static {
-    fn get(&self, k: &Key) -> Option<u64>;
-}
-
-impl<S: BuildHasher + Clone + Send + Sync + 'static> Table for DashMap<Key, u64, S> {
-    fn get(&self, k: &Key) -> Option<u64> {
-        DashMap::get(self, k).map(|v| *v)
+fn fill(n: u32, huge: bool) -> ConnTable<Ipv4Addr> {
+    let t = ConnTable::new(n as usize);
+    if huge {
+        xlvs_dataplane::afxdp::advise_huge_pages(&t.regions());
     }
-}
-
-impl Table for RwLock<HashMap<Key, u64, ahash::RandomState>> {
-    fn get(&self, k: &Key) -> Option<u64> {
-        self.read().unwrap().get(k).copied()
+    let dest = Arc::new(DestState::default());
+    let hop = NextHop {
+        iface: 0,
+        mac: [2, 0, 0, 0, 0, 1],
+    };
+    let now = Instant::from_secs(1);
+    for i in 0..n {
+        let mut c = Conn::new(
+            Proto::Tcp,
+            client(i),
+            (VIP, 80),
+            (Ipv4Addr::new(10, 10, 0, 11), 8080),
+            Fwd::Masq,
+            TcpState::Established,
+            hop,
+            dest.clone(),
+        );
+        c.touch(now, Duration::from_secs(900));
+        t.insert(c, 0, now).expect("room for every connection");
     }
+    t
 }
 
-fn bench_one<T: Table>(c: &mut Criterion, name: &str, t: Arc<T>) {
-    let mut g = c.benchmark_group("conn_table");
-    g.throughput(Throughput::Elements(1));
-    let mut i = 0u32;
-    g.bench_function(format!("{name}/alone"), |b| {
-        b.iter(|| {
-            i = (i + 7919) % N;
-            black_box(t.get(&key(i)))
-        })
-    });
-    let stop = Arc::new(AtomicBool::new(false));
-    let (t2, s2) = (t.clone(), stop.clone());
-    let other = std::thread::spawn(move || {
-        let mut j = 1u32;
-        while !s2.load(Ordering::Relaxed) {
-            j = (j + 104_729) % N;
-            black_box(t2.get(&key(j)));
+/// Resident memory of this process, bytes.
+fn rss() -> usize {
+    let s = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
+    let pages: usize = s
+        .split_whitespace()
+        .nth(1)
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(0);
+    pages * 4096
+}
+
+/// A scattered visiting order: i × a large prime, modulo n.
+fn order(n: u32) -> Vec<u32> {
+    (0..LOOKUPS as u64)
+        .map(|i| (i * 2_654_435_761 % n as u64) as u32)
+        .collect()
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// ns per lookup, one at a time.
+fn single(t: &ConnTable<Ipv4Addr>, keys: &[ConnKey<Ipv4Addr>]) -> f64 {
+    let start = StdInstant::now();
+    let mut sum = 0u32;
+    for k in keys {
+        if let Some(mut f) = t.lookup(k) {
+            sum = sum.wrapping_add(f.conn().dport as u32);
         }
-    });
-    g.bench_function(format!("{name}/contended"), |b| {
-        b.iter(|| {
-            i = (i + 7919) % N;
-            black_box(t.get(&key(i)))
-        })
-    });
-    stop.store(true, Ordering::Relaxed);
-    other.join().unwrap();
-    g.finish();
-}
-
-fn tables(c: &mut Criterion) {
-    let a: DashMap<Key, u64, ahash::RandomState> = DashMap::with_hasher(ahash::RandomState::new());
-    let s: DashMap<Key, u64> = DashMap::new();
-    let mut h: HashMap<Key, u64, ahash::RandomState> =
-        HashMap::with_hasher(ahash::RandomState::new());
-    for i in 0..N {
-        a.insert(key(i), i as u64);
-        s.insert(key(i), i as u64);
-        h.insert(key(i), i as u64);
     }
-    bench_one(c, "dashmap_ahash", Arc::new(a));
-    bench_one(c, "dashmap_siphash", Arc::new(s));
-    bench_one(c, "rwlock_hashmap_ahash", Arc::new(RwLock::new(h)));
+    black_box(sum);
+    start.elapsed().as_nanos() as f64 / keys.len() as f64
 }
 
-criterion_group! {
-    name = benches;
-    config = Criterion::default().sample_size(20).measurement_time(std::time::Duration::from_secs(2)).warm_up_time(std::time::Duration::from_millis(500));
-    targets = tables
+/// ns per lookup in batches: prefetch every bucket head of the batch, then every first slot,
+/// then look each up.
+fn batched(t: &ConnTable<Ipv4Addr>, keys: &[ConnKey<Ipv4Addr>]) -> f64 {
+    let start = StdInstant::now();
+    let mut sum = 0u32;
+    let mut buckets = [0u32; BATCH];
+    for chunk in keys.chunks(BATCH) {
+        for (b, k) in buckets.iter_mut().zip(chunk) {
+            *b = t.bucket(k.proto, k.src, k.sport);
+            t.prefetch_bucket(*b);
+        }
+        for b in &buckets[..chunk.len()] {
+            t.prefetch_chain(*b);
+        }
+        for k in chunk {
+            if let Some(mut f) = t.lookup(k) {
+                sum = sum.wrapping_add(f.conn().dport as u32);
+            }
+        }
+    }
+    black_box(sum);
+    start.elapsed().as_nanos() as f64 / keys.len() as f64
 }
-criterion_main!(benches);
+
+/// `f` measured while a second thread runs `other` on the same table.
+fn contended(
+    t: &Arc<ConnTable<Ipv4Addr>>,
+    mine: &[ConnKey<Ipv4Addr>],
+    theirs: Vec<ConnKey<Ipv4Addr>>,
+) -> f64 {
+    let stop = Arc::new(AtomicBool::new(false));
+    let h = {
+        let (t, stop) = (t.clone(), stop.clone());
+        std::thread::spawn(move || {
+            // Bounded: stops when told, or after 10 s whatever happens.
+            let end = StdInstant::now() + Duration::from_secs(10);
+            while !stop.load(Ordering::Relaxed) && StdInstant::now() < end {
+                single(&t, &theirs[..theirs.len().min(100_000)]);
+            }
+        })
+    };
+    std::thread::sleep(Duration::from_millis(20));
+    let r = median((0..5).map(|_| single(t, mine)).collect());
+    stop.store(true, Ordering::Relaxed);
+    h.join().expect("contender");
+    r
+}
+
+fn main() {
+    let quick = std::env::args().any(|a| a == "--quick");
+    let sizes: &[u32] = if quick {
+        &[10_000, 1_000_000]
+    } else {
+        &[10_000, 1_000_000, 10_000_000]
+    };
+    println!(
+        "IPv4 slot {} B; {} lookups per round, median of 5 rounds",
+        ConnTable::<Ipv4Addr>::SLOT_BYTES,
+        LOOKUPS
+    );
+    println!(
+        "{:>10} {:>5} {:>8} {:>10} {:>10} {:>11} {:>11}",
+        "conns", "pages", "buckets", "B/conn", "RSS B/conn", "ns/lookup", "batched 16"
+    );
+    let mut first = None;
+    for (n, huge) in sizes.iter().flat_map(|&n| [(n, false), (n, true)]) {
+        let before = rss();
+        let t = fill(n, huge);
+        let grew = rss().saturating_sub(before);
+        let keys: Vec<_> = order(n).into_iter().map(key).collect();
+        assert!(t.lookup(&keys[0]).is_some());
+        let one = median((0..5).map(|_| single(&t, &keys)).collect());
+        let bat = median((0..5).map(|_| batched(&t, &keys)).collect());
+        let base = *first.get_or_insert(one);
+        println!(
+            "{:>10} {:>5} {:>8} {:>10.1} {:>10.1} {:>11.1} {:>11.1}   (single {:.2}x, batched {:.2}x the 10 k single)",
+            n,
+            if huge { "2M" } else { "4K" },
+            t.buckets(),
+            t.reserved_bytes() as f64 / n as f64,
+            grew as f64 / n as f64,
+            one,
+            bat,
+            one / base,
+            bat / base,
+        );
+        if n == 10_000 && !huge {
+            let t = Arc::new(t);
+            let alone = median((0..5).map(|_| single(&t, &keys)).collect());
+            let other: Vec<_> = order(n).into_iter().rev().map(key).collect();
+            let shared = contended(&t, &keys, other);
+            let hot: Vec<_> = (0..LOOKUPS as u32).map(|i| key(i % 16)).collect();
+            let hot_alone = median((0..5).map(|_| single(&t, &hot)).collect());
+            let hot_shared = contended(&t, &hot, hot.clone());
+            println!(
+                "  2 threads, 10 k table: {alone:.1} ns alone, {shared:.1} ns with the other thread on other connections ({:.2}x); \
+                 same 16 connections: {hot_alone:.1} ns alone, {hot_shared:.1} ns contended ({:.2}x)",
+                shared / alone,
+                hot_shared / hot_alone
+            );
+        }
+    }
+}

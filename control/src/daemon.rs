@@ -122,6 +122,8 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
         .collect();
     let snapshot = Arc::new(ArcSwap::from_pointee(table.snapshot(&infos)));
     let conns = Arc::new(Tables::new(cfg.max_conns));
+    let huge = afxdp::advise_huge_pages(&conns.regions());
+    log::debug!("connection tables: {huge} region(s) advised to use huge pages");
     let stop = Arc::new(AtomicBool::new(false));
     let workers = dp
         .run(conns.clone(), snapshot.clone(), stop.clone())

@@ -365,6 +365,32 @@ fn monotonic_now() -> Instant {
     Instant(ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64)
 }
 
+/// Asks the kernel to back memory regions (the connection tables' [`regions`]) with
+/// transparent huge pages (`MADV_HUGEPAGE`; THP set to `madvise` or `always`): at millions of
+/// connections a lookup otherwise misses the TLB on every access. Failing is harmless;
+/// returns how many regions took the advice.
+///
+/// [`regions`]: crate::core::conn::Tables::regions
+pub fn advise_huge_pages(regions: &[(*const u8, usize)]) -> usize {
+    const HUGE: usize = 2 << 20;
+    let mut ok = 0;
+    for &(p, len) in regions {
+        // Only whole 2 MB pages inside the region.
+        let start = (p as usize).next_multiple_of(HUGE);
+        let end = (p as usize + len) / HUGE * HUGE;
+        if end <= start {
+            continue;
+        }
+        // Safety: the range lies inside an allocation the caller owns (the tables, for their
+        // lifetime);
+        // MADV_HUGEPAGE changes how pages are backed, never their contents.
+        let r =
+            unsafe { libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_HUGEPAGE) };
+        ok += (r == 0) as usize;
+    }
+    ok
+}
+
 /// The monotonic clock the workers use (for the control thread's fragment expiry).
 pub fn now() -> Instant {
     monotonic_now()

@@ -15,6 +15,8 @@ pub trait Addr: Copy + Eq + Ord + Hash + Debug + Display + Send + Sync + 'static
     fn ip(self) -> IpAddr;
     /// The address if `ip` is of this family.
     fn from_ip(ip: IpAddr) -> Option<Self>;
+    /// The address as two words for hashing (IPv4: one word and zero).
+    fn words(self) -> (u64, u64);
 }
 
 impl Addr for Ipv4Addr {
@@ -31,6 +33,10 @@ impl Addr for Ipv4Addr {
             IpAddr::V6(_) => None,
         }
     }
+    #[inline(always)]
+    fn words(self) -> (u64, u64) {
+        (self.to_bits() as u64, 0)
+    }
 }
 
 impl Addr for Ipv6Addr {
@@ -46,5 +52,10 @@ impl Addr for Ipv6Addr {
             IpAddr::V6(a) => Some(a),
             IpAddr::V4(_) => None,
         }
+    }
+    #[inline(always)]
+    fn words(self) -> (u64, u64) {
+        let b = self.to_bits();
+        ((b >> 64) as u64, b as u64)
     }
 }

@@ -346,7 +346,8 @@ pub struct ConnTable<A: Addr> {
     /// Slots below it are initialised (in a chain or on the free list).
     fresh: AtomicU32,
     free: Mutex<Vec<u32>>,
-    hasher: ahash::RandomState,
+    /// Random keys of the bucket hash.
+    seeds: [u64; 2],
     templates: DashMap<TemplateKey<A>, Arc<Template<A>>, ahash::RandomState>,
     /// Fragmented datagrams in flight: the tuple their first fragment was forwarded under.
     frags: DashMap<FragKey<A>, (ConnKey<A>, Instant), ahash::RandomState>,
@@ -382,7 +383,11 @@ struct Bucket<'t, A: Addr> {
 
 impl<A: Addr> Drop for Bucket<'_, A> {
     fn drop(&mut self) {
-        self.t.heads[self.b as usize].fetch_and(!LOCK, Ordering::Release);
+        // Only the holder changes the chain bits, and a waiter's `fetch_or` of a set lock
+        // bit changes nothing: a plain release store unlocks (one atomic RMW per lookup, not
+        // two).
+        let h = &self.t.heads[self.b as usize];
+        h.store(h.load(Ordering::Relaxed) & !LOCK, Ordering::Release);
     }
 }
 
@@ -504,7 +509,10 @@ impl<A: Addr> ConnTable<A> {
             slots,
             fresh: AtomicU32::new(0),
             free: Mutex::new(Vec::new()),
-            hasher: ahash::RandomState::new(),
+            seeds: {
+                let r = ahash::RandomState::new();
+                [r.hash_one(1u8), r.hash_one(2u8)]
+            },
             templates: DashMap::with_hasher(ahash::RandomState::new()),
             frags: DashMap::with_hasher(ahash::RandomState::new()),
             n_frags: AtomicUsize::new(0),
@@ -514,10 +522,18 @@ impl<A: Addr> ConnTable<A> {
         }
     }
 
-    /// The bucket of a client endpoint.
+    /// The bucket of a client endpoint: two rounds of a folded 64×64→128 multiply over the
+    /// address words, port and protocol, keyed with random seeds (as IPVS keys its jhash with
+    /// a random `ip_vs_conn_rnd`, so clients cannot aim at one chain).
     #[inline]
     pub fn bucket(&self, proto: u8, caddr: A, cport: u16) -> u32 {
-        self.hasher.hash_one((caddr, cport, proto)) as u32 & self.mask
+        const K1: u64 = 0x9e37_79b9_7f4a_7c15;
+        const K2: u64 = 0xc2b2_ae3d_27d4_eb4f;
+        let (hi, lo) = caddr.words();
+        let tail = (cport as u64) << 8 | proto as u64;
+        let h = folded_mul(hi ^ self.seeds[0], K1);
+        let h = folded_mul(h ^ lo ^ tail.rotate_left(40) ^ self.seeds[1], K2);
+        h as u32 & self.mask
     }
 
     fn lock(&self, b: u32) -> Bucket<'_, A> {
@@ -610,6 +626,22 @@ impl<A: Addr> ConnTable<A> {
     /// the OS as they are first used), without templates and fragments.
     pub fn reserved_bytes(&self) -> usize {
         self.heads.len() * size_of::<AtomicU32>() + self.slots.len() * size_of::<Slot<A>>()
+    }
+
+    /// The table's two large allocations (bucket heads, slots) as (start, bytes): the driver
+    /// may ask the OS to back them with huge pages (a lookup at 10 M connections otherwise
+    /// pays a TLB miss per access).
+    pub fn regions(&self) -> [(*const u8, usize); 2] {
+        [
+            (
+                self.heads.as_ptr().cast(),
+                self.heads.len() * size_of::<AtomicU32>(),
+            ),
+            (
+                self.slots.as_ptr().cast(),
+                self.slots.len() * size_of::<Slot<A>>(),
+            ),
+        ]
     }
 
     /// Bytes of one connection slot.
@@ -857,6 +889,12 @@ impl<A: Addr> Drop for ConnTable<A> {
 }
 
 #[inline(always)]
+fn folded_mul(a: u64, b: u64) -> u64 {
+    let m = a as u128 * b as u128;
+    m as u64 ^ (m >> 64) as u64
+}
+
+#[inline(always)]
 fn prefetch(p: *const u8) {
     #[cfg(target_arch = "x86_64")]
     // Safety: a prefetch is a hint; it does not dereference `p` in the abstract machine.
@@ -902,6 +940,13 @@ impl Tables {
     pub fn expire_fragments(&self, now: Instant) -> usize {
         self.v4.expire_fragments(now) + self.v6.expire_fragments(now)
     }
+
+    /// Every large allocation of both tables (see [`ConnTable::regions`]).
+    pub fn regions(&self) -> [(*const u8, usize); 4] {
+        let [a, b] = self.v4.regions();
+        let [c, d] = self.v6.regions();
+        [a, b, c, d]
+    }
 }
 
 #[cfg(test)]
@@ -909,9 +954,9 @@ mod tests {
     use super::*;
 
     #[test]
-    fn an_ipv4_slot_is_56_bytes() {
+    fn slots_are_56_bytes_for_ipv4_and_96_for_ipv6() {
         assert_eq!(ConnTable::<Ipv4Addr>::SLOT_BYTES, 56);
-        assert!(ConnTable::<Ipv6Addr>::SLOT_BYTES <= 96);
+        assert_eq!(ConnTable::<Ipv6Addr>::SLOT_BYTES, 96);
     }
 
     fn conn(c: u8, port: u16, fwd: Fwd) -> Conn<Ipv4Addr> {

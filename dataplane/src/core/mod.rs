@@ -506,6 +506,9 @@ fn new_conn<F: Family>(
     Ok(action)
 }
 
+/// A new connection's realserver and the persistence template that chose it, if any.
+type Chosen<'s, A> = (&'s Dest, Option<Arc<Template<A>>>);
+
 /// The realserver for a new connection (IPVS `ip_vs_schedule`): through the client's
 /// persistence template if the service is persistent, else the scheduler; the sorry server
 /// if no realserver can take it.
@@ -515,7 +518,7 @@ fn choose_dest<'s, A: Addr>(
     now: Instant,
     svc: &'s Service,
     p: &Parsed<A>,
-) -> Result<(&'s Dest, Option<Arc<Template<A>>>), DropReason> {
+) -> Result<Chosen<'s, A>, DropReason> {
     let src = Source {
         addr: p.src.ip(),
         port: p.sport,

@@ -293,6 +293,7 @@ proptest! {
         let mut c = core();
         let snap = nat_snap();
         let mut f = syn(9000);
+        let pos = pos % f.len();
         f[pos] = val;
         f.truncate(f.len() - cut.min(f.len()));
         let _ = c.process(t(1), &snap, &mut f, 0);
