@@ -1,6 +1,6 @@
 //! xlvsd: attaches the XDP program, runs the AF_XDP workers, and owns the services table in a
-//! control loop that serves the admin socket, expires connections, and follows the kernel's
-//! neighbour table.
+//! control loop that serves the admin socket and follows the kernel's routes and neighbour
+//! tables (the workers expire connections).
 
 use std::fmt::Write as _;
 use std::net::IpAddr;
@@ -217,7 +217,8 @@ impl Control {
         self.xdp.sync(&vips, &reals, &local)
     }
 
-    /// Once a second: expire connections, drop retired realservers, follow neighbours.
+    /// Once a second: forget old fragment entries, drop retired realservers, follow neighbours
+    /// (connections expire in the workers).
     fn housekeeping(&mut self) {
         self.tick += 1;
         // Connections and templates expire in the workers' timing wheels; fragments here.

@@ -20,7 +20,8 @@ struct Args {
     /// Control socket for xlvsadm.
     #[arg(long, value_name = "SOCKET", default_value = admin::DEFAULT_SOCKET)]
     control: PathBuf,
-    /// Maximum number of connections in the table.
+    /// Maximum number of connections (and persistence templates) per address family; the
+    /// table reserves its memory up front (~60 bytes per IPv4 connection, committed as used).
     #[arg(long, default_value_t = 4 << 20)]
     max_conns: usize,
     /// Maglev (mh) lookup table size, a prime; IPVS fixes it at kernel build time.
