@@ -517,7 +517,8 @@ impl Worker {
             }
             self.transmit();
 
-            // Connections and templates this worker created that are due; bounded work.
+            // Connections and templates this worker filed that are due; bounded work (a
+            // backlog keeps the worker from sleeping until it is done).
             if self.core.expire_some(monotonic_now()) > 0 {
                 busy = true;
             }

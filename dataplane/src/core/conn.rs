@@ -814,8 +814,13 @@ impl<A: Addr> ConnTable<A> {
             self.conns.fetch_sub(1, Ordering::Relaxed);
             return true;
         }
-        // Idle but held: look again one timeout later (a connection ending touches it).
-        let deadline = t.deadline().max(tick_ceil(now + t.timeout));
+        let deadline = if t.idle(now) {
+            // Idle but held: look again one timeout later (a connection ending touches it).
+            tick_ceil(now + t.timeout)
+        } else {
+            // Used since it was filed: it goes one timeout after that use.
+            t.deadline()
+        };
         t.arm(refile(deadline));
         false
     }

@@ -328,17 +328,20 @@ impl Core {
     }
 
     /// Fires the due entries of this worker's timing wheels: connections idle past their
-    /// timeout and idle templates go (at most [`EXPIRY_BUDGET`] entries per family; the rest
-    /// wait for the next call). Returns the number of connections removed.
+    /// timeout and idle templates go (at most [`EXPIRY_BUDGET`] entries per family and kind;
+    /// the rest wait for the next call). Returns the number of entries fired: non-zero means
+    /// there may be more to do.
     pub fn expire_some(&mut self, now: Instant) -> usize {
-        expire(&self.tables.v4, &mut self.expiry.v4, now, EXPIRY_BUDGET)
-            + expire(&self.tables.v6, &mut self.expiry.v6, now, EXPIRY_BUDGET)
+        let a = expire(&self.tables.v4, &mut self.expiry.v4, now, EXPIRY_BUDGET);
+        let b = expire(&self.tables.v6, &mut self.expiry.v6, now, EXPIRY_BUDGET);
+        a.fired + b.fired
     }
 
-    /// Fires every due entry (tests and shutdown).
+    /// Fires every due entry (tests and shutdown); returns the number of connections removed.
     pub fn expire(&mut self, now: Instant) -> usize {
-        expire(&self.tables.v4, &mut self.expiry.v4, now, usize::MAX)
-            + expire(&self.tables.v6, &mut self.expiry.v6, now, usize::MAX)
+        let a = expire(&self.tables.v4, &mut self.expiry.v4, now, usize::MAX);
+        let b = expire(&self.tables.v6, &mut self.expiry.v6, now, usize::MAX);
+        a.removed + b.removed
     }
 
     /// Entries in this worker's wheels (connections and templates it watches).
@@ -348,16 +351,24 @@ impl Core {
     }
 }
 
-fn expire<A: Addr>(t: &ConnTable<A>, ex: &mut Expiry<A>, now: Instant, budget: usize) -> usize {
+/// What one expiry pass did.
+struct Expired {
+    /// Wheel entries fired.
+    fired: usize,
+    /// Connections removed.
+    removed: usize,
+}
+
+fn expire<A: Addr>(t: &ConnTable<A>, ex: &mut Expiry<A>, now: Instant, budget: usize) -> Expired {
     let now_t = tick(now);
-    let mut gone = 0;
-    ex.conns.advance(now_t, budget, |b, at, filer| {
-        gone += t.expire_bucket(b, at, now, |d| filer.file(d, b));
+    let mut removed = 0;
+    let mut fired = ex.conns.advance(now_t, budget, |b, at, filer| {
+        removed += t.expire_bucket(b, at, now, |d| filer.file(d, b));
     });
-    ex.templates.advance(now_t, budget, |k, at, filer| {
+    fired += ex.templates.advance(now_t, budget, |k, at, filer| {
         t.expire_template(&k, at, now, |d| filer.file(d, k));
     });
-    gone
+    Expired { fired, removed }
 }
 
 /// A non-first fragment takes the ports its first fragment was forwarded with.

@@ -465,6 +465,20 @@ fn template_outlives_its_connections_by_the_timeout_then_expires() {
 }
 
 #[test]
+fn template_expires_exactly_one_timeout_after_its_last_use() {
+    let mut c = core();
+    let snap = persistent_snap(Ipv4Addr::BROADCAST);
+    let mut f = syn_from(CIP, 30_100);
+    c.process(t(1), &snap, &mut f, 0);
+    // The connection (SYN_RECV, 60 s) goes at 61 s and touches the template: 300 s from then.
+    assert_eq!(c.expire(t(61)), 1);
+    c.expire(t(360));
+    assert_eq!(c.tables().templates(), 1, "not before 361 s");
+    c.expire(t(361));
+    assert_eq!(c.tables().templates(), 0, "not later either");
+}
+
+#[test]
 fn quiesced_realserver_keeps_persistent_clients_deleted_one_loses_them() {
     let mut c = core();
     let snap = persistent_snap(Ipv4Addr::BROADCAST);

@@ -24,14 +24,15 @@ const TICK_NS: u64 = TICK.as_nanos() as u64;
 pub const SLOTS: u32 = 4096;
 const MASK: u32 = SLOTS - 1;
 
-/// The tick `t` falls in.
+/// The tick `t` falls in. Ticks are `u32`: 8.5 years of the workers' monotonic clock (time
+/// since boot); beyond that deadlines saturate rather than wrap.
 pub fn tick(t: Instant) -> u32 {
-    (t.0 / TICK_NS) as u32
+    (t.0 / TICK_NS).min(u32::MAX as u64 - SLOTS as u64) as u32
 }
 
 /// The first tick at or after `t` (deadlines round up: never expire early).
 pub fn tick_ceil(t: Instant) -> u32 {
-    t.0.div_ceil(TICK_NS) as u32
+    t.0.div_ceil(TICK_NS).min(u32::MAX as u64 - SLOTS as u64) as u32
 }
 
 /// The instant tick `t` starts.
@@ -58,7 +59,7 @@ pub struct Filer<'w, T> {
 impl<T: Copy> Filer<'_, T> {
     /// Files `entry` for `deadline`; returns the tick it will fire at.
     pub fn file(&mut self, deadline: u32, entry: T) -> u32 {
-        let at = deadline.clamp(self.next, self.next + MASK);
+        let at = deadline.clamp(self.next, self.next.saturating_add(MASK));
         self.slots[(at & MASK) as usize].push(entry);
         at
     }
@@ -92,7 +93,7 @@ impl<T: Copy> Wheel<T> {
     /// and within one turn of it.
     pub fn at(&mut self, now: u32, deadline: u32) -> u32 {
         let next = *self.next.get_or_insert(now);
-        deadline.clamp(next, next + MASK)
+        deadline.clamp(next, next.saturating_add(MASK))
     }
 
     /// Files `entry` for `at`, a tick [`Wheel::at`] returned since the last advance.
