@@ -256,7 +256,7 @@ impl Control {
                     && (hop.is_none() || self.tick.is_multiple_of(10))
                     && let Some(r) = neigh::lookup(&routes, *addr)
                 {
-                    neigh::probe(r.via);
+                    neigh::probe(r.via, &r.dev);
                 }
                 if hop.is_none() {
                     missing += 1;

@@ -12,7 +12,7 @@
 //! bypasses it.
 
 use std::collections::HashMap;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, UdpSocket};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV6, UdpSocket};
 
 /// A route: egress device and next-hop address.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -74,7 +74,9 @@ pub fn parse_routes(text: &str) -> Vec<(String, u32, u32, u32, u32, bool)> {
     v
 }
 
-/// Parses `/proc/net/ipv6_route` text (up routes only).
+/// Parses `/proc/net/ipv6_route` text (up routes only). The file lists the routes of every
+/// table (main, local, policy tables); the longest-prefix lookup over all of them is right for
+/// realservers reached through the main table, which is the setup xlvs supports.
 pub fn parse_routes6(text: &str) -> Vec<Route6> {
     let mut v = Vec::new();
     for line in text.lines() {
@@ -203,11 +205,25 @@ pub fn neighbours() -> Neighbours {
     m
 }
 
-/// Makes the kernel resolve `ip`: one empty UDP datagram to its discard port.
-pub fn probe(ip: IpAddr) {
+/// Makes the kernel resolve `ip` on `dev`: one empty UDP datagram to its discard port. A
+/// link-local IPv6 next hop (a router's `fe80::…`) needs `dev` as its scope.
+pub fn probe(ip: IpAddr, dev: &str) {
+    let to = match ip {
+        IpAddr::V4(a) => SocketAddr::from((a, 9)),
+        IpAddr::V6(a) => {
+            let scope = if a.segments()[0] & 0xffc0 == 0xfe80 {
+                let name = std::ffi::CString::new(dev).unwrap_or_default();
+                // Safety: `name` is a valid NUL-terminated string.
+                unsafe { libc::if_nametoindex(name.as_ptr()) }
+            } else {
+                0
+            };
+            SocketAddr::V6(SocketAddrV6::new(a, 9, 0, scope))
+        }
+    };
     let any = if ip.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" };
     if let Ok(s) = UdpSocket::bind(any) {
-        let _ = s.send_to(&[], (ip, 9));
+        let _ = s.send_to(&[], to);
     }
 }
 
