@@ -559,6 +559,38 @@ UDP  192.0.2.100:53 wlc
         assert_eq!(t2.list(None).unwrap(), t.list(None).unwrap());
     }
 
+    const V6_RULES: &str = "\
+-A -t [2001:db8::100]:80 -s rr -p 60 -M 64 --sorry-server [fd00:10::99]:80 -m
+-a -t [2001:db8::100]:80 -r [fd00:10::11]:8080 -m -w 1
+-a -t [2001:db8::100]:80 -r [fd00:10::12]:8080 -m -w 1
+";
+
+    #[test]
+    fn ipv6_services_list_save_and_steer_like_ipvsadm() {
+        let mut t = Table::default();
+        t.apply_all(&parse_rules(V6_RULES).unwrap()).unwrap();
+        let l = t.list(None).unwrap();
+        assert!(
+            l.contains("TCP  [2001:db8::100]:80 rr persistent 60 mask 64\n"),
+            "{l}"
+        );
+        assert!(l.contains("  -> [fd00:10::11]:8080"), "{l}");
+        assert_eq!(t.save(), V6_RULES);
+        let (vips, reals) = t.steer_keys();
+        let vip: std::net::Ipv6Addr = "2001:db8::100".parse().unwrap();
+        assert_eq!(vips, [L4Key::v6(vip.octets(), 80, PROTO_TCP)]);
+        assert_eq!(reals.len(), 3, "two realservers and the NAT sorry server");
+        // A realserver of the other family is refused.
+        let e = crate::ipvsadm::parse(
+            &"-a -t [2001:db8::100]:80 -r 10.10.0.11:80 -m"
+                .split_whitespace()
+                .map(String::from)
+                .collect::<Vec<_>>(),
+        )
+        .unwrap_err();
+        assert!(e.msg.contains("address family"), "{}", e.msg);
+    }
+
     const FULL_RULES: &str = "\
 -A -t 192.0.2.100:80 -s sh -b sh-fallback,sh-port -p 60 -M 255.255.255.0 --sorry-server 10.10.0.99:80 -m
 -a -t 192.0.2.100:80 -r 10.10.0.11:80 -m -w 1 -x 100 -y 50
