@@ -4,13 +4,15 @@
 //! recomputation, so the core's own wire code and incremental checksums are checked against an
 //! implementation that shares nothing with them.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use etherparse::{
-    IpFragOffset, Ipv4Header, NetHeaders, PacketBuilder, PacketHeaders, TransportHeader,
+    IpFragOffset, IpHeaders, Ipv4Header, NetHeaders, PacketBuilder, PacketBuilderStep,
+    PacketHeaders, TransportHeader,
 };
 
+use crate::core::addr::Addr;
 use crate::core::sched;
 use crate::core::service::{
     Dest, DestState, Fwd, IfaceInfo, NextHop, Proto, Service, Snapshot, VsKey,
@@ -25,21 +27,37 @@ pub fn rs_mac(i: u8) -> [u8; 6] {
     [0x02, 0, 0, 0, 1, i]
 }
 
-/// A TCP frame with the given flags (`tcp::SYN` | `tcp::ACK` | ...).
-#[allow(clippy::too_many_arguments)]
-pub fn tcp_frame(
+/// The Ethernet and IP headers of a frame from `src` to `dst` (IPv4 or IPv6; `ttl` is the
+/// TTL or hop limit).
+fn ip_frame(
     src_mac: [u8; 6],
     dst_mac: [u8; 6],
-    src: (Ipv4Addr, u16),
-    dst: (Ipv4Addr, u16),
+    src: IpAddr,
+    dst: IpAddr,
+    ttl: u8,
+) -> PacketBuilderStep<IpHeaders> {
+    let eth = PacketBuilder::ethernet2(src_mac, dst_mac);
+    match (src, dst) {
+        (IpAddr::V4(s), IpAddr::V4(d)) => eth.ipv4(s.octets(), d.octets(), ttl),
+        (IpAddr::V6(s), IpAddr::V6(d)) => eth.ipv6(s.octets(), d.octets(), ttl),
+        _ => panic!("source and destination of different families"),
+    }
+}
+
+/// A TCP frame with the given flags (`tcp::SYN` | `tcp::ACK` | ...), over IPv4 or IPv6.
+#[allow(clippy::too_many_arguments)]
+pub fn tcp_frame<A: Into<IpAddr>>(
+    src_mac: [u8; 6],
+    dst_mac: [u8; 6],
+    src: (A, u16),
+    dst: (A, u16),
     flags: u8,
     ttl: u8,
     payload: &[u8],
 ) -> Vec<u8> {
     use crate::wire::tcp::{ACK, FIN, RST, SYN};
-    let mut b = PacketBuilder::ethernet2(src_mac, dst_mac)
-        .ipv4(src.0.octets(), dst.0.octets(), ttl)
-        .tcp(src.1, dst.1, 1000, 64240);
+    let mut b =
+        ip_frame(src_mac, dst_mac, src.0.into(), dst.0.into(), ttl).tcp(src.1, dst.1, 1000, 64240);
     if flags & SYN != 0 {
         b = b.syn();
     }
@@ -57,111 +75,137 @@ pub fn tcp_frame(
     out
 }
 
-/// A UDP frame (with a checksum).
-pub fn udp_frame(
+/// A UDP frame (with a checksum), over IPv4 or IPv6.
+pub fn udp_frame<A: Into<IpAddr>>(
     src_mac: [u8; 6],
     dst_mac: [u8; 6],
-    src: (Ipv4Addr, u16),
-    dst: (Ipv4Addr, u16),
+    src: (A, u16),
+    dst: (A, u16),
     payload: &[u8],
 ) -> Vec<u8> {
-    let b = PacketBuilder::ethernet2(src_mac, dst_mac)
-        .ipv4(src.0.octets(), dst.0.octets(), 64)
-        .udp(src.1, dst.1);
+    let b = ip_frame(src_mac, dst_mac, src.0.into(), dst.0.into(), 64).udp(src.1, dst.1);
     let mut out = Vec::with_capacity(b.size(payload.len()));
     b.write(&mut out, payload).expect("build udp frame");
     out
 }
 
-/// The L3/L4 view of a frame: (src, sport, dst, dport, ttl).
-pub fn tuple(frame: &[u8]) -> (Ipv4Addr, u16, Ipv4Addr, u16, u8) {
-    let h = PacketHeaders::from_ethernet_slice(frame).expect("parse frame");
-    let Some(NetHeaders::Ipv4(ip, _)) = h.net else {
-        panic!("not ipv4")
+/// (source, destination, TTL or hop limit) of a frame's IP header; for IPv4 only if its header
+/// checksum equals a full recomputation.
+fn ip_parts<A: Addr>(net: &Option<NetHeaders>) -> Option<(A, A, u8)> {
+    let (src, dst, ttl): (IpAddr, IpAddr, u8) = match net.as_ref()? {
+        NetHeaders::Ipv4(ip, _) => {
+            if ip.header_checksum != ip.calc_header_checksum() {
+                return None;
+            }
+            (ip.source.into(), ip.destination.into(), ip.time_to_live)
+        }
+        NetHeaders::Ipv6(ip, _) => (ip.source.into(), ip.destination.into(), ip.hop_limit),
+        _ => return None,
     };
+    Some((A::from_ip(src)?, A::from_ip(dst)?, ttl))
+}
+
+/// The L3/L4 view of a frame: (src, sport, dst, dport, TTL or hop limit).
+pub fn tuple<A: Addr>(frame: &[u8]) -> (A, u16, A, u16, u8) {
+    let h = PacketHeaders::from_ethernet_slice(frame).expect("parse frame");
+    let (src, dst, ttl) = ip_parts::<A>(&h.net).expect("an IP header of this family");
     let (sp, dp) = match h.transport {
         Some(TransportHeader::Tcp(t)) => (t.source_port, t.destination_port),
         Some(TransportHeader::Udp(u)) => (u.source_port, u.destination_port),
         _ => panic!("not tcp/udp"),
     };
-    (
-        ip.source.into(),
-        sp,
-        ip.destination.into(),
-        dp,
-        ip.time_to_live,
-    )
+    (src, sp, dst, dp, ttl)
 }
 
 /// True if the IPv4 header checksum and the TCP/UDP checksum equal a full recomputation
-/// (a UDP checksum of 0, "none", is accepted).
+/// (a UDP checksum of 0, "none", is accepted over IPv4).
 pub fn checksums_ok(frame: &[u8]) -> bool {
     let Ok(h) = PacketHeaders::from_ethernet_slice(frame) else {
         return false;
     };
-    let Some(NetHeaders::Ipv4(ip, _)) = h.net else {
-        return false;
-    };
-    if ip.header_checksum != ip.calc_header_checksum() {
-        return false;
-    }
     let payload = h.payload.slice();
-    match h.transport {
-        Some(TransportHeader::Tcp(t)) => {
-            t.calc_checksum_ipv4(&ip, payload).ok() == Some(t.checksum)
+    match (&h.net, &h.transport) {
+        (Some(NetHeaders::Ipv4(ip, _)), Some(t)) => {
+            ip.header_checksum == ip.calc_header_checksum()
+                && match t {
+                    TransportHeader::Tcp(t) => {
+                        t.calc_checksum_ipv4(ip, payload).ok() == Some(t.checksum)
+                    }
+                    TransportHeader::Udp(u) => {
+                        u.checksum == 0
+                            || u.calc_checksum_ipv4(ip, payload).ok() == Some(u.checksum)
+                    }
+                    _ => false,
+                }
         }
-        Some(TransportHeader::Udp(u)) => {
-            u.checksum == 0 || u.calc_checksum_ipv4(&ip, payload).ok() == Some(u.checksum)
-        }
+        (Some(NetHeaders::Ipv6(ip, _)), Some(t)) => match t {
+            TransportHeader::Tcp(t) => t.calc_checksum_ipv6(ip, payload).ok() == Some(t.checksum),
+            TransportHeader::Udp(u) => u.calc_checksum_ipv6(ip, payload).ok() == Some(u.checksum),
+            _ => false,
+        },
         _ => false,
     }
 }
 
-/// An ICMP "fragmentation needed" (`mtu` given) or, with `mtu` None, "time exceeded" error
-/// from `src` to `dst` quoting `quoted` (an IP packet, or its first bytes).
-pub fn icmp_error(
+/// An ICMP "fragmentation needed" (ICMPv6 "packet too big") error when `mtu` is given, or
+/// else a "time exceeded", from `src` to `dst` quoting `quoted` (an IP packet, or its first
+/// bytes).
+pub fn icmp_error<A: Into<IpAddr>>(
     src_mac: [u8; 6],
     dst_mac: [u8; 6],
-    src: Ipv4Addr,
-    dst: Ipv4Addr,
-    mtu: Option<u16>,
+    src: A,
+    dst: A,
+    mtu: Option<u32>,
     quoted: &[u8],
 ) -> Vec<u8> {
-    use etherparse::{Icmpv4Type, icmpv4};
-    let ty =
-        match mtu {
-            Some(next_hop_mtu) => Icmpv4Type::DestinationUnreachable(
-                icmpv4::DestUnreachableHeader::FragmentationNeeded { next_hop_mtu },
+    use etherparse::{Icmpv4Type, Icmpv6Type, icmpv4, icmpv6};
+    let (src, dst) = (src.into(), dst.into());
+    let b = ip_frame(src_mac, dst_mac, src, dst, 64);
+    let mut out = Vec::new();
+    let written = if src.is_ipv4() {
+        let ty = match mtu {
+            Some(mtu) => Icmpv4Type::DestinationUnreachable(
+                icmpv4::DestUnreachableHeader::FragmentationNeeded {
+                    next_hop_mtu: mtu as u16,
+                },
             ),
             None => Icmpv4Type::TimeExceeded(icmpv4::TimeExceededCode::TtlExceededInTransit),
         };
-    let b = PacketBuilder::ethernet2(src_mac, dst_mac)
-        .ipv4(src.octets(), dst.octets(), 64)
-        .icmpv4(ty);
-    let mut out = Vec::with_capacity(b.size(quoted.len()));
-    b.write(&mut out, quoted).expect("build icmp frame");
+        b.icmpv4(ty).write(&mut out, quoted)
+    } else {
+        let ty = match mtu {
+            Some(mtu) => Icmpv6Type::PacketTooBig { mtu },
+            None => Icmpv6Type::TimeExceeded(icmpv6::TimeExceededCode::HopLimitExceeded),
+        };
+        b.icmpv6(ty).write(&mut out, quoted)
+    };
+    written.expect("build icmp frame");
     out
 }
 
-/// An ICMP error frame, checked with etherparse: (outer source, outer destination, the
-/// quoted bytes). None unless the outer IP checksum and the ICMP checksum equal a full
-/// recomputation.
-pub fn icmp_parts(frame: &[u8]) -> Option<(Ipv4Addr, Ipv4Addr, Vec<u8>)> {
+/// An ICMP or ICMPv6 error frame, checked with etherparse: (outer source, outer destination,
+/// the quoted bytes). None unless the outer IPv4 checksum (if any) and the ICMP checksum equal
+/// a full recomputation.
+pub fn icmp_parts<A: Addr>(frame: &[u8]) -> Option<(A, A, Vec<u8>)> {
     let h = PacketHeaders::from_ethernet_slice(frame).ok()?;
-    let Some(NetHeaders::Ipv4(ip, _)) = h.net else {
-        return None;
-    };
-    if ip.header_checksum != ip.calc_header_checksum() {
-        return None;
-    }
-    let Some(TransportHeader::Icmpv4(icmp)) = h.transport else {
-        return None;
-    };
+    let (src, dst, _) = ip_parts::<A>(&h.net)?;
     let payload = h.payload.slice();
-    let mut check = icmp.clone();
-    check.update_checksum(payload);
-    (check.checksum == icmp.checksum)
-        .then(|| (ip.source.into(), ip.destination.into(), payload.to_vec()))
+    let ok = match (&h.net, h.transport) {
+        (_, Some(TransportHeader::Icmpv4(icmp))) => {
+            let mut check = icmp.clone();
+            check.update_checksum(payload);
+            check.checksum == icmp.checksum
+        }
+        (Some(NetHeaders::Ipv6(ip, _)), Some(TransportHeader::Icmpv6(icmp))) => {
+            let mut check = icmp.clone();
+            check
+                .update_checksum(ip.source, ip.destination, payload)
+                .is_ok()
+                && check.checksum == icmp.checksum
+        }
+        _ => false,
+    };
+    ok.then(|| (src, dst, payload.to_vec()))
 }
 
 /// An IPv4 packet (no Ethernet header) with its TTL set and header checksum recomputed.
@@ -229,136 +273,6 @@ pub fn reassemble(frags: &[Vec<u8>]) -> Option<Vec<u8>> {
     out.extend_from_slice(&h.to_bytes());
     out.extend_from_slice(&payload);
     Some(out)
-}
-
-/// An IPv6 TCP frame with the given flags (`hop` is the hop limit).
-#[allow(clippy::too_many_arguments)]
-pub fn tcp_frame6(
-    src_mac: [u8; 6],
-    dst_mac: [u8; 6],
-    src: (Ipv6Addr, u16),
-    dst: (Ipv6Addr, u16),
-    flags: u8,
-    hop: u8,
-    payload: &[u8],
-) -> Vec<u8> {
-    use crate::wire::tcp::{ACK, FIN, RST, SYN};
-    let mut b = PacketBuilder::ethernet2(src_mac, dst_mac)
-        .ipv6(src.0.octets(), dst.0.octets(), hop)
-        .tcp(src.1, dst.1, 1000, 64240);
-    if flags & SYN != 0 {
-        b = b.syn();
-    }
-    if flags & ACK != 0 {
-        b = b.ack(1);
-    }
-    if flags & FIN != 0 {
-        b = b.fin();
-    }
-    if flags & RST != 0 {
-        b = b.rst();
-    }
-    let mut out = Vec::with_capacity(b.size(payload.len()));
-    b.write(&mut out, payload).expect("build tcp frame");
-    out
-}
-
-/// An IPv6 UDP frame.
-pub fn udp_frame6(
-    src_mac: [u8; 6],
-    dst_mac: [u8; 6],
-    src: (Ipv6Addr, u16),
-    dst: (Ipv6Addr, u16),
-    payload: &[u8],
-) -> Vec<u8> {
-    let b = PacketBuilder::ethernet2(src_mac, dst_mac)
-        .ipv6(src.0.octets(), dst.0.octets(), 64)
-        .udp(src.1, dst.1);
-    let mut out = Vec::with_capacity(b.size(payload.len()));
-    b.write(&mut out, payload).expect("build udp frame");
-    out
-}
-
-/// The L3/L4 view of an IPv6 frame: (src, sport, dst, dport, hop limit).
-pub fn tuple6(frame: &[u8]) -> (Ipv6Addr, u16, Ipv6Addr, u16, u8) {
-    let h = PacketHeaders::from_ethernet_slice(frame).expect("parse frame");
-    let Some(NetHeaders::Ipv6(ip, _)) = h.net else {
-        panic!("not ipv6")
-    };
-    let (sp, dp) = match h.transport {
-        Some(TransportHeader::Tcp(t)) => (t.source_port, t.destination_port),
-        Some(TransportHeader::Udp(u)) => (u.source_port, u.destination_port),
-        _ => panic!("not tcp/udp"),
-    };
-    (
-        ip.source.into(),
-        sp,
-        ip.destination.into(),
-        dp,
-        ip.hop_limit,
-    )
-}
-
-/// True if an IPv6 frame's TCP/UDP checksum equals a full recomputation.
-pub fn checksums_ok6(frame: &[u8]) -> bool {
-    let Ok(h) = PacketHeaders::from_ethernet_slice(frame) else {
-        return false;
-    };
-    let Some(NetHeaders::Ipv6(ip, _)) = h.net else {
-        return false;
-    };
-    let payload = h.payload.slice();
-    match h.transport {
-        Some(TransportHeader::Tcp(t)) => {
-            t.calc_checksum_ipv6(&ip, payload).ok() == Some(t.checksum)
-        }
-        Some(TransportHeader::Udp(u)) => {
-            u.calc_checksum_ipv6(&ip, payload).ok() == Some(u.checksum)
-        }
-        _ => false,
-    }
-}
-
-/// An ICMPv6 "packet too big" (`mtu` given) or, with `mtu` None, "time exceeded" error from
-/// `src` to `dst` quoting `quoted`.
-pub fn icmp6_error(
-    src_mac: [u8; 6],
-    dst_mac: [u8; 6],
-    src: Ipv6Addr,
-    dst: Ipv6Addr,
-    mtu: Option<u32>,
-    quoted: &[u8],
-) -> Vec<u8> {
-    use etherparse::{Icmpv6Type, icmpv6};
-    let ty = match mtu {
-        Some(mtu) => Icmpv6Type::PacketTooBig { mtu },
-        None => Icmpv6Type::TimeExceeded(icmpv6::TimeExceededCode::HopLimitExceeded),
-    };
-    let b = PacketBuilder::ethernet2(src_mac, dst_mac)
-        .ipv6(src.octets(), dst.octets(), 64)
-        .icmpv6(ty);
-    let mut out = Vec::with_capacity(b.size(quoted.len()));
-    b.write(&mut out, quoted).expect("build icmpv6 frame");
-    out
-}
-
-/// An ICMPv6 error frame, checked with etherparse: (outer source, outer destination, the
-/// quoted bytes). None unless the ICMPv6 checksum equals a full recomputation.
-pub fn icmp6_parts(frame: &[u8]) -> Option<(Ipv6Addr, Ipv6Addr, Vec<u8>)> {
-    let h = PacketHeaders::from_ethernet_slice(frame).ok()?;
-    let Some(NetHeaders::Ipv6(ip, _)) = h.net else {
-        return None;
-    };
-    let Some(TransportHeader::Icmpv6(icmp)) = h.transport else {
-        return None;
-    };
-    let payload = h.payload.slice();
-    let mut check = icmp.clone();
-    check
-        .update_checksum(ip.source, ip.destination, payload)
-        .ok()?;
-    (check.checksum == icmp.checksum)
-        .then(|| (ip.source.into(), ip.destination.into(), payload.to_vec()))
 }
 
 /// An IPv6 packet (no Ethernet header) with its hop limit set.

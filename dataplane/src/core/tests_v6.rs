@@ -17,6 +17,15 @@ const CIP: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 7);
 const RIP1: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x10, 0, 0, 0, 0, 0, 0x11);
 const RIP2: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x10, 0, 0, 0, 0, 0, 0x12);
 
+/// This module's frames are IPv6.
+fn tuple(frame: &[u8]) -> (Ipv6Addr, u16, Ipv6Addr, u16, u8) {
+    crate::testing::tuple(frame)
+}
+
+fn icmp_parts(frame: &[u8]) -> Option<(Ipv6Addr, Ipv6Addr, Vec<u8>)> {
+    crate::testing::icmp_parts(frame)
+}
+
 fn core() -> Core {
     Core::new(Arc::new(Tables::new(1 << 16)))
 }
@@ -36,7 +45,7 @@ fn nat_snap() -> Snapshot {
 }
 
 fn syn(cport: u16) -> Vec<u8> {
-    tcp_frame6(
+    tcp_frame(
         CLIENT_MAC,
         EXT_MAC,
         (CIP, cport),
@@ -52,8 +61,8 @@ fn nat_conn(c: &mut Core, snap: &Snapshot, cport: u16) -> [Vec<u8>; 4] {
     let s = syn(cport);
     let mut dnat = s.clone();
     assert_eq!(c.process(t(1), snap, &mut dnat, 0), Verdict::Tx(1));
-    let rip = tuple6(&dnat).2;
-    let sa = tcp_frame6(
+    let rip = tuple(&dnat).2;
+    let sa = tcp_frame(
         rs_mac(0),
         INT_MAC,
         (rip, 8080),
@@ -72,15 +81,15 @@ fn nat_round_trip_rewrites_addresses_ports_and_checksums() {
     let mut c = core();
     let snap = nat_snap();
     let [_, dnat, _, snat] = nat_conn(&mut c, &snap, 40_000);
-    assert_eq!(tuple6(&dnat), (CIP, 40_000, RIP1, 8080, 63));
+    assert_eq!(tuple(&dnat), (CIP, 40_000, RIP1, 8080, 63));
     assert_eq!(&dnat[..6], &rs_mac(0));
-    assert!(checksums_ok6(&dnat));
-    assert_eq!(tuple6(&snat), (VIP, 80, CIP, 40_000, 63));
+    assert!(checksums_ok(&dnat));
+    assert_eq!(tuple(&snat), (VIP, 80, CIP, 40_000, 63));
     assert_eq!(&snat[..6], &CLIENT_MAC);
-    assert!(checksums_ok6(&snat));
+    assert!(checksums_ok(&snat));
     // The next connection goes to the other realserver (rr); both are in the IPv6 table.
     let [_, dnat2, _, _] = nat_conn(&mut c, &snap, 40_001);
-    assert_eq!(tuple6(&dnat2).2, RIP2);
+    assert_eq!(tuple(&dnat2).2, RIP2);
     assert_eq!((c.tables().v6.len(), c.tables().v4.len()), (2, 0));
     let d = &snap
         .service(&VsKey {
@@ -100,14 +109,14 @@ fn nat_round_trip_rewrites_addresses_ports_and_checksums() {
 fn udp_nat_round_trip() {
     let mut c = core();
     let snap = snapshot(Proto::Udp, (VIP, 53), &[(RIP1, 5353)], Fwd::Masq, "rr");
-    let mut q = udp_frame6(CLIENT_MAC, EXT_MAC, (CIP, 4444), (VIP, 53), b"query");
+    let mut q = udp_frame(CLIENT_MAC, EXT_MAC, (CIP, 4444), (VIP, 53), b"query");
     assert_eq!(c.process(t(1), &snap, &mut q, 0), Verdict::Tx(1));
-    assert_eq!(tuple6(&q), (CIP, 4444, RIP1, 5353, 63));
-    assert!(checksums_ok6(&q));
-    let mut a = udp_frame6(rs_mac(0), INT_MAC, (RIP1, 5353), (CIP, 4444), b"answer");
+    assert_eq!(tuple(&q), (CIP, 4444, RIP1, 5353, 63));
+    assert!(checksums_ok(&q));
+    let mut a = udp_frame(rs_mac(0), INT_MAC, (RIP1, 5353), (CIP, 4444), b"answer");
     assert_eq!(c.process(t(1), &snap, &mut a, 1), Verdict::Tx(0));
-    assert_eq!(tuple6(&a), (VIP, 53, CIP, 4444, 63));
-    assert!(checksums_ok6(&a));
+    assert_eq!(tuple(&a), (VIP, 53, CIP, 4444, 63));
+    assert!(checksums_ok(&a));
 }
 
 #[test]
@@ -118,14 +127,14 @@ fn dr_rewrites_macs_and_hop_limit_only() {
     let mut f = orig.clone();
     assert_eq!(c.process(t(1), &snap, &mut f, 0), Verdict::Tx(1));
     assert_eq!(&f[..6], &rs_mac(0));
-    assert_eq!(tuple6(&f), (CIP, 5555, VIP, 80, 63));
+    assert_eq!(tuple(&f), (CIP, 5555, VIP, 80, 63));
     assert_eq!(
         &f[14 + 8..],
         &orig[14 + 8..],
         "only the hop limit changes in IP and TCP"
     );
-    assert!(checksums_ok6(&f));
-    let mut last = tcp_frame6(CLIENT_MAC, EXT_MAC, (CIP, 5556), (VIP, 80), SYN, 1, b"");
+    assert!(checksums_ok(&f));
+    let mut last = tcp_frame(CLIENT_MAC, EXT_MAC, (CIP, 5556), (VIP, 80), SYN, 1, b"");
     assert_eq!(
         c.process(t(1), &snap, &mut last, 0),
         Verdict::Drop(DropReason::TtlExceeded)
@@ -138,10 +147,10 @@ fn icmpv6_packet_too_big_from_inside_goes_to_the_client_about_the_vip() {
     let snap = nat_snap();
     let [s, dnat, _, _] = nat_conn(&mut c, &snap, 41_000);
     let router: Ipv6Addr = "fd00:10::fe".parse().unwrap();
-    let mut e = icmp6_error(rs_mac(0), INT_MAC, router, CIP, Some(1280), &dnat[14..]);
+    let mut e = icmp_error(rs_mac(0), INT_MAC, router, CIP, Some(1280), &dnat[14..]);
     assert_eq!(c.process(t(2), &snap, &mut e, 1), Verdict::Tx(0));
     assert_eq!(&e[..6], &CLIENT_MAC);
-    let (src, dst, quoted) = icmp6_parts(&e).expect("ICMPv6 checksum");
+    let (src, dst, quoted) = icmp_parts(&e).expect("ICMPv6 checksum");
     // IPVS ip_vs_nat_icmp_v6: the outer source and the quoted destination become the VIP.
     assert_eq!((src, dst), (VIP, CIP));
     // The quote is the client's own packet again, TCP checksum included.
@@ -153,11 +162,11 @@ fn icmpv6_time_exceeded_from_outside_goes_to_the_realserver() {
     let mut c = core();
     let snap = nat_snap();
     let [_, dnat, sa, snat] = nat_conn(&mut c, &snap, 41_001);
-    let rip = tuple6(&dnat).2;
+    let rip = tuple(&dnat).2;
     let router: Ipv6Addr = "2001:db8::fe".parse().unwrap();
-    let mut e = icmp6_error(CLIENT_MAC, EXT_MAC, router, VIP, None, &snat[14..]);
+    let mut e = icmp_error(CLIENT_MAC, EXT_MAC, router, VIP, None, &snat[14..]);
     assert_eq!(c.process(t(2), &snap, &mut e, 0), Verdict::Tx(1));
-    let (src, dst, quoted) = icmp6_parts(&e).expect("ICMPv6 checksum");
+    let (src, dst, quoted) = icmp_parts(&e).expect("ICMPv6 checksum");
     assert_eq!((src, dst), (router, rip));
     assert_eq!(quoted, with_hop_limit(&sa[14..], 63));
 }
@@ -178,7 +187,7 @@ fn neighbour_discovery_and_unknown_flows_are_not_forwarded() {
     );
     // An error about a flow the table does not know.
     let stray = syn(42_000);
-    let mut e = icmp6_error(CLIENT_MAC, EXT_MAC, CIP, VIP, None, &stray[14..]);
+    let mut e = icmp_error(CLIENT_MAC, EXT_MAC, CIP, VIP, None, &stray[14..]);
     assert_eq!(
         c.process(t(1), &snap, &mut e, 0),
         Verdict::Drop(DropReason::NoConn)
@@ -189,7 +198,7 @@ fn neighbour_discovery_and_unknown_flows_are_not_forwarded() {
 fn fragments_follow_their_first_fragment() {
     let mut c = core();
     let snap = snapshot(Proto::Udp, (VIP, 53), &[(RIP1, 5353)], Fwd::Masq, "rr");
-    let q = udp_frame6(CLIENT_MAC, EXT_MAC, (CIP, 40_053), (VIP, 53), &[7u8; 3000]);
+    let q = udp_frame(CLIENT_MAC, EXT_MAC, (CIP, 40_053), (VIP, 53), &[7u8; 3000]);
     let mut frags = fragments6(&q, 1232, 0xfeed_beef);
     assert_eq!(frags.len(), 3);
     // Out of order: a later fragment before the first is dropped and counted.
@@ -201,9 +210,9 @@ fn fragments_follow_their_first_fragment() {
         assert_eq!(c.process(t(1), &snap, f, 0), Verdict::Tx(1));
     }
     let whole = reassemble6(&frags).expect("fragments agree");
-    assert_eq!(tuple6(&whole), (CIP, 40_053, RIP1, 5353, 63));
+    assert_eq!(tuple(&whole), (CIP, 40_053, RIP1, 5353, 63));
     assert!(
-        checksums_ok6(&whole),
+        checksums_ok(&whole),
         "the first fragment's checksum covers the datagram"
     );
 }
@@ -233,7 +242,7 @@ fn persistence_prefix_groups_clients() {
     let mut first = None;
     for (i, host) in [7u16, 8, 9, 0x77].into_iter().enumerate() {
         let cip = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, host);
-        let mut f = tcp_frame6(
+        let mut f = tcp_frame(
             CLIENT_MAC,
             EXT_MAC,
             (cip, 1000 + i as u16),
@@ -243,7 +252,7 @@ fn persistence_prefix_groups_clients() {
             b"",
         );
         assert_eq!(c.process(t(1), &snap, &mut f, 0), Verdict::Tx(1));
-        let rs = tuple6(&f).2;
+        let rs = tuple(&f).2;
         assert_eq!(*first.get_or_insert(rs), rs);
     }
     assert_eq!(c.tables().v6.templates(), 1);
@@ -264,27 +273,7 @@ proptest! {
         payload in proptest::collection::vec(any::<u8>(), 0..300),
     ) {
         prop_assume!(cip != rip && cip != vip);
-        let proto = if udp { Proto::Udp } else { Proto::Tcp };
-        let snap = snapshot(proto, (vip, vport), &[(rip, rport)], Fwd::Masq, "rr");
-        let mut c = core();
-        let mut f = if udp {
-            udp_frame6(CLIENT_MAC, EXT_MAC, (cip, cport), (vip, vport), &payload)
-        } else {
-            tcp_frame6(CLIENT_MAC, EXT_MAC, (cip, cport), (vip, vport), SYN, hop, &payload)
-        };
-        let in_hop = tuple6(&f).4;
-        prop_assert_eq!(c.process(t(1), &snap, &mut f, 0), Verdict::Tx(1));
-        prop_assert_eq!(tuple6(&f), (cip, cport, rip, rport, in_hop - 1));
-        prop_assert!(checksums_ok6(&f));
-        let mut r = if udp {
-            udp_frame6(rs_mac(0), INT_MAC, (rip, rport), (cip, cport), &payload)
-        } else {
-            tcp_frame6(rs_mac(0), INT_MAC, (rip, rport), (cip, cport), SYN | ACK, hop, &payload)
-        };
-        let r_hop = tuple6(&r).4;
-        prop_assert_eq!(c.process(t(1), &snap, &mut r, 1), Verdict::Tx(0));
-        prop_assert_eq!(tuple6(&r), (vip, vport, cip, cport, r_hop - 1));
-        prop_assert!(checksums_ok6(&r));
+        super::tests::nat_round_trip(&mut core(), (cip, cport), (vip, vport), (rip, rport), hop, udp, &payload, &payload)?;
     }
 
     /// Mutated IPv6 frames never panic.
