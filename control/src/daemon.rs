@@ -207,13 +207,7 @@ impl Control {
         self.snapshot
             .store(Arc::new(self.table.snapshot(&self.infos)));
         let (vips, reals) = self.table.steer_keys();
-        let local: Vec<AddrKey> = sys::local_addrs()
-            .iter()
-            .map(|a| match a {
-                IpAddr::V4(a) => AddrKey::v4(a.octets()),
-                IpAddr::V6(a) => AddrKey::v6(a.octets()),
-            })
-            .collect();
+        let local: Vec<AddrKey> = sys::local_addrs().into_iter().map(AddrKey::ip).collect();
         self.xdp.sync(&vips, &reals, &local)
     }
 

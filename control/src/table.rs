@@ -115,14 +115,6 @@ fn ep(addr: IpAddr, port: u16) -> String {
     SocketAddr::new(addr, port).to_string()
 }
 
-/// The XDP map key of an endpoint.
-fn l4_key(addr: IpAddr, port: u16, proto: u8) -> L4Key {
-    match addr {
-        IpAddr::V4(a) => L4Key::v4(a.octets(), port, proto),
-        IpAddr::V6(a) => L4Key::v6(a.octets(), port, proto),
-    }
-}
-
 /// A persistence netmask as ipvsadm shows it: dotted for IPv4, a prefix length for IPv6;
 /// None for the default (every bit).
 fn mask_text(m: IpAddr) -> Option<String> {
@@ -351,7 +343,7 @@ impl Table {
         let vips = self
             .services
             .keys()
-            .map(|k| l4_key(k.addr, k.port, proto(k.proto)))
+            .map(|k| L4Key::ip(k.addr, k.port, proto(k.proto)))
             .collect();
         let mut reals: Vec<L4Key> = self
             .services
@@ -359,7 +351,7 @@ impl Table {
             .flat_map(|(k, s)| s.dests.iter().chain(s.sorry.iter()).map(move |d| (k, d)))
             .chain(self.retired.iter().map(|(k, d)| (k, d)))
             .filter(|(_, d)| d.fwd == Fwd::Masq)
-            .map(|(k, d)| l4_key(d.addr, d.port, proto(k.proto)))
+            .map(|(k, d)| L4Key::ip(d.addr, d.port, proto(k.proto)))
             .collect();
         reals.sort_by_key(|k| (k.addr, k.port, k.proto));
         reals.dedup();

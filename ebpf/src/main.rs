@@ -188,7 +188,9 @@ fn try_steer(ctx: &XdpContext) -> Option<u32> {
     }
     let sport = read_raw16(ctx, l4)?;
     let dport = read_raw16(ctx, l4 + 2)?;
-    if !(is_service(daddr, dport, proto) || is_nat_reply(saddr, sport, proto, daddr)) {
+    if !(is_service(L4Key::v4_raw(daddr, dport, proto))
+        || is_nat_reply(L4Key::v4_raw(saddr, sport, proto), AddrKey::v4(daddr)))
+    {
         return None;
     }
     if frag & 0x2000 != 0 {
@@ -244,7 +246,9 @@ fn steer6(ctx: &XdpContext, off: usize) -> Option<u32> {
     }
     let sport = read_raw16(ctx, l4)?;
     let dport = read_raw16(ctx, l4 + 2)?;
-    if !(is_service6(daddr, dport, next) || is_nat_reply6(saddr, sport, next, daddr)) {
+    if !(is_service(L4Key::v6_raw(daddr, dport, next))
+        || is_nat_reply(L4Key::v6_raw(saddr, sport, next), AddrKey::v6(daddr)))
+    {
         return None;
     }
     if let Some(key) = first_of_many {
@@ -263,19 +267,6 @@ fn frag_key6(src: [u8; 16], dst: [u8; 16], proto: u8, ident: u32) -> FragKey {
         family: FAMILY_IPV6,
         ..FragKey::default()
     }
-}
-
-#[inline(always)]
-fn is_service6(addr: [u8; 16], port: u16, proto: u8) -> bool {
-    // Safety: plain lookup; the value is not kept past this call.
-    unsafe { SERVICES.get(&L4Key::v6_raw(addr, port, proto)) }.is_some()
-}
-
-#[inline(always)]
-fn is_nat_reply6(saddr: [u8; 16], sport: u16, proto: u8, daddr: [u8; 16]) -> bool {
-    // Safety: plain lookups; the values are not kept past this call.
-    unsafe { REALS.get(&L4Key::v6_raw(saddr, sport, proto)) }.is_some()
-        && unsafe { LOCAL_ADDRS.get(&AddrKey::v6(daddr)) }.is_none()
 }
 
 /// An ICMPv6 error (destination unreachable, packet too big, time exceeded, parameter
@@ -299,7 +290,10 @@ fn icmp6_error_is_ours(ctx: &XdpContext, l4: usize, daddr: [u8; 16]) -> Option<b
     let idst = read_16(ctx, inner + 24)?;
     let sport = read_raw16(ctx, inner + IPV6_HLEN)?;
     let dport = read_raw16(ctx, inner + IPV6_HLEN + 2)?;
-    Some(is_service6(isrc, sport, proto) || is_nat_reply6(idst, dport, proto, daddr))
+    Some(
+        is_service(L4Key::v6_raw(isrc, sport, proto))
+            || is_nat_reply(L4Key::v6_raw(idst, dport, proto), AddrKey::v6(daddr)),
+    )
 }
 
 /// Header length of the IPv4 header at `off`, if it is one (version 4, 20..=60 bytes; the
@@ -336,32 +330,18 @@ fn frag_key(
     Some(key)
 }
 
-/// The key of an IPv4 endpoint; `port` as on the wire.
-#[inline(always)]
-fn l4_key(addr: [u8; 4], port: u16, proto: u8) -> L4Key {
-    let mut key = L4Key {
-        addr: [0; 16],
-        port,
-        proto,
-        family: FAMILY_IPV4,
-    };
-    key.addr[..4].copy_from_slice(&addr);
-    key
-}
-
 /// (proto, VIP, vport) is a virtual service.
 #[inline(always)]
-fn is_service(addr: [u8; 4], port: u16, proto: u8) -> bool {
+fn is_service(vip: L4Key) -> bool {
     // Safety: plain lookup; the value is not kept past this call.
-    unsafe { SERVICES.get(&l4_key(addr, port, proto)) }.is_some()
+    unsafe { SERVICES.get(&vip) }.is_some()
 }
 
 /// From an LVS-NAT realserver's RIP:rport to an address that is not the director's own.
 #[inline(always)]
-fn is_nat_reply(saddr: [u8; 4], sport: u16, proto: u8, daddr: [u8; 4]) -> bool {
+fn is_nat_reply(rip: L4Key, dst: AddrKey) -> bool {
     // Safety: plain lookups; the values are not kept past this call.
-    unsafe { REALS.get(&l4_key(saddr, sport, proto)) }.is_some()
-        && unsafe { LOCAL_ADDRS.get(&AddrKey::v4(daddr)) }.is_none()
+    unsafe { REALS.get(&rip) }.is_some() && unsafe { LOCAL_ADDRS.get(&dst) }.is_none()
 }
 
 /// An ICMP error (destination unreachable, source quench, time exceeded, parameter problem)
@@ -383,7 +363,10 @@ fn icmp_error_is_ours(ctx: &XdpContext, l4: usize, daddr: [u8; 4]) -> Option<boo
     let idst = read_4(ctx, inner + 16)?;
     let sport = read_raw16(ctx, inner + ihl)?;
     let dport = read_raw16(ctx, inner + ihl + 2)?;
-    Some(is_service(isrc, sport, proto) || is_nat_reply(idst, dport, proto, daddr))
+    Some(
+        is_service(L4Key::v4_raw(isrc, sport, proto))
+            || is_nat_reply(L4Key::v4_raw(idst, dport, proto), AddrKey::v4(daddr)),
+    )
 }
 
 #[inline(always)]

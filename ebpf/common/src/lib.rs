@@ -79,16 +79,24 @@ impl L4Key {
 
     /// Key for an IPv4 endpoint; `port` in host byte order.
     pub const fn v4(addr: [u8; 4], port: u16, proto: u8) -> Self {
-        let mut a = [0u8; 16];
-        a[0] = addr[0];
-        a[1] = addr[1];
-        a[2] = addr[2];
-        a[3] = addr[3];
+        Self::v4_raw(addr, port.to_be(), proto)
+    }
+
+    /// Key for an IPv4 endpoint; `port` as on the wire (network byte order).
+    pub const fn v4_raw(addr: [u8; 4], port: u16, proto: u8) -> Self {
         L4Key {
-            addr: a,
-            port: port.to_be(),
+            addr: AddrKey::v4(addr).addr,
+            port,
             proto,
             family: FAMILY_IPV4,
+        }
+    }
+
+    /// Key for an endpoint of either family; `port` in host byte order.
+    pub const fn ip(addr: core::net::IpAddr, port: u16, proto: u8) -> Self {
+        match addr {
+            core::net::IpAddr::V4(a) => Self::v4(a.octets(), port, proto),
+            core::net::IpAddr::V6(a) => Self::v6(a.octets(), port, proto),
         }
     }
 }
@@ -103,6 +111,14 @@ pub struct AddrKey {
 }
 
 impl AddrKey {
+    /// Key for an address of either family.
+    pub const fn ip(addr: core::net::IpAddr) -> Self {
+        match addr {
+            core::net::IpAddr::V4(a) => Self::v4(a.octets()),
+            core::net::IpAddr::V6(a) => Self::v6(a.octets()),
+        }
+    }
+
     /// Key for an IPv6 address.
     pub const fn v6(addr: [u8; 16]) -> Self {
         AddrKey {
