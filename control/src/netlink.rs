@@ -3,6 +3,7 @@
 
 use std::io;
 use std::net::{IpAddr, Ipv6Addr};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
 use crate::neigh::Neighbours;
 
@@ -19,16 +20,6 @@ const NDA_LLADDR: u16 = 2;
 /// NUD_REACHABLE | NUD_STALE | NUD_DELAY | NUD_PROBE | NUD_PERMANENT: a usable MAC.
 const NUD_VALID: u16 = 0x02 | 0x04 | 0x08 | 0x10 | 0x80;
 
-/// A closed-on-drop file descriptor.
-struct Fd(i32);
-
-impl Drop for Fd {
-    fn drop(&mut self) {
-        // Safety: we own the descriptor.
-        unsafe { libc::close(self.0) };
-    }
-}
-
 /// Dumps the kernel's IPv6 neighbours with a usable MAC: (address, device) → MAC.
 pub fn neighbours6() -> io::Result<Neighbours> {
     // Safety: plain syscall; the result is checked.
@@ -42,7 +33,8 @@ pub fn neighbours6() -> io::Result<Neighbours> {
     if fd < 0 {
         return Err(io::Error::last_os_error());
     }
-    let fd = Fd(fd);
+    // Safety: a new descriptor that nothing else owns; closed when `fd` drops.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
     let mut req = [0u8; NLMSG_HDR + NDMSG];
     let len = req.len() as u32;
     req[0..4].copy_from_slice(&len.to_ne_bytes());
@@ -51,14 +43,14 @@ pub fn neighbours6() -> io::Result<Neighbours> {
     req[8..12].copy_from_slice(&1u32.to_ne_bytes());
     req[NLMSG_HDR] = libc::AF_INET6 as u8;
     // Safety: `req` is a valid buffer of its length; the kernel is the default destination.
-    if unsafe { libc::send(fd.0, req.as_ptr().cast(), req.len(), 0) } < 0 {
+    if unsafe { libc::send(fd.as_raw_fd(), req.as_ptr().cast(), req.len(), 0) } < 0 {
         return Err(io::Error::last_os_error());
     }
     let mut out = Neighbours::new();
     let mut buf = vec![0u8; 64 * 1024];
     loop {
         // Safety: `buf` is a valid writable buffer of its length.
-        let n = unsafe { libc::recv(fd.0, buf.as_mut_ptr().cast(), buf.len(), 0) };
+        let n = unsafe { libc::recv(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
         if n < 0 {
             return Err(io::Error::last_os_error());
         }

@@ -388,7 +388,7 @@ impl Table {
             None => self.sorted(),
         };
         for (k, s) in services {
-            let name = format!("{:<4} {}", k.proto.label(), ep(k.addr, k.port));
+            let name = format!("{:<4} {k}", k.proto.label());
             let _ = write!(out, "{} {}", name, s.sched);
             if !s.flags.is_empty() {
                 let _ = write!(out, " ({})", s.flags.render(&s.sched));
@@ -422,7 +422,7 @@ impl Table {
         let mut out = String::new();
         for (k, s) in self.sorted() {
             let flag = if k.proto == Proto::Tcp { "-t" } else { "-u" };
-            let _ = write!(out, "-A {flag} {} -s {}", ep(k.addr, k.port), s.sched);
+            let _ = write!(out, "-A {flag} {k} -s {}", s.sched);
             if !s.flags.is_empty() {
                 let _ = write!(out, " -b {}", s.flags.render(&s.sched));
             }
@@ -446,8 +446,7 @@ impl Table {
             for d in dests {
                 let _ = write!(
                     out,
-                    "-a {flag} {} -r {} {} -w {}",
-                    ep(k.addr, k.port),
+                    "-a {flag} {k} -r {} {} -w {}",
                     ep(d.addr, d.port),
                     fwd_switch(d.fwd),
                     d.weight

@@ -447,6 +447,8 @@ impl Worker {
         );
         while !self.stop.load(Ordering::Relaxed) {
             let mut busy = false;
+            // One clock read per round: the batch's time and the expiry's.
+            let now = monotonic_now();
 
             // Our frames coming home from other workers.
             while let Some(d) = mb.returns.pop() {
@@ -477,7 +479,6 @@ impl Worker {
             if n > 0 {
                 busy = true;
                 let snap = self.snapshot.load();
-                let now = monotonic_now();
                 for d in rx_descs[..n].iter_mut() {
                     let verdict = {
                         // Safety: `d` is a frame we own (just received), in this UMEM.
@@ -519,7 +520,7 @@ impl Worker {
 
             // Connections and templates this worker filed that are due; bounded work (a
             // backlog keeps the worker from sleeping until it is done).
-            if self.core.expire_some(monotonic_now()) > 0 {
+            if self.core.expire_some(now) > 0 {
                 busy = true;
             }
 

@@ -56,10 +56,16 @@ pub struct Filer<'w, T> {
     next: u32,
 }
 
+/// The tick an entry for `deadline` is filed for when `next` is the next tick to fire: not
+/// before it, and within one turn of it.
+fn filed_at(next: u32, deadline: u32) -> u32 {
+    deadline.clamp(next, next.saturating_add(MASK))
+}
+
 impl<T: Copy> Filer<'_, T> {
     /// Files `entry` for `deadline`; returns the tick it will fire at.
     pub fn file(&mut self, deadline: u32, entry: T) -> u32 {
-        let at = deadline.clamp(self.next, self.next.saturating_add(MASK));
+        let at = filed_at(self.next, deadline);
         self.slots[(at & MASK) as usize].push(entry);
         at
     }
@@ -92,8 +98,7 @@ impl<T: Copy> Wheel<T> {
     /// The tick an entry for `deadline` would be filed for: not before the next tick fired,
     /// and within one turn of it.
     pub fn at(&mut self, now: u32, deadline: u32) -> u32 {
-        let next = *self.next.get_or_insert(now);
-        deadline.clamp(next, next.saturating_add(MASK))
+        filed_at(*self.next.get_or_insert(now), deadline)
     }
 
     /// Files `entry` for `at`, a tick [`Wheel::at`] returned since the last advance.
