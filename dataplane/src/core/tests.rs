@@ -655,23 +655,35 @@ fn timeouts_follow_the_state_with_an_injected_clock() {
 /// sent, the DNATed SYN as the realserver gets it, the realserver's SYN-ACK as sent, and as the
 /// client gets it).
 fn nat_conn(c: &mut Core, snap: &Snapshot, cport: u16) -> [Vec<u8>; 4] {
+    open_nat_conn(c, snap, CIP, VIP, cport)
+}
+
+/// A NAT connection cip:cport → vip:80 → RIP:8080 opened through the core, over either family:
+/// [the client's SYN, as DNATed, the realserver's SYN-ACK, as SNATed].
+pub(super) fn open_nat_conn<A: Addr + Into<std::net::IpAddr>>(
+    c: &mut Core,
+    snap: &Snapshot,
+    cip: A,
+    vip: A,
+    cport: u16,
+) -> [Vec<u8>; 4] {
     let syn = tcp_frame(
         CLIENT_MAC,
         EXT_MAC,
-        (CIP, cport),
-        (VIP, 80),
+        (cip, cport),
+        (vip, 80),
         SYN,
         64,
         b"hello",
     );
     let mut dnat = syn.clone();
     assert_eq!(c.process(t(1), snap, &mut dnat, 0), Verdict::Tx(1));
-    let rip = tuple(&dnat).2;
+    let rip = crate::testing::tuple::<A>(&dnat).2;
     let sa = tcp_frame(
         rs_mac(0),
         INT_MAC,
         (rip, 8080),
-        (CIP, cport),
+        (cip, cport),
         SYN | ACK,
         64,
         b"world",

@@ -10,7 +10,7 @@ use super::conn::Tables;
 use super::service::{Fwd, Persistence, Proto, Snapshot};
 use super::*;
 use crate::testing::*;
-use crate::wire::tcp::{ACK, SYN};
+use crate::wire::tcp::SYN;
 
 const VIP: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0x100);
 const CIP: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 7);
@@ -58,22 +58,7 @@ fn syn(cport: u16) -> Vec<u8> {
 
 /// A NAT connection: [client SYN, as DNATed, realserver SYN-ACK, as SNATed].
 fn nat_conn(c: &mut Core, snap: &Snapshot, cport: u16) -> [Vec<u8>; 4] {
-    let s = syn(cport);
-    let mut dnat = s.clone();
-    assert_eq!(c.process(t(1), snap, &mut dnat, 0), Verdict::Tx(1));
-    let rip = tuple(&dnat).2;
-    let sa = tcp_frame(
-        rs_mac(0),
-        INT_MAC,
-        (rip, 8080),
-        (CIP, cport),
-        SYN | ACK,
-        64,
-        b"world",
-    );
-    let mut snat = sa.clone();
-    assert_eq!(c.process(t(1), snap, &mut snat, 1), Verdict::Tx(0));
-    [s, dnat, sa, snat]
+    super::tests::open_nat_conn(c, snap, CIP, VIP, cport)
 }
 
 #[test]
