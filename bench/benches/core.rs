@@ -4,11 +4,17 @@
 
 use criterion::{BatchSize, Criterion, Throughput, black_box, criterion_group, criterion_main};
 use xlvs_bench::*;
-use xlvs_dataplane::core::Instant;
 use xlvs_dataplane::core::service::Fwd;
+use xlvs_dataplane::core::{Instant, Prefetch};
 use xlvs_dataplane::wire::tcp::SYN;
 
 const FLOWS: u32 = 10_000;
+
+/// The next index of a round over `len` frames (a compare, not a division: the harness should
+/// cost as little as possible next to the packet).
+fn next(i: usize, len: usize) -> usize {
+    if i + 1 == len { 0 } else { i + 1 }
+}
 
 fn established_nat(c: &mut Criterion) {
     let mut g = c.benchmark_group("established");
@@ -22,17 +28,49 @@ fn established_nat(c: &mut Criterion) {
         let mut i = 0usize;
         g.bench_function(format!("{name}_client_to_server"), |b| {
             b.iter(|| {
-                let f = &frames[i % frames.len()].0;
-                i += 1;
+                let f = &frames[i].0;
+                i = next(i, frames.len());
                 buf[..f.len()].copy_from_slice(f);
                 black_box(core.process(Instant(2), &snap, &mut buf[..f.len()], 0))
             })
         });
+        // The same, a batch at a time with the table loads started first, as a worker does.
+        const BATCH: usize = 32;
+        let mut bufs = [[0u8; 64]; BATCH];
+        g.throughput(Throughput::Elements(BATCH as u64));
+        g.bench_function(format!("{name}_client_to_server_batched"), |b| {
+            b.iter(|| {
+                for buf in bufs.iter_mut() {
+                    let f = &frames[i].0;
+                    i = next(i, frames.len());
+                    buf[..f.len()].copy_from_slice(f);
+                }
+                for stage in [Prefetch::Heads, Prefetch::Chains] {
+                    for buf in &bufs {
+                        core.prefetch(buf, stage);
+                    }
+                }
+                for buf in bufs.iter_mut() {
+                    black_box(core.process(Instant(2), &snap, buf, 0));
+                }
+            })
+        });
+        g.throughput(Throughput::Elements(1));
         if fwd == Fwd::Masq {
+            // What the harness itself costs per iteration (frame copy, index), for reading
+            // the other figures.
+            g.bench_function("harness_only", |b| {
+                b.iter(|| {
+                    let f = &frames[i].0;
+                    i = next(i, frames.len());
+                    buf[..f.len()].copy_from_slice(f);
+                    black_box(&mut buf);
+                })
+            });
             g.bench_function("nat_server_to_client", |b| {
                 b.iter(|| {
-                    let f = &frames[i % frames.len()].1;
-                    i += 1;
+                    let f = &frames[i].1;
+                    i = next(i, frames.len());
                     buf[..f.len()].copy_from_slice(f);
                     black_box(core.process(Instant(2), &snap, &mut buf[..f.len()], 1))
                 })
@@ -61,26 +99,81 @@ fn new_connections(c: &mut Criterion) {
             BatchSize::SmallInput,
         )
     });
+    // A batch of SYNs with the table loads started first, as a worker does.
+    const BATCH: usize = 32;
+    g.throughput(Throughput::Elements(BATCH as u64));
+    g.bench_function("nat_syn_batched", |b| {
+        b.iter_batched(
+            || {
+                std::array::from_fn::<_, BATCH, _>(|_| {
+                    n = n.wrapping_add(1);
+                    let mut f = [0u8; 64];
+                    let syn = client_frame(n, SYN);
+                    f[..syn.len()].copy_from_slice(&syn);
+                    f
+                })
+            },
+            |mut bufs| {
+                for stage in [Prefetch::Heads, Prefetch::Chains] {
+                    for buf in &bufs {
+                        core.prefetch(buf, stage);
+                    }
+                }
+                for buf in bufs.iter_mut() {
+                    black_box(core.process(Instant(1), &snap, buf, 0));
+                }
+            },
+            BatchSize::SmallInput,
+        )
+    });
     g.finish();
 }
 
 fn conn_table_size(c: &mut Criterion) {
     let mut g = c.benchmark_group("table_size");
-    g.throughput(Throughput::Elements(1));
     for flows in [10_000u32, 1_000_000] {
         let (mut core, snap) = setup(Fwd::Masq, 1 << 22);
         let frames: Vec<_> = (0..flows)
             .map(|i| established(&mut core, &snap, i).0)
             .collect();
+        // Walk the flows in a scattered order so the lookups miss the CPU cache like real traffic.
+        let step = |i: &mut usize| {
+            *i += 7919;
+            if *i >= frames.len() {
+                *i -= frames.len();
+            }
+        };
         let mut buf = [0u8; 64];
         let mut i = 0usize;
-        // Walk the flows in a scattered order so the lookups miss the CPU cache like real traffic.
+        g.throughput(Throughput::Elements(1));
         g.bench_function(format!("nat_lookup_{flows}"), |b| {
             b.iter(|| {
-                i = (i + 7919) % frames.len();
+                step(&mut i);
                 let f = &frames[i];
                 buf[..f.len()].copy_from_slice(f);
                 black_box(core.process(Instant(2), &snap, &mut buf[..f.len()], 0))
+            })
+        });
+        // As a worker does it: a batch of frames, the table loads of all of them started
+        // (`Core::prefetch`) before the first is processed.
+        const BATCH: usize = 32;
+        let mut bufs = [[0u8; 64]; BATCH];
+        g.throughput(Throughput::Elements(BATCH as u64));
+        g.bench_function(format!("nat_lookup_{flows}_batched"), |b| {
+            b.iter(|| {
+                for buf in bufs.iter_mut() {
+                    step(&mut i);
+                    let f = &frames[i];
+                    buf[..f.len()].copy_from_slice(f);
+                }
+                for stage in [Prefetch::Heads, Prefetch::Chains] {
+                    for buf in &bufs {
+                        core.prefetch(buf, stage);
+                    }
+                }
+                for buf in bufs.iter_mut() {
+                    black_box(core.process(Instant(2), &snap, buf, 0));
+                }
             })
         });
     }

@@ -21,6 +21,7 @@ use xlvs_dataplane::core::Instant;
 use xlvs_dataplane::core::conn::{Conn, ConnKey, ConnTable};
 use xlvs_dataplane::core::service::{DestState, Fwd, NextHop, Proto};
 use xlvs_dataplane::core::tcp_state::TcpState;
+use xlvs_dataplane::core::wheel::tick_ceil;
 
 const VIP: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 100);
 const LOOKUPS: usize = 2_000_000;
@@ -66,7 +67,7 @@ fn fill(n: u32, huge: bool) -> ConnTable<Ipv4Addr> {
             hop,
             dest.clone(),
         );
-        c.touch(now, Duration::from_secs(900));
+        c.touch(tick_ceil(now), 900);
         t.insert(c, 0, now).expect("room for every connection");
     }
     t

@@ -1,10 +1,11 @@
-//! Drives `Core::process` over established LVS-NAT flows for instruction counting
-//! (`valgrind --tool=callgrind`): `established [nat|dr|reply] [packets]`. Deterministic, so two
+//! Drives `Core::process` over established LVS-NAT flows, or new connections, for instruction
+//! counting (`valgrind --tool=callgrind`): `established [nat|dr|reply|syn] [packets]`. Deterministic, so two
 //! builds can be compared by instructions per packet whatever else the machine is doing.
 
 use xlvs_bench::*;
 use xlvs_dataplane::core::Instant;
 use xlvs_dataplane::core::service::Fwd;
+use xlvs_dataplane::wire::tcp::SYN;
 
 fn main() {
     let mut args = std::env::args().skip(1);
@@ -12,6 +13,17 @@ fn main() {
     let n: usize = args.next().and_then(|s| s.parse().ok()).unwrap_or(200_000);
     let fwd = if which == "dr" { Fwd::Route } else { Fwd::Masq };
     let (mut core, snap) = setup(fwd, 1 << 20);
+    if which == "syn" {
+        // New connections: a SYN from a new client endpoint each time.
+        let mut tx = 0usize;
+        for i in 0..n as u32 {
+            let mut f = client_frame(1_000_000 + i, SYN);
+            let v = core.process(Instant(1), &snap, &mut f, 0);
+            tx += matches!(v, xlvs_dataplane::core::Verdict::Tx(_)) as usize;
+        }
+        println!("{which}: {tx} of {n} forwarded");
+        return;
+    }
     let frames: Vec<_> = (0..10_000)
         .map(|i| established(&mut core, &snap, i))
         .collect();

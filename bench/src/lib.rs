@@ -28,7 +28,10 @@ pub fn setup(fwd: Fwd, max_conns: usize) -> (Core, Snapshot) {
         fwd,
         "wlc",
     );
-    (Core::new(Arc::new(Tables::new(max_conns))), snap)
+    let tables = Arc::new(Tables::new(max_conns));
+    // As xlvsd does: back the table with huge pages where the kernel allows.
+    xlvs_dataplane::afxdp::advise_huge_pages(&tables.regions());
+    (Core::new(tables), snap)
 }
 
 /// A 64-byte client → VIP segment.

@@ -272,15 +272,14 @@ impl Table {
             }
             Command::SetTimeouts { tcp, tcpfin, udp } => {
                 // ipvsadm --set: 0 leaves a timeout as it is.
-                let secs = |v: u32| std::time::Duration::from_secs(v as u64);
                 if *tcp > 0 {
-                    self.timeouts.tcp[TcpState::Established as usize] = secs(*tcp);
+                    self.timeouts.tcp[TcpState::Established as usize] = *tcp;
                 }
                 if *tcpfin > 0 {
-                    self.timeouts.tcp[TcpState::FinWait as usize] = secs(*tcpfin);
+                    self.timeouts.tcp[TcpState::FinWait as usize] = *tcpfin;
                 }
                 if *udp > 0 {
-                    self.timeouts.udp = secs(*udp);
+                    self.timeouts.udp = *udp;
                 }
             }
             _ => return Err(CmdError::op("not a table command")),
@@ -468,9 +467,9 @@ impl Table {
         let t = &self.timeouts;
         format!(
             "Timeout (tcp tcpfin udp): {} {} {}\n",
-            t.tcp[TcpState::Established as usize].as_secs(),
-            t.tcp[TcpState::FinWait as usize].as_secs(),
-            t.udp.as_secs()
+            t.tcp[TcpState::Established as usize],
+            t.tcp[TcpState::FinWait as usize],
+            t.udp
         )
     }
 }
@@ -631,10 +630,7 @@ TCP  192.0.2.100:443 mh persistent 300
         run(&mut t, "--set 3600 0 60").unwrap();
         assert_eq!(t.list_timeouts(), "Timeout (tcp tcpfin udp): 3600 120 60\n");
         let snap = t.snapshot(&[]);
-        assert_eq!(
-            snap.timeouts.tcp[TcpState::Established as usize].as_secs(),
-            3600
-        );
+        assert_eq!(snap.timeouts.tcp[TcpState::Established as usize], 3600);
     }
 
     #[test]

@@ -8,7 +8,9 @@
 //!
 //! Layout, for memory per connection (docs/BENCHMARKS.md measures it):
 //! - `heads`: one `u32` per bucket, the chain's first slot, with the bucket's lock in its top
-//!   bit. Buckets are a power of two ≥ half the maximum (chains of two at a full table).
+//!   bit. Buckets are a power of two ≥ the maximum: at a full table a chain holds one
+//!   connection on average, so a lookup that finds nothing (every new connection) walks one
+//!   slot, and one that finds its connection 1.5 (each a cache miss in a large table).
 //! - `slots`: the connections themselves, preallocated (but not touched) for the configured
 //!   maximum, linked by slot number. An IPv4 slot is 56 bytes (tested below).
 //! - free slots go on a free list; new ones come from a high-water mark.
@@ -33,7 +35,7 @@ use super::Instant;
 use super::addr::Addr;
 use super::service::{Binding, Dest, DestState, Fwd, NextHop, Proto};
 use super::tcp_state::TcpState;
-use super::wheel::{tick, tick_ceil, tick_instant};
+use super::wheel::{MAX_TICK, TICKS_PER_SEC, tick, tick_ceil, tick_instant};
 
 /// A 5-tuple as seen on the wire in one direction.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -153,9 +155,13 @@ impl<A: Addr> Conn<A> {
         self.state = new;
     }
 
-    /// Restarts the idle timeout: the connection expires `timeout` after `now`.
-    pub fn touch(&mut self, now: Instant, timeout: Duration) {
-        self.deadline = tick_ceil(now + timeout);
+    /// Restarts the idle timeout: the connection expires `timeout` seconds after `now`, given
+    /// as [`tick_ceil`]`(now)` (a tick count, so a whole-second timeout is an exact add).
+    #[inline]
+    pub fn touch(&mut self, now: u32, timeout: u32) {
+        self.deadline = now
+            .saturating_add(timeout.saturating_mul(TICKS_PER_SEC))
+            .min(MAX_TICK);
     }
 
     /// The tick it expires at.
@@ -324,8 +330,10 @@ pub enum Side {
     Out,
 }
 
-/// Slot number that ends a chain.
-const NIL: u32 = u32::MAX >> 1;
+/// Slot number that ends a chain. Slot 0 is never used, so an all-zero head array is a table
+/// of empty buckets: it is allocated without being written, and the OS commits (and backs
+/// with huge pages, when advised) only the parts that are used.
+const NIL: u32 = 0;
 /// The bucket lock, in a head's top bit.
 const LOCK: u32 = 1 << 31;
 
@@ -343,7 +351,7 @@ pub struct ConnTable<A: Addr> {
     heads: Box<[AtomicU32]>,
     mask: u32,
     slots: Box<[UnsafeCell<MaybeUninit<Slot<A>>>]>,
-    /// Slots below it are initialised (in a chain or on the free list).
+    /// Slots from 1 below it are initialised (in a chain or on the free list).
     fresh: AtomicU32,
     free: Mutex<Vec<u32>>,
     /// Random keys of the bucket hash.
@@ -401,11 +409,13 @@ impl<'t, A: Addr> Bucket<'t, A> {
         self.t.heads[self.b as usize].store(LOCK | i, Ordering::Relaxed);
     }
 
+    #[inline(always)]
     fn slot(&mut self, i: u32) -> &mut Slot<A> {
-        // Safety: slot `i` is in this bucket's chain (or being linked into it by us), and we
-        // hold the bucket's lock, so no other thread accesses it; slots in chains are
-        // initialised.
-        unsafe { (*self.t.slots[i as usize].get()).assume_init_mut() }
+        debug_assert!((i as usize) < self.t.slots.len());
+        // Safety: slot `i` is in this bucket's chain (or being linked into it by us), so it
+        // is below the slot count; we hold the bucket's lock, so no other thread accesses it;
+        // slots in chains are initialised.
+        unsafe { (*self.t.slots.get_unchecked(i as usize).get()).assume_init_mut() }
     }
 
     /// The slot of the first connection `pred` accepts, and the slot before it in the chain.
@@ -495,19 +505,20 @@ impl<A: Addr> ConnTable<A> {
     /// A table for at most `max` connections (and templates). The slots are reserved, not
     /// touched: memory is committed as connections arrive.
     pub fn new(max: usize) -> Self {
-        let max = max.clamp(1, NIL as usize - 1);
-        let buckets = (max / 2).next_power_of_two().max(1024);
-        let uninit: Box<[MaybeUninit<Slot<A>>]> = Box::new_uninit_slice(max);
+        let max = max.clamp(1, LOCK as usize - 2);
+        let buckets = max.next_power_of_two().max(1024);
+        let uninit: Box<[MaybeUninit<Slot<A>>]> = Box::new_uninit_slice(max + 1);
         // Safety: `UnsafeCell` is `repr(transparent)`, so both slices have the same layout;
         // the allocation is not written (the OS commits pages as slots are first used).
         let slots = unsafe {
             Box::from_raw(Box::into_raw(uninit) as *mut [UnsafeCell<MaybeUninit<Slot<A>>>])
         };
         ConnTable {
-            heads: (0..buckets).map(|_| AtomicU32::new(NIL)).collect(),
+            // Safety: an all-zero `AtomicU32` is a valid one (0 = NIL, unlocked).
+            heads: unsafe { Box::<[AtomicU32]>::new_zeroed_slice(buckets).assume_init() },
             mask: buckets as u32 - 1,
             slots,
-            fresh: AtomicU32::new(0),
+            fresh: AtomicU32::new(1),
             free: Mutex::new(Vec::new()),
             seeds: {
                 let r = ahash::RandomState::new();
@@ -575,6 +586,7 @@ impl<A: Addr> ConnTable<A> {
         }
     }
 
+    #[inline(always)]
     fn find(&self, b: u32, side: Side, pred: impl Fn(&Conn<A>) -> bool) -> Option<Found<'_, A>> {
         if self.empty(b) {
             return None;
@@ -593,12 +605,18 @@ impl<A: Addr> ConnTable<A> {
     /// is the source), else as the realserver's reply (the client is the destination).
     #[inline]
     pub fn lookup(&self, key: &ConnKey<A>) -> Option<Found<'_, A>> {
-        let b = self.bucket(key.proto, key.src, key.sport);
-        if let Some(f) = self.find(b, Side::In, |c| c.is_in(key)) {
+        if let Some(f) = self.lookup_in(key) {
             return Some(f);
         }
         let b = self.bucket(key.proto, key.dst, key.dport);
         self.find(b, Side::Out, |c| c.is_out(key))
+    }
+
+    /// The connection a client's frame with tuple `key` belongs to (the client side only).
+    #[inline]
+    pub fn lookup_in(&self, key: &ConnKey<A>) -> Option<Found<'_, A>> {
+        let b = self.bucket(key.proto, key.src, key.sport);
+        self.find(b, Side::In, |c| c.is_in(key))
     }
 
     /// Number of connections, templates excluded.
@@ -886,8 +904,9 @@ impl<A: Addr> ConnTable<A> {
 impl<A: Addr> Drop for ConnTable<A> {
     fn drop(&mut self) {
         let fresh = *self.fresh.get_mut() as usize;
-        for s in &mut self.slots[..fresh] {
-            // Safety: slots below the high-water mark are initialised, and we own them all.
+        for s in &mut self.slots[1..fresh] {
+            // Safety: slots from 1 below the high-water mark are initialised, and we own them
+            // all.
             unsafe { s.get_mut().assume_init_drop() };
         }
     }
@@ -978,7 +997,7 @@ mod tests {
             },
             Arc::new(DestState::default()),
         );
-        c.touch(Instant::from_secs(0), Duration::from_secs(60));
+        c.touch(tick_ceil(Instant::from_secs(0)), 60);
         c
     }
 
@@ -1023,7 +1042,7 @@ mod tests {
             assert_eq!(t.expire_bucket(b, 5, Instant::from_secs(100), |_| 0), 1);
             assert_eq!(d.total_conns(), 0);
         }
-        assert!(t.fresh.load(Ordering::Relaxed) <= 2);
+        assert!(t.fresh.load(Ordering::Relaxed) <= 3);
     }
 
     #[test]

@@ -32,10 +32,9 @@ pub(crate) trait Family: super::addr::Addr {
     /// Decrements the TTL or hop limit (LVS-DR: nothing else changes).
     fn dec_ttl(l3: &mut [u8]) -> Result<(), DropReason>;
     /// Sets the source or destination address of the IP header at the start of `l3` (and
-    /// decrements the TTL if `ttl`), fixing the header checksum; returns the old address.
-    fn set_addr(l3: &mut [u8], which: NatField, addr: Self, ttl: bool) -> Result<Self, DropReason>;
-    /// An L4 checksum updated for a pseudo-header address change.
-    fn update_checksum(check: u16, old: Self, new: Self) -> u16;
+    /// decrements the TTL if `ttl`), fixing the header checksum; returns the checksum delta
+    /// of the address change ([`checksum::apply`]), which the TCP/UDP pseudo-header changes by.
+    fn set_addr(l3: &mut [u8], which: NatField, addr: Self, ttl: bool) -> Result<u32, DropReason>;
     /// Recomputes the checksum of the ICMP message `frame[l4..end]` in the packet at `l3`.
     fn fill_icmp_checksum(frame: &mut [u8], l3: usize, l4: usize, end: usize);
 }
@@ -53,7 +52,8 @@ fn read_ports<A>(frame: &[u8], end: usize, p: &mut Parsed<A>) -> Result<(), Drop
     let l4_buf = frame.get(p.l4 as usize..end).ok_or(DropReason::Malformed)?;
     match p.proto {
         Proto::Tcp => {
-            let t = tcp::Packet::new_checked(l4_buf)?;
+            tcp::Packet::new_checked(l4_buf)?;
+            let t = tcp::Packet::new_unchecked(fixed::<{ tcp::MIN_HEADER_LEN }>(l4_buf)?);
             (p.sport, p.dport, p.tcp_flags) = (t.src_port(), t.dst_port(), t.flags());
         }
         Proto::Udp => {
@@ -98,6 +98,30 @@ fn quoted<A>(
     })
 }
 
+/// The first `N` bytes of `b` as an array, for a header already checked: the field accessors
+/// of a view on it need no bounds checks.
+#[inline(always)]
+fn fixed<const N: usize>(b: &[u8]) -> Result<&[u8; N], DropReason> {
+    b.first_chunk().ok_or(DropReason::Malformed)
+}
+
+/// The first `N` bytes of `l3` as an array: one bounds check for a whole header.
+#[inline(always)]
+fn header<const N: usize>(l3: &mut [u8]) -> Result<&mut [u8; N], DropReason> {
+    l3.first_chunk_mut().ok_or(DropReason::Malformed)
+}
+
+/// Decrements an IPv4 TTL (IPVS `ip_vs_decrement_ttl`); returns the header checksum's delta.
+#[inline(always)]
+fn dec_ttl4(ip: &mut ipv4::Packet<&mut [u8; 20]>) -> Result<u32, DropReason> {
+    let ttl = ip.ttl();
+    if ttl <= 1 {
+        return Err(DropReason::TtlExceeded);
+    }
+    ip.set_ttl(ttl - 1);
+    Ok(checksum::TTL_DEC)
+}
+
 impl Family for Ipv4Addr {
     fn table(t: &Tables) -> &ConnTable<Self> {
         &t.v4
@@ -108,7 +132,9 @@ impl Family for Ipv4Addr {
     }
 
     fn parse(frame: &[u8], l3: usize) -> Result<Parsed<Self>, DropReason> {
-        let ip = ipv4::Packet::new_checked(&frame[l3..])?;
+        let b = frame.get(l3..).ok_or(DropReason::Malformed)?;
+        ipv4::Packet::new_checked(b)?;
+        let ip = ipv4::Packet::new_unchecked(fixed::<{ ipv4::MIN_HEADER_LEN }>(b)?);
         let l4 = l3 + ip.header_len();
         let end = l3 + ip.total_len();
         let proto = match ip.protocol() {
@@ -143,43 +169,27 @@ impl Family for Ipv4Addr {
     }
 
     fn dec_ttl(l3: &mut [u8]) -> Result<(), DropReason> {
-        let mut ip = ipv4::Packet::new_unchecked(l3);
-        let ttl = ip.ttl();
-        if ttl <= 1 {
-            return Err(DropReason::TtlExceeded);
-        }
-        let proto = u8::from(ip.protocol()) as u16;
-        let c = checksum::update16(
-            ip.checksum(),
-            (ttl as u16) << 8 | proto,
-            ((ttl - 1) as u16) << 8 | proto,
-        );
-        ip.set_ttl(ttl - 1);
-        ip.set_checksum(c);
+        let mut ip = ipv4::Packet::new_unchecked(header::<20>(l3)?);
+        let delta = dec_ttl4(&mut ip)?;
+        ip.set_checksum(checksum::apply(ip.checksum(), delta));
         Ok(())
     }
 
-    fn set_addr(l3: &mut [u8], which: NatField, addr: Self, ttl: bool) -> Result<Self, DropReason> {
-        if ttl {
-            Self::dec_ttl(l3)?;
-        }
-        let mut ip = ipv4::Packet::new_unchecked(l3);
+    fn set_addr(l3: &mut [u8], which: NatField, addr: Self, ttl: bool) -> Result<u32, DropReason> {
+        // A fixed-size view: the field accessors need no bounds checks.
+        let mut ip = ipv4::Packet::new_unchecked(header::<20>(l3)?);
+        let ttl_delta = if ttl { dec_ttl4(&mut ip)? } else { 0 };
         let old = match which {
             NatField::Src => ip.src(),
             NatField::Dst => ip.dst(),
         };
-        let c = checksum::update32(ip.checksum(), old, addr.to_bits());
         match which {
             NatField::Src => ip.set_src(addr.to_bits()),
             NatField::Dst => ip.set_dst(addr.to_bits()),
         }
-        ip.set_checksum(c);
-        Ok(Ipv4Addr::from_bits(old))
-    }
-
-    #[inline(always)]
-    fn update_checksum(check: u16, old: Self, new: Self) -> u16 {
-        checksum::update32(check, old.to_bits(), new.to_bits())
+        let delta = checksum::delta32(old, addr.to_bits());
+        ip.set_checksum(checksum::apply(ip.checksum(), ttl_delta + delta));
+        Ok(delta)
     }
 
     fn fill_icmp_checksum(frame: &mut [u8], _l3: usize, l4: usize, end: usize) {
@@ -276,7 +286,7 @@ impl Family for Ipv6Addr {
     }
 
     fn dec_ttl(l3: &mut [u8]) -> Result<(), DropReason> {
-        let mut ip = ipv6::Packet::new_unchecked(l3);
+        let mut ip = ipv6::Packet::new_unchecked(header::<{ ipv6::HEADER_LEN }>(l3)?);
         let hl = ip.hop_limit();
         if hl <= 1 {
             return Err(DropReason::TtlExceeded);
@@ -286,11 +296,11 @@ impl Family for Ipv6Addr {
     }
 
     /// IPv6 has no header checksum.
-    fn set_addr(l3: &mut [u8], which: NatField, addr: Self, ttl: bool) -> Result<Self, DropReason> {
+    fn set_addr(l3: &mut [u8], which: NatField, addr: Self, ttl: bool) -> Result<u32, DropReason> {
         if ttl {
             Self::dec_ttl(l3)?;
         }
-        let mut ip = ipv6::Packet::new_unchecked(l3);
+        let mut ip = ipv6::Packet::new_unchecked(header::<{ ipv6::HEADER_LEN }>(l3)?);
         let old = match which {
             NatField::Src => ip.src(),
             NatField::Dst => ip.dst(),
@@ -299,12 +309,7 @@ impl Family for Ipv6Addr {
             NatField::Src => ip.set_src(addr.octets()),
             NatField::Dst => ip.set_dst(addr.octets()),
         }
-        Ok(Ipv6Addr::from(old))
-    }
-
-    #[inline(always)]
-    fn update_checksum(check: u16, old: Self, new: Self) -> u16 {
-        checksum::update128(check, old.to_bits(), new.to_bits())
+        Ok(checksum::delta128(u128::from_be_bytes(old), addr.to_bits()))
     }
 
     fn fill_icmp_checksum(frame: &mut [u8], l3: usize, l4: usize, end: usize) {

@@ -288,19 +288,20 @@ pub struct IfaceInfo {
     pub mac: [u8; 6],
 }
 
-/// IPVS timeouts per protocol state (defaults from `ip_vs_proto_tcp.c` / `ip_vs_proto_udp.c`).
+/// IPVS timeouts per protocol state (defaults from `ip_vs_proto_tcp.c` / `ip_vs_proto_udp.c`),
+/// in whole seconds as `ipvsadm --set` gives them: a packet turns one into a deadline with an
+/// add and a shift (wheel ticks are 1/16 s).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Timeouts {
-    pub tcp: [Duration; TcpState::COUNT],
-    pub udp: Duration,
+    pub tcp: [u32; TcpState::COUNT],
+    pub udp: u32,
 }
 
 impl Default for Timeouts {
     fn default() -> Self {
-        let s = Duration::from_secs;
-        let mut tcp = [s(0); TcpState::COUNT];
+        let mut tcp = [0; TcpState::COUNT];
         for st in TcpState::ALL {
-            tcp[st as usize] = s(match st {
+            tcp[st as usize] = match st {
                 TcpState::None => 2,
                 TcpState::Established => 15 * 60,
                 TcpState::SynSent => 2 * 60,
@@ -312,12 +313,9 @@ impl Default for Timeouts {
                 TcpState::LastAck => 30,
                 TcpState::Listen => 2 * 60,
                 TcpState::SynAck => 2 * 60,
-            });
+            };
         }
-        Timeouts {
-            tcp,
-            udp: s(5 * 60),
-        }
+        Timeouts { tcp, udp: 5 * 60 }
     }
 }
 
@@ -360,11 +358,8 @@ mod tests {
     #[test]
     fn default_timeouts_are_ipvs() {
         let t = Timeouts::default();
-        assert_eq!(
-            t.tcp[TcpState::Established as usize],
-            Duration::from_secs(900)
-        );
-        assert_eq!(t.tcp[TcpState::FinWait as usize], Duration::from_secs(120));
-        assert_eq!(t.udp, Duration::from_secs(300));
+        assert_eq!(t.tcp[TcpState::Established as usize], 900);
+        assert_eq!(t.tcp[TcpState::FinWait as usize], 120);
+        assert_eq!(t.udp, 300);
     }
 }

@@ -621,7 +621,7 @@ fn timeouts_follow_the_state_with_an_injected_clock() {
     // `--set 10 0 0`: ESTABLISHED now lasts 10 s from the next packet. (The clock only moves
     // forward: the wheel does not go back in time.)
     let mut short = nat_snap("rr");
-    short.timeouts.tcp[TcpState::Established as usize] = std::time::Duration::from_secs(10);
+    short.timeouts.tcp[TcpState::Established as usize] = 10;
     let mut f = client_seg(34_002, SYN);
     c.process(t(2000), &short, &mut f, 0);
     let rs = tuple(&f).2;

@@ -20,6 +20,10 @@ use super::Instant;
 /// timeouts (all of IPVS's) are exact.
 pub const TICK: Duration = Duration::from_micros(62_500);
 const TICK_NS: u64 = TICK.as_nanos() as u64;
+/// Ticks per second.
+pub const TICKS_PER_SEC: u32 = 16;
+/// The last tick a deadline can be: later ones saturate (see [`tick`]).
+pub const MAX_TICK: u32 = u32::MAX - SLOTS;
 /// Ticks per turn: 4096 × 1/16 s = 256 s.
 pub const SLOTS: u32 = 4096;
 const MASK: u32 = SLOTS - 1;
@@ -27,12 +31,12 @@ const MASK: u32 = SLOTS - 1;
 /// The tick `t` falls in. Ticks are `u32`: 8.5 years of the workers' monotonic clock (time
 /// since boot); beyond that deadlines saturate rather than wrap.
 pub fn tick(t: Instant) -> u32 {
-    (t.0 / TICK_NS).min(u32::MAX as u64 - SLOTS as u64) as u32
+    (t.0 / TICK_NS).min(MAX_TICK as u64) as u32
 }
 
 /// The first tick at or after `t` (deadlines round up: never expire early).
 pub fn tick_ceil(t: Instant) -> u32 {
-    t.0.div_ceil(TICK_NS).min(u32::MAX as u64 - SLOTS as u64) as u32
+    t.0.div_ceil(TICK_NS).min(MAX_TICK as u64) as u32
 }
 
 /// The instant tick `t` starts.

@@ -39,29 +39,57 @@ pub fn pseudo_v4(src: u32, dst: u32, proto: u8, l4_len: u16) -> u32 {
     (src >> 16) + (src & 0xffff) + (dst >> 16) + (dst & 0xffff) + proto as u32 + l4_len as u32
 }
 
+/// RFC 1624 eq. 3, `HC' = ~(~HC + ~m + m')`, with `delta` the unfolded sum of `~m + m'` over
+/// every changed word (from [`delta16`], [`delta32`], [`delta128`], added together): one fold
+/// for any number of changed fields.
+#[inline(always)]
+pub fn apply(check: u16, delta: u32) -> u16 {
+    !fold(!check as u32 + delta)
+}
+
+/// The `~m + m'` of one 16-bit word changing from `old` to `new`.
+#[inline(always)]
+pub fn delta16(old: u16, new: u16) -> u32 {
+    !old as u32 + new as u32
+}
+
+/// The `~m + m'` of a 32-bit field (two words).
+#[inline(always)]
+pub fn delta32(old: u32, new: u32) -> u32 {
+    delta16((old >> 16) as u16, (new >> 16) as u16) + delta16(old as u16, new as u16)
+}
+
+/// The `~m + m'` of a 16-byte field (an IPv6 address): at most 16 × 0xffff, so any few
+/// deltas added together stay far from overflowing a `u32`.
+#[inline(always)]
+pub fn delta128(old: u128, new: u128) -> u32 {
+    let mut s = 0;
+    for i in 0..8 {
+        s += delta16((old >> (16 * i)) as u16, (new >> (16 * i)) as u16);
+    }
+    s
+}
+
+/// The `~m + m'` of decrementing the TTL (hop limit) when it is the high byte of its word, as
+/// in the IPv4 header: `m' = m − 0x100`, so `~m + m' = 0xffff − 0x100`.
+pub const TTL_DEC: u32 = 0xfeff;
+
 /// RFC 1624 eq. 3 for one 16-bit word changing from `old` to `new`.
 #[inline(always)]
 pub fn update16(check: u16, old: u16, new: u16) -> u16 {
-    let s = (!check as u32) + (!old as u32 & 0xffff) + new as u32;
-    !fold(s)
+    apply(check, delta16(old, new))
 }
 
 /// RFC 1624 eq. 3 for a 32-bit field (two words) changing from `old` to `new`.
 #[inline(always)]
 pub fn update32(check: u16, old: u32, new: u32) -> u16 {
-    let s =
-        (!check as u32) + (!(old >> 16) & 0xffff) + (!old & 0xffff) + (new >> 16) + (new & 0xffff);
-    !fold(s)
+    apply(check, delta32(old, new))
 }
 
 /// RFC 1624 eq. 3 for a 16-byte field (an IPv6 address) changing from `old` to `new`.
 #[inline(always)]
 pub fn update128(check: u16, old: u128, new: u128) -> u16 {
-    let mut s = !check as u32;
-    for i in 0..8 {
-        s += (!(old >> (16 * i)) as u32 & 0xffff) + ((new >> (16 * i)) as u32 & 0xffff);
-    }
-    !fold(s)
+    apply(check, delta128(old, new))
 }
 
 #[cfg(test)]
@@ -108,5 +136,25 @@ mod tests {
         let inc = update32(c, old, new);
         data[10..12].copy_from_slice(&[0, 0]);
         assert_eq!(inc, compute(&data));
+    }
+
+    proptest::proptest! {
+        /// A TTL decrement and an address change applied with one fold give the checksum
+        /// of the rewritten header.
+        #[test]
+        fn ttl_and_address_in_one_fold(
+            mut hdr in proptest::array::uniform20(0u8..),
+            ttl in 2u8..,
+            new in 0u32..,
+        ) {
+            hdr[8] = ttl;
+            hdr[10..12].copy_from_slice(&[0, 0]);
+            let c = compute(&hdr);
+            let old = u32::from_be_bytes([hdr[12], hdr[13], hdr[14], hdr[15]]);
+            hdr[8] = ttl - 1;
+            hdr[12..16].copy_from_slice(&new.to_be_bytes());
+            let inc = apply(c, TTL_DEC + delta32(old, new));
+            proptest::prop_assert_eq!(inc, compute(&hdr));
+        }
     }
 }
