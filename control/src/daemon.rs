@@ -18,11 +18,12 @@ use xlvs_dataplane::core::DropReason;
 use xlvs_dataplane::core::conn::Tables;
 use xlvs_dataplane::core::sched::{self, SchedConfig};
 use xlvs_dataplane::core::service::{IfaceInfo, NextHop, Snapshot};
+use xlvs_dataplane::core::stats;
 
 use crate::admin::{self, Response};
 use crate::ipvsadm::{self, CmdError, Command};
 use crate::table::Table;
-use crate::{neigh, sys, xdp};
+use crate::{neigh, stats as rates, sys, xdp};
 
 /// xlvsd's settings.
 #[derive(Clone, Debug)]
@@ -76,6 +77,13 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
     if !sched::is_prime(cfg.sched.mh_table_size) {
         bail!("--mh-table-size {} is not a prime", cfg.sched.mh_table_size);
     }
+    // One worker per (interface, RX queue): each counts in its own shard of every
+    // realserver's counters, so the shards must exist before the first realserver does.
+    let workers: u32 = ifaces
+        .iter()
+        .map(|f| f.rx_queues.min(xlvs_common::MAX_QUEUES))
+        .sum();
+    stats::set_shards(workers as usize);
     let mut table = Table::new(cfg.sched);
     if let Some(path) = &cfg.rules {
         let text = std::fs::read_to_string(path)
@@ -221,6 +229,9 @@ impl Control {
             log::debug!("forgot {gone} fragmented datagram(s)");
         }
         let reaped = self.table.reap_retired();
+        if self.tick.is_multiple_of(rates::ESTIMATOR_PERIOD_SECS) {
+            self.table.estimate();
+        }
         self.resolve_neighbours(false);
         if (reaped || self.tick.is_multiple_of(5))
             && let Err(e) = self.publish()
@@ -289,8 +300,14 @@ impl Control {
             Err(e) => return err(e),
         };
         let out = match &cmd {
-            Command::List { key, .. } => match self.table.list(key.as_ref()) {
+            Command::List {
+                key, format, exact, ..
+            } => match self.table.list(key.as_ref(), *format, *exact) {
                 Ok(s) => s,
+                Err(e) => return err(e),
+            },
+            Command::Zero { key } => match self.table.zero(key.as_ref()) {
+                Ok(()) => String::new(),
                 Err(e) => return err(e),
             },
             Command::Save { .. } => self.table.save(),

@@ -30,8 +30,16 @@ pub enum Command {
     EditDest { key: VsKey, dest: DestSpec },
     /// `-d`: delete a realserver.
     DelDest { key: VsKey, addr: IpAddr, port: u16 },
-    /// `-L`/`-l`: list.
-    List { key: Option<VsKey>, numeric: bool },
+    /// `-L`/`-l`: list, in one of ipvsadm's layouts.
+    List {
+        key: Option<VsKey>,
+        numeric: bool,
+        format: ListFormat,
+        /// `--exact`: whole numbers in `--stats` and `--rate`.
+        exact: bool,
+    },
+    /// `-Z`: zero the counters of one service or of all.
+    Zero { key: Option<VsKey> },
     /// `-S`: save in rules format.
     Save { numeric: bool },
     /// `--set tcp tcpfin udp`: connection timeouts in seconds; 0 leaves one unchanged.
@@ -46,6 +54,22 @@ pub enum Command {
     Help,
     /// `-v`.
     Version,
+}
+
+/// The layouts of `-L`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ListFormat {
+    /// Forward, weight, active and inactive connections.
+    #[default]
+    Normal,
+    /// `--stats`: connections, packets and bytes.
+    Stats,
+    /// `--rate`: connections, packets and bytes per second.
+    Rate,
+    /// `--thresholds`: upper and lower thresholds, active and inactive connections.
+    Thresholds,
+    /// `--persistent-conn`: weight, templates, active and inactive connections.
+    PersistentConn,
 }
 
 /// A realserver as given to `-a`/`-e`.
@@ -132,6 +156,7 @@ enum Verb {
     DelDest,
     List,
     Save,
+    Zero,
     SetTimeouts,
     ListTimeouts,
     Workers,
@@ -152,6 +177,7 @@ impl Verb {
             Verb::DelDest => "delete-server",
             Verb::List => "list",
             Verb::Save => "save",
+            Verb::Zero => "zero",
             Verb::SetTimeouts => "set",
             Verb::ListTimeouts => "list",
             Verb::Workers => "workers",
@@ -176,6 +202,11 @@ const XDP_STATS: char = '\u{2}';
 const SET: char = '\u{3}';
 const TIMEOUT: char = '\u{4}';
 const SORRY: char = '\u{5}';
+const STATS: char = '\u{6}';
+const RATE: char = '\u{7}';
+const EXACT: char = '\u{8}';
+const THRESHOLDS: char = '\u{9}';
+const PERSISTENT_CONN: char = '\u{a}';
 
 /// `-p` takes an optional value: the next argument if it is a number.
 fn optional_value(c: char) -> bool {
@@ -215,6 +246,12 @@ fn long_to_short(name: &str) -> Option<char> {
         "set" => SET,
         "timeout" => TIMEOUT,
         "sorry-server" => SORRY,
+        "zero" => 'Z',
+        "stats" => STATS,
+        "rate" => RATE,
+        "exact" => EXACT,
+        "thresholds" => THRESHOLDS,
+        "persistent-conn" => PERSISTENT_CONN,
         _ => return None,
     })
 }
@@ -368,6 +405,8 @@ struct Opts {
     sorry: Option<String>,
     timeouts: Option<String>,
     numeric: bool,
+    format: Option<ListFormat>,
+    exact: bool,
 }
 
 /// Parses one ipvsadm command line (without the program name).
@@ -394,6 +433,7 @@ pub fn parse(args: &[String]) -> Result<Command, CmdError> {
             'd' => set_verb(&mut verb, Verb::DelDest)?,
             'L' | 'l' => set_verb(&mut verb, Verb::List)?,
             'S' => set_verb(&mut verb, Verb::Save)?,
+            'Z' => set_verb(&mut verb, Verb::Zero)?,
             'h' => set_verb(&mut verb, Verb::Help)?,
             'v' => set_verb(&mut verb, Verb::Version)?,
             WORKERS => set_verb(&mut verb, Verb::Workers)?,
@@ -405,6 +445,19 @@ pub fn parse(args: &[String]) -> Result<Command, CmdError> {
             // `--timeout` is a listing option: `-L --timeout`, or alone.
             TIMEOUT => list_timeouts = true,
             'n' => o.numeric = true,
+            STATS | RATE | THRESHOLDS | PERSISTENT_CONN => {
+                let f = match c {
+                    STATS => ListFormat::Stats,
+                    RATE => ListFormat::Rate,
+                    THRESHOLDS => ListFormat::Thresholds,
+                    _ => ListFormat::PersistentConn,
+                };
+                if o.format.is_some_and(|old| old != f) {
+                    return Err(CmdError::usage("more than one output format specified"));
+                }
+                o.format = Some(f);
+            }
+            EXACT => o.exact = true,
             't' | 'u' => {
                 if o.service.is_some() {
                     return Err(CmdError::usage("multiple service options specified"));
@@ -503,6 +556,19 @@ fn build(verb: Verb, o: Opts) -> Result<Command, CmdError> {
         Ok(())
     };
 
+    if verb != Verb::List {
+        let name = match o.format {
+            Some(ListFormat::Stats) => Some("stats"),
+            Some(ListFormat::Rate) => Some("rate"),
+            Some(ListFormat::Thresholds) => Some("thresholds"),
+            Some(ListFormat::PersistentConn) => Some("persistent-conn"),
+            _ if o.exact => Some("exact"),
+            _ => None,
+        };
+        if let Some(name) = name {
+            return Err(illegal_with(name));
+        }
+    }
     Ok(match verb {
         Verb::AddService | Verb::EditService => {
             let key = need_service()?;
@@ -557,7 +623,17 @@ fn build(verb: Verb, o: Opts) -> Result<Command, CmdError> {
             Command::List {
                 key,
                 numeric: o.numeric,
+                format: o.format.unwrap_or_default(),
+                exact: o.exact,
             }
+        }
+        Verb::Zero => {
+            only(false, false)?;
+            let key = match &o.service {
+                Some(_) => Some(need_service()?),
+                None => None,
+            };
+            Command::Zero { key }
         }
         Verb::Save => Command::Save { numeric: o.numeric },
         Verb::SetTimeouts => {
@@ -765,7 +841,9 @@ Usage:
   xlvsadm -a|e -t|u service-address -r server-address [-g|m] [-w weight]
           [-x upper-threshold] [-y lower-threshold]
   xlvsadm -d -t|u service-address -r server-address
-  xlvsadm -L|l [-t|u service-address] [-n]
+  xlvsadm -L|l [-t|u service-address] [-n] [--stats|--rate|--thresholds|--persistent-conn]
+          [--exact]
+  xlvsadm -Z [-t|u service-address]
   xlvsadm -L --timeout
   xlvsadm -S [-n]
   xlvsadm --set tcp tcpfin udp
@@ -863,19 +941,63 @@ mod tests {
     }
 
     #[test]
+    fn listing_formats_and_zero() {
+        let list = |format, exact| Command::List {
+            key: None,
+            numeric: true,
+            format,
+            exact,
+        };
+        assert_eq!(p("-Ln --stats").unwrap(), list(ListFormat::Stats, false));
+        assert_eq!(
+            p("-L -n --rate --exact").unwrap(),
+            list(ListFormat::Rate, true)
+        );
+        assert_eq!(
+            p("-Ln --thresholds").unwrap(),
+            list(ListFormat::Thresholds, false)
+        );
+        assert_eq!(
+            p("-Ln --persistent-conn").unwrap(),
+            list(ListFormat::PersistentConn, false)
+        );
+        let e = p("-Ln --stats --rate").unwrap_err();
+        assert_eq!(
+            (e.code, e.msg.as_str()),
+            (2, "more than one output format specified")
+        );
+        let e = p("-A -t 10.0.0.1:80 --stats").unwrap_err();
+        assert_eq!(
+            e.msg,
+            "Illegal 'stats' option with the 'add-service' command"
+        );
+        assert_eq!(p("-Z").unwrap(), Command::Zero { key: None });
+        assert_eq!(
+            p("--zero -t 10.0.0.1:80").unwrap(),
+            Command::Zero {
+                key: Some(vs("10.0.0.1:80"))
+            }
+        );
+    }
+
+    #[test]
     fn bundled_short_options() {
         assert_eq!(
             p("-Ln").unwrap(),
             Command::List {
                 key: None,
-                numeric: true
+                numeric: true,
+                format: ListFormat::Normal,
+                exact: false,
             }
         );
         assert_eq!(
             p("-L -n").unwrap(),
             Command::List {
                 key: None,
-                numeric: true
+                numeric: true,
+                format: ListFormat::Normal,
+                exact: false,
             }
         );
         assert_eq!(p("-Sn").unwrap(), Command::Save { numeric: true });

@@ -4,6 +4,7 @@
 //! - [`table`]: the services table, snapshots for the workers, ipvsadm listings.
 //! - [`neigh`]: L2 next hops from the kernel's route and neighbour tables.
 //! - [`xdp`]: the XDP program and its steering maps.
+//! - [`stats`]: rate estimation and ipvsadm's number format for `--stats`/`--rate`.
 //! - [`admin`]: the control socket protocol.
 //! - [`daemon`]: xlvsd's control thread.
 //! - [`sys`]: interfaces, local addresses, signals.
@@ -13,6 +14,7 @@ pub mod daemon;
 pub mod ipvsadm;
 pub mod neigh;
 pub mod netlink;
+pub mod stats;
 pub mod sys;
 pub mod table;
 pub mod xdp;

@@ -16,9 +16,11 @@ use xlvs_dataplane::core::sched::{self, SchedConfig, SchedFlags};
 use xlvs_dataplane::core::service::{
     Dest, DestState, Fwd, IfaceInfo, Persistence, Proto, Service, Snapshot, Timeouts, VsKey,
 };
+use xlvs_dataplane::core::stats::Totals;
 use xlvs_dataplane::core::tcp_state::TcpState;
 
-use crate::ipvsadm::{CmdError, Command, DestSpec, ServiceOpts};
+use crate::ipvsadm::{CmdError, Command, DestSpec, ListFormat, ServiceOpts};
+use crate::stats::{Estimator, Rates, largenum};
 
 /// IPVS's connection table size as ipvsadm reports it ("size=4096").
 pub const IPVS_TAB_SIZE: u32 = 4096;
@@ -35,10 +37,14 @@ pub struct DestEntry {
     pub u_threshold: u32,
     pub l_threshold: u32,
     pub state: Arc<DestState>,
+    /// The counters when they were last zeroed (`-Z`): listings show the increase since.
+    zero: Totals,
+    est: Estimator,
 }
 
 impl DestEntry {
     fn new(spec: &DestSpec, state: Arc<DestState>) -> Self {
+        let est = Estimator::new(state.stats.totals());
         let mut d = DestEntry {
             addr: spec.addr,
             port: spec.port,
@@ -48,6 +54,8 @@ impl DestEntry {
             u_threshold: 0,
             l_threshold: 0,
             state,
+            zero: Totals::default(),
+            est,
         };
         d.update(spec);
         d
@@ -80,6 +88,21 @@ impl DestEntry {
     fn same(&self, addr: IpAddr, port: u16) -> bool {
         self.addr == addr && self.port == port
     }
+
+    /// Its counters since the last `-Z`.
+    pub fn stats(&self) -> Totals {
+        self.state.stats.totals().since(self.zero)
+    }
+
+    pub fn rates(&self) -> Rates {
+        self.est.rates()
+    }
+
+    fn zero(&mut self) {
+        let now = self.state.stats.totals();
+        self.zero = now;
+        self.est = Estimator::new(now);
+    }
 }
 
 /// A configured virtual service.
@@ -93,6 +116,12 @@ pub struct ServiceEntry {
     pub dests: Vec<DestEntry>,
     /// The published form, rebuilt when this service changes.
     built: Option<Arc<Service>>,
+    /// Counts of its realservers that are gone (deleted and no longer used by any
+    /// connection): the service's counters keep them, as IPVS's do.
+    gone: Totals,
+    /// The counters when they were last zeroed.
+    zero: Totals,
+    est: Estimator,
 }
 
 /// The configuration: virtual services, their realservers, and the connection timeouts.
@@ -104,6 +133,14 @@ pub struct Table {
     retired: Vec<(VsKey, DestEntry)>,
     timeouts: Timeouts,
     sched_cfg: SchedConfig,
+}
+
+fn totals_row(t: Totals) -> [u64; 5] {
+    [t.conns, t.inpkts, t.outpkts, t.inbytes, t.outbytes]
+}
+
+fn rates_row(r: Rates) -> [u64; 5] {
+    [r.cps, r.inpps, r.outpps, r.inbps, r.outbps]
 }
 
 fn sort_key(k: &VsKey) -> (u8, IpAddr, u16) {
@@ -208,6 +245,9 @@ impl Table {
                         sorry: None,
                         dests: Vec::new(),
                         built: None,
+                        gone: Totals::default(),
+                        zero: Totals::default(),
+                        est: Estimator::default(),
                     },
                 );
                 self.set_opts(key, opts);
@@ -297,12 +337,79 @@ impl Table {
         Ok(())
     }
 
-    /// Drops retired realservers no connection uses any more; true if any went.
+    /// Drops retired realservers no connection uses any more (their counts stay in their
+    /// service's); true if any went.
     pub fn reap_retired(&mut self) -> bool {
         let before = self.retired.len();
-        self.retired
-            .retain(|(_, d)| Arc::strong_count(&d.state) > 1);
+        let services = &mut self.services;
+        self.retired.retain(|(k, d)| {
+            let used = Arc::strong_count(&d.state) > 1;
+            if !used && let Some(s) = services.get_mut(k) {
+                s.gone = s.gone.plus(d.state.stats.totals());
+            }
+            used
+        });
         before != self.retired.len()
+    }
+
+    /// A service's counters (all its realservers', past ones included), not zeroed.
+    fn raw_totals(&self, key: &VsKey, s: &ServiceEntry) -> Totals {
+        s.dests
+            .iter()
+            .chain(s.sorry.iter())
+            .chain(
+                self.retired
+                    .iter()
+                    .filter(|(k, _)| k == key)
+                    .map(|(_, d)| d),
+            )
+            .fold(s.gone, |t, d| t.plus(d.state.stats.totals()))
+    }
+
+    /// A service's counters since the last `-Z`.
+    pub fn service_stats(&self, key: &VsKey) -> Option<Totals> {
+        let s = self.services.get(key)?;
+        Some(self.raw_totals(key, s).since(s.zero))
+    }
+
+    /// One estimation period (every [`ESTIMATOR_PERIOD_SECS`]): updates every rate.
+    pub fn estimate(&mut self) {
+        let raw: Vec<Totals> = self
+            .services
+            .iter()
+            .map(|(k, s)| self.raw_totals(k, s))
+            .collect();
+        for (s, t) in self.services.values_mut().zip(raw) {
+            s.est.update(t);
+            for d in s.dests.iter_mut().chain(s.sorry.iter_mut()) {
+                d.est.update(d.state.stats.totals());
+            }
+        }
+    }
+
+    /// `-Z`: zeroes the counters and rates of one service and its realservers, or of all.
+    pub fn zero(&mut self, only: Option<&VsKey>) -> Result<(), CmdError> {
+        if let Some(k) = only
+            && !self.services.contains_key(k)
+        {
+            return Err(CmdError::op("No such service"));
+        }
+        let keys: Vec<VsKey> = self
+            .services
+            .keys()
+            .filter(|k| only.is_none_or(|o| o == *k))
+            .copied()
+            .collect();
+        for k in keys {
+            let raw = self.raw_totals(&k, &self.services[&k]);
+            let s = self.services.get_mut(&k).expect("listed above");
+            s.zero = raw;
+            s.est = Estimator::new(raw);
+            for d in s.dests.iter_mut().chain(s.sorry.iter_mut()) {
+                d.zero();
+            }
+        }
+        Ok(())
     }
 
     /// The snapshot the workers forward with.
@@ -363,8 +470,14 @@ impl Table {
         v
     }
 
-    /// `ipvsadm -L -n` (or `-L -n -t SERVICE`).
-    pub fn list(&self, only: Option<&VsKey>) -> Result<String, CmdError> {
+    /// `ipvsadm -L -n` (or `-L -n -t SERVICE`) in one of its layouts (ipvsadm.c
+    /// `print_title`, `print_service_entry`).
+    pub fn list(
+        &self,
+        only: Option<&VsKey>,
+        format: ListFormat,
+        exact: bool,
+    ) -> Result<String, CmdError> {
         let mut out = String::new();
         if only.is_none() {
             let _ = writeln!(
@@ -372,8 +485,25 @@ impl Table {
                 "IP Virtual Server version 1.2.1 (size={IPVS_TAB_SIZE})"
             );
         }
-        out.push_str("Prot LocalAddress:Port Scheduler Flags\n");
-        out.push_str("  -> RemoteAddress:Port           Forward Weight ActiveConn InActConn\n");
+        let columns = |names: [&str; 5]| {
+            format!(
+                "{:<33} {:>8} {:>8} {:>8} {:>8} {:>8}\n  -> RemoteAddress:Port\n",
+                "Prot LocalAddress:Port", names[0], names[1], names[2], names[3], names[4]
+            )
+        };
+        out.push_str(&match format {
+            ListFormat::Normal => "Prot LocalAddress:Port Scheduler Flags\n  -> RemoteAddress:Port           Forward Weight ActiveConn InActConn\n".to_string(),
+            ListFormat::Stats => columns(["Conns", "InPkts", "OutPkts", "InBytes", "OutBytes"]),
+            ListFormat::Rate => columns(["CPS", "InPPS", "OutPPS", "InBPS", "OutBPS"]),
+            ListFormat::Thresholds => format!(
+                "{:<33} {:<10} {:<10} {:<10} {:<10}\n  -> RemoteAddress:Port\n",
+                "Prot LocalAddress:Port", "Uthreshold", "Lthreshold", "ActiveConn", "InActConn"
+            ),
+            ListFormat::PersistentConn => format!(
+                "{:<33} {:<9} {:<11} {:<10} {:<10}\n  -> RemoteAddress:Port\n",
+                "Prot LocalAddress:Port", "Weight", "PersistConn", "ActiveConn", "InActConn"
+            ),
+        });
         let services = match only {
             Some(k) => match self.services.get_key_value(k) {
                 Some(kv) => vec![kv],
@@ -386,31 +516,87 @@ impl Table {
             },
             None => self.sorted(),
         };
+        let nums = |v: [u64; 5]| v.map(|n| largenum(n, exact)).concat();
         for (k, s) in services {
-            let name = format!("{:<4} {k}", k.proto.label());
-            let _ = write!(out, "{} {}", name, s.sched);
-            if !s.flags.is_empty() {
-                let _ = write!(out, " ({})", s.flags.render(&s.sched));
+            // ipvsadm cuts an IPv4 service name at 33 characters and a realserver at 28.
+            let mut name = format!("{:<4} {k}", k.proto.label());
+            if k.addr.is_ipv4() {
+                name.truncate(33);
             }
-            if let Some(p) = &s.persist {
-                let _ = write!(out, " persistent {}", p.timeout.as_secs());
-                if let Some(m) = mask_text(p.netmask) {
-                    let _ = write!(out, " mask {m}");
+            match format {
+                ListFormat::Stats => {
+                    let t = self.raw_totals(k, s).since(s.zero);
+                    let _ = write!(out, "{name:<33}{}", nums(totals_row(t)));
+                }
+                ListFormat::Rate => {
+                    let r = s.est.rates();
+                    let _ = write!(out, "{name:<33}{}", nums(rates_row(r)));
+                }
+                _ => {
+                    let _ = write!(out, "{} {}", name, s.sched);
+                    if !s.flags.is_empty() {
+                        let _ = write!(out, " ({})", s.flags.render(&s.sched));
+                    }
+                    if let Some(p) = &s.persist {
+                        let _ = write!(out, " persistent {}", p.timeout.as_secs());
+                        if let Some(m) = mask_text(p.netmask) {
+                            let _ = write!(out, " mask {m}");
+                        }
+                    }
                 }
             }
             out.push('\n');
             let mut dests: Vec<&DestEntry> = s.dests.iter().collect();
             dests.sort_by_key(|d| (d.addr, d.port));
             for d in dests {
-                let _ = writeln!(
-                    out,
-                    "  -> {:<28} {:<7} {:<6} {:<10} {:<10}",
-                    ep(d.addr, d.port),
-                    d.fwd.label(),
-                    d.weight,
-                    d.state.active.load(Ordering::Relaxed),
-                    d.state.inactive.load(Ordering::Relaxed),
+                let mut dname = ep(d.addr, d.port);
+                if d.addr.is_ipv4() {
+                    dname.truncate(28);
+                }
+                let st = &d.state;
+                let (active, inactive) = (
+                    st.active.load(Ordering::Relaxed),
+                    st.inactive.load(Ordering::Relaxed),
                 );
+                let _ = match format {
+                    ListFormat::Normal => writeln!(
+                        out,
+                        "  -> {:<28} {:<7} {:<6} {:<10} {:<10}",
+                        dname,
+                        d.fwd.label(),
+                        d.weight,
+                        active,
+                        inactive,
+                    ),
+                    ListFormat::Stats => {
+                        writeln!(out, "  -> {dname:<28}{}", nums(totals_row(d.stats())))
+                    }
+                    ListFormat::Rate => {
+                        let r = d.rates();
+                        writeln!(
+                            out,
+                            "  -> {dname:<28} {:>8} {:>8} {:>8}{}{}",
+                            r.cps,
+                            r.inpps,
+                            r.outpps,
+                            largenum(r.inbps, exact),
+                            largenum(r.outbps, exact)
+                        )
+                    }
+                    ListFormat::Thresholds => writeln!(
+                        out,
+                        "  -> {dname:<28} {:<10} {:<10} {:<10} {:<10}",
+                        d.u_threshold, d.l_threshold, active, inactive
+                    ),
+                    ListFormat::PersistentConn => writeln!(
+                        out,
+                        "  -> {dname:<28} {:<9} {:<11} {:<10} {:<10}",
+                        d.weight,
+                        st.persist.load(Ordering::Relaxed),
+                        active,
+                        inactive
+                    ),
+                };
             }
         }
         Ok(out)
@@ -536,7 +722,7 @@ TCP  192.0.2.100:80 rr
 UDP  192.0.2.100:53 wlc
   -> 10.10.0.11:53                Route   1      0          0         
 ";
-        assert_eq!(t.list(None).unwrap(), expected);
+        assert_eq!(t.list(None, ListFormat::Normal, false).unwrap(), expected);
     }
 
     #[test]
@@ -546,7 +732,10 @@ UDP  192.0.2.100:53 wlc
         assert_eq!(saved, RULES);
         let mut t2 = Table::default();
         t2.apply_all(&parse_rules(&saved).unwrap()).unwrap();
-        assert_eq!(t2.list(None).unwrap(), t.list(None).unwrap());
+        assert_eq!(
+            t2.list(None, ListFormat::Normal, false).unwrap(),
+            t.list(None, ListFormat::Normal, false).unwrap()
+        );
     }
 
     const V6_RULES: &str = "\
@@ -559,7 +748,7 @@ UDP  192.0.2.100:53 wlc
     fn ipv6_services_list_save_and_steer_like_ipvsadm() {
         let mut t = Table::default();
         t.apply_all(&parse_rules(V6_RULES).unwrap()).unwrap();
-        let l = t.list(None).unwrap();
+        let l = t.list(None, ListFormat::Normal, false).unwrap();
         assert!(
             l.contains("TCP  [2001:db8::100]:80 rr persistent 60 mask 64\n"),
             "{l}"
@@ -603,7 +792,7 @@ TCP  192.0.2.100:80 sh (sh-fallback,sh-port) persistent 60 mask 255.255.255.0
 TCP  192.0.2.100:443 mh persistent 300
   -> 10.10.0.11:443               Route   2      0          0         
 ";
-        assert_eq!(t.list(None).unwrap(), expected);
+        assert_eq!(t.list(None, ListFormat::Normal, false).unwrap(), expected);
         assert_eq!(t.save(), FULL_RULES);
         let mut t2 = Table::default();
         t2.apply_all(&parse_rules(&t.save()).unwrap()).unwrap();
@@ -762,4 +951,199 @@ TCP  192.0.2.100:443 mh persistent 300
         let (_, reals) = t.steer_keys();
         assert!(!reals.contains(&L4Key::v4([10, 10, 0, 11], 80, PROTO_TCP)));
     }
+
+    /// Counts as a worker would: `conns` new connections, packets and bytes each way.
+    fn feed(d: &DestState, [conns, inpkts, outpkts, inbytes, outbytes]: [u64; 5]) {
+        for _ in 0..conns {
+            d.stats.conn(0);
+        }
+        for i in 0..inpkts {
+            d.stats.inbound(0, if i == 0 { inbytes } else { 0 });
+        }
+        for i in 0..outpkts {
+            d.stats.outbound(0, if i == 0 { outbytes } else { 0 });
+        }
+    }
+
+    fn dest<'t>(t: &'t Table, svc: &str, rs: &str) -> &'t DestEntry {
+        let (proto, addr) = svc.split_once(' ').unwrap();
+        let sa: SocketAddr = addr.parse().unwrap();
+        let key = VsKey {
+            proto: if proto == "tcp" {
+                Proto::Tcp
+            } else {
+                Proto::Udp
+            },
+            addr: sa.ip(),
+            port: sa.port(),
+        };
+        let rs: SocketAddr = rs.parse().unwrap();
+        t.services[&key]
+            .dests
+            .iter()
+            .find(|d| d.same(rs.ip(), rs.port()))
+            .unwrap()
+    }
+
+    /// A table with traffic on every realserver, and one estimation period passed.
+    fn busy_table() -> Table {
+        let mut t = table();
+        feed(
+            &dest(&t, "tcp 192.0.2.100:80", "10.10.0.11:80").state,
+            [800, 8000, 4000, 8_000_000, 400_000_000],
+        );
+        feed(
+            &dest(&t, "tcp 192.0.2.100:80", "10.10.0.12:8080").state,
+            [8, 80, 60, 4000, 9000],
+        );
+        feed(
+            &dest(&t, "udp 192.0.2.100:53", "10.10.0.11:53").state,
+            [2, 2, 0, 100, 0],
+        );
+        t.estimate();
+        t
+    }
+
+    // The expected texts below were printed with ipvsadm.c's own printf formats
+    // (`print_title`, `print_service_entry`, `print_largenum`) and IPVS's estimator arithmetic.
+
+    #[test]
+    fn stats_listing_matches_ipvsadm() {
+        let t = busy_table();
+        let expected = STATS_GOLDEN;
+        assert_eq!(t.list(None, ListFormat::Stats, false).unwrap(), expected);
+    }
+
+    #[test]
+    fn rate_listing_matches_ipvsadm() {
+        let t = busy_table();
+        let expected = RATE_GOLDEN;
+        assert_eq!(t.list(None, ListFormat::Rate, false).unwrap(), expected);
+    }
+
+    #[test]
+    fn thresholds_and_persistent_conn_listings_match_ipvsadm() {
+        let mut t = table();
+        run(
+            &mut t,
+            "-e -t 192.0.2.100:80 -r 10.10.0.12:8080 -m -w 2 -x 500 -y 400",
+        )
+        .unwrap();
+        let expected = TH_GOLDEN;
+        assert_eq!(
+            t.list(None, ListFormat::Thresholds, false).unwrap(),
+            expected
+        );
+        let expected = PC_GOLDEN;
+        assert_eq!(
+            t.list(None, ListFormat::PersistentConn, false).unwrap(),
+            expected
+        );
+    }
+
+    #[test]
+    fn exact_prints_whole_numbers() {
+        let t = busy_table();
+        let key = VsKey {
+            proto: Proto::Tcp,
+            addr: "192.0.2.100".parse().unwrap(),
+            port: 80,
+        };
+        let l = t.list(Some(&key), ListFormat::Stats, true).unwrap();
+        assert!(l.contains("  8004000 400009000\n"), "{l}");
+        assert!(!l.starts_with("IP Virtual Server"), "{l}");
+    }
+
+    #[test]
+    fn zero_restarts_the_counts_and_deleted_realservers_stay_counted() {
+        let mut t = busy_table();
+        let key = VsKey {
+            proto: Proto::Tcp,
+            addr: "192.0.2.100".parse().unwrap(),
+            port: 80,
+        };
+        // As with ipvsadm, a port different from the service's needs -m (-g forces it).
+        run(&mut t, "-d -t 192.0.2.100:80 -r 10.10.0.12:8080 -m").unwrap();
+        // Retired (a connection still holds it), then gone: the service keeps its counts.
+        let held = t.retired[0].1.state.clone();
+        assert!(!t.reap_retired());
+        assert_eq!(t.service_stats(&key).unwrap().conns, 808);
+        drop(held);
+        assert!(t.reap_retired());
+        assert_eq!(t.service_stats(&key).unwrap().conns, 808);
+        assert_eq!(
+            t.zero(Some(&VsKey { port: 81, ..key })).unwrap_err().msg,
+            "No such service"
+        );
+        t.zero(Some(&key)).unwrap();
+        assert_eq!(t.service_stats(&key).unwrap(), Totals::default());
+        assert_eq!(
+            dest(&t, "tcp 192.0.2.100:80", "10.10.0.11:80").stats(),
+            Totals::default()
+        );
+        // The other service is untouched.
+        let udp = VsKey {
+            proto: Proto::Udp,
+            port: 53,
+            ..key
+        };
+        assert_eq!(t.service_stats(&udp).unwrap().conns, 2);
+        feed(
+            &dest(&t, "tcp 192.0.2.100:80", "10.10.0.11:80").state,
+            [1, 2, 3, 4, 5],
+        );
+        assert_eq!(
+            t.service_stats(&key).unwrap(),
+            Totals {
+                conns: 1,
+                inpkts: 2,
+                outpkts: 3,
+                inbytes: 4,
+                outbytes: 5
+            }
+        );
+        t.zero(None).unwrap();
+        assert_eq!(t.service_stats(&udp).unwrap(), Totals::default());
+    }
+
+    const STATS_GOLDEN: &str = "\
+IP Virtual Server version 1.2.1 (size=4096)
+Prot LocalAddress:Port               Conns   InPkts  OutPkts  InBytes OutBytes
+  -> RemoteAddress:Port
+TCP  192.0.2.100:80                    808     8080     4060  8004000  400009K
+  -> 10.10.0.11:80                     800     8000     4000  8000000  400000K
+  -> 10.10.0.12:8080                     8       80       60     4000     9000
+UDP  192.0.2.100:53                      2        2        0      100        0
+  -> 10.10.0.11:53                       2        2        0      100        0
+";
+    const RATE_GOLDEN: &str = "\
+IP Virtual Server version 1.2.1 (size=4096)
+Prot LocalAddress:Port                 CPS    InPPS   OutPPS    InBPS   OutBPS
+  -> RemoteAddress:Port
+TCP  192.0.2.100:80                    101     1010      507  1000500 50001125
+  -> 10.10.0.11:80                     100     1000      500  1000000 50000000
+  -> 10.10.0.12:8080                     1       10        7      500     1125
+UDP  192.0.2.100:53                      0        0        0       12        0
+  -> 10.10.0.11:53                       0        0        0       12        0
+";
+    const TH_GOLDEN: &str = "\
+IP Virtual Server version 1.2.1 (size=4096)
+Prot LocalAddress:Port            Uthreshold Lthreshold ActiveConn InActConn 
+  -> RemoteAddress:Port
+TCP  192.0.2.100:80 rr
+  -> 10.10.0.11:80                0          0          0          0         
+  -> 10.10.0.12:8080              500        400        0          0         
+UDP  192.0.2.100:53 wlc
+  -> 10.10.0.11:53                0          0          0          0         
+";
+    const PC_GOLDEN: &str = "\
+IP Virtual Server version 1.2.1 (size=4096)
+Prot LocalAddress:Port            Weight    PersistConn ActiveConn InActConn 
+  -> RemoteAddress:Port
+TCP  192.0.2.100:80 rr
+  -> 10.10.0.11:80                1         0           0          0         
+  -> 10.10.0.12:8080              2         0           0          0         
+UDP  192.0.2.100:53 wlc
+  -> 10.10.0.11:53                1         0           0          0         
+";
 }

@@ -299,7 +299,7 @@ impl Dataplane {
                 comp: b.comp,
                 free: b.frames,
                 umem: self.umem.clone(),
-                core: Core::new(tables.clone()),
+                core: Core::for_worker(tables.clone(), me),
                 snapshot: snapshot.clone(),
                 mailboxes: mailboxes.clone(),
                 by_iface: by_iface.clone(),

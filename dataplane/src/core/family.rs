@@ -83,6 +83,7 @@ fn quoted<A>(
     Ok(Parsed {
         l3: l3 as u16,
         l4: l4 as u16,
+        len: (end - l3) as u16,
         proto,
         src: dst,
         dst: src,
@@ -148,6 +149,7 @@ impl Family for Ipv4Addr {
         let mut p = Parsed {
             l3: l3 as u16,
             l4: l4 as u16,
+            len: (end - l3) as u16,
             proto,
             src: Ipv4Addr::from_bits(ip.src()),
             dst: Ipv4Addr::from_bits(ip.dst()),
@@ -265,6 +267,7 @@ impl Family for Ipv6Addr {
         let mut p = Parsed {
             l3: l3 as u16,
             l4: l4 as u16,
+            len: (end - l3) as u16,
             proto,
             src: Ipv6Addr::from(ip.src()),
             dst: Ipv6Addr::from(ip.dst()),

@@ -7,6 +7,7 @@ pub mod conn;
 mod family;
 pub mod sched;
 pub mod service;
+pub mod stats;
 pub mod tcp_state;
 pub mod wheel;
 
@@ -142,6 +143,8 @@ impl CoreStats {
 pub struct Core {
     tables: Arc<Tables>,
     expiry: Expiries,
+    /// This worker's index: its shard of the realservers' counters.
+    worker: usize,
     pub stats: CoreStats,
 }
 
@@ -176,6 +179,8 @@ pub(crate) struct Parsed<A> {
     // Offsets fit in u16 (frames are at most one UMEM frame).
     l3: u16,
     l4: u16,
+    /// The IP packet's length (what the byte counters count).
+    len: u16,
     proto: Proto,
     src: A,
     dst: A,
@@ -231,9 +236,16 @@ pub const EXPIRY_BUDGET: usize = 1024;
 
 impl Core {
     pub fn new(tables: Arc<Tables>) -> Self {
+        Self::for_worker(tables, 0)
+    }
+
+    /// The core of worker number `worker` (it counts in that shard of the realservers'
+    /// counters, see [`stats`]).
+    pub fn for_worker(tables: Arc<Tables>, worker: usize) -> Self {
         Core {
             tables,
             expiry: Expiries::default(),
+            worker,
             stats: CoreStats::default(),
         }
     }
@@ -312,10 +324,11 @@ impl Core {
             proto: p.proto.number(),
         };
         let ex = F::expiry(&mut self.expiry);
-        let action = match lookup(table, ex, now, snap, &key, &p) {
+        let worker = self.worker;
+        let action = match lookup(table, ex, (now, worker), snap, &key, &p) {
             Some(a) => a,
             None if matches!(p.kind, Kind::Plain { .. }) => {
-                let a = new_conn(table, ex, now, snap, frame, &p, rx_iface)?;
+                let a = new_conn(table, ex, (now, worker), snap, frame, &p, rx_iface)?;
                 self.stats.new_conns += 1;
                 a
             }
@@ -467,7 +480,7 @@ fn fragment_ports<A: Addr>(
 fn lookup<A: Addr>(
     table: &ConnTable<A>,
     ex: &mut Expiry<A>,
-    now: Instant,
+    (now, worker): (Instant, usize),
     snap: &Snapshot,
     key: &ConnKey<A>,
     p: &Parsed<A>,
@@ -496,6 +509,7 @@ fn lookup<A: Addr>(
                 Dir::Input
             };
             touch(c, now, snap, dir, p);
+            c.dest.stats.inbound(worker, p.len as u64);
             Action::ToDest {
                 fwd: c.fwd(),
                 daddr: c.daddr,
@@ -509,6 +523,7 @@ fn lookup<A: Addr>(
                 c.clear_no_output();
             }
             touch(c, now, snap, Dir::Output, p);
+            c.dest.stats.outbound(worker, p.len as u64);
             Action::ToClient {
                 vaddr: c.vaddr,
                 vport: c.vport,
@@ -531,7 +546,7 @@ fn lookup<A: Addr>(
 fn new_conn<F: Family>(
     table: &ConnTable<F>,
     ex: &mut Expiry<F>,
-    now: Instant,
+    (now, worker): (Instant, usize),
     snap: &Snapshot,
     frame: &[u8],
     p: &Parsed<F>,
@@ -590,6 +605,8 @@ fn new_conn<F: Family>(
         .insert(conn, at, now)
         .map_err(|_| DropReason::TableFull)?;
     ex.conns.push(at, b);
+    d.state.stats.conn(worker);
+    d.state.stats.inbound(worker, p.len as u64);
     Ok(action)
 }
 

@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
 use super::sched::Scheduler;
+use super::stats::DestCounters;
 use super::tcp_state::TcpState;
 
 /// Index of one of the director's interfaces in [`Snapshot::ifaces`].
@@ -123,6 +124,8 @@ pub struct DestState {
     overload: AtomicBool,
     /// Packed [`NextHop`]; zero until the control thread resolved the realserver's MAC.
     next_hop: AtomicU64,
+    /// Connections, packets and bytes (IPVS `dest->stats`).
+    pub stats: DestCounters,
 }
 
 /// What a connection counts as on its realserver (IPVS `ip_vs_bind_dest`).

@@ -85,6 +85,31 @@ fn nat_syn_is_dnatted_to_a_realserver_with_port_remap() {
 }
 
 #[test]
+fn realserver_counters_count_connections_packets_and_ip_bytes_each_way() {
+    let snap = nat_snap("rr");
+    let svc = snap.service(&svc_key()).unwrap();
+    let rs1 = svc.dests.iter().find(|d| d.addr == RIP1).unwrap();
+    let before = rs1.state.stats.totals();
+    // Worker 3 (past the one shard a test realserver has: it shares shard 0); the totals
+    // add every shard up.
+    let mut c = Core::for_worker(Arc::new(Tables::new(1 << 10)), 3);
+    let mut syn = client_seg(40002, SYN);
+    c.process(t(1), &snap, &mut syn, 0);
+    let mut sa = reply_seg(RIP1, 40002, SYN | ACK);
+    c.process(t(1), &snap, &mut sa, 1);
+    let mut ack = client_seg(40002, ACK);
+    c.process(t(1), &snap, &mut ack, 0);
+    // A segment for no connection counts nowhere.
+    let mut stray = client_seg(40003, ACK);
+    c.process(t(1), &snap, &mut stray, 0);
+    let ip_len = |f: &[u8]| (f.len() - 14) as u64;
+    let t = rs1.state.stats.totals().since(before);
+    assert_eq!((t.conns, t.inpkts, t.outpkts), (1, 2, 1), "{t:?}");
+    assert_eq!(t.inbytes, ip_len(&syn) + ip_len(&ack));
+    assert_eq!(t.outbytes, ip_len(&sa));
+}
+
+#[test]
 fn nat_reply_is_snatted_back_to_the_vip_and_the_client_hop() {
     let mut c = core();
     let snap = nat_snap("rr");
