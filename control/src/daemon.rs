@@ -175,6 +175,12 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
 
     let mut last_tick = StdInstant::now();
     while !sys::stop_requested() {
+        // Once a second on average, whatever the control traffic (the rate estimator counts
+        // on its period being 2 s).
+        if last_tick.elapsed() >= Duration::from_secs(1) {
+            last_tick += Duration::from_secs(1);
+            ctl.housekeeping();
+        }
         match listener.accept() {
             Ok((s, _)) => {
                 let _ = s.set_nonblocking(false);
@@ -189,10 +195,6 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
             }
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
             Err(e) => log::warn!("control socket: {e}"),
-        }
-        if last_tick.elapsed() >= Duration::from_secs(1) {
-            last_tick = StdInstant::now();
-            ctl.housekeeping();
         }
         std::thread::sleep(Duration::from_millis(20));
     }

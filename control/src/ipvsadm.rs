@@ -204,9 +204,8 @@ const TIMEOUT: char = '\u{4}';
 const SORRY: char = '\u{5}';
 const STATS: char = '\u{6}';
 const RATE: char = '\u{7}';
-const EXACT: char = '\u{8}';
-const THRESHOLDS: char = '\u{9}';
-const PERSISTENT_CONN: char = '\u{a}';
+const THRESHOLDS: char = '\u{8}';
+const PERSISTENT_CONN: char = '\u{9}';
 
 /// `-p` takes an optional value: the next argument if it is a number.
 fn optional_value(c: char) -> bool {
@@ -249,7 +248,7 @@ fn long_to_short(name: &str) -> Option<char> {
         "zero" => 'Z',
         "stats" => STATS,
         "rate" => RATE,
-        "exact" => EXACT,
+        "exact" => 'X',
         "thresholds" => THRESHOLDS,
         "persistent-conn" => PERSISTENT_CONN,
         _ => return None,
@@ -457,7 +456,7 @@ pub fn parse(args: &[String]) -> Result<Command, CmdError> {
                 }
                 o.format = Some(f);
             }
-            EXACT => o.exact = true,
+            'X' => o.exact = true,
             't' | 'u' => {
                 if o.service.is_some() {
                     return Err(CmdError::usage("multiple service options specified"));
@@ -949,10 +948,7 @@ mod tests {
             exact,
         };
         assert_eq!(p("-Ln --stats").unwrap(), list(ListFormat::Stats, false));
-        assert_eq!(
-            p("-L -n --rate --exact").unwrap(),
-            list(ListFormat::Rate, true)
-        );
+        assert_eq!(p("-L -n --rate -X").unwrap(), list(ListFormat::Rate, true));
         assert_eq!(
             p("-Ln --thresholds").unwrap(),
             list(ListFormat::Thresholds, false)

@@ -131,6 +131,9 @@ pub struct Table {
     /// Realservers deleted while connections still use them: their replies must still be
     /// steered until the last connection goes (LVS-NAT).
     retired: Vec<(VsKey, DestEntry)>,
+    /// Retired realservers of services deleted since: still steered until unused, but no
+    /// longer counted in or revived by a service of the same key added later.
+    orphans: Vec<(VsKey, DestEntry)>,
     timeouts: Timeouts,
     sched_cfg: SchedConfig,
 }
@@ -186,20 +189,34 @@ impl Table {
         self.services
             .values()
             .flat_map(|s| s.dests.iter().chain(s.sorry.iter()))
-            .chain(self.retired.iter().map(|(_, d)| d))
+            .chain(self.retired.iter().chain(&self.orphans).map(|(_, d)| d))
     }
 
-    /// A realserver state to reuse for (service, addr, port): IPVS takes a deleted realserver
-    /// back from its trash, counters and all.
-    fn revive(&mut self, key: &VsKey, addr: IpAddr, port: u16) -> Arc<DestState> {
+    /// The realserver (service, `spec`'s address and port) as configured now: IPVS takes a
+    /// deleted realserver back from its trash, counters, zero point and rates included.
+    fn revive(&mut self, key: &VsKey, spec: &DestSpec) -> DestEntry {
         match self
             .retired
             .iter()
-            .position(|(k, d)| k == key && d.same(addr, port))
+            .position(|(k, d)| k == key && d.same(spec.addr, spec.port))
         {
-            Some(i) => self.retired.swap_remove(i).1.state,
-            None => Arc::new(DestState::default()),
+            Some(i) => {
+                let mut d = self.retired.swap_remove(i).1;
+                d.update(spec);
+                d
+            }
+            None => DestEntry::new(spec, Arc::new(DestState::default())),
         }
+    }
+
+    /// A service is gone: its retired realservers stay steered while connections use them,
+    /// apart from the table a new service of the same key would use.
+    fn orphan_retired(&mut self, key: Option<&VsKey>) {
+        let (gone, kept) = std::mem::take(&mut self.retired)
+            .into_iter()
+            .partition(|(k, _)| key.is_none_or(|key| key == k));
+        self.retired = kept;
+        self.orphans.extend::<Vec<_>>(gone);
     }
 
     /// Sets a service's `-A`/`-E` options; a replaced sorry server is retired.
@@ -214,10 +231,7 @@ impl Table {
                 if let Some(old) = old {
                     self.retired.push((*key, old));
                 }
-                spec.as_ref().map(|spec| {
-                    let state = self.revive(key, spec.addr, spec.port);
-                    DestEntry::new(spec, state)
-                })
+                spec.as_ref().map(|spec| self.revive(key, spec))
             }
         };
         let svc = self.services.get_mut(key).expect("service exists");
@@ -266,8 +280,12 @@ impl Table {
                     .ok_or_else(|| CmdError::op("No such service"))?;
                 // IPVS drops the connections of a deleted service; nothing to keep steering.
                 drop(svc);
+                self.orphan_retired(Some(key));
             }
-            Command::Clear => self.services.clear(),
+            Command::Clear => {
+                self.services.clear();
+                self.orphan_retired(None);
+            }
             Command::AddDest { key, dest } => {
                 check_thresholds(dest)?;
                 let svc = self
@@ -277,9 +295,9 @@ impl Table {
                 if svc.dests.iter().any(|d| d.same(dest.addr, dest.port)) {
                     return Err(CmdError::op("Destination already exists"));
                 }
-                let state = self.revive(key, dest.addr, dest.port);
+                let d = self.revive(key, dest);
                 let svc = self.services.get_mut(key).expect("checked above");
-                svc.dests.insert(0, DestEntry::new(dest, state));
+                svc.dests.insert(0, d);
                 svc.built = None;
             }
             Command::EditDest { key, dest } => {
@@ -340,7 +358,9 @@ impl Table {
     /// Drops retired realservers no connection uses any more (their counts stay in their
     /// service's); true if any went.
     pub fn reap_retired(&mut self) -> bool {
-        let before = self.retired.len();
+        let before = self.retired.len() + self.orphans.len();
+        self.orphans
+            .retain(|(_, d)| Arc::strong_count(&d.state) > 1);
         let services = &mut self.services;
         self.retired.retain(|(k, d)| {
             let used = Arc::strong_count(&d.state) > 1;
@@ -349,7 +369,7 @@ impl Table {
             }
             used
         });
-        before != self.retired.len()
+        before != self.retired.len() + self.orphans.len()
     }
 
     /// A service's counters (all its realservers', past ones included), not zeroed.
@@ -408,6 +428,10 @@ impl Table {
             for d in s.dests.iter_mut().chain(s.sorry.iter_mut()) {
                 d.zero();
             }
+            // Retired ones too: one added back shows its counts since this zeroing.
+            for (_, d) in self.retired.iter_mut().filter(|(rk, _)| *rk == k) {
+                d.zero();
+            }
         }
         Ok(())
     }
@@ -455,7 +479,12 @@ impl Table {
             .services
             .iter()
             .flat_map(|(k, s)| s.dests.iter().chain(s.sorry.iter()).map(move |d| (k, d)))
-            .chain(self.retired.iter().map(|(k, d)| (k, d)))
+            .chain(
+                self.retired
+                    .iter()
+                    .chain(&self.orphans)
+                    .map(|(k, d)| (k, d)),
+            )
             .filter(|(_, d)| d.fwd == Fwd::Masq)
             .map(|(k, d)| L4Key::ip(d.addr, d.port, proto(k.proto)))
             .collect();
@@ -1104,6 +1133,44 @@ TCP  192.0.2.100:443 mh persistent 300
         );
         t.zero(None).unwrap();
         assert_eq!(t.service_stats(&udp).unwrap(), Totals::default());
+    }
+
+    #[test]
+    fn a_realserver_taken_back_keeps_its_zero_point_and_a_new_service_starts_at_zero() {
+        let mut t = busy_table();
+        let key = VsKey {
+            proto: Proto::Tcp,
+            addr: "192.0.2.100".parse().unwrap(),
+            port: 80,
+        };
+        t.zero(None).unwrap();
+        // Deleted while a connection holds it, then added back: counts since the -Z only.
+        let held = dest(&t, "tcp 192.0.2.100:80", "10.10.0.11:80")
+            .state
+            .clone();
+        run(&mut t, "-d -t 192.0.2.100:80 -r 10.10.0.11:80 -m").unwrap();
+        run(&mut t, "-a -t 192.0.2.100:80 -r 10.10.0.11:80 -m").unwrap();
+        let d = dest(&t, "tcp 192.0.2.100:80", "10.10.0.11:80");
+        assert!(Arc::ptr_eq(&d.state, &held));
+        assert_eq!(d.stats(), Totals::default());
+        // Retired again, then the service goes and comes back: the new one starts at zero,
+        // and the old realserver is still steered while the connection lasts.
+        run(&mut t, "-d -t 192.0.2.100:80 -r 10.10.0.11:80 -m").unwrap();
+        run(&mut t, "-D -t 192.0.2.100:80").unwrap();
+        run(&mut t, "-A -t 192.0.2.100:80 -s rr").unwrap();
+        run(&mut t, "-a -t 192.0.2.100:80 -r 10.10.0.11:80 -m").unwrap();
+        let d = dest(&t, "tcp 192.0.2.100:80", "10.10.0.11:80");
+        assert!(!Arc::ptr_eq(&d.state, &held));
+        assert_eq!(t.service_stats(&key).unwrap(), Totals::default());
+        assert_eq!(
+            t.all_dests()
+                .filter(|d| Arc::ptr_eq(&d.state, &held))
+                .count(),
+            1
+        );
+        drop(held);
+        assert!(t.reap_retired());
+        assert_eq!(t.service_stats(&key).unwrap(), Totals::default());
     }
 
     const STATS_GOLDEN: &str = "\

@@ -359,7 +359,8 @@ impl Core {
     /// [`Prefetch::Chains`] for every frame, then processes them: the batch's cache misses
     /// (two dependent ones per lookup in a large table) overlap instead of queueing. Only
     /// untagged TCP/UDP over IPv4 without options or IPv6 without extension headers is looked
-    /// at; anything else is just processed. Reads nothing but the frame's headers.
+    /// at; anything else is just processed. Writes nothing; the `Chains` stage reads the
+    /// bucket heads (which the `Heads` stage should have brought into the cache).
     #[inline]
     pub fn prefetch(&self, frame: &[u8], stage: Prefetch) {
         fn go<A: Addr>(
