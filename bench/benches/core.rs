@@ -4,8 +4,8 @@
 
 use criterion::{BatchSize, Criterion, Throughput, black_box, criterion_group, criterion_main};
 use xlvs_bench::*;
+use xlvs_dataplane::core::Instant;
 use xlvs_dataplane::core::service::Fwd;
-use xlvs_dataplane::core::{Instant, Prefetch};
 use xlvs_dataplane::wire::tcp::SYN;
 
 const FLOWS: u32 = 10_000;
@@ -35,7 +35,6 @@ fn established_nat(c: &mut Criterion) {
             })
         });
         // The same, a batch at a time with the table loads started first, as a worker does.
-        const BATCH: usize = 32;
         let mut bufs = [[0u8; 64]; BATCH];
         g.throughput(Throughput::Elements(BATCH as u64));
         g.bench_function(format!("{name}_client_to_server_batched"), |b| {
@@ -45,14 +44,7 @@ fn established_nat(c: &mut Criterion) {
                     i = next(i, frames.len());
                     buf[..f.len()].copy_from_slice(f);
                 }
-                for stage in [Prefetch::Heads, Prefetch::Chains] {
-                    for buf in &bufs {
-                        core.prefetch(buf, stage);
-                    }
-                }
-                for buf in bufs.iter_mut() {
-                    black_box(core.process(Instant(2), &snap, buf, 0));
-                }
+                process_batch(&mut core, &snap, Instant(2), &mut bufs);
             })
         });
         g.throughput(Throughput::Elements(1));
@@ -100,7 +92,6 @@ fn new_connections(c: &mut Criterion) {
         )
     });
     // A batch of SYNs with the table loads started first, as a worker does.
-    const BATCH: usize = 32;
     g.throughput(Throughput::Elements(BATCH as u64));
     g.bench_function("nat_syn_batched", |b| {
         b.iter_batched(
@@ -113,16 +104,7 @@ fn new_connections(c: &mut Criterion) {
                     f
                 })
             },
-            |mut bufs| {
-                for stage in [Prefetch::Heads, Prefetch::Chains] {
-                    for buf in &bufs {
-                        core.prefetch(buf, stage);
-                    }
-                }
-                for buf in bufs.iter_mut() {
-                    black_box(core.process(Instant(1), &snap, buf, 0));
-                }
-            },
+            |mut bufs| process_batch(&mut core, &snap, Instant(1), &mut bufs),
             BatchSize::SmallInput,
         )
     });
@@ -156,7 +138,6 @@ fn conn_table_size(c: &mut Criterion) {
         });
         // As a worker does it: a batch of frames, the table loads of all of them started
         // (`Core::prefetch`) before the first is processed.
-        const BATCH: usize = 32;
         let mut bufs = [[0u8; 64]; BATCH];
         g.throughput(Throughput::Elements(BATCH as u64));
         g.bench_function(format!("nat_lookup_{flows}_batched"), |b| {
@@ -166,14 +147,7 @@ fn conn_table_size(c: &mut Criterion) {
                     let f = &frames[i];
                     buf[..f.len()].copy_from_slice(f);
                 }
-                for stage in [Prefetch::Heads, Prefetch::Chains] {
-                    for buf in &bufs {
-                        core.prefetch(buf, stage);
-                    }
-                }
-                for buf in bufs.iter_mut() {
-                    black_box(core.process(Instant(2), &snap, buf, 0));
-                }
+                process_batch(&mut core, &snap, Instant(2), &mut bufs);
             })
         });
     }

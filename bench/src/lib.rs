@@ -66,3 +66,15 @@ pub fn established(core: &mut Core, snap: &Snapshot, i: u32) -> (Vec<u8>, Vec<u8
     );
     (client_frame(i, ACK), reply)
 }
+
+/// Frames a batched benchmark processes at a time.
+pub const BATCH: usize = 32;
+
+/// Forwards a batch the way a worker does: the table loads of every frame started
+/// (`Core::prefetch`) before the first is processed.
+pub fn process_batch(core: &mut Core, snap: &Snapshot, now: Instant, bufs: &mut [[u8; 64]]) {
+    core.prefetch(bufs.iter().map(|b| &b[..]));
+    for buf in bufs.iter_mut() {
+        std::hint::black_box(core.process(now, snap, buf, 0));
+    }
+}

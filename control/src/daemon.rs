@@ -77,13 +77,18 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
     if !sched::is_prime(cfg.sched.mh_table_size) {
         bail!("--mh-table-size {} is not a prime", cfg.sched.mh_table_size);
     }
+    let specs: Vec<IfaceSpec> = ifaces
+        .iter()
+        .enumerate()
+        .map(|(i, f)| IfaceSpec {
+            id: i as u8,
+            name: f.name.clone(),
+            queues: f.rx_queues.min(xlvs_common::MAX_QUEUES),
+        })
+        .collect();
     // One worker per (interface, RX queue): each counts in its own shard of every
     // realserver's counters, so the shards must exist before the first realserver does.
-    let workers: u32 = ifaces
-        .iter()
-        .map(|f| f.rx_queues.min(xlvs_common::MAX_QUEUES))
-        .sum();
-    stats::set_shards(workers as usize);
+    stats::set_shards(specs.iter().map(|s| s.queues as usize).sum());
     let mut table = Table::new(cfg.sched);
     if let Some(path) = &cfg.rules {
         let text = std::fs::read_to_string(path)
@@ -104,15 +109,6 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
     sys::raise_memlock();
 
     let mut steering = xdp::XdpSteering::load()?;
-    let specs: Vec<IfaceSpec> = ifaces
-        .iter()
-        .enumerate()
-        .map(|(i, f)| IfaceSpec {
-            id: i as u8,
-            name: f.name.clone(),
-            queues: f.rx_queues.min(xlvs_common::MAX_QUEUES),
-        })
-        .collect();
     let dp = Dataplane::bind(&specs, cfg.xsk).map_err(|e| anyhow::anyhow!("{e}"))?;
     for (id, q, fd) in dp.sockets() {
         steering.set_socket(id as u32, q, fd)?;

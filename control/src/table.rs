@@ -860,11 +860,7 @@ TCP  192.0.2.100:443 mh persistent 300
                 .msg,
             "lower threshold is higher than upper threshold"
         );
-        let key = VsKey {
-            proto: Proto::Tcp,
-            addr: "192.0.2.100".parse().unwrap(),
-            port: 80,
-        };
+        let key = vs("tcp 192.0.2.100:80");
         let st = t.services[&key].dests[1].state.clone();
         run(&mut t, "-e -t 192.0.2.100:80 -r 10.10.0.11:80 -m -x 1").unwrap();
         st.bind(xlvs_dataplane::core::service::Binding::Active);
@@ -922,11 +918,7 @@ TCP  192.0.2.100:443 mh persistent 300
     #[test]
     fn newest_dest_is_first_in_ipvs_order_and_states_survive_edits() {
         let mut t = table();
-        let key = VsKey {
-            proto: Proto::Tcp,
-            addr: "192.0.2.100".parse().unwrap(),
-            port: 80,
-        };
+        let key = vs("tcp 192.0.2.100:80");
         let svc = &t.services[&key];
         assert_eq!(svc.dests[0].port, 8080, "last added is first");
         let st = svc.dests[1].state.clone();
@@ -948,16 +940,8 @@ TCP  192.0.2.100:443 mh persistent 300
         let a = t.snapshot(&[]);
         run(&mut t, "-e -u 192.0.2.100:53 -r 10.10.0.11:53 -g -w 3").unwrap();
         let b = t.snapshot(&[]);
-        let tcp = VsKey {
-            proto: Proto::Tcp,
-            addr: "192.0.2.100".parse().unwrap(),
-            port: 80,
-        };
-        let udp = VsKey {
-            proto: Proto::Udp,
-            ..tcp
-        };
-        let udp = VsKey { port: 53, ..udp };
+        let tcp = vs("tcp 192.0.2.100:80");
+        let udp = vs("udp 192.0.2.100:53");
         assert!(Arc::ptr_eq(&a.services[&tcp], &b.services[&tcp]));
         assert!(!Arc::ptr_eq(&a.services[&udp], &b.services[&udp]));
     }
@@ -965,11 +949,7 @@ TCP  192.0.2.100:443 mh persistent 300
     #[test]
     fn deleted_nat_dest_stays_steered_while_connections_use_it() {
         let mut t = table();
-        let key = VsKey {
-            proto: Proto::Tcp,
-            addr: "192.0.2.100".parse().unwrap(),
-            port: 80,
-        };
+        let key = vs("tcp 192.0.2.100:80");
         let held = t.services[&key].dests[1].state.clone(); // 10.10.0.11:80, as a connection would
         run(&mut t, "-d -t 192.0.2.100:80 -r 10.10.0.11:80").unwrap();
         let (_, reals) = t.steer_keys();
@@ -994,10 +974,11 @@ TCP  192.0.2.100:443 mh persistent 300
         }
     }
 
-    fn dest<'t>(t: &'t Table, svc: &str, rs: &str) -> &'t DestEntry {
+    /// A service key from `"tcp ADDR:PORT"` or `"udp ADDR:PORT"`.
+    fn vs(svc: &str) -> VsKey {
         let (proto, addr) = svc.split_once(' ').unwrap();
         let sa: SocketAddr = addr.parse().unwrap();
-        let key = VsKey {
+        VsKey {
             proto: if proto == "tcp" {
                 Proto::Tcp
             } else {
@@ -1005,9 +986,12 @@ TCP  192.0.2.100:443 mh persistent 300
             },
             addr: sa.ip(),
             port: sa.port(),
-        };
+        }
+    }
+
+    fn dest<'t>(t: &'t Table, svc: &str, rs: &str) -> &'t DestEntry {
         let rs: SocketAddr = rs.parse().unwrap();
-        t.services[&key]
+        t.services[&vs(svc)]
             .dests
             .iter()
             .find(|d| d.same(rs.ip(), rs.port()))
@@ -1073,11 +1057,7 @@ TCP  192.0.2.100:443 mh persistent 300
     #[test]
     fn exact_prints_whole_numbers() {
         let t = busy_table();
-        let key = VsKey {
-            proto: Proto::Tcp,
-            addr: "192.0.2.100".parse().unwrap(),
-            port: 80,
-        };
+        let key = vs("tcp 192.0.2.100:80");
         let l = t.list(Some(&key), ListFormat::Stats, true).unwrap();
         assert!(l.contains("  8004000 400009000\n"), "{l}");
         assert!(!l.starts_with("IP Virtual Server"), "{l}");
@@ -1086,11 +1066,7 @@ TCP  192.0.2.100:443 mh persistent 300
     #[test]
     fn zero_restarts_the_counts_and_deleted_realservers_stay_counted() {
         let mut t = busy_table();
-        let key = VsKey {
-            proto: Proto::Tcp,
-            addr: "192.0.2.100".parse().unwrap(),
-            port: 80,
-        };
+        let key = vs("tcp 192.0.2.100:80");
         // As with ipvsadm, a port different from the service's needs -m (-g forces it).
         run(&mut t, "-d -t 192.0.2.100:80 -r 10.10.0.12:8080 -m").unwrap();
         // Retired (a connection still holds it), then gone: the service keeps its counts.
@@ -1111,11 +1087,7 @@ TCP  192.0.2.100:443 mh persistent 300
             Totals::default()
         );
         // The other service is untouched.
-        let udp = VsKey {
-            proto: Proto::Udp,
-            port: 53,
-            ..key
-        };
+        let udp = vs("udp 192.0.2.100:53");
         assert_eq!(t.service_stats(&udp).unwrap().conns, 2);
         feed(
             &dest(&t, "tcp 192.0.2.100:80", "10.10.0.11:80").state,
@@ -1138,11 +1110,7 @@ TCP  192.0.2.100:443 mh persistent 300
     #[test]
     fn a_realserver_taken_back_keeps_its_zero_point_and_a_new_service_starts_at_zero() {
         let mut t = busy_table();
-        let key = VsKey {
-            proto: Proto::Tcp,
-            addr: "192.0.2.100".parse().unwrap(),
-            port: 80,
-        };
+        let key = vs("tcp 192.0.2.100:80");
         t.zero(None).unwrap();
         // Deleted while a connection holds it, then added back: counts since the -Z only.
         let held = dest(&t, "tcp 192.0.2.100:80", "10.10.0.11:80")

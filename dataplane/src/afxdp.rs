@@ -25,7 +25,7 @@ use xsk_rs::{CompQueue, FillQueue, FrameDesc, RxQueue, Socket, TxQueue, Umem};
 
 use crate::core::conn::Tables;
 use crate::core::service::{IfaceId, Snapshot};
-use crate::core::{Core, CoreStats, DropReason, Instant, Prefetch, Verdict};
+use crate::core::{Core, CoreStats, DropReason, Instant, Verdict};
 
 /// Frames per RX/TX batch.
 pub const BATCH: usize = 64;
@@ -480,13 +480,13 @@ impl Worker {
                 busy = true;
                 let snap = self.snapshot.load();
                 // Start the batch's connection-table loads before the first lookup needs one.
-                for stage in [Prefetch::Heads, Prefetch::Chains] {
-                    for d in &rx_descs[..n] {
-                        // Safety: as below; read only.
-                        let data = unsafe { self.umem.data(d) };
-                        self.core.prefetch(data.contents(), stage);
-                    }
-                }
+                let umem = &self.umem;
+                // Safety: as below; read only.
+                self.core.prefetch(
+                    rx_descs[..n]
+                        .iter()
+                        .map(|d| unsafe { umem.data(d) }.contents()),
+                );
                 for d in rx_descs[..n].iter_mut() {
                     let verdict = {
                         // Safety: `d` is a frame we own (just received), in this UMEM.

@@ -47,7 +47,43 @@ fn l4_proto(p: IpProtocol) -> Option<Proto> {
     }
 }
 
+/// A TCP or UDP packet at `l4` (IP header at `l3`, packet up to `end`), given its IP header's
+/// fields: a non-first fragment (`offset` ≠ 0) carries no ports; a packet or first fragment
+/// has its ports (and TCP flags) read.
+#[inline(always)]
+fn transport<A>(
+    frame: &[u8],
+    (l3, l4, end): (usize, usize, usize),
+    proto: Proto,
+    (src, dst, ttl): (A, A, u8),
+    (offset, more_frags, ident): (u16, bool, u32),
+) -> Result<Parsed<A>, DropReason> {
+    let mut p = Parsed {
+        l3: l3 as u16,
+        l4: l4 as u16,
+        len: (end - l3) as u16,
+        proto,
+        src,
+        dst,
+        sport: 0,
+        dport: 0,
+        tcp_flags: 0,
+        ttl,
+        kind: Kind::Fragment { ident },
+    };
+    if offset != 0 {
+        return Ok(p);
+    }
+    p.kind = Kind::Plain {
+        first_frag: more_frags,
+        ident,
+    };
+    read_ports(frame, end, &mut p)?;
+    Ok(p)
+}
+
 /// Reads the ports (and TCP flags) of a packet or first fragment.
+#[inline(always)]
 fn read_ports<A>(frame: &[u8], end: usize, p: &mut Parsed<A>) -> Result<(), DropReason> {
     let l4_buf = frame.get(p.l4 as usize..end).ok_or(DropReason::Malformed)?;
     match p.proto {
@@ -145,29 +181,17 @@ impl Family for Ipv4Addr {
             }
             p => l4_proto(p).ok_or(DropReason::NotTcpUdp)?,
         };
-        let ident = ip.ident() as u32;
-        let mut p = Parsed {
-            l3: l3 as u16,
-            l4: l4 as u16,
-            len: (end - l3) as u16,
+        transport(
+            frame,
+            (l3, l4, end),
             proto,
-            src: Ipv4Addr::from_bits(ip.src()),
-            dst: Ipv4Addr::from_bits(ip.dst()),
-            sport: 0,
-            dport: 0,
-            tcp_flags: 0,
-            ttl: ip.ttl(),
-            kind: Kind::Fragment { ident },
-        };
-        if ip.frag_offset() != 0 {
-            return Ok(p);
-        }
-        p.kind = Kind::Plain {
-            first_frag: ip.more_frags(),
-            ident,
-        };
-        read_ports(frame, end, &mut p)?;
-        Ok(p)
+            (
+                Ipv4Addr::from_bits(ip.src()),
+                Ipv4Addr::from_bits(ip.dst()),
+                ip.ttl(),
+            ),
+            (ip.frag_offset(), ip.more_frags(), ip.ident() as u32),
+        )
     }
 
     fn dec_ttl(l3: &mut [u8]) -> Result<(), DropReason> {
@@ -263,29 +287,17 @@ impl Family for Ipv6Addr {
             }
             p => l4_proto(p).ok_or(DropReason::NotTcpUdp)?,
         };
-        let (offset, more, ident) = frag.unwrap_or((0, false, 0));
-        let mut p = Parsed {
-            l3: l3 as u16,
-            l4: l4 as u16,
-            len: (end - l3) as u16,
+        transport(
+            frame,
+            (l3, l4, end),
             proto,
-            src: Ipv6Addr::from(ip.src()),
-            dst: Ipv6Addr::from(ip.dst()),
-            sport: 0,
-            dport: 0,
-            tcp_flags: 0,
-            ttl: ip.hop_limit(),
-            kind: Kind::Fragment { ident },
-        };
-        if offset != 0 {
-            return Ok(p);
-        }
-        p.kind = Kind::Plain {
-            first_frag: more,
-            ident,
-        };
-        read_ports(frame, end, &mut p)?;
-        Ok(p)
+            (
+                Ipv6Addr::from(ip.src()),
+                Ipv6Addr::from(ip.dst()),
+                ip.hop_limit(),
+            ),
+            frag.unwrap_or((0, false, 0)),
+        )
     }
 
     fn dec_ttl(l3: &mut [u8]) -> Result<(), DropReason> {

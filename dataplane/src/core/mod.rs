@@ -221,9 +221,9 @@ enum Action<A> {
     ToClient { vaddr: A, vport: u16, hop: NextHop },
 }
 
-/// The stages of [`Core::prefetch`].
+/// The passes of [`Core::prefetch`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Prefetch {
+enum Prefetch {
     /// The bucket heads.
     Heads,
     /// The first connection of each bucket (its head should have arrived by now).
@@ -282,13 +282,7 @@ impl Core {
         frame: &mut [u8],
         rx_iface: IfaceId,
     ) -> Result<IfaceId, DropReason> {
-        // Untagged IPv4, the common case, in one comparison.
-        let (ethertype, l3) = if frame.get(12..14) == Some(&[0x08, 0x00]) {
-            (ethernet::EtherType::Ipv4, ethernet::HEADER_LEN)
-        } else {
-            let eth = ethernet::Frame::new_checked(&*frame)?;
-            (eth.ethertype(), eth.payload_offset())
-        };
+        let (ethertype, l3) = ethernet::payload(frame)?;
         match ethertype {
             ethernet::EtherType::Ipv4 => {
                 let p = Ipv4Addr::parse(frame, l3)?;
@@ -354,15 +348,23 @@ impl Core {
         Ok(out)
     }
 
-    /// Hints the CPU to load the connection-table memory [`Core::process`] will read for
-    /// `frame`. A worker calls it with [`Prefetch::Heads`] for every frame of a batch, then with
-    /// [`Prefetch::Chains`] for every frame, then processes them: the batch's cache misses
-    /// (two dependent ones per lookup in a large table) overlap instead of queueing. Only
-    /// untagged TCP/UDP over IPv4 without options or IPv6 without extension headers is looked
-    /// at; anything else is just processed. Writes nothing; the `Chains` stage reads the
-    /// bucket heads (which the `Heads` stage should have brought into the cache).
+    /// Hints the CPU to load the connection-table memory [`Core::process`] will read for each
+    /// of a batch of frames, before the batch is processed: first the bucket heads of every
+    /// frame, then the first connection of each bucket, so the batch's cache misses (two
+    /// dependent ones per lookup in a large table) overlap instead of queueing. Only TCP/UDP
+    /// over IPv4 without options or IPv6 without extension headers (one VLAN tag allowed) is
+    /// looked at; anything else is just processed. Writes nothing; the second pass reads the bucket heads
+    /// the first one brought into the cache.
+    pub fn prefetch<'f>(&self, frames: impl Iterator<Item = &'f [u8]> + Clone) {
+        for stage in [Prefetch::Heads, Prefetch::Chains] {
+            for f in frames.clone() {
+                self.prefetch_frame(f, stage);
+            }
+        }
+    }
+
     #[inline]
-    pub fn prefetch(&self, frame: &[u8], stage: Prefetch) {
+    fn prefetch_frame(&self, frame: &[u8], stage: Prefetch) {
         fn go<A: Addr>(
             t: &ConnTable<A>,
             proto: u8,
@@ -387,18 +389,25 @@ impl Core {
             );
             matches!(proto, 6 | 17).then_some(ports)
         };
-        match frame.get(12..14) {
-            Some([0x08, 0x00]) => {
-                let Some(ip) = frame.get(14..34) else { return };
-                let Some((sp, dp)) = l4(34, ip[9]).filter(|_| ip[0] == 0x45) else {
+        let Ok((ethertype, l3)) = ethernet::payload(frame) else {
+            return;
+        };
+        match ethertype {
+            ethernet::EtherType::Ipv4 => {
+                let Some(ip) = frame.get(l3..l3 + 20) else {
+                    return;
+                };
+                let Some((sp, dp)) = l4(l3 + 20, ip[9]).filter(|_| ip[0] == 0x45) else {
                     return;
                 };
                 let a = |at: usize| Ipv4Addr::new(ip[at], ip[at + 1], ip[at + 2], ip[at + 3]);
                 go(&self.tables.v4, ip[9], (a(12), sp), (a(16), dp), stage);
             }
-            Some([0x86, 0xdd]) => {
-                let Some(ip) = frame.get(14..54) else { return };
-                let Some((sp, dp)) = l4(54, ip[6]) else {
+            ethernet::EtherType::Ipv6 => {
+                let Some(ip) = frame.get(l3..l3 + 40) else {
+                    return;
+                };
+                let Some((sp, dp)) = l4(l3 + 40, ip[6]) else {
                     return;
                 };
                 let a = |at: usize| {

@@ -34,11 +34,6 @@ pub fn compute(data: &[u8]) -> u16 {
     !fold(sum(data, 0))
 }
 
-/// Sum of the IPv4 pseudo-header for TCP/UDP.
-pub fn pseudo_v4(src: u32, dst: u32, proto: u8, l4_len: u16) -> u32 {
-    (src >> 16) + (src & 0xffff) + (dst >> 16) + (dst & 0xffff) + proto as u32 + l4_len as u32
-}
-
 /// RFC 1624 eq. 3, `HC' = ~(~HC + ~m + m')`, with `delta` the unfolded sum of `~m + m'` over
 /// every changed word (from [`delta16`], [`delta32`], [`delta128`], added together): one fold
 /// for any number of changed fields.
@@ -74,24 +69,6 @@ pub fn delta128(old: u128, new: u128) -> u32 {
 /// in the IPv4 header: `m' = m − 0x100`, so `~m + m' = 0xffff − 0x100`.
 pub const TTL_DEC: u32 = 0xfeff;
 
-/// RFC 1624 eq. 3 for one 16-bit word changing from `old` to `new`.
-#[inline(always)]
-pub fn update16(check: u16, old: u16, new: u16) -> u16 {
-    apply(check, delta16(old, new))
-}
-
-/// RFC 1624 eq. 3 for a 32-bit field (two words) changing from `old` to `new`.
-#[inline(always)]
-pub fn update32(check: u16, old: u32, new: u32) -> u16 {
-    apply(check, delta32(old, new))
-}
-
-/// RFC 1624 eq. 3 for a 16-byte field (an IPv6 address) changing from `old` to `new`.
-#[inline(always)]
-pub fn update128(check: u16, old: u128, new: u128) -> u16 {
-    apply(check, delta128(old, new))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -119,7 +96,7 @@ mod tests {
         let old = u128::from_be_bytes(data[8..24].try_into().unwrap());
         let new = 0x2001_0db8_0000_0000_0000_0000_dead_beef_u128;
         data[8..24].copy_from_slice(&new.to_be_bytes());
-        assert_eq!(update128(c, old, new), compute(&data));
+        assert_eq!(apply(c, delta128(old, new)), compute(&data));
     }
 
     #[test]
@@ -133,7 +110,7 @@ mod tests {
         let old = u32::from_be_bytes([data[16], data[17], data[18], data[19]]);
         let new: u32 = 0xc0a8_0101;
         data[16..20].copy_from_slice(&new.to_be_bytes());
-        let inc = update32(c, old, new);
+        let inc = apply(c, delta32(old, new));
         data[10..12].copy_from_slice(&[0, 0]);
         assert_eq!(inc, compute(&data));
     }

@@ -99,6 +99,17 @@ impl<T: AsRef<[u8]>> Frame<T> {
     }
 }
 
+/// The EtherType of the frame's payload and the payload's offset, past one 802.1Q tag if there
+/// is one. Untagged IPv4, the common case, costs one comparison.
+#[inline]
+pub fn payload(buf: &[u8]) -> Result<(EtherType, usize), Error> {
+    if buf.get(field::ETHERTYPE..field::ETHERTYPE + 2) == Some(&[0x08, 0x00]) {
+        return Ok((EtherType::Ipv4, HEADER_LEN));
+    }
+    let f = Frame::new_checked(buf)?;
+    Ok((f.ethertype(), f.payload_offset()))
+}
+
 impl<T: AsRef<[u8]> + AsMut<[u8]>> Frame<T> {
     pub fn set_dst(&mut self, mac: [u8; 6]) {
         self.buf.as_mut()[field::DST].copy_from_slice(&mac);
