@@ -18,6 +18,8 @@ APT_PACKAGES=(
   nginx-light curl wrk apache2-utils socat tshark netcat-openbsd
   # baselines and tools for later issues
   nftables conntrack
+  # promtool checks the metrics exposition
+  prometheus
 )
 
 missing=()
@@ -41,7 +43,7 @@ else
 fi
 
 # Make sure no packaged daemon is running on the host (we run our own in netns).
-for svc in nginx; do
+for svc in nginx prometheus; do
   if pgrep -x "$svc" >/dev/null 2>&1 && [ -f "/run/$svc.pid" ]; then
     kill "$(cat "/run/$svc.pid")" 2>/dev/null || true
   fi

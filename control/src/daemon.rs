@@ -17,13 +17,13 @@ use xlvs_dataplane::afxdp::{self, Dataplane, IfaceSpec, WorkerHandle, XskConfig}
 use xlvs_dataplane::core::DropReason;
 use xlvs_dataplane::core::conn::Tables;
 use xlvs_dataplane::core::sched::{self, SchedConfig};
-use xlvs_dataplane::core::service::{IfaceInfo, NextHop, Snapshot};
+use xlvs_dataplane::core::service::{DestState, IfaceInfo, NextHop, Snapshot};
 use xlvs_dataplane::core::stats;
 
 use crate::admin::{self, Response};
 use crate::ipvsadm::{self, CmdError, Command};
 use crate::table::Table;
-use crate::{neigh, stats as rates, sys, xdp};
+use crate::{conns, neigh, stats as rates, sys, xdp};
 
 /// xlvsd's settings.
 #[derive(Clone, Debug)]
@@ -52,6 +52,8 @@ struct Control {
     xdp: xdp::XdpSteering,
     workers: Vec<WorkerHandle>,
     tick: u64,
+    /// `--rules`: re-read on SIGHUP.
+    rules: Option<PathBuf>,
 }
 
 /// Runs xlvsd until SIGINT/SIGTERM.
@@ -91,19 +93,7 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
     stats::set_shards(specs.iter().map(|s| s.queues as usize).sum());
     let mut table = Table::new(cfg.sched);
     if let Some(path) = &cfg.rules {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("reading rules file {}", path.display()))?;
-        let cmds =
-            ipvsadm::parse_rules(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-        table.apply_all(&cmds).map_err(|(i, e)| {
-            anyhow::anyhow!(
-                "{}: command {} ({:?}): {}",
-                path.display(),
-                i + 1,
-                cmds[i],
-                e.msg
-            )
-        })?;
+        table = load_rules(&table, path)?;
     }
     sys::install_signal_handlers();
     sys::raise_memlock();
@@ -142,6 +132,7 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
         xdp: steering,
         workers,
         tick: 0,
+        rules: cfg.rules.clone(),
     };
     ctl.resolve_neighbours(true);
     ctl.publish()?;
@@ -177,12 +168,15 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
             last_tick += Duration::from_secs(1);
             ctl.housekeeping();
         }
+        if sys::reload_requested() {
+            ctl.reload();
+        }
         match listener.accept() {
             Ok((s, _)) => {
                 let _ = s.set_nonblocking(false);
                 match admin::read_request(&s) {
                     Ok(req) => {
-                        let resp = ctl.execute(&req.args);
+                        let resp = ctl.execute(&req.args, req.input.as_deref());
                         let _ = admin::write_response(&s, &resp);
                     }
                     Err(e) => log::warn!("bad control request: {e}"),
@@ -291,19 +285,130 @@ impl Control {
         })
     }
 
-    /// Executes one xlvsadm command line.
-    fn execute(&mut self, args: &[String]) -> Response {
+    /// SIGHUP: re-reads `--rules` and applies only what changed. A file that cannot be read,
+    /// parsed or applied changes nothing; the log says why and where.
+    fn reload(&mut self) {
+        let Some(path) = self.rules.clone() else {
+            log::warn!("SIGHUP: no --rules file to reload");
+            return;
+        };
+        let target = match load_rules(&self.table, &path) {
+            Ok(t) => t,
+            Err(e) => {
+                log::error!("reload failed, nothing changed: {e:#}");
+                return;
+            }
+        };
+        let diff = self.table.diff(&target);
+        if diff.is_empty() {
+            log::info!("reload of {}: no change", path.display());
+            return;
+        }
+        if let Err((i, e)) = self.table.apply_all(&diff) {
+            log::error!(
+                "reload failed, nothing changed: {}: applying {:?}: {}",
+                path.display(),
+                diff[i],
+                e.msg
+            );
+            return;
+        }
+        self.changed(diff.iter().any(|c| {
+            matches!(
+                c,
+                Command::AddDest { .. } | Command::EditDest { .. } | Command::AddService { .. }
+            )
+        }));
+        log::info!(
+            "reload of {}: {} change(s) applied",
+            path.display(),
+            diff.len()
+        );
+        for c in &diff {
+            log::info!("  {c:?}");
+        }
+    }
+
+    /// After the table changed: resolve new realservers' next hops, then publish.
+    fn changed(&mut self, new_dests: bool) -> Option<CmdError> {
+        if new_dests {
+            self.resolve_neighbours(true);
+        }
+        self.publish().err().map(|e| {
+            log::error!("updating the XDP maps: {e:#}");
+            CmdError::op(format!("applied, but updating the XDP maps failed: {e:#}"))
+        })
+    }
+
+    /// Executes one xlvsadm command line (`input`: its standard input, for `-R`).
+    fn execute(&mut self, args: &[String], input: Option<&str>) -> Response {
         let cmd = match ipvsadm::parse(args) {
             Ok(c) => c,
             Err(e) => return err(e),
         };
         let out = match &cmd {
             Command::List {
-                key, format, exact, ..
-            } => match self.table.list(key.as_ref(), *format, *exact) {
-                Ok(s) => s,
-                Err(e) => return err(e),
-            },
+                key,
+                format,
+                exact,
+                json,
+                ..
+            } => {
+                let r = if *json {
+                    self.table
+                        .list_json(key.as_ref())
+                        .map(|v| format!("{v:#}\n"))
+                } else {
+                    self.table.list(key.as_ref(), *format, *exact)
+                };
+                match r {
+                    Ok(s) => s,
+                    Err(e) => return err(e),
+                }
+            }
+            Command::ListConns { persistent, json } => {
+                let dests: Vec<(Arc<DestState>, IpAddr, u16)> = self
+                    .table
+                    .all_dests()
+                    .map(|d| (d.state.clone(), d.addr, d.port))
+                    .collect();
+                let dest_of = |s: &Arc<DestState>| {
+                    dests
+                        .iter()
+                        .find(|(d, _, _)| Arc::ptr_eq(d, s))
+                        .map(|(_, a, p)| (*a, *p))
+                };
+                let entries = conns::entries(&self.conns, afxdp::now(), &dest_of);
+                if *json {
+                    format!("{:#}\n", conns::json(&entries))
+                } else {
+                    conns::text(&entries, *persistent)
+                }
+            }
+            // No connection sync daemon runs yet: ipvsadm prints nothing then.
+            Command::ListDaemon => String::new(),
+            Command::Restore => {
+                let rules = match ipvsadm::parse_rules_numbered(input.unwrap_or_default()) {
+                    Ok(r) => r,
+                    Err(e) => {
+                        return err(CmdError {
+                            msg: e.to_string(),
+                            ..e.error
+                        });
+                    }
+                };
+                if let Err(e) = self.table.apply_rules(&rules) {
+                    return err(CmdError {
+                        msg: format!("{e}; nothing restored"),
+                        ..e.error
+                    });
+                }
+                if let Some(e) = self.changed(true) {
+                    return err(e);
+                }
+                log::info!("restored {} rule(s)", rules.len());
+                String::new()
+            }
             Command::Zero { key } => match self.table.zero(key.as_ref()) {
                 Ok(()) => String::new(),
                 Err(e) => return err(e),
@@ -324,16 +429,15 @@ impl Control {
                 env!("CARGO_PKG_VERSION")
             ),
             _ => {
-                if let Err(e) = self.table.apply(&cmd) {
+                if let Err((_, e)) = self.table.apply_all(std::slice::from_ref(&cmd)) {
                     return err(e);
                 }
-                if matches!(cmd, Command::AddDest { .. } | Command::EditDest { .. }) {
-                    self.resolve_neighbours(true);
-                }
-                if let Err(e) = self.publish() {
-                    return err(CmdError::op(format!(
-                        "applied, but updating the XDP maps failed: {e:#}"
-                    )));
+                let new_dests = matches!(
+                    cmd,
+                    Command::AddDest { .. } | Command::EditDest { .. } | Command::AddService { .. }
+                );
+                if let Some(e) = self.changed(new_dests) {
+                    return err(e);
                 }
                 log::info!("applied: {}", args.join(" "));
                 String::new()
@@ -391,6 +495,18 @@ impl Control {
         let _ = writeln!(s, "Connections: {}", self.conns.len());
         s
     }
+}
+
+/// A table with the rules of `path` applied to an empty one like `like`.
+fn load_rules(like: &Table, path: &std::path::Path) -> anyhow::Result<Table> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading rules file {}", path.display()))?;
+    let rules = ipvsadm::parse_rules_numbered(&text)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    let mut t = like.empty_like();
+    t.apply_rules(&rules)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    Ok(t)
 }
 
 fn err(e: CmdError) -> Response {

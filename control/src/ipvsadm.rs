@@ -13,35 +13,142 @@ use serde::{Deserialize, Serialize};
 use xlvs_dataplane::core::sched::SchedFlags;
 use xlvs_dataplane::core::service::{Fwd, Persistence, Proto, VsKey};
 
+/// A virtual service as ipvsadm names it: `-t|-u VIP:PORT`, or `-f MARK [-6]`. Address
+/// services sort before fwmark services, as ipvsadm lists them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum SvcKey {
+    Addr(VsKey),
+    /// A fwmark service: the (proto, VIP, port) keys of its mark's group, in one family.
+    Mark {
+        mark: u32,
+        v6: bool,
+    },
+}
+
+impl SvcKey {
+    pub fn is_ipv4(&self) -> bool {
+        match self {
+            SvcKey::Addr(k) => k.addr.is_ipv4(),
+            SvcKey::Mark { v6, .. } => !v6,
+        }
+    }
+
+    /// The service port: a realserver without one gets it (0 for a fwmark service, which
+    /// then forwards to the port the client asked for).
+    pub fn port(&self) -> u16 {
+        match self {
+            SvcKey::Addr(k) => k.port,
+            SvcKey::Mark { .. } => 0,
+        }
+    }
+
+    /// ipvsadm `-L`'s name: `TCP  VIP:PORT`, `FWM  MARK`, `FWM  MARK IPv6`.
+    pub fn label(&self) -> String {
+        match self {
+            SvcKey::Addr(k) => format!("{:<4} {k}", k.proto.label()),
+            SvcKey::Mark { mark, v6: false } => format!("FWM  {mark}"),
+            SvcKey::Mark { mark, v6: true } => format!("FWM  {mark} IPv6"),
+        }
+    }
+
+    /// ipvsadm `-S`'s: `-t VIP:PORT`, `-f MARK`, `-f MARK -6`.
+    pub fn rule(&self) -> String {
+        match self {
+            SvcKey::Addr(k) if k.proto == Proto::Tcp => format!("-t {k}"),
+            SvcKey::Addr(k) => format!("-u {k}"),
+            SvcKey::Mark { mark, v6: false } => format!("-f {mark}"),
+            SvcKey::Mark { mark, v6: true } => format!("-f {mark} -6"),
+        }
+    }
+}
+
+/// One entry of a fwmark group (`--add-mark -f MARK -t|-u VIP:PORT[-PORT]`): the traffic an
+/// iptables `MARK` rule would have marked for an IPVS fwmark service.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct MarkMember {
+    pub proto: Proto,
+    pub addr: IpAddr,
+    /// First and last port of the range.
+    pub lo: u16,
+    pub hi: u16,
+}
+
+impl MarkMember {
+    /// The (proto, VIP, port) keys it covers.
+    pub fn keys(&self) -> impl Iterator<Item = VsKey> + '_ {
+        (self.lo..=self.hi).map(|port| VsKey {
+            proto: self.proto,
+            addr: self.addr,
+            port,
+        })
+    }
+
+    pub fn overlaps(&self, o: &MarkMember) -> bool {
+        self.proto == o.proto && self.addr == o.addr && self.lo <= o.hi && o.lo <= self.hi
+    }
+
+    pub fn covers(&self, k: &VsKey) -> bool {
+        self.proto == k.proto && self.addr == k.addr && (self.lo..=self.hi).contains(&k.port)
+    }
+}
+
+impl std::fmt::Display for MarkMember {
+    /// `-t VIP:PORT` or `-t VIP:LO-HI` (`[VIP]` for IPv6), as `--add-mark` takes it.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let flag = if self.proto == Proto::Tcp { "-t" } else { "-u" };
+        write!(f, "{flag} {}", SocketAddr::new(self.addr, self.lo))?;
+        if self.hi != self.lo {
+            write!(f, "-{}", self.hi)?;
+        }
+        Ok(())
+    }
+}
+
 /// A parsed ipvsadm command.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Command {
     /// `-A`: add a virtual service.
-    AddService { key: VsKey, opts: ServiceOpts },
+    AddService { key: SvcKey, opts: ServiceOpts },
     /// `-E`: edit a virtual service (like ipvsadm, options not given take their defaults).
-    EditService { key: VsKey, opts: ServiceOpts },
+    EditService { key: SvcKey, opts: ServiceOpts },
     /// `-D`: delete a virtual service.
-    DelService { key: VsKey },
+    DelService { key: SvcKey },
     /// `-C`: clear the table.
     Clear,
     /// `-a`: add a realserver.
-    AddDest { key: VsKey, dest: DestSpec },
+    AddDest { key: SvcKey, dest: DestSpec },
     /// `-e`: edit a realserver.
-    EditDest { key: VsKey, dest: DestSpec },
+    EditDest { key: SvcKey, dest: DestSpec },
     /// `-d`: delete a realserver.
-    DelDest { key: VsKey, addr: IpAddr, port: u16 },
+    DelDest {
+        key: SvcKey,
+        addr: IpAddr,
+        port: u16,
+    },
+    /// `--add-mark -f MARK -t|-u VIP:PORT[-PORT]` (xlvs): puts traffic in a fwmark group.
+    AddMark { mark: u32, member: MarkMember },
+    /// `--delete-mark -f MARK -t|-u VIP:PORT[-PORT]` (xlvs): takes an entry out of it.
+    DelMark { mark: u32, member: MarkMember },
     /// `-L`/`-l`: list, in one of ipvsadm's layouts.
     List {
-        key: Option<VsKey>,
+        key: Option<SvcKey>,
         numeric: bool,
         format: ListFormat,
         /// `--exact`: whole numbers in `--stats` and `--rate`.
         exact: bool,
+        /// `--json` (xlvs): the table, counters and rates as one JSON document.
+        json: bool,
     },
+    /// `-L -c`: the connection table (`--persistent-conn` adds ipvsadm's pe columns).
+    ListConns { persistent: bool, json: bool },
+    /// `-L --daemon`: the connection sync daemons (none run yet).
+    ListDaemon,
     /// `-Z`: zero the counters of one service or of all.
-    Zero { key: Option<VsKey> },
+    Zero { key: Option<SvcKey> },
     /// `-S`: save in rules format.
     Save { numeric: bool },
+    /// `-R`: restore rules from standard input, all or nothing.
+    Restore,
     /// `--set tcp tcpfin udp`: connection timeouts in seconds; 0 leaves one unchanged.
     SetTimeouts { tcp: u32, tcpfin: u32, udp: u32 },
     /// `-L --timeout`.
@@ -154,8 +261,11 @@ enum Verb {
     AddDest,
     EditDest,
     DelDest,
+    AddMark,
+    DelMark,
     List,
     Save,
+    Restore,
     Zero,
     SetTimeouts,
     ListTimeouts,
@@ -175,8 +285,11 @@ impl Verb {
             Verb::AddDest => "add-server",
             Verb::EditDest => "edit-server",
             Verb::DelDest => "delete-server",
+            Verb::AddMark => "add-mark",
+            Verb::DelMark => "delete-mark",
             Verb::List => "list",
             Verb::Save => "save",
+            Verb::Restore => "restore",
             Verb::Zero => "zero",
             Verb::SetTimeouts => "set",
             Verb::ListTimeouts => "list",
@@ -192,7 +305,19 @@ impl Verb {
 fn takes_value(c: char) -> bool {
     matches!(
         c,
-        't' | 'u' | 'f' | 's' | 'r' | 'w' | 'M' | 'x' | 'y' | 'b' | SORRY
+        't' | 'u'
+            | 'f'
+            | 's'
+            | 'r'
+            | 'w'
+            | 'M'
+            | 'x'
+            | 'y'
+            | 'b'
+            | SORRY
+            | START_DAEMON
+            | STOP_DAEMON
+            | SYNC_OPTION
     )
 }
 
@@ -206,6 +331,15 @@ const STATS: char = '\u{6}';
 const RATE: char = '\u{7}';
 const THRESHOLDS: char = '\u{8}';
 const PERSISTENT_CONN: char = '\u{9}';
+const DAEMON: char = '\u{10}';
+const SORT: char = '\u{11}';
+const JSON: char = '\u{12}';
+const START_DAEMON: char = '\u{13}';
+const STOP_DAEMON: char = '\u{14}';
+/// `--mcast-interface`, `--syncid` and the other sync daemon settings.
+const SYNC_OPTION: char = '\u{15}';
+const ADD_MARK: char = '\u{16}';
+const DEL_MARK: char = '\u{17}';
 
 /// `-p` takes an optional value: the next argument if it is a number.
 fn optional_value(c: char) -> bool {
@@ -251,6 +385,18 @@ fn long_to_short(name: &str) -> Option<char> {
         "exact" => 'X',
         "thresholds" => THRESHOLDS,
         "persistent-conn" => PERSISTENT_CONN,
+        "connection" => 'c',
+        "restore" => 'R',
+        "ipv6" => '6',
+        "daemon" => DAEMON,
+        "sort" => SORT,
+        "json" => JSON,
+        "start-daemon" => START_DAEMON,
+        "stop-daemon" => STOP_DAEMON,
+        "mcast-interface" | "syncid" | "sync-maxlen" | "mcast-group" | "mcast-port"
+        | "mcast-ttl" => SYNC_OPTION,
+        "add-mark" => ADD_MARK,
+        "delete-mark" => DEL_MARK,
         _ => return None,
     })
 }
@@ -374,8 +520,8 @@ fn parse_endpoint(s: &str, port_optional: bool) -> Option<(IpAddr, Option<u16>)>
 
 /// A realserver (or sorry server) must be of the service's address family: IPVS accepts
 /// mixed families for tunnelling only, which xlvs does not do.
-fn same_family(key: &VsKey, addr: IpAddr) -> Result<(), CmdError> {
-    if key.addr.is_ipv4() != addr.is_ipv4() {
+fn same_family(key: &SvcKey, addr: IpAddr) -> Result<(), CmdError> {
+    if key.is_ipv4() != addr.is_ipv4() {
         return Err(CmdError::usage(
             "real server address family differs from the virtual service's",
         ));
@@ -392,6 +538,11 @@ fn number(v: &str, msg: &str) -> Result<u32, CmdError> {
 #[derive(Default)]
 struct Opts {
     service: Option<(Proto, String)>,
+    fwmark: Option<String>,
+    v6: bool,
+    connections: bool,
+    daemon: bool,
+    json: bool,
     sched: Option<String>,
     real: Option<String>,
     weight: Option<String>,
@@ -432,6 +583,27 @@ pub fn parse(args: &[String]) -> Result<Command, CmdError> {
             'd' => set_verb(&mut verb, Verb::DelDest)?,
             'L' | 'l' => set_verb(&mut verb, Verb::List)?,
             'S' => set_verb(&mut verb, Verb::Save)?,
+            'R' => set_verb(&mut verb, Verb::Restore)?,
+            ADD_MARK => set_verb(&mut verb, Verb::AddMark)?,
+            DEL_MARK => set_verb(&mut verb, Verb::DelMark)?,
+            START_DAEMON | STOP_DAEMON => {
+                let v = v.unwrap_or_default();
+                if v != "master" && v != "backup" {
+                    return Err(CmdError::usage("illegal start-daemon parameter specified"));
+                }
+                let which = if c == START_DAEMON { "start" } else { "stop" };
+                return Err(CmdError::usage(format!(
+                    "--{which}-daemon: connection synchronisation is not supported yet"
+                )));
+            }
+            // Settings of a sync daemon: only meaningful with --start-daemon.
+            SYNC_OPTION => {}
+            DAEMON => o.daemon = true,
+            // ipvsadm sorts by default: --sort is accepted for compatibility.
+            SORT => {}
+            JSON => o.json = true,
+            'c' => o.connections = true,
+            '6' => o.v6 = true,
             'Z' => set_verb(&mut verb, Verb::Zero)?,
             'h' => set_verb(&mut verb, Verb::Help)?,
             'v' => set_verb(&mut verb, Verb::Version)?,
@@ -465,9 +637,10 @@ pub fn parse(args: &[String]) -> Result<Command, CmdError> {
                 o.service = Some((proto, v.unwrap_or_default()));
             }
             'f' => {
-                return Err(CmdError::usage(
-                    "fwmark services (-f) are not supported yet: this data plane has no netfilter marks",
-                ));
+                if o.fwmark.is_some() {
+                    return Err(CmdError::usage("multiple service options specified"));
+                }
+                o.fwmark = v;
             }
             's' => o.sched = v,
             'r' => o.real = v,
@@ -502,9 +675,57 @@ pub fn parse(args: &[String]) -> Result<Command, CmdError> {
     build(verb, o)
 }
 
+/// `-f`'s value: a mark from 1 to 2^32 - 1.
+fn parse_fwmark(v: &str) -> Result<u32, CmdError> {
+    match v.parse::<u32>() {
+        Ok(m) if m > 0 => Ok(m),
+        _ => Err(CmdError::usage(format!(
+            "invalid fwmark value `{v}' specified"
+        ))),
+    }
+}
+
+/// `--add-mark`'s `-t|-u VIP:PORT[-PORT]`.
+fn parse_member(proto: Proto, text: &str) -> Result<MarkMember, CmdError> {
+    let bad = || CmdError::usage("illegal fwmark group address:port[-port] specified");
+    let (addr, ports) = text.rsplit_once(':').ok_or_else(bad)?;
+    let addr = addr
+        .strip_prefix('[')
+        .and_then(|a| a.strip_suffix(']'))
+        .unwrap_or(addr);
+    let addr: IpAddr = addr.parse().map_err(|_| bad())?;
+    let (lo, hi) = ports.split_once('-').unwrap_or((ports, ports));
+    let (lo, hi): (u16, u16) = (
+        lo.parse().map_err(|_| bad())?,
+        hi.parse().map_err(|_| bad())?,
+    );
+    if lo == 0 || hi < lo {
+        return Err(bad());
+    }
+    Ok(MarkMember {
+        proto,
+        addr,
+        lo,
+        hi,
+    })
+}
+
 /// Checks which options the verb allows and assembles the command.
 fn build(verb: Verb, o: Opts) -> Result<Command, CmdError> {
-    let need_service = || -> Result<VsKey, CmdError> {
+    let mark_verb = matches!(verb, Verb::AddMark | Verb::DelMark);
+    if o.v6 && o.fwmark.is_none() {
+        return Err(CmdError::usage("-6 used before -f"));
+    }
+    if !mark_verb && o.service.is_some() && o.fwmark.is_some() {
+        return Err(CmdError::usage("multiple service options specified"));
+    }
+    let need_service = || -> Result<SvcKey, CmdError> {
+        if let Some(m) = &o.fwmark {
+            return Ok(SvcKey::Mark {
+                mark: parse_fwmark(m)?,
+                v6: o.v6,
+            });
+        }
         let (proto, text) = o.service.as_ref().ok_or_else(|| {
             CmdError::usage(format!(
                 "You need to supply the 'service-address' option for the '{}' command",
@@ -512,11 +733,11 @@ fn build(verb: Verb, o: Opts) -> Result<Command, CmdError> {
             ))
         })?;
         match parse_endpoint(text, false) {
-            Some((addr, Some(port))) if port != 0 => Ok(VsKey {
+            Some((addr, Some(port))) if port != 0 => Ok(SvcKey::Addr(VsKey {
                 proto: *proto,
                 addr,
                 port,
-            }),
+            })),
             Some((_, Some(_))) => Err(CmdError::usage(
                 "Zero port specified for non-persistent service",
             )),
@@ -557,6 +778,9 @@ fn build(verb: Verb, o: Opts) -> Result<Command, CmdError> {
 
     if verb != Verb::List {
         let name = match o.format {
+            _ if o.connections => Some("connection"),
+            _ if o.daemon => Some("daemon"),
+            _ if o.json => Some("json"),
             Some(ListFormat::Stats) => Some("stats"),
             Some(ListFormat::Rate) => Some("rate"),
             Some(ListFormat::Thresholds) => Some("thresholds"),
@@ -613,28 +837,69 @@ fn build(verb: Verb, o: Opts) -> Result<Command, CmdError> {
                 Command::EditDest { key, dest }
             }
         }
+        Verb::AddMark | Verb::DelMark => {
+            only(false, false)?;
+            let mark = parse_fwmark(o.fwmark.as_deref().ok_or_else(|| {
+                CmdError::usage(format!(
+                    "You need to supply the 'fwmark-service' option for the '{}' command",
+                    verb.long()
+                ))
+            })?)?;
+            if o.v6 {
+                return Err(illegal_with("ipv6"));
+            }
+            let (proto, text) = o.service.as_ref().ok_or_else(|| {
+                CmdError::usage(format!(
+                    "You need to supply the 'service-address' option for the '{}' command",
+                    verb.long()
+                ))
+            })?;
+            let member = parse_member(*proto, text)?;
+            if verb == Verb::AddMark {
+                Command::AddMark { mark, member }
+            } else {
+                Command::DelMark { mark, member }
+            }
+        }
         Verb::List => {
             only(false, false)?;
-            let key = match &o.service {
-                Some(_) => Some(need_service()?),
-                None => None,
+            let key = match o.service.is_some() || o.fwmark.is_some() {
+                true => Some(need_service()?),
+                false => None,
             };
+            if o.connections || o.daemon {
+                if key.is_some() {
+                    return Err(illegal_with("service-address"));
+                }
+                if o.daemon {
+                    return Ok(Command::ListDaemon);
+                }
+                return Ok(Command::ListConns {
+                    persistent: o.format == Some(ListFormat::PersistentConn),
+                    json: o.json,
+                });
+            }
             Command::List {
                 key,
                 numeric: o.numeric,
                 format: o.format.unwrap_or_default(),
                 exact: o.exact,
+                json: o.json,
             }
         }
         Verb::Zero => {
             only(false, false)?;
-            let key = match &o.service {
-                Some(_) => Some(need_service()?),
-                None => None,
+            let key = match o.service.is_some() || o.fwmark.is_some() {
+                true => Some(need_service()?),
+                false => None,
             };
             Command::Zero { key }
         }
         Verb::Save => Command::Save { numeric: o.numeric },
+        Verb::Restore => {
+            only(false, false)?;
+            Command::Restore
+        }
         Verb::SetTimeouts => {
             only(false, false)?;
             let text = o.timeouts.unwrap_or_default();
@@ -661,7 +926,7 @@ fn build(verb: Verb, o: Opts) -> Result<Command, CmdError> {
 }
 
 /// `-s -b -p -M --sorry-server` of `-A`/`-E`.
-fn service_opts_of(o: &Opts, key: &VsKey) -> Result<ServiceOpts, CmdError> {
+fn service_opts_of(o: &Opts, key: &SvcKey) -> Result<ServiceOpts, CmdError> {
     let sched = o.sched.clone().unwrap_or_else(|| "wlc".into());
     let flags = match &o.sched_flags {
         Some(list) => SchedFlags::parse(list, &sched).map_err(CmdError::usage)?,
@@ -686,16 +951,16 @@ fn service_opts_of(o: &Opts, key: &VsKey) -> Result<ServiceOpts, CmdError> {
                 },
                 None => DEFAULT_PERSISTENCE,
             };
-            let netmask = match (mask, key.addr) {
-                (Some(m), IpAddr::V4(_)) => parse_netmask(m)
+            let netmask = match (mask, key.is_ipv4()) {
+                (Some(m), true) => parse_netmask(m)
                     .map(IpAddr::V4)
                     .ok_or_else(|| CmdError::usage("invalid netmask specified"))?,
                 // ipvsadm: an IPv6 service's -M is a prefix length.
-                (Some(m), IpAddr::V6(_)) => parse_prefix6(m)
+                (Some(m), false) => parse_prefix6(m)
                     .map(IpAddr::V6)
                     .ok_or_else(|| CmdError::usage("illegal ipv6 netmask specified"))?,
-                (None, IpAddr::V4(_)) => IpAddr::V4(Ipv4Addr::BROADCAST),
-                (None, IpAddr::V6(_)) => IpAddr::V6(Ipv6Addr::from_bits(u128::MAX)),
+                (None, true) => IpAddr::V4(Ipv4Addr::BROADCAST),
+                (None, false) => IpAddr::V6(Ipv6Addr::from_bits(u128::MAX)),
             };
             Some(Persistence {
                 timeout: Duration::from_secs(secs as u64),
@@ -711,7 +976,7 @@ fn service_opts_of(o: &Opts, key: &VsKey) -> Result<ServiceOpts, CmdError> {
             Some(DestSpec {
                 addr,
                 // Like a realserver: no port means the service's.
-                port: port.unwrap_or(key.port),
+                port: port.unwrap_or(key.port()),
                 fwd: o.fwd.unwrap_or(Fwd::Route),
                 weight: 1,
                 u_threshold: 0,
@@ -748,15 +1013,16 @@ fn parse_prefix6(s: &str) -> Option<Ipv6Addr> {
 }
 
 /// `-r -g|-m -w -x -y` of `-a`/`-e`/`-d`.
-fn dest_spec(key: &VsKey, real: &str, o: &Opts) -> Result<DestSpec, CmdError> {
+fn dest_spec(key: &SvcKey, real: &str, o: &Opts) -> Result<DestSpec, CmdError> {
     let (addr, port) = parse_endpoint(real, true)
         .ok_or_else(|| CmdError::usage("illegal real server address[:port] specified"))?;
     same_family(key, addr)?;
     let fwd = o.fwd.unwrap_or(Fwd::Route);
-    // ipvsadm: for -g the realserver port is the service port.
-    let port = match (fwd, port) {
-        (Fwd::Route, _) | (_, None) => key.port,
-        (_, Some(p)) => p,
+    // ipvsadm: for -g the realserver port is the service port (a fwmark service's realserver
+    // keeps the port it is given).
+    let port = match (fwd, port, key) {
+        (Fwd::Route, _, SvcKey::Addr(_)) | (_, None, _) => key.port(),
+        (_, Some(p), _) => p,
     };
     let weight = match &o.weight {
         None => 1,
@@ -799,6 +1065,14 @@ impl std::fmt::Display for RulesError {
 /// Parses an `ipvsadm -S -n` rules file: one command per line; blank lines and `#` comments
 /// are skipped. Only commands that change the table are allowed.
 pub fn parse_rules(text: &str) -> Result<Vec<Command>, RulesError> {
+    Ok(parse_rules_numbered(text)?
+        .into_iter()
+        .map(|(_, c)| c)
+        .collect())
+}
+
+/// [`parse_rules`], each command with its line number (from 1).
+pub fn parse_rules_numbered(text: &str) -> Result<Vec<(usize, Command)>, RulesError> {
     let mut out = Vec::new();
     for (i, raw) in text.lines().enumerate() {
         let line = raw.trim();
@@ -815,12 +1089,14 @@ pub fn parse_rules(text: &str) -> Result<Vec<Command>, RulesError> {
             | Command::AddDest { .. }
             | Command::EditDest { .. }
             | Command::DelDest { .. }
-            | Command::Clear => out.push(cmd),
+            | Command::AddMark { .. }
+            | Command::DelMark { .. }
+            | Command::Clear => out.push((i + 1, cmd)),
             _ => {
                 return Err(RulesError {
                     line: i + 1,
                     error: CmdError::usage(
-                        "only -A, -E, -D, -C, -a, -e, -d and --set belong in a rules file",
+                        "only -A, -E, -D, -C, -a, -e, -d, --set and --add-mark/--delete-mark belong in a rules file",
                     ),
                 });
             }
@@ -863,13 +1139,13 @@ mod tests {
         parse(&s.split_whitespace().map(String::from).collect::<Vec<_>>())
     }
 
-    fn vs(s: &str) -> VsKey {
+    fn vs(s: &str) -> SvcKey {
         let sa: SocketAddr = s.parse().unwrap();
-        VsKey {
+        SvcKey::Addr(VsKey {
             proto: Proto::Tcp,
             addr: sa.ip(),
             port: sa.port(),
-        }
+        })
     }
 
     #[test]
@@ -946,6 +1222,7 @@ mod tests {
             numeric: true,
             format,
             exact,
+            json: false,
         };
         assert_eq!(p("-Ln --stats").unwrap(), list(ListFormat::Stats, false));
         assert_eq!(p("-L -n --rate -X").unwrap(), list(ListFormat::Rate, true));
@@ -985,6 +1262,7 @@ mod tests {
                 numeric: true,
                 format: ListFormat::Normal,
                 exact: false,
+                json: false,
             }
         );
         assert_eq!(
@@ -994,6 +1272,7 @@ mod tests {
                 numeric: true,
                 format: ListFormat::Normal,
                 exact: false,
+                json: false,
             }
         );
         assert_eq!(p("-Sn").unwrap(), Command::Save { numeric: true });
@@ -1137,6 +1416,130 @@ mod tests {
         );
         assert_eq!(p("-L --timeout").unwrap(), Command::ListTimeouts);
         assert_eq!(p("--timeout").unwrap(), Command::ListTimeouts);
+    }
+
+    #[test]
+    fn connection_daemon_sort_json_and_sync_options() {
+        assert_eq!(
+            p("-L -n -c").unwrap(),
+            Command::ListConns {
+                persistent: false,
+                json: false
+            }
+        );
+        assert_eq!(
+            p("-Lnc --persistent-conn --json").unwrap(),
+            Command::ListConns {
+                persistent: true,
+                json: true
+            }
+        );
+        assert_eq!(p("-L --daemon").unwrap(), Command::ListDaemon);
+        assert_eq!(p("-L -n --sort").unwrap(), p("-L -n").unwrap());
+        assert!(matches!(
+            p("-L -n --json -t 10.0.0.1:80").unwrap(),
+            Command::List {
+                json: true,
+                key: Some(_),
+                ..
+            }
+        ));
+        let e = p("--start-daemon master --mcast-interface eth0 --syncid 7").unwrap_err();
+        assert_eq!(e.code, 2);
+        assert!(e.msg.contains("not supported yet"), "{}", e.msg);
+        assert!(
+            p("--stop-daemon backup")
+                .unwrap_err()
+                .msg
+                .contains("not supported yet")
+        );
+        assert_eq!(
+            p("--start-daemon primary").unwrap_err(),
+            CmdError::usage("illegal start-daemon parameter specified")
+        );
+        assert_eq!(p("-R").unwrap(), Command::Restore);
+        assert_eq!(p("--restore").unwrap(), Command::Restore);
+        assert_eq!(
+            p("-A -t 10.0.0.1:80 -c").unwrap_err().msg,
+            "Illegal 'connection' option with the 'add-service' command"
+        );
+    }
+
+    #[test]
+    fn fwmark_services_and_groups() {
+        assert_eq!(
+            p("-A -f 1 -s rr -p 60").unwrap(),
+            Command::AddService {
+                key: SvcKey::Mark { mark: 1, v6: false },
+                opts: ServiceOpts {
+                    sched: "rr".into(),
+                    persist: Some(Persistence {
+                        timeout: Duration::from_secs(60),
+                        netmask: Ipv4Addr::BROADCAST.into(),
+                    }),
+                    ..Default::default()
+                }
+            }
+        );
+        let Command::AddService { opts, .. } = p("-A -f 2 -6 -p -M 64").unwrap() else {
+            panic!()
+        };
+        assert_eq!(
+            opts.persist.unwrap().netmask,
+            "ffff:ffff:ffff:ffff::".parse::<IpAddr>().unwrap()
+        );
+        // A fwmark realserver keeps the port it is given, 0 if none, whatever the method.
+        for (line, port) in [
+            ("-a -f 1 -r 10.1.0.2 -m", 0),
+            ("-a -f 1 -r 10.1.0.2 -g", 0),
+            ("-a -f 1 -r 10.1.0.2:8080 -m", 8080),
+        ] {
+            let Command::AddDest { dest, .. } = p(line).unwrap() else {
+                panic!()
+            };
+            assert_eq!(dest.port, port, "{line}");
+        }
+        assert_eq!(
+            p("-a -f 1 -6 -r 10.1.0.2 -m").unwrap_err().msg,
+            "real server address family differs from the virtual service's"
+        );
+        assert_eq!(
+            p("--add-mark -f 1 -t 192.0.2.1:8000-8099").unwrap(),
+            Command::AddMark {
+                mark: 1,
+                member: MarkMember {
+                    proto: Proto::Tcp,
+                    addr: "192.0.2.1".parse().unwrap(),
+                    lo: 8000,
+                    hi: 8099
+                }
+            }
+        );
+        let Command::DelMark { member, .. } = p("--delete-mark -f 1 -u [2001:db8::1]:53").unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!((member.lo, member.hi), (53, 53));
+        assert_eq!(member.to_string(), "-u [2001:db8::1]:53");
+        assert_eq!(
+            p("-A -f 0").unwrap_err(),
+            CmdError::usage("invalid fwmark value `0' specified")
+        );
+        assert_eq!(
+            p("-A -t 10.0.0.1:80 -6").unwrap_err(),
+            CmdError::usage("-6 used before -f")
+        );
+        assert_eq!(
+            p("-A -t 10.0.0.1:80 -f 1").unwrap_err(),
+            CmdError::usage("multiple service options specified")
+        );
+        for bad in ["192.0.2.1:90-80", "192.0.2.1:0", "192.0.2.1", "bogus:80"] {
+            assert_eq!(
+                p(&format!("--add-mark -f 1 -t {bad}")).unwrap_err(),
+                CmdError::usage("illegal fwmark group address:port[-port] specified"),
+                "{bad}"
+            );
+        }
     }
 
     #[test]

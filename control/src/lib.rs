@@ -2,6 +2,8 @@
 //!
 //! - [`ipvsadm`]: ipvsadm's command grammar and rules files.
 //! - [`table`]: the services table, snapshots for the workers, ipvsadm listings.
+//! - [`conns`]: the connection listing (`-L -c`).
+//! - [`metrics`]: the Prometheus exposition (`xlvsd --metrics`).
 //! - [`neigh`]: L2 next hops from the kernel's route and neighbour tables.
 //! - [`xdp`]: the XDP program and its steering maps.
 //! - [`stats`]: rate estimation and ipvsadm's number format for `--stats`/`--rate`.
@@ -10,6 +12,7 @@
 //! - [`sys`]: interfaces, local addresses, signals.
 
 pub mod admin;
+pub mod conns;
 pub mod daemon;
 pub mod ipvsadm;
 pub mod neigh;

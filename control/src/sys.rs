@@ -91,14 +91,20 @@ pub fn raise_memlock() {
 }
 
 static STOP: AtomicBool = AtomicBool::new(false);
+static RELOAD: AtomicBool = AtomicBool::new(false);
 
-extern "C" fn on_signal(_: libc::c_int) {
-    STOP.store(true, Ordering::SeqCst);
+extern "C" fn on_signal(sig: libc::c_int) {
+    if sig == libc::SIGHUP {
+        RELOAD.store(true, Ordering::SeqCst);
+    } else {
+        STOP.store(true, Ordering::SeqCst);
+    }
 }
 
-/// Installs SIGINT/SIGTERM handlers that set a flag (read with [`stop_requested`]).
+/// Installs SIGINT/SIGTERM handlers that set a flag (read with [`stop_requested`]), and a
+/// SIGHUP one (read with [`reload_requested`]).
 pub fn install_signal_handlers() {
-    for sig in [libc::SIGINT, libc::SIGTERM] {
+    for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
         // Safety: the handler only stores to an atomic, which is async-signal-safe.
         unsafe {
             let mut sa: libc::sigaction = std::mem::zeroed();
@@ -111,6 +117,11 @@ pub fn install_signal_handlers() {
 
 pub fn stop_requested() -> bool {
     STOP.load(Ordering::SeqCst)
+}
+
+/// True once per SIGHUP received since the last call.
+pub fn reload_requested() -> bool {
+    RELOAD.swap(false, Ordering::SeqCst)
 }
 
 /// True if running as root.

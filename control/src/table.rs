@@ -7,11 +7,11 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use xlvs_common::{L4Key, PROTO_TCP, PROTO_UDP};
+use xlvs_common::{L4Key, MAX_STEER_KEYS, PROTO_TCP, PROTO_UDP};
 use xlvs_dataplane::core::sched::{self, SchedConfig, SchedFlags};
 use xlvs_dataplane::core::service::{
     Dest, DestState, Fwd, IfaceInfo, Persistence, Proto, Service, Snapshot, Timeouts, VsKey,
@@ -19,7 +19,9 @@ use xlvs_dataplane::core::service::{
 use xlvs_dataplane::core::stats::Totals;
 use xlvs_dataplane::core::tcp_state::TcpState;
 
-use crate::ipvsadm::{CmdError, Command, DestSpec, ListFormat, ServiceOpts};
+use crate::ipvsadm::{
+    CmdError, Command, DestSpec, ListFormat, MarkMember, RulesError, ServiceOpts, SvcKey,
+};
 use crate::stats::{Estimator, Rates, largenum};
 
 /// IPVS's connection table size as ipvsadm reports it ("size=4096").
@@ -89,6 +91,18 @@ impl DestEntry {
         self.addr == addr && self.port == port
     }
 
+    /// Its configuration, as `-a`/`-e` give it.
+    fn spec(&self) -> DestSpec {
+        DestSpec {
+            addr: self.addr,
+            port: self.port,
+            fwd: self.fwd,
+            weight: self.weight,
+            u_threshold: self.u_threshold,
+            l_threshold: self.l_threshold,
+        }
+    }
+
     /// Its counters since the last `-Z`.
     pub fn stats(&self) -> Totals {
         self.state.stats.totals().since(self.zero)
@@ -124,16 +138,30 @@ pub struct ServiceEntry {
     est: Estimator,
 }
 
+impl ServiceEntry {
+    /// Its configuration, as `-A`/`-E` give it.
+    fn opts(&self) -> ServiceOpts {
+        ServiceOpts {
+            sched: self.sched.clone(),
+            flags: self.flags,
+            persist: self.persist,
+            sorry: self.sorry.as_ref().map(DestEntry::spec),
+        }
+    }
+}
+
 /// The configuration: virtual services, their realservers, and the connection timeouts.
 #[derive(Clone, Debug, Default)]
 pub struct Table {
-    services: BTreeMap<VsKey, ServiceEntry>,
+    services: BTreeMap<SvcKey, ServiceEntry>,
     /// Realservers deleted while connections still use them: their replies must still be
     /// steered until the last connection goes (LVS-NAT).
-    retired: Vec<(VsKey, DestEntry)>,
+    retired: Vec<(SvcKey, DestEntry)>,
     /// Retired realservers of services deleted since: still steered until unused, but no
     /// longer counted in or revived by a service of the same key added later.
-    orphans: Vec<(VsKey, DestEntry)>,
+    orphans: Vec<(SvcKey, DestEntry)>,
+    /// fwmark groups: which (proto, VIP, port ranges) each mark's service (`-f MARK`) takes.
+    marks: BTreeMap<u32, Vec<MarkMember>>,
     timeouts: Timeouts,
     sched_cfg: SchedConfig,
 }
@@ -144,10 +172,6 @@ fn totals_row(t: Totals) -> [u64; 5] {
 
 fn rates_row(r: Rates) -> [u64; 5] {
     [r.cps, r.inpps, r.outpps, r.inbps, r.outbps]
-}
-
-fn sort_key(k: &VsKey) -> (u8, IpAddr, u16) {
-    (k.proto.number(), k.addr, k.port)
 }
 
 /// ipvsadm's `ADDR:PORT`, `[ADDR]:PORT` for IPv6.
@@ -175,7 +199,7 @@ impl Table {
         }
     }
 
-    pub fn services(&self) -> impl Iterator<Item = (&VsKey, &ServiceEntry)> {
+    pub fn services(&self) -> impl Iterator<Item = (&SvcKey, &ServiceEntry)> {
         self.services.iter()
     }
 
@@ -194,7 +218,7 @@ impl Table {
 
     /// The realserver (service, `spec`'s address and port) as configured now: IPVS takes a
     /// deleted realserver back from its trash, counters, zero point and rates included.
-    fn revive(&mut self, key: &VsKey, spec: &DestSpec) -> DestEntry {
+    fn revive(&mut self, key: &SvcKey, spec: &DestSpec) -> DestEntry {
         match self
             .retired
             .iter()
@@ -211,7 +235,7 @@ impl Table {
 
     /// A service is gone: its retired realservers stay steered while connections use them,
     /// apart from the table a new service of the same key would use.
-    fn orphan_retired(&mut self, key: Option<&VsKey>) {
+    fn orphan_retired(&mut self, key: Option<&SvcKey>) {
         let (gone, kept) = std::mem::take(&mut self.retired)
             .into_iter()
             .partition(|(k, _)| key.is_none_or(|key| key == k));
@@ -220,7 +244,7 @@ impl Table {
     }
 
     /// Sets a service's `-A`/`-E` options; a replaced sorry server is retired.
-    fn set_opts(&mut self, key: &VsKey, opts: &ServiceOpts) {
+    fn set_opts(&mut self, key: &SvcKey, opts: &ServiceOpts) {
         let old_sorry = self.services.get_mut(key).and_then(|s| s.sorry.take());
         let sorry = match (&opts.sorry, old_sorry) {
             (Some(spec), Some(mut old)) if old.same(spec.addr, spec.port) => {
@@ -283,7 +307,9 @@ impl Table {
                 self.orphan_retired(Some(key));
             }
             Command::Clear => {
+                // The fwmark groups too: they are part of the table `-S` saves.
                 self.services.clear();
+                self.marks.clear();
                 self.orphan_retired(None);
             }
             Command::AddDest { key, dest } => {
@@ -340,7 +366,65 @@ impl Table {
                     self.timeouts.udp = *udp;
                 }
             }
+            Command::AddMark { mark, member } => {
+                if let Some((m, other)) = self
+                    .marks
+                    .iter()
+                    .flat_map(|(m, v)| v.iter().map(move |o| (m, o)))
+                    .find(|(_, o)| o.overlaps(member))
+                {
+                    return Err(CmdError::op(format!(
+                        "fwmark group entry {member} overlaps {other} of mark {m}"
+                    )));
+                }
+                let group = self.marks.entry(*mark).or_default();
+                group.push(*member);
+                group.sort();
+            }
+            Command::DelMark { mark, member } => {
+                let group = self
+                    .marks
+                    .get_mut(mark)
+                    .filter(|g| g.contains(member))
+                    .ok_or_else(|| CmdError::op("No such fwmark group entry"))?;
+                group.retain(|m| m != member);
+                if group.is_empty() {
+                    self.marks.remove(mark);
+                }
+            }
             _ => return Err(CmdError::op("not a table command")),
+        }
+        Ok(())
+    }
+
+    /// The (proto, VIP, port) keys a service is found under: its own, or its mark's group
+    /// entries of its family.
+    fn lookup_keys(&self, key: &SvcKey) -> Vec<VsKey> {
+        match key {
+            SvcKey::Addr(k) => vec![*k],
+            SvcKey::Mark { mark, v6 } => self
+                .marks
+                .get(mark)
+                .into_iter()
+                .flatten()
+                .filter(|m| m.addr.is_ipv6() == *v6)
+                .flat_map(MarkMember::keys)
+                .collect(),
+        }
+    }
+
+    /// The XDP maps hold [`MAX_STEER_KEYS`] keys each: a change that needs more is refused.
+    fn check_limits(&self) -> Result<(), CmdError> {
+        let (vips, reals) = self.steer_keys();
+        for (n, what) in [
+            (vips.len(), "virtual service"),
+            (reals.len(), "LVS-NAT realserver"),
+        ] {
+            if n > MAX_STEER_KEYS as usize {
+                return Err(CmdError::op(format!(
+                    "too many {what} (address, port, protocol) keys: {n}, the XDP map holds {MAX_STEER_KEYS} (fwmark port ranges count a key per port)"
+                )));
+            }
         }
         Ok(())
     }
@@ -351,8 +435,112 @@ impl Table {
         for (i, c) in cmds.iter().enumerate() {
             next.apply(c).map_err(|e| (i, e))?;
         }
+        next.check_limits()
+            .map_err(|e| (cmds.len().saturating_sub(1), e))?;
         *self = next;
         Ok(())
+    }
+
+    /// Applies the commands of a rules file all or nothing; an error names its line.
+    pub fn apply_rules(&mut self, rules: &[(usize, Command)]) -> Result<(), RulesError> {
+        let cmds: Vec<Command> = rules.iter().map(|(_, c)| c.clone()).collect();
+        self.apply_all(&cmds).map_err(|(i, error)| RulesError {
+            line: rules[i].0,
+            error,
+        })
+    }
+
+    /// An empty table with the same scheduler settings.
+    pub fn empty_like(&self) -> Table {
+        Table::new(self.sched_cfg)
+    }
+
+    /// The commands that turn this table's configuration into `target`'s, touching only what
+    /// differs: a service whose options and realservers are the same gets no command, so it
+    /// keeps its published form, scheduler position and connections. Deletions come first
+    /// (a fwmark group entry may move from one mark to another).
+    pub fn diff(&self, target: &Table) -> Vec<Command> {
+        let mut out = Vec::new();
+        let entries = |t: &Table| -> Vec<(u32, MarkMember)> {
+            t.marks
+                .iter()
+                .flat_map(|(m, g)| g.iter().map(move |e| (*m, *e)))
+                .collect()
+        };
+        let (old_marks, new_marks) = (entries(self), entries(target));
+        for (mark, member) in old_marks.iter().filter(|e| !new_marks.contains(e)) {
+            out.push(Command::DelMark {
+                mark: *mark,
+                member: *member,
+            });
+        }
+        for key in self
+            .services
+            .keys()
+            .filter(|k| !target.services.contains_key(k))
+        {
+            out.push(Command::DelService { key: *key });
+        }
+        for (key, want) in &target.services {
+            let add_dests =
+                |out: &mut Vec<Command>, dests: &mut dyn Iterator<Item = &DestEntry>| {
+                    for d in dests {
+                        out.push(Command::AddDest {
+                            key: *key,
+                            dest: d.spec(),
+                        });
+                    }
+                };
+            let Some(have) = self.services.get(key) else {
+                out.push(Command::AddService {
+                    key: *key,
+                    opts: want.opts(),
+                });
+                // Oldest first, so the realservers end up in the same (IPVS) order.
+                add_dests(&mut out, &mut want.dests.iter().rev());
+                continue;
+            };
+            if have.opts() != want.opts() {
+                out.push(Command::EditService {
+                    key: *key,
+                    opts: want.opts(),
+                });
+            }
+            for d in &have.dests {
+                if !want.dests.iter().any(|w| w.same(d.addr, d.port)) {
+                    out.push(Command::DelDest {
+                        key: *key,
+                        addr: d.addr,
+                        port: d.port,
+                    });
+                }
+            }
+            for w in want.dests.iter().rev() {
+                match have.dests.iter().find(|d| d.same(w.addr, w.port)) {
+                    Some(d) if d.spec() == w.spec() => {}
+                    Some(_) => out.push(Command::EditDest {
+                        key: *key,
+                        dest: w.spec(),
+                    }),
+                    None => add_dests(&mut out, &mut std::iter::once(w)),
+                }
+            }
+        }
+        for (mark, member) in new_marks.iter().filter(|e| !old_marks.contains(e)) {
+            out.push(Command::AddMark {
+                mark: *mark,
+                member: *member,
+            });
+        }
+        if self.timeouts != target.timeouts {
+            let t = &target.timeouts;
+            out.push(Command::SetTimeouts {
+                tcp: t.tcp[TcpState::Established as usize],
+                tcpfin: t.tcp[TcpState::FinWait as usize],
+                udp: t.udp,
+            });
+        }
+        out
     }
 
     /// Drops retired realservers no connection uses any more (their counts stay in their
@@ -373,7 +561,7 @@ impl Table {
     }
 
     /// A service's counters (all its realservers', past ones included), not zeroed.
-    fn raw_totals(&self, key: &VsKey, s: &ServiceEntry) -> Totals {
+    fn raw_totals(&self, key: &SvcKey, s: &ServiceEntry) -> Totals {
         s.dests
             .iter()
             .chain(s.sorry.iter())
@@ -387,7 +575,7 @@ impl Table {
     }
 
     /// A service's counters since the last `-Z`.
-    pub fn service_stats(&self, key: &VsKey) -> Option<Totals> {
+    pub fn service_stats(&self, key: &SvcKey) -> Option<Totals> {
         let s = self.services.get(key)?;
         Some(self.raw_totals(key, s).since(s.zero))
     }
@@ -408,13 +596,13 @@ impl Table {
     }
 
     /// `-Z`: zeroes the counters and rates of one service and its realservers, or of all.
-    pub fn zero(&mut self, only: Option<&VsKey>) -> Result<(), CmdError> {
+    pub fn zero(&mut self, only: Option<&SvcKey>) -> Result<(), CmdError> {
         if let Some(k) = only
             && !self.services.contains_key(k)
         {
             return Err(CmdError::op("No such service"));
         }
-        let keys: Vec<VsKey> = self
+        let keys: Vec<SvcKey> = self
             .services
             .keys()
             .filter(|k| only.is_none_or(|o| o == *k))
@@ -444,11 +632,30 @@ impl Table {
             ..Default::default()
         };
         let cfg = self.sched_cfg;
-        for (key, svc) in self.services.iter_mut() {
+        // Address services first: a fwmark group entry overrides one (IPVS looks a packet up
+        // by its mark first).
+        let lookup: Vec<Vec<VsKey>> = self.services.keys().map(|k| self.lookup_keys(k)).collect();
+        for ((key, svc), lookup) in self.services.iter_mut().zip(lookup) {
             let built = svc.built.get_or_insert_with(|| {
                 let dests: Vec<Dest> = svc.dests.iter().map(DestEntry::published).collect();
+                let (key, mark) = match *key {
+                    SvcKey::Addr(k) => (k, 0),
+                    SvcKey::Mark { mark, v6 } => (
+                        VsKey {
+                            proto: Proto::Tcp,
+                            addr: if v6 {
+                                Ipv6Addr::UNSPECIFIED.into()
+                            } else {
+                                Ipv4Addr::UNSPECIFIED.into()
+                            },
+                            port: 0,
+                        },
+                        mark,
+                    ),
+                };
                 Arc::new(Service {
-                    key: *key,
+                    key,
+                    mark,
                     sched: sched::build(&svc.sched, svc.flags, &dests, &cfg)
                         .expect("scheduler checked on apply"),
                     dests,
@@ -456,7 +663,9 @@ impl Table {
                     sorry: svc.sorry.as_ref().map(DestEntry::published),
                 })
             });
-            snap.services.insert(*key, built.clone());
+            for k in lookup {
+                snap.services.insert(k, built.clone());
+            }
         }
         snap
     }
@@ -470,10 +679,21 @@ impl Table {
                 PROTO_UDP
             }
         };
-        let vips = self
+        let mut vips: Vec<L4Key> = self
             .services
             .keys()
+            .flat_map(|k| self.lookup_keys(k))
             .map(|k| L4Key::ip(k.addr, k.port, proto(k.proto)))
+            .collect();
+        vips.sort_by_key(|k| (k.addr, k.port, k.proto));
+        vips.dedup();
+        // A NAT realserver's replies come from its port, or from the port the client asked
+        // for if it has none (fwmark services): one key per port of the group.
+        let lookup: BTreeMap<&SvcKey, Vec<VsKey>> = self
+            .services
+            .keys()
+            .chain(self.retired.iter().chain(&self.orphans).map(|(k, _)| k))
+            .map(|k| (k, self.lookup_keys(k)))
             .collect();
         let mut reals: Vec<L4Key> = self
             .services
@@ -486,24 +706,29 @@ impl Table {
                     .map(|(k, d)| (k, d)),
             )
             .filter(|(_, d)| d.fwd == Fwd::Masq)
-            .map(|(k, d)| L4Key::ip(d.addr, d.port, proto(k.proto)))
+            .flat_map(|(k, d)| {
+                lookup[k].iter().map(move |v| {
+                    let port = if d.port == 0 { v.port } else { d.port };
+                    L4Key::ip(d.addr, port, proto(v.proto))
+                })
+            })
             .collect();
         reals.sort_by_key(|k| (k.addr, k.port, k.proto));
         reals.dedup();
         (vips, reals)
     }
 
-    fn sorted(&self) -> Vec<(&VsKey, &ServiceEntry)> {
-        let mut v: Vec<_> = self.services.iter().collect();
-        v.sort_by_key(|(k, _)| sort_key(k));
-        v
+    /// The services in ipvsadm's order: address services by protocol, address and port,
+    /// then fwmark services by mark.
+    fn sorted(&self) -> Vec<(&SvcKey, &ServiceEntry)> {
+        self.services.iter().collect()
     }
 
     /// `ipvsadm -L -n` (or `-L -n -t SERVICE`) in one of its layouts (ipvsadm.c
     /// `print_title`, `print_service_entry`).
     pub fn list(
         &self,
-        only: Option<&VsKey>,
+        only: Option<&SvcKey>,
         format: ListFormat,
         exact: bool,
     ) -> Result<String, CmdError> {
@@ -548,8 +773,8 @@ impl Table {
         let nums = |v: [u64; 5]| v.map(|n| largenum(n, exact)).concat();
         for (k, s) in services {
             // ipvsadm cuts an IPv4 service name at 33 characters and a realserver at 28.
-            let mut name = format!("{:<4} {k}", k.proto.label());
-            if k.addr.is_ipv4() {
+            let mut name = k.label();
+            if k.is_ipv4() {
                 name.truncate(33);
             }
             match format {
@@ -631,12 +856,100 @@ impl Table {
         Ok(out)
     }
 
+    /// `-L --json`: the table, counters (since `-Z`) and rates for scripts. Field names follow
+    /// ipvsadm's column names.
+    pub fn list_json(&self, only: Option<&SvcKey>) -> Result<serde_json::Value, CmdError> {
+        use serde_json::json;
+        let services = match only {
+            Some(k) => match self.services.get_key_value(k) {
+                Some(kv) => vec![kv],
+                None => {
+                    return Err(CmdError {
+                        msg: "No such service".into(),
+                        code: 1,
+                    });
+                }
+            },
+            None => self.sorted(),
+        };
+        let stats = |t: Totals| {
+            json!({"conns": t.conns, "inpkts": t.inpkts, "outpkts": t.outpkts,
+                   "inbytes": t.inbytes, "outbytes": t.outbytes})
+        };
+        let rates = |r: Rates| {
+            json!({"cps": r.cps, "inpps": r.inpps, "outpps": r.outpps,
+                   "inbps": r.inbps, "outbps": r.outbps})
+        };
+        let dest = |d: &DestEntry| {
+            let st = &d.state;
+            json!({
+                "address": d.addr.to_string(),
+                "port": d.port,
+                "forward": d.fwd.label(),
+                "weight": d.weight,
+                "u_threshold": d.u_threshold,
+                "l_threshold": d.l_threshold,
+                "active_conns": st.active.load(Ordering::Relaxed),
+                "inact_conns": st.inactive.load(Ordering::Relaxed),
+                "persist_conns": st.persist.load(Ordering::Relaxed),
+                "stats": stats(d.stats()),
+                "rates": rates(d.rates()),
+            })
+        };
+        let list: Vec<_> = services
+            .into_iter()
+            .map(|(k, s)| {
+                let mut dests: Vec<&DestEntry> = s.dests.iter().collect();
+                dests.sort_by_key(|d| (d.addr, d.port));
+                let (protocol, address, port, fwmark) = match k {
+                    SvcKey::Addr(v) => (v.proto.label(), Some(v.addr.to_string()), v.port, None),
+                    SvcKey::Mark { mark, .. } => ("FWM", None, 0, Some(*mark)),
+                };
+                json!({
+                    "protocol": protocol,
+                    "address": address,
+                    "port": port,
+                    "fwmark": fwmark,
+                    "family": if k.is_ipv4() { "inet" } else { "inet6" },
+                    "scheduler": s.sched,
+                    "flags": s.flags.render(&s.sched),
+                    "persistent": s.persist.map(|p| p.timeout.as_secs()),
+                    "netmask": s.persist.and_then(|p| mask_text(p.netmask)),
+                    "stats": stats(self.raw_totals(k, s).since(s.zero)),
+                    "rates": rates(s.est.rates()),
+                    "sorry_server": s.sorry.as_ref().map(dest),
+                    "realservers": dests.into_iter().map(dest).collect::<Vec<_>>(),
+                })
+            })
+            .collect();
+        let marks: Vec<_> = self
+            .marks
+            .iter()
+            .map(|(m, g)| json!({"fwmark": m, "entries": g.iter().map(|e| e.to_string()).collect::<Vec<_>>()}))
+            .collect();
+        let t = &self.timeouts;
+        Ok(json!({
+            "services": list,
+            "fwmark_groups": marks,
+            "timeouts": {
+                "tcp": t.tcp[TcpState::Established as usize],
+                "tcpfin": t.tcp[TcpState::FinWait as usize],
+                "udp": t.udp,
+            },
+        }))
+    }
+
     /// `ipvsadm -S -n`: the table as rules that `-R`/`--rules` restore.
     pub fn save(&self) -> String {
         let mut out = String::new();
+        for (mark, group) in &self.marks {
+            for m in group {
+                let _ = writeln!(out, "--add-mark -f {mark} {m}");
+            }
+        }
         for (k, s) in self.sorted() {
-            let flag = if k.proto == Proto::Tcp { "-t" } else { "-u" };
-            let _ = write!(out, "-A {flag} {k} -s {}", s.sched);
+            let flag = k.rule();
+            let _ = write!(out, "-A {flag} -s {}", s.sched);
             if !s.flags.is_empty() {
                 let _ = write!(out, " -b {}", s.flags.render(&s.sched));
             }
@@ -660,7 +973,7 @@ impl Table {
             for d in dests {
                 let _ = write!(
                     out,
-                    "-a {flag} {k} -r {} {} -w {}",
+                    "-a {flag} -r {} {} -w {}",
                     ep(d.addr, d.port),
                     fwd_switch(d.fwd),
                     d.weight
@@ -925,7 +1238,7 @@ TCP  192.0.2.100:443 mh persistent 300
         st.active.store(7, Ordering::Relaxed);
         run(&mut t, "-e -t 192.0.2.100:80 -r 10.10.0.11:80 -m -w 5").unwrap();
         let snap = t.snapshot(&[]);
-        let d = snap.services[&key]
+        let d = snap.services[&vk("tcp 192.0.2.100:80")]
             .dests
             .iter()
             .find(|d| d.port == 80)
@@ -935,13 +1248,146 @@ TCP  192.0.2.100:443 mh persistent 300
     }
 
     #[test]
+    fn reload_diff_touches_only_what_changed() {
+        let mut t = table();
+        let a = t.snapshot(&[]);
+        let tcp = vk("tcp 192.0.2.100:80");
+        let rules = |text: &str| {
+            let mut n = Table::default();
+            n.apply_all(&parse_rules(text).unwrap()).unwrap();
+            n
+        };
+        // The same rules, reordered: nothing to do.
+        let same = rules(
+            "-A -u 192.0.2.100:53 -s wlc\n-a -u 192.0.2.100:53 -r 10.10.0.11:53 -g -w 1\n-A -t 192.0.2.100:80 -s rr\n-a -t 192.0.2.100:80 -r 10.10.0.11:80 -m -w 1\n-a -t 192.0.2.100:80 -r 10.10.0.12:8080 -m -w 2\n",
+        );
+        assert_eq!(t.diff(&same), []);
+        // UDP service gone, a new one, a weight changed, a realserver added.
+        let next = rules(
+            "-A -t 192.0.2.100:80 -s rr\n-a -t 192.0.2.100:80 -r 10.10.0.11:80 -m -w 1\n-a -t 192.0.2.100:80 -r 10.10.0.12:8080 -m -w 2\n-A -t 192.0.2.100:443 -s sh\n-a -t 192.0.2.100:443 -r 10.10.0.11:443 -m -w 1\n-a -t 192.0.2.100:443 -r 10.10.0.12:443 -m -w 1\n--set 600 0 0\n",
+        );
+        let diff = t.diff(&next);
+        assert_eq!(diff.len(), 5, "{diff:#?}");
+        assert!(matches!(diff[0], Command::DelService { .. }));
+        t.apply_all(&diff).unwrap();
+        assert_eq!(t.save(), next.save());
+        assert_eq!(t.list_timeouts(), "Timeout (tcp tcpfin udp): 600 120 300\n");
+        let b = t.snapshot(&[]);
+        assert!(
+            Arc::ptr_eq(&a.services[&tcp], &b.services[&tcp]),
+            "the unchanged service keeps its published form (scheduler state, connections)"
+        );
+        // An edit only: one command, and only that service republished.
+        // (-S has no --set, as ipvsadm's: the file keeps its own.)
+        let edited = rules(&format!(
+            "{}--set 600 0 0\n",
+            next.save()
+                .replace("10.10.0.12:8080 -m -w 2", "10.10.0.12:8080 -m -w 5")
+        ));
+        let diff = t.diff(&edited);
+        assert_eq!(diff.len(), 1, "{diff:#?}");
+        assert!(matches!(&diff[0], Command::EditDest { dest, .. } if dest.weight == 5));
+    }
+
+    const MARK_RULES: &str = "\
+--add-mark -f 1 -t 192.0.2.100:80
+--add-mark -f 1 -t 192.0.2.100:443
+--add-mark -f 1 -u 192.0.2.101:5000-5009
+--add-mark -f 2 -t [2001:db8::100]:80
+-A -t 192.0.2.100:80 -s wlc
+-a -t 192.0.2.100:80 -r 10.10.0.13:80 -m -w 1
+-A -f 1 -s rr -p 300
+-a -f 1 -r 10.10.0.11:0 -m -w 1
+-a -f 1 -r 10.10.0.12:0 -g -w 1
+-A -f 2 -6 -s sh
+-a -f 2 -6 -r [fd00:10::11]:8080 -m -w 1
+";
+
+    #[test]
+    fn fwmark_services_list_save_steer_and_override_address_services() {
+        let mut t = Table::default();
+        t.apply_all(&parse_rules(MARK_RULES).unwrap()).unwrap();
+        assert_eq!(t.save(), MARK_RULES);
+        let l = t.list(None, ListFormat::Normal, false).unwrap();
+        assert!(
+            l.contains("\nFWM  1 rr persistent 300\n  -> 10.10.0.11:0"),
+            "{l}"
+        );
+        assert!(
+            l.contains("\nFWM  2 IPv6 sh\n  -> [fd00:10::11]:8080"),
+            "{l}"
+        );
+        let snap = t.snapshot(&[]);
+        // 2 TCP ports and 10 UDP ones for mark 1 (it overrides the address service on :80),
+        // one IPv6 key for mark 2.
+        assert_eq!(snap.services.len(), 13);
+        let m1 = &snap.services[&vk("tcp 192.0.2.100:80")];
+        assert_eq!(m1.mark, 1);
+        assert!(Arc::ptr_eq(m1, &snap.services[&vk("udp 192.0.2.101:5007")]));
+        let (vips, reals) = t.steer_keys();
+        assert_eq!(vips.len(), 13);
+        // NAT realservers: 10.10.0.11 at each of mark 1's 12 ports, 10.10.0.13:80 (TCP, the
+        // same key as 10.10.0.11's), [fd00:10::11]:8080; not the DR one.
+        assert_eq!(reals.len(), 12 + 1 + 1, "{reals:?}");
+        // Group entries do not overlap, across marks too.
+        let e = run(&mut t, "--add-mark -f 3 -u 192.0.2.101:5009-5010").unwrap_err();
+        assert_eq!(
+            e.msg,
+            "fwmark group entry -u 192.0.2.101:5009-5010 overlaps -u 192.0.2.101:5000-5009 of mark 1"
+        );
+        assert_eq!(
+            run(&mut t, "--delete-mark -f 1 -t 192.0.2.100:81")
+                .unwrap_err()
+                .msg,
+            "No such fwmark group entry"
+        );
+        // The steering maps bound the keys: a change beyond them is refused whole.
+        let before = t.save();
+        let e = t
+            .apply_all(&parse_rules("--add-mark -f 4 -t 192.0.2.102:1-65535\n-A -f 4\n").unwrap())
+            .unwrap_err()
+            .1;
+        assert!(e.msg.starts_with("too many virtual service"), "{}", e.msg);
+        assert_eq!(t.save(), before);
+        // -C clears the groups too, and a restore of -S gives the same table.
+        run(&mut t, "-C").unwrap();
+        assert_eq!(t.save(), "");
+        t.apply_all(&parse_rules(&before).unwrap()).unwrap();
+        assert_eq!(t.save(), before);
+    }
+
+    #[test]
+    fn json_listing_has_the_table_counters_and_groups() {
+        let mut t = Table::default();
+        t.apply_all(&parse_rules(MARK_RULES).unwrap()).unwrap();
+        let j = t.list_json(None).unwrap();
+        assert_eq!(j["services"][0]["protocol"], "TCP");
+        assert_eq!(j["services"][0]["address"], "192.0.2.100");
+        assert_eq!(j["services"][1]["fwmark"], 1);
+        assert_eq!(j["services"][1]["persistent"], 300);
+        assert_eq!(j["services"][1]["realservers"][0]["forward"], "Masq");
+        assert_eq!(j["services"][1]["stats"]["conns"], 0);
+        assert_eq!(
+            j["fwmark_groups"][0]["entries"][2],
+            "-u 192.0.2.101:5000-5009"
+        );
+        assert_eq!(j["timeouts"]["tcp"], 900);
+        assert_eq!(
+            t.list_json(Some(&vs("tcp 192.0.2.100:81")))
+                .unwrap_err()
+                .msg,
+            "No such service"
+        );
+    }
+
+    #[test]
     fn unchanged_services_keep_their_published_form() {
         let mut t = table();
         let a = t.snapshot(&[]);
         run(&mut t, "-e -u 192.0.2.100:53 -r 10.10.0.11:53 -g -w 3").unwrap();
         let b = t.snapshot(&[]);
-        let tcp = vs("tcp 192.0.2.100:80");
-        let udp = vs("udp 192.0.2.100:53");
+        let tcp = vk("tcp 192.0.2.100:80");
+        let udp = vk("udp 192.0.2.100:53");
         assert!(Arc::ptr_eq(&a.services[&tcp], &b.services[&tcp]));
         assert!(!Arc::ptr_eq(&a.services[&udp], &b.services[&udp]));
     }
@@ -974,11 +1420,19 @@ TCP  192.0.2.100:443 mh persistent 300
         }
     }
 
+    /// The lookup key of an address service.
+    fn vk(svc: &str) -> VsKey {
+        match vs(svc) {
+            SvcKey::Addr(k) => k,
+            SvcKey::Mark { .. } => unreachable!(),
+        }
+    }
+
     /// A service key from `"tcp ADDR:PORT"` or `"udp ADDR:PORT"`.
-    fn vs(svc: &str) -> VsKey {
+    fn vs(svc: &str) -> SvcKey {
         let (proto, addr) = svc.split_once(' ').unwrap();
         let sa: SocketAddr = addr.parse().unwrap();
-        VsKey {
+        SvcKey::Addr(VsKey {
             proto: if proto == "tcp" {
                 Proto::Tcp
             } else {
@@ -986,7 +1440,7 @@ TCP  192.0.2.100:443 mh persistent 300
             },
             addr: sa.ip(),
             port: sa.port(),
-        }
+        })
     }
 
     fn dest<'t>(t: &'t Table, svc: &str, rs: &str) -> &'t DestEntry {
@@ -1077,7 +1531,7 @@ TCP  192.0.2.100:443 mh persistent 300
         assert!(t.reap_retired());
         assert_eq!(t.service_stats(&key).unwrap().conns, 808);
         assert_eq!(
-            t.zero(Some(&VsKey { port: 81, ..key })).unwrap_err().msg,
+            t.zero(Some(&vs("tcp 192.0.2.100:81"))).unwrap_err().msg,
             "No such service"
         );
         t.zero(Some(&key)).unwrap();

@@ -368,6 +368,7 @@ pub fn service<A: Into<IpAddr> + Copy>(
     };
     Service {
         key,
+        mark: 0,
         sched: sched::build(scheduler, Default::default(), &dests, &Default::default())
             .expect("scheduler"),
         dests,

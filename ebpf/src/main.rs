@@ -26,7 +26,7 @@ use aya_ebpf::{
 };
 use xlvs_common::{
     AddrKey, COUNTERS, Counter, FAMILY_IPV4, FAMILY_IPV6, FRAGS_MAX, FragKey, IfaceSlot, L4Key,
-    PROTO_ICMP, PROTO_TCP, PROTO_UDP, SteerValue, XSK_SLOTS,
+    MAX_STEER_KEYS, PROTO_ICMP, PROTO_TCP, PROTO_UDP, SteerValue, XSK_SLOTS,
 };
 
 /// AF_XDP sockets, one per (interface slot, RX queue).
@@ -35,11 +35,11 @@ static XSKS: XskMap = XskMap::with_max_entries(XSK_SLOTS, 0);
 
 /// Virtual services: (VIP, vport, proto).
 #[map(name = "SERVICES")]
-static SERVICES: HashMap<L4Key, SteerValue> = HashMap::with_max_entries(65536, 0);
+static SERVICES: HashMap<L4Key, SteerValue> = HashMap::with_max_entries(MAX_STEER_KEYS, 0);
 
 /// LVS-NAT realservers: (RIP, rport, proto); their replies are steered.
 #[map(name = "REALS")]
-static REALS: HashMap<L4Key, SteerValue> = HashMap::with_max_entries(65536, 0);
+static REALS: HashMap<L4Key, SteerValue> = HashMap::with_max_entries(MAX_STEER_KEYS, 0);
 
 /// The director's own addresses: traffic from a realserver to these is the director's own.
 #[map(name = "LOCAL_ADDRS")]

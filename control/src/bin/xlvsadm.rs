@@ -1,6 +1,6 @@
 //! xlvsadm: administer a running xlvsd with ipvsadm's syntax.
 
-use std::io::Write;
+use std::io::{Read, Write};
 use std::path::PathBuf;
 
 use xlvs_control::admin;
@@ -32,7 +32,21 @@ fn main() {
         }
     }
     let socket = socket.unwrap_or_else(|| PathBuf::from(admin::DEFAULT_SOCKET));
-    match admin::call(&socket, args) {
+    // `-R` restores the rules on standard input; the daemon parses and applies them.
+    let restore = args.iter().any(|a| {
+        a == "--restore" || (a.starts_with('-') && !a.starts_with("--") && a.contains('R'))
+    });
+    let input = if restore {
+        let mut text = String::new();
+        if let Err(e) = std::io::stdin().read_to_string(&mut text) {
+            eprintln!("xlvsadm: reading rules from standard input: {e}");
+            std::process::exit(2);
+        }
+        Some(text)
+    } else {
+        None
+    };
+    match admin::call(&socket, args, input) {
         Ok(r) => {
             print!("{}", r.stdout);
             eprint!("{}", r.stderr);

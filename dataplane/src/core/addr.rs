@@ -15,6 +15,9 @@ pub trait Addr: Copy + Eq + Ord + Hash + Debug + Display + Send + Sync + 'static
     fn ip(self) -> IpAddr;
     /// The address if `ip` is of this family.
     fn from_ip(ip: IpAddr) -> Option<Self>;
+    /// A number as an address (IPVS keeps a fwmark service's persistence templates under
+    /// the mark as their virtual address).
+    fn from_u32(v: u32) -> Self;
     /// The address as two words for hashing (IPv4: one word and zero).
     fn words(self) -> (u64, u64);
 }
@@ -32,6 +35,9 @@ impl Addr for Ipv4Addr {
             IpAddr::V4(a) => Some(a),
             IpAddr::V6(_) => None,
         }
+    }
+    fn from_u32(v: u32) -> Self {
+        Ipv4Addr::from_bits(v)
     }
     #[inline(always)]
     fn words(self) -> (u64, u64) {
@@ -52,6 +58,9 @@ impl Addr for Ipv6Addr {
             IpAddr::V6(a) => Some(a),
             IpAddr::V4(_) => None,
         }
+    }
+    fn from_u32(v: u32) -> Self {
+        Ipv6Addr::from_bits(v as u128)
     }
     #[inline(always)]
     fn words(self) -> (u64, u64) {

@@ -285,6 +285,12 @@ impl<A> Template<A> {
         tick_ceil(Instant(self.last_used.load(Ordering::Relaxed)) + self.timeout)
     }
 
+    /// Time left before it goes idle (ipvsadm -L -c "expire"; it stays longer while
+    /// connections hold it).
+    pub fn expires_in(&self, now: Instant) -> Duration {
+        (Instant(self.last_used.load(Ordering::Relaxed)) + self.timeout).since(now)
+    }
+
     /// Records the tick of its wheel entry.
     pub fn arm(&self, at: u32) {
         self.armed.store(at, Ordering::Relaxed);
@@ -897,6 +903,13 @@ impl<A: Addr> ConnTable<A> {
                 }
                 i = s.next;
             }
+        }
+    }
+
+    /// Calls `f` on every persistence template (for listings).
+    pub fn for_each_template(&self, mut f: impl FnMut(&Template<A>)) {
+        for t in self.templates.iter() {
+            f(t.value());
         }
     }
 }

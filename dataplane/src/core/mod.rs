@@ -580,6 +580,8 @@ fn new_conn<F: Family>(
     let (d, template) = choose_dest(table, ex, now, svc, p)?;
     // A realserver of the other family cannot take it (IPVS allows that for tunnels only).
     let daddr = F::from_ip(d.addr).ok_or(DropReason::NoDest)?;
+    // Port 0 (a fwmark service's realserver): the port the client asked for.
+    let dport = if d.port == 0 { p.dport } else { d.port };
     let client_mac = ethernet::Frame::new_unchecked(frame).src();
     let (state, timeout) = match p.proto {
         Proto::Tcp => {
@@ -596,7 +598,7 @@ fn new_conn<F: Family>(
         p.proto,
         (p.src, p.sport),
         (p.dst, p.dport),
-        (daddr, d.port),
+        (daddr, dport),
         d.fwd,
         state,
         hop,
@@ -607,7 +609,7 @@ fn new_conn<F: Family>(
     let action = Action::ToDest {
         fwd: d.fwd,
         daddr,
-        dport: d.port,
+        dport,
         hop: d.state.next_hop(),
     };
     let at = ex.conns.at(tick(now), conn.deadline());
@@ -648,11 +650,20 @@ fn choose_dest<'s, A: Addr>(
         return pick().map(|d| (d, None)).map_or_else(sorry, Ok);
     };
     let netmask = A::from_ip(pers.netmask).unwrap_or(A::ONES);
-    let key = TemplateKey {
-        proto: p.proto.number(),
-        caddr: p.src.mask(netmask),
-        vaddr: p.dst,
-        vport: p.dport,
+    let caddr = p.src.mask(netmask);
+    let key = match svc.mark {
+        0 => TemplateKey {
+            proto: p.proto.number(),
+            caddr,
+            vaddr: p.dst,
+            vport: p.dport,
+        },
+        mark => TemplateKey {
+            proto: 0,
+            caddr,
+            vaddr: A::from_u32(mark),
+            vport: 0,
+        },
     };
     let found = table
         .persist(key, now, pers.timeout, &svc.dests, pick)

@@ -273,8 +273,15 @@ impl Default for Persistence {
 /// A virtual service and its realservers, in IPVS list order.
 #[derive(Debug)]
 pub struct Service {
+    /// The key it is found under; for a fwmark service, (TCP, its family's unspecified
+    /// address, 0): the snapshot lists it under each (proto, VIP, vport) of its mark instead.
     pub key: VsKey,
+    /// A fwmark service's mark (`-f`), 0 for an address service. Its persistence templates
+    /// are keyed by the mark (IPVS: protocol IP, vaddr = mark, vport 0), so one client sticks to
+    /// one realserver across every port and protocol of the mark.
+    pub mark: u32,
     pub sched: Box<dyn Scheduler>,
+    /// Its realservers; port 0 (fwmark services) forwards to the port the client asked for.
     pub dests: Vec<Dest>,
     /// Persistence, if the service is persistent.
     pub persist: Option<Persistence>,

@@ -454,6 +454,85 @@ fn persistence_keeps_a_client_on_one_realserver() {
     assert_eq!(persist, 2, "templates count toward their realservers");
 }
 
+/// A persistent fwmark service (mark 7) over RIP1/RIP2 with realserver port 0, listed under
+/// TCP VIP:80, TCP VIP:443 and UDP VIP:53.
+fn fwmark_snap() -> Snapshot {
+    let mut svc = service(
+        Proto::Tcp,
+        (VIP, 0),
+        &[(RIP1, 0), (RIP2, 0)],
+        Fwd::Masq,
+        "rr",
+    );
+    svc.mark = 7;
+    svc.persist = Some(service::Persistence {
+        timeout: std::time::Duration::from_secs(300),
+        netmask: Ipv4Addr::BROADCAST.into(),
+    });
+    let svc = Arc::new(svc);
+    let mut snap = snapshot_with(vec![]);
+    for (proto, port) in [(Proto::Tcp, 80), (Proto::Tcp, 443), (Proto::Udp, 53)] {
+        let key = VsKey {
+            proto,
+            addr: VIP.into(),
+            port,
+        };
+        snap.services.insert(key, svc.clone());
+    }
+    snap
+}
+
+#[test]
+fn fwmark_service_keeps_the_port_and_one_template_across_ports_and_protocols() {
+    let mut c = core();
+    let snap = fwmark_snap();
+    let mut f = tcp_frame(CLIENT_MAC, EXT_MAC, (CIP, 10_000), (VIP, 80), SYN, 64, b"");
+    assert_eq!(c.process(t(1), &snap, &mut f, 0), Verdict::Tx(1));
+    let (_, _, rs, port, _) = tuple(&f);
+    assert_eq!(port, 80, "realserver port 0: the port the client asked for");
+    let mut f = tcp_frame(CLIENT_MAC, EXT_MAC, (CIP, 10_001), (VIP, 443), SYN, 64, b"");
+    assert_eq!(c.process(t(1), &snap, &mut f, 0), Verdict::Tx(1));
+    assert_eq!(
+        (tuple(&f).2, tuple(&f).3),
+        (rs, 443),
+        "same template, same realserver"
+    );
+    let mut f = udp_frame(CLIENT_MAC, EXT_MAC, (CIP, 10_002), (VIP, 53), b"q");
+    assert_eq!(c.process(t(1), &snap, &mut f, 0), Verdict::Tx(1));
+    assert_eq!((tuple(&f).2, tuple(&f).3), (rs, 53), "and across protocols");
+    assert_eq!(c.tables().templates(), 1, "one template: keyed by the mark");
+    // Another client: rr moves on to the other realserver, at its own port.
+    let mut f = tcp_frame(
+        CLIENT_MAC,
+        EXT_MAC,
+        (Ipv4Addr::new(198, 51, 100, 8), 10_000),
+        (VIP, 443),
+        SYN,
+        64,
+        b"",
+    );
+    assert_eq!(c.process(t(1), &snap, &mut f, 0), Verdict::Tx(1));
+    assert_ne!(tuple(&f).2, rs);
+    let mut keys = Vec::new();
+    c.tables()
+        .v4
+        .for_each_template(|t| keys.push((t.key.proto, t.key.vaddr, t.key.vport)));
+    assert_eq!(keys, [(0, Ipv4Addr::from_bits(7), 0); 2]);
+    // The realserver's reply from its port 443 is SNATted back to VIP:443.
+    let mut r = tcp_frame(
+        rs_mac(1),
+        INT_MAC,
+        (tuple(&f).2, 443),
+        (Ipv4Addr::new(198, 51, 100, 8), 10_000),
+        SYN | ACK,
+        64,
+        b"",
+    );
+    assert_eq!(c.process(t(1), &snap, &mut r, 1), Verdict::Tx(0));
+    assert_eq!(tuple(&r).0, VIP);
+    assert_eq!(tuple(&r).1, 443);
+}
+
 #[test]
 fn persistence_netmask_groups_clients() {
     let mut c = core();

@@ -1,0 +1,211 @@
+//! `ipvsadm -L -c`: the connection table, listed as ipvsadm lists `/proc/net/ip_vs_conn`
+//! (ipvsadm.c `list_conn`, `print_conn`), persistence templates included.
+
+use std::fmt::Write as _;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+use serde_json::json;
+use xlvs_dataplane::core::Instant;
+use xlvs_dataplane::core::addr::Addr;
+use xlvs_dataplane::core::conn::{ConnTable, Tables};
+use xlvs_dataplane::core::service::{DestState, Proto};
+
+/// One line of the listing.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Entry {
+    /// `TCP`, `UDP`, or `IP` for a fwmark service's template.
+    pub proto: &'static str,
+    /// Seconds until it expires.
+    pub expire: u64,
+    /// The TCP state, `UDP` for UDP (IPVS's UDP state name), `NONE` for a template.
+    pub state: &'static str,
+    pub client: SocketAddr,
+    pub virt: SocketAddr,
+    pub dest: SocketAddr,
+}
+
+/// Names the realserver of a template (which holds only the realserver's shared state).
+pub type DestOf<'a> = &'a dyn Fn(&Arc<DestState>) -> Option<(IpAddr, u16)>;
+
+/// Every connection and template. `dest_of` names the realserver a template points at (a
+/// template holds only its realserver's shared state).
+pub fn entries(tables: &Tables, now: Instant, dest_of: DestOf<'_>) -> Vec<Entry> {
+    let mut out = Vec::new();
+    collect(&tables.v4, now, dest_of, &mut out);
+    collect(&tables.v6, now, dest_of, &mut out);
+    out
+}
+
+fn collect<A: Addr>(t: &ConnTable<A>, now: Instant, dest_of: DestOf<'_>, out: &mut Vec<Entry>) {
+    let ep = |a: A, port: u16| SocketAddr::new(a.ip(), port);
+    t.for_each(|c| {
+        out.push(Entry {
+            proto: c.proto.label(),
+            expire: c.expires_in(now).as_secs(),
+            state: match c.proto {
+                Proto::Tcp => c.state.name(),
+                Proto::Udp => "UDP",
+            },
+            client: ep(c.caddr, c.cport),
+            virt: ep(c.vaddr, c.vport),
+            dest: ep(c.daddr, c.dport),
+        })
+    });
+    t.for_each_template(|tp| {
+        let k = &tp.key;
+        let (daddr, dport) = dest_of(&tp.dest).unwrap_or((k.vaddr.ip(), 0));
+        out.push(Entry {
+            proto: match k.proto {
+                6 => "TCP",
+                17 => "UDP",
+                _ => "IP",
+            },
+            expire: tp.expires_in(now).as_secs(),
+            state: "NONE",
+            client: ep(k.caddr, 0),
+            virt: ep(k.vaddr, k.vport),
+            dest: SocketAddr::new(daddr, dport),
+        })
+    });
+}
+
+/// ipvsadm's text: `pro expire state source virtual destination`; with `--persistent-conn`
+/// the header gains ipvsadm's `pe name` and `pe_data` columns (no persistence engine here,
+/// so lines have none, as ipvsadm prints them for connections without one).
+pub fn text(entries: &[Entry], persistent: bool) -> String {
+    let mut s = String::from("IPVS connection entries\n");
+    if persistent {
+        let _ = writeln!(
+            s,
+            "pro expire {:<11} {:<18} {:<18} {:<18} {:<16} pe_data",
+            "state", "source", "virtual", "destination", "pe name"
+        );
+    } else {
+        let _ = writeln!(
+            s,
+            "pro expire {:<11} {:<18} {:<18} destination",
+            "state", "source", "virtual"
+        );
+    }
+    for e in entries {
+        let expire = format!("{:02}:{:02}", e.expire / 60, e.expire % 60);
+        let _ = writeln!(
+            s,
+            "{:<3} {:<6} {:<11} {:<18} {:<18} {}",
+            e.proto,
+            expire,
+            e.state,
+            e.client.to_string(),
+            e.virt.to_string(),
+            e.dest
+        );
+    }
+    s
+}
+
+/// `-L -c --json`.
+pub fn json(entries: &[Entry]) -> serde_json::Value {
+    let list: Vec<_> = entries
+        .iter()
+        .map(|e| {
+            json!({
+                "protocol": e.proto,
+                "expire": e.expire,
+                "state": e.state,
+                "source": e.client.to_string(),
+                "virtual": e.virt.to_string(),
+                "destination": e.dest.to_string(),
+            })
+        })
+        .collect();
+    json!({ "connections": list })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::Ipv4Addr;
+    use std::time::Duration;
+    use xlvs_dataplane::core::conn::{Conn, TemplateKey};
+    use xlvs_dataplane::core::service::{Dest, Fwd, NextHop};
+    use xlvs_dataplane::core::tcp_state::TcpState;
+    use xlvs_dataplane::core::wheel::tick_ceil;
+
+    #[test]
+    fn listing_matches_ipvsadm_print_conn() {
+        let tables = Tables::new(1024);
+        let now = Instant::from_secs(100);
+        let dest = Arc::new(DestState::default());
+        let hop = NextHop {
+            iface: 0,
+            mac: [0; 6],
+        };
+        let mut c = Conn::new(
+            Proto::Tcp,
+            (Ipv4Addr::new(198, 51, 100, 7), 40000),
+            (Ipv4Addr::new(192, 0, 2, 100), 80),
+            (Ipv4Addr::new(10, 10, 0, 11), 8080),
+            Fwd::Masq,
+            TcpState::Established,
+            hop,
+            dest.clone(),
+        );
+        c.touch(tick_ceil(now), 900);
+        tables.v4.insert(c, 0, now).unwrap();
+        let mut u = Conn::new(
+            Proto::Udp,
+            (Ipv4Addr::new(198, 51, 100, 7), 5353),
+            (Ipv4Addr::new(192, 0, 2, 100), 53),
+            (Ipv4Addr::new(10, 10, 0, 12), 53),
+            Fwd::Route,
+            TcpState::None,
+            hop,
+            dest.clone(),
+        );
+        u.touch(tick_ceil(now), 299);
+        tables.v4.insert(u, 0, now).unwrap();
+        let dests = [Dest {
+            addr: Ipv4Addr::new(10, 10, 0, 11).into(),
+            port: 8080,
+            fwd: Fwd::Masq,
+            weight: 1,
+            last_weight: 1,
+            state: dest.clone(),
+        }];
+        let key = TemplateKey {
+            proto: 6,
+            caddr: Ipv4Addr::new(198, 51, 100, 7),
+            vaddr: Ipv4Addr::new(192, 0, 2, 100),
+            vport: 80,
+        };
+        tables
+            .v4
+            .persist(key, now, Duration::from_secs(360), &dests, || {
+                Some(&dests[0])
+            })
+            .unwrap();
+        let dest_of = |s: &Arc<DestState>| {
+            Arc::ptr_eq(s, &dest).then_some((IpAddr::from(Ipv4Addr::new(10, 10, 0, 11)), 8080))
+        };
+        let mut e = entries(&tables, now, &dest_of);
+        e.sort_by_key(|e| (e.proto, e.expire));
+        // Expected lines as ipvsadm's printf("%-3s %-6s %-11s %-18s %-18s %s\n") prints them.
+        let expected = "\
+IPVS connection entries
+pro expire state       source             virtual            destination
+TCP 06:00  NONE        198.51.100.7:0     192.0.2.100:80     10.10.0.11:8080
+TCP 15:00  ESTABLISHED 198.51.100.7:40000 192.0.2.100:80     10.10.0.11:8080
+UDP 04:59  UDP         198.51.100.7:5353  192.0.2.100:53     10.10.0.12:53
+";
+        assert_eq!(text(&e, false), expected);
+        assert!(
+            text(&e, true).starts_with(
+                "IPVS connection entries\npro expire state       source             virtual            destination        pe name          pe_data\n"
+            )
+        );
+        let j = json(&e);
+        assert_eq!(j["connections"][1]["state"], "ESTABLISHED");
+        assert_eq!(j["connections"][1]["source"], "198.51.100.7:40000");
+    }
+}
