@@ -4,6 +4,7 @@
 
 use std::fmt::Write as _;
 use std::net::IpAddr;
+use std::net::TcpListener;
 use std::os::unix::net::UnixListener;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -23,7 +24,7 @@ use xlvs_dataplane::core::stats;
 use crate::admin::{self, Response};
 use crate::ipvsadm::{self, CmdError, Command};
 use crate::table::Table;
-use crate::{conns, neigh, stats as rates, sys, xdp};
+use crate::{conns, metrics, neigh, stats as rates, sys, xdp};
 
 /// xlvsd's settings.
 #[derive(Clone, Debug)]
@@ -40,6 +41,8 @@ pub struct Config {
     pub xsk: XskConfig,
     /// Scheduler settings (the Maglev table size).
     pub sched: SchedConfig,
+    /// `--metrics ADDR:PORT`: serve Prometheus metrics there (off when None).
+    pub metrics: Option<std::net::SocketAddr>,
 }
 
 /// State of the running daemon's control thread.
@@ -153,6 +156,16 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
     let listener = UnixListener::bind(&cfg.control)
         .with_context(|| format!("binding the control socket {}", cfg.control.display()))?;
     listener.set_nonblocking(true)?;
+    let scrape = match cfg.metrics {
+        Some(addr) => {
+            let l = TcpListener::bind(addr)
+                .with_context(|| format!("binding the metrics address {addr}"))?;
+            l.set_nonblocking(true)?;
+            log::info!("Prometheus metrics on http://{addr}/metrics");
+            Some(l)
+        }
+        None => None,
+    };
     eprintln!(
         "xlvsd: ready: {} worker(s) on {}; control socket {}",
         ctl.workers.len(),
@@ -170,6 +183,17 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
         }
         if sys::reload_requested() {
             ctl.reload();
+        }
+        if let Some(l) = &scrape {
+            match l.accept() {
+                Ok((s, _)) => {
+                    if let Err(e) = metrics::serve(s, || ctl.metrics()) {
+                        log::debug!("metrics scrape: {e}");
+                    }
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(e) => log::warn!("metrics socket: {e}"),
+            }
         }
         match listener.accept() {
             Ok((s, _)) => {
@@ -448,6 +472,20 @@ impl Control {
             stdout: out,
             stderr: String::new(),
         }
+    }
+
+    /// The Prometheus exposition.
+    fn metrics(&self) -> String {
+        let mut e = metrics::Exposition::default();
+        metrics::table(&mut e, &self.table);
+        metrics::workers(&mut e, &self.workers);
+        metrics::globals(
+            &mut e,
+            self.xdp.counters(),
+            self.conns.len(),
+            self.conns.templates(),
+        );
+        e.render()
     }
 
     fn workers_text(&self) -> String {

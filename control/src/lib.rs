@@ -15,6 +15,7 @@ pub mod admin;
 pub mod conns;
 pub mod daemon;
 pub mod ipvsadm;
+pub mod metrics;
 pub mod neigh;
 pub mod netlink;
 pub mod stats;

@@ -139,6 +139,11 @@ pub struct ServiceEntry {
 }
 
 impl ServiceEntry {
+    /// Its rates (since the last `-Z`).
+    pub fn rates(&self) -> Rates {
+        self.est.rates()
+    }
+
     /// Its configuration, as `-A`/`-E` give it.
     fn opts(&self) -> ServiceOpts {
         ServiceOpts {
@@ -572,6 +577,12 @@ impl Table {
                     .map(|(_, d)| d),
             )
             .fold(s.gone, |t, d| t.plus(d.state.stats.totals()))
+    }
+
+    /// A service's counters since the daemon started (the metrics' counters).
+    pub fn service_raw_totals(&self, key: &SvcKey) -> Option<Totals> {
+        let s = self.services.get(key)?;
+        Some(self.raw_totals(key, s))
     }
 
     /// A service's counters since the last `-Z`.

@@ -73,6 +73,23 @@ pub struct WorkerStats {
     pub tx_ring_full: AtomicU64,
     /// Times the fill ring could not be topped up from the free frames.
     pub fill_starved: AtomicU64,
+    /// The kernel's counts for the socket (`XDP_STATISTICS`), read about once a second.
+    pub xsk: XskCounters,
+}
+
+/// The kernel's AF_XDP socket counters (`struct xdp_statistics`).
+#[derive(Debug, Default)]
+pub struct XskCounters {
+    /// Frames the kernel dropped: the RX ring was full.
+    pub rx_ring_full: AtomicU64,
+    /// Frames the kernel could not receive: the fill ring was empty.
+    pub rx_fill_ring_empty: AtomicU64,
+    /// Frames dropped for other reasons.
+    pub rx_dropped: AtomicU64,
+    pub rx_invalid_descs: AtomicU64,
+    pub tx_invalid_descs: AtomicU64,
+    /// Times the kernel found the TX ring empty when asked to send.
+    pub tx_ring_empty: AtomicU64,
 }
 
 impl WorkerStats {
@@ -310,6 +327,7 @@ impl Dataplane {
                 pending_tx: Vec::with_capacity(self.config.ring_size as usize * 3),
                 wake: vec![false; n],
                 pending_cap: self.config.ring_size as usize * 2,
+                next_xsk_stats: Instant(0),
             };
             let thread = std::thread::Builder::new()
                 .name(format!("xlvs-{name}"))
@@ -353,6 +371,8 @@ struct Worker {
     /// Most frames `pending_tx` holds before the inbox is left for the next round (its
     /// preallocated capacity: the hot path never grows it beyond a full batch more).
     pending_cap: usize,
+    /// When to read the kernel's socket counters next.
+    next_xsk_stats: Instant,
 }
 
 fn monotonic_now() -> Instant {
@@ -539,6 +559,11 @@ impl Worker {
                 }
             }
             self.stats.publish(&self.core.stats);
+            if now >= self.next_xsk_stats {
+                // One getsockopt a second, not per batch.
+                self.next_xsk_stats = now + std::time::Duration::from_secs(1);
+                self.read_xsk_stats();
+            }
 
             if !busy && self.outstanding == 0 && self.pending_tx.is_empty() {
                 // Idle: sleep until a frame arrives, another worker hands us work, or 100 ms
@@ -553,6 +578,24 @@ impl Worker {
             }
         }
         log::info!("worker {} stopping", self.me);
+    }
+
+    /// Copies the kernel's counters of our socket into the shared stats.
+    fn read_xsk_stats(&self) {
+        let Ok(x) = self.rx.fd().xdp_statistics() else {
+            return;
+        };
+        let k = &self.stats.xsk;
+        for (a, v) in [
+            (&k.rx_ring_full, x.rx_ring_full()),
+            (&k.rx_fill_ring_empty, x.rx_fill_ring_empty_descs()),
+            (&k.rx_dropped, x.rx_dropped()),
+            (&k.rx_invalid_descs, x.rx_invalid_descs()),
+            (&k.tx_invalid_descs, x.tx_invalid_descs()),
+            (&k.tx_ring_empty, x.tx_ring_empty_descs()),
+        ] {
+            a.store(v, Ordering::Relaxed);
+        }
     }
 
     /// Tops the fill ring up from our free frames.

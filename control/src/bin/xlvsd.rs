@@ -14,7 +14,8 @@ struct Args {
     /// Interface to drive (repeat for several: e.g. the external and the internal one).
     #[arg(long = "iface", value_name = "IF", required = true)]
     ifaces: Vec<String>,
-    /// Rules to load at start, in `ipvsadm -S -n` format.
+    /// Rules to load at start, in `ipvsadm -S -n` format; SIGHUP re-reads the file and
+    /// applies only what changed.
     #[arg(long, value_name = "FILE")]
     rules: Option<PathBuf>,
     /// Control socket for xlvsadm.
@@ -24,6 +25,9 @@ struct Args {
     /// table reserves its memory up front (~60 bytes per IPv4 connection, committed as used).
     #[arg(long, default_value_t = 4 << 20)]
     max_conns: usize,
+    /// Serve Prometheus metrics at http://ADDR:PORT/metrics (off by default).
+    #[arg(long, value_name = "ADDR:PORT")]
+    metrics: Option<std::net::SocketAddr>,
     /// Maglev (mh) lookup table size, a prime; IPVS fixes it at kernel build time.
     #[arg(long, default_value_t = sched::SchedConfig::default().mh_table_size)]
     mh_table_size: usize,
@@ -43,6 +47,7 @@ fn main() {
         sched: sched::SchedConfig {
             mh_table_size: a.mh_table_size,
         },
+        metrics: a.metrics,
     };
     if let Err(e) = daemon::run(cfg) {
         eprintln!("xlvsd: {e:#}");

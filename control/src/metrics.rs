@@ -1,0 +1,413 @@
+//! The Prometheus exposition (`xlvsd --metrics ADDR:PORT`, text format 0.0.4): per service and
+//! realserver the IPVS counters and rates, per worker its packet, drop and ring counts, and the
+//! XDP program's counters.
+//!
+//! Labels follow node_exporter's IPVS collector (`local_address`, `local_port`, `local_mark`,
+//! `proto`, `remote_address`, `remote_port`), so dashboards built for kernel IPVS carry over.
+//! Cardinality is bounded by the configuration (services × realservers, workers × drop
+//! reasons): no label per connection or per client.
+//!
+//! Counters are totals since the daemon started: `-Z` zeroes what ipvsadm shows, not these
+//! (a Prometheus counter only goes up; its rates come from `rate()`).
+
+use std::fmt::Write as _;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use xlvs_dataplane::afxdp::WorkerHandle;
+use xlvs_dataplane::core::DropReason;
+use xlvs_dataplane::core::stats::Totals;
+
+use crate::ipvsadm::SvcKey;
+use crate::stats::Rates;
+use crate::table::Table;
+
+/// One metric family: its samples must be written together.
+struct Family {
+    name: String,
+    kind: &'static str,
+    help: &'static str,
+    samples: Vec<(String, u64)>,
+}
+
+/// Metric families in the order first added.
+#[derive(Default)]
+pub struct Exposition {
+    families: Vec<Family>,
+}
+
+type Labels<'a> = &'a [(&'a str, String)];
+
+impl Exposition {
+    fn add(&mut self, name: &str, kind: &'static str, help: &'static str, l: Labels, v: u64) {
+        let name = format!("xlvs_{name}");
+        let i = match self.families.iter().position(|f| f.name == name) {
+            Some(i) => i,
+            None => {
+                self.families.push(Family {
+                    name,
+                    kind,
+                    help,
+                    samples: Vec::new(),
+                });
+                self.families.len() - 1
+            }
+        };
+        let mut labels = String::new();
+        for (k, val) in l {
+            let sep = if labels.is_empty() { "" } else { "," };
+            let _ = write!(labels, "{sep}{k}=\"{}\"", escape(val));
+        }
+        self.families[i].samples.push((labels, v));
+    }
+
+    fn counter(&mut self, name: &str, help: &'static str, l: Labels, v: u64) {
+        self.add(name, "counter", help, l, v);
+    }
+
+    fn gauge(&mut self, name: &str, help: &'static str, l: Labels, v: u64) {
+        self.add(name, "gauge", help, l, v);
+    }
+
+    pub fn render(&self) -> String {
+        let mut s = String::new();
+        for f in &self.families {
+            let _ = writeln!(s, "# HELP {} {}", f.name, f.help);
+            let _ = writeln!(s, "# TYPE {} {}", f.name, f.kind);
+            for (labels, v) in &f.samples {
+                if labels.is_empty() {
+                    let _ = writeln!(s, "{} {v}", f.name);
+                } else {
+                    let _ = writeln!(s, "{}{{{labels}}} {v}", f.name);
+                }
+            }
+        }
+        s
+    }
+}
+
+/// A label value escaped as the text format wants it.
+fn escape(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+/// The labels of a service.
+fn service_labels(k: &SvcKey) -> Vec<(&'static str, String)> {
+    match k {
+        SvcKey::Addr(v) => vec![
+            ("proto", v.proto.label().to_string()),
+            ("local_address", v.addr.to_string()),
+            ("local_port", v.port.to_string()),
+            ("local_mark", String::new()),
+        ],
+        SvcKey::Mark { mark, v6 } => vec![
+            ("proto", "FWM".to_string()),
+            (
+                "local_address",
+                if *v6 { "::" } else { "0.0.0.0" }.to_string(),
+            ),
+            ("local_port", "0".to_string()),
+            ("local_mark", mark.to_string()),
+        ],
+    }
+}
+
+/// The counters and rates of a service or realserver, under `prefix` (`service`, `backend`).
+fn traffic(e: &mut Exposition, prefix: &str, l: Labels, t: Totals, r: Rates) {
+    let n = |what: &str| format!("{prefix}_{what}");
+    e.counter(
+        &n("connections_total"),
+        "Connections scheduled (IPVS conns).",
+        l,
+        t.conns,
+    );
+    e.counter(
+        &n("incoming_packets_total"),
+        "Packets from clients (IPVS inpkts).",
+        l,
+        t.inpkts,
+    );
+    e.counter(
+        &n("outgoing_packets_total"),
+        "Packets to clients (IPVS outpkts; LVS-NAT only, DR replies bypass the director).",
+        l,
+        t.outpkts,
+    );
+    e.counter(
+        &n("incoming_bytes_total"),
+        "IP bytes from clients (IPVS inbytes).",
+        l,
+        t.inbytes,
+    );
+    e.counter(
+        &n("outgoing_bytes_total"),
+        "IP bytes to clients (IPVS outbytes).",
+        l,
+        t.outbytes,
+    );
+    e.gauge(
+        &n("connection_rate"),
+        "Connections per second, IPVS's 2 s estimator (ipvsadm --rate CPS).",
+        l,
+        r.cps,
+    );
+    e.gauge(
+        &n("incoming_packet_rate"),
+        "Packets per second from clients (ipvsadm --rate InPPS).",
+        l,
+        r.inpps,
+    );
+    e.gauge(
+        &n("outgoing_packet_rate"),
+        "Packets per second to clients (ipvsadm --rate OutPPS).",
+        l,
+        r.outpps,
+    );
+    e.gauge(
+        &n("incoming_byte_rate"),
+        "Bytes per second from clients (ipvsadm --rate InBPS).",
+        l,
+        r.inbps,
+    );
+    e.gauge(
+        &n("outgoing_byte_rate"),
+        "Bytes per second to clients (ipvsadm --rate OutBPS).",
+        l,
+        r.outbps,
+    );
+}
+
+/// Services and realservers.
+pub fn table(e: &mut Exposition, t: &Table) {
+    for (k, s) in t.services() {
+        let l = service_labels(k);
+        let total = t.service_raw_totals(k).unwrap_or_default();
+        traffic(e, "service", &l, total, s.rates());
+        for d in s.dests.iter().chain(s.sorry.iter()) {
+            let mut l = l.clone();
+            l.push(("remote_address", d.addr.to_string()));
+            l.push(("remote_port", d.port.to_string()));
+            let st = &d.state;
+            e.gauge(
+                "backend_connections_active",
+                "Connections in an active state (ipvsadm ActiveConn).",
+                &l,
+                st.active.load(Ordering::Relaxed) as u64,
+            );
+            e.gauge(
+                "backend_connections_inactive",
+                "Connections in any other state, and UDP ones (ipvsadm InActConn).",
+                &l,
+                st.inactive.load(Ordering::Relaxed) as u64,
+            );
+            e.gauge(
+                "backend_persistent_connections",
+                "Persistence templates bound to the realserver (ipvsadm PersistConn).",
+                &l,
+                st.persist.load(Ordering::Relaxed) as u64,
+            );
+            e.gauge(
+                "backend_weight",
+                "Configured weight (the sorry server counts 1).",
+                &l,
+                d.weight as u64,
+            );
+            traffic(e, "backend", &l, st.stats.totals(), d.rates());
+        }
+    }
+}
+
+/// The workers' counters.
+pub fn workers(e: &mut Exposition, workers: &[WorkerHandle]) {
+    for w in workers {
+        let l = [("worker", w.name.clone())];
+        let st = &w.stats;
+        let get = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+        e.counter(
+            "worker_rx_packets_total",
+            "Frames the worker received from its AF_XDP socket.",
+            &l,
+            get(&st.rx),
+        );
+        e.counter(
+            "worker_tx_packets_total",
+            "Frames the worker forwarded.",
+            &l,
+            get(&st.tx),
+        );
+        e.counter(
+            "worker_new_connections_total",
+            "Connections the worker created.",
+            &l,
+            get(&st.new_conns),
+        );
+        for r in DropReason::ALL {
+            e.counter(
+                "worker_drops_total",
+                "Frames dropped, by reason.",
+                &[("worker", w.name.clone()), ("reason", r.name().to_string())],
+                get(&st.drops[r as usize]),
+            );
+        }
+        e.counter(
+            "worker_drops_total",
+            "Frames dropped, by reason.",
+            &[("worker", w.name.clone()), ("reason", "inbox_full".into())],
+            get(&st.inbox_full),
+        );
+        e.counter(
+            "worker_tx_ring_full_total",
+            "Batches that found the TX ring without room for every frame.",
+            &l,
+            get(&st.tx_ring_full),
+        );
+        e.counter(
+            "worker_fill_ring_starved_total",
+            "Times the fill ring could not be topped up (no free frames).",
+            &l,
+            get(&st.fill_starved),
+        );
+        let k = &st.xsk;
+        for (name, help, v) in [
+            (
+                "xsk_rx_ring_full_total",
+                "Frames the kernel dropped because the RX ring was full (XDP_STATISTICS).",
+                &k.rx_ring_full,
+            ),
+            (
+                "xsk_fill_ring_empty_total",
+                "Frames the kernel could not receive: fill ring empty (XDP_STATISTICS).",
+                &k.rx_fill_ring_empty,
+            ),
+            (
+                "xsk_tx_ring_empty_total",
+                "Times the kernel found the TX ring empty when asked to send (XDP_STATISTICS).",
+                &k.tx_ring_empty,
+            ),
+            (
+                "xsk_rx_dropped_total",
+                "Frames the kernel dropped for other reasons (XDP_STATISTICS).",
+                &k.rx_dropped,
+            ),
+            (
+                "xsk_rx_invalid_descs_total",
+                "RX descriptors the kernel found invalid (XDP_STATISTICS).",
+                &k.rx_invalid_descs,
+            ),
+            (
+                "xsk_tx_invalid_descs_total",
+                "TX descriptors the kernel found invalid (XDP_STATISTICS).",
+                &k.tx_invalid_descs,
+            ),
+        ] {
+            e.counter(&format!("worker_{name}"), help, &l, get(v));
+        }
+    }
+}
+
+/// The XDP program's counters, and the connection table's size.
+pub fn globals(e: &mut Exposition, xdp: [u64; 3], conns: usize, templates: usize) {
+    for (action, v) in ["steered", "passed", "redirect_failed"].iter().zip(xdp) {
+        e.counter(
+            "xdp_packets_total",
+            "Frames the XDP program saw, by what it did: steered to a worker, passed to the kernel, or passed because the redirect failed.",
+            &[("action", action.to_string())],
+            v,
+        );
+    }
+    e.gauge(
+        "connections",
+        "Connections in the table (persistence templates included).",
+        &[],
+        conns as u64,
+    );
+    e.gauge(
+        "templates",
+        "Persistence templates in the table.",
+        &[],
+        templates as u64,
+    );
+}
+
+/// Answers one HTTP request on an accepted scrape connection: `GET /metrics` gets `body()`,
+/// anything else 404. Bounded in time and size, so a slow client cannot hold the control
+/// thread for long.
+pub fn serve(mut s: TcpStream, body: impl FnOnce() -> String) -> std::io::Result<()> {
+    s.set_nonblocking(false)?;
+    s.set_read_timeout(Some(Duration::from_millis(500)))?;
+    s.set_write_timeout(Some(Duration::from_secs(2)))?;
+    let mut req = Vec::with_capacity(1024);
+    let mut buf = [0u8; 1024];
+    while !req.windows(4).any(|w| w == b"\r\n\r\n") && req.len() < 16 * 1024 {
+        let n = s.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        req.extend_from_slice(&buf[..n]);
+    }
+    let line = String::from_utf8_lossy(&req);
+    let path = line.split_whitespace().nth(1).unwrap_or("");
+    let (status, ctype, body) = match (line.starts_with("GET "), path) {
+        (true, "/metrics") => ("200 OK", "text/plain; version=0.0.4; charset=utf-8", body()),
+        _ => (
+            "404 Not Found",
+            "text/plain; charset=utf-8",
+            "xlvsd serves /metrics\n".to_string(),
+        ),
+    };
+    write!(
+        s,
+        "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )?;
+    s.flush()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ipvsadm::parse_rules;
+
+    #[test]
+    fn exposition_groups_families_and_escapes_labels() {
+        let mut t = Table::default();
+        t.apply_all(
+            &parse_rules(
+                "-A -t 192.0.2.100:80 -s rr\n-a -t 192.0.2.100:80 -r 10.10.0.11:80 -m -w 3\n-A -f 7 -s sh\n-a -f 7 -r 10.10.0.12:0 -g\n",
+            )
+            .unwrap(),
+        )
+        .unwrap();
+        let mut e = Exposition::default();
+        table(&mut e, &t);
+        globals(&mut e, [5, 6, 0], 2, 1);
+        e.gauge("test_escape", "Escaping.", &[("v", "a\"b\\c\nd".into())], 1);
+        let text = e.render();
+        assert!(text.contains(
+            "xlvs_backend_weight{proto=\"TCP\",local_address=\"192.0.2.100\",local_port=\"80\",local_mark=\"\",remote_address=\"10.10.0.11\",remote_port=\"80\"} 3\n"
+        ), "{text}");
+        assert!(text.contains(
+            "xlvs_service_connections_total{proto=\"FWM\",local_address=\"0.0.0.0\",local_port=\"0\",local_mark=\"7\"} 0\n"
+        ), "{text}");
+        assert!(text.contains("xlvs_xdp_packets_total{action=\"passed\"} 6\n"));
+        assert!(text.contains("xlvs_test_escape{v=\"a\\\"b\\\\c\\nd\"} 1\n"));
+        // Each family once, its samples together.
+        let types: Vec<&str> = text.lines().filter(|l| l.starts_with("# TYPE")).collect();
+        let mut dedup = types.clone();
+        dedup.sort();
+        dedup.dedup();
+        assert_eq!(types.len(), dedup.len());
+        let mut seen = Vec::new();
+        for l in text.lines().filter(|l| !l.starts_with('#')) {
+            let name = l.split(['{', ' ']).next().unwrap();
+            if seen.last() != Some(&name) {
+                assert!(!seen.contains(&name), "{name} is split");
+                seen.push(name);
+            }
+        }
+    }
+}
