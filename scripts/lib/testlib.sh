@@ -389,8 +389,9 @@ web_lab_up() {
   lab_nginx "$ID" rs2 80 || fail "lab_nginx rs2"
 }
 
-# start_rr_xlvsd: rules "rr over rs1 and rs2 on VIP:80" (-m in the NAT lab,
-# -g in the DR lab) in $D/rules, and xlvsd on the lab's director interfaces.
+# start_rr_xlvsd [ARGS...]: rules "rr over rs1 and rs2 on VIP:80" (-m in the
+# NAT lab, -g in the DR lab) in $D/rules, and xlvsd on the lab's director
+# interfaces (with ARGS added).
 start_rr_xlvsd() {
   local m=-m ifaces=(--iface "$LAB_DIR_EXT")
   [ "$LAB_MODE" = dr ] && m=-g
@@ -399,7 +400,17 @@ start_rr_xlvsd() {
     "-A -t $LAB_VIP:80 -s rr" \
     "-a -t $LAB_VIP:80 -r $LAB_RS1_IP:80 $m -w 1" \
     "-a -t $LAB_VIP:80 -r $LAB_RS2_IP:80 $m -w 1"
-  start_xlvsd "$ID" "${ifaces[@]}" --rules "$D/rules"
+  start_xlvsd "$ID" "${ifaces[@]}" --rules "$D/rules" "$@"
+}
+
+# xlvsadm_rc ID EXPECTED_RC EXPECTED_STDERR ARGS...: xlvsadm must fail with
+# exactly this exit status and standard error.
+xlvsadm_rc() {
+  local id=$1 want_rc=$2 want_err=$3 rc=0 err
+  shift 3
+  err=$(xlvsadm "$id" "$@" 2>&1 >/dev/null) || rc=$?
+  [ "$rc" = "$want_rc" ] && [ "$err" = "$want_err" ] \
+    || fail "xlvsadm $*: exit $rc, stderr '$err'; want exit $want_rc, stderr '$want_err'"
 }
 
 # http_suite FORWARD: with start_rr_xlvsd running and SUM the sha256 of
