@@ -330,7 +330,7 @@ impl Control {
         }
         if let Err((i, e)) = self.table.apply_all(&diff) {
             log::error!(
-                "reload failed, nothing changed: {}: applying {:?}: {}",
+                "reload failed, nothing changed: {}: applying `{}`: {}",
                 path.display(),
                 diff[i],
                 e.msg
@@ -349,7 +349,7 @@ impl Control {
             diff.len()
         );
         for c in &diff {
-            log::info!("  {c:?}");
+            log::info!("  {c}");
         }
     }
 

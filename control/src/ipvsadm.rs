@@ -163,6 +163,93 @@ pub enum Command {
     Version,
 }
 
+impl std::fmt::Display for Command {
+    /// A table-changing command as an `ipvsadm -S -n` rule (what `-R` and `--rules` read);
+    /// other commands in their debug form.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let dest = |f: &mut std::fmt::Formatter<'_>, d: &DestSpec| {
+            write!(
+                f,
+                " -r {} {} -w {}",
+                SocketAddr::new(d.addr, d.port),
+                fwd_switch(d.fwd),
+                d.weight
+            )?;
+            if d.u_threshold != 0 {
+                write!(f, " -x {}", d.u_threshold)?;
+            }
+            if d.l_threshold != 0 {
+                write!(f, " -y {}", d.l_threshold)?;
+            }
+            Ok(())
+        };
+        match self {
+            Command::AddService { key, opts } | Command::EditService { key, opts } => {
+                let verb = if matches!(self, Command::AddService { .. }) {
+                    "-A"
+                } else {
+                    "-E"
+                };
+                write!(f, "{verb} {} -s {}", key.rule(), opts.sched)?;
+                if !opts.flags.is_empty() {
+                    write!(f, " -b {}", opts.flags.render(&opts.sched))?;
+                }
+                if let Some(p) = &opts.persist {
+                    write!(f, " -p {}", p.timeout.as_secs())?;
+                    if let Some(m) = mask_text(p.netmask) {
+                        write!(f, " -M {m}")?;
+                    }
+                }
+                if let Some(d) = &opts.sorry {
+                    write!(
+                        f,
+                        " --sorry-server {} {}",
+                        SocketAddr::new(d.addr, d.port),
+                        fwd_switch(d.fwd)
+                    )?;
+                }
+                Ok(())
+            }
+            Command::DelService { key } => write!(f, "-D {}", key.rule()),
+            Command::Clear => f.write_str("-C"),
+            Command::AddDest { key, dest: d } => {
+                write!(f, "-a {}", key.rule())?;
+                dest(f, d)
+            }
+            Command::EditDest { key, dest: d } => {
+                write!(f, "-e {}", key.rule())?;
+                dest(f, d)
+            }
+            Command::DelDest { key, addr, port } => {
+                write!(f, "-d {} -r {}", key.rule(), SocketAddr::new(*addr, *port))
+            }
+            Command::AddMark { mark, member } => write!(f, "--add-mark -f {mark} {member}"),
+            Command::DelMark { mark, member } => write!(f, "--delete-mark -f {mark} {member}"),
+            Command::SetTimeouts { tcp, tcpfin, udp } => write!(f, "--set {tcp} {tcpfin} {udp}"),
+            other => write!(f, "{other:?}"),
+        }
+    }
+}
+
+/// ipvsadm's `-m`/`-g` for a forwarding method.
+pub fn fwd_switch(f: Fwd) -> &'static str {
+    match f {
+        Fwd::Masq => "-m",
+        Fwd::Route => "-g",
+    }
+}
+
+/// A persistence netmask as ipvsadm shows it: dotted for IPv4, a prefix length for IPv6;
+/// None for the default (every bit).
+pub fn mask_text(m: IpAddr) -> Option<String> {
+    match m {
+        IpAddr::V4(a) if a.to_bits() == u32::MAX => None,
+        IpAddr::V6(a) if a.to_bits() == u128::MAX => None,
+        IpAddr::V4(a) => Some(a.to_string()),
+        IpAddr::V6(a) => Some(a.to_bits().leading_ones().to_string()),
+    }
+}
+
 /// The layouts of `-L`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum ListFormat {
@@ -826,10 +913,15 @@ fn build(verb: Verb, o: Opts) -> Result<Command, CmdError> {
                 if o.weight.is_some() {
                     return Err(illegal_with("weight"));
                 }
+                // ipvsadm forces the service port for -g on -a/-e only: -d names the
+                // realserver as listed.
+                let port = parse_endpoint(real, true)
+                    .and_then(|(_, p)| p)
+                    .unwrap_or(dest.port);
                 Command::DelDest {
                     key,
                     addr: dest.addr,
-                    port: dest.port,
+                    port,
                 }
             } else if verb == Verb::AddDest {
                 Command::AddDest { key, dest }
@@ -1539,6 +1631,26 @@ mod tests {
                 CmdError::usage("illegal fwmark group address:port[-port] specified"),
                 "{bad}"
             );
+        }
+    }
+
+    #[test]
+    fn table_commands_print_as_rules_that_parse_back() {
+        for line in [
+            "-A -t 10.0.0.1:80 -s sh -b sh-port -p 60 -M 255.255.255.0 --sorry-server 10.1.0.9:80 -m",
+            "-E -f 3 -6 -s mh -b mh-fallback",
+            "-D -u [2001:db8::1]:53",
+            "-C",
+            "-a -f 3 -r 10.1.0.2:0 -g -w 0 -x 10 -y 5",
+            "-e -t 10.0.0.1:80 -r 10.1.0.2:8080 -m -w 7",
+            "-d -t 10.0.0.1:80 -r 10.1.0.2:8080",
+            "--add-mark -f 3 -u 10.0.0.1:5000-5010",
+            "--delete-mark -f 3 -t 10.0.0.1:80",
+            "--set 900 120 300",
+        ] {
+            let c = p(line).unwrap();
+            assert_eq!(c.to_string(), line);
+            assert_eq!(p(&c.to_string()).unwrap(), c);
         }
     }
 

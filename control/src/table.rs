@@ -20,7 +20,7 @@ use xlvs_dataplane::core::stats::Totals;
 use xlvs_dataplane::core::tcp_state::TcpState;
 
 use crate::ipvsadm::{
-    CmdError, Command, DestSpec, ListFormat, MarkMember, RulesError, ServiceOpts, SvcKey,
+    CmdError, Command, DestSpec, ListFormat, MarkMember, RulesError, ServiceOpts, SvcKey, mask_text,
 };
 use crate::stats::{Estimator, Rates, largenum};
 
@@ -182,17 +182,6 @@ fn rates_row(r: Rates) -> [u64; 5] {
 /// ipvsadm's `ADDR:PORT`, `[ADDR]:PORT` for IPv6.
 fn ep(addr: IpAddr, port: u16) -> String {
     SocketAddr::new(addr, port).to_string()
-}
-
-/// A persistence netmask as ipvsadm shows it: dotted for IPv4, a prefix length for IPv6;
-/// None for the default (every bit).
-fn mask_text(m: IpAddr) -> Option<String> {
-    match m {
-        IpAddr::V4(a) if a.to_bits() == u32::MAX => None,
-        IpAddr::V6(a) if a.to_bits() == u128::MAX => None,
-        IpAddr::V4(a) => Some(a.to_string()),
-        IpAddr::V6(a) => Some(a.to_bits().leading_ones().to_string()),
-    }
 }
 
 impl Table {
@@ -950,52 +939,42 @@ impl Table {
         }))
     }
 
-    /// `ipvsadm -S -n`: the table as rules that `-R`/`--rules` restore.
+    /// `ipvsadm -S -n`: the table as rules that `-R`/`--rules` restore (the fwmark groups
+    /// first, then each service and its realservers).
     pub fn save(&self) -> String {
         let mut out = String::new();
         for (mark, group) in &self.marks {
             for m in group {
-                let _ = writeln!(out, "--add-mark -f {mark} {m}");
+                let _ = writeln!(
+                    out,
+                    "{}",
+                    Command::AddMark {
+                        mark: *mark,
+                        member: *m
+                    }
+                );
             }
         }
         for (k, s) in self.sorted() {
-            let flag = k.rule();
-            let _ = write!(out, "-A {flag} -s {}", s.sched);
-            if !s.flags.is_empty() {
-                let _ = write!(out, " -b {}", s.flags.render(&s.sched));
-            }
-            if let Some(p) = &s.persist {
-                let _ = write!(out, " -p {}", p.timeout.as_secs());
-                if let Some(m) = mask_text(p.netmask) {
-                    let _ = write!(out, " -M {m}");
+            let _ = writeln!(
+                out,
+                "{}",
+                Command::AddService {
+                    key: *k,
+                    opts: s.opts()
                 }
-            }
-            if let Some(d) = &s.sorry {
-                let _ = write!(
-                    out,
-                    " --sorry-server {} {}",
-                    ep(d.addr, d.port),
-                    fwd_switch(d.fwd)
-                );
-            }
-            out.push('\n');
+            );
             let mut dests: Vec<&DestEntry> = s.dests.iter().collect();
             dests.sort_by_key(|d| (d.addr, d.port));
             for d in dests {
-                let _ = write!(
+                let _ = writeln!(
                     out,
-                    "-a {flag} -r {} {} -w {}",
-                    ep(d.addr, d.port),
-                    fwd_switch(d.fwd),
-                    d.weight
+                    "{}",
+                    Command::AddDest {
+                        key: *k,
+                        dest: d.spec()
+                    }
                 );
-                if d.u_threshold != 0 {
-                    let _ = write!(out, " -x {}", d.u_threshold);
-                }
-                if d.l_threshold != 0 {
-                    let _ = write!(out, " -y {}", d.l_threshold);
-                }
-                out.push('\n');
             }
         }
         out
@@ -1029,14 +1008,6 @@ fn check_thresholds(d: &DestSpec) -> Result<(), CmdError> {
         ));
     }
     Ok(())
-}
-
-/// ipvsadm's `-m`/`-g` for a forwarding method.
-fn fwd_switch(f: Fwd) -> &'static str {
-    match f {
-        Fwd::Masq => "-m",
-        Fwd::Route => "-g",
-    }
 }
 
 #[cfg(test)]
