@@ -1201,26 +1201,35 @@ pub fn parse_rules_numbered(text: &str) -> Result<Vec<(usize, Command)>, RulesEr
 pub const HELP: &str = "\
 xlvsadm - administer the xlvs director (ipvsadm syntax)
 Usage:
-  xlvsadm -A|E -t|u service-address [-s scheduler] [-b sched-flags]
+  xlvsadm -A|E virtual-service [-s scheduler] [-b sched-flags]
           [-p [timeout]] [-M netmask] [--sorry-server server-address [-g|m]]
-  xlvsadm -D -t|u service-address
+  xlvsadm -D virtual-service
   xlvsadm -C
-  xlvsadm -a|e -t|u service-address -r server-address [-g|m] [-w weight]
+  xlvsadm -R < rules       restore rules (all or nothing)
+  xlvsadm -S [-n]          save rules
+  xlvsadm -a|e virtual-service -r server-address [-g|m] [-w weight]
           [-x upper-threshold] [-y lower-threshold]
-  xlvsadm -d -t|u service-address -r server-address
-  xlvsadm -L|l [-t|u service-address] [-n] [--stats|--rate|--thresholds|--persistent-conn]
-          [--exact]
-  xlvsadm -Z [-t|u service-address]
-  xlvsadm -L --timeout
-  xlvsadm -S [-n]
+  xlvsadm -d virtual-service -r server-address
+  xlvsadm -L|l [virtual-service] [-n] [--stats|--rate|--thresholds|--persistent-conn]
+          [--exact] [--sort] [--json]
+  xlvsadm -L|l -c [-n] [--persistent-conn] [--json]   connections
+  xlvsadm -L --timeout | -L --daemon
+  xlvsadm -Z [virtual-service]
   xlvsadm --set tcp tcpfin udp
+  xlvsadm --add-mark|--delete-mark -f fwmark -t|u vip:port[-port]
+                           put traffic in (or take it out of) a fwmark group (xlvs)
+  xlvsadm --start-daemon|--stop-daemon master|backup   (not supported yet)
   xlvsadm --workers        per-worker packet counters (xlvs)
   xlvsadm --xdp-stats      XDP steering counters (xlvs)
+  xlvsadm -h | -v
+virtual-service:
+  -t|u vip:port            a TCP or UDP virtual service ([vip]:port for IPv6)
+  -f fwmark [-6]           a fwmark service: every vip:port of its fwmark group
 Options:
   --control SOCKET         the daemon's control socket (or $XLVS_CONTROL; default /run/xlvs/xlvsd.sock)
 Schedulers: rr, wrr, lc, wlc (default), sed, nq, sh, mh.
 Scheduler flags (-b): sh-fallback, sh-port, mh-fallback, mh-port, flag-1..3.
-Forwarding: -g route (LVS-DR, default), -m masquerading (LVS-NAT).
+Forwarding: -g route (LVS-DR, default), -m masquerading (LVS-NAT); -i (tunnel) is not supported.
 ";
 
 #[cfg(test)]
