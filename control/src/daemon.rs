@@ -2,6 +2,7 @@
 //! control loop that serves the admin socket and follows the kernel's routes and neighbour
 //! tables (the workers expire connections).
 
+use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::net::IpAddr;
 use std::net::TcpListener;
@@ -156,16 +157,16 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
     let listener = UnixListener::bind(&cfg.control)
         .with_context(|| format!("binding the control socket {}", cfg.control.display()))?;
     listener.set_nonblocking(true)?;
-    let scrape = match cfg.metrics {
-        Some(addr) => {
-            let l = TcpListener::bind(addr)
-                .with_context(|| format!("binding the metrics address {addr}"))?;
-            l.set_nonblocking(true)?;
-            log::info!("Prometheus metrics on http://{addr}/metrics");
-            Some(l)
-        }
-        None => None,
-    };
+    // Scrapes are served by their own thread; the control loop renders their bodies.
+    let (scrape_tx, scrapes) = std::sync::mpsc::sync_channel::<metrics::Scrape>(4);
+    if let Some(addr) = cfg.metrics {
+        let l = TcpListener::bind(addr)
+            .with_context(|| format!("binding the metrics address {addr}"))?;
+        metrics::spawn_server(l, scrape_tx).context("starting the metrics thread")?;
+        log::info!("Prometheus metrics on http://{addr}/metrics");
+    } else {
+        drop(scrape_tx);
+    }
     eprintln!(
         "xlvsd: ready: {} worker(s) on {}; control socket {}",
         ctl.workers.len(),
@@ -184,16 +185,8 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
         if sys::reload_requested() {
             ctl.reload();
         }
-        if let Some(l) = &scrape {
-            match l.accept() {
-                Ok((s, _)) => {
-                    if let Err(e) = metrics::serve(s, || ctl.metrics()) {
-                        log::debug!("metrics scrape: {e}");
-                    }
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-                Err(e) => log::warn!("metrics socket: {e}"),
-            }
+        while let Ok(reply) = scrapes.try_recv() {
+            let _ = reply.send(ctl.metrics());
         }
         match listener.accept() {
             Ok((s, _)) => {
@@ -329,20 +322,17 @@ impl Control {
             return;
         }
         if let Err((i, e)) = self.table.apply_all(&diff) {
+            let at = i
+                .map(|i| format!("applying `{}`: ", diff[i]))
+                .unwrap_or_default();
             log::error!(
-                "reload failed, nothing changed: {}: applying `{}`: {}",
+                "reload failed, nothing changed: {}: {at}{}",
                 path.display(),
-                diff[i],
                 e.msg
             );
             return;
         }
-        self.changed(diff.iter().any(|c| {
-            matches!(
-                c,
-                Command::AddDest { .. } | Command::EditDest { .. } | Command::AddService { .. }
-            )
-        }));
+        self.changed(diff.iter().any(Command::adds_dests));
         log::info!(
             "reload of {}: {} change(s) applied",
             path.display(),
@@ -391,17 +381,12 @@ impl Control {
                 }
             }
             Command::ListConns { persistent, json } => {
-                let dests: Vec<(Arc<DestState>, IpAddr, u16)> = self
+                let dests: HashMap<*const DestState, (IpAddr, u16)> = self
                     .table
                     .all_dests()
-                    .map(|d| (d.state.clone(), d.addr, d.port))
+                    .map(|d| (Arc::as_ptr(&d.state), (d.addr, d.port)))
                     .collect();
-                let dest_of = |s: &Arc<DestState>| {
-                    dests
-                        .iter()
-                        .find(|(d, _, _)| Arc::ptr_eq(d, s))
-                        .map(|(_, a, p)| (*a, *p))
-                };
+                let dest_of = |s: &Arc<DestState>| dests.get(&Arc::as_ptr(s)).copied();
                 let entries = conns::entries(&self.conns, afxdp::now(), &dest_of);
                 if *json {
                     format!("{:#}\n", conns::json(&entries))
@@ -456,11 +441,7 @@ impl Control {
                 if let Err((_, e)) = self.table.apply_all(std::slice::from_ref(&cmd)) {
                     return err(e);
                 }
-                let new_dests = matches!(
-                    cmd,
-                    Command::AddDest { .. } | Command::EditDest { .. } | Command::AddService { .. }
-                );
-                if let Some(e) = self.changed(new_dests) {
+                if let Some(e) = self.changed(cmd.adds_dests()) {
                     return err(e);
                 }
                 log::info!("applied: {}", args.join(" "));

@@ -163,6 +163,19 @@ pub enum Command {
     Version,
 }
 
+impl Command {
+    /// It may add a realserver, whose next hop must then be resolved.
+    pub fn adds_dests(&self) -> bool {
+        matches!(
+            self,
+            Command::AddDest { .. }
+                | Command::EditDest { .. }
+                | Command::AddService { .. }
+                | Command::EditService { .. }
+        )
+    }
+}
+
 impl std::fmt::Display for Command {
     /// A table-changing command as an `ipvsadm -S -n` rule (what `-R` and `--rules` read);
     /// other commands in their debug form.
@@ -630,6 +643,7 @@ struct Opts {
     connections: bool,
     daemon: bool,
     json: bool,
+    sync_option: bool,
     sched: Option<String>,
     real: Option<String>,
     weight: Option<String>,
@@ -684,7 +698,7 @@ pub fn parse(args: &[String]) -> Result<Command, CmdError> {
                 )));
             }
             // Settings of a sync daemon: only meaningful with --start-daemon.
-            SYNC_OPTION => {}
+            SYNC_OPTION => o.sync_option = true,
             DAEMON => o.daemon = true,
             // ipvsadm sorts by default: --sort is accepted for compatibility.
             SORT => {}
@@ -800,6 +814,11 @@ fn parse_member(proto: Proto, text: &str) -> Result<MarkMember, CmdError> {
 /// Checks which options the verb allows and assembles the command.
 fn build(verb: Verb, o: Opts) -> Result<Command, CmdError> {
     let mark_verb = matches!(verb, Verb::AddMark | Verb::DelMark);
+    if o.sync_option {
+        return Err(CmdError::usage(
+            "sync daemon options (--mcast-interface, --syncid, ...) are only valid with --start-daemon",
+        ));
+    }
     if o.v6 && o.fwmark.is_none() {
         return Err(CmdError::usage("-6 used before -f"));
     }
@@ -832,6 +851,10 @@ fn build(verb: Verb, o: Opts) -> Result<Command, CmdError> {
                 "illegal virtual server address[:port] specified",
             )),
         }
+    };
+    let optional_service = || match o.service.is_some() || o.fwmark.is_some() {
+        true => need_service().map(Some),
+        false => Ok(None),
     };
     let illegal_with = |opt: &str| -> CmdError {
         CmdError::usage(format!(
@@ -955,13 +978,10 @@ fn build(verb: Verb, o: Opts) -> Result<Command, CmdError> {
         }
         Verb::List => {
             only(false, false)?;
-            let key = match o.service.is_some() || o.fwmark.is_some() {
-                true => Some(need_service()?),
-                false => None,
-            };
             if o.connections || o.daemon {
-                if key.is_some() {
-                    return Err(illegal_with("service-address"));
+                // ipvsadm lists every connection whatever service is named.
+                if o.exact || !matches!(o.format, None | Some(ListFormat::PersistentConn)) {
+                    return Err(CmdError::usage("options conflicts in the list command"));
                 }
                 if o.daemon {
                     return Ok(Command::ListDaemon);
@@ -971,6 +991,7 @@ fn build(verb: Verb, o: Opts) -> Result<Command, CmdError> {
                     json: o.json,
                 });
             }
+            let key = optional_service()?;
             Command::List {
                 key,
                 numeric: o.numeric,
@@ -981,11 +1002,9 @@ fn build(verb: Verb, o: Opts) -> Result<Command, CmdError> {
         }
         Verb::Zero => {
             only(false, false)?;
-            let key = match o.service.is_some() || o.fwmark.is_some() {
-                true => Some(need_service()?),
-                false => None,
-            };
-            Command::Zero { key }
+            Command::Zero {
+                key: optional_service()?,
+            }
         }
         Verb::Save => Command::Save { numeric: o.numeric },
         Verb::Restore => {
@@ -1144,13 +1163,17 @@ fn dest_spec(key: &SvcKey, real: &str, o: &Opts) -> Result<DestSpec, CmdError> {
 /// A rules file line that failed to parse.
 #[derive(Debug, PartialEq, Eq)]
 pub struct RulesError {
+    /// The line (from 1), or 0 when the rules fail as a whole (too many steering keys).
     pub line: usize,
     pub error: CmdError,
 }
 
 impl std::fmt::Display for RulesError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "line {}: {}", self.line, self.error.msg)
+        match self.line {
+            0 => f.write_str(&self.error.msg),
+            n => write!(f, "line {n}: {}", self.error.msg),
+        }
     }
 }
 
@@ -1557,6 +1580,21 @@ mod tests {
         assert_eq!(
             p("--start-daemon primary").unwrap_err(),
             CmdError::usage("illegal start-daemon parameter specified")
+        );
+        assert_eq!(
+            p("-L -n -c -t 10.0.0.1:80").unwrap(),
+            p("-L -n -c").unwrap(),
+            "ipvsadm lists every connection"
+        );
+        assert_eq!(
+            p("-L -c --stats").unwrap_err(),
+            CmdError::usage("options conflicts in the list command")
+        );
+        assert!(
+            p("-L -n --syncid 3")
+                .unwrap_err()
+                .msg
+                .contains("only valid with --start-daemon")
         );
         assert_eq!(p("-R").unwrap(), Command::Restore);
         assert_eq!(p("--restore").unwrap(), Command::Restore);

@@ -2,8 +2,10 @@
 //! realserver the IPVS counters and rates, per worker its packet, drop and ring counts, and the
 //! XDP program's counters.
 //!
-//! Labels follow node_exporter's IPVS collector (`local_address`, `local_port`, `local_mark`,
-//! `proto`, `remote_address`, `remote_port`), so dashboards built for kernel IPVS carry over.
+//! Label names follow node_exporter's IPVS collector (`local_address`, `local_port`,
+//! `local_mark`, `proto`, `remote_address`, `remote_port`), plus `role` (realserver or sorry
+//! server). A fwmark service has `proto="FWM"`, the unspecified address of its family and its
+//! mark in decimal.
 //! Cardinality is bounded by the configuration (services × realservers, workers × drop
 //! reasons): no label per connection or per client.
 //!
@@ -12,9 +14,10 @@
 
 use std::fmt::Write as _;
 use std::io::{Read, Write};
-use std::net::TcpStream;
+use std::net::{TcpListener, TcpStream};
 use std::sync::atomic::Ordering;
-use std::time::Duration;
+use std::sync::mpsc::{SyncSender, sync_channel};
+use std::time::{Duration, Instant};
 
 use xlvs_dataplane::afxdp::WorkerHandle;
 use xlvs_dataplane::core::DropReason;
@@ -187,10 +190,14 @@ pub fn table(e: &mut Exposition, t: &Table) {
         let l = service_labels(k);
         let total = t.service_raw_totals(k).unwrap_or_default();
         traffic(e, "service", &l, total, s.rates());
-        for d in s.dests.iter().chain(s.sorry.iter()) {
+        // A sorry server may share its address with a realserver: `role` keeps the series
+        // apart.
+        let roles = s.dests.iter().map(|d| (d, "realserver"));
+        for (d, role) in roles.chain(s.sorry.iter().map(|d| (d, "sorry"))) {
             let mut l = l.clone();
             l.push(("remote_address", d.addr.to_string()));
             l.push(("remote_port", d.port.to_string()));
+            l.push(("role", role.to_string()));
             let st = &d.state;
             e.gauge(
                 "backend_connections_active",
@@ -321,7 +328,7 @@ pub fn globals(e: &mut Exposition, xdp: [u64; 3], conns: usize, templates: usize
     }
     e.gauge(
         "connections",
-        "Connections in the table (persistence templates included).",
+        "Connections in the table (persistence templates not included).",
         &[],
         conns as u64,
     );
@@ -333,16 +340,48 @@ pub fn globals(e: &mut Exposition, xdp: [u64; 3], conns: usize, templates: usize
     );
 }
 
-/// Answers one HTTP request on an accepted scrape connection: `GET /metrics` gets `body()`,
-/// anything else 404. Bounded in time and size, so a slow client cannot hold the control
-/// thread for long.
-pub fn serve(mut s: TcpStream, body: impl FnOnce() -> String) -> std::io::Result<()> {
-    s.set_nonblocking(false)?;
-    s.set_read_timeout(Some(Duration::from_millis(500)))?;
+/// A scrape asking the control thread for the body: it renders the exposition and sends it
+/// on the enclosed channel.
+pub type Scrape = SyncSender<String>;
+
+/// Serves scrapes on `listener` from a thread of its own, one connection at a time: HTTP I/O
+/// never blocks the control thread, which only renders the body when a scrape asks
+/// (`requests`, polled by its loop). The thread ends when the control thread is gone.
+pub fn spawn_server(listener: TcpListener, requests: SyncSender<Scrape>) -> std::io::Result<()> {
+    listener.set_nonblocking(false)?;
+    std::thread::Builder::new()
+        .name("xlvs-metrics".into())
+        .spawn(move || {
+            for s in listener.incoming() {
+                let Ok(s) = s else { continue };
+                let body = || {
+                    let (tx, rx) = sync_channel(1);
+                    requests.send(tx).ok()?;
+                    rx.recv_timeout(Duration::from_secs(10)).ok()
+                };
+                match serve(s, body) {
+                    Ok(true) => {}
+                    Ok(false) => return,
+                    Err(e) => log::debug!("metrics scrape: {e}"),
+                }
+            }
+        })?;
+    Ok(())
+}
+
+/// Answers one HTTP request: `GET /metrics` gets `body()`, anything else 404. The request
+/// must arrive within 2 s in all. False if `body` had none (the daemon is stopping).
+fn serve(mut s: TcpStream, body: impl FnOnce() -> Option<String>) -> std::io::Result<bool> {
+    let deadline = Instant::now() + Duration::from_secs(2);
     s.set_write_timeout(Some(Duration::from_secs(2)))?;
     let mut req = Vec::with_capacity(1024);
     let mut buf = [0u8; 1024];
     while !req.windows(4).any(|w| w == b"\r\n\r\n") && req.len() < 16 * 1024 {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Ok(true);
+        }
+        s.set_read_timeout(Some(left))?;
         let n = s.read(&mut buf)?;
         if n == 0 {
             break;
@@ -352,7 +391,10 @@ pub fn serve(mut s: TcpStream, body: impl FnOnce() -> String) -> std::io::Result
     let line = String::from_utf8_lossy(&req);
     let path = line.split_whitespace().nth(1).unwrap_or("");
     let (status, ctype, body) = match (line.starts_with("GET "), path) {
-        (true, "/metrics") => ("200 OK", "text/plain; version=0.0.4; charset=utf-8", body()),
+        (true, "/metrics") => match body() {
+            Some(b) => ("200 OK", "text/plain; version=0.0.4; charset=utf-8", b),
+            None => return Ok(false),
+        },
         _ => (
             "404 Not Found",
             "text/plain; charset=utf-8",
@@ -364,7 +406,8 @@ pub fn serve(mut s: TcpStream, body: impl FnOnce() -> String) -> std::io::Result
         "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     )?;
-    s.flush()
+    s.flush()?;
+    Ok(true)
 }
 
 #[cfg(test)]
@@ -388,7 +431,7 @@ mod tests {
         e.gauge("test_escape", "Escaping.", &[("v", "a\"b\\c\nd".into())], 1);
         let text = e.render();
         assert!(text.contains(
-            "xlvs_backend_weight{proto=\"TCP\",local_address=\"192.0.2.100\",local_port=\"80\",local_mark=\"\",remote_address=\"10.10.0.11\",remote_port=\"80\"} 3\n"
+            "xlvs_backend_weight{proto=\"TCP\",local_address=\"192.0.2.100\",local_port=\"80\",local_mark=\"\",remote_address=\"10.10.0.11\",remote_port=\"80\",role=\"realserver\"} 3\n"
         ), "{text}");
         assert!(text.contains(
             "xlvs_service_connections_total{proto=\"FWM\",local_address=\"0.0.0.0\",local_port=\"0\",local_mark=\"7\"} 0\n"

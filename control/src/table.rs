@@ -423,14 +423,14 @@ impl Table {
         Ok(())
     }
 
-    /// Applies a list of commands all or nothing.
-    pub fn apply_all(&mut self, cmds: &[Command]) -> Result<(), (usize, CmdError)> {
+    /// Applies a list of commands all or nothing. An error names the command that failed, or
+    /// none if the result as a whole does not fit the steering maps.
+    pub fn apply_all(&mut self, cmds: &[Command]) -> Result<(), (Option<usize>, CmdError)> {
         let mut next = self.clone();
         for (i, c) in cmds.iter().enumerate() {
-            next.apply(c).map_err(|e| (i, e))?;
+            next.apply(c).map_err(|e| (Some(i), e))?;
         }
-        next.check_limits()
-            .map_err(|e| (cmds.len().saturating_sub(1), e))?;
+        next.check_limits().map_err(|e| (None, e))?;
         *self = next;
         Ok(())
     }
@@ -439,7 +439,7 @@ impl Table {
     pub fn apply_rules(&mut self, rules: &[(usize, Command)]) -> Result<(), RulesError> {
         let cmds: Vec<Command> = rules.iter().map(|(_, c)| c.clone()).collect();
         self.apply_all(&cmds).map_err(|(i, error)| RulesError {
-            line: rules[i].0,
+            line: i.and_then(|i| rules.get(i)).map_or(0, |r| r.0),
             error,
         })
     }
@@ -718,10 +718,29 @@ impl Table {
         (vips, reals)
     }
 
-    /// The services in ipvsadm's order: address services by protocol, address and port,
-    /// then fwmark services by mark.
+    /// The services in ipvsadm's order (`ipvs_cmp_services`): by fwmark (address services
+    /// have none), address family, protocol, address and port.
     fn sorted(&self) -> Vec<(&SvcKey, &ServiceEntry)> {
-        self.services.iter().collect()
+        let mut v: Vec<_> = self.services.iter().collect();
+        v.sort_by_key(|(k, _)| match k {
+            SvcKey::Addr(a) => (0, a.addr.is_ipv6(), a.proto.number(), Some(a.addr), a.port),
+            SvcKey::Mark { mark, v6 } => (*mark, *v6, 0, None, 0),
+        });
+        v
+    }
+
+    /// One service (or "No such service", ipvsadm's exit code 1), or all in ipvsadm's order.
+    fn select(&self, only: Option<&SvcKey>) -> Result<Vec<(&SvcKey, &ServiceEntry)>, CmdError> {
+        match only {
+            Some(k) => match self.services.get_key_value(k) {
+                Some(kv) => Ok(vec![kv]),
+                None => Err(CmdError {
+                    msg: "No such service".into(),
+                    code: 1,
+                }),
+            },
+            None => Ok(self.sorted()),
+        }
     }
 
     /// `ipvsadm -L -n` (or `-L -n -t SERVICE`) in one of its layouts (ipvsadm.c
@@ -758,18 +777,7 @@ impl Table {
                 "Prot LocalAddress:Port", "Weight", "PersistConn", "ActiveConn", "InActConn"
             ),
         });
-        let services = match only {
-            Some(k) => match self.services.get_key_value(k) {
-                Some(kv) => vec![kv],
-                None => {
-                    return Err(CmdError {
-                        msg: "No such service".into(),
-                        code: 1,
-                    });
-                }
-            },
-            None => self.sorted(),
-        };
+        let services = self.select(only)?;
         let nums = |v: [u64; 5]| v.map(|n| largenum(n, exact)).concat();
         for (k, s) in services {
             // ipvsadm cuts an IPv4 service name at 33 characters and a realserver at 28.
@@ -860,18 +868,7 @@ impl Table {
     /// ipvsadm's column names.
     pub fn list_json(&self, only: Option<&SvcKey>) -> Result<serde_json::Value, CmdError> {
         use serde_json::json;
-        let services = match only {
-            Some(k) => match self.services.get_key_value(k) {
-                Some(kv) => vec![kv],
-                None => {
-                    return Err(CmdError {
-                        msg: "No such service".into(),
-                        code: 1,
-                    });
-                }
-            },
-            None => self.sorted(),
-        };
+        let services = self.select(only)?;
         let stats = |t: Totals| {
             json!({"conns": t.conns, "inpkts": t.inpkts, "outpkts": t.outpkts,
                    "inbytes": t.inbytes, "outbytes": t.outbytes})
@@ -1206,7 +1203,7 @@ TCP  192.0.2.100:443 mh persistent 300
         let before = t.save();
         let cmds = parse_rules("-A -t 192.0.2.7:80 -s rr\n-a -t 192.0.2.8:80 -r 10.0.0.1:80 -m\n")
             .unwrap();
-        assert_eq!(t.apply_all(&cmds).unwrap_err().0, 1);
+        assert_eq!(t.apply_all(&cmds).unwrap_err().0, Some(1));
         assert_eq!(t.save(), before);
     }
 
@@ -1308,8 +1305,8 @@ TCP  192.0.2.100:443 mh persistent 300
         assert!(Arc::ptr_eq(m1, &snap.services[&vk("udp 192.0.2.101:5007")]));
         let (vips, reals) = t.steer_keys();
         assert_eq!(vips.len(), 13);
-        // NAT realservers: 10.10.0.11 at each of mark 1's 12 ports, 10.10.0.13:80 (TCP, the
-        // same key as 10.10.0.11's), [fd00:10::11]:8080; not the DR one.
+        // NAT realservers: 10.10.0.11 at each of mark 1's 12 ports, 10.10.0.13:80 and
+        // [fd00:10::11]:8080; not the DR one.
         assert_eq!(reals.len(), 12 + 1 + 1, "{reals:?}");
         // Group entries do not overlap, across marks too.
         let e = run(&mut t, "--add-mark -f 3 -u 192.0.2.101:5009-5010").unwrap_err();
@@ -1327,15 +1324,44 @@ TCP  192.0.2.100:443 mh persistent 300
         let before = t.save();
         let e = t
             .apply_all(&parse_rules("--add-mark -f 4 -t 192.0.2.102:1-65535\n-A -f 4\n").unwrap())
-            .unwrap_err()
-            .1;
-        assert!(e.msg.starts_with("too many virtual service"), "{}", e.msg);
+            .unwrap_err();
+        assert_eq!(e.0, None, "the whole change fails, not one command");
+        assert!(
+            e.1.msg.starts_with("too many virtual service"),
+            "{}",
+            e.1.msg
+        );
         assert_eq!(t.save(), before);
         // -C clears the groups too, and a restore of -S gives the same table.
         run(&mut t, "-C").unwrap();
         assert_eq!(t.save(), "");
         t.apply_all(&parse_rules(&before).unwrap()).unwrap();
         assert_eq!(t.save(), before);
+    }
+
+    #[test]
+    fn listings_sort_as_ipvsadm_fwmark_family_protocol_address_port() {
+        let mut t = Table::default();
+        let rules = "\
+-A -f 2 -s rr
+-A -u 192.0.2.1:53 -s rr
+-A -t [2001:db8::1]:80 -s rr
+-A -t 192.0.2.2:80 -s rr
+-A -t 192.0.2.1:443 -s rr
+-A -f 1 -6 -s rr
+";
+        t.apply_all(&parse_rules(rules).unwrap()).unwrap();
+        assert_eq!(
+            t.save(),
+            "\
+-A -t 192.0.2.1:443 -s rr
+-A -t 192.0.2.2:80 -s rr
+-A -u 192.0.2.1:53 -s rr
+-A -t [2001:db8::1]:80 -s rr
+-A -f 1 -6 -s rr
+-A -f 2 -s rr
+"
+        );
     }
 
     #[test]

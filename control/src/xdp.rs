@@ -8,8 +8,9 @@ use aya::Ebpf;
 use aya::maps::{HashMap, MapData, PerCpuArray, XskMap};
 use aya::programs::{Xdp, XdpMode};
 use xlvs_common::{
-    AddrKey, COUNTERS, IfaceSlot, L4Key, MAP_COUNTERS, MAP_IFACES, MAP_LOCAL_ADDRS, MAP_REALS,
-    MAP_SERVICES, MAP_XSKS, MAX_QUEUES, PROG_NAME, SteerValue,
+    AddrKey, COUNTERS, IfaceSlot, L4Key, LOCAL_ADDRS_MAX, MAP_COUNTERS, MAP_IFACES,
+    MAP_LOCAL_ADDRS, MAP_REALS, MAP_SERVICES, MAP_XSKS, MAX_QUEUES, MAX_STEER_KEYS, PROG_NAME,
+    SteerValue,
 };
 
 /// The XDP object built from `ebpf/` by build.rs.
@@ -116,19 +117,23 @@ impl XdpSteering {
         reals: &[L4Key],
         local: &[AddrKey],
     ) -> anyhow::Result<()> {
+        let steer = MAX_STEER_KEYS as usize;
+        let v = SteerValue::default();
         sync_set(
             &mut self.services,
             &mut self.cur_services,
             services,
-            SteerValue::default(),
+            v,
+            steer,
         )?;
+        sync_set(&mut self.reals, &mut self.cur_reals, reals, v, steer)?;
         sync_set(
-            &mut self.reals,
-            &mut self.cur_reals,
-            reals,
-            SteerValue::default(),
+            &mut self.local,
+            &mut self.cur_local,
+            local,
+            0,
+            LOCAL_ADDRS_MAX as usize,
         )?;
-        sync_set(&mut self.local, &mut self.cur_local, local, 0)?;
         Ok(())
     }
 
@@ -144,19 +149,36 @@ impl XdpSteering {
     }
 }
 
+/// Brings `map` to the keys `want`, adding before removing so a key that stays is never
+/// missing; if old and new together would not fit in the map (`capacity`), stale keys go
+/// first. `cur` follows the map key by key, so after a failure it still says what is there
+/// and the next sync carries on from it.
 fn sync_set<K: aya::Pod + Ord, V: aya::Pod + Copy>(
     map: &mut HashMap<MapData, K, V>,
     cur: &mut BTreeSet<K>,
     want: &[K],
     value: V,
+    capacity: usize,
 ) -> anyhow::Result<()> {
     let want: BTreeSet<K> = want.iter().copied().collect();
-    for k in want.difference(cur) {
+    let added: Vec<K> = want.difference(cur).copied().collect();
+    let stale: Vec<K> = cur.difference(&want).copied().collect();
+    let remove = |map: &mut HashMap<MapData, K, V>, cur: &mut BTreeSet<K>| {
+        for k in &stale {
+            let _ = map.remove(k);
+            cur.remove(k);
+        }
+    };
+    let remove_first = cur.len() + added.len() > capacity;
+    if remove_first {
+        remove(map, cur);
+    }
+    for k in added {
         map.insert(k, value, 0).context("updating a steering map")?;
+        cur.insert(k);
     }
-    for k in cur.difference(&want) {
-        let _ = map.remove(k);
+    if !remove_first {
+        remove(map, cur);
     }
-    *cur = want;
     Ok(())
 }

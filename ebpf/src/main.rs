@@ -26,7 +26,7 @@ use aya_ebpf::{
 };
 use xlvs_common::{
     AddrKey, COUNTERS, Counter, FAMILY_IPV4, FAMILY_IPV6, FRAGS_MAX, FragKey, IfaceSlot, L4Key,
-    MAX_STEER_KEYS, PROTO_ICMP, PROTO_TCP, PROTO_UDP, SteerValue, XSK_SLOTS,
+    LOCAL_ADDRS_MAX, MAX_STEER_KEYS, PROTO_ICMP, PROTO_TCP, PROTO_UDP, SteerValue, XSK_SLOTS,
 };
 
 /// AF_XDP sockets, one per (interface slot, RX queue).
@@ -43,7 +43,7 @@ static REALS: HashMap<L4Key, SteerValue> = HashMap::with_max_entries(MAX_STEER_K
 
 /// The director's own addresses: traffic from a realserver to these is the director's own.
 #[map(name = "LOCAL_ADDRS")]
-static LOCAL_ADDRS: HashMap<AddrKey, u32> = HashMap::with_max_entries(1024, 0);
+static LOCAL_ADDRS: HashMap<AddrKey, u32> = HashMap::with_max_entries(LOCAL_ADDRS_MAX, 0);
 
 /// Datagrams whose first fragment was redirected: their other fragments follow it.
 #[map(name = "FRAGS")]

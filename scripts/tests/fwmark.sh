@@ -49,7 +49,8 @@ $L"
 [ "$(lvs_dest_field "$L" "FWM 1" "$LAB_RS1_IP:0" Forward)" = Masq ] || fail "-L -n realserver line:
 $L"
 C=$(xadm "$ID" -L -n -c)
-n=$(printf '%s\n' "$C" | grep -cE "^IP  [0-9]{2}:[0-9]{2}  NONE +$LAB_CLIENT_IP:0 +0\.0\.0\.1:0 +10\.10\.0\.1[12]:0\$" || true)
+RS_RE="($LAB_RS1_IP|$LAB_RS2_IP)"
+n=$(printf '%s\n' "$C" | grep -cE "^IP  [0-9]{2}:[0-9]{2}  NONE +$LAB_CLIENT_IP:0 +0\.0\.0\.1:0 +$RS_RE:0\$" || true)
 [ "$n" = 1 ] || fail "want one fwmark template in -L -n -c, found $n:
 $C"
 n=$(printf '%s\n' "$C" | grep -cE "^TCP .* $V:8080 " || true)

@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Administration against a running xlvsd (NAT lab, 1 queue):
-#  (a) SIGHUP re-reads --rules and applies only the difference: a download
-#      through the unchanged service VIP:80 keeps running and arrives intact,
-#      and is still listed by -L -c; a deleted service goes, a new one
-#      answers; -S then gives the file's table;
+#  (a) SIGHUP re-reads --rules and applies only the difference: the
+#      unchanged service VIP:80 keeps its rr position, and a download through
+#      it keeps running, arrives intact and is still listed by -L -c; a
+#      deleted service goes, a new one answers; -S then gives the file's table;
 #  (b) a file that fails to parse, or to apply, changes nothing and the log
 #      names the line;
 #  (c) -S output restored with -R (after -C) gives the identical table and
@@ -46,11 +46,23 @@ sighup_and_wait() {
 
 log "(a) SIGHUP with a download running through $V:80"
 start_slow_download
+# The unchanged service must keep its scheduler: rr carries on where it was,
+# while a rebuilt rr would start again at the head of its list (rs2, added
+# last). Make rs2 the last pick before the reload, so the next must be rs1.
+for i in 1 2; do
+  last=$(lab_exec "$ID" cli curl -sS --max-time 5 "http://$V/") || fail "request before the reload"
+  [ "$last" = rs2 ] && break
+done
+[ "$last" = rs2 ] || fail "two rr requests, none answered by rs2"
 write_rules "$D/rules" "${RULES[@]:0:3}" \
   "-A -t $V:81 -s rr" \
   "-a -t $V:81 -r $R2:80 -m -w 1"
-sighup_and_wait "reload of $D/rules: 3 change(s) applied"
+sighup_and_wait "reload of $D/rules: [0-9]* change(s) applied"
 download_running "before the reload could be checked"
+next=$(lab_exec "$ID" cli curl -sS --max-time 5 "http://$V/") || fail "request after the reload"
+[ "$next" = rs1 ] || fail "after the reload rr picked '$next', want rs1: the unchanged service was rebuilt"
+grep -q "reload of $D/rules: 3 change(s) applied" "$XLVSD_LOG" \
+  || fail "want 3 changes (-D :8080, -A :81, -a :81): $(grep 'change(s) applied' "$XLVSD_LOG")"
 xadm "$ID" -S -n >"$D/saved"
 diff -u "$D/rules" "$D/saved" >&2 || fail "-S after the reload differs from the rules file"
 lab_exec "$ID" cli curl -sS --max-time 5 "http://$V:81/" >"$D/81" 2>&1 || fail "new service $V:81: $(cat "$D/81")"

@@ -60,7 +60,8 @@ impl Addr for Ipv6Addr {
         }
     }
     fn from_u32(v: u32) -> Self {
-        Ipv6Addr::from_bits(v as u128)
+        // IPVS: `.ip = htonl(mark)`, the first 32 bits of the address (`0:1::` for 1).
+        Ipv6Addr::from_bits((v as u128) << 96)
     }
     #[inline(always)]
     fn words(self) -> (u64, u64) {

@@ -23,6 +23,8 @@ pub const FRAGS_MAX: u32 = 65536;
 /// Size of the SERVICES and REALS maps: the most (VIP, vport, proto) and (RIP, rport, proto)
 /// keys the program steers (a fwmark service's port ranges count one key per port).
 pub const MAX_STEER_KEYS: u32 = 65536;
+/// Size of the LOCAL_ADDRS map: the director's own addresses.
+pub const LOCAL_ADDRS_MAX: u32 = 1024;
 /// Name of the per-CPU array of `u64` counters, indexed by [`Counter`].
 pub const MAP_COUNTERS: &str = "COUNTERS";
 /// Name of the XDP program inside the object file.
