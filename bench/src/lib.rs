@@ -2,6 +2,8 @@
 //! connection, built once and copied into a scratch buffer per iteration (the core rewrites
 //! frames in place).
 
+pub mod loadgen;
+
 use std::net::Ipv4Addr;
 use std::sync::Arc;
 
