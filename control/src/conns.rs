@@ -56,10 +56,7 @@ fn collect<A: Addr>(t: &ConnTable<A>, now: Instant, dest_of: DestOf<'_>, out: &m
         let k = &tp.key;
         let (daddr, dport) = dest_of(&tp.dest).unwrap_or((k.vaddr.ip(), 0));
         out.push(Entry {
-            proto: [Proto::Tcp, Proto::Udp]
-                .into_iter()
-                .find(|p| p.number() == k.proto)
-                .map_or("IP", Proto::label),
+            proto: Proto::from_number(k.proto).map_or("IP", Proto::label),
             expire: tp.expires_in(now).as_secs(),
             state: "NONE",
             client: ep(k.caddr, 0),

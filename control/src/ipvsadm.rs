@@ -42,6 +42,16 @@ impl SvcKey {
         }
     }
 
+    /// Protocol name (`TCP`, `UDP`, `FWM`), address (a fwmark service's family's unspecified
+    /// one), port (0 for a fwmark service) and mark (0 for an address service).
+    pub fn parts(&self) -> (&'static str, IpAddr, u16, u32) {
+        match *self {
+            SvcKey::Addr(k) => (k.proto.label(), k.addr, k.port, 0),
+            SvcKey::Mark { mark, v6: false } => ("FWM", Ipv4Addr::UNSPECIFIED.into(), 0, mark),
+            SvcKey::Mark { mark, v6: true } => ("FWM", Ipv6Addr::UNSPECIFIED.into(), 0, mark),
+        }
+    }
+
     /// ipvsadm `-L`'s name: `TCP  VIP:PORT`, `FWM  MARK`, `FWM  MARK IPv6`.
     pub fn label(&self) -> String {
         match self {
@@ -825,6 +835,13 @@ fn build(verb: Verb, o: Opts) -> Result<Command, CmdError> {
     if !mark_verb && o.service.is_some() && o.fwmark.is_some() {
         return Err(CmdError::usage("multiple service options specified"));
     }
+    // ipvsadm's message for a missing option.
+    let missing = |opt: &str| {
+        CmdError::usage(format!(
+            "You need to supply the '{opt}' option for the '{}' command",
+            verb.long()
+        ))
+    };
     let need_service = || -> Result<SvcKey, CmdError> {
         if let Some(m) = &o.fwmark {
             return Ok(SvcKey::Mark {
@@ -832,12 +849,10 @@ fn build(verb: Verb, o: Opts) -> Result<Command, CmdError> {
                 v6: o.v6,
             });
         }
-        let (proto, text) = o.service.as_ref().ok_or_else(|| {
-            CmdError::usage(format!(
-                "You need to supply the 'service-address' option for the '{}' command",
-                verb.long()
-            ))
-        })?;
+        let (proto, text) = o
+            .service
+            .as_ref()
+            .ok_or_else(|| missing("service-address"))?;
         match parse_endpoint(text, false) {
             Some((addr, Some(port))) if port != 0 => Ok(SvcKey::Addr(VsKey {
                 proto: *proto,
@@ -925,12 +940,7 @@ fn build(verb: Verb, o: Opts) -> Result<Command, CmdError> {
         Verb::AddDest | Verb::EditDest | Verb::DelDest => {
             let key = need_service()?;
             only(false, true)?;
-            let real = o.real.as_deref().ok_or_else(|| {
-                CmdError::usage(format!(
-                    "You need to supply the 'real-server' option for the '{}' command",
-                    verb.long()
-                ))
-            })?;
+            let real = o.real.as_deref().ok_or_else(|| missing("real-server"))?;
             let dest = dest_spec(&key, real, &o)?;
             if verb == Verb::DelDest {
                 if o.weight.is_some() {
@@ -954,21 +964,18 @@ fn build(verb: Verb, o: Opts) -> Result<Command, CmdError> {
         }
         Verb::AddMark | Verb::DelMark => {
             only(false, false)?;
-            let mark = parse_fwmark(o.fwmark.as_deref().ok_or_else(|| {
-                CmdError::usage(format!(
-                    "You need to supply the 'fwmark-service' option for the '{}' command",
-                    verb.long()
-                ))
-            })?)?;
+            let mark = parse_fwmark(
+                o.fwmark
+                    .as_deref()
+                    .ok_or_else(|| missing("fwmark-service"))?,
+            )?;
             if o.v6 {
                 return Err(illegal_with("ipv6"));
             }
-            let (proto, text) = o.service.as_ref().ok_or_else(|| {
-                CmdError::usage(format!(
-                    "You need to supply the 'service-address' option for the '{}' command",
-                    verb.long()
-                ))
-            })?;
+            let (proto, text) = o
+                .service
+                .as_ref()
+                .ok_or_else(|| missing("service-address"))?;
             let member = parse_member(*proto, text)?;
             if verb == Verb::AddMark {
                 Command::AddMark { mark, member }

@@ -100,88 +100,71 @@ fn escape(v: &str) -> String {
 
 /// The labels of a service.
 fn service_labels(k: &SvcKey) -> Vec<(&'static str, String)> {
-    match k {
-        SvcKey::Addr(v) => vec![
-            ("proto", v.proto.label().to_string()),
-            ("local_address", v.addr.to_string()),
-            ("local_port", v.port.to_string()),
-            ("local_mark", String::new()),
-        ],
-        SvcKey::Mark { mark, v6 } => vec![
-            ("proto", "FWM".to_string()),
-            (
-                "local_address",
-                if *v6 { "::" } else { "0.0.0.0" }.to_string(),
-            ),
-            ("local_port", "0".to_string()),
-            ("local_mark", mark.to_string()),
-        ],
-    }
+    let (proto, addr, port, mark) = k.parts();
+    let mark = if mark == 0 {
+        String::new()
+    } else {
+        mark.to_string()
+    };
+    vec![
+        ("proto", proto.to_string()),
+        ("local_address", addr.to_string()),
+        ("local_port", port.to_string()),
+        ("local_mark", mark),
+    ]
 }
 
 /// The counters and rates of a service or realserver, under `prefix` (`service`, `backend`).
 fn traffic(e: &mut Exposition, prefix: &str, l: Labels, t: Totals, r: Rates) {
-    let n = |what: &str| format!("{prefix}_{what}");
-    e.counter(
-        &n("connections_total"),
-        "Connections scheduled (IPVS conns).",
-        l,
-        t.conns,
-    );
-    e.counter(
-        &n("incoming_packets_total"),
-        "Packets from clients (IPVS inpkts).",
-        l,
-        t.inpkts,
-    );
-    e.counter(
-        &n("outgoing_packets_total"),
-        "Packets to clients (IPVS outpkts; LVS-NAT only, DR replies bypass the director).",
-        l,
-        t.outpkts,
-    );
-    e.counter(
-        &n("incoming_bytes_total"),
-        "IP bytes from clients (IPVS inbytes).",
-        l,
-        t.inbytes,
-    );
-    e.counter(
-        &n("outgoing_bytes_total"),
-        "IP bytes to clients (IPVS outbytes).",
-        l,
-        t.outbytes,
-    );
-    e.gauge(
-        &n("connection_rate"),
-        "Connections per second, IPVS's 2 s estimator (ipvsadm --rate CPS).",
-        l,
-        r.cps,
-    );
-    e.gauge(
-        &n("incoming_packet_rate"),
-        "Packets per second from clients (ipvsadm --rate InPPS).",
-        l,
-        r.inpps,
-    );
-    e.gauge(
-        &n("outgoing_packet_rate"),
-        "Packets per second to clients (ipvsadm --rate OutPPS).",
-        l,
-        r.outpps,
-    );
-    e.gauge(
-        &n("incoming_byte_rate"),
-        "Bytes per second from clients (ipvsadm --rate InBPS).",
-        l,
-        r.inbps,
-    );
-    e.gauge(
-        &n("outgoing_byte_rate"),
-        "Bytes per second to clients (ipvsadm --rate OutBPS).",
-        l,
-        r.outbps,
-    );
+    const COUNTERS: [(&str, &str); 5] = [
+        ("connections_total", "Connections scheduled (IPVS conns)."),
+        (
+            "incoming_packets_total",
+            "Packets from clients (IPVS inpkts).",
+        ),
+        (
+            "outgoing_packets_total",
+            "Packets to clients (IPVS outpkts; LVS-NAT only, DR replies bypass the director).",
+        ),
+        (
+            "incoming_bytes_total",
+            "IP bytes from clients (IPVS inbytes).",
+        ),
+        (
+            "outgoing_bytes_total",
+            "IP bytes to clients (IPVS outbytes).",
+        ),
+    ];
+    const RATES: [(&str, &str); 5] = [
+        (
+            "connection_rate",
+            "Connections per second, IPVS's 2 s estimator (ipvsadm --rate CPS).",
+        ),
+        (
+            "incoming_packet_rate",
+            "Packets per second from clients (ipvsadm --rate InPPS).",
+        ),
+        (
+            "outgoing_packet_rate",
+            "Packets per second to clients (ipvsadm --rate OutPPS).",
+        ),
+        (
+            "incoming_byte_rate",
+            "Bytes per second from clients (ipvsadm --rate InBPS).",
+        ),
+        (
+            "outgoing_byte_rate",
+            "Bytes per second to clients (ipvsadm --rate OutBPS).",
+        ),
+    ];
+    let totals = [t.conns, t.inpkts, t.outpkts, t.inbytes, t.outbytes];
+    for ((name, help), v) in COUNTERS.into_iter().zip(totals) {
+        e.counter(&format!("{prefix}_{name}"), help, l, v);
+    }
+    let rates = [r.cps, r.inpps, r.outpps, r.inbps, r.outbps];
+    for ((name, help), v) in RATES.into_iter().zip(rates) {
+        e.gauge(&format!("{prefix}_{name}"), help, l, v);
+    }
 }
 
 /// Services and realservers.
@@ -234,24 +217,6 @@ pub fn workers(e: &mut Exposition, workers: &[WorkerHandle]) {
         let l = [("worker", w.name.clone())];
         let st = &w.stats;
         let get = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
-        e.counter(
-            "worker_rx_packets_total",
-            "Frames the worker received from its AF_XDP socket.",
-            &l,
-            get(&st.rx),
-        );
-        e.counter(
-            "worker_tx_packets_total",
-            "Frames the worker forwarded.",
-            &l,
-            get(&st.tx),
-        );
-        e.counter(
-            "worker_new_connections_total",
-            "Connections the worker created.",
-            &l,
-            get(&st.new_conns),
-        );
         for r in DropReason::ALL {
             e.counter(
                 "worker_drops_total",
@@ -266,20 +231,29 @@ pub fn workers(e: &mut Exposition, workers: &[WorkerHandle]) {
             &[("worker", w.name.clone()), ("reason", "inbox_full".into())],
             get(&st.inbox_full),
         );
-        e.counter(
-            "worker_tx_ring_full_total",
-            "Batches that found the TX ring without room for every frame.",
-            &l,
-            get(&st.tx_ring_full),
-        );
-        e.counter(
-            "worker_fill_ring_starved_total",
-            "Times the fill ring could not be topped up (no free frames).",
-            &l,
-            get(&st.fill_starved),
-        );
         let k = &st.xsk;
         for (name, help, v) in [
+            (
+                "rx_packets_total",
+                "Frames the worker received from its AF_XDP socket.",
+                &st.rx,
+            ),
+            ("tx_packets_total", "Frames the worker forwarded.", &st.tx),
+            (
+                "new_connections_total",
+                "Connections the worker created.",
+                &st.new_conns,
+            ),
+            (
+                "tx_ring_full_total",
+                "Batches that found the TX ring without room for every frame.",
+                &st.tx_ring_full,
+            ),
+            (
+                "fill_ring_starved_total",
+                "Times the fill ring could not be topped up (no free frames).",
+                &st.fill_starved,
+            ),
             (
                 "xsk_rx_ring_full_total",
                 "Frames the kernel dropped because the RX ring was full (XDP_STATISTICS).",

@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
@@ -260,8 +260,9 @@ impl Table {
         svc.built = None;
     }
 
-    /// Applies a table-changing command. Listing commands are not handled here.
-    pub fn apply(&mut self, cmd: &Command) -> Result<(), CmdError> {
+    /// Applies a table-changing command (through [`Table::apply_all`], which checks the
+    /// result against the steering maps). Listing commands are not handled here.
+    fn apply(&mut self, cmd: &Command) -> Result<(), CmdError> {
         match cmd {
             Command::AddService { key, opts } => {
                 check_sched(&opts.sched)?;
@@ -476,22 +477,17 @@ impl Table {
             out.push(Command::DelService { key: *key });
         }
         for (key, want) in &target.services {
-            let add_dests =
-                |out: &mut Vec<Command>, dests: &mut dyn Iterator<Item = &DestEntry>| {
-                    for d in dests {
-                        out.push(Command::AddDest {
-                            key: *key,
-                            dest: d.spec(),
-                        });
-                    }
-                };
+            let add = |d: &DestEntry| Command::AddDest {
+                key: *key,
+                dest: d.spec(),
+            };
             let Some(have) = self.services.get(key) else {
                 out.push(Command::AddService {
                     key: *key,
                     opts: want.opts(),
                 });
                 // Oldest first, so the realservers end up in the same (IPVS) order.
-                add_dests(&mut out, &mut want.dests.iter().rev());
+                out.extend(want.dests.iter().rev().map(add));
                 continue;
             };
             if have.opts() != want.opts() {
@@ -516,7 +512,7 @@ impl Table {
                         key: *key,
                         dest: w.spec(),
                     }),
-                    None => add_dests(&mut out, &mut std::iter::once(w)),
+                    None => out.push(add(w)),
                 }
             }
         }
@@ -638,20 +634,15 @@ impl Table {
         for ((key, svc), lookup) in self.services.iter_mut().zip(lookup) {
             let built = svc.built.get_or_insert_with(|| {
                 let dests: Vec<Dest> = svc.dests.iter().map(DestEntry::published).collect();
-                let (key, mark) = match *key {
-                    SvcKey::Addr(k) => (k, 0),
-                    SvcKey::Mark { mark, v6 } => (
-                        VsKey {
-                            proto: Proto::Tcp,
-                            addr: if v6 {
-                                Ipv6Addr::UNSPECIFIED.into()
-                            } else {
-                                Ipv4Addr::UNSPECIFIED.into()
-                            },
-                            port: 0,
-                        },
-                        mark,
-                    ),
+                let (_, addr, port, mark) = key.parts();
+                // A fwmark service is found under its group's keys, never its own.
+                let key = match *key {
+                    SvcKey::Addr(k) => k,
+                    SvcKey::Mark { .. } => VsKey {
+                        proto: Proto::Tcp,
+                        addr,
+                        port,
+                    },
                 };
                 Arc::new(Service {
                     key,
@@ -898,15 +889,12 @@ impl Table {
             .map(|(k, s)| {
                 let mut dests: Vec<&DestEntry> = s.dests.iter().collect();
                 dests.sort_by_key(|d| (d.addr, d.port));
-                let (protocol, address, port, fwmark) = match k {
-                    SvcKey::Addr(v) => (v.proto.label(), Some(v.addr.to_string()), v.port, None),
-                    SvcKey::Mark { mark, .. } => ("FWM", None, 0, Some(*mark)),
-                };
+                let (protocol, address, port, mark) = k.parts();
                 json!({
                     "protocol": protocol,
-                    "address": address,
+                    "address": (mark == 0).then(|| address.to_string()),
                     "port": port,
-                    "fwmark": fwmark,
+                    "fwmark": (mark != 0).then_some(mark),
                     "family": if k.is_ipv4() { "inet" } else { "inet6" },
                     "scheduler": s.sched,
                     "flags": s.flags.render(&s.sched),

@@ -102,12 +102,8 @@ xadm "$ID" -S -n >"$D/s2"
 layout >"$D/l2"
 diff -u "$D/s1" "$D/s2" >&2 || fail "-S after -C and -R differs"
 diff -u "$D/l1" "$D/l2" >&2 || fail "-L -n after -C and -R differs"
-printf '%s\n' "-A -t $V:99 -s rr" "-a -t $V:80 -r $R1:80 -m" | {
-  rc=0
-  err=$(xlvsadm "$ID" -R 2>&1) || rc=$?
-  [ "$rc" = 255 ] && [ "$err" = "line 2: Destination already exists; nothing restored" ] \
-    || fail "-R of a duplicate realserver: exit $rc, '$err'"
-}
+printf '%s\n' "-A -t $V:99 -s rr" "-a -t $V:80 -r $R1:80 -m" |
+  xlvsadm_rc "$ID" 255 "line 2: Destination already exists; nothing restored" -R
 [ "$(xadm "$ID" -S -n)" = "$(cat "$D/s1")" ] || fail "a failed -R changed the table"
 lab_exec "$ID" cli curl -sS --max-time 5 "http://$V/" >/dev/null || fail "VIP:80 after -R"
 

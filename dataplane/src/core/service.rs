@@ -32,6 +32,15 @@ impl Proto {
         }
     }
 
+    /// The protocol of an IP protocol number, if it is TCP or UDP.
+    pub fn from_number(n: u8) -> Option<Proto> {
+        match n {
+            6 => Some(Proto::Tcp),
+            17 => Some(Proto::Udp),
+            _ => None,
+        }
+    }
+
     /// ipvsadm's name in listings (`TCP`, `UDP`).
     pub fn label(self) -> &'static str {
         match self {
