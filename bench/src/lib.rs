@@ -2,7 +2,13 @@
 //! connection, built once and copied into a scratch buffer per iteration (the core rewrites
 //! frames in place).
 
+pub mod fwd;
+pub mod generator;
 pub mod loadgen;
+pub mod plot;
+pub mod rig;
+pub mod sink;
+pub mod xsk;
 
 use std::net::Ipv4Addr;
 use std::sync::Arc;

@@ -16,6 +16,11 @@ use xlvs_common::{
 /// The XDP object built from `ebpf/` by build.rs.
 pub static XDP_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/xlvs"));
 
+/// The benchmark rig's XDP object (`ebpf/src/bench.rs`: sink, XDP-only forwarder), built with
+/// the product's; only `xlvs-bench` loads it.
+pub static BENCH_XDP_OBJECT: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/xlvs-bench"));
+
 /// The loaded XDP program and its maps. Dropping it detaches the program from every interface.
 pub struct XdpSteering {
     ebpf: Ebpf,

@@ -194,8 +194,34 @@ pub enum Counter {
 /// Number of counters in [`MAP_COUNTERS`].
 pub const COUNTERS: u32 = 3;
 
+/// The benchmark rig's XDP object (`ebpf/src/bench.rs`, not part of the product): the sink
+/// program, which redirects IPv4 TCP/UDP frames to the AF_XDP socket of their RX queue.
+pub const PROG_SINK: &str = "xlvs_sink";
+/// The benchmark rig's XDP-only forwarder (the floor of the XDP path): stateless DNAT of one
+/// VIP to one RIP, then a redirect out of another interface.
+pub const PROG_FWD: &str = "xlvs_fwd";
+/// The sink's XSKMAP: RX queue → socket.
+pub const MAP_SINK_XSKS: &str = "SINK_XSKS";
+/// The forwarder's configuration: one [`FwdConfig`] at index 0.
+pub const MAP_FWD: &str = "FWD";
+
+/// Value of [`MAP_FWD`]. Addresses as on the wire.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct FwdConfig {
+    pub vip: [u8; 4],
+    pub rip: [u8; 4],
+    /// The egress interface (the realservers' side).
+    pub ifindex: u32,
+    /// The realserver's MAC, and the egress interface's own.
+    pub dst_mac: [u8; 6],
+    pub src_mac: [u8; 6],
+}
+
 #[cfg(feature = "user")]
 mod user {
+    // Safety: as below.
+    unsafe impl aya::Pod for super::FwdConfig {}
     // Safety: all of these are #[repr(C)], Copy, with explicit padding and no pointers,
     // so any bit pattern read back from a map is a valid value.
     unsafe impl aya::Pod for super::L4Key {}

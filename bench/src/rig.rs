@@ -1,0 +1,1183 @@
+//! `xlvs-bench run`: one netns topology, the data planes side by side on it.
+//!
+//! ```text
+//!  gen ns            director ns (pinned to --director-cpu)          sink ns
+//!  <p>g ──veth── <p>e  [XDP fwd | nftables DNAT | xlvsd NAT | DR]  <p>i ──veth── <p>s
+//!  192.0.2.2         192.0.2.1           VIP 192.0.2.100   10.10.0.1        10.10.0.11, .12
+//! ```
+//!
+//! The generator (`xlvs-bench gen`) and the sink (`xlvs-bench sink`) run pinned to
+//! `--load-cpu`; every veth runs its NAPI in a kernel thread (`threaded` NAPI), and the
+//! director's two NAPI threads are pinned to the director's CPU with xlvsd, so the director's
+//! CPU time is exactly its threads' (worker and control threads, plus the NAPI threads
+//! that run XDP, conntrack and forwarding): read from `/proc/<tid>/schedstat` before and after
+//! each load.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead as _, BufReader, Write as _};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, anyhow, bail};
+use serde::{Deserialize, Serialize};
+
+use crate::generator::GenReport;
+use crate::sink::SinkReport;
+
+const VIP: &str = "192.0.2.100";
+const RIPS: [&str; 2] = ["10.10.0.11", "10.10.0.12"];
+const PORT: u16 = 80;
+
+/// A data plane under test.
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, clap::ValueEnum,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Plane {
+    /// XDP-only forwarder: stateless DNAT to one RIP and a redirect (the floor).
+    Xdp,
+    /// nftables DNAT (numgen round robin over the RIPs) with conntrack, kernel forwarding.
+    Nft,
+    /// xlvsd, LVS-NAT, rr over the RIPs.
+    Nat,
+    /// xlvsd, LVS-DR, rr over the RIPs.
+    Dr,
+}
+
+impl Plane {
+    pub fn label(self) -> &'static str {
+        match self {
+            Plane::Xdp => "XDP forwarder (floor)",
+            Plane::Nft => "nftables DNAT + conntrack",
+            Plane::Nat => "xlvs LVS-NAT",
+            Plane::Dr => "xlvs LVS-DR",
+        }
+    }
+    pub fn key(self) -> &'static str {
+        match self {
+            Plane::Xdp => "xdp",
+            Plane::Nft => "nft",
+            Plane::Nat => "nat",
+            Plane::Dr => "dr",
+        }
+    }
+}
+
+#[derive(clap::Args, Debug, Clone, Serialize)]
+pub struct RunArgs {
+    /// Data planes, in order.
+    #[arg(long, value_delimiter = ',', default_value = "xdp,nft,nat,dr")]
+    pub planes: Vec<Plane>,
+    /// Offered loads in frames/s; 0 = as fast as the generator goes.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "50000,100000,200000,300000,400000,0"
+    )]
+    pub loads: Vec<u64>,
+    /// Seconds per load.
+    #[arg(short = 'D', long, default_value_t = 5.0)]
+    pub duration: f64,
+    /// Frame size on the wire (64–1518) or "imix".
+    #[arg(short = 'z', long, default_value = "64")]
+    pub size: String,
+    /// Source addresses (from 198.18.0.1) and ports (from 1024): flows = product.
+    #[arg(long, default_value_t = 16)]
+    pub src_ips: u32,
+    #[arg(long, default_value_t = 64)]
+    pub src_ports: u16,
+    /// CPU for the director (xlvsd, its NAPI threads); the generator and sink get --load-cpu.
+    #[arg(long, default_value_t = 1)]
+    pub director_cpu: usize,
+    #[arg(long, default_value_t = 0)]
+    pub load_cpu: usize,
+    /// Seconds of wrk short connections per plane (nft and nat); 0 skips them.
+    #[arg(long, default_value_t = 5.0)]
+    pub conn_secs: f64,
+    /// wrk connections for the connection-rate run.
+    #[arg(long, default_value_t = 16)]
+    pub conn_clients: u32,
+    /// Where to write results.json, throughput.svg and latency.svg.
+    #[arg(short, long, default_value = "target/bench-rig")]
+    pub out: PathBuf,
+    /// xlvsd and xlvsadm (default: beside this binary).
+    #[arg(long)]
+    pub bin_dir: Option<PathBuf>,
+    /// A few seconds in all: one load of 20 000 frames/s for 1 s, wrk for 1 s (the smoke test).
+    #[arg(long)]
+    pub quick: bool,
+}
+
+/// One plane at one offered load.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Point {
+    pub plane: Plane,
+    /// The load asked for (0 = as fast as possible).
+    pub target_pps: u64,
+    /// What the generator sent.
+    pub offered_pps: f64,
+    /// What reached the sink.
+    pub delivered_pps: f64,
+    pub loss_pct: f64,
+    /// Director CPU time over the run's wall time (1.0 = one core busy).
+    pub director_cores: f64,
+    /// Director CPU time per delivered packet.
+    pub cpu_ns_per_pkt: f64,
+    /// Delivered packets per second of director CPU: throughput at equal CPU.
+    pub pps_per_core: f64,
+    pub generator: GenReport,
+    pub sink: SinkReport,
+    /// Director CPU by thread name (ns).
+    pub cpu_by_thread: BTreeMap<String, u64>,
+}
+
+/// wrk with one request per connection through the VIP.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ConnRate {
+    pub plane: Plane,
+    pub requests: u64,
+    pub secs: f64,
+    pub requests_per_sec: f64,
+    /// Socket errors (connect, read, write, timeout) and non-2xx/3xx answers.
+    pub failed: u64,
+    pub director_cores: f64,
+    pub cpu_us_per_conn: f64,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Ratio {
+    pub plane: Plane,
+    pub vs: Plane,
+    /// Best delivered pps of `plane` over best delivered pps of `vs`.
+    pub peak_pps: f64,
+    /// Delivered pps per director core, at the highest load both ran (equal CPU).
+    pub pps_per_core: f64,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Report {
+    pub machine: String,
+    pub started_unix: u64,
+    pub args: serde_json::Value,
+    pub points: Vec<Point>,
+    pub conn_rate: Vec<ConnRate>,
+    pub ratios: Vec<Ratio>,
+}
+
+/// Runs a command; its stderr goes into the error.
+fn sh(args: &[&str]) -> anyhow::Result<String> {
+    let out = Command::new(args[0])
+        .args(&args[1..])
+        .stdin(Stdio::null())
+        .output()
+        .with_context(|| format!("running {}", args[0]))?;
+    if !out.status.success() {
+        bail!(
+            "`{}` failed ({}): {}",
+            args.join(" "),
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// The namespaces and processes of one run; dropping it kills the processes and deletes the
+/// namespaces (their veths go with them).
+struct Lab {
+    p: String,
+    gen_ns: String,
+    dir_ns: String,
+    sink_ns: String,
+    ext_mac: String,
+    dir_cpu: usize,
+    load_cpu: usize,
+    tmp: PathBuf,
+    children: Vec<Child>,
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        for c in &mut self.children {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        for ns in [&self.gen_ns, &self.dir_ns, &self.sink_ns] {
+            if let Ok(pids) = sh(&["ip", "netns", "pids", ns]) {
+                for pid in pids.split_whitespace().filter_map(|p| p.parse().ok()) {
+                    // Safety: plain kill(2) of a process inside our own namespace.
+                    unsafe { libc::kill(pid, libc::SIGKILL) };
+                }
+            }
+            let _ = sh(&["ip", "netns", "del", ns]);
+        }
+        let _ = std::fs::remove_dir_all(&self.tmp);
+    }
+}
+
+fn mac_of(ns: &str, dev: &str) -> anyhow::Result<String> {
+    Ok(sh(&[
+        "ip",
+        "netns",
+        "exec",
+        ns,
+        "cat",
+        &format!("/sys/class/net/{dev}/address"),
+    ])?
+    .trim()
+    .to_string())
+}
+
+impl Lab {
+    fn dev(&self, which: char) -> String {
+        format!("{}{which}", self.p)
+    }
+
+    fn up(dir_cpu: usize, load_cpu: usize) -> anyhow::Result<Lab> {
+        let p = format!("xb{}", std::process::id() % 100_000);
+        let tmp = std::env::temp_dir().join(format!("xlvs-bench-{p}"));
+        std::fs::create_dir_all(&tmp)?;
+        let mut lab = Lab {
+            gen_ns: format!("{p}-gen"),
+            dir_ns: format!("{p}-dir"),
+            sink_ns: format!("{p}-sink"),
+            p,
+            ext_mac: String::new(),
+            dir_cpu,
+            load_cpu,
+            tmp,
+            children: Vec::new(),
+        };
+        let (g, d, s) = (&lab.gen_ns, &lab.dir_ns, &lab.sink_ns);
+        let (gi, ei, ii, si) = (lab.dev('g'), lab.dev('e'), lab.dev('i'), lab.dev('s'));
+        for ns in [g, d, s] {
+            sh(&["ip", "netns", "add", ns])?;
+            sh(&["ip", "-n", ns, "link", "set", "lo", "up"])?;
+        }
+        sh(&[
+            "ip", "link", "add", &gi, "netns", g, "type", "veth", "peer", "name", &ei, "netns", d,
+        ])?;
+        sh(&[
+            "ip", "link", "add", &ii, "netns", d, "type", "veth", "peer", "name", &si, "netns", s,
+        ])?;
+        for (ns, dev, addrs) in [
+            (g, &gi, &["192.0.2.2/24"][..]),
+            (d, &ei, &["192.0.2.1/24"][..]),
+            (d, &ii, &["10.10.0.1/24"][..]),
+            (s, &si, &["10.10.0.11/24", "10.10.0.12/24"][..]),
+        ] {
+            for a in addrs {
+                sh(&["ip", "-n", ns, "addr", "add", a, "dev", dev])?;
+            }
+            // Endpoints compute full checksums (the director updates them incrementally);
+            // GRO keeps each veth on NAPI with or without XDP, and `threaded` puts that NAPI
+            // in a kernel thread we can pin and measure.
+            sh(&[
+                "ip", "netns", "exec", ns, "ethtool", "-K", dev, "tx", "off", "gro", "on",
+            ])?;
+            sh(&["ip", "-n", ns, "link", "set", dev, "up"])?;
+            sh(&[
+                "ip",
+                "netns",
+                "exec",
+                ns,
+                "sh",
+                "-c",
+                &format!("echo 1 > /sys/class/net/{dev}/threaded"),
+            ])?;
+        }
+        sh(&["ip", "-n", g, "route", "add", "default", "via", "192.0.2.1"])?;
+        sh(&["ip", "-n", s, "route", "add", "default", "via", "10.10.0.1"])?;
+        sh(&[
+            "ip",
+            "netns",
+            "exec",
+            d,
+            "sysctl",
+            "-qw",
+            "net.ipv4.ip_forward=1",
+        ])?;
+        sh(&[
+            "ip",
+            "netns",
+            "exec",
+            g,
+            "sysctl",
+            "-qw",
+            "net.ipv4.ip_local_port_range=1024 65000",
+        ])?;
+        // Static neighbours: no ARP in the measurements.
+        let (gm, sm) = (mac_of(g, &gi)?, mac_of(s, &si)?);
+        let (em, im) = (mac_of(d, &ei)?, mac_of(d, &ii)?);
+        sh(&[
+            "ip",
+            "-n",
+            d,
+            "neigh",
+            "replace",
+            "192.0.2.2",
+            "lladdr",
+            &gm,
+            "dev",
+            &ei,
+            "nud",
+            "permanent",
+        ])?;
+        for rip in RIPS {
+            sh(&[
+                "ip",
+                "-n",
+                d,
+                "neigh",
+                "replace",
+                rip,
+                "lladdr",
+                &sm,
+                "dev",
+                &ii,
+                "nud",
+                "permanent",
+            ])?;
+        }
+        // The VIP is on the client's link: the director's MAC answers for it.
+        for ip in ["192.0.2.1", VIP] {
+            sh(&[
+                "ip",
+                "-n",
+                g,
+                "neigh",
+                "replace",
+                ip,
+                "lladdr",
+                &em,
+                "dev",
+                &gi,
+                "nud",
+                "permanent",
+            ])?;
+        }
+        sh(&[
+            "ip",
+            "-n",
+            s,
+            "neigh",
+            "replace",
+            "10.10.0.1",
+            "lladdr",
+            &im,
+            "dev",
+            &si,
+            "nud",
+            "permanent",
+        ])?;
+        lab.ext_mac = em;
+        Ok(lab)
+    }
+
+    /// Starts `args` in `ns` pinned to `cpu`; stdout piped if `pipe`.
+    fn spawn(
+        &mut self,
+        ns: &str,
+        cpu: usize,
+        args: &[&str],
+        log: &str,
+        pipe: bool,
+    ) -> anyhow::Result<usize> {
+        let logf = std::fs::File::create(self.tmp.join(log))?;
+        let cpu = cpu.to_string();
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", ns, "taskset", "-c", &cpu])
+            .args(args)
+            .stdin(Stdio::null())
+            .stderr(logf.try_clone()?);
+        cmd.stdout(if pipe {
+            Stdio::piped()
+        } else {
+            Stdio::from(logf)
+        });
+        let child = cmd
+            .spawn()
+            .with_context(|| format!("starting {}", args[0]))?;
+        self.children.push(child);
+        Ok(self.children.len() - 1)
+    }
+
+    fn stop(&mut self, i: usize) -> anyhow::Result<std::process::ExitStatus> {
+        let c = &mut self.children[i];
+        // Safety: kill(2) of our own child.
+        unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(st) = c.try_wait()? {
+                return Ok(st);
+            }
+            if Instant::now() > deadline {
+                let _ = c.kill();
+                return Ok(c.wait()?);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn log(&self, name: &str) -> String {
+        std::fs::read_to_string(self.tmp.join(name)).unwrap_or_default()
+    }
+
+    /// (tid, name) of the NAPI kernel threads of `dev`.
+    fn napi_threads(dev: &str) -> Vec<(u32, String)> {
+        let want = format!("napi/{dev}-");
+        let mut v = Vec::new();
+        if let Ok(rd) = std::fs::read_dir("/proc") {
+            for e in rd.flatten() {
+                let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+                    continue;
+                };
+                if let Ok(c) = std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                    && c.starts_with(&want)
+                {
+                    v.push((pid, c.trim().to_string()));
+                }
+            }
+        }
+        v
+    }
+
+    /// Pins every NAPI thread: the director's two to its CPU, the others to the load CPU.
+    /// Returns the director's.
+    fn pin_napi(&self) -> anyhow::Result<Vec<(u32, String)>> {
+        let mut dir = Vec::new();
+        for (c, cpu) in [
+            ('e', self.dir_cpu),
+            ('i', self.dir_cpu),
+            ('g', self.load_cpu),
+            ('s', self.load_cpu),
+        ] {
+            for (tid, name) in Lab::napi_threads(&self.dev(c)) {
+                pin(tid, cpu)?;
+                if cpu == self.dir_cpu && (c == 'e' || c == 'i') {
+                    dir.push((tid, name));
+                }
+            }
+        }
+        Ok(dir)
+    }
+}
+
+fn pin(tid: u32, cpu: usize) -> anyhow::Result<()> {
+    // Safety: a zeroed cpu_set_t is empty; CPU_SET and sched_setaffinity get valid pointers.
+    let rc = unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        libc::sched_setaffinity(tid as i32, std::mem::size_of::<libc::cpu_set_t>(), &set)
+    };
+    if rc != 0 {
+        bail!(
+            "pinning thread {tid} to CPU {cpu}: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+    Ok(())
+}
+
+/// CPU time of threads, by name (ns, from schedstat).
+fn cpu_ns(threads: &[(u32, String)]) -> BTreeMap<String, u64> {
+    let mut m = BTreeMap::new();
+    for (tid, name) in threads {
+        let ns = std::fs::read_to_string(format!("/proc/{tid}/schedstat"))
+            .ok()
+            .and_then(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+            .unwrap_or(0);
+        *m.entry(name.clone()).or_insert(0) += ns;
+    }
+    m
+}
+
+/// Every thread of a process, as (tid, name).
+fn threads_of(pid: u32) -> Vec<(u32, String)> {
+    let mut v = Vec::new();
+    if let Ok(rd) = std::fs::read_dir(format!("/proc/{pid}/task")) {
+        for e in rd.flatten() {
+            let Ok(tid) = e.file_name().to_string_lossy().parse::<u32>() else {
+                continue;
+            };
+            let name = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/comm"))
+                .unwrap_or_default()
+                .trim()
+                .to_string();
+            v.push((tid, name));
+        }
+    }
+    v
+}
+
+/// What runs a plane: a process (xlvsd, the XDP forwarder's holder) or nothing (nftables).
+struct Running {
+    child: Option<usize>,
+}
+
+fn write_file(path: &Path, text: &str) -> anyhow::Result<()> {
+    std::fs::File::create(path)
+        .and_then(|mut f| f.write_all(text.as_bytes()))
+        .with_context(|| format!("writing {}", path.display()))
+}
+
+fn start_plane(lab: &mut Lab, plane: Plane, bin: &Path, me: &Path) -> anyhow::Result<Running> {
+    let (d, ei, ii) = (lab.dir_ns.clone(), lab.dev('e'), lab.dev('i'));
+    match plane {
+        Plane::Xdp => {
+            let sm = mac_of(&lab.sink_ns, &lab.dev('s'))?;
+            let args = [
+                me.to_str().unwrap_or_default(),
+                "fwd",
+                "--from",
+                &ei,
+                "--to",
+                &ii,
+                "--vip",
+                VIP,
+                "--rip",
+                RIPS[0],
+                "--rip-mac",
+                &sm,
+            ];
+            let i = lab.spawn(&d, lab.dir_cpu, &args, "fwd.log", true)?;
+            wait_ready(lab, i, "fwd.log")?;
+            Ok(Running { child: Some(i) })
+        }
+        Plane::Nft => {
+            let rule = |proto: &str| {
+                format!(
+                    "ip daddr {VIP} {proto} dport {PORT} dnat to numgen inc mod 2 map {{ 0 : {}, 1 : {} }}",
+                    RIPS[0], RIPS[1]
+                )
+            };
+            let ruleset = format!(
+                "table ip xlvsbench {{\n chain pre {{\n  type nat hook prerouting priority dstnat;\n  {}\n  {}\n }}\n}}\n",
+                rule("udp"),
+                rule("tcp")
+            );
+            let f = lab.tmp.join("nft.rules");
+            write_file(&f, &ruleset)?;
+            sh(&[
+                "ip",
+                "netns",
+                "exec",
+                &d,
+                "nft",
+                "-f",
+                f.to_str().unwrap_or_default(),
+            ])?;
+            Ok(Running { child: None })
+        }
+        Plane::Nat | Plane::Dr => {
+            let fwd = if plane == Plane::Nat { "-m" } else { "-g" };
+            let mut rules = String::new();
+            for (flag, proto) in [("-u", "udp"), ("-t", "tcp")] {
+                let _ = proto;
+                rules += &format!("-A {flag} {VIP}:{PORT} -s rr\n");
+                for rip in RIPS {
+                    rules += &format!("-a {flag} {VIP}:{PORT} -r {rip}:{PORT} {fwd} -w 1\n");
+                }
+            }
+            let f = lab.tmp.join("rules");
+            write_file(&f, &rules)?;
+            let sock = lab.tmp.join("xlvsd.sock");
+            let xlvsd = bin.join("xlvsd");
+            let args = [
+                xlvsd.to_str().unwrap_or_default(),
+                "--iface",
+                &ei,
+                "--iface",
+                &ii,
+                "--rules",
+                f.to_str().unwrap_or_default(),
+                "--control",
+                sock.to_str().unwrap_or_default(),
+                "--max-conns",
+                "1048576",
+            ];
+            let log = format!("xlvsd-{}.log", plane.key());
+            let i = lab.spawn(&d, lab.dir_cpu, &args, &log, false)?;
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while !lab.log(&log).contains("xlvsd: ready") {
+                if lab.children[i].try_wait()?.is_some() || Instant::now() > deadline {
+                    bail!("xlvsd did not start: {}", lab.log(&log));
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            Ok(Running { child: Some(i) })
+        }
+    }
+}
+
+fn stop_plane(lab: &mut Lab, plane: Plane, r: Running) -> anyhow::Result<()> {
+    if let Some(i) = r.child {
+        lab.stop(i)?;
+    }
+    if plane == Plane::Nft {
+        sh(&[
+            "ip",
+            "netns",
+            "exec",
+            &lab.dir_ns,
+            "nft",
+            "delete",
+            "table",
+            "ip",
+            "xlvsbench",
+        ])?;
+        let _ = sh(&["ip", "netns", "exec", &lab.dir_ns, "conntrack", "-F"]);
+    }
+    Ok(())
+}
+
+/// Waits for a child's first stdout line to be "ready".
+fn wait_ready(
+    lab: &mut Lab,
+    i: usize,
+    log: &str,
+) -> anyhow::Result<BufReader<std::process::ChildStdout>> {
+    let out = lab.children[i]
+        .stdout
+        .take()
+        .ok_or_else(|| anyhow!("no stdout"))?;
+    let mut r = BufReader::new(out);
+    let mut line = String::new();
+    r.read_line(&mut line)?;
+    if line.trim() != "ready" {
+        bail!("{log}: {}", lab.log(log).trim());
+    }
+    Ok(r)
+}
+
+/// Director threads: xlvsd's (if any) and the director's NAPI threads.
+fn director_threads(lab: &Lab, r: &Running) -> anyhow::Result<Vec<(u32, String)>> {
+    let mut t = lab.pin_napi()?;
+    if let Some(i) = r.child {
+        t.extend(threads_of(lab.children[i].id()));
+    }
+    Ok(t)
+}
+
+fn measure(
+    lab: &mut Lab,
+    plane: Plane,
+    r: &Running,
+    target: u64,
+    a: &RunArgs,
+    me: &Path,
+) -> anyhow::Result<Point> {
+    let (sink_ns, si) = (lab.sink_ns.clone(), lab.dev('s'));
+    let me_s = me.to_str().unwrap_or_default();
+    let sink = lab.spawn(
+        &sink_ns,
+        lab.load_cpu,
+        &[me_s, "sink", "-i", &si],
+        "sink.log",
+        true,
+    )?;
+    let mut sink_out = wait_ready(lab, sink, "sink.log")?;
+    let threads = director_threads(lab, r)?;
+    let src = format!(
+        "198.18.0.1-{}",
+        std::net::Ipv4Addr::from(u32::from(std::net::Ipv4Addr::new(198, 18, 0, 1)) + a.src_ips - 1)
+    );
+    let sport = format!("1024-{}", 1024 + a.src_ports as u32 - 1);
+    let dur = a.duration.to_string();
+    let rate = target.to_string();
+    let gi = lab.dev('g');
+    let ext_mac = lab.ext_mac.clone();
+    let dst = format!("{VIP}:{PORT}");
+    let mut gen_args = vec![
+        me_s, "gen", "-i", &gi, "-d", &dst, "-m", &ext_mac, "-s", &src, "-p", &sport, "-z",
+        &a.size, "-D", &dur,
+    ];
+    if target > 0 {
+        gen_args.extend(["-r", &rate]);
+    }
+    let before = cpu_ns(&threads);
+    let t0 = Instant::now();
+    let gen_ns = lab.gen_ns.clone();
+    let g = lab.spawn(&gen_ns, lab.load_cpu, &gen_args, "gen.log", true)?;
+    let out = lab.children[g]
+        .stdout
+        .take()
+        .ok_or_else(|| anyhow!("no stdout"))?;
+    let mut line = String::new();
+    BufReader::new(out).read_line(&mut line)?;
+    let wall = t0.elapsed().as_secs_f64();
+    let after = cpu_ns(&threads);
+    lab.children[g].wait()?;
+    let generator: GenReport = serde_json::from_str(line.trim())
+        .with_context(|| format!("generator: {}", lab.log("gen.log").trim()))?;
+    // Let the last frames through, then stop the sink.
+    std::thread::sleep(Duration::from_millis(200));
+    lab.stop(sink)?;
+    line.clear();
+    sink_out.read_line(&mut line)?;
+    let sink: SinkReport = serde_json::from_str(line.trim())
+        .with_context(|| format!("sink: {}", lab.log("sink.log").trim()))?;
+    let by: BTreeMap<String, u64> = after
+        .iter()
+        .map(|(k, v)| (k.clone(), v.saturating_sub(*before.get(k).unwrap_or(&0))))
+        .filter(|(_, v)| *v > 0)
+        .collect();
+    let cpu: u64 = by.values().sum();
+    let delivered = sink.received as f64 / generator.secs.max(1e-9);
+    let cores = cpu as f64 / 1e9 / wall.max(1e-9);
+    Ok(Point {
+        plane,
+        target_pps: target,
+        offered_pps: generator.pps,
+        delivered_pps: delivered,
+        loss_pct: if generator.sent == 0 {
+            0.0
+        } else {
+            100.0 * (1.0 - sink.received as f64 / generator.sent as f64).max(0.0)
+        },
+        director_cores: cores,
+        cpu_ns_per_pkt: if sink.received == 0 {
+            0.0
+        } else {
+            cpu as f64 / sink.received as f64
+        },
+        pps_per_core: if cpu == 0 {
+            0.0
+        } else {
+            sink.received as f64 / (cpu as f64 / 1e9)
+        },
+        generator,
+        sink,
+        cpu_by_thread: by,
+    })
+}
+
+const NGINX_CONF: &str = "user root root;
+daemon off;
+master_process off;
+worker_processes 1;
+pid DIR/nginx.pid;
+error_log DIR/nginx-error.log warn;
+events { worker_connections 4096; }
+http {
+    access_log off;
+    client_body_temp_path DIR/body;
+    proxy_temp_path DIR/proxy;
+    fastcgi_temp_path DIR/fastcgi;
+    uwsgi_temp_path DIR/uwsgi;
+    scgi_temp_path DIR/scgi;
+    server {
+        listen 0.0.0.0:80 backlog=4096;
+        location = / { default_type text/plain; return 200 \"ok\\n\"; }
+    }
+}
+";
+
+/// Parses wrk's summary: (requests, seconds, failed).
+pub fn parse_wrk(out: &str) -> Option<(u64, f64, u64)> {
+    let mut requests = None;
+    let mut secs = None;
+    let mut failed = 0;
+    for line in out.lines().map(str::trim) {
+        if let Some((n, rest)) = line.split_once(" requests in ") {
+            requests = n.trim().parse().ok();
+            let t = rest.split(',').next()?.trim();
+            secs = if let Some(ms) = t.strip_suffix("ms") {
+                ms.parse::<f64>().ok().map(|v| v / 1000.0)
+            } else if let Some(m) = t.strip_suffix('m') {
+                m.parse::<f64>().ok().map(|v| v * 60.0)
+            } else {
+                t.strip_suffix('s')?.parse().ok()
+            };
+        } else if let Some(rest) = line.strip_prefix("Socket errors:") {
+            for part in rest.split(',') {
+                failed += part.split_whitespace().last()?.parse::<u64>().ok()?;
+            }
+        } else if let Some(n) = line.strip_prefix("Non-2xx or 3xx responses:") {
+            failed += n.trim().parse::<u64>().ok()?;
+        }
+    }
+    Some((requests?, secs?, failed))
+}
+
+fn conn_rate(lab: &mut Lab, plane: Plane, r: &Running, a: &RunArgs) -> anyhow::Result<ConnRate> {
+    let dir = lab.tmp.join("nginx");
+    std::fs::create_dir_all(&dir)?;
+    let conf = dir.join("nginx.conf");
+    write_file(
+        &conf,
+        &NGINX_CONF.replace("DIR", dir.to_str().unwrap_or_default()),
+    )?;
+    let sink_ns = lab.sink_ns.clone();
+    let ng = lab.spawn(
+        &sink_ns,
+        lab.load_cpu,
+        &[
+            "nginx",
+            "-p",
+            dir.to_str().unwrap_or_default(),
+            "-c",
+            conf.to_str().unwrap_or_default(),
+        ],
+        "nginx.log",
+        false,
+    )?;
+    // Wait for nginx to listen.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while sh(&[
+        "ip",
+        "netns",
+        "exec",
+        &sink_ns,
+        "ss",
+        "-Hltn",
+        "sport = :80",
+    ])?
+    .trim()
+    .is_empty()
+    {
+        if Instant::now() > deadline {
+            bail!("nginx did not start: {}", lab.log("nginx.log"));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let threads = director_threads(lab, r)?;
+    let before = cpu_ns(&threads);
+    let t0 = Instant::now();
+    let secs = format!("{}s", a.conn_secs.max(1.0).round());
+    let conns = a.conn_clients.to_string();
+    let url = format!("http://{VIP}:{PORT}/");
+    let out = sh(&[
+        "ip",
+        "netns",
+        "exec",
+        &lab.gen_ns,
+        "taskset",
+        "-c",
+        &lab.load_cpu.to_string(),
+        "wrk",
+        "-t1",
+        "-c",
+        &conns,
+        "-d",
+        &secs,
+        "-H",
+        "Connection: close",
+        &url,
+    ])?;
+    let wall = t0.elapsed().as_secs_f64();
+    let after = cpu_ns(&threads);
+    lab.stop(ng)?;
+    let (requests, secs, failed) =
+        parse_wrk(&out).ok_or_else(|| anyhow!("cannot read wrk's output:\n{out}"))?;
+    let cpu: u64 = after
+        .iter()
+        .map(|(k, v)| v.saturating_sub(*before.get(k).unwrap_or(&0)))
+        .sum();
+    Ok(ConnRate {
+        plane,
+        requests,
+        secs,
+        requests_per_sec: requests as f64 / secs.max(1e-9),
+        failed,
+        director_cores: cpu as f64 / 1e9 / wall,
+        cpu_us_per_conn: if requests == 0 {
+            0.0
+        } else {
+            cpu as f64 / 1e3 / requests as f64
+        },
+    })
+}
+
+/// Ratios of every plane to the floor and to nftables.
+pub fn ratios(points: &[Point]) -> Vec<Ratio> {
+    let peak = |p: Plane| {
+        points
+            .iter()
+            .filter(|x| x.plane == p)
+            .map(|x| x.delivered_pps)
+            .fold(None, |m: Option<f64>, v| Some(m.map_or(v, |m| m.max(v))))
+    };
+    // pps per core at the highest target load both planes ran (0, "as fast as possible",
+    // counts as the highest).
+    let at_top = |p: Plane, vs: Plane| {
+        let key = |t: u64| if t == 0 { u64::MAX } else { t };
+        let top = points
+            .iter()
+            .filter(|x| x.plane == p)
+            .map(|x| key(x.target_pps))
+            .filter(|t| {
+                points
+                    .iter()
+                    .any(|y| y.plane == vs && key(y.target_pps) == *t)
+            })
+            .max()?;
+        let get = |q: Plane| {
+            points
+                .iter()
+                .find(|x| x.plane == q && key(x.target_pps) == top)
+                .map(|x| x.pps_per_core)
+        };
+        Some(get(p)? / get(vs)?)
+    };
+    let mut v = Vec::new();
+    for vs in [Plane::Xdp, Plane::Nft] {
+        for p in [Plane::Xdp, Plane::Nft, Plane::Nat, Plane::Dr] {
+            if p == vs {
+                continue;
+            }
+            if let (Some(a), Some(b), Some(c)) = (peak(p), peak(vs), at_top(p, vs)) {
+                v.push(Ratio {
+                    plane: p,
+                    vs,
+                    peak_pps: a / b,
+                    pps_per_core: c,
+                });
+            }
+        }
+    }
+    v
+}
+
+pub fn table(r: &Report) -> String {
+    let mut s = String::new();
+    s += &format!(
+        "{:<26} {:>9} {:>10} {:>10} {:>7} {:>6} {:>8} {:>10} {:>8} {:>8} {:>8} {:>8}\n",
+        "plane",
+        "target",
+        "offered",
+        "delivered",
+        "loss%",
+        "cores",
+        "ns/pkt",
+        "pps/core",
+        "p50 µs",
+        "p99 µs",
+        "p99.9 µs",
+        "max µs"
+    );
+    for p in &r.points {
+        let l = &p.sink.latency;
+        let us = |v: u64| v as f64 / 1000.0;
+        s += &format!(
+            "{:<26} {:>9} {:>10.0} {:>10.0} {:>7.2} {:>6.2} {:>8.0} {:>10.0} {:>8.1} {:>8.1} {:>8.1} {:>8.1}\n",
+            p.plane.label(),
+            if p.target_pps == 0 {
+                "max".to_string()
+            } else {
+                p.target_pps.to_string()
+            },
+            p.offered_pps,
+            p.delivered_pps,
+            p.loss_pct,
+            p.director_cores,
+            p.cpu_ns_per_pkt,
+            p.pps_per_core,
+            us(l.p50),
+            us(l.p99),
+            us(l.p999),
+            us(l.max),
+        );
+    }
+    if !r.ratios.is_empty() {
+        s += "\nratios (same run): peak delivered pps, and delivered pps per director core at the highest common load\n";
+        for x in &r.ratios {
+            s += &format!(
+                "  {:<26} vs {:<26} peak {:>5.2}×   at equal CPU {:>5.2}×\n",
+                x.plane.label(),
+                x.vs.label(),
+                x.peak_pps,
+                x.pps_per_core
+            );
+        }
+    }
+    if !r.conn_rate.is_empty() {
+        s += "\nconnection rate (wrk, one request per connection)\n";
+        for c in &r.conn_rate {
+            s += &format!(
+                "  {:<26} {:>8.0} req/s  {:>6} failed  director {:.2} cores, {:.1} µs CPU/conn\n",
+                c.plane.label(),
+                c.requests_per_sec,
+                c.failed,
+                c.director_cores,
+                c.cpu_us_per_conn
+            );
+        }
+    }
+    s
+}
+
+fn machine() -> String {
+    let model = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| {
+            c.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split_once(':'))
+                .map(|(_, v)| v.trim().to_string())
+        })
+        .unwrap_or_default();
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
+    format!("{model}, {cpus} CPUs, Linux {}", kernel.trim())
+}
+
+pub fn run(mut a: RunArgs) -> anyhow::Result<()> {
+    if a.quick {
+        a.loads = vec![20_000];
+        a.duration = 1.0;
+        a.conn_secs = a.conn_secs.min(1.0);
+    }
+    if !xlvs_control::sys::is_root() {
+        bail!("the rig needs root (network namespaces, XDP)");
+    }
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if a.director_cpu >= cpus || a.load_cpu >= cpus {
+        bail!(
+            "CPUs {} and {} asked for, {cpus} present",
+            a.director_cpu,
+            a.load_cpu
+        );
+    }
+    let me = std::env::current_exe()?;
+    let bin = match &a.bin_dir {
+        Some(b) => b.clone(),
+        None => me.parent().map(Path::to_path_buf).unwrap_or_default(),
+    };
+    if a.planes.iter().any(|p| matches!(p, Plane::Nat | Plane::Dr)) && !bin.join("xlvsd").exists() {
+        bail!(
+            "no xlvsd in {} (cargo build --release -p xlvs-control, or --bin-dir)",
+            bin.display()
+        );
+    }
+    std::fs::create_dir_all(&a.out)?;
+    let started = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let mut lab = Lab::up(a.director_cpu, a.load_cpu)?;
+    eprintln!(
+        "xlvs-bench: lab {} up; director on CPU {}, generator and sink on CPU {}; {} s per load",
+        lab.p, a.director_cpu, a.load_cpu, a.duration
+    );
+    let mut points = Vec::new();
+    let mut conns = Vec::new();
+    let total = a.planes.len() * a.loads.len();
+    for &plane in &a.planes {
+        let running = start_plane(&mut lab, plane, &bin, &me)
+            .with_context(|| format!("starting {}", plane.label()))?;
+        for &load in &a.loads {
+            let p = measure(&mut lab, plane, &running, load, &a, &me)
+                .with_context(|| format!("{} at {load} pps", plane.label()))?;
+            eprintln!(
+                "[{:>2}/{total}] {:<26} target {:>7}: offered {:>8.0}, delivered {:>8.0} pps, loss {:>5.2} %, director {:.2} cores, {:>5.0} ns/pkt, p99 {:.1} µs",
+                points.len() + 1,
+                plane.label(),
+                if load == 0 {
+                    "max".into()
+                } else {
+                    load.to_string()
+                },
+                p.offered_pps,
+                p.delivered_pps,
+                p.loss_pct,
+                p.director_cores,
+                p.cpu_ns_per_pkt,
+                p.sink.latency.p99 as f64 / 1000.0
+            );
+            points.push(p);
+        }
+        if a.conn_secs > 0.0 && matches!(plane, Plane::Nft | Plane::Nat) {
+            let c = conn_rate(&mut lab, plane, &running, &a)
+                .with_context(|| format!("connection rate through {}", plane.label()))?;
+            eprintln!(
+                "        {:<26} wrk short connections: {:.0} req/s, {} failed",
+                plane.label(),
+                c.requests_per_sec,
+                c.failed
+            );
+            conns.push(c);
+        }
+        stop_plane(&mut lab, plane, running)?;
+    }
+    drop(lab);
+    let report = Report {
+        machine: machine(),
+        started_unix: started,
+        args: serde_json::to_value(&a)?,
+        ratios: ratios(&points),
+        points,
+        conn_rate: conns,
+    };
+    let json = a.out.join("results.json");
+    write_file(&json, &serde_json::to_string_pretty(&report)?)?;
+    crate::plot::throughput(&report, &a.out.join("throughput.svg"))?;
+    crate::plot::latency(&report, &a.out.join("latency.svg"))?;
+    print!("{}", table(&report));
+    eprintln!(
+        "xlvs-bench: wrote {}, throughput.svg and latency.svg in {}",
+        json.display(),
+        a.out.display()
+    );
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wrk_summary() {
+        let out = "Running 5s test @ http://192.0.2.100:80/
+  1 threads and 16 connections
+  Thread Stats   Avg      Stdev     Max   +/- Stdev
+    Latency     1.20ms  300.00us   5.00ms   70.00%
+  21234 requests in 5.00s, 3.10MB read
+  Socket errors: connect 0, read 3, write 0, timeout 2
+  Non-2xx or 3xx responses: 4
+Requests/sec:   4246.80
+Transfer/sec:    634.00KB
+";
+        assert_eq!(parse_wrk(out), Some((21234, 5.0, 9)));
+        assert_eq!(
+            parse_wrk("  10 requests in 900.5ms, 1KB read\n"),
+            Some((10, 0.9005, 0))
+        );
+        assert_eq!(parse_wrk("garbage"), None);
+    }
+
+    fn pt(plane: Plane, target: u64, delivered: f64, per_core: f64) -> Point {
+        Point {
+            plane,
+            target_pps: target,
+            offered_pps: target as f64,
+            delivered_pps: delivered,
+            loss_pct: 0.0,
+            director_cores: delivered / per_core,
+            cpu_ns_per_pkt: 1e9 / per_core,
+            pps_per_core: per_core,
+            generator: GenReport::default(),
+            sink: SinkReport::default(),
+            cpu_by_thread: BTreeMap::new(),
+        }
+    }
+
+    #[test]
+    fn ratios_use_peaks_and_the_top_common_load() {
+        let pts = [
+            pt(Plane::Xdp, 100, 100.0, 1000.0),
+            pt(Plane::Xdp, 0, 900.0, 2000.0),
+            pt(Plane::Nft, 100, 100.0, 500.0),
+            pt(Plane::Nft, 0, 300.0, 400.0),
+            pt(Plane::Nat, 100, 100.0, 800.0),
+            pt(Plane::Nat, 0, 600.0, 1200.0),
+        ];
+        let r = ratios(&pts);
+        let get = |p, vs| r.iter().find(|x| x.plane == p && x.vs == vs).unwrap();
+        assert_eq!(get(Plane::Nat, Plane::Nft).peak_pps, 2.0);
+        assert_eq!(get(Plane::Nat, Plane::Nft).pps_per_core, 3.0);
+        assert_eq!(get(Plane::Nat, Plane::Xdp).peak_pps, 600.0 / 900.0);
+        assert_eq!(get(Plane::Nat, Plane::Xdp).pps_per_core, 0.6);
+        assert!(r.iter().all(|x| x.plane != Plane::Dr));
+    }
+}

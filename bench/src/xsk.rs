@@ -1,0 +1,106 @@
+//! One AF_XDP socket with its own UMEM: the generator's TX port and the sink's RX port.
+
+use std::num::NonZeroU32;
+
+use anyhow::{Context as _, anyhow};
+use xsk_rs::config::{BindFlags, FrameSize, LibxdpFlags, QueueSize, SocketConfig, UmemConfig};
+use xsk_rs::{CompQueue, FillQueue, FrameDesc, RxQueue, Socket, TxQueue, Umem};
+
+/// Frames per batch, as the workers use.
+pub const BATCH: usize = 64;
+const FRAMES: u32 = 8192;
+const RING: u32 = 4096;
+
+pub struct Port {
+    pub umem: Umem,
+    pub tx: TxQueue,
+    pub rx: RxQueue,
+    pub fill: FillQueue,
+    pub comp: CompQueue,
+    /// Frames in no ring.
+    pub free: Vec<FrameDesc>,
+}
+
+impl Port {
+    /// Binds a socket to `iface` queue `queue` (copy or zero-copy, as the driver allows).
+    /// No XDP program is loaded: a receiving caller puts [`Port::fd`] into its XSKMAP.
+    pub fn open(iface: &str, queue: u32) -> anyhow::Result<Port> {
+        let qs = |n| QueueSize::new(n).map_err(|e| anyhow!("ring size: {e}"));
+        let umem_cfg = UmemConfig::builder()
+            .frame_size(FrameSize::new(2048).map_err(|e| anyhow!("frame size: {e}"))?)
+            .fill_queue_size(qs(RING)?)
+            .comp_queue_size(qs(RING)?)
+            .build()
+            .map_err(|e| anyhow!("UMEM config: {e}"))?;
+        let (umem, free) = Umem::new(umem_cfg, NonZeroU32::new(FRAMES).expect("nonzero"), false)
+            .map_err(|e| anyhow!("creating the UMEM: {e}"))?;
+        let sock_cfg = SocketConfig::builder()
+            .rx_queue_size(qs(RING)?)
+            .tx_queue_size(qs(RING)?)
+            .libxdp_flags(LibxdpFlags::XSK_LIBXDP_FLAGS_INHIBIT_PROG_LOAD)
+            .bind_flags(BindFlags::XDP_USE_NEED_WAKEUP)
+            .build();
+        let name = iface
+            .parse()
+            .map_err(|_| anyhow!("bad interface name {iface:?}"))?;
+        // Safety: this UMEM is bound once, to this one (interface, queue).
+        let (tx, rx, fq) = unsafe { Socket::new(sock_cfg, &umem, &name, queue) }
+            .map_err(|e| {
+                let cause = std::error::Error::source(&e)
+                    .map(|s| format!(": {s}"))
+                    .unwrap_or_default();
+                anyhow!("{e}{cause}")
+            })
+            .with_context(|| format!("AF_XDP socket on {iface} queue {queue}"))?;
+        let (fill, comp) = fq.ok_or_else(|| anyhow!("no fill/completion ring"))?;
+        Ok(Port {
+            umem,
+            tx,
+            rx,
+            fill,
+            comp,
+            free,
+        })
+    }
+
+    pub fn fd(&self) -> std::os::fd::RawFd {
+        use std::os::fd::AsRawFd;
+        self.rx.fd().as_raw_fd()
+    }
+
+    /// Takes completed transmissions back into `free`; returns how many.
+    pub fn reclaim(&mut self, scratch: &mut [FrameDesc]) -> usize {
+        // Safety: the completion ring returns only frames this port put in its TX ring.
+        let n = unsafe { self.comp.consume(scratch) };
+        self.free.extend_from_slice(&scratch[..n]);
+        n
+    }
+
+    /// Gives every free frame to the kernel's fill ring (as many as fit).
+    pub fn refill(&mut self) {
+        if self.free.is_empty() {
+            return;
+        }
+        let room = self.fill.nb_free(self.free.len() as u32) as usize;
+        let k = room.min(self.free.len());
+        if k == 0 {
+            return;
+        }
+        let start = self.free.len() - k;
+        // Safety: the frames are ours and in no ring.
+        let put = unsafe { self.fill.produce(&self.free[start..]) };
+        self.free.truncate(self.free.len() - put);
+    }
+}
+
+/// CLOCK_MONOTONIC in nanoseconds: the generator's stamps and the sink's arrival times,
+/// which `bpf_ktime_get_ns` and every process on the machine share.
+pub fn mono_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // Safety: `ts` is a valid timespec to write.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
