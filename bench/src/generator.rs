@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use xsk_rs::FrameDesc;
 
 use crate::loadgen::Spec;
-use crate::xsk::{BATCH, Port, mono_ns};
+use crate::xsk::{BATCH, Port, RING, mono_ns};
 
 /// When to stop and how fast to go.
 #[derive(Clone, Debug)]
@@ -87,18 +87,27 @@ pub fn run(port: &mut Port, spec: &Spec, limits: &Limits, stop: &dyn Fn() -> boo
             batch.drain(..put);
             in_flight += put;
         }
-        if in_flight > 0 {
-            // Copy mode transmits only inside sendto(), 32 frames per call.
+        if port.tx.nb_free_exact() < RING {
+            // Copy mode transmits only inside sendto(), 32 frames per call (and never sets
+            // the ring's need_wakeup flag).
             let _ = port.tx.wakeup();
             kicks += 1;
-        } else if !finished {
-            // Ahead of the rate: sleep until the next batch is due (at most 1 ms).
-            if let Some(r) = limits.rate {
-                let ahead = seq.saturating_sub(allowed(Some(r), elapsed) - BATCH as u64);
-                let ns = (ahead as u128 * 1_000_000_000 / r.max(1) as u128).min(1_000_000);
-                if ns > 20_000 {
-                    std::thread::sleep(Duration::from_nanos(ns as u64));
+        } else {
+            // The kernel has every frame: sleep until the next batch is due (at most 1 ms),
+            // or briefly while completions are awaited, rather than spin on the CPU the sink
+            // shares.
+            let ahead = match limits.rate {
+                Some(r) if !finished => {
+                    let due = allowed(Some(r), elapsed) - BATCH as u64;
+                    (seq.saturating_sub(due) as u128 * 1_000_000_000 / r.max(1) as u128)
+                        .min(1_000_000) as u64
                 }
+                _ => 0,
+            };
+            if ahead > 20_000 {
+                std::thread::sleep(Duration::from_nanos(ahead));
+            } else if in_flight > 0 && (finished || port.free.is_empty()) {
+                std::thread::sleep(Duration::from_micros(20));
             }
         }
         if finished && elapsed > deadline.unwrap_or(elapsed) + 2_000_000_000 {

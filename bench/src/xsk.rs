@@ -9,7 +9,8 @@ use xsk_rs::{CompQueue, FillQueue, FrameDesc, RxQueue, Socket, TxQueue, Umem};
 /// Frames per batch, as the workers use.
 pub const BATCH: usize = 64;
 const FRAMES: u32 = 8192;
-const RING: u32 = 4096;
+/// Size of every ring.
+pub const RING: u32 = 4096;
 
 pub struct Port {
     pub umem: Umem,

@@ -513,21 +513,22 @@ impl Control {
         }
         let _ = writeln!(
             s,
-            "Rings:{:<6} {:>12} {:>12} {:>12} {:>12} {:>12}",
-            "", "TxRingFull", "FillStarved", "RxRingFull", "FillEmpty", "TxEmpty"
+            "Rings:{:<6} {:>12} {:>12} {:>12} {:>12} {:>12} {:>12}",
+            "", "TxRingFull", "FillStarved", "RxRingFull", "FillEmpty", "TxEmpty", "TxKicks"
         );
         for w in &self.workers {
             let st = &w.stats;
             let get = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
             let _ = writeln!(
                 s,
-                "{:<12} {:>12} {:>12} {:>12} {:>12} {:>12}",
+                "{:<12} {:>12} {:>12} {:>12} {:>12} {:>12} {:>12}",
                 w.name,
                 get(&st.tx_ring_full),
                 get(&st.fill_starved),
                 get(&st.xsk.rx_ring_full),
                 get(&st.xsk.rx_fill_ring_empty),
-                get(&st.xsk.tx_ring_empty)
+                get(&st.xsk.tx_ring_empty),
+                get(&st.tx_kicks)
             );
         }
         let _ = writeln!(s, "Connections: {}", self.conns.len());

@@ -255,6 +255,11 @@ pub fn workers(e: &mut Exposition, workers: &[WorkerHandle]) {
                 &st.fill_starved,
             ),
             (
+                "tx_kicks_total",
+                "sendto() calls that pushed the TX ring (copy mode sends only inside them).",
+                &st.tx_kicks,
+            ),
+            (
                 "xsk_rx_ring_full_total",
                 "Frames the kernel dropped because the RX ring was full (XDP_STATISTICS).",
                 &k.rx_ring_full,

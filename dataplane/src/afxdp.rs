@@ -73,6 +73,8 @@ pub struct WorkerStats {
     pub tx_ring_full: AtomicU64,
     /// Times the fill ring could not be topped up from the free frames.
     pub fill_starved: AtomicU64,
+    /// `sendto()` calls that pushed the TX ring (copy mode transmits only inside them).
+    pub tx_kicks: AtomicU64,
     /// The kernel's counts for the socket (`XDP_STATISTICS`), read about once a second.
     pub xsk: XskCounters,
 }
@@ -327,6 +329,7 @@ impl Dataplane {
                 pending_tx: Vec::with_capacity(self.config.ring_size as usize * 3),
                 wake: vec![false; n],
                 pending_cap: self.config.ring_size as usize * 2,
+                tx_ring: self.config.ring_size,
                 next_xsk_stats: Instant(0),
             };
             let thread = std::thread::Builder::new()
@@ -373,6 +376,9 @@ struct Worker {
     pending_cap: usize,
     /// When to read the kernel's socket counters next.
     next_xsk_stats: Instant,
+    /// Size of the TX ring: when it has this many free slots the kernel has taken every
+    /// frame, and only completions are outstanding.
+    tx_ring: u32,
 }
 
 fn monotonic_now() -> Instant {
@@ -544,7 +550,9 @@ impl Worker {
                     None => break,
                 }
             }
-            self.transmit();
+            if self.transmit() {
+                busy = true;
+            }
 
             // Connections and templates this worker filed that are due; bounded work (a
             // backlog keeps the worker from sleeping until it is done).
@@ -565,11 +573,14 @@ impl Worker {
                 self.read_xsk_stats();
             }
 
-            if !busy && self.outstanding == 0 && self.pending_tx.is_empty() {
+            if !busy && self.pending_tx.is_empty() {
                 // Idle: sleep until a frame arrives, another worker hands us work, or 100 ms
-                // pass (to notice the stop flag).
+                // pass (to notice the stop flag). Completions of frames the kernel has taken
+                // wake nothing (in copy mode they come when the receiver frees its copy), so
+                // with some outstanding, sleep at most 1 ms instead of spinning on sendto().
+                let timeout = if self.outstanding > 0 { 1 } else { 100 };
                 // Safety: `fds` is a valid array of two pollfds.
-                unsafe { libc::poll(fds.as_mut_ptr(), 2, 100) };
+                unsafe { libc::poll(fds.as_mut_ptr(), 2, timeout) };
                 if fds[1].revents != 0 {
                     mb.drain_eventfd();
                 }
@@ -621,22 +632,32 @@ impl Worker {
         }
     }
 
-    /// Puts pending frames in the TX ring and kicks the kernel while any are outstanding.
-    fn transmit(&mut self) {
+    /// Puts pending frames in the TX ring and kicks the kernel while the ring holds frames it
+    /// has not taken. Returns true if it kicked (the loop comes back for the rest).
+    fn transmit(&mut self) -> bool {
         if !self.pending_tx.is_empty() {
+            // `produce` is all or nothing: offer only what fits, or a backlog larger than
+            // the free slots would never go out.
+            let room =
+                (self.tx.nb_free(self.pending_tx.len() as u32) as usize).min(self.pending_tx.len());
             // Safety: the pending frames are ours to send (received by us or handed over by
             // another worker, which no longer touches them).
-            let put = unsafe { self.tx.produce(&self.pending_tx) };
+            let put = unsafe { self.tx.produce(&self.pending_tx[..room]) };
             if put < self.pending_tx.len() {
                 self.stats.tx_ring_full.fetch_add(1, Ordering::Relaxed);
             }
             self.outstanding += put;
             self.pending_tx.drain(..put);
         }
-        if self.outstanding > 0 || self.tx.needs_wakeup() {
-            // Copy mode transmits only inside sendto(); the loop calls this again until the
-            // completions catch up.
+        // Copy mode transmits only inside sendto(), 32 frames per call; the loop calls this
+        // again until the ring is empty. Frames the kernel has taken need no more kicks: a
+        // sendto() while waiting for their completions would only burn a syscall.
+        // (Copy mode never sets the ring's need_wakeup flag: the count decides.)
+        if self.tx.nb_free_exact() < self.tx_ring {
+            self.stats.tx_kicks.fetch_add(1, Ordering::Relaxed);
             let _ = self.tx.wakeup();
+            return true;
         }
+        false
     }
 }

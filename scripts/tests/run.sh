@@ -3,8 +3,8 @@
 #
 #   bash scripts/tests/run.sh [--no-build] [TEST...]
 #
-# Builds target/release/{xlvsd,xlvsadm} (cargo build --release --locked -p
-# xlvs-control; skipped with --no-build or XLVS_SKIP_BUILD=1), then runs
+# Builds target/release/{xlvsd,xlvsadm,xlvs-bench} (cargo build --release --locked -p
+# xlvs-control -p xlvs-bench; skipped with --no-build or XLVS_SKIP_BUILD=1), then runs
 # every scripts/tests/*.sh except itself in sorted order, or only the named
 # TESTs (with or without .sh). At most XLVS_TEST_JOBS (default 2) tests run
 # at once (each test uses its own lab ID), each limited to XLVS_TEST_TIMEOUT
@@ -63,8 +63,8 @@ mkdir -p "$XLVS_TEST_LOGDIR"
 
 if [ "$BUILD" = 1 ]; then
   export PATH="$HOME/.cargo/bin:$PATH"
-  echo "building release binaries (cargo build --release --locked -p xlvs-control --bins) ..."
-  if ! (cd "$ROOT" && cargo build --release --locked -p xlvs-control --bins) >"$XLVS_TEST_LOGDIR/build.log" 2>&1; then
+  echo "building release binaries (cargo build --release --locked -p xlvs-control -p xlvs-bench --bins) ..."
+  if ! (cd "$ROOT" && cargo build --release --locked -p xlvs-control -p xlvs-bench --bins) >"$XLVS_TEST_LOGDIR/build.log" 2>&1; then
     echo "build failed; tail of $XLVS_TEST_LOGDIR/build.log:"
     tail -n 30 "$XLVS_TEST_LOGDIR/build.log" | sed 's/^/    /'
     echo "0 passed, ${#tests[@]} failed"
