@@ -221,6 +221,25 @@ impl Drop for Lab {
     }
 }
 
+/// Deletes the namespaces of runs whose process is gone (killed before it could clean up):
+/// `xb<pid>-gen|dir|sink`, where no process `<pid>` exists any more.
+fn remove_stale_labs() {
+    let Ok(list) = sh(&["ip", "netns", "list"]) else {
+        return;
+    };
+    for ns in list.lines().filter_map(|l| l.split_whitespace().next()) {
+        let Some((pid, role)) = ns.strip_prefix("xb").and_then(|r| r.split_once('-')) else {
+            continue;
+        };
+        if ["gen", "dir", "sink"].contains(&role)
+            && pid.parse::<u32>().is_ok()
+            && !Path::new(&format!("/proc/{pid}")).exists()
+        {
+            let _ = sh(&["ip", "netns", "del", ns]);
+        }
+    }
+}
+
 fn mac_of(ns: &str, dev: &str) -> anyhow::Result<String> {
     Ok(sh(&[
         "ip",
@@ -240,7 +259,8 @@ impl Lab {
     }
 
     fn up(dir_cpu: usize, load_cpu: usize) -> anyhow::Result<Lab> {
-        let p = format!("xb{}", std::process::id() % 100_000);
+        remove_stale_labs();
+        let p = format!("xb{}", std::process::id());
         let tmp = std::env::temp_dir().join(format!("xlvs-bench-{p}"));
         std::fs::create_dir_all(&tmp)?;
         let mut lab = Lab {
@@ -455,8 +475,10 @@ impl Lab {
                 let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
                     continue;
                 };
+                // A thread name is cut at 15 bytes: with a 7-digit pid, "napi/xb1234567e".
                 if let Ok(c) = std::fs::read_to_string(format!("/proc/{pid}/comm"))
-                    && c.starts_with(&want)
+                    && (c.starts_with(&want)
+                        || (c.trim().len() == 15 && want.starts_with(c.trim())))
                 {
                     v.push((pid, c.trim().to_string()));
                 }
@@ -1092,6 +1114,8 @@ pub fn run(mut a: RunArgs) -> anyhow::Result<()> {
     let started = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
+    // SIGINT/SIGTERM end the run between points, through `Lab`'s clean-up.
+    xlvs_control::sys::install_signal_handlers();
     let mut lab = Lab::up(a.director_cpu, a.load_cpu)?;
     eprintln!(
         "xlvs-bench: lab {} up; director on CPU {}, generator and sink on CPU {}; {} s per load",
@@ -1104,6 +1128,10 @@ pub fn run(mut a: RunArgs) -> anyhow::Result<()> {
         let running = start_plane(&mut lab, plane, &bin, &me)
             .with_context(|| format!("starting {}", plane.label()))?;
         for &load in &a.loads {
+            if xlvs_control::sys::stop_requested() {
+                // Dropping the lab on the way out kills its processes and namespaces.
+                bail!("interrupted");
+            }
             let p = measure(&mut lab, plane, &running, load, &a, &me)
                 .with_context(|| format!("{} at {load} pps", plane.label()))?;
             eprintln!(
