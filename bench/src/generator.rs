@@ -51,6 +51,7 @@ pub fn run(port: &mut Port, spec: &Spec, limits: &Limits, stop: &dyn Fn() -> boo
     let mut batch: Vec<FrameDesc> = Vec::with_capacity(BATCH);
     let (mut seq, mut done, mut bytes, mut kicks) = (0u64, 0u64, 0u64, 0u64);
     let mut in_flight = 0usize;
+    let mut finished_at = None;
     let start = mono_ns();
     loop {
         let now = mono_ns();
@@ -110,9 +111,12 @@ pub fn run(port: &mut Port, spec: &Spec, limits: &Limits, stop: &dyn Fn() -> boo
                 std::thread::sleep(Duration::from_micros(20));
             }
         }
-        if finished && elapsed > deadline.unwrap_or(elapsed) + 2_000_000_000 {
-            // The kernel stopped completing (interface down): give up on the rest.
-            break;
+        if finished {
+            // The kernel stopped completing (interface down): give up on the rest after 2 s.
+            let since = *finished_at.get_or_insert(elapsed);
+            if elapsed > since + 2_000_000_000 {
+                break;
+            }
         }
     }
     let secs = (mono_ns() - start) as f64 / 1e9;
