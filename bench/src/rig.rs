@@ -240,17 +240,19 @@ fn remove_stale_labs() {
     }
 }
 
+/// Runs `args` inside network namespace `ns`.
+fn ns_exec(ns: &str, args: &[&str]) -> anyhow::Result<String> {
+    sh(&[&["ip", "netns", "exec", ns][..], args].concat())
+}
+
+/// A sysfs file of namespace `ns` (sysfs shows the interfaces of the namespace it is read
+/// from), trimmed.
+fn read_sys(ns: &str, path: &str) -> anyhow::Result<String> {
+    Ok(ns_exec(ns, &["cat", path])?.trim().to_string())
+}
+
 fn mac_of(ns: &str, dev: &str) -> anyhow::Result<String> {
-    Ok(sh(&[
-        "ip",
-        "netns",
-        "exec",
-        ns,
-        "cat",
-        &format!("/sys/class/net/{dev}/address"),
-    ])?
-    .trim()
-    .to_string())
+    read_sys(ns, &format!("/sys/class/net/{dev}/address"))
 }
 
 impl Lab {
@@ -298,104 +300,35 @@ impl Lab {
             // Endpoints compute full checksums (the director updates them incrementally);
             // GRO keeps each veth on NAPI with or without XDP, and `threaded` puts that NAPI
             // in a kernel thread we can pin and measure.
-            sh(&[
-                "ip", "netns", "exec", ns, "ethtool", "-K", dev, "tx", "off", "gro", "on",
-            ])?;
+            ns_exec(ns, &["ethtool", "-K", dev, "tx", "off", "gro", "on"])?;
             sh(&["ip", "-n", ns, "link", "set", dev, "up"])?;
-            sh(&[
-                "ip",
-                "netns",
-                "exec",
-                ns,
-                "sh",
-                "-c",
-                &format!("echo 1 > /sys/class/net/{dev}/threaded"),
-            ])?;
+            let threaded = format!("echo 1 > /sys/class/net/{dev}/threaded");
+            ns_exec(ns, &["sh", "-c", &threaded])?;
         }
         sh(&["ip", "-n", g, "route", "add", "default", "via", "192.0.2.1"])?;
         sh(&["ip", "-n", s, "route", "add", "default", "via", "10.10.0.1"])?;
-        sh(&[
-            "ip",
-            "netns",
-            "exec",
-            d,
-            "sysctl",
-            "-qw",
-            "net.ipv4.ip_forward=1",
-        ])?;
-        sh(&[
-            "ip",
-            "netns",
-            "exec",
+        ns_exec(d, &["sysctl", "-qw", "net.ipv4.ip_forward=1"])?;
+        ns_exec(
             g,
-            "sysctl",
-            "-qw",
-            "net.ipv4.ip_local_port_range=1024 65000",
-        ])?;
-        // Static neighbours: no ARP in the measurements.
+            &["sysctl", "-qw", "net.ipv4.ip_local_port_range=1024 65000"],
+        )?;
+        // Static neighbours: no ARP in the measurements. The VIP is on the client's link:
+        // the director's MAC answers for it.
         let (gm, sm) = (mac_of(g, &gi)?, mac_of(s, &si)?);
         let (em, im) = (mac_of(d, &ei)?, mac_of(d, &ii)?);
-        sh(&[
-            "ip",
-            "-n",
-            d,
-            "neigh",
-            "replace",
-            "192.0.2.2",
-            "lladdr",
-            &gm,
-            "dev",
-            &ei,
-            "nud",
-            "permanent",
-        ])?;
-        for rip in RIPS {
-            sh(&[
-                "ip",
-                "-n",
-                d,
-                "neigh",
-                "replace",
-                rip,
-                "lladdr",
-                &sm,
-                "dev",
-                &ii,
-                "nud",
-                "permanent",
-            ])?;
+        for (ns, ip, mac, dev) in [
+            (d, "192.0.2.2", &gm, &ei),
+            (d, RIPS[0], &sm, &ii),
+            (d, RIPS[1], &sm, &ii),
+            (g, "192.0.2.1", &em, &gi),
+            (g, VIP, &em, &gi),
+            (s, "10.10.0.1", &im, &si),
+        ] {
+            let args = [
+                "ip", "-n", ns, "neigh", "replace", ip, "lladdr", mac, "dev", dev,
+            ];
+            sh(&[&args[..], &["nud", "permanent"]].concat())?;
         }
-        // The VIP is on the client's link: the director's MAC answers for it.
-        for ip in ["192.0.2.1", VIP] {
-            sh(&[
-                "ip",
-                "-n",
-                g,
-                "neigh",
-                "replace",
-                ip,
-                "lladdr",
-                &em,
-                "dev",
-                &gi,
-                "nud",
-                "permanent",
-            ])?;
-        }
-        sh(&[
-            "ip",
-            "-n",
-            s,
-            "neigh",
-            "replace",
-            "10.10.0.1",
-            "lladdr",
-            &im,
-            "dev",
-            &si,
-            "nud",
-            "permanent",
-        ])?;
         lab.ext_mac = em;
         Ok(lab)
     }
@@ -450,8 +383,8 @@ impl Lab {
     fn drops(&self) -> anyhow::Result<BTreeMap<String, u64>> {
         let read = |ns: &str, dev: String| -> anyhow::Result<u64> {
             let f = format!("/sys/class/net/{dev}/statistics/tx_dropped");
-            let v = sh(&["ip", "netns", "exec", ns, "cat", &f])?;
-            v.trim().parse().with_context(|| format!("{f}: {v:?}"))
+            let v = read_sys(ns, &f)?;
+            v.parse().with_context(|| format!("{f}: {v:?}"))
         };
         Ok(BTreeMap::from([
             (
@@ -542,6 +475,14 @@ fn cpu_ns(threads: &[(u32, String)]) -> BTreeMap<String, u64> {
     m
 }
 
+/// `after − before`, key by key (a key new in `after` counts from 0).
+fn delta(before: &BTreeMap<String, u64>, after: &BTreeMap<String, u64>) -> BTreeMap<String, u64> {
+    after
+        .iter()
+        .map(|(k, v)| (k.clone(), v.saturating_sub(*before.get(k).unwrap_or(&0))))
+        .collect()
+}
+
 /// Every thread of a process, as (tid, name).
 fn threads_of(pid: u32) -> Vec<(u32, String)> {
     let mut v = Vec::new();
@@ -560,10 +501,9 @@ fn threads_of(pid: u32) -> Vec<(u32, String)> {
     v
 }
 
-/// What runs a plane: a process (xlvsd, the XDP forwarder's holder) or nothing (nftables).
-struct Running {
-    child: Option<usize>,
-}
+/// What runs a plane: a child process (xlvsd, the XDP forwarder's holder) or nothing
+/// (nftables).
+type Running = Option<usize>;
 
 fn write_file(path: &Path, text: &str) -> anyhow::Result<()> {
     std::fs::File::create(path)
@@ -592,7 +532,7 @@ fn start_plane(lab: &mut Lab, plane: Plane, bin: &Path, me: &Path) -> anyhow::Re
             ];
             let i = lab.spawn(&d, lab.dir_cpu, &args, "fwd.log", true)?;
             wait_ready(lab, i, "fwd.log")?;
-            Ok(Running { child: Some(i) })
+            Ok(Some(i))
         }
         Plane::Nft => {
             let rule = |proto: &str| {
@@ -608,22 +548,13 @@ fn start_plane(lab: &mut Lab, plane: Plane, bin: &Path, me: &Path) -> anyhow::Re
             );
             let f = lab.tmp.join("nft.rules");
             write_file(&f, &ruleset)?;
-            sh(&[
-                "ip",
-                "netns",
-                "exec",
-                &d,
-                "nft",
-                "-f",
-                f.to_str().unwrap_or_default(),
-            ])?;
-            Ok(Running { child: None })
+            ns_exec(&d, &["nft", "-f", f.to_str().unwrap_or_default()])?;
+            Ok(None)
         }
         Plane::Nat | Plane::Dr => {
             let fwd = if plane == Plane::Nat { "-m" } else { "-g" };
             let mut rules = String::new();
-            for (flag, proto) in [("-u", "udp"), ("-t", "tcp")] {
-                let _ = proto;
+            for flag in ["-u", "-t"] {
                 rules += &format!("-A {flag} {VIP}:{PORT} -s rr\n");
                 for rip in RIPS {
                     rules += &format!("-a {flag} {VIP}:{PORT} -r {rip}:{PORT} {fwd} -w 1\n");
@@ -655,28 +586,18 @@ fn start_plane(lab: &mut Lab, plane: Plane, bin: &Path, me: &Path) -> anyhow::Re
                 }
                 std::thread::sleep(Duration::from_millis(50));
             }
-            Ok(Running { child: Some(i) })
+            Ok(Some(i))
         }
     }
 }
 
 fn stop_plane(lab: &mut Lab, plane: Plane, r: Running) -> anyhow::Result<()> {
-    if let Some(i) = r.child {
+    if let Some(i) = r {
         lab.stop(i)?;
     }
     if plane == Plane::Nft {
-        sh(&[
-            "ip",
-            "netns",
-            "exec",
-            &lab.dir_ns,
-            "nft",
-            "delete",
-            "table",
-            "ip",
-            "xlvsbench",
-        ])?;
-        let _ = sh(&["ip", "netns", "exec", &lab.dir_ns, "conntrack", "-F"]);
+        ns_exec(&lab.dir_ns, &["nft", "delete", "table", "ip", "xlvsbench"])?;
+        let _ = ns_exec(&lab.dir_ns, &["conntrack", "-F"]);
     }
     Ok(())
 }
@@ -703,7 +624,7 @@ fn wait_ready(
 /// Director threads: xlvsd's (if any) and the director's NAPI threads.
 fn director_threads(lab: &Lab, r: &Running) -> anyhow::Result<Vec<(u32, String)>> {
     let mut t = lab.pin_napi()?;
-    if let Some(i) = r.child {
+    if let Some(i) = *r {
         t.extend(threads_of(lab.children[i].id()));
     }
     Ok(t)
@@ -771,16 +692,9 @@ fn measure(
     sink_out.read_line(&mut line)?;
     let sink: SinkReport = serde_json::from_str(line.trim())
         .with_context(|| format!("sink: {}", lab.log("sink.log").trim()))?;
-    let drops = lab
-        .drops()?
-        .into_iter()
-        .map(|(k, v)| (k.clone(), v.saturating_sub(drops_before[&k])))
-        .collect();
-    let by: BTreeMap<String, u64> = after
-        .iter()
-        .map(|(k, v)| (k.clone(), v.saturating_sub(*before.get(k).unwrap_or(&0))))
-        .filter(|(_, v)| *v > 0)
-        .collect();
+    let drops = delta(&drops_before, &lab.drops()?);
+    let mut by = delta(&before, &after);
+    by.retain(|_, v| *v > 0);
     let cpu: u64 = by.values().sum();
     let delivered = sink.received as f64 / generator.secs.max(1e-9);
     let cores = cpu as f64 / 1e9 / wall.max(1e-9);
@@ -884,17 +798,9 @@ fn conn_rate(lab: &mut Lab, plane: Plane, r: &Running, a: &RunArgs) -> anyhow::R
     )?;
     // Wait for nginx to listen.
     let deadline = Instant::now() + Duration::from_secs(10);
-    while sh(&[
-        "ip",
-        "netns",
-        "exec",
-        &sink_ns,
-        "ss",
-        "-Hltn",
-        "sport = :80",
-    ])?
-    .trim()
-    .is_empty()
+    while ns_exec(&sink_ns, &["ss", "-Hltn", "sport = :80"])?
+        .trim()
+        .is_empty()
     {
         if Instant::now() > deadline {
             bail!("nginx did not start: {}", lab.log("nginx.log"));
@@ -907,33 +813,29 @@ fn conn_rate(lab: &mut Lab, plane: Plane, r: &Running, a: &RunArgs) -> anyhow::R
     let secs = format!("{}s", a.conn_secs.max(1.0).round());
     let conns = a.conn_clients.to_string();
     let url = format!("http://{VIP}:{PORT}/");
-    let out = sh(&[
-        "ip",
-        "netns",
-        "exec",
+    let out = ns_exec(
         &lab.gen_ns,
-        "taskset",
-        "-c",
-        &lab.load_cpu.to_string(),
-        "wrk",
-        "-t1",
-        "-c",
-        &conns,
-        "-d",
-        &secs,
-        "-H",
-        "Connection: close",
-        &url,
-    ])?;
+        &[
+            "taskset",
+            "-c",
+            &lab.load_cpu.to_string(),
+            "wrk",
+            "-t1",
+            "-c",
+            &conns,
+            "-d",
+            &secs,
+            "-H",
+            "Connection: close",
+            &url,
+        ],
+    )?;
     let wall = t0.elapsed().as_secs_f64();
     let after = cpu_ns(&threads);
     lab.stop(ng)?;
     let (requests, secs, failed) =
         parse_wrk(&out).ok_or_else(|| anyhow!("cannot read wrk's output:\n{out}"))?;
-    let cpu: u64 = after
-        .iter()
-        .map(|(k, v)| v.saturating_sub(*before.get(k).unwrap_or(&0)))
-        .sum();
+    let cpu: u64 = delta(&before, &after).values().sum();
     Ok(ConnRate {
         plane,
         requests,

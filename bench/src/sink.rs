@@ -17,7 +17,7 @@ use xlvs_common::{MAP_SINK_XSKS, PROG_SINK};
 use xsk_rs::FrameDesc;
 
 use crate::loadgen::read_stamp;
-use crate::xsk::{BATCH, Port, mono_ns};
+use crate::xsk::{BATCH, Port, RING, mono_ns};
 
 /// Latency percentiles, in nanoseconds.
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
@@ -145,27 +145,40 @@ impl SinkProgram {
     }
 }
 
-/// Receives until `stop()` or `duration` (the frames already in the RX ring are taken first).
+/// Receives until `duration`, or until `stop()` (then the frames already in the RX ring are
+/// taken first, up to one ring's worth).
 pub fn run(port: &mut Port, duration: Option<Duration>, stop: &dyn Fn() -> bool) -> SinkReport {
     let mut tally = Tally::default();
     let mut descs = [FrameDesc::default(); BATCH];
     let start = mono_ns();
     let end = duration.map(|d| start + d.as_nanos() as u64);
+    // Frames taken since the stop request: at most one ring more, so traffic that never
+    // stops cannot keep the sink running.
+    let mut after_stop: Option<usize> = None;
     loop {
         port.refill();
         // Safety: the RX ring hands back frames of this port's UMEM that the kernel wrote.
         let n = unsafe { port.rx.consume(&mut descs) };
-        if n > 0 {
-            let now = mono_ns();
-            for d in &descs[..n] {
-                // Safety: as above; read only.
-                tally.record(unsafe { port.umem.data(d) }.contents(), now);
-            }
-            port.free.extend_from_slice(&descs[..n]);
-            continue;
+        let now = mono_ns();
+        for d in &descs[..n] {
+            // Safety: as above; read only.
+            tally.record(unsafe { port.umem.data(d) }.contents(), now);
         }
-        if stop() || end.is_some_and(|e| mono_ns() >= e) {
+        port.free.extend_from_slice(&descs[..n]);
+        if end.is_some_and(|e| now >= e) {
             break;
+        }
+        if after_stop.is_none() && stop() {
+            after_stop = Some(0);
+        }
+        if let Some(k) = after_stop.as_mut() {
+            *k += n;
+            if n == 0 || *k >= RING as usize {
+                break;
+            }
+        }
+        if n > 0 {
+            continue;
         }
         if port.fill.needs_wakeup() {
             let fd = port.rx.fd_mut();

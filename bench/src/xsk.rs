@@ -94,14 +94,8 @@ impl Port {
     }
 }
 
-/// CLOCK_MONOTONIC in nanoseconds: the generator's stamps and the sink's arrival times,
-/// which `bpf_ktime_get_ns` and every process on the machine share.
+/// CLOCK_MONOTONIC in nanoseconds (the workers' clock): the generator's stamps and the
+/// sink's arrival times, which every process on the machine shares.
 pub fn mono_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // Safety: `ts` is a valid timespec to write.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+    xlvs_dataplane::afxdp::now().0
 }

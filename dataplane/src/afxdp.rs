@@ -417,7 +417,8 @@ pub fn advise_huge_pages(regions: &[(*const u8, usize)]) -> usize {
     ok
 }
 
-/// The monotonic clock the workers use (for the control thread's fragment expiry).
+/// The monotonic clock the workers use (CLOCK_MONOTONIC): for the control thread's fragment
+/// expiry, and the benchmark rig's stamps.
 pub fn now() -> Instant {
     monotonic_now()
 }
@@ -653,7 +654,7 @@ impl Worker {
         // again until the ring is empty. Frames the kernel has taken need no more kicks: a
         // sendto() while waiting for their completions would only burn a syscall.
         // (Copy mode never sets the ring's need_wakeup flag: the count decides.)
-        if self.tx.nb_free_exact() < self.tx_ring {
+        if self.outstanding > 0 && self.tx.nb_free_exact() < self.tx_ring {
             self.stats.tx_kicks.fetch_add(1, Ordering::Relaxed);
             let _ = self.tx.wakeup();
             return true;

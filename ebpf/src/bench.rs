@@ -10,6 +10,8 @@
 #![no_std]
 #![no_main]
 
+mod rt;
+
 use aya_ebpf::{
     bindings::xdp_action,
     helpers::bpf_redirect,
@@ -17,6 +19,7 @@ use aya_ebpf::{
     maps::{Array, XskMap},
     programs::XdpContext,
 };
+use rt::ptr_at;
 use xlvs_common::{FwdConfig, MAX_QUEUES, PROTO_TCP, PROTO_UDP};
 
 #[map(name = "SINK_XSKS")]
@@ -29,15 +32,6 @@ const ETH_HLEN: usize = 14;
 const ETH_P_IP: u16 = 0x0800;
 /// Fixed IPv4 header (the programs leave options alone: they are looked at through `ihl`).
 const IPV4_HLEN: usize = 20;
-
-#[inline(always)]
-fn ptr_at<T>(ctx: &XdpContext, off: usize) -> Option<*mut T> {
-    let start = ctx.data();
-    if start + off + core::mem::size_of::<T>() > ctx.data_end() {
-        return None;
-    }
-    Some((start + off) as *mut T)
-}
 
 /// The IPv4 header after an untagged Ethernet header, if the frame has one of TCP or UDP.
 #[inline(always)]
@@ -130,13 +124,3 @@ fn try_fwd(ctx: &XdpContext) -> Option<u32> {
         Some(bpf_redirect(cfg.ifindex, 0) as u32)
     }
 }
-
-#[cfg(not(test))]
-#[panic_handler]
-fn panic(_info: &core::panic::PanicInfo) -> ! {
-    loop {}
-}
-
-#[unsafe(link_section = "license")]
-#[unsafe(no_mangle)]
-static LICENSE: [u8; 4] = *b"GPL\0";

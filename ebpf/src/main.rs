@@ -18,12 +18,15 @@
 #![no_std]
 #![no_main]
 
+mod rt;
+
 use aya_ebpf::{
     bindings::xdp_action,
     macros::{map, xdp},
     maps::{HashMap, LruHashMap, PerCpuArray, XskMap},
     programs::XdpContext,
 };
+use rt::ptr_at;
 use xlvs_common::{
     AddrKey, COUNTERS, Counter, FAMILY_IPV4, FAMILY_IPV6, FRAGS_MAX, FragKey, IfaceSlot, L4Key,
     LOCAL_ADDRS_MAX, MAX_STEER_KEYS, PROTO_ICMP, PROTO_TCP, PROTO_UDP, SteerValue, XSK_SLOTS,
@@ -84,26 +87,6 @@ fn count(c: Counter) {
         // while this program runs on this CPU.
         unsafe { *p += 1 };
     }
-}
-
-/// Pointer to a `T` at `off`, or None if that runs past `data_end`.
-///
-/// At least two bytes must fit: for a one-byte check LLVM turns `p + 1 > end` into
-/// `p >= end`, after which the verifier grants no readable range to a pointer with a variable
-/// offset. Every byte this program reads is followed by more of its header.
-#[inline(always)]
-fn ptr_at<T>(ctx: &XdpContext, off: usize) -> Option<*const T> {
-    let start = ctx.data();
-    let end = ctx.data_end();
-    let need = if core::mem::size_of::<T>() < 2 {
-        2
-    } else {
-        core::mem::size_of::<T>()
-    };
-    if start + off + need > end {
-        return None;
-    }
-    Some((start + off) as *const T)
 }
 
 #[inline(always)]
@@ -396,13 +379,3 @@ fn redirect(ctx: &XdpContext) -> u32 {
         }
     }
 }
-
-#[cfg(not(test))]
-#[panic_handler]
-fn panic(_info: &core::panic::PanicInfo) -> ! {
-    loop {}
-}
-
-#[unsafe(link_section = "license")]
-#[unsafe(no_mangle)]
-static LICENSE: [u8; 4] = *b"GPL\0";
