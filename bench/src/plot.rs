@@ -7,11 +7,12 @@ use plotters::prelude::*;
 
 use crate::rig::{Plane, Point, Report};
 
-const COLORS: [RGBColor; 4] = [
+const COLORS: [RGBColor; 5] = [
     RGBColor(0x44, 0x44, 0x44),
     RGBColor(0xd6, 0x60, 0x1b),
     RGBColor(0x1f, 0x77, 0xb4),
     RGBColor(0x2c, 0xa0, 0x2c),
+    RGBColor(0x94, 0x67, 0xbd),
 ];
 
 fn color(p: Plane) -> RGBColor {

@@ -33,7 +33,7 @@ const PORT: u16 = 80;
 #[derive(
     Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, clap::ValueEnum,
 )]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "kebab-case")]
 pub enum Plane {
     /// XDP-only forwarder: stateless DNAT to one RIP and a redirect (the floor).
     Xdp,
@@ -43,6 +43,9 @@ pub enum Plane {
     Nat,
     /// xlvsd, LVS-DR, rr over the RIPs.
     Dr,
+    /// xlvsd, LVS-NAT as `nat`, one worker thread per socket (`--threads per-socket`): what a
+    /// frame's hand-off between threads costs.
+    NatSplit,
 }
 
 impl Plane {
@@ -52,6 +55,7 @@ impl Plane {
             Plane::Nft => "nftables DNAT + conntrack",
             Plane::Nat => "xlvs LVS-NAT",
             Plane::Dr => "xlvs LVS-DR",
+            Plane::NatSplit => "xlvs NAT, thread/socket",
         }
     }
     pub fn key(self) -> &'static str {
@@ -60,6 +64,7 @@ impl Plane {
             Plane::Nft => "nft",
             Plane::Nat => "nat",
             Plane::Dr => "dr",
+            Plane::NatSplit => "nat-split",
         }
     }
 }
@@ -101,6 +106,9 @@ pub struct RunArgs {
     /// Where to write results.json, throughput.svg and latency.svg.
     #[arg(short, long, default_value = "target/bench-rig")]
     pub out: PathBuf,
+    /// Extra xlvsd arguments for the xlvs planes (repeat: `--xlvsd-arg=--busy-poll=50`).
+    #[arg(long = "xlvsd-arg", value_name = "ARG", allow_hyphen_values = true)]
+    pub xlvsd_args: Vec<String>,
     /// xlvsd and xlvsadm (default: beside this binary).
     #[arg(long)]
     pub bin_dir: Option<PathBuf>,
@@ -511,7 +519,13 @@ fn write_file(path: &Path, text: &str) -> anyhow::Result<()> {
         .with_context(|| format!("writing {}", path.display()))
 }
 
-fn start_plane(lab: &mut Lab, plane: Plane, bin: &Path, me: &Path) -> anyhow::Result<Running> {
+fn start_plane(
+    lab: &mut Lab,
+    plane: Plane,
+    bin: &Path,
+    me: &Path,
+    xlvsd_args: &[String],
+) -> anyhow::Result<Running> {
     let (d, ei, ii) = (lab.dir_ns.clone(), lab.dev('e'), lab.dev('i'));
     match plane {
         Plane::Xdp => {
@@ -551,8 +565,13 @@ fn start_plane(lab: &mut Lab, plane: Plane, bin: &Path, me: &Path) -> anyhow::Re
             ns_exec(&d, &["nft", "-f", f.to_str().unwrap_or_default()])?;
             Ok(None)
         }
-        Plane::Nat | Plane::Dr => {
-            let fwd = if plane == Plane::Nat { "-m" } else { "-g" };
+        Plane::Nat | Plane::Dr | Plane::NatSplit => {
+            let fwd = if plane == Plane::Dr { "-g" } else { "-m" };
+            let threads = if plane == Plane::NatSplit {
+                "per-socket"
+            } else {
+                "per-queue"
+            };
             let mut rules = String::new();
             for flag in ["-u", "-t"] {
                 rules += &format!("-A {flag} {VIP}:{PORT} -s rr\n");
@@ -564,7 +583,7 @@ fn start_plane(lab: &mut Lab, plane: Plane, bin: &Path, me: &Path) -> anyhow::Re
             write_file(&f, &rules)?;
             let sock = lab.tmp.join("xlvsd.sock");
             let xlvsd = bin.join("xlvsd");
-            let args = [
+            let mut args = vec![
                 xlvsd.to_str().unwrap_or_default(),
                 "--iface",
                 &ei,
@@ -576,7 +595,10 @@ fn start_plane(lab: &mut Lab, plane: Plane, bin: &Path, me: &Path) -> anyhow::Re
                 sock.to_str().unwrap_or_default(),
                 "--max-conns",
                 "1048576",
+                "--threads",
+                threads,
             ];
+            args.extend(xlvsd_args.iter().map(String::as_str));
             let log = format!("xlvsd-{}.log", plane.key());
             let i = lab.spawn(&d, lab.dir_cpu, &args, &log, false)?;
             let deadline = Instant::now() + Duration::from_secs(30);
@@ -884,7 +906,13 @@ pub fn ratios(points: &[Point]) -> Vec<Ratio> {
     };
     let mut v = Vec::new();
     for vs in [Plane::Xdp, Plane::Nft] {
-        for p in [Plane::Xdp, Plane::Nft, Plane::Nat, Plane::Dr] {
+        for p in [
+            Plane::Xdp,
+            Plane::Nft,
+            Plane::Nat,
+            Plane::Dr,
+            Plane::NatSplit,
+        ] {
             if p == vs {
                 continue;
             }
@@ -1006,7 +1034,11 @@ pub fn run(mut a: RunArgs) -> anyhow::Result<()> {
         Some(b) => b.clone(),
         None => me.parent().map(Path::to_path_buf).unwrap_or_default(),
     };
-    if a.planes.iter().any(|p| matches!(p, Plane::Nat | Plane::Dr)) && !bin.join("xlvsd").exists() {
+    if a.planes
+        .iter()
+        .any(|p| matches!(p, Plane::Nat | Plane::Dr | Plane::NatSplit))
+        && !bin.join("xlvsd").exists()
+    {
         bail!(
             "no xlvsd in {} (cargo build --release -p xlvs-control, or --bin-dir)",
             bin.display()
@@ -1027,7 +1059,7 @@ pub fn run(mut a: RunArgs) -> anyhow::Result<()> {
     let mut conns = Vec::new();
     let total = a.planes.len() * a.loads.len();
     for &plane in &a.planes {
-        let running = start_plane(&mut lab, plane, &bin, &me)
+        let running = start_plane(&mut lab, plane, &bin, &me, &a.xlvsd_args)
             .with_context(|| format!("starting {}", plane.label()))?;
         for &load in &a.loads {
             if xlvs_control::sys::stop_requested() {

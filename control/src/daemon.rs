@@ -168,8 +168,14 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
         drop(scrape_tx);
     }
     eprintln!(
-        "xlvsd: ready: {} worker(s) on {}; control socket {}",
+        "xlvsd: ready: {} worker(s) in {} thread(s) on {}; control socket {}",
         ctl.workers.len(),
+        {
+            let mut t: Vec<&str> = ctl.workers.iter().map(|w| w.thread_name.as_str()).collect();
+            t.sort_unstable();
+            t.dedup();
+            t.len()
+        },
         cfg.ifaces.join(", "),
         cfg.control.display()
     );
@@ -530,6 +536,17 @@ impl Control {
                 get(&st.xsk.tx_ring_empty),
                 get(&st.tx_kicks)
             );
+        }
+        let mut threads: Vec<(&str, Vec<&str>)> = Vec::new();
+        for w in &self.workers {
+            match threads.iter_mut().find(|(t, _)| *t == w.thread_name) {
+                Some((_, ws)) => ws.push(&w.name),
+                None => threads.push((&w.thread_name, vec![&w.name])),
+            }
+        }
+        let _ = writeln!(s, "Threads:");
+        for (t, ws) in threads {
+            let _ = writeln!(s, "  {:<16} {}", t, ws.join(" "));
         }
         let _ = writeln!(s, "Connections: {}", self.conns.len());
         s

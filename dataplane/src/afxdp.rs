@@ -1,10 +1,14 @@
 //! AF_XDP workers: thin loops that move frames between the NICs and [`Core::process`].
 //!
-//! - One worker thread per (interface, RX queue), each with its own AF_XDP socket.
+//! - One *worker* per (interface, RX queue): its AF_XDP socket, its [`Core`] and its counters.
+//!   Worker threads run the workers ([`Threads`]): by default one thread per RX queue number
+//!   serves that queue of every interface, so a frame forwarded from queue q of one interface to
+//!   queue q of another never leaves its thread; or one thread per worker.
 //! - One UMEM shared by every socket of every interface, so a frame received on one interface
 //!   is transmitted on another without a copy: the worker that received it hands the frame
 //!   descriptor to the worker owning the egress (interface, queue) through a lock-free
-//!   [`ArrayQueue`] (its *inbox*), and wakes it with an eventfd once per batch.
+//!   [`ArrayQueue`] (its *inbox*), and wakes that worker's thread with an eventfd once per
+//!   batch if it is another thread.
 //! - Every frame has a *home* worker (the UMEM is cut into one equal range per worker). A worker
 //!   recycles completed or dropped frames of its own into its fill ring and sends other
 //!   workers' frames home through their *returns* queue; no frame is ever lost or shared.
@@ -30,7 +34,7 @@ use crate::core::{Core, CoreStats, DropReason, Instant, Verdict};
 /// Frames per RX/TX batch.
 pub const BATCH: usize = 64;
 
-/// Sizes of the AF_XDP rings and the UMEM.
+/// Sizes of the AF_XDP rings and the UMEM, and how threads run the workers.
 #[derive(Clone, Copy, Debug)]
 pub struct XskConfig {
     /// Frames owned by each worker (power of two).
@@ -39,6 +43,7 @@ pub struct XskConfig {
     pub frame_size: u32,
     /// RX, TX, fill and completion ring sizes (power of two).
     pub ring_size: u32,
+    pub threads: Threads,
 }
 
 impl Default for XskConfig {
@@ -47,6 +52,43 @@ impl Default for XskConfig {
             frames_per_worker: 4096,
             frame_size: 4096,
             ring_size: 2048,
+            threads: Threads::default(),
+        }
+    }
+}
+
+/// Which workers (sockets) share a thread.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Threads {
+    /// One thread per RX queue number, running that queue's worker on every interface: a frame
+    /// that changes interface but keeps its queue number stays in its thread (no hand-off
+    /// wakeup, no context switch). For directors with as many cores as queues.
+    #[default]
+    PerQueue,
+    /// One thread per (interface, RX queue): twice the threads of `PerQueue` with two
+    /// interfaces; every frame that changes interface wakes another thread.
+    PerSocket,
+}
+
+impl Threads {
+    /// Thread group of each worker: the workers' (queue) in bind order → group numbers
+    /// 0..groups, in order of first appearance.
+    fn groups(self, queues: &[u32]) -> Vec<usize> {
+        match self {
+            Threads::PerSocket => (0..queues.len()).collect(),
+            Threads::PerQueue => {
+                let mut seen: Vec<u32> = Vec::new();
+                queues
+                    .iter()
+                    .map(|q| match seen.iter().position(|s| s == q) {
+                        Some(g) => g,
+                        None => {
+                            seen.push(*q);
+                            seen.len() - 1
+                        }
+                    })
+                    .collect()
+            }
         }
     }
 }
@@ -109,28 +151,39 @@ impl WorkerStats {
 struct Mailbox {
     inbox: ArrayQueue<FrameDesc>,
     returns: ArrayQueue<FrameDesc>,
-    eventfd: RawFd,
 }
 
-impl Mailbox {
+/// A worker thread's wakeup: a non-blocking eventfd it polls with its sockets.
+struct Waker(RawFd);
+
+impl Waker {
+    fn new() -> io::Result<Self> {
+        // Safety: plain syscall; the result is checked.
+        let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(Waker(fd))
+    }
+
     fn wake(&self) {
         let one: u64 = 1;
         // Safety: writing 8 bytes from a valid u64 to an eventfd we own; errors (EAGAIN on
-        // counter overflow) are harmless since the worker is awake then anyway.
-        unsafe { libc::write(self.eventfd, (&one as *const u64).cast(), 8) };
+        // counter overflow) are harmless since the thread is awake then anyway.
+        unsafe { libc::write(self.0, (&one as *const u64).cast(), 8) };
     }
 
-    fn drain_eventfd(&self) {
+    fn drain(&self) {
         let mut v: u64 = 0;
         // Safety: reading 8 bytes into a valid u64 from a non-blocking eventfd we own.
-        unsafe { libc::read(self.eventfd, (&mut v as *mut u64).cast(), 8) };
+        unsafe { libc::read(self.0, (&mut v as *mut u64).cast(), 8) };
     }
 }
 
-impl Drop for Mailbox {
+impl Drop for Waker {
     fn drop(&mut self) {
         // Safety: the eventfd was created by us and is closed exactly once, here.
-        unsafe { libc::close(self.eventfd) };
+        unsafe { libc::close(self.0) };
     }
 }
 
@@ -140,12 +193,15 @@ pub struct WorkerHandle {
     pub name: String,
     pub iface: IfaceId,
     pub queue: u32,
+    /// Name of the thread that runs it ("xlvs-IFACE/qN" or "xlvs-qN").
+    pub thread_name: String,
     pub stats: Arc<WorkerStats>,
+    /// The thread, on the first worker it runs.
     thread: Option<JoinHandle<()>>,
 }
 
 impl WorkerHandle {
-    /// Waits for the worker to exit (after the stop flag was set).
+    /// Waits for the worker's thread to exit (after the stop flag was set).
     pub fn join(&mut self) {
         if let Some(t) = self.thread.take() {
             let _ = t.join();
@@ -272,7 +328,7 @@ impl Dataplane {
             .collect()
     }
 
-    /// Starts one thread per socket. Workers stop when `stop` is set.
+    /// Starts the worker threads ([`Threads`]). Workers stop when `stop` is set.
     pub fn run(
         self,
         tables: Arc<Tables>,
@@ -280,19 +336,20 @@ impl Dataplane {
         stop: Arc<AtomicBool>,
     ) -> io::Result<Vec<WorkerHandle>> {
         let n = self.bound.len();
-        let mut mailboxes = Vec::with_capacity(n);
-        for _ in 0..n {
-            // Safety: plain syscall; the result is checked.
-            let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
-            if fd < 0 {
-                return Err(io::Error::last_os_error());
-            }
-            mailboxes.push(Arc::new(Mailbox {
-                inbox: ArrayQueue::new(self.config.ring_size as usize * 2),
-                returns: ArrayQueue::new(self.config.frames_per_worker as usize),
-                eventfd: fd,
-            }));
-        }
+        let queues: Vec<u32> = self.bound.iter().map(|b| b.queue).collect();
+        let thread_of = self.config.threads.groups(&queues);
+        let nthreads = thread_of.iter().max().map_or(0, |m| m + 1);
+        let wakers = (0..nthreads)
+            .map(|_| Waker::new().map(Arc::new))
+            .collect::<io::Result<Vec<_>>>()?;
+        let mailboxes: Vec<Arc<Mailbox>> = (0..n)
+            .map(|_| {
+                Arc::new(Mailbox {
+                    inbox: ArrayQueue::new(self.config.ring_size as usize * 2),
+                    returns: ArrayQueue::new(self.config.frames_per_worker as usize),
+                })
+            })
+            .collect();
         // Egress routing: for interface e, the workers bound to it, by queue.
         let mut by_iface: Vec<Vec<usize>> = Vec::new();
         for (i, b) in self.bound.iter().enumerate() {
@@ -303,12 +360,26 @@ impl Dataplane {
             by_iface[e].push(i);
         }
         let frame_span = self.config.frame_size as usize * self.config.frames_per_worker as usize;
+        let mut groups: Vec<Vec<Worker>> = (0..nthreads).map(|_| Vec::new()).collect();
         let mut handles = Vec::with_capacity(n);
         for (me, b) in self.bound.into_iter().enumerate() {
             let stats = Arc::new(WorkerStats::default());
             let name = format!("{}/q{}", b.iface_name, b.queue);
-            let (iface, queue) = (b.iface, b.queue);
-            let w = Worker {
+            let t = thread_of[me];
+            let thread_name = if thread_of.iter().filter(|&&g| g == t).count() == 1 {
+                format!("xlvs-{name}")
+            } else {
+                format!("xlvs-q{}", b.queue)
+            };
+            handles.push(WorkerHandle {
+                name,
+                iface: b.iface,
+                queue: b.queue,
+                thread_name,
+                stats: stats.clone(),
+                thread: None,
+            });
+            groups[t].push(Worker {
                 me,
                 iface: b.iface,
                 queue: b.queue,
@@ -322,31 +393,45 @@ impl Dataplane {
                 snapshot: snapshot.clone(),
                 mailboxes: mailboxes.clone(),
                 by_iface: by_iface.clone(),
+                thread_of: thread_of.clone(),
                 frame_span,
-                stats: stats.clone(),
-                stop: stop.clone(),
+                stats,
                 outstanding: 0,
                 pending_tx: Vec::with_capacity(self.config.ring_size as usize * 3),
-                wake: vec![false; n],
+                wake: vec![false; nthreads],
                 pending_cap: self.config.ring_size as usize * 2,
                 tx_ring: self.config.ring_size,
                 next_xsk_stats: Instant(0),
+            });
+        }
+        for (t, workers) in groups.into_iter().enumerate() {
+            let first = workers[0].me;
+            let th = WorkerThread {
+                workers,
+                waker: wakers[t].clone(),
+                wakers: wakers.clone(),
+                stop: stop.clone(),
             };
             let thread = std::thread::Builder::new()
-                .name(format!("xlvs-{name}"))
-                .spawn(move || w.run())?;
-            handles.push(WorkerHandle {
-                name,
-                iface,
-                queue,
-                stats,
-                thread: Some(thread),
-            });
+                .name(handles[first].thread_name.clone())
+                .spawn(move || th.run())?;
+            handles[first].thread = Some(thread);
         }
         Ok(handles)
     }
 }
 
+/// A thread running one or more workers in turn.
+struct WorkerThread {
+    workers: Vec<Worker>,
+    /// Ours: other threads' workers hand us frames.
+    waker: Arc<Waker>,
+    /// Every thread's, by thread number.
+    wakers: Vec<Arc<Waker>>,
+    stop: Arc<AtomicBool>,
+}
+
+/// One (interface, RX queue): its socket, its rings' state, its [`Core`].
 struct Worker {
     me: usize,
     iface: IfaceId,
@@ -362,14 +447,15 @@ struct Worker {
     snapshot: Arc<ArcSwap<Snapshot>>,
     mailboxes: Vec<Arc<Mailbox>>,
     by_iface: Vec<Vec<usize>>,
+    /// The thread number of every worker.
+    thread_of: Vec<usize>,
     frame_span: usize,
     stats: Arc<WorkerStats>,
-    stop: Arc<AtomicBool>,
     /// Frames in our TX ring not yet completed.
     outstanding: usize,
     /// Frames to transmit that did not fit in the TX ring yet.
     pending_tx: Vec<FrameDesc>,
-    /// Workers to wake at the end of this batch.
+    /// Other threads to wake at the end of this batch, by thread number.
     wake: Vec<bool>,
     /// Most frames `pending_tx` holds before the inbox is left for the next round (its
     /// preallocated capacity: the hot path never grows it beyond a full batch more).
@@ -423,6 +509,69 @@ pub fn now() -> Instant {
     monotonic_now()
 }
 
+impl WorkerThread {
+    fn run(mut self) {
+        let mut rx_descs = vec![FrameDesc::default(); BATCH];
+        let mut comp_descs = vec![FrameDesc::default(); BATCH * 4];
+        // Our sockets, then our eventfd.
+        let mut fds: Vec<libc::pollfd> = self
+            .workers
+            .iter()
+            .map(|w| std::os::fd::AsRawFd::as_raw_fd(w.rx.fd()))
+            .chain([self.waker.0])
+            .map(|fd| libc::pollfd {
+                fd,
+                events: libc::POLLIN,
+                revents: 0,
+            })
+            .collect();
+        let mut wake = vec![false; self.wakers.len()];
+        for w in &self.workers {
+            log::info!(
+                "worker {} (iface {} queue {}) running",
+                w.me,
+                w.iface,
+                w.queue
+            );
+        }
+        while !self.stop.load(Ordering::Relaxed) {
+            // One clock read per round: the batch's time and the expiry's.
+            let now = monotonic_now();
+            let mut busy = false;
+            for w in self.workers.iter_mut() {
+                busy |= w.round(now, &mut rx_descs, &mut comp_descs);
+                for (t, f) in w.wake.iter_mut().enumerate() {
+                    wake[t] |= std::mem::take(f);
+                }
+            }
+            for (t, f) in wake.iter_mut().enumerate() {
+                if std::mem::take(f) {
+                    self.wakers[t].wake();
+                }
+            }
+            if !busy && self.workers.iter().all(|w| w.pending_tx.is_empty()) {
+                // Idle: sleep until a frame arrives, another thread hands us work, or 100 ms
+                // pass (to notice the stop flag). Completions of frames the kernel has taken
+                // wake nothing (in copy mode they come when the receiver frees its copy), so
+                // with some outstanding, sleep at most 1 ms instead of spinning on sendto().
+                let outstanding = self.workers.iter().any(|w| w.outstanding > 0);
+                let timeout = if outstanding { 1 } else { 100 };
+                // Safety: `fds` is a valid array of `fds.len()` pollfds.
+                unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout) };
+                if fds.last().is_some_and(|f| f.revents != 0) {
+                    self.waker.drain();
+                }
+                for f in fds.iter_mut() {
+                    f.revents = 0;
+                }
+            }
+        }
+        for w in &self.workers {
+            log::info!("worker {} stopping", w.me);
+        }
+    }
+}
+
 impl Worker {
     fn home(&self, d: &FrameDesc) -> usize {
         d.addr() / self.frame_span
@@ -434,7 +583,7 @@ impl Worker {
         if h == self.me {
             self.free.push(d);
         } else if self.mailboxes[h].returns.push(d).is_ok() {
-            self.wake[h] = true;
+            self.wake_worker(h);
         } else {
             // Cannot happen: `returns` holds every frame the home worker owns.
             log::error!("returns queue of worker {h} full; frame leaked");
@@ -450,146 +599,117 @@ impl Worker {
         Some(ws[self.queue as usize % ws.len()])
     }
 
-    fn run(mut self) {
-        let mut rx_descs = vec![FrameDesc::default(); BATCH];
-        let mut comp_descs = vec![FrameDesc::default(); BATCH * 4];
-        let mut fds = [
-            libc::pollfd {
-                fd: std::os::fd::AsRawFd::as_raw_fd(self.rx.fd()),
-                events: libc::POLLIN,
-                revents: 0,
-            },
-            libc::pollfd {
-                fd: self.mailboxes[self.me].eventfd,
-                events: libc::POLLIN,
-                revents: 0,
-            },
-        ];
-        let mb = self.mailboxes[self.me].clone();
-        log::info!(
-            "worker {} (iface {} queue {}) running",
-            self.me,
-            self.iface,
-            self.queue
-        );
-        while !self.stop.load(Ordering::Relaxed) {
-            let mut busy = false;
-            // One clock read per round: the batch's time and the expiry's.
-            let now = monotonic_now();
+    /// Marks the thread of worker `w` for a wakeup, unless it is ours (we will see its
+    /// mailbox in this round or the next anyway).
+    fn wake_worker(&mut self, w: usize) {
+        let t = self.thread_of[w];
+        if t != self.thread_of[self.me] {
+            self.wake[t] = true;
+        }
+    }
 
-            // Our frames coming home from other workers.
-            while let Some(d) = mb.returns.pop() {
-                self.free.push(d);
-            }
-            // Completed transmissions.
-            // Safety: the completion ring only returns descriptors of frames we put in our TX
-            // ring, all from the shared UMEM; we own them again now.
-            let n = unsafe { self.comp.consume(&mut comp_descs) };
-            if n > 0 {
-                busy = true;
-                self.outstanding -= n.min(self.outstanding);
-                for d in comp_descs[..n].iter().copied() {
-                    self.recycle(d);
-                }
-            }
-            self.refill();
+    /// One round: frames coming home, completions, fill ring, a batch of RX, the inbox, TX,
+    /// expiry. Returns whether it did anything (the thread sleeps only after an idle round of
+    /// every worker).
+    fn round(
+        &mut self,
+        now: Instant,
+        rx_descs: &mut [FrameDesc],
+        comp_descs: &mut [FrameDesc],
+    ) -> bool {
+        let mut busy = false;
 
-            // Receive and forward a batch. Backpressure: while the TX side is backed up, leave
-            // frames in the RX ring.
-            let n = if self.pending_tx.len() < self.pending_cap {
-                // Safety: the RX ring hands us frames of the shared UMEM that the kernel has
-                // finished writing; nothing else touches them until we pass them on.
-                unsafe { self.rx.consume(&mut rx_descs) }
-            } else {
-                0
-            };
-            if n > 0 {
-                busy = true;
-                let snap = self.snapshot.load();
-                // Start the batch's connection-table loads before the first lookup needs one.
-                let umem = &self.umem;
-                // Safety: as below; read only.
-                self.core.prefetch(
-                    rx_descs[..n]
-                        .iter()
-                        .map(|d| unsafe { umem.data(d) }.contents()),
-                );
-                for d in rx_descs[..n].iter_mut() {
-                    let verdict = {
-                        // Safety: `d` is a frame we own (just received), in this UMEM.
-                        let mut data = unsafe { self.umem.data_mut(d) };
-                        self.core
-                            .process(now, &snap, data.contents_mut(), self.iface)
-                    };
-                    let d = *d;
-                    match verdict {
-                        Verdict::Tx(e) if e == self.iface => self.pending_tx.push(d),
-                        Verdict::Tx(e) => match self.egress_worker(e) {
-                            Some(w) if w == self.me => self.pending_tx.push(d),
-                            Some(w) => {
-                                if self.mailboxes[w].inbox.push(d).is_ok() {
-                                    self.wake[w] = true;
-                                } else {
-                                    self.stats.inbox_full.fetch_add(1, Ordering::Relaxed);
-                                    self.recycle(d);
-                                }
-                            }
-                            None => self.recycle(d),
-                        },
-                        Verdict::Drop(_) => self.recycle(d),
-                    }
-                }
-            }
-
-            // Frames other workers want sent on our interface.
-            while self.pending_tx.len() < self.pending_cap {
-                match mb.inbox.pop() {
-                    Some(d) => {
-                        busy = true;
-                        self.pending_tx.push(d)
-                    }
-                    None => break,
-                }
-            }
-            if self.transmit() {
-                busy = true;
-            }
-
-            // Connections and templates this worker filed that are due; bounded work (a
-            // backlog keeps the worker from sleeping until it is done).
-            if self.core.expire_some(now) > 0 {
-                busy = true;
-            }
-
-            for w in 0..self.wake.len() {
-                if self.wake[w] {
-                    self.wake[w] = false;
-                    self.mailboxes[w].wake();
-                }
-            }
-            self.stats.publish(&self.core.stats);
-            if now >= self.next_xsk_stats {
-                // One getsockopt a second, not per batch.
-                self.next_xsk_stats = now + std::time::Duration::from_secs(1);
-                self.read_xsk_stats();
-            }
-
-            if !busy && self.pending_tx.is_empty() {
-                // Idle: sleep until a frame arrives, another worker hands us work, or 100 ms
-                // pass (to notice the stop flag). Completions of frames the kernel has taken
-                // wake nothing (in copy mode they come when the receiver frees its copy), so
-                // with some outstanding, sleep at most 1 ms instead of spinning on sendto().
-                let timeout = if self.outstanding > 0 { 1 } else { 100 };
-                // Safety: `fds` is a valid array of two pollfds.
-                unsafe { libc::poll(fds.as_mut_ptr(), 2, timeout) };
-                if fds[1].revents != 0 {
-                    mb.drain_eventfd();
-                }
-                fds[0].revents = 0;
-                fds[1].revents = 0;
+        // Our frames coming home from other workers.
+        while let Some(d) = self.mailboxes[self.me].returns.pop() {
+            self.free.push(d);
+        }
+        // Completed transmissions.
+        // Safety: the completion ring only returns descriptors of frames we put in our TX
+        // ring, all from the shared UMEM; we own them again now.
+        let n = unsafe { self.comp.consume(comp_descs) };
+        if n > 0 {
+            busy = true;
+            self.outstanding -= n.min(self.outstanding);
+            for d in comp_descs[..n].iter().copied() {
+                self.recycle(d);
             }
         }
-        log::info!("worker {} stopping", self.me);
+        self.refill();
+
+        // Receive and forward a batch. Backpressure: while the TX side is backed up, leave
+        // frames in the RX ring.
+        let n = if self.pending_tx.len() < self.pending_cap {
+            // Safety: the RX ring hands us frames of the shared UMEM that the kernel has
+            // finished writing; nothing else touches them until we pass them on.
+            unsafe { self.rx.consume(rx_descs) }
+        } else {
+            0
+        };
+        if n > 0 {
+            busy = true;
+            let snap = self.snapshot.load();
+            // Start the batch's connection-table loads before the first lookup needs one.
+            let umem = &self.umem;
+            // Safety: as below; read only.
+            self.core.prefetch(
+                rx_descs[..n]
+                    .iter()
+                    .map(|d| unsafe { umem.data(d) }.contents()),
+            );
+            for d in rx_descs[..n].iter_mut() {
+                let verdict = {
+                    // Safety: `d` is a frame we own (just received), in this UMEM.
+                    let mut data = unsafe { self.umem.data_mut(d) };
+                    self.core
+                        .process(now, &snap, data.contents_mut(), self.iface)
+                };
+                let d = *d;
+                match verdict {
+                    Verdict::Tx(e) if e == self.iface => self.pending_tx.push(d),
+                    Verdict::Tx(e) => match self.egress_worker(e) {
+                        Some(w) if w == self.me => self.pending_tx.push(d),
+                        Some(w) => {
+                            if self.mailboxes[w].inbox.push(d).is_ok() {
+                                self.wake_worker(w);
+                            } else {
+                                self.stats.inbox_full.fetch_add(1, Ordering::Relaxed);
+                                self.recycle(d);
+                            }
+                        }
+                        None => self.recycle(d),
+                    },
+                    Verdict::Drop(_) => self.recycle(d),
+                }
+            }
+        }
+
+        // Frames other workers want sent on our interface.
+        while self.pending_tx.len() < self.pending_cap {
+            match self.mailboxes[self.me].inbox.pop() {
+                Some(d) => {
+                    busy = true;
+                    self.pending_tx.push(d)
+                }
+                None => break,
+            }
+        }
+        if self.transmit() {
+            busy = true;
+        }
+
+        // Connections and templates this worker filed that are due; bounded work (a
+        // backlog keeps the thread from sleeping until it is done).
+        if self.core.expire_some(now) > 0 {
+            busy = true;
+        }
+
+        self.stats.publish(&self.core.stats);
+        if now >= self.next_xsk_stats {
+            // One getsockopt a second, not per batch.
+            self.next_xsk_stats = now + std::time::Duration::from_secs(1);
+            self.read_xsk_stats();
+        }
+        busy
     }
 
     /// Copies the kernel's counters of our socket into the shared stats.
@@ -660,5 +780,24 @@ impl Worker {
             return true;
         }
         false
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Threads;
+
+    #[test]
+    fn per_queue_threads_run_one_queue_number_of_every_interface() {
+        // Bind order: ext0 q0 q1, int0 q0 q1.
+        assert_eq!(Threads::PerQueue.groups(&[0, 1, 0, 1]), [0, 1, 0, 1]);
+        // ext0 with 4 queues, int0 with 2: queues 2 and 3 get threads of their own.
+        assert_eq!(
+            Threads::PerQueue.groups(&[0, 1, 2, 3, 0, 1]),
+            [0, 1, 2, 3, 0, 1]
+        );
+        assert_eq!(Threads::PerQueue.groups(&[0, 0]), [0, 0]);
+        assert_eq!(Threads::PerSocket.groups(&[0, 1, 0, 1]), [0, 1, 2, 3]);
+        assert!(Threads::PerQueue.groups(&[]).is_empty());
     }
 }

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use clap::Parser;
 use xlvs_control::{admin, daemon};
-use xlvs_dataplane::afxdp::XskConfig;
+use xlvs_dataplane::afxdp::{Threads, XskConfig};
 use xlvs_dataplane::core::sched;
 
 /// The xlvs Linux Virtual Server director: XDP steering, AF_XDP workers, LVS-NAT and LVS-DR.
@@ -31,6 +31,16 @@ struct Args {
     /// Maglev (mh) lookup table size, a prime; IPVS fixes it at kernel build time.
     #[arg(long, default_value_t = sched::SchedConfig::default().mh_table_size)]
     mh_table_size: usize,
+    /// Worker threads: `per-queue` runs RX queue N of every interface in one thread (give the
+    /// director as many cores as queues); `per-socket` gives every (interface, queue) its own.
+    #[arg(long, value_enum, default_value = "per-queue")]
+    threads: ThreadsArg,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+enum ThreadsArg {
+    PerQueue,
+    PerSocket,
 }
 
 fn main() {
@@ -43,7 +53,13 @@ fn main() {
         rules: a.rules,
         control: a.control,
         max_conns: a.max_conns,
-        xsk: XskConfig::default(),
+        xsk: XskConfig {
+            threads: match a.threads {
+                ThreadsArg::PerQueue => Threads::PerQueue,
+                ThreadsArg::PerSocket => Threads::PerSocket,
+            },
+            ..XskConfig::default()
+        },
         sched: sched::SchedConfig {
             mh_table_size: a.mh_table_size,
         },
