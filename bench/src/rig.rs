@@ -8,10 +8,10 @@
 //!
 //! The generator (`xlvs-bench gen`) and the sink (`xlvs-bench sink`) run pinned to
 //! `--load-cpu`; every veth runs its NAPI in a kernel thread (`threaded` NAPI), and the
-//! director's two NAPI threads are pinned to the director's CPU with xlvsd, so the director's
-//! CPU time is exactly its threads' (worker and control threads, plus the NAPI threads
-//! that run XDP, conntrack and forwarding): read from `/proc/<tid>/schedstat` before and after
-//! each load.
+//! director's two NAPI threads are pinned to the director's CPU with xlvsd (at nice -10), so
+//! the director's CPU time is exactly its threads' (worker and control threads, plus the NAPI
+//! threads that run XDP, conntrack and forwarding): read from `/proc/<tid>/schedstat` before
+//! and after each load.
 
 use std::collections::BTreeMap;
 use std::io::{BufRead as _, BufReader, Write as _};
@@ -583,7 +583,13 @@ fn start_plane(
             write_file(&f, &rules)?;
             let sock = lab.tmp.join("xlvsd.sock");
             let xlvsd = bin.join("xlvsd");
+            // Above the NAPI threads it shares its CPU with (as a unit file's Nice=-10): in
+            // overload the worker then drains its RX ring and frames are lost at the veth
+            // before the kernel has copied them, instead of after.
             let mut args = vec![
+                "nice",
+                "-n",
+                "-10",
                 xlvsd.to_str().unwrap_or_default(),
                 "--iface",
                 &ei,

@@ -44,15 +44,28 @@ impl Port {
         let name = iface
             .parse()
             .map_err(|_| anyhow!("bad interface name {iface:?}"))?;
-        // Safety: this UMEM is bound once, to this one (interface, queue).
-        let (tx, rx, fq) = unsafe { Socket::new(sock_cfg, &umem, &name, queue) }
-            .map_err(|e| {
-                let cause = std::error::Error::source(&e)
-                    .map(|s| format!(": {s}"))
-                    .unwrap_or_default();
-                anyhow!("{e}{cause}")
-            })
-            .with_context(|| format!("AF_XDP socket on {iface} queue {queue}"))?;
+        // A socket closed just before (the previous point's sink) leaves the queue busy until
+        // the kernel has torn it down: EBUSY for a moment, so try again for up to 2 s.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+        let (tx, rx, fq) = loop {
+            // Safety: this UMEM is bound once, to this one (interface, queue).
+            match unsafe { Socket::new(sock_cfg, &umem, &name, queue) } {
+                Ok(s) => break s,
+                Err(e) => {
+                    let cause = std::error::Error::source(&e);
+                    let busy = cause
+                        .and_then(|c| c.downcast_ref::<std::io::Error>())
+                        .is_some_and(|c| c.raw_os_error() == Some(libc::EBUSY));
+                    if busy && std::time::Instant::now() < deadline {
+                        std::thread::sleep(std::time::Duration::from_millis(50));
+                        continue;
+                    }
+                    let cause = cause.map(|s| format!(": {s}")).unwrap_or_default();
+                    return Err(anyhow!("{e}{cause}"))
+                        .with_context(|| format!("AF_XDP socket on {iface} queue {queue}"));
+                }
+            }
+        };
         let (fill, comp) = fq.ok_or_else(|| anyhow!("no fill/completion ring"))?;
         Ok(Port {
             umem,

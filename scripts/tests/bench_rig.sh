@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# The benchmark rig runs (xlvs-bench run --quick): its own netns lab, the four
+# The benchmark rig runs (xlvs-bench run --quick): its own netns lab, the five
 # data planes side by side at 20 000 frames/s and as fast as possible (1 s
 # each), wrk short connections through nftables DNAT and xlvs NAT. Checks that
-# every plane delivered the light load, that CPU and latency were measured,
+# every plane delivered the light load, that CPU and latency were measured
+# (xlvs NAT in one worker thread, xlvs-q0; nat-split in one per interface),
 # that connections still work through xlvs NAT after the overload (a worker
 # whose TX backlog outgrew its ring used to stall for good), and that the JSON
 # and both SVG plots are written. Timings are not asserted: benchmarks are not
@@ -19,11 +20,13 @@ test_init rig
 command -v wrk >/dev/null || fail "wrk not installed (scripts/setup.sh)"
 OUT=$(mktemp -d /tmp/xlvs-rig-test.XXXXXX)
 trap 'rm -rf "$OUT"' EXIT
-log "running $BENCH run --quick --out $OUT"
-"$BENCH" run --quick --out "$OUT" >"$OUT/table.txt" 2>"$OUT/progress.txt" ||
+PLANES=xdp,nft,nat,dr,nat-split
+log "running $BENCH run --quick --planes $PLANES --out $OUT"
+"$BENCH" run --quick --planes "$PLANES" --out "$OUT" >"$OUT/table.txt" 2>"$OUT/progress.txt" ||
   fail "xlvs-bench run failed: $(tail -n 5 "$OUT/progress.txt")"
 cat "$OUT/progress.txt" "$OUT/table.txt"
-grep -q '^\[ 8/8\] xlvs LVS-DR' "$OUT/progress.txt" || fail "no progress line for the 8th point"
+grep -q '^\[10/10\] xlvs NAT, thread/socket' "$OUT/progress.txt" ||
+  fail "no progress line for the 10th point"
 grep -q 'xlvs LVS-NAT .* vs nftables DNAT' "$OUT/table.txt" || fail "no ratio line in the table"
 python3 - "$OUT" <<'PY' || fail "results check failed (above)"
 import json, sys, xml.etree.ElementTree as ET
@@ -31,7 +34,7 @@ out = sys.argv[1]
 r = json.load(open(f"{out}/results.json"))
 bad = []
 planes = [p["plane"] for p in r["points"]]
-if planes != ["xdp", "xdp", "nft", "nft", "nat", "nat", "dr", "dr"]:
+if planes != ["xdp", "xdp", "nft", "nft", "nat", "nat", "dr", "dr", "nat-split", "nat-split"]:
     bad.append(f"points: {planes}")
 for p in r["points"]:
     name = f'{p["plane"]}@{p["target_pps"]}'
@@ -44,8 +47,10 @@ for p in r["points"]:
         bad.append(f"{name}: latency {lat}")
     if p["director_cores"] <= 0 or not p["cpu_by_thread"]:
         bad.append(f"{name}: no director CPU measured")
-    if p["plane"] in ("nat", "dr") and not any(k.startswith("xlvs-") for k in p["cpu_by_thread"]):
-        bad.append(f"{name}: xlvsd worker threads missing from {sorted(p['cpu_by_thread'])}")
+    workers = sorted(k for k in p["cpu_by_thread"] if k.startswith("xlvs-") and k != "xlvs-bench")
+    want = {"nat": 1, "dr": 1, "nat-split": 2}.get(p["plane"], 0)
+    if len(workers) != want or (want == 1 and workers != ["xlvs-q0"]):
+        bad.append(f"{name}: want {want} xlvsd worker thread(s), have {workers}")
     if not any(k.startswith("napi/") for k in p["cpu_by_thread"]):
         bad.append(f"{name}: NAPI threads missing from {sorted(p['cpu_by_thread'])}")
     if set(p["drops"]) != {"director_in", "sink_in"}:
@@ -62,7 +67,7 @@ for want in [("nat", "nft"), ("nat", "xdp"), ("dr", "nft"), ("nft", "xdp")]:
 for svg in ("throughput.svg", "latency.svg"):
     root = ET.parse(f"{out}/{svg}").getroot()
     text = " ".join(t.text or "" for t in root.iter("{http://www.w3.org/2000/svg}text"))
-    for label in ("XDP forwarder", "nftables DNAT", "xlvs LVS-NAT", "xlvs LVS-DR"):
+    for label in ("XDP forwarder", "nftables DNAT", "xlvs LVS-NAT", "xlvs LVS-DR", "thread/socket"):
         if label not in text:
             bad.append(f"{svg}: no legend entry {label!r}")
 for b in bad:
