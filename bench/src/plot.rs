@@ -5,7 +5,7 @@ use std::path::Path;
 use anyhow::anyhow;
 use plotters::prelude::*;
 
-use crate::rig::{Plane, Point, Report};
+use crate::rig::{Plane, Point, Report, load_rank};
 
 const COLORS: [RGBColor; 5] = [
     RGBColor(0x44, 0x44, 0x44),
@@ -109,9 +109,8 @@ fn size_label(r: &Report) -> String {
 /// The load the CDF is drawn at: the highest target every plane ran with under 1 % loss
 /// (queueing under overload would swamp the comparison), else the lowest.
 pub fn cdf_load(points: &[Point]) -> Option<u64> {
-    let key = |t: u64| if t == 0 { u64::MAX } else { t };
     let mut loads: Vec<u64> = points.iter().map(|p| p.target_pps).collect();
-    loads.sort_by_key(|&t| key(t));
+    loads.sort_by_key(|&t| load_rank(t));
     loads.dedup();
     let ok = |t: u64| {
         points

@@ -118,6 +118,24 @@ pub struct RunArgs {
     pub quick: bool,
 }
 
+/// Orders target loads: 0 ("as fast as possible") above every rate.
+pub fn load_rank(target_pps: u64) -> u64 {
+    if target_pps == 0 {
+        u64::MAX
+    } else {
+        target_pps
+    }
+}
+
+/// A target load as printed: its rate, or "max" for 0.
+fn load_label(target_pps: u64) -> String {
+    if target_pps == 0 {
+        "max".into()
+    } else {
+        target_pps.to_string()
+    }
+}
+
 /// One plane at one offered load.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Point {
@@ -891,21 +909,20 @@ pub fn ratios(points: &[Point]) -> Vec<Ratio> {
     // pps per core at the highest target load both planes ran (0, "as fast as possible",
     // counts as the highest).
     let at_top = |p: Plane, vs: Plane| {
-        let key = |t: u64| if t == 0 { u64::MAX } else { t };
         let top = points
             .iter()
             .filter(|x| x.plane == p)
-            .map(|x| key(x.target_pps))
+            .map(|x| load_rank(x.target_pps))
             .filter(|t| {
                 points
                     .iter()
-                    .any(|y| y.plane == vs && key(y.target_pps) == *t)
+                    .any(|y| y.plane == vs && load_rank(y.target_pps) == *t)
             })
             .max()?;
         let get = |q: Plane| {
             points
                 .iter()
-                .find(|x| x.plane == q && key(x.target_pps) == top)
+                .find(|x| x.plane == q && load_rank(x.target_pps) == top)
                 .map(|x| x.pps_per_core)
         };
         Some(get(p)? / get(vs)?)
@@ -958,11 +975,7 @@ pub fn table(r: &Report) -> String {
         s += &format!(
             "{:<26} {:>9} {:>10.0} {:>10.0} {:>7.2} {:>6.2} {:>8.0} {:>10.0} {:>8.1} {:>8.1} {:>8.1} {:>8.1}\n",
             p.plane.label(),
-            if p.target_pps == 0 {
-                "max".to_string()
-            } else {
-                p.target_pps.to_string()
-            },
+            load_label(p.target_pps),
             p.offered_pps,
             p.delivered_pps,
             p.loss_pct,
@@ -1078,11 +1091,7 @@ pub fn run(mut a: RunArgs) -> anyhow::Result<()> {
                 "[{:>2}/{total}] {:<26} target {:>7}: offered {:>8.0}, delivered {:>8.0} pps, loss {:>5.2} %, director {:.2} cores, {:>5.0} ns/pkt, p99 {:.1} µs; lost at director {}, at sink {}",
                 points.len() + 1,
                 plane.label(),
-                if load == 0 {
-                    "max".into()
-                } else {
-                    load.to_string()
-                },
+                load_label(load),
                 p.offered_pps,
                 p.delivered_pps,
                 p.loss_pct,

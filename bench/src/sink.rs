@@ -4,7 +4,6 @@
 //! [`Tally`] is the sans-IO part (a frame and its arrival time in, counts out); [`run`] feeds
 //! it from an AF_XDP socket that the `xlvs_sink` XDP program fills.
 
-use std::os::fd::AsFd;
 use std::time::Duration;
 
 use anyhow::{Context as _, anyhow};
@@ -126,10 +125,7 @@ impl SinkProgram {
             .take_map(MAP_SINK_XSKS)
             .ok_or_else(|| anyhow!("map {MAP_SINK_XSKS} missing"))?
             .try_into()?;
-        // Safety: the fd is an open AF_XDP socket that outlives the program (the caller
-        // drops this before the socket).
-        let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(xsk_fd) };
-        xsks.set(queue, fd.as_fd(), 0)
+        xsks.set(queue, xsk_fd, 0)
             .context("putting the socket in the XSKMAP")?;
         let prog: &mut Xdp = ebpf
             .program_mut(PROG_SINK)
@@ -180,18 +176,8 @@ pub fn run(port: &mut Port, duration: Option<Duration>, stop: &dyn Fn() -> bool)
         if n > 0 {
             continue;
         }
-        if port.fill.needs_wakeup() {
-            let fd = port.rx.fd_mut();
-            let _ = port.fill.wakeup(fd, 1);
-        } else {
-            let mut p = libc::pollfd {
-                fd: port.fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            };
-            // Safety: one valid pollfd.
-            unsafe { libc::poll(&mut p, 1, 5) };
-        }
+        // Wait for frames (a poll is also the fill ring's wakeup when the kernel asks for one).
+        let _ = port.rx.poll(5);
     }
     tally.report()
 }

@@ -7,7 +7,7 @@ use xsk_rs::config::{BindFlags, FrameSize, LibxdpFlags, QueueSize, SocketConfig,
 use xsk_rs::{CompQueue, FillQueue, FrameDesc, RxQueue, Socket, TxQueue, Umem};
 
 /// Frames per batch, as the workers use.
-pub const BATCH: usize = 64;
+pub use xlvs_dataplane::afxdp::BATCH;
 const FRAMES: u32 = 8192;
 /// Size of every ring.
 pub const RING: u32 = 4096;

@@ -170,12 +170,7 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
     eprintln!(
         "xlvsd: ready: {} worker(s) in {} thread(s) on {}; control socket {}",
         ctl.workers.len(),
-        {
-            let mut t: Vec<&str> = ctl.workers.iter().map(|w| w.thread_name.as_str()).collect();
-            t.sort_unstable();
-            t.dedup();
-            t.len()
-        },
+        ctl.workers.iter().map(|w| w.thread + 1).max().unwrap_or(0),
         cfg.ifaces.join(", "),
         cfg.control.display()
     );
@@ -537,12 +532,11 @@ impl Control {
                 get(&st.tx_kicks)
             );
         }
-        let mut threads: Vec<(&str, Vec<&str>)> = Vec::new();
+        let n = self.workers.iter().map(|w| w.thread + 1).max().unwrap_or(0);
+        let mut threads: Vec<(&str, Vec<&str>)> = vec![("", Vec::new()); n];
         for w in &self.workers {
-            match threads.iter_mut().find(|(t, _)| *t == w.thread_name) {
-                Some((_, ws)) => ws.push(&w.name),
-                None => threads.push((&w.thread_name, vec![&w.name])),
-            }
+            threads[w.thread].0 = &w.thread_name;
+            threads[w.thread].1.push(&w.name);
         }
         let _ = writeln!(s, "Threads:");
         for (t, ws) in threads {

@@ -72,13 +72,9 @@ impl Estimator {
 /// ipvsadm's `print_largenum`: 9 columns, with K/M/G/T past 100 million; `--exact` prints the
 /// whole number.
 pub fn largenum(i: u64, exact: bool) -> String {
-    if exact {
-        let w = i.to_string().len();
-        let w = if w <= 8 { 9 } else { w + 1 };
-        return format!("{i:>w$}");
-    }
-    if i < 100_000_000 {
-        format!("{i:>9}")
+    // A space, then at least 8 columns: whole numbers with --exact can be wider.
+    if exact || i < 100_000_000 {
+        format!(" {i:>8}")
     } else if i < 1_000_000_000 {
         format!("{:>8}K", i / 1_000)
     } else if i < 100_000_000_000 {

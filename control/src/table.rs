@@ -11,7 +11,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use xlvs_common::{L4Key, MAX_STEER_KEYS, PROTO_TCP, PROTO_UDP};
+use xlvs_common::{L4Key, MAX_STEER_KEYS};
 use xlvs_dataplane::core::sched::{self, SchedConfig, SchedFlags};
 use xlvs_dataplane::core::service::{
     Dest, DestState, Fwd, IfaceInfo, Persistence, Proto, Service, Snapshot, Timeouts, VsKey,
@@ -663,29 +663,23 @@ impl Table {
 
     /// Keys the XDP program steers: (virtual services, LVS-NAT realservers incl. retired ones).
     pub fn steer_keys(&self) -> (Vec<L4Key>, Vec<L4Key>) {
-        let proto = |p: Proto| {
-            if p == Proto::Tcp {
-                PROTO_TCP
-            } else {
-                PROTO_UDP
-            }
-        };
-        let mut vips: Vec<L4Key> = self
-            .services
-            .keys()
-            .flat_map(|k| self.lookup_keys(k))
-            .map(|k| L4Key::ip(k.addr, k.port, proto(k.proto)))
-            .collect();
-        vips.sort_by_key(|k| (k.addr, k.port, k.proto));
-        vips.dedup();
-        // A NAT realserver's replies come from its port, or from the port the client asked
-        // for if it has none (fwmark services): one key per port of the group.
+        // Each service's lookup keys, also for retired and orphaned realservers' services.
         let lookup: BTreeMap<&SvcKey, Vec<VsKey>> = self
             .services
             .keys()
             .chain(self.retired.iter().chain(&self.orphans).map(|(k, _)| k))
             .map(|k| (k, self.lookup_keys(k)))
             .collect();
+        let mut vips: Vec<L4Key> = self
+            .services
+            .keys()
+            .flat_map(|k| &lookup[k])
+            .map(|k| L4Key::ip(k.addr, k.port, k.proto.number()))
+            .collect();
+        vips.sort_by_key(|k| (k.addr, k.port, k.proto));
+        vips.dedup();
+        // A NAT realserver's replies come from its port, or from the port the client asked
+        // for if it has none (fwmark services): one key per port of the group.
         let mut reals: Vec<L4Key> = self
             .services
             .iter()
@@ -700,7 +694,7 @@ impl Table {
             .flat_map(|(k, d)| {
                 lookup[k].iter().map(move |v| {
                     let port = if d.port == 0 { v.port } else { d.port };
-                    L4Key::ip(d.addr, port, proto(v.proto))
+                    L4Key::ip(d.addr, port, v.proto.number())
                 })
             })
             .collect();
@@ -999,6 +993,7 @@ fn check_thresholds(d: &DestSpec) -> Result<(), CmdError> {
 mod tests {
     use super::*;
     use crate::ipvsadm::{parse, parse_rules};
+    use xlvs_common::PROTO_TCP;
 
     fn run(t: &mut Table, s: &str) -> Result<(), CmdError> {
         t.apply(&parse(&s.split_whitespace().map(String::from).collect::<Vec<_>>()).unwrap())

@@ -71,24 +71,12 @@ pub enum Threads {
 }
 
 impl Threads {
-    /// Thread group of each worker: the workers' (queue) in bind order → group numbers
-    /// 0..groups, in order of first appearance.
+    /// The thread number of each worker, from the workers' queues in bind order. Every
+    /// interface is bound on queues 0..n, so with `PerQueue` the queue number is the thread's.
     fn groups(self, queues: &[u32]) -> Vec<usize> {
         match self {
             Threads::PerSocket => (0..queues.len()).collect(),
-            Threads::PerQueue => {
-                let mut seen: Vec<u32> = Vec::new();
-                queues
-                    .iter()
-                    .map(|q| match seen.iter().position(|s| s == q) {
-                        Some(g) => g,
-                        None => {
-                            seen.push(*q);
-                            seen.len() - 1
-                        }
-                    })
-                    .collect()
-            }
+            Threads::PerQueue => queues.iter().map(|&q| q as usize).collect(),
         }
     }
 }
@@ -193,17 +181,19 @@ pub struct WorkerHandle {
     pub name: String,
     pub iface: IfaceId,
     pub queue: u32,
-    /// Name of the thread that runs it ("xlvs-IFACE/qN" or "xlvs-qN").
+    /// Number of the thread that runs it (0..threads).
+    pub thread: usize,
+    /// Name of that thread ("xlvs-IFACE/qN" or "xlvs-qN").
     pub thread_name: String,
     pub stats: Arc<WorkerStats>,
     /// The thread, on the first worker it runs.
-    thread: Option<JoinHandle<()>>,
+    join: Option<JoinHandle<()>>,
 }
 
 impl WorkerHandle {
     /// Waits for the worker's thread to exit (after the stop flag was set).
     pub fn join(&mut self) {
-        if let Some(t) = self.thread.take() {
+        if let Some(t) = self.join.take() {
             let _ = t.join();
         }
     }
@@ -375,9 +365,10 @@ impl Dataplane {
                 name,
                 iface: b.iface,
                 queue: b.queue,
+                thread: t,
                 thread_name,
                 stats: stats.clone(),
-                thread: None,
+                join: None,
             });
             groups[t].push(Worker {
                 me,
@@ -394,11 +385,11 @@ impl Dataplane {
                 mailboxes: mailboxes.clone(),
                 by_iface: by_iface.clone(),
                 thread_of: thread_of.clone(),
+                thread: t,
                 frame_span,
                 stats,
                 outstanding: 0,
                 pending_tx: Vec::with_capacity(self.config.ring_size as usize * 3),
-                wake: vec![false; nthreads],
                 pending_cap: self.config.ring_size as usize * 2,
                 tx_ring: self.config.ring_size,
                 next_xsk_stats: Instant(0),
@@ -408,14 +399,14 @@ impl Dataplane {
             let first = workers[0].me;
             let th = WorkerThread {
                 workers,
-                waker: wakers[t].clone(),
+                me: t,
                 wakers: wakers.clone(),
                 stop: stop.clone(),
             };
             let thread = std::thread::Builder::new()
                 .name(handles[first].thread_name.clone())
                 .spawn(move || th.run())?;
-            handles[first].thread = Some(thread);
+            handles[first].join = Some(thread);
         }
         Ok(handles)
     }
@@ -424,9 +415,9 @@ impl Dataplane {
 /// A thread running one or more workers in turn.
 struct WorkerThread {
     workers: Vec<Worker>,
-    /// Ours: other threads' workers hand us frames.
-    waker: Arc<Waker>,
-    /// Every thread's, by thread number.
+    /// Our thread number.
+    me: usize,
+    /// Every thread's wakeup, by thread number (ours: other threads hand our workers frames).
     wakers: Vec<Arc<Waker>>,
     stop: Arc<AtomicBool>,
 }
@@ -449,14 +440,14 @@ struct Worker {
     by_iface: Vec<Vec<usize>>,
     /// The thread number of every worker.
     thread_of: Vec<usize>,
+    /// Ours.
+    thread: usize,
     frame_span: usize,
     stats: Arc<WorkerStats>,
     /// Frames in our TX ring not yet completed.
     outstanding: usize,
     /// Frames to transmit that did not fit in the TX ring yet.
     pending_tx: Vec<FrameDesc>,
-    /// Other threads to wake at the end of this batch, by thread number.
-    wake: Vec<bool>,
     /// Most frames `pending_tx` holds before the inbox is left for the next round (its
     /// preallocated capacity: the hot path never grows it beyond a full batch more).
     pending_cap: usize,
@@ -518,7 +509,7 @@ impl WorkerThread {
             .workers
             .iter()
             .map(|w| std::os::fd::AsRawFd::as_raw_fd(w.rx.fd()))
-            .chain([self.waker.0])
+            .chain([self.wakers[self.me].0])
             .map(|fd| libc::pollfd {
                 fd,
                 events: libc::POLLIN,
@@ -539,10 +530,7 @@ impl WorkerThread {
             let now = monotonic_now();
             let mut busy = false;
             for w in self.workers.iter_mut() {
-                busy |= w.round(now, &mut rx_descs, &mut comp_descs);
-                for (t, f) in w.wake.iter_mut().enumerate() {
-                    wake[t] |= std::mem::take(f);
-                }
+                busy |= w.round(now, &mut rx_descs, &mut comp_descs, &mut wake);
             }
             for (t, f) in wake.iter_mut().enumerate() {
                 if std::mem::take(f) {
@@ -559,7 +547,7 @@ impl WorkerThread {
                 // Safety: `fds` is a valid array of `fds.len()` pollfds.
                 unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout) };
                 if fds.last().is_some_and(|f| f.revents != 0) {
-                    self.waker.drain();
+                    self.wakers[self.me].drain();
                 }
                 for f in fds.iter_mut() {
                     f.revents = 0;
@@ -578,12 +566,12 @@ impl Worker {
     }
 
     /// Gives a frame we are done with back to its home worker's free list.
-    fn recycle(&mut self, d: FrameDesc) {
+    fn recycle(&mut self, d: FrameDesc, wake: &mut [bool]) {
         let h = self.home(&d);
         if h == self.me {
             self.free.push(d);
         } else if self.mailboxes[h].returns.push(d).is_ok() {
-            self.wake_worker(h);
+            self.wake_worker(h, wake);
         } else {
             // Cannot happen: `returns` holds every frame the home worker owns.
             log::error!("returns queue of worker {h} full; frame leaked");
@@ -601,21 +589,22 @@ impl Worker {
 
     /// Marks the thread of worker `w` for a wakeup, unless it is ours (we will see its
     /// mailbox in this round or the next anyway).
-    fn wake_worker(&mut self, w: usize) {
+    fn wake_worker(&self, w: usize, wake: &mut [bool]) {
         let t = self.thread_of[w];
-        if t != self.thread_of[self.me] {
-            self.wake[t] = true;
+        if t != self.thread {
+            wake[t] = true;
         }
     }
 
     /// One round: frames coming home, completions, fill ring, a batch of RX, the inbox, TX,
-    /// expiry. Returns whether it did anything (the thread sleeps only after an idle round of
-    /// every worker).
+    /// expiry. Marks in `wake` the other threads it handed frames to. Returns whether it did
+    /// anything (the thread sleeps only after an idle round of every worker).
     fn round(
         &mut self,
         now: Instant,
         rx_descs: &mut [FrameDesc],
         comp_descs: &mut [FrameDesc],
+        wake: &mut [bool],
     ) -> bool {
         let mut busy = false;
 
@@ -631,7 +620,7 @@ impl Worker {
             busy = true;
             self.outstanding -= n.min(self.outstanding);
             for d in comp_descs[..n].iter().copied() {
-                self.recycle(d);
+                self.recycle(d, wake);
             }
         }
         self.refill();
@@ -670,17 +659,19 @@ impl Worker {
                         Some(w) if w == self.me => self.pending_tx.push(d),
                         Some(w) => {
                             if self.mailboxes[w].inbox.push(d).is_ok() {
-                                self.wake_worker(w);
+                                self.wake_worker(w, wake);
                             } else {
                                 self.stats.inbox_full.fetch_add(1, Ordering::Relaxed);
-                                self.recycle(d);
+                                self.recycle(d, wake);
                             }
                         }
-                        None => self.recycle(d),
+                        None => self.recycle(d, wake),
                     },
-                    Verdict::Drop(_) => self.recycle(d),
+                    Verdict::Drop(_) => self.recycle(d, wake),
                 }
             }
+            // Only `process` moves these counters.
+            self.stats.publish(&self.core.stats);
         }
 
         // Frames other workers want sent on our interface.
@@ -703,7 +694,6 @@ impl Worker {
             busy = true;
         }
 
-        self.stats.publish(&self.core.stats);
         if now >= self.next_xsk_stats {
             // One getsockopt a second, not per batch.
             self.next_xsk_stats = now + std::time::Duration::from_secs(1);

@@ -18,8 +18,9 @@ BENCH=${XLVS_BENCH:-$TESTLIB_ROOT/target/release/xlvs-bench}
 test_init rig
 [ -x "$BENCH" ] || fail "xlvs-bench not built: $BENCH"
 command -v wrk >/dev/null || fail "wrk not installed (scripts/setup.sh)"
-OUT=$(mktemp -d /tmp/xlvs-rig-test.XXXXXX)
-trap 'rm -rf "$OUT"' EXIT
+# In the test's lab directory, which the test library's cleanup removes.
+OUT=$(lab_dir "$ID")
+mkdir -p "$OUT"
 PLANES=xdp,nft,nat,dr,nat-split
 log "running $BENCH run --quick --planes $PLANES --out $OUT"
 "$BENCH" run --quick --planes "$PLANES" --out "$OUT" >"$OUT/table.txt" 2>"$OUT/progress.txt" ||

@@ -221,13 +221,14 @@ enum Action<A> {
     ToClient { vaddr: A, vport: u16, hop: NextHop },
 }
 
-/// The passes of [`Core::prefetch`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Prefetch {
-    /// The bucket heads.
-    Heads,
-    /// The first connection of each bucket (its head should have arrived by now).
-    Chains,
+/// Frames [`Core::prefetch`] keeps the buckets of between its two passes (a worker's batch).
+const PREFETCH_BATCH: usize = 64;
+
+/// A frame's two candidate buckets in its family's table, for [`Core::prefetch`].
+#[derive(Clone, Copy, Debug)]
+enum Buckets {
+    V4([u32; 2]),
+    V6([u32; 2]),
 }
 
 /// Most wheel entries a worker fires per [`Core::expire_some`] call, so a mass expiry does not
@@ -353,34 +354,37 @@ impl Core {
     /// frame, then the first connection of each bucket, so the batch's cache misses (two
     /// dependent ones per lookup in a large table) overlap instead of queueing. Only TCP/UDP
     /// over IPv4 without options or IPv6 without extension headers (one VLAN tag allowed) is
-    /// looked at; anything else is just processed. Writes nothing; the second pass reads the bucket heads
-    /// the first one brought into the cache.
-    pub fn prefetch<'f>(&self, frames: impl Iterator<Item = &'f [u8]> + Clone) {
-        for stage in [Prefetch::Heads, Prefetch::Chains] {
-            for f in frames.clone() {
-                self.prefetch_frame(f, stage);
+    /// looked at; anything else is just processed. Writes nothing. Each frame is parsed and
+    /// hashed once: the first pass keeps its buckets (up to [`PREFETCH_BATCH`] frames at a
+    /// time) for the second, which reads the heads the first one brought into the cache.
+    pub fn prefetch<'f>(&self, frames: impl Iterator<Item = &'f [u8]>) {
+        let mut frames = frames.peekable();
+        let mut found = [Buckets::V4([0; 2]); PREFETCH_BATCH];
+        while frames.peek().is_some() {
+            let mut n = 0;
+            for f in frames.by_ref().take(PREFETCH_BATCH) {
+                if let Some(b) = self.buckets(f) {
+                    match b {
+                        Buckets::V4(bs) => bs.map(|b| self.tables.v4.prefetch_bucket(b)),
+                        Buckets::V6(bs) => bs.map(|b| self.tables.v6.prefetch_bucket(b)),
+                    };
+                    found[n] = b;
+                    n += 1;
+                }
+            }
+            for b in &found[..n] {
+                match *b {
+                    Buckets::V4(bs) => bs.map(|b| self.tables.v4.prefetch_chain(b)),
+                    Buckets::V6(bs) => bs.map(|b| self.tables.v6.prefetch_chain(b)),
+                };
             }
         }
     }
 
+    /// The two buckets a frame's lookup may read: either endpoint may be the client (the
+    /// frame's source, client → service, or its destination, a realserver's reply).
     #[inline]
-    fn prefetch_frame(&self, frame: &[u8], stage: Prefetch) {
-        fn go<A: Addr>(
-            t: &ConnTable<A>,
-            proto: u8,
-            (s, sp): (A, u16),
-            (d, dp): (A, u16),
-            st: Prefetch,
-        ) {
-            // Either endpoint may be the client: the frame's source (client → service) or its
-            // destination (a realserver's reply).
-            for b in [t.bucket(proto, s, sp), t.bucket(proto, d, dp)] {
-                match st {
-                    Prefetch::Heads => t.prefetch_bucket(b),
-                    Prefetch::Chains => t.prefetch_chain(b),
-                }
-            }
-        }
+    fn buckets(&self, frame: &[u8]) -> Option<Buckets> {
         let l4 = |at: usize, proto: u8| {
             let p = frame.get(at..at + 4)?;
             let ports = (
@@ -389,33 +393,36 @@ impl Core {
             );
             matches!(proto, 6 | 17).then_some(ports)
         };
-        let Ok((ethertype, l3)) = ethernet::payload(frame) else {
-            return;
-        };
+        fn pair<A: Addr>(t: &ConnTable<A>, proto: u8, s: (A, u16), d: (A, u16)) -> [u32; 2] {
+            [t.bucket(proto, s.0, s.1), t.bucket(proto, d.0, d.1)]
+        }
+        let (ethertype, l3) = ethernet::payload(frame).ok()?;
         match ethertype {
             ethernet::EtherType::Ipv4 => {
-                let Some(ip) = frame.get(l3..l3 + 20) else {
-                    return;
-                };
-                let Some((sp, dp)) = l4(l3 + 20, ip[9]).filter(|_| ip[0] == 0x45) else {
-                    return;
-                };
+                let ip = frame.get(l3..l3 + 20)?;
+                let (sp, dp) = l4(l3 + 20, ip[9]).filter(|_| ip[0] == 0x45)?;
                 let a = |at: usize| Ipv4Addr::new(ip[at], ip[at + 1], ip[at + 2], ip[at + 3]);
-                go(&self.tables.v4, ip[9], (a(12), sp), (a(16), dp), stage);
+                Some(Buckets::V4(pair(
+                    &self.tables.v4,
+                    ip[9],
+                    (a(12), sp),
+                    (a(16), dp),
+                )))
             }
             ethernet::EtherType::Ipv6 => {
-                let Some(ip) = frame.get(l3..l3 + 40) else {
-                    return;
-                };
-                let Some((sp, dp)) = l4(l3 + 40, ip[6]) else {
-                    return;
-                };
+                let ip = frame.get(l3..l3 + 40)?;
+                let (sp, dp) = l4(l3 + 40, ip[6])?;
                 let a = |at: usize| {
                     Ipv6Addr::from(<[u8; 16]>::try_from(&ip[at..at + 16]).unwrap_or_default())
                 };
-                go(&self.tables.v6, ip[6], (a(8), sp), (a(24), dp), stage);
+                Some(Buckets::V6(pair(
+                    &self.tables.v6,
+                    ip[6],
+                    (a(8), sp),
+                    (a(24), dp),
+                )))
             }
-            _ => {}
+            _ => None,
         }
     }
 
