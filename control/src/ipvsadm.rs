@@ -9,358 +9,13 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
-use xlvs_dataplane::core::sched::SchedFlags;
+use xlvs_dataplane::core::sched::{SchedFlags, SchedKind};
 use xlvs_dataplane::core::service::{Fwd, Persistence, Proto, VsKey};
 
-/// A virtual service as ipvsadm names it: `-t|-u VIP:PORT`, or `-f MARK [-6]`. Address
-/// services sort before fwmark services, as ipvsadm lists them.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum SvcKey {
-    Addr(VsKey),
-    /// A fwmark service: the (proto, VIP, port) keys of its mark's group, in one family.
-    Mark {
-        mark: u32,
-        v6: bool,
-    },
-}
-
-impl SvcKey {
-    pub fn is_ipv4(&self) -> bool {
-        match self {
-            SvcKey::Addr(k) => k.addr.is_ipv4(),
-            SvcKey::Mark { v6, .. } => !v6,
-        }
-    }
-
-    /// The service port: a realserver without one gets it (0 for a fwmark service, which
-    /// then forwards to the port the client asked for).
-    pub fn port(&self) -> u16 {
-        match self {
-            SvcKey::Addr(k) => k.port,
-            SvcKey::Mark { .. } => 0,
-        }
-    }
-
-    /// Protocol name (`TCP`, `UDP`, `FWM`), address (a fwmark service's family's unspecified
-    /// one), port (0 for a fwmark service) and mark (0 for an address service).
-    pub fn parts(&self) -> (&'static str, IpAddr, u16, u32) {
-        match *self {
-            SvcKey::Addr(k) => (k.proto.label(), k.addr, k.port, 0),
-            SvcKey::Mark { mark, v6: false } => ("FWM", Ipv4Addr::UNSPECIFIED.into(), 0, mark),
-            SvcKey::Mark { mark, v6: true } => ("FWM", Ipv6Addr::UNSPECIFIED.into(), 0, mark),
-        }
-    }
-
-    /// ipvsadm `-L`'s name: `TCP  VIP:PORT`, `FWM  MARK`, `FWM  MARK IPv6`.
-    pub fn label(&self) -> String {
-        match self {
-            SvcKey::Addr(k) => format!("{:<4} {k}", k.proto.label()),
-            SvcKey::Mark { mark, v6: false } => format!("FWM  {mark}"),
-            SvcKey::Mark { mark, v6: true } => format!("FWM  {mark} IPv6"),
-        }
-    }
-
-    /// ipvsadm `-S`'s: `-t VIP:PORT`, `-f MARK`, `-f MARK -6`.
-    pub fn rule(&self) -> String {
-        match self {
-            SvcKey::Addr(k) if k.proto == Proto::Tcp => format!("-t {k}"),
-            SvcKey::Addr(k) => format!("-u {k}"),
-            SvcKey::Mark { mark, v6: false } => format!("-f {mark}"),
-            SvcKey::Mark { mark, v6: true } => format!("-f {mark} -6"),
-        }
-    }
-}
-
-/// One entry of a fwmark group (`--add-mark -f MARK -t|-u VIP:PORT[-PORT]`): the traffic an
-/// iptables `MARK` rule would have marked for an IPVS fwmark service.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct MarkMember {
-    pub proto: Proto,
-    pub addr: IpAddr,
-    /// First and last port of the range.
-    pub lo: u16,
-    pub hi: u16,
-}
-
-impl MarkMember {
-    /// The (proto, VIP, port) keys it covers.
-    pub fn keys(&self) -> impl Iterator<Item = VsKey> + '_ {
-        (self.lo..=self.hi).map(|port| VsKey {
-            proto: self.proto,
-            addr: self.addr,
-            port,
-        })
-    }
-
-    pub fn overlaps(&self, o: &MarkMember) -> bool {
-        self.proto == o.proto && self.addr == o.addr && self.lo <= o.hi && o.lo <= self.hi
-    }
-
-    pub fn covers(&self, k: &VsKey) -> bool {
-        self.proto == k.proto && self.addr == k.addr && (self.lo..=self.hi).contains(&k.port)
-    }
-}
-
-impl std::fmt::Display for MarkMember {
-    /// `-t VIP:PORT` or `-t VIP:LO-HI` (`[VIP]` for IPv6), as `--add-mark` takes it.
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let flag = if self.proto == Proto::Tcp { "-t" } else { "-u" };
-        write!(f, "{flag} {}", SocketAddr::new(self.addr, self.lo))?;
-        if self.hi != self.lo {
-            write!(f, "-{}", self.hi)?;
-        }
-        Ok(())
-    }
-}
-
-/// A parsed ipvsadm command.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Command {
-    /// `-A`: add a virtual service.
-    AddService { key: SvcKey, opts: ServiceOpts },
-    /// `-E`: edit a virtual service (like ipvsadm, options not given take their defaults).
-    EditService { key: SvcKey, opts: ServiceOpts },
-    /// `-D`: delete a virtual service.
-    DelService { key: SvcKey },
-    /// `-C`: clear the table.
-    Clear,
-    /// `-a`: add a realserver.
-    AddDest { key: SvcKey, dest: DestSpec },
-    /// `-e`: edit a realserver.
-    EditDest { key: SvcKey, dest: DestSpec },
-    /// `-d`: delete a realserver.
-    DelDest {
-        key: SvcKey,
-        addr: IpAddr,
-        port: u16,
-    },
-    /// `--add-mark -f MARK -t|-u VIP:PORT[-PORT]` (xlvs): puts traffic in a fwmark group.
-    AddMark { mark: u32, member: MarkMember },
-    /// `--delete-mark -f MARK -t|-u VIP:PORT[-PORT]` (xlvs): takes an entry out of it.
-    DelMark { mark: u32, member: MarkMember },
-    /// `-L`/`-l`: list, in one of ipvsadm's layouts.
-    List {
-        key: Option<SvcKey>,
-        numeric: bool,
-        format: ListFormat,
-        /// `--exact`: whole numbers in `--stats` and `--rate`.
-        exact: bool,
-        /// `--json` (xlvs): the table, counters and rates as one JSON document.
-        json: bool,
-    },
-    /// `-L -c`: the connection table (`--persistent-conn` adds ipvsadm's pe columns).
-    ListConns { persistent: bool, json: bool },
-    /// `-L --daemon`: the connection sync daemons (none run yet).
-    ListDaemon,
-    /// `-Z`: zero the counters of one service or of all.
-    Zero { key: Option<SvcKey> },
-    /// `-S`: save in rules format.
-    Save { numeric: bool },
-    /// `-R`: restore rules from standard input, all or nothing.
-    Restore,
-    /// `--set tcp tcpfin udp`: connection timeouts in seconds; 0 leaves one unchanged.
-    SetTimeouts { tcp: u32, tcpfin: u32, udp: u32 },
-    /// `-L --timeout`.
-    ListTimeouts,
-    /// `--workers` (xlvs): per-worker counters.
-    Workers,
-    /// `--xdp-stats` (xlvs): the XDP program's counters.
-    XdpStats,
-    /// `-h`.
-    Help,
-    /// `-v`.
-    Version,
-}
-
-impl Command {
-    /// It may add a realserver, whose next hop must then be resolved.
-    pub fn adds_dests(&self) -> bool {
-        matches!(
-            self,
-            Command::AddDest { .. }
-                | Command::EditDest { .. }
-                | Command::AddService { .. }
-                | Command::EditService { .. }
-        )
-    }
-}
-
-impl std::fmt::Display for Command {
-    /// A table-changing command as an `ipvsadm -S -n` rule (what `-R` and `--rules` read);
-    /// other commands in their debug form.
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let dest = |f: &mut std::fmt::Formatter<'_>, d: &DestSpec| {
-            write!(
-                f,
-                " -r {} {} -w {}",
-                SocketAddr::new(d.addr, d.port),
-                fwd_switch(d.fwd),
-                d.weight
-            )?;
-            if d.u_threshold != 0 {
-                write!(f, " -x {}", d.u_threshold)?;
-            }
-            if d.l_threshold != 0 {
-                write!(f, " -y {}", d.l_threshold)?;
-            }
-            Ok(())
-        };
-        match self {
-            Command::AddService { key, opts } | Command::EditService { key, opts } => {
-                let verb = if matches!(self, Command::AddService { .. }) {
-                    "-A"
-                } else {
-                    "-E"
-                };
-                write!(f, "{verb} {} -s {}", key.rule(), opts.sched)?;
-                if !opts.flags.is_empty() {
-                    write!(f, " -b {}", opts.flags.render(&opts.sched))?;
-                }
-                if let Some(p) = &opts.persist {
-                    write!(f, " -p {}", p.timeout.as_secs())?;
-                    if let Some(m) = mask_text(p.netmask) {
-                        write!(f, " -M {m}")?;
-                    }
-                }
-                if let Some(d) = &opts.sorry {
-                    write!(
-                        f,
-                        " --sorry-server {} {}",
-                        SocketAddr::new(d.addr, d.port),
-                        fwd_switch(d.fwd)
-                    )?;
-                }
-                Ok(())
-            }
-            Command::DelService { key } => write!(f, "-D {}", key.rule()),
-            Command::Clear => f.write_str("-C"),
-            Command::AddDest { key, dest: d } => {
-                write!(f, "-a {}", key.rule())?;
-                dest(f, d)
-            }
-            Command::EditDest { key, dest: d } => {
-                write!(f, "-e {}", key.rule())?;
-                dest(f, d)
-            }
-            Command::DelDest { key, addr, port } => {
-                write!(f, "-d {} -r {}", key.rule(), SocketAddr::new(*addr, *port))
-            }
-            Command::AddMark { mark, member } => write!(f, "--add-mark -f {mark} {member}"),
-            Command::DelMark { mark, member } => write!(f, "--delete-mark -f {mark} {member}"),
-            Command::SetTimeouts { tcp, tcpfin, udp } => write!(f, "--set {tcp} {tcpfin} {udp}"),
-            other => write!(f, "{other:?}"),
-        }
-    }
-}
-
-/// ipvsadm's `-m`/`-g` for a forwarding method.
-pub fn fwd_switch(f: Fwd) -> &'static str {
-    match f {
-        Fwd::Masq => "-m",
-        Fwd::Route => "-g",
-    }
-}
-
-/// A persistence netmask as ipvsadm shows it: dotted for IPv4, a prefix length for IPv6;
-/// None for the default (every bit).
-pub fn mask_text(m: IpAddr) -> Option<String> {
-    match m {
-        IpAddr::V4(a) if a.to_bits() == u32::MAX => None,
-        IpAddr::V6(a) if a.to_bits() == u128::MAX => None,
-        IpAddr::V4(a) => Some(a.to_string()),
-        IpAddr::V6(a) => Some(a.to_bits().leading_ones().to_string()),
-    }
-}
-
-/// The layouts of `-L`.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum ListFormat {
-    /// Forward, weight, active and inactive connections.
-    #[default]
-    Normal,
-    /// `--stats`: connections, packets and bytes.
-    Stats,
-    /// `--rate`: connections, packets and bytes per second.
-    Rate,
-    /// `--thresholds`: upper and lower thresholds, active and inactive connections.
-    Thresholds,
-    /// `--persistent-conn`: weight, templates, active and inactive connections.
-    PersistentConn,
-}
-
-/// A realserver as given to `-a`/`-e`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct DestSpec {
-    pub addr: IpAddr,
-    pub port: u16,
-    pub fwd: Fwd,
-    pub weight: u32,
-    /// `-x`: upper connection threshold, 0 = none.
-    pub u_threshold: u32,
-    /// `-y`: lower connection threshold, 0 = none.
-    pub l_threshold: u32,
-}
-
-/// A virtual service's settings as given to `-A`/`-E`.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ServiceOpts {
-    /// `-s` (default wlc).
-    pub sched: String,
-    /// `-b`.
-    pub flags: SchedFlags,
-    /// `-p [timeout]` and `-M netmask`.
-    pub persist: Option<Persistence>,
-    /// `--sorry-server ADDR:PORT [-m|-g]` (xlvs; keepalived's `sorry_server`).
-    pub sorry: Option<DestSpec>,
-}
-
-impl Default for ServiceOpts {
-    fn default() -> Self {
-        ServiceOpts {
-            sched: "wlc".into(),
-            flags: SchedFlags::default(),
-            persist: None,
-            sorry: None,
-        }
-    }
-}
-
-/// ipvsadm's default persistence timeout (`-p` without a value).
-pub const DEFAULT_PERSISTENCE: u32 = 300;
-
-/// An ipvsadm-style error: the message printed on stderr and the exit code.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct CmdError {
-    pub msg: String,
-    pub code: i32,
-}
-
-impl CmdError {
-    /// A usage error (ipvsadm's `fail(2, ...)`).
-    pub fn usage(msg: impl Into<String>) -> Self {
-        CmdError {
-            msg: msg.into(),
-            code: 2,
-        }
-    }
-
-    /// A failed operation on the table (ipvsadm exits 255 when the kernel refuses).
-    pub fn op(msg: impl Into<String>) -> Self {
-        CmdError {
-            msg: msg.into(),
-            code: 255,
-        }
-    }
-}
-
-impl std::fmt::Display for CmdError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.msg)
-    }
-}
-
-impl std::error::Error for CmdError {}
+use crate::command::{
+    CmdError, Command, DEFAULT_PERSISTENCE, DestSpec, ListFormat, MAX_WEIGHT, MarkMember,
+    ServiceOpts, SvcKey, same_family,
+};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Verb {
@@ -626,17 +281,6 @@ fn parse_endpoint(s: &str, port_optional: bool) -> Option<(IpAddr, Option<u16>)>
         return bare.parse::<IpAddr>().ok().map(|a| (a, None));
     }
     None
-}
-
-/// A realserver (or sorry server) must be of the service's address family: IPVS accepts
-/// mixed families for tunnelling only, which xlvs does not do.
-fn same_family(key: &SvcKey, addr: IpAddr) -> Result<(), CmdError> {
-    if key.is_ipv4() != addr.is_ipv4() {
-        return Err(CmdError::usage(
-            "real server address family differs from the virtual service's",
-        ));
-    }
-    Ok(())
 }
 
 /// Parses a u32 option value, or fails with ipvsadm's message.
@@ -1045,11 +689,14 @@ fn build(verb: Verb, o: Opts) -> Result<Command, CmdError> {
 
 /// `-s -b -p -M --sorry-server` of `-A`/`-E`.
 fn service_opts_of(o: &Opts, key: &SvcKey) -> Result<ServiceOpts, CmdError> {
-    let sched = o.sched.clone().unwrap_or_else(|| "wlc".into());
+    let name = o.sched.as_deref().unwrap_or("wlc");
     let flags = match &o.sched_flags {
-        Some(list) => SchedFlags::parse(list, &sched).map_err(CmdError::usage)?,
+        Some(list) => SchedFlags::parse(list, name).map_err(CmdError::usage)?,
         None => SchedFlags::default(),
     };
+    // ipvsadm leaves the name to the kernel, which refuses one it does not know.
+    let sched = SchedKind::from_name(name)
+        .ok_or_else(|| CmdError::op("Scheduler or persistence engine not found"))?;
     let persist = match (&o.persistent, &o.netmask) {
         (None, Some(_)) => {
             return Err(CmdError::usage(
@@ -1145,7 +792,7 @@ fn dest_spec(key: &SvcKey, real: &str, o: &Opts) -> Result<DestSpec, CmdError> {
     let weight = match &o.weight {
         None => 1,
         Some(w) => match w.parse::<u32>() {
-            Ok(w) if w <= 65535 => w,
+            Ok(w) if w <= MAX_WEIGHT => w,
             _ => return Err(CmdError::usage("illegal weight specified")),
         },
     };
@@ -1203,29 +850,20 @@ pub fn parse_rules_numbered(text: &str) -> Result<Vec<(usize, Command)>, RulesEr
         }
         let args: Vec<String> = line.split_whitespace().map(String::from).collect();
         let cmd = parse(&args).map_err(|error| RulesError { line: i + 1, error })?;
-        match cmd {
-            Command::AddService { .. }
-            | Command::EditService { .. }
-            | Command::SetTimeouts { .. }
-            | Command::DelService { .. }
-            | Command::AddDest { .. }
-            | Command::EditDest { .. }
-            | Command::DelDest { .. }
-            | Command::AddMark { .. }
-            | Command::DelMark { .. }
-            | Command::Clear => out.push((i + 1, cmd)),
-            _ => {
-                return Err(RulesError {
-                    line: i + 1,
-                    error: CmdError::usage(
-                        "only -A, -E, -D, -C, -a, -e, -d, --set and --add-mark/--delete-mark belong in a rules file",
-                    ),
-                });
-            }
+        if !cmd.edits_table() {
+            return Err(RulesError {
+                line: i + 1,
+                error: CmdError::usage(NOT_A_RULE),
+            });
         }
+        out.push((i + 1, cmd));
     }
     Ok(out)
 }
+
+/// The error for a line of a rules file that does not change the table.
+pub const NOT_A_RULE: &str =
+    "only -A, -E, -D, -C, -a, -e, -d, --set and --add-mark/--delete-mark belong in a rules file";
 
 /// `xlvsadm -h`.
 pub const HELP: &str = "\
@@ -1293,7 +931,7 @@ mod tests {
             Command::AddService {
                 key: vs("10.0.0.1:80"),
                 opts: ServiceOpts {
-                    sched: "rr".into(),
+                    sched: SchedKind::Rr,
                     ..Default::default()
                 }
             }
@@ -1618,7 +1256,7 @@ mod tests {
             Command::AddService {
                 key: SvcKey::Mark { mark: 1, v6: false },
                 opts: ServiceOpts {
-                    sched: "rr".into(),
+                    sched: SchedKind::Rr,
                     persist: Some(Persistence {
                         timeout: Duration::from_secs(60),
                         netmask: Ipv4Addr::BROADCAST.into(),

@@ -1,5 +1,6 @@
 //! xlvs control plane: the library behind `xlvsd` and `xlvsadm`.
 //!
+//! - [`command`]: the command model every configuration source speaks.
 //! - [`ipvsadm`]: ipvsadm's command grammar and rules files.
 //! - [`table`]: the services table, snapshots for the workers, ipvsadm listings.
 //! - [`conns`]: the connection listing (`-L -c`).
@@ -12,6 +13,7 @@
 //! - [`sys`]: interfaces, local addresses, signals.
 
 pub mod admin;
+pub mod command;
 pub mod conns;
 pub mod daemon;
 pub mod ipvsadm;

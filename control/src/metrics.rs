@@ -23,7 +23,7 @@ use xlvs_dataplane::afxdp::WorkerHandle;
 use xlvs_dataplane::core::DropReason;
 use xlvs_dataplane::core::stats::Totals;
 
-use crate::ipvsadm::SvcKey;
+use crate::command::SvcKey;
 use crate::stats::Rates;
 use crate::table::Table;
 
@@ -325,8 +325,13 @@ pub type Scrape = SyncSender<String>;
 
 /// Serves scrapes on `listener` from a thread of its own, one connection at a time: HTTP I/O
 /// never blocks the control thread, which only renders the body when a scrape asks
-/// (`requests`, polled by its loop). The thread ends when the control thread is gone.
-pub fn spawn_server(listener: TcpListener, requests: SyncSender<Scrape>) -> std::io::Result<()> {
+/// (`requests`; `wake` wakes its loop after each). The thread ends when the control thread is
+/// gone.
+pub fn spawn_server(
+    listener: TcpListener,
+    requests: SyncSender<Scrape>,
+    wake: impl Fn() + Send + 'static,
+) -> std::io::Result<()> {
     listener.set_nonblocking(false)?;
     std::thread::Builder::new()
         .name("xlvs-metrics".into())
@@ -336,6 +341,7 @@ pub fn spawn_server(listener: TcpListener, requests: SyncSender<Scrape>) -> std:
                 let body = || {
                     let (tx, rx) = sync_channel(1);
                     requests.send(tx).ok()?;
+                    wake();
                     rx.recv_timeout(Duration::from_secs(10)).ok()
                 };
                 match serve(s, body) {
@@ -393,6 +399,7 @@ fn serve(mut s: TcpStream, body: impl FnOnce() -> Option<String>) -> std::io::Re
 mod tests {
     use super::*;
     use crate::ipvsadm::parse_rules;
+    use crate::table::Source;
 
     #[test]
     fn exposition_groups_families_and_escapes_labels() {
@@ -401,7 +408,7 @@ mod tests {
             &parse_rules(
                 "-A -t 192.0.2.100:80 -s rr\n-a -t 192.0.2.100:80 -r 10.10.0.11:80 -m -w 3\n-A -f 7 -s sh\n-a -f 7 -r 10.10.0.12:0 -g\n",
             )
-            .unwrap(),
+            .unwrap(), &Source::Admin
         )
         .unwrap();
         let mut e = Exposition::default();

@@ -1,5 +1,6 @@
-//! The IPv6 neighbour table over rtnetlink: one `RTM_GETNEIGH` dump (`ip -6 neigh` does the
-//! same). IPv4's is read from /proc/net/arp; IPv6's is not in /proc.
+//! rtnetlink: the IPv6 neighbour table (one `RTM_GETNEIGH` dump, as `ip -6 neigh` does; IPv4's
+//! is read from /proc/net/arp, IPv6's is not in /proc), and [`Events`], the kernel's word that
+//! its neighbours, routes or addresses changed (what `ip monitor` listens to).
 
 use std::io;
 use std::net::{IpAddr, Ipv6Addr};
@@ -19,6 +20,120 @@ const NDA_DST: u16 = 1;
 const NDA_LLADDR: u16 = 2;
 /// NUD_REACHABLE | NUD_STALE | NUD_DELAY | NUD_PROBE | NUD_PERMANENT: a usable MAC.
 const NUD_VALID: u16 = 0x02 | 0x04 | 0x08 | 0x10 | 0x80;
+
+const RTM_NEWADDR: u16 = 20;
+const RTM_DELADDR: u16 = 21;
+const RTM_NEWROUTE: u16 = 24;
+const RTM_DELROUTE: u16 = 25;
+const RTM_DELNEIGH: u16 = 29;
+/// rtnetlink's multicast groups, as the bitmask of `sockaddr_nl.nl_groups`.
+const RTMGRP_NEIGH: u32 = 0x4;
+const RTMGRP_IPV4_IFADDR: u32 = 0x10;
+const RTMGRP_IPV4_ROUTE: u32 = 0x40;
+const RTMGRP_IPV6_IFADDR: u32 = 0x100;
+const RTMGRP_IPV6_ROUTE: u32 = 0x400;
+
+/// What an rtnetlink notification said changed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Changes {
+    /// Neighbours or routes: next hops must be looked up again.
+    pub neighbours: bool,
+    /// The director's own addresses.
+    pub addresses: bool,
+}
+
+/// A non-blocking rtnetlink socket subscribed to neighbour, route and address changes of the
+/// network namespace it was opened in.
+pub struct Events(OwnedFd);
+
+impl Events {
+    /// Subscribes.
+    pub fn subscribe() -> io::Result<Events> {
+        // Safety: plain syscall; the result is checked.
+        let fd = unsafe {
+            libc::socket(
+                libc::AF_NETLINK,
+                libc::SOCK_RAW | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK,
+                libc::NETLINK_ROUTE,
+            )
+        };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // Safety: a new descriptor that nothing else owns; closed when `fd` drops.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        // Safety: an all-zero sockaddr_nl is valid; the fields are set below.
+        let mut sa: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
+        sa.nl_family = libc::AF_NETLINK as u16;
+        sa.nl_groups = RTMGRP_NEIGH
+            | RTMGRP_IPV4_IFADDR
+            | RTMGRP_IPV4_ROUTE
+            | RTMGRP_IPV6_IFADDR
+            | RTMGRP_IPV6_ROUTE;
+        // Safety: `sa` is a valid sockaddr_nl of the size passed.
+        let r = unsafe {
+            libc::bind(
+                fd.as_raw_fd(),
+                (&sa as *const libc::sockaddr_nl).cast(),
+                size_of::<libc::sockaddr_nl>() as u32,
+            )
+        };
+        if r < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(Events(fd))
+    }
+
+    /// Reads every pending notification and says what changed. A lost notification (the
+    /// socket's buffer overflowed) counts as a change of everything.
+    pub fn drain(&self) -> Changes {
+        let mut c = Changes::default();
+        let mut buf = [0u8; 16 * 1024];
+        // Bounded: the kernel cannot queue more than the socket buffer meanwhile.
+        for _ in 0..1024 {
+            // Safety: `buf` is a valid writable buffer of its length.
+            let n =
+                unsafe { libc::recv(self.0.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
+            if n < 0 {
+                let e = io::Error::last_os_error();
+                match e.raw_os_error() {
+                    Some(libc::EAGAIN) => break,
+                    Some(libc::EINTR) => continue,
+                    _ => {
+                        // ENOBUFS: notifications were lost.
+                        c.neighbours = true;
+                        c.addresses = true;
+                        continue;
+                    }
+                }
+            }
+            classify(&buf[..n as usize], &mut c);
+        }
+        c
+    }
+}
+
+impl AsRawFd for Events {
+    fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        self.0.as_raw_fd()
+    }
+}
+
+/// Notes what the messages of one notification datagram are about.
+fn classify(mut b: &[u8], c: &mut Changes) {
+    while b.len() >= NLMSG_HDR {
+        let len = u32::from_ne_bytes([b[0], b[1], b[2], b[3]]) as usize;
+        if len < NLMSG_HDR || len > b.len() {
+            return;
+        }
+        match u16::from_ne_bytes([b[4], b[5]]) {
+            RTM_NEWNEIGH | RTM_DELNEIGH | RTM_NEWROUTE | RTM_DELROUTE => c.neighbours = true,
+            RTM_NEWADDR | RTM_DELADDR => c.addresses = true,
+            _ => {}
+        }
+        b = &b[len.next_multiple_of(4).min(b.len())..];
+    }
+}
 
 /// Dumps the kernel's IPv6 neighbours with a usable MAC: (address, device) → MAC.
 pub fn neighbours6() -> io::Result<Neighbours> {
@@ -181,6 +296,40 @@ mod tests {
             parse(&b[..20], &mut out, name),
             Parsed::Error(libc::EBADMSG)
         );
+    }
+
+    #[test]
+    fn notifications_say_what_changed() {
+        let msg = |t: u16| {
+            let mut m = vec![0u8; NLMSG_HDR + 4];
+            let len = m.len() as u32;
+            m[0..4].copy_from_slice(&len.to_ne_bytes());
+            m[4..6].copy_from_slice(&t.to_ne_bytes());
+            m
+        };
+        let mut c = Changes::default();
+        classify(&msg(RTM_NEWADDR), &mut c);
+        assert_eq!(
+            c,
+            Changes {
+                neighbours: false,
+                addresses: true
+            }
+        );
+        let mut c = Changes::default();
+        let mut two = msg(RTM_DELROUTE);
+        two.extend(msg(99));
+        classify(&two, &mut c);
+        assert!(c.neighbours && !c.addresses);
+        // Garbage is ignored, not a panic.
+        classify(&[0xff; 7], &mut c);
+        classify(&[0xff; 40], &mut c);
+    }
+
+    #[test]
+    fn the_kernel_takes_the_subscription() {
+        let e = Events::subscribe().unwrap();
+        let _ = e.drain();
     }
 
     #[test]

@@ -2,7 +2,8 @@
 //! memlock, signals.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 
 use anyhow::{Context as _, anyhow, bail};
 
@@ -92,6 +93,8 @@ pub fn raise_memlock() {
 
 static STOP: AtomicBool = AtomicBool::new(false);
 static RELOAD: AtomicBool = AtomicBool::new(false);
+/// The eventfd the handler writes to wake the control loop (-1: none).
+static WAKE_FD: AtomicI32 = AtomicI32::new(-1);
 
 extern "C" fn on_signal(sig: libc::c_int) {
     if sig == libc::SIGHUP {
@@ -99,22 +102,64 @@ extern "C" fn on_signal(sig: libc::c_int) {
     } else {
         STOP.store(true, Ordering::SeqCst);
     }
-}
-
-/// Installs SIGINT/SIGTERM handlers that set a flag (read with [`stop_requested`]), and a
-/// SIGHUP one (read with [`reload_requested`]).
-pub fn install_signal_handlers() {
-    for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
-        // Safety: the handler only stores to an atomic, which is async-signal-safe.
-        unsafe {
-            let mut sa: libc::sigaction = std::mem::zeroed();
-            sa.sa_sigaction = on_signal as *const () as usize;
-            libc::sigemptyset(&mut sa.sa_mask);
-            libc::sigaction(sig, &sa, std::ptr::null_mut());
-        }
+    let fd = WAKE_FD.load(Ordering::SeqCst);
+    if fd >= 0 {
+        let one: u64 = 1;
+        // Safety: write(2) is async-signal-safe; 8 bytes from a valid u64 to an eventfd.
+        unsafe { libc::write(fd, (&one as *const u64).cast(), 8) };
     }
 }
 
+/// A non-blocking eventfd that becomes readable when a signal arrives: the control loop polls
+/// it with its other sources.
+pub struct SignalFd(OwnedFd);
+
+impl SignalFd {
+    /// Creates the eventfd and installs SIGINT/SIGTERM handlers that set a flag (read with
+    /// [`stop_requested`]) and a SIGHUP one (read with [`reload_requested`]); each also wakes
+    /// the eventfd.
+    pub fn install() -> std::io::Result<SignalFd> {
+        // Safety: plain syscall; the result is checked.
+        let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        WAKE_FD.store(fd, Ordering::SeqCst);
+        for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
+            // Safety: the handler only stores to atomics and writes to an eventfd, which are
+            // async-signal-safe.
+            unsafe {
+                let mut sa: libc::sigaction = std::mem::zeroed();
+                sa.sa_sigaction = on_signal as *const () as usize;
+                libc::sigemptyset(&mut sa.sa_mask);
+                libc::sigaction(sig, &sa, std::ptr::null_mut());
+            }
+        }
+        // Safety: a new descriptor that nothing else owns.
+        Ok(SignalFd(unsafe { OwnedFd::from_raw_fd(fd) }))
+    }
+
+    /// Empties the eventfd (the flags say what arrived).
+    pub fn drain(&self) {
+        let mut v: u64 = 0;
+        // Safety: reading 8 bytes into a valid u64 from a non-blocking eventfd we own.
+        unsafe { libc::read(self.0.as_raw_fd(), (&mut v as *mut u64).cast(), 8) };
+    }
+}
+
+impl AsRawFd for SignalFd {
+    fn as_raw_fd(&self) -> RawFd {
+        self.0.as_raw_fd()
+    }
+}
+
+impl Drop for SignalFd {
+    fn drop(&mut self) {
+        WAKE_FD.store(-1, Ordering::SeqCst);
+    }
+}
+
+/// SIGINT or SIGTERM arrived.
 pub fn stop_requested() -> bool {
     STOP.load(Ordering::SeqCst)
 }

@@ -115,8 +115,9 @@ impl XdpSteering {
         }
     }
 
-    /// Makes the steering maps hold exactly these keys (adds first, then removes).
-    pub fn sync(
+    /// Makes the steering maps hold exactly these keys: virtual services, LVS-NAT realservers
+    /// and the director's own addresses (adds first, then removes).
+    pub fn set_keys(
         &mut self,
         services: &[L4Key],
         reals: &[L4Key],

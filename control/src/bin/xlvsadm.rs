@@ -1,52 +1,52 @@
-//! xlvsadm: administer a running xlvsd with ipvsadm's syntax.
+//! xlvsadm: administer a running xlvsd with ipvsadm's syntax. The command line is parsed here
+//! (help, version and syntax errors need no daemon); the daemon gets a typed request.
 
 use std::io::{Read, Write};
 use std::path::PathBuf;
 
-use xlvs_control::admin;
+use xlvs_control::admin::{self, Request};
+use xlvs_control::command::{CmdError, Command};
+use xlvs_control::ipvsadm;
 
 fn main() {
     let mut args: Vec<String> = std::env::args().skip(1).collect();
-    let mut socket = std::env::var_os("XLVS_CONTROL").map(PathBuf::from);
-    if let Some(i) = args
-        .iter()
-        .position(|a| a == "--control" || a.starts_with("--control="))
-    {
-        let v = if let Some(v) = args[i].strip_prefix("--control=") {
-            let v = v.to_string();
-            args.remove(i);
-            Some(v)
-        } else if i + 1 < args.len() {
-            let v = args.remove(i + 1);
-            args.remove(i);
-            Some(v)
-        } else {
-            None
-        };
-        match v {
-            Some(v) => socket = Some(PathBuf::from(v)),
-            None => {
-                eprintln!("xlvsadm: --control needs a socket path");
-                std::process::exit(2);
-            }
+    let socket = match control_socket(&mut args) {
+        Ok(s) => s,
+        Err(e) => exit_with(e),
+    };
+    let command = match ipvsadm::parse(&args) {
+        Ok(c) => c,
+        Err(e) => exit_with(e),
+    };
+    let mut req = match command {
+        Command::Help => {
+            print!("{}", ipvsadm::HELP);
+            return;
         }
-    }
-    let socket = socket.unwrap_or_else(|| PathBuf::from(admin::DEFAULT_SOCKET));
-    // `-R` restores the rules on standard input; the daemon parses and applies them.
-    let restore = args.iter().any(|a| {
-        a == "--restore" || (a.starts_with('-') && !a.starts_with("--") && a.contains('R'))
-    });
-    let input = if restore {
+        Command::Version => {
+            println!("xlvsadm {} (ipvsadm 1.31 syntax)", env!("CARGO_PKG_VERSION"));
+            return;
+        }
+        c => Request::new(c),
+    };
+    if req.command == Command::Restore {
+        // -R restores the rules on standard input, all or nothing: a syntax error changes
+        // nothing and needs no daemon.
         let mut text = String::new();
         if let Err(e) = std::io::stdin().read_to_string(&mut text) {
-            eprintln!("xlvsadm: reading rules from standard input: {e}");
-            std::process::exit(2);
+            exit_with(CmdError::usage(format!(
+                "xlvsadm: reading rules from standard input: {e}"
+            )));
         }
-        Some(text)
-    } else {
-        None
-    };
-    match admin::call(&socket, args, input) {
+        req.rules = match ipvsadm::parse_rules_numbered(&text) {
+            Ok(r) => r,
+            Err(e) => exit_with(CmdError {
+                msg: e.to_string(),
+                ..e.error
+            }),
+        };
+    }
+    match admin::call(&socket, &req) {
         Ok(r) => {
             print!("{}", r.stdout);
             eprint!("{}", r.stderr);
@@ -58,4 +58,29 @@ fn main() {
             std::process::exit(2);
         }
     }
+}
+
+/// Takes `--control SOCKET` (or `--control=SOCKET`) out of the arguments; else
+/// `$XLVS_CONTROL`, else the default.
+fn control_socket(args: &mut Vec<String>) -> Result<PathBuf, CmdError> {
+    let default = std::env::var_os("XLVS_CONTROL")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(admin::DEFAULT_SOCKET));
+    let Some(i) = args
+        .iter()
+        .position(|a| a == "--control" || a.starts_with("--control="))
+    else {
+        return Ok(default);
+    };
+    let v = match args.remove(i).strip_prefix("--control=") {
+        Some(v) => v.to_string(),
+        None if i < args.len() => args.remove(i),
+        None => return Err(CmdError::usage("xlvsadm: --control needs a socket path")),
+    };
+    Ok(PathBuf::from(v))
+}
+
+fn exit_with(e: CmdError) -> ! {
+    eprintln!("{}", e.msg);
+    std::process::exit(e.code);
 }

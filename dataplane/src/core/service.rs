@@ -19,6 +19,7 @@ pub type IfaceId = u8;
 
 /// Transport protocol of a virtual service.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub enum Proto {
     Tcp,
     Udp,
@@ -52,6 +53,7 @@ impl Proto {
 
 /// A virtual service: (protocol, VIP, vport).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct VsKey {
     pub proto: Proto,
     pub addr: IpAddr,
@@ -67,6 +69,7 @@ impl fmt::Display for VsKey {
 
 /// Packet forwarding method of a realserver (ipvsadm `-m` / `-g`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub enum Fwd {
     /// LVS-NAT (`-m`, "Masq"): DNAT towards the realserver, SNAT of its replies.
     Masq,
@@ -262,6 +265,7 @@ impl Dest {
 
 /// Persistence of a service (`-p timeout -M netmask`, IPVS `IP_VS_SVC_F_PERSISTENT`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct Persistence {
     /// How long a client's template outlives its last connection (ipvsadm default 300 s).
     pub timeout: Duration,

@@ -52,6 +52,7 @@ pub trait Scheduler: Send + Sync + std::fmt::Debug {
 /// `*-fallback` (try other realservers when the hashed one is unavailable) and `*-port` (hash
 /// the source port too).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct SchedFlags {
     pub flag1: bool,
     pub flag2: bool,
@@ -122,12 +123,77 @@ impl Default for SchedConfig {
     }
 }
 
-/// Names of the schedulers this build knows.
-pub const NAMES: &[&str] = &["rr", "wrr", "lc", "wlc", "sed", "nq", "sh", "mh"];
+/// A scheduling algorithm by ipvsadm name (`-s rr`, ...): the schedulers this build knows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(rename_all = "lowercase"))]
+pub enum SchedKind {
+    Rr,
+    Wrr,
+    Lc,
+    Wlc,
+    Sed,
+    Nq,
+    Sh,
+    Mh,
+}
+
+impl SchedKind {
+    /// Every scheduler, in ipvsadm's order of its help text.
+    pub const ALL: [SchedKind; 8] = [
+        SchedKind::Rr,
+        SchedKind::Wrr,
+        SchedKind::Lc,
+        SchedKind::Wlc,
+        SchedKind::Sed,
+        SchedKind::Nq,
+        SchedKind::Sh,
+        SchedKind::Mh,
+    ];
+
+    /// The name ipvsadm uses.
+    pub fn name(self) -> &'static str {
+        match self {
+            SchedKind::Rr => "rr",
+            SchedKind::Wrr => "wrr",
+            SchedKind::Lc => "lc",
+            SchedKind::Wlc => "wlc",
+            SchedKind::Sed => "sed",
+            SchedKind::Nq => "nq",
+            SchedKind::Sh => "sh",
+            SchedKind::Mh => "mh",
+        }
+    }
+
+    /// The scheduler named `name`, if this build knows it.
+    pub fn from_name(name: &str) -> Option<SchedKind> {
+        Self::ALL.into_iter().find(|k| k.name() == name)
+    }
+
+    /// An instance for these realservers.
+    pub fn build(self, flags: SchedFlags, dests: &[Dest], cfg: &SchedConfig) -> Box<dyn Scheduler> {
+        match self {
+            SchedKind::Rr => Box::new(RoundRobin::default()),
+            SchedKind::Wrr => Box::new(WeightedRoundRobin::new(dests)),
+            SchedKind::Lc => Box::new(LeastConnection),
+            SchedKind::Wlc => Box::new(WeightedLeastConnection),
+            SchedKind::Sed => Box::new(ShortestExpectedDelay),
+            SchedKind::Nq => Box::new(NeverQueue),
+            SchedKind::Sh => Box::new(SourceHash::new(dests, flags)),
+            SchedKind::Mh => Box::new(Maglev::new(dests, flags, cfg.mh_table_size)),
+        }
+    }
+}
+
+impl std::fmt::Display for SchedKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
 
 /// Whether `name` is a scheduler this build knows.
 pub fn known(name: &str) -> bool {
-    NAMES.contains(&name)
+    SchedKind::from_name(name).is_some()
 }
 
 /// A scheduler instance by ipvsadm name, for these realservers.
@@ -137,17 +203,7 @@ pub fn build(
     dests: &[Dest],
     cfg: &SchedConfig,
 ) -> Option<Box<dyn Scheduler>> {
-    Some(match name {
-        "rr" => Box::new(RoundRobin::default()),
-        "wrr" => Box::new(WeightedRoundRobin::new(dests)),
-        "lc" => Box::new(LeastConnection),
-        "wlc" => Box::new(WeightedLeastConnection),
-        "sed" => Box::new(ShortestExpectedDelay),
-        "nq" => Box::new(NeverQueue),
-        "sh" => Box::new(SourceHash::new(dests, flags)),
-        "mh" => Box::new(Maglev::new(dests, flags, cfg.mh_table_size)),
-        _ => return None,
-    })
+    SchedKind::from_name(name).map(|k| k.build(flags, dests, cfg))
 }
 
 /// Greatest common divisor (of weights: wrr's step, Maglev's turns).

@@ -1,0 +1,440 @@
+//! The control thread's state and what it does, apart from how events reach it: admin
+//! requests, reloads, housekeeping, next hops, publishing. [`Control`] is built from the parts
+//! it is given ([`Parts`]: the steering maps, the workers and the kernel behind small traits),
+//! so unit tests drive it with fakes and an injected clock; [`super::event_loop`] feeds it.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use arc_swap::ArcSwap;
+use xlvs_common::{AddrKey, COUNTERS, L4Key};
+use xlvs_dataplane::afxdp::{self, WorkerHandle};
+use xlvs_dataplane::core::conn::Tables;
+use xlvs_dataplane::core::service::{DestState, IfaceInfo, NextHop, Snapshot};
+
+use super::report;
+use super::resolver::{Resolver, System};
+use crate::admin::{Request, Response};
+use crate::command::{CmdError, Command};
+use crate::table::{Source, Table};
+use crate::{conns, ipvsadm, metrics, stats as rates};
+
+/// The XDP program's steering maps.
+pub trait Steering {
+    /// Makes the maps hold exactly these keys: virtual services, LVS-NAT realservers, the
+    /// director's own addresses.
+    fn set_keys(
+        &mut self,
+        services: &[L4Key],
+        reals: &[L4Key],
+        local: &[AddrKey],
+    ) -> anyhow::Result<()>;
+    /// Summed counters: [steered, passed, redirect_failed].
+    fn counters(&self) -> [u64; COUNTERS as usize];
+    /// Attaches the program to `iface`; says how (native or generic XDP).
+    fn attach(&mut self, iface: &str) -> anyhow::Result<String>;
+}
+
+impl Steering for crate::xdp::XdpSteering {
+    fn set_keys(
+        &mut self,
+        services: &[L4Key],
+        reals: &[L4Key],
+        local: &[AddrKey],
+    ) -> anyhow::Result<()> {
+        crate::xdp::XdpSteering::set_keys(self, services, reals, local)
+    }
+
+    fn counters(&self) -> [u64; COUNTERS as usize] {
+        crate::xdp::XdpSteering::counters(self)
+    }
+
+    fn attach(&mut self, iface: &str) -> anyhow::Result<String> {
+        crate::xdp::XdpSteering::attach(self, iface).map(|m| format!("{m:?}"))
+    }
+}
+
+/// The running workers.
+pub trait Workers {
+    /// Their names, threads and counters.
+    fn handles(&self) -> &[WorkerHandle];
+    /// Stops them and waits until they have.
+    fn stop(&mut self);
+}
+
+/// What [`Control`] is built from.
+pub struct Parts {
+    pub steering: Box<dyn Steering>,
+    pub workers: Box<dyn Workers>,
+    pub system: Box<dyn System>,
+    /// The snapshot the workers read.
+    pub snapshot: Arc<ArcSwap<Snapshot>>,
+    /// The connection tables the workers share.
+    pub conns: Arc<Tables>,
+    /// The driven interfaces, by interface id.
+    pub ifaces: Vec<IfaceInfo>,
+}
+
+/// The control thread's state.
+pub struct Control {
+    table: Table,
+    steering: Box<dyn Steering>,
+    workers: Box<dyn Workers>,
+    system: Box<dyn System>,
+    snapshot: Arc<ArcSwap<Snapshot>>,
+    conns: Arc<Tables>,
+    ifaces: Vec<IfaceInfo>,
+    iface_names: Vec<String>,
+    resolver: Resolver,
+    /// `--rules`: re-read on SIGHUP.
+    rules: Option<PathBuf>,
+    /// When housekeeping runs next (once a second).
+    next_housekeeping: Instant,
+    /// Housekeeping rounds so far.
+    tick: u64,
+}
+
+impl Control {
+    /// A control thread for `table` (its services already in place) over these parts; call
+    /// [`Control::start`] next.
+    pub fn new(table: Table, parts: Parts, rules: Option<PathBuf>, now: Instant) -> Self {
+        Control {
+            table,
+            steering: parts.steering,
+            workers: parts.workers,
+            system: parts.system,
+            snapshot: parts.snapshot,
+            conns: parts.conns,
+            iface_names: parts.ifaces.iter().map(|i| i.name.clone()).collect(),
+            ifaces: parts.ifaces,
+            resolver: Resolver::new(),
+            rules,
+            next_housekeeping: now + Duration::from_secs(1),
+            tick: 0,
+        }
+    }
+
+    /// Resolves what it can of the realservers' next hops (probing the rest) and publishes
+    /// the table.
+    pub fn start(&mut self, now: Instant) -> anyhow::Result<()> {
+        self.resolve(now);
+        self.publish()
+    }
+
+    /// The configuration.
+    pub fn table(&self) -> &Table {
+        &self.table
+    }
+
+    /// The workers.
+    pub fn workers(&self) -> &[WorkerHandle] {
+        self.workers.handles()
+    }
+
+    /// Attaches the XDP program to one of the driven interfaces.
+    pub fn attach(&mut self, iface: &str, queues: u32) -> anyhow::Result<()> {
+        let mode = self.steering.attach(iface)?;
+        log::info!("XDP attached to {iface} ({mode} mode), {queues} RX queue(s)");
+        Ok(())
+    }
+
+    /// Stops the workers.
+    pub fn stop(&mut self) {
+        self.workers.stop();
+    }
+
+    /// Publishes the table: the workers' snapshot first, then the XDP steering maps, so a
+    /// frame is steered only once the workers know its service.
+    fn publish(&mut self) -> anyhow::Result<()> {
+        self.snapshot
+            .store(Arc::new(self.table.snapshot(&self.ifaces)));
+        let (vips, reals) = self.table.steer_keys();
+        let local: Vec<AddrKey> = self
+            .system
+            .local_addrs()
+            .into_iter()
+            .map(AddrKey::ip)
+            .collect();
+        self.steering.set_keys(&vips, &reals, &local)
+    }
+
+    /// Brings the realservers' next hops up to date (never waits).
+    fn resolve(&mut self, now: Instant) {
+        let dests: Vec<(IpAddr, Arc<DestState>)> = self
+            .table
+            .all_dests()
+            .map(|d| (d.addr, d.state.clone()))
+            .collect();
+        self.resolver.update(
+            now,
+            &*self.system,
+            &self.iface_names,
+            dests.iter().map(|(a, s)| (*a, s)),
+        );
+    }
+
+    /// The next hop towards any address (a client's, for a connection learned from a peer),
+    /// from the kernel tables last read; None if the kernel does not know it yet.
+    pub fn next_hop(&self, addr: IpAddr) -> Option<NextHop> {
+        self.resolver.next_hop(&self.iface_names, addr)
+    }
+
+    /// The kernel's neighbours or routes changed (rtnetlink): next hops are looked up again.
+    pub fn neighbours_changed(&mut self, now: Instant) {
+        self.resolver.invalidate();
+        self.resolve(now);
+    }
+
+    /// The director's addresses changed (rtnetlink): the XDP program must pass traffic to the
+    /// new ones to the kernel.
+    pub fn addresses_changed(&mut self) {
+        if let Err(e) = self.publish() {
+            log::error!("updating the XDP maps: {e:#}");
+        }
+    }
+
+    /// The next deadline: housekeeping, a next-hop probe to retry, or the end of a settle.
+    pub fn poll_timeout(&self, now: Instant) -> Instant {
+        [
+            Some(self.next_housekeeping),
+            self.resolver.poll_timeout(),
+            self.resolver.settling(now),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+        .unwrap_or(self.next_housekeeping)
+    }
+
+    /// Runs what is due at `now`.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if now >= self.next_housekeeping {
+            // Once a second on average, whatever the control traffic (the rate estimator counts
+            // on its period being 2 s); a loop that fell far behind starts again from now.
+            self.next_housekeeping += Duration::from_secs(1);
+            if self.next_housekeeping + Duration::from_secs(5) < now {
+                self.next_housekeeping = now + Duration::from_secs(1);
+            }
+            self.housekeeping(now);
+        }
+        if self.resolver.poll_timeout().is_some_and(|t| now >= t) {
+            self.resolve(now);
+        }
+    }
+
+    /// Whether a change that added realservers is still waiting for their next hops (for at
+    /// most [`super::resolver::SETTLE`]): its answer, and the daemon's "ready", wait.
+    pub fn settling(&self, now: Instant) -> bool {
+        self.resolver.settling(now).is_some()
+    }
+
+    /// Once a second: forget old fragment entries, drop retired realservers, estimate rates
+    /// (connections expire in the workers).
+    fn housekeeping(&mut self, _now: Instant) {
+        self.tick += 1;
+        let gone = self.conns.expire_fragments(afxdp::now());
+        if gone > 0 {
+            log::debug!("forgot {gone} fragmented datagram(s)");
+        }
+        let reaped = self.table.reap_retired();
+        if self.tick.is_multiple_of(rates::ESTIMATOR_PERIOD_SECS) {
+            self.table.estimate();
+        }
+        if reaped && let Err(e) = self.publish() {
+            log::error!("updating XDP maps: {e:#}");
+        }
+    }
+
+    /// SIGHUP: re-reads `--rules` and applies only what changed in what the file owns. A
+    /// file that cannot be read, parsed or applied changes nothing; the log says why and
+    /// where.
+    pub fn reload(&mut self, now: Instant) {
+        let Some(path) = self.rules.clone() else {
+            log::warn!("SIGHUP: no --rules file to reload");
+            return;
+        };
+        let target = match load_rules(&self.table, &path) {
+            Ok(t) => t,
+            Err(e) => {
+                log::error!("reload failed, nothing changed: {e:#}");
+                return;
+            }
+        };
+        let source = Source::File(path.clone());
+        let diff = match self.table.reload(&target, &source) {
+            Ok(d) => d,
+            Err((i, e)) => {
+                let at = i
+                    .map(|i| format!("applying `{}`: ", self.table.diff(&target, &source)[i]))
+                    .unwrap_or_default();
+                log::error!(
+                    "reload failed, nothing changed: {}: {at}{}",
+                    path.display(),
+                    e.msg
+                );
+                return;
+            }
+        };
+        if diff.is_empty() {
+            log::info!("reload of {}: no change", path.display());
+            return;
+        }
+        self.changed(now);
+        log::info!(
+            "reload of {}: {} change(s) applied",
+            path.display(),
+            diff.len()
+        );
+        for c in &diff {
+            log::info!("  {c}");
+        }
+    }
+
+    /// After the table changed: resolve new realservers' next hops, then publish.
+    fn changed(&mut self, now: Instant) -> Option<CmdError> {
+        self.resolve(now);
+        self.publish().err().map(|e| {
+            log::error!("updating the XDP maps: {e:#}");
+            CmdError::op(format!("applied, but updating the XDP maps failed: {e:#}"))
+        })
+    }
+
+    /// Executes one admin request (already decoded and validated, see
+    /// [`Request::decode`]).
+    pub fn execute(&mut self, req: &Request, now: Instant) -> Response {
+        match self.run(req, now) {
+            Ok(out) => Response::ok(out),
+            Err(e) => Response::err(e),
+        }
+    }
+
+    fn run(&mut self, req: &Request, now: Instant) -> Result<String, CmdError> {
+        Ok(match &req.command {
+            Command::List {
+                key,
+                format,
+                exact,
+                json,
+                ..
+            } => {
+                if *json {
+                    format!("{:#}\n", self.table.list_json(key.as_ref())?)
+                } else {
+                    self.table.list(key.as_ref(), *format, *exact)?
+                }
+            }
+            Command::ListConns { persistent, json } => {
+                let dests: HashMap<*const DestState, (IpAddr, u16)> = self
+                    .table
+                    .all_dests()
+                    .map(|d| (Arc::as_ptr(&d.state), (d.addr, d.port)))
+                    .collect();
+                let dest_of = |s: &Arc<DestState>| dests.get(&Arc::as_ptr(s)).copied();
+                let entries = conns::entries(&self.conns, afxdp::now(), &dest_of);
+                if *json {
+                    format!("{:#}\n", conns::json(&entries))
+                } else {
+                    conns::text(&entries, *persistent)
+                }
+            }
+            // No connection sync daemon runs yet: ipvsadm prints nothing then.
+            Command::ListDaemon => String::new(),
+            Command::Restore => {
+                self.table
+                    .apply_rules(&req.rules, &Source::Admin)
+                    .map_err(|e| CmdError {
+                        msg: format!("{e}; nothing restored"),
+                        ..e.error
+                    })?;
+                if let Some(e) = self.changed(now) {
+                    return Err(e);
+                }
+                log::info!("restored {} rule(s)", req.rules.len());
+                String::new()
+            }
+            Command::Zero { key } => {
+                self.table.zero(key.as_ref())?;
+                String::new()
+            }
+            Command::Save { .. } => self.table.save(),
+            Command::ListTimeouts => self.table.list_timeouts(),
+            Command::Workers => report::workers(self.workers.handles(), self.conns.len()),
+            Command::XdpStats => report::xdp(self.steering.counters()),
+            Command::Help => ipvsadm::HELP.to_string(),
+            Command::Version => format!(
+                "xlvsadm {} (ipvsadm 1.31 syntax)\n",
+                env!("CARGO_PKG_VERSION")
+            ),
+            cmd => {
+                let owner = self.file_owner(cmd);
+                self.table
+                    .apply_all(std::slice::from_ref(cmd), &Source::Admin)
+                    .map_err(|(_, e)| e)?;
+                if let Some(e) = self.changed(now) {
+                    return Err(e);
+                }
+                log::info!("applied: {cmd}");
+                if let Some(file) = owner {
+                    log::warn!(
+                        "`{cmd}` changed what {file} configures: its next reload restores the file's version"
+                    );
+                }
+                String::new()
+            }
+        })
+    }
+
+    /// The file that owns what an edit changes, if a file does.
+    fn file_owner(&self, cmd: &Command) -> Option<Source> {
+        let key = match cmd {
+            Command::EditService { key, .. }
+            | Command::DelService { key }
+            | Command::AddDest { key, .. }
+            | Command::EditDest { key, .. }
+            | Command::DelDest { key, .. } => key,
+            Command::Clear => {
+                return self
+                    .table
+                    .services()
+                    .map(|(_, s)| &s.source)
+                    .find(|s| **s != Source::Admin)
+                    .cloned();
+            }
+            _ => return None,
+        };
+        self.table
+            .source(key)
+            .filter(|s| **s != Source::Admin)
+            .cloned()
+    }
+
+    /// The Prometheus exposition.
+    pub fn metrics(&self) -> String {
+        let mut e = metrics::Exposition::default();
+        metrics::table(&mut e, &self.table);
+        metrics::workers(&mut e, self.workers.handles());
+        metrics::globals(
+            &mut e,
+            self.steering.counters(),
+            self.conns.len(),
+            self.conns.templates(),
+        );
+        e.render()
+    }
+}
+
+/// A table with the rules of `path` applied to an empty one like `like`, owned by the file.
+pub fn load_rules(like: &Table, path: &Path) -> anyhow::Result<Table> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading rules file {}", path.display()))?;
+    let rules = ipvsadm::parse_rules_numbered(&text)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    let mut t = like.empty_like();
+    t.apply_rules(&rules, &Source::File(path.to_path_buf()))
+        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    Ok(t)
+}

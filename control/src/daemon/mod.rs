@@ -1,0 +1,216 @@
+//! xlvsd: attaches the XDP program, runs the AF_XDP workers, and owns the services table in a
+//! control thread that serves the admin socket and follows the kernel's routes, neighbours and
+//! addresses (the workers expire connections).
+//!
+//! - [`control`]: [`Control`], the control thread's state and verbs, built from parts behind
+//!   traits so it is tested without root;
+//! - [`event_loop`]: the sources that feed it and the deadlines it sleeps until;
+//! - [`resolver`]: realservers' next hops, without waiting;
+//! - [`report`]: xlvs's own listings.
+//!
+//! Where the next features plug in: a health checker is one more source of the event loop (its
+//! probes' sockets and timers) whose results [`Control`] applies as an overlay on the
+//! realservers before [`Control`] publishes; connection sync adds its sockets as sources and
+//! reads the workers' connection-event outboxes on its timer; keepalived's notify reaches
+//! [`Control`] as an admin request.
+
+pub mod control;
+pub mod event_loop;
+pub mod report;
+pub mod resolver;
+
+#[cfg(test)]
+mod tests;
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use anyhow::{Context as _, bail};
+use arc_swap::ArcSwap;
+use xlvs_dataplane::afxdp::{self, Dataplane, IfaceSpec, WorkerHandle, XskConfig};
+use xlvs_dataplane::core::conn::Tables;
+use xlvs_dataplane::core::sched::{self, SchedConfig};
+use xlvs_dataplane::core::service::IfaceInfo;
+use xlvs_dataplane::core::stats;
+
+pub use control::{Control, Parts, Steering, Workers};
+
+use crate::table::Table;
+use crate::{metrics, netlink, sys, xdp};
+
+/// xlvsd's settings.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Interfaces to drive.
+    pub ifaces: Vec<String>,
+    /// An `ipvsadm -S -n` rules file applied at start.
+    pub rules: Option<PathBuf>,
+    /// The admin socket.
+    pub control: PathBuf,
+    /// Most connections the table holds; new ones beyond are dropped and counted.
+    pub max_conns: usize,
+    /// AF_XDP sizes.
+    pub xsk: XskConfig,
+    /// Scheduler settings (the Maglev table size).
+    pub sched: SchedConfig,
+    /// `--metrics ADDR:PORT`: serve Prometheus metrics there (off when None).
+    pub metrics: Option<std::net::SocketAddr>,
+}
+
+/// The AF_XDP workers, as [`Control`] sees them.
+struct AfXdpWorkers {
+    handles: Vec<WorkerHandle>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Workers for AfXdpWorkers {
+    fn handles(&self) -> &[WorkerHandle] {
+        &self.handles
+    }
+
+    fn stop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        for w in self.handles.iter_mut() {
+            w.join();
+        }
+    }
+}
+
+/// Runs xlvsd until SIGINT/SIGTERM.
+pub fn run(cfg: Config) -> anyhow::Result<()> {
+    if !sys::is_root() {
+        bail!(
+            "must run as root (XDP programs and AF_XDP sockets need CAP_NET_ADMIN, CAP_BPF, CAP_NET_RAW)"
+        );
+    }
+    if cfg.ifaces.is_empty() {
+        bail!("no interface given (--iface IF)");
+    }
+    if cfg.ifaces.len() > xlvs_common::MAX_IFACES as usize {
+        bail!("at most {} interfaces", xlvs_common::MAX_IFACES);
+    }
+    let mut ifaces = Vec::new();
+    for name in &cfg.ifaces {
+        if ifaces.iter().any(|i: &sys::Iface| &i.name == name) {
+            bail!("interface {name} given twice");
+        }
+        ifaces.push(sys::iface(name)?);
+    }
+    if !sched::is_prime(cfg.sched.mh_table_size) {
+        bail!("--mh-table-size {} is not a prime", cfg.sched.mh_table_size);
+    }
+    let specs: Vec<IfaceSpec> = ifaces
+        .iter()
+        .enumerate()
+        .map(|(i, f)| IfaceSpec {
+            id: i as u8,
+            name: f.name.clone(),
+            queues: f.rx_queues.min(xlvs_common::MAX_QUEUES),
+        })
+        .collect();
+    // One worker per (interface, RX queue): each counts in its own shard of every
+    // realserver's counters, so the shards must exist before the first realserver does.
+    stats::set_shards(specs.iter().map(|s| s.queues as usize).sum());
+    let mut table = Table::new(cfg.sched);
+    if let Some(path) = &cfg.rules {
+        table = control::load_rules(&table, path)?;
+    }
+    let signals = sys::SignalFd::install().context("signal handlers")?;
+    sys::raise_memlock();
+
+    let mut steering = xdp::XdpSteering::load()?;
+    let dp = Dataplane::bind(&specs, cfg.xsk).map_err(|e| anyhow::anyhow!("{e}"))?;
+    for (id, q, fd) in dp.sockets() {
+        steering.set_socket(id as u32, q, fd)?;
+    }
+    for (i, f) in ifaces.iter().enumerate() {
+        steering.set_iface(f.ifindex, i as u32, specs[i].queues)?;
+    }
+    let infos: Vec<IfaceInfo> = ifaces
+        .iter()
+        .map(|f| IfaceInfo {
+            name: f.name.clone(),
+            ifindex: f.ifindex,
+            mac: f.mac,
+        })
+        .collect();
+    let snapshot = Arc::new(ArcSwap::from_pointee(table.snapshot(&infos)));
+    let conns = Arc::new(Tables::new(cfg.max_conns));
+    let huge = afxdp::advise_huge_pages(&conns.regions());
+    log::debug!("connection tables: {huge} region(s) advised to use huge pages");
+    let stop = Arc::new(AtomicBool::new(false));
+    let handles = dp
+        .run(conns.clone(), snapshot.clone(), stop.clone())
+        .context("starting workers")?;
+    let nworkers = handles.len();
+    let nthreads = handles.iter().map(|w| w.thread + 1).max().unwrap_or(0);
+
+    // The loop first: the metrics thread needs its waker.
+    let mut event_loop = event_loop::EventLoop::new().context("event loop")?;
+    let netlink = netlink::Events::subscribe()
+        .map_err(|e| log::warn!("rtnetlink notifications: {e}; next hops by retry timers only"))
+        .ok();
+    let mut ctl = Control::new(
+        table,
+        Parts {
+            steering: Box::new(steering),
+            workers: Box::new(AfXdpWorkers { handles, stop }),
+            system: Box::new(resolver::Kernel),
+            snapshot,
+            conns,
+            ifaces: infos,
+        },
+        cfg.rules.clone(),
+        Instant::now(),
+    );
+    // The snapshot and the steering maps first: a frame is steered only once the workers
+    // know its service.
+    ctl.start(Instant::now())?;
+    for f in &ifaces {
+        ctl.attach(&f.name, f.rx_queues)?;
+    }
+
+    if let Some(dir) = cfg.control.parent() {
+        let _ = std::fs::create_dir_all(dir);
+    }
+    let _ = std::fs::remove_file(&cfg.control);
+    let listener = std::os::unix::net::UnixListener::bind(&cfg.control)
+        .with_context(|| format!("binding the control socket {}", cfg.control.display()))?;
+    listener.set_nonblocking(true)?;
+    // Scrapes are served by their own thread; the control loop renders their bodies.
+    let (scrape_tx, scrapes) = std::sync::mpsc::sync_channel::<metrics::Scrape>(4);
+    if let Some(addr) = cfg.metrics {
+        let l = TcpListener::bind(addr)
+            .with_context(|| format!("binding the metrics address {addr}"))?;
+        let waker = event_loop.waker();
+        metrics::spawn_server(l, scrape_tx, move || {
+            let _ = waker.wake();
+        })
+        .context("starting the metrics thread")?;
+        log::info!("Prometheus metrics on http://{addr}/metrics");
+    } else {
+        drop(scrape_tx);
+    }
+    let sources = event_loop::Sources {
+        listener: mio::net::UnixListener::from_std(listener),
+        signals,
+        netlink,
+        scrapes,
+    };
+    let (names, socket) = (cfg.ifaces.join(", "), cfg.control.display().to_string());
+    event_loop.run(&mut ctl, sources, || {
+        eprintln!(
+            "xlvsd: ready: {nworkers} worker(s) in {nthreads} thread(s) on {names}; control socket {socket}"
+        );
+    })?;
+
+    log::info!("stopping");
+    ctl.stop();
+    drop(ctl); // detaches XDP
+    let _ = std::fs::remove_file(&cfg.control);
+    eprintln!("xlvsd: stopped");
+    Ok(())
+}

@@ -1,0 +1,92 @@
+//! Texts of xlvs's own listings: `xlvsadm --workers` and `--xdp-stats`.
+
+use std::fmt::Write as _;
+use std::sync::atomic::Ordering;
+
+use xlvs_common::COUNTERS;
+use xlvs_dataplane::afxdp::WorkerHandle;
+use xlvs_dataplane::core::DropReason;
+
+/// `xlvsadm --xdp-stats`.
+pub fn xdp(c: [u64; COUNTERS as usize]) -> String {
+    format!(
+        "steered {}\npassed {}\nredirect_failed {}\n",
+        c[0], c[1], c[2]
+    )
+}
+
+/// `xlvsadm --workers`: per-worker counters, drops by reason, ring counters, threads, and the
+/// number of connections.
+pub fn workers(workers: &[WorkerHandle], conns: usize) -> String {
+    let mut s = format!(
+        "{:<12} {:>12} {:>12} {:>12} {:>12}\n",
+        "Worker", "RX", "TX", "Dropped", "NewConns"
+    );
+    for w in workers {
+        let st = &w.stats;
+        let dropped: u64 = st
+            .drops
+            .iter()
+            .map(|d| d.load(Ordering::Relaxed))
+            .sum::<u64>()
+            + st.inbox_full.load(Ordering::Relaxed);
+        let _ = writeln!(
+            s,
+            "{:<12} {:>12} {:>12} {:>12} {:>12}",
+            w.name,
+            st.rx.load(Ordering::Relaxed),
+            st.tx.load(Ordering::Relaxed),
+            dropped,
+            st.new_conns.load(Ordering::Relaxed)
+        );
+    }
+    let _ = writeln!(s, "Drops by reason:");
+    for r in DropReason::ALL {
+        let n: u64 = workers
+            .iter()
+            .map(|w| w.stats.drops[r as usize].load(Ordering::Relaxed))
+            .sum();
+        if n > 0 {
+            let _ = writeln!(s, "  {:<14} {n}", r.name());
+        }
+    }
+    let inbox: u64 = workers
+        .iter()
+        .map(|w| w.stats.inbox_full.load(Ordering::Relaxed))
+        .sum();
+    if inbox > 0 {
+        let _ = writeln!(s, "  {:<14} {inbox}", "inbox_full");
+    }
+    let _ = writeln!(
+        s,
+        "Rings:{:<6} {:>12} {:>12} {:>12} {:>12} {:>12} {:>12}",
+        "", "TxRingFull", "FillStarved", "RxRingFull", "FillEmpty", "TxEmpty", "TxKicks"
+    );
+    for w in workers {
+        let st = &w.stats;
+        let get = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+        let _ = writeln!(
+            s,
+            "{:<12} {:>12} {:>12} {:>12} {:>12} {:>12} {:>12}",
+            w.name,
+            get(&st.tx_ring_full),
+            get(&st.fill_starved),
+            get(&st.xsk.rx_ring_full),
+            get(&st.xsk.rx_fill_ring_empty),
+            get(&st.xsk.tx_ring_empty),
+            get(&st.tx_kicks)
+        );
+    }
+    let n = workers.iter().map(|w| w.thread + 1).max().unwrap_or(0);
+    let mut threads: Vec<(&str, Vec<&str>)> = vec![("", Vec::new()); n];
+    for w in workers {
+        threads[w.thread].0 = &w.thread_name;
+        threads[w.thread].1.push(&w.name);
+    }
+    let _ = writeln!(s, "Threads:");
+    for (t, ws) in threads {
+        let _ = writeln!(s, "  {:<16} {}", t, ws.join(" "));
+    }
+    let _ = writeln!(s, "Connections: {}", conns);
+    s
+}
