@@ -25,6 +25,16 @@ if ! cargo fmt --all -- --check; then
   exit 1
 fi
 
+echo "== clippy"
+rc=0
+cargo clippy --release --locked --all-targets --all-features -- -D warnings >/tmp/xlvs-clippy.log 2>&1 || rc=$?
+if [ "$rc" -ne 0 ]; then
+  grep -v '^warning: xlvs-control@' /tmp/xlvs-clippy.log | grep -E -A12 '^(error|warning)' | head -80
+  echo "cargo clippy found problems"
+  echo "0 passed, 1 failed"
+  exit 1
+fi
+
 echo "== unit and property tests"
 cargo test --release --locked --workspace --exclude xlvs-ebpf --all-features 2>&1 \
   | grep -v '^warning: xlvs-control@' | tee /tmp/xlvs-unit.log | grep -E '^(test result|error|failures:|---- )' || true

@@ -32,10 +32,10 @@ fn source(i: u32) -> Source {
 fn decision(c: &mut Criterion) {
     let mut g = c.benchmark_group("schedule_10_dests");
     let d = dests(10);
-    for name in sched::NAMES {
-        let s = sched::build(name, SchedFlags::default(), &d, &SchedConfig::default()).unwrap();
+    for kind in sched::SchedKind::ALL {
+        let s = kind.build(SchedFlags::default(), &d, &SchedConfig::default());
         let mut i = 0u32;
-        g.bench_function(*name, |b| {
+        g.bench_function(kind.name(), |b| {
             b.iter(|| {
                 i = i.wrapping_add(1);
                 black_box(s.schedule(&d, &source(i)))

@@ -1068,7 +1068,7 @@ pub fn run(mut a: RunArgs) -> anyhow::Result<()> {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
     // SIGINT/SIGTERM end the run between points, through `Lab`'s clean-up.
-    xlvs_control::sys::install_signal_handlers();
+    let _signals = xlvs_control::sys::SignalFd::install()?;
     let mut lab = Lab::up(a.director_cpu, a.load_cpu)?;
     eprintln!(
         "xlvs-bench: lab {} up; director on CPU {}, generator and sink on CPU {}; {} s per load",

@@ -129,7 +129,9 @@ mod tests {
 
     #[test]
     fn requests_round_trip() {
-        let mut r = Request::new(cmd("-A -t 10.0.0.1:80 -s sh -b sh-port -p 60 -M 255.255.255.0"));
+        let mut r = Request::new(cmd(
+            "-A -t 10.0.0.1:80 -s sh -b sh-port -p 60 -M 255.255.255.0",
+        ));
         r.rules = vec![(3, cmd("-a -f 1 -6 -r [fd00::1]:80 -m -w 2"))];
         let line = serde_json::to_vec(&r).unwrap();
         assert_eq!(Request::decode(&line).unwrap(), r);

@@ -467,4 +467,3 @@ impl std::fmt::Display for CmdError {
 }
 
 impl std::error::Error for CmdError {}
-

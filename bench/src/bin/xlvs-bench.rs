@@ -170,7 +170,7 @@ fn cmd_gen(a: GenArgs) -> anyhow::Result<()> {
         bail!("give --count or --duration: the generator stops by itself");
     }
     sys::raise_memlock();
-    sys::install_signal_handlers();
+    let _signals = sys::SignalFd::install()?;
     let mut port = xsk::Port::open(&a.iface, a.queue)?;
     let report = generator::run(&mut port, &spec, &limits, &sys::stop_requested);
     println!("{}", serde_json::to_string(&report)?);
@@ -179,7 +179,7 @@ fn cmd_gen(a: GenArgs) -> anyhow::Result<()> {
 
 fn cmd_sink(a: SinkArgs) -> anyhow::Result<()> {
     sys::raise_memlock();
-    sys::install_signal_handlers();
+    let _signals = sys::SignalFd::install()?;
     let mut port = xsk::Port::open(&a.iface, a.queue)?;
     let prog = sink::SinkProgram::attach(&a.iface, a.queue, port.fd())?;
     println!("ready");
@@ -191,7 +191,7 @@ fn cmd_sink(a: SinkArgs) -> anyhow::Result<()> {
 
 fn cmd_fwd(a: FwdArgs) -> anyhow::Result<()> {
     sys::raise_memlock();
-    sys::install_signal_handlers();
+    let _signals = sys::SignalFd::install()?;
     let fwd = xlvs_bench::fwd::Forwarder::attach(&a.from, &a.to, a.vip, a.rip, mac(&a.rip_mac)?)?;
     println!("ready");
     while !sys::stop_requested() {

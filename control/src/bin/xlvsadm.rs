@@ -24,7 +24,10 @@ fn main() {
             return;
         }
         Command::Version => {
-            println!("xlvsadm {} (ipvsadm 1.31 syntax)", env!("CARGO_PKG_VERSION"));
+            println!(
+                "xlvsadm {} (ipvsadm 1.31 syntax)",
+                env!("CARGO_PKG_VERSION")
+            );
             return;
         }
         c => Request::new(c),

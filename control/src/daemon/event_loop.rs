@@ -113,11 +113,7 @@ impl EventLoop {
             Interest::READABLE,
         )?;
         if let Some(nl) = &src.netlink {
-            reg.register(
-                &mut SourceFd(&nl.as_raw_fd()),
-                NETLINK,
-                Interest::READABLE,
-            )?;
+            reg.register(&mut SourceFd(&nl.as_raw_fd()), NETLINK, Interest::READABLE)?;
         }
         let mut ready = Some(ready);
         let mut events = Events::with_capacity(64);
@@ -221,10 +217,11 @@ impl EventLoop {
                 if let Some(c) = self.clients.get_mut(&t)
                     && matches!(c.phase, Phase::Writing { .. })
                 {
-                    let _ =
-                        self.poll
-                            .registry()
-                            .reregister(&mut c.stream, Token(t), Interest::WRITABLE);
+                    let _ = self.poll.registry().reregister(
+                        &mut c.stream,
+                        Token(t),
+                        Interest::WRITABLE,
+                    );
                 }
             }
             Ok(true) => self.close(t),

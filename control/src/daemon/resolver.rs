@@ -283,7 +283,11 @@ int0\t00000A0A\t00000000\t0001\t0\t0\t0\t00FFFFFF\t0\t0\t0
         );
         assert_eq!(r.unresolved(), 0);
         assert_eq!(r.settling(t0 + Duration::from_millis(30)), None);
-        assert_eq!(r.poll_timeout(), Some(t0 + REFRESH), "only the refresh is left");
+        assert_eq!(
+            r.poll_timeout(),
+            Some(t0 + REFRESH),
+            "only the refresh is left"
+        );
     }
 
     #[test]
@@ -301,7 +305,11 @@ int0\t00000A0A\t00000000\t0001\t0\t0\t0\t00FFFFFF\t0\t0\t0
         let at = r.poll_timeout().unwrap();
         r.update(at, &k, &ifaces(), std::iter::once((rip, &d)));
         assert_eq!(r.poll_timeout().unwrap() - at, MAX_BACKOFF);
-        assert_eq!(r.settling(t0 + SETTLE), None, "a dead realserver holds nothing");
+        assert_eq!(
+            r.settling(t0 + SETTLE),
+            None,
+            "a dead realserver holds nothing"
+        );
         r.update(at, &k, &ifaces(), std::iter::empty());
         assert_eq!(r.unresolved(), 0);
     }
@@ -323,6 +331,9 @@ int0\t00000A0A\t00000000\t0001\t0\t0\t0\t00FFFFFF\t0\t0\t0
             "through the default gateway"
         );
         // A route through an interface xlvs does not drive gives no next hop.
-        assert_eq!(r.next_hop(&["ext0".into()], "10.10.0.11".parse().unwrap()), None);
+        assert_eq!(
+            r.next_hop(&["ext0".into()], "10.10.0.11".parse().unwrap()),
+            None
+        );
     }
 }

@@ -59,7 +59,11 @@ impl Table {
     }
 
     /// `-E` (the service keeps its source).
-    pub(super) fn edit_service(&mut self, key: &SvcKey, opts: &ServiceOpts) -> Result<(), CmdError> {
+    pub(super) fn edit_service(
+        &mut self,
+        key: &SvcKey,
+        opts: &ServiceOpts,
+    ) -> Result<(), CmdError> {
         if !self.services.contains_key(key) {
             return Err(CmdError::op("No such service"));
         }
@@ -144,7 +148,12 @@ impl Table {
     }
 
     /// `-d`: the realserver is retired (still steered while connections use it).
-    pub(super) fn del_dest(&mut self, key: &SvcKey, addr: IpAddr, port: u16) -> Result<(), CmdError> {
+    pub(super) fn del_dest(
+        &mut self,
+        key: &SvcKey,
+        addr: IpAddr,
+        port: u16,
+    ) -> Result<(), CmdError> {
         let svc = self
             .services
             .get_mut(key)

@@ -38,7 +38,10 @@ impl Table {
     }
 
     /// One service (or "No such service", ipvsadm's exit code 1), or all in ipvsadm's order.
-    pub(super) fn select(&self, only: Option<&SvcKey>) -> Result<Vec<(&SvcKey, &ServiceEntry)>, CmdError> {
+    pub(super) fn select(
+        &self,
+        only: Option<&SvcKey>,
+    ) -> Result<Vec<(&SvcKey, &ServiceEntry)>, CmdError> {
         match only {
             Some(k) => match self.services.get_key_value(k) {
                 Some(kv) => Ok(vec![kv]),

@@ -145,7 +145,6 @@ impl DestEntry {
         self.zero = now;
         self.est = Estimator::new(now);
     }
-
 }
 
 /// A configured virtual service.
@@ -320,15 +319,15 @@ impl Table {
         source: &Source,
     ) -> Result<(), RulesError> {
         let cmds: Vec<Command> = rules.iter().map(|(_, c)| c.clone()).collect();
-        self.apply_all(&cmds, source).map_err(|(i, error)| RulesError {
-            line: i.and_then(|i| rules.get(i)).map_or(0, |r| r.0),
-            error,
-        })
+        self.apply_all(&cmds, source)
+            .map_err(|(i, error)| RulesError {
+                line: i.and_then(|i| rules.get(i)).map_or(0, |r| r.0),
+                error,
+            })
     }
 
     /// An empty table with the same scheduler settings.
     pub fn empty_like(&self) -> Table {
         Table::new(self.sched_cfg)
     }
-
 }

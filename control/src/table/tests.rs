@@ -25,7 +25,8 @@ const RULES: &str = "\
 
 fn table() -> Table {
     let mut t = Table::default();
-    t.apply_all(&parse_rules(RULES).unwrap(), &Source::Admin).unwrap();
+    t.apply_all(&parse_rules(RULES).unwrap(), &Source::Admin)
+        .unwrap();
     t
 }
 
@@ -51,7 +52,8 @@ fn save_restores_the_same_table() {
     let saved = t.save();
     assert_eq!(saved, RULES);
     let mut t2 = Table::default();
-    t2.apply_all(&parse_rules(&saved).unwrap(), &Source::Admin).unwrap();
+    t2.apply_all(&parse_rules(&saved).unwrap(), &Source::Admin)
+        .unwrap();
     assert_eq!(
         t2.list(None, ListFormat::Normal, false).unwrap(),
         t.list(None, ListFormat::Normal, false).unwrap()
@@ -67,7 +69,8 @@ const V6_RULES: &str = "\
 #[test]
 fn ipv6_services_list_save_and_steer_like_ipvsadm() {
     let mut t = Table::default();
-    t.apply_all(&parse_rules(V6_RULES).unwrap(), &Source::Admin).unwrap();
+    t.apply_all(&parse_rules(V6_RULES).unwrap(), &Source::Admin)
+        .unwrap();
     let l = t.list(None, ListFormat::Normal, false).unwrap();
     assert!(
         l.contains("TCP  [2001:db8::100]:80 rr persistent 60 mask 64\n"),
@@ -101,7 +104,8 @@ const FULL_RULES: &str = "\
 #[test]
 fn options_show_in_list_and_save_round_trips() {
     let mut t = Table::default();
-    t.apply_all(&parse_rules(FULL_RULES).unwrap(), &Source::Admin).unwrap();
+    t.apply_all(&parse_rules(FULL_RULES).unwrap(), &Source::Admin)
+        .unwrap();
     let expected = "\
 IP Virtual Server version 1.2.1 (size=4096)
 Prot LocalAddress:Port Scheduler Flags
@@ -115,7 +119,8 @@ TCP  192.0.2.100:443 mh persistent 300
     assert_eq!(t.list(None, ListFormat::Normal, false).unwrap(), expected);
     assert_eq!(t.save(), FULL_RULES);
     let mut t2 = Table::default();
-    t2.apply_all(&parse_rules(&t.save()).unwrap(), &Source::Admin).unwrap();
+    t2.apply_all(&parse_rules(&t.save()).unwrap(), &Source::Admin)
+        .unwrap();
     assert_eq!(t2.save(), FULL_RULES);
     // The sorry server's replies are steered like a NAT realserver's.
     let (_, reals) = t.steer_keys();
@@ -206,8 +211,8 @@ fn errors_follow_ipvsadm() {
 fn failed_batch_changes_nothing() {
     let mut t = table();
     let before = t.save();
-    let cmds = parse_rules("-A -t 192.0.2.7:80 -s rr\n-a -t 192.0.2.8:80 -r 10.0.0.1:80 -m\n")
-        .unwrap();
+    let cmds =
+        parse_rules("-A -t 192.0.2.7:80 -s rr\n-a -t 192.0.2.8:80 -r 10.0.0.1:80 -m\n").unwrap();
     assert_eq!(t.apply_all(&cmds, &Source::Admin).unwrap_err().0, Some(1));
     assert_eq!(t.save(), before);
 }
@@ -238,7 +243,8 @@ fn reload_diff_touches_only_what_changed() {
     let tcp = vk("tcp 192.0.2.100:80");
     let rules = |text: &str| {
         let mut n = Table::default();
-        n.apply_all(&parse_rules(text).unwrap(), &Source::Admin).unwrap();
+        n.apply_all(&parse_rules(text).unwrap(), &Source::Admin)
+            .unwrap();
         n
     };
     // The same rules, reordered: nothing to do.
@@ -290,7 +296,8 @@ const MARK_RULES: &str = "\
 #[test]
 fn fwmark_services_list_save_steer_and_override_address_services() {
     let mut t = Table::default();
-    t.apply_all(&parse_rules(MARK_RULES).unwrap(), &Source::Admin).unwrap();
+    t.apply_all(&parse_rules(MARK_RULES).unwrap(), &Source::Admin)
+        .unwrap();
     assert_eq!(t.save(), MARK_RULES);
     let l = t.list(None, ListFormat::Normal, false).unwrap();
     assert!(
@@ -328,7 +335,10 @@ fn fwmark_services_list_save_steer_and_override_address_services() {
     // The steering maps bound the keys: a change beyond them is refused whole.
     let before = t.save();
     let e = t
-        .apply_all(&parse_rules("--add-mark -f 4 -t 192.0.2.102:1-65535\n-A -f 4\n").unwrap(), &Source::Admin)
+        .apply_all(
+            &parse_rules("--add-mark -f 4 -t 192.0.2.102:1-65535\n-A -f 4\n").unwrap(),
+            &Source::Admin,
+        )
         .unwrap_err();
     assert_eq!(e.0, None, "the whole change fails, not one command");
     assert!(
@@ -340,7 +350,8 @@ fn fwmark_services_list_save_steer_and_override_address_services() {
     // -C clears the groups too, and a restore of -S gives the same table.
     run(&mut t, "-C").unwrap();
     assert_eq!(t.save(), "");
-    t.apply_all(&parse_rules(&before).unwrap(), &Source::Admin).unwrap();
+    t.apply_all(&parse_rules(&before).unwrap(), &Source::Admin)
+        .unwrap();
     assert_eq!(t.save(), before);
 }
 
@@ -355,7 +366,8 @@ fn listings_sort_as_ipvsadm_fwmark_family_protocol_address_port() {
 -A -t 192.0.2.1:443 -s rr
 -A -f 1 -6 -s rr
 ";
-    t.apply_all(&parse_rules(rules).unwrap(), &Source::Admin).unwrap();
+    t.apply_all(&parse_rules(rules).unwrap(), &Source::Admin)
+        .unwrap();
     assert_eq!(
         t.save(),
         "\
@@ -372,7 +384,8 @@ fn listings_sort_as_ipvsadm_fwmark_family_protocol_address_port() {
 #[test]
 fn json_listing_has_the_table_counters_and_groups() {
     let mut t = Table::default();
-    t.apply_all(&parse_rules(MARK_RULES).unwrap(), &Source::Admin).unwrap();
+    t.apply_all(&parse_rules(MARK_RULES).unwrap(), &Source::Admin)
+        .unwrap();
     let j = t.list_json(None).unwrap();
     assert_eq!(j["services"][0]["protocol"], "TCP");
     assert_eq!(j["services"][0]["address"], "192.0.2.100");

@@ -305,7 +305,7 @@ mod tests {
 
     #[test]
     fn every_scheduler_skips_weight_zero_and_overloaded() {
-        for name in NAMES {
+        for kind in SchedKind::ALL {
             let d = dests(&[0, 1, 1]);
             d[2].state
                 .u_threshold
@@ -316,16 +316,18 @@ mod tests {
                 flag1: true,
                 ..Default::default()
             };
-            let s = build(name, flags, &d, &SchedConfig::default()).unwrap();
+            let s = kind.build(flags, &d, &SchedConfig::default());
+            assert_eq!(s.name(), kind.name());
+            assert_eq!(SchedKind::from_name(kind.name()), Some(kind));
             for i in 0..200 {
                 let src = testutil::src(i);
-                assert_eq!(s.schedule(&d, &src), Some(1), "{name}");
+                assert_eq!(s.schedule(&d, &src), Some(1), "{kind}");
             }
             let none = dests(&[0, 0]);
-            let s = build(name, flags, &none, &SchedConfig::default()).unwrap();
-            assert_eq!(s.schedule(&none, &ANY), None, "{name}");
-            let s = build(name, flags, &[], &SchedConfig::default()).unwrap();
-            assert_eq!(s.schedule(&[], &ANY), None, "{name}");
+            let s = build(kind.name(), flags, &none, &SchedConfig::default()).unwrap();
+            assert_eq!(s.schedule(&none, &ANY), None, "{kind}");
+            let s = kind.build(flags, &[], &SchedConfig::default());
+            assert_eq!(s.schedule(&[], &ANY), None, "{kind}");
         }
     }
 
