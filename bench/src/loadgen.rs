@@ -10,6 +10,7 @@
 use std::fmt;
 use std::net::{Ipv4Addr, SocketAddrV4};
 
+use xlvs_common::{PROTO_TCP, PROTO_UDP};
 use xlvs_dataplane::wire::checksum;
 
 const ETH_LEN: usize = 14;
@@ -165,8 +166,8 @@ impl Spec {
 
         let ip = &mut f[ETH_LEN..ETH_LEN + IPV4_LEN];
         let proto = match self.l4 {
-            L4::Udp => 17,
-            L4::TcpSyn | L4::TcpAck => 6,
+            L4::Udp => PROTO_UDP,
+            L4::TcpSyn | L4::TcpAck => PROTO_TCP,
         };
         ip[0] = 0x45;
         ip[1] = 0;
@@ -237,8 +238,8 @@ pub fn read_stamp(frame: &[u8]) -> Option<Stamp> {
     let proto = *frame.get(at + 9)?;
     let l4 = at + ihl;
     let payload = match proto {
-        17 => l4 + UDP_LEN,
-        6 => l4 + (*frame.get(l4 + 12)? >> 4) as usize * 4,
+        PROTO_UDP => l4 + UDP_LEN,
+        PROTO_TCP => l4 + (*frame.get(l4 + 12)? >> 4) as usize * 4,
         _ => return None,
     };
     let s = frame.get(payload..payload + STAMP_LEN)?;

@@ -25,7 +25,7 @@ use xlvs_dataplane::core::stats::Totals;
 
 use crate::command::SvcKey;
 use crate::stats::Rates;
-use crate::table::Table;
+use crate::table::ServiceTable;
 
 /// One metric family: its samples must be written together.
 struct Family {
@@ -168,7 +168,7 @@ fn traffic(e: &mut Exposition, prefix: &str, l: Labels, t: Totals, r: Rates) {
 }
 
 /// Services and realservers.
-pub fn table(e: &mut Exposition, t: &Table) {
+pub fn table(e: &mut Exposition, t: &ServiceTable) {
     for (k, s) in t.services() {
         let l = service_labels(k);
         let total = t.service_raw_totals(k).unwrap_or_default();
@@ -403,7 +403,7 @@ mod tests {
 
     #[test]
     fn exposition_groups_families_and_escapes_labels() {
-        let mut t = Table::default();
+        let mut t = ServiceTable::default();
         t.apply_all(
             &parse_rules(
                 "-A -t 192.0.2.100:80 -s rr\n-a -t 192.0.2.100:80 -r 10.10.0.11:80 -m -w 3\n-A -f 7 -s sh\n-a -f 7 -r 10.10.0.12:0 -g\n",

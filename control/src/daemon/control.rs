@@ -20,7 +20,7 @@ use super::report;
 use super::resolver::{Resolver, System};
 use crate::admin::{Request, Response};
 use crate::command::{CmdError, Command};
-use crate::table::{Source, Table};
+use crate::table::{ServiceTable, Source};
 use crate::{conns, ipvsadm, metrics, stats as rates};
 
 /// The XDP program's steering maps.
@@ -81,7 +81,7 @@ pub struct Parts {
 
 /// The control thread's state.
 pub struct Control {
-    table: Table,
+    table: ServiceTable,
     steering: Box<dyn Steering>,
     workers: Box<dyn Workers>,
     system: Box<dyn System>,
@@ -101,7 +101,7 @@ pub struct Control {
 impl Control {
     /// A control thread for `table` (its services already in place) over these parts; call
     /// [`Control::start`] next.
-    pub fn new(table: Table, parts: Parts, rules: Option<PathBuf>, now: Instant) -> Self {
+    pub fn new(table: ServiceTable, parts: Parts, rules: Option<PathBuf>, now: Instant) -> Self {
         Control {
             table,
             steering: parts.steering,
@@ -126,7 +126,7 @@ impl Control {
     }
 
     /// The configuration.
-    pub fn table(&self) -> &Table {
+    pub fn table(&self) -> &ServiceTable {
         &self.table
     }
 
@@ -428,7 +428,7 @@ impl Control {
 }
 
 /// A table with the rules of `path` applied to an empty one like `like`, owned by the file.
-pub fn load_rules(like: &Table, path: &Path) -> anyhow::Result<Table> {
+pub fn load_rules(like: &ServiceTable, path: &Path) -> anyhow::Result<ServiceTable> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("reading rules file {}", path.display()))?;
     let rules = ipvsadm::parse_rules_numbered(&text)

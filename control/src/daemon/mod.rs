@@ -38,7 +38,7 @@ use xlvs_dataplane::core::stats;
 
 pub use control::{Control, Parts, Steering, Workers};
 
-use crate::table::Table;
+use crate::table::ServiceTable;
 use crate::{metrics, netlink, sys, xdp};
 
 /// xlvsd's settings.
@@ -114,7 +114,7 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
     // One worker per (interface, RX queue): each counts in its own shard of every
     // realserver's counters, so the shards must exist before the first realserver does.
     stats::set_shards(specs.iter().map(|s| s.queues as usize).sum());
-    let mut table = Table::new(cfg.sched);
+    let mut table = ServiceTable::new(cfg.sched);
     if let Some(path) = &cfg.rules {
         table = control::load_rules(&table, path)?;
     }

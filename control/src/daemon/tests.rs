@@ -18,7 +18,7 @@ use super::control::{Control, Parts, Steering, Workers};
 use super::resolver::{SETTLE, System, tests::FakeKernel};
 use crate::admin::{Request, Response};
 use crate::ipvsadm;
-use crate::table::Table;
+use crate::table::ServiceTable;
 
 /// What the fake steering maps hold.
 #[derive(Default)]
@@ -101,7 +101,7 @@ fn rig(rules: Option<PathBuf>) -> Rig {
     let mut k = FakeKernel::lab();
     k.local = vec!["192.0.2.2".parse().unwrap()];
     let kernel = Rc::new(k);
-    let mut table = Table::default();
+    let mut table = ServiceTable::default();
     if let Some(p) = &rules {
         table = super::control::load_rules(&table, p).unwrap();
     }

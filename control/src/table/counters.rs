@@ -3,7 +3,7 @@
 
 use super::*;
 
-impl Table {
+impl ServiceTable {
     /// Drops retired realservers no connection uses any more (their counts stay in their
     /// service's); true if any went.
     pub fn reap_retired(&mut self) -> bool {

@@ -4,7 +4,7 @@
 use super::*;
 use xlvs_dataplane::core::tcp_state::TcpState;
 
-impl Table {
+impl ServiceTable {
     /// The commands that make this table's part owned by `source` equal to `target` (the
     /// file's new version, read into an empty table): a service of `source` that `target` no
     /// longer has goes; a service of `target` is added, or edited where it differs (whoever
@@ -12,9 +12,9 @@ impl Table {
     /// it keeps its published form, scheduler position and connections. What other sources
     /// own is left alone. Deletions come first (a fwmark group entry may move from one mark
     /// to another).
-    pub fn diff(&self, target: &Table, source: &Source) -> Vec<Command> {
+    pub fn diff(&self, target: &ServiceTable, source: &Source) -> Vec<Command> {
         let mut out = Vec::new();
-        let entries = |t: &Table| -> Vec<(u32, MarkMember)> {
+        let entries = |t: &ServiceTable| -> Vec<(u32, MarkMember)> {
             t.marks
                 .iter()
                 .flat_map(|(m, g)| g.iter().map(move |e| (*m, *e)))
@@ -100,11 +100,11 @@ impl Table {
         out
     }
 
-    /// Brings what `source` owns to `target` (see [`Table::diff`]), all or nothing, and makes
+    /// Brings what `source` owns to `target` (see [`ServiceTable::diff`]), all or nothing, and makes
     /// `source` the owner of everything `target` holds. Returns the commands applied.
     pub fn reload(
         &mut self,
-        target: &Table,
+        target: &ServiceTable,
         source: &Source,
     ) -> Result<Vec<Command>, (Option<usize>, CmdError)> {
         let diff = self.diff(target, source);

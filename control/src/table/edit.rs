@@ -1,10 +1,10 @@
 //! The table's edit verbs: one function per ipvsadm command, applied by
-//! [`Table::apply_all`] (which checks the result against the steering maps).
+//! [`ServiceTable::apply_all`] (which checks the result against the steering maps).
 
 use super::*;
 use xlvs_dataplane::core::tcp_state::TcpState;
 
-impl Table {
+impl ServiceTable {
     /// Applies a table-changing command; what it adds belongs to `source`. Listing commands
     /// are not handled here.
     pub(super) fn apply(&mut self, cmd: &Command, source: &Source) -> Result<(), CmdError> {

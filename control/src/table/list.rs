@@ -25,7 +25,7 @@ fn ep(addr: IpAddr, port: u16) -> String {
     SocketAddr::new(addr, port).to_string()
 }
 
-impl Table {
+impl ServiceTable {
     /// The services in ipvsadm's order (`ipvs_cmp_services`): by fwmark (address services
     /// have none), address family, protocol, address and port.
     pub(super) fn sorted(&self) -> Vec<(&SvcKey, &ServiceEntry)> {

@@ -187,7 +187,7 @@ impl ServiceEntry {
 
 /// The configuration: virtual services, their realservers, and the connection timeouts.
 #[derive(Clone, Debug, Default)]
-pub struct Table {
+pub struct ServiceTable {
     services: BTreeMap<SvcKey, ServiceEntry>,
     /// Realservers deleted while connections still use them: their replies must still be
     /// steered until the last connection goes (LVS-NAT).
@@ -205,10 +205,10 @@ pub struct Table {
     sched_cfg: SchedConfig,
 }
 
-impl Table {
+impl ServiceTable {
     /// An empty table whose schedulers are built with `cfg`.
     pub fn new(cfg: SchedConfig) -> Self {
-        Table {
+        ServiceTable {
             sched_cfg: cfg,
             ..Default::default()
         }
@@ -327,7 +327,7 @@ impl Table {
     }
 
     /// An empty table with the same scheduler settings.
-    pub fn empty_like(&self) -> Table {
-        Table::new(self.sched_cfg)
+    pub fn empty_like(&self) -> ServiceTable {
+        ServiceTable::new(self.sched_cfg)
     }
 }

@@ -5,7 +5,7 @@ use super::*;
 use xlvs_common::L4Key;
 use xlvs_dataplane::core::service::{IfaceInfo, Proto, Service, Snapshot};
 
-impl Table {
+impl ServiceTable {
     /// The snapshot the workers forward with.
     pub fn snapshot(&mut self, ifaces: &[IfaceInfo]) -> Snapshot {
         let mut snap = Snapshot {

@@ -8,7 +8,7 @@ use xlvs_common::{L4Key, PROTO_TCP};
 use xlvs_dataplane::core::service::Proto;
 use xlvs_dataplane::core::tcp_state::TcpState;
 
-fn run(t: &mut Table, s: &str) -> Result<(), CmdError> {
+fn run(t: &mut ServiceTable, s: &str) -> Result<(), CmdError> {
     t.apply(
         &parse(&s.split_whitespace().map(String::from).collect::<Vec<_>>()).unwrap(),
         &Source::Admin,
@@ -23,8 +23,8 @@ const RULES: &str = "\
 -a -u 192.0.2.100:53 -r 10.10.0.11:53 -g -w 1
 ";
 
-fn table() -> Table {
-    let mut t = Table::default();
+fn table() -> ServiceTable {
+    let mut t = ServiceTable::default();
     t.apply_all(&parse_rules(RULES).unwrap(), &Source::Admin)
         .unwrap();
     t
@@ -51,7 +51,7 @@ fn save_restores_the_same_table() {
     let t = table();
     let saved = t.save();
     assert_eq!(saved, RULES);
-    let mut t2 = Table::default();
+    let mut t2 = ServiceTable::default();
     t2.apply_all(&parse_rules(&saved).unwrap(), &Source::Admin)
         .unwrap();
     assert_eq!(
@@ -68,7 +68,7 @@ const V6_RULES: &str = "\
 
 #[test]
 fn ipv6_services_list_save_and_steer_like_ipvsadm() {
-    let mut t = Table::default();
+    let mut t = ServiceTable::default();
     t.apply_all(&parse_rules(V6_RULES).unwrap(), &Source::Admin)
         .unwrap();
     let l = t.list(None, ListFormat::Normal, false).unwrap();
@@ -103,7 +103,7 @@ const FULL_RULES: &str = "\
 
 #[test]
 fn options_show_in_list_and_save_round_trips() {
-    let mut t = Table::default();
+    let mut t = ServiceTable::default();
     t.apply_all(&parse_rules(FULL_RULES).unwrap(), &Source::Admin)
         .unwrap();
     let expected = "\
@@ -118,7 +118,7 @@ TCP  192.0.2.100:443 mh persistent 300
 ";
     assert_eq!(t.list(None, ListFormat::Normal, false).unwrap(), expected);
     assert_eq!(t.save(), FULL_RULES);
-    let mut t2 = Table::default();
+    let mut t2 = ServiceTable::default();
     t2.apply_all(&parse_rules(&t.save()).unwrap(), &Source::Admin)
         .unwrap();
     assert_eq!(t2.save(), FULL_RULES);
@@ -242,7 +242,7 @@ fn reload_diff_touches_only_what_changed() {
     let a = t.snapshot(&[]);
     let tcp = vk("tcp 192.0.2.100:80");
     let rules = |text: &str| {
-        let mut n = Table::default();
+        let mut n = ServiceTable::default();
         n.apply_all(&parse_rules(text).unwrap(), &Source::Admin)
             .unwrap();
         n
@@ -295,7 +295,7 @@ const MARK_RULES: &str = "\
 
 #[test]
 fn fwmark_services_list_save_steer_and_override_address_services() {
-    let mut t = Table::default();
+    let mut t = ServiceTable::default();
     t.apply_all(&parse_rules(MARK_RULES).unwrap(), &Source::Admin)
         .unwrap();
     assert_eq!(t.save(), MARK_RULES);
@@ -357,7 +357,7 @@ fn fwmark_services_list_save_steer_and_override_address_services() {
 
 #[test]
 fn listings_sort_as_ipvsadm_fwmark_family_protocol_address_port() {
-    let mut t = Table::default();
+    let mut t = ServiceTable::default();
     let rules = "\
 -A -f 2 -s rr
 -A -u 192.0.2.1:53 -s rr
@@ -383,7 +383,7 @@ fn listings_sort_as_ipvsadm_fwmark_family_protocol_address_port() {
 
 #[test]
 fn json_listing_has_the_table_counters_and_groups() {
-    let mut t = Table::default();
+    let mut t = ServiceTable::default();
     t.apply_all(&parse_rules(MARK_RULES).unwrap(), &Source::Admin)
         .unwrap();
     let j = t.list_json(None).unwrap();
@@ -469,7 +469,7 @@ fn vs(svc: &str) -> SvcKey {
     })
 }
 
-fn dest<'t>(t: &'t Table, svc: &str, rs: &str) -> &'t DestEntry {
+fn dest<'t>(t: &'t ServiceTable, svc: &str, rs: &str) -> &'t DestEntry {
     let rs: SocketAddr = rs.parse().unwrap();
     t.services[&vs(svc)]
         .dests
@@ -479,7 +479,7 @@ fn dest<'t>(t: &'t Table, svc: &str, rs: &str) -> &'t DestEntry {
 }
 
 /// A table with traffic on every realserver, and one estimation period passed.
-fn busy_table() -> Table {
+fn busy_table() -> ServiceTable {
     let mut t = table();
     feed(
         &dest(&t, "tcp 192.0.2.100:80", "10.10.0.11:80").state,

@@ -13,6 +13,7 @@ use std::time::Duration;
 use super::sched::Scheduler;
 use super::stats::DestCounters;
 use super::tcp_state::TcpState;
+use crate::wire::{PROTO_TCP, PROTO_UDP};
 
 /// Index of one of the director's interfaces in [`Snapshot::ifaces`].
 pub type IfaceId = u8;
@@ -28,16 +29,16 @@ pub enum Proto {
 impl Proto {
     pub fn number(self) -> u8 {
         match self {
-            Proto::Tcp => 6,
-            Proto::Udp => 17,
+            Proto::Tcp => PROTO_TCP,
+            Proto::Udp => PROTO_UDP,
         }
     }
 
     /// The protocol of an IP protocol number, if it is TCP or UDP.
     pub fn from_number(n: u8) -> Option<Proto> {
         match n {
-            6 => Some(Proto::Tcp),
-            17 => Some(Proto::Udp),
+            PROTO_TCP => Some(Proto::Tcp),
+            PROTO_UDP => Some(Proto::Udp),
             _ => None,
         }
     }

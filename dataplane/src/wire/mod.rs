@@ -37,6 +37,9 @@ impl core::fmt::Display for Error {
 impl std::error::Error for Error {}
 
 /// IP protocol numbers, with no value lost.
+/// Numbers from `xlvs_common`, the one place the XDP program and userspace share them.
+pub use xlvs_common::{PROTO_ICMP, PROTO_TCP, PROTO_UDP};
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum IpProtocol {
     Icmp,
@@ -48,9 +51,9 @@ pub enum IpProtocol {
 impl From<u8> for IpProtocol {
     fn from(v: u8) -> Self {
         match v {
-            1 => IpProtocol::Icmp,
-            6 => IpProtocol::Tcp,
-            17 => IpProtocol::Udp,
+            PROTO_ICMP => IpProtocol::Icmp,
+            PROTO_TCP => IpProtocol::Tcp,
+            PROTO_UDP => IpProtocol::Udp,
             other => IpProtocol::Unknown(other),
         }
     }
@@ -59,9 +62,9 @@ impl From<u8> for IpProtocol {
 impl From<IpProtocol> for u8 {
     fn from(p: IpProtocol) -> u8 {
         match p {
-            IpProtocol::Icmp => 1,
-            IpProtocol::Tcp => 6,
-            IpProtocol::Udp => 17,
+            IpProtocol::Icmp => PROTO_ICMP,
+            IpProtocol::Tcp => PROTO_TCP,
+            IpProtocol::Udp => PROTO_UDP,
             IpProtocol::Unknown(v) => v,
         }
     }
