@@ -223,7 +223,7 @@ impl Table {
                 d.update(spec);
                 d
             }
-            None => DestEntry::new(spec, Arc::new(DestState::default())),
+            None => DestEntry::new(spec, Arc::new(DestState::new(spec.addr, spec.port))),
         }
     }
 
