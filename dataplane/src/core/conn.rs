@@ -1200,8 +1200,14 @@ mod tests {
             let b = t.insert(c, 5, now).unwrap();
             assert_eq!(d.total_conns(), 1);
             // Not its entry's tick: nothing happens.
-            assert_eq!(t.expire_bucket(b, 4, Instant::from_secs(100), |_| 0, |_| {}), 0);
-            assert_eq!(t.expire_bucket(b, 5, Instant::from_secs(100), |_| 0, |_| {}), 1);
+            assert_eq!(
+                t.expire_bucket(b, 4, Instant::from_secs(100), |_| 0, |_| {}),
+                0
+            );
+            assert_eq!(
+                t.expire_bucket(b, 5, Instant::from_secs(100), |_| 0, |_| {}),
+                1
+            );
             assert_eq!(d.total_conns(), 0);
         }
         assert!(t.fresh.load(Ordering::Relaxed) <= 3);
@@ -1227,8 +1233,14 @@ mod tests {
         assert_eq!(gone, 0);
         assert_eq!(refiled, Some(60 * 16));
         // Its entry is now the refiled one.
-        assert_eq!(t.expire_bucket(b, 7, Instant::from_secs(61), |d| d, |_| {}), 0);
-        assert_eq!(t.expire_bucket(b, 960, Instant::from_secs(61), |d| d, |_| {}), 1);
+        assert_eq!(
+            t.expire_bucket(b, 7, Instant::from_secs(61), |d| d, |_| {}),
+            0
+        );
+        assert_eq!(
+            t.expire_bucket(b, 960, Instant::from_secs(61), |d| d, |_| {}),
+            1
+        );
     }
 
     #[test]

@@ -208,25 +208,13 @@ impl Outbox {
         }
     }
 
-    /// A packet went through connection `c`, whose state was `old` before it: a state
-    /// change, or a client packet the sync rule picks (`client`), is reported.
+    /// A client → director packet went through connection `c`: counted, and reported if the
+    /// sync rule picks it.
     #[cold]
     #[inline(never)]
-    pub(crate) fn packet<A: Addr>(
-        &self,
-        c: &mut Conn<A>,
-        old: TcpState,
-        client: bool,
-        snap: &Snapshot,
-    ) {
-        let mut due = false;
-        if client {
-            c.in_pkts = c.in_pkts.wrapping_add(1);
-            due = self.sync_due(c.in_pkts);
-        }
-        if c.state != old {
-            self.conn(EventKind::StateChanged, c, snap);
-        } else if due {
+    pub(crate) fn client_packet<A: Addr>(&self, c: &mut Conn<A>, snap: &Snapshot) {
+        c.in_pkts = c.in_pkts.wrapping_add(1);
+        if self.sync_due(c.in_pkts) {
             self.conn(EventKind::Packets, c, snap);
         }
     }

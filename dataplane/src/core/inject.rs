@@ -81,7 +81,12 @@ impl From<InsertError> for InjectError {
 impl Core {
     /// Inserts a connection or template from outside ([`Core::insert_conn`],
     /// [`Core::insert_template`]).
-    pub fn insert(&mut self, now: Instant, snap: &Snapshot, spec: &Spec) -> Result<(), InjectError> {
+    pub fn insert(
+        &mut self,
+        now: Instant,
+        snap: &Snapshot,
+        spec: &Spec,
+    ) -> Result<(), InjectError> {
         match spec {
             Spec::Conn(c) => self.insert_conn(now, snap, c),
             Spec::Template(t) => self.insert_template(now, snap, t),
@@ -230,12 +235,7 @@ fn template_key<F: Addr>(k: &TemplateKey<IpAddr>) -> Result<TemplateKey<F>, Inje
 /// Updates an existing connection from a sync message (IPVS `ip_vs_proc_conn`): another
 /// realserver replaces its own unless the message says inactive; the state moves the
 /// realserver's counters; a given client hop replaces a learned one.
-fn update<A: Addr>(
-    c: &mut Conn<A>,
-    spec: &ConnSpec,
-    daddr: A,
-    found: Option<&Arc<DestState>>,
-) {
+fn update<A: Addr>(c: &mut Conn<A>, spec: &ConnSpec, daddr: A, found: Option<&Arc<DestState>>) {
     let other = c.daddr != daddr || c.dport != spec.dport;
     if other && (spec.state.is_active() || spec.proto == Proto::Udp) {
         let dest = found
@@ -247,10 +247,11 @@ fn update<A: Addr>(
         }
         (c.daddr, c.dport) = (daddr, spec.dport);
         c.set_fwd(spec.fwd);
-    } else if !other && c.unbound() {
-        if let Some(d) = found {
-            c.rebind_dest(d.clone());
-        }
+    } else if !other
+        && c.unbound()
+        && let Some(d) = found
+    {
+        c.rebind_dest(d.clone());
     }
     c.set_state(spec.state);
     if let Some(h) = spec.client_hop {

@@ -19,8 +19,8 @@ use std::time::Duration;
 
 use crate::wire::{Error as WireError, checksum, ethernet, tcp};
 use addr::Addr;
-use events::{EventKind, Outbox};
 use conn::{Conn, ConnKey, ConnTable, FragKey, Persisted, Side, Tables, Template, TemplateKey};
+use events::{EventKind, Outbox};
 use family::{Family, NatField};
 use sched::Source;
 use service::{Dest, Fwd, IfaceId, NextHop, Proto, Service, Snapshot, VsKey};
@@ -637,11 +637,10 @@ fn lookup<A: Addr>(
             if c.hooked() {
                 inject::hooks(c, snap, frame, rx_iface);
             }
-            let old = c.state;
-            touch(c, now, snap, dir, p);
+            touch(c, now, (snap, ev), dir, p);
             c.dest.stats.inbound(worker, p.len as u64);
             if let Some(ob) = ev {
-                ob.packet(c, old, true, snap);
+                ob.client_packet(c, snap);
             }
             Action::ToDest {
                 fwd: c.fwd(),
@@ -655,12 +654,8 @@ fn lookup<A: Addr>(
             if matches!(p.kind, Kind::Plain { .. }) {
                 c.clear_no_output();
             }
-            let old = c.state;
-            touch(c, now, snap, Dir::Output, p);
+            touch(c, now, (snap, ev), Dir::Output, p);
             c.dest.stats.outbound(worker, p.len as u64);
-            if let Some(ob) = ev {
-                ob.packet(c, old, false, snap);
-            }
             Action::ToClient {
                 vaddr: c.vaddr,
                 vport: c.vport,
@@ -739,6 +734,8 @@ fn new_conn<F: Family>(
     conn.template = template;
     conn.touch(tick_ceil(now), timeout);
     if let Some(ob) = ev {
+        // IPVS counts the packet that created it.
+        conn.in_pkts = 1;
         new_conn_events(ob, &conn, timeout, new_template);
     }
     let action = Action::ToDest {
@@ -846,11 +843,17 @@ fn reusable<A: Addr>(c: &Conn<A>) -> bool {
 }
 
 /// Records a packet on a bound connection: TCP state transition (moving the realserver's
-/// active/inactive counters) and the idle timeout of the resulting state. Fragments refresh
-/// the idle time only (their flags are not known); ICMP errors change nothing (IPVS leaves the
-/// state to the connection's own segments).
+/// active/inactive counters, reported to `ev`) and the idle timeout of the resulting state.
+/// Fragments refresh the idle time only (their flags are not known); ICMP errors change
+/// nothing (IPVS leaves the state to the connection's own segments).
 #[inline(always)]
-fn touch<A: Addr>(c: &mut Conn<A>, now: Instant, snap: &Snapshot, dir: Dir, p: &Parsed<A>) {
+fn touch<A: Addr>(
+    c: &mut Conn<A>,
+    now: Instant,
+    (snap, ev): (&Snapshot, Option<&Outbox>),
+    dir: Dir,
+    p: &Parsed<A>,
+) {
     let timeout = match p.kind {
         Kind::IcmpError { .. } => return,
         Kind::Fragment { .. } => match c.proto {
@@ -859,13 +862,27 @@ fn touch<A: Addr>(c: &mut Conn<A>, now: Instant, snap: &Snapshot, dir: Dir, p: &
         },
         Kind::Plain { .. } => match c.proto {
             Proto::Tcp => {
-                c.set_state(tcp_state::next(c.state, dir, p.tcp_flags));
+                let new = tcp_state::next(c.state, dir, p.tcp_flags);
+                if new != c.state {
+                    change_state(c, new, snap, ev);
+                }
                 snap.timeouts.tcp[c.state as usize]
             }
             Proto::Udp => snap.timeouts.udp,
         },
     };
     c.touch(tick_ceil(now), timeout);
+}
+
+/// A TCP state transition (once or twice per connection and direction, off the per-packet
+/// path): moves the realserver's counters and reports it to `ev`.
+#[cold]
+#[inline(never)]
+fn change_state<A: Addr>(c: &mut Conn<A>, new: TcpState, snap: &Snapshot, ev: Option<&Outbox>) {
+    c.set_state(new);
+    if let Some(ob) = ev {
+        ob.conn(EventKind::StateChanged, c, snap);
+    }
 }
 
 /// Rewrites the frame for `action` and returns the egress interface.
@@ -992,5 +1009,7 @@ fn set_l4_port(
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_hooks;
 #[cfg(test)]
 mod tests_v6;
