@@ -55,9 +55,13 @@ const NO_OUTPUT: u8 = 4;
 const UNBOUND: u8 = 8;
 /// Learned from outside without the client's next hop: the client's next frame teaches it.
 const LEARN_HOP: u8 = 16;
-/// The flags a client packet checks for (one test): work left by a connection learned from
-/// outside.
-const HOOKS: u8 = UNBOUND | LEARN_HOP;
+/// Its TCP state changed since the last client packet (which reports it, if anyone listens).
+const CHANGED: u8 = 32;
+/// Never a connection's flag: the core's mark that someone listens for events, tested with
+/// the connection's flags ([`Conn::hooked`]).
+pub(crate) const LISTENING: u8 = 128;
+/// The flags that send a client packet to its rare work (one test with [`LISTENING`]).
+const HOOKS: u8 = UNBOUND | LEARN_HOP | CHANGED | LISTENING;
 
 /// A connection (IPVS `struct ip_vs_conn`).
 #[derive(Debug)]
@@ -140,11 +144,24 @@ impl<A: Addr> Conn<A> {
         self.flags |= LEARN_HOP;
     }
 
-    /// Whether a client packet has work to do on it before forwarding (learned from outside,
-    /// unbound or without the client's next hop).
+    /// Whether a client packet has rare work to do on it: learned from outside (unbound or
+    /// without the client's next hop), a state change to report, or (`listen` =
+    /// [`LISTENING`]) someone listening for events.
     #[inline(always)]
-    pub(crate) fn hooked(&self) -> bool {
-        self.flags & HOOKS != 0
+    pub(crate) fn hooked(&self, listen: u8) -> bool {
+        (self.flags | listen) & HOOKS != 0
+    }
+
+    /// Marks a state change for the next client packet to report.
+    pub(crate) fn mark_changed(&mut self) {
+        self.flags |= CHANGED;
+    }
+
+    /// Whether the state changed since the last client packet; clears the mark.
+    pub(crate) fn take_changed(&mut self) -> bool {
+        let c = self.flags & CHANGED != 0;
+        self.flags &= !CHANGED;
+        c
     }
 
     /// Bound to a placeholder realserver, waiting for the real one.

@@ -44,9 +44,11 @@ pub enum EventKind {
 /// by `TemplateCreated` or `TemplateRefreshed`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct ConnEvent {
+    /// What happened.
     pub kind: EventKind,
     /// IP protocol number: 6 or 17; 0 for a fwmark service's template.
     pub proto: u8,
+    /// Forwarding method (LVS-NAT or LVS-DR).
     pub fwd: Fwd,
     /// TCP state (`None` for UDP and templates).
     pub state: TcpState,
@@ -55,14 +57,20 @@ pub struct ConnEvent {
     pub template: bool,
     /// Counted inactive on its realserver (IPVS `IP_VS_CONN_F_INACTIVE`).
     pub inactive: bool,
+    /// Client port (0 for a template).
     pub cport: u16,
+    /// Virtual service port.
     pub vport: u16,
+    /// Realserver port.
     pub dport: u16,
     /// Seconds: the full timeout of its state, or a template's persistence timeout (what IPVS
     /// sync v1 sends); 0 for `Expired`.
     pub timeout: u32,
+    /// Client address (masked for a template).
     pub caddr: IpAddr,
+    /// Virtual address (a fwmark service's template: the mark).
     pub vaddr: IpAddr,
+    /// Realserver address.
     pub daddr: IpAddr,
 }
 

@@ -26,14 +26,23 @@ use crate::wire::ethernet;
 /// A connection as a peer's sync message describes it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ConnSpec {
+    /// TCP or UDP.
     pub proto: Proto,
+    /// The client's address.
     pub caddr: IpAddr,
+    /// The client's port.
     pub cport: u16,
+    /// The virtual service's address (VIP).
     pub vaddr: IpAddr,
+    /// The virtual service's port.
     pub vport: u16,
+    /// The realserver's address.
     pub daddr: IpAddr,
+    /// The realserver's port.
     pub dport: u16,
+    /// LVS-NAT or LVS-DR.
     pub fwd: Fwd,
+    /// Its TCP state (`None` for UDP).
     pub state: TcpState,
     /// Time it lives from its insertion without traffic (IPVS sync v1: its state's timeout).
     pub timeout: Duration,
@@ -49,8 +58,11 @@ pub struct TemplateSpec {
     /// Its key: protocol (0 for a fwmark service), masked client address, virtual address
     /// (the mark for a fwmark service) and port.
     pub key: TemplateKey<IpAddr>,
+    /// The realserver's address.
     pub daddr: IpAddr,
+    /// The realserver's port (0 for a fwmark service's).
     pub dport: u16,
+    /// The realserver's forwarding method.
     pub fwd: Fwd,
     /// Its persistence timeout, from its insertion.
     pub timeout: Duration,
@@ -59,7 +71,9 @@ pub struct TemplateSpec {
 /// What the control thread hands a worker to insert.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Spec {
+    /// A connection ([`Core::insert_conn`]).
     Conn(ConnSpec),
+    /// A persistence template ([`Core::insert_template`]).
     Template(TemplateSpec),
 }
 
@@ -306,8 +320,7 @@ fn template_dest<'s>(
 /// A client frame of a connection learned from outside: binds it to its realserver if the
 /// snapshot has it now, and learns the client's next hop from the frame (source MAC, receiving
 /// interface), as a new connection does.
-#[cold]
-#[inline(never)]
+#[inline]
 pub(crate) fn hooks<A: Addr>(c: &mut Conn<A>, snap: &Snapshot, frame: &[u8], rx_iface: IfaceId) {
     if c.unbound() {
         let vs = VsKey {

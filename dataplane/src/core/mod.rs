@@ -156,8 +156,10 @@ pub struct Core {
     pub stats: CoreStats,
     /// Where this worker's connection events go, if anywhere.
     outbox: Option<Arc<Outbox>>,
-    /// The outbox while someone listens, else None: all the per-packet path looks at.
+    /// The outbox while someone listens, else None.
     live: Option<Arc<Outbox>>,
+    /// [`conn::LISTENING`] while someone listens, else 0: all the per-packet path looks at.
+    listen: u8,
 }
 
 /// A worker's timing wheels, per address family.
@@ -262,6 +264,7 @@ impl Core {
             stats: CoreStats::default(),
             outbox: None,
             live: None,
+            listen: 0,
         }
     }
 
@@ -284,6 +287,7 @@ impl Core {
         let on = self.outbox.as_ref().is_some_and(|o| o.listening());
         if on != self.live.is_some() {
             self.live = if on { self.outbox.clone() } else { None };
+            self.listen = if on { conn::LISTENING } else { 0 };
         }
     }
 
@@ -364,12 +368,12 @@ impl Core {
         };
         let ex = F::expiry(&mut self.expiry);
         let worker = self.worker;
-        let ev = self.live.as_deref();
         let at = At {
             now,
             worker,
             snap,
-            ev,
+            ev: self.live.as_deref(),
+            listen: self.listen,
         };
         let action = match lookup(table, ex, at, (frame, rx_iface), &key, &p) {
             Some(a) => a,
@@ -567,6 +571,8 @@ struct At<'a> {
     worker: usize,
     snap: &'a Snapshot,
     ev: Option<&'a Outbox>,
+    /// [`conn::LISTENING`] while someone listens, else 0: what a client packet tests.
+    listen: u8,
 }
 
 /// A non-first fragment takes the ports its first fragment was forwarded with.
@@ -606,6 +612,7 @@ fn lookup<A: Addr>(
         worker,
         snap,
         ev,
+        ..
     } = at;
     // A TCP SYN comes from a client: a realserver answers one with a SYN-ACK, so only the
     // client side is searched (one chain walk fewer for every new connection).
@@ -633,15 +640,13 @@ fn lookup<A: Addr>(
             } else {
                 Dir::Input
             };
-            // A connection learned from outside: bind it, learn the client's hop.
-            if c.hooked() {
-                inject::hooks(c, snap, frame, rx_iface);
+            touch(c, now, snap, dir, p);
+            // One test for the rare work: a connection learned from outside (bind it, learn
+            // the client's hop), a state change to report, someone listening.
+            if c.hooked(at.listen) {
+                client_hooks(c, at, frame, rx_iface);
             }
-            touch(c, now, (snap, ev), dir, p);
             c.dest.stats.inbound(worker, p.len as u64);
-            if let Some(ob) = ev {
-                ob.client_packet(c, snap);
-            }
             Action::ToDest {
                 fwd: c.fwd(),
                 daddr: c.daddr,
@@ -654,7 +659,7 @@ fn lookup<A: Addr>(
             if matches!(p.kind, Kind::Plain { .. }) {
                 c.clear_no_output();
             }
-            touch(c, now, (snap, ev), Dir::Output, p);
+            touch(c, now, snap, Dir::Output, p);
             c.dest.stats.outbound(worker, p.len as u64);
             Action::ToClient {
                 vaddr: c.vaddr,
@@ -688,6 +693,7 @@ fn new_conn<F: Family>(
         worker,
         snap,
         ev,
+        ..
     } = at;
     let vs = VsKey {
         proto: p.proto,
@@ -843,17 +849,11 @@ fn reusable<A: Addr>(c: &Conn<A>) -> bool {
 }
 
 /// Records a packet on a bound connection: TCP state transition (moving the realserver's
-/// active/inactive counters, reported to `ev`) and the idle timeout of the resulting state.
-/// Fragments refresh the idle time only (their flags are not known); ICMP errors change
-/// nothing (IPVS leaves the state to the connection's own segments).
+/// active/inactive counters; the next client packet reports it) and the idle timeout of the
+/// resulting state. Fragments refresh the idle time only (their flags are not known); ICMP
+/// errors change nothing (IPVS leaves the state to the connection's own segments).
 #[inline(always)]
-fn touch<A: Addr>(
-    c: &mut Conn<A>,
-    now: Instant,
-    (snap, ev): (&Snapshot, Option<&Outbox>),
-    dir: Dir,
-    p: &Parsed<A>,
-) {
+fn touch<A: Addr>(c: &mut Conn<A>, now: Instant, snap: &Snapshot, dir: Dir, p: &Parsed<A>) {
     let timeout = match p.kind {
         Kind::IcmpError { .. } => return,
         Kind::Fragment { .. } => match c.proto {
@@ -864,7 +864,7 @@ fn touch<A: Addr>(
             Proto::Tcp => {
                 let new = tcp_state::next(c.state, dir, p.tcp_flags);
                 if new != c.state {
-                    change_state(c, new, snap, ev);
+                    change_state(c, new);
                 }
                 snap.timeouts.tcp[c.state as usize]
             }
@@ -874,14 +874,29 @@ fn touch<A: Addr>(
     c.touch(tick_ceil(now), timeout);
 }
 
-/// A TCP state transition (once or twice per connection and direction, off the per-packet
-/// path): moves the realserver's counters and reports it to `ev`.
+/// A TCP state transition (a few per connection, off the per-packet path): moves the
+/// realserver's counters and marks it for the next client packet to report (IPVS syncs on
+/// client packets only).
 #[cold]
 #[inline(never)]
-fn change_state<A: Addr>(c: &mut Conn<A>, new: TcpState, snap: &Snapshot, ev: Option<&Outbox>) {
+fn change_state<A: Addr>(c: &mut Conn<A>, new: TcpState) {
     c.set_state(new);
-    if let Some(ob) = ev {
-        ob.conn(EventKind::StateChanged, c, snap);
+    c.mark_changed();
+}
+
+/// A client packet's rare work on its connection ([`Conn::hooked`]): binding a connection
+/// learned from outside and learning its client's hop ([`inject::hooks`]), then, if someone
+/// listens, reporting a state change and counting the packet for the sync rule.
+#[cold]
+#[inline(never)]
+fn client_hooks<A: Addr>(c: &mut Conn<A>, at: At<'_>, frame: &[u8], rx_iface: IfaceId) {
+    inject::hooks(c, at.snap, frame, rx_iface);
+    let changed = c.take_changed();
+    if let Some(ob) = at.ev {
+        if changed {
+            ob.conn(EventKind::StateChanged, c, at.snap);
+        }
+        ob.client_packet(c, at.snap);
     }
 }
 
@@ -896,7 +911,7 @@ fn rewrite<F: Family>(
         Action::ToDest { hop, .. } => hop.ok_or(DropReason::NoNeighbour)?,
         Action::ToClient { hop, .. } => hop,
     };
-    let src_mac = snap.iface_mac(hop.iface).ok_or_else(|| no_hop(hop))?;
+    let src_mac = snap.iface_mac(hop.iface).ok_or(no_hop(hop.iface))?;
     match action {
         Action::ToDest {
             fwd: Fwd::Route, ..
@@ -915,11 +930,12 @@ fn rewrite<F: Family>(
     Ok(hop.iface)
 }
 
-/// Why a frame has no way out through `hop`: a client hop still unknown (a connection learned
-/// from outside, [`NextHop::UNKNOWN`]), or an interface the snapshot does not have.
-#[cold]
-fn no_hop(hop: NextHop) -> DropReason {
-    if hop == NextHop::UNKNOWN {
+/// Why a frame has no way out through interface `iface`: a client hop still unknown (a
+/// connection learned from outside, [`NextHop::UNKNOWN`]), or an interface the snapshot does
+/// not have.
+#[inline(always)]
+fn no_hop(iface: IfaceId) -> DropReason {
+    if iface == NextHop::UNKNOWN.iface {
         DropReason::NoClientHop
     } else {
         DropReason::NoNeighbour
