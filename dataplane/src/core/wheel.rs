@@ -84,8 +84,8 @@ impl<T: Copy> Filer<'_, T> {
     /// Files `entry` for `deadline`; returns the tick it will fire at.
     pub fn file(&mut self, deadline: u32, entry: T) -> u32 {
         let at = filed_at(self.next, deadline);
-        self.slots[(at & MASK) as usize].push(entry);
         mark(self.filed, at & MASK);
+        self.slots[(at & MASK) as usize].push(entry);
         at
     }
 }
@@ -123,8 +123,9 @@ impl<T: Copy> Wheel<T> {
 
     /// Files `entry` for `at`, a tick [`Wheel::at`] returned since the last advance.
     pub fn push(&mut self, at: u32, entry: T) {
-        self.slots[(at & MASK) as usize].push(entry);
+        // Marked first: nothing to keep across the push's possible call to grow the slot.
         mark(&mut self.filed, at & MASK);
+        self.slots[(at & MASK) as usize].push(entry);
     }
 
     /// The first tick with entries to fire (possibly stale ones), None if none are filed: the
