@@ -644,7 +644,7 @@ fn lookup<A: Addr>(
             // One test for the rare work: a connection learned from outside (bind it, learn
             // the client's hop), a state change to report, someone listening.
             if c.hooked(at.listen) {
-                client_hooks(c, at, frame, rx_iface);
+                client_hooks(c, (snap, ev), frame, rx_iface);
             }
             c.dest.stats.inbound(worker, p.len as u64);
             Action::ToDest {
@@ -889,14 +889,19 @@ fn change_state<A: Addr>(c: &mut Conn<A>, new: TcpState) {
 /// listens, reporting a state change and counting the packet for the sync rule.
 #[cold]
 #[inline(never)]
-fn client_hooks<A: Addr>(c: &mut Conn<A>, at: At<'_>, frame: &[u8], rx_iface: IfaceId) {
-    inject::hooks(c, at.snap, frame, rx_iface);
+fn client_hooks<A: Addr>(
+    c: &mut Conn<A>,
+    (snap, ev): (&Snapshot, Option<&Outbox>),
+    frame: &[u8],
+    rx_iface: IfaceId,
+) {
+    inject::hooks(c, snap, frame, rx_iface);
     let changed = c.take_changed();
-    if let Some(ob) = at.ev {
+    if let Some(ob) = ev {
         if changed {
-            ob.conn(EventKind::StateChanged, c, at.snap);
+            ob.conn(EventKind::StateChanged, c, snap);
         }
-        ob.client_packet(c, at.snap);
+        ob.client_packet(c, snap);
     }
 }
 
