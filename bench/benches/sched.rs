@@ -11,13 +11,16 @@ use xlvs_dataplane::core::service::{Dest, DestState, Fwd};
 
 fn dests(n: usize) -> Vec<Dest> {
     (0..n)
-        .map(|i| Dest {
-            addr: Ipv4Addr::from(0x0a0a_0000 + i as u32 + 1).into(),
-            port: 80,
-            fwd: Fwd::Masq,
-            weight: 1 + (i % 3) as u32,
-            last_weight: 1 + (i % 3) as u32,
-            state: Arc::new(DestState::default()),
+        .map(|i| {
+            let addr = Ipv4Addr::from(0x0a0a_0000 + i as u32 + 1).into();
+            Dest {
+                addr,
+                port: 80,
+                fwd: Fwd::Masq,
+                weight: 1 + (i % 3) as u32,
+                last_weight: 1 + (i % 3) as u32,
+                state: Arc::new(DestState::new(addr, 80)),
+            }
         })
         .collect()
 }

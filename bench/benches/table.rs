@@ -50,7 +50,7 @@ fn fill(n: u32, huge: bool) -> ConnTable<Ipv4Addr> {
     if huge {
         xlvs_dataplane::afxdp::advise_huge_pages(&t.regions());
     }
-    let dest = Arc::new(DestState::default());
+    let dest = Arc::new(DestState::new(Ipv4Addr::new(10, 10, 0, 11).into(), 8080));
     let hop = NextHop {
         iface: 0,
         mac: [2, 0, 0, 0, 0, 1],

@@ -132,7 +132,7 @@ mod tests {
     fn listing_matches_ipvsadm_print_conn() {
         let tables = Tables::new(1024);
         let now = Instant::from_secs(100);
-        let dest = Arc::new(DestState::default());
+        let dest = Arc::new(DestState::new(Ipv4Addr::new(10, 10, 0, 11).into(), 8080));
         let hop = NextHop {
             iface: 0,
             mac: [0; 6],

@@ -15,6 +15,14 @@
 //! - Batched RX/TX (64 frames), `need_wakeup`, TX kicked with `sendto` until the ring drains
 //!   (copy-mode TX progresses only inside `sendto`, 32 frames per call), no allocation and no
 //!   syscall per packet; the snapshot is loaded once per batch.
+//! - Each worker's connection events go to its [`Outbox`] ([`WorkerHandle::events`]), produced
+//!   only while [`WorkerHandle::set_listening`] is on (read once per round); connections and
+//!   templates from outside reach a worker through its *inject* queue
+//!   ([`WorkerHandle::inject`]), inserted by its own core.
+//! - An idle thread sleeps in `poll` until a frame arrives, its eventfd is written (a frame
+//!   handed over, an inject, a stop), its workers' next expiry deadline
+//!   ([`Core::poll_timeout`]) or the next `XDP_STATISTICS` read (1 s); 1 ms while TX
+//!   completions are outstanding.
 
 use std::io;
 use std::os::fd::RawFd;
@@ -28,11 +36,16 @@ use xsk_rs::config::{BindFlags, LibxdpFlags, QueueSize, SocketConfig, UmemConfig
 use xsk_rs::{CompQueue, FillQueue, FrameDesc, RxQueue, Socket, TxQueue, Umem};
 
 use crate::core::conn::Tables;
+use crate::core::events::Outbox;
+use crate::core::inject::Spec;
 use crate::core::service::{IfaceId, Snapshot};
 use crate::core::{Core, CoreStats, DropReason, Instant, Verdict};
 
 /// Frames per RX/TX batch.
 pub const BATCH: usize = 64;
+
+/// Most entries from outside a worker inserts per round (the rest wait for the next).
+pub const INJECT_BUDGET: usize = 256;
 
 /// Sizes of the AF_XDP rings and the UMEM, and how threads run the workers.
 #[derive(Clone, Copy, Debug)]
@@ -44,6 +57,10 @@ pub struct XskConfig {
     /// RX, TX, fill and completion ring sizes (power of two).
     pub ring_size: u32,
     pub threads: Threads,
+    /// Connection events each worker's [`Outbox`] holds before dropping them.
+    pub events: usize,
+    /// Entries from outside each worker's inject queue holds before refusing them.
+    pub inject: usize,
 }
 
 impl Default for XskConfig {
@@ -53,6 +70,8 @@ impl Default for XskConfig {
             frame_size: 4096,
             ring_size: 2048,
             threads: Threads::default(),
+            events: 8192,
+            inject: 4096,
         }
     }
 }
@@ -105,6 +124,12 @@ pub struct WorkerStats {
     pub fill_starved: AtomicU64,
     /// `sendto()` calls that pushed the TX ring (copy mode transmits only inside them).
     pub tx_kicks: AtomicU64,
+    /// Entries from outside inserted ([`WorkerHandle::inject`]).
+    pub injected: AtomicU64,
+    /// Entries from outside refused: the inject queue was full.
+    pub inject_full: AtomicU64,
+    /// Entries from outside the core could not insert (table full, mixed families).
+    pub inject_failed: AtomicU64,
     /// The kernel's counts for the socket (`XDP_STATISTICS`), read about once a second.
     pub xsk: XskCounters,
 }
@@ -154,6 +179,7 @@ impl Waker {
         Ok(Waker(fd))
     }
 
+    /// Wakes the thread (from any thread).
     fn wake(&self) {
         let one: u64 = 1;
         // Safety: writing 8 bytes from a valid u64 to an eventfd we own; errors (EAGAIN on
@@ -186,16 +212,56 @@ pub struct WorkerHandle {
     /// Name of that thread ("xlvs-IFACE/qN" or "xlvs-qN").
     pub thread_name: String,
     pub stats: Arc<WorkerStats>,
+    /// Its connection events, for the reader (the control thread).
+    pub events: Arc<Outbox>,
+    /// Entries from outside, for the worker to insert.
+    inject: Arc<ArrayQueue<Spec>>,
+    /// Its thread's wakeup.
+    waker: Arc<Waker>,
     /// The thread, on the first worker it runs.
     join: Option<JoinHandle<()>>,
 }
 
 impl WorkerHandle {
-    /// Waits for the worker's thread to exit (after the stop flag was set).
+    /// Waits for the worker's thread to exit (after the stop flag was set): wakes it first,
+    /// so it sees the flag now rather than at its next deadline.
     pub fn join(&mut self) {
         if let Some(t) = self.join.take() {
+            self.waker.wake();
             let _ = t.join();
         }
+    }
+
+    /// Wakes the worker's thread (it sees a stop flag, a listening change, or new entries).
+    pub fn wake(&self) {
+        self.waker.wake();
+    }
+
+    /// Starts or stops the worker's connection events ([`Outbox::set_listening`]); it sees
+    /// the change in its next round.
+    pub fn set_listening(&self, on: bool) {
+        self.events.set_listening(on);
+        self.wake();
+    }
+
+    /// Hands the worker a connection or template from outside to insert with its own core (it
+    /// will own its expiry), and wakes its thread. False if its inject queue is full (counted
+    /// in `inject_full`).
+    pub fn inject(&self, spec: Spec) -> bool {
+        if self.inject.push(spec).is_err() {
+            self.stats.inject_full.fetch_add(1, Ordering::Relaxed);
+            return false;
+        }
+        self.wake();
+        true
+    }
+}
+
+/// Sets the stop flag and wakes every worker thread, so each ends within a round.
+pub fn stop_all(stop: &AtomicBool, workers: &[WorkerHandle]) {
+    stop.store(true, Ordering::SeqCst);
+    for w in workers {
+        w.wake();
     }
 }
 
@@ -354,6 +420,8 @@ impl Dataplane {
         let mut handles = Vec::with_capacity(n);
         for (me, b) in self.bound.into_iter().enumerate() {
             let stats = Arc::new(WorkerStats::default());
+            let events = Arc::new(Outbox::new(self.config.events));
+            let inject = Arc::new(ArrayQueue::new(self.config.inject.max(1)));
             let name = format!("{}/q{}", b.iface_name, b.queue);
             let t = thread_of[me];
             let thread_name = if thread_of.iter().filter(|&&g| g == t).count() == 1 {
@@ -368,8 +436,13 @@ impl Dataplane {
                 thread: t,
                 thread_name,
                 stats: stats.clone(),
+                events: events.clone(),
+                inject: inject.clone(),
+                waker: wakers[t].clone(),
                 join: None,
             });
+            let mut core = Core::for_worker(tables.clone(), me);
+            core.set_outbox(Some(events));
             groups[t].push(Worker {
                 me,
                 iface: b.iface,
@@ -380,7 +453,8 @@ impl Dataplane {
                 comp: b.comp,
                 free: b.frames,
                 umem: self.umem.clone(),
-                core: Core::for_worker(tables.clone(), me),
+                core,
+                inject,
                 snapshot: snapshot.clone(),
                 mailboxes: mailboxes.clone(),
                 by_iface: by_iface.clone(),
@@ -435,6 +509,8 @@ struct Worker {
     free: Vec<FrameDesc>,
     umem: Umem,
     core: Core,
+    /// Entries from outside to insert.
+    inject: Arc<ArrayQueue<Spec>>,
     snapshot: Arc<ArcSwap<Snapshot>>,
     mailboxes: Vec<Arc<Mailbox>>,
     by_iface: Vec<Vec<usize>>,
@@ -538,12 +614,16 @@ impl WorkerThread {
                 }
             }
             if !busy && self.workers.iter().all(|w| w.pending_tx.is_empty()) {
-                // Idle: sleep until a frame arrives, another thread hands us work, or 100 ms
-                // pass (to notice the stop flag). Completions of frames the kernel has taken
-                // wake nothing (in copy mode they come when the receiver frees its copy), so
-                // with some outstanding, sleep at most 1 ms instead of spinning on sendto().
+                // Idle: sleep until a frame arrives, another thread hands us work (or stops
+                // us), or our next deadline. Completions of frames the kernel has taken wake
+                // nothing (in copy mode they come when the receiver frees its copy), so with
+                // some outstanding, sleep at most 1 ms instead of spinning on sendto().
                 let outstanding = self.workers.iter().any(|w| w.outstanding > 0);
-                let timeout = if outstanding { 1 } else { 100 };
+                let timeout = if outstanding {
+                    1
+                } else {
+                    self.sleep_ms(monotonic_now())
+                };
                 // Safety: `fds` is a valid array of `fds.len()` pollfds.
                 unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout) };
                 if fds.last().is_some_and(|f| f.revents != 0) {
@@ -558,6 +638,25 @@ impl WorkerThread {
             log::info!("worker {} stopping", w.me);
         }
     }
+
+    /// Milliseconds an idle thread may sleep from `now`: until the first of its workers'
+    /// expiry deadlines and socket-counter reads (at most a second away), rounded up.
+    fn sleep_ms(&self, now: Instant) -> i32 {
+        let next = self
+            .workers
+            .iter()
+            .flat_map(|w| [w.core.poll_timeout(), Some(w.next_xsk_stats)])
+            .flatten()
+            .min()
+            .unwrap_or(now + std::time::Duration::from_secs(1));
+        sleep_ms(now, next)
+    }
+}
+
+/// Milliseconds from `now` to `next`, rounded up (a poll timeout that does not wake early),
+/// at most a second.
+fn sleep_ms(now: Instant, next: Instant) -> i32 {
+    next.since(now).as_nanos().div_ceil(1_000_000).min(1000) as i32
 }
 
 impl Worker {
@@ -607,6 +706,8 @@ impl Worker {
         wake: &mut [bool],
     ) -> bool {
         let mut busy = false;
+        // Whether anyone listens for our connection events: once per round.
+        self.core.refresh_listening();
 
         // Our frames coming home from other workers.
         while let Some(d) = self.mailboxes[self.me].returns.pop() {
@@ -688,6 +789,10 @@ impl Worker {
             busy = true;
         }
 
+        if self.insert_injected(now) {
+            busy = true;
+        }
+
         // Connections and templates this worker filed that are due; bounded work (a
         // backlog keeps the thread from sleeping until it is done).
         if self.core.expire_some(now) > 0 {
@@ -700,6 +805,28 @@ impl Worker {
             self.read_xsk_stats();
         }
         busy
+    }
+
+    /// Inserts up to [`INJECT_BUDGET`] entries from outside with our core (their expiry is
+    /// ours). Returns whether there were any.
+    fn insert_injected(&mut self, now: Instant) -> bool {
+        if self.inject.is_empty() {
+            return false;
+        }
+        let snap = self.snapshot.load();
+        let (mut ok, mut failed) = (0, 0);
+        for _ in 0..INJECT_BUDGET {
+            let Some(spec) = self.inject.pop() else { break };
+            match self.core.insert(now, &snap, &spec) {
+                Ok(()) => ok += 1,
+                Err(_) => failed += 1,
+            }
+        }
+        self.stats.injected.fetch_add(ok, Ordering::Relaxed);
+        self.stats
+            .inject_failed
+            .fetch_add(failed, Ordering::Relaxed);
+        true
     }
 
     /// Copies the kernel's counters of our socket into the shared stats.
@@ -775,7 +902,18 @@ impl Worker {
 
 #[cfg(test)]
 mod tests {
-    use super::Threads;
+    use super::{Instant, Threads, sleep_ms};
+    use std::time::Duration;
+
+    #[test]
+    fn an_idle_thread_sleeps_until_its_deadline_rounded_up_at_most_a_second() {
+        let now = Instant::from_secs(10);
+        assert_eq!(sleep_ms(now, now), 0);
+        assert_eq!(sleep_ms(now, Instant(0)), 0);
+        assert_eq!(sleep_ms(now, now + Duration::from_micros(1)), 1);
+        assert_eq!(sleep_ms(now, now + Duration::from_millis(62)), 62);
+        assert_eq!(sleep_ms(now, now + Duration::from_secs(300)), 1000);
+    }
 
     #[test]
     fn per_queue_threads_run_one_queue_number_of_every_interface() {

@@ -333,13 +333,14 @@ pub fn reassemble6(frags: &[Vec<u8>]) -> Option<Vec<u8>> {
 
 /// Realserver number `i` of the fixtures: weight 1, its MAC resolved on interface 1 (int0).
 pub fn dest(i: u8, addr: impl Into<IpAddr>, port: u16, fwd: Fwd) -> Dest {
-    let state = Arc::new(DestState::default());
+    let addr = addr.into();
+    let state = Arc::new(DestState::new(addr, port));
     state.set_next_hop(Some(NextHop {
         iface: 1,
         mac: rs_mac(i),
     }));
     Dest {
-        addr: addr.into(),
+        addr,
         port,
         fwd,
         weight: 1,

@@ -126,9 +126,11 @@ impl EventLoop {
                 }
                 self.release_parked()?;
             }
+            // A parked answer waits for the settle deadline, which `poll_timeout` includes.
             let deadline = self
                 .clients
                 .values()
+                .filter(|c| !matches!(c.phase, Phase::Parked(_)))
                 .map(|c| c.deadline)
                 .chain([ctl.poll_timeout(now)])
                 .min()
@@ -273,9 +275,13 @@ impl EventLoop {
 /// [`Phase::Parked`] or [`Phase::Writing`]. True if the client is done with (it hung up).
 fn read_request(c: &mut Client, ctl: &mut Control, now: Instant) -> io::Result<bool> {
     let mut chunk = [0u8; 64 * 1024];
+    let mut eof = false;
     loop {
         match c.stream.read(&mut chunk) {
-            Ok(0) => return Ok(true),
+            Ok(0) => {
+                eof = true;
+                break;
+            }
             Ok(n) => c.buf.extend_from_slice(&chunk[..n]),
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -304,7 +310,8 @@ fn read_request(c: &mut Client, ctl: &mut Control, now: Instant) -> io::Result<b
             "request larger than {MAX_REQUEST} bytes"
         )))
         .encode(),
-        None => return Ok(false),
+        // Hung up before a whole line: nothing to answer.
+        None => return Ok(eof),
     };
     c.phase = Phase::Writing {
         out: answer,

@@ -255,7 +255,7 @@ int0\t00000A0A\t00000000\t0001\t0\t0\t0\t00FFFFFF\t0\t0\t0
         let mut r = Resolver::new();
         let t0 = Instant::now();
         let rip: IpAddr = "10.10.0.11".parse().unwrap();
-        let d = Arc::new(DestState::default());
+        let d = Arc::new(DestState::new(rip, 80));
         let one = || std::iter::once((rip, &d));
         r.update(t0, &k, &ifaces(), one());
         assert_eq!(*k.probes.borrow(), [rip], "probed at once");
@@ -296,7 +296,7 @@ int0\t00000A0A\t00000000\t0001\t0\t0\t0\t00FFFFFF\t0\t0\t0
         let mut r = Resolver::new();
         let t0 = Instant::now();
         let rip: IpAddr = "10.10.0.99".parse().unwrap();
-        let d = Arc::new(DestState::default());
+        let d = Arc::new(DestState::new(rip, 80));
         let mut t = t0;
         for _ in 0..12 {
             r.update(t, &k, &ifaces(), std::iter::once((rip, &d)));
@@ -319,8 +319,8 @@ int0\t00000A0A\t00000000\t0001\t0\t0\t0\t00FFFFFF\t0\t0\t0
         let k = FakeKernel::lab();
         k.learn("192.0.2.1", "ext0", 1);
         let mut r = Resolver::new();
-        let d = Arc::new(DestState::default());
         let far: IpAddr = "198.51.100.7".parse().unwrap();
+        let d = Arc::new(DestState::new(far, 80));
         r.update(Instant::now(), &k, &ifaces(), std::iter::once((far, &d)));
         assert_eq!(
             d.next_hop(),

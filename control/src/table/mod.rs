@@ -244,7 +244,7 @@ impl ServiceTable {
                 d.update(spec);
                 d
             }
-            None => DestEntry::new(spec, Arc::new(DestState::default())),
+            None => DestEntry::new(spec, Arc::new(DestState::new(spec.addr, spec.port))),
         }
     }
 

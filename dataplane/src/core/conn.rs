@@ -12,7 +12,7 @@
 //!   connection on average, so a lookup that finds nothing (every new connection) walks one
 //!   slot, and one that finds its connection 1.5 (each a cache miss in a large table).
 //! - `slots`: the connections themselves, preallocated (but not touched) for the configured
-//!   maximum, linked by slot number. An IPv4 slot is 56 bytes (tested below).
+//!   maximum, linked by slot number. An IPv4 slot is 64 bytes, one cache line (tested below).
 //! - free slots go on a free list; new ones come from a high-water mark.
 //!
 //! A connection is read and written only by a thread holding its bucket's lock, a spin lock
@@ -24,7 +24,7 @@
 
 use std::cell::UnsafeCell;
 use std::mem::MaybeUninit;
-use std::net::{Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -50,6 +50,18 @@ pub struct ConnKey<A> {
 const MASQ: u8 = 1;
 const INACTIVE: u8 = 2;
 const NO_OUTPUT: u8 = 4;
+/// Learned from outside for a realserver the snapshot did not have: bound to a placeholder
+/// [`DestState`] until a client packet finds the realserver configured.
+const UNBOUND: u8 = 8;
+/// Learned from outside without the client's next hop: the client's next frame teaches it.
+const LEARN_HOP: u8 = 16;
+/// Its TCP state changed since the last client packet (which reports it, if anyone listens).
+const CHANGED: u8 = 32;
+/// Never a connection's flag: the core's mark that someone listens for events, tested with
+/// the connection's flags ([`Conn::hooked`]).
+pub(crate) const LISTENING: u8 = 128;
+/// The flags that send a client packet to its rare work (one test with [`LISTENING`]).
+const HOOKS: u8 = UNBOUND | LEARN_HOP | CHANGED | LISTENING;
 
 /// A connection (IPVS `struct ip_vs_conn`).
 #[derive(Debug)]
@@ -68,6 +80,9 @@ pub struct Conn<A> {
     /// When it expires, in wheel ticks (IPVS keeps `timeout` and re-arms a timer per packet;
     /// a deadline lets a packet extend it without touching any timer).
     deadline: u32,
+    /// Client → director packets counted while someone listens for events (IPVS `in_pkts`,
+    /// what the sync rule `sync_threshold` / `sync_period` looks at).
+    pub in_pkts: u32,
     pub dest: Arc<DestState>,
     /// The persistence template that chose the realserver (IPVS `cp->control`): it lives at
     /// least as long as the connections it controls.
@@ -110,9 +125,80 @@ impl<A: Addr> Conn<A> {
             flags,
             client_hop,
             deadline: 0,
+            in_pkts: 0,
             dest,
             template: None,
         }
+    }
+
+    /// Marks a connection learned from outside as bound to a placeholder realserver, until a
+    /// client packet finds the real one.
+    pub(crate) fn mark_unbound(&mut self) {
+        self.flags |= UNBOUND;
+    }
+
+    /// Marks a connection learned from outside as not knowing its client's next hop: the
+    /// client's next frame teaches it; its replies are dropped until then.
+    pub(crate) fn forget_client_hop(&mut self) {
+        self.client_hop = NextHop::UNKNOWN;
+        self.flags |= LEARN_HOP;
+    }
+
+    /// Whether a client packet has rare work to do on it: learned from outside (unbound or
+    /// without the client's next hop), a state change to report, or (`listen` =
+    /// [`LISTENING`]) someone listening for events.
+    #[inline(always)]
+    pub(crate) fn hooked(&self, listen: u8) -> bool {
+        (self.flags | listen) & HOOKS != 0
+    }
+
+    /// Marks a state change for the next client packet to report.
+    pub(crate) fn mark_changed(&mut self) {
+        self.flags |= CHANGED;
+    }
+
+    /// Whether the state changed since the last client packet; clears the mark.
+    pub(crate) fn take_changed(&mut self) -> bool {
+        let c = self.flags & CHANGED != 0;
+        self.flags &= !CHANGED;
+        c
+    }
+
+    /// Bound to a placeholder realserver, waiting for the real one.
+    pub fn unbound(&self) -> bool {
+        self.flags & UNBOUND != 0
+    }
+
+    /// Whether the client's next hop is known (replies can go back).
+    pub fn knows_client_hop(&self) -> bool {
+        self.flags & LEARN_HOP == 0
+    }
+
+    /// Records the client's next hop from its frame.
+    pub(crate) fn learn_client_hop(&mut self, hop: NextHop) {
+        self.client_hop = hop;
+        self.flags &= !LEARN_HOP;
+    }
+
+    /// Moves the connection to realserver `dest` (counted there as it is counted now) and
+    /// clears `UNBOUND` (IPVS `ip_vs_try_bind_dest`, or a sync message naming another one).
+    pub(crate) fn rebind_dest(&mut self, dest: Arc<DestState>) {
+        let b = self.binding();
+        dest.bind(b);
+        let old = std::mem::replace(&mut self.dest, dest);
+        old.unbind(b);
+        self.flags &= !UNBOUND;
+    }
+
+    /// Sets the forwarding method (a sync message naming another realserver).
+    pub(crate) fn set_fwd(&mut self, fwd: Fwd) {
+        self.flags &= !(MASQ | NO_OUTPUT);
+        self.flags |= if fwd == Fwd::Masq { MASQ } else { NO_OUTPUT };
+    }
+
+    /// Sets the deadline to tick `deadline` (a timeout given from outside).
+    pub(crate) fn set_deadline(&mut self, deadline: u32) {
+        self.deadline = deadline.min(MAX_TICK);
     }
 
     pub fn fwd(&self) -> Fwd {
@@ -253,6 +339,11 @@ pub struct Template<A> {
     pub key: TemplateKey<A>,
     /// The realserver's shared state: its identity and its `persist` counter.
     pub dest: Arc<DestState>,
+    /// The realserver's forwarding method when the template was made.
+    pub fwd: Fwd,
+    /// Learned from outside for a realserver the snapshot did not have: `dest` is a
+    /// placeholder, replaced when a new connection finds the realserver configured.
+    placeholder: bool,
     timeout: Duration,
     last_used: AtomicU64,
     /// The tick of its wheel entry.
@@ -260,15 +351,38 @@ pub struct Template<A> {
 }
 
 impl<A> Template<A> {
-    pub fn new(key: TemplateKey<A>, dest: Arc<DestState>, timeout: Duration, now: Instant) -> Self {
+    /// A template sending `key`'s clients to `dest`, counted in its `persist` connections.
+    pub fn new(
+        key: TemplateKey<A>,
+        (dest, fwd): (Arc<DestState>, Fwd),
+        timeout: Duration,
+        now: Instant,
+    ) -> Self {
         dest.bind(Binding::Template);
         Template {
             key,
             dest,
+            fwd,
+            placeholder: false,
             timeout,
             last_used: AtomicU64::new(now.0),
             armed: AtomicU32::new(0),
         }
+    }
+
+    /// The realserver it sends clients to: address and port.
+    pub fn dest_addr(&self) -> (IpAddr, u16) {
+        (self.dest.addr, self.dest.port)
+    }
+
+    /// Bound to a placeholder realserver (learned from outside), waiting for the real one.
+    pub fn unbound(&self) -> bool {
+        self.placeholder
+    }
+
+    /// The persistence timeout.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
     }
 
     /// Restarts the persistence timeout (a new connection used it, or one it controls ended).
@@ -737,14 +851,15 @@ impl<A: Addr> ConnTable<A> {
     }
 
     /// Fires the wheel entry of bucket `b` for tick `at`: each connection of the bucket whose
-    /// entry it is goes if it is expired, else is filed again at its deadline by `refile`
-    /// (which returns the tick it was filed for). Returns how many went.
+    /// entry it is goes if it is expired (shown to `on_gone` first), else is filed again at its
+    /// deadline by `refile` (which returns the tick it was filed for). Returns how many went.
     pub fn expire_bucket(
         &self,
         b: u32,
         at: u32,
         now: Instant,
         mut refile: impl FnMut(u32) -> u32,
+        mut on_gone: impl FnMut(&Conn<A>),
     ) -> usize {
         if self.empty(b) {
             return 0;
@@ -759,6 +874,7 @@ impl<A: Addr> ConnTable<A> {
                 && let Some(c) = &s.conn
             {
                 if c.expired(now) {
+                    on_gone(c);
                     let c = bucket.unlink(prev, i);
                     self.release(c, now);
                     gone += 1;
@@ -787,17 +903,23 @@ impl<A: Addr> ConnTable<A> {
     ) -> Result<Persisted<'a, A>, InsertError> {
         use dashmap::mapref::entry::Entry as MapEntry;
         let slot = self.templates.entry(key);
-        if let MapEntry::Occupied(e) = &slot
-            && let Some(d) = dests.iter().find(|d| Arc::ptr_eq(&d.state, &e.get().dest))
-        {
-            e.get().touch(now);
-            return Ok(Persisted::Template {
-                dest: d,
-                template: e.get().clone(),
-                new: false,
-            });
+        let mut learned = None;
+        if let MapEntry::Occupied(e) = &slot {
+            let t = e.get();
+            if let Some(d) = dests.iter().find(|d| Arc::ptr_eq(&d.state, &t.dest)) {
+                t.touch(now);
+                return Ok(Persisted::Template {
+                    dest: d,
+                    template: t.clone(),
+                    new: false,
+                });
+            }
+            // Learned from outside before its realserver existed: bound to it now.
+            if t.placeholder {
+                learned = dests.iter().find(|d| d.state.is(t.dest.addr, t.dest.port));
+            }
         }
-        let Some(d) = pick() else {
+        let Some(d) = learned.or_else(pick) else {
             return Ok(Persisted::NoDest);
         };
         if matches!(slot, MapEntry::Vacant(_)) {
@@ -805,7 +927,7 @@ impl<A: Addr> ConnTable<A> {
             self.n_templates.fetch_add(1, Ordering::Relaxed);
         }
         // A stale template is replaced; connections holding it keep it alive.
-        let t = Arc::new(Template::new(key, d.state.clone(), timeout, now));
+        let t = Arc::new(Template::new(key, (d.state.clone(), d.fwd), timeout, now));
         slot.insert(t.clone());
         Ok(Persisted::Template {
             dest: d,
@@ -814,29 +936,69 @@ impl<A: Addr> ConnTable<A> {
         })
     }
 
+    /// A template learned from outside (a peer director's sync message): `key`'s clients go
+    /// to `dest` (a placeholder if `bound` is false: the realserver is not configured yet)
+    /// for `timeout` from `now`. An existing template for the same realserver is touched and
+    /// returned; one for another realserver (or a placeholder, when `dest` is the real one)
+    /// is replaced. Returns the template and whether it is new (the caller files it for
+    /// expiry).
+    pub fn learn_template(
+        &self,
+        key: TemplateKey<A>,
+        (dest, fwd, bound): (Arc<DestState>, Fwd, bool),
+        timeout: Duration,
+        now: Instant,
+    ) -> Result<(Arc<Template<A>>, bool), InsertError> {
+        use dashmap::mapref::entry::Entry as MapEntry;
+        let slot = self.templates.entry(key);
+        match &slot {
+            MapEntry::Occupied(e) => {
+                let t = e.get();
+                if t.dest.is(dest.addr, dest.port) && (!t.placeholder || !bound) {
+                    t.touch(now);
+                    return Ok((t.clone(), false));
+                }
+            }
+            MapEntry::Vacant(_) => {
+                self.reserve()?;
+                self.n_templates.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        let mut t = Template::new(key, (dest, fwd), timeout, now);
+        t.placeholder = !bound;
+        let t = Arc::new(t);
+        slot.insert(t.clone());
+        Ok((t, true))
+    }
+
+    /// The persistence template for `key`, if the table has one.
+    pub fn template(&self, key: &TemplateKey<A>) -> Option<Arc<Template<A>>> {
+        self.templates.get(key).map(|t| t.value().clone())
+    }
+
     /// Fires template `key`'s wheel entry for tick `at`: it goes once idle past its timeout
     /// and no connection holds it (IPVS defers a template's expiry while `n_control` > 0),
-    /// else is filed again by `refile`. True if it went.
+    /// else is filed again by `refile`. Returns it if it went.
     pub fn expire_template(
         &self,
         key: &TemplateKey<A>,
         at: u32,
         now: Instant,
         refile: impl FnOnce(u32) -> u32,
-    ) -> bool {
+    ) -> Option<Arc<Template<A>>> {
         use dashmap::mapref::entry::Entry as MapEntry;
         let MapEntry::Occupied(e) = self.templates.entry(*key) else {
-            return false;
+            return None;
         };
         let t = e.get();
         if t.armed.load(Ordering::Relaxed) != at {
-            return false;
+            return None;
         }
         if t.idle(now) && Arc::strong_count(t) == 1 {
-            e.remove();
+            let t = e.remove();
             self.n_templates.fetch_sub(1, Ordering::Relaxed);
             self.conns.fetch_sub(1, Ordering::Relaxed);
-            return true;
+            return Some(t);
         }
         let deadline = if t.idle(now) {
             // Idle but held: look again one timeout later (a connection ending touches it).
@@ -846,7 +1008,7 @@ impl<A: Addr> ConnTable<A> {
             t.deadline()
         };
         t.arm(refile(deadline));
-        false
+        None
     }
 
     /// Remembers that the first fragment of datagram `fk` was forwarded as the connection
@@ -991,9 +1153,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn slots_are_56_bytes_for_ipv4_and_96_for_ipv6() {
-        assert_eq!(ConnTable::<Ipv4Addr>::SLOT_BYTES, 56);
+    fn slots_are_64_bytes_for_ipv4_and_96_for_ipv6() {
+        assert_eq!(ConnTable::<Ipv4Addr>::SLOT_BYTES, 64);
         assert_eq!(ConnTable::<Ipv6Addr>::SLOT_BYTES, 96);
+    }
+
+    fn rs() -> Arc<DestState> {
+        Arc::new(DestState::new(Ipv4Addr::new(10, 10, 0, 1).into(), 8080))
     }
 
     fn conn(c: u8, port: u16, fwd: Fwd) -> Conn<Ipv4Addr> {
@@ -1008,7 +1174,7 @@ mod tests {
                 iface: 0,
                 mac: [0; 6],
             },
-            Arc::new(DestState::default()),
+            rs(),
         );
         c.touch(tick_ceil(Instant::from_secs(0)), 60);
         c
@@ -1044,15 +1210,21 @@ mod tests {
     fn slots_are_reused_and_counters_released() {
         let t = ConnTable::new(2);
         let now = Instant::from_secs(0);
-        let d = Arc::new(DestState::default());
+        let d = rs();
         for round in 0..10u16 {
             let mut c = conn(1, round, Fwd::Masq);
             c.dest = d.clone();
             let b = t.insert(c, 5, now).unwrap();
             assert_eq!(d.total_conns(), 1);
             // Not its entry's tick: nothing happens.
-            assert_eq!(t.expire_bucket(b, 4, Instant::from_secs(100), |_| 0), 0);
-            assert_eq!(t.expire_bucket(b, 5, Instant::from_secs(100), |_| 0), 1);
+            assert_eq!(
+                t.expire_bucket(b, 4, Instant::from_secs(100), |_| 0, |_| {}),
+                0
+            );
+            assert_eq!(
+                t.expire_bucket(b, 5, Instant::from_secs(100), |_| 0, |_| {}),
+                1
+            );
             assert_eq!(d.total_conns(), 0);
         }
         assert!(t.fresh.load(Ordering::Relaxed) <= 3);
@@ -1065,21 +1237,33 @@ mod tests {
             .insert(conn(1, 1, Fwd::Masq), 7, Instant::from_secs(0))
             .unwrap();
         let mut refiled = None;
-        let gone = t.expire_bucket(b, 7, Instant::from_secs(1), |d| {
-            refiled = Some(d);
-            d
-        });
+        let gone = t.expire_bucket(
+            b,
+            7,
+            Instant::from_secs(1),
+            |d| {
+                refiled = Some(d);
+                d
+            },
+            |_| {},
+        );
         assert_eq!(gone, 0);
         assert_eq!(refiled, Some(60 * 16));
         // Its entry is now the refiled one.
-        assert_eq!(t.expire_bucket(b, 7, Instant::from_secs(61), |d| d), 0);
-        assert_eq!(t.expire_bucket(b, 960, Instant::from_secs(61), |d| d), 1);
+        assert_eq!(
+            t.expire_bucket(b, 7, Instant::from_secs(61), |d| d, |_| {}),
+            0
+        );
+        assert_eq!(
+            t.expire_bucket(b, 960, Instant::from_secs(61), |d| d, |_| {}),
+            1
+        );
     }
 
     #[test]
     fn two_threads_insert_look_up_and_expire_without_losing_counts() {
         let t = Arc::new(ConnTable::new(1 << 14));
-        let d = Arc::new(DestState::default());
+        let d = rs();
         let now = Instant::from_secs(0);
         let handles: Vec<_> = (0..2u8)
             .map(|w| {
@@ -1098,7 +1282,7 @@ mod tests {
                             assert!(t.lookup(&k.1).is_some());
                         }
                         for b in buckets.drain(..) {
-                            t.expire_bucket(b, round, Instant::from_secs(100), |x| x);
+                            t.expire_bucket(b, round, Instant::from_secs(100), |x| x, |_| {});
                         }
                     }
                 })

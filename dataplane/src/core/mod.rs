@@ -4,7 +4,9 @@
 
 pub mod addr;
 pub mod conn;
+pub mod events;
 mod family;
+pub mod inject;
 pub mod sched;
 pub mod service;
 pub mod stats;
@@ -18,6 +20,7 @@ use std::time::Duration;
 use crate::wire::{Error as WireError, checksum, ethernet, tcp};
 use addr::Addr;
 use conn::{Conn, ConnKey, ConnTable, FragKey, Persisted, Side, Tables, Template, TemplateKey};
+use events::{EventKind, Outbox};
 use family::{Family, NatField};
 use sched::Source;
 use service::{Dest, Fwd, IfaceId, NextHop, Proto, Service, Snapshot, VsKey};
@@ -82,10 +85,13 @@ pub enum DropReason {
     TtlExceeded,
     /// The connection table is full.
     TableFull,
+    /// A realserver's reply for a connection learned from outside (a peer director's sync)
+    /// whose client next hop is not known yet: no client frame has taught it and none was given.
+    NoClientHop,
 }
 
 impl DropReason {
-    pub const COUNT: usize = 10;
+    pub const COUNT: usize = 11;
     pub const ALL: [DropReason; Self::COUNT] = [
         DropReason::Malformed,
         DropReason::NotIp,
@@ -97,6 +103,7 @@ impl DropReason {
         DropReason::NoNeighbour,
         DropReason::TtlExceeded,
         DropReason::TableFull,
+        DropReason::NoClientHop,
     ];
 
     /// Stable snake_case name for counters and metrics.
@@ -112,6 +119,7 @@ impl DropReason {
             DropReason::NoNeighbour => "no_neighbour",
             DropReason::TtlExceeded => "ttl_exceeded",
             DropReason::TableFull => "table_full",
+            DropReason::NoClientHop => "no_client_hop",
         }
     }
 }
@@ -146,6 +154,12 @@ pub struct Core {
     /// This worker's index: its shard of the realservers' counters.
     worker: usize,
     pub stats: CoreStats,
+    /// Where this worker's connection events go, if anywhere.
+    outbox: Option<Arc<Outbox>>,
+    /// The outbox while someone listens, else None.
+    live: Option<Arc<Outbox>>,
+    /// [`conn::LISTENING`] while someone listens, else 0: all the per-packet path looks at.
+    listen: u8,
 }
 
 /// A worker's timing wheels, per address family.
@@ -248,7 +262,41 @@ impl Core {
             expiry: Expiries::default(),
             worker,
             stats: CoreStats::default(),
+            outbox: None,
+            live: None,
+            listen: 0,
         }
+    }
+
+    /// Sets where this worker's connection events go ([`events`]), and reads whether they are
+    /// wanted.
+    pub fn set_outbox(&mut self, outbox: Option<Arc<Outbox>>) {
+        self.outbox = outbox;
+        self.live = None;
+        self.refresh_listening();
+    }
+
+    /// The outbox of this worker's connection events.
+    pub fn outbox(&self) -> Option<&Arc<Outbox>> {
+        self.outbox.as_ref()
+    }
+
+    /// Reads the outbox's listening flag (a worker: once per batch, never per packet).
+    #[inline]
+    pub fn refresh_listening(&mut self) {
+        let on = self.outbox.as_ref().is_some_and(|o| o.listening());
+        if on != self.live.is_some() {
+            self.live = if on { self.outbox.clone() } else { None };
+            self.listen = if on { conn::LISTENING } else { 0 };
+        }
+    }
+
+    /// The packet count a connection inserted from outside starts at (IPVS sets a synced
+    /// connection's to the sync threshold).
+    fn sync_threshold(&self) -> u32 {
+        self.outbox
+            .as_ref()
+            .map_or(Outbox::SYNC_THRESHOLD, |o| o.threshold())
     }
 
     pub fn tables(&self) -> &Arc<Tables> {
@@ -320,10 +368,17 @@ impl Core {
         };
         let ex = F::expiry(&mut self.expiry);
         let worker = self.worker;
-        let action = match lookup(table, ex, (now, worker), snap, &key, &p) {
+        let at = At {
+            now,
+            worker,
+            snap,
+            ev: self.live.as_deref(),
+            listen: self.listen,
+        };
+        let action = match lookup(table, ex, at, (frame, rx_iface), &key, &p) {
             Some(a) => a,
             None if matches!(p.kind, Kind::Plain { .. }) => {
-                let a = new_conn(table, ex, (now, worker), snap, frame, &p, rx_iface)?;
+                let a = new_conn(table, ex, at, frame, &p, rx_iface)?;
                 self.stats.new_conns += 1;
                 a
             }
@@ -431,16 +486,35 @@ impl Core {
     /// the rest wait for the next call). Returns the number of entries fired: non-zero means
     /// there may be more to do.
     pub fn expire_some(&mut self, now: Instant) -> usize {
-        let a = expire(&self.tables.v4, &mut self.expiry.v4, now, EXPIRY_BUDGET);
-        let b = expire(&self.tables.v6, &mut self.expiry.v6, now, EXPIRY_BUDGET);
+        let ev = self.live.as_deref();
+        let a = expire(&self.tables.v4, &mut self.expiry.v4, now, EXPIRY_BUDGET, ev);
+        let b = expire(&self.tables.v6, &mut self.expiry.v6, now, EXPIRY_BUDGET, ev);
         a.fired + b.fired
     }
 
     /// Fires every due entry (tests and shutdown); returns the number of connections removed.
     pub fn expire(&mut self, now: Instant) -> usize {
-        let a = expire(&self.tables.v4, &mut self.expiry.v4, now, usize::MAX);
-        let b = expire(&self.tables.v6, &mut self.expiry.v6, now, usize::MAX);
+        let ev = self.live.as_deref();
+        let a = expire(&self.tables.v4, &mut self.expiry.v4, now, usize::MAX, ev);
+        let b = expire(&self.tables.v6, &mut self.expiry.v6, now, usize::MAX, ev);
         a.removed + b.removed
+    }
+
+    /// When this worker's timing wheels (connections and templates, both families) next have
+    /// entries to fire: the driver may sleep until then ([`Core::expire_some`] does nothing
+    /// before). None if nothing is filed. Entries are lazy, so it may be early, never late.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let e = &self.expiry;
+        [
+            e.v4.conns.next_due(),
+            e.v4.templates.next_due(),
+            e.v6.conns.next_due(),
+            e.v6.templates.next_due(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+        .map(wheel::tick_instant)
     }
 
     /// Entries in this worker's wheels (connections and templates it watches).
@@ -458,16 +532,47 @@ struct Expired {
     removed: usize,
 }
 
-fn expire<A: Addr>(t: &ConnTable<A>, ex: &mut Expiry<A>, now: Instant, budget: usize) -> Expired {
+fn expire<A: Addr>(
+    t: &ConnTable<A>,
+    ex: &mut Expiry<A>,
+    now: Instant,
+    budget: usize,
+    ev: Option<&Outbox>,
+) -> Expired {
     let now_t = tick(now);
     let mut removed = 0;
     let mut fired = ex.conns.advance(now_t, budget, |b, at, filer| {
-        removed += t.expire_bucket(b, at, now, |d| filer.file(d, b));
+        removed += t.expire_bucket(
+            b,
+            at,
+            now,
+            |d| filer.file(d, b),
+            |c| {
+                if let Some(ob) = ev {
+                    ob.expired(c);
+                }
+            },
+        );
     });
     fired += ex.templates.advance(now_t, budget, |k, at, filer| {
-        t.expire_template(&k, at, now, |d| filer.file(d, k));
+        let gone = t.expire_template(&k, at, now, |d| filer.file(d, k));
+        if let (Some(ob), Some(tp)) = (ev, gone) {
+            ob.template_expired(&tp);
+        }
     });
     Expired { fired, removed }
+}
+
+/// What a packet's handling reads besides the frame: the time, the worker, the snapshot, and
+/// the outbox while someone listens.
+#[derive(Clone, Copy)]
+struct At<'a> {
+    now: Instant,
+    worker: usize,
+    snap: &'a Snapshot,
+    ev: Option<&'a Outbox>,
+    /// [`conn::LISTENING`] while someone listens, else 0: what a client packet tests.
+    listen: u8,
 }
 
 /// A non-first fragment takes the ports its first fragment was forwarded with.
@@ -497,11 +602,18 @@ fn fragment_ports<A: Addr>(
 fn lookup<A: Addr>(
     table: &ConnTable<A>,
     ex: &mut Expiry<A>,
-    (now, worker): (Instant, usize),
-    snap: &Snapshot,
+    at: At<'_>,
+    (frame, rx_iface): (&[u8], IfaceId),
     key: &ConnKey<A>,
     p: &Parsed<A>,
 ) -> Option<Action<A>> {
+    let At {
+        now,
+        worker,
+        snap,
+        ev,
+        ..
+    } = at;
     // A TCP SYN comes from a client: a realserver answers one with a SYN-ACK, so only the
     // client side is searched (one chain walk fewer for every new connection).
     let syn = p.proto == Proto::Tcp && is_syn(p.tcp_flags);
@@ -517,6 +629,9 @@ fn lookup<A: Addr>(
             // IPVS conn_reuse_mode 1: a new SYN on a TIME_WAIT/CLOSE connection expires it and
             // is scheduled afresh.
             if syn && reusable(c) {
+                if let Some(ob) = ev {
+                    ob.expired(c);
+                }
                 found.remove(now);
                 return None;
             }
@@ -526,6 +641,11 @@ fn lookup<A: Addr>(
                 Dir::Input
             };
             touch(c, now, snap, dir, p);
+            // One test for the rare work: a connection learned from outside (bind it, learn
+            // the client's hop), a state change to report, someone listening.
+            if c.hooked(at.listen) {
+                client_hooks(c, (snap, ev), frame, rx_iface);
+            }
             c.dest.stats.inbound(worker, p.len as u64);
             Action::ToDest {
                 fwd: c.fwd(),
@@ -563,12 +683,18 @@ fn lookup<A: Addr>(
 fn new_conn<F: Family>(
     table: &ConnTable<F>,
     ex: &mut Expiry<F>,
-    (now, worker): (Instant, usize),
-    snap: &Snapshot,
+    at: At<'_>,
     frame: &[u8],
     p: &Parsed<F>,
     rx_iface: IfaceId,
 ) -> Result<Action<F>, DropReason> {
+    let At {
+        now,
+        worker,
+        snap,
+        ev,
+        ..
+    } = at;
     let vs = VsKey {
         proto: p.proto,
         addr: p.dst.ip(),
@@ -584,7 +710,7 @@ fn new_conn<F: Family>(
     if p.ttl <= 1 {
         return Err(DropReason::TtlExceeded);
     }
-    let (d, template) = choose_dest(table, ex, now, svc, p)?;
+    let (d, template, new_template) = choose_dest(table, ex, now, svc, p)?;
     // A realserver of the other family cannot take it (IPVS allows that for tunnels only).
     let daddr = F::from_ip(d.addr).ok_or(DropReason::NoDest)?;
     // Port 0 (a fwmark service's realserver): the port the client asked for.
@@ -613,6 +739,11 @@ fn new_conn<F: Family>(
     );
     conn.template = template;
     conn.touch(tick_ceil(now), timeout);
+    if let Some(ob) = ev {
+        // IPVS counts the packet that created it.
+        conn.in_pkts = 1;
+        new_conn_events(ob, &conn, timeout, new_template);
+    }
     let action = Action::ToDest {
         fwd: d.fwd,
         daddr,
@@ -629,8 +760,25 @@ fn new_conn<F: Family>(
     Ok(action)
 }
 
-/// A new connection's realserver and the persistence template that chose it, if any.
-type Chosen<'s, A> = (&'s Dest, Option<Arc<Template<A>>>);
+/// Reports new connection `c` (its state's timeout `timeout`) and its template, made for it
+/// (`new_template`) or reused.
+#[cold]
+#[inline(never)]
+fn new_conn_events<A: Addr>(ob: &Outbox, c: &Conn<A>, timeout: u32, new_template: bool) {
+    ob.push(events::ConnEvent::of_conn(EventKind::Created, c, timeout));
+    if let Some(t) = &c.template {
+        let kind = if new_template {
+            EventKind::TemplateCreated
+        } else {
+            EventKind::TemplateRefreshed
+        };
+        ob.push(events::ConnEvent::of_template(kind, t));
+    }
+}
+
+/// A new connection's realserver, the persistence template that chose it if any, and whether
+/// that template is new.
+type Chosen<'s, A> = (&'s Dest, Option<Arc<Template<A>>>, bool);
 
 /// The realserver for a new connection (IPVS `ip_vs_schedule`): through the client's
 /// persistence template if the service is persistent, else the scheduler; the sorry server
@@ -650,11 +798,11 @@ fn choose_dest<'s, A: Addr>(
     let sorry = || {
         svc.sorry
             .as_ref()
-            .map(|d| (d, None))
+            .map(|d| (d, None, false))
             .ok_or(DropReason::NoDest)
     };
     let Some(pers) = svc.persist else {
-        return pick().map(|d| (d, None)).map_or_else(sorry, Ok);
+        return pick().map(|d| (d, None, false)).map_or_else(sorry, Ok);
     };
     let netmask = A::from_ip(pers.netmask).unwrap_or(A::ONES);
     let caddr = p.src.mask(netmask);
@@ -684,7 +832,7 @@ fn choose_dest<'s, A: Addr>(
             if new {
                 template.arm(ex.templates.file(tick(now), template.deadline(), key));
             }
-            Ok((dest, Some(template)))
+            Ok((dest, Some(template), new))
         }
         // The sorry server gets no template: the client returns to the realservers as soon
         // as one can take it.
@@ -701,9 +849,9 @@ fn reusable<A: Addr>(c: &Conn<A>) -> bool {
 }
 
 /// Records a packet on a bound connection: TCP state transition (moving the realserver's
-/// active/inactive counters) and the idle timeout of the resulting state. Fragments refresh
-/// the idle time only (their flags are not known); ICMP errors change nothing (IPVS leaves the
-/// state to the connection's own segments).
+/// active/inactive counters; the next client packet reports it) and the idle timeout of the
+/// resulting state. Fragments refresh the idle time only (their flags are not known); ICMP
+/// errors change nothing (IPVS leaves the state to the connection's own segments).
 #[inline(always)]
 fn touch<A: Addr>(c: &mut Conn<A>, now: Instant, snap: &Snapshot, dir: Dir, p: &Parsed<A>) {
     let timeout = match p.kind {
@@ -714,13 +862,47 @@ fn touch<A: Addr>(c: &mut Conn<A>, now: Instant, snap: &Snapshot, dir: Dir, p: &
         },
         Kind::Plain { .. } => match c.proto {
             Proto::Tcp => {
-                c.set_state(tcp_state::next(c.state, dir, p.tcp_flags));
+                let new = tcp_state::next(c.state, dir, p.tcp_flags);
+                if new != c.state {
+                    change_state(c, new);
+                }
                 snap.timeouts.tcp[c.state as usize]
             }
             Proto::Udp => snap.timeouts.udp,
         },
     };
     c.touch(tick_ceil(now), timeout);
+}
+
+/// A TCP state transition (a few per connection, off the per-packet path): moves the
+/// realserver's counters and marks it for the next client packet to report (IPVS syncs on
+/// client packets only).
+#[cold]
+#[inline(never)]
+fn change_state<A: Addr>(c: &mut Conn<A>, new: TcpState) {
+    c.set_state(new);
+    c.mark_changed();
+}
+
+/// A client packet's rare work on its connection ([`Conn::hooked`]): binding a connection
+/// learned from outside and learning its client's hop ([`inject::hooks`]), then, if someone
+/// listens, reporting a state change and counting the packet for the sync rule.
+#[cold]
+#[inline(never)]
+fn client_hooks<A: Addr>(
+    c: &mut Conn<A>,
+    (snap, ev): (&Snapshot, Option<&Outbox>),
+    frame: &[u8],
+    rx_iface: IfaceId,
+) {
+    inject::hooks(c, snap, frame, rx_iface);
+    let changed = c.take_changed();
+    if let Some(ob) = ev {
+        if changed {
+            ob.conn(EventKind::StateChanged, c, snap);
+        }
+        ob.client_packet(c, snap);
+    }
 }
 
 /// Rewrites the frame for `action` and returns the egress interface.
@@ -734,7 +916,7 @@ fn rewrite<F: Family>(
         Action::ToDest { hop, .. } => hop.ok_or(DropReason::NoNeighbour)?,
         Action::ToClient { hop, .. } => hop,
     };
-    let src_mac = snap.iface_mac(hop.iface).ok_or(DropReason::NoNeighbour)?;
+    let src_mac = snap.iface_mac(hop.iface).ok_or(no_hop(hop.iface))?;
     match action {
         Action::ToDest {
             fwd: Fwd::Route, ..
@@ -751,6 +933,18 @@ fn rewrite<F: Family>(
     eth.set_dst(hop.mac);
     eth.set_src(src_mac);
     Ok(hop.iface)
+}
+
+/// Why a frame has no way out through interface `iface`: a client hop still unknown (a
+/// connection learned from outside, [`NextHop::UNKNOWN`]), or an interface the snapshot does
+/// not have.
+#[inline(always)]
+fn no_hop(iface: IfaceId) -> DropReason {
+    if iface == NextHop::UNKNOWN.iface {
+        DropReason::NoClientHop
+    } else {
+        DropReason::NoNeighbour
+    }
 }
 
 /// LVS-NAT rewrite of the source or destination to `addr:port`, with the TTL (hop limit)
@@ -836,5 +1030,7 @@ fn set_l4_port(
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_hooks;
 #[cfg(test)]
 mod tests_v6;

@@ -98,6 +98,13 @@ pub struct NextHop {
 impl NextHop {
     const VALID: u64 = 1 << 63;
 
+    /// The client hop of a connection learned from outside before its client's first frame:
+    /// an interface the snapshot never has, so a reply for it is dropped.
+    pub const UNKNOWN: NextHop = NextHop {
+        iface: IfaceId::MAX,
+        mac: [0; 6],
+    };
+
     fn pack(self) -> u64 {
         let mut m = [0u8; 8];
         m[2..].copy_from_slice(&self.mac);
@@ -120,8 +127,12 @@ impl NextHop {
 
 /// State of a realserver that outlives snapshots: shared by every snapshot that contains the
 /// realserver and by every connection bound to it.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct DestState {
+    /// The realserver's address (fixed for its lifetime).
+    pub addr: IpAddr,
+    /// Its port; 0 for a fwmark service's realserver (the port the client asked for).
+    pub port: u16,
     /// Connections in an active state: ESTABLISHED or the handshake (IPVS `activeconns`).
     pub active: AtomicU32,
     /// Connections in any other state, and UDP ones (IPVS `inactconns`).
@@ -151,6 +162,28 @@ pub enum Binding {
 }
 
 impl DestState {
+    /// The state of realserver `addr:port`: no connections, no thresholds, next hop unknown.
+    pub fn new(addr: IpAddr, port: u16) -> Self {
+        DestState {
+            addr,
+            port,
+            active: AtomicU32::new(0),
+            inactive: AtomicU32::new(0),
+            persist: AtomicU32::new(0),
+            u_threshold: AtomicU32::new(0),
+            l_threshold: AtomicU32::new(0),
+            overload: AtomicBool::new(false),
+            next_hop: AtomicU64::new(0),
+            stats: DestCounters::default(),
+        }
+    }
+
+    /// Whether it is realserver `addr:port`.
+    pub fn is(&self, addr: IpAddr, port: u16) -> bool {
+        self.addr == addr && self.port == port
+    }
+
+    /// The L2 next hop, once the control thread resolved it.
     pub fn next_hop(&self) -> Option<NextHop> {
         NextHop::unpack(self.next_hop.load(Ordering::Relaxed))
     }
@@ -367,7 +400,9 @@ mod tests {
 
     #[test]
     fn next_hop_round_trips() {
-        let s = DestState::default();
+        let s = DestState::new(Ipv4Addr::new(10, 0, 0, 1).into(), 80);
+        assert!(s.is(Ipv4Addr::new(10, 0, 0, 1).into(), 80));
+        assert!(!s.is(Ipv4Addr::new(10, 0, 0, 1).into(), 81));
         assert_eq!(s.next_hop(), None);
         let hop = NextHop {
             iface: 3,

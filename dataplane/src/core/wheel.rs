@@ -44,9 +44,22 @@ pub fn tick_instant(t: u32) -> Instant {
     Instant(t as u64 * TICK_NS)
 }
 
+/// Words of the bitmap of non-empty slots.
+const WORDS: usize = SLOTS as usize / 64;
+
+/// Marks slot `i` non-empty.
+#[inline]
+fn mark(filed: &mut [u64; WORDS], i: u32) {
+    filed[(i / 64) as usize] |= 1 << (i % 64);
+}
+
+/// A timing wheel of entries `T` (see the module docs).
 #[derive(Debug)]
 pub struct Wheel<T> {
     slots: Box<[Vec<T>]>,
+    /// One bit per slot, set while the slot may hold entries: [`Wheel::next_due`] finds the
+    /// first filed tick with a few word scans instead of a walk over the slots.
+    filed: Box<[u64; WORDS]>,
     /// Entries of the tick being fired, taken out of their slot.
     due: Vec<T>,
     due_tick: u32,
@@ -57,6 +70,7 @@ pub struct Wheel<T> {
 /// Files an entry again from inside [`Wheel::advance`].
 pub struct Filer<'w, T> {
     slots: &'w mut [Vec<T>],
+    filed: &'w mut [u64; WORDS],
     next: u32,
 }
 
@@ -70,6 +84,7 @@ impl<T: Copy> Filer<'_, T> {
     /// Files `entry` for `deadline`; returns the tick it will fire at.
     pub fn file(&mut self, deadline: u32, entry: T) -> u32 {
         let at = filed_at(self.next, deadline);
+        mark(self.filed, at & MASK);
         self.slots[(at & MASK) as usize].push(entry);
         at
     }
@@ -85,6 +100,7 @@ impl<T: Copy> Wheel<T> {
     pub fn new() -> Self {
         Wheel {
             slots: (0..SLOTS).map(|_| Vec::new()).collect(),
+            filed: Box::new([0; WORDS]),
             due: Vec::new(),
             due_tick: 0,
             next: None,
@@ -107,7 +123,36 @@ impl<T: Copy> Wheel<T> {
 
     /// Files `entry` for `at`, a tick [`Wheel::at`] returned since the last advance.
     pub fn push(&mut self, at: u32, entry: T) {
+        // Marked first: nothing to keep across the push's possible call to grow the slot.
+        mark(&mut self.filed, at & MASK);
         self.slots[(at & MASK) as usize].push(entry);
+    }
+
+    /// The first tick with entries to fire (possibly stale ones), None if none are filed: the
+    /// owner has nothing to do before it. A tick already past if a budget left some due.
+    pub fn next_due(&self) -> Option<u32> {
+        let next = self.next?;
+        if !self.due.is_empty() {
+            return Some(self.due_tick);
+        }
+        let start = next & MASK;
+        let (w0, b0) = ((start / 64) as usize, start % 64);
+        // From `start` round the whole wheel: the first word from bit `b0`, the others whole,
+        // the first word again below `b0`.
+        for i in 0..=WORDS {
+            let w = (w0 + i) % WORDS;
+            let mut bits = self.filed[w];
+            if i == 0 {
+                bits &= !0 << b0;
+            } else if i == WORDS {
+                bits &= (1 << b0) - 1;
+            }
+            if bits != 0 {
+                let slot = w as u32 * 64 + bits.trailing_zeros();
+                return Some(next + (slot.wrapping_sub(start) & MASK));
+            }
+        }
+        None
     }
 
     /// Fires every entry filed for a tick up to `now`, at most `budget` of them (the rest wait
@@ -137,6 +182,7 @@ impl<T: Copy> Wheel<T> {
                 fired += 1;
                 let mut f = Filer {
                     slots: &mut self.slots,
+                    filed: &mut self.filed,
                     next,
                 };
                 fire(e, self.due_tick, &mut f);
@@ -144,7 +190,10 @@ impl<T: Copy> Wheel<T> {
             if next > now {
                 break;
             }
-            std::mem::swap(&mut self.slots[(next & MASK) as usize], &mut self.due);
+            let i = next & MASK;
+            // The slot gets the emptied `due`.
+            std::mem::swap(&mut self.slots[i as usize], &mut self.due);
+            self.filed[(i / 64) as usize] &= !(1 << (i % 64));
             self.due_tick = next;
             next += 1;
         }
@@ -164,12 +213,14 @@ impl<T: Copy> Wheel<T> {
             (t, std::mem::take(&mut self.slots[(t & MASK) as usize]))
         }));
         self.next = Some(now + 1);
+        *self.filed = [0; WORDS];
         let mut fired = 0;
         for (t, entries) in batches {
             for e in entries {
                 fired += 1;
                 let mut f = Filer {
                     slots: &mut self.slots,
+                    filed: &mut self.filed,
                     next: now + 1,
                 };
                 fire(e, t, &mut f);
@@ -240,6 +291,41 @@ mod tests {
         w.advance(0, usize::MAX, |_: (), _, _| {});
         w.advance(50, usize::MAX, |_: (), _, _| {});
         assert_eq!(w.file(50, 7, ()), 51);
+    }
+
+    #[test]
+    fn next_due_is_the_first_filed_tick_round_the_wheel() {
+        let mut w = Wheel::new();
+        assert_eq!(w.next_due(), None);
+        w.advance(100, usize::MAX, |_: u32, _, _| {});
+        assert_eq!(w.next_due(), None);
+        // Filed ahead, across the wheel's wrap (slot indices below `next`'s).
+        w.file(100, 100 + SLOTS - 10, 1);
+        assert_eq!(w.next_due(), Some(100 + SLOTS - 10));
+        w.file(100, 300, 2);
+        assert_eq!(w.next_due(), Some(300));
+        w.file(100, 101, 3);
+        assert_eq!(w.next_due(), Some(101));
+        let mut fired = Vec::new();
+        w.advance(101, usize::MAX, |e, _, _| fired.push(e));
+        assert_eq!((fired.as_slice(), w.next_due()), (&[3][..], Some(300)));
+        w.advance(300, usize::MAX, |e, _, _| fired.push(e));
+        assert_eq!(w.next_due(), Some(100 + SLOTS - 10));
+        // Left due by a budget: due now.
+        w.file(300, 305, 4);
+        w.file(300, 305, 5);
+        w.advance(305, 1, |e, _, _| fired.push(e));
+        assert_eq!(w.next_due(), Some(305));
+        w.advance(305, usize::MAX, |e, _, _| fired.push(e));
+        w.advance(100 + SLOTS, usize::MAX, |e, _, _| fired.push(e));
+        assert_eq!((fired.len(), w.next_due()), (5, None));
+        // Every slot's bit, and a slot at a word's end.
+        for at in [306 + 63, 306 + 64, 306 + SLOTS - 1] {
+            let mut w = Wheel::new();
+            w.advance(305, usize::MAX, |_: u32, _, _| {});
+            w.file(305, at, 0);
+            assert_eq!(w.next_due(), Some(at));
+        }
     }
 
     #[test]

@@ -257,13 +257,16 @@ pub(crate) mod testutil {
         weights
             .iter()
             .enumerate()
-            .map(|(i, &w)| Dest {
-                addr: IpAddr::V4(Ipv4Addr::new(10, 0, (i >> 8) as u8, 10 + i as u8)),
-                port: 80,
-                fwd: Fwd::Masq,
-                weight: w,
-                last_weight: w,
-                state: Arc::new(DestState::default()),
+            .map(|(i, &w)| {
+                let addr = IpAddr::V4(Ipv4Addr::new(10, 0, (i >> 8) as u8, 10 + i as u8));
+                Dest {
+                    addr,
+                    port: 80,
+                    fwd: Fwd::Masq,
+                    weight: w,
+                    last_weight: w,
+                    state: Arc::new(DestState::new(addr, 80)),
+                }
             })
             .collect()
     }

@@ -1,0 +1,290 @@
+//! Connection events for the control plane's connection sync (IPVS `ip_vs_sync_conn`): each
+//! worker's [`Core`](super::Core) puts them in its [`Outbox`], a bounded lock-free ring that a
+//! reader (the control thread) drains.
+//!
+//! Nothing is produced while no one listens: the core keeps the outbox out of its per-packet
+//! path until [`Outbox::set_listening`] is seen (by [`Core::refresh_listening`], once per batch),
+//! and then only counts client packets (`Conn::in_pkts`) and looks at its events when listening.
+//! An event is a copy of everything a sync message needs; a full ring drops it and counts it.
+//!
+//! [`Core::refresh_listening`]: super::Core::refresh_listening
+
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use crossbeam::queue::ArrayQueue;
+
+use super::addr::Addr;
+use super::conn::{Conn, Template};
+use super::service::{Fwd, Proto, Snapshot};
+use super::tcp_state::TcpState;
+
+/// What happened to a connection or template.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum EventKind {
+    /// A connection scheduled by this worker.
+    Created,
+    /// A TCP state transition.
+    StateChanged,
+    /// The IPVS sync rule: the connection's `threshold`-th, then every `period`-th client →
+    /// director packet ([`Outbox::with_sync`]).
+    Packets,
+    /// A persistence template made for a new connection.
+    TemplateCreated,
+    /// An existing persistence template reused by a new connection.
+    TemplateRefreshed,
+    /// The connection or template left the table (idle past its timeout, or a connection
+    /// reused by a new SYN).
+    Expired,
+}
+
+/// A connection or template as a sync message carries it (IPVS sync v1 entry), copied out.
+/// A connection's event is followed by the same kind of event for its persistence template,
+/// if it has one (as IPVS sends `cp->control` right after `cp`), except `Created`, followed
+/// by `TemplateCreated` or `TemplateRefreshed`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ConnEvent {
+    /// What happened.
+    pub kind: EventKind,
+    /// IP protocol number: 6 or 17; 0 for a fwmark service's template.
+    pub proto: u8,
+    /// Forwarding method (LVS-NAT or LVS-DR).
+    pub fwd: Fwd,
+    /// TCP state (`None` for UDP and templates).
+    pub state: TcpState,
+    /// A persistence template: `caddr` is the masked client address, `cport` 0, `vaddr` the
+    /// mark for a fwmark service.
+    pub template: bool,
+    /// Counted inactive on its realserver (IPVS `IP_VS_CONN_F_INACTIVE`).
+    pub inactive: bool,
+    /// Client port (0 for a template).
+    pub cport: u16,
+    /// Virtual service port.
+    pub vport: u16,
+    /// Realserver port.
+    pub dport: u16,
+    /// Seconds: the full timeout of its state, or a template's persistence timeout (what IPVS
+    /// sync v1 sends); 0 for `Expired`.
+    pub timeout: u32,
+    /// Client address (masked for a template).
+    pub caddr: IpAddr,
+    /// Virtual address (a fwmark service's template: the mark).
+    pub vaddr: IpAddr,
+    /// Realserver address.
+    pub daddr: IpAddr,
+}
+
+impl ConnEvent {
+    /// Event `kind` of connection `c`, whose state's timeout is `timeout` seconds.
+    pub fn of_conn<A: Addr>(kind: EventKind, c: &Conn<A>, timeout: u32) -> Self {
+        ConnEvent {
+            kind,
+            proto: c.proto.number(),
+            fwd: c.fwd(),
+            state: c.state,
+            template: false,
+            inactive: c.inactive(),
+            cport: c.cport,
+            vport: c.vport,
+            dport: c.dport,
+            timeout,
+            caddr: c.caddr.ip(),
+            vaddr: c.vaddr.ip(),
+            daddr: c.daddr.ip(),
+        }
+    }
+
+    /// Event `kind` of template `t`.
+    pub fn of_template<A: Addr>(kind: EventKind, t: &Template<A>) -> Self {
+        let (daddr, dport) = t.dest_addr();
+        ConnEvent {
+            kind,
+            proto: t.key.proto,
+            fwd: t.fwd,
+            state: TcpState::None,
+            template: true,
+            inactive: false,
+            cport: 0,
+            vport: t.key.vport,
+            dport,
+            timeout: t.timeout().as_secs() as u32,
+            caddr: t.key.caddr.ip(),
+            vaddr: t.key.vaddr.ip(),
+            daddr,
+        }
+    }
+}
+
+/// The timeout of `c`'s state in `snap`, in seconds.
+pub(crate) fn state_timeout<A>(c: &Conn<A>, snap: &Snapshot) -> u32 {
+    match c.proto {
+        Proto::Tcp => snap.timeouts.tcp[c.state as usize],
+        Proto::Udp => snap.timeouts.udp,
+    }
+}
+
+/// One worker's connection events: a bounded lock-free ring, its worker the only producer.
+#[derive(Debug)]
+pub struct Outbox {
+    ring: ArrayQueue<ConnEvent>,
+    dropped: AtomicU64,
+    listening: AtomicBool,
+    threshold: u32,
+    period: u32,
+}
+
+impl Outbox {
+    /// IPVS's default `sync_threshold` (the first of `"3 50"`).
+    pub const SYNC_THRESHOLD: u32 = 3;
+    /// IPVS's default `sync_period`.
+    pub const SYNC_PERIOD: u32 = 50;
+
+    /// An outbox of `capacity` events with IPVS's default sync rule; not listening.
+    pub fn new(capacity: usize) -> Self {
+        Self::with_sync(capacity, Self::SYNC_THRESHOLD, Self::SYNC_PERIOD)
+    }
+
+    /// An outbox of `capacity` events whose connections are reported at their `threshold`-th
+    /// client packet, then every `period` packets (period 0: only at the threshold).
+    pub fn with_sync(capacity: usize, threshold: u32, period: u32) -> Self {
+        Outbox {
+            ring: ArrayQueue::new(capacity.max(1)),
+            dropped: AtomicU64::new(0),
+            listening: AtomicBool::new(false),
+            threshold,
+            period,
+        }
+    }
+
+    /// Starts or stops the events (the worker sees it at its next batch).
+    pub fn set_listening(&self, on: bool) {
+        self.listening.store(on, Ordering::Relaxed);
+    }
+
+    /// Whether events are wanted.
+    pub fn listening(&self) -> bool {
+        self.listening.load(Ordering::Relaxed)
+    }
+
+    /// The next event, oldest first.
+    pub fn pop(&self) -> Option<ConnEvent> {
+        self.ring.pop()
+    }
+
+    /// Events waiting.
+    pub fn len(&self) -> usize {
+        self.ring.len()
+    }
+
+    /// Whether no event is waiting.
+    pub fn is_empty(&self) -> bool {
+        self.ring.is_empty()
+    }
+
+    /// Events dropped because the ring was full.
+    pub fn events_dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+
+    /// The packet count `threshold` an inserted connection starts from (IPVS sets a synced
+    /// connection's `in_pkts` to it, so it is sent again `period` packets later).
+    pub fn threshold(&self) -> u32 {
+        self.threshold
+    }
+
+    /// Adds an event; a full ring drops it (counted). Never blocks, never allocates.
+    pub fn push(&self, e: ConnEvent) {
+        if self.ring.push(e).is_err() {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Whether a connection's `pkts`-th client packet is one the sync rule reports.
+    pub fn sync_due(&self, pkts: u32) -> bool {
+        if self.period == 0 {
+            pkts == self.threshold
+        } else {
+            pkts % self.period == self.threshold
+        }
+    }
+
+    /// Event `kind` of connection `c` (state timeout from `snap`), then of its template.
+    pub(crate) fn conn<A: Addr>(&self, kind: EventKind, c: &Conn<A>, snap: &Snapshot) {
+        self.push(ConnEvent::of_conn(kind, c, state_timeout(c, snap)));
+        if let Some(t) = &c.template {
+            self.push(ConnEvent::of_template(kind, t));
+        }
+    }
+
+    /// A client → director packet went through connection `c`: counted, and reported if the
+    /// sync rule picks it.
+    #[cold]
+    #[inline(never)]
+    pub(crate) fn client_packet<A: Addr>(&self, c: &mut Conn<A>, snap: &Snapshot) {
+        c.in_pkts = c.in_pkts.wrapping_add(1);
+        if self.sync_due(c.in_pkts) {
+            self.conn(EventKind::Packets, c, snap);
+        }
+    }
+
+    /// Connection `c` left the table.
+    #[cold]
+    pub(crate) fn expired<A: Addr>(&self, c: &Conn<A>) {
+        self.push(ConnEvent::of_conn(EventKind::Expired, c, 0));
+    }
+
+    /// Template `t` left the table.
+    #[cold]
+    pub(crate) fn template_expired<A: Addr>(&self, t: &Template<A>) {
+        let mut e = ConnEvent::of_template(EventKind::Expired, t);
+        e.timeout = 0;
+        self.push(e);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_sync_rule_is_ipvs_threshold_then_every_period() {
+        let o = Outbox::new(4);
+        let due: Vec<u32> = (1..=160).filter(|&n| o.sync_due(n)).collect();
+        assert_eq!(due, [3, 53, 103, 153]);
+        let once = Outbox::with_sync(4, 2, 0);
+        assert_eq!((1..100).filter(|&n| once.sync_due(n)).count(), 1);
+    }
+
+    #[test]
+    fn a_full_outbox_drops_and_counts() {
+        let o = Outbox::new(2);
+        let e = ConnEvent {
+            kind: EventKind::Created,
+            proto: 6,
+            fwd: Fwd::Masq,
+            state: TcpState::SynRecv,
+            template: false,
+            inactive: false,
+            cport: 1,
+            vport: 80,
+            dport: 8080,
+            timeout: 60,
+            caddr: IpAddr::from([198, 51, 100, 7]),
+            vaddr: IpAddr::from([192, 0, 2, 1]),
+            daddr: IpAddr::from([10, 0, 0, 1]),
+        };
+        for _ in 0..5 {
+            o.push(e);
+        }
+        assert_eq!((o.len(), o.events_dropped()), (2, 3));
+        assert_eq!(o.pop(), Some(e));
+        assert!(!o.listening());
+        o.set_listening(true);
+        assert!(o.listening());
+    }
+
+    #[test]
+    fn an_event_is_small() {
+        assert!(size_of::<ConnEvent>() <= 72, "{}", size_of::<ConnEvent>());
+    }
+}

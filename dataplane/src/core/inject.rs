@@ -1,0 +1,341 @@
+//! Connections and templates learned from outside: a peer director's sync messages, as an
+//! IPVS backup keeps them (`ip_vs_proc_conn`). The control thread hands a [`Spec`] to the worker
+//! that will own the entry; its core inserts it with [`Core::insert_conn`] /
+//! [`Core::insert_template`] and files it on its own timing wheels.
+//!
+//! An entry whose realserver the snapshot does not have is kept *unbound*: it holds a
+//! placeholder [`DestState`] with the realserver's address and no next hop (its client frames
+//! are dropped as `no_neighbour`), and binds to the realserver when a client frame (or, for a
+//! template, a new connection) finds it configured. A connection without the client's next hop
+//! learns it from the client's next frame; until then its replies are dropped as
+//! `no_client_hop`.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::addr::Addr;
+use super::conn::{Conn, ConnKey, InsertError, TemplateKey};
+use super::family::Family;
+use super::service::{DestState, Fwd, IfaceId, NextHop, Proto, Snapshot, VsKey};
+use super::tcp_state::TcpState;
+use super::wheel::{tick, tick_ceil};
+use super::{Core, Instant};
+use crate::wire::ethernet;
+
+/// A connection as a peer's sync message describes it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConnSpec {
+    /// TCP or UDP.
+    pub proto: Proto,
+    /// The client's address.
+    pub caddr: IpAddr,
+    /// The client's port.
+    pub cport: u16,
+    /// The virtual service's address (VIP).
+    pub vaddr: IpAddr,
+    /// The virtual service's port.
+    pub vport: u16,
+    /// The realserver's address.
+    pub daddr: IpAddr,
+    /// The realserver's port.
+    pub dport: u16,
+    /// LVS-NAT or LVS-DR.
+    pub fwd: Fwd,
+    /// Its TCP state (`None` for UDP).
+    pub state: TcpState,
+    /// Time it lives from its insertion without traffic (IPVS sync v1: its state's timeout).
+    pub timeout: Duration,
+    /// The client's next hop, if the caller resolved it; else the client's next frame tells.
+    pub client_hop: Option<NextHop>,
+    /// The persistence template that controls it, linked if the table has it.
+    pub template: Option<TemplateKey<IpAddr>>,
+}
+
+/// A persistence template as a peer's sync message describes it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TemplateSpec {
+    /// Its key: protocol (0 for a fwmark service), masked client address, virtual address
+    /// (the mark for a fwmark service) and port.
+    pub key: TemplateKey<IpAddr>,
+    /// The realserver's address.
+    pub daddr: IpAddr,
+    /// The realserver's port (0 for a fwmark service's).
+    pub dport: u16,
+    /// The realserver's forwarding method.
+    pub fwd: Fwd,
+    /// Its persistence timeout, from its insertion.
+    pub timeout: Duration,
+}
+
+/// What the control thread hands a worker to insert.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Spec {
+    /// A connection ([`Core::insert_conn`]).
+    Conn(ConnSpec),
+    /// A persistence template ([`Core::insert_template`]).
+    Template(TemplateSpec),
+}
+
+/// Why an entry from outside was not inserted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum InjectError {
+    /// Its addresses are not all of one family.
+    Family,
+    /// The table holds its configured maximum.
+    Full,
+}
+
+impl From<InsertError> for InjectError {
+    fn from(_: InsertError) -> Self {
+        InjectError::Full
+    }
+}
+
+impl Core {
+    /// Inserts a connection or template from outside ([`Core::insert_conn`],
+    /// [`Core::insert_template`]).
+    pub fn insert(
+        &mut self,
+        now: Instant,
+        snap: &Snapshot,
+        spec: &Spec,
+    ) -> Result<(), InjectError> {
+        match spec {
+            Spec::Conn(c) => self.insert_conn(now, snap, c),
+            Spec::Template(t) => self.insert_template(now, snap, t),
+        }
+    }
+
+    /// Inserts a connection learned from outside, or updates the one with its key (state,
+    /// timeout, realserver, client hop): bound to the snapshot's realserver `daddr:dport` of
+    /// its service if there is one (counted active or inactive as its state says), else kept
+    /// unbound until a client frame finds it. It is filed on this core's wheel: the caller
+    /// picks the worker that will own it.
+    pub fn insert_conn(
+        &mut self,
+        now: Instant,
+        snap: &Snapshot,
+        spec: &ConnSpec,
+    ) -> Result<(), InjectError> {
+        match spec.caddr {
+            IpAddr::V4(_) => self.insert_conn_in::<std::net::Ipv4Addr>(now, snap, spec),
+            IpAddr::V6(_) => self.insert_conn_in::<std::net::Ipv6Addr>(now, snap, spec),
+        }
+    }
+
+    fn insert_conn_in<F: Family>(
+        &mut self,
+        now: Instant,
+        snap: &Snapshot,
+        spec: &ConnSpec,
+    ) -> Result<(), InjectError> {
+        let a = |ip: IpAddr| F::from_ip(ip).ok_or(InjectError::Family);
+        let (caddr, vaddr, daddr) = (a(spec.caddr)?, a(spec.vaddr)?, a(spec.daddr)?);
+        let threshold = self.sync_threshold();
+        let table = F::table(&self.tables);
+        let ex = F::expiry(&mut self.expiry);
+        let vs = VsKey {
+            proto: spec.proto,
+            addr: spec.vaddr,
+            port: spec.vport,
+        };
+        let found = find_dest(snap, &vs, spec.daddr, spec.dport);
+        let template = match spec.template {
+            Some(k) => table.template(&template_key::<F>(&k)?),
+            None => None,
+        };
+        let deadline = tick_ceil(now + spec.timeout);
+        let key = ConnKey {
+            src: caddr,
+            dst: vaddr,
+            sport: spec.cport,
+            dport: spec.vport,
+            proto: spec.proto.number(),
+        };
+        if let Some(mut f) = table.lookup_in(&key) {
+            let c = f.conn();
+            update(c, spec, daddr, found);
+            if template.is_some() {
+                c.template = template;
+            }
+            c.set_deadline(deadline);
+            // A shorter deadline is filed here (this worker owns it from now on).
+            if deadline < f.armed() {
+                let at = ex.conns.at(tick(now), deadline);
+                f.set_armed(at);
+                ex.conns.push(at, f.bucket());
+            }
+            return Ok(());
+        }
+        let dest = found
+            .cloned()
+            .unwrap_or_else(|| Arc::new(DestState::new(spec.daddr, spec.dport)));
+        // Counted on its realserver as its state says (`insert` binds it).
+        let mut conn = Conn::new(
+            spec.proto,
+            (caddr, spec.cport),
+            (vaddr, spec.vport),
+            (daddr, spec.dport),
+            spec.fwd,
+            spec.state,
+            spec.client_hop.unwrap_or(NextHop::UNKNOWN),
+            dest,
+        );
+        if found.is_none() {
+            conn.mark_unbound();
+        }
+        if spec.client_hop.is_none() {
+            conn.forget_client_hop();
+        }
+        conn.template = template;
+        conn.in_pkts = threshold;
+        conn.set_deadline(deadline);
+        let at = ex.conns.at(tick(now), deadline);
+        let b = table.insert(conn, at, now)?;
+        ex.conns.push(at, b);
+        Ok(())
+    }
+
+    /// Inserts a persistence template learned from outside, or refreshes the one with its key:
+    /// bound to the snapshot's realserver `daddr:dport` if the template's service has it, else
+    /// to a placeholder until a new connection finds the realserver. Filed on this core's wheel.
+    pub fn insert_template(
+        &mut self,
+        now: Instant,
+        snap: &Snapshot,
+        spec: &TemplateSpec,
+    ) -> Result<(), InjectError> {
+        match spec.key.caddr {
+            IpAddr::V4(_) => self.insert_template_in::<std::net::Ipv4Addr>(now, snap, spec),
+            IpAddr::V6(_) => self.insert_template_in::<std::net::Ipv6Addr>(now, snap, spec),
+        }
+    }
+
+    fn insert_template_in<F: Family>(
+        &mut self,
+        now: Instant,
+        snap: &Snapshot,
+        spec: &TemplateSpec,
+    ) -> Result<(), InjectError> {
+        let key = template_key::<F>(&spec.key)?;
+        F::from_ip(spec.daddr).ok_or(InjectError::Family)?;
+        let found = template_dest(snap, &spec.key, spec.daddr, spec.dport);
+        let bound = found.is_some();
+        let dest = found
+            .cloned()
+            .unwrap_or_else(|| Arc::new(DestState::new(spec.daddr, spec.dport)));
+        let table = F::table(&self.tables);
+        let (t, new) = table.learn_template(key, (dest, spec.fwd, bound), spec.timeout, now)?;
+        if new {
+            let ex = F::expiry(&mut self.expiry);
+            t.arm(ex.templates.file(tick(now), t.deadline(), key));
+        }
+        Ok(())
+    }
+}
+
+/// A template key of family `F`.
+fn template_key<F: Addr>(k: &TemplateKey<IpAddr>) -> Result<TemplateKey<F>, InjectError> {
+    let a = |ip: IpAddr| F::from_ip(ip).ok_or(InjectError::Family);
+    Ok(TemplateKey {
+        proto: k.proto,
+        caddr: a(k.caddr)?,
+        vaddr: a(k.vaddr)?,
+        vport: k.vport,
+    })
+}
+
+/// Updates an existing connection from a sync message (IPVS `ip_vs_proc_conn`): another
+/// realserver replaces its own unless the message says inactive; the state moves the
+/// realserver's counters; a given client hop replaces a learned one.
+fn update<A: Addr>(c: &mut Conn<A>, spec: &ConnSpec, daddr: A, found: Option<&Arc<DestState>>) {
+    let other = c.daddr != daddr || c.dport != spec.dport;
+    if other && (spec.state.is_active() || spec.proto == Proto::Udp) {
+        let dest = found
+            .cloned()
+            .unwrap_or_else(|| Arc::new(DestState::new(spec.daddr, spec.dport)));
+        c.rebind_dest(dest);
+        if found.is_none() {
+            c.mark_unbound();
+        }
+        (c.daddr, c.dport) = (daddr, spec.dport);
+        c.set_fwd(spec.fwd);
+    } else if !other
+        && c.unbound()
+        && let Some(d) = found
+    {
+        c.rebind_dest(d.clone());
+    }
+    c.set_state(spec.state);
+    if let Some(h) = spec.client_hop {
+        c.learn_client_hop(h);
+    }
+}
+
+/// The state of realserver `daddr:dport` of service `vs` in `snap` (its sorry server too),
+/// if configured. A realserver of port 0 (fwmark services) takes any port.
+fn find_dest<'s>(
+    snap: &'s Snapshot,
+    vs: &VsKey,
+    daddr: IpAddr,
+    dport: u16,
+) -> Option<&'s Arc<DestState>> {
+    let svc = snap.service(vs)?;
+    svc.dests
+        .iter()
+        .chain(svc.sorry.as_ref())
+        .find(|d| d.addr == daddr && (d.port == dport || d.port == 0))
+        .map(|d| &d.state)
+}
+
+/// The state of realserver `daddr:dport` of the service template `key` belongs to: for a
+/// fwmark service (protocol 0), any service of the mark.
+fn template_dest<'s>(
+    snap: &'s Snapshot,
+    key: &TemplateKey<IpAddr>,
+    daddr: IpAddr,
+    dport: u16,
+) -> Option<&'s Arc<DestState>> {
+    if let Some(proto) = Proto::from_number(key.proto) {
+        let vs = VsKey {
+            proto,
+            addr: key.vaddr,
+            port: key.vport,
+        };
+        return find_dest(snap, &vs, daddr, dport);
+    }
+    let mark = match key.vaddr {
+        IpAddr::V4(a) => a.to_bits(),
+        IpAddr::V6(a) => (a.to_bits() >> 96) as u32,
+    };
+    snap.services
+        .values()
+        .filter(|s| s.mark == mark && s.mark != 0)
+        .flat_map(|s| s.dests.iter())
+        .find(|d| d.state.is(daddr, dport) || (d.addr == daddr && d.port == 0))
+        .map(|d| &d.state)
+}
+
+/// A client frame of a connection learned from outside: binds it to its realserver if the
+/// snapshot has it now, and learns the client's next hop from the frame (source MAC, receiving
+/// interface), as a new connection does.
+#[inline]
+pub(crate) fn hooks<A: Addr>(c: &mut Conn<A>, snap: &Snapshot, frame: &[u8], rx_iface: IfaceId) {
+    if c.unbound() {
+        let vs = VsKey {
+            proto: c.proto,
+            addr: c.vaddr.ip(),
+            port: c.vport,
+        };
+        if let Some(d) = find_dest(snap, &vs, c.daddr.ip(), c.dport) {
+            c.rebind_dest(d.clone());
+        }
+    }
+    if !c.knows_client_hop() {
+        c.learn_client_hop(NextHop {
+            iface: rx_iface,
+            mac: ethernet::Frame::new_unchecked(frame).src(),
+        });
+    }
+}
