@@ -2,14 +2,13 @@
 //! (ipvsadm.c `list_conn`, `print_conn`), persistence templates included.
 
 use std::fmt::Write as _;
-use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
+use std::net::SocketAddr;
 
 use serde_json::json;
 use xlvs_dataplane::core::Instant;
 use xlvs_dataplane::core::addr::Addr;
 use xlvs_dataplane::core::conn::{ConnTable, Tables};
-use xlvs_dataplane::core::service::{DestState, Proto};
+use xlvs_dataplane::core::service::Proto;
 
 /// One line of the listing.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -25,19 +24,15 @@ pub struct Entry {
     pub dest: SocketAddr,
 }
 
-/// Names the realserver of a template (which holds only the realserver's shared state).
-pub type DestOf<'a> = &'a dyn Fn(&Arc<DestState>) -> Option<(IpAddr, u16)>;
-
-/// Every connection and template. `dest_of` names the realserver a template points at (a
-/// template holds only its realserver's shared state).
-pub fn entries(tables: &Tables, now: Instant, dest_of: DestOf<'_>) -> Vec<Entry> {
+/// Every connection and template.
+pub fn entries(tables: &Tables, now: Instant) -> Vec<Entry> {
     let mut out = Vec::new();
-    collect(&tables.v4, now, dest_of, &mut out);
-    collect(&tables.v6, now, dest_of, &mut out);
+    collect(&tables.v4, now, &mut out);
+    collect(&tables.v6, now, &mut out);
     out
 }
 
-fn collect<A: Addr>(t: &ConnTable<A>, now: Instant, dest_of: DestOf<'_>, out: &mut Vec<Entry>) {
+fn collect<A: Addr>(t: &ConnTable<A>, now: Instant, out: &mut Vec<Entry>) {
     let ep = |a: A, port: u16| SocketAddr::new(a.ip(), port);
     t.for_each(|c| {
         out.push(Entry {
@@ -54,7 +49,8 @@ fn collect<A: Addr>(t: &ConnTable<A>, now: Instant, dest_of: DestOf<'_>, out: &m
     });
     t.for_each_template(|tp| {
         let k = &tp.key;
-        let (daddr, dport) = dest_of(&tp.dest).unwrap_or((k.vaddr.ip(), 0));
+        // The realserver's state knows its address (a template holds nothing else of it).
+        let (daddr, dport) = tp.dest_addr();
         out.push(Entry {
             proto: Proto::from_number(k.proto).map_or("IP", Proto::label),
             expire: tp.expires_in(now).as_secs(),
@@ -122,9 +118,10 @@ pub fn json(entries: &[Entry]) -> serde_json::Value {
 mod tests {
     use super::*;
     use std::net::Ipv4Addr;
+    use std::sync::Arc;
     use std::time::Duration;
     use xlvs_dataplane::core::conn::{Conn, TemplateKey};
-    use xlvs_dataplane::core::service::{Dest, Fwd, NextHop};
+    use xlvs_dataplane::core::service::{Dest, DestState, Fwd, NextHop};
     use xlvs_dataplane::core::tcp_state::TcpState;
     use xlvs_dataplane::core::wheel::tick_ceil;
 
@@ -181,10 +178,7 @@ mod tests {
                 Some(&dests[0])
             })
             .unwrap();
-        let dest_of = |s: &Arc<DestState>| {
-            Arc::ptr_eq(s, &dest).then_some((IpAddr::from(Ipv4Addr::new(10, 10, 0, 11)), 8080))
-        };
-        let mut e = entries(&tables, now, &dest_of);
+        let mut e = entries(&tables, now);
         e.sort_by_key(|e| (e.proto, e.expire));
         // Expected lines as ipvsadm's printf("%-3s %-6s %-11s %-18s %-18s %s\n") prints them.
         let expected = "\

@@ -3,7 +3,6 @@
 //! it is given ([`Parts`]: the steering maps, the workers and the kernel behind small traits),
 //! so unit tests drive it with fakes and an injected clock; [`super::event_loop`] feeds it.
 
-use std::collections::HashMap;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -328,13 +327,7 @@ impl Control {
                 }
             }
             Command::ListConns { persistent, json } => {
-                let dests: HashMap<*const DestState, (IpAddr, u16)> = self
-                    .table
-                    .all_dests()
-                    .map(|d| (Arc::as_ptr(&d.state), (d.addr, d.port)))
-                    .collect();
-                let dest_of = |s: &Arc<DestState>| dests.get(&Arc::as_ptr(s)).copied();
-                let entries = conns::entries(&self.conns, afxdp::now(), &dest_of);
+                let entries = conns::entries(&self.conns, afxdp::now());
                 if *json {
                     format!("{:#}\n", conns::json(&entries))
                 } else {
