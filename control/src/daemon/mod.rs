@@ -25,7 +25,7 @@ mod tests;
 use std::net::TcpListener;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::time::Instant;
 
 use anyhow::{Context as _, bail};
@@ -72,7 +72,7 @@ impl Workers for AfXdpWorkers {
     }
 
     fn stop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
+        afxdp::stop_all(&self.stop, &self.handles);
         for w in self.handles.iter_mut() {
             w.join();
         }

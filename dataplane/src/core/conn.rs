@@ -57,11 +57,14 @@ const UNBOUND: u8 = 8;
 const LEARN_HOP: u8 = 16;
 /// Its TCP state changed since the last client packet (which reports it, if anyone listens).
 const CHANGED: u8 = 32;
-/// Never a connection's flag: the core's mark that someone listens for events, tested with
-/// the connection's flags ([`Conn::hooked`]).
-pub(crate) const LISTENING: u8 = 128;
-/// The flags that send a client packet to its rare work (one test with [`LISTENING`]).
-const HOOKS: u8 = UNBOUND | LEARN_HOP | CHANGED | LISTENING;
+/// Set on every connection: the core's hook mask ([`Conn::hooked`]) holds it while someone
+/// listens for events, so then every client packet goes to its rare work.
+const ANY: u8 = 128;
+/// The hook mask while no one listens: only the flags that need work send a client packet to
+/// it.
+pub(crate) const HOOKS_QUIET: u8 = UNBOUND | LEARN_HOP | CHANGED;
+/// The hook mask while someone listens: every client packet.
+pub(crate) const HOOKS_LISTENING: u8 = HOOKS_QUIET | ANY;
 
 /// A connection (IPVS `struct ip_vs_conn`).
 #[derive(Debug)]
@@ -103,7 +106,7 @@ impl<A: Addr> Conn<A> {
         client_hop: NextHop,
         dest: Arc<DestState>,
     ) -> Self {
-        let mut flags = 0;
+        let mut flags = ANY;
         if fwd == Fwd::Masq {
             flags |= MASQ;
         } else {
@@ -144,12 +147,13 @@ impl<A: Addr> Conn<A> {
         self.flags |= LEARN_HOP;
     }
 
-    /// Whether a client packet has rare work to do on it: learned from outside (unbound or
-    /// without the client's next hop), a state change to report, or (`listen` =
-    /// [`LISTENING`]) someone listening for events.
+    /// Whether a client packet has rare work to do on it, by the core's hook mask
+    /// ([`HOOKS_QUIET`] or [`HOOKS_LISTENING`]): learned from outside (unbound or without the
+    /// client's next hop), a state change to report, or someone listening for events. One
+    /// test of the flags.
     #[inline(always)]
-    pub(crate) fn hooked(&self, listen: u8) -> bool {
-        (self.flags | listen) & HOOKS != 0
+    pub(crate) fn hooked(&self, mask: u8) -> bool {
+        self.flags & mask != 0
     }
 
     /// Marks a state change for the next client packet to report.

@@ -158,7 +158,9 @@ pub struct Core {
     outbox: Option<Arc<Outbox>>,
     /// The outbox while someone listens, else None.
     live: Option<Arc<Outbox>>,
-    /// [`conn::LISTENING`] while someone listens, else 0: all the per-packet path looks at.
+    /// The hook mask a client packet tests its connection's flags with
+    /// ([`conn::HOOKS_LISTENING`] while someone listens, else [`conn::HOOKS_QUIET`]): all the
+    /// per-packet path looks at.
     listen: u8,
 }
 
@@ -264,7 +266,7 @@ impl Core {
             stats: CoreStats::default(),
             outbox: None,
             live: None,
-            listen: 0,
+            listen: conn::HOOKS_QUIET,
         }
     }
 
@@ -287,7 +289,11 @@ impl Core {
         let on = self.outbox.as_ref().is_some_and(|o| o.listening());
         if on != self.live.is_some() {
             self.live = if on { self.outbox.clone() } else { None };
-            self.listen = if on { conn::LISTENING } else { 0 };
+            self.listen = if on {
+                conn::HOOKS_LISTENING
+            } else {
+                conn::HOOKS_QUIET
+            };
         }
     }
 
@@ -571,7 +577,7 @@ struct At<'a> {
     worker: usize,
     snap: &'a Snapshot,
     ev: Option<&'a Outbox>,
-    /// [`conn::LISTENING`] while someone listens, else 0: what a client packet tests.
+    /// The core's hook mask: what a client packet tests its connection's flags with.
     listen: u8,
 }
 
