@@ -36,9 +36,9 @@ fn collect<A: Addr>(t: &ConnTable<A>, now: Instant, out: &mut Vec<Entry>) {
     let ep = |a: A, port: u16| SocketAddr::new(a.ip(), port);
     t.for_each(|c| {
         out.push(Entry {
-            proto: c.proto.label(),
+            proto: c.proto().label(),
             expire: c.expires_in(now).as_secs(),
-            state: match c.proto {
+            state: match c.proto() {
                 Proto::Tcp => c.state.name(),
                 Proto::Udp => "UDP",
             },

@@ -57,6 +57,9 @@ const UNBOUND: u8 = 8;
 const LEARN_HOP: u8 = 16;
 /// Its TCP state changed since the last client packet (which reports it, if anyone listens).
 const CHANGED: u8 = 32;
+/// A UDP connection (else TCP): the protocol lives in the flags, so a connection slot keeps
+/// room for its packet count within 56 bytes.
+const UDP: u8 = 64;
 /// Set on every connection: the core's hook mask ([`Conn::hooked`]) holds it while someone
 /// listens for events, so then every client packet goes to its rare work.
 const ANY: u8 = 128;
@@ -75,7 +78,6 @@ pub struct Conn<A> {
     pub cport: u16,
     pub vport: u16,
     pub dport: u16,
-    pub proto: Proto,
     pub state: TcpState,
     flags: u8,
     /// Where the client's frames came from: replies go back through it (LVS-NAT).
@@ -83,13 +85,25 @@ pub struct Conn<A> {
     /// When it expires, in wheel ticks (IPVS keeps `timeout` and re-arms a timer per packet;
     /// a deadline lets a packet extend it without touching any timer).
     deadline: u32,
-    /// Client → director packets counted while someone listens for events (IPVS `in_pkts`,
-    /// what the sync rule `sync_threshold` / `sync_period` looks at).
-    pub in_pkts: u32,
+    /// Client → director packets counted while someone listens for events, modulo the sync
+    /// period (IPVS `in_pkts % sync_period`; see [`super::events::Outbox::with_sync`]).
+    pub in_pkts: u8,
     pub dest: Arc<DestState>,
     /// The persistence template that chose the realserver (IPVS `cp->control`): it lives at
     /// least as long as the connections it controls.
     pub template: Option<Arc<Template<A>>>,
+}
+
+impl<A> Conn<A> {
+    /// Its protocol.
+    #[inline(always)]
+    pub fn proto(&self) -> Proto {
+        if self.flags & UDP != 0 {
+            Proto::Udp
+        } else {
+            Proto::Tcp
+        }
+    }
 }
 
 impl<A: Addr> Conn<A> {
@@ -107,6 +121,9 @@ impl<A: Addr> Conn<A> {
         dest: Arc<DestState>,
     ) -> Self {
         let mut flags = ANY;
+        if proto == Proto::Udp {
+            flags |= UDP;
+        }
         if fwd == Fwd::Masq {
             flags |= MASQ;
         } else {
@@ -123,7 +140,6 @@ impl<A: Addr> Conn<A> {
             cport,
             vport,
             dport,
-            proto,
             state,
             flags,
             client_hop,
@@ -282,7 +298,7 @@ impl<A: Addr> Conn<A> {
             dst: self.vaddr,
             sport: self.cport,
             dport: self.vport,
-            proto: self.proto.number(),
+            proto: self.proto().number(),
         }
     }
 
@@ -293,7 +309,7 @@ impl<A: Addr> Conn<A> {
             dst: self.caddr,
             sport: self.dport,
             dport: self.cport,
-            proto: self.proto.number(),
+            proto: self.proto().number(),
         }
     }
 
@@ -302,7 +318,7 @@ impl<A: Addr> Conn<A> {
             && self.cport == k.sport
             && self.vaddr == k.dst
             && self.vport == k.dport
-            && self.proto.number() == k.proto
+            && self.proto().number() == k.proto
     }
 
     fn is_out(&self, k: &ConnKey<A>) -> bool {
@@ -311,7 +327,7 @@ impl<A: Addr> Conn<A> {
             && self.cport == k.dport
             && self.daddr == k.src
             && self.dport == k.sport
-            && self.proto.number() == k.proto
+            && self.proto().number() == k.proto
     }
 
     /// Releases the connection's hold on its realserver's counters (IPVS `ip_vs_unbind_dest`),
@@ -822,7 +838,7 @@ impl<A: Addr> ConnTable<A> {
     pub fn insert(&self, conn: Conn<A>, armed: u32, now: Instant) -> Result<u32, InsertError> {
         self.reserve()?;
         conn.dest.bind(conn.binding());
-        let b = self.bucket(conn.proto.number(), conn.caddr, conn.cport);
+        let b = self.bucket(conn.proto().number(), conn.caddr, conn.cport);
         let key = conn.in_key();
         let i = self.alloc_slot();
         let mut bucket = self.lock(b);
@@ -1157,8 +1173,8 @@ mod tests {
     use super::*;
 
     #[test]
-    fn slots_are_64_bytes_for_ipv4_and_96_for_ipv6() {
-        assert_eq!(ConnTable::<Ipv4Addr>::SLOT_BYTES, 64);
+    fn slots_are_56_bytes_for_ipv4_and_96_for_ipv6() {
+        assert_eq!(ConnTable::<Ipv4Addr>::SLOT_BYTES, 56);
         assert_eq!(ConnTable::<Ipv6Addr>::SLOT_BYTES, 96);
     }
 

@@ -79,7 +79,7 @@ impl ConnEvent {
     pub fn of_conn<A: Addr>(kind: EventKind, c: &Conn<A>, timeout: u32) -> Self {
         ConnEvent {
             kind,
-            proto: c.proto.number(),
+            proto: c.proto().number(),
             fwd: c.fwd(),
             state: c.state,
             template: false,
@@ -117,7 +117,7 @@ impl ConnEvent {
 
 /// The timeout of `c`'s state in `snap`, in seconds.
 pub(crate) fn state_timeout<A>(c: &Conn<A>, snap: &Snapshot) -> u32 {
-    match c.proto {
+    match c.proto() {
         Proto::Tcp => snap.timeouts.tcp[c.state as usize],
         Proto::Udp => snap.timeouts.udp,
     }
@@ -145,14 +145,25 @@ impl Outbox {
     }
 
     /// An outbox of `capacity` events whose connections are reported at their `threshold`-th
-    /// client packet, then every `period` packets (period 0: only at the threshold).
+    /// client packet, then every `period` packets (period 0: only at the threshold). A
+    /// connection keeps its count in one byte, modulo the period: the period is at most 255
+    /// and the threshold at most 254 (larger values are cut to these).
     pub fn with_sync(capacity: usize, threshold: u32, period: u32) -> Self {
         Outbox {
             ring: ArrayQueue::new(capacity.max(1)),
             dropped: AtomicU64::new(0),
             listening: AtomicBool::new(false),
-            threshold,
-            period,
+            threshold: threshold.min(254),
+            period: period.min(255),
+        }
+    }
+
+    /// The count a connection stores after `pkts` client packets: `pkts` modulo the period
+    /// (with period 0, `pkts` up to 255).
+    pub fn stored(&self, pkts: u32) -> u8 {
+        match self.period {
+            0 => pkts.min(255) as u8,
+            p => (pkts % p) as u8,
         }
     }
 
@@ -221,8 +232,8 @@ impl Outbox {
     #[cold]
     #[inline(never)]
     pub(crate) fn client_packet<A: Addr>(&self, c: &mut Conn<A>, snap: &Snapshot) {
-        c.in_pkts = c.in_pkts.wrapping_add(1);
-        if self.sync_due(c.in_pkts) {
+        c.in_pkts = self.stored(c.in_pkts as u32 + 1);
+        if c.in_pkts == self.stored(self.threshold) {
             self.conn(EventKind::Packets, c, snap);
         }
     }
@@ -253,6 +264,27 @@ mod tests {
         assert_eq!(due, [3, 53, 103, 153]);
         let once = Outbox::with_sync(4, 2, 0);
         assert_eq!((1..100).filter(|&n| once.sync_due(n)).count(), 1);
+    }
+
+    #[test]
+    fn a_connection_keeps_its_count_in_a_byte_modulo_the_period() {
+        // What `client_packet` does, packet by packet, against the rule on whole counts.
+        for o in [
+            Outbox::new(4),
+            Outbox::with_sync(4, 2, 0),
+            Outbox::with_sync(4, 7, 9),
+            Outbox::with_sync(4, 300, 1000),
+        ] {
+            let mut stored = 0u8;
+            for pkts in 1..=600u32 {
+                stored = o.stored(stored as u32 + 1);
+                let due = stored == o.stored(o.threshold());
+                assert_eq!(due, o.sync_due(pkts), "{o:?} packet {pkts}");
+            }
+        }
+        // Cut to what a byte holds.
+        let big = Outbox::with_sync(4, 300, 1000);
+        assert_eq!((big.threshold(), big.stored(255 + 3)), (254, 3));
     }
 
     #[test]

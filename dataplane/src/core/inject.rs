@@ -324,7 +324,7 @@ fn template_dest<'s>(
 pub(crate) fn hooks<A: Addr>(c: &mut Conn<A>, snap: &Snapshot, frame: &[u8], rx_iface: IfaceId) {
     if c.unbound() {
         let vs = VsKey {
-            proto: c.proto,
+            proto: c.proto(),
             addr: c.vaddr.ip(),
             port: c.vport,
         };

@@ -299,10 +299,10 @@ impl Core {
 
     /// The packet count a connection inserted from outside starts at (IPVS sets a synced
     /// connection's to the sync threshold).
-    fn sync_threshold(&self) -> u32 {
+    fn sync_threshold(&self) -> u8 {
         self.outbox
             .as_ref()
-            .map_or(Outbox::SYNC_THRESHOLD, |o| o.threshold())
+            .map_or(Outbox::SYNC_THRESHOLD as u8, |o| o.stored(o.threshold()))
     }
 
     pub fn tables(&self) -> &Arc<Tables> {
@@ -747,7 +747,7 @@ fn new_conn<F: Family>(
     conn.touch(tick_ceil(now), timeout);
     if let Some(ob) = ev {
         // IPVS counts the packet that created it.
-        conn.in_pkts = 1;
+        conn.in_pkts = ob.stored(1);
         new_conn_events(ob, &conn, timeout, new_template);
     }
     let action = Action::ToDest {
@@ -862,11 +862,11 @@ fn reusable<A: Addr>(c: &Conn<A>) -> bool {
 fn touch<A: Addr>(c: &mut Conn<A>, now: Instant, snap: &Snapshot, dir: Dir, p: &Parsed<A>) {
     let timeout = match p.kind {
         Kind::IcmpError { .. } => return,
-        Kind::Fragment { .. } => match c.proto {
+        Kind::Fragment { .. } => match c.proto() {
             Proto::Tcp => snap.timeouts.tcp[c.state as usize],
             Proto::Udp => snap.timeouts.udp,
         },
-        Kind::Plain { .. } => match c.proto {
+        Kind::Plain { .. } => match c.proto() {
             Proto::Tcp => {
                 let new = tcp_state::next(c.state, dir, p.tcp_flags);
                 if new != c.state {
