@@ -11,6 +11,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::command::{CmdError, Command};
+use crate::ipvsadm::{NOT_A_RULE, RulesError};
 
 /// Default control socket path.
 pub const DEFAULT_SOCKET: &str = "/run/xlvs/xlvsd.sock";
@@ -56,14 +57,14 @@ impl Request {
         }
         req.command.validate()?;
         for (line, c) in &req.rules {
-            if !c.edits_table() {
-                return Err(CmdError::usage(format!(
-                    "line {line}: {}",
-                    crate::ipvsadm::NOT_A_RULE
-                )));
-            }
-            c.validate()
-                .map_err(|e| CmdError::usage(format!("line {line}: {}", e.msg)))?;
+            let checked = match c.edits_table() {
+                true => c.validate(),
+                false => Err(CmdError::usage(NOT_A_RULE)),
+            };
+            checked.map_err(|error| {
+                let msg = RulesError { line: *line, error }.to_string();
+                CmdError::usage(msg)
+            })?;
         }
         Ok(req)
     }

@@ -865,6 +865,14 @@ pub fn parse_rules_numbered(text: &str) -> Result<Vec<(usize, Command)>, RulesEr
 pub const NOT_A_RULE: &str =
     "only -A, -E, -D, -C, -a, -e, -d, --set and --add-mark/--delete-mark belong in a rules file";
 
+/// `xlvsadm -v`.
+pub fn version() -> String {
+    format!(
+        "xlvsadm {} (ipvsadm 1.31 syntax)\n",
+        env!("CARGO_PKG_VERSION")
+    )
+}
+
 /// `xlvsadm -h`.
 pub const HELP: &str = "\
 xlvsadm - administer the xlvs director (ipvsadm syntax)

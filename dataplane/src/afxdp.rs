@@ -245,14 +245,14 @@ impl WorkerHandle {
     }
 
     /// Hands the worker a connection or template from outside to insert with its own core (it
-    /// will own its expiry), and wakes its thread. False if its inject queue is full (counted
-    /// in `inject_full`).
+    /// will own its expiry). False if its inject queue is full (counted in `inject_full`).
+    /// Call [`WorkerHandle::wake`] once after a burst (a sync datagram's entries), not per
+    /// entry: one eventfd write then covers them all.
     pub fn inject(&self, spec: Spec) -> bool {
         if self.inject.push(spec).is_err() {
             self.stats.inject_full.fetch_add(1, Ordering::Relaxed);
             return false;
         }
-        self.wake();
         true
     }
 }

@@ -24,10 +24,7 @@ fn main() {
             return;
         }
         Command::Version => {
-            println!(
-                "xlvsadm {} (ipvsadm 1.31 syntax)",
-                env!("CARGO_PKG_VERSION")
-            );
+            print!("{}", ipvsadm::version());
             return;
         }
         c => Request::new(c),

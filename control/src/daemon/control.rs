@@ -13,7 +13,7 @@ use arc_swap::ArcSwap;
 use xlvs_common::{AddrKey, COUNTERS, L4Key};
 use xlvs_dataplane::afxdp::{self, WorkerHandle};
 use xlvs_dataplane::core::conn::Tables;
-use xlvs_dataplane::core::service::{DestState, IfaceInfo, NextHop, Snapshot};
+use xlvs_dataplane::core::service::{IfaceInfo, NextHop, Snapshot};
 
 use super::report;
 use super::resolver::{Resolver, System};
@@ -163,16 +163,11 @@ impl Control {
 
     /// Brings the realservers' next hops up to date (never waits).
     fn resolve(&mut self, now: Instant) {
-        let dests: Vec<(IpAddr, Arc<DestState>)> = self
-            .table
-            .all_dests()
-            .map(|d| (d.addr, d.state.clone()))
-            .collect();
         self.resolver.update(
             now,
             &*self.system,
             &self.iface_names,
-            dests.iter().map(|(a, s)| (*a, s)),
+            self.table.all_dests().map(|d| (d.addr, &d.state)),
         );
     }
 
@@ -266,12 +261,9 @@ impl Control {
         let source = Source::File(path.clone());
         let diff = match self.table.reload(&target, &source) {
             Ok(d) => d,
-            Err((i, e)) => {
-                let at = i
-                    .map(|i| format!("applying `{}`: ", self.table.diff(&target, &source)[i]))
-                    .unwrap_or_default();
+            Err(e) => {
                 log::error!(
-                    "reload failed, nothing changed: {}: {at}{}",
+                    "reload failed, nothing changed: {}: {}",
                     path.display(),
                     e.msg
                 );
@@ -358,10 +350,7 @@ impl Control {
             Command::Workers => report::workers(self.workers.handles(), self.conns.len()),
             Command::XdpStats => report::xdp(self.steering.counters()),
             Command::Help => ipvsadm::HELP.to_string(),
-            Command::Version => format!(
-                "xlvsadm {} (ipvsadm 1.31 syntax)\n",
-                env!("CARGO_PKG_VERSION")
-            ),
+            Command::Version => ipvsadm::version(),
             cmd => {
                 let owner = self.file_owner(cmd);
                 self.table

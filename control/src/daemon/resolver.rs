@@ -6,7 +6,7 @@
 //! The kernel is behind the [`System`] trait, so tests drive the resolver with a fake one and
 //! an injected clock.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -117,9 +117,9 @@ impl Resolver {
         if refresh {
             self.next_refresh = Some(now + REFRESH);
         }
-        let mut seen = Vec::new();
+        let mut seen = HashSet::new();
         for (addr, state) in dests {
-            seen.push(addr);
+            seen.insert(addr);
             let hop = self.next_hop(ifaces, addr);
             // A next hop that disappears keeps its last value until a new one is known:
             // the kernel drops a stale entry before it has the new MAC.

@@ -101,15 +101,23 @@ impl ServiceTable {
     }
 
     /// Brings what `source` owns to `target` (see [`ServiceTable::diff`]), all or nothing, and makes
-    /// `source` the owner of everything `target` holds. Returns the commands applied.
+    /// `source` the owner of everything `target` holds. Returns the commands applied; an
+    /// error's message names the one that failed (none if the result as a whole does not fit
+    /// the steering maps).
     pub fn reload(
         &mut self,
         target: &ServiceTable,
         source: &Source,
-    ) -> Result<Vec<Command>, (Option<usize>, CmdError)> {
+    ) -> Result<Vec<Command>, CmdError> {
         let diff = self.diff(target, source);
         let mut next = self.clone();
-        next.apply_all(&diff, source)?;
+        next.apply_all(&diff, source).map_err(|(i, e)| match i {
+            Some(i) => CmdError {
+                msg: format!("applying `{}`: {}", diff[i], e.msg),
+                ..e
+            },
+            None => e,
+        })?;
         for key in target.services.keys() {
             if let Some(s) = next.services.get_mut(key) {
                 s.source = source.clone();

@@ -16,10 +16,10 @@ use super::*;
 use crate::testing::*;
 use crate::wire::tcp::{ACK, FIN, RST, SYN};
 
-const VIP: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 100);
-const CIP: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 7);
-const RIP1: Ipv4Addr = Ipv4Addr::new(10, 10, 0, 11);
-const RIP2: Ipv4Addr = Ipv4Addr::new(10, 10, 0, 12);
+pub(super) const VIP: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 100);
+pub(super) const CIP: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 7);
+pub(super) const RIP1: Ipv4Addr = Ipv4Addr::new(10, 10, 0, 11);
+pub(super) const RIP2: Ipv4Addr = Ipv4Addr::new(10, 10, 0, 12);
 
 fn core() -> Core {
     Core::new(Arc::new(Tables::new(1 << 20)))
@@ -51,15 +51,15 @@ fn v4(a: std::net::IpAddr) -> Ipv4Addr {
     }
 }
 
-fn t(s: u64) -> Instant {
+pub(super) fn t(s: u64) -> Instant {
     Instant::from_secs(s)
 }
 
-fn client_seg(cport: u16, flags: u8) -> Vec<u8> {
+pub(super) fn client_seg(cport: u16, flags: u8) -> Vec<u8> {
     tcp_frame(CLIENT_MAC, EXT_MAC, (CIP, cport), (VIP, 80), flags, 64, b"")
 }
 
-fn reply_seg(rip: Ipv4Addr, cport: u16, flags: u8) -> Vec<u8> {
+pub(super) fn reply_seg(rip: Ipv4Addr, cport: u16, flags: u8) -> Vec<u8> {
     tcp_frame(
         rs_mac(0),
         INT_MAC,

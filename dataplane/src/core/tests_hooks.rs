@@ -12,39 +12,16 @@ use super::events::{ConnEvent, EventKind, Outbox};
 use super::inject::{ConnSpec, InjectError, Spec, TemplateSpec};
 use super::service::{Fwd, Persistence, Proto, Snapshot, VsKey};
 use super::tcp_state::TcpState;
+use super::tests::{CIP, RIP1, RIP2, VIP, client_seg, reply_seg, t};
 use super::*;
 use crate::testing::*;
 use crate::wire::tcp::{ACK, SYN};
 
-const VIP: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 100);
-const CIP: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 7);
-const RIP1: Ipv4Addr = Ipv4Addr::new(10, 10, 0, 11);
-const RIP2: Ipv4Addr = Ipv4Addr::new(10, 10, 0, 12);
 /// A realserver the snapshots below do not have at first.
 const RIP9: Ipv4Addr = Ipv4Addr::new(10, 10, 0, 99);
 
-fn t(s: u64) -> Instant {
-    Instant::from_secs(s)
-}
-
 fn nat_snap(rips: &[(Ipv4Addr, u16)]) -> Snapshot {
     snapshot(Proto::Tcp, (VIP, 80), rips, Fwd::Masq, "rr")
-}
-
-fn client_seg(cport: u16, flags: u8) -> Vec<u8> {
-    tcp_frame(CLIENT_MAC, EXT_MAC, (CIP, cport), (VIP, 80), flags, 64, b"")
-}
-
-fn reply_seg(rip: Ipv4Addr, cport: u16, flags: u8) -> Vec<u8> {
-    tcp_frame(
-        rs_mac(0),
-        INT_MAC,
-        (rip, 8080),
-        (CIP, cport),
-        flags,
-        64,
-        b"",
-    )
 }
 
 /// A core whose outbox (8 events) is listened to, or not.
