@@ -16,6 +16,7 @@ pub mod admin;
 pub mod command;
 pub mod conns;
 pub mod daemon;
+pub mod health;
 pub mod ipvsadm;
 pub mod metrics;
 pub mod neigh;
