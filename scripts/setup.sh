@@ -20,6 +20,8 @@ APT_PACKAGES=(
   nftables conntrack
   # promtool checks the metrics exposition
   prometheus
+  # health checks: keepalived (config test, VRRP), a DNS server, TLS certificates, md5sum
+  keepalived dnsmasq-base openssl coreutils
 )
 
 missing=()
@@ -43,7 +45,7 @@ else
 fi
 
 # Make sure no packaged daemon is running on the host (we run our own in netns).
-for svc in nginx prometheus; do
+for svc in nginx prometheus keepalived dnsmasq; do
   if pgrep -x "$svc" >/dev/null 2>&1 && [ -f "/run/$svc.pid" ]; then
     kill "$(cat "/run/$svc.pid")" 2>/dev/null || true
   fi

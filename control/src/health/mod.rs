@@ -1,5 +1,10 @@
 //! Realserver health checks (keepalived's checker for an xlvs director).
 //!
 //! - [`spec`]: what is checked and how, keepalived's defaults filled in.
+//! - [`machine`]: the decisions, sans IO: when to probe, what a result means for the
+//!   realserver and its service's quorum, which scripts run, the table's [`machine::Overlay`].
 
+pub mod machine;
 pub mod spec;
+#[cfg(test)]
+mod tests;

@@ -12,7 +12,7 @@ use crate::command::SvcKey;
 /// and its arguments, split as keepalived splits them (whitespace, `"…"` quoting), run
 /// without a shell, as `user` (keepalived's `script_user`, or the one named after the
 /// script).
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Script {
     pub argv: Vec<String>,
     /// User (and optional group) to run it as; None: `global_defs`' `script_user`, else
@@ -21,7 +21,7 @@ pub struct Script {
 }
 
 /// One `url { }` of an `HTTP_GET`/`SSL_GET`.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Url {
     pub path: String,
     /// `digest`: the MD5 of the body as 32 lowercase hex digits (genhash's output).
@@ -33,7 +33,7 @@ pub struct Url {
 }
 
 /// What a checker does.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum CheckKind {
     /// `TCP_CHECK`: a TCP connection is accepted.
     Tcp,
@@ -84,7 +84,7 @@ impl CheckKind {
 
 /// One checker of a realserver, with the timing keepalived resolves for it (the checker's own
 /// setting, else the realserver's, else the virtual server's, else keepalived's default).
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct CheckSpec {
     pub kind: CheckKind,
     /// Where the probe goes: `connect_ip`/`connect_port`, defaulting to the realserver's.
@@ -141,6 +141,9 @@ pub struct ServiceSpec {
     pub quorum_down: Option<Script>,
     /// `omega`: on shutdown, run notify_down of the live realservers and quorum_down.
     pub omega: bool,
+    /// It has a `sorry_server`: losing quorum then takes the live realservers out and lets
+    /// the sorry server take every new connection.
+    pub sorry: bool,
     /// `sorry_server_inhibit`: the sorry server is kept in the table at weight 0 while
     /// quorum holds, instead of being absent.
     pub sorry_server_inhibit: bool,

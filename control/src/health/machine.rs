@@ -1,0 +1,701 @@
+//! The health checker's decisions, sans IO: fed the time and probe results, it says which
+//! probes to start, which scripts to run, and what the services table should make of each
+//! realserver ([`Overlay`]). keepalived's semantics (keepalived/check/ipwrapper.c and the
+//! checkers' epilogues):
+//!
+//! - A checker starts passing, or failed with `alpha`. It runs every `delay_loop`; the first
+//!   run waits a random time up to `warmup`.
+//! - A passing checker that fails is retried `retry` times `delay_before_retry` apart before
+//!   it fails; a failed checker is tried every `delay_loop` and passes again after one
+//!   success.
+//! - A realserver is alive while all its checkers pass. A dead one leaves the table, or stays
+//!   at weight 0 with `inhibit_on_failure`.
+//! - `MISC_CHECK` with `misc_dynamic`: exit code 2–255 passes with weight code − 2.
+//! - Quorum: the weights of the live realservers add up to at least `quorum`; it is lost
+//!   below `quorum − hysteresis` and regained at `quorum + hysteresis`. While it is lost, a
+//!   service with a sorry server has only the sorry server; `quorum_up`/`quorum_down` run on
+//!   each change, `notify_up`/`notify_down` on each realserver change.
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap, VecDeque};
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::spec::{CheckKind, CheckSpec, Script, ServiceSpec};
+use crate::command::{MAX_WEIGHT, SvcKey};
+
+/// A checker, as the machine names it to its driver: its index, and the generation of the
+/// configuration it belongs to (a result for an older one is ignored).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct CheckId {
+    pub index: u32,
+    pub generation: u32,
+}
+
+/// Why a probe failed (the `reason` label of the failure counters).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum FailKind {
+    /// No answer within the timeout.
+    Timeout,
+    /// Connection refused (a TCP RST, an ICMP port unreachable).
+    Refused,
+    /// Any other connection or socket error.
+    Io,
+    /// TLS handshake failed.
+    Tls,
+    /// HTTP status not accepted.
+    Status,
+    /// HTTP body's MD5 differs from `digest`.
+    Digest,
+    /// Malformed answer (HTTP, DNS).
+    Protocol,
+    /// DNS answer with an error rcode.
+    Rcode,
+    /// Script exited with a failing code.
+    Exit,
+    /// Script killed (by a signal, or at its timeout).
+    Killed,
+    /// Script could not be started.
+    Spawn,
+    /// UDP reply missing or not the expected one.
+    Reply,
+}
+
+impl FailKind {
+    pub fn label(self) -> &'static str {
+        match self {
+            FailKind::Timeout => "timeout",
+            FailKind::Refused => "refused",
+            FailKind::Io => "io",
+            FailKind::Tls => "tls",
+            FailKind::Status => "status",
+            FailKind::Digest => "digest",
+            FailKind::Protocol => "protocol",
+            FailKind::Rcode => "rcode",
+            FailKind::Exit => "exit",
+            FailKind::Killed => "killed",
+            FailKind::Spawn => "spawn",
+            FailKind::Reply => "reply",
+        }
+    }
+
+    /// Every kind, for metrics.
+    pub const ALL: [FailKind; 12] = [
+        FailKind::Timeout,
+        FailKind::Refused,
+        FailKind::Io,
+        FailKind::Tls,
+        FailKind::Status,
+        FailKind::Digest,
+        FailKind::Protocol,
+        FailKind::Rcode,
+        FailKind::Exit,
+        FailKind::Killed,
+        FailKind::Spawn,
+        FailKind::Reply,
+    ];
+}
+
+/// A probe's result.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// It passed; `weight` is a `misc_dynamic` script's weight (exit code − 2).
+    Pass { weight: Option<u32> },
+    /// It failed, why and a detail for the log.
+    Fail(FailKind, String),
+}
+
+impl Outcome {
+    pub const PASS: Outcome = Outcome::Pass { weight: None };
+
+    pub fn fail(kind: FailKind, detail: impl Into<String>) -> Self {
+        Outcome::Fail(kind, detail.into())
+    }
+
+    /// `ok` or `KIND: detail`, as listings show it.
+    pub fn text(&self) -> String {
+        match self {
+            Outcome::Pass { weight: None } => "ok".into(),
+            Outcome::Pass { weight: Some(w) } => format!("ok (weight {w})"),
+            Outcome::Fail(k, d) if d.is_empty() => k.label().into(),
+            Outcome::Fail(k, d) => format!("{}: {d}", k.label()),
+        }
+    }
+}
+
+/// What the driver is asked to do.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// Run checker `id`'s probe now and report its [`Outcome`] ([`Health::on_result`]).
+    Probe { id: CheckId, spec: Arc<CheckSpec> },
+    /// Run a script (notify_up/down, quorum_up/down), `why` naming it for the log.
+    Script { script: Script, why: String },
+}
+
+/// A realserver's health as the services table applies it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DestHealth {
+    /// All its checkers pass.
+    pub alive: bool,
+    /// The weight to publish while alive (its configured one, or a `misc_dynamic` one).
+    pub weight: u32,
+    /// Dead: weight 0 instead of removed (`inhibit_on_failure`).
+    pub inhibit: bool,
+}
+
+/// What health checking decides for the services table: an overlay on its realservers (never
+/// an edit of their configuration, so a reload or `-S` never sees it).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Overlay {
+    /// The realservers under health checking, by (service, address, port).
+    pub dests: BTreeMap<(SvcKey, IpAddr, u16), DestHealth>,
+    /// Services that lost quorum: with a sorry server, it alone takes new connections.
+    pub quorum_lost: BTreeSet<SvcKey>,
+}
+
+/// One row of `xlvsadm -L -n --health`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CheckRow {
+    pub service: SvcKey,
+    pub addr: IpAddr,
+    pub port: u16,
+    pub checker: &'static str,
+    pub up: bool,
+    /// The last result, None before the first.
+    pub last: Option<Outcome>,
+    /// Since the checker's state last changed (or it started).
+    pub since: Duration,
+}
+
+struct CheckState {
+    spec: Arc<CheckSpec>,
+    real: usize,
+    up: bool,
+    has_run: bool,
+    retry_it: u32,
+    /// When the next probe starts (None while one runs).
+    next: Option<Instant>,
+    /// A probe runs; its result is due by then (else it counts as a timeout).
+    running: Option<Instant>,
+    /// `misc_dynamic`: this checker's change to the realserver's weight.
+    weight_delta: i64,
+    last: Option<Outcome>,
+    changed: Instant,
+}
+
+struct RealState {
+    svc: usize,
+    addr: IpAddr,
+    port: u16,
+    weight: u32,
+    inhibit: bool,
+    notify_up: Option<Script>,
+    notify_down: Option<Script>,
+    checks: Vec<usize>,
+    alive: bool,
+}
+
+impl RealState {
+    /// keepalived `real_weight(effective_weight)`: the configured weight plus the dynamic
+    /// changes of its checkers, within 0..=MAX_WEIGHT.
+    fn effective(&self, checks: &[CheckState]) -> u32 {
+        let w = self.weight as i64
+            + self
+                .checks
+                .iter()
+                .map(|&c| checks[c].weight_delta)
+                .sum::<i64>();
+        w.clamp(0, MAX_WEIGHT as i64) as u32
+    }
+}
+
+struct SvcState {
+    spec: ServiceSpec,
+    quorum_up: bool,
+}
+
+/// The health checker's state machine; see the module documentation.
+pub struct Health {
+    generation: u32,
+    services: Vec<SvcState>,
+    reals: Vec<RealState>,
+    checks: Vec<CheckState>,
+    /// (due, check index): lazily cleaned, so an entry may be stale (its check's `next`
+    /// differs).
+    timers: BinaryHeap<Reverse<(Instant, u32)>>,
+    out: VecDeque<Action>,
+    changed: bool,
+    rng: u64,
+}
+
+/// How late a probe's result may come after its own timeout before the machine counts it as
+/// a timeout itself (a driver that lost it).
+const RESULT_GRACE: Duration = Duration::from_secs(2);
+
+impl Health {
+    /// Health checking of `services` from `now`; `seed` randomises the warmup delays.
+    pub fn new(services: Vec<ServiceSpec>, now: Instant, seed: u64) -> Self {
+        let mut h = Health {
+            generation: 0,
+            services: Vec::new(),
+            reals: Vec::new(),
+            checks: Vec::new(),
+            timers: BinaryHeap::new(),
+            out: VecDeque::new(),
+            changed: true,
+            rng: seed | 1,
+        };
+        h.build(services, now, None);
+        h
+    }
+
+    /// A new configuration (SIGHUP): checkers that stay the same (service, realserver and
+    /// checker settings) keep their state and schedule; the others start afresh.
+    pub fn update(&mut self, services: Vec<ServiceSpec>, now: Instant) {
+        let old = OldState::take(self);
+        self.generation = self.generation.wrapping_add(1);
+        self.build(services, now, Some(old));
+        self.changed = true;
+    }
+
+    fn build(&mut self, services: Vec<ServiceSpec>, now: Instant, mut old: Option<OldState>) {
+        self.timers.clear();
+        for spec in services {
+            let svc = self.services.len();
+            for r in &spec.reals {
+                let real = self.reals.len();
+                let mut checks = Vec::new();
+                for c in &r.checkers {
+                    let i = self.checks.len();
+                    let kept = old
+                        .as_mut()
+                        .and_then(|o| o.checks.remove(&(spec.key, r.addr, r.port, c.clone())));
+                    let mut st = match kept {
+                        Some(mut st) => {
+                            st.real = real;
+                            // A result of the old generation is ignored: start it again.
+                            if st.running.is_some() {
+                                st.running = None;
+                                st.next = Some(now);
+                            }
+                            st
+                        }
+                        None => {
+                            let warmup = c.warmup.unwrap_or(c.delay_loop);
+                            CheckState {
+                                spec: Arc::new(c.clone()),
+                                real,
+                                up: !c.alpha,
+                                has_run: false,
+                                retry_it: 0,
+                                next: Some(now + self.random_upto(warmup)),
+                                running: None,
+                                weight_delta: 0,
+                                last: None,
+                                changed: now,
+                            }
+                        }
+                    };
+                    if let Some(t) = st.next {
+                        self.timers.push(Reverse((t, i as u32)));
+                    }
+                    st.real = real;
+                    self.checks.push(st);
+                    checks.push(i);
+                }
+                let alive = checks.iter().all(|&c| self.checks[c].up);
+                let was = old
+                    .as_ref()
+                    .and_then(|o| o.alive.get(&(spec.key, r.addr, r.port)).copied());
+                self.reals.push(RealState {
+                    svc,
+                    addr: r.addr,
+                    port: r.port,
+                    weight: r.weight,
+                    inhibit: r.inhibit_on_failure,
+                    notify_up: r.notify_up.clone(),
+                    notify_down: r.notify_down.clone(),
+                    checks,
+                    alive: was.unwrap_or(alive),
+                });
+            }
+            let kept_quorum = old.as_ref().and_then(|o| o.quorum.get(&spec.key).copied());
+            self.services.push(SvcState {
+                spec,
+                quorum_up: true,
+            });
+            let live = self.live_weight(svc);
+            let s = &mut self.services[svc];
+            match kept_quorum {
+                Some(q) => s.quorum_up = q,
+                None => {
+                    // keepalived set_quorum_states, then update_quorum_state(init): starting
+                    // down runs quorum_down only where a sorry server takes over.
+                    s.quorum_up = live as u64 >= s.spec.quorum as u64 + s.spec.hysteresis as u64;
+                    if !s.quorum_up && s.spec.sorry {
+                        log::info!(
+                            "{}: starting with quorum down ({live} < {})",
+                            s.spec.label,
+                            s.spec.quorum
+                        );
+                        if let Some(sc) = &s.spec.quorum_down {
+                            self.out.push_back(Action::Script {
+                                script: sc.clone(),
+                                why: format!("quorum_down of {}", s.spec.label),
+                            });
+                        }
+                    }
+                }
+            }
+        }
+        // Realservers whose alive state changed across a reload (e.g. a checker removed).
+        for r in 0..self.reals.len() {
+            self.refresh_real(r);
+        }
+    }
+
+    fn random_upto(&mut self, d: Duration) -> Duration {
+        // xorshift64*: enough to spread first checks.
+        self.rng ^= self.rng >> 12;
+        self.rng ^= self.rng << 25;
+        self.rng ^= self.rng >> 27;
+        let r = self.rng.wrapping_mul(0x2545_f491_4f6c_dd1d);
+        let ns = d.as_nanos() as u64;
+        if ns == 0 {
+            Duration::ZERO
+        } else {
+            Duration::from_nanos(r % ns)
+        }
+    }
+
+    /// When [`Health::handle_timeout`] next has something to do.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let next = self.timers.peek().map(|Reverse((t, _))| *t);
+        let running = self.checks.iter().filter_map(|c| c.running).min();
+        next.into_iter().chain(running).min()
+    }
+
+    /// Starts the probes due at `now` (and counts a result lost by the driver as a timeout).
+    pub fn handle_timeout(&mut self, now: Instant) {
+        while let Some(&Reverse((t, i))) = self.timers.peek() {
+            if t > now {
+                break;
+            }
+            self.timers.pop();
+            let c = &mut self.checks[i as usize];
+            if c.next != Some(t) {
+                continue; // stale
+            }
+            c.next = None;
+            c.running = Some(now + c.spec.timeout + RESULT_GRACE);
+            self.out.push_back(Action::Probe {
+                id: CheckId {
+                    index: i,
+                    generation: self.generation,
+                },
+                spec: c.spec.clone(),
+            });
+        }
+        let lost: Vec<usize> = (0..self.checks.len())
+            .filter(|&i| self.checks[i].running.is_some_and(|t| t <= now))
+            .collect();
+        for i in lost {
+            let id = CheckId {
+                index: i as u32,
+                generation: self.generation,
+            };
+            self.on_result(id, Outcome::fail(FailKind::Timeout, "no result"), now);
+        }
+    }
+
+    /// A probe's result (keepalived's checker epilogue).
+    pub fn on_result(&mut self, id: CheckId, outcome: Outcome, now: Instant) {
+        if id.generation != self.generation {
+            return;
+        }
+        let Some(real) = self.checks.get(id.index as usize).map(|c| c.real) else {
+            return;
+        };
+        let configured = self.reals[real].weight as i64;
+        let c = &mut self.checks[id.index as usize];
+        if c.running.take().is_none() {
+            return;
+        }
+        let success = matches!(outcome, Outcome::Pass { .. });
+        let mut delay = c.spec.delay_loop;
+        let mut became = None;
+        if success || ((c.up || !c.has_run) && c.retry_it >= c.spec.retry) {
+            c.retry_it = 0;
+            if success && (!c.up || !c.has_run) {
+                became = Some(true);
+            } else if !success && (c.up || !c.has_run) {
+                became = Some(false);
+            }
+        } else if c.up {
+            delay = c.spec.delay_before_retry;
+            c.retry_it += 1;
+            log::debug!(
+                "{} {}: {} failed ({}), retry {}/{}",
+                c.spec.kind.name(),
+                c.spec.target,
+                c.spec.kind.name(),
+                outcome.text(),
+                c.retry_it,
+                c.spec.retry
+            );
+        }
+        c.has_run = true;
+        // misc_dynamic: a passing exit code sets this checker's share of the weight; a
+        // failure takes it back.
+        let delta = match (&outcome, &c.spec.kind) {
+            (Outcome::Pass { weight: Some(w) }, CheckKind::Misc { dynamic: true, .. }) => {
+                *w as i64 - configured
+            }
+            _ => 0,
+        };
+        let weight_changed = delta != c.weight_delta;
+        c.weight_delta = delta;
+        c.last = Some(outcome.clone());
+        let t = now + delay;
+        c.next = Some(t);
+        self.timers.push(Reverse((t, id.index)));
+        if let Some(up) = became {
+            if c.up != up {
+                let name = c.spec.kind.name();
+                let target = c.spec.target;
+                c.changed = now;
+                c.up = up;
+                let r = &self.reals[real];
+                let label = &self.services[r.svc].spec.label;
+                if up {
+                    log::info!(
+                        "{label}: {name} of {} (to {target}) passes: {}",
+                        fmt_rs(r.addr, r.port),
+                        outcome.text()
+                    );
+                } else {
+                    log::warn!(
+                        "{label}: {name} of {} (to {target}) fails: {}",
+                        fmt_rs(r.addr, r.port),
+                        outcome.text()
+                    );
+                }
+            }
+        }
+        if weight_changed {
+            self.changed = true;
+        }
+        self.refresh_real(real);
+    }
+
+    /// Brings realserver `r`'s alive state in line with its checkers, with its notifies and
+    /// its service's quorum.
+    fn refresh_real(&mut self, r: usize) {
+        let alive = self.reals[r].checks.iter().all(|&c| self.checks[c].up);
+        let rs = &mut self.reals[r];
+        if rs.alive != alive {
+            rs.alive = alive;
+            self.changed = true;
+            let label = &self.services[rs.svc].spec.label;
+            let verb = match (alive, rs.inhibit) {
+                (true, true) => "enabling",
+                (true, false) => "adding",
+                (false, true) => "disabling",
+                (false, false) => "removing",
+            };
+            log::info!("{label}: {verb} realserver {}", fmt_rs(rs.addr, rs.port));
+            let script = if alive {
+                &rs.notify_up
+            } else {
+                &rs.notify_down
+            };
+            if let Some(sc) = script {
+                self.out.push_back(Action::Script {
+                    script: sc.clone(),
+                    why: format!(
+                        "{} of {} in {label}",
+                        if alive { "notify_up" } else { "notify_down" },
+                        fmt_rs(rs.addr, rs.port)
+                    ),
+                });
+            }
+        }
+        let svc = self.reals[r].svc;
+        self.update_quorum(svc);
+    }
+
+    /// The weights of service `svc`'s live realservers (keepalived `weigh_live_realservers`).
+    fn live_weight(&self, svc: usize) -> u64 {
+        self.reals
+            .iter()
+            .filter(|r| r.svc == svc && r.alive)
+            .map(|r| r.effective(&self.checks) as u64)
+            .sum()
+    }
+
+    /// keepalived `update_quorum_state`.
+    fn update_quorum(&mut self, svc: usize) {
+        let live = self.live_weight(svc);
+        let s = &mut self.services[svc];
+        let (q, h) = (s.spec.quorum as i64, s.spec.hysteresis as i64);
+        let threshold = if s.quorum_up { q - h } else { q + h };
+        let live_i = live as i64;
+        let change = if !s.quorum_up && live_i >= threshold {
+            Some(true)
+        } else if s.quorum_up && (live == 0 || live_i < threshold) {
+            Some(false)
+        } else {
+            None
+        };
+        let Some(up) = change else { return };
+        s.quorum_up = up;
+        self.changed = true;
+        if up {
+            log::info!("{}: gained quorum ({live} >= {threshold})", s.spec.label);
+        } else {
+            log::warn!("{}: lost quorum ({live} < {threshold})", s.spec.label);
+        }
+        let script = if up {
+            &s.spec.quorum_up
+        } else {
+            &s.spec.quorum_down
+        };
+        if let Some(sc) = script {
+            self.out.push_back(Action::Script {
+                script: sc.clone(),
+                why: format!(
+                    "{} of {}",
+                    if up { "quorum_up" } else { "quorum_down" },
+                    s.spec.label
+                ),
+            });
+        }
+    }
+
+    /// The next thing for the driver to do.
+    pub fn poll_action(&mut self) -> Option<Action> {
+        self.out.pop_front()
+    }
+
+    /// The overlay changed since the last call (the table must be re-applied and published).
+    pub fn take_changed(&mut self) -> bool {
+        std::mem::take(&mut self.changed)
+    }
+
+    /// What the services table makes of the realservers.
+    pub fn overlay(&self) -> Overlay {
+        let mut o = Overlay::default();
+        for r in &self.reals {
+            let key = self.services[r.svc].spec.key;
+            o.dests.insert(
+                (key, r.addr, r.port),
+                DestHealth {
+                    alive: r.alive,
+                    weight: r.effective(&self.checks),
+                    inhibit: r.inhibit,
+                },
+            );
+        }
+        for s in &self.services {
+            if !s.quorum_up {
+                o.quorum_lost.insert(s.spec.key);
+            }
+        }
+        o
+    }
+
+    /// One row per (realserver, checker), in configuration order.
+    pub fn rows(&self, now: Instant) -> Vec<CheckRow> {
+        let mut rows = Vec::new();
+        for r in &self.reals {
+            for &c in &r.checks {
+                let c = &self.checks[c];
+                rows.push(CheckRow {
+                    service: self.services[r.svc].spec.key,
+                    addr: r.addr,
+                    port: r.port,
+                    checker: c.spec.kind.name(),
+                    up: c.up,
+                    last: c.last.clone(),
+                    since: now.saturating_duration_since(c.changed),
+                });
+            }
+        }
+        rows
+    }
+
+    /// Shutting down: with `omega`, the live realservers' notify_down and the quorum_down of
+    /// services that had quorum (keepalived runs them when it clears its services).
+    pub fn shutdown(&mut self) {
+        for s in 0..self.services.len() {
+            if !self.services[s].spec.omega {
+                continue;
+            }
+            let label = self.services[s].spec.label.clone();
+            for r in self.reals.iter().filter(|r| r.svc == s && r.alive) {
+                if let Some(sc) = &r.notify_down {
+                    self.out.push_back(Action::Script {
+                        script: sc.clone(),
+                        why: format!(
+                            "notify_down (omega) of {} in {label}",
+                            fmt_rs(r.addr, r.port)
+                        ),
+                    });
+                }
+            }
+            if self.services[s].quorum_up {
+                if let Some(sc) = &self.services[s].spec.quorum_down {
+                    self.out.push_back(Action::Script {
+                        script: sc.clone(),
+                        why: format!("quorum_down (omega) of {label}"),
+                    });
+                }
+            }
+        }
+    }
+
+    /// Number of checkers.
+    pub fn len(&self) -> usize {
+        self.checks.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.checks.is_empty()
+    }
+}
+
+/// What a reload carries over.
+struct OldState {
+    checks: HashMap<(SvcKey, IpAddr, u16, CheckSpec), CheckState>,
+    alive: BTreeMap<(SvcKey, IpAddr, u16), bool>,
+    quorum: BTreeMap<SvcKey, bool>,
+}
+
+impl OldState {
+    fn take(h: &mut Health) -> Self {
+        let services = std::mem::take(&mut h.services);
+        let reals = std::mem::take(&mut h.reals);
+        let mut checks = HashMap::new();
+        for c in std::mem::take(&mut h.checks) {
+            let r = &reals[c.real];
+            let key = services[r.svc].spec.key;
+            checks.insert((key, r.addr, r.port, (*c.spec).clone()), c);
+        }
+        let alive = reals
+            .iter()
+            .map(|r| ((services[r.svc].spec.key, r.addr, r.port), r.alive))
+            .collect();
+        let quorum = services.iter().map(|s| (s.spec.key, s.quorum_up)).collect();
+        OldState {
+            checks,
+            alive,
+            quorum,
+        }
+    }
+}
+
+/// `ADDR:PORT`, `[ADDR]:PORT` for IPv6.
+pub fn fmt_rs(addr: IpAddr, port: u16) -> String {
+    std::net::SocketAddr::new(addr, port).to_string()
+}
