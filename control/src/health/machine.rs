@@ -138,8 +138,8 @@ pub enum Action {
 pub struct DestHealth {
     /// All its checkers pass.
     pub alive: bool,
-    /// The weight to publish while alive (its configured one, or a `misc_dynamic` one).
-    pub weight: u32,
+    /// A `misc_dynamic` weight to publish while alive; None: its configured one.
+    pub weight: Option<u32>,
     /// Dead: weight 0 instead of removed (`inhibit_on_failure`).
     pub inhibit: bool,
 }
@@ -592,7 +592,11 @@ impl Health {
                 (key, r.addr, r.port),
                 DestHealth {
                     alive: r.alive,
-                    weight: r.effective(&self.checks),
+                    weight: r
+                        .checks
+                        .iter()
+                        .any(|&c| self.checks[c].weight_delta != 0)
+                        .then(|| r.effective(&self.checks)),
                     inhibit: r.inhibit,
                 },
             );

@@ -119,9 +119,21 @@ impl ServiceTable {
                 }
             }
             out.push('\n');
-            let mut dests: Vec<&DestEntry> = s.dests.iter().collect();
-            dests.sort_by_key(|d| (d.addr, d.port));
-            for d in dests {
+            // As IPVS under keepalived would list it: realservers health checking keeps out
+            // are absent, and a sorry server that took over is listed.
+            let mut dests: Vec<(&DestEntry, u32)> = s
+                .dests
+                .iter()
+                .filter_map(|d| Some((d, self.live_weight(k, s, d)?)))
+                .chain(
+                    s.sorry
+                        .iter()
+                        .filter(|_| self.sorry_in_charge(k, s))
+                        .map(|d| (d, d.weight)),
+                )
+                .collect();
+            dests.sort_by_key(|(d, _)| (d.addr, d.port));
+            for (d, weight) in dests {
                 let mut dname = ep(d.addr, d.port);
                 if d.addr.is_ipv4() {
                     dname.truncate(28);
@@ -137,7 +149,7 @@ impl ServiceTable {
                         "  -> {:<28} {:<7} {:<6} {:<10} {:<10}",
                         dname,
                         d.fwd.label(),
-                        d.weight,
+                        weight,
                         active,
                         inactive,
                     ),
@@ -164,7 +176,7 @@ impl ServiceTable {
                     ListFormat::PersistentConn => writeln!(
                         out,
                         "  -> {dname:<28} {:<9} {:<11} {:<10} {:<10}",
-                        d.weight,
+                        weight,
                         st.persist.load(Ordering::Relaxed),
                         active,
                         inactive
@@ -188,13 +200,13 @@ impl ServiceTable {
             json!({"cps": r.cps, "inpps": r.inpps, "outpps": r.outpps,
                    "inbps": r.inbps, "outbps": r.outbps})
         };
-        let dest = |d: &DestEntry| {
+        let dest = |(d, weight): (&DestEntry, u32)| {
             let st = &d.state;
             json!({
                 "address": d.addr.to_string(),
                 "port": d.port,
                 "forward": d.fwd.label(),
-                "weight": d.weight,
+                "weight": weight,
                 "u_threshold": d.u_threshold,
                 "l_threshold": d.l_threshold,
                 "active_conns": st.active.load(Ordering::Relaxed),
@@ -207,8 +219,12 @@ impl ServiceTable {
         let list: Vec<_> = services
             .into_iter()
             .map(|(k, s)| {
-                let mut dests: Vec<&DestEntry> = s.dests.iter().collect();
-                dests.sort_by_key(|d| (d.addr, d.port));
+                let mut dests: Vec<(&DestEntry, u32)> = s
+                    .dests
+                    .iter()
+                    .filter_map(|d| Some((d, self.live_weight(k, s, d)?)))
+                    .collect();
+                dests.sort_by_key(|(d, _)| (d.addr, d.port));
                 let (protocol, address, port, mark) = k.parts();
                 json!({
                     "protocol": protocol,
@@ -222,7 +238,8 @@ impl ServiceTable {
                     "netmask": s.persist.and_then(|p| mask_text(p.netmask)),
                     "stats": stats(self.raw_totals(k, s).since(s.zero)),
                     "rates": rates(s.est.rates()),
-                    "sorry_server": s.sorry.as_ref().map(dest),
+                    "sorry_server": s.sorry.as_ref().map(|d| dest((d, d.weight))),
+                    "sorry_in_charge": self.sorry_in_charge(k, s),
                     "realservers": dests.into_iter().map(dest).collect::<Vec<_>>(),
                 })
             })

@@ -13,6 +13,7 @@
 mod counters;
 mod diff;
 mod edit;
+mod health;
 mod list;
 mod snapshot;
 #[cfg(test)]
@@ -203,6 +204,8 @@ pub struct ServiceTable {
     /// Who set the timeouts last (`--set`), if anyone did.
     timeouts_source: Option<Source>,
     sched_cfg: SchedConfig,
+    /// Health checking's view of the realservers ([`health`]).
+    health: crate::health::machine::Overlay,
 }
 
 impl ServiceTable {
@@ -326,8 +329,11 @@ impl ServiceTable {
             })
     }
 
-    /// An empty table with the same scheduler settings.
+    /// An empty table with the same scheduler settings (and health overlay).
     pub fn empty_like(&self) -> ServiceTable {
-        ServiceTable::new(self.sched_cfg)
+        ServiceTable {
+            health: self.health.clone(),
+            ..ServiceTable::new(self.sched_cfg)
+        }
     }
 }

@@ -17,9 +17,28 @@ impl ServiceTable {
         // Address services first: a fwmark group entry overrides one (IPVS looks a packet up
         // by its mark first).
         let lookup: Vec<Vec<VsKey>> = self.services.keys().map(|k| self.lookup_keys(k)).collect();
-        for ((key, svc), lookup) in self.services.iter_mut().zip(lookup) {
+        // Each realserver's weight under health checking (None: out of the table).
+        let live: Vec<Vec<Option<u32>>> = self
+            .services
+            .iter()
+            .map(|(k, s)| self.live_weights(k, s))
+            .collect();
+        for (((key, svc), lookup), live) in self.services.iter_mut().zip(lookup).zip(live) {
             let built = svc.built.get_or_insert_with(|| {
-                let dests: Vec<Dest> = svc.dests.iter().map(DestEntry::published).collect();
+                let dests: Vec<Dest> = svc
+                    .dests
+                    .iter()
+                    .zip(live)
+                    .filter_map(|(d, w)| {
+                        let w = w?;
+                        let mut p = d.published();
+                        p.weight = w;
+                        if w > 0 {
+                            p.last_weight = w;
+                        }
+                        Some(p)
+                    })
+                    .collect();
                 let (_, addr, port, mark) = key.parts();
                 // A fwmark service is found under its group's keys, never its own.
                 let key = match *key {

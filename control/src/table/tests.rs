@@ -3,6 +3,7 @@ use std::sync::atomic::Ordering;
 
 use super::*;
 use crate::command::ListFormat;
+use crate::health::machine::{DestHealth, Overlay};
 use crate::ipvsadm::{parse, parse_rules};
 use xlvs_common::{L4Key, PROTO_TCP};
 use xlvs_dataplane::core::service::Proto;
@@ -661,3 +662,113 @@ TCP  192.0.2.100:80 rr
 UDP  192.0.2.100:53 wlc
   -> 10.10.0.11:53                1         0           0          0         
 ";
+
+/// Health checking's view: `(realserver, alive, inhibit, dynamic weight)` of the TCP service.
+fn overlay(dests: &[(&str, bool, bool, Option<u32>)], quorum_lost: bool) -> Overlay {
+    let key = vs("tcp 192.0.2.100:80");
+    let mut o = Overlay::default();
+    for &(rs, alive, inhibit, weight) in dests {
+        let sa: SocketAddr = rs.parse().unwrap();
+        o.dests.insert(
+            (key, sa.ip(), sa.port()),
+            DestHealth {
+                alive,
+                weight,
+                inhibit,
+            },
+        );
+    }
+    if quorum_lost {
+        o.quorum_lost.insert(key);
+    }
+    o
+}
+
+#[test]
+fn health_overlay_removes_inhibits_and_reweighs_without_editing_the_configuration() {
+    let mut t = table();
+    let saved = t.save();
+    let a = t.snapshot(&[]);
+    let tcp = vk("tcp 192.0.2.100:80");
+    let udp = vk("udp 192.0.2.100:53");
+    let weights = |t: &mut ServiceTable| {
+        let s = t.snapshot(&[]);
+        s.services[&tcp]
+            .dests
+            .iter()
+            .map(|d| (d.addr.to_string(), d.port, d.weight))
+            .collect::<Vec<_>>()
+    };
+    // 10.10.0.11:80 dead (removed), 10.10.0.12:8080 alive at a misc_dynamic weight.
+    let o = overlay(
+        &[
+            ("10.10.0.11:80", false, false, None),
+            ("10.10.0.12:8080", true, false, Some(7)),
+        ],
+        false,
+    );
+    assert!(t.set_health(o.clone()));
+    assert!(!t.set_health(o), "the same overlay changes nothing");
+    assert_eq!(weights(&mut t), vec![("10.10.0.12".into(), 8080, 7)]);
+    let b = t.snapshot(&[]);
+    assert!(
+        Arc::ptr_eq(&a.services[&udp], &b.services[&udp]),
+        "other services untouched"
+    );
+    let listed = t.list(None, ListFormat::Normal, false).unwrap();
+    assert!(!listed.contains("10.10.0.11:80"), "{listed}");
+    assert!(
+        listed.contains("  -> 10.10.0.12:8080              Masq    7      "),
+        "{listed}"
+    );
+    // Inhibited: in the table at weight 0.
+    t.set_health(overlay(&[("10.10.0.11:80", false, true, None)], false));
+    let mut w = weights(&mut t);
+    w.sort();
+    assert_eq!(
+        w,
+        vec![("10.10.0.11".into(), 80, 0), ("10.10.0.12".into(), 8080, 2)]
+    );
+    // The configuration never changed: -S and the steering keys are as before.
+    assert_eq!(t.save(), saved);
+    let (_, reals) = t.steer_keys();
+    assert!(reals.contains(&L4Key::v4([10, 10, 0, 11], 80, PROTO_TCP)));
+    // An edit of a health-checked realserver keeps its health.
+    run(&mut t, "-e -t 192.0.2.100:80 -r 10.10.0.12:8080 -m -w 5").unwrap();
+    t.set_health(overlay(&[("10.10.0.11:80", false, false, None)], false));
+    assert_eq!(weights(&mut t), vec![("10.10.0.12".into(), 8080, 5)]);
+}
+
+#[test]
+fn lost_quorum_hands_a_service_with_a_sorry_server_to_it() {
+    let mut t = table();
+    // No sorry server: lost quorum leaves the live realservers (keepalived does the same).
+    t.set_health(overlay(&[("10.10.0.11:80", false, false, None)], true));
+    assert_eq!(
+        t.snapshot(&[]).services[&vk("tcp 192.0.2.100:80")]
+            .dests
+            .len(),
+        1
+    );
+    run(
+        &mut t,
+        "-E -t 192.0.2.100:80 -s rr --sorry-server 10.10.0.99:80 -m",
+    )
+    .unwrap();
+    let s = t.snapshot(&[]);
+    let svc = &s.services[&vk("tcp 192.0.2.100:80")];
+    assert!(svc.dests.is_empty());
+    assert!(svc.sorry.is_some());
+    let listed = t.list(None, ListFormat::Normal, false).unwrap();
+    assert!(listed.contains("  -> 10.10.0.99:80"), "{listed}");
+    assert!(!listed.contains("10.10.0.12:8080"), "{listed}");
+    t.set_health(overlay(&[("10.10.0.11:80", false, false, None)], false));
+    assert_eq!(
+        t.snapshot(&[]).services[&vk("tcp 192.0.2.100:80")]
+            .dests
+            .len(),
+        1
+    );
+    let listed = t.list(None, ListFormat::Normal, false).unwrap();
+    assert!(!listed.contains("10.10.0.99:80"), "{listed}");
+}
