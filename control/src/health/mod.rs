@@ -5,6 +5,7 @@
 //!   realserver and its service's quorum, which scripts run, the table's [`machine::Overlay`].
 
 pub mod machine;
+pub mod probe;
 pub mod spec;
 #[cfg(test)]
 mod tests;

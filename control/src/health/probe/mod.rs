@@ -1,0 +1,216 @@
+//! The probes: one async task per check, on a runtime of their own (thread `xlvs-health`), so
+//! the control thread never waits on a realserver. Each probe has its checker's deadline; at
+//! most [`MAX_CONCURRENT`] run at once. Results go back through a channel and a wakeup of the
+//! control thread's event loop.
+
+mod dns;
+mod http;
+mod icmp;
+mod script;
+mod tcp;
+mod udp;
+
+use std::sync::{Arc, mpsc};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use tokio::sync::{Semaphore, mpsc as tmpsc};
+
+use super::machine::{CheckId, FailKind, Outcome};
+use super::spec::{CheckKind, CheckSpec, Script, ScriptDefaults};
+
+pub use script::run_user;
+
+/// Probes (and scripts) running at once, at most.
+pub const MAX_CONCURRENT: usize = 512;
+
+/// What the control thread asks of the probe runtime.
+enum Job {
+    Probe { id: CheckId, spec: Arc<CheckSpec> },
+    Script { script: Script, why: String },
+}
+
+/// A probe's result, with how long it took.
+#[derive(Debug)]
+pub struct Done {
+    pub id: CheckId,
+    pub spec: Arc<CheckSpec>,
+    pub outcome: Outcome,
+    pub took: Duration,
+}
+
+/// The probe runtime's handle: submit checks, collect results. Dropping it stops the
+/// runtime (running probes are abandoned, scripts killed).
+pub struct Prober {
+    jobs: Option<tmpsc::UnboundedSender<Job>>,
+    done: mpsc::Receiver<Done>,
+    thread: Option<thread::JoinHandle<()>>,
+}
+
+impl Prober {
+    /// Starts the runtime; `wake` is called after each result is queued.
+    pub fn start(
+        scripts: ScriptDefaults,
+        wake: impl Fn() + Send + Sync + 'static,
+    ) -> std::io::Result<Self> {
+        let (jobs, mut rx) = tmpsc::unbounded_channel::<Job>();
+        let (tx, done) = mpsc::channel();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let wake = Arc::new(wake);
+        let scripts = Arc::new(scripts);
+        let thread = thread::Builder::new()
+            .name("xlvs-health".into())
+            .spawn(move || {
+                let limit = Arc::new(Semaphore::new(MAX_CONCURRENT));
+                rt.block_on(async move {
+                    while let Some(job) = rx.recv().await {
+                        let Ok(permit) = limit.clone().acquire_owned().await else {
+                            break;
+                        };
+                        let scripts = scripts.clone();
+                        match job {
+                            Job::Probe { id, spec } => {
+                                let tx = tx.clone();
+                                let wake = wake.clone();
+                                tokio::spawn(async move {
+                                    let start = Instant::now();
+                                    let outcome = probe(&spec, &scripts).await;
+                                    drop(permit);
+                                    let took = start.elapsed();
+                                    if tx
+                                        .send(Done {
+                                            id,
+                                            spec,
+                                            outcome,
+                                            took,
+                                        })
+                                        .is_ok()
+                                    {
+                                        wake();
+                                    }
+                                });
+                            }
+                            Job::Script { script, why } => {
+                                tokio::spawn(async move {
+                                    script::notify(&script, &why, &scripts).await;
+                                    drop(permit);
+                                });
+                            }
+                        }
+                    }
+                });
+            })?;
+        Ok(Prober {
+            jobs: Some(jobs),
+            done,
+            thread: Some(thread),
+        })
+    }
+
+    /// Starts checker `id`'s probe.
+    pub fn probe(&self, id: CheckId, spec: Arc<CheckSpec>) {
+        if let Some(j) = &self.jobs {
+            let _ = j.send(Job::Probe { id, spec });
+        }
+    }
+
+    /// Runs a notify or quorum script (its output goes to the log).
+    pub fn script(&self, script: Script, why: String) {
+        if let Some(j) = &self.jobs {
+            let _ = j.send(Job::Script { script, why });
+        }
+    }
+
+    /// The results that came in.
+    pub fn results(&self) -> impl Iterator<Item = Done> + '_ {
+        self.done.try_iter()
+    }
+
+    /// Stops taking jobs and waits up to `grace` for running scripts (omega's).
+    pub fn finish(mut self, grace: Duration) {
+        self.jobs = None;
+        if let Some(t) = self.thread.take() {
+            let end = Instant::now() + grace;
+            while !t.is_finished() && Instant::now() < end {
+                thread::sleep(Duration::from_millis(10));
+            }
+            if t.is_finished() {
+                let _ = t.join();
+            }
+        }
+    }
+}
+
+impl Drop for Prober {
+    fn drop(&mut self) {
+        self.jobs = None;
+    }
+}
+
+/// Runs one probe to its outcome within its deadline.
+async fn probe(spec: &CheckSpec, scripts: &ScriptDefaults) -> Outcome {
+    let fut = async {
+        match &spec.kind {
+            CheckKind::Tcp => tcp::check(spec).await,
+            CheckKind::Http { .. } => http::check(spec).await,
+            CheckKind::Dns { qtype, name } => dns::check(spec, *qtype, name).await,
+            CheckKind::Misc { .. } => return script::misc(spec, scripts).await,
+            CheckKind::Udp {
+                payload,
+                require_reply,
+                reply,
+            } => udp::check(spec, payload, *require_reply, reply.as_deref()).await,
+            CheckKind::Ping => icmp::check(spec).await,
+        }
+    };
+    match &spec.kind {
+        // A script keeps its own deadline (misc_timeout) and kills what overstays it.
+        CheckKind::Misc { .. } => fut.await,
+        _ => match tokio::time::timeout(spec.timeout, fut).await {
+            Ok(o) => o,
+            Err(_) => Outcome::fail(
+                FailKind::Timeout,
+                format!("no answer within {:?}", spec.timeout),
+            ),
+        },
+    }
+}
+
+/// An I/O error as a failure: refused, or anything else.
+fn io_fail(what: &str, e: &std::io::Error) -> Outcome {
+    let kind = match e.kind() {
+        std::io::ErrorKind::ConnectionRefused => FailKind::Refused,
+        std::io::ErrorKind::TimedOut => FailKind::Timeout,
+        _ => FailKind::Io,
+    };
+    Outcome::fail(kind, format!("{what}: {e}"))
+}
+
+/// A socket of the target's family with the checker's source address and fwmark set.
+fn socket(
+    spec: &CheckSpec,
+    ty: socket2::Type,
+    proto: Option<socket2::Protocol>,
+) -> std::io::Result<socket2::Socket> {
+    let domain = socket2::Domain::for_address(spec.target);
+    let s = socket2::Socket::new(domain, ty, proto)?;
+    s.set_nonblocking(true)?;
+    if let Some(m) = spec.fwmark {
+        s.set_mark(m)?;
+    }
+    if let Some(iface) = &spec.bind_if {
+        s.bind_device(Some(iface.as_bytes()))?;
+    }
+    if let Some(b) = spec.bind {
+        if ty == socket2::Type::STREAM {
+            s.set_reuse_address(true)?;
+        }
+        s.bind(&b.into())?;
+    }
+    Ok(s)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,203 @@
+//! Scripts: `MISC_CHECK`'s `misc_path` and the notify and quorum scripts. Run without a shell
+//! (argv as configured), as the configured user, their output captured to the log; a
+//! `MISC_CHECK` that outlives `misc_timeout` is killed with its process group and fails.
+
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+use std::process::Stdio;
+use std::time::Duration;
+
+use tokio::io::AsyncReadExt;
+use tokio::process::Command;
+
+use crate::health::machine::{FailKind, Outcome};
+use crate::health::spec::{CheckKind, CheckSpec, Script, ScriptDefaults};
+
+/// Output kept per script run (the rest is dropped).
+const MAX_OUTPUT: usize = 64 << 10;
+
+/// The (uid, gid) a script runs as: its own user, else `script_user`, else keepalived's
+/// default (`keepalived_script` if that user exists, else root).
+pub fn run_user(script: &Script, defaults: &ScriptDefaults) -> Result<(u32, u32), String> {
+    let named = script.user.as_ref().or(defaults.script_user.as_ref());
+    match named {
+        Some((user, group)) => {
+            let (uid, pgid) = lookup_user(user).ok_or_else(|| format!("no user {user:?}"))?;
+            let gid = match group {
+                Some(g) => lookup_group(g).ok_or_else(|| format!("no group {g:?}"))?,
+                None => pgid,
+            };
+            Ok((uid, gid))
+        }
+        None => Ok(lookup_user("keepalived_script").unwrap_or((0, 0))),
+    }
+}
+
+/// (uid, primary gid) of `user` from /etc/passwd (or a numeric uid).
+fn lookup_user(user: &str) -> Option<(u32, u32)> {
+    if let Ok(uid) = user.parse::<u32>() {
+        return Some((uid, uid));
+    }
+    let passwd = std::fs::read_to_string("/etc/passwd").ok()?;
+    passwd.lines().find_map(|l| {
+        let f: Vec<&str> = l.split(':').collect();
+        (f.len() >= 4 && f[0] == user).then(|| Some((f[2].parse().ok()?, f[3].parse().ok()?)))?
+    })
+}
+
+fn lookup_group(group: &str) -> Option<u32> {
+    if let Ok(gid) = group.parse::<u32>() {
+        return Some(gid);
+    }
+    let groups = std::fs::read_to_string("/etc/group").ok()?;
+    groups.lines().find_map(|l| {
+        let f: Vec<&str> = l.split(':').collect();
+        (f.len() >= 3 && f[0] == group).then(|| f[2].parse().ok())?
+    })
+}
+
+/// keepalived's `enable_script_security`: a script run as root must not be writable, nor
+/// sit in a directory writable, by anyone but root.
+fn insecure(path: &Path) -> Option<String> {
+    let mut p = Some(path);
+    while let Some(cur) = p {
+        match std::fs::metadata(cur) {
+            Ok(m) if m.uid() != 0 || m.mode() & 0o022 != 0 => {
+                return Some(format!("{} is writable by a non-root user", cur.display()));
+            }
+            Ok(_) => {}
+            Err(e) => return Some(format!("{}: {e}", cur.display())),
+        }
+        p = cur.parent().filter(|p| !p.as_os_str().is_empty());
+    }
+    None
+}
+
+/// How a script run ended.
+enum Ended {
+    Exit(i32),
+    Signal(i32),
+    TimedOut,
+}
+
+/// Runs `script` (killing it at `timeout`), logging its output under `why`.
+async fn run(
+    script: &Script,
+    why: &str,
+    defaults: &ScriptDefaults,
+    timeout: Option<Duration>,
+) -> Result<Ended, String> {
+    let Some(prog) = script.argv.first() else {
+        return Err("empty command".into());
+    };
+    let (uid, gid) = run_user(script, defaults)?;
+    if defaults.enable_script_security && uid == 0 {
+        if let Some(why) = insecure(Path::new(prog)) {
+            return Err(format!("refused by enable_script_security: {why}"));
+        }
+    }
+    let mut cmd = Command::new(prog);
+    cmd.args(&script.argv[1..])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .kill_on_drop(true);
+    if uid != 0 || gid != 0 {
+        cmd.uid(uid).gid(gid);
+    }
+    let mut child = cmd.spawn().map_err(|e| format!("{prog}: {e}"))?;
+    let pid = child.id();
+    let mut out = child.stdout.take();
+    let mut err = child.stderr.take();
+    let collect = async move {
+        let mut o = Vec::new();
+        let mut e = Vec::new();
+        if let Some(s) = out.as_mut() {
+            let _ = s.take(MAX_OUTPUT as u64).read_to_end(&mut o).await;
+        }
+        if let Some(s) = err.as_mut() {
+            let _ = s.take(MAX_OUTPUT as u64).read_to_end(&mut e).await;
+        }
+        (o, e)
+    };
+    let work = async {
+        let (o, e) = collect.await;
+        (child.wait().await, o, e)
+    };
+    let res = match timeout {
+        Some(t) => tokio::time::timeout(t, work).await.ok(),
+        None => Some(work.await),
+    };
+    let Some((status, o, e)) = res else {
+        kill_group(pid);
+        log::warn!(
+            "{why}: {prog} killed after {:?}",
+            timeout.unwrap_or_default()
+        );
+        return Ok(Ended::TimedOut);
+    };
+    for line in String::from_utf8_lossy(&o)
+        .lines()
+        .chain(String::from_utf8_lossy(&e).lines())
+    {
+        log::info!("{why}: {prog}: {line}");
+    }
+    let status = status.map_err(|e| format!("{prog}: {e}"))?;
+    use std::os::unix::process::ExitStatusExt;
+    Ok(match (status.code(), status.signal()) {
+        (Some(c), _) => Ended::Exit(c),
+        (None, Some(s)) => Ended::Signal(s),
+        (None, None) => Ended::Signal(0),
+    })
+}
+
+/// Kills a timed-out script's whole process group (it runs in its own, see `run`).
+fn kill_group(pid: Option<u32>) {
+    if let Some(pid) = pid.and_then(|p| i32::try_from(p).ok()) {
+        // SAFETY: kill(2) with a negative pid signals that process group; no memory is
+        // touched.
+        unsafe {
+            libc::kill(-pid, libc::SIGKILL);
+        }
+    }
+}
+
+/// `MISC_CHECK`: exit 0 passes, 1 fails; with `misc_dynamic`, 2–255 pass with weight
+/// code − 2 (keepalived's convention).
+pub(super) async fn misc(spec: &CheckSpec, defaults: &ScriptDefaults) -> Outcome {
+    let CheckKind::Misc {
+        script,
+        timeout,
+        dynamic,
+    } = &spec.kind
+    else {
+        return Outcome::fail(FailKind::Spawn, "not a MISC_CHECK");
+    };
+    let why = format!("MISC_CHECK of {}", spec.target);
+    let timeout = timeout.unwrap_or(spec.timeout);
+    match run(script, &why, defaults, Some(timeout)).await {
+        Err(e) => Outcome::fail(FailKind::Spawn, e),
+        Ok(Ended::TimedOut) => {
+            Outcome::fail(FailKind::Killed, format!("timed out after {timeout:?}"))
+        }
+        Ok(Ended::Signal(s)) => Outcome::fail(FailKind::Killed, format!("killed by signal {s}")),
+        Ok(Ended::Exit(0)) => Outcome::PASS,
+        Ok(Ended::Exit(c)) if *dynamic && (2..=255).contains(&c) => Outcome::Pass {
+            weight: Some(c as u32 - 2),
+        },
+        Ok(Ended::Exit(c)) => Outcome::fail(FailKind::Exit, format!("exit code {c}")),
+    }
+}
+
+/// A notify or quorum script: run, its outcome logged.
+pub(super) async fn notify(script: &Script, why: &str, defaults: &ScriptDefaults) {
+    let prog = script.argv.first().map_or("", String::as_str);
+    match run(script, why, defaults, None).await {
+        Ok(Ended::Exit(0)) => log::info!("{why}: {prog} ran"),
+        Ok(Ended::Exit(c)) => log::warn!("{why}: {prog} exited {c}"),
+        Ok(Ended::Signal(s)) => log::warn!("{why}: {prog} killed by signal {s}"),
+        Ok(Ended::TimedOut) => {}
+        Err(e) => log::warn!("{why}: {e}"),
+    }
+}

@@ -1,0 +1,23 @@
+//! `TCP_CHECK`: the realserver accepts a TCP connection.
+
+use tokio::net::TcpStream;
+
+use super::{io_fail, socket};
+use crate::health::machine::Outcome;
+use crate::health::spec::CheckSpec;
+
+/// A connected stream to the checker's target (from its `bindto`, with its fwmark).
+pub(super) async fn connect(spec: &CheckSpec) -> Result<TcpStream, Outcome> {
+    let s = socket(spec, socket2::Type::STREAM, None).map_err(|e| io_fail("socket", &e))?;
+    let s = tokio::net::TcpSocket::from_std_stream(std::net::TcpStream::from(s));
+    s.connect(spec.target)
+        .await
+        .map_err(|e| io_fail("connect", &e))
+}
+
+pub(super) async fn check(spec: &CheckSpec) -> Outcome {
+    match connect(spec).await {
+        Ok(_) => Outcome::PASS,
+        Err(o) => o,
+    }
+}
