@@ -164,6 +164,8 @@ pub enum Command {
     ListConns { persistent: bool, json: bool },
     /// `-L --daemon`: the connection sync daemons (none run yet).
     ListDaemon,
+    /// `-L --health` (xlvs): one line per (realserver, checker) of health checking.
+    ListHealth { key: Option<SvcKey>, json: bool },
     /// `-Z`: zero the counters of one service or of all.
     Zero { key: Option<SvcKey> },
     /// `-S`: save in rules format.

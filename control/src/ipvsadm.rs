@@ -105,6 +105,7 @@ const STOP_DAEMON: char = '\u{14}';
 const SYNC_OPTION: char = '\u{15}';
 const ADD_MARK: char = '\u{16}';
 const DEL_MARK: char = '\u{17}';
+const HEALTH: char = '\u{18}';
 
 /// `-p` takes an optional value: the next argument if it is a number.
 fn optional_value(c: char) -> bool {
@@ -161,6 +162,7 @@ fn long_to_short(name: &str) -> Option<char> {
         "mcast-interface" | "syncid" | "sync-maxlen" | "mcast-group" | "mcast-port"
         | "mcast-ttl" => SYNC_OPTION,
         "add-mark" => ADD_MARK,
+        "health" => HEALTH,
         "delete-mark" => DEL_MARK,
         _ => return None,
     })
@@ -296,6 +298,8 @@ struct Opts {
     v6: bool,
     connections: bool,
     daemon: bool,
+    /// `--health` (xlvs): the health checkers' states.
+    health: bool,
     json: bool,
     sync_option: bool,
     sched: Option<String>,
@@ -354,6 +358,7 @@ pub fn parse(args: &[String]) -> Result<Command, CmdError> {
             // Settings of a sync daemon: only meaningful with --start-daemon.
             SYNC_OPTION => o.sync_option = true,
             DAEMON => o.daemon = true,
+            HEALTH => o.health = true,
             // ipvsadm sorts by default: --sort is accepted for compatibility.
             SORT => {}
             JSON => o.json = true,
@@ -549,6 +554,7 @@ fn build(verb: Verb, o: Opts) -> Result<Command, CmdError> {
         let name = match o.format {
             _ if o.connections => Some("connection"),
             _ if o.daemon => Some("daemon"),
+            _ if o.health => Some("health"),
             _ if o.json => Some("json"),
             Some(ListFormat::Stats) => Some("stats"),
             Some(ListFormat::Rate) => Some("rate"),
@@ -639,6 +645,15 @@ fn build(verb: Verb, o: Opts) -> Result<Command, CmdError> {
                 }
                 return Ok(Command::ListConns {
                     persistent: o.format == Some(ListFormat::PersistentConn),
+                    json: o.json,
+                });
+            }
+            if o.health {
+                if o.exact || o.format.is_some() {
+                    return Err(CmdError::usage("options conflicts in the list command"));
+                }
+                return Ok(Command::ListHealth {
+                    key: optional_service()?,
                     json: o.json,
                 });
             }
@@ -896,6 +911,7 @@ Usage:
                            put traffic in (or take it out of) a fwmark group (xlvs)
   xlvsadm --start-daemon|--stop-daemon master|backup   (not supported yet)
   xlvsadm --workers        per-worker packet counters (xlvs)
+  xlvsadm -L -n --health [service]   health checkers' states (xlvs)
   xlvsadm --xdp-stats      XDP steering counters (xlvs)
   xlvsadm -h | -v
 virtual-service:

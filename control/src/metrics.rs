@@ -32,7 +32,8 @@ struct Family {
     name: String,
     kind: &'static str,
     help: &'static str,
-    samples: Vec<(String, u64)>,
+    /// (name suffix, labels, value).
+    samples: Vec<(&'static str, String, String)>,
 }
 
 /// Metric families in the order first added.
@@ -41,10 +42,24 @@ pub struct Exposition {
     families: Vec<Family>,
 }
 
-type Labels<'a> = &'a [(&'a str, String)];
+pub type Labels<'a> = &'a [(&'a str, String)];
 
 impl Exposition {
     fn add(&mut self, name: &str, kind: &'static str, help: &'static str, l: Labels, v: u64) {
+        self.sample(name, kind, help, "", l, v.to_string());
+    }
+
+    /// A sample of family `xlvs_{name}` (created with `kind` and `help` if new), named with
+    /// `suffix` (a histogram's `_bucket`, `_sum`, `_count`).
+    pub fn sample(
+        &mut self,
+        name: &str,
+        kind: &'static str,
+        help: &'static str,
+        suffix: &'static str,
+        l: Labels,
+        v: String,
+    ) {
         let name = format!("xlvs_{name}");
         let i = match self.families.iter().position(|f| f.name == name) {
             Some(i) => i,
@@ -63,7 +78,7 @@ impl Exposition {
             let sep = if labels.is_empty() { "" } else { "," };
             let _ = write!(labels, "{sep}{k}=\"{}\"", escape(val));
         }
-        self.families[i].samples.push((labels, v));
+        self.families[i].samples.push((suffix, labels, v));
     }
 
     fn counter(&mut self, name: &str, help: &'static str, l: Labels, v: u64) {
@@ -79,11 +94,11 @@ impl Exposition {
         for f in &self.families {
             let _ = writeln!(s, "# HELP {} {}", f.name, f.help);
             let _ = writeln!(s, "# TYPE {} {}", f.name, f.kind);
-            for (labels, v) in &f.samples {
+            for (suffix, labels, v) in &f.samples {
                 if labels.is_empty() {
-                    let _ = writeln!(s, "{} {v}", f.name);
+                    let _ = writeln!(s, "{}{suffix} {v}", f.name);
                 } else {
-                    let _ = writeln!(s, "{}{{{labels}}} {v}", f.name);
+                    let _ = writeln!(s, "{}{suffix}{{{labels}}} {v}", f.name);
                 }
             }
         }
@@ -99,7 +114,7 @@ fn escape(v: &str) -> String {
 }
 
 /// The labels of a service.
-fn service_labels(k: &SvcKey) -> Vec<(&'static str, String)> {
+pub(crate) fn service_labels(k: &SvcKey) -> Vec<(&'static str, String)> {
     let (proto, addr, port, mark) = k.parts();
     let mark = if mark == 0 {
         String::new()

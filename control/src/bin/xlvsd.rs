@@ -18,6 +18,11 @@ struct Args {
     /// applies only what changed.
     #[arg(long, value_name = "FILE")]
     rules: Option<PathBuf>,
+    /// A keepalived.conf: its virtual_server blocks become services (next to --rules'), and
+    /// their realservers are health checked as keepalived's checker would; vrrp blocks are
+    /// skipped (give the same file to `keepalived -P`). SIGHUP re-reads it.
+    #[arg(long = "keepalived-conf", value_name = "FILE")]
+    keepalived_conf: Option<PathBuf>,
     /// Control socket for xlvsadm.
     #[arg(long, value_name = "SOCKET", default_value = admin::DEFAULT_SOCKET)]
     control: PathBuf,
@@ -51,6 +56,7 @@ fn main() {
     let cfg = daemon::Config {
         ifaces: a.ifaces,
         rules: a.rules,
+        keepalived: a.keepalived_conf,
         control: a.control,
         max_conns: a.max_conns,
         xsk: XskConfig {

@@ -19,6 +19,7 @@ use super::report;
 use super::resolver::{Resolver, System};
 use crate::admin::{Request, Response};
 use crate::command::{CmdError, Command};
+use crate::health::driver::{self as health, Checker};
 use crate::table::{ServiceTable, Source};
 use crate::{conns, ipvsadm, metrics, stats as rates};
 
@@ -91,6 +92,10 @@ pub struct Control {
     resolver: Resolver,
     /// `--rules`: re-read on SIGHUP.
     rules: Option<PathBuf>,
+    /// `--keepalived-conf`: re-read on SIGHUP.
+    keepalived: Option<PathBuf>,
+    /// Health checking of the keepalived.conf's realservers.
+    checker: Option<Checker>,
     /// When housekeeping runs next (once a second).
     next_housekeeping: Instant,
     /// Housekeeping rounds so far.
@@ -112,6 +117,8 @@ impl Control {
             ifaces: parts.ifaces,
             resolver: Resolver::new(),
             rules,
+            keepalived: None,
+            checker: None,
             next_housekeeping: now + Duration::from_secs(1),
             tick: 0,
         }
@@ -122,6 +129,34 @@ impl Control {
     pub fn start(&mut self, now: Instant) -> anyhow::Result<()> {
         self.resolve(now);
         self.publish()
+    }
+
+    /// Health checks the services `keepalived` (a keepalived.conf, re-read on SIGHUP)
+    /// configures, with `checker`.
+    pub fn set_checker(&mut self, checker: Checker, keepalived: PathBuf) {
+        self.checker = Some(checker);
+        self.keepalived = Some(keepalived);
+        self.apply_health();
+    }
+
+    /// Probe results came in (the probe runtime woke the loop).
+    pub fn health_results(&mut self, now: Instant) {
+        if let Some(c) = &mut self.checker {
+            c.collect(now);
+        }
+        self.apply_health();
+    }
+
+    /// Publishes what health checking decided, if anything changed.
+    fn apply_health(&mut self) {
+        let Some(overlay) = self.checker.as_mut().and_then(Checker::changed_overlay) else {
+            return;
+        };
+        if self.table.set_health(overlay)
+            && let Err(e) = self.publish()
+        {
+            log::error!("updating the XDP maps: {e:#}");
+        }
     }
 
     /// The configuration.
@@ -141,9 +176,13 @@ impl Control {
         Ok(())
     }
 
-    /// Stops the workers.
+    /// Stops the workers, and health checking (after omega's scripts, if any).
     pub fn stop(&mut self) {
         self.workers.stop();
+        if let Some(mut c) = self.checker.take() {
+            c.shutdown();
+            c.finish(health::SHUTDOWN_GRACE);
+        }
     }
 
     /// Publishes the table: the workers' snapshot first, then the XDP steering maps, so a
@@ -197,6 +236,7 @@ impl Control {
             Some(self.next_housekeeping),
             self.resolver.poll_timeout(),
             self.resolver.settling(now),
+            self.checker.as_ref().and_then(Checker::poll_timeout),
         ]
         .into_iter()
         .flatten()
@@ -217,6 +257,12 @@ impl Control {
         }
         if self.resolver.poll_timeout().is_some_and(|t| now >= t) {
             self.resolve(now);
+        }
+        if let Some(c) = &mut self.checker
+            && c.poll_timeout().is_some_and(|t| now >= t)
+        {
+            c.handle_timeout(now);
+            self.apply_health();
         }
     }
 
@@ -243,23 +289,39 @@ impl Control {
         }
     }
 
-    /// SIGHUP: re-reads `--rules` and applies only what changed in what the file owns. A
-    /// file that cannot be read, parsed or applied changes nothing; the log says why and
-    /// where.
+    /// SIGHUP: re-reads `--rules` and `--keepalived-conf` and applies only what changed in
+    /// what each file owns (health state of unchanged realservers kept). A file that cannot be
+    /// read, parsed or applied changes nothing; the log says why and where.
     pub fn reload(&mut self, now: Instant) {
-        let Some(path) = self.rules.clone() else {
-            log::warn!("SIGHUP: no --rules file to reload");
+        if self.rules.is_none() && self.keepalived.is_none() {
+            log::warn!("SIGHUP: no --rules or --keepalived-conf file to reload");
             return;
-        };
-        let target = match load_rules(&self.table, &path) {
-            Ok(t) => t,
-            Err(e) => {
-                log::error!("reload failed, nothing changed: {e:#}");
-                return;
+        }
+        if let Some(path) = self.rules.clone() {
+            match load_rules(&self.table, &path) {
+                Ok(t) => self.reload_file(&t, &path, now),
+                Err(e) => log::error!("reload failed, nothing changed: {e:#}"),
             }
-        };
-        let source = Source::File(path.clone());
-        let diff = match self.table.reload(&target, &source) {
+        }
+        if let Some(path) = self.keepalived.clone() {
+            match load_keepalived(&self.table, &path) {
+                Ok((t, conf)) => {
+                    if self.reload_file(&t, &path, now)
+                        && let Some(c) = &mut self.checker
+                    {
+                        c.update(conf.services, now);
+                        self.apply_health();
+                    }
+                }
+                Err(e) => log::error!("reload failed, nothing changed: {e:#}"),
+            }
+        }
+    }
+
+    /// Makes what `path` owns in the table what it is in `target`; false if that failed.
+    fn reload_file(&mut self, target: &ServiceTable, path: &Path, now: Instant) -> bool {
+        let source = Source::File(path.to_path_buf());
+        let diff = match self.table.reload(target, &source) {
             Ok(d) => d,
             Err(e) => {
                 log::error!(
@@ -267,12 +329,12 @@ impl Control {
                     path.display(),
                     e.msg
                 );
-                return;
+                return false;
             }
         };
         if diff.is_empty() {
             log::info!("reload of {}: no change", path.display());
-            return;
+            return true;
         }
         self.changed(now);
         log::info!(
@@ -283,6 +345,7 @@ impl Control {
         for c in &diff {
             log::info!("  {c}");
         }
+        true
     }
 
     /// After the table changed: resolve new realservers' next hops, then publish.
@@ -328,6 +391,23 @@ impl Control {
             }
             // No connection sync daemon runs yet: ipvsadm prints nothing then.
             Command::ListDaemon => String::new(),
+            Command::ListHealth { key, json } => {
+                if let Some(k) = key
+                    && self.table.source(k).is_none()
+                {
+                    return Err(CmdError::op("No such service"));
+                }
+                let rows = self
+                    .checker
+                    .as_ref()
+                    .map(|c| c.rows(key.as_ref(), now))
+                    .unwrap_or_default();
+                if *json {
+                    format!("{:#}\n", health::json(&rows))
+                } else {
+                    health::list(&rows)
+                }
+            }
             Command::Restore => {
                 self.table
                     .apply_rules(&req.rules, &Source::Admin)
@@ -405,6 +485,9 @@ impl Control {
             self.conns.len(),
             self.conns.templates(),
         );
+        if let Some(c) = &self.checker {
+            c.metrics(&mut e, Instant::now());
+        }
         e.render()
     }
 }
@@ -419,4 +502,23 @@ pub fn load_rules(like: &ServiceTable, path: &Path) -> anyhow::Result<ServiceTab
     t.apply_rules(&rules, &Source::File(path.to_path_buf()))
         .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
     Ok(t)
+}
+
+/// A table with the services of keepalived.conf `path` applied to an empty one like `like`,
+/// owned by the file, and the file's health checking. Warnings (unknown keywords) are logged.
+pub fn load_keepalived(
+    like: &ServiceTable,
+    path: &Path,
+) -> anyhow::Result<(ServiceTable, crate::keepalived::Config)> {
+    let conf = crate::keepalived::load(path).map_err(|e| anyhow::anyhow!("{e}"))?;
+    for w in &conf.warnings {
+        log::warn!("{w}");
+    }
+    let mut t = like.empty_like();
+    t.apply_all(&conf.commands, &Source::File(path.to_path_buf()))
+        .map_err(|(i, e)| match i.and_then(|i| conf.commands.get(i)) {
+            Some(c) => anyhow::anyhow!("{}: `{c}`: {}", path.display(), e.msg),
+            None => anyhow::anyhow!("{}: {}", path.display(), e.msg),
+        })?;
+    Ok((t, conf))
 }

@@ -10,8 +10,9 @@
 //!   the kernel has the change;
 //! - signals (an eventfd the handlers write): SIGHUP reloads `--rules`, SIGINT/SIGTERM stop;
 //! - rtnetlink notifications: neighbours, routes, the director's addresses;
-//! - the metrics thread's waker: scrapes to render;
-//! - deadlines: housekeeping, next-hop retries (and later: health checks, sync timers).
+//! - the waker of the metrics thread and of the health probes' runtime: scrapes to render,
+//!   probe results to apply;
+//! - deadlines: housekeeping, next-hop retries, health checks to start (later: sync timers).
 
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
@@ -163,6 +164,7 @@ impl EventLoop {
                         }
                     }
                     WAKER => {
+                        ctl.health_results(now);
                         while let Ok(reply) = src.scrapes.try_recv() {
                             let _ = reply.send(ctl.metrics());
                         }

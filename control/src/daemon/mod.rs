@@ -39,7 +39,7 @@ use xlvs_dataplane::core::stats;
 pub use control::{Control, Parts, Steering, Workers};
 
 use crate::table::ServiceTable;
-use crate::{metrics, netlink, sys, xdp};
+use crate::{health, metrics, netlink, sys, xdp};
 
 /// xlvsd's settings.
 #[derive(Clone, Debug)]
@@ -48,6 +48,8 @@ pub struct Config {
     pub ifaces: Vec<String>,
     /// An `ipvsadm -S -n` rules file applied at start.
     pub rules: Option<PathBuf>,
+    /// A keepalived.conf whose virtual servers are applied at start and health checked.
+    pub keepalived: Option<PathBuf>,
     /// The admin socket.
     pub control: PathBuf,
     /// Most connections the table holds; new ones beyond are dropped and counted.
@@ -118,6 +120,20 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
     if let Some(path) = &cfg.rules {
         table = control::load_rules(&table, path)?;
     }
+    // The keepalived.conf's services join the rules' (all or nothing, like a reload).
+    let keepalived = match &cfg.keepalived {
+        Some(path) => {
+            let (_, conf) = control::load_keepalived(&table, path)?;
+            table
+                .apply_all(&conf.commands, &crate::table::Source::File(path.clone()))
+                .map_err(|(i, e)| match i.and_then(|i| conf.commands.get(i)) {
+                    Some(c) => anyhow::anyhow!("{}: `{c}`: {}", path.display(), e.msg),
+                    None => anyhow::anyhow!("{}: {}", path.display(), e.msg),
+                })?;
+            Some((path.clone(), conf))
+        }
+        None => None,
+    };
     let signals = sys::SignalFd::install().context("signal handlers")?;
     sys::raise_memlock();
 
@@ -166,6 +182,21 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
         cfg.rules.clone(),
         Instant::now(),
     );
+    if let Some((path, conf)) = keepalived {
+        let waker = event_loop.waker();
+        let prober = health::probe::Prober::start(conf.scripts.clone(), move || {
+            let _ = waker.wake();
+        })
+        .context("starting the health checks' runtime")?;
+        let n = conf.services.iter().map(|s| s.reals.len()).sum::<usize>();
+        let checker = health::driver::Checker::new(conf.services, Box::new(prober), Instant::now());
+        log::info!(
+            "{}: {} health checker(s) over {n} realserver(s)",
+            path.display(),
+            checker.len()
+        );
+        ctl.set_checker(checker, path);
+    }
     // The snapshot and the steering maps first: a frame is steered only once the workers
     // know its service.
     ctl.start(Instant::now())?;

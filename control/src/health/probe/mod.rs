@@ -24,6 +24,9 @@ pub use script::run_user;
 /// Probes (and scripts) running at once, at most.
 pub const MAX_CONCURRENT: usize = 512;
 
+/// How long a stopping runtime waits for what still runs.
+const FINISH_WAIT: Duration = Duration::from_secs(5);
+
 /// What the control thread asks of the probe runtime.
 enum Job {
     Probe { id: CheckId, spec: Arc<CheckSpec> },
@@ -100,6 +103,9 @@ impl Prober {
                             }
                         }
                     }
+                    // Stopping: let running scripts (omega's) finish, within bounds.
+                    let all = MAX_CONCURRENT as u32;
+                    let _ = tokio::time::timeout(FINISH_WAIT, limit.acquire_many(all)).await;
                 });
             })?;
         Ok(Prober {
@@ -129,7 +135,7 @@ impl Prober {
     }
 
     /// Stops taking jobs and waits up to `grace` for running scripts (omega's).
-    pub fn finish(mut self, grace: Duration) {
+    pub fn finish(&mut self, grace: Duration) {
         self.jobs = None;
         if let Some(t) = self.thread.take() {
             let end = Instant::now() + grace;
