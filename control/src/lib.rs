@@ -2,6 +2,7 @@
 //!
 //! - [`command`]: the command model every configuration source speaks.
 //! - [`ipvsadm`]: ipvsadm's command grammar and rules files.
+//! - [`keepalived`]: keepalived.conf's virtual servers as commands and health-check specs.
 //! - [`table`]: the services table, snapshots for the workers, ipvsadm listings.
 //! - [`conns`]: the connection listing (`-L -c`).
 //! - [`metrics`]: the Prometheus exposition (`xlvsd --metrics`).
@@ -18,6 +19,7 @@ pub mod conns;
 pub mod daemon;
 pub mod health;
 pub mod ipvsadm;
+pub mod keepalived;
 pub mod metrics;
 pub mod neigh;
 pub mod netlink;

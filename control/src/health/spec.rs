@@ -26,7 +26,8 @@ pub struct Url {
     pub path: String,
     /// `digest`: the MD5 of the body as 32 lowercase hex digits (genhash's output).
     pub digest: Option<String>,
-    /// `status_code`: accepted codes and ranges; empty means keepalived's default, any 2xx.
+    /// `status_code`: accepted codes and inclusive ranges; keepalived's default, 200–299, is
+    /// filled in when none is given, so it is never empty.
     pub status: Vec<(u16, u16)>,
     /// `virtualhost` of this url (overrides the checker's).
     pub virtualhost: Option<String>,
@@ -42,26 +43,39 @@ pub enum CheckKind {
     Http {
         tls: bool,
         urls: Vec<Url>,
+        /// The `Host:` for urls without their own `virtualhost`: the checker's, else the real
+        /// server's, else the virtual server's (None: the target address).
         virtualhost: Option<String>,
         /// SSL_GET `enable_sni` (keepalived's default: no SNI).
         sni: bool,
     },
-    /// `DNS_CHECK`: a query of `name` of type `qtype` (A, NS, CNAME, SOA, MX, TXT, AAAA)
-    /// answered with rcode NOERROR.
+    /// `DNS_CHECK`: a query of `name` of type `qtype` (A, NS, CNAME, SOA, MX, TXT, AAAA,
+    /// RRSIG, DNSKEY) answered with rcode NOERROR. keepalived's defaults: type SOA (6), name
+    /// `.` (the root).
     Dns { qtype: u16, name: String },
     /// `MISC_CHECK`: a script's exit code (0 up, else down; with `dynamic`, 2–255 up with
     /// weight code − 2).
     Misc {
         script: Script,
+        /// `misc_timeout` as given (None: not given, or 0); the resolved value is
+        /// [`CheckSpec::timeout`].
         timeout: Option<Duration>,
         dynamic: bool,
     },
     /// `UDP_CHECK`: a datagram (`payload`) gets no ICMP unreachable (with `require_reply`, gets
-    /// an answer, optionally equal to `reply`).
+    /// an answer of `min_reply_len..=max_reply_len` bytes whose first bytes match `reply`).
     Udp {
+        /// Empty: keepalived sends a random payload.
         payload: Vec<u8>,
         require_reply: bool,
+        /// The expected start of the reply, compared up to the shorter of the two lengths.
         reply: Option<Vec<u8>>,
+        /// Bits of `reply` to ignore (`x` nibbles in the hex string), if any.
+        reply_mask: Option<Vec<u8>>,
+        /// `min_reply_length` (default 0).
+        min_reply_len: u16,
+        /// `max_reply_length` (default 255).
+        max_reply_len: u16,
     },
     /// `PING_CHECK`: an ICMP (ICMPv6) echo gets its reply.
     Ping,
@@ -93,19 +107,22 @@ pub struct CheckSpec {
     pub bind: Option<SocketAddr>,
     /// `bind_if`: the interface for an IPv6 link-local bindto.
     pub bind_if: Option<String>,
-    /// `connect_timeout` (default 5 s); for MISC_CHECK, `misc_timeout` (default delay_loop).
+    /// `connect_timeout` (default 5 s); for MISC_CHECK, `misc_timeout` (default: the virtual
+    /// server's `delay_loop`, not the checker's).
     pub timeout: Duration,
     /// `delay_loop`: between two checks (default 60 s).
     pub delay_loop: Duration,
-    /// `retry`: failed attempts retried before the checker fails (keepalived's default: 1
-    /// for HTTP_GET/SSL_GET, and for the others 1 too since 2.0).
+    /// `retry` (HTTP_GET/SSL_GET also `nb_get_retry`): failed attempts retried before the
+    /// checker fails. keepalived's default: 3 for DNS_CHECK, 0 for MISC_CHECK, 1 otherwise.
     pub retry: u32,
-    /// `delay_before_retry` (default 1 s).
+    /// `delay_before_retry`. keepalived's default: 3 s for HTTP_GET/SSL_GET, `delay_loop` for
+    /// DNS_CHECK, 1 s otherwise.
     pub delay_before_retry: Duration,
-    /// `warmup`: the first check waits a random time up to it (default: delay_loop).
+    /// `warmup`: the first check waits a random time up to it (default: the checker's
+    /// delay_loop); None when `warmup 0` turns it off.
     pub warmup: Option<Duration>,
-    /// `alpha`: the checker starts failed and the realserver down until the first success
-    /// (default: starts passing).
+    /// `alpha` (checker, real server, or virtual server): the checker starts failed and the
+    /// realserver down until the first success (default: starts passing).
     pub alpha: bool,
     /// `fwmark` to set on the probe's packets.
     pub fwmark: Option<u32>,
@@ -115,10 +132,14 @@ pub struct CheckSpec {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RealSpec {
     pub addr: IpAddr,
+    /// The port the table uses for it (NAT: its own, or the service's when omitted; DR: the
+    /// service's, 0 for a fwmark service).
     pub port: u16,
-    /// Configured `weight` (default 1); what quorum adds up.
+    /// Configured `weight` (default: the virtual server's `weight`, itself 1 by default);
+    /// what quorum adds up.
     pub weight: u32,
-    /// `inhibit_on_failure`: when down, weight 0 instead of removal.
+    /// `inhibit_on_failure` (real server, else virtual server): when down, weight 0 instead
+    /// of removal.
     pub inhibit_on_failure: bool,
     pub notify_up: Option<Script>,
     pub notify_down: Option<Script>,
@@ -132,10 +153,11 @@ pub struct RealSpec {
 pub struct ServiceSpec {
     pub key: SvcKey,
     pub reals: Vec<RealSpec>,
-    /// `quorum` (default 1): the live weight it needs; below it, the sorry server.
+    /// `quorum` (default 1, lowered to the total weight when above it, as keepalived does):
+    /// the live weight it needs; below it, the sorry server.
     pub quorum: u32,
-    /// `hysteresis` (default 0): quorum is lost below quorum − hysteresis and regained at
-    /// quorum + hysteresis.
+    /// `hysteresis` (default 0; at most quorum − 1): quorum is lost below
+    /// quorum − hysteresis and regained at quorum + hysteresis.
     pub hysteresis: u32,
     pub quorum_up: Option<Script>,
     pub quorum_down: Option<Script>,
@@ -147,8 +169,8 @@ pub struct ServiceSpec {
     /// `sorry_server_inhibit`: the sorry server is kept in the table at weight 0 while
     /// quorum holds, instead of being absent.
     pub sorry_server_inhibit: bool,
-    /// The virtual server's label for logs and scripts (`VIP:PORT`, `FWM N`, or
-    /// `[GROUP]:PORT`).
+    /// The virtual server's label for logs (`VIP:PORT`, `FWM N`, or `[GROUP]:PORT` with the
+    /// member's port, 0 for a fwmark member).
     pub label: String,
 }
 

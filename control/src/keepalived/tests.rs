@@ -1,0 +1,1 @@
+//! Tests of the keepalived.conf reader.
