@@ -299,7 +299,9 @@ impl Control {
         }
         if let Some(path) = self.rules.clone() {
             match load_rules(&self.table, &path) {
-                Ok(t) => self.reload_file(&t, &path, now),
+                Ok(t) => {
+                    self.reload_file(&t, &path, now);
+                }
                 Err(e) => log::error!("reload failed, nothing changed: {e:#}"),
             }
         }

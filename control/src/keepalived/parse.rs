@@ -1406,6 +1406,7 @@ impl P {
                 quorum_up: vs.quorum_up.clone(),
                 quorum_down: vs.quorum_down.clone(),
                 omega: vs.omega,
+                sorry: vs.sorry.is_some(),
                 sorry_server_inhibit: vs.sorry_inhibit,
                 label: svc_label,
             });

@@ -163,11 +163,7 @@ async fn probe(spec: &CheckSpec, scripts: &ScriptDefaults) -> Outcome {
             CheckKind::Http { .. } => http::check(spec).await,
             CheckKind::Dns { qtype, name } => dns::check(spec, *qtype, name).await,
             CheckKind::Misc { .. } => return script::misc(spec, scripts).await,
-            CheckKind::Udp {
-                payload,
-                require_reply,
-                reply,
-            } => udp::check(spec, payload, *require_reply, reply.as_deref()).await,
+            CheckKind::Udp { .. } => udp::check(spec).await,
             CheckKind::Ping => icmp::check(spec).await,
         }
     };
