@@ -173,9 +173,11 @@ impl Lexer {
             if has_wildcard(&alt) {
                 let found = glob(&full);
                 if found.is_empty() {
-                    self.out
-                        .notes
-                        .push((from_idx, line, format!("include {alt}: no file matches")));
+                    self.out.notes.push((
+                        from_idx,
+                        line,
+                        format!("include {alt}: no file matches"),
+                    ));
                 }
                 files.extend(found);
             } else if full.is_file() {
@@ -484,7 +486,10 @@ mod tests {
         assert_eq!(decomment("a \"x # y\" # z").as_deref(), Ok("a \"x # y\""));
         assert_eq!(decomment("a \\#b").as_deref(), Ok("a #b"));
         assert!(decomment("a \"b").is_err());
-        assert_eq!(split_words("a \"b c\" d"), Ok(vec!["a".into(), "b c".into(), "d".into()]));
+        assert_eq!(
+            split_words("a \"b c\" d"),
+            Ok(vec!["a".into(), "b c".into(), "d".into()])
+        );
         assert_eq!(find_brace("a \"{\" {"), Some(6));
         let lx = lex("x{y 1}\nz\n{\n}", Path::new("t.conf")).expect("lexes");
         let toks: Vec<_> = lx.items.iter().map(|i| (i.tok.clone(), i.line)).collect();

@@ -46,9 +46,11 @@ pub struct Config {
 /// A configuration the director cannot run: where, and why.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ConfError {
+    /// The file the error is in (an included file's path as the `include` resolved it).
     pub file: PathBuf,
-    /// 1-based line number.
+    /// 1-based line number (0 when the file itself cannot be read).
     pub line: usize,
+    /// What is wrong.
     pub msg: String,
 }
 
@@ -64,9 +66,11 @@ impl std::error::Error for ConfError {}
 /// Something read but not (fully) honoured: where, and what.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ConfWarning {
+    /// The file the warning is about.
     pub file: PathBuf,
     /// 1-based line number.
     pub line: usize,
+    /// What was ignored or corrected.
     pub msg: String,
 }
 

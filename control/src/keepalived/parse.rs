@@ -77,7 +77,11 @@ fn tree(items: Vec<Item>, files: &[PathBuf]) -> Result<Vec<Node>, ConfError> {
                     _ => None,
                 };
                 let Some(opener) = opener else {
-                    return Err(err(it.file, it.line, "'{' without a keyword before it".into()));
+                    return Err(err(
+                        it.file,
+                        it.line,
+                        "'{' without a keyword before it".into(),
+                    ));
                 };
                 stack.push((Vec::new(), Some(opener)));
             }
@@ -99,14 +103,14 @@ fn tree(items: Vec<Item>, files: &[PathBuf]) -> Result<Vec<Node>, ConfError> {
         }
         last_was_words = words_now;
     }
-    if stack.len() > 1 {
-        if let Some((_, Some(open))) = stack.pop() {
-            return Err(err(
-                open.file,
-                open.line,
-                format!("`{}` block is never closed (missing '}}')", open.kw()),
-            ));
-        }
+    if stack.len() > 1
+        && let Some((_, Some(open))) = stack.pop()
+    {
+        return Err(err(
+            open.file,
+            open.line,
+            format!("`{}` block is never closed (missing '}}')", open.kw()),
+        ));
     }
     Ok(stack.pop().map(|f| f.0).unwrap_or_default())
 }
@@ -346,7 +350,10 @@ impl P {
 
     fn unknown(&mut self, n: &Node, within: &str) {
         let msg = if n.block.is_some() {
-            format!("unknown keyword `{}` in {within} (its block is skipped)", n.kw())
+            format!(
+                "unknown keyword `{}` in {within} (its block is skipped)",
+                n.kw()
+            )
         } else {
             format!("unknown keyword `{}` in {within} (ignored)", n.kw())
         };
@@ -384,7 +391,11 @@ impl P {
 
     /// An optional port argument (keepalived takes any run of zeros as "no port").
     fn opt_port(&self, n: &Node, i: usize) -> Result<u16, ConfError> {
-        if n.words.len() > i { self.port(n, i) } else { Ok(0) }
+        if n.words.len() > i {
+            self.port(n, i)
+        } else {
+            Ok(0)
+        }
     }
 
     fn ip(&self, n: &Node, i: usize) -> Result<IpAddr, ConfError> {
@@ -511,8 +522,7 @@ impl P {
                         }
                         i += 2;
                     }
-                    cfg.commands
-                        .push(Command::SetTimeouts { tcp, tcpfin, udp });
+                    cfg.commands.push(Command::SetTimeouts { tcp, tcpfin, udp });
                 }
                 "lvs_sync_daemon" => {
                     self.arg(c, 1)?;
@@ -605,7 +615,10 @@ impl P {
             let (v, keep) = if lo.is_ipv4() {
                 (end.parse::<u128>().ok().filter(|v| *v <= 255), !0xffu128)
             } else {
-                (u128::from_str_radix(end, 16).ok().filter(|v| *v <= 0xffff), !0xffffu128)
+                (
+                    u128::from_str_radix(end, 16).ok().filter(|v| *v <= 0xffff),
+                    !0xffffu128,
+                )
             };
             let v = v.ok_or_else(|| bad("bad range end"))?;
             bits_ip(lo, ip_bits(lo) & keep | v)
@@ -711,13 +724,12 @@ impl P {
                         "inet6" => true,
                         o => return Err(self.err(c, format!("ip_family: unknown `{o}'"))),
                     };
-                    if let Target::Addr(a, _) = vs.target {
-                        if a.is_ipv6() != v6 {
-                            return Err(self.err(
-                                c,
-                                "ip_family conflicts with the virtual server's address",
-                            ));
-                        }
+                    if let Target::Addr(a, _) = vs.target
+                        && a.is_ipv6() != v6
+                    {
+                        return Err(
+                            self.err(c, "ip_family conflicts with the virtual server's address")
+                        );
                     }
                     vs.v6 = Some(v6);
                 }
@@ -759,8 +771,8 @@ impl P {
         };
         for c in n.block.iter().flatten() {
             match c.kw() {
-                "TCP_CHECK" | "HTTP_GET" | "SSL_GET" | "DNS_CHECK" | "MISC_CHECK"
-                | "UDP_CHECK" | "PING_CHECK" => {
+                "TCP_CHECK" | "HTTP_GET" | "SSL_GET" | "DNS_CHECK" | "MISC_CHECK" | "UDP_CHECK"
+                | "PING_CHECK" => {
                     if let Some(ck) = self.checker(c)? {
                         rs.checkers.push(ck);
                     }
@@ -839,13 +851,13 @@ impl P {
         };
         let within = n.kw().to_string();
         for c in n.block.iter().flatten() {
-            if c.kw() == "url" {
-                if let CkKind::Http { urls, .. } = &mut ck.kind {
-                    if let Some(u) = self.url(c)? {
-                        urls.push(u);
-                    }
-                    continue;
+            if c.kw() == "url"
+                && let CkKind::Http { urls, .. } = &mut ck.kind
+            {
+                if let Some(u) = self.url(c)? {
+                    urls.push(u);
                 }
+                continue;
             }
             if c.block.is_some() {
                 self.unknown(c, &within);
@@ -965,7 +977,10 @@ impl P {
         }
         match &ck.kind {
             CkKind::Http { urls, .. } if urls.is_empty() => {
-                self.warn(n, format!("{within} has no url - checker ignored (as keepalived does)"));
+                self.warn(
+                    n,
+                    format!("{within} has no url - checker ignored (as keepalived does)"),
+                );
                 return Ok(None);
             }
             CkKind::Misc { script, .. } if script.as_ref().is_none_or(|s| s.argv.is_empty()) => {
@@ -976,14 +991,17 @@ impl P {
                 max_reply_len,
                 ..
             } if min_reply_len > max_reply_len => {
-                self.warn(n, "UDP_CHECK min_reply_length > max_reply_length: it will always fail");
+                self.warn(
+                    n,
+                    "UDP_CHECK min_reply_length > max_reply_length: it will always fail",
+                );
             }
             _ => {}
         }
-        if let (Some(a), Some(b)) = (ck.connect_ip, ck.bindto) {
-            if a.is_ipv4() != b.is_ipv4() {
-                return Err(self.err(n, "connect_ip and bindto are of different families"));
-            }
+        if let (Some(a), Some(b)) = (ck.connect_ip, ck.bindto)
+            && a.is_ipv4() != b.is_ipv4()
+        {
+            return Err(self.err(n, "connect_ip and bindto are of different families"));
         }
         Ok(Some(ck))
     }
@@ -1052,8 +1070,17 @@ impl P {
                     for w in &c.words[1..] {
                         let (a, b) = w.split_once('-').unwrap_or((w, w));
                         let r = match (a.parse::<u16>(), b.parse::<u16>()) {
-                            (Ok(a), Ok(b)) if (100..=599).contains(&a) && (a..=599).contains(&b) => (a, b),
-                            _ => return Err(self.err(c, format!("status_code `{w}' is not a code or range in 100..599"))),
+                            (Ok(a), Ok(b))
+                                if (100..=599).contains(&a) && (a..=599).contains(&b) =>
+                            {
+                                (a, b)
+                            }
+                            _ => {
+                                return Err(self.err(
+                                    c,
+                                    format!("status_code `{w}' is not a code or range in 100..599"),
+                                ));
+                            }
                         };
                         u.status.push(r);
                     }
@@ -1124,19 +1151,21 @@ impl P {
                 ));
             }
         }
-        if let Some((a, _)) = vs.sorry {
-            if a.is_ipv6() != v6 {
-                return Err(vs_err(
-                    self,
-                    format!("sorry_server {a}: address family differs from the virtual server's"),
-                ));
-            }
+        if let Some((a, _)) = vs.sorry
+            && a.is_ipv6() != v6
+        {
+            return Err(vs_err(
+                self,
+                format!("sorry_server {a}: address family differs from the virtual server's"),
+            ));
         }
         if vs.reals.is_empty() {
             self.warn_at(
                 vs.file,
                 vs.line,
-                format!("virtual server {label} has no real servers - ignored (as keepalived does)"),
+                format!(
+                    "virtual server {label} has no real servers - ignored (as keepalived does)"
+                ),
             );
             return Ok(());
         }
@@ -1201,7 +1230,9 @@ impl P {
                                 return Err(self.err_at(
                                     file,
                                     line,
-                                    format!("group {name}: more than {MAX_GROUP_SERVICES} services"),
+                                    format!(
+                                        "group {name}: more than {MAX_GROUP_SERVICES} services"
+                                    ),
                                 ));
                             }
                             for x in a..=b {
@@ -1252,7 +1283,14 @@ impl P {
                 _ => (Some(SchedKind::Mh), 2),
             };
             if owner.is_some_and(|o| o != sched) {
-                self.warn_at(*file, *line, format!("{f} only applies to the {} scheduler - ignored", owner.map_or("", SchedKind::name)));
+                self.warn_at(
+                    *file,
+                    *line,
+                    format!(
+                        "{f} only applies to the {} scheduler - ignored",
+                        owner.map_or("", SchedKind::name)
+                    ),
+                );
                 continue;
             }
             match which {
@@ -1278,17 +1316,25 @@ impl P {
         };
         let netmask = match &vs.granularity {
             None => None,
-            Some((g, file, line)) => Some(if v6 {
-                match g.parse::<u32>() {
+            Some((g, file, line)) => {
+                Some(if v6 {
+                    match g.parse::<u32>() {
                     Ok(len @ 1..=128) => IpAddr::V6(Ipv6Addr::from_bits(u128::MAX << (128 - len))),
                     _ => return Err(self.err_at(*file, *line, format!("persistence_granularity `{g}' is not an IPv6 prefix length (1..128)"))),
                 }
-            } else {
-                match g.parse::<Ipv4Addr>() {
-                    Ok(m) => IpAddr::V4(m),
-                    Err(_) => return Err(self.err_at(*file, *line, format!("persistence_granularity `{g}' is not an IPv4 netmask"))),
-                }
-            }),
+                } else {
+                    match g.parse::<Ipv4Addr>() {
+                        Ok(m) => IpAddr::V4(m),
+                        Err(_) => {
+                            return Err(self.err_at(
+                                *file,
+                                *line,
+                                format!("persistence_granularity `{g}' is not an IPv4 netmask"),
+                            ));
+                        }
+                    }
+                })
+            }
         };
         let persist = match (vs.persistence_timeout, netmask) {
             (None, None) => None,
@@ -1306,7 +1352,14 @@ impl P {
         let mut reals: Vec<&RsConf> = Vec::new();
         for r in &vs.reals {
             if reals.iter().any(|o| o.addr == r.addr && o.port == r.port) {
-                self.warn_at(r.file, r.line, format!("real server {} is duplicated - second one ignored", SocketAddr::new(r.addr, r.port)));
+                self.warn_at(
+                    r.file,
+                    r.line,
+                    format!(
+                        "real server {} is duplicated - second one ignored",
+                        SocketAddr::new(r.addr, r.port)
+                    ),
+                );
                 continue;
             }
             reals.push(r);
@@ -1321,7 +1374,11 @@ impl P {
         let mut hysteresis = vs.hysteresis;
         if hysteresis >= quorum && hysteresis > 0 {
             let h = quorum.saturating_sub(1);
-            self.warn_at(vs.file, vs.line, format!("hysteresis {hysteresis} >= quorum {quorum} for {label} - set to {h}"));
+            self.warn_at(
+                vs.file,
+                vs.line,
+                format!("hysteresis {hysteresis} >= quorum {quorum} for {label} - set to {h}"),
+            );
             hysteresis = h;
         }
 
@@ -1329,7 +1386,13 @@ impl P {
         for (key, svc_label) in keys {
             if let Some((f, l)) = seen.get(&key) {
                 let at = self.at(*f, *l);
-                return Err(vs_err(self, format!("service {} is already defined at {at}", key.label().trim_end())));
+                return Err(vs_err(
+                    self,
+                    format!(
+                        "service {} is already defined at {at}",
+                        key.label().trim_end()
+                    ),
+                ));
             }
             seen.insert(key, (vs.file, vs.line));
             let sorry = match vs.sorry {
@@ -1443,16 +1506,21 @@ impl P {
         );
         let needs_port = !matches!(ck.kind, CkKind::Misc { .. } | CkKind::Ping);
         if needs_port && target.port() == 0 && warn {
-            self.warn_at(ck.file, ck.line, "checker has no port to probe (set connect_port)");
+            self.warn_at(
+                ck.file,
+                ck.line,
+                "checker has no port to probe (set connect_port)",
+            );
         }
-        if let IpAddr::V6(a) = target.ip() {
-            if a.is_unicast_link_local() && ck.bind_if.is_none() {
-                return Err(self.err_at(
-                    ck.file,
-                    ck.line,
-                    format!("checker link-local address {a} requires a bind_if"),
-                ));
-            }
+        if let IpAddr::V6(a) = target.ip()
+            && a.is_unicast_link_local()
+            && ck.bind_if.is_none()
+        {
+            return Err(self.err_at(
+                ck.file,
+                ck.line,
+                format!("checker link-local address {a} requires a bind_if"),
+            ));
         }
         let bind = match (ck.bindto, ck.bind_port) {
             (Some(a), p) => Some(SocketAddr::new(a, p.unwrap_or(0))),
