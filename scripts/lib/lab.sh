@@ -105,7 +105,7 @@ _lab_check_id() {
 
 _lab_check_role() {
   case "${1-}" in
-    cli | dir | rs1 | rs2 | sw) return 0 ;;
+    cli | dir | rs1 | rs2 | rs3 | sw) return 0 ;;
   esac
   _lab_err "invalid role '${1-}' (want one of: $LAB_ROLES)"
   return 1
@@ -485,6 +485,7 @@ http {
         }
         location /big {
         }
+${LAB_NGINX_EXTRA:-}
     }
 }
 EOF
@@ -497,6 +498,34 @@ EOF
     if [ -f "$d/error.log" ]; then tail -n 5 "$d/error.log" >&2 || true; fi
     return 1
   fi
+}
+
+# Stops the nginx lab_nginx started for ROLE:PORT (waits until the port is
+# closed); lab_nginx may start it again.
+lab_nginx_stop() { # ID ROLE PORT
+  local id=${1-} role=${2-} port=${3-} d pid i
+  d="$LAB_TMP_ROOT/xlvs-lab-$id/nginx-$role-$port"
+  [ -f "$d/nginx.pid" ] || { _lab_err "no nginx for $role:$port"; return 1; }
+  pid=$(cat "$d/nginx.pid")
+  kill "$pid" 2>/dev/null || true
+  for ((i = 0; i < 50; i++)); do
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 0.1
+  done
+  rm -f "$d/nginx.pid"
+}
+
+# NAT lab only: a third realserver, rs3 10.10.0.13/24 on the switch.
+lab_add_rs3() { # ID
+  local id=${1-} ns="xl-${1-}-rs3"
+  [ "$LAB_MODE" = nat ] || { _lab_err "lab_add_rs3: NAT lab only"; return 1; }
+  _lab_add_ns "$id" rs3 || return 1
+  _lab_switch_port "$LAB_SW_NS" p-rs3 "$ns" eth0 1 || return 1
+  _lab_x ip -n "$ns" addr add 10.10.0.13/24 dev eth0 || return 1
+  _lab_up_dev "$ns" eth0 || return 1
+  _lab_x ip -n "$ns" route add default via 10.10.0.1 dev eth0 || return 1
+  LAB_RS3_IP=10.10.0.13
+  export LAB_RS3_IP
 }
 
 # UDP echo: each datagram is answered with ONE datagram "ROLE:" + payload.

@@ -8,7 +8,8 @@
 # every scripts/tests/*.sh except itself in sorted order, or only the named
 # TESTs (with or without .sh). At most XLVS_TEST_JOBS (default 2) tests run
 # at once (each test uses its own lab ID), each limited to XLVS_TEST_TIMEOUT
-# (default 300) seconds. Output of each test goes to
+# (default 300) seconds; a test marked "# xlvs-test: alone" runs after the
+# others, by itself (it measures a deadline). Output of each test goes to
 # $XLVS_TEST_LOGDIR/NAME.log (default /tmp/xlvs-test-logs). Prints
 # "PASS name (Ns)" or "FAIL name (Ns)" plus the log tail per test, and as
 # its last line "N passed, M failed"; exits 1 if any test failed.
@@ -144,11 +145,22 @@ on_signal() {
 }
 trap on_signal INT TERM
 
+# Tests with a deadline to measure (a line "# xlvs-test: alone") run last,
+# one at a time, with no other test competing for the CPU.
+alone=()
 for t in "${tests[@]}"; do
+  if grep -qx '# xlvs-test: alone' "$HERE/$t.sh"; then
+    alone+=("$t")
+    continue
+  fi
   while [ ${#pid_name[@]} -ge "$JOBS" ]; do finish_one; done
   start_test "$t"
 done
 while [ ${#pid_name[@]} -gt 0 ]; do finish_one; done
+for t in "${alone[@]}"; do
+  start_test "$t"
+  finish_one
+done
 
 echo "$passed passed, $failed failed"
 [ "$failed" -eq 0 ]

@@ -46,7 +46,8 @@ impl Probes for Prober {
 }
 
 /// Upper bounds (seconds) of the check duration histogram's buckets.
-pub const DURATION_BUCKETS: [f64; 10] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1.0, 5.0];
+pub const DURATION_BUCKETS: [f64; 10] =
+    [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1.0, 5.0];
 
 #[derive(Default)]
 struct Durations {
@@ -207,7 +208,10 @@ impl Checker {
                 "counter",
                 "Failed health check probes, by checker and reason.",
                 "",
-                &[("checker", name.to_string()), ("reason", reason.to_string())],
+                &[
+                    ("checker", name.to_string()),
+                    ("reason", reason.to_string()),
+                ],
                 n.to_string(),
             );
         }
@@ -229,7 +233,9 @@ pub fn list(rows: &[CheckRow]) -> String {
             r.checker,
             if r.up { "UP" } else { "DOWN" },
             r.since.as_secs(),
-            r.last.as_ref().map_or_else(|| "-".to_string(), Outcome::text),
+            r.last
+                .as_ref()
+                .map_or_else(|| "-".to_string(), Outcome::text),
         );
     }
     out

@@ -67,7 +67,12 @@ pub(super) async fn check(spec: &CheckSpec) -> Outcome {
 }
 
 /// A reply against the expected start, mask and length bounds.
-pub(crate) fn judge(got: &[u8], want: Option<&[u8]>, mask: Option<&[u8]>, (min, max): (u16, u16)) -> Outcome {
+pub(crate) fn judge(
+    got: &[u8],
+    want: Option<&[u8]>,
+    mask: Option<&[u8]>,
+    (min, max): (u16, u16),
+) -> Outcome {
     if got.len() < min as usize || got.len() > max as usize {
         return Outcome::fail(
             FailKind::Reply,
