@@ -56,16 +56,20 @@ fn lookup_group(group: &str) -> Option<u32> {
     })
 }
 
-/// keepalived's `enable_script_security`: a script run as root must not be writable, nor
-/// sit in a directory writable, by anyone but root.
+/// keepalived's `enable_script_security` (`check_script_secure`): the script and every
+/// directory above it must be owned by root, and writable by no one else (a group write
+/// bit counts only for a non-root group; a sticky directory such as /tmp is fine).
 fn insecure(path: &Path) -> Option<String> {
     let mut p = Some(path);
     while let Some(cur) = p {
         match std::fs::metadata(cur) {
-            Ok(m) if m.uid() != 0 || m.mode() & 0o022 != 0 => {
-                return Some(format!("{} is writable by a non-root user", cur.display()));
+            Ok(m) => {
+                let sticky_dir = m.is_dir() && m.mode() & 0o1000 != 0;
+                let writable = (m.gid() != 0 && m.mode() & 0o020 != 0) || m.mode() & 0o002 != 0;
+                if m.uid() != 0 || (!sticky_dir && writable) {
+                    return Some(format!("unsafe permissions on {}", cur.display()));
+                }
             }
-            Ok(_) => {}
             Err(e) => return Some(format!("{}: {e}", cur.display())),
         }
         p = cur.parent().filter(|p| !p.as_os_str().is_empty());
