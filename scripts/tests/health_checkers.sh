@@ -4,7 +4,8 @@
 #      digest taken with curl | md5sum, not xlvs) goes down, as does one that
 #      answers 500;
 #  (b) SSL_GET against nginx with a self-signed certificate;
-#  (c) DNS_CHECK against dnsmasq;
+#  (c) DNS_CHECK against dnsmasq; UDP_CHECK against a UDP echo server;
+#      PING_CHECK over IPv4 and IPv6 (a missing host goes down);
 #  (d) MISC_CHECK with misc_dynamic: the script's exit code sets the weight
 #      -L -n shows; a hanging script is killed at misc_timeout and fails;
 #  (e) every realserver down: new connections go to the sorry server,
@@ -21,7 +22,7 @@ HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 
 test_init hc
 
-lab_nat_up "$ID" 1 || fail "lab_nat_up"
+LAB_IPV6=1 lab_nat_up "$ID" 1 || fail "lab_nat_up"
 D=$(lab_dir "$ID")
 lab_add_rs3 "$ID" || fail "lab_add_rs3"
 V=$LAB_VIP R1=$LAB_RS1_IP R2=$LAB_RS2_IP R3=$LAB_RS3_IP
@@ -39,6 +40,7 @@ lab_exec "$ID" rs1 dnsmasq -k --conf-file=/dev/null --user=root --port=53 \
   --address=/example.test/10.9.9.9 --pid-file="$D/dnsmasq.pid" >"$D/dnsmasq.log" 2>&1 &
 bg_track $!
 lab_wait_port "$ID" rs1 53 udp || fail "dnsmasq"
+lab_udp_echo "$ID" rs1 5353 || fail "udp echo rs1"
 
 # The digest of rs1's / from curl and md5sum, independent of xlvs.
 DIGEST=$(lab_exec "$ID" dir curl -sS --max-time 5 "http://$R1/" | md5sum | awk '{print $1}')
@@ -161,6 +163,64 @@ virtual_server $V 53 {
         }
     }
 }
+virtual_server $V 5353 {
+    delay_loop 1
+    lb_algo rr
+    lb_kind NAT
+    protocol UDP
+    real_server $R1 5353 {
+        UDP_CHECK {
+            payload 68656c6c6f
+            require_reply
+            connect_timeout 1
+            retry 0
+        }
+    }
+    real_server $R2 5353 {
+        UDP_CHECK {
+            payload 68656c6c6f
+            require_reply
+            connect_timeout 1
+            retry 0
+        }
+    }
+}
+virtual_server $V 85 {
+    delay_loop 1
+    lb_algo rr
+    lb_kind NAT
+    protocol TCP
+    real_server $R1 80 {
+        PING_CHECK {
+            connect_timeout 1
+            retry 0
+        }
+    }
+    real_server 10.10.0.99 80 {
+        PING_CHECK {
+            connect_timeout 1
+            retry 0
+        }
+    }
+}
+virtual_server $LAB_VIP6 80 {
+    delay_loop 1
+    lb_algo rr
+    lb_kind NAT
+    protocol TCP
+    real_server $LAB_RS1_IP6 80 {
+        PING_CHECK {
+            connect_timeout 1
+            retry 0
+        }
+    }
+    real_server fd00:10::99 80 {
+        PING_CHECK {
+            connect_timeout 1
+            retry 0
+        }
+    }
+}
 virtual_server $V 82 {
     delay_loop 1
     lb_algo wrr
@@ -260,6 +320,13 @@ wait_health "$V:443" "$R2:443" SSL_GET DOWN
 log "(c) DNS_CHECK against dnsmasq"
 wait_health "$V:53" "$R1:53" DNS_CHECK UP
 wait_health "$V:53" "$R2:53" DNS_CHECK DOWN
+wait_health "$V:5353" "$R1:5353" UDP_CHECK UP
+wait_health "$V:5353" "$R2:5353" UDP_CHECK DOWN
+[[ "$(reason "$V:5353" "$R2:5353")" == refused:* ]] || fail "rs2 :5353 down for '$(reason "$V:5353" "$R2:5353")', want refused"
+wait_health "$V:85" "$R1:80" PING_CHECK UP
+wait_health "$V:85" "10.10.0.99:80" PING_CHECK DOWN
+wait_health "\\[$LAB_VIP6\\]:80" "\\[$LAB_RS1_IP6\\]:80" PING_CHECK UP
+wait_health "\\[$LAB_VIP6\\]:80" "\\[fd00:10::99\\]:80" PING_CHECK DOWN
 
 log "(d) MISC_CHECK: misc_dynamic weight, a hanging script killed"
 for ((i = 0; i < 50; i++)); do
