@@ -33,6 +33,11 @@ struct Args {
     /// Serve Prometheus metrics at http://ADDR:PORT/metrics (off by default).
     #[arg(long, value_name = "ADDR:PORT")]
     metrics: Option<std::net::SocketAddr>,
+    /// IPVS's expire_nodest_conn: a connection whose realserver left the table (deleted, or
+    /// taken out by a failed health check) expires at its next client packet, which is
+    /// dropped, instead of going on to that realserver (the default, as in IPVS).
+    #[arg(long)]
+    expire_nodest_conn: bool,
     /// Maglev (mh) lookup table size, a prime; IPVS fixes it at kernel build time.
     #[arg(long, default_value_t = sched::SchedConfig::default().mh_table_size)]
     mh_table_size: usize,
@@ -70,6 +75,7 @@ fn main() {
             mh_table_size: a.mh_table_size,
         },
         metrics: a.metrics,
+        expire_nodest_conn: a.expire_nodest_conn,
     };
     if let Err(e) = daemon::run(cfg) {
         eprintln!("xlvsd: {e:#}");

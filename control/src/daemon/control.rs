@@ -3,6 +3,7 @@
 //! it is given ([`Parts`]: the steering maps, the workers and the kernel behind small traits),
 //! so unit tests drive it with fakes and an injected clock; [`super::event_loop`] feeds it.
 
+use std::collections::HashSet;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -13,7 +14,7 @@ use arc_swap::ArcSwap;
 use xlvs_common::{AddrKey, COUNTERS, L4Key};
 use xlvs_dataplane::afxdp::{self, WorkerHandle};
 use xlvs_dataplane::core::conn::Tables;
-use xlvs_dataplane::core::service::{IfaceInfo, NextHop, Snapshot};
+use xlvs_dataplane::core::service::{DestState, IfaceInfo, NextHop, Snapshot};
 
 use super::report;
 use super::resolver::{Resolver, System};
@@ -96,6 +97,8 @@ pub struct Control {
     keepalived: Option<PathBuf>,
     /// Health checking of the keepalived.conf's realservers.
     checker: Option<Checker>,
+    /// IPVS `expire_nodest_conn` (`--expire-nodest-conn`).
+    expire_nodest_conn: bool,
     /// When housekeeping runs next (once a second).
     next_housekeeping: Instant,
     /// Housekeeping rounds so far.
@@ -119,6 +122,7 @@ impl Control {
             rules,
             keepalived: None,
             checker: None,
+            expire_nodest_conn: false,
             next_housekeeping: now + Duration::from_secs(1),
             tick: 0,
         }
@@ -129,6 +133,12 @@ impl Control {
     pub fn start(&mut self, now: Instant) -> anyhow::Result<()> {
         self.resolve(now);
         self.publish()
+    }
+
+    /// IPVS `expire_nodest_conn`: a connection whose realserver left the table (deleted, or
+    /// taken out by a health check) expires at its next client packet instead of going on.
+    pub fn set_expire_nodest_conn(&mut self, on: bool) {
+        self.expire_nodest_conn = on;
     }
 
     /// Health checks the services `keepalived` (a keepalived.conf, re-read on SIGHUP)
@@ -188,8 +198,12 @@ impl Control {
     /// Publishes the table: the workers' snapshot first, then the XDP steering maps, so a
     /// frame is steered only once the workers know its service.
     fn publish(&mut self) -> anyhow::Result<()> {
-        self.snapshot
-            .store(Arc::new(self.table.snapshot(&self.ifaces)));
+        let mut snap = self.table.snapshot(&self.ifaces);
+        snap.expire_nodest_conn = self.expire_nodest_conn;
+        let old = self.snapshot.swap(Arc::new(snap));
+        if self.expire_nodest_conn {
+            self.unbind_gone(&old);
+        }
         let (vips, reals) = self.table.steer_keys();
         let local: Vec<AddrKey> = self
             .system
@@ -198,6 +212,32 @@ impl Control {
             .map(AddrKey::ip)
             .collect();
         self.steering.set_keys(&vips, &reals, &local)
+    }
+
+    /// With `expire_nodest_conn`: the connections of realservers `old` had and the snapshot
+    /// now has not are marked, so that their next client packet expires them.
+    fn unbind_gone(&self, old: &Snapshot) {
+        fn dests(s: &Snapshot) -> HashSet<*const DestState> {
+            s.services
+                .values()
+                .flat_map(|svc| svc.dests.iter().chain(svc.sorry.iter()))
+                .map(|d| Arc::as_ptr(&d.state))
+                .collect()
+        }
+        let now = dests(&self.snapshot.load());
+        let gone: HashSet<*const DestState> = dests(old).difference(&now).copied().collect();
+        if gone.is_empty() {
+            return;
+        }
+        let n = self
+            .conns
+            .unbind_gone(|d| gone.contains(&(d as *const DestState)));
+        if n > 0 {
+            log::info!(
+                "expire_nodest_conn: {n} connection(s) of {} realserver(s) gone from the table expire at their next packet",
+                gone.len()
+            );
+        }
     }
 
     /// Brings the realservers' next hops up to date (never waits).

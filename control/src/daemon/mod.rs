@@ -60,6 +60,8 @@ pub struct Config {
     pub sched: SchedConfig,
     /// `--metrics ADDR:PORT`: serve Prometheus metrics there (off when None).
     pub metrics: Option<std::net::SocketAddr>,
+    /// IPVS `expire_nodest_conn`.
+    pub expire_nodest_conn: bool,
 }
 
 /// The AF_XDP workers, as [`Control`] sees them.
@@ -182,6 +184,7 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
         cfg.rules.clone(),
         Instant::now(),
     );
+    ctl.set_expire_nodest_conn(cfg.expire_nodest_conn);
     if let Some((path, conf)) = keepalived {
         let waker = event_loop.waker();
         let prober = health::probe::Prober::start(conf.scripts.clone(), move || {

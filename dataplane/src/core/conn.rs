@@ -1088,6 +1088,33 @@ impl<A: Addr> ConnTable<A> {
         }
     }
 
+    /// Marks every connection bound to a realserver `gone` says is gone as unbound: its next
+    /// client packet looks its realserver up in the snapshot again (and, with
+    /// `expire_nodest_conn`, expires it if it is not there). One bucket locked at a time;
+    /// returns how many it marked.
+    pub fn unbind_gone(&self, gone: impl Fn(&DestState) -> bool) -> usize {
+        let mut n = 0;
+        for b in 0..self.heads.len() as u32 {
+            if self.empty(b) {
+                continue;
+            }
+            let mut bucket = self.lock(b);
+            let mut i = bucket.first();
+            while i != NIL {
+                let s = bucket.slot(i);
+                if let Some(c) = s.conn.as_mut()
+                    && !c.unbound()
+                    && gone(&c.dest)
+                {
+                    c.mark_unbound();
+                    n += 1;
+                }
+                i = s.next;
+            }
+        }
+        n
+    }
+
     /// Calls `f` on every persistence template (for listings).
     pub fn for_each_template(&self, mut f: impl FnMut(&Template<A>)) {
         for t in self.templates.iter() {
@@ -1132,6 +1159,11 @@ pub struct Tables {
 }
 
 impl Tables {
+    /// [`ConnTable::unbind_gone`] over both families.
+    pub fn unbind_gone(&self, gone: impl Fn(&DestState) -> bool) -> usize {
+        self.v4.unbind_gone(&gone) + self.v6.unbind_gone(&gone)
+    }
+
     /// Tables for at most `max` connections per address family.
     pub fn new(max: usize) -> Self {
         Tables {

@@ -317,9 +317,12 @@ fn template_dest<'s>(
         .map(|d| &d.state)
 }
 
-/// A client frame of a connection learned from outside: binds it to its realserver if the
-/// snapshot has it now, and learns the client's next hop from the frame (source MAC, receiving
-/// interface), as a new connection does.
+/// A client frame of a connection learned from outside (or whose realserver left the table):
+/// binds it to its realserver if the snapshot has it now, and learns the client's next hop
+/// from the frame (source MAC, receiving interface), as a new connection does. With
+/// `expire_nodest_conn` and its realserver gone, the connection is moved to a realserver
+/// with no way out ([`NextHop::GONE`]: the frame is dropped as [`DropReason::NoDest`]) and
+/// expires now (the core files the earlier deadline; the wheel removes it at the next tick).
 #[inline]
 pub(crate) fn hooks<A: Addr>(c: &mut Conn<A>, snap: &Snapshot, frame: &[u8], rx_iface: IfaceId) {
     if c.unbound() {
@@ -328,8 +331,18 @@ pub(crate) fn hooks<A: Addr>(c: &mut Conn<A>, snap: &Snapshot, frame: &[u8], rx_
             addr: c.vaddr.ip(),
             port: c.vport,
         };
-        if let Some(d) = find_dest(snap, &vs, c.daddr.ip(), c.dport) {
-            c.rebind_dest(d.clone());
+        match find_dest(snap, &vs, c.daddr.ip(), c.dport) {
+            Some(d) => c.rebind_dest(d.clone()),
+            None if snap.expire_nodest_conn => {
+                if c.dest.next_hop() != Some(NextHop::GONE) {
+                    let gone = Arc::new(DestState::new(c.daddr.ip(), c.dport));
+                    gone.set_next_hop(Some(NextHop::GONE));
+                    c.rebind_dest(gone);
+                    c.mark_unbound();
+                }
+                c.set_deadline(0);
+            }
+            None => {}
         }
     }
     if !c.knows_client_hop() {

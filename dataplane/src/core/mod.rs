@@ -77,7 +77,8 @@ pub enum DropReason {
     /// A TCP segment other than a SYN, a fragment or an ICMP error for a connection the
     /// table does not know.
     NoConn,
-    /// The service has no realserver that can take a new connection.
+    /// The service has no realserver that can take a new connection, or (with
+    /// `expire_nodest_conn`) the connection's realserver left the table.
     NoDest,
     /// The realserver's (or client's) MAC is not resolved yet.
     NoNeighbour,
@@ -948,6 +949,8 @@ fn rewrite<F: Family>(
 fn no_hop(iface: IfaceId) -> DropReason {
     if iface == NextHop::UNKNOWN.iface {
         DropReason::NoClientHop
+    } else if iface == NextHop::GONE.iface {
+        DropReason::NoDest
     } else {
         DropReason::NoNeighbour
     }

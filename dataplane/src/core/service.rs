@@ -105,6 +105,14 @@ impl NextHop {
         mac: [0; 6],
     };
 
+    /// The next hop of a connection whose realserver left the table, with
+    /// `expire_nodest_conn`: an interface the snapshot never has, so its frames are dropped
+    /// (as [`crate::core::DropReason::NoDest`]) until it expires.
+    pub const GONE: NextHop = NextHop {
+        iface: IfaceId::MAX - 1,
+        mac: [0; 6],
+    };
+
     fn pack(self) -> u64 {
         let mut m = [0u8; 8];
         m[2..].copy_from_slice(&self.mac);
@@ -382,6 +390,10 @@ pub struct Snapshot {
     pub services: HashMap<VsKey, Arc<Service>, ahash::RandomState>,
     pub ifaces: Vec<IfaceInfo>,
     pub timeouts: Timeouts,
+    /// IPVS `expire_nodest_conn`: a client packet of a connection whose realserver is no
+    /// longer in the table (marked by [`crate::core::conn::Tables::unbind_gone`]) expires it
+    /// instead of being forwarded to it.
+    pub expire_nodest_conn: bool,
 }
 
 impl Snapshot {

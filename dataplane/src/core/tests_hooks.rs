@@ -411,3 +411,57 @@ fn drop_reasons_are_consistent() {
         port: 53,
     };
 }
+
+#[test]
+fn expire_nodest_conn_expires_a_connection_whose_realserver_left_the_table() {
+    for expire in [false, true] {
+        let (mut c, ob) = listened(true);
+        let snap = nat_snap(&[(RIP1, 8080), (RIP2, 8080)]);
+        for flags in [SYN, ACK] {
+            c.process(t(1), &snap, &mut client_seg(40000, flags), 0);
+        }
+        let d1 = snap.services.values().next().unwrap().dests[0]
+            .state
+            .clone();
+        assert!(d1.is(RIP1.into(), 8080), "rr's first pick");
+        drain(&ob);
+        // RIP1 leaves the table (health check failed): the control thread marks its
+        // connections.
+        let mut next = nat_snap(&[(RIP2, 8080)]);
+        next.expire_nodest_conn = expire;
+        let marked = c.tables().unbind_gone(|d| std::ptr::eq(d, &*d1));
+        assert_eq!(marked, 1);
+        let v = c.process(t(2), &next, &mut client_seg(40000, ACK), 0);
+        if expire {
+            assert_eq!(
+                v,
+                Verdict::Drop(DropReason::NoDest),
+                "a packet of the gone conn"
+            );
+            assert_eq!(
+                d1.active.load(Ordering::Relaxed),
+                0,
+                "no longer counted there"
+            );
+            // Expired at the next tick of the wheel.
+            c.expire_some(t(3));
+            assert_eq!(c.tables().len(), 0);
+            assert_eq!(
+                kinds(&drain(&ob)).last(),
+                Some(&(EventKind::Expired, false))
+            );
+            // The client's next connection goes to a realserver that is there.
+            let mut f = client_seg(40001, SYN);
+            assert!(matches!(c.process(t(3), &next, &mut f, 0), Verdict::Tx(_)));
+            let (_, _, daddr, dport, _) = tuple::<Ipv4Addr>(&f);
+            assert_eq!((daddr, dport), (RIP2, 8080));
+        } else {
+            // IPVS's default: the connection carries on to its realserver.
+            let mut f = client_seg(40000, ACK);
+            assert!(matches!(c.process(t(3), &next, &mut f, 0), Verdict::Tx(_)));
+            let (_, _, daddr, dport, _) = tuple::<Ipv4Addr>(&f);
+            assert_eq!((daddr, dport), (RIP1, 8080));
+            assert_eq!(c.tables().len(), 1);
+        }
+    }
+}

@@ -1,0 +1,85 @@
+#!/usr/bin/env bash
+# A realserver that fails its health check while a download from it runs
+# (NAT lab, keepalived.conf with MISC_CHECKs the test flips):
+#  (a) by default (IPVS's expire_nodest_conn=0) the download carries on to
+#      the end, intact, though the realserver left the table;
+#  (b) with xlvsd --expire-nodest-conn its next packets are dropped and the
+#      connection expires (gone from -L -c), so the download stops; new
+#      connections go to the live realserver.
+# Needs root and target/release/{xlvsd,xlvsadm}.
+set -euo pipefail
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+# shellcheck source=../lib/testlib.sh
+. "$HERE/../lib/testlib.sh"
+
+test_init hn
+
+web_lab_up nat 1
+SUM=$(make_big "$ID" "$D/big")
+V=$LAB_VIP
+printf '#!/bin/sh\nexit "$(cat %s/code-"$1")"\n' "$D" >"$D/check.sh"
+chmod 755 "$D/check.sh"
+CONF=$D/keepalived.conf
+{
+  printf 'virtual_server %s 80 {\n    delay_loop 1\n    lb_algo rr\n    lb_kind NAT\n    protocol TCP\n' "$V"
+  for r in rs1 rs2; do
+    ip=$LAB_RS1_IP
+    [ "$r" = rs2 ] && ip=$LAB_RS2_IP
+    printf '    real_server %s 80 {\n        MISC_CHECK {\n            misc_path "%s/check.sh %s"\n        }\n    }\n' "$ip" "$D" "$r"
+  done
+  printf '}\n'
+} >"$CONF"
+
+# fail_victim: the realserver serving the download fails its check; wait
+# until it left the table.
+fail_victim() {
+  local i L
+  echo 1 >"$D/code-$VICTIM"
+  for ((i = 0; i < 50; i++)); do
+    L=$(xadm "$ID" -L -n)
+    [ -z "$(lvs_dest_field "$L" "TCP $V:80" "$VICTIM_IP:80" Weight)" ] && return 0
+    sleep 0.1
+  done
+  fail "$VICTIM still in the table 5 s after its check failed: $L"
+}
+
+log "(a) default: the download carries on"
+echo 0 >"$D/code-rs1"
+echo 0 >"$D/code-rs2"
+start_xlvsd "$ID" --iface "$LAB_DIR_EXT" --iface "$LAB_DIR_INT" --keepalived-conf "$CONF"
+sleep 1.5 # first checks (warmup: up to delay_loop)
+start_slow_download
+fail_victim
+sleep 1
+download_running "right after its realserver left the table"
+finish_slow_download
+log "the download from $VICTIM completed intact after $VICTIM left the table"
+stop_xlvsd_checked
+
+log "(b) --expire-nodest-conn: the connection expires"
+echo 0 >"$D/code-rs1"
+echo 0 >"$D/code-rs2"
+rm -f "$D/big.got"
+start_xlvsd "$ID" --iface "$LAB_DIR_EXT" --iface "$LAB_DIR_INT" --keepalived-conf "$CONF" --expire-nodest-conn
+sleep 1.5
+start_slow_download
+fail_victim
+for ((i = 0; i < 50; i++)); do
+  C=$(xadm "$ID" -L -n -c)
+  printf '%s\n' "$C" | grep -q "$VICTIM_IP:80" || break
+  sleep 0.1
+done
+printf '%s\n' "$C" | grep -q "$VICTIM_IP:80" && fail "the connection to $VICTIM is still listed: $C"
+grep -q "expire_nodest_conn: 1 connection(s)" "$XLVSD_LOG" || fail "the expiry was not logged"
+# No byte arrives any more: the connection is gone (the client would time out).
+s1=$(stat -c %s "$D/big.got" 2>/dev/null || echo 0)
+sleep 2
+s2=$(stat -c %s "$D/big.got" 2>/dev/null || echo 0)
+kill -0 "$DL" 2>/dev/null || fail "the download ended by itself"
+kill "$DL" 2>/dev/null || true
+wait "$DL" 2>/dev/null || true
+TEST_BG_PIDS=()
+[ "$s1" = "$s2" ] && [ "$s2" -lt 52428800 ] || fail "the download goes on ($s1 then $s2 bytes) though its connection expired"
+log "the download stalled at $s2 bytes once its connection expired"
+[ "$(lab_exec "$ID" cli curl -sS --max-time 3 "http://$V/")" = "$OTHER" ] || fail "a new connection does not go to $OTHER"
+pass
