@@ -213,6 +213,8 @@ impl RealState {
 struct SvcState {
     spec: ServiceSpec,
     quorum_up: bool,
+    /// Its realservers' indices.
+    reals: std::ops::Range<usize>,
 }
 
 /// The health checker's state machine; see the module documentation.
@@ -224,10 +226,16 @@ pub struct Health {
     /// (due, check index): lazily cleaned, so an entry may be stale (its check's `next`
     /// differs).
     timers: BinaryHeap<Reverse<(Instant, u32)>>,
+    /// (result deadline, check index) of running probes, lazily cleaned likewise (its
+    /// check's `running` differs).
+    running: BinaryHeap<Reverse<(Instant, u32)>>,
     out: VecDeque<Action>,
     changed: bool,
     rng: u64,
 }
+
+/// How early a probe may start: probes due within this of each other start together.
+pub const START_SLACK: Duration = Duration::from_millis(10);
 
 /// How late a probe's result may come after its own timeout before the machine counts it as
 /// a timeout itself (a driver that lost it).
@@ -242,6 +250,7 @@ impl Health {
             reals: Vec::new(),
             checks: Vec::new(),
             timers: BinaryHeap::new(),
+            running: BinaryHeap::new(),
             out: VecDeque::new(),
             changed: true,
             rng: seed | 1,
@@ -261,8 +270,10 @@ impl Health {
 
     fn build(&mut self, services: Vec<ServiceSpec>, now: Instant, mut old: Option<OldState>) {
         self.timers.clear();
+        self.running.clear();
         for spec in services {
             let svc = self.services.len();
+            let first_real = self.reals.len();
             for r in &spec.reals {
                 let real = self.reals.len();
                 let mut checks = Vec::new();
@@ -324,6 +335,7 @@ impl Health {
             self.services.push(SvcState {
                 spec,
                 quorum_up: true,
+                reals: first_real..self.reals.len(),
             });
             let live = self.live_weight(svc);
             let s = &mut self.services[svc];
@@ -372,14 +384,16 @@ impl Health {
     /// When [`Health::handle_timeout`] next has something to do.
     pub fn poll_timeout(&self) -> Option<Instant> {
         let next = self.timers.peek().map(|Reverse((t, _))| *t);
-        let running = self.checks.iter().filter_map(|c| c.running).min();
+        let running = self.running.peek().map(|Reverse((t, _))| *t);
         next.into_iter().chain(running).min()
     }
 
-    /// Starts the probes due at `now` (and counts a result lost by the driver as a timeout).
+    /// Starts the probes due at `now`, and those due within [`START_SLACK`] after it (so a
+    /// thousand checks a second wake the driver some hundred times, not a thousand), and
+    /// counts a result lost by the driver as a timeout.
     pub fn handle_timeout(&mut self, now: Instant) {
         while let Some(&Reverse((t, i))) = self.timers.peek() {
-            if t > now {
+            if t > now + START_SLACK {
                 break;
             }
             self.timers.pop();
@@ -388,7 +402,9 @@ impl Health {
                 continue; // stale
             }
             c.next = None;
-            c.running = Some(now + c.spec.timeout + RESULT_GRACE);
+            let due = now + c.spec.timeout + RESULT_GRACE;
+            c.running = Some(due);
+            self.running.push(Reverse((due, i)));
             self.out.push_back(Action::Probe {
                 id: CheckId {
                     index: i,
@@ -397,12 +413,16 @@ impl Health {
                 spec: c.spec.clone(),
             });
         }
-        let lost: Vec<usize> = (0..self.checks.len())
-            .filter(|&i| self.checks[i].running.is_some_and(|t| t <= now))
-            .collect();
-        for i in lost {
+        while let Some(&Reverse((t, i))) = self.running.peek() {
+            if t > now {
+                break;
+            }
+            self.running.pop();
+            if self.checks[i as usize].running != Some(t) {
+                continue; // answered (or restarted) meanwhile
+            }
             let id = CheckId {
-                index: i as u32,
+                index: i,
                 generation: self.generation,
             };
             self.on_result(id, Outcome::fail(FailKind::Timeout, "no result"), now);
@@ -485,6 +505,8 @@ impl Health {
         }
         if weight_changed {
             self.changed = true;
+            let svc = self.reals[real].svc;
+            self.update_quorum(svc);
         }
         self.refresh_real(real);
     }
@@ -520,16 +542,16 @@ impl Health {
                     ),
                 });
             }
+            let svc = self.reals[r].svc;
+            self.update_quorum(svc);
         }
-        let svc = self.reals[r].svc;
-        self.update_quorum(svc);
     }
 
     /// The weights of service `svc`'s live realservers (keepalived `weigh_live_realservers`).
     fn live_weight(&self, svc: usize) -> u64 {
-        self.reals
+        self.reals[self.services[svc].reals.clone()]
             .iter()
-            .filter(|r| r.svc == svc && r.alive)
+            .filter(|r| r.alive)
             .map(|r| r.effective(&self.checks) as u64)
             .sum()
     }

@@ -51,7 +51,8 @@ pub struct Prober {
 }
 
 impl Prober {
-    /// Starts the runtime; `wake` is called after each result is queued.
+    /// Starts the runtime; `wake` is called when results are queued (at most once per
+    /// [`RESULT_BATCH`]: results are gathered, not announced one by one).
     pub fn start(
         scripts: ScriptDefaults,
         wake: impl Fn() + Send + Sync + 'static,
@@ -61,13 +62,14 @@ impl Prober {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
-        let wake = Arc::new(wake);
         let scripts = Arc::new(scripts);
         let thread = thread::Builder::new()
             .name("xlvs-health".into())
             .spawn(move || {
                 let limit = Arc::new(Semaphore::new(MAX_CONCURRENT));
                 rt.block_on(async move {
+                    let (res_tx, res_rx) = tmpsc::unbounded_channel::<Done>();
+                    tokio::spawn(forward(res_rx, tx, wake));
                     while let Some(job) = rx.recv().await {
                         let Ok(permit) = limit.clone().acquire_owned().await else {
                             break;
@@ -75,24 +77,18 @@ impl Prober {
                         let scripts = scripts.clone();
                         match job {
                             Job::Probe { id, spec } => {
-                                let tx = tx.clone();
-                                let wake = wake.clone();
+                                let res_tx = res_tx.clone();
                                 tokio::spawn(async move {
                                     let start = Instant::now();
                                     let outcome = probe(&spec, &scripts).await;
                                     drop(permit);
                                     let took = start.elapsed();
-                                    if tx
-                                        .send(Done {
-                                            id,
-                                            spec,
-                                            outcome,
-                                            took,
-                                        })
-                                        .is_ok()
-                                    {
-                                        wake();
-                                    }
+                                    let _ = res_tx.send(Done {
+                                        id,
+                                        spec,
+                                        outcome,
+                                        took,
+                                    });
                                 });
                             }
                             Job::Script { script, why } => {
@@ -155,6 +151,30 @@ impl Drop for Prober {
     }
 }
 
+/// How long results gather before the control thread is woken for them: a thousand checks a
+/// second cost some fifty wakeups, not a thousand, and a result waits at most this long.
+pub const RESULT_BATCH: Duration = Duration::from_millis(20);
+
+/// Hands results to the control thread in batches ([`RESULT_BATCH`]).
+async fn forward(
+    mut rx: tmpsc::UnboundedReceiver<Done>,
+    tx: mpsc::Sender<Done>,
+    wake: impl Fn() + Send + Sync + 'static,
+) {
+    while let Some(first) = rx.recv().await {
+        tokio::time::sleep(RESULT_BATCH).await;
+        if tx.send(first).is_err() {
+            return;
+        }
+        while let Ok(d) = rx.try_recv() {
+            if tx.send(d).is_err() {
+                return;
+            }
+        }
+        wake();
+    }
+}
+
 /// Runs one probe to its outcome within its deadline.
 async fn probe(spec: &CheckSpec, scripts: &ScriptDefaults) -> Outcome {
     let fut = async {
@@ -197,8 +217,7 @@ fn socket(
     proto: Option<socket2::Protocol>,
 ) -> std::io::Result<socket2::Socket> {
     let domain = socket2::Domain::for_address(spec.target);
-    let s = socket2::Socket::new(domain, ty, proto)?;
-    s.set_nonblocking(true)?;
+    let s = socket2::Socket::new(domain, ty.nonblocking().cloexec(), proto)?;
     if let Some(m) = spec.fwmark {
         s.set_mark(m)?;
     }
