@@ -97,14 +97,18 @@ impl System for SharedKernel {
 }
 
 fn rig(rules: Option<PathBuf>) -> Rig {
-    let maps = Rc::new(RefCell::new(Maps::default()));
-    let mut k = FakeKernel::lab();
-    k.local = vec!["192.0.2.2".parse().unwrap()];
-    let kernel = Rc::new(k);
     let mut table = ServiceTable::default();
     if let Some(p) = &rules {
         table = super::control::load_rules(&table, p).unwrap();
     }
+    rig_with(table, rules)
+}
+
+fn rig_with(table: ServiceTable, rules: Option<PathBuf>) -> Rig {
+    let maps = Rc::new(RefCell::new(Maps::default()));
+    let mut k = FakeKernel::lab();
+    k.local = vec!["192.0.2.2".parse().unwrap()];
+    let kernel = Rc::new(k);
     let snapshot = Arc::new(ArcSwap::from_pointee(Snapshot::default()));
     let stopped = Rc::new(RefCell::new(false));
     let t0 = Instant::now();
@@ -346,4 +350,150 @@ fn housekeeping_runs_once_a_second_from_deadlines() {
     let late = t0 + Duration::from_secs(60);
     r.ctl.handle_timeout(late);
     assert_eq!(r.ctl.poll_timeout(late), late + Duration::from_secs(1));
+}
+
+/// Probes the test answers: they are queued, and results handed back on demand.
+#[derive(Default)]
+struct Probed {
+    running: Vec<(
+        crate::health::machine::CheckId,
+        Arc<crate::health::spec::CheckSpec>,
+    )>,
+    results: Vec<crate::health::probe::Done>,
+    scripts: Vec<String>,
+}
+
+struct FakeProbes(Rc<RefCell<Probed>>);
+
+impl crate::health::driver::Probes for FakeProbes {
+    fn probe(
+        &mut self,
+        id: crate::health::machine::CheckId,
+        spec: Arc<crate::health::spec::CheckSpec>,
+    ) {
+        self.0.borrow_mut().running.push((id, spec));
+    }
+    fn script(&mut self, script: crate::health::spec::Script, _why: String) {
+        self.0.borrow_mut().scripts.push(script.argv.join(" "));
+    }
+    fn results(&mut self) -> Vec<crate::health::probe::Done> {
+        std::mem::take(&mut self.0.borrow_mut().results)
+    }
+    fn finish(&mut self, _grace: Duration) {}
+}
+
+#[test]
+fn health_checks_from_a_keepalived_conf_reach_the_snapshot_and_survive_a_reload() {
+    use crate::health::machine::{FailKind, Outcome};
+    let dir = std::env::temp_dir().join(format!("xlvs-ctl-health-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let conf = dir.join("keepalived.conf");
+    let text = |weight2: u32| {
+        format!(
+            "virtual_server 192.0.2.100 80 {{\n  delay_loop 2\n  lb_algo rr\n  lb_kind NAT\n  protocol TCP\n\
+             real_server 10.10.0.11 80 {{\n    TCP_CHECK {{\n      connect_timeout 1\n      retry 0\n    }}\n  }}\n\
+             real_server 10.10.0.12 80 {{\n    weight {weight2}\n    TCP_CHECK {{\n      connect_timeout 1\n      retry 0\n    }}\n  }}\n}}\n"
+        )
+    };
+    std::fs::write(&conf, text(1)).unwrap();
+    // As xlvsd starts: the file's services, owned by the file, then its checker.
+    let (table, kconf) = super::control::load_keepalived(&ServiceTable::default(), &conf).unwrap();
+    assert_eq!(table.services().count(), 1);
+    let mut r = rig_with(table, None);
+    let probed = Rc::new(RefCell::new(Probed::default()));
+    let checker = crate::health::driver::Checker::new(
+        kconf.services,
+        Box::new(FakeProbes(probed.clone())),
+        r.t0,
+    );
+    r.ctl.set_checker(checker, conf.clone());
+    let dests = |r: &Rig| {
+        let snap = r.snapshot.load();
+        let mut d: Vec<String> = snap
+            .service(&vip(80))
+            .map(|s| s.dests.iter().map(|d| d.addr.to_string()).collect())
+            .unwrap_or_default();
+        d.sort();
+        d
+    };
+    assert_eq!(dests(&r), ["10.10.0.11", "10.10.0.12"]);
+    // The probes start from the loop's deadlines (warmup: within delay_loop).
+    let mut now = r.t0;
+    let answer = |r: &mut Rig, now: Instant, down: &str| {
+        let running = std::mem::take(&mut probed.borrow_mut().running);
+        for (id, spec) in running {
+            let outcome = if spec.target.ip().to_string() == down {
+                Outcome::fail(FailKind::Refused, "connection refused")
+            } else {
+                Outcome::PASS
+            };
+            probed
+                .borrow_mut()
+                .results
+                .push(crate::health::probe::Done {
+                    id,
+                    spec,
+                    outcome,
+                    took: Duration::from_millis(1),
+                });
+        }
+        r.ctl.health_results(now);
+    };
+    for _ in 0..40 {
+        now = r.ctl.poll_timeout(now).max(now + Duration::from_millis(1));
+        r.ctl.handle_timeout(now);
+        answer(&mut r, now, "10.10.0.12");
+    }
+    assert!(now - r.t0 < Duration::from_secs(30), "bounded");
+    assert_eq!(
+        dests(&r),
+        ["10.10.0.11"],
+        "the failed realserver left the snapshot"
+    );
+    let health = r.ok("-L -n --health");
+    assert!(
+        health.contains("10.10.0.12:80              TCP_CHECK  DOWN"),
+        "{health}"
+    );
+    assert!(
+        r.ctl
+            .metrics()
+            .contains("xlvs_health_check_failures_total{checker=\"TCP_CHECK\",reason=\"refused\"}")
+    );
+    // -S keeps the configured table.
+    assert!(
+        r.ok("-S -n")
+            .contains("-a -t 192.0.2.100:80 -r 10.10.0.12:80 -m -w 1")
+    );
+    // A reload that changes the other realserver's weight keeps 10.10.0.12 down.
+    std::fs::write(
+        &conf,
+        text(1).replace(
+            "real_server 10.10.0.11 80 {\n",
+            "real_server 10.10.0.11 80 {\n    weight 3\n",
+        ),
+    )
+    .unwrap();
+    r.ctl.reload(now);
+    assert_eq!(
+        dests(&r),
+        ["10.10.0.11"],
+        "a reload puts no failed realserver back"
+    );
+    assert!(
+        r.ok("-S -n")
+            .contains("-a -t 192.0.2.100:80 -r 10.10.0.11:80 -m -w 3")
+    );
+    // A broken file changes nothing.
+    std::fs::write(&conf, "virtual_server 192.0.2.100 80 {\n  lb_kind TUN\n").unwrap();
+    r.ctl.reload(now);
+    assert_eq!(dests(&r), ["10.10.0.11"]);
+    // It comes back after one success.
+    for _ in 0..10 {
+        now = r.ctl.poll_timeout(now).max(now + Duration::from_millis(1));
+        r.ctl.handle_timeout(now);
+        answer(&mut r, now, "none");
+    }
+    assert_eq!(dests(&r), ["10.10.0.11", "10.10.0.12"]);
+    let _ = std::fs::remove_dir_all(&dir);
 }

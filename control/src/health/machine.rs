@@ -344,7 +344,7 @@ impl Health {
                 None => {
                     // keepalived set_quorum_states, then update_quorum_state(init): starting
                     // down runs quorum_down only where a sorry server takes over.
-                    s.quorum_up = live as u64 >= s.spec.quorum as u64 + s.spec.hysteresis as u64;
+                    s.quorum_up = live >= s.spec.quorum as u64 + s.spec.hysteresis as u64;
                     if !s.quorum_up && s.spec.sorry {
                         log::info!(
                             "{}: starting with quorum down ({live} < {})",
@@ -480,27 +480,27 @@ impl Health {
         let t = now + delay;
         c.next = Some(t);
         self.timers.push(Reverse((t, id.index)));
-        if let Some(up) = became {
-            if c.up != up {
-                let name = c.spec.kind.name();
-                let target = c.spec.target;
-                c.changed = now;
-                c.up = up;
-                let r = &self.reals[real];
-                let label = &self.services[r.svc].spec.label;
-                if up {
-                    log::info!(
-                        "{label}: {name} of {} (to {target}) passes: {}",
-                        fmt_rs(r.addr, r.port),
-                        outcome.text()
-                    );
-                } else {
-                    log::warn!(
-                        "{label}: {name} of {} (to {target}) fails: {}",
-                        fmt_rs(r.addr, r.port),
-                        outcome.text()
-                    );
-                }
+        if let Some(up) = became
+            && c.up != up
+        {
+            let name = c.spec.kind.name();
+            let target = c.spec.target;
+            c.changed = now;
+            c.up = up;
+            let r = &self.reals[real];
+            let label = &self.services[r.svc].spec.label;
+            if up {
+                log::info!(
+                    "{label}: {name} of {} (to {target}) passes: {}",
+                    fmt_rs(r.addr, r.port),
+                    outcome.text()
+                );
+            } else {
+                log::warn!(
+                    "{label}: {name} of {} (to {target}) fails: {}",
+                    fmt_rs(r.addr, r.port),
+                    outcome.text()
+                );
             }
         }
         if weight_changed {
@@ -670,13 +670,13 @@ impl Health {
                     });
                 }
             }
-            if self.services[s].quorum_up {
-                if let Some(sc) = &self.services[s].spec.quorum_down {
-                    self.out.push_back(Action::Script {
-                        script: sc.clone(),
-                        why: format!("quorum_down (omega) of {label}"),
-                    });
-                }
+            if self.services[s].quorum_up
+                && let Some(sc) = &self.services[s].spec.quorum_down
+            {
+                self.out.push_back(Action::Script {
+                    script: sc.clone(),
+                    why: format!("quorum_down (omega) of {label}"),
+                });
             }
         }
     }

@@ -95,10 +95,11 @@ async fn run(
         return Err("empty command".into());
     };
     let (uid, gid) = run_user(script, defaults)?;
-    if defaults.enable_script_security && uid == 0 {
-        if let Some(why) = insecure(Path::new(prog)) {
-            return Err(format!("refused by enable_script_security: {why}"));
-        }
+    if defaults.enable_script_security
+        && uid == 0
+        && let Some(why) = insecure(Path::new(prog))
+    {
+        return Err(format!("refused by enable_script_security: {why}"));
     }
     let mut cmd = Command::new(prog);
     cmd.args(&script.argv[1..])
