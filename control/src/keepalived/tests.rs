@@ -681,3 +681,36 @@ fn includes() {
     let cfg = parse_str("include defs.inc\n", &d.0.join("virtual.conf")).expect("parses");
     assert!(cfg.commands.is_empty());
 }
+
+/// The README's "Health checks" example is read as it says: no warning, the services and
+/// checkers it describes.
+#[test]
+fn the_readme_example() {
+    let readme =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../README.md"))
+            .expect("README.md");
+    let at = readme
+        .find("### Health checks")
+        .expect("a Health checks section");
+    let start = at + readme[at..].find("```\nglobal_defs").expect("its example") + 4;
+    let end = start + readme[start..].find("```\n").expect("the example's end");
+    let cfg = parse(&readme[start..end]).expect("the README's example parses");
+    assert!(cfg.warnings.is_empty(), "{:?}", cfg.warnings);
+    assert_eq!(cfg.services.len(), 2);
+    let s = &cfg.services[0];
+    assert_eq!((s.quorum, s.hysteresis, s.sorry), (2, 1, true));
+    let kinds: Vec<&str> = s
+        .reals
+        .iter()
+        .flat_map(|r| r.checkers.iter().map(|c| c.kind.name()))
+        .collect();
+    assert_eq!(kinds, ["HTTP_GET", "TCP_CHECK", "MISC_CHECK"]);
+    assert!(s.reals[0].inhibit_on_failure);
+    assert_eq!(s.reals[0].checkers[0].retry, 2);
+    assert!(matches!(
+        s.reals[2].checkers[0].kind,
+        CheckKind::Misc { dynamic: true, .. }
+    ));
+    assert_eq!(cfg.services[1].reals[0].checkers[0].kind.name(), "SSL_GET");
+    assert!(cfg.scripts.enable_script_security);
+}
