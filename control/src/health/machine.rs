@@ -31,6 +31,8 @@ use crate::command::{MAX_WEIGHT, SvcKey};
 pub struct CheckId {
     pub index: u32,
     pub generation: u32,
+    /// Which probe of the checker: a late result of an earlier one is ignored.
+    pub seq: u32,
 }
 
 /// Why a probe failed (the `reason` label of the failure counters).
@@ -178,8 +180,10 @@ struct CheckState {
     next: Option<Instant>,
     /// A probe runs; its result is due by then (else it counts as a timeout).
     running: Option<Instant>,
-    /// `misc_dynamic`: this checker's change to the realserver's weight.
-    weight_delta: i64,
+    /// The running (or last) probe's number.
+    seq: u32,
+    /// `misc_dynamic`: the weight the script's exit code set (None: the configured one).
+    dyn_weight: Option<u32>,
     last: Option<Outcome>,
     changed: Instant,
 }
@@ -204,9 +208,15 @@ impl RealState {
             + self
                 .checks
                 .iter()
-                .map(|&c| checks[c].weight_delta)
+                .filter_map(|&c| checks[c].dyn_weight)
+                .map(|d| d as i64 - self.weight as i64)
                 .sum::<i64>();
         w.clamp(0, MAX_WEIGHT as i64) as u32
+    }
+
+    /// Whether a `misc_dynamic` script set its weight.
+    fn dynamic(&self, checks: &[CheckState]) -> bool {
+        self.checks.iter().any(|&c| checks[c].dyn_weight.is_some())
     }
 }
 
@@ -229,6 +239,8 @@ pub struct Health {
     /// (result deadline, check index) of running probes, lazily cleaned likewise (its
     /// check's `running` differs).
     running: BinaryHeap<Reverse<(Instant, u32)>>,
+    /// The last probe number given.
+    seq: u32,
     out: VecDeque<Action>,
     changed: bool,
     rng: u64,
@@ -251,6 +263,7 @@ impl Health {
             checks: Vec::new(),
             timers: BinaryHeap::new(),
             running: BinaryHeap::new(),
+            seq: 0,
             out: VecDeque::new(),
             changed: true,
             rng: seed | 1,
@@ -281,10 +294,14 @@ impl Health {
                     let i = self.checks.len();
                     let kept = old
                         .as_mut()
-                        .and_then(|o| o.checks.remove(&(spec.key, r.addr, r.port, c.clone())));
+                        .and_then(|o| o.checks.remove(&(spec.key, r.addr, r.port, identity(c))));
                     let mut st = match kept {
+                        // keepalived's migrate_checkers: the same probe keeps its state and
+                        // takes the new timing.
                         Some(mut st) => {
                             st.real = real;
+                            st.retry_it = st.retry_it.min(c.retry);
+                            st.spec = Arc::new(c.clone());
                             // A result of the old generation is ignored: start it again.
                             if st.running.is_some() {
                                 st.running = None;
@@ -302,7 +319,8 @@ impl Health {
                                 retry_it: 0,
                                 next: Some(now + self.random_upto(warmup)),
                                 running: None,
-                                weight_delta: 0,
+                                seq: 0,
+                                dyn_weight: None,
                                 last: None,
                                 changed: now,
                             }
@@ -317,8 +335,9 @@ impl Health {
                 }
                 let alive = checks.iter().all(|&c| self.checks[c].up);
                 let was = old
-                    .as_ref()
-                    .and_then(|o| o.alive.get(&(spec.key, r.addr, r.port)).copied());
+                    .as_mut()
+                    .and_then(|o| o.alive.remove(&(spec.key, r.addr, r.port)))
+                    .map(|(alive, _, _)| alive);
                 self.reals.push(RealState {
                     svc,
                     addr: r.addr,
@@ -365,6 +384,22 @@ impl Health {
         for r in 0..self.reals.len() {
             self.refresh_real(r);
         }
+        if let Some(old) = old {
+            // A reload may change quorum, hysteresis or weights: keepalived re-evaluates.
+            for svc in 0..self.services.len() {
+                self.update_quorum(svc);
+            }
+            // Live realservers the file no longer has: their notify_down runs (keepalived
+            // `clear_service_rs`).
+            for ((_, addr, port), (alive, notify_down, label)) in old.alive {
+                if let (true, Some(sc)) = (alive, notify_down) {
+                    self.out.push_back(Action::Script {
+                        script: sc,
+                        why: format!("notify_down of {} removed from {label}", fmt_rs(addr, port)),
+                    });
+                }
+            }
+        }
     }
 
     fn random_upto(&mut self, d: Duration) -> Duration {
@@ -403,12 +438,15 @@ impl Health {
             }
             c.next = None;
             let due = now + c.spec.timeout + RESULT_GRACE;
+            self.seq = self.seq.wrapping_add(1);
             c.running = Some(due);
+            c.seq = self.seq;
             self.running.push(Reverse((due, i)));
             self.out.push_back(Action::Probe {
                 id: CheckId {
                     index: i,
                     generation: self.generation,
+                    seq: self.seq,
                 },
                 spec: c.spec.clone(),
             });
@@ -424,6 +462,7 @@ impl Health {
             let id = CheckId {
                 index: i,
                 generation: self.generation,
+                seq: self.checks[i as usize].seq,
             };
             self.on_result(id, Outcome::fail(FailKind::Timeout, "no result"), now);
         }
@@ -437,9 +476,8 @@ impl Health {
         let Some(real) = self.checks.get(id.index as usize).map(|c| c.real) else {
             return;
         };
-        let configured = self.reals[real].weight as i64;
         let c = &mut self.checks[id.index as usize];
-        if c.running.take().is_none() {
+        if c.seq != id.seq || c.running.take().is_none() {
             return;
         }
         let success = matches!(outcome, Outcome::Pass { .. });
@@ -466,16 +504,18 @@ impl Health {
             );
         }
         c.has_run = true;
-        // misc_dynamic: a passing exit code sets this checker's share of the weight; a
-        // failure takes it back.
-        let delta = match (&outcome, &c.spec.kind) {
+        // misc_dynamic: a passing exit code sets the weight (0: the configured one); a
+        // failure takes it back once the checker fails, not while it is retried.
+        let dyn_weight = match (&outcome, &c.spec.kind) {
             (Outcome::Pass { weight: Some(w) }, CheckKind::Misc { dynamic: true, .. }) => {
-                *w as i64 - configured
+                Some(*w)
             }
-            _ => 0,
+            (Outcome::Pass { .. }, _) => None,
+            (Outcome::Fail(..), _) if became == Some(false) => None,
+            (Outcome::Fail(..), _) => c.dyn_weight,
         };
-        let weight_changed = delta != c.weight_delta;
-        c.weight_delta = delta;
+        let weight_changed = dyn_weight != c.dyn_weight;
+        c.dyn_weight = dyn_weight;
         c.last = Some(outcome.clone());
         let t = now + delay;
         c.next = Some(t);
@@ -615,9 +655,7 @@ impl Health {
                 DestHealth {
                     alive: r.alive,
                     weight: r
-                        .checks
-                        .iter()
-                        .any(|&c| self.checks[c].weight_delta != 0)
+                        .dynamic(&self.checks)
                         .then(|| r.effective(&self.checks)),
                     inhibit: r.inhibit,
                 },
@@ -670,8 +708,8 @@ impl Health {
                     });
                 }
             }
-            if self.services[s].quorum_up
-                && let Some(sc) = &self.services[s].spec.quorum_down
+            // keepalived runs it when stopping whatever the quorum was.
+            if let Some(sc) = &self.services[s].spec.quorum_down
             {
                 self.out.push_back(Action::Script {
                     script: sc.clone(),
@@ -693,9 +731,33 @@ impl Health {
 
 /// What a reload carries over.
 struct OldState {
-    checks: HashMap<(SvcKey, IpAddr, u16, CheckSpec), CheckState>,
-    alive: BTreeMap<(SvcKey, IpAddr, u16), bool>,
+    checks: HashMap<(SvcKey, IpAddr, u16, Identity), CheckState>,
+    /// Each realserver's alive state and notify_down script.
+    alive: BTreeMap<(SvcKey, IpAddr, u16), (bool, Option<Script>, String)>,
     quorum: BTreeMap<SvcKey, bool>,
+}
+
+/// What makes a checker the same probe across a reload (keepalived's `compare_*_check` and
+/// `compare_conn_opts`): its kind and settings, target, source, interface, timeout and mark.
+/// Its timing (`delay_loop`, `retry`, ...) may change without losing its state.
+type Identity = (
+    CheckKind,
+    std::net::SocketAddr,
+    Option<std::net::SocketAddr>,
+    Option<String>,
+    Duration,
+    Option<u32>,
+);
+
+fn identity(c: &CheckSpec) -> Identity {
+    (
+        c.kind.clone(),
+        c.target,
+        c.bind,
+        c.bind_if.clone(),
+        c.timeout,
+        c.fwmark,
+    )
 }
 
 impl OldState {
@@ -706,11 +768,17 @@ impl OldState {
         for c in std::mem::take(&mut h.checks) {
             let r = &reals[c.real];
             let key = services[r.svc].spec.key;
-            checks.insert((key, r.addr, r.port, (*c.spec).clone()), c);
+            checks.insert((key, r.addr, r.port, identity(&c.spec)), c);
         }
         let alive = reals
             .iter()
-            .map(|r| ((services[r.svc].spec.key, r.addr, r.port), r.alive))
+            .map(|r| {
+                let s = &services[r.svc].spec;
+                (
+                    (s.key, r.addr, r.port),
+                    (r.alive, r.notify_down.clone(), s.label.clone()),
+                )
+            })
             .collect();
         let quorum = services.iter().map(|s| (s.spec.key, s.quorum_up)).collect();
         OldState {

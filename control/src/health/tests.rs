@@ -418,3 +418,88 @@ fn omega_runs_notify_down_and_quorum_down_at_shutdown() {
     r.drain();
     assert!(r.scripts.is_empty(), "no omega: nothing runs");
 }
+
+#[test]
+fn a_reload_that_changes_only_timing_keeps_the_checkers_state() {
+    let mut r = Rig::new(vec![service(2)]);
+    r.run(S, |_| Outcome::PASS);
+    r.run(10 * S, |i| if i == 1 { refused() } else { Outcome::PASS });
+    assert!(!r.alive(1));
+    // delay_loop, retry and delay_before_retry change: the same probe, state kept.
+    let mut spec = service(2);
+    for real in &mut spec.reals {
+        real.checkers[0].delay_loop = 2 * S;
+        real.checkers[0].retry = 0;
+        real.checkers[0].delay_before_retry = 2 * S;
+    }
+    r.h.update(vec![spec.clone()], r.now);
+    r.drain();
+    assert!(!r.alive(1), "a timing change puts no failed realserver back");
+    // A different target is another probe: it starts afresh (up).
+    spec.reals[0].checkers[0].target.set_port(81);
+    r.h.update(vec![spec], r.now);
+    r.drain();
+    assert!(r.alive(1));
+}
+
+#[test]
+fn a_reload_reevaluates_quorum_and_notifies_removed_live_realservers() {
+    let mut r = Rig::new(vec![service(2)]);
+    r.run(S, |_| Outcome::PASS);
+    assert!(r.h.overlay().quorum_lost.is_empty());
+    let mut spec = service(2);
+    spec.quorum = 5;
+    r.h.update(vec![spec], r.now);
+    r.drain();
+    assert!(r.h.overlay().quorum_lost.contains(&key()), "quorum 5 > live weight 2");
+    assert!(r.scripts.contains(&"/bin/qdown".to_string()));
+    let mut one = service(1);
+    one.quorum = 5;
+    r.h.update(vec![one], r.now);
+    r.drain();
+    assert!(r.scripts.contains(&"/bin/down2".to_string()), "{:?}", r.scripts);
+}
+
+#[test]
+fn a_late_result_of_an_earlier_probe_is_ignored() {
+    let mut r = Rig::new(vec![service(1)]);
+    r.run(S, |_| Outcome::PASS);
+    r.step(10 * S);
+    let (first, _) = r.probes.pop().unwrap();
+    // Its result never comes: it times out, the next probe starts.
+    r.step(10 * S);
+    r.drain();
+    r.step(10 * S);
+    assert_eq!(r.probes.len(), 1);
+    let (second, _) = r.probes[0].clone();
+    assert_ne!(first.seq, second.seq);
+    // The first probe's late failure is not taken for the second's.
+    let before = r.h.rows(r.now)[0].last.clone();
+    r.h.on_result(first, refused(), r.now);
+    assert_eq!(r.h.rows(r.now)[0].last, before);
+    r.answer(|_| Outcome::PASS);
+    assert_eq!(r.h.rows(r.now)[0].last, Some(Outcome::PASS));
+}
+
+#[test]
+fn misc_dynamic_keeps_its_weight_while_a_failure_is_retried() {
+    let mut spec = service(1);
+    spec.reals[0].weight = 100;
+    spec.reals[0].checkers = vec![check(
+        1,
+        CheckKind::Misc {
+            script: script("check"),
+            timeout: None,
+            dynamic: true,
+        },
+    )];
+    let mut r = Rig::new(vec![spec]);
+    let w = |r: &Rig| r.h.overlay().dests[&(key(), rip(1), 80)].weight;
+    r.run(S, |_| Outcome::Pass { weight: Some(2) });
+    assert_eq!(w(&r), Some(2));
+    // One failure, retried (retry 2): still alive at weight 2, not 100.
+    r.next_probe_of(1);
+    r.answer(|_| Outcome::fail(FailKind::Exit, "exit code 1"));
+    assert!(r.alive(1));
+    assert_eq!(w(&r), Some(2));
+}

@@ -21,15 +21,24 @@ use super::spec::{CheckKind, CheckSpec, Script, ScriptDefaults};
 
 pub use script::run_user;
 
-/// Probes (and scripts) running at once, at most.
+/// Probes running at once, at most.
 pub const MAX_CONCURRENT: usize = 512;
+/// Notify and quorum scripts running at once, at most (a pool apart from the probes', so a
+/// hanging script never holds a probe back).
+pub const MAX_SCRIPTS: usize = 64;
 
 /// How long a stopping runtime waits for what still runs.
 const FINISH_WAIT: Duration = Duration::from_secs(5);
 
 /// What the control thread asks of the probe runtime.
 enum Job {
-    Probe { id: CheckId, spec: Arc<CheckSpec> },
+    /// A probe, to start before `not_after` (else it is dropped: the machine counts it as
+    /// lost).
+    Probe {
+        id: CheckId,
+        spec: Arc<CheckSpec>,
+        not_after: Instant,
+    },
     Script { script: Script, why: String },
 }
 
@@ -67,16 +76,25 @@ impl Prober {
             .name("xlvs-health".into())
             .spawn(move || {
                 let limit = Arc::new(Semaphore::new(MAX_CONCURRENT));
+                let script_limit = Arc::new(Semaphore::new(MAX_SCRIPTS));
                 rt.block_on(async move {
                     let (res_tx, res_rx) = tmpsc::unbounded_channel::<Done>();
                     tokio::spawn(forward(res_rx, tx, wake));
                     while let Some(job) = rx.recv().await {
-                        let Ok(permit) = limit.clone().acquire_owned().await else {
-                            break;
-                        };
                         let scripts = scripts.clone();
                         match job {
-                            Job::Probe { id, spec } => {
+                            Job::Probe {
+                                id,
+                                spec,
+                                not_after,
+                            } => {
+                                let Ok(permit) = limit.clone().acquire_owned().await else {
+                                    break;
+                                };
+                                if Instant::now() > not_after {
+                                    log::debug!("probe of {} dropped: started too late", spec.target);
+                                    continue;
+                                }
                                 let res_tx = res_tx.clone();
                                 tokio::spawn(async move {
                                     let start = Instant::now();
@@ -92,16 +110,19 @@ impl Prober {
                                 });
                             }
                             Job::Script { script, why } => {
+                                let limit = script_limit.clone();
                                 tokio::spawn(async move {
+                                    let Ok(_permit) = limit.acquire_owned().await else {
+                                        return;
+                                    };
                                     script::notify(&script, &why, &scripts).await;
-                                    drop(permit);
                                 });
                             }
                         }
                     }
                     // Stopping: let running scripts (omega's) finish, within bounds.
-                    let all = MAX_CONCURRENT as u32;
-                    let _ = tokio::time::timeout(FINISH_WAIT, limit.acquire_many(all)).await;
+                    let all = MAX_SCRIPTS as u32;
+                    let _ = tokio::time::timeout(FINISH_WAIT, script_limit.acquire_many(all)).await;
                 });
             })?;
         Ok(Prober {
@@ -114,7 +135,12 @@ impl Prober {
     /// Starts checker `id`'s probe.
     pub fn probe(&self, id: CheckId, spec: Arc<CheckSpec>) {
         if let Some(j) = &self.jobs {
-            let _ = j.send(Job::Probe { id, spec });
+            let not_after = Instant::now() + spec.timeout;
+            let _ = j.send(Job::Probe {
+                id,
+                spec,
+                not_after,
+            });
         }
     }
 

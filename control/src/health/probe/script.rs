@@ -35,14 +35,16 @@ pub fn run_user(script: &Script, defaults: &ScriptDefaults) -> Result<(u32, u32)
 
 /// (uid, primary gid) of `user` from /etc/passwd (or a numeric uid).
 fn lookup_user(user: &str) -> Option<(u32, u32)> {
-    if let Ok(uid) = user.parse::<u32>() {
-        return Some((uid, uid));
-    }
-    let passwd = std::fs::read_to_string("/etc/passwd").ok()?;
-    passwd.lines().find_map(|l| {
+    let numeric = user.parse::<u32>().ok();
+    let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
+    let found = passwd.lines().find_map(|l| {
         let f: Vec<&str> = l.split(':').collect();
-        (f.len() >= 4 && f[0] == user).then(|| Some((f[2].parse().ok()?, f[3].parse().ok()?)))?
-    })
+        let uid: u32 = f.get(2)?.parse().ok()?;
+        let matches = f.len() >= 4 && (f[0] == user || numeric == Some(uid));
+        matches.then(|| Some((uid, f[3].parse().ok()?)))?
+    });
+    // A numeric uid without a passwd entry runs with the same number as its group.
+    found.or(numeric.map(|u| (u, u)))
 }
 
 fn lookup_group(group: &str) -> Option<u32> {
@@ -113,40 +115,34 @@ async fn run(
     }
     let mut child = cmd.spawn().map_err(|e| format!("{prog}: {e}"))?;
     let pid = child.id();
-    let mut out = child.stdout.take();
-    let mut err = child.stderr.take();
-    let collect = async move {
-        let mut o = Vec::new();
-        let mut e = Vec::new();
-        if let Some(s) = out.as_mut() {
-            let _ = s.take(MAX_OUTPUT as u64).read_to_end(&mut o).await;
-        }
-        if let Some(s) = err.as_mut() {
-            let _ = s.take(MAX_OUTPUT as u64).read_to_end(&mut e).await;
-        }
-        (o, e)
-    };
-    let work = async {
-        let (o, e) = collect.await;
-        (child.wait().await, o, e)
+    // Both pipes read at once (a script filling one while we wait on the other would hang),
+    // kept up to MAX_OUTPUT each and drained past it.
+    let out = child.stdout.take();
+    let err = child.stderr.take();
+    let output = async move { tokio::join!(read_capped(out), read_capped(err)) };
+    tokio::pin!(output);
+    let run = async {
+        let status = child.wait().await;
+        // A child the script left behind may hold the pipes: what came by then is enough.
+        let pipes = tokio::time::timeout(PIPE_GRACE, &mut output).await.ok();
+        (status, pipes)
     };
     let res = match timeout {
-        Some(t) => tokio::time::timeout(t, work).await.ok(),
-        None => Some(work.await),
+        Some(t) => tokio::time::timeout(t, run).await.ok(),
+        None => Some(run.await),
     };
-    let Some((status, o, e)) = res else {
+    let Some((status, pipes)) = res else {
         kill_group(pid);
-        log::warn!(
-            "{why}: {prog} killed after {:?}",
-            timeout.unwrap_or_default()
-        );
+        log::warn!("{why}: {prog} killed after {:?}", timeout.unwrap_or_default());
         return Ok(Ended::TimedOut);
     };
-    for line in String::from_utf8_lossy(&o)
-        .lines()
-        .chain(String::from_utf8_lossy(&e).lines())
-    {
-        log::info!("{why}: {prog}: {line}");
+    if let Some((o, e)) = pipes {
+        for line in String::from_utf8_lossy(&o)
+            .lines()
+            .chain(String::from_utf8_lossy(&e).lines())
+        {
+            log::info!("{why}: {prog}: {line}");
+        }
     }
     let status = status.map_err(|e| format!("{prog}: {e}"))?;
     use std::os::unix::process::ExitStatusExt;
@@ -155,6 +151,28 @@ async fn run(
         (None, Some(s)) => Ended::Signal(s),
         (None, None) => Ended::Signal(0),
     })
+}
+
+/// How long a script's output is still read after it exited.
+const PIPE_GRACE: Duration = Duration::from_millis(100);
+
+/// How long a notify or quorum script may run before it is killed with its process group.
+pub const NOTIFY_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Reads a pipe to its end, keeping the first [`MAX_OUTPUT`] bytes.
+async fn read_capped<R: tokio::io::AsyncRead + Unpin>(pipe: Option<R>) -> Vec<u8> {
+    let mut kept = Vec::new();
+    let Some(mut p) = pipe else { return kept };
+    let mut buf = [0u8; 4096];
+    loop {
+        match p.read(&mut buf).await {
+            Ok(0) | Err(_) => return kept,
+            Ok(n) => {
+                let room = MAX_OUTPUT.saturating_sub(kept.len());
+                kept.extend_from_slice(&buf[..n.min(room)]);
+            }
+        }
+    }
 }
 
 /// Kills a timed-out script's whole process group (it runs in its own, see `run`).
@@ -198,7 +216,7 @@ pub(super) async fn misc(spec: &CheckSpec, defaults: &ScriptDefaults) -> Outcome
 /// A notify or quorum script: run, its outcome logged.
 pub(super) async fn notify(script: &Script, why: &str, defaults: &ScriptDefaults) {
     let prog = script.argv.first().map_or("", String::as_str);
-    match run(script, why, defaults, None).await {
+    match run(script, why, defaults, Some(NOTIFY_TIMEOUT)).await {
         Ok(Ended::Exit(0)) => log::info!("{why}: {prog} ran"),
         Ok(Ended::Exit(c)) => log::warn!("{why}: {prog} exited {c}"),
         Ok(Ended::Signal(s)) => log::warn!("{why}: {prog} killed by signal {s}"),
