@@ -91,6 +91,28 @@ pub fn raise_memlock() {
     }
 }
 
+/// Raises the soft limit on open files to the hard one: health checks may hold hundreds of
+/// sockets and script pipes at once.
+pub fn raise_nofile() {
+    let mut r = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // Safety: getrlimit writes the struct we pass, setrlimit reads it.
+    let ok = unsafe {
+        libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) == 0 && {
+            r.rlim_cur = r.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &r) == 0
+        }
+    };
+    if !ok {
+        log::debug!(
+            "could not raise RLIMIT_NOFILE ({}); continuing",
+            std::io::Error::last_os_error()
+        );
+    }
+}
+
 static STOP: AtomicBool = AtomicBool::new(false);
 static RELOAD: AtomicBool = AtomicBool::new(false);
 /// The eventfd the handler writes to wake the control loop (-1: none).

@@ -99,6 +99,9 @@ pub struct Control {
     checker: Option<Checker>,
     /// IPVS `expire_nodest_conn` (`--expire-nodest-conn`).
     expire_nodest_conn: bool,
+    /// Realservers gone from the last snapshots: their connections are marked again at the
+    /// next housekeeping, for those a worker still on the older snapshot made meanwhile.
+    gone: Vec<Arc<DestState>>,
     /// When housekeeping runs next (once a second).
     next_housekeeping: Instant,
     /// Housekeeping rounds so far.
@@ -123,6 +126,7 @@ impl Control {
             keepalived: None,
             checker: None,
             expire_nodest_conn: false,
+            gone: Vec::new(),
             next_housekeeping: now + Duration::from_secs(1),
             tick: 0,
         }
@@ -215,29 +219,38 @@ impl Control {
     }
 
     /// With `expire_nodest_conn`: the connections of realservers `old` had and the snapshot
-    /// now has not are marked, so that their next client packet expires them.
-    fn unbind_gone(&self, old: &Snapshot) {
-        fn dests(s: &Snapshot) -> HashSet<*const DestState> {
+    /// now has not are marked, so that their next client packet expires them (again at the
+    /// next housekeeping: a worker may still have been scheduling with `old`).
+    fn unbind_gone(&mut self, old: &Snapshot) {
+        fn dests(s: &Snapshot) -> impl Iterator<Item = &Arc<DestState>> {
             s.services
                 .values()
                 .flat_map(|svc| svc.dests.iter().chain(svc.sorry.iter()))
-                .map(|d| Arc::as_ptr(&d.state))
-                .collect()
+                .map(|d| &d.state)
         }
-        let now = dests(&self.snapshot.load());
-        let gone: HashSet<*const DestState> = dests(old).difference(&now).copied().collect();
+        let snap = self.snapshot.load();
+        let now: HashSet<*const DestState> = dests(&snap).map(Arc::as_ptr).collect();
+        let mut seen = HashSet::new();
+        let gone: Vec<Arc<DestState>> = dests(old)
+            .filter(|d| !now.contains(&Arc::as_ptr(d)) && seen.insert(Arc::as_ptr(d)))
+            .cloned()
+            .collect();
         if gone.is_empty() {
             return;
         }
-        let n = self
-            .conns
-            .unbind_gone(|d| gone.contains(&(d as *const DestState)));
-        if n > 0 {
-            log::info!(
-                "expire_nodest_conn: {n} connection(s) of {} realserver(s) gone from the table expire at their next packet",
-                gone.len()
-            );
-        }
+        let n = self.mark_gone(&gone);
+        log::info!(
+            "expire_nodest_conn: {n} connection(s) of {} realserver(s) gone from the table expire at their next packet",
+            gone.len()
+        );
+        self.gone.extend(gone);
+    }
+
+    /// Marks the connections of realservers `gone`; returns how many.
+    fn mark_gone(&self, gone: &[Arc<DestState>]) -> usize {
+        let set: HashSet<*const DestState> = gone.iter().map(Arc::as_ptr).collect();
+        self.conns
+            .unbind_gone(|d| set.contains(&(d as *const DestState)))
     }
 
     /// Brings the realservers' next hops up to date (never waits).
@@ -321,6 +334,13 @@ impl Control {
             log::debug!("forgot {gone} fragmented datagram(s)");
         }
         let reaped = self.table.reap_retired();
+        if !self.gone.is_empty() {
+            let gone = std::mem::take(&mut self.gone);
+            let n = self.mark_gone(&gone);
+            if n > 0 {
+                log::info!("expire_nodest_conn: {n} more connection(s) of realservers gone");
+            }
+        }
         if self.tick.is_multiple_of(rates::ESTIMATOR_PERIOD_SECS) {
             self.table.estimate();
         }
@@ -339,29 +359,36 @@ impl Control {
         }
         if let Some(path) = self.rules.clone() {
             match load_rules(&self.table, &path) {
-                Ok(t) => {
-                    self.reload_file(&t, &path, now);
-                }
+                Ok(t) => self.reload_file(&t, &path, now, |_| {}),
                 Err(e) => log::error!("reload failed, nothing changed: {e:#}"),
             }
         }
         if let Some(path) = self.keepalived.clone() {
             match load_keepalived(&self.table, &path) {
-                Ok((t, conf)) => {
-                    if self.reload_file(&t, &path, now)
-                        && let Some(c) = &mut self.checker
-                    {
+                // The checkers first, so that the table is published once, with their view.
+                Ok((t, conf)) => self.reload_file(&t, &path, now, |ctl| {
+                    if let Some(c) = &mut ctl.checker {
                         c.update(conf.services, now);
-                        self.apply_health();
+                        if let Some(o) = c.changed_overlay() {
+                            ctl.table.set_health(o);
+                        }
                     }
-                }
+                }),
                 Err(e) => log::error!("reload failed, nothing changed: {e:#}"),
             }
         }
     }
 
-    /// Makes what `path` owns in the table what it is in `target`; false if that failed.
-    fn reload_file(&mut self, target: &ServiceTable, path: &Path, now: Instant) -> bool {
+    /// Makes what `path` owns in the table what it is in `target`, runs `then` (before
+    /// anything is published), and publishes. If the table refuses the change, nothing
+    /// changes and `then` does not run.
+    fn reload_file(
+        &mut self,
+        target: &ServiceTable,
+        path: &Path,
+        now: Instant,
+        then: impl FnOnce(&mut Self),
+    ) {
         let source = Source::File(path.to_path_buf());
         let diff = match self.table.reload(target, &source) {
             Ok(d) => d,
@@ -371,14 +398,15 @@ impl Control {
                     path.display(),
                     e.msg
                 );
-                return false;
+                return;
             }
         };
-        if diff.is_empty() {
-            log::info!("reload of {}: no change", path.display());
-            return true;
-        }
+        then(self);
         self.changed(now);
+        if diff.is_empty() {
+            log::info!("reload of {}: no change to the table", path.display());
+            return;
+        }
         log::info!(
             "reload of {}: {} change(s) applied",
             path.display(),
@@ -387,7 +415,6 @@ impl Control {
         for c in &diff {
             log::info!("  {c}");
         }
-        true
     }
 
     /// After the table changed: resolve new realservers' next hops, then publish.

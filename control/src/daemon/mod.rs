@@ -138,6 +138,7 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
     };
     let signals = sys::SignalFd::install().context("signal handlers")?;
     sys::raise_memlock();
+    sys::raise_nofile();
 
     let mut steering = xdp::XdpSteering::load()?;
     let dp = Dataplane::bind(&specs, cfg.xsk).map_err(|e| anyhow::anyhow!("{e}"))?;

@@ -507,9 +507,7 @@ impl Health {
         // misc_dynamic: a passing exit code sets the weight (0: the configured one); a
         // failure takes it back once the checker fails, not while it is retried.
         let dyn_weight = match (&outcome, &c.spec.kind) {
-            (Outcome::Pass { weight: Some(w) }, CheckKind::Misc { dynamic: true, .. }) => {
-                Some(*w)
-            }
+            (Outcome::Pass { weight: Some(w) }, CheckKind::Misc { dynamic: true, .. }) => Some(*w),
             (Outcome::Pass { .. }, _) => None,
             (Outcome::Fail(..), _) if became == Some(false) => None,
             (Outcome::Fail(..), _) => c.dyn_weight,
@@ -648,22 +646,26 @@ impl Health {
     /// What the services table makes of the realservers.
     pub fn overlay(&self) -> Overlay {
         let mut o = Overlay::default();
-        for r in &self.reals {
-            let key = self.services[r.svc].spec.key;
-            o.dests.insert(
-                (key, r.addr, r.port),
-                DestHealth {
-                    alive: r.alive,
-                    weight: r
-                        .dynamic(&self.checks)
-                        .then(|| r.effective(&self.checks)),
-                    inhibit: r.inhibit,
-                },
-            );
+        for (i, r) in self.reals.iter().enumerate() {
+            let svc = &self.services[r.svc];
+            let h = DestHealth {
+                alive: r.alive,
+                weight: r.dynamic(&self.checks).then(|| r.effective(&self.checks)),
+                inhibit: r.inhibit,
+            };
+            o.dests.insert((svc.spec.key, r.addr, r.port), h);
+            // The same realserver in the group's other services.
+            let nth = i - svc.reals.start;
+            for (key, ports) in &svc.spec.also {
+                if let Some(&port) = ports.get(nth) {
+                    o.dests.insert((*key, r.addr, port), h);
+                }
+            }
         }
         for s in &self.services {
             if !s.quorum_up {
                 o.quorum_lost.insert(s.spec.key);
+                o.quorum_lost.extend(s.spec.also.iter().map(|(k, _)| *k));
             }
         }
         o
@@ -709,8 +711,7 @@ impl Health {
                 }
             }
             // keepalived runs it when stopping whatever the quorum was.
-            if let Some(sc) = &self.services[s].spec.quorum_down
-            {
+            if let Some(sc) = &self.services[s].spec.quorum_down {
                 self.out.push_back(Action::Script {
                     script: sc.clone(),
                     why: format!("quorum_down (omega) of {label}"),
@@ -733,9 +734,12 @@ impl Health {
 struct OldState {
     checks: HashMap<(SvcKey, IpAddr, u16, Identity), CheckState>,
     /// Each realserver's alive state and notify_down script.
-    alive: BTreeMap<(SvcKey, IpAddr, u16), (bool, Option<Script>, String)>,
+    alive: BTreeMap<(SvcKey, IpAddr, u16), OldReal>,
     quorum: BTreeMap<SvcKey, bool>,
 }
+
+/// A realserver before a reload: alive, its notify_down, its service's label.
+type OldReal = (bool, Option<Script>, String);
 
 /// What makes a checker the same probe across a reload (keepalived's `compare_*_check` and
 /// `compare_conn_opts`): its kind and settings, target, source, interface, timeout and mark.

@@ -147,11 +147,15 @@ pub struct RealSpec {
     pub checkers: Vec<CheckSpec>,
 }
 
-/// A virtual server's health settings (one per service; a `virtual_server group` gives one
-/// per member service, all alike).
+/// A virtual server's health settings (one per virtual server: a `virtual_server group`'s
+/// member services share it, see `also`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ServiceSpec {
     pub key: SvcKey,
+    /// The other services of a `virtual_server group`, checked once with this one (as
+    /// keepalived runs one set of checkers per virtual server): each member's key and its
+    /// realservers' ports there, in `reals` order.
+    pub also: Vec<(SvcKey, Vec<u16>)>,
     pub reals: Vec<RealSpec>,
     /// `quorum` (default 1, lowered to the total weight when above it, as keepalived does):
     /// the live weight it needs; below it, the sorry server.

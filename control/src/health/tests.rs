@@ -61,6 +61,7 @@ fn real(i: u8) -> RealSpec {
 fn service(n: u8) -> ServiceSpec {
     ServiceSpec {
         key: key(),
+        also: Vec::new(),
         reals: (1..=n).map(real).collect(),
         quorum: 1,
         hysteresis: 0,
@@ -434,7 +435,10 @@ fn a_reload_that_changes_only_timing_keeps_the_checkers_state() {
     }
     r.h.update(vec![spec.clone()], r.now);
     r.drain();
-    assert!(!r.alive(1), "a timing change puts no failed realserver back");
+    assert!(
+        !r.alive(1),
+        "a timing change puts no failed realserver back"
+    );
     // A different target is another probe: it starts afresh (up).
     spec.reals[0].checkers[0].target.set_port(81);
     r.h.update(vec![spec], r.now);
@@ -451,13 +455,20 @@ fn a_reload_reevaluates_quorum_and_notifies_removed_live_realservers() {
     spec.quorum = 5;
     r.h.update(vec![spec], r.now);
     r.drain();
-    assert!(r.h.overlay().quorum_lost.contains(&key()), "quorum 5 > live weight 2");
+    assert!(
+        r.h.overlay().quorum_lost.contains(&key()),
+        "quorum 5 > live weight 2"
+    );
     assert!(r.scripts.contains(&"/bin/qdown".to_string()));
     let mut one = service(1);
     one.quorum = 5;
     r.h.update(vec![one], r.now);
     r.drain();
-    assert!(r.scripts.contains(&"/bin/down2".to_string()), "{:?}", r.scripts);
+    assert!(
+        r.scripts.contains(&"/bin/down2".to_string()),
+        "{:?}",
+        r.scripts
+    );
 }
 
 #[test]

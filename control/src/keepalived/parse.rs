@@ -1383,6 +1383,8 @@ impl P {
         }
 
         let mut warned_port = false;
+        // The index in cfg.services of this virtual server's first service.
+        let mut first: Option<usize> = None;
         for (key, svc_label) in keys {
             if let Some((f, l)) = seen.get(&key) {
                 let at = self.at(*f, *l);
@@ -1447,8 +1449,10 @@ impl P {
                 })?;
                 cfg.commands.push(cmd);
                 let mut checkers = Vec::new();
-                for ck in &r.checkers {
-                    checkers.push(self.check_spec(ck, r, &vs, port, !warned_port)?);
+                if first.is_none() {
+                    for ck in &r.checkers {
+                        checkers.push(self.check_spec(ck, r, &vs, port, !warned_port)?);
+                    }
                 }
                 specs.push(RealSpec {
                     addr: r.addr,
@@ -1461,8 +1465,16 @@ impl P {
                 });
             }
             warned_port = true;
+            // A group's later members share the first one's checkers.
+            if let Some(i) = first {
+                let ports = specs.iter().map(|r| r.port).collect();
+                cfg.services[i].also.push((key, ports));
+                continue;
+            }
+            first = Some(cfg.services.len());
             cfg.services.push(ServiceSpec {
                 key,
+                also: Vec::new(),
                 reals: specs,
                 quorum,
                 hysteresis,

@@ -162,8 +162,13 @@ fn full_fixture() {
         assert_eq!(c.validate(), Ok(()), "{c}");
     }
 
-    // The specs: one per IPVS service, in command order.
-    let keys: Vec<_> = cfg.services.iter().map(|s| s.key).collect();
+    // The specs: one per virtual server, in command order (a group's members are one
+    // spec's key and `also`).
+    let keys: Vec<_> = cfg
+        .services
+        .iter()
+        .flat_map(|s| std::iter::once(s.key).chain(s.also.iter().map(|(k, _)| *k)))
+        .collect();
     assert_eq!(
         keys,
         vec![
@@ -277,9 +282,11 @@ fn full_fixture() {
     );
     assert_eq!((misc.timeout, misc.retry), (secs(7), 0));
 
-    for (i, port) in [(2, 80), (3, 80), (4, 8080)] {
-        let s = &cfg.services[i];
-        assert_eq!(s.label, format!("[WEB]:{port}"));
+    // The group's three services share one spec: its first member's.
+    assert_eq!(cfg.services[2].also.len(), 2);
+    {
+        let s = &cfg.services[2];
+        assert_eq!(s.label, "[WEB]:80");
         let cks = &s.reals[0].checkers;
         assert_eq!(
             cks[0].kind,
@@ -305,7 +312,7 @@ fn full_fixture() {
             }
         );
     }
-    let s = &cfg.services[5];
+    let s = &cfg.services[3];
     assert_eq!(s.label, "FWM 7");
     let ck = &s.reals[0].checkers[0];
     assert_eq!(
@@ -605,7 +612,12 @@ fn groups_expand() {
          real_server 10.9.9.9 {\n}\n}\n",
     )
     .expect("parses");
-    let keys: Vec<String> = cfg.services.iter().map(|s| s.key.label()).collect();
+    assert_eq!(cfg.services.len(), 1, "one set of checkers for the group");
+    let s = &cfg.services[0];
+    let keys: Vec<String> = std::iter::once(s.key)
+        .chain(s.also.iter().map(|(k, _)| *k))
+        .map(|k| k.label())
+        .collect();
     assert_eq!(
         keys,
         [
@@ -622,7 +634,9 @@ fn groups_expand() {
         ]
     );
     // DR: every member's realserver takes the member's port (0 for the fwmark one).
-    let ports: Vec<u16> = cfg.services.iter().map(|s| s.reals[0].port).collect();
+    let ports: Vec<u16> = std::iter::once(s.reals[0].port)
+        .chain(s.also.iter().map(|(_, p)| p[0]))
+        .collect();
     assert_eq!(ports, [80, 80, 80, 443, 443, 443, 443, 25, 25, 0]);
     let (l, m) = error("virtual_server_group G {\n10.0.0.5-3 80\n}\n");
     assert!(l == 2 && m.contains("below"), "{m}");

@@ -12,9 +12,9 @@ use super::tcp::connect;
 use crate::health::machine::{FailKind, Outcome};
 use crate::health::spec::{CheckKind, CheckSpec, Url};
 
-/// The most of a response read (keepalived reads the whole body to hash it; a larger body
-/// is hashed as far as this).
-const MAX_RESPONSE: usize = 16 << 20;
+/// The most of a response's header kept; the body is hashed as it streams (keepalived reads
+/// the whole body too), never kept.
+const MAX_HEADER: usize = 64 << 10;
 
 pub(super) async fn check(spec: &CheckSpec) -> Outcome {
     let CheckKind::Http {
@@ -33,9 +33,17 @@ pub(super) async fn check(spec: &CheckSpec) -> Outcome {
         virtualhost: None,
     }];
     let urls = if urls.is_empty() { &default[..] } else { urls };
+    // Each url is its own connection under connect_timeout, as keepalived's.
     for url in urls {
         let host = url.virtualhost.as_ref().or(virtualhost.as_ref());
-        let o = get(spec, url, host.map(String::as_str), *tls, *sni).await;
+        let get = get(spec, url, host.map(String::as_str), *tls, *sni);
+        let o = match tokio::time::timeout(spec.timeout, get).await {
+            Ok(o) => o,
+            Err(_) => Outcome::fail(
+                FailKind::Timeout,
+                format!("{} not answered within {:?}", url.path, spec.timeout),
+            ),
+        };
         if !matches!(o, Outcome::Pass { .. }) {
             return o;
         }
@@ -48,18 +56,22 @@ async fn get(spec: &CheckSpec, url: &Url, vhost: Option<&str>, tls: bool, sni: b
         Ok(s) => s,
         Err(o) => return o,
     };
-    let host = match vhost {
-        Some(h) => h.to_string(),
-        None => match spec.target.ip() {
-            std::net::IpAddr::V4(a) => a.to_string(),
-            std::net::IpAddr::V6(a) => format!("[{a}]"),
-        },
-    };
+    // keepalived sends a virtualhost as written, and an address with its port unless it is
+    // the scheme's.
     let default_port = if tls { 443 } else { 80 };
-    let host_hdr = if spec.target.port() == default_port {
-        host.clone()
-    } else {
-        format!("{host}:{}", spec.target.port())
+    let host_hdr = match vhost {
+        Some(h) => h.to_string(),
+        None => {
+            let host = match spec.target.ip() {
+                std::net::IpAddr::V4(a) => a.to_string(),
+                std::net::IpAddr::V6(a) => format!("[{a}]"),
+            };
+            if spec.target.port() == default_port {
+                host
+            } else {
+                format!("{host}:{}", spec.target.port())
+            }
+        }
     };
     let req = format!(
         "GET {} HTTP/1.0\r\nUser-Agent: KeepAliveClient\r\nHost: {host_hdr}\r\n\r\n",
@@ -78,50 +90,76 @@ async fn get(spec: &CheckSpec, url: &Url, vhost: Option<&str>, tls: bool, sni: b
             .connect(name, stream)
             .await;
         match conn {
-            Ok(s) => exchange(s, &req).await,
+            Ok(s) => exchange(s, &req, url).await,
             Err(e) => return Outcome::fail(FailKind::Tls, format!("handshake: {e}")),
         }
     } else {
-        exchange(stream, &req).await
+        exchange(stream, &req, url).await
     };
-    let resp = match resp {
-        Ok(r) => r,
-        Err(e) => return super::io_fail("read", &e),
-    };
-    judge(url, &resp)
+    match resp {
+        Ok(o) => o,
+        Err(e) => super::io_fail("read", &e),
+    }
 }
 
+/// Sends the request and judges the answer: the header kept (up to [`MAX_HEADER`]), the
+/// body hashed as it comes.
 async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
     mut s: S,
     req: &str,
-) -> std::io::Result<Vec<u8>> {
+    url: &Url,
+) -> std::io::Result<Outcome> {
     s.write_all(req.as_bytes()).await?;
     s.flush().await?;
-    let mut buf = Vec::new();
+    let mut head = Vec::new();
+    let mut md5 = Md5::new();
+    let mut in_body = false;
     let mut chunk = [0u8; 16384];
     loop {
-        match s.read(&mut chunk).await {
+        let n = match s.read(&mut chunk).await {
             Ok(0) => break,
-            Ok(n) => {
-                buf.extend_from_slice(&chunk[..n]);
-                if buf.len() >= MAX_RESPONSE {
-                    break;
-                }
-            }
+            Ok(n) => n,
             // A TLS peer that closes without close_notify: what was read counts.
-            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof && !buf.is_empty() => break,
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof && in_body => break,
             Err(e) => return Err(e),
+        };
+        if in_body {
+            md5.update(&chunk[..n]);
+            continue;
+        }
+        head.extend_from_slice(&chunk[..n]);
+        if let Some(end) = head.windows(4).position(|w| w == b"\r\n\r\n") {
+            md5.update(&head[end + 4..]);
+            head.truncate(end + 4);
+            in_body = true;
+            // Without a digest the status is all that counts.
+            if url.digest.is_none() {
+                break;
+            }
+        } else if head.len() > MAX_HEADER {
+            return Ok(Outcome::fail(FailKind::Protocol, "HTTP header too long"));
         }
     }
-    Ok(buf)
+    let digest = hex(&md5.finalize());
+    Ok(judge_head(url, &head, &digest))
 }
 
-/// The status line and body of `resp` against `url`'s expectations.
+/// The status line and body of a whole response `resp` against `url`'s expectations.
+#[cfg(test)]
 pub(crate) fn judge(url: &Url, resp: &[u8]) -> Outcome {
-    let Some(head_end) = resp.windows(4).position(|w| w == b"\r\n\r\n") else {
+    let Some(end) = resp.windows(4).position(|w| w == b"\r\n\r\n") else {
         return Outcome::fail(FailKind::Protocol, "no complete HTTP header");
     };
-    let head = String::from_utf8_lossy(&resp[..head_end]);
+    judge_head(url, &resp[..end + 4], &md5_hex(&resp[end + 4..]))
+}
+
+/// The status line of `head` (the header, "\r\n\r\n" included) and the body's MD5 (hex)
+/// against `url`'s expectations.
+fn judge_head(url: &Url, head: &[u8], body_md5: &str) -> Outcome {
+    if !head.ends_with(b"\r\n\r\n") {
+        return Outcome::fail(FailKind::Protocol, "no complete HTTP header");
+    }
+    let head = String::from_utf8_lossy(head);
     let status = head
         .lines()
         .next()
@@ -140,24 +178,25 @@ pub(crate) fn judge(url: &Url, resp: &[u8]) -> Outcome {
     if !accepted {
         return Outcome::fail(FailKind::Status, format!("{} answered {status}", url.path));
     }
-    if let Some(want) = &url.digest {
-        let got = md5_hex(&resp[head_end + 4..]);
-        if !got.eq_ignore_ascii_case(want) {
-            return Outcome::fail(
-                FailKind::Digest,
-                format!("{} body MD5 {got}, expected {want}", url.path),
-            );
-        }
+    if let Some(want) = &url.digest
+        && !body_md5.eq_ignore_ascii_case(want)
+    {
+        return Outcome::fail(
+            FailKind::Digest,
+            format!("{} body MD5 {body_md5}, expected {want}", url.path),
+        );
     }
     Outcome::PASS
 }
 
 /// MD5 as 32 lowercase hex digits.
+#[cfg(test)]
 pub(crate) fn md5_hex(data: &[u8]) -> String {
-    Md5::digest(data)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    hex(&Md5::digest(data))
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// A TLS client that accepts any certificate (keepalived's SSL_GET does not verify); None if

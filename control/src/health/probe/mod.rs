@@ -39,7 +39,10 @@ enum Job {
         spec: Arc<CheckSpec>,
         not_after: Instant,
     },
-    Script { script: Script, why: String },
+    Script {
+        script: Script,
+        why: String,
+    },
 }
 
 /// A probe's result, with how long it took.
@@ -80,7 +83,10 @@ impl Prober {
                 rt.block_on(async move {
                     let (res_tx, res_rx) = tmpsc::unbounded_channel::<Done>();
                     tokio::spawn(forward(res_rx, tx, wake));
+                    // Scripts running (omega's must finish before the runtime stops).
+                    let mut scripts_running = tokio::task::JoinSet::new();
                     while let Some(job) = rx.recv().await {
+                        while scripts_running.try_join_next().is_some() {}
                         let scripts = scripts.clone();
                         match job {
                             Job::Probe {
@@ -92,7 +98,10 @@ impl Prober {
                                     break;
                                 };
                                 if Instant::now() > not_after {
-                                    log::debug!("probe of {} dropped: started too late", spec.target);
+                                    log::debug!(
+                                        "probe of {} dropped: started too late",
+                                        spec.target
+                                    );
                                     continue;
                                 }
                                 let res_tx = res_tx.clone();
@@ -111,7 +120,7 @@ impl Prober {
                             }
                             Job::Script { script, why } => {
                                 let limit = script_limit.clone();
-                                tokio::spawn(async move {
+                                scripts_running.spawn(async move {
                                     let Ok(_permit) = limit.acquire_owned().await else {
                                         return;
                                     };
@@ -121,8 +130,8 @@ impl Prober {
                         }
                     }
                     // Stopping: let running scripts (omega's) finish, within bounds.
-                    let all = MAX_SCRIPTS as u32;
-                    let _ = tokio::time::timeout(FINISH_WAIT, script_limit.acquire_many(all)).await;
+                    let all = async { while scripts_running.join_next().await.is_some() {} };
+                    let _ = tokio::time::timeout(FINISH_WAIT, all).await;
                 });
             })?;
         Ok(Prober {
@@ -214,8 +223,9 @@ async fn probe(spec: &CheckSpec, scripts: &ScriptDefaults) -> Outcome {
         }
     };
     match &spec.kind {
-        // A script keeps its own deadline (misc_timeout) and kills what overstays it.
-        CheckKind::Misc { .. } => fut.await,
+        // A script keeps its own deadline (misc_timeout) and kills what overstays it; an
+        // HTTP checker has one per url.
+        CheckKind::Misc { .. } | CheckKind::Http { .. } => fut.await,
         _ => match tokio::time::timeout(spec.timeout, fut).await {
             Ok(o) => o,
             Err(_) => Outcome::fail(

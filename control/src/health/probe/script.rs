@@ -133,7 +133,10 @@ async fn run(
     };
     let Some((status, pipes)) = res else {
         kill_group(pid);
-        log::warn!("{why}: {prog} killed after {:?}", timeout.unwrap_or_default());
+        log::warn!(
+            "{why}: {prog} killed after {:?}",
+            timeout.unwrap_or_default()
+        );
         return Ok(Ended::TimedOut);
     };
     if let Some((o, e)) = pipes {
