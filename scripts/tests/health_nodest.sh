@@ -5,7 +5,12 @@
 #      the end, intact, though the realserver left the table;
 #  (b) with xlvsd --expire-nodest-conn its next packets are dropped and the
 #      connection expires (gone from -L -c), so the download stops; new
-#      connections go to the live realserver.
+#      connections go to the live realserver;
+#  (c) a MISC_CHECK with `user nobody` runs as nobody; a TCP_CHECK leaves from
+#      its `bindto` (the director's address: up; an address the director does
+#      not have: down).
+# (Not given to `keepalived -t`: keepalived 2.2.7's config test hangs on a
+# script user other than root here.)
 # Needs root and target/release/{xlvsd,xlvsadm}.
 set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -28,7 +33,16 @@ CONF=$D/keepalived.conf
     printf '    real_server %s 80 {\n        MISC_CHECK {\n            misc_path "%s/check.sh %s"\n        }\n    }\n' "$ip" "$D" "$r"
   done
   printf '}\n'
+  printf 'virtual_server %s 86 {\n    delay_loop 1\n    lb_algo rr\n    lb_kind NAT\n    protocol TCP\n' "$V"
+  printf '    real_server %s 80 {\n        MISC_CHECK {\n            misc_path "%s/asuser.sh"\n            user nobody\n        }\n    }\n' "$LAB_RS1_IP" "$D"
+  printf '    real_server %s 80 {\n        TCP_CHECK {\n            bindto %s\n            connect_timeout 1\n        }\n    }\n' "$LAB_RS2_IP" "$LAB_DIR_INT_IP"
+  printf '}\n'
+  printf 'virtual_server %s 87 {\n    delay_loop 1\n    lb_algo rr\n    lb_kind NAT\n    protocol TCP\n' "$V"
+  printf '    real_server %s 80 {\n        TCP_CHECK {\n            bindto 10.10.0.77\n            connect_timeout 1\n            retry 0\n        }\n    }\n' "$LAB_RS2_IP"
+  printf '}\n'
 } >"$CONF"
+printf '#!/bin/sh\n[ "$(id -u)" = "$(id -u nobody)" ]\n' >"$D/asuser.sh"
+chmod 755 "$D/asuser.sh"
 
 # fail_victim: the realserver serving the download fails its check; wait
 # until it left the table.
@@ -82,4 +96,11 @@ TEST_BG_PIDS=()
 [ "$s1" = "$s2" ] && [ "$s2" -lt 52428800 ] || fail "the download goes on ($s1 then $s2 bytes) though its connection expired"
 log "the download stalled at $s2 bytes once its connection expired"
 [ "$(lab_exec "$ID" cli curl -sS --max-time 3 "http://$V/")" = "$OTHER" ] || fail "a new connection does not go to $OTHER"
+
+log "(c) script user and bindto"
+H=$(xadm "$ID" -L -n --health)
+printf '%s\n' "$H" | grep -Eq "^TCP +$V:86 +$LAB_RS1_IP:80 +MISC_CHECK +UP " || fail "user nobody: the script did not run as nobody: $H"
+printf '%s\n' "$H" | grep -Eq "^TCP +$V:86 +$LAB_RS2_IP:80 +TCP_CHECK +UP " || fail "bindto $LAB_DIR_INT_IP: $H"
+printf '%s\n' "$H" | grep -Eq "^TCP +$V:87 +$LAB_RS2_IP:80 +TCP_CHECK +DOWN .*(address|Address)" \
+  || fail "bindto an address the director does not have: want DOWN: $H"
 pass
