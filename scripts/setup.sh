@@ -22,6 +22,8 @@ APT_PACKAGES=(
   prometheus
   # health checks: keepalived (config test, VRRP), a DNS server, TLS certificates, md5sum
   keepalived dnsmasq-base openssl coreutils
+  # a real kernel peer (IPVS sync, pktgen, bonding): Debian's kernel under qemu
+  qemu-system-x86 linux-image-amd64 busybox-static ipvsadm kmod
 )
 
 missing=()
