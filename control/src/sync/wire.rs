@@ -50,6 +50,9 @@ pub mod flags {
     pub const BACKUP_UPD_MASK: u32 = INACTIVE | SEQ_MASK;
 }
 
+/// A template's state once one of its connections was established (`IP_VS_CTPL_S_ASSURED`).
+pub const TPL_ASSURED: u16 = 1;
+
 /// The sync multicast group (IPv4).
 pub const GROUP_V4: Ipv4Addr = Ipv4Addr::new(224, 0, 0, 81);
 /// The sync UDP port.
@@ -107,8 +110,10 @@ pub fn protocol_states(proto: u8) -> Option<u16> {
 
 /// One connection or persistence template as a sync entry carries it.
 ///
-/// Values are kept as on the wire, so a decoded entry encodes back to the same bytes (bar
-/// skipped unknown options and padding the kernel never sends).
+/// Values are kept as on the wire, so a decoded entry encodes back to the same bytes, bar
+/// what the decoder does not keep: skipped unknown options, the option order (the encoder
+/// writes sequence data, engine data, engine name, as the kernel does), an odd type other
+/// than 1 (read as IPv6, written as 1) and non-UTF-8 engine names.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct SyncConn {
     /// IP protocol (6 TCP, 17 UDP; 0 for a fwmark service's template).
@@ -203,8 +208,13 @@ impl From<&ConnEvent> for SyncConn {
     /// The entry IPVS sends for it: NAT 0x0, DR `DR | NOOUTPUT` (0x83), INACTIVE while not
     /// established; a template carries `TEMPLATE | INACTIVE` besides its forwarding bits
     /// (IPVS gives every new connection the destination's flags, INACTIVE included, and
-    /// only a connection's TCP state clears it), no NO_CPORT, state 0, and for a fwmark
-    /// service (protocol 0) the mark in `fwmark` as well as in `vaddr`.
+    /// only a connection's TCP state clears it), no NO_CPORT, and for a fwmark service
+    /// (protocol 0) the mark in `fwmark` as well as in `vaddr`.
+    ///
+    /// A template's state is 0 here. IPVS moves a template to [`TPL_ASSURED`] once one of
+    /// its TCP connections reaches ESTABLISHED or a UDP one sees a reply, and a Linux backup
+    /// drops a template that is not assured together with its last connection; the event
+    /// does not say, so the sender, which sees the connection's event just before, sets it.
     fn from(e: &ConnEvent) -> Self {
         let mut f = match e.fwd {
             Fwd::Masq => flags::FWD_MASQ,
