@@ -11,6 +11,7 @@
 //! - [`stats`]: rate estimation and ipvsadm's number format for `--stats`/`--rate`.
 //! - [`admin`]: the control socket protocol.
 //! - [`daemon`]: xlvsd's control thread.
+//! - [`sync`]: the Linux IPVS connection-sync wire codec (v0/v1), sans IO.
 //! - [`sys`]: interfaces, local addresses, signals.
 
 pub mod admin;
@@ -24,6 +25,7 @@ pub mod metrics;
 pub mod neigh;
 pub mod netlink;
 pub mod stats;
+pub mod sync;
 pub mod sys;
 pub mod table;
 pub mod xdp;
