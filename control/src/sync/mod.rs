@@ -51,6 +51,7 @@
 //!
 //! [`ConnEvent`]: xlvs_dataplane::core::events::ConnEvent
 
+pub mod master;
 mod wire;
 
 pub use wire::*;
