@@ -162,8 +162,12 @@ pub enum Command {
     },
     /// `-L -c`: the connection table (`--persistent-conn` adds ipvsadm's pe columns).
     ListConns { persistent: bool, json: bool },
-    /// `-L --daemon`: the connection sync daemons (none run yet).
+    /// `-L --daemon`: the connection sync daemons.
     ListDaemon,
+    /// `--start-daemon master|backup` and its settings.
+    StartDaemon(DaemonSpec),
+    /// `--stop-daemon master|backup`.
+    StopDaemon { role: SyncRole },
     /// `-L --health` (xlvs): one line per (realserver, checker) of health checking.
     ListHealth { key: Option<SvcKey>, json: bool },
     /// `-Z`: zero the counters of one service or of all.
@@ -275,6 +279,25 @@ impl Command {
                 }
                 Ok(())
             }
+            Command::StartDaemon(d) => {
+                let bad = |name: &str| Err(CmdError::usage(format!("illegal {name} specified")));
+                if d.port == 0 {
+                    return bad("mcast-port");
+                }
+                if d.ttl == 0 {
+                    return bad("mcast-ttl");
+                }
+                if d.maxlen.is_some_and(|m| m == 0 || m > 65535 - 20 - 8) {
+                    return bad("sync-maxlen");
+                }
+                match d.group {
+                    Some(g) if !g.is_multicast() => Err(CmdError::usage(format!(
+                        "invalid IPv{} mcast-group `{g}'",
+                        if g.is_ipv6() { 6 } else { 4 }
+                    ))),
+                    _ => Ok(()),
+                }
+            }
             _ => Ok(()),
         }
     }
@@ -378,6 +401,75 @@ pub fn mask_text(m: IpAddr) -> Option<String> {
         IpAddr::V6(a) if a.to_bits() == u128::MAX => None,
         IpAddr::V4(a) => Some(a.to_string()),
         IpAddr::V6(a) => Some(a.to_bits().leading_ones().to_string()),
+    }
+}
+
+/// A connection sync daemon's role.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum SyncRole {
+    Master,
+    Backup,
+}
+
+impl SyncRole {
+    pub fn name(self) -> &'static str {
+        match self {
+            SyncRole::Master => "master",
+            SyncRole::Backup => "backup",
+        }
+    }
+}
+
+/// A connection sync daemon as `--start-daemon` gives it (ipvsadm's defaults: syncid 0,
+/// group 224.0.0.81 or ff02::8848... see [`DaemonSpec::group`], port 8848, TTL 1, maxlen
+/// from the interface's MTU).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DaemonSpec {
+    pub role: SyncRole,
+    /// `--mcast-interface` (None: the kernel's choice, the interface of the default route).
+    pub ifname: Option<String>,
+    pub syncid: u8,
+    /// `--sync-maxlen` (None: the interface's MTU less the IP and UDP headers).
+    pub maxlen: Option<u16>,
+    /// `--mcast-group` (None: 224.0.0.81).
+    pub group: Option<IpAddr>,
+    pub port: u16,
+    pub ttl: u8,
+}
+
+impl DaemonSpec {
+    /// IPVS's default group and port.
+    pub const GROUP: Ipv4Addr = Ipv4Addr::new(224, 0, 0, 81);
+    pub const PORT: u16 = 8848;
+
+    pub fn new(role: SyncRole) -> Self {
+        DaemonSpec {
+            role,
+            ifname: None,
+            syncid: 0,
+            maxlen: None,
+            group: None,
+            port: Self::PORT,
+            ttl: 1,
+        }
+    }
+
+    /// The multicast group.
+    pub fn group(&self) -> IpAddr {
+        self.group.unwrap_or(IpAddr::V4(Self::GROUP))
+    }
+
+    /// `-L --daemon`'s line (ipvsadm's `print_daemon`), with the interface and maxlen in
+    /// use.
+    pub fn line(&self, ifname: &str, maxlen: u16) -> String {
+        format!(
+            "{} sync daemon (mcast={ifname}, syncid={}, maxlen={maxlen}, group={}, port={}, ttl={})",
+            self.role.name(),
+            self.syncid,
+            self.group(),
+            self.port,
+            self.ttl
+        )
     }
 }
 

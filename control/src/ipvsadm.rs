@@ -13,8 +13,8 @@ use xlvs_dataplane::core::sched::{SchedFlags, SchedKind};
 use xlvs_dataplane::core::service::{Fwd, Persistence, Proto, VsKey};
 
 use crate::command::{
-    CmdError, Command, DEFAULT_PERSISTENCE, DestSpec, ListFormat, MAX_WEIGHT, MarkMember,
-    ServiceOpts, SvcKey, same_family,
+    CmdError, Command, DEFAULT_PERSISTENCE, DaemonSpec, DestSpec, ListFormat, MAX_WEIGHT,
+    MarkMember, ServiceOpts, SvcKey, SyncRole, same_family,
 };
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -38,6 +38,8 @@ enum Verb {
     XdpStats,
     Help,
     Version,
+    StartDaemon,
+    StopDaemon,
 }
 
 impl Verb {
@@ -62,6 +64,8 @@ impl Verb {
             Verb::XdpStats => "xdp-stats",
             Verb::Help => "help",
             Verb::Version => "version",
+            Verb::StartDaemon => "start-daemon",
+            Verb::StopDaemon => "stop-daemon",
         }
     }
 }
@@ -82,7 +86,12 @@ fn takes_value(c: char) -> bool {
             | SORRY
             | START_DAEMON
             | STOP_DAEMON
-            | SYNC_OPTION
+            | MCAST_IF
+            | SYNCID
+            | SYNC_MAXLEN
+            | MCAST_GROUP
+            | MCAST_PORT
+            | MCAST_TTL
     )
 }
 
@@ -101,8 +110,13 @@ const SORT: char = '\u{11}';
 const JSON: char = '\u{12}';
 const START_DAEMON: char = '\u{13}';
 const STOP_DAEMON: char = '\u{14}';
-/// `--mcast-interface`, `--syncid` and the other sync daemon settings.
-const SYNC_OPTION: char = '\u{15}';
+/// `--mcast-interface`.
+const MCAST_IF: char = '\u{15}';
+const SYNCID: char = '\u{19}';
+const SYNC_MAXLEN: char = '\u{1a}';
+const MCAST_GROUP: char = '\u{1b}';
+const MCAST_PORT: char = '\u{1c}';
+const MCAST_TTL: char = '\u{1d}';
 const ADD_MARK: char = '\u{16}';
 const DEL_MARK: char = '\u{17}';
 const HEALTH: char = '\u{18}';
@@ -159,8 +173,12 @@ fn long_to_short(name: &str) -> Option<char> {
         "json" => JSON,
         "start-daemon" => START_DAEMON,
         "stop-daemon" => STOP_DAEMON,
-        "mcast-interface" | "syncid" | "sync-maxlen" | "mcast-group" | "mcast-port"
-        | "mcast-ttl" => SYNC_OPTION,
+        "mcast-interface" => MCAST_IF,
+        "syncid" => SYNCID,
+        "sync-maxlen" => SYNC_MAXLEN,
+        "mcast-group" => MCAST_GROUP,
+        "mcast-port" => MCAST_PORT,
+        "mcast-ttl" => MCAST_TTL,
         "add-mark" => ADD_MARK,
         "health" => HEALTH,
         "delete-mark" => DEL_MARK,
@@ -301,7 +319,10 @@ struct Opts {
     /// `--health` (xlvs): the health checkers' states.
     health: bool,
     json: bool,
-    sync_option: bool,
+    /// `--start-daemon`/`--stop-daemon` and its role.
+    daemon_cmd: Option<(bool, SyncRole)>,
+    /// The sync daemon settings given, by ipvsadm's option name, in order.
+    sync: Vec<(&'static str, String)>,
     sched: Option<String>,
     real: Option<String>,
     weight: Option<String>,
@@ -346,17 +367,42 @@ pub fn parse(args: &[String]) -> Result<Command, CmdError> {
             ADD_MARK => set_verb(&mut verb, Verb::AddMark)?,
             DEL_MARK => set_verb(&mut verb, Verb::DelMark)?,
             START_DAEMON | STOP_DAEMON => {
-                let v = v.unwrap_or_default();
-                if v != "master" && v != "backup" {
-                    return Err(CmdError::usage("illegal start-daemon parameter specified"));
-                }
-                let which = if c == START_DAEMON { "start" } else { "stop" };
-                return Err(CmdError::usage(format!(
-                    "--{which}-daemon: connection synchronisation is not supported yet"
-                )));
+                let start = c == START_DAEMON;
+                set_verb(
+                    &mut verb,
+                    if start {
+                        Verb::StartDaemon
+                    } else {
+                        Verb::StopDaemon
+                    },
+                )?;
+                // ipvsadm's messages, the second misspelt as it is.
+                let role = match v.as_deref() {
+                    Some("master") => SyncRole::Master,
+                    Some("backup") => SyncRole::Backup,
+                    _ if start => {
+                        return Err(CmdError::usage("illegal start-daemon parameter specified"));
+                    }
+                    _ => return Err(CmdError::usage("illegal start_daemon specified")),
+                };
+                o.daemon_cmd = Some((start, role));
             }
-            // Settings of a sync daemon: only meaningful with --start-daemon.
-            SYNC_OPTION => o.sync_option = true,
+            MCAST_IF | SYNCID | SYNC_MAXLEN | MCAST_GROUP | MCAST_PORT | MCAST_TTL => {
+                let name = match c {
+                    MCAST_IF => "mcast-interface",
+                    SYNCID => "syncid",
+                    SYNC_MAXLEN => "sync-maxlen",
+                    MCAST_GROUP => "mcast-group",
+                    MCAST_PORT => "mcast-port",
+                    _ => "mcast-ttl",
+                };
+                if o.sync.iter().any(|(n, _)| *n == name) {
+                    return Err(CmdError::usage(format!(
+                        "multiple '{name}' options specified"
+                    )));
+                }
+                o.sync.push((name, v.unwrap_or_default()));
+            }
             DAEMON => o.daemon = true,
             HEALTH => o.health = true,
             // ipvsadm sorts by default: --sort is accepted for compatibility.
@@ -470,14 +516,54 @@ fn parse_member(proto: Proto, text: &str) -> Result<MarkMember, CmdError> {
     })
 }
 
+/// A sync daemon's settings from `--mcast-interface`, `--syncid`, `--sync-maxlen`,
+/// `--mcast-group`, `--mcast-port`, `--mcast-ttl`, with ipvsadm's checks and messages.
+fn daemon_spec(role: SyncRole, sync: &[(&'static str, String)]) -> Result<DaemonSpec, CmdError> {
+    let mut d = DaemonSpec::new(role);
+    for (name, v) in sync {
+        let num = |lo: u32, hi: u32| {
+            v.parse::<u32>()
+                .ok()
+                .filter(|n| (lo..=hi).contains(n))
+                .ok_or_else(|| CmdError::usage(format!("illegal {name} specified")))
+        };
+        match *name {
+            "mcast-interface" => d.ifname = Some(v.clone()),
+            "syncid" => d.syncid = num(0, 255)? as u8,
+            "sync-maxlen" => d.maxlen = Some(num(1, 65535 - 20 - 8)? as u16),
+            "mcast-port" => d.port = num(1, 65535)? as u16,
+            "mcast-ttl" => d.ttl = num(1, 255)? as u8,
+            _ => {
+                let v6 = v.contains(':');
+                let group = v
+                    .parse::<IpAddr>()
+                    .ok()
+                    .filter(|a| a.is_multicast() && a.is_ipv6() == v6);
+                d.group = Some(group.ok_or_else(|| {
+                    CmdError::usage(format!(
+                        "invalid IPv{} mcast-group `{v}'",
+                        if v6 { 6 } else { 4 }
+                    ))
+                })?);
+            }
+        }
+    }
+    Ok(d)
+}
+
 /// Checks which options the verb allows and assembles the command.
 fn build(verb: Verb, o: Opts) -> Result<Command, CmdError> {
     let mark_verb = matches!(verb, Verb::AddMark | Verb::DelMark);
-    if o.sync_option {
-        return Err(CmdError::usage(
-            "sync daemon options (--mcast-interface, --syncid, ...) are only valid with --start-daemon",
-        ));
+    // ipvsadm takes the sync settings with the daemon commands and with -L (which ignores
+    // them); with anything else the first is illegal.
+    let daemon_verb = matches!(verb, Verb::StartDaemon | Verb::StopDaemon | Verb::List);
+    if let (false, Some((name, _))) = (daemon_verb, o.sync.first()) {
+        return Err(CmdError::usage(format!(
+            "Illegal '{name}' option with the '{}' command",
+            verb.long()
+        )));
     }
+
     if o.v6 && o.fwmark.is_none() {
         return Err(CmdError::usage("-6 used before -f"));
     }
@@ -699,6 +785,19 @@ fn build(verb: Verb, o: Opts) -> Result<Command, CmdError> {
         Verb::XdpStats => Command::XdpStats,
         Verb::Help => Command::Help,
         Verb::Version => Command::Version,
+        Verb::StartDaemon | Verb::StopDaemon => {
+            only(false, false)?;
+            // Set with these verbs.
+            let Some((start, role)) = o.daemon_cmd else {
+                return Err(try_help());
+            };
+            let spec = daemon_spec(role, &o.sync)?;
+            if start {
+                Command::StartDaemon(spec)
+            } else {
+                Command::StopDaemon { role }
+            }
+        }
     })
 }
 
@@ -1237,18 +1336,19 @@ mod tests {
                 ..
             }
         ));
-        let e = p("--start-daemon master --mcast-interface eth0 --syncid 7").unwrap_err();
-        assert_eq!(e.code, 2);
-        assert!(e.msg.contains("not supported yet"), "{}", e.msg);
-        assert!(
-            p("--stop-daemon backup")
-                .unwrap_err()
-                .msg
-                .contains("not supported yet")
+        assert_eq!(
+            p("--start-daemon master --mcast-interface eth0 --syncid 7").unwrap(),
+            Command::StartDaemon(DaemonSpec {
+                ifname: Some("eth0".into()),
+                syncid: 7,
+                ..DaemonSpec::new(SyncRole::Master)
+            })
         );
         assert_eq!(
-            p("--start-daemon primary").unwrap_err(),
-            CmdError::usage("illegal start-daemon parameter specified")
+            p("--stop-daemon backup").unwrap(),
+            Command::StopDaemon {
+                role: SyncRole::Backup
+            }
         );
         assert_eq!(
             p("-L -n -c -t 10.0.0.1:80").unwrap(),
@@ -1259,18 +1359,104 @@ mod tests {
             p("-L -c --stats").unwrap_err(),
             CmdError::usage("options conflicts in the list command")
         );
-        assert!(
-            p("-L -n --syncid 3")
-                .unwrap_err()
-                .msg
-                .contains("only valid with --start-daemon")
-        );
+        // ipvsadm takes (and ignores) sync settings with -L.
+        assert!(matches!(
+            p("-L -n --syncid 3").unwrap(),
+            Command::List { .. }
+        ));
         assert_eq!(p("-R").unwrap(), Command::Restore);
         assert_eq!(p("--restore").unwrap(), Command::Restore);
         assert_eq!(
             p("-A -t 10.0.0.1:80 -c").unwrap_err().msg,
             "Illegal 'connection' option with the 'add-service' command"
         );
+    }
+
+    /// What a real ipvsadm 1.31 on Debian's 6.1 kernel answered (under qemu, see
+    /// control/tests/kernel/ipvsadm-daemon-6.1.sh and .txt): the same messages and codes.
+    #[test]
+    fn sync_daemon_commands_as_the_kernels_ipvsadm() {
+        let err = |line: &str| p(line).unwrap_err();
+        for (line, msg) in [
+            (
+                "--start-daemon master --mcast-group 1.2.3.4",
+                "invalid IPv4 mcast-group `1.2.3.4'",
+            ),
+            (
+                "--start-daemon master --mcast-group ff02::x",
+                "invalid IPv6 mcast-group `ff02::x'",
+            ),
+            (
+                "--start-daemon master --mcast-group 10.0.0.1",
+                "invalid IPv4 mcast-group `10.0.0.1'",
+            ),
+            (
+                "--start-daemon master --syncid 256",
+                "illegal syncid specified",
+            ),
+            (
+                "--start-daemon master --mcast-port 0",
+                "illegal mcast-port specified",
+            ),
+            (
+                "--start-daemon master --mcast-ttl 0",
+                "illegal mcast-ttl specified",
+            ),
+            (
+                "--start-daemon master --sync-maxlen 70000",
+                "illegal sync-maxlen specified",
+            ),
+            (
+                "--start-daemon foo",
+                "illegal start-daemon parameter specified",
+            ),
+            ("--stop-daemon foo", "illegal start_daemon specified"),
+            (
+                "--start-daemon master --mcast-interface eth0 --syncid 3 --syncid 4",
+                "multiple 'syncid' options specified",
+            ),
+            (
+                "-A -t 1.2.3.4:80 --syncid 3",
+                "Illegal 'syncid' option with the 'add-service' command",
+            ),
+        ] {
+            assert_eq!(err(line), CmdError::usage(msg), "{line}");
+        }
+        assert!(p("--start-daemon").is_err(), "no role");
+        assert_eq!(
+            p("--start-daemon master --mcast-interface eth0 --syncid 5 --sync-maxlen 1000 --mcast-group 239.1.2.3 --mcast-port 9000 --mcast-ttl 3").unwrap(),
+            Command::StartDaemon(DaemonSpec {
+                role: SyncRole::Master,
+                ifname: Some("eth0".into()),
+                syncid: 5,
+                maxlen: Some(1000),
+                group: Some("239.1.2.3".parse().unwrap()),
+                port: 9000,
+                ttl: 3,
+            })
+        );
+        assert!(matches!(
+            p("--start-daemon backup --mcast-group ff02::1").unwrap(),
+            Command::StartDaemon(DaemonSpec {
+                group: Some(IpAddr::V6(_)),
+                ..
+            })
+        ));
+        assert!(matches!(
+            p("--stop-daemon master --syncid 3").unwrap(),
+            Command::StopDaemon { .. }
+        ));
+        // -L --daemon's line, as the kernel's ipvsadm printed it.
+        let d = DaemonSpec {
+            syncid: 6,
+            ..DaemonSpec::new(SyncRole::Backup)
+        };
+        assert_eq!(
+            d.line("eth0", 1472),
+            "backup sync daemon (mcast=eth0, syncid=6, maxlen=1472, group=224.0.0.81, port=8848, ttl=1)"
+        );
+        let kernel = include_str!("../tests/kernel/ipvsadm-daemon-6.1.txt");
+        assert!(kernel.contains(&d.line("eth0", 1472)));
     }
 
     #[test]

@@ -460,6 +460,14 @@ impl Control {
             }
             // No connection sync daemon runs yet: ipvsadm prints nothing then.
             Command::ListDaemon => String::new(),
+            // The wire codec and the master's rules exist (crate::sync); the sync thread
+            // that owns the sockets does not yet.
+            Command::StartDaemon(_) => {
+                return Err(CmdError::op(
+                    "connection synchronisation is not available in this build yet",
+                ));
+            }
+            Command::StopDaemon { .. } => return Err(CmdError::op("No daemon is running")),
             Command::ListHealth { key, json } => {
                 if let Some(k) = key
                     && self.table.source(k).is_none()
