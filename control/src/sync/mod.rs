@@ -51,10 +51,11 @@
 //!
 //! [`ConnEvent`]: xlvs_dataplane::core::events::ConnEvent
 
+pub mod backup;
 pub mod master;
 mod wire;
 
 pub use wire::*;
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

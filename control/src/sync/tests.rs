@@ -19,9 +19,10 @@ const EXAMPLE: [u8; 44] = [
     0xC0, 0x00, 0x02, 0x0A, 0xC6, 0x33, 0x64, 0x01, 0x0A, 0x00, 0x00, 0x0B, // addresses
 ];
 
-const V1_CAPTURE: &[u8] =
+pub(super) const V1_CAPTURE: &[u8] =
     include_bytes!("../../tests/captures/ipvs-sync-v1-linux-6.1-master.pcapng");
-const V0_CAPTURE: &[u8] = include_bytes!("../../tests/captures/ipvs-sync-v0-constructed.pcap");
+pub(super) const V0_CAPTURE: &[u8] =
+    include_bytes!("../../tests/captures/ipvs-sync-v0-constructed.pcap");
 
 fn v4(a: [u8; 4]) -> IpAddr {
     IpAddr::V4(Ipv4Addr::from(a))
@@ -170,7 +171,7 @@ fn events_map_to_the_kernels_flags() {
 // 2. Real captures, read with a small pcap / pcapng reader (Ethernet, IPv4, UDP).
 
 /// The UDP payloads of a pcap or pcapng file of Ethernet frames.
-fn udp_payloads(file: &[u8]) -> Vec<Vec<u8>> {
+pub(super) fn udp_payloads(file: &[u8]) -> Vec<Vec<u8>> {
     let frames = if file[..4] == [0x0A, 0x0D, 0x0D, 0x0A] {
         pcapng_frames(file)
     } else {
