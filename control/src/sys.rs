@@ -49,6 +49,46 @@ pub fn iface(name: &str) -> anyhow::Result<Iface> {
     })
 }
 
+/// The addresses of interface `name` (IPv4 first, in the kernel's order: the primary one
+/// first).
+pub fn iface_addrs(name: &str) -> Vec<IpAddr> {
+    let mut v4: Vec<IpAddr> = Vec::new();
+    let mut v6: Vec<IpAddr> = Vec::new();
+    let mut ifap: *mut libc::ifaddrs = std::ptr::null_mut();
+    // Safety: getifaddrs allocates a list we walk read-only and free with freeifaddrs; the
+    // names are NUL-terminated C strings.
+    unsafe {
+        if libc::getifaddrs(&mut ifap) != 0 {
+            return v4;
+        }
+        let mut p = ifap;
+        while !p.is_null() {
+            let a = (*p).ifa_addr;
+            let this = std::ffi::CStr::from_ptr((*p).ifa_name).to_bytes() == name.as_bytes();
+            if this && !a.is_null() && (*a).sa_family as i32 == libc::AF_INET {
+                let sin = a as *const libc::sockaddr_in;
+                v4.push(Ipv4Addr::from(u32::from_be((*sin).sin_addr.s_addr)).into());
+            } else if this && !a.is_null() && (*a).sa_family as i32 == libc::AF_INET6 {
+                let sin6 = a as *const libc::sockaddr_in6;
+                v6.push(Ipv6Addr::from((*sin6).sin6_addr.s6_addr).into());
+            }
+            p = (*p).ifa_next;
+        }
+        libc::freeifaddrs(ifap);
+    }
+    v4.extend(v6);
+    v4
+}
+
+/// The MTU of interface `name` (sysfs).
+pub fn iface_mtu(name: &str) -> Option<u32> {
+    std::fs::read_to_string(format!("/sys/class/net/{name}/mtu"))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
 /// The director's own addresses (every interface, both families).
 pub fn local_addrs() -> Vec<IpAddr> {
     let mut out = Vec::new();

@@ -99,6 +99,8 @@ pub struct Control {
     checker: Option<Checker>,
     /// IPVS `expire_nodest_conn` (`--expire-nodest-conn`).
     expire_nodest_conn: bool,
+    /// The connection sync daemons.
+    sync: crate::sync::daemon::SyncDaemons,
     /// Realservers gone from the last snapshots: their connections are marked again at the
     /// next housekeeping, for those a worker still on the older snapshot made meanwhile.
     gone: Vec<Arc<DestState>>,
@@ -127,6 +129,7 @@ impl Control {
             checker: None,
             expire_nodest_conn: false,
             gone: Vec::new(),
+            sync: Default::default(),
             next_housekeeping: now + Duration::from_secs(1),
             tick: 0,
         }
@@ -159,6 +162,43 @@ impl Control {
             c.collect(now);
         }
         self.apply_health();
+    }
+
+    /// The sync backup's socket, for the event loop (None while no backup runs).
+    pub fn sync_fd(&self) -> Option<std::os::fd::RawFd> {
+        self.sync.backup.as_ref().map(|b| b.fd())
+    }
+
+    /// The sync backup's socket is readable: its entries go to the workers, each connection
+    /// to one worker by its client (which then owns its expiry).
+    pub fn sync_readable(&mut self) {
+        let Some(b) = &mut self.sync.backup else {
+            return;
+        };
+        let timeouts = *self.table.timeouts();
+        let handles = self.workers.handles();
+        if handles.is_empty() {
+            return;
+        }
+        let resolver = &self.resolver;
+        let names = &self.iface_names;
+        let mut touched = vec![false; handles.len()];
+        b.readable(
+            &timeouts,
+            |a| resolver.next_hop(names, a),
+            |specs| {
+                for s in specs {
+                    let w = worker_of(&s, handles.len());
+                    handles[w].inject(s);
+                    touched[w] = true;
+                }
+            },
+        );
+        for (w, t) in handles.iter().zip(touched) {
+            if t {
+                w.wake();
+            }
+        }
     }
 
     /// Publishes what health checking decided, if anything changed.
@@ -290,6 +330,7 @@ impl Control {
             self.resolver.poll_timeout(),
             self.resolver.settling(now),
             self.checker.as_ref().and_then(Checker::poll_timeout),
+            self.sync.master.as_ref().map(|m| m.poll_timeout()),
         ]
         .into_iter()
         .flatten()
@@ -310,6 +351,15 @@ impl Control {
         }
         if self.resolver.poll_timeout().is_some_and(|t| now >= t) {
             self.resolve(now);
+        }
+        if let Some(m) = &mut self.sync.master {
+            let handles = self.workers.handles();
+            m.handle_timeout(
+                now,
+                handles
+                    .iter()
+                    .flat_map(|w| std::iter::from_fn(|| w.events.pop())),
+            );
         }
         if let Some(c) = &mut self.checker
             && c.poll_timeout().is_some_and(|t| now >= t)
@@ -458,16 +508,35 @@ impl Control {
                     conns::text(&entries, *persistent)
                 }
             }
-            // No connection sync daemon runs yet: ipvsadm prints nothing then.
-            Command::ListDaemon => String::new(),
-            // The wire codec and the master's rules exist (crate::sync); the sync thread
-            // that owns the sockets does not yet.
-            Command::StartDaemon(_) => {
-                return Err(CmdError::op(
-                    "connection synchronisation is not available in this build yet",
-                ));
+            Command::ListDaemon => self.sync.list(),
+            Command::StartDaemon(spec) => {
+                let master = spec.role == crate::command::SyncRole::Master;
+                self.sync
+                    .start(spec.clone(), now)
+                    .map_err(|e| CmdError::op(format!("{e:#}")))?;
+                if master {
+                    for w in self.workers.handles() {
+                        w.set_listening(true);
+                    }
+                }
+                log::info!(
+                    "started {}",
+                    self.sync.list().lines().last().unwrap_or_default()
+                );
+                String::new()
             }
-            Command::StopDaemon { .. } => return Err(CmdError::op("No daemon is running")),
+            Command::StopDaemon { role } => {
+                self.sync
+                    .stop(*role)
+                    .map_err(|e| CmdError::op(format!("{e:#}")))?;
+                if *role == crate::command::SyncRole::Master {
+                    for w in self.workers.handles() {
+                        w.set_listening(false);
+                    }
+                }
+                log::info!("stopped the sync {} daemon", role.name());
+                String::new()
+            }
             Command::ListHealth { key, json } => {
                 if let Some(k) = key
                     && self.table.source(k).is_none()
@@ -598,4 +667,18 @@ pub fn load_keepalived(
             None => anyhow::anyhow!("{}: {}", path.display(), e.msg),
         })?;
     Ok((t, conf))
+}
+
+/// The worker a synced entry goes to: by its client, so a connection and its template (same
+/// client address) go to the same one.
+fn worker_of(s: &xlvs_dataplane::core::inject::Spec, n: usize) -> usize {
+    use std::hash::{Hash, Hasher};
+    use xlvs_dataplane::core::inject::Spec;
+    let caddr = match s {
+        Spec::Conn(c) => c.caddr,
+        Spec::Template(t) => t.key.caddr,
+    };
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    caddr.hash(&mut h);
+    (h.finish() % n as u64) as usize
 }

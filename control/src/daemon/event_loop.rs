@@ -36,6 +36,8 @@ const LISTENER: Token = Token(0);
 const SIGNALS: Token = Token(1);
 const NETLINK: Token = Token(2);
 const WAKER: Token = Token(3);
+/// The connection sync backup's socket.
+const SYNC: Token = Token(4);
 /// Admin clients get tokens from here on.
 const FIRST_CLIENT: usize = 16;
 
@@ -118,8 +120,22 @@ impl EventLoop {
         }
         let mut ready = Some(ready);
         let mut events = Events::with_capacity(64);
+        // The sync backup's socket, registered while one runs.
+        let mut sync_fd: Option<std::os::fd::RawFd> = None;
         while !sys::stop_requested() {
             let now = Instant::now();
+            let fd = ctl.sync_fd();
+            if fd != sync_fd {
+                if let Some(old) = sync_fd {
+                    let _ = self.poll.registry().deregister(&mut SourceFd(&old));
+                }
+                if let Some(new) = fd {
+                    self.poll
+                        .registry()
+                        .register(&mut SourceFd(&new), SYNC, Interest::READABLE)?;
+                }
+                sync_fd = fd;
+            }
             let settling = ctl.settling(now);
             if !settling {
                 if let Some(r) = ready.take() {
@@ -163,6 +179,7 @@ impl EventLoop {
                             }
                         }
                     }
+                    SYNC => ctl.sync_readable(),
                     WAKER => {
                         ctl.health_results(now);
                         while let Ok(reply) = src.scrapes.try_recv() {

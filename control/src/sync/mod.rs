@@ -52,6 +52,7 @@
 //! [`ConnEvent`]: xlvs_dataplane::core::events::ConnEvent
 
 pub mod backup;
+pub mod daemon;
 pub mod master;
 mod wire;
 
