@@ -21,7 +21,7 @@
 
 KPEER_CACHE=${KPEER_CACHE:-/var/cache/xlvs-kpeer}
 # Modules the guest loads (with their dependencies, in order).
-KPEER_MODULES=${KPEER_MODULES:-"virtio_pci virtio_net ip_vs ip_vs_rr ip_vs_wrr ip_vs_lc ip_vs_wlc ip_vs_sh ip_vs_mh"}
+KPEER_MODULES=${KPEER_MODULES:-"virtio_pci virtio_net veth ip_vs ip_vs_rr ip_vs_wrr ip_vs_lc ip_vs_wlc ip_vs_sh ip_vs_mh"}
 
 _kpeer_err() { printf 'kpeer: %s\n' "$*" >&2; }
 
@@ -45,7 +45,8 @@ _kpeer_bin() {
 kpeer_base() {
   local kver out root m path order tmp
   kver=$(kpeer_kernel) || return 1
-  out="$KPEER_CACHE/base-$kver.cpio.gz"
+  # The cache is per kernel and module list (and this script's /init).
+  out="$KPEER_CACHE/base-$kver-$(printf '%s' "$KPEER_MODULES" | cat - "${BASH_SOURCE[0]}" | md5sum | cut -c1-8).cpio.gz"
   if [ -s "$out" ]; then
     printf '%s\n' "$out"
     return 0

@@ -1,0 +1,82 @@
+#!/usr/bin/env bash
+# Connection sync, backup side, against a real Linux kernel master: Debian's 6.1 kernel
+# under qemu (scripts/lib/kpeer.sh), its NIC on the NAT lab's realserver segment, runs
+# kernel IPVS LVS-NAT with a client and a realserver in namespaces of its own, and
+# `ipvsadm --start-daemon master --mcast-interface eth0 --syncid 7`. xlvsd on the lab's
+# director runs `--start-daemon backup --mcast-interface int0 --syncid 7`: its `-L -n -c`
+# lists every connection the kernel's `ipvsadm -L -n -c` listed (client, virtual and
+# realserver address and port, state).
+# Needs root, qemu-system-x86, linux-image-amd64, busybox-static, ipvsadm.
+set -euo pipefail
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+# shellcheck source=../lib/testlib.sh
+. "$HERE/../lib/testlib.sh"
+# shellcheck source=../lib/kpeer.sh
+. "$HERE/../lib/kpeer.sh"
+
+test_init sb
+web_lab_up nat 1
+start_rr_xlvsd
+xadm "$ID" --start-daemon backup --mcast-interface "$LAB_DIR_INT" --syncid 7 >/dev/null
+# The guest's NIC: a tap on the realserver segment's bridge.
+ip -n "$LAB_SW_NS" tuntap add dev kp0 mode tap
+ip -n "$LAB_SW_NS" link set kp0 master br0
+ip -n "$LAB_SW_NS" link set kp0 up
+
+cat >"$D/scenario.sh" <<'SCENARIO'
+ip=/sbin/ip
+$ip link set eth0 up
+$ip addr add 10.10.0.60/24 dev eth0
+# A client and a realserver of the guest's own, and kernel IPVS LVS-NAT between them.
+for n in c r; do
+  $ip netns add $n
+  $ip link add v$n type veth peer name eth0 netns $n
+  $ip -n $n link set lo up
+  $ip -n $n link set eth0 up
+  $ip link set v$n up
+done
+$ip addr add 10.77.1.1/24 dev vc
+$ip addr add 10.77.2.1/24 dev vr
+$ip -n c addr add 10.77.1.2/24 dev eth0
+$ip -n r addr add 10.77.2.2/24 dev eth0
+$ip -n c route add default via 10.77.1.1
+$ip -n r route add default via 10.77.2.1
+$ip addr add 10.77.0.100/32 dev lo
+echo 1 > /proc/sys/net/ipv4/ip_forward
+ipvsadm -A -t 10.77.0.100:80 -s rr || exit 11
+ipvsadm -a -t 10.77.0.100:80 -r 10.77.2.2:80 -m || exit 12
+ipvsadm --start-daemon master --mcast-interface eth0 --syncid 7 || exit 13
+mkdir -p /tmp/www && echo hi > /tmp/www/index.html
+$ip netns exec r busybox httpd -p 80 -h /tmp/www
+sleep 1
+for i in 1 2 3 4 5 6; do
+  $ip netns exec c busybox wget -q -O /dev/null http://10.77.0.100/ || exit 14
+done
+# The kernel sends a partial buffer after 2 s.
+sleep 3
+echo GUEST-CONNS-BEGIN
+ipvsadm -L -n -c
+echo GUEST-CONNS-END
+SCENARIO
+
+rc=0
+kpeer_boot "$LAB_SW_NS" kp0 "$D/scenario.sh" "$D/console.log" 150 || rc=$?
+C=$(tr -d '\r' <"$D/console.log")
+[ "$rc" = 0 ] || fail "guest scenario failed: $(printf '%s\n' "$C" | grep -v '^\[' | tail -n 15)"
+G=$(printf '%s\n' "$C" | sed -n '/GUEST-CONNS-BEGIN/,/GUEST-CONNS-END/p' | awk '$1 == "TCP"')
+n=$(printf '%s\n' "$G" | grep -c . || true)
+[ "$n" -ge 6 ] || fail "the kernel listed $n connections: $C"
+sleep 0.5
+X=$(xadm "$ID" -L -n -c)
+log "kernel master: $n connections; xlvs backup lists $(printf '%s\n' "$X" | grep -c '^TCP' || true)"
+# ipvsadm -L -n -c: pro expire state source virtual destination.
+while read -r pro _ state src virt dst; do
+  printf '%s\n' "$X" | awk -v s="$state" -v c="$src" -v v="$virt" -v d="$dst" '
+    $1 == "TCP" && $3 == s && $4 == c && $5 == v && $6 == d { f = 1 } END { exit !f }' \
+    || fail "xlvs backup lacks $pro $state $src $virt $dst:
+$X"
+done <<<"$G"
+S=$(xadm "$ID" -L --daemon)
+[ "$S" = "backup sync daemon (mcast=$LAB_DIR_INT, syncid=7, maxlen=1472, group=224.0.0.81, port=8848, ttl=1)" ] \
+  || fail "-L --daemon: '$S'"
+pass
