@@ -10,7 +10,7 @@
 #      listing; a bad -R input changes nothing;
 #  (d) errors and exit codes as ipvsadm's: unknown service, duplicate
 #      realserver, bad address, bad weight, unknown option; --daemon lists
-#      nothing, --start-daemon says sync is not available yet.
+#      nothing, --stop-daemon without a daemon says so.
 # Needs root and target/release/{xlvsd,xlvsadm}. Prints PASS/FAIL reload.
 set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -120,8 +120,6 @@ xlvsadm_rc "$ID" 2 "illegal weight specified" -e -t "$V:80" -r "$R1:80" -m -w x
 xlvsadm_rc "$ID" 255 "Scheduler or persistence engine not found" -E -t "$V:80" -s bogus
 xlvsadm_rc "$ID" 255 "xlvsadm: invalid option -- 'Q'
 Try \`xlvsadm -h' or 'xlvsadm --help' for more information." -Q
-xlvsadm_rc "$ID" 255 "connection synchronisation is not available in this build yet" \
-  --start-daemon master --mcast-interface "$LAB_DIR_INT" --syncid 1
 xlvsadm_rc "$ID" 255 "No daemon is running" --stop-daemon master
 xlvsadm_rc "$ID" 2 "illegal start-daemon parameter specified" --start-daemon primary
 [ "$(xadm "$ID" -L --daemon)" = "" ] || fail "-L --daemon listed something"
