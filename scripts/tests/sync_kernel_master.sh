@@ -5,7 +5,9 @@
 # `ipvsadm --start-daemon master --mcast-interface eth0 --syncid 7`. xlvsd on the lab's
 # director runs `--start-daemon backup --mcast-interface int0 --syncid 7`: its `-L -n -c`
 # lists every connection the kernel's `ipvsadm -L -n -c` listed (client, virtual and
-# realserver address and port, state).
+# realserver address and port, state). Then datagrams from a peer on the segment with the
+# wrong syncid, truncated, or with a size field that lies change nothing and are counted by
+# reason in /metrics.
 # Needs root, qemu-system-x86, linux-image-amd64, busybox-static, ipvsadm.
 set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -16,7 +18,8 @@ HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 
 test_init sb
 web_lab_up nat 1
-start_rr_xlvsd
+METRICS=127.0.0.1:9$((RANDOM % 900 + 100))
+start_rr_xlvsd --metrics "$METRICS"
 xadm "$ID" --start-daemon backup --mcast-interface "$LAB_DIR_INT" --syncid 7 >/dev/null
 # The guest's NIC: a tap on the realserver segment's bridge.
 ip -n "$LAB_SW_NS" tuntap add dev kp0 mode tap
@@ -76,6 +79,33 @@ while read -r pro _ state src virt dst; do
     || fail "xlvs backup lacks $pro $state $src $virt $dst:
 $X"
 done <<<"$G"
+# Bad datagrams from rs1 (on the segment): the wrong syncid, 3 bytes, a lying size field.
+# -L -n -c without its expire column (it counts down).
+conns() { xadm "$ID" -L -n -c | awk '{ $2 = ""; print }'; }
+before=$(conns)
+lab_exec "$ID" rs1 python3 - <<'PY'
+import socket, struct
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, socket.inet_aton("10.10.0.11"))
+ip = socket.inet_aton
+entry = struct.pack("!BBHIHHHHII4s4s4s", 0, 6, 36, 0, 1, 51000, 80, 80, 0, 900,
+                    ip("10.77.1.2"), ip("10.77.0.100"), ip("10.77.2.2"))
+hdr = lambda syncid, size: struct.pack("!BBHBbH", 0, syncid, size, 1, 1, 0)
+s.sendto(hdr(3, 8 + len(entry)) + entry, ("224.0.0.81", 8848))   # wrong syncid
+s.sendto(b"\x00\x07\x00", ("224.0.0.81", 8848))                  # short
+s.sendto(hdr(7, 200) + entry, ("224.0.0.81", 8848))               # size field lies
+PY
+sleep 0.5
+[ "$(conns)" = "$before" ] || fail "bad datagrams changed the table"
+M=$(lab_exec "$ID" dir curl -sS --max-time 5 "http://$METRICS/metrics") || fail "metrics scrape"
+for r in wrong_syncid short size_mismatch; do
+  printf '%s\n' "$M" | grep -q "^xlvs_sync_datagrams_rejected_total{reason=\"$r\"} 1$" \
+    || fail "rejected datagrams ($r) not counted: $(printf '%s\n' "$M" | grep sync_)"
+done
+printf '%s\n' "$M" | grep -Eq '^xlvs_sync_entries_total\{role="backup"\} [1-9]' || fail "no applied entries counted"
+if command -v promtool >/dev/null; then
+  printf '%s\n' "$M" | promtool check metrics >/dev/null 2>"$D/promtool.err" || fail "promtool: $(cat "$D/promtool.err")"
+fi
 S=$(xadm "$ID" -L --daemon)
 [ "$S" = "backup sync daemon (mcast=$LAB_DIR_INT, syncid=7, maxlen=1472, group=224.0.0.81, port=8848, ttl=1)" ] \
   || fail "-L --daemon: '$S'"

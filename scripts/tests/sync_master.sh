@@ -13,7 +13,8 @@ HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 
 test_init sm
 web_lab_up nat 1
-start_rr_xlvsd
+METRICS=127.0.0.1:9$((RANDOM % 900 + 100))
+start_rr_xlvsd --metrics "$METRICS"
 xadm "$ID" --start-daemon master --mcast-interface "$LAB_DIR_INT" --syncid 5 >/dev/null
 L=$(xadm "$ID" -L --daemon)
 [ "$L" = "master sync daemon (mcast=$LAB_DIR_INT, syncid=5, maxlen=1472, group=224.0.0.81, port=8848, ttl=1)" ] \
@@ -49,6 +50,10 @@ printf '%s\n' "$out" | grep -q "Timeout: 900$" || fail "no ESTABLISHED entry wit
 # TCP states synced: ESTABLISHED (1, 900 s) or later (FIN_WAIT 4, TIME_WAIT 5, CLOSE 6, CLOSE_WAIT 7).
 bad=$(printf '%s\n' "$out" | grep -E "State: .*\(0x000[^14567]\)" | head -3 || true)
 [ -z "$bad" ] || fail "states the kernel does not sync: $bad"
+M=$(lab_exec "$ID" dir curl -sS --max-time 5 "http://$METRICS/metrics") || fail "metrics scrape"
+printf '%s\n' "$M" | grep -Eq '^xlvs_sync_datagrams_total\{role="master"\} [1-9]' || fail "no datagrams counted: $(printf '%s\n' "$M" | grep sync_)"
+printf '%s\n' "$M" | grep -Eq '^xlvs_sync_entries_total\{role="master"\} [1-9]' || fail "no entries counted"
+printf '%s\n' "$M" | grep -q '^xlvs_sync_events_dropped_total{role="master"} 0$' || fail "events dropped"
 xadm "$ID" --stop-daemon master >/dev/null
 [ -z "$(xadm "$ID" -L --daemon)" ] || fail "-L --daemon after --stop-daemon"
 xlvsadm_rc "$ID" 255 "No daemon is running" --stop-daemon master

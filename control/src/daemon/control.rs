@@ -634,6 +634,10 @@ impl Control {
         if let Some(c) = &self.checker {
             c.metrics(&mut e, Instant::now());
         }
+        let handles = self.workers.handles();
+        let drops = handles.iter().map(|w| w.events.events_dropped()).sum();
+        let queued = handles.iter().map(|w| w.events.len() as u64).sum();
+        self.sync.metrics(&mut e, drops, queued);
         e.render()
     }
 }

@@ -283,3 +283,97 @@ impl SyncDaemons {
         out
     }
 }
+
+impl SyncDaemons {
+    /// Their metrics: datagrams and entries sent and received, drops by reason, the
+    /// workers' events lost to full outboxes (`outbox_drops`) and waiting (`queued`).
+    pub fn metrics(&self, e: &mut crate::metrics::Exposition, outbox_drops: u64, queued: u64) {
+        let counter =
+            |e: &mut crate::metrics::Exposition, name: &str, help, l: &[(&str, String)], v: u64| {
+                e.sample(name, "counter", help, "", l, v.to_string());
+            };
+        if let Some(m) = &self.master {
+            let s = m.stats();
+            let role = [("role", "master".to_string())];
+            counter(
+                e,
+                "sync_datagrams_total",
+                "Sync datagrams sent (master) or received (backup).",
+                &role,
+                s.datagrams,
+            );
+            counter(
+                e,
+                "sync_entries_total",
+                "Sync entries sent (master) or applied (backup).",
+                &role,
+                s.entries,
+            );
+            counter(
+                e,
+                "sync_events_total",
+                "Connection events the master read from the workers.",
+                &role,
+                s.events,
+            );
+            counter(
+                e,
+                "sync_send_errors_total",
+                "Sync datagrams the socket refused.",
+                &role,
+                m.send_errors,
+            );
+            counter(
+                e,
+                "sync_events_dropped_total",
+                "Connection events lost to a full worker outbox.",
+                &role,
+                outbox_drops,
+            );
+            e.sample(
+                "sync_events_queued",
+                "gauge",
+                "Connection events waiting in the workers' outboxes.",
+                "",
+                &role,
+                queued.to_string(),
+            );
+        }
+        if let Some(b) = &self.backup {
+            let s = b.stats();
+            let role = [("role", "backup".to_string())];
+            counter(
+                e,
+                "sync_datagrams_total",
+                "Sync datagrams sent (master) or received (backup).",
+                &role,
+                s.datagrams,
+            );
+            counter(
+                e,
+                "sync_entries_total",
+                "Sync entries sent (master) or applied (backup).",
+                &role,
+                s.entries,
+            );
+            for (reason, n) in &s.rejected {
+                counter(
+                    e,
+                    "sync_datagrams_rejected_total",
+                    "Sync datagrams ignored or cut short, by reason.",
+                    &[("reason", reason.to_string())],
+                    *n,
+                );
+            }
+            for (reason, n) in &s.dropped {
+                counter(
+                    e,
+                    "sync_entries_dropped_total",
+                    "Sync entries dropped, by reason.",
+                    &[("reason", reason.to_string())],
+                    *n,
+                );
+            }
+        }
+    }
+}
