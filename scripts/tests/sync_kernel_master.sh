@@ -3,7 +3,7 @@
 # under qemu (scripts/lib/kpeer.sh), its NIC on the NAT lab's realserver segment, runs
 # kernel IPVS LVS-NAT with a client and a realserver in namespaces of its own, and
 # `ipvsadm --start-daemon master --mcast-interface eth0 --syncid 7`. xlvsd on the lab's
-# director runs `--start-daemon backup --mcast-interface int0 --syncid 7`: its `-L -n -c`
+# director runs `xlvsd --start-daemon backup --mcast-interface int0 --syncid 7`: its `-L -n -c`
 # lists every connection the kernel's `ipvsadm -L -n -c` listed (client, virtual and
 # realserver address and port, state). Then datagrams from a peer on the segment with the
 # wrong syncid, truncated, or with a size field that lies change nothing and are counted by
@@ -19,8 +19,8 @@ HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 test_init sb
 web_lab_up nat 1
 METRICS=127.0.0.1:9$((RANDOM % 900 + 100))
-start_rr_xlvsd --metrics "$METRICS"
-xadm "$ID" --start-daemon backup --mcast-interface "$LAB_DIR_INT" --syncid 7 >/dev/null
+# The backup from xlvsd's own options (as ipvsadm's).
+start_rr_xlvsd --metrics "$METRICS" --start-daemon backup --mcast-interface "$LAB_DIR_INT" --syncid 7
 # The guest's NIC: a tap on the realserver segment's bridge.
 ip -n "$LAB_SW_NS" tuntap add dev kp0 mode tap
 ip -n "$LAB_SW_NS" link set kp0 master br0
@@ -109,4 +109,8 @@ fi
 S=$(xadm "$ID" -L --daemon)
 [ "$S" = "backup sync daemon (mcast=$LAB_DIR_INT, syncid=7, maxlen=1472, group=224.0.0.81, port=8848, ttl=1)" ] \
   || fail "-L --daemon: '$S'"
+# A reload keeps the daemon (the rules file holds none).
+kill -HUP "$XLVSD_PID"
+sleep 0.5
+[ "$(xadm "$ID" -L --daemon)" = "$S" ] || fail "SIGHUP changed the daemons: $(xadm "$ID" -L --daemon)"
 pass

@@ -38,6 +38,28 @@ struct Args {
     /// dropped, instead of going on to that realserver (the default, as in IPVS).
     #[arg(long)]
     expire_nodest_conn: bool,
+    /// Starts a connection sync daemon, `master` or `backup` (give it twice for both), as
+    /// `ipvsadm --start-daemon` with the options below; it keeps running across SIGHUP.
+    #[arg(long = "start-daemon", value_name = "master|backup")]
+    start_daemon: Vec<String>,
+    /// The sync daemons' interface (ipvsadm `--mcast-interface`).
+    #[arg(long = "mcast-interface", value_name = "IF")]
+    mcast_interface: Option<String>,
+    /// The sync daemons' sync id, 0-255 (ipvsadm `--syncid`).
+    #[arg(long)]
+    syncid: Option<String>,
+    /// Most bytes of a sync datagram (ipvsadm `--sync-maxlen`).
+    #[arg(long = "sync-maxlen")]
+    sync_maxlen: Option<String>,
+    /// The sync multicast group (ipvsadm `--mcast-group`, default 224.0.0.81).
+    #[arg(long = "mcast-group")]
+    mcast_group: Option<String>,
+    /// The sync UDP port (ipvsadm `--mcast-port`, default 8848).
+    #[arg(long = "mcast-port")]
+    mcast_port: Option<String>,
+    /// The sync multicast TTL (ipvsadm `--mcast-ttl`, default 1).
+    #[arg(long = "mcast-ttl")]
+    mcast_ttl: Option<String>,
     /// Maglev (mh) lookup table size, a prime; IPVS fixes it at kernel build time.
     #[arg(long, default_value_t = sched::SchedConfig::default().mh_table_size)]
     mh_table_size: usize,
@@ -58,6 +80,32 @@ fn main() {
         .format_timestamp_millis()
         .init();
     let a = Args::parse();
+    // The sync daemons, parsed as ipvsadm would parse the same options.
+    let mut sync = Vec::new();
+    for role in &a.start_daemon {
+        let mut args = vec!["--start-daemon".to_string(), role.clone()];
+        for (name, v) in [
+            ("--mcast-interface", &a.mcast_interface),
+            ("--syncid", &a.syncid),
+            ("--sync-maxlen", &a.sync_maxlen),
+            ("--mcast-group", &a.mcast_group),
+            ("--mcast-port", &a.mcast_port),
+            ("--mcast-ttl", &a.mcast_ttl),
+        ] {
+            if let Some(v) = v {
+                args.push(name.to_string());
+                args.push(v.clone());
+            }
+        }
+        match xlvs_control::ipvsadm::parse(&args) {
+            Ok(xlvs_control::command::Command::StartDaemon(spec)) => sync.push(spec),
+            Ok(_) => unreachable_daemon(),
+            Err(e) => {
+                eprintln!("xlvsd: {}", e.msg);
+                std::process::exit(2);
+            }
+        }
+    }
     let cfg = daemon::Config {
         ifaces: a.ifaces,
         rules: a.rules,
@@ -76,9 +124,16 @@ fn main() {
         },
         metrics: a.metrics,
         expire_nodest_conn: a.expire_nodest_conn,
+        sync,
     };
     if let Err(e) = daemon::run(cfg) {
         eprintln!("xlvsd: {e:#}");
         std::process::exit(1);
     }
+}
+
+/// `--start-daemon` always parses to a `StartDaemon` command.
+fn unreachable_daemon() -> ! {
+    eprintln!("xlvsd: --start-daemon: internal error");
+    std::process::exit(2);
 }

@@ -62,6 +62,8 @@ pub struct Config {
     pub metrics: Option<std::net::SocketAddr>,
     /// IPVS `expire_nodest_conn`.
     pub expire_nodest_conn: bool,
+    /// Connection sync daemons to start (`--start-daemon`).
+    pub sync: Vec<crate::command::DaemonSpec>,
 }
 
 /// The AF_XDP workers, as [`Control`] sees them.
@@ -206,6 +208,17 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
     ctl.start(Instant::now())?;
     for f in &ifaces {
         ctl.attach(&f.name, f.rx_queues)?;
+    }
+    for spec in &cfg.sync {
+        let req = crate::admin::Request::new(crate::command::Command::StartDaemon(spec.clone()));
+        let r = ctl.execute(&req, Instant::now());
+        if r.code != 0 {
+            bail!(
+                "--start-daemon {}: {}",
+                spec.role.name(),
+                r.stderr.trim_end()
+            );
+        }
     }
 
     if let Some(dir) = cfg.control.parent() {
