@@ -241,7 +241,9 @@ struct RsConf {
 
 #[derive(Debug)]
 struct CkConf {
-    kind: CkKind,
+    /// What it checks, as parsed (a MISC_CHECK without `misc_path` has an empty argv until
+    /// checked; an HTTP virtualhost not yet inherited).
+    kind: CheckKind,
     file: usize,
     line: usize,
     connect_ip: Option<IpAddr>,
@@ -251,35 +253,6 @@ struct CkConf {
     bind_if: Option<String>,
     fwmark: Option<u32>,
     timing: Timing,
-}
-
-#[derive(Debug)]
-enum CkKind {
-    Tcp,
-    Http {
-        tls: bool,
-        urls: Vec<Url>,
-        virtualhost: Option<String>,
-        sni: bool,
-    },
-    Dns {
-        qtype: u16,
-        name: String,
-    },
-    Misc {
-        script: Option<Script>,
-        timeout: Option<Duration>,
-        dynamic: bool,
-    },
-    Udp {
-        payload: Vec<u8>,
-        require_reply: bool,
-        reply: Option<Vec<u8>>,
-        reply_mask: Option<Vec<u8>>,
-        min_reply_len: u16,
-        max_reply_len: u16,
-    },
-    Ping,
 }
 
 /// One entry of a `virtual_server_group`.
@@ -810,23 +783,26 @@ impl P {
     /// A checker block; None for one keepalived drops (an HTTP_GET without urls).
     fn checker(&mut self, n: &Node) -> Result<Option<CkConf>, ConfError> {
         let kind = match n.kw() {
-            "TCP_CHECK" => CkKind::Tcp,
-            "HTTP_GET" | "SSL_GET" => CkKind::Http {
+            "TCP_CHECK" => CheckKind::Tcp,
+            "HTTP_GET" | "SSL_GET" => CheckKind::Http {
                 tls: n.kw() == "SSL_GET",
                 urls: Vec::new(),
                 virtualhost: None,
                 sni: false,
             },
-            "DNS_CHECK" => CkKind::Dns {
+            "DNS_CHECK" => CheckKind::Dns {
                 qtype: 6,
                 name: ".".into(),
             },
-            "MISC_CHECK" => CkKind::Misc {
-                script: None,
+            "MISC_CHECK" => CheckKind::Misc {
+                script: Script {
+                    argv: Vec::new(),
+                    user: None,
+                },
                 timeout: None,
                 dynamic: false,
             },
-            "UDP_CHECK" => CkKind::Udp {
+            "UDP_CHECK" => CheckKind::Udp {
                 payload: Vec::new(),
                 require_reply: false,
                 reply: None,
@@ -834,9 +810,9 @@ impl P {
                 min_reply_len: 0,
                 max_reply_len: 255,
             },
-            _ => CkKind::Ping,
+            _ => CheckKind::Ping,
         };
-        let is_misc = matches!(kind, CkKind::Misc { .. });
+        let is_misc = matches!(kind, CheckKind::Misc { .. });
         let mut ck = CkConf {
             kind,
             file: n.file,
@@ -852,7 +828,7 @@ impl P {
         let within = n.kw().to_string();
         for c in n.block.iter().flatten() {
             if c.kw() == "url"
-                && let CkKind::Http { urls, .. } = &mut ck.kind
+                && let CheckKind::Http { urls, .. } = &mut ck.kind
             {
                 if let Some(u) = self.url(c)? {
                     urls.push(u);
@@ -900,58 +876,48 @@ impl P {
                 _ => {}
             }
             match (&mut ck.kind, c.kw()) {
-                (CkKind::Http { .. }, "nb_get_retry") => {
+                (CheckKind::Http { .. }, "nb_get_retry") => {
                     ck.timing.retry = Some(self.u32_in(c, 1, 0, u32::MAX)?);
                     self.warn(c, "nb_get_retry is deprecated - please use `retry'");
                 }
-                (CkKind::Http { virtualhost, .. }, "virtualhost") => {
+                (CheckKind::Http { virtualhost, .. }, "virtualhost") => {
                     *virtualhost = Some(self.arg(c, 1)?.to_string());
                 }
-                (CkKind::Http { sni, .. }, "enable_sni") => *sni = self.opt_bool(c)?,
-                (CkKind::Http { .. }, "http_protocol" | "fast_recovery") => {
+                (CheckKind::Http { sni, .. }, "enable_sni") => *sni = self.opt_bool(c)?,
+                (CheckKind::Http { .. }, "http_protocol" | "fast_recovery") => {
                     self.warn(c, format!("`{}` is not supported; ignored", c.kw()));
                 }
-                (CkKind::Dns { qtype, .. }, "type") => {
+                (CheckKind::Dns { qtype, .. }, "type") => {
                     let t = self.arg(c, 1)?;
                     *qtype = dns_type(t)
                         .ok_or_else(|| self.err(c, format!("DNS_CHECK: unknown type `{t}'")))?;
                 }
-                (CkKind::Dns { name, .. }, "name") => {
+                (CheckKind::Dns { name, .. }, "name") => {
                     let v = self.arg(c, 1)?;
                     if (v.starts_with('.') && v != ".") || v.contains("..") {
                         return Err(self.err(c, format!("DNS_CHECK name `{v}' has an empty label")));
                     }
                     *name = v.to_string();
                 }
-                (CkKind::Misc { script, .. }, "misc_path") => {
-                    let user = script.as_mut().and_then(|s| s.user.take());
-                    let mut s = self.script(c, false)?;
-                    s.user = user;
-                    *script = Some(s);
+                (CheckKind::Misc { script, .. }, "misc_path") => {
+                    let user = script.user.take();
+                    *script = self.script(c, false)?;
+                    script.user = user;
                 }
-                (CkKind::Misc { timeout, .. }, "misc_timeout") => {
+                (CheckKind::Misc { timeout, .. }, "misc_timeout") => {
                     let t = self.u32_in(c, 1, 0, u32::MAX)?;
                     *timeout = (t > 0).then(|| Duration::from_secs(t.into()));
                 }
-                (CkKind::Misc { dynamic, .. }, "misc_dynamic") => *dynamic = true,
-                (CkKind::Misc { script, .. }, "user") => {
-                    let user = (self.arg(c, 1)?.to_string(), c.words.get(2).cloned());
-                    match script {
-                        Some(s) => s.user = Some(user),
-                        None => {
-                            *script = Some(Script {
-                                argv: Vec::new(),
-                                user: Some(user),
-                            })
-                        }
-                    }
+                (CheckKind::Misc { dynamic, .. }, "misc_dynamic") => *dynamic = true,
+                (CheckKind::Misc { script, .. }, "user") => {
+                    script.user = Some((self.arg(c, 1)?.to_string(), c.words.get(2).cloned()));
                 }
-                (CkKind::Udp { payload, .. }, "payload") => {
+                (CheckKind::Udp { payload, .. }, "payload") => {
                     self.arg(c, 1)?;
                     *payload = self.hex(c, false)?.0;
                 }
                 (
-                    CkKind::Udp {
+                    CheckKind::Udp {
                         require_reply,
                         reply,
                         reply_mask,
@@ -966,27 +932,27 @@ impl P {
                         *reply_mask = mask;
                     }
                 }
-                (CkKind::Udp { min_reply_len, .. }, "min_reply_length") => {
+                (CheckKind::Udp { min_reply_len, .. }, "min_reply_length") => {
                     *min_reply_len = self.u32_in(c, 1, 0, 65535)? as u16;
                 }
-                (CkKind::Udp { max_reply_len, .. }, "max_reply_length") => {
+                (CheckKind::Udp { max_reply_len, .. }, "max_reply_length") => {
                     *max_reply_len = self.u32_in(c, 1, 0, 65535)? as u16;
                 }
                 _ => self.unknown(c, &within),
             }
         }
         match &ck.kind {
-            CkKind::Http { urls, .. } if urls.is_empty() => {
+            CheckKind::Http { urls, .. } if urls.is_empty() => {
                 self.warn(
                     n,
                     format!("{within} has no url - checker ignored (as keepalived does)"),
                 );
                 return Ok(None);
             }
-            CkKind::Misc { script, .. } if script.as_ref().is_none_or(|s| s.argv.is_empty()) => {
+            CheckKind::Misc { script, .. } if script.argv.is_empty() => {
                 return Err(self.err(n, "MISC_CHECK needs a misc_path"));
             }
-            CkKind::Udp {
+            CheckKind::Udp {
                 min_reply_len,
                 max_reply_len,
                 ..
@@ -1506,9 +1472,9 @@ impl P {
             .or(v.delay_loop)
             .unwrap_or(DEFAULT_DELAY_LOOP);
         let (default_retry, default_dbr) = match ck.kind {
-            CkKind::Http { .. } => (1, Duration::from_secs(3)),
-            CkKind::Dns { .. } => (3, delay_loop),
-            CkKind::Misc { .. } => (0, Duration::from_secs(1)),
+            CheckKind::Http { .. } => (1, Duration::from_secs(3)),
+            CheckKind::Dns { .. } => (3, delay_loop),
+            CheckKind::Misc { .. } => (0, Duration::from_secs(1)),
             _ => (1, Duration::from_secs(1)),
         };
         let warmup = c.warmup.or(r.warmup).or(v.warmup).unwrap_or(delay_loop);
@@ -1516,7 +1482,7 @@ impl P {
             ck.connect_ip.unwrap_or(rs.addr),
             ck.connect_port.unwrap_or(rs_port),
         );
-        let needs_port = !matches!(ck.kind, CkKind::Misc { .. } | CkKind::Ping);
+        let needs_port = !matches!(ck.kind, CheckKind::Misc { .. } | CheckKind::Ping);
         if needs_port && target.port() == 0 && warn {
             self.warn_at(
                 ck.file,
@@ -1547,7 +1513,7 @@ impl P {
             (None, None) => None,
         };
         let timeout = match &ck.kind {
-            CkKind::Misc { timeout, .. } => {
+            CheckKind::Misc { timeout, .. } => {
                 timeout.unwrap_or(v.delay_loop.unwrap_or(DEFAULT_DELAY_LOOP))
             }
             _ => c
@@ -1556,55 +1522,14 @@ impl P {
                 .or(v.connect_timeout)
                 .unwrap_or(DEFAULT_CONNECT_TIMEOUT),
         };
-        let kind = match &ck.kind {
-            CkKind::Tcp => CheckKind::Tcp,
-            CkKind::Http {
-                tls,
-                urls,
-                virtualhost,
-                sni,
-            } => CheckKind::Http {
-                tls: *tls,
-                urls: urls.clone(),
-                virtualhost: virtualhost
-                    .clone()
-                    .or_else(|| rs.virtualhost.clone())
-                    .or_else(|| vs.virtualhost.clone()),
-                sni: *sni,
-            },
-            CkKind::Dns { qtype, name } => CheckKind::Dns {
-                qtype: *qtype,
-                name: name.clone(),
-            },
-            CkKind::Misc {
-                script,
-                timeout,
-                dynamic,
-            } => CheckKind::Misc {
-                script: script.clone().unwrap_or(Script {
-                    argv: Vec::new(),
-                    user: None,
-                }),
-                timeout: *timeout,
-                dynamic: *dynamic,
-            },
-            CkKind::Udp {
-                payload,
-                require_reply,
-                reply,
-                reply_mask,
-                min_reply_len,
-                max_reply_len,
-            } => CheckKind::Udp {
-                payload: payload.clone(),
-                require_reply: *require_reply,
-                reply: reply.clone(),
-                reply_mask: reply_mask.clone(),
-                min_reply_len: *min_reply_len,
-                max_reply_len: *max_reply_len,
-            },
-            CkKind::Ping => CheckKind::Ping,
-        };
+        // An HTTP checker's virtualhost: its own, else its real server's, else its
+        // virtual server's.
+        let mut kind = ck.kind.clone();
+        if let CheckKind::Http { virtualhost, .. } = &mut kind
+            && virtualhost.is_none()
+        {
+            *virtualhost = rs.virtualhost.clone().or_else(|| vs.virtualhost.clone());
+        }
         Ok(CheckSpec {
             kind,
             target,
