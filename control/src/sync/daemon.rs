@@ -292,44 +292,53 @@ impl SyncDaemons {
             |e: &mut crate::metrics::Exposition, name: &str, help, l: &[(&str, String)], v: u64| {
                 e.sample(name, "counter", help, "", l, v.to_string());
             };
-        if let Some(m) = &self.master {
-            let s = m.stats();
-            let role = [("role", "master".to_string())];
+        // What both roles count.
+        let master = self
+            .master
+            .as_ref()
+            .map(|m| ("master", m.stats().datagrams, m.stats().entries));
+        let backup = self
+            .backup
+            .as_ref()
+            .map(|b| ("backup", b.stats().datagrams, b.stats().entries));
+        for (role, datagrams, entries) in master.into_iter().chain(backup) {
+            let role = [("role", role.to_string())];
             counter(
                 e,
                 "sync_datagrams_total",
                 "Sync datagrams sent (master) or received (backup).",
                 &role,
-                s.datagrams,
+                datagrams,
             );
             counter(
                 e,
                 "sync_entries_total",
                 "Sync entries sent (master) or applied (backup).",
                 &role,
-                s.entries,
+                entries,
             );
-            counter(
-                e,
-                "sync_events_total",
-                "Connection events the master read from the workers.",
-                &role,
-                s.events,
-            );
-            counter(
-                e,
-                "sync_send_errors_total",
-                "Sync datagrams the socket refused.",
-                &role,
-                m.send_errors,
-            );
-            counter(
-                e,
-                "sync_events_dropped_total",
-                "Connection events lost to a full worker outbox.",
-                &role,
-                outbox_drops,
-            );
+        }
+        if let Some(m) = &self.master {
+            let role = [("role", "master".to_string())];
+            for (name, help, v) in [
+                (
+                    "sync_events_total",
+                    "Connection events the master read from the workers.",
+                    m.stats().events,
+                ),
+                (
+                    "sync_send_errors_total",
+                    "Sync datagrams the socket refused.",
+                    m.send_errors,
+                ),
+                (
+                    "sync_events_dropped_total",
+                    "Connection events lost to a full worker outbox.",
+                    outbox_drops,
+                ),
+            ] {
+                counter(e, name, help, &role, v);
+            }
             e.sample(
                 "sync_events_queued",
                 "gauge",
@@ -341,21 +350,6 @@ impl SyncDaemons {
         }
         if let Some(b) = &self.backup {
             let s = b.stats();
-            let role = [("role", "backup".to_string())];
-            counter(
-                e,
-                "sync_datagrams_total",
-                "Sync datagrams sent (master) or received (backup).",
-                &role,
-                s.datagrams,
-            );
-            counter(
-                e,
-                "sync_entries_total",
-                "Sync entries sent (master) or applied (backup).",
-                &role,
-                s.entries,
-            );
             for (reason, n) in &s.rejected {
                 counter(
                     e,

@@ -1072,6 +1072,11 @@ impl<A: Addr> ConnTable<A> {
 
     /// Calls `f` on every connection (for listings), one bucket locked at a time.
     pub fn for_each(&self, mut f: impl FnMut(&Conn<A>)) {
+        self.for_each_mut(|c| f(c));
+    }
+
+    /// Calls `f` on every connection, one bucket locked at a time (so it may change it).
+    fn for_each_mut(&self, mut f: impl FnMut(&mut Conn<A>)) {
         for b in 0..self.heads.len() as u32 {
             if self.empty(b) {
                 continue;
@@ -1080,7 +1085,7 @@ impl<A: Addr> ConnTable<A> {
             let mut i = bucket.first();
             while i != NIL {
                 let s = bucket.slot(i);
-                if let Some(c) = &s.conn {
+                if let Some(c) = s.conn.as_mut() {
                     f(c);
                 }
                 i = s.next;
@@ -1094,24 +1099,12 @@ impl<A: Addr> ConnTable<A> {
     /// returns how many it marked.
     pub fn unbind_gone(&self, gone: impl Fn(&DestState) -> bool) -> usize {
         let mut n = 0;
-        for b in 0..self.heads.len() as u32 {
-            if self.empty(b) {
-                continue;
+        self.for_each_mut(|c| {
+            if !c.unbound() && gone(&c.dest) {
+                c.mark_unbound();
+                n += 1;
             }
-            let mut bucket = self.lock(b);
-            let mut i = bucket.first();
-            while i != NIL {
-                let s = bucket.slot(i);
-                if let Some(c) = s.conn.as_mut()
-                    && !c.unbound()
-                    && gone(&c.dest)
-                {
-                    c.mark_unbound();
-                    n += 1;
-                }
-                i = s.next;
-            }
-        }
+        });
         n
     }
 

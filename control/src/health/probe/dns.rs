@@ -1,6 +1,6 @@
 //! `DNS_CHECK`: a query of the checker's name and type, answered with rcode NOERROR.
 
-use super::{io_fail, socket};
+use super::io_fail;
 use crate::health::machine::{FailKind, Outcome};
 use crate::health::spec::CheckSpec;
 
@@ -9,17 +9,10 @@ pub(super) async fn check(spec: &CheckSpec, qtype: u16, name: &str) -> Outcome {
     let Some(query) = query(id, qtype, name) else {
         return Outcome::fail(FailKind::Protocol, format!("bad name {name:?}"));
     };
-    let s = match socket(spec, socket2::Type::DGRAM, None) {
+    let s = match super::connected_dgram(spec, None).await {
         Ok(s) => s,
-        Err(e) => return io_fail("socket", &e),
+        Err(o) => return o,
     };
-    let s = match tokio::net::UdpSocket::from_std(std::net::UdpSocket::from(s)) {
-        Ok(s) => s,
-        Err(e) => return io_fail("socket", &e),
-    };
-    if let Err(e) = s.connect(spec.target).await {
-        return io_fail("connect", &e);
-    }
     if let Err(e) = s.send(&query).await {
         return io_fail("send", &e);
     }

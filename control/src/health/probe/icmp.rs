@@ -1,10 +1,9 @@
 //! `PING_CHECK`: an ICMP (ICMPv6) echo request to the realserver draws its echo reply. A
 //! raw socket (xlvsd runs as root); replies are matched by identifier, sequence and source.
 
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU16, Ordering};
 
-use super::{io_fail, socket};
+use super::io_fail;
 use crate::health::machine::Outcome;
 use crate::health::spec::CheckSpec;
 
@@ -17,24 +16,14 @@ pub(super) async fn check(spec: &CheckSpec) -> Outcome {
     } else {
         socket2::Protocol::ICMPV4
     };
-    let s = match socket(spec, socket2::Type::RAW, Some(proto)) {
+    // Connected: the kernel hands this socket only the target's ICMP.
+    let s = match super::connected_dgram(spec, Some(proto)).await {
         Ok(s) => s,
-        Err(e) => return io_fail("raw socket", &e),
+        Err(o) => return o,
     };
     let id = std::process::id() as u16;
     let seq = SEQ.fetch_add(1, Ordering::Relaxed);
     let req = echo_request(v6, id, seq);
-    // Connected: the kernel hands this socket only the target's ICMP.
-    let dst: SocketAddr = SocketAddr::new(spec.target.ip(), 0);
-    if let Err(e) = s.connect(&dst.into()) {
-        return io_fail("connect", &e);
-    }
-    // tokio's UDP socket only registers the descriptor and calls send(2)/recv(2), which a
-    // connected raw socket takes as they are.
-    let s = match tokio::net::UdpSocket::from_std(std::net::UdpSocket::from(s)) {
-        Ok(s) => s,
-        Err(e) => return io_fail("raw socket", &e),
-    };
     if let Err(e) = s.send(&req).await {
         return io_fail("send", &e);
     }

@@ -180,12 +180,6 @@ impl Prober {
     }
 }
 
-impl Drop for Prober {
-    fn drop(&mut self) {
-        self.jobs = None;
-    }
-}
-
 /// How long results gather before the control thread is woken for them: a thousand checks a
 /// second cost some fifty wakeups, not a thousand, and a result waits at most this long.
 pub const RESULT_BATCH: Duration = Duration::from_millis(20);
@@ -266,6 +260,30 @@ fn socket(
         }
         s.bind(&b.into())?;
     }
+    Ok(s)
+}
+
+/// A UDP socket of the checker's (see [`socket`]), or a raw one of `proto`, connected to its
+/// target (port 0 for raw) and registered with the runtime. tokio's UDP socket only
+/// registers the descriptor and calls send(2)/recv(2), which a connected raw socket takes
+/// as they are.
+async fn connected_dgram(
+    spec: &CheckSpec,
+    raw: Option<socket2::Protocol>,
+) -> Result<tokio::net::UdpSocket, Outcome> {
+    let ty = if raw.is_some() {
+        socket2::Type::RAW
+    } else {
+        socket2::Type::DGRAM
+    };
+    let s = socket(spec, ty, raw).map_err(|e| io_fail("socket", &e))?;
+    let s = tokio::net::UdpSocket::from_std(std::net::UdpSocket::from(s))
+        .map_err(|e| io_fail("socket", &e))?;
+    let to = match raw {
+        Some(_) => std::net::SocketAddr::new(spec.target.ip(), 0),
+        None => spec.target,
+    };
+    s.connect(to).await.map_err(|e| io_fail("connect", &e))?;
     Ok(s)
 }
 

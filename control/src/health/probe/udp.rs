@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use super::{io_fail, socket};
+use super::io_fail;
 use crate::health::machine::{FailKind, Outcome};
 use crate::health::spec::{CheckKind, CheckSpec};
 
@@ -20,17 +20,10 @@ pub(super) async fn check(spec: &CheckSpec) -> Outcome {
     else {
         return Outcome::fail(FailKind::Protocol, "not a UDP checker");
     };
-    let s = match socket(spec, socket2::Type::DGRAM, None) {
+    let s = match super::connected_dgram(spec, None).await {
         Ok(s) => s,
-        Err(e) => return io_fail("socket", &e),
+        Err(o) => return o,
     };
-    let s = match tokio::net::UdpSocket::from_std(std::net::UdpSocket::from(s)) {
-        Ok(s) => s,
-        Err(e) => return io_fail("socket", &e),
-    };
-    if let Err(e) = s.connect(spec.target).await {
-        return io_fail("connect", &e);
-    }
     // keepalived sends a random payload when none is configured.
     let random;
     let payload = if payload.is_empty() {
