@@ -58,6 +58,21 @@ fn real(i: u8) -> RealSpec {
     }
 }
 
+/// One realserver of configured weight `weight` checked by a `misc_dynamic` script.
+fn misc_dynamic_service(weight: u32) -> ServiceSpec {
+    let mut spec = service(1);
+    spec.reals[0].weight = weight;
+    spec.reals[0].checkers = vec![check(
+        1,
+        CheckKind::Misc {
+            script: script("check"),
+            timeout: None,
+            dynamic: true,
+        },
+    )];
+    spec
+}
+
 fn service(n: u8) -> ServiceSpec {
     ServiceSpec {
         key: key(),
@@ -296,16 +311,7 @@ fn quorum_has_hysteresis() {
 
 #[test]
 fn misc_dynamic_sets_the_weight() {
-    let mut spec = service(1);
-    spec.reals[0].weight = 10;
-    spec.reals[0].checkers = vec![check(
-        1,
-        CheckKind::Misc {
-            script: script("check"),
-            timeout: None,
-            dynamic: true,
-        },
-    )];
+    let spec = misc_dynamic_service(10);
     let mut r = Rig::new(vec![spec]);
     let w = |r: &Rig| r.h.overlay().dests[&(key(), rip(1), 80)].weight;
     r.run(S, |_| Outcome::Pass { weight: Some(5) });
@@ -494,16 +500,7 @@ fn a_late_result_of_an_earlier_probe_is_ignored() {
 
 #[test]
 fn misc_dynamic_keeps_its_weight_while_a_failure_is_retried() {
-    let mut spec = service(1);
-    spec.reals[0].weight = 100;
-    spec.reals[0].checkers = vec![check(
-        1,
-        CheckKind::Misc {
-            script: script("check"),
-            timeout: None,
-            dynamic: true,
-        },
-    )];
+    let spec = misc_dynamic_service(100);
     let mut r = Rig::new(vec![spec]);
     let w = |r: &Rig| r.h.overlay().dests[&(key(), rip(1), 80)].weight;
     r.run(S, |_| Outcome::Pass { weight: Some(2) });
