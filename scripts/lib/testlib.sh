@@ -243,6 +243,19 @@ lvs_dest_field() {
     $1 == "->" && cur == svc && $2 == dest { print $col; exit }'
 }
 
+# sighup_and_wait PATTERN: SIGHUP xlvsd, wait (bounded) for a new log line
+# matching PATTERN.
+sighup_and_wait() {
+  local before i
+  before=$(wc -l <"$XLVSD_LOG")
+  kill -HUP "$XLVSD_PID"
+  for ((i = 0; i < 50; i++)); do
+    tail -n +"$((before + 1))" "$XLVSD_LOG" | grep -q -- "$1" && return 0
+    sleep 0.1
+  done
+  fail "no log line matching '$1' within 5 s of SIGHUP; new lines: $(tail -n +"$((before + 1))" "$XLVSD_LOG")"
+}
+
 # ---------------------------------------------------------------- files
 
 # write_rules FILE LINE...: one rule per argument.

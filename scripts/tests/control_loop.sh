@@ -48,14 +48,8 @@ xadm "$ID" -a -t "$V:81" -r "$R2:80" -m >/dev/null
 xadm "$ID" -e -t "$V:80" -r "$R1:80" -m -w 5 >/dev/null
 grep -q -- "changed what $D/rules configures: its next reload restores the file's version" "$XLVSD_LOG" \
   || fail "the edit of a file-owned service was not logged as such"
-before=$(wc -l <"$XLVSD_LOG")
-kill -HUP "$XLVSD_PID"
-for ((i = 0; i < 50; i++)); do
-  tail -n +"$((before + 1))" "$XLVSD_LOG" | grep -q "reload of $D/rules" && break
-  sleep 0.1
-done
-tail -n +"$((before + 1))" "$XLVSD_LOG" | grep -q "reload of $D/rules: 1 change(s) applied" \
-  || fail "want 1 change (the file's weight back): $(tail -n +"$((before + 1))" "$XLVSD_LOG")"
+# One change: the file's weight back.
+sighup_and_wait "reload of $D/rules: 1 change(s) applied"
 S=$(xadm "$ID" -S -n)
 printf '%s\n' "$S" | grep -qx -- "-a -t $V:80 -r $R1:80 -m -w 1" || fail "file's weight not restored: $S"
 printf '%s\n' "$S" | grep -qx -- "-A -t $V:81 -s wlc" || fail "the admin's service went on reload: $S"

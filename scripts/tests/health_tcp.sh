@@ -191,14 +191,7 @@ log "(d) a bad keepalived.conf"
 before=$(xadm "$ID" -S -n)
 printf 'virtual_server %s 82 {\n    lb_algo rr\n    lb_kind TUN\n}\n' "$V" >>"$CONF"
 line=$(($(wc -l <"$CONF") - 1))
-mark=$(wc -l <"$XLVSD_LOG")
-kill -HUP "$XLVSD_PID"
-for ((i = 0; i < 50; i++)); do
-  tail -n +"$((mark + 1))" "$XLVSD_LOG" | grep -q "reload failed" && break
-  sleep 0.1
-done
-tail -n +"$((mark + 1))" "$XLVSD_LOG" | grep -q "reload failed, nothing changed: $CONF:$line:" \
-  || fail "SIGHUP with lb_kind TUN: want 'reload failed ... $CONF:$line:' in the log: $(tail -n +"$((mark + 1))" "$XLVSD_LOG")"
+sighup_and_wait "reload failed, nothing changed: $CONF:$line:"
 [ "$(xadm "$ID" -S -n)" = "$before" ] || fail "a failed reload changed the table"
 rc=0
 err=$(ip netns exec "$(lab_ns "$ID" dir)" timeout 10 "$XLVSD" --iface "$LAB_DIR_EXT" \

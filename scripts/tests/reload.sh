@@ -31,19 +31,6 @@ RULES=(
 write_rules "$D/rules" "${RULES[@]}"
 start_xlvsd "$ID" --iface "$LAB_DIR_EXT" --iface "$LAB_DIR_INT" --rules "$D/rules"
 
-# sighup_and_wait PATTERN: SIGHUP xlvsd, wait (bounded) for a new log line
-# matching PATTERN.
-sighup_and_wait() {
-  local before i
-  before=$(wc -l <"$XLVSD_LOG")
-  kill -HUP "$XLVSD_PID"
-  for ((i = 0; i < 50; i++)); do
-    tail -n +"$((before + 1))" "$XLVSD_LOG" | grep -q -- "$1" && return 0
-    sleep 0.1
-  done
-  fail "no log line matching '$1' within 5 s of SIGHUP; new lines: $(tail -n +"$((before + 1))" "$XLVSD_LOG")"
-}
-
 log "(a) SIGHUP with a download running through $V:80"
 start_slow_download
 # The unchanged service must keep its scheduler: rr carries on where it was,

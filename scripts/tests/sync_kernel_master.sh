@@ -110,7 +110,6 @@ S=$(xadm "$ID" -L --daemon)
 [ "$S" = "backup sync daemon (mcast=$LAB_DIR_INT, syncid=7, maxlen=1472, group=224.0.0.81, port=8848, ttl=1)" ] \
   || fail "-L --daemon: '$S'"
 # A reload keeps the daemon (the rules file holds none).
-kill -HUP "$XLVSD_PID"
-sleep 0.5
+sighup_and_wait "reload of $D/rules"
 [ "$(xadm "$ID" -L --daemon)" = "$S" ] || fail "SIGHUP changed the daemons: $(xadm "$ID" -L --daemon)"
 pass
