@@ -163,11 +163,13 @@ pub enum Command {
     /// `-L -c`: the connection table (`--persistent-conn` adds ipvsadm's pe columns).
     ListConns { persistent: bool, json: bool },
     /// `-L --daemon`: the connection sync daemons.
-    ListDaemon,
+    ListDaemon { json: bool },
     /// `--start-daemon master|backup` and its settings.
     StartDaemon(DaemonSpec),
     /// `--stop-daemon master|backup`.
     StopDaemon { role: SyncRole },
+    /// `--resync` (xlvs): pull the whole connection table from the sync peers.
+    Resync,
     /// `-L --health` (xlvs): one line per (realserver, checker) of health checking.
     ListHealth { key: Option<SvcKey>, json: bool },
     /// `-Z`: zero the counters of one service or of all.

@@ -40,6 +40,7 @@ enum Verb {
     Version,
     StartDaemon,
     StopDaemon,
+    Resync,
 }
 
 impl Verb {
@@ -66,6 +67,7 @@ impl Verb {
             Verb::Version => "version",
             Verb::StartDaemon => "start-daemon",
             Verb::StopDaemon => "stop-daemon",
+            Verb::Resync => "resync",
         }
     }
 }
@@ -120,6 +122,7 @@ const MCAST_TTL: char = '\u{1d}';
 const ADD_MARK: char = '\u{16}';
 const DEL_MARK: char = '\u{17}';
 const HEALTH: char = '\u{18}';
+const RESYNC: char = '\u{1e}';
 
 /// `-p` takes an optional value: the next argument if it is a number.
 fn optional_value(c: char) -> bool {
@@ -181,6 +184,7 @@ fn long_to_short(name: &str) -> Option<char> {
         "mcast-ttl" => MCAST_TTL,
         "add-mark" => ADD_MARK,
         "health" => HEALTH,
+        "resync" => RESYNC,
         "delete-mark" => DEL_MARK,
         _ => return None,
     })
@@ -405,6 +409,7 @@ pub fn parse(args: &[String]) -> Result<Command, CmdError> {
             }
             DAEMON => o.daemon = true,
             HEALTH => o.health = true,
+            RESYNC => set_verb(&mut verb, Verb::Resync)?,
             // ipvsadm sorts by default: --sort is accepted for compatibility.
             SORT => {}
             JSON => o.json = true,
@@ -727,7 +732,7 @@ fn build(verb: Verb, o: Opts) -> Result<Command, CmdError> {
                     return Err(CmdError::usage("options conflicts in the list command"));
                 }
                 if o.daemon {
-                    return Ok(Command::ListDaemon);
+                    return Ok(Command::ListDaemon { json: o.json });
                 }
                 return Ok(Command::ListConns {
                     persistent: o.format == Some(ListFormat::PersistentConn),
@@ -783,6 +788,13 @@ fn build(verb: Verb, o: Opts) -> Result<Command, CmdError> {
         Verb::ListTimeouts => Command::ListTimeouts,
         Verb::Workers => Command::Workers,
         Verb::XdpStats => Command::XdpStats,
+        Verb::Resync => {
+            only(false, false)?;
+            if o.service.is_some() || o.fwmark.is_some() {
+                return Err(illegal_with("service-address"));
+            }
+            Command::Resync
+        }
         Verb::Help => Command::Help,
         Verb::Version => Command::Version,
         Verb::StartDaemon | Verb::StopDaemon => {
@@ -1003,12 +1015,16 @@ Usage:
   xlvsadm -L|l [virtual-service] [-n] [--stats|--rate|--thresholds|--persistent-conn]
           [--exact] [--sort] [--json]
   xlvsadm -L|l -c [-n] [--persistent-conn] [--json]   connections
-  xlvsadm -L --timeout | -L --daemon
+  xlvsadm -L --timeout
   xlvsadm -Z [virtual-service]
   xlvsadm --set tcp tcpfin udp
   xlvsadm --add-mark|--delete-mark -f fwmark -t|u vip:port[-port]
                            put traffic in (or take it out of) a fwmark group (xlvs)
-  xlvsadm --start-daemon|--stop-daemon master|backup   (not supported yet)
+  xlvsadm --start-daemon master|backup [--mcast-interface IF] [--syncid N]
+          [--sync-maxlen L] [--mcast-group G] [--mcast-port P] [--mcast-ttl T]
+  xlvsadm --stop-daemon master|backup
+  xlvsadm -L --daemon [--json]   the sync daemons (--json: with their counters)
+  xlvsadm --resync         pull the whole connection table from the --sync-peers (xlvs)
   xlvsadm --workers        per-worker packet counters (xlvs)
   xlvsadm -L -n --health [service]   health checkers' states (xlvs)
   xlvsadm --xdp-stats      XDP steering counters (xlvs)
@@ -1326,7 +1342,16 @@ mod tests {
                 json: true
             }
         );
-        assert_eq!(p("-L --daemon").unwrap(), Command::ListDaemon);
+        assert_eq!(
+            p("-L --daemon").unwrap(),
+            Command::ListDaemon { json: false }
+        );
+        assert_eq!(
+            p("-L --daemon --json").unwrap(),
+            Command::ListDaemon { json: true }
+        );
+        assert_eq!(p("--resync").unwrap(), Command::Resync);
+        assert!(p("--resync -t 10.0.0.1:80").is_err());
         assert_eq!(p("-L -n --sort").unwrap(), p("-L -n").unwrap());
         assert!(matches!(
             p("-L -n --json -t 10.0.0.1:80").unwrap(),

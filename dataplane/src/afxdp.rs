@@ -61,6 +61,9 @@ pub struct XskConfig {
     pub events: usize,
     /// Entries from outside each worker's inject queue holds before refusing them.
     pub inject: usize,
+    /// IPVS `sync_threshold`: a connection's events at its `.0`-th client packet, then
+    /// every `.1`-th ([`Outbox::with_sync`]).
+    pub sync_threshold: (u32, u32),
 }
 
 impl Default for XskConfig {
@@ -72,6 +75,7 @@ impl Default for XskConfig {
             threads: Threads::default(),
             events: 8192,
             inject: 4096,
+            sync_threshold: (Outbox::SYNC_THRESHOLD, Outbox::SYNC_PERIOD),
         }
     }
 }
@@ -420,7 +424,11 @@ impl Dataplane {
         let mut handles = Vec::with_capacity(n);
         for (me, b) in self.bound.into_iter().enumerate() {
             let stats = Arc::new(WorkerStats::default());
-            let events = Arc::new(Outbox::new(self.config.events));
+            let events = Arc::new(Outbox::with_sync(
+                self.config.events,
+                self.config.sync_threshold.0,
+                self.config.sync_threshold.1,
+            ));
             let inject = Arc::new(ArrayQueue::new(self.config.inject.max(1)));
             let name = format!("{}/q{}", b.iface_name, b.queue);
             let t = thread_of[me];

@@ -60,6 +60,34 @@ struct Args {
     /// The sync multicast TTL (ipvsadm `--mcast-ttl`, default 1).
     #[arg(long = "mcast-ttl")]
     mcast_ttl: Option<String>,
+    /// IPVS's sync_threshold, "THRESHOLD PERIOD": a connection is synced at its
+    /// THRESHOLD-th client packet and then every PERIOD-th (PERIOD 0: once). A packet
+    /// count, not a time, as in the kernel.
+    #[arg(
+        long = "sync-threshold",
+        value_name = "\"T P\"",
+        default_value = "3 50"
+    )]
+    sync_threshold: String,
+    /// How long a partial sync datagram waits for more entries, in milliseconds (the
+    /// kernel's is 2000; the default keeps the sync lag under 100 ms).
+    #[arg(long = "sync-flush-ms", value_name = "MS", default_value_t = 50)]
+    sync_flush_ms: u64,
+    /// A peer director (repeatable): sync datagrams and resync pullers are taken from these
+    /// addresses only, and a starting daemon or `xlvsadm --resync` pulls their tables.
+    #[arg(long = "sync-peer", value_name = "ADDR")]
+    sync_peer: Vec<std::net::IpAddr>,
+    /// Authenticate sync datagrams and resync streams between xlvs directors with
+    /// HMAC-SHA256 and this key (a file of at least 16 bytes, mode 600). Kernel IPVS peers
+    /// cannot speak it: they drop such datagrams, and theirs are dropped.
+    #[arg(long = "sync-auth-key", value_name = "FILE")]
+    sync_auth_key: Option<PathBuf>,
+    /// TCP port of the resync server and of the peers' (0: no resync).
+    #[arg(long = "resync-port", value_name = "PORT", default_value_t = 8849)]
+    resync_port: u16,
+    /// Entries per second a resync stream sends at most (0: no limit).
+    #[arg(long = "resync-rate", value_name = "N", default_value_t = 1_000_000)]
+    resync_rate: u64,
     /// Maglev (mh) lookup table size, a prime; IPVS fixes it at kernel build time.
     #[arg(long, default_value_t = sched::SchedConfig::default().mh_table_size)]
     mh_table_size: usize,
@@ -106,6 +134,30 @@ fn main() {
             }
         }
     }
+    let sync_threshold = match parse_threshold(&a.sync_threshold) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("xlvsd: --sync-threshold: {e}");
+            std::process::exit(2);
+        }
+    };
+    let key = match &a.sync_auth_key {
+        Some(p) => match xlvs_control::sync::auth::Key::load(p) {
+            Ok(k) => Some(k),
+            Err(e) => {
+                eprintln!("xlvsd: --sync-auth-key: {e}");
+                std::process::exit(2);
+            }
+        },
+        None => None,
+    };
+    let sync_opts = xlvs_control::sync::daemon::SyncOptions {
+        flush: std::time::Duration::from_millis(a.sync_flush_ms),
+        peers: a.sync_peer,
+        key,
+        resync_port: a.resync_port,
+        resync_rate: a.resync_rate,
+    };
     let cfg = daemon::Config {
         ifaces: a.ifaces,
         rules: a.rules,
@@ -117,6 +169,7 @@ fn main() {
                 ThreadsArg::PerQueue => Threads::PerQueue,
                 ThreadsArg::PerSocket => Threads::PerSocket,
             },
+            sync_threshold,
             ..XskConfig::default()
         },
         sched: sched::SchedConfig {
@@ -125,11 +178,30 @@ fn main() {
         metrics: a.metrics,
         expire_nodest_conn: a.expire_nodest_conn,
         sync,
+        sync_opts,
     };
     if let Err(e) = daemon::run(cfg) {
         eprintln!("xlvsd: {e:#}");
         std::process::exit(1);
     }
+}
+
+/// `"3 50"`: the kernel's sysctl takes a threshold below the period (or any with period 0).
+fn parse_threshold(s: &str) -> Result<(u32, u32), String> {
+    let v: Vec<&str> = s.split_whitespace().collect();
+    let [t, p] = v.as_slice() else {
+        return Err(format!("want \"THRESHOLD PERIOD\", got {s:?}"));
+    };
+    let (t, p) = match (t.parse::<u32>(), p.parse::<u32>()) {
+        (Ok(t), Ok(p)) => (t, p),
+        _ => return Err(format!("not two numbers: {s:?}")),
+    };
+    if p > 255 || (p != 0 && t >= p) {
+        return Err(format!(
+            "the threshold must be below the period, and the period at most 255: {s:?}"
+        ));
+    }
+    Ok((t, p))
 }
 
 /// `--start-daemon` always parses to a `StartDaemon` command.

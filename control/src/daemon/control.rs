@@ -104,6 +104,8 @@ pub struct Control {
     /// Realservers gone from the last snapshots: their connections are marked again at the
     /// next housekeeping, for those a worker still on the older snapshot made meanwhile.
     gone: Vec<Arc<DestState>>,
+    /// Wakes the event loop from another thread (the resync puller).
+    waker: Option<Arc<dyn Fn() + Send + Sync>>,
     /// When housekeeping runs next (once a second).
     next_housekeeping: Instant,
     /// Housekeeping rounds so far.
@@ -130,6 +132,7 @@ impl Control {
             expire_nodest_conn: false,
             gone: Vec::new(),
             sync: Default::default(),
+            waker: None,
             next_housekeeping: now + Duration::from_secs(1),
             tick: 0,
         }
@@ -162,6 +165,83 @@ impl Control {
             c.collect(now);
         }
         self.apply_health();
+    }
+
+    /// The sync settings beyond ipvsadm's daemon options (before any daemon starts).
+    pub fn set_sync_options(&mut self, opts: crate::sync::daemon::SyncOptions) {
+        self.sync.opts = opts;
+    }
+
+    /// How another thread (the resync puller) wakes the event loop, which then calls
+    /// [`Control::woken`].
+    pub fn set_waker(&mut self, wake: Arc<dyn Fn() + Send + Sync>) {
+        self.waker = Some(wake);
+    }
+
+    /// Another thread woke the loop: resync entries to hand to the workers.
+    pub fn woken(&mut self, now: Instant) {
+        self.drain_resync(now);
+    }
+
+    /// Starts a pull of the peers' tables (`--resync`, or a daemon starting).
+    fn start_pull(&mut self) -> Result<(), CmdError> {
+        let peers = self.sync.resync_peers();
+        if peers.is_empty() {
+            return Err(CmdError::op(
+                "no resync peer: start xlvsd with --sync-peer ADDR (and --resync-port > 0)",
+            ));
+        }
+        let wake = self.waker.clone();
+        let key = self.sync.opts.key.clone();
+        self.sync
+            .resync
+            .pull(peers.clone(), key, move || {
+                if let Some(w) = &wake {
+                    w();
+                }
+            })
+            .map_err(|e| CmdError::op(format!("resync: {e}")))?;
+        log::info!(
+            "resync: pulling the connection table from {}",
+            peers
+                .iter()
+                .map(|p| p.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        Ok(())
+    }
+
+    /// Hands the pulled entries the workers' queues take (the rest wait for a retry).
+    fn drain_resync(&mut self, now: Instant) {
+        let handles = self.workers.handles();
+        if handles.is_empty() {
+            return;
+        }
+        let resolver = &self.resolver;
+        let names = &self.iface_names;
+        let mut touched = vec![false; handles.len()];
+        self.sync.resync.drain(now, |s| {
+            let mut s = *s;
+            if let xlvs_dataplane::core::inject::Spec::Conn(c) = &mut s
+                && c.client_hop.is_none()
+            {
+                c.client_hop = resolver.next_hop(names, c.caddr);
+            }
+            let w = worker_of(&s, handles.len());
+            let ok = handles[w].inject(s);
+            touched[w] |= ok;
+            if !ok {
+                // Let it insert what it holds.
+                handles[w].wake();
+            }
+            ok
+        });
+        for (w, t) in handles.iter().zip(touched) {
+            if t {
+                w.wake();
+            }
+        }
     }
 
     /// The sync backup's socket, for the event loop (None while no backup runs).
@@ -331,6 +411,7 @@ impl Control {
             self.resolver.settling(now),
             self.checker.as_ref().and_then(Checker::poll_timeout),
             self.sync.master.as_ref().map(|m| m.poll_timeout()),
+            self.sync.resync.poll_timeout(),
         ]
         .into_iter()
         .flatten()
@@ -351,6 +432,9 @@ impl Control {
         }
         if self.resolver.poll_timeout().is_some_and(|t| now >= t) {
             self.resolve(now);
+        }
+        if self.sync.resync.poll_timeout().is_some_and(|t| now >= t) {
+            self.drain_resync(now);
         }
         if let Some(m) = &mut self.sync.master {
             let handles = self.workers.handles();
@@ -508,12 +592,29 @@ impl Control {
                     conns::text(&entries, *persistent)
                 }
             }
-            Command::ListDaemon => self.sync.list(),
+            Command::ListDaemon { json } => {
+                if *json {
+                    format!("{:#}\n", self.sync.json())
+                } else {
+                    self.sync.list()
+                }
+            }
+            Command::Resync => {
+                self.start_pull()?;
+                String::new()
+            }
             Command::StartDaemon(spec) => {
                 let master = spec.role == crate::command::SyncRole::Master;
                 self.sync
-                    .start(spec.clone(), now)
+                    .start(spec.clone(), now, &self.conns)
                     .map_err(|e| CmdError::op(format!("{e:#}")))?;
+                // A director that starts syncing gets its peers' tables (once at a time).
+                if !self.sync.resync_peers().is_empty()
+                    && self.sync.resync.last().is_none_or(|p| p.finished())
+                    && let Err(e) = self.start_pull()
+                {
+                    log::warn!("{}", e.msg);
+                }
                 if master {
                     for w in self.workers.handles() {
                         w.set_listening(true);

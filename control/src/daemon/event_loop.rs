@@ -181,6 +181,7 @@ impl EventLoop {
                     }
                     SYNC => ctl.sync_readable(),
                     WAKER => {
+                        ctl.woken(now);
                         ctl.health_results(now);
                         while let Ok(reply) = src.scrapes.try_recv() {
                             let _ = reply.send(ctl.metrics());

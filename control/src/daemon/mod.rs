@@ -64,6 +64,8 @@ pub struct Config {
     pub expire_nodest_conn: bool,
     /// Connection sync daemons to start (`--start-daemon`).
     pub sync: Vec<crate::command::DaemonSpec>,
+    /// The sync settings beyond ipvsadm's.
+    pub sync_opts: crate::sync::daemon::SyncOptions,
 }
 
 /// The AF_XDP workers, as [`Control`] sees them.
@@ -188,6 +190,13 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
         Instant::now(),
     );
     ctl.set_expire_nodest_conn(cfg.expire_nodest_conn);
+    ctl.set_sync_options(cfg.sync_opts.clone());
+    {
+        let waker = event_loop.waker();
+        ctl.set_waker(Arc::new(move || {
+            let _ = waker.wake();
+        }));
+    }
     if let Some((path, conf)) = keepalived {
         let waker = event_loop.waker();
         let prober = health::probe::Prober::start(conf.scripts.clone(), move || {

@@ -114,6 +114,13 @@ impl Backup {
         out
     }
 
+    /// A datagram its driver refused before decoding (not from an allowed peer, a bad MAC),
+    /// counted as received and rejected for `why`.
+    pub fn reject(&mut self, why: &'static str) {
+        self.stats.datagrams += 1;
+        *self.stats.rejected.entry(why).or_default() += 1;
+    }
+
     fn count_drop(&mut self, why: &'static str) {
         *self.stats.dropped.entry(why).or_default() += 1;
     }

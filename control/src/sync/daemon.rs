@@ -18,14 +18,53 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, anyhow, bail};
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 
+use super::auth::{self, Key, Sealer, Verifier};
 use super::backup::{Backup, BackupStats};
 use super::master::{Master, MasterConfig, MasterStats};
 use super::maxlen_for_mtu;
+use super::resync::{self, Resync, server};
 use crate::command::{DaemonSpec, SyncRole};
 use crate::sys;
 
 /// How often a master drains the workers' outboxes.
 pub const DRAIN: Duration = Duration::from_millis(20);
+
+/// How long a partial datagram waits by default. The kernel waits up to 2 s, so a
+/// connection opened in the last 2 s before a master dies is unknown to its backup; xlvs's
+/// default is short enough for a sync lag well under 100 ms, and costs at most 20 datagrams
+/// a second while connections trickle in (none while nothing happens; under load datagrams
+/// fill up before the interval ends). `--sync-flush-ms 2000` is the kernel's behaviour.
+pub const DEFAULT_FLUSH: Duration = Duration::from_millis(50);
+
+/// xlvsd's sync settings beyond ipvsadm's daemon options (kept across reloads and
+/// `--start-daemon`/`--stop-daemon`).
+#[derive(Clone, Debug)]
+pub struct SyncOptions {
+    /// How long a partial datagram waits for more entries (`--sync-flush-ms`).
+    pub flush: Duration,
+    /// `--sync-peer`: the only addresses datagrams and resync pullers are taken from, and
+    /// the directors a resync pulls from. Empty: datagrams from anyone (as the kernel) and
+    /// no resync.
+    pub peers: Vec<IpAddr>,
+    /// `--sync-auth-key`: authenticate datagrams and resync streams.
+    pub key: Option<Key>,
+    /// `--resync-port` (0: no resync server).
+    pub resync_port: u16,
+    /// `--resync-rate`: entries per second a resync server sends per stream (0: no limit).
+    pub resync_rate: u64,
+}
+
+impl Default for SyncOptions {
+    fn default() -> Self {
+        SyncOptions {
+            flush: DEFAULT_FLUSH,
+            peers: Vec::new(),
+            key: None,
+            resync_port: resync::DEFAULT_PORT,
+            resync_rate: resync::DEFAULT_RATE,
+        }
+    }
+}
 
 /// A running master.
 pub struct MasterDaemon {
@@ -37,6 +76,7 @@ pub struct MasterDaemon {
     next_drain: Instant,
     /// Datagrams the socket refused (e.g. no route), counted.
     pub send_errors: u64,
+    sealer: Option<Sealer>,
 }
 
 /// A running backup.
@@ -46,6 +86,10 @@ pub struct BackupDaemon {
     pub maxlen: u16,
     sock: UdpSocket,
     backup: Backup,
+    peers: Vec<IpAddr>,
+    verifier: Option<Verifier>,
+    /// When the last entry was applied.
+    last_applied: Option<Instant>,
 }
 
 /// The interface a daemon uses: the given one, else the default route's (the kernel's
@@ -79,9 +123,15 @@ fn ifindex(ifname: &str) -> anyhow::Result<u32> {
 }
 
 impl MasterDaemon {
-    pub fn start(spec: DaemonSpec, flush: Duration, now: Instant) -> anyhow::Result<Self> {
+    pub fn start(spec: DaemonSpec, opts: &SyncOptions, now: Instant) -> anyhow::Result<Self> {
         let ifname = ifname_of(&spec)?;
         let maxlen = maxlen_of(&spec, &ifname);
+        // An authenticated datagram carries its trailer within the same limit.
+        let payload = if opts.key.is_some() {
+            (maxlen as usize).saturating_sub(auth::TRAILER).max(64)
+        } else {
+            maxlen as usize
+        };
         let group = spec.group();
         let src = sys::iface_addrs(&ifname)
             .into_iter()
@@ -111,8 +161,15 @@ impl MasterDaemon {
         s.set_nonblocking(true)?;
         let master = Master::new(MasterConfig {
             syncid: spec.syncid,
-            maxlen: maxlen as usize,
-            flush,
+            maxlen: payload,
+            flush: opts.flush,
+        });
+        // Sequence numbers from the wall clock: a restarted master goes on above its old ones.
+        let sealer = opts.key.clone().map(|k| {
+            let t = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default();
+            Sealer::new(k, t.as_nanos() as u64)
         });
         Ok(MasterDaemon {
             spec,
@@ -122,6 +179,7 @@ impl MasterDaemon {
             master,
             next_drain: now + DRAIN,
             send_errors: 0,
+            sealer,
         })
     }
 
@@ -158,7 +216,10 @@ impl MasterDaemon {
         }
     }
 
-    fn send(&mut self, d: Vec<u8>) {
+    fn send(&mut self, mut d: Vec<u8>) {
+        if let Some(s) = &mut self.sealer {
+            s.seal(&mut d);
+        }
         if let Err(e) = self.sock.send(&d) {
             self.send_errors += 1;
             log::debug!("sync master: send: {e}");
@@ -168,7 +229,7 @@ impl MasterDaemon {
 }
 
 impl BackupDaemon {
-    pub fn start(spec: DaemonSpec) -> anyhow::Result<Self> {
+    pub fn start(spec: DaemonSpec, opts: &SyncOptions) -> anyhow::Result<Self> {
         let ifname = ifname_of(&spec)?;
         let maxlen = maxlen_of(&spec, &ifname);
         let group = spec.group();
@@ -203,11 +264,19 @@ impl BackupDaemon {
             ifname,
             maxlen,
             sock: s.into(),
+            peers: opts.peers.clone(),
+            verifier: opts.key.clone().map(Verifier::new),
+            last_applied: None,
         })
     }
 
     pub fn stats(&self) -> &BackupStats {
         self.backup.stats()
+    }
+
+    /// When it last applied an entry.
+    pub fn last_applied(&self) -> Option<Instant> {
+        self.last_applied
     }
 
     pub fn fd(&self) -> RawFd {
@@ -224,8 +293,28 @@ impl BackupDaemon {
         let mut buf = [0u8; 65536];
         // Bounded: a flood cannot keep the control thread here.
         for _ in 0..1024 {
-            match self.sock.recv(&mut buf) {
-                Ok(n) => apply(self.backup.on_datagram(&buf[..n], timeouts, &hop)),
+            match self.sock.recv_from(&mut buf) {
+                Ok((n, from)) => {
+                    if !self.peers.is_empty() && !resync::walk::allowed(&self.peers, from.ip()) {
+                        self.backup.reject("not_allowed");
+                        continue;
+                    }
+                    let msg = match &mut self.verifier {
+                        Some(v) => match v.check(from.ip(), &buf[..n]) {
+                            Ok(m) => m,
+                            Err(e) => {
+                                self.backup.reject(e.label());
+                                continue;
+                            }
+                        },
+                        None => &buf[..n],
+                    };
+                    let specs = self.backup.on_datagram(msg, timeouts, &hop);
+                    if !specs.is_empty() {
+                        self.last_applied = Some(Instant::now());
+                    }
+                    apply(specs)
+                }
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
                 Err(e) => {
                     log::debug!("sync backup: recv: {e}");
@@ -241,20 +330,75 @@ impl BackupDaemon {
 pub struct SyncDaemons {
     pub master: Option<MasterDaemon>,
     pub backup: Option<BackupDaemon>,
+    pub opts: SyncOptions,
+    /// The resync server, while a daemon runs and peers are configured.
+    pub server: Option<server::Server>,
+    /// Pulls from the peers and their entries on their way to the workers.
+    pub resync: Resync,
 }
 
 impl SyncDaemons {
-    /// `--start-daemon`: ipvsadm's answers when one of that role already runs.
-    pub fn start(&mut self, spec: DaemonSpec, now: Instant) -> anyhow::Result<()> {
+    /// Daemons with these settings (none running yet).
+    pub fn new(opts: SyncOptions) -> Self {
+        SyncDaemons {
+            opts,
+            ..Default::default()
+        }
+    }
+
+    /// `--start-daemon`: ipvsadm's answers when one of that role already runs. The first
+    /// daemon also starts the resync server, if peers are configured.
+    pub fn start(
+        &mut self,
+        spec: DaemonSpec,
+        now: Instant,
+        tables: &std::sync::Arc<xlvs_dataplane::core::conn::Tables>,
+    ) -> anyhow::Result<()> {
+        let syncid = spec.syncid;
         match spec.role {
             SyncRole::Master if self.master.is_some() => bail!("Daemon has already run"),
             SyncRole::Backup if self.backup.is_some() => bail!("Daemon has already run"),
             SyncRole::Master => {
-                self.master = Some(MasterDaemon::start(spec, Duration::from_secs(2), now)?);
+                self.master = Some(MasterDaemon::start(spec, &self.opts, now)?);
             }
-            SyncRole::Backup => self.backup = Some(BackupDaemon::start(spec)?),
+            SyncRole::Backup => self.backup = Some(BackupDaemon::start(spec, &self.opts)?),
+        }
+        if self.server.is_none() && !self.opts.peers.is_empty() && self.opts.resync_port != 0 {
+            let ifname = self
+                .master
+                .as_ref()
+                .map(|m| m.ifname.clone())
+                .or_else(|| self.backup.as_ref().map(|b| b.ifname.clone()))
+                .unwrap_or_default();
+            let cfg = server::ServerConfig {
+                port: self.opts.resync_port,
+                ifname,
+                peers: self.opts.peers.clone(),
+                key: self.opts.key.clone(),
+                syncid,
+                rate: self.opts.resync_rate,
+            };
+            match server::Server::start(cfg, tables.clone()) {
+                Ok(s) => {
+                    log::info!("resync server on {}", s.addr);
+                    self.server = Some(s);
+                }
+                Err(e) => log::error!("{e:#}"),
+            }
         }
         Ok(())
+    }
+
+    /// The resync peers' addresses (empty: no resync).
+    pub fn resync_peers(&self) -> Vec<SocketAddr> {
+        if self.opts.resync_port == 0 {
+            return Vec::new();
+        }
+        self.opts
+            .peers
+            .iter()
+            .map(|p| SocketAddr::new(*p, self.opts.resync_port))
+            .collect()
     }
 
     /// `--stop-daemon`.
@@ -265,6 +409,9 @@ impl SyncDaemons {
         };
         if !gone {
             bail!("No daemon is running");
+        }
+        if self.master.is_none() && self.backup.is_none() {
+            self.server = None;
         }
         Ok(())
     }
@@ -285,6 +432,90 @@ impl SyncDaemons {
 }
 
 impl SyncDaemons {
+    /// `-L --daemon --json`: the daemons as `-L --daemon` shows them, their counters, the
+    /// sync options and the resync server and last pull.
+    pub fn json(&self) -> serde_json::Value {
+        use serde_json::json;
+        use std::sync::atomic::Ordering::Relaxed;
+        let daemon = |spec: &DaemonSpec, ifname: &str, maxlen: u16| {
+            json!({
+                "role": spec.role.name(),
+                "mcast_interface": ifname,
+                "syncid": spec.syncid,
+                "maxlen": maxlen,
+                "group": spec.group().to_string(),
+                "port": spec.port,
+                "ttl": spec.ttl,
+            })
+        };
+        let mut daemons = Vec::new();
+        if let Some(m) = &self.master {
+            let s = m.stats();
+            let mut d = daemon(&m.spec, &m.ifname, m.maxlen);
+            d["stats"] = json!({
+                "events": s.events,
+                "entries": s.entries,
+                "datagrams": s.datagrams,
+                "skipped": s.skipped,
+                "send_errors": m.send_errors,
+            });
+            daemons.push(d);
+        }
+        if let Some(b) = &self.backup {
+            let s = b.stats();
+            let mut d = daemon(&b.spec, &b.ifname, b.maxlen);
+            d["stats"] = json!({
+                "datagrams": s.datagrams,
+                "entries": s.entries,
+                "rejected": s.rejected,
+                "dropped": s.dropped,
+                "last_applied_ms_ago": b.last_applied().map(|t| t.elapsed().as_millis() as u64),
+            });
+            daemons.push(d);
+        }
+        let server = self.server.as_ref().map(|sv| {
+            let st = &sv.stats;
+            json!({
+                "listen": sv.addr.to_string(),
+                "streams": st.streams.load(Relaxed),
+                "active": st.active.load(Relaxed),
+                "entries": st.entries.load(Relaxed),
+                "refused": st.refused.load(Relaxed),
+                "failed": st.failed.load(Relaxed),
+                "last_entries": st.last_entries.load(Relaxed),
+                "last_ms": st.last_ms.load(Relaxed),
+            })
+        });
+        let pull = self.resync.last().map(|p| {
+            let pr = &p.progress;
+            json!({
+                "peers": p.peers.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
+                "state": pr.state().map(|s| s.name()),
+                "received": pr.entries.load(Relaxed),
+                "announced": pr.announced.load(Relaxed),
+                "dropped": pr.dropped.load(Relaxed),
+                "ms": pr.ms.load(Relaxed),
+                "error": pr.error.lock().map(|e| e.clone()).unwrap_or_default(),
+            })
+        });
+        json!({
+            "daemons": daemons,
+            "options": {
+                "flush_ms": self.opts.flush.as_millis() as u64,
+                "peers": self.opts.peers.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
+                "auth": self.opts.key.is_some(),
+                "resync_port": self.opts.resync_port,
+                "resync_rate": self.opts.resync_rate,
+            },
+            "resync": {
+                "server": server,
+                "pull": pull,
+                "applied": self.resync.applied,
+                "pulls": self.resync.pulls,
+            },
+        })
+    }
+
     /// Their metrics: datagrams and entries sent and received, drops by reason, the
     /// workers' events lost to full outboxes (`outbox_drops`) and waiting (`queued`).
     pub fn metrics(&self, e: &mut crate::metrics::Exposition, outbox_drops: u64, queued: u64) {
@@ -346,6 +577,72 @@ impl SyncDaemons {
                 "",
                 &role,
                 queued.to_string(),
+            );
+        }
+        if let Some(b) = &self.backup
+            && let Some(t) = b.last_applied()
+        {
+            e.sample(
+                "sync_last_applied_seconds",
+                "gauge",
+                "Seconds since the backup last applied a sync entry (its lag while the master is busy).",
+                "",
+                &[],
+                format!("{:.3}", t.elapsed().as_secs_f64()),
+            );
+        }
+        if let Some(sv) = &self.server {
+            use std::sync::atomic::Ordering::Relaxed;
+            let st = &sv.stats;
+            for (name, help, v) in [
+                (
+                    "resync_streams_total",
+                    "Resync streams served to their end.",
+                    st.streams.load(Relaxed),
+                ),
+                (
+                    "resync_entries_sent_total",
+                    "Entries sent by resync streams.",
+                    st.entries.load(Relaxed),
+                ),
+                (
+                    "resync_refused_total",
+                    "Resync pullers refused (not a peer, bad request or MAC, too many).",
+                    st.refused.load(Relaxed),
+                ),
+                (
+                    "resync_failed_total",
+                    "Resync streams cut short.",
+                    st.failed.load(Relaxed),
+                ),
+            ] {
+                counter(e, name, help, &[], v);
+            }
+        }
+        if let Some(p) = self.resync.last() {
+            use std::sync::atomic::Ordering::Relaxed;
+            let pr = &p.progress;
+            counter(
+                e,
+                "resync_entries_received_total",
+                "Entries received by the last resync pull.",
+                &[],
+                pr.entries.load(Relaxed),
+            );
+            e.sample(
+                "resync_pull_running",
+                "gauge",
+                "Whether a resync pull is running.",
+                "",
+                &[],
+                ((pr.state() == Some(resync::client::PullState::Running)) as u8).to_string(),
+            );
+            counter(
+                e,
+                "resync_entries_applied_total",
+                "Resync entries handed to the workers.",
+                &[],
+                self.resync.applied,
             );
         }
         if let Some(b) = &self.backup {

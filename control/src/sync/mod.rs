@@ -51,9 +51,11 @@
 //!
 //! [`ConnEvent`]: xlvs_dataplane::core::events::ConnEvent
 
+pub mod auth;
 pub mod backup;
 pub mod daemon;
 pub mod master;
+pub mod resync;
 mod wire;
 
 pub use wire::*;

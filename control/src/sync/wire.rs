@@ -350,6 +350,28 @@ impl Encoder {
         Ok(done)
     }
 
+    /// Adds a connection and its template to one datagram (a backup links a template to
+    /// the connection right before it in the same datagram): if the current datagram cannot
+    /// take both, it is returned finished and both start the next.
+    pub fn push_pair(
+        &mut self,
+        conn: &SyncConn,
+        template: &SyncConn,
+    ) -> Result<Option<Vec<u8>>, Unencodable> {
+        let (a, b) = (conn.wire_len()?, template.wire_len()?);
+        let mut done = None;
+        if self.count > 0 {
+            let end = self.buf.len() + pad_of(self.buf.len()) + a;
+            if self.count + 2 > MAX_CONNS || end + pad_of(end) + b > self.maxlen {
+                done = self.finish();
+            }
+        }
+        let first = self.push(conn)?;
+        let second = self.push(template)?;
+        debug_assert!(first.is_none() || done.is_none());
+        Ok(done.or(first).or(second))
+    }
+
     /// The datagram being built, finished, if it has an entry.
     pub fn flush(&mut self) -> Option<Vec<u8>> {
         if self.count == 0 { None } else { self.finish() }

@@ -1075,9 +1075,19 @@ impl<A: Addr> ConnTable<A> {
         self.for_each_mut(|c| f(c));
     }
 
+    /// Calls `f` on every connection of buckets `range` (of `0..buckets()`), one bucket
+    /// locked at a time: a long walk (a resync) goes in parts and does its IO between them.
+    pub fn for_each_in(&self, range: std::ops::Range<u32>, mut f: impl FnMut(&Conn<A>)) {
+        self.for_each_mut_in(range, |c| f(c));
+    }
+
     /// Calls `f` on every connection, one bucket locked at a time (so it may change it).
-    fn for_each_mut(&self, mut f: impl FnMut(&mut Conn<A>)) {
-        for b in 0..self.heads.len() as u32 {
+    fn for_each_mut(&self, f: impl FnMut(&mut Conn<A>)) {
+        self.for_each_mut_in(0..self.buckets() as u32, f);
+    }
+
+    fn for_each_mut_in(&self, range: std::ops::Range<u32>, mut f: impl FnMut(&mut Conn<A>)) {
+        for b in range.start..range.end.min(self.buckets() as u32) {
             if self.empty(b) {
                 continue;
             }
