@@ -105,7 +105,7 @@ _lab_check_id() {
 
 _lab_check_role() {
   case "${1-}" in
-    cli | dir | rs1 | rs2 | rs3 | sw) return 0 ;;
+    cli | dir | d2 | rs1 | rs2 | rs3 | sw) return 0 ;;
   esac
   _lab_err "invalid role '${1-}' (want one of: $LAB_ROLES)"
   return 1
@@ -526,6 +526,26 @@ lab_add_rs3() { # ID
   _lab_x ip -n "$ns" route add default via 10.10.0.1 dev eth0 || return 1
   LAB_RS3_IP=10.10.0.13
   export LAB_RS3_IP
+}
+
+# A second director d2 on the DR lab's segment (a director pair): eth0
+# 10.20.0.3/24 holding VIP2 10.20.0.101/32, which the realservers also hold
+# on lo (so they accept what d2 forwards to them). The client reaches VIP2 at
+# d2 as it reaches the VIP at dir. Sets LAB_D2_NS LAB_D2_IP LAB_VIP2.
+lab_add_dir2() { # ID
+  local id=${1-} ns="xl-${1-}-d2" rs
+  [ "$LAB_MODE" = dr ] || { _lab_err "lab_add_dir2: DR lab only"; return 1; }
+  _lab_add_ns "$id" d2 || return 1
+  _lab_sysctl "$ns" net.ipv4.ip_forward 0 || return 1
+  _lab_switch_port "$LAB_SW_NS" p-d2 "$ns" eth0 "$LAB_QUEUES" 1 || return 1
+  _lab_x ip -n "$ns" addr add 10.20.0.3/24 dev eth0 || return 1
+  _lab_x ip -n "$ns" addr add 10.20.0.101/32 dev eth0 || return 1
+  _lab_up_dev "$ns" eth0 || return 1
+  for rs in "$LAB_RS1_NS" "$LAB_RS2_NS"; do
+    _lab_x ip -n "$rs" addr add 10.20.0.101/32 dev lo || return 1
+  done
+  LAB_D2_NS=$ns LAB_D2_IP=10.20.0.3 LAB_VIP2=10.20.0.101
+  export LAB_D2_NS LAB_D2_IP LAB_VIP2
 }
 
 # UDP echo: each datagram is answered with ONE datagram "ROLE:" + payload.

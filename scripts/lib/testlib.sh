@@ -155,6 +155,51 @@ start_xlvsd() {
   fail "xlvsd did not print 'xlvsd: ready' within ${XLVS_READY_TIMEOUT:-30}s"
 }
 
+# start_peer_xlvsd ROLE ARGS...: another xlvsd, in ROLE's netns (a director
+# pair's second director), with control socket $(lab_dir)/xlvsd-ROLE.sock and
+# log xlvsd-ROLE.log; waits (bounded) for "xlvsd: ready". Its pid is in
+# PEER_PID (killed at cleanup; stop it with stop_peer_xlvsd).
+start_peer_xlvsd() {
+  local role=$1 ns sock log i before
+  shift
+  ns=$(lab_ns "$ID" "$role") || fail "bad role $role"
+  sock="$(lab_dir "$ID")/xlvsd-$role.sock"
+  log="$(lab_dir "$ID")/xlvsd-$role.log"
+  before=$(grep -c 'xlvsd: ready' "$log" 2>/dev/null || true)
+  log "start: ip netns exec $ns $XLVSD --control $sock $*"
+  ip netns exec "$ns" "$XLVSD" --control "$sock" "$@" </dev/null >>"$log" 2>&1 &
+  PEER_PID=$!
+  bg_track "$PEER_PID"
+  for ((i = 0; i < ${XLVS_READY_TIMEOUT:-30} * 10; i++)); do
+    [ "$(grep -c 'xlvsd: ready' "$log" 2>/dev/null || true)" -gt "${before:-0}" ] && return 0
+    kill -0 "$PEER_PID" 2>/dev/null || fail "xlvsd in $role exited before ready: $(tail -n 5 "$log")"
+    sleep 0.1
+  done
+  fail "xlvsd in $role not ready within ${XLVS_READY_TIMEOUT:-30}s"
+}
+
+# stop_peer_xlvsd: SIGTERM the peer xlvsd; it must exit within 10 s.
+stop_peer_xlvsd() {
+  local i
+  kill -TERM "$PEER_PID" 2>/dev/null || true
+  for ((i = 0; i < 100; i++)); do
+    kill -0 "$PEER_PID" 2>/dev/null || break
+    sleep 0.1
+  done
+  kill -0 "$PEER_PID" 2>/dev/null && fail "peer xlvsd still running 10 s after SIGTERM"
+  wait "$PEER_PID" 2>/dev/null || true
+}
+
+# xadm_at ROLE ARGS...: xlvsadm against ROLE's xlvsd (start_peer_xlvsd); must
+# succeed; prints its stdout.
+xadm_at() {
+  local role=$1 out rc=0
+  shift
+  out=$(timeout 10 "$XLVSADM" --control "$(lab_dir "$ID")/xlvsd-$role.sock" "$@" 2>&1) || rc=$?
+  [ "$rc" -eq 0 ] || fail "xlvsadm ($role) $* failed (rc=$rc): $out"
+  printf '%s\n' "$out"
+}
+
 # Fail unless xlvsd is still running.
 xlvsd_alive() {
   [ -n "$XLVSD_PID" ] || fail "xlvsd was never started"

@@ -511,6 +511,7 @@ impl SyncDaemons {
                 "server": server,
                 "pull": pull,
                 "applied": self.resync.applied,
+                "applied_ms": self.resync.applied_ms,
                 "pulls": self.resync.pulls,
             },
         })

@@ -54,6 +54,9 @@ pub struct Resync {
     pub applied: u64,
     /// Pulls started.
     pub pulls: u64,
+    started: Option<Instant>,
+    /// The last pull: milliseconds from its start until the workers had every entry.
+    pub applied_ms: Option<u64>,
 }
 
 impl Resync {
@@ -70,6 +73,8 @@ impl Resync {
         self.pull = Some(pull);
         self.rx = Some(rx);
         self.pulls += 1;
+        self.started = Some(Instant::now());
+        self.applied_ms = None;
         Ok(())
     }
 
@@ -97,7 +102,11 @@ impl Resync {
                 Ok(batch) => self.pending.extend(batch),
                 Err(TryRecvError::Empty) => break,
                 Err(TryRecvError::Disconnected) => {
+                    // The puller is done and every entry it sent is in the workers' queues.
                     self.rx = None;
+                    self.applied_ms = self
+                        .started
+                        .map(|t| now.saturating_duration_since(t).as_millis() as u64);
                     break;
                 }
             }
