@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # A realserver that fails its health check while a download from it runs
-# (NAT lab, keepalived.conf with MISC_CHECKs the test flips):
+# (NAT lab, keepalived.conf with MISC_CHECKs the test flips; its lvs_sync_daemon starts
+# the sync daemons):
 #  (a) by default (IPVS's expire_nodest_conn=0) the download carries on to
 #      the end, intact, though the realserver left the table;
 #  (b) with xlvsd --expire-nodest-conn its next packets are dropped and the
@@ -26,6 +27,10 @@ printf '#!/bin/sh\nexit "$(cat %s/code-"$1")"\n' "$D" >"$D/check.sh"
 chmod 755 "$D/check.sh"
 CONF=$D/keepalived.conf
 {
+  # keepalived's sync daemons, their sync id from the VRRP instance (xlvsd skips the
+  # instance itself; keepalived -P runs it).
+  printf 'global_defs {\n    lvs_sync_daemon %s VI_1\n}\n' "$LAB_DIR_INT"
+  printf 'vrrp_instance VI_1 {\n    interface %s\n    virtual_router_id 61\n    priority 100\n    virtual_ipaddress {\n        10.10.0.100/24\n    }\n}\n' "$LAB_DIR_INT"
   printf 'virtual_server %s 80 {\n    delay_loop 1\n    lb_algo rr\n    lb_kind NAT\n    protocol TCP\n' "$V"
   for r in rs1 rs2; do
     ip=$LAB_RS1_IP
@@ -61,6 +66,10 @@ log "(a) default: the download carries on"
 echo 0 >"$D/code-rs1"
 echo 0 >"$D/code-rs2"
 start_xlvsd "$ID" --iface "$LAB_DIR_EXT" --iface "$LAB_DIR_INT" --keepalived-conf "$CONF"
+L=$(xadm "$ID" -L --daemon)
+[ "$L" = "master sync daemon (mcast=$LAB_DIR_INT, syncid=61, maxlen=1472, group=224.0.0.81, port=8848, ttl=1)
+backup sync daemon (mcast=$LAB_DIR_INT, syncid=61, maxlen=1472, group=224.0.0.81, port=8848, ttl=1)" ] \
+  || fail "lvs_sync_daemon's daemons: $L"
 sleep 1.5 # first checks (warmup: up to delay_loop)
 start_slow_download
 fail_victim

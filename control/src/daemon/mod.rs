@@ -140,6 +140,10 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
         }
         None => None,
     };
+    let keepalived_daemons = keepalived
+        .as_ref()
+        .map(|(_, c)| c.sync_daemons.clone())
+        .unwrap_or_default();
     let signals = sys::SignalFd::install().context("signal handlers")?;
     sys::raise_memlock();
     sys::raise_nofile();
@@ -218,7 +222,14 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
     for f in &ifaces {
         ctl.attach(&f.name, f.rx_queues)?;
     }
-    for spec in &cfg.sync {
+    // keepalived.conf's lvs_sync_daemon, for the roles the command line does not start.
+    let mut daemons = cfg.sync.clone();
+    for d in keepalived_daemons {
+        if !daemons.iter().any(|c| c.role == d.role) {
+            daemons.push(d);
+        }
+    }
+    for spec in &daemons {
         let req = crate::admin::Request::new(crate::command::Command::StartDaemon(spec.clone()));
         let r = ctl.execute(&req, Instant::now());
         if r.code != 0 {

@@ -36,8 +36,10 @@ pub struct Config {
     pub services: Vec<ServiceSpec>,
     /// `global_defs`' `script_user` and `enable_script_security`.
     pub scripts: ScriptDefaults,
-    /// `lvs_sync_daemon`'s arguments as written (interface, then `inst`, `id`, … pairs).
-    pub sync_daemon: Option<Vec<String>>,
+    /// `lvs_sync_daemon`: the sync daemons keepalived's checker would start, a master and a
+    /// backup (keepalived 2 runs both and leaves the roles to the kernel's traffic), with
+    /// the sync id given, else the named VRRP instance's `virtual_router_id`.
+    pub sync_daemons: Vec<crate::command::DaemonSpec>,
     /// What keepalived would log and carry on from: unknown keywords, ignored settings,
     /// values it corrects (quorum above the total weight, mismatched DR ports, …).
     pub warnings: Vec<ConfWarning>,

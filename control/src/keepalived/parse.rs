@@ -138,14 +138,19 @@ pub(crate) fn parse(lexed: Lexed) -> Result<Config, ConfError> {
         commands: Vec::new(),
         services: Vec::new(),
         scripts: ScriptDefaults::default(),
-        sync_daemon: None,
+        sync_daemons: Vec::new(),
         warnings: Vec::new(),
     };
+    let mut sync_daemon: Option<(SyncDaemonConf, usize, usize)> = None;
     let mut groups: HashMap<String, Group> = HashMap::new();
     let mut vss = Vec::new();
     for n in &nodes {
         match n.kw() {
-            "global_defs" => p.global_defs(n, &mut cfg)?,
+            "global_defs" => {
+                if let Some(s) = p.global_defs(n, &mut cfg)? {
+                    sync_daemon = Some(s);
+                }
+            }
             "virtual_server_group" => {
                 let name = p.arg(n, 1)?.to_string();
                 if let Some(g) = groups.get(&name) {
@@ -164,12 +169,27 @@ pub(crate) fn parse(lexed: Lexed) -> Result<Config, ConfError> {
             _ => {}
         }
     }
+    if let Some((sd, file, line)) = sync_daemon {
+        cfg.sync_daemons = p.sync_daemons(sd, (file, line), &nodes);
+    }
     let mut seen: HashMap<SvcKey, (usize, usize)> = HashMap::new();
     for vs in vss {
         p.build(vs, &groups, &mut seen, &mut cfg)?;
     }
     cfg.warnings = p.warnings;
     Ok(cfg)
+}
+
+/// `lvs_sync_daemon` as given.
+#[derive(Clone, Debug)]
+struct SyncDaemonConf {
+    ifname: String,
+    instance: String,
+    syncid: Option<u8>,
+    maxlen: Option<u16>,
+    port: Option<u16>,
+    ttl: Option<u8>,
+    group: Option<IpAddr>,
 }
 
 /// Check timing settings as given at one level (virtual server, real server, checker).
@@ -467,7 +487,12 @@ impl P {
         Ok(true)
     }
 
-    fn global_defs(&mut self, n: &Node, cfg: &mut Config) -> Result<(), ConfError> {
+    fn global_defs(
+        &mut self,
+        n: &Node,
+        cfg: &mut Config,
+    ) -> Result<Option<(SyncDaemonConf, usize, usize)>, ConfError> {
+        let mut sync = None;
         for c in n.block.iter().flatten() {
             match c.kw() {
                 "script_user" => {
@@ -498,15 +523,135 @@ impl P {
                     cfg.commands.push(Command::SetTimeouts { tcp, tcpfin, udp });
                 }
                 "lvs_sync_daemon" => {
-                    self.arg(c, 1)?;
-                    cfg.sync_daemon = Some(c.words[1..].to_vec());
+                    if let Some(sd) = self.lvs_sync_daemon(c) {
+                        sync = Some((sd, c.file, c.line));
+                    }
                 }
                 // Everything else in global_defs (router_id, notification_email, vrrp_*,
                 // …) concerns keepalived itself or its VRRP side.
                 _ => {}
             }
         }
-        Ok(())
+        Ok(sync)
+    }
+
+    /// `lvs_sync_daemon IF VRRP_INSTANCE [id N] [maxlen L] [port P] [ttl T] [group G]`, as
+    /// keepalived reads it (`lvs_syncd_handler`): a bad value is reported and ignored, the
+    /// old form with the sync id third is accepted with a warning.
+    fn lvs_sync_daemon(&mut self, c: &Node) -> Option<SyncDaemonConf> {
+        let w = &c.words;
+        if w.len() < 3 {
+            self.warn(
+                c,
+                "lvs_sync_daemon requires interface, VRRP instance: ignored",
+            );
+            return None;
+        }
+        let mut sd = SyncDaemonConf {
+            ifname: w[1].clone(),
+            instance: w[2].clone(),
+            syncid: None,
+            maxlen: None,
+            port: None,
+            ttl: None,
+            group: None,
+        };
+        let mut i = 3;
+        if w.len() >= 4 && w[3].starts_with(|ch: char| ch.is_ascii_digit()) {
+            self.warn(
+                c,
+                "Please use keyword \"id\" before lvs_sync_daemon syncid value",
+            );
+            sd.syncid = w[3].parse::<u8>().ok();
+            i = 4;
+        }
+        while i < w.len() {
+            let key = w[i].as_str();
+            if !["id", "maxlen", "port", "ttl", "group"].contains(&key) {
+                self.warn(
+                    c,
+                    format!("Unknown option {key} specified for lvs_sync_daemon"),
+                );
+                i += 1;
+                continue;
+            }
+            let Some(v) = w.get(i + 1) else {
+                self.warn(c, format!("No value specified for lvs_sync_daemon {key}"));
+                break;
+            };
+            let bad =
+                |p: &mut Self| p.warn(c, format!("Invalid lvs_sync_daemon {key} ({v}) - ignoring"));
+            match key {
+                "id" => match v.parse::<u8>() {
+                    Ok(n) => sd.syncid = Some(n),
+                    Err(_) => bad(self),
+                },
+                "maxlen" => match v.parse::<u16>() {
+                    Ok(n) if n >= 1 && n as u32 <= 65535 - 20 - 8 => sd.maxlen = Some(n),
+                    _ => bad(self),
+                },
+                "port" => match v.parse::<u16>() {
+                    Ok(n) if n > 0 => sd.port = Some(n),
+                    _ => bad(self),
+                },
+                "ttl" => match v.parse::<u8>() {
+                    Ok(n) if n > 0 => sd.ttl = Some(n),
+                    _ => bad(self),
+                },
+                "group" => match v.parse::<IpAddr>() {
+                    Ok(g) if g.is_multicast() => sd.group = Some(g),
+                    _ => bad(self),
+                },
+                _ => bad(self),
+            }
+            i += 2;
+        }
+        Some(sd)
+    }
+
+    /// The daemons of `lvs_sync_daemon`: its VRRP instance must exist (keepalived clears
+    /// the setting otherwise), and gives the sync id if none is set.
+    fn sync_daemons(
+        &mut self,
+        sd: SyncDaemonConf,
+        (file, line): (usize, usize),
+        nodes: &[Node],
+    ) -> Vec<crate::command::DaemonSpec> {
+        use crate::command::{DaemonSpec, SyncRole};
+        let inst = nodes
+            .iter()
+            .find(|n| n.kw() == "vrrp_instance" && n.words.get(1) == Some(&sd.instance));
+        let Some(inst) = inst else {
+            self.warn_at(
+                file,
+                line,
+                format!(
+                    "Unable to find vrrp instance {} for lvs_syncd - lvs_sync_daemon ignored",
+                    sd.instance
+                ),
+            );
+            return Vec::new();
+        };
+        let vrid = inst
+            .block
+            .iter()
+            .flatten()
+            .find(|c| c.kw() == "virtual_router_id")
+            .and_then(|c| c.words.get(1))
+            .and_then(|v| v.parse::<u8>().ok());
+        let syncid = sd.syncid.or(vrid).unwrap_or(0);
+        [SyncRole::Master, SyncRole::Backup]
+            .into_iter()
+            .map(|role| DaemonSpec {
+                ifname: Some(sd.ifname.clone()),
+                syncid,
+                maxlen: sd.maxlen,
+                group: sd.group,
+                port: sd.port.unwrap_or(DaemonSpec::PORT),
+                ttl: sd.ttl.unwrap_or(1),
+                ..DaemonSpec::new(role)
+            })
+            .collect()
     }
 
     fn group(&mut self, n: &Node) -> Result<Group, ConfError> {

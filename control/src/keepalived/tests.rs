@@ -89,13 +89,17 @@ fn full_fixture() {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/keepalived/full.conf");
     let cfg = load(&path).expect("full.conf loads");
     assert_eq!(cfg.warnings, vec![]);
+    let lines: Vec<String> = cfg
+        .sync_daemons
+        .iter()
+        .map(|d| d.line(d.ifname.as_deref().unwrap_or("?"), 1472))
+        .collect();
     assert_eq!(
-        cfg.sync_daemon,
-        Some(
-            ["eth0", "inst", "VI_1", "id", "7"]
-                .map(String::from)
-                .to_vec()
-        )
+        lines,
+        [
+            "master sync daemon (mcast=eth0, syncid=7, maxlen=1472, group=224.0.0.81, port=8848, ttl=1)",
+            "backup sync daemon (mcast=eth0, syncid=7, maxlen=1472, group=224.0.0.81, port=8848, ttl=1)"
+        ]
     );
     assert_eq!(cfg.scripts.script_user, Some(("root".into(), None)));
     assert!(cfg.scripts.enable_script_security);
@@ -727,4 +731,41 @@ fn the_readme_example() {
     ));
     assert_eq!(cfg.services[1].reals[0].checkers[0].kind.name(), "SSL_GET");
     assert!(cfg.scripts.enable_script_security);
+}
+
+/// `lvs_sync_daemon` as keepalived reads it: the sync id from `id`, else the VRRP instance's
+/// `virtual_router_id`; the old positional id; bad values warned and ignored; an unknown
+/// instance drops the setting.
+#[test]
+fn lvs_sync_daemon_follows_keepalived() {
+    let parse = |global: &str| {
+        let text = format!(
+            "global_defs {{\n    {global}\n}}\nvrrp_instance VI_9 {{\n    interface eth1\n    virtual_router_id 42\n}}\n"
+        );
+        parse_str(&text, Path::new("k.conf")).expect("parses")
+    };
+    let c = parse("lvs_sync_daemon eth1 VI_9");
+    assert_eq!(c.sync_daemons.len(), 2);
+    assert!(
+        c.sync_daemons
+            .iter()
+            .all(|d| d.syncid == 42 && d.ifname.as_deref() == Some("eth1"))
+    );
+    assert_eq!(c.warnings, vec![]);
+    let c = parse("lvs_sync_daemon eth1 VI_9 5");
+    assert_eq!(c.sync_daemons[0].syncid, 5);
+    assert_eq!(c.warnings.len(), 1, "{:?}", c.warnings);
+    let c = parse("lvs_sync_daemon eth1 VI_9 id 3 maxlen 1400 port 9000 ttl 2 group ff02::8848");
+    let d = &c.sync_daemons[1];
+    assert_eq!(
+        (d.syncid, d.maxlen, d.port, d.ttl, d.group),
+        (3, Some(1400), 9000, 2, Some("ff02::8848".parse().unwrap()))
+    );
+    let c = parse("lvs_sync_daemon eth1 VI_9 id 300 group 10.0.0.1 colour blue");
+    assert_eq!(c.sync_daemons[0].syncid, 42);
+    assert_eq!(c.sync_daemons[0].group, None);
+    assert_eq!(c.warnings.len(), 4, "{:?}", c.warnings);
+    let c = parse("lvs_sync_daemon eth1 VI_NONE id 3");
+    assert!(c.sync_daemons.is_empty());
+    assert!(c.warnings[0].msg.contains("VI_NONE"), "{:?}", c.warnings);
 }
