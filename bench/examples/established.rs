@@ -1,6 +1,8 @@
 //! Drives `Core::process` over established LVS-NAT flows, or new connections, for instruction
-//! counting (`valgrind --tool=callgrind`): `established [nat|dr|reply|syn] [packets]`. Deterministic, so two
-//! builds can be compared by instructions per packet whatever else the machine is doing.
+//! counting (`valgrind --tool=callgrind`): `established [nat|dr|reply|syn] [packets] [sync]`.
+//! Deterministic, so two builds can be compared by instructions per packet whatever else the
+//! machine is doing. `sync`: a sync master listens (the connection-event hand-off is on; the
+//! outbox is emptied every 10 000 packets, as the master drains it).
 
 use xlvs_bench::*;
 use xlvs_dataplane::core::Instant;
@@ -13,6 +15,11 @@ fn main() {
     let n: usize = args.next().and_then(|s| s.parse().ok()).unwrap_or(200_000);
     let fwd = if which == "dr" { Fwd::Route } else { Fwd::Masq };
     let (mut core, snap) = setup(fwd, 1 << 20);
+    let outbox = std::sync::Arc::new(xlvs_dataplane::core::events::Outbox::new(1 << 16));
+    if args.next().as_deref() == Some("sync") {
+        outbox.set_listening(true);
+        core.set_outbox(Some(outbox.clone()));
+    }
     if which == "syn" {
         // New connections: a SYN from a new client endpoint each time.
         let mut tx = 0usize;
@@ -30,6 +37,9 @@ fn main() {
     let mut buf = [0u8; 64];
     let mut tx = 0usize;
     for i in 0..n {
+        if i % frames.len() == 0 {
+            while outbox.pop().is_some() {}
+        }
         let (f, iface) = if which == "reply" {
             (&frames[i % frames.len()].1, 1)
         } else {

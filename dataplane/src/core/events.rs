@@ -167,6 +167,12 @@ impl Outbox {
         }
     }
 
+    /// Whether a connection's first client packet (the one that creates it) is the one the
+    /// sync rule reports (a threshold of 1).
+    pub fn picks_first_packet(&self) -> bool {
+        self.stored(1) == self.stored(self.threshold)
+    }
+
     /// Starts or stops the events (the worker sees it at its next batch).
     pub fn set_listening(&self, on: bool) {
         self.listening.store(on, Ordering::Relaxed);

@@ -781,6 +781,14 @@ fn new_conn_events<A: Addr>(ob: &Outbox, c: &Conn<A>, timeout: u32, new_template
         };
         ob.push(events::ConnEvent::of_template(kind, t));
     }
+    // The creating packet is the first counted: with a sync threshold of 1 it is the one
+    // IPVS syncs (`ip_vs_in` counts it right after `ip_vs_schedule`).
+    if ob.picks_first_packet() {
+        ob.push(events::ConnEvent::of_conn(EventKind::Packets, c, timeout));
+        if let Some(t) = &c.template {
+            ob.push(events::ConnEvent::of_template(EventKind::Packets, t));
+        }
+    }
 }
 
 /// A new connection's realserver, the persistence template that chose it if any, and whether

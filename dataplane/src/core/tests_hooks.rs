@@ -148,6 +148,30 @@ fn a_connection_reports_creation_state_changes_the_sync_rule_and_expiry() {
 }
 
 #[test]
+fn a_threshold_of_one_reports_the_creating_packet() {
+    // IPVS counts the packet that created the connection, so `sync_threshold "1 0"` syncs
+    // it there, and never again (period 0).
+    let mut c = Core::new(Arc::new(Tables::new(1 << 10)));
+    let ob = Arc::new(Outbox::with_sync(16, 1, 0));
+    ob.set_listening(true);
+    c.set_outbox(Some(ob.clone()));
+    let snap = nat_snap(&[(RIP1, 8080)]);
+    c.process(t(1), &snap, &mut client_seg(40000, SYN), 0);
+    let ev = drain(&ob);
+    assert_eq!(
+        kinds(&ev),
+        [(EventKind::Created, false), (EventKind::Packets, false)]
+    );
+    assert_eq!(ev[1].state, TcpState::SynRecv);
+    c.process(t(1), &snap, &mut reply_seg(RIP1, 40000, SYN | ACK), 1);
+    for _ in 0..300 {
+        c.process(t(1), &snap, &mut client_seg(40000, ACK), 0);
+    }
+    let ev = drain(&ob);
+    assert_eq!(kinds(&ev), [(EventKind::StateChanged, false)]);
+}
+
+#[test]
 fn a_full_outbox_drops_events_and_forwarding_goes_on() {
     let (mut c, ob) = listened(true);
     let snap = nat_snap(&[(RIP1, 8080)]);
