@@ -71,7 +71,7 @@ fn encode(c: &mut Criterion) {
     g.bench_function("decode_10k", |b| {
         b.iter(|| {
             for d in &dgrams {
-                black_box(backup.on_datagram(d, &timeouts, |_| None));
+                black_box(backup.on_datagram(d, None, &timeouts, |_| None));
             }
         })
     });
@@ -82,7 +82,7 @@ fn encode(c: &mut Criterion) {
             || Core::new(Arc::new(Tables::new(1 << 15))),
             |mut core| {
                 for d in &dgrams {
-                    for s in backup.on_datagram(d, &timeouts, |_| None) {
+                    for s in backup.on_datagram(d, None, &timeouts, |_| None) {
                         let _ = core.insert(Instant(1), &snap, &s);
                     }
                 }
@@ -96,7 +96,7 @@ fn encode(c: &mut Criterion) {
     g.bench_function("apply_update_10k", |b| {
         b.iter(|| {
             for d in &dgrams {
-                for s in backup.on_datagram(d, &timeouts, |_| None) {
+                for s in backup.on_datagram(d, None, &timeouts, |_| None) {
                     let _ = core.insert(Instant(1), &snap, &s);
                 }
             }

@@ -2,7 +2,7 @@
 //! (ipvsadm.c `list_conn`, `print_conn`), persistence templates included.
 
 use std::fmt::Write as _;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use serde_json::json;
 use xlvs_dataplane::core::Instant;
@@ -22,19 +22,23 @@ pub struct Entry {
     pub client: SocketAddr,
     pub virt: SocketAddr,
     pub dest: SocketAddr,
+    /// The peer director it was synced from (None: made here).
+    pub peer: Option<IpAddr>,
+    /// Synced from a peer (whose address may be past the numbered ones).
+    pub synced: bool,
 }
 
 /// Every connection and template.
 pub fn entries(tables: &Tables, now: Instant) -> Vec<Entry> {
     let mut out = Vec::new();
-    collect(&tables.v4, now, &mut out);
-    collect(&tables.v6, now, &mut out);
+    collect(tables, &tables.v4, now, &mut out);
+    collect(tables, &tables.v6, now, &mut out);
     out
 }
 
-fn collect<A: Addr>(t: &ConnTable<A>, now: Instant, out: &mut Vec<Entry>) {
+fn collect<A: Addr>(tables: &Tables, t: &ConnTable<A>, now: Instant, out: &mut Vec<Entry>) {
     let ep = |a: A, port: u16| SocketAddr::new(a.ip(), port);
-    t.for_each(|c| {
+    t.for_each_with_origin(|c, origin| {
         out.push(Entry {
             proto: c.proto().label(),
             expire: c.expires_in(now).as_secs(),
@@ -45,6 +49,8 @@ fn collect<A: Addr>(t: &ConnTable<A>, now: Instant, out: &mut Vec<Entry>) {
             client: ep(c.caddr, c.cport),
             virt: ep(c.vaddr, c.vport),
             dest: ep(c.daddr, c.dport),
+            peer: tables.peer(origin),
+            synced: !origin.is_local(),
         })
     });
     t.for_each_template(|tp| {
@@ -58,6 +64,8 @@ fn collect<A: Addr>(t: &ConnTable<A>, now: Instant, out: &mut Vec<Entry>) {
             client: ep(k.caddr, 0),
             virt: ep(k.vaddr, k.vport),
             dest: SocketAddr::new(daddr, dport),
+            peer: tables.peer(tp.origin),
+            synced: !tp.origin.is_local(),
         })
     });
 }
@@ -96,7 +104,8 @@ pub fn text(entries: &[Entry], persistent: bool) -> String {
     s
 }
 
-/// `-L -c --json`.
+/// `-L -c --json`: ipvsadm's columns, and each entry's origin: `local` (made here) or
+/// `synced`, with the `peer` it came from.
 pub fn json(entries: &[Entry]) -> serde_json::Value {
     let list: Vec<_> = entries
         .iter()
@@ -108,6 +117,8 @@ pub fn json(entries: &[Entry]) -> serde_json::Value {
                 "source": e.client.to_string(),
                 "virtual": e.virt.to_string(),
                 "destination": e.dest.to_string(),
+                "origin": if e.synced { "synced" } else { "local" },
+                "peer": e.peer.map(|p| p.to_string()),
             })
         })
         .collect();
@@ -197,5 +208,7 @@ UDP 04:59  UDP         198.51.100.7:5353  192.0.2.100:53     10.10.0.12:53
         let j = json(&e);
         assert_eq!(j["connections"][1]["state"], "ESTABLISHED");
         assert_eq!(j["connections"][1]["source"], "198.51.100.7:40000");
+        assert_eq!(j["connections"][1]["origin"], "local");
+        assert_eq!(j["connections"][1]["peer"], serde_json::Value::Null);
     }
 }

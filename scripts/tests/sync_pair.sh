@@ -102,7 +102,19 @@ for ((i = 0; i < 40; i++)); do
 done
 printf '%s\n' "$L1" | grep -qxF "$T2" || fail "d1 lacks d2's template: $T2"
 [ "$n" -ge 20 ] || fail "d1 lists $n of VIP2's 20 connections 2 s later"
-log "d2 lists d1's 100 short connections; d1 lists VIP2's $n connections and template from d2"
+# -L -c --json: the origin of each entry.
+origins() { # ROLE VIRTUAL: "origin peer" of its entries, counted
+  local j
+  if [ "$1" = d2 ]; then j=$(xadm_at d2 -L -n -c --json); else j=$(xadm "$ID" -L -n -c --json); fi
+  printf '%s' "$j" | python3 -c 'import json,sys,collections; v=sys.argv[1]; print(dict(collections.Counter((c["origin"], c["peer"]) for c in json.load(sys.stdin)["connections"] if c["virtual"] == v)))' "$2"
+}
+o=$(origins d2 "$LAB_VIP:80")
+[[ $o == "{('synced', '$LAB_DIR_IP'): "* ]] && [[ $o != *local* ]] || fail "d2's origins for VIP's connections: $o"
+o=$(origins d2 "$LAB_VIP2:80")
+[[ $o == "{('local', None): "* ]] && [[ $o != *synced* ]] || fail "d2's origins for its own VIP2 connections: $o"
+o=$(origins d1 "$LAB_VIP2:80")
+[[ $o == "{('synced', '$LAB_D2_IP'): "* ]] && [[ $o != *local* ]] || fail "d1's origins for VIP2's connections: $o"
+log "d2 lists d1's 100 short connections; d1 lists VIP2's $n connections and template from d2; -L -c --json gives each entry's origin"
 
 log "2. forged datagrams"
 before=$(list2 | grep -c . || true)

@@ -10,9 +10,11 @@
 //!   the kernel has the change;
 //! - signals (an eventfd the handlers write): SIGHUP reloads `--rules`, SIGINT/SIGTERM stop;
 //! - rtnetlink notifications: neighbours, routes, the director's addresses;
-//! - the waker of the metrics thread and of the health probes' runtime: scrapes to render,
-//!   probe results to apply;
-//! - deadlines: housekeeping, next-hop retries, health checks to start (later: sync timers).
+//! - the waker of the metrics thread, of the health probes' runtime and of the resync
+//!   puller: scrapes to render, probe results to apply, resync entries to hand out;
+//! - the sync backup's socket, while a backup daemon runs;
+//! - deadlines: housekeeping, next-hop retries, health checks to start, the sync master's
+//!   drain and flush, resync entries to retry.
 
 use std::collections::HashMap;
 use std::io::{self, Read, Write};

@@ -61,12 +61,13 @@ impl Backup {
         &self.stats
     }
 
-    /// A datagram from a master: what to insert, in order (a template before the connection
-    /// it controls). `timeouts` are the backup's own (for v0); `hop` gives a client's next
-    /// hop if the kernel knows it.
+    /// A datagram from a master (`from`, the entries' origin): what to insert, in order (a
+    /// template before the connection it controls). `timeouts` are the backup's own (for v0);
+    /// `hop` gives a client's next hop if the kernel knows it.
     pub fn on_datagram(
         &mut self,
         data: &[u8],
+        from: Option<IpAddr>,
         timeouts: &Timeouts,
         hop: impl Fn(IpAddr) -> Option<NextHop>,
     ) -> Vec<Spec> {
@@ -109,6 +110,12 @@ impl Backup {
             }
             out.push(Spec::Conn(spec));
             i += 1;
+        }
+        for s in &mut out {
+            match s {
+                Spec::Conn(c) => c.origin = from,
+                Spec::Template(t) => t.origin = from,
+            }
         }
         self.stats.entries += out.len() as u64;
         out
@@ -176,6 +183,7 @@ impl Backup {
             timeout: Duration::from_secs(secs as u64),
             client_hop: hop(c.caddr),
             template: None,
+            origin: None,
         })
     }
 
@@ -196,6 +204,7 @@ impl Backup {
             dport: c.dport,
             fwd,
             timeout,
+            origin: None,
         })
     }
 }
@@ -230,7 +239,7 @@ mod tests {
         let datagrams = udp_payloads(V1_CAPTURE);
         assert_eq!(datagrams.len(), 1);
         let mut b = Backup::new(7);
-        let specs = b.on_datagram(&datagrams[0], &Timeouts::default(), |_| None);
+        let specs = b.on_datagram(&datagrams[0], None, &Timeouts::default(), |_| None);
         assert_eq!(specs.len(), 15);
         let tables = Arc::new(Tables::new(1024));
         let mut core = Core::new(tables.clone());
@@ -254,7 +263,7 @@ mod tests {
         let mut other = Backup::new(8);
         assert!(
             other
-                .on_datagram(&datagrams[0], &Timeouts::default(), |_| None)
+                .on_datagram(&datagrams[0], None, &Timeouts::default(), |_| None)
                 .is_empty()
         );
         assert_eq!(other.stats().rejected.get("wrong_syncid"), Some(&1));
@@ -264,7 +273,7 @@ mod tests {
     fn the_v0_datagram_takes_the_backups_own_timeout() {
         let datagrams = udp_payloads(V0_CAPTURE);
         let mut b = Backup::new(0);
-        let specs = b.on_datagram(&datagrams[0], &Timeouts::default(), |_| None);
+        let specs = b.on_datagram(&datagrams[0], None, &Timeouts::default(), |_| None);
         let [Spec::Conn(c)] = &specs[..] else {
             panic!("one connection: {specs:?}")
         };
@@ -306,7 +315,7 @@ mod tests {
         assert!(enc.push(&tpl).unwrap().is_none());
         let d = enc.flush().unwrap();
         let mut b = Backup::new(3);
-        let specs = b.on_datagram(&d, &Timeouts::default(), |_| None);
+        let specs = b.on_datagram(&d, None, &Timeouts::default(), |_| None);
         let [Spec::Template(t), Spec::Conn(c)] = &specs[..] else {
             panic!("template then connection: {specs:?}")
         };

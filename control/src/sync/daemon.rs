@@ -309,7 +309,7 @@ impl BackupDaemon {
                         },
                         None => &buf[..n],
                     };
-                    let specs = self.backup.on_datagram(msg, timeouts, &hop);
+                    let specs = self.backup.on_datagram(msg, Some(from.ip()), timeouts, &hop);
                     if !specs.is_empty() {
                         self.last_applied = Some(Instant::now());
                     }

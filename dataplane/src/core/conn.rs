@@ -25,7 +25,7 @@
 use std::cell::UnsafeCell;
 use std::mem::MaybeUninit;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
-use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -351,6 +351,22 @@ pub struct TemplateKey<A> {
     pub vport: u16,
 }
 
+/// Where a connection or template came from: this director ([`Origin::LOCAL`]) or a peer
+/// director's sync or resync, by the peer's number in its [`Tables`] ([`Tables::peer`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Origin(pub u8);
+
+impl Origin {
+    /// Made here.
+    pub const LOCAL: Origin = Origin(0);
+    /// From a peer past the [`Tables`]' 254 numbered ones.
+    pub const SOME_PEER: Origin = Origin(u8::MAX);
+
+    pub fn is_local(self) -> bool {
+        self == Self::LOCAL
+    }
+}
+
 /// A persistence template (IPVS `IP_VS_CONN_F_TEMPLATE`): which realserver a client's
 /// connections to a persistent service go to. It counts toward the realserver's `persist`
 /// connections from creation until it is out of the table and no connection holds it.
@@ -368,6 +384,8 @@ pub struct Template<A> {
     last_used: AtomicU64,
     /// The tick of its wheel entry.
     armed: AtomicU32,
+    /// Where it came from (set when it is made).
+    pub origin: Origin,
 }
 
 impl<A> Template<A> {
@@ -387,6 +405,7 @@ impl<A> Template<A> {
             timeout,
             last_used: AtomicU64::new(now.0),
             armed: AtomicU32::new(0),
+            origin: Origin::LOCAL,
         }
     }
 
@@ -491,6 +510,10 @@ pub struct ConnTable<A: Addr> {
     heads: Box<[AtomicU32]>,
     mask: u32,
     slots: Box<[UnsafeCell<MaybeUninit<Slot<A>>>]>,
+    /// Where each slot's connection came from ([`Origin`]), beside the slots so the 56-byte
+    /// IPv4 slot does not grow: written when a connection is inserted (or updated from
+    /// outside), read by listings, never on the forwarding path.
+    origins: Box<[AtomicU8]>,
     /// Slots from 1 below it are initialised (in a chain or on the free list).
     fresh: AtomicU32,
     free: Mutex<Vec<u32>>,
@@ -615,6 +638,16 @@ impl<A: Addr> Found<'_, A> {
         self.bucket.slot(i).armed
     }
 
+    /// Where it came from.
+    pub fn origin(&self) -> Origin {
+        Origin(self.bucket.t.origins[self.slot as usize].load(Ordering::Relaxed))
+    }
+
+    /// Records that it came from `o` (an update from outside).
+    pub fn set_origin(&mut self, o: Origin) {
+        self.bucket.t.origins[self.slot as usize].store(o.0, Ordering::Relaxed);
+    }
+
     /// Records that a wheel entry for tick `at` now stands for it (older entries are stale).
     pub fn set_armed(&mut self, at: u32) {
         let i = self.slot;
@@ -657,6 +690,9 @@ impl<A: Addr> ConnTable<A> {
             // Safety: an all-zero `AtomicU32` is a valid one (0 = NIL, unlocked).
             heads: unsafe { Box::<[AtomicU32]>::new_zeroed_slice(buckets).assume_init() },
             mask: buckets as u32 - 1,
+            // Safety: an all-zero `AtomicU8` is a valid one (0 = local); zeroed memory is
+            // committed by the OS as it is first written, like the slots.
+            origins: unsafe { Box::<[AtomicU8]>::new_zeroed_slice(max + 1).assume_init() },
             slots,
             fresh: AtomicU32::new(1),
             free: Mutex::new(Vec::new()),
@@ -836,6 +872,17 @@ impl<A: Addr> ConnTable<A> {
     /// state says (IPVS `ip_vs_bind_dest`), and records `armed`, the tick of the wheel entry
     /// the caller files for it. Returns its bucket (what the wheel entry holds).
     pub fn insert(&self, conn: Conn<A>, armed: u32, now: Instant) -> Result<u32, InsertError> {
+        self.insert_from(conn, armed, now, Origin::LOCAL)
+    }
+
+    /// [`ConnTable::insert`] of a connection learned from outside (`origin`).
+    pub fn insert_from(
+        &self,
+        conn: Conn<A>,
+        armed: u32,
+        now: Instant,
+        origin: Origin,
+    ) -> Result<u32, InsertError> {
         self.reserve()?;
         conn.dest.bind(conn.binding());
         let b = self.bucket(conn.proto().number(), conn.caddr, conn.cport);
@@ -856,6 +903,7 @@ impl<A: Addr> ConnTable<A> {
         // so no other thread accesses it; writing over a free slot drops nothing (its
         // connection is `None`).
         unsafe { (*self.slots[i as usize].get()).write(slot) };
+        self.origins[i as usize].store(origin.0, Ordering::Relaxed);
         bucket.set_first(i);
         drop(bucket);
         if let Some(c) = old {
@@ -968,6 +1016,7 @@ impl<A: Addr> ConnTable<A> {
         (dest, fwd, bound): (Arc<DestState>, Fwd, bool),
         timeout: Duration,
         now: Instant,
+        origin: Origin,
     ) -> Result<(Arc<Template<A>>, bool), InsertError> {
         use dashmap::mapref::entry::Entry as MapEntry;
         let slot = self.templates.entry(key);
@@ -986,6 +1035,7 @@ impl<A: Addr> ConnTable<A> {
         }
         let mut t = Template::new(key, (dest, fwd), timeout, now);
         t.placeholder = !bound;
+        t.origin = origin;
         let t = Arc::new(t);
         slot.insert(t.clone());
         Ok((t, true))
@@ -1078,15 +1128,24 @@ impl<A: Addr> ConnTable<A> {
     /// Calls `f` on every connection of buckets `range` (of `0..buckets()`), one bucket
     /// locked at a time: a long walk (a resync) goes in parts and does its IO between them.
     pub fn for_each_in(&self, range: std::ops::Range<u32>, mut f: impl FnMut(&Conn<A>)) {
-        self.for_each_mut_in(range, |c| f(c));
+        self.for_each_mut_in(range, |c, _| f(c));
+    }
+
+    /// Calls `f` on every connection and where it came from (for listings).
+    pub fn for_each_with_origin(&self, mut f: impl FnMut(&Conn<A>, Origin)) {
+        self.for_each_mut_in(0..self.buckets() as u32, |c, o| f(c, o));
     }
 
     /// Calls `f` on every connection, one bucket locked at a time (so it may change it).
-    fn for_each_mut(&self, f: impl FnMut(&mut Conn<A>)) {
-        self.for_each_mut_in(0..self.buckets() as u32, f);
+    fn for_each_mut(&self, mut f: impl FnMut(&mut Conn<A>)) {
+        self.for_each_mut_in(0..self.buckets() as u32, |c, _| f(c));
     }
 
-    fn for_each_mut_in(&self, range: std::ops::Range<u32>, mut f: impl FnMut(&mut Conn<A>)) {
+    fn for_each_mut_in(
+        &self,
+        range: std::ops::Range<u32>,
+        mut f: impl FnMut(&mut Conn<A>, Origin),
+    ) {
         for b in range.start..range.end.min(self.buckets() as u32) {
             if self.empty(b) {
                 continue;
@@ -1094,9 +1153,10 @@ impl<A: Addr> ConnTable<A> {
             let mut bucket = self.lock(b);
             let mut i = bucket.first();
             while i != NIL {
+                let origin = Origin(self.origins[i as usize].load(Ordering::Relaxed));
                 let s = bucket.slot(i);
                 if let Some(c) = s.conn.as_mut() {
-                    f(c);
+                    f(c, origin);
                 }
                 i = s.next;
             }
@@ -1159,9 +1219,30 @@ fn prefetch(p: *const u8) {
 pub struct Tables {
     pub v4: ConnTable<Ipv4Addr>,
     pub v6: ConnTable<Ipv6Addr>,
+    /// The peers connections came from, numbered from 1 ([`Origin`]).
+    peers: Mutex<Vec<IpAddr>>,
 }
 
 impl Tables {
+    /// The origin of entries from peer `addr` (numbered at its first entry).
+    pub fn origin_of(&self, addr: IpAddr) -> Origin {
+        let mut peers = self.peers.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(i) = peers.iter().position(|p| *p == addr) {
+            return Origin(i as u8 + 1);
+        }
+        if peers.len() >= Origin::SOME_PEER.0 as usize - 1 {
+            return Origin::SOME_PEER;
+        }
+        peers.push(addr);
+        Origin(peers.len() as u8)
+    }
+
+    /// The peer of origin `o` (None: local, or a peer past the numbered ones).
+    pub fn peer(&self, o: Origin) -> Option<IpAddr> {
+        let peers = self.peers.lock().unwrap_or_else(|e| e.into_inner());
+        (o.0 as usize).checked_sub(1).and_then(|i| peers.get(i).copied())
+    }
+
     /// [`ConnTable::unbind_gone`] over both families.
     pub fn unbind_gone(&self, gone: impl Fn(&DestState) -> bool) -> usize {
         self.v4.unbind_gone(&gone) + self.v6.unbind_gone(&gone)
@@ -1172,6 +1253,7 @@ impl Tables {
         Tables {
             v4: ConnTable::new(max),
             v6: ConnTable::new(max),
+            peers: Mutex::new(Vec::new()),
         }
     }
 

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::addr::Addr;
-use super::conn::{Conn, ConnKey, InsertError, TemplateKey};
+use super::conn::{Conn, ConnKey, InsertError, Origin, TemplateKey};
 use super::family::Family;
 use super::service::{DestState, Fwd, IfaceId, NextHop, Proto, Snapshot, VsKey};
 use super::tcp_state::TcpState;
@@ -50,6 +50,8 @@ pub struct ConnSpec {
     pub client_hop: Option<NextHop>,
     /// The persistence template that controls it, linked if the table has it.
     pub template: Option<TemplateKey<IpAddr>>,
+    /// The peer director it came from (listed as its origin; None: made here).
+    pub origin: Option<IpAddr>,
 }
 
 /// A persistence template as a peer's sync message describes it.
@@ -66,6 +68,8 @@ pub struct TemplateSpec {
     pub fwd: Fwd,
     /// Its persistence timeout, from its insertion.
     pub timeout: Duration,
+    /// The peer director it came from (None: made here).
+    pub origin: Option<IpAddr>,
 }
 
 /// What the control thread hands a worker to insert.
@@ -93,6 +97,22 @@ impl From<InsertError> for InjectError {
 }
 
 impl Core {
+    /// The origin of entries from `peer` (remembered for the next ones: a sync datagram or a
+    /// resync brings many from one peer).
+    fn origin_of(&mut self, peer: Option<IpAddr>) -> Origin {
+        let Some(p) = peer else {
+            return Origin::LOCAL;
+        };
+        match self.last_origin {
+            Some((q, o)) if q == p => o,
+            _ => {
+                let o = self.tables.origin_of(p);
+                self.last_origin = Some((p, o));
+                o
+            }
+        }
+    }
+
     /// Inserts a connection or template from outside ([`Core::insert_conn`],
     /// [`Core::insert_template`]).
     pub fn insert(
@@ -133,6 +153,7 @@ impl Core {
         let a = |ip: IpAddr| F::from_ip(ip).ok_or(InjectError::Family);
         let (caddr, vaddr, daddr) = (a(spec.caddr)?, a(spec.vaddr)?, a(spec.daddr)?);
         let threshold = self.sync_threshold();
+        let origin = self.origin_of(spec.origin);
         let table = F::table(&self.tables);
         let ex = F::expiry(&mut self.expiry);
         let vs = VsKey {
@@ -154,6 +175,9 @@ impl Core {
             proto: spec.proto.number(),
         };
         if let Some(mut f) = table.lookup_in(&key) {
+            if !origin.is_local() {
+                f.set_origin(origin);
+            }
             let c = f.conn();
             update(c, spec, daddr, found);
             if template.is_some() {
@@ -192,7 +216,7 @@ impl Core {
         conn.in_pkts = threshold;
         conn.set_deadline(deadline);
         let at = ex.conns.at(tick(now), deadline);
-        let b = table.insert(conn, at, now)?;
+        let b = table.insert_from(conn, at, now, origin)?;
         ex.conns.push(at, b);
         Ok(())
     }
@@ -225,8 +249,10 @@ impl Core {
         let dest = found
             .cloned()
             .unwrap_or_else(|| Arc::new(DestState::new(spec.daddr, spec.dport)));
+        let origin = self.origin_of(spec.origin);
         let table = F::table(&self.tables);
-        let (t, new) = table.learn_template(key, (dest, spec.fwd, bound), spec.timeout, now)?;
+        let (t, new) =
+            table.learn_template(key, (dest, spec.fwd, bound), spec.timeout, now, origin)?;
         if new {
             let ex = F::expiry(&mut self.expiry);
             t.arm(ex.templates.file(tick(now), t.deadline(), key));

@@ -163,6 +163,8 @@ pub struct Core {
     /// ([`conn::HOOKS_LISTENING`] while someone listens, else [`conn::HOOKS_QUIET`]): all the
     /// per-packet path looks at.
     listen: u8,
+    /// The last peer entries came from and its origin ([`inject`]).
+    last_origin: Option<(std::net::IpAddr, conn::Origin)>,
 }
 
 /// A worker's timing wheels, per address family.
@@ -268,6 +270,7 @@ impl Core {
             outbox: None,
             live: None,
             listen: conn::HOOKS_QUIET,
+            last_origin: None,
         }
     }
 

@@ -55,6 +55,7 @@ fn spec(cport: u16, daddr: Ipv4Addr, state: TcpState, hop: Option<NextHop>) -> C
         timeout: Duration::from_secs(900),
         client_hop: hop,
         template: None,
+        origin: None,
     }
 }
 
@@ -353,6 +354,7 @@ fn learned_templates_keep_clients_on_their_realserver_and_bind_late() {
             dport: 8080,
             fwd: Fwd::Masq,
             timeout: Duration::from_secs(300),
+            origin: None,
         })
     };
     // Bound: RIP2 although round-robin would pick RIP1 first.
@@ -409,6 +411,7 @@ fn a_learned_connection_links_its_template() {
         dport: 8080,
         fwd: Fwd::Masq,
         timeout: Duration::from_secs(10),
+        origin: None,
     };
     c.insert_template(t(1), &snap, &ts).unwrap();
     let mut s = spec(40000, RIP1, TcpState::Established, None);

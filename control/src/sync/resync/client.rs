@@ -127,6 +127,9 @@ impl Pull {
                 } else {
                     PullState::Failed
                 });
+                // The channel closes before the last wake, so the control thread that wakes
+                // sees the end (not an empty, still open channel).
+                drop(tx);
                 wake();
             })?;
         Ok(Pull {
@@ -186,7 +189,7 @@ fn pull_one(
         loop {
             match d.next_frame() {
                 Ok(Some(Frame::Message(m))) => {
-                    let specs = backup.on_datagram(&m, &timeouts, |_| None);
+                    let specs = backup.on_datagram(&m, Some(peer.ip()), &timeouts, |_| None);
                     got += specs.len() as u64;
                     batch.extend(specs);
                 }

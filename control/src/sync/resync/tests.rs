@@ -50,6 +50,7 @@ fn filled(n: u32) -> (Arc<Tables>, Instant) {
                 dport: 8080,
                 fwd: Fwd::Masq,
                 timeout: Duration::from_secs(300),
+                origin: None,
             });
             core.insert(now, &snap, &t).unwrap();
             key
@@ -67,6 +68,7 @@ fn filled(n: u32) -> (Arc<Tables>, Instant) {
             timeout: Duration::from_secs(100 + i as u64 % 500),
             client_hop: None,
             template,
+            origin: None,
         });
         core.insert(now, &snap, &c).unwrap();
     }
@@ -166,6 +168,10 @@ fn a_pull_copies_the_whole_table_with_templates_linked() {
     );
     assert_eq!(dst.len(), src.len());
     assert_same(&dst, &src);
+    // Every entry is listed as synced from the server.
+    let e = conns::entries(&dst, xlvs_dataplane::afxdp::now());
+    assert!(e.iter().all(|e| e.synced && e.peer == Some(ip("127.0.0.1"))));
+    assert!(conns::entries(&src, xlvs_dataplane::afxdp::now()).iter().all(|e| !e.synced));
     // Links: every persistent connection's template has its connection counted.
     let linked = |t: &Tables| {
         let mut n = 0;
