@@ -28,6 +28,7 @@ fn events() -> Vec<ConnEvent> {
             state: TcpState::Established,
             template: false,
             inactive: false,
+            persistent: false,
             cport: 10_000 + (i % 50_000) as u16,
             vport: 80,
             dport: 8080,

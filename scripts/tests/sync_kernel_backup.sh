@@ -4,7 +4,8 @@
 # kernel under qemu (scripts/lib/kpeer.sh), its NIC on the realserver segment, runs
 # `ipvsadm --start-daemon backup --mcast-interface eth0 --syncid 9` with the same virtual
 # service. After connections through xlvs, the kernel's `ipvsadm -L -n -c` lists them with
-# xlvs's realserver and state.
+# xlvs's realserver and state: first sync v1 (the default), then, xlvsd restarted with
+# --sync-version 0, v0.
 # Needs root, qemu-system-x86, linux-image-amd64, busybox-static, ipvsadm.
 set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -52,6 +53,18 @@ for i in $(seq 1 6); do
   ports+=("$p")
 done
 X=$(xadm "$ID" -L -n -c)
+# Then sync_version 0, the kernel's old format, to the same kernel backup.
+stop_xlvsd_checked
+mv "$XLVSD_LOG" "$D/xlvsd.v1.log"
+start_rr_xlvsd --start-daemon master --mcast-interface "$LAB_DIR_INT" --syncid 9 --sync-version 0
+for i in $(seq 1 4); do
+  p=$((42100 + i))
+  lab_exec "$ID" cli curl -sS --max-time 3 --local-port "$p" -o /dev/null "http://$LAB_VIP/" || fail "curl (v0) $i"
+  ports+=("$p")
+done
+X="$X
+$(xadm "$ID" -L -n -c)"
+grep -q "GUEST-CONNS-BEGIN" "$D/console.log" && fail "the guest listed its connections before the v0 phase ended (slow host)"
 rc=0
 wait "$KP" || rc=$?
 TEST_BG_PIDS=()

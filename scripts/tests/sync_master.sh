@@ -4,7 +4,7 @@
 # on a realserver's port of the segment, decodes entries for the connections the test made
 # through the VIP (client, virtual and realserver address and port, state ESTABLISHED or
 # later, the state's timeout, syncid 5). -L --daemon shows the daemon as ipvsadm does;
-# --stop-daemon stops it.
+# --stop-daemon stops it. Then with --sync-version 0, tshark decodes the kernel's v0 layout.
 # Needs root, tshark and target/release/{xlvsd,xlvsadm}.
 set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -57,4 +57,24 @@ printf '%s\n' "$M" | grep -q '^xlvs_sync_events_dropped_total{role="master"} 0$'
 xadm "$ID" --stop-daemon master >/dev/null
 [ -z "$(xadm "$ID" -L --daemon)" ] || fail "-L --daemon after --stop-daemon"
 xlvsadm_rc "$ID" 255 "No daemon is running" --stop-daemon master
+
+log "sync_version 0: the kernel's old format, decoded by tshark too"
+stop_xlvsd_checked
+mv "$XLVSD_LOG" "$D/xlvsd.v1.log"
+start_rr_xlvsd --start-daemon master --mcast-interface "$LAB_DIR_INT" --syncid 5 --sync-version 0
+lab_exec "$ID" rs1 timeout 8 tshark -i eth0 -f "udp port 8848" -w "$D/sync0.pcap" >/dev/null 2>&1 &
+TS=$!
+bg_track $TS
+sleep 2
+for i in 1 2 3; do
+  lab_exec "$ID" cli curl -sS --max-time 3 --local-port $((41100 + i)) -o /dev/null "http://$LAB_VIP/" || fail "curl v0 $i"
+done
+wait "$TS" 2>/dev/null || true
+TEST_BG_PIDS=()
+out=$(tshark -r "$D/sync0.pcap" -V 2>/dev/null)
+for i in 1 2 3; do
+  printf '%s\n' "$out" | grep -q "Client Port: $((41100 + i))$" || fail "v0: no entry for client port $((41100 + i)): $(printf '%s\n' "$out" | grep -E 'Client Port|Count' | head)"
+done
+printf '%s\n' "$out" | grep -q "Connection Count: [1-9]" || fail "v0: no connection count"
+printf '%s\n' "$out" | grep -q "Timeout:" && fail "v0 datagrams carry no timeout, tshark shows one"
 pass

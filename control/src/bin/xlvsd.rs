@@ -82,6 +82,23 @@ struct Args {
     /// cannot speak it: they drop such datagrams, and theirs are dropped.
     #[arg(long = "sync-auth-key", value_name = "FILE")]
     sync_auth_key: Option<PathBuf>,
+    /// IPVS's sync_version: the message format the master sends, 1 (the kernel's default)
+    /// or 0 (for old backups: IPv4 only, no timeouts). Backups read both.
+    #[arg(long = "sync-version", value_name = "0|1", default_value_t = 1, value_parser = clap::value_parser!(u8).range(0..=1))]
+    sync_version: u8,
+    /// IPVS's sync_persist_mode: 1 sends the persistence templates but not the connections
+    /// they control (fewer messages; the backup learns where each client goes).
+    #[arg(long = "sync-persist-mode", value_name = "0|1", default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=1))]
+    sync_persist_mode: u8,
+    /// IPVS's sync_refresh_period, in seconds (0: off): an entry is not sent again while
+    /// its expiry would move by less than this (and half its timeout), except for
+    /// --sync-retries resends. With a sync_threshold period of 0 every client packet is a
+    /// candidate, as in the kernel.
+    #[arg(long = "sync-refresh-period", value_name = "SECS", default_value_t = 0)]
+    sync_refresh_period: u64,
+    /// IPVS's sync_retries (0-3), with --sync-refresh-period.
+    #[arg(long = "sync-retries", value_name = "N", default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=3))]
+    sync_retries: u8,
     /// TCP port of the resync server and of the peers' (0: no resync).
     #[arg(long = "resync-port", value_name = "PORT", default_value_t = 8849)]
     resync_port: u16,
@@ -135,6 +152,9 @@ fn main() {
         }
     }
     let sync_threshold = match parse_threshold(&a.sync_threshold) {
+        // The kernel checks every client packet when the period is 0 and a refresh period
+        // is set: the workers then report each one, and the refresh rule decides.
+        Ok((t, 0)) if a.sync_refresh_period > 0 => (t, 1),
         Ok(t) => t,
         Err(e) => {
             eprintln!("xlvsd: --sync-threshold: {e}");
@@ -157,6 +177,14 @@ fn main() {
         key,
         resync_port: a.resync_port,
         resync_rate: a.resync_rate,
+        version: if a.sync_version == 0 {
+            xlvs_control::sync::Version::V0
+        } else {
+            xlvs_control::sync::Version::V1
+        },
+        persist_mode: a.sync_persist_mode == 1,
+        refresh_period: std::time::Duration::from_secs(a.sync_refresh_period),
+        retries: a.sync_retries,
     };
     let cfg = daemon::Config {
         ifaces: a.ifaces,

@@ -313,6 +313,16 @@ impl Control {
     /// Stops the workers, and health checking (after omega's scripts, if any).
     pub fn stop(&mut self) {
         self.workers.stop();
+        // The master's last events and partial datagram go out before it stops (the kernel
+        // drops them; a backup would otherwise miss the last flush interval's changes).
+        if let Some(m) = &mut self.sync.master {
+            let handles = self.workers.handles();
+            m.finish(
+                handles
+                    .iter()
+                    .flat_map(|w| std::iter::from_fn(|| w.events.pop())),
+            );
+        }
         if let Some(mut c) = self.checker.take() {
             c.shutdown();
             c.finish(health::SHUTDOWN_GRACE);
@@ -627,6 +637,16 @@ impl Control {
                 String::new()
             }
             Command::StopDaemon { role } => {
+                if *role == crate::command::SyncRole::Master
+                    && let Some(m) = &mut self.sync.master
+                {
+                    let handles = self.workers.handles();
+                    m.finish(
+                        handles
+                            .iter()
+                            .flat_map(|w| std::iter::from_fn(|| w.events.pop())),
+                    );
+                }
                 self.sync
                     .stop(*role)
                     .map_err(|e| CmdError::op(format!("{e:#}")))?;

@@ -52,6 +52,13 @@ pub struct SyncOptions {
     pub resync_port: u16,
     /// `--resync-rate`: entries per second a resync server sends per stream (0: no limit).
     pub resync_rate: u64,
+    /// `--sync-version`: the message format a master sends.
+    pub version: super::Version,
+    /// `--sync-persist-mode`: connections controlled by a template are not sent.
+    pub persist_mode: bool,
+    /// `--sync-refresh-period` (zero: off) and `--sync-retries`.
+    pub refresh_period: Duration,
+    pub retries: u8,
 }
 
 impl Default for SyncOptions {
@@ -62,6 +69,10 @@ impl Default for SyncOptions {
             key: None,
             resync_port: resync::DEFAULT_PORT,
             resync_rate: resync::DEFAULT_RATE,
+            version: super::Version::V1,
+            persist_mode: false,
+            refresh_period: Duration::ZERO,
+            retries: 0,
         }
     }
 }
@@ -163,6 +174,10 @@ impl MasterDaemon {
             syncid: spec.syncid,
             maxlen: payload,
             flush: opts.flush,
+            version: opts.version,
+            persist_mode: opts.persist_mode,
+            refresh_period: opts.refresh_period,
+            retries: opts.retries,
         });
         // Sequence numbers from the wall clock: a restarted master goes on above its old ones.
         let sealer = opts.key.clone().map(|k| {
@@ -212,6 +227,23 @@ impl MasterDaemon {
             }
         }
         if let Some(d) = self.master.handle_timeout(now) {
+            self.send(d);
+        }
+    }
+
+    /// Sends what is pending at once: the workers' `events` and the partial datagram (a
+    /// master that stops).
+    pub fn finish(
+        &mut self,
+        events: impl Iterator<Item = xlvs_dataplane::core::events::ConnEvent>,
+    ) {
+        let now = Instant::now();
+        for e in events {
+            if let Some(d) = self.master.on_event(&e, now) {
+                self.send(d);
+            }
+        }
+        if let Some(d) = self.master.flush() {
             self.send(d);
         }
     }
@@ -309,7 +341,9 @@ impl BackupDaemon {
                         },
                         None => &buf[..n],
                     };
-                    let specs = self.backup.on_datagram(msg, Some(from.ip()), timeouts, &hop);
+                    let specs = self
+                        .backup
+                        .on_datagram(msg, Some(from.ip()), timeouts, &hop);
                     if !specs.is_empty() {
                         self.last_applied = Some(Instant::now());
                     }
@@ -506,6 +540,10 @@ impl SyncDaemons {
                 "auth": self.opts.key.is_some(),
                 "resync_port": self.opts.resync_port,
                 "resync_rate": self.opts.resync_rate,
+                "version": match self.opts.version { super::Version::V0 => 0, super::Version::V1 => 1 },
+                "persist_mode": self.opts.persist_mode as u8,
+                "refresh_period_s": self.opts.refresh_period.as_secs(),
+                "retries": self.opts.retries,
             },
             "resync": {
                 "server": server,

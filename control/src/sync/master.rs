@@ -14,13 +14,28 @@
 //! - Creations and expiries are never sent.
 //! - Entries gather in a datagram of at most `sync_maxlen` bytes ([`Encoder`]); a partial one
 //!   leaves after [`MasterConfig::flush`] (the kernel's 2 s).
+//! - The kernel's optional modes: `sync_version` 0 (v0 datagrams, IPv4 only),
+//!   `sync_persist_mode` 1 (connections controlled by a template are not sent, their
+//!   templates are), and `sync_refresh_period` with `sync_retries` (an entry is not sent
+//!   again while its expiry would move by less than the refresh period (and half its
+//!   timeout, at least 10 s), except for up to `sync_retries` resends, each at least an
+//!   eighth of the period after the last; `ip_vs_sync_conn_needed`). A connection's move to
+//!   a closing state always goes at once.
+//!
+//! Where xlvs differs: the kernel evaluates a persistence template on every client packet of
+//! its connections and, unless a refresh period or a `sync_period` of 0 holds it back, sends
+//! it each time; xlvs sends it when its connection is sent (or would be, in persist mode),
+//! which keeps the backup's template alive (its timeout is the persistence timeout) with a
+//! fiftieth of the datagrams.
 
+use std::collections::HashMap;
+use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use xlvs_dataplane::core::events::{ConnEvent, EventKind};
 use xlvs_dataplane::core::tcp_state::TcpState;
 
-use super::{Encoder, SyncConn};
+use super::{Encoder, SyncConn, Version};
 
 /// A sync master's settings (ipvsadm `--start-daemon master` and the sysctls).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -30,6 +45,14 @@ pub struct MasterConfig {
     pub maxlen: usize,
     /// How long a partial datagram waits for more entries.
     pub flush: Duration,
+    /// `sync_version`: the message format sent.
+    pub version: Version,
+    /// `sync_persist_mode` 1: connections controlled by a template are not sent.
+    pub persist_mode: bool,
+    /// `sync_refresh_period` (zero: off).
+    pub refresh_period: Duration,
+    /// `sync_retries` (0–3): resends allowed within a refresh period.
+    pub retries: u8,
 }
 
 impl Default for MasterConfig {
@@ -38,6 +61,10 @@ impl Default for MasterConfig {
             syncid: 0,
             maxlen: super::Encoder::DEFAULT_MAXLEN,
             flush: Duration::from_secs(2),
+            version: Version::V1,
+            persist_mode: false,
+            refresh_period: Duration::ZERO,
+            retries: 0,
         }
     }
 }
@@ -63,9 +90,23 @@ pub struct Master {
     flush: Duration,
     /// When the partial datagram must leave.
     flush_at: Option<Instant>,
-    /// The last connection event went on the wire: its template (the next event) goes too.
+    /// The last connection event was due (sent, or held back by persist mode): its
+    /// template (the next event) goes.
     conn_sent: bool,
+    persist_mode: bool,
+    refresh_period: Duration,
+    retries: u8,
+    /// With a refresh period: when each entry was last sent to expire, and its resends.
+    sent: HashMap<EntryKey, (Instant, u8)>,
     stats: MasterStats,
+}
+
+/// An entry's identity for the refresh rule: template or connection, protocol, client and
+/// virtual endpoints.
+type EntryKey = (bool, u8, IpAddr, u16, IpAddr, u16);
+
+fn key_of(e: &ConnEvent) -> EntryKey {
+    (e.template, e.proto, e.caddr, e.cport, e.vaddr, e.vport)
 }
 
 /// TCP states the kernel syncs in.
@@ -83,10 +124,17 @@ fn synced_state(s: TcpState) -> bool {
 impl Master {
     pub fn new(cfg: MasterConfig) -> Self {
         Master {
-            enc: Encoder::new(cfg.syncid, cfg.maxlen),
+            enc: match cfg.version {
+                Version::V1 => Encoder::new(cfg.syncid, cfg.maxlen),
+                Version::V0 => Encoder::new_v0(cfg.syncid, cfg.maxlen),
+            },
             flush: cfg.flush,
             flush_at: None,
             conn_sent: false,
+            persist_mode: cfg.persist_mode,
+            refresh_period: cfg.refresh_period,
+            retries: cfg.retries.min(3),
+            sent: HashMap::new(),
             stats: MasterStats::default(),
         }
     }
@@ -109,14 +157,49 @@ impl Master {
             _ => false,
         };
         self.conn_sent = send;
-        send
+        // Persist mode: the template goes, its connection does not.
+        send && !(self.persist_mode && e.persistent)
+    }
+
+    /// The refresh rule (`sync_refresh_period`, `sync_retries`): whether an entry that the
+    /// other rules send goes now. A move to a closing state always goes.
+    fn refresh_allows(&mut self, e: &ConnEvent, now: Instant) -> bool {
+        if self.refresh_period.is_zero() {
+            return true;
+        }
+        let timeout = Duration::from_secs(e.timeout as u64);
+        let end = now + timeout;
+        let forced = e.kind == EventKind::StateChanged && !e.template;
+        let key = key_of(e);
+        let mut retries = 0;
+        if let Some(&(orig, tries)) = self.sent.get(&key)
+            && !forced
+        {
+            let diff = if end > orig { end - orig } else { orig - end };
+            let min_diff = (timeout / 2).max(Duration::from_secs(10));
+            if diff < self.refresh_period.min(min_diff) {
+                if tries >= self.retries {
+                    return false;
+                }
+                // At least an eighth of the period after the last send.
+                if now < orig.checked_sub(timeout).unwrap_or(now) + self.refresh_period / 8 {
+                    return false;
+                }
+                retries = tries + 1;
+            }
+        }
+        self.sent.insert(key, (end, retries));
+        true
     }
 
     /// One event from a worker's outbox at `now`; returns a finished datagram to send, if
     /// this event filled one.
     pub fn on_event(&mut self, e: &ConnEvent, now: Instant) -> Option<Vec<u8>> {
         self.stats.events += 1;
-        if !self.wanted(e) {
+        if e.kind == EventKind::Expired && !self.refresh_period.is_zero() {
+            self.sent.remove(&key_of(e));
+        }
+        if !self.wanted(e) || !self.refresh_allows(e, now) {
             self.stats.skipped += 1;
             return None;
         }
@@ -163,6 +246,16 @@ impl Master {
         None
     }
 
+    /// The partial datagram, now (a master that stops).
+    pub fn flush(&mut self) -> Option<Vec<u8>> {
+        self.flush_at = None;
+        let d = self.enc.flush();
+        if d.is_some() {
+            self.stats.datagrams += 1;
+        }
+        d
+    }
+
     /// Gives a sent datagram's buffer back for reuse.
     pub fn recycle(&mut self, buf: Vec<u8>) {
         self.enc.recycle(buf);
@@ -186,6 +279,7 @@ mod tests {
             state,
             template: false,
             inactive: state != TcpState::Established,
+            persistent: false,
             cport,
             vport: 80,
             dport: 8080,
@@ -283,5 +377,108 @@ mod tests {
         let d = m.handle_timeout(t0 + Duration::from_secs(3)).expect("sent");
         let c = &decode(&d, 7).expect("decodes").conns[0];
         assert_eq!((c.proto, c.state, c.timeout), (17, 0, 300));
+    }
+
+    #[test]
+    fn version_0_sends_v0_datagrams_of_60_ipv4_entries() {
+        let mut m = Master::new(MasterConfig {
+            syncid: 7,
+            version: Version::V0,
+            ..Default::default()
+        });
+        let t0 = Instant::now();
+        let mut done = Vec::new();
+        for p in 0..70 {
+            done.extend(m.on_event(
+                &ev(EventKind::Packets, TcpState::Established, 40000 + p),
+                t0,
+            ));
+        }
+        // IPv6 is not expressible in v0: counted, not sent.
+        let v6 = ConnEvent {
+            caddr: "2001:db8::1".parse().unwrap(),
+            vaddr: "2001:db8::100".parse().unwrap(),
+            daddr: "fd00::11".parse().unwrap(),
+            ..ev(EventKind::Packets, TcpState::Established, 1)
+        };
+        assert!(m.on_event(&v6, t0).is_none());
+        assert_eq!(m.stats().unencodable, 1);
+        done.extend(m.handle_timeout(t0 + Duration::from_secs(3)));
+        assert_eq!(done.len(), 2);
+        // The kernel's v0 layout: closed once fewer than 48 bytes are left.
+        assert_eq!(
+            (done[0].len(), done[0][0], done[0][1]),
+            (4 + 60 * 24, 60, 7)
+        );
+        let d = decode(&done[0], 7).unwrap();
+        assert_eq!(d.version, Version::V0);
+        assert_eq!(d.conns.len(), 60);
+        assert_eq!(
+            (d.conns[0].cport, d.conns[0].state, d.conns[0].timeout),
+            (40000, 1, 0)
+        );
+        assert_eq!(decode(&done[1], 7).unwrap().conns.len(), 10);
+    }
+
+    #[test]
+    fn persist_mode_sends_templates_not_their_connections() {
+        let mut m = Master::new(MasterConfig {
+            syncid: 7,
+            persist_mode: true,
+            ..Default::default()
+        });
+        let t0 = Instant::now();
+        let persistent = ConnEvent {
+            persistent: true,
+            ..ev(EventKind::Packets, TcpState::Established, 40000)
+        };
+        assert!(m.on_event(&persistent, t0).is_none());
+        assert!(m.on_event(&template(EventKind::Packets), t0).is_none());
+        // A connection of a service without persistence still goes.
+        assert!(
+            m.on_event(&ev(EventKind::Packets, TcpState::Established, 40001), t0)
+                .is_none()
+        );
+        let d = decode(&m.handle_timeout(t0 + Duration::from_secs(3)).unwrap(), 7).unwrap();
+        let sent: Vec<(bool, u16)> = d.conns.iter().map(|c| (c.is_template(), c.cport)).collect();
+        assert_eq!(sent, [(true, 0), (false, 40001)]);
+    }
+
+    #[test]
+    fn the_refresh_period_holds_back_resends_but_allows_retries_and_closing() {
+        let mut m = Master::new(MasterConfig {
+            syncid: 7,
+            refresh_period: Duration::from_secs(80),
+            retries: 1,
+            ..Default::default()
+        });
+        let t0 = Instant::now();
+        let p = |m: &mut Master, at: u64| {
+            m.on_event(
+                &ev(EventKind::Packets, TcpState::Established, 40000),
+                t0 + Duration::from_secs(at),
+            );
+            m.stats().entries
+        };
+        assert_eq!(p(&mut m, 0), 1);
+        // Its expiry moved by < 80 s: one retry, not before 80/8 = 10 s after the send.
+        assert_eq!(p(&mut m, 5), 1);
+        assert_eq!(p(&mut m, 11), 2);
+        assert_eq!(p(&mut m, 30), 2, "retries used up");
+        // 80 s after the last send (the retry): the expiry moved by the period, sent again.
+        assert_eq!(p(&mut m, 81), 2);
+        assert_eq!(p(&mut m, 92), 3);
+        // A move to a closing state goes at once.
+        m.on_event(
+            &ev(EventKind::StateChanged, TcpState::FinWait, 40000),
+            t0 + Duration::from_secs(93),
+        );
+        assert_eq!(m.stats().entries, 4);
+        // An expiry forgets it.
+        m.on_event(
+            &ev(EventKind::Expired, TcpState::Close, 40000),
+            t0 + Duration::from_secs(95),
+        );
+        assert_eq!(p(&mut m, 96), 5);
     }
 }

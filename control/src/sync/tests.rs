@@ -36,6 +36,7 @@ fn example_event() -> ConnEvent {
         state: TcpState::Established,
         template: false,
         inactive: false,
+        persistent: false,
         cport: 51000,
         vport: 80,
         dport: 80,
@@ -114,6 +115,7 @@ fn events_map_to_the_kernels_flags() {
     assert_eq!(SyncConn::from(&nat).flags, 0);
     let nat_closing = ConnEvent {
         inactive: true,
+        persistent: false,
         state: TcpState::TimeWait,
         ..nat
     };
@@ -121,6 +123,7 @@ fn events_map_to_the_kernels_flags() {
     assert_eq!((c.flags, c.state), (flags::INACTIVE, 5));
     let dr_inactive = ConnEvent {
         inactive: true,
+        persistent: false,
         ..e
     };
     assert_eq!(SyncConn::from(&dr_inactive).flags, 0x183);

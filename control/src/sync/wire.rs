@@ -267,6 +267,9 @@ pub enum Unencodable {
     PeDataLength,
     /// Persistence-engine name empty or longer than [`PE_NAME_MAX`].
     PeNameLength,
+    /// An IPv6 entry or persistence-engine data in a v0 datagram (v0 carries neither: the
+    /// kernel's v0 master skips IPv6 connections).
+    NotInV0,
 }
 
 impl std::fmt::Display for Unencodable {
@@ -275,6 +278,7 @@ impl std::fmt::Display for Unencodable {
             Unencodable::MixedFamilies => "addresses of mixed families",
             Unencodable::PeDataLength => "persistence-engine data empty or over 255 bytes",
             Unencodable::PeNameLength => "persistence-engine name empty or over 16 bytes",
+            Unencodable::NotInV0 => "not expressible in sync v0 (IPv6 or engine data)",
         })
     }
 }
@@ -285,6 +289,7 @@ impl std::error::Error for Unencodable {}
 /// does not fit (or a 256th) closes it and starts the next.
 #[derive(Debug)]
 pub struct Encoder {
+    version: Version,
     syncid: u8,
     maxlen: usize,
     buf: Vec<u8>,
@@ -302,12 +307,29 @@ impl Encoder {
     pub fn new(syncid: u8, maxlen: usize) -> Self {
         let maxlen = maxlen.clamp(1, MAX_DATAGRAM);
         Encoder {
+            version: Version::V1,
             syncid,
             maxlen,
             buf: Vec::with_capacity(maxlen),
             count: 0,
             spare: Vec::new(),
         }
+    }
+
+    /// An encoder of v0 datagrams (`sync_version` 0), as the kernel's v0 master builds them
+    /// (`ip_vs_sync_conn_v0`): a 4-byte header, 24-byte IPv4 entries (48 with sequence
+    /// data), no padding, no timeout or fwmark, 16 bits of flags; a datagram is closed as
+    /// soon as fewer than 48 bytes are left (60 entries in 1472 bytes).
+    pub fn new_v0(syncid: u8, maxlen: usize) -> Self {
+        Encoder {
+            version: Version::V0,
+            ..Self::new(syncid, maxlen)
+        }
+    }
+
+    /// The message format it writes.
+    pub fn version(&self) -> Version {
+        self.version
     }
 
     /// Its syncid.
@@ -329,6 +351,9 @@ impl Encoder {
     /// returns that datagram finished and starts the next with `c`. An entry that cannot be
     /// encoded is refused and leaves the encoder as it was.
     pub fn push(&mut self, c: &SyncConn) -> Result<Option<Vec<u8>>, Unencodable> {
+        if self.version == Version::V0 {
+            return self.push_v0(c);
+        }
         let len = c.wire_len()?;
         let mut done = None;
         if self.count > 0 {
@@ -385,10 +410,56 @@ impl Encoder {
         }
     }
 
+    /// [`Encoder::push`] of a v0 entry.
+    fn push_v0(&mut self, c: &SyncConn) -> Result<Option<Vec<u8>>, Unencodable> {
+        let v4 = |a: IpAddr| match a {
+            IpAddr::V4(a) => Ok(a.octets()),
+            IpAddr::V6(_) => Err(Unencodable::NotInV0),
+        };
+        let (caddr, vaddr, daddr) = (v4(c.caddr)?, v4(c.vaddr)?, v4(c.daddr)?);
+        if c.pe_data.is_some() || c.pe_name.is_some() {
+            return Err(Unencodable::NotInV0);
+        }
+        let len = ENTRY_V0 + if c.seq.is_some() { SEQ_LEN } else { 0 };
+        // The kernel closes a datagram right after an entry leaves no room for a full one;
+        // this catches only a maxlen below one entry (the first still goes).
+        let mut done = None;
+        if self.count > 0 && (self.count >= MAX_CONNS || self.buf.len() + len > self.maxlen) {
+            done = self.finish();
+        }
+        if self.count == 0 {
+            self.buf.clear();
+            self.buf.extend_from_slice(&[0, self.syncid, 0, 0]);
+        }
+        let b = &mut self.buf;
+        b.extend_from_slice(&[0, c.proto]);
+        b.extend_from_slice(&c.cport.to_be_bytes());
+        b.extend_from_slice(&c.vport.to_be_bytes());
+        b.extend_from_slice(&c.dport.to_be_bytes());
+        b.extend_from_slice(&caddr);
+        b.extend_from_slice(&vaddr);
+        b.extend_from_slice(&daddr);
+        b.extend_from_slice(&((c.flags & !flags::HASHED) as u16).to_be_bytes());
+        b.extend_from_slice(&c.state.to_be_bytes());
+        if let Some(s) = &c.seq {
+            b.extend_from_slice(s);
+        }
+        self.count += 1;
+        if done.is_none()
+            && (self.buf.len() + ENTRY_V0 + SEQ_LEN > self.maxlen || self.count >= MAX_CONNS)
+        {
+            done = self.finish();
+        }
+        Ok(done)
+    }
+
     fn finish(&mut self) -> Option<Vec<u8>> {
         let size = self.buf.len() as u16;
         self.buf[2..4].copy_from_slice(&size.to_be_bytes());
-        self.buf[4] = self.count as u8;
+        match self.version {
+            Version::V1 => self.buf[4] = self.count as u8,
+            Version::V0 => self.buf[0] = self.count as u8,
+        }
         self.count = 0;
         let mut next = std::mem::take(&mut self.spare);
         if next.capacity() < self.maxlen {

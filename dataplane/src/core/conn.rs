@@ -1240,7 +1240,9 @@ impl Tables {
     /// The peer of origin `o` (None: local, or a peer past the numbered ones).
     pub fn peer(&self, o: Origin) -> Option<IpAddr> {
         let peers = self.peers.lock().unwrap_or_else(|e| e.into_inner());
-        (o.0 as usize).checked_sub(1).and_then(|i| peers.get(i).copied())
+        (o.0 as usize)
+            .checked_sub(1)
+            .and_then(|i| peers.get(i).copied())
     }
 
     /// [`ConnTable::unbind_gone`] over both families.

@@ -57,6 +57,8 @@ pub struct ConnEvent {
     pub template: bool,
     /// Counted inactive on its realserver (IPVS `IP_VS_CONN_F_INACTIVE`).
     pub inactive: bool,
+    /// A connection controlled by a persistence template (IPVS `in_persistence`).
+    pub persistent: bool,
     /// Client port (0 for a template).
     pub cport: u16,
     /// Virtual service port.
@@ -84,6 +86,7 @@ impl ConnEvent {
             state: c.state,
             template: false,
             inactive: c.inactive(),
+            persistent: c.template.is_some(),
             cport: c.cport,
             vport: c.vport,
             dport: c.dport,
@@ -104,6 +107,7 @@ impl ConnEvent {
             state: TcpState::None,
             template: true,
             inactive: false,
+            persistent: false,
             cport: 0,
             vport: t.key.vport,
             dport,
@@ -303,6 +307,7 @@ mod tests {
             state: TcpState::SynRecv,
             template: false,
             inactive: false,
+            persistent: false,
             cport: 1,
             vport: 80,
             dport: 8080,

@@ -115,6 +115,7 @@ fn a_connection_reports_creation_state_changes_the_sync_rule_and_expiry() {
             state: TcpState::SynRecv,
             template: false,
             inactive: false,
+            persistent: false,
             cport: 40000,
             vport: 80,
             dport: 8080,

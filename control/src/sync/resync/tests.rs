@@ -170,8 +170,15 @@ fn a_pull_copies_the_whole_table_with_templates_linked() {
     assert_same(&dst, &src);
     // Every entry is listed as synced from the server.
     let e = conns::entries(&dst, xlvs_dataplane::afxdp::now());
-    assert!(e.iter().all(|e| e.synced && e.peer == Some(ip("127.0.0.1"))));
-    assert!(conns::entries(&src, xlvs_dataplane::afxdp::now()).iter().all(|e| !e.synced));
+    assert!(
+        e.iter()
+            .all(|e| e.synced && e.peer == Some(ip("127.0.0.1")))
+    );
+    assert!(
+        conns::entries(&src, xlvs_dataplane::afxdp::now())
+            .iter()
+            .all(|e| !e.synced)
+    );
     // Links: every persistent connection's template has its connection counted.
     let linked = |t: &Tables| {
         let mut n = 0;
