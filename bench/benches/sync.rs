@@ -29,6 +29,7 @@ fn events() -> Vec<ConnEvent> {
             template: false,
             inactive: false,
             persistent: false,
+            fwmark: 0,
             cport: 10_000 + (i % 50_000) as u16,
             vport: 80,
             dport: 8080,

@@ -52,8 +52,29 @@ pub fn iface(name: &str) -> anyhow::Result<Iface> {
 /// The addresses of interface `name` (IPv4 first, in the kernel's order: the primary one
 /// first).
 pub fn iface_addrs(name: &str) -> Vec<IpAddr> {
-    let mut v4: Vec<IpAddr> = Vec::new();
-    let mut v6: Vec<IpAddr> = Vec::new();
+    iface_prefixes(name).into_iter().map(|(a, _)| a).collect()
+}
+
+/// The address a director's peers know it by on interface `name`, of the family of `v6`:
+/// the first address that is neither link-local nor a single-host prefix (a VIP is added
+/// as a /32 or /128), else the first that is not link-local, else any.
+pub fn iface_source(name: &str, v6: bool) -> Option<IpAddr> {
+    iface_prefixes(name)
+        .into_iter()
+        .filter(|(a, _)| a.is_ipv6() == v6)
+        .min_by_key(|(a, len)| {
+            let link_local = matches!(a, IpAddr::V6(a) if a.is_unicast_link_local());
+            let host = *len == if a.is_ipv6() { 128 } else { 32 };
+            (link_local, host)
+        })
+        .map(|(a, _)| a)
+}
+
+/// The addresses of interface `name` with their prefix lengths (IPv4 first, in the
+/// kernel's order).
+pub fn iface_prefixes(name: &str) -> Vec<(IpAddr, u8)> {
+    let mut v4: Vec<(IpAddr, u8)> = Vec::new();
+    let mut v6: Vec<(IpAddr, u8)> = Vec::new();
     let mut ifap: *mut libc::ifaddrs = std::ptr::null_mut();
     // Safety: getifaddrs allocates a list we walk read-only and free with freeifaddrs; the
     // names are NUL-terminated C strings.
@@ -64,13 +85,31 @@ pub fn iface_addrs(name: &str) -> Vec<IpAddr> {
         let mut p = ifap;
         while !p.is_null() {
             let a = (*p).ifa_addr;
+            let m = (*p).ifa_netmask;
             let this = std::ffi::CStr::from_ptr((*p).ifa_name).to_bytes() == name.as_bytes();
             if this && !a.is_null() && (*a).sa_family as i32 == libc::AF_INET {
                 let sin = a as *const libc::sockaddr_in;
-                v4.push(Ipv4Addr::from(u32::from_be((*sin).sin_addr.s_addr)).into());
+                let len = if m.is_null() {
+                    32
+                } else {
+                    (*(m as *const libc::sockaddr_in))
+                        .sin_addr
+                        .s_addr
+                        .count_ones() as u8
+                };
+                v4.push((
+                    Ipv4Addr::from(u32::from_be((*sin).sin_addr.s_addr)).into(),
+                    len,
+                ));
             } else if this && !a.is_null() && (*a).sa_family as i32 == libc::AF_INET6 {
                 let sin6 = a as *const libc::sockaddr_in6;
-                v6.push(Ipv6Addr::from((*sin6).sin6_addr.s6_addr).into());
+                let len = if m.is_null() {
+                    128
+                } else {
+                    let m6 = &(*(m as *const libc::sockaddr_in6)).sin6_addr.s6_addr;
+                    m6.iter().map(|b| b.count_ones()).sum::<u32>() as u8
+                };
+                v6.push((Ipv6Addr::from((*sin6).sin6_addr.s6_addr).into(), len));
             }
             p = (*p).ifa_next;
         }

@@ -531,7 +531,8 @@ lab_add_rs3() { # ID
 # A second director d2 on the DR lab's segment (a director pair): eth0
 # 10.20.0.3/24 holding VIP2 10.20.0.101/32, which the realservers also hold
 # on lo (so they accept what d2 forwards to them). The client reaches VIP2 at
-# d2 as it reaches the VIP at dir. Sets LAB_D2_NS LAB_D2_IP LAB_VIP2.
+# d2 as it reaches the VIP at dir. With LAB_IPV6=1, d2 also has fd00:20::3/64.
+# Sets LAB_D2_NS LAB_D2_IP LAB_VIP2.
 lab_add_dir2() { # ID
   local id=${1-} ns="xl-${1-}-d2" rs
   [ "$LAB_MODE" = dr ] || { _lab_err "lab_add_dir2: DR lab only"; return 1; }
@@ -544,6 +545,9 @@ lab_add_dir2() { # ID
   for rs in "$LAB_RS1_NS" "$LAB_RS2_NS"; do
     _lab_x ip -n "$rs" addr add 10.20.0.101/32 dev lo || return 1
   done
+  if [ "${LAB_IPV6:-0}" = 1 ]; then
+    _lab_addr6 "$ns" eth0 fd00:20::3/64 || return 1
+  fi
   LAB_D2_NS=$ns LAB_D2_IP=10.20.0.3 LAB_VIP2=10.20.0.101
   export LAB_D2_NS LAB_D2_IP LAB_VIP2
 }

@@ -193,9 +193,13 @@ impl Control {
         }
         let wake = self.waker.clone();
         let key = self.sync.opts.key.clone();
+        let from: Vec<_> = peers
+            .iter()
+            .map(|p| (*p, self.sync.resync_source(p.ip())))
+            .collect();
         self.sync
             .resync
-            .pull(peers.clone(), key, move || {
+            .pull(from, key, move || {
                 if let Some(w) = &wake {
                     w();
                 }

@@ -144,9 +144,9 @@ impl MasterDaemon {
             maxlen as usize
         };
         let group = spec.group();
-        let src = sys::iface_addrs(&ifname)
-            .into_iter()
-            .find(|a| a.is_ipv6() == group.is_ipv6())
+        // The source its peers know it by (and name in --sync-peer): the interface's own
+        // address, not a VIP on it or a link-local one.
+        let src = sys::iface_source(&ifname, group.is_ipv6())
             .ok_or_else(|| anyhow!("{ifname} has no address of the group's family"))?;
         let s = Socket::new(
             Domain::for_address(SocketAddr::new(group, 0)),
@@ -421,6 +421,17 @@ impl SyncDaemons {
             }
         }
         Ok(())
+    }
+
+    /// The address a resync pull to `peer` comes from: the daemons' interface's own
+    /// address of its family (the one the peer's allowlist names), if a daemon runs.
+    pub fn resync_source(&self, peer: IpAddr) -> Option<IpAddr> {
+        let ifname = self
+            .master
+            .as_ref()
+            .map(|m| m.ifname.as_str())
+            .or_else(|| self.backup.as_ref().map(|b| b.ifname.as_str()))?;
+        sys::iface_source(ifname, peer.is_ipv6())
     }
 
     /// The resync peers' addresses (empty: no resync).

@@ -280,6 +280,7 @@ mod tests {
             template: false,
             inactive: state != TcpState::Established,
             persistent: false,
+            fwmark: 0,
             cport,
             vport: 80,
             dport: 8080,

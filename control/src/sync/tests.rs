@@ -37,6 +37,7 @@ fn example_event() -> ConnEvent {
         template: false,
         inactive: false,
         persistent: false,
+        fwmark: 0,
         cport: 51000,
         vport: 80,
         dport: 80,
@@ -116,6 +117,7 @@ fn events_map_to_the_kernels_flags() {
     let nat_closing = ConnEvent {
         inactive: true,
         persistent: false,
+        fwmark: 0,
         state: TcpState::TimeWait,
         ..nat
     };
@@ -124,6 +126,7 @@ fn events_map_to_the_kernels_flags() {
     let dr_inactive = ConnEvent {
         inactive: true,
         persistent: false,
+        fwmark: 0,
         ..e
     };
     assert_eq!(SyncConn::from(&dr_inactive).flags, 0x183);

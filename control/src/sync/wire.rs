@@ -228,7 +228,7 @@ impl From<&ConnEvent> for SyncConn {
         let fwmark = if e.template && e.proto == 0 {
             mark_of(e.vaddr)
         } else {
-            0
+            e.fwmark
         };
         SyncConn {
             proto: e.proto,

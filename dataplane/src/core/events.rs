@@ -59,6 +59,9 @@ pub struct ConnEvent {
     pub inactive: bool,
     /// A connection controlled by a persistence template (IPVS `in_persistence`).
     pub persistent: bool,
+    /// The mark of the fwmark service it belongs to (IPVS `cp->fwmark`), 0 for an address
+    /// service's connection (a fwmark template carries its mark in `vaddr`).
+    pub fwmark: u32,
     /// Client port (0 for a template).
     pub cport: u16,
     /// Virtual service port.
@@ -87,6 +90,7 @@ impl ConnEvent {
             template: false,
             inactive: c.inactive(),
             persistent: c.template.is_some(),
+            fwmark: 0,
             cport: c.cport,
             vport: c.vport,
             dport: c.dport,
@@ -108,6 +112,7 @@ impl ConnEvent {
             template: true,
             inactive: false,
             persistent: false,
+            fwmark: 0,
             cport: 0,
             vport: t.key.vport,
             dport,
@@ -117,6 +122,16 @@ impl ConnEvent {
             daddr,
         }
     }
+}
+
+/// The mark of the fwmark service connection `c` belongs to, 0 if none.
+pub(crate) fn fwmark_of<A: Addr>(c: &Conn<A>, snap: &Snapshot) -> u32 {
+    let key = super::service::VsKey {
+        proto: c.proto(),
+        addr: c.vaddr.ip(),
+        port: c.vport,
+    };
+    snap.service(&key).map_or(0, |s| s.mark)
 }
 
 /// The timeout of `c`'s state in `snap`, in seconds.
@@ -231,7 +246,9 @@ impl Outbox {
 
     /// Event `kind` of connection `c` (state timeout from `snap`), then of its template.
     pub(crate) fn conn<A: Addr>(&self, kind: EventKind, c: &Conn<A>, snap: &Snapshot) {
-        self.push(ConnEvent::of_conn(kind, c, state_timeout(c, snap)));
+        let mut e = ConnEvent::of_conn(kind, c, state_timeout(c, snap));
+        e.fwmark = fwmark_of(c, snap);
+        self.push(e);
         if let Some(t) = &c.template {
             self.push(ConnEvent::of_template(kind, t));
         }
@@ -308,6 +325,7 @@ mod tests {
             template: false,
             inactive: false,
             persistent: false,
+            fwmark: 0,
             cport: 1,
             vport: 80,
             dport: 8080,

@@ -752,7 +752,7 @@ fn new_conn<F: Family>(
     if let Some(ob) = ev {
         // IPVS counts the packet that created it.
         conn.in_pkts = ob.stored(1);
-        new_conn_events(ob, &conn, timeout, new_template);
+        new_conn_events(ob, &conn, timeout, new_template, svc.mark);
     }
     let action = Action::ToDest {
         fwd: d.fwd,
@@ -774,8 +774,18 @@ fn new_conn<F: Family>(
 /// (`new_template`) or reused.
 #[cold]
 #[inline(never)]
-fn new_conn_events<A: Addr>(ob: &Outbox, c: &Conn<A>, timeout: u32, new_template: bool) {
-    ob.push(events::ConnEvent::of_conn(EventKind::Created, c, timeout));
+fn new_conn_events<A: Addr>(
+    ob: &Outbox,
+    c: &Conn<A>,
+    timeout: u32,
+    new_template: bool,
+    fwmark: u32,
+) {
+    let of_conn = |kind| events::ConnEvent {
+        fwmark,
+        ..events::ConnEvent::of_conn(kind, c, timeout)
+    };
+    ob.push(of_conn(EventKind::Created));
     if let Some(t) = &c.template {
         let kind = if new_template {
             EventKind::TemplateCreated
@@ -787,7 +797,7 @@ fn new_conn_events<A: Addr>(ob: &Outbox, c: &Conn<A>, timeout: u32, new_template
     // The creating packet is the first counted: with a sync threshold of 1 it is the one
     // IPVS syncs (`ip_vs_in` counts it right after `ip_vs_schedule`).
     if ob.picks_first_packet() {
-        ob.push(events::ConnEvent::of_conn(EventKind::Packets, c, timeout));
+        ob.push(of_conn(EventKind::Packets));
         if let Some(t) = &c.template {
             ob.push(events::ConnEvent::of_template(EventKind::Packets, t));
         }

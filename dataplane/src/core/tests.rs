@@ -456,7 +456,7 @@ fn persistence_keeps_a_client_on_one_realserver() {
 
 /// A persistent fwmark service (mark 7) over RIP1/RIP2 with realserver port 0, listed under
 /// TCP VIP:80, TCP VIP:443 and UDP VIP:53.
-fn fwmark_snap() -> Snapshot {
+pub(super) fn fwmark_snap() -> Snapshot {
     let mut svc = service(
         Proto::Tcp,
         (VIP, 0),

@@ -116,6 +116,7 @@ fn a_connection_reports_creation_state_changes_the_sync_rule_and_expiry() {
             template: false,
             inactive: false,
             persistent: false,
+            fwmark: 0,
             cport: 40000,
             vport: 80,
             dport: 8080,
@@ -490,6 +491,35 @@ fn expire_nodest_conn_expires_a_connection_whose_realserver_left_the_table() {
             let (_, _, daddr, dport, _) = tuple::<Ipv4Addr>(&f);
             assert_eq!((daddr, dport), (RIP1, 8080));
             assert_eq!(c.tables().len(), 1);
+        }
+    }
+}
+
+#[test]
+fn a_fwmark_services_connections_carry_its_mark() {
+    // IPVS sends `cp->fwmark`: a backup finds the fwmark service by it.
+    let (mut c, ob) = listened(true);
+    let snap = super::tests::fwmark_snap();
+    let mut f = client_seg(40000, SYN);
+    c.process(t(1), &snap, &mut f, 0);
+    c.process(t(1), &snap, &mut client_seg(40000, ACK), 0);
+    for _ in 0..3 {
+        c.process(t(1), &snap, &mut client_seg(40000, ACK), 0);
+    }
+    let ev = drain(&ob);
+    assert!(
+        ev.iter()
+            .any(|e| e.kind == EventKind::Packets && !e.template)
+    );
+    for e in &ev {
+        if e.template {
+            assert_eq!(
+                (e.proto, e.fwmark),
+                (0, 0),
+                "the template's mark is its vaddr"
+            );
+        } else {
+            assert_eq!(e.fwmark, 7, "{e:?}");
         }
     }
 }

@@ -4,7 +4,7 @@
 //! stops the server: the table fills as fast as the workers insert, no faster.
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::sync::mpsc::SyncSender;
 use std::sync::{Arc, Mutex};
@@ -77,10 +77,11 @@ pub struct Pull {
 }
 
 impl Pull {
-    /// Pulls from `peers` in turn (each tried `attempts` times, a second apart), sending the
-    /// entries to `tx` and calling `wake` after each batch.
+    /// Pulls from `peers` in turn (each tried `attempts` times, a second apart; from the
+    /// given source address, if any), sending the entries to `tx` and calling `wake` after
+    /// each batch.
     pub fn start(
-        peers: Vec<SocketAddr>,
+        peers: Vec<(SocketAddr, Option<IpAddr>)>,
         key: Option<Key>,
         attempts: u32,
         tx: SyncSender<Vec<Spec>>,
@@ -89,19 +90,20 @@ impl Pull {
         let progress = Arc::new(Progress::default());
         progress.set(PullState::Running);
         let (p, list) = (progress.clone(), peers.clone());
+        let peers = peers.into_iter().map(|(a, _)| a).collect();
         let join = std::thread::Builder::new()
             .name("xlvs-resync-rx".into())
             .spawn(move || {
                 let start = Instant::now();
                 let mut ok = true;
-                for peer in list {
+                for (peer, source) in list {
                     let mut last = String::new();
                     let mut done = false;
                     for i in 0..attempts.max(1) {
                         if i > 0 {
                             std::thread::sleep(Duration::from_secs(1));
                         }
-                        match pull_one(peer, key.as_ref(), &tx, &wake, &p) {
+                        match pull_one(peer, source, key.as_ref(), &tx, &wake, &p) {
                             Ok(n) => {
                                 log::info!(
                                     "resync: {n} entries from {peer} in {} ms",
@@ -161,13 +163,14 @@ enum PullError {
 
 fn pull_one(
     peer: SocketAddr,
+    source: Option<IpAddr>,
     key: Option<&Key>,
     tx: &SyncSender<Vec<Spec>>,
     wake: &impl Fn(),
     p: &Progress,
 ) -> Result<u64, PullError> {
     let o = |e: std::io::Error| PullError::Other(e.to_string());
-    let mut s = TcpStream::connect_timeout(&peer, Duration::from_secs(2)).map_err(o)?;
+    let mut s = connect(peer, source).map_err(o)?;
     s.set_read_timeout(Some(Duration::from_secs(10)))
         .map_err(o)?;
     let nonce = nonce();
@@ -219,6 +222,18 @@ fn send(tx: &SyncSender<Vec<Spec>>, batch: Vec<Spec>, wake: &impl Fn()) -> Resul
     tx.send(batch).map_err(|_| PullError::Closed)?;
     wake();
     Ok(())
+}
+
+/// A TCP connection to `peer` from `source` (the address the peer's allowlist names; the
+/// kernel might pick a VIP on the same interface).
+fn connect(peer: SocketAddr, source: Option<IpAddr>) -> std::io::Result<TcpStream> {
+    use socket2::{Domain, Protocol, SockAddr, Socket, Type};
+    let s = Socket::new(Domain::for_address(peer), Type::STREAM, Some(Protocol::TCP))?;
+    if let Some(a) = source.filter(|a| a.is_ipv6() == peer.is_ipv6()) {
+        s.bind(&SockAddr::from(SocketAddr::new(a, 0)))?;
+    }
+    s.connect_timeout(&SockAddr::from(peer), Duration::from_secs(2))?;
+    Ok(s.into())
 }
 
 /// A random nonce.

@@ -25,7 +25,7 @@ pub mod walk;
 mod tests;
 
 use std::collections::VecDeque;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::mpsc::{Receiver, TryRecvError, sync_channel};
 use std::time::{Duration, Instant};
 
@@ -64,7 +64,7 @@ impl Resync {
     /// control thread.
     pub fn pull(
         &mut self,
-        peers: Vec<SocketAddr>,
+        peers: Vec<(SocketAddr, Option<IpAddr>)>,
         key: Option<Key>,
         wake: impl Fn() + Send + 'static,
     ) -> std::io::Result<()> {

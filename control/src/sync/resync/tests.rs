@@ -93,7 +93,7 @@ fn server(tables: &Arc<Tables>, key: Option<Key>, peers: Vec<IpAddr>) -> Server 
 /// Pulls from `addr` into a fresh table; the pull's final state.
 fn pull(addr: SocketAddr, key: Option<Key>) -> (Arc<Tables>, PullState, u64) {
     let (tx, rx) = sync_channel(4);
-    let p = Pull::start(vec![addr], key, 1, tx, || {}).unwrap();
+    let p = Pull::start(vec![(addr, None)], key, 1, tx, || {}).unwrap();
     let tables = Arc::new(Tables::new(1 << 16));
     let mut core = Core::new(tables.clone());
     let snap = Snapshot::default();
