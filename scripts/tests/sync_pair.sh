@@ -76,13 +76,14 @@ t1=$(now_ms)
 log "d2 lists all $(printf '%s\n' "$A" | wc -l) downloads with d1's realservers $((t1 - t0)) ms after d1 did (flush interval 50 ms; margin 2 s)"
 
 for i in $(seq 1 100); do
-  lab_exec "$ID" cli curl -sS --max-time 3 --local-port $((43000 + i)) -o /dev/null "http://$LAB_VIP/" || fail "short request $i"
+  lab_exec "$ID" cli curl -sS --max-time 3 --local-port $((61100 + i)) -o /dev/null "http://$LAB_VIP/" || fail "short request $i"
 done
 for i in $(seq 1 20); do
-  lab_exec "$ID" cli curl -sS --max-time 3 --local-port $((44000 + i)) -o /dev/null "http://$LAB_VIP2/" || fail "request $i to VIP2"
+  lab_exec "$ID" cli curl -sS --max-time 3 --local-port $((61300 + i)) -o /dev/null "http://$LAB_VIP2/" || fail "request $i to VIP2"
 done
-# short: "source destination" of the client ports 43001-43100 (any state) and VIP2's.
-short() { awk '{ split($3, s, ":"); if (s[2] > 43000 && s[2] <= 44020) print $3, $5 }' | sort -u; }
+# short: "source destination" of the client ports 61101-61200 (any state) and VIP2's
+# 61301-61320 (ports above the kernel's ephemeral range: the 200 downloads cannot hold them).
+short() { awk '{ split($3, s, ":"); if (s[2] > 61100 && s[2] <= 61320) print $3, $5 }' | sort -u; }
 S1=$(list1 | short)
 [ "$(printf '%s\n' "$S1" | grep -c .)" -ge 100 ] || fail "d1 lists $(printf '%s\n' "$S1" | grep -c .) short connections"
 for ((i = 0; i < 40; i++)); do
