@@ -552,6 +552,91 @@ lab_add_dir2() { # ID
   export LAB_D2_NS LAB_D2_IP LAB_VIP2
 }
 
+# A director pair for LVS-NAT (lab_nat_pair_up ID): the NAT lab's addresses, but the
+# client side is a second bridge br1 in sw, so that both directors reach the client, and the
+# realservers' default gateway is a floating address that moves with the VIP:
+#   cli eth0 192.0.2.2/24 --- br1 --- dir ext0 192.0.2.1/24 + VIP 192.0.2.100/32
+#                                 \--- d2  ext0 192.0.2.3/24
+#   rs1 10.10.0.11, rs2 10.10.0.12 (default via 10.10.0.254) --- br0 ---
+#        dir int0 10.10.0.1/24 + 10.10.0.254/32,  d2 int0 10.10.0.3/24
+# The floating addresses start on dir; a takeover moves them to d2
+# (lab_pair_move_to_d2). Sets the NAT lab's variables plus LAB_D2_NS LAB_D2_IP
+# (192.0.2.3) LAB_D2_INT_IP (10.10.0.3) LAB_GW_IP (10.10.0.254).
+lab_nat_pair_up() { # ID
+  local id=${1-} r cli dir d2 sw
+  _lab_prepare "$id" 1 || return 1
+  _lab_set_vars "$id" nat 1
+  cli=$LAB_CLI_NS dir=$LAB_DIR_NS d2="xl-$id-d2" sw=$LAB_SW_NS
+  {
+    for r in $LAB_ROLES d2; do _lab_add_ns "$id" "$r" || return 1; done
+    _lab_sysctl "$dir" net.ipv4.ip_forward 0 &&
+      _lab_sysctl "$d2" net.ipv4.ip_forward 0 &&
+      _lab_switch "$sw" &&
+      _lab_x ip -n "$sw" link add br1 type bridge stp_state 0 &&
+      _lab_up_dev "$sw" br1 &&
+      _lab_pair_port "$sw" br1 p-cli "$cli" eth0 0 &&
+      _lab_pair_port "$sw" br1 p-dext "$dir" ext0 1 &&
+      _lab_pair_port "$sw" br1 p-d2ext "$d2" ext0 1 &&
+      _lab_pair_port "$sw" br0 p-dir "$dir" int0 1 &&
+      _lab_pair_port "$sw" br0 p-d2int "$d2" int0 1 &&
+      _lab_pair_port "$sw" br0 p-rs1 "$LAB_RS1_NS" eth0 0 &&
+      _lab_pair_port "$sw" br0 p-rs2 "$LAB_RS2_NS" eth0 0 &&
+      _lab_x ip -n "$cli" addr add 192.0.2.2/24 dev eth0 &&
+      _lab_x ip -n "$dir" addr add 192.0.2.1/24 dev ext0 &&
+      _lab_x ip -n "$dir" addr add 192.0.2.100/32 dev ext0 &&
+      _lab_x ip -n "$dir" addr add 10.10.0.1/24 dev int0 &&
+      _lab_x ip -n "$dir" addr add 10.10.0.254/32 dev int0 &&
+      _lab_x ip -n "$d2" addr add 192.0.2.3/24 dev ext0 &&
+      _lab_x ip -n "$d2" addr add 10.10.0.3/24 dev int0 &&
+      _lab_x ip -n "$LAB_RS1_NS" addr add 10.10.0.11/24 dev eth0 &&
+      _lab_x ip -n "$LAB_RS2_NS" addr add 10.10.0.12/24 dev eth0 &&
+      _lab_x ip -n "$LAB_RS1_NS" route add default via 10.10.0.254 dev eth0 &&
+      _lab_x ip -n "$LAB_RS2_NS" route add default via 10.10.0.254 dev eth0
+  } || { _lab_up_failed "$id"; return 1; }
+  LAB_D2_NS=$d2 LAB_D2_IP=192.0.2.3 LAB_D2_INT_IP=10.10.0.3 LAB_GW_IP=10.10.0.254
+  export LAB_D2_NS LAB_D2_IP LAB_D2_INT_IP LAB_GW_IP
+  _lab_write_env
+}
+
+# A veth from NS:DEV to bridge BR of the switch (port PORT, up, offloads off).
+_lab_pair_port() { # SW BR PORT NS DEV DIRECTOR
+  _lab_veth "$1" "$3" "$4" "$5" 1 || return 1
+  _lab_offload "$1" "$3" || return 1
+  _lab_offload "$4" "$5" "$6" || return 1
+  _lab_x ip -n "$1" link set "$3" master "$2" || return 1
+  _lab_up_dev "$1" "$3" && _lab_up_dev "$4" "$5"
+}
+
+# dir goes dead as a crashed host does: everything arriving on its links is dropped (its
+# kernel answers nothing, not even with a reset), but the links stay up, as a crashed
+# host's switch ports do, so the switch keeps sending it the frames addressed to it. Its
+# XDP program still sees frames first: kill its xlvsd right after.
+lab_pair_kill_dir() { # ID
+  local id=${1-} dev
+  for dev in ext0 int0; do
+    ip netns exec "xl-$id-dir" nft -f - <<NFT || { _lab_err "nft in dir"; return 1; }
+table netdev dead_$dev {
+  chain in { type filter hook ingress device $dev priority -500; policy drop; }
+}
+NFT
+  done
+}
+
+# The takeover as the network sees it: the VIP and the gateway address go to d2, and the
+# realservers, then after CLIENT_DELAY seconds (default 0) the client, forget their
+# neighbour entries (what keepalived's gratuitous ARP makes them do; a delay lets the
+# realservers' packets reach d2 before any of the client's does).
+lab_pair_move_to_d2() { # ID [CLIENT_DELAY]
+  local id=${1-} r
+  _lab_x ip -n "xl-$id-d2" addr add 192.0.2.100/32 dev ext0 || return 1
+  _lab_x ip -n "xl-$id-d2" addr add 10.10.0.254/32 dev int0 || return 1
+  for r in rs1 rs2; do
+    _lab_x ip -n "xl-$id-$r" neigh flush all || return 1
+  done
+  sleep "${2:-0}"
+  _lab_x ip -n "xl-$id-cli" neigh flush all
+}
+
 # UDP echo: each datagram is answered with ONE datagram "ROLE:" + payload.
 # socat forks a child per datagram; the reply is assembled by dd so it goes
 # out in a single write (printf + cat alone would send two datagrams).

@@ -106,6 +106,12 @@ pub struct Control {
     gone: Vec<Arc<DestState>>,
     /// Wakes the event loop from another thread (the resync puller).
     waker: Option<Arc<dyn Fn() + Send + Sync>>,
+    /// Next hops towards the clients of connections learned from peers (gateways, or
+    /// clients on a link), resolved like realservers, for the snapshot's routes towards
+    /// clients: a takeover's first reply needs one before the client's next frame.
+    client_vias: std::collections::HashMap<IpAddr, Arc<DestState>>,
+    /// The routes towards clients last published, as (prefix, length, via).
+    client_routes: Vec<(IpAddr, u8, IpAddr)>,
     /// When housekeeping runs next (once a second).
     next_housekeeping: Instant,
     /// Housekeeping rounds so far.
@@ -133,6 +139,8 @@ impl Control {
             gone: Vec::new(),
             sync: Default::default(),
             waker: None,
+            client_vias: Default::default(),
+            client_routes: Vec::new(),
             next_housekeeping: now + Duration::from_secs(1),
             tick: 0,
         }
@@ -225,12 +233,16 @@ impl Control {
         let resolver = &self.resolver;
         let names = &self.iface_names;
         let mut touched = vec![false; handles.len()];
+        let mut missing = Missing::default();
         self.sync.resync.drain(now, |s| {
             let mut s = *s;
             if let xlvs_dataplane::core::inject::Spec::Conn(c) = &mut s
                 && c.client_hop.is_none()
             {
                 c.client_hop = resolver.next_hop(names, c.caddr);
+                if c.client_hop.is_none() {
+                    missing.add(c.caddr);
+                }
             }
             let w = worker_of(&s, handles.len());
             let ok = handles[w].inject(s);
@@ -246,6 +258,7 @@ impl Control {
                 w.wake();
             }
         }
+        self.want_client_hops(now, &missing.0);
     }
 
     /// The sync backup's socket, for the event loop (None while no backup runs).
@@ -267,11 +280,17 @@ impl Control {
         let resolver = &self.resolver;
         let names = &self.iface_names;
         let mut touched = vec![false; handles.len()];
+        let mut missing = Missing::default();
         b.readable(
             &timeouts,
             |a| resolver.next_hop(names, a),
             |specs| {
                 for s in specs {
+                    if let xlvs_dataplane::core::inject::Spec::Conn(c) = &s
+                        && c.client_hop.is_none()
+                    {
+                        missing.add(c.caddr);
+                    }
                     let w = worker_of(&s, handles.len());
                     handles[w].inject(s);
                     touched[w] = true;
@@ -283,6 +302,7 @@ impl Control {
                 w.wake();
             }
         }
+        self.want_client_hops(Instant::now(), &missing.0);
     }
 
     /// Publishes what health checking decided, if anything changed.
@@ -338,6 +358,16 @@ impl Control {
     fn publish(&mut self) -> anyhow::Result<()> {
         let mut snap = self.table.snapshot(&self.ifaces);
         snap.expire_nodest_conn = self.expire_nodest_conn;
+        snap.client_routes = super::resolver::client_routes(
+            self.resolver.routes(),
+            &self.iface_names,
+            &self.client_vias,
+        );
+        self.client_routes = snap
+            .client_routes
+            .iter()
+            .map(|r| (r.net, r.len, r.via.addr))
+            .collect();
         let old = self.snapshot.swap(Arc::new(snap));
         if self.expire_nodest_conn {
             self.unbind_gone(&old);
@@ -393,8 +423,60 @@ impl Control {
             now,
             &*self.system,
             &self.iface_names,
-            self.table.all_dests().map(|d| (d.addr, &d.state)),
+            self.table
+                .all_dests()
+                .map(|d| (d.addr, &d.state))
+                .chain(self.client_vias.iter().map(|(a, s)| (*a, s))),
         );
+    }
+
+    /// Most next hops towards clients kept (gateways and on-link clients).
+    const MAX_CLIENT_VIAS: usize = 4096;
+
+    /// Clients of connections learned without their hop: their next hops are resolved from
+    /// now on, and the workers get routes towards them (a new snapshot if one is new).
+    fn want_client_hops(&mut self, now: Instant, clients: &[IpAddr]) {
+        let mut new = false;
+        for c in clients {
+            let Some(r) = crate::neigh::lookup(self.resolver.routes(), *c) else {
+                continue;
+            };
+            if !self.iface_names.contains(&r.dev)
+                || self.client_vias.contains_key(&r.via)
+                || self.client_vias.len() >= Self::MAX_CLIENT_VIAS
+            {
+                continue;
+            }
+            self.client_vias
+                .insert(r.via, Arc::new(DestState::new(r.via, 0)));
+            new = true;
+        }
+        if new {
+            self.resolve(now);
+            if let Err(e) = self.publish() {
+                log::error!("updating the XDP maps: {e:#}");
+            }
+        }
+    }
+
+    /// Publishes again if the routes towards clients changed (a route or neighbour event).
+    fn refresh_client_routes(&mut self) {
+        if self.client_vias.is_empty() {
+            return;
+        }
+        let now: Vec<(IpAddr, u8, IpAddr)> = super::resolver::client_routes(
+            self.resolver.routes(),
+            &self.iface_names,
+            &self.client_vias,
+        )
+        .iter()
+        .map(|r| (r.net, r.len, r.via.addr))
+        .collect();
+        if now != self.client_routes
+            && let Err(e) = self.publish()
+        {
+            log::error!("updating the XDP maps: {e:#}");
+        }
     }
 
     /// The next hop towards any address (a client's, for a connection learned from a peer),
@@ -407,6 +489,7 @@ impl Control {
     pub fn neighbours_changed(&mut self, now: Instant) {
         self.resolver.invalidate();
         self.resolve(now);
+        self.refresh_client_routes();
     }
 
     /// The director's addresses changed (rtnetlink): the XDP program must pass traffic to the
@@ -796,6 +879,19 @@ pub fn load_keepalived(
             None => anyhow::anyhow!("{}: {}", path.display(), e.msg),
         })?;
     Ok((t, conf))
+}
+
+/// Clients whose hop a batch of learned connections lacked (a few distinct ones: their
+/// next hops are what matters, and most share a gateway).
+#[derive(Default)]
+struct Missing(Vec<IpAddr>);
+
+impl Missing {
+    fn add(&mut self, a: IpAddr) {
+        if self.0.len() < 256 && self.0.last() != Some(&a) && !self.0.contains(&a) {
+            self.0.push(a);
+        }
+    }
 }
 
 /// The worker a synced entry goes to: by its client, so a connection and its template (same

@@ -153,6 +153,11 @@ impl Resolver {
         self.retries.retain(|a, _| seen.contains(a));
     }
 
+    /// The routes last read.
+    pub fn routes(&self) -> &crate::neigh::Routes {
+        &self.routes
+    }
+
     /// The next hop towards `addr` from the tables last read: the route's device must be one
     /// of `ifaces` and its next hop's MAC known.
     pub fn next_hop(&self, ifaces: &[String], addr: IpAddr) -> Option<NextHop> {
@@ -188,6 +193,83 @@ impl Resolver {
             .filter(|t| *t > now)
             .max()
     }
+}
+
+/// The routes towards clients that the workers use for a reply whose connection (learned
+/// from a peer) does not know its client's hop ([`Snapshot::client_routes`]): for each route
+/// of a driven interface through a gateway in `vias`, the route's prefix; for each address of
+/// `vias` on a link of a driven interface, that address alone. Each carries the via's state,
+/// which the resolver keeps resolved.
+///
+/// [`Snapshot::client_routes`]: xlvs_dataplane::core::service::Snapshot::client_routes
+pub fn client_routes(
+    routes: &crate::neigh::Routes,
+    ifaces: &[String],
+    vias: &HashMap<IpAddr, Arc<DestState>>,
+) -> Vec<xlvs_dataplane::core::service::ClientRoute> {
+    use std::net::{Ipv4Addr, Ipv6Addr};
+    use xlvs_dataplane::core::service::ClientRoute;
+    let mut out = Vec::new();
+    let driven = |dev: &str| ifaces.iter().any(|f| f == dev);
+    for (dev, dst, mask, gw, _, has_gw) in &routes.v4 {
+        if !driven(dev) {
+            continue;
+        }
+        let len = mask.count_ones() as u8;
+        if *has_gw {
+            if let Some(v) = vias.get(&IpAddr::V4(Ipv4Addr::from_bits(*gw))) {
+                let net = IpAddr::V4(Ipv4Addr::from_bits(*dst));
+                out.push(ClientRoute {
+                    net,
+                    len,
+                    via: v.clone(),
+                });
+            }
+        } else {
+            for (a, v) in vias {
+                if let IpAddr::V4(a4) = a
+                    && a4.to_bits() & mask == dst & mask
+                {
+                    out.push(ClientRoute {
+                        net: *a,
+                        len: 32,
+                        via: v.clone(),
+                    });
+                }
+            }
+        }
+    }
+    for r in &routes.v6 {
+        if !driven(&r.dev) {
+            continue;
+        }
+        let m = u128::MAX.checked_shl(128 - r.len).unwrap_or(0);
+        if r.gateway {
+            if let Some(v) = vias.get(&IpAddr::V6(Ipv6Addr::from_bits(r.via))) {
+                let net = IpAddr::V6(Ipv6Addr::from_bits(r.dst));
+                out.push(ClientRoute {
+                    net,
+                    len: r.len as u8,
+                    via: v.clone(),
+                });
+            }
+        } else {
+            for (a, v) in vias {
+                if let IpAddr::V6(a6) = a
+                    && a6.to_bits() & m == r.dst & m
+                {
+                    out.push(ClientRoute {
+                        net: *a,
+                        len: 128,
+                        via: v.clone(),
+                    });
+                }
+            }
+        }
+    }
+    out.sort_by_key(|r| (std::cmp::Reverse(r.len), r.net));
+    out.dedup_by(|a, b| a.net == b.net && a.len == b.len);
+    out
 }
 
 #[cfg(test)]
@@ -334,6 +416,62 @@ int0\t00000A0A\t00000000\t0001\t0\t0\t0\t00FFFFFF\t0\t0\t0
         assert_eq!(
             r.next_hop(&["ext0".into()], "10.10.0.11".parse().unwrap()),
             None
+        );
+    }
+
+    #[test]
+    fn client_routes_cover_gateway_prefixes_and_on_link_clients_of_driven_interfaces() {
+        use crate::neigh::{Route6, Routes};
+        let ip = |s: &str| -> IpAddr { s.parse().unwrap() };
+        let v4 = |a: &str| u32::from(a.parse::<std::net::Ipv4Addr>().unwrap());
+        let routes = Routes {
+            v4: vec![
+                ("ext0".into(), 0, 0, v4("192.0.2.254"), 0, true),
+                (
+                    "ext0".into(),
+                    v4("192.0.2.0"),
+                    v4("255.255.255.0"),
+                    0,
+                    0,
+                    false,
+                ),
+                (
+                    "mgmt0".into(),
+                    v4("198.51.100.0"),
+                    v4("255.255.255.0"),
+                    0,
+                    0,
+                    false,
+                ),
+            ],
+            v6: vec![Route6 {
+                dev: "ext0".into(),
+                dst: 0,
+                len: 0,
+                via: u128::from("fe80::1".parse::<std::net::Ipv6Addr>().unwrap()),
+                metric: 1024,
+                gateway: true,
+            }],
+        };
+        let ifaces = vec!["ext0".to_string()];
+        let mut vias = HashMap::new();
+        for a in ["192.0.2.254", "192.0.2.7", "198.51.100.9", "fe80::1"] {
+            vias.insert(ip(a), Arc::new(DestState::new(ip(a), 0)));
+        }
+        let got: Vec<(IpAddr, u8, IpAddr)> = client_routes(&routes, &ifaces, &vias)
+            .iter()
+            .map(|r| (r.net, r.len, r.via.addr))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                // Longest first: the on-link clients (the gateway is one too), then the
+                // default routes through the gateways; nothing on an interface not driven.
+                (ip("192.0.2.7"), 32, ip("192.0.2.7")),
+                (ip("192.0.2.254"), 32, ip("192.0.2.254")),
+                (ip("0.0.0.0"), 0, ip("192.0.2.254")),
+                (ip("::"), 0, ip("fe80::1")),
+            ]
         );
     }
 }

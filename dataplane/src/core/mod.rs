@@ -944,7 +944,10 @@ fn rewrite<F: Family>(
         Action::ToDest { hop, .. } => hop.ok_or(DropReason::NoNeighbour)?,
         Action::ToClient { hop, .. } => hop,
     };
-    let src_mac = snap.iface_mac(hop.iface).ok_or(no_hop(hop.iface))?;
+    let (hop, src_mac) = match snap.iface_mac(hop.iface) {
+        Some(m) => (hop, m),
+        None => fallback_hop(snap, p.dst.ip(), &action, hop)?,
+    };
     match action {
         Action::ToDest {
             fwd: Fwd::Route, ..
@@ -961,6 +964,27 @@ fn rewrite<F: Family>(
     eth.set_dst(hop.mac);
     eth.set_src(src_mac);
     Ok(hop.iface)
+}
+
+/// A reply whose connection (learned from a peer) does not know its client's hop yet goes by
+/// the snapshot's routes towards clients; anything else without a way out is dropped with
+/// its reason ([`no_hop`]).
+#[cold]
+#[inline(never)]
+fn fallback_hop<F: Family>(
+    snap: &Snapshot,
+    client: std::net::IpAddr,
+    action: &Action<F>,
+    hop: NextHop,
+) -> Result<(NextHop, [u8; 6]), DropReason> {
+    if matches!(action, Action::ToClient { .. })
+        && hop.iface == NextHop::UNKNOWN.iface
+        && let Some(h) = snap.client_hop(client)
+        && let Some(m) = snap.iface_mac(h.iface)
+    {
+        return Ok((h, m));
+    }
+    Err(no_hop(hop.iface))
 }
 
 /// Why a frame has no way out through interface `iface`: a client hop still unknown (a

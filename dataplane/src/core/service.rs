@@ -394,9 +394,54 @@ pub struct Snapshot {
     /// longer in the table (marked by [`crate::core::conn::Tables::unbind_gone`]) expires it
     /// instead of being forwarded to it.
     pub expire_nodest_conn: bool,
+    /// Where replies go for a connection learned from a peer whose client's hop is not
+    /// known yet (it never saw the client's frames): the director's routes towards the
+    /// clients such connections came from, longest prefix first ([`Snapshot::client_hop`]).
+    pub client_routes: Vec<ClientRoute>,
+}
+
+/// A route towards clients: the prefix and the next hop's state (kept up to date by the
+/// control thread's resolver, read atomically).
+#[derive(Clone, Debug)]
+pub struct ClientRoute {
+    pub net: IpAddr,
+    pub len: u8,
+    pub via: Arc<DestState>,
+}
+
+impl ClientRoute {
+    fn covers(&self, a: IpAddr) -> bool {
+        match (self.net, a) {
+            (IpAddr::V4(n), IpAddr::V4(a)) => {
+                let m = u32::MAX
+                    .checked_shl(32 - self.len.min(32) as u32)
+                    .unwrap_or(0);
+                n.to_bits() & m == a.to_bits() & m
+            }
+            (IpAddr::V6(n), IpAddr::V6(a)) => {
+                let m = u128::MAX
+                    .checked_shl(128 - self.len.min(128) as u32)
+                    .unwrap_or(0);
+                n.to_bits() & m == a.to_bits() & m
+            }
+            _ => false,
+        }
+    }
 }
 
 impl Snapshot {
+    /// The next hop towards client `a` from [`Snapshot::client_routes`]: the longest prefix
+    /// whose next hop is resolved (the cold path of a reply whose connection does not know
+    /// its client's hop).
+    pub fn client_hop(&self, a: IpAddr) -> Option<NextHop> {
+        self.client_routes
+            .iter()
+            .filter(|r| r.covers(a))
+            .filter_map(|r| r.via.next_hop().map(|h| (r.len, h)))
+            .max_by_key(|(len, _)| *len)
+            .map(|(_, h)| h)
+    }
+
     pub fn service(&self, key: &VsKey) -> Option<&Service> {
         self.services.get(key).map(|s| &**s)
     }

@@ -10,7 +10,7 @@ use std::time::Duration;
 use super::conn::{Tables, TemplateKey};
 use super::events::{ConnEvent, EventKind, Outbox};
 use super::inject::{ConnSpec, InjectError, Spec, TemplateSpec};
-use super::service::{Fwd, Persistence, Proto, Snapshot, VsKey};
+use super::service::{DestState, Fwd, Persistence, Proto, Snapshot, VsKey};
 use super::tcp_state::TcpState;
 use super::tests::{CIP, RIP1, RIP2, VIP, client_seg, reply_seg, t};
 use super::*;
@@ -271,6 +271,46 @@ fn a_learned_connection_without_a_client_hop_learns_it_from_the_client() {
     let mut r = reply_seg(RIP1, 40000, ACK);
     assert_eq!(c.process(t(2), &snap, &mut r, 1), Verdict::Tx(0));
     assert_eq!(&r[..6], &other_mac);
+}
+
+#[test]
+fn a_learned_connections_first_reply_goes_by_the_routes_towards_clients() {
+    // A takeover: the realserver answers before the client sends anything to this director.
+    let mut c = Core::new(Arc::new(Tables::new(1 << 10)));
+    let mut snap = nat_snap(&[(RIP1, 8080)]);
+    c.insert_conn(t(1), &snap, &spec(40000, RIP1, TcpState::Established, None))
+        .unwrap();
+    // A route towards the client's /24 whose next hop is not resolved yet: still dropped.
+    let gw = Arc::new(DestState::new(IpAddr::from([192, 0, 2, 254]), 0));
+    let route = |net: [u8; 4], len: u8, via: &Arc<DestState>| service::ClientRoute {
+        net: IpAddr::from(net),
+        len,
+        via: via.clone(),
+    };
+    snap.client_routes = vec![route([0, 0, 0, 0], 0, &gw)];
+    let mut r = reply_seg(RIP1, 40000, ACK);
+    assert_eq!(
+        c.process(t(2), &snap, &mut r, 1),
+        Verdict::Drop(DropReason::NoClientHop)
+    );
+    // Resolved (the resolver sets it; no new snapshot): the reply goes out there.
+    let gw_mac = [2, 0, 0, 0, 0, 0xfe];
+    gw.set_next_hop(Some(NextHop {
+        iface: 0,
+        mac: gw_mac,
+    }));
+    let mut r = reply_seg(RIP1, 40000, ACK);
+    assert_eq!(c.process(t(2), &snap, &mut r, 1), Verdict::Tx(0));
+    assert_eq!(&r[..6], &gw_mac);
+    // A longer prefix wins (the client itself, on a link).
+    let on_link = Arc::new(DestState::new(IpAddr::from(CIP), 0));
+    on_link.set_next_hop(Some(CLIENT_HOP));
+    snap.client_routes.push(route(CIP.octets(), 32, &on_link));
+    let mut r = reply_seg(RIP1, 40000, ACK);
+    assert_eq!(c.process(t(2), &snap, &mut r, 1), Verdict::Tx(0));
+    assert_eq!(&r[..6], &CLIENT_MAC);
+    // Another family's route never matches.
+    assert_eq!(snap.client_hop(IpAddr::from([0u16; 8])), None);
 }
 
 #[test]
