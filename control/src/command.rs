@@ -170,6 +170,10 @@ pub enum Command {
     StopDaemon { role: SyncRole },
     /// `--resync` (xlvs): pull the whole connection table from the sync peers.
     Resync,
+    /// `--vrrp-notify` (xlvs): keepalived reports a VRRP state change.
+    VrrpNotify(crate::vrrp::Notify),
+    /// `--check` (xlvs): keepalived's track_script asks whether the data plane is alive.
+    Check,
     /// `-L --health` (xlvs): one line per (realserver, checker) of health checking.
     ListHealth { key: Option<SvcKey>, json: bool },
     /// `-Z`: zero the counters of one service or of all.

@@ -1025,6 +1025,9 @@ Usage:
   xlvsadm --stop-daemon master|backup
   xlvsadm -L --daemon [--json]   the sync daemons (--json: with their counters)
   xlvsadm --resync         pull the whole connection table from the --sync-peers (xlvs)
+  xlvsadm --vrrp-notify master|backup|fault|stop   (or keepalived's notify arguments)
+                           keepalived's notify hook: sync roles follow the VRRP state (xlvs)
+  xlvsadm --check          keepalived's track_script: fails if xlvsd or a worker is gone (xlvs)
   xlvsadm --workers        per-worker packet counters (xlvs)
   xlvsadm -L -n --health [service]   health checkers' states (xlvs)
   xlvsadm --xdp-stats      XDP steering counters (xlvs)

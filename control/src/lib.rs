@@ -28,4 +28,5 @@ pub mod stats;
 pub mod sync;
 pub mod sys;
 pub mod table;
+pub mod vrrp;
 pub mod xdp;

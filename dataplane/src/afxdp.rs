@@ -236,6 +236,12 @@ impl WorkerHandle {
         }
     }
 
+    /// Whether its thread still runs (false once it has ended, e.g. by a panic). Workers that
+    /// share a thread report it through the first of them.
+    pub fn alive(&self) -> bool {
+        self.join.as_ref().is_none_or(|j| !j.is_finished())
+    }
+
     /// Wakes the worker's thread (it sees a stop flag, a listening change, or new entries).
     pub fn wake(&self) {
         self.waker.wake();

@@ -560,7 +560,8 @@ lab_add_dir2() { # ID
 #   rs1 10.10.0.11, rs2 10.10.0.12 (default via 10.10.0.254) --- br0 ---
 #        dir int0 10.10.0.1/24 + 10.10.0.254/32,  d2 int0 10.10.0.3/24
 # The floating addresses start on dir; a takeover moves them to d2
-# (lab_pair_move_to_d2). Sets the NAT lab's variables plus LAB_D2_NS LAB_D2_IP
+# (lab_pair_move_to_d2). With LAB_PAIR_FLOATING=0 no director holds them (keepalived
+# will). Sets the NAT lab's variables plus LAB_D2_NS LAB_D2_IP
 # (192.0.2.3) LAB_D2_INT_IP (10.10.0.3) LAB_GW_IP (10.10.0.254).
 lab_nat_pair_up() { # ID
   local id=${1-} r cli dir d2 sw
@@ -583,9 +584,11 @@ lab_nat_pair_up() { # ID
       _lab_pair_port "$sw" br0 p-rs2 "$LAB_RS2_NS" eth0 0 &&
       _lab_x ip -n "$cli" addr add 192.0.2.2/24 dev eth0 &&
       _lab_x ip -n "$dir" addr add 192.0.2.1/24 dev ext0 &&
-      _lab_x ip -n "$dir" addr add 192.0.2.100/32 dev ext0 &&
       _lab_x ip -n "$dir" addr add 10.10.0.1/24 dev int0 &&
-      _lab_x ip -n "$dir" addr add 10.10.0.254/32 dev int0 &&
+      { [ "${LAB_PAIR_FLOATING:-1}" = 0 ] || {
+        _lab_x ip -n "$dir" addr add 192.0.2.100/32 dev ext0 &&
+          _lab_x ip -n "$dir" addr add 10.10.0.254/32 dev int0
+      }; } &&
       _lab_x ip -n "$d2" addr add 192.0.2.3/24 dev ext0 &&
       _lab_x ip -n "$d2" addr add 10.10.0.3/24 dev int0 &&
       _lab_x ip -n "$LAB_RS1_NS" addr add 10.10.0.11/24 dev eth0 &&

@@ -14,9 +14,18 @@ fn main() {
         Ok(s) => s,
         Err(e) => exit_with(e),
     };
-    let command = match ipvsadm::parse(&args) {
-        Ok(c) => c,
-        Err(e) => exit_with(e),
+    // keepalived's hooks (xlvs): `--vrrp-notify` takes keepalived's notify arguments, which
+    // the ipvsadm grammar has no place for.
+    let command = match args.first().map(String::as_str) {
+        Some("--vrrp-notify") => match xlvs_control::vrrp::parse_notify(&args[1..]) {
+            Ok(n) => Command::VrrpNotify(n),
+            Err(e) => exit_with(CmdError::usage(e)),
+        },
+        Some("--check") if args.len() == 1 => Command::Check,
+        _ => match ipvsadm::parse(&args) {
+            Ok(c) => c,
+            Err(e) => exit_with(e),
+        },
     };
     let mut req = match command {
         Command::Help => {

@@ -99,6 +99,12 @@ struct Args {
     /// IPVS's sync_retries (0-3), with --sync-refresh-period.
     #[arg(long = "sync-retries", value_name = "N", default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=3))]
     sync_retries: u8,
+    /// How the sync daemons follow keepalived's VRRP state (`xlvsadm --vrrp-notify`): `both`
+    /// keeps master and backup running (each director syncs its own connections and backs
+    /// up its peer's), `follow` runs the master on MASTER and the backup on BACKUP/FAULT, as
+    /// the LVS HOWTO does.
+    #[arg(long = "sync-roles", value_enum, default_value = "both")]
+    sync_roles: SyncRolesArg,
     /// TCP port of the resync server and of the peers' (0: no resync).
     #[arg(long = "resync-port", value_name = "PORT", default_value_t = 8849)]
     resync_port: u16,
@@ -112,6 +118,12 @@ struct Args {
     /// director as many cores as queues); `per-socket` gives every (interface, queue) its own.
     #[arg(long, value_enum, default_value = "per-queue")]
     threads: ThreadsArg,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+enum SyncRolesArg {
+    Both,
+    Follow,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug)]
@@ -207,6 +219,10 @@ fn main() {
         expire_nodest_conn: a.expire_nodest_conn,
         sync,
         sync_opts,
+        sync_roles: match a.sync_roles {
+            SyncRolesArg::Both => xlvs_control::vrrp::SyncRoles::Both,
+            SyncRolesArg::Follow => xlvs_control::vrrp::SyncRoles::Follow,
+        },
     };
     if let Err(e) = daemon::run(cfg) {
         eprintln!("xlvsd: {e:#}");

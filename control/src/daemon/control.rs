@@ -112,6 +112,13 @@ pub struct Control {
     client_vias: std::collections::HashMap<IpAddr, Arc<DestState>>,
     /// The routes towards clients last published, as (prefix, length, via).
     client_routes: Vec<(IpAddr, u8, IpAddr)>,
+    /// The last VRRP state keepalived reported, for which instance, and when.
+    vrrp: Option<(crate::vrrp::Notify, Instant)>,
+    /// How the sync daemons follow the VRRP state.
+    sync_roles: crate::vrrp::SyncRoles,
+    /// The settings of the daemons started so far, by role: a notify that starts a role
+    /// again uses them (or the other role's).
+    daemon_specs: Vec<crate::command::DaemonSpec>,
     /// When housekeeping runs next (once a second).
     next_housekeeping: Instant,
     /// Housekeeping rounds so far.
@@ -141,6 +148,9 @@ impl Control {
             waker: None,
             client_vias: Default::default(),
             client_routes: Vec::new(),
+            vrrp: None,
+            sync_roles: Default::default(),
+            daemon_specs: Vec::new(),
             next_housekeeping: now + Duration::from_secs(1),
             tick: 0,
         }
@@ -178,6 +188,79 @@ impl Control {
     /// The sync settings beyond ipvsadm's daemon options (before any daemon starts).
     pub fn set_sync_options(&mut self, opts: crate::sync::daemon::SyncOptions) {
         self.sync.opts = opts;
+    }
+
+    /// How the sync daemons follow keepalived's VRRP state (`--sync-roles`).
+    pub fn set_sync_roles(&mut self, roles: crate::vrrp::SyncRoles) {
+        self.sync_roles = roles;
+    }
+
+    /// keepalived's notify: the state is recorded and the sync daemons take the roles it
+    /// calls for (started with the settings they last had, or the other role's).
+    fn vrrp_notify(&mut self, n: &crate::vrrp::Notify, now: Instant) -> Result<String, CmdError> {
+        use crate::command::{Command, SyncRole};
+        let (master, backup) = crate::vrrp::roles(n.state, self.sync_roles);
+        let mut done = Vec::new();
+        for (role, want) in [(SyncRole::Master, master), (SyncRole::Backup, backup)] {
+            let running = match role {
+                SyncRole::Master => self.sync.master.is_some(),
+                SyncRole::Backup => self.sync.backup.is_some(),
+            };
+            if want && !running {
+                let spec = self
+                    .daemon_specs
+                    .iter()
+                    .find(|d| d.role == role)
+                    .or_else(|| self.daemon_specs.first())
+                    .cloned();
+                if let Some(mut spec) = spec {
+                    spec.role = role;
+                    let r = self.execute(&Request::new(Command::StartDaemon(spec)), now);
+                    if r.code != 0 {
+                        return Err(CmdError::op(r.stderr.trim_end().to_string()));
+                    }
+                    done.push(format!("started the {} daemon", role.name()));
+                }
+            } else if !want && running {
+                let r = self.execute(&Request::new(Command::StopDaemon { role }), now);
+                if r.code != 0 {
+                    return Err(CmdError::op(r.stderr.trim_end().to_string()));
+                }
+                done.push(format!("stopped the {} daemon", role.name()));
+            }
+        }
+        log::info!(
+            "VRRP{}: {}{}",
+            n.instance.as_ref().map(|i| format!(" {i}")).unwrap_or_default(),
+            n.state.name(),
+            if done.is_empty() {
+                String::new()
+            } else {
+                format!("; {}", done.join(", "))
+            }
+        );
+        self.vrrp = Some((n.clone(), now));
+        Ok(String::new())
+    }
+
+    /// keepalived's track_script check: the data plane is alive (every worker thread runs).
+    fn check(&self) -> Result<String, CmdError> {
+        if let Some(w) = self.workers.handles().iter().find(|w| !w.alive()) {
+            return Err(CmdError::op(format!("worker {} is gone", w.name)));
+        }
+        Ok(String::new())
+    }
+
+    /// The VRRP state for `-L --daemon --json`.
+    fn vrrp_json(&self) -> serde_json::Value {
+        match &self.vrrp {
+            Some((n, at)) => serde_json::json!({
+                "state": n.state.name(),
+                "instance": n.instance,
+                "since_ms": at.elapsed().as_millis() as u64,
+            }),
+            None => serde_json::Value::Null,
+        }
     }
 
     /// How another thread (the resync puller) wakes the event loop, which then calls
@@ -689,9 +772,13 @@ impl Control {
                     conns::text(&entries, *persistent)
                 }
             }
+            Command::VrrpNotify(n) => self.vrrp_notify(n, now)?,
+            Command::Check => self.check()?,
             Command::ListDaemon { json } => {
                 if *json {
-                    format!("{:#}\n", self.sync.json())
+                    let mut j = self.sync.json();
+                    j["vrrp"] = self.vrrp_json();
+                    format!("{j:#}\n")
                 } else {
                     self.sync.list()
                 }
@@ -702,6 +789,8 @@ impl Control {
             }
             Command::StartDaemon(spec) => {
                 let master = spec.role == crate::command::SyncRole::Master;
+                self.daemon_specs.retain(|d| d.role != spec.role);
+                self.daemon_specs.push(spec.clone());
                 self.sync
                     .start(spec.clone(), now, &self.conns)
                     .map_err(|e| CmdError::op(format!("{e:#}")))?;
@@ -846,6 +935,16 @@ impl Control {
         let drops = handles.iter().map(|w| w.events.events_dropped()).sum();
         let queued = handles.iter().map(|w| w.events.len() as u64).sum();
         self.sync.metrics(&mut e, drops, queued);
+        if let Some((n, _)) = &self.vrrp {
+            e.sample(
+                "vrrp_state",
+                "gauge",
+                "The VRRP state keepalived last reported (1 for that state).",
+                "",
+                &[("state", n.state.name().to_string())],
+                "1".to_string(),
+            );
+        }
         e.render()
     }
 }

@@ -66,6 +66,8 @@ pub struct Config {
     pub sync: Vec<crate::command::DaemonSpec>,
     /// The sync settings beyond ipvsadm's.
     pub sync_opts: crate::sync::daemon::SyncOptions,
+    /// How the sync daemons follow keepalived's VRRP state.
+    pub sync_roles: crate::vrrp::SyncRoles,
 }
 
 /// The AF_XDP workers, as [`Control`] sees them.
@@ -195,6 +197,7 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
     );
     ctl.set_expire_nodest_conn(cfg.expire_nodest_conn);
     ctl.set_sync_options(cfg.sync_opts.clone());
+    ctl.set_sync_roles(cfg.sync_roles);
     {
         let waker = event_loop.waker();
         ctl.set_waker(Arc::new(move || {
