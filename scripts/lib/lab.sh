@@ -614,9 +614,11 @@ _lab_pair_port() { # SW BR PORT NS DEV DIRECTOR
 # kernel answers nothing, not even with a reset), but the links stay up, as a crashed
 # host's switch ports do, so the switch keeps sending it the frames addressed to it. Its
 # XDP program still sees frames first: kill its xlvsd right after.
-lab_pair_kill_dir() { # ID
-  local id=${1-} dev
-  for dev in ext0 int0; do
+lab_pair_kill_dir() { # ID [DEV...] (default: ext0 int0)
+  local id=${1-} dev devs
+  shift
+  devs=${*:-ext0 int0}
+  for dev in $devs; do
     ip netns exec "xl-$id-dir" nft -f - <<NFT || { _lab_err "nft in dir"; return 1; }
 table netdev dead_$dev {
   chain in { type filter hook ingress device $dev priority -500; policy drop; }

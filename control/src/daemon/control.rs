@@ -231,7 +231,10 @@ impl Control {
         }
         log::info!(
             "VRRP{}: {}{}",
-            n.instance.as_ref().map(|i| format!(" {i}")).unwrap_or_default(),
+            n.instance
+                .as_ref()
+                .map(|i| format!(" {i}"))
+                .unwrap_or_default(),
             n.state.name(),
             if done.is_empty() {
                 String::new()

@@ -132,7 +132,13 @@ mod tests {
             parse_notify(&args("GROUP G FAULT")).unwrap().state,
             VrrpState::Fault
         );
-        for bad in ["", "primary", "INSTANCE VI_1", "HOST x MASTER 1", "INSTANCE VI_1 MASTER x"] {
+        for bad in [
+            "",
+            "primary",
+            "INSTANCE VI_1",
+            "HOST x MASTER 1",
+            "INSTANCE VI_1 MASTER x",
+        ] {
             assert!(parse_notify(&args(bad)).is_err(), "{bad}");
         }
     }
