@@ -52,12 +52,15 @@ vrrp_state() { # ROLE
   if [ "$1" = d2 ]; then j=$(xadm_at d2 -L --daemon --json); else j=$(xadm "$ID" -L --daemon --json); fi
   printf '%s' "$j" | python3 -c 'import json,sys; v=json.load(sys.stdin)["vrrp"]; print(v["state"] if v else "none", v["since_ms"] if v else 0)'
 }
-for ((i = 0; i < 100; i++)); do
+end=$(($(date +%s) + 10))
+while [ "$(date +%s)" -lt "$end" ]; do
   s1=$(vrrp_state dir) s2=$(vrrp_state d2)
   [[ $s1 == MASTER* && $s2 == BACKUP* ]] && break
   sleep 0.1
 done
-[[ $s1 == MASTER* && $s2 == BACKUP* ]] || fail "VRRP: d1 '$s1', d2 '$s2'; keepalived: $(tail -n 5 "$D/ka1.log")"
+[[ $s1 == MASTER* && $s2 == BACKUP* ]] || fail "VRRP after 10 s: d1 '$s1', d2 '$s2'
+d1's keepalived: $(grep -Ev 'gratuitous' "$D/ka1.log" | tail -n 12)
+d2's keepalived: $(grep -Ev 'gratuitous' "$D/ka2.log" | tail -n 12)"
 ip -n "$LAB_DIR_NS" -4 addr show dev ext0 | grep -q "$LAB_VIP/32" || fail "d1 has no VIP"
 log "keepalived: d1 MASTER (holds the VIP and the gateway), d2 BACKUP; the notify reached both xlvsd"
 
