@@ -246,10 +246,20 @@ impl Control {
         Ok(String::new())
     }
 
-    /// keepalived's track_script check: the data plane is alive (every worker thread runs).
+    /// keepalived's track_script check: the data plane is alive (every worker thread runs),
+    /// and a node that is not MASTER has its peers' table: while it is still pulling it (a
+    /// returning master), the check fails, so keepalived does not let it preempt before it
+    /// holds the connections it would take over.
     fn check(&self) -> Result<String, CmdError> {
         if let Some(w) = self.workers.handles().iter().find(|w| !w.alive()) {
             return Err(CmdError::op(format!("worker {} is gone", w.name)));
+        }
+        let master = self
+            .vrrp
+            .as_ref()
+            .is_some_and(|(n, _)| n.state == crate::vrrp::VrrpState::Master);
+        if !master && self.sync.resync.pulling() {
+            return Err(CmdError::op("still pulling the peers' connection table"));
         }
         Ok(String::new())
     }

@@ -116,6 +116,14 @@ impl Resync {
         n
     }
 
+    /// Whether a pull is still bringing entries (its thread runs, or the workers have not
+    /// taken all it brought).
+    pub fn pulling(&self) -> bool {
+        self.pull.as_ref().is_some_and(|p| !p.finished())
+            || self.rx.is_some()
+            || !self.pending.is_empty()
+    }
+
     /// When refused entries are retried.
     pub fn poll_timeout(&self) -> Option<Instant> {
         self.retry_at
