@@ -119,6 +119,9 @@ pub struct Control {
     /// The settings of the daemons started so far, by role: a notify that starts a role
     /// again uses them (or the other role's).
     daemon_specs: Vec<crate::command::DaemonSpec>,
+    /// Connections from peers that could not bind here, by service and realserver (counted
+    /// every [`DRIFT_EVERY`] housekeeping rounds while a backup runs).
+    drift: std::collections::BTreeMap<(String, std::net::SocketAddr), u64>,
     /// When housekeeping runs next (once a second).
     next_housekeeping: Instant,
     /// Housekeeping rounds so far.
@@ -151,6 +154,7 @@ impl Control {
             vrrp: None,
             sync_roles: Default::default(),
             daemon_specs: Vec::new(),
+            drift: Default::default(),
             next_housekeeping: now + Duration::from_secs(1),
             tick: 0,
         }
@@ -674,6 +678,34 @@ impl Control {
         if reaped && let Err(e) = self.publish() {
             log::error!("updating XDP maps: {e:#}");
         }
+        if self.tick.is_multiple_of(DRIFT_EVERY)
+            && (self.sync.backup.is_some() || !self.drift.is_empty())
+        {
+            self.count_drift();
+        }
+    }
+
+    /// Counts the connections from peers that could not bind here; logs a change.
+    fn count_drift(&mut self) {
+        let now = crate::sync::drift::unbound(&self.conns);
+        if now != self.drift {
+            if now.is_empty() {
+                log::info!("config drift: every connection from the peers binds here again");
+            } else {
+                let list: Vec<String> = now
+                    .iter()
+                    .take(5)
+                    .map(|((svc, rs), n)| format!("{svc} -> {rs}: {n}"))
+                    .collect();
+                log::warn!(
+                    "config drift: {} connection(s) from peers name a service or realserver this director does not have ({}{})",
+                    now.values().sum::<u64>(),
+                    list.join(", "),
+                    if now.len() > 5 { ", ..." } else { "" }
+                );
+            }
+        }
+        self.drift = now;
     }
 
     /// SIGHUP: re-reads `--rules` and `--keepalived-conf` and applies only what changed in
@@ -791,6 +823,18 @@ impl Control {
                 if *json {
                     let mut j = self.sync.json();
                     j["vrrp"] = self.vrrp_json();
+                    self.count_drift();
+                    j["unbound"] = self
+                        .drift
+                        .iter()
+                        .map(|((svc, rs), n)| {
+                            serde_json::json!({
+                                "service": svc,
+                                "realserver": rs.to_string(),
+                                "connections": n,
+                            })
+                        })
+                        .collect();
                     format!("{j:#}\n")
                 } else {
                     self.sync.list()
@@ -948,6 +992,16 @@ impl Control {
         let drops = handles.iter().map(|w| w.events.events_dropped()).sum();
         let queued = handles.iter().map(|w| w.events.len() as u64).sum();
         self.sync.metrics(&mut e, drops, queued);
+        for ((svc, rs), n) in &self.drift {
+            e.sample(
+                "sync_unbound_connections",
+                "gauge",
+                "Connections from peers that could not bind here (no such service or realserver: configuration drift).",
+                "",
+                &[("service", svc.clone()), ("realserver", rs.to_string())],
+                n.to_string(),
+            );
+        }
         if let Some((n, _)) = &self.vrrp {
             e.sample(
                 "vrrp_state",
@@ -992,6 +1046,9 @@ pub fn load_keepalived(
         })?;
     Ok((t, conf))
 }
+
+/// Housekeeping rounds (seconds) between two counts of the configuration drift.
+const DRIFT_EVERY: u64 = 10;
 
 /// Clients whose hop a batch of learned connections lacked (a few distinct ones: their
 /// next hops are what matters, and most share a gateway).

@@ -54,6 +54,7 @@
 pub mod auth;
 pub mod backup;
 pub mod daemon;
+pub mod drift;
 pub mod master;
 pub mod resync;
 mod wire;
