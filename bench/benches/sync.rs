@@ -73,7 +73,7 @@ fn encode(c: &mut Criterion) {
     g.bench_function("decode_10k", |b| {
         b.iter(|| {
             for d in &dgrams {
-                black_box(backup.on_datagram(d, None, &timeouts, |_| None));
+                black_box(backup.on_datagram(d, None, &timeouts));
             }
         })
     });
@@ -84,7 +84,7 @@ fn encode(c: &mut Criterion) {
             || Core::new(Arc::new(Tables::new(1 << 15))),
             |mut core| {
                 for d in &dgrams {
-                    for s in backup.on_datagram(d, None, &timeouts, |_| None) {
+                    for s in backup.on_datagram(d, None, &timeouts) {
                         let _ = core.insert(Instant(1), &snap, &s);
                     }
                 }
@@ -98,7 +98,7 @@ fn encode(c: &mut Criterion) {
     g.bench_function("apply_update_10k", |b| {
         b.iter(|| {
             for d in &dgrams {
-                for s in backup.on_datagram(d, None, &timeouts, |_| None) {
+                for s in backup.on_datagram(d, None, &timeouts) {
                     let _ = core.insert(Instant(1), &snap, &s);
                 }
             }

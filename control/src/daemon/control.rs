@@ -326,39 +326,20 @@ impl Control {
 
     /// Hands the pulled entries the workers' queues take (the rest wait for a retry).
     fn drain_resync(&mut self, now: Instant) {
-        let handles = self.workers.handles();
-        if handles.is_empty() {
+        let mut to = Injector::new(self.workers.handles(), &self.resolver, &self.iface_names);
+        if to.handles.is_empty() {
             return;
         }
-        let resolver = &self.resolver;
-        let names = &self.iface_names;
-        let mut touched = vec![false; handles.len()];
-        let mut missing = Missing::default();
         self.sync.resync.drain(now, |s| {
-            let mut s = *s;
-            if let xlvs_dataplane::core::inject::Spec::Conn(c) = &mut s
-                && c.client_hop.is_none()
-            {
-                c.client_hop = resolver.next_hop(names, c.caddr);
-                if c.client_hop.is_none() {
-                    missing.add(c.caddr);
-                }
-            }
-            let w = worker_of(&s, handles.len());
-            let ok = handles[w].inject(s);
-            touched[w] |= ok;
+            let ok = to.inject(*s);
             if !ok {
                 // Let it insert what it holds.
-                handles[w].wake();
+                to.handles[worker_of(s, to.handles.len())].wake();
             }
             ok
         });
-        for (w, t) in handles.iter().zip(touched) {
-            if t {
-                w.wake();
-            }
-        }
-        self.want_client_hops(now, &missing.0);
+        let missing = to.finish();
+        self.want_client_hops(now, &missing);
     }
 
     /// The sync backup's socket, for the event loop (None while no backup runs).
@@ -373,36 +354,18 @@ impl Control {
             return;
         };
         let timeouts = *self.table.timeouts();
-        let handles = self.workers.handles();
-        if handles.is_empty() {
+        let mut to = Injector::new(self.workers.handles(), &self.resolver, &self.iface_names);
+        if to.handles.is_empty() {
             return;
         }
-        let resolver = &self.resolver;
-        let names = &self.iface_names;
-        let mut touched = vec![false; handles.len()];
-        let mut missing = Missing::default();
-        b.readable(
-            &timeouts,
-            |a| resolver.next_hop(names, a),
-            |specs| {
-                for s in specs {
-                    if let xlvs_dataplane::core::inject::Spec::Conn(c) = &s
-                        && c.client_hop.is_none()
-                    {
-                        missing.add(c.caddr);
-                    }
-                    let w = worker_of(&s, handles.len());
-                    handles[w].inject(s);
-                    touched[w] = true;
-                }
-            },
-        );
-        for (w, t) in handles.iter().zip(touched) {
-            if t {
-                w.wake();
+        b.readable(&timeouts, |specs| {
+            for s in specs {
+                // A full queue drops it (counted as `inject_full`): the next sync brings it.
+                to.inject(s);
             }
-        }
-        self.want_client_hops(Instant::now(), &missing.0);
+        });
+        let missing = to.finish();
+        self.want_client_hops(Instant::now(), &missing);
     }
 
     /// Publishes what health checking decided, if anything changed.
@@ -1050,16 +1013,58 @@ pub fn load_keepalived(
 /// Housekeeping rounds (seconds) between two counts of the configuration drift.
 const DRIFT_EVERY: u64 = 10;
 
-/// Clients whose hop a batch of learned connections lacked (a few distinct ones: their
-/// next hops are what matters, and most share a gateway).
-#[derive(Default)]
-struct Missing(Vec<IpAddr>);
+/// Hands entries learned from peers to the workers: each to the worker of its client (a
+/// connection and its template meet there), with the client's next hop when the kernel
+/// knows it; notes the clients whose hop it does not (a few distinct ones: their next hops
+/// are what matters, and most share a gateway), and wakes each worker it fed once.
+struct Injector<'a> {
+    handles: &'a [WorkerHandle],
+    resolver: &'a Resolver,
+    names: &'a [String],
+    touched: Vec<bool>,
+    missing: Vec<IpAddr>,
+}
 
-impl Missing {
-    fn add(&mut self, a: IpAddr) {
-        if self.0.len() < 256 && self.0.last() != Some(&a) && !self.0.contains(&a) {
-            self.0.push(a);
+impl<'a> Injector<'a> {
+    fn new(handles: &'a [WorkerHandle], resolver: &'a Resolver, names: &'a [String]) -> Self {
+        Injector {
+            handles,
+            resolver,
+            names,
+            touched: vec![false; handles.len()],
+            missing: Vec::new(),
         }
+    }
+
+    /// Hands `s` to its worker; false if the worker's queue is full.
+    fn inject(&mut self, mut s: xlvs_dataplane::core::inject::Spec) -> bool {
+        if let xlvs_dataplane::core::inject::Spec::Conn(c) = &mut s
+            && c.client_hop.is_none()
+        {
+            c.client_hop = self.resolver.next_hop(self.names, c.caddr);
+            let a = c.caddr;
+            if c.client_hop.is_none()
+                && self.missing.len() < 256
+                && self.missing.last() != Some(&a)
+                && !self.missing.contains(&a)
+            {
+                self.missing.push(a);
+            }
+        }
+        let w = worker_of(&s, self.handles.len());
+        let ok = self.handles[w].inject(s);
+        self.touched[w] |= ok;
+        ok
+    }
+
+    /// Wakes the workers it fed; the clients whose hop was missing.
+    fn finish(self) -> Vec<IpAddr> {
+        for (w, t) in self.handles.iter().zip(self.touched) {
+            if t {
+                w.wake();
+            }
+        }
+        self.missing
     }
 }
 

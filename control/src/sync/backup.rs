@@ -10,8 +10,9 @@
 //! - a template right after a connection with the same service and realserver is the
 //!   connection's persistence template (the kernel sends `cp->control` right after `cp`):
 //!   it is inserted first and the connection linked to it;
-//! - the client's next hop is the caller's ([`Backup::on_datagram`]'s `hop`), else the
-//!   client's next frame teaches it.
+//! - the client's next hop is left to the caller (the control thread fills it in from the
+//!   kernel's tables when it hands the entry to a worker), else the client's next frame
+//!   teaches it.
 //!
 //! Every drop is counted by reason (the wire's [`Reject`] and [`EntryDrop`] labels, plus
 //! this module's own).
@@ -22,7 +23,7 @@ use std::time::Duration;
 
 use xlvs_dataplane::core::conn::TemplateKey;
 use xlvs_dataplane::core::inject::{ConnSpec, Spec, TemplateSpec};
-use xlvs_dataplane::core::service::{Fwd, NextHop, Proto, Timeouts};
+use xlvs_dataplane::core::service::{Fwd, Proto, Timeouts};
 use xlvs_dataplane::core::tcp_state::TcpState;
 
 use super::{SyncConn, Version, decode, flags};
@@ -62,14 +63,12 @@ impl Backup {
     }
 
     /// A datagram from a master (`from`, the entries' origin): what to insert, in order (a
-    /// template before the connection it controls). `timeouts` are the backup's own (for v0);
-    /// `hop` gives a client's next hop if the kernel knows it.
+    /// template before the connection it controls). `timeouts` are the backup's own (for v0).
     pub fn on_datagram(
         &mut self,
         data: &[u8],
         from: Option<IpAddr>,
         timeouts: &Timeouts,
-        hop: impl Fn(IpAddr) -> Option<NextHop>,
     ) -> Vec<Spec> {
         self.stats.datagrams += 1;
         let d = match decode(data, self.syncid) {
@@ -96,7 +95,7 @@ impl Backup {
                 i += 1;
                 continue;
             }
-            let Some(mut spec) = self.conn(c, d.version, timeouts, &hop) else {
+            let Some(mut spec) = self.conn(c, d.version, timeouts) else {
                 i += 1;
                 continue;
             };
@@ -143,13 +142,7 @@ impl Backup {
         }
     }
 
-    fn conn(
-        &mut self,
-        c: &SyncConn,
-        version: Version,
-        timeouts: &Timeouts,
-        hop: &impl Fn(IpAddr) -> Option<NextHop>,
-    ) -> Option<ConnSpec> {
+    fn conn(&mut self, c: &SyncConn, version: Version, timeouts: &Timeouts) -> Option<ConnSpec> {
         let fwd = self.fwd(c)?;
         let Some(proto) = Proto::from_number(c.proto) else {
             self.count_drop("protocol");
@@ -181,7 +174,7 @@ impl Backup {
             fwd,
             state,
             timeout: Duration::from_secs(secs as u64),
-            client_hop: hop(c.caddr),
+            client_hop: None,
             template: None,
             origin: None,
         })
@@ -239,7 +232,7 @@ mod tests {
         let datagrams = udp_payloads(V1_CAPTURE);
         assert_eq!(datagrams.len(), 1);
         let mut b = Backup::new(7);
-        let specs = b.on_datagram(&datagrams[0], None, &Timeouts::default(), |_| None);
+        let specs = b.on_datagram(&datagrams[0], None, &Timeouts::default());
         assert_eq!(specs.len(), 15);
         let tables = Arc::new(Tables::new(1024));
         let mut core = Core::new(tables.clone());
@@ -263,7 +256,7 @@ mod tests {
         let mut other = Backup::new(8);
         assert!(
             other
-                .on_datagram(&datagrams[0], None, &Timeouts::default(), |_| None)
+                .on_datagram(&datagrams[0], None, &Timeouts::default())
                 .is_empty()
         );
         assert_eq!(other.stats().rejected.get("wrong_syncid"), Some(&1));
@@ -273,7 +266,7 @@ mod tests {
     fn the_v0_datagram_takes_the_backups_own_timeout() {
         let datagrams = udp_payloads(V0_CAPTURE);
         let mut b = Backup::new(0);
-        let specs = b.on_datagram(&datagrams[0], None, &Timeouts::default(), |_| None);
+        let specs = b.on_datagram(&datagrams[0], None, &Timeouts::default());
         let [Spec::Conn(c)] = &specs[..] else {
             panic!("one connection: {specs:?}")
         };
@@ -315,7 +308,7 @@ mod tests {
         assert!(enc.push(&tpl).unwrap().is_none());
         let d = enc.flush().unwrap();
         let mut b = Backup::new(3);
-        let specs = b.on_datagram(&d, None, &Timeouts::default(), |_| None);
+        let specs = b.on_datagram(&d, None, &Timeouts::default());
         let [Spec::Template(t), Spec::Conn(c)] = &specs[..] else {
             panic!("template then connection: {specs:?}")
         };

@@ -319,7 +319,6 @@ impl BackupDaemon {
     pub fn readable(
         &mut self,
         timeouts: &xlvs_dataplane::core::service::Timeouts,
-        hop: impl Fn(IpAddr) -> Option<xlvs_dataplane::core::service::NextHop>,
         mut apply: impl FnMut(Vec<xlvs_dataplane::core::inject::Spec>),
     ) {
         let mut buf = [0u8; 65536];
@@ -341,9 +340,7 @@ impl BackupDaemon {
                         },
                         None => &buf[..n],
                     };
-                    let specs = self
-                        .backup
-                        .on_datagram(msg, Some(from.ip()), timeouts, &hop);
+                    let specs = self.backup.on_datagram(msg, Some(from.ip()), timeouts);
                     if !specs.is_empty() {
                         self.last_applied = Some(Instant::now());
                     }

@@ -192,7 +192,7 @@ fn pull_one(
         loop {
             match d.next_frame() {
                 Ok(Some(Frame::Message(m))) => {
-                    let specs = backup.on_datagram(&m, Some(peer.ip()), &timeouts, |_| None);
+                    let specs = backup.on_datagram(&m, Some(peer.ip()), &timeouts);
                     got += specs.len() as u64;
                     batch.extend(specs);
                 }
