@@ -1,0 +1,119 @@
+# shellcheck shell=bash
+# The director-pair failover tests' common steps (scripts/tests/failover_*.sh), on top of
+# testlib.sh: both directors' xlvsd already run (start_xlvsd for dir, start_peer_xlvsd for
+# d2); D is the lab dir. Every wait is bounded.
+
+# fo_keepalived CONF: keepalived -P on dir and d2 with the documented CONF, our paths put in
+# (d2: router_id xlvs-d2, priority 100); waits until dir is MASTER and d2 BACKUP as their
+# xlvsd heard from the notify hook.
+fo_keepalived() {
+  local conf=$1 end s1= s2=
+  sed "s|/usr/sbin/xlvsadm|$XLVSADM --control $(xlvs_sock "$ID")|" "$conf" >"$D/ka1.conf"
+  sed -e "s|/usr/sbin/xlvsadm|$XLVSADM --control $D/xlvsd-d2.sock|" \
+    -e 's/router_id xlvs-d1/router_id xlvs-d2/' -e 's/priority 150/priority 100/' \
+    "$conf" >"$D/ka2.conf"
+  fo_keepalived_start dir 1
+  fo_keepalived_start d2 2
+  end=$(($(date +%s) + 10))
+  while [ "$(date +%s)" -lt "$end" ]; do
+    s1=$(fo_vrrp_state dir) s2=$(fo_vrrp_state d2)
+    [[ $s1 == MASTER* && $s2 == BACKUP* ]] && return 0
+    sleep 0.1
+  done
+  fail "VRRP after 10 s: d1 '$s1', d2 '$s2'
+d1's keepalived: $(grep -Ev 'gratuitous' "$D/ka1.log" | tail -n 12)
+d2's keepalived: $(grep -Ev 'gratuitous' "$D/ka2.log" | tail -n 12)"
+}
+
+# fo_keepalived_start ROLE N: keepalived -P in ROLE's netns with $D/kaN.conf.
+fo_keepalived_start() {
+  ip netns exec "$(lab_ns "$ID" "$1")" keepalived -n -l -D -P -f "$D/ka$2.conf" -p "$D/ka$2.pid" \
+    -r "$D/ka$2-vrrp.pid" </dev/null >"$D/ka$2.log" 2>&1 &
+  bg_track $!
+}
+
+# fo_vrrp_state ROLE: "STATE SINCE_MS" as ROLE's xlvsd last heard from keepalived.
+fo_vrrp_state() {
+  local j
+  if [ "$1" = d2 ]; then j=$(xadm_at d2 -L --daemon --json); else j=$(xadm "$ID" -L --daemon --json); fi
+  printf '%s' "$j" | python3 -c 'import json,sys; v=json.load(sys.stdin)["vrrp"]; print(v["state"] if v else "none", v["since_ms"] if v else 0)'
+}
+
+# fo_captures PORT FILTER: RSTs on the client side ($D/rst.pcap, RSTCAP its pid), and the
+# first frame matching FILTER on the switch port PORT ($D/first.pcap): d2's first forwarded.
+fo_captures() {
+  ip netns exec "$LAB_CLI_NS" timeout 60 tshark -i eth0 -f "tcp[tcpflags] & tcp-rst != 0" \
+    -w "$D/rst.pcap" >/dev/null 2>&1 &
+  RSTCAP=$!
+  bg_track $RSTCAP
+  ip netns exec "$LAB_SW_NS" timeout 60 tshark -i "$1" -f "$2" -c 1 -w "$D/first.pcap" >/dev/null 2>&1 &
+  bg_track $!
+  sleep 1.5
+}
+
+# fo_downloads BYTES: files of BYTES on rs1 and rs2 ("mid"); 100 downloads of it at
+# 100 kB/s through the VIP (DL their pid); waits until d2 holds them by sync.
+fo_downloads() {
+  local r i n=0 urls=()
+  for r in rs1 rs2; do head -c "$1" /dev/urandom >"$(lab_wwwdir "$ID" "$r")/mid"; done
+  SUMS="$(sha256sum "$(lab_wwwdir "$ID" rs1)/mid" "$(lab_wwwdir "$ID" rs2)/mid" | awk '{ print $1 }')"
+  log "100 downloads of $1 bytes at 100 kB/s through the VIP"
+  mkdir -p "$D/dl"
+  for i in $(seq 1 100); do urls+=(-o "$D/dl/$i" "http://$LAB_VIP/mid"); done
+  lab_exec "$ID" cli timeout 60 curl -sS --parallel --parallel-immediate --parallel-max 100 \
+    --limit-rate 100k --max-time 50 "${urls[@]}" </dev/null >/dev/null 2>"$D/curl.err" &
+  DL=$!
+  bg_track $DL
+  for ((i = 0; i < 100; i++)); do
+    n=$(xadm_at d2 -L -n -c | awk '$1 == "TCP" && $3 == "ESTABLISHED"' | wc -l)
+    [ "$n" -ge 100 ] && break
+    sleep 0.05
+  done
+  log "d2 holds $n established connections by sync"
+}
+
+# fo_kill_dir [DEV...]: dir dies hard (lab_pair_kill_dir, then its keepalived and xlvsd
+# SIGKILLed); T0 the kill's time in ms; waits (5 s) for d2's MASTER notify, NOTIFY_MS after
+# the kill.
+fo_kill_dir() {
+  local ka ka_vrrp end st= since=0
+  log "d1 dies"
+  ka=$(cat "$D/ka1.pid") ka_vrrp=$(cat "$D/ka1-vrrp.pid")
+  T0=$(date +%s%3N)
+  lab_pair_kill_dir "$ID" "$@" || fail "lab_pair_kill_dir"
+  { kill -KILL "$ka_vrrp" "$ka" "$XLVSD_PID" && wait "$XLVSD_PID"; } 2>/dev/null || true
+  XLVSD_PID=
+  end=$(($(date +%s) + 5))
+  while [ "$(date +%s)" -lt "$end" ]; do
+    read -r st since < <(fo_vrrp_state d2)
+    [ "$st" = MASTER ] && break
+    sleep 0.05
+  done
+  [ "$st" = MASTER ] || fail "d2 is $st 5 s after the kill"
+  NOTIFY_MS=$(($(date +%s%3N) - since - T0))
+}
+
+# fo_verdict: every download byte-exact, no RST from the VIP at the client, and the takeover
+# (the kill to d2's first forwarded frame) within 1.5 s (goal 1 s); prints the figures.
+fo_verdict() {
+  local rc=0 bad=0 i s rst first take
+  wait "$DL" || rc=$?
+  TEST_BG_PIDS=("$PEER_PID")
+  [ "$rc" -eq 0 ] || fail "curl exit $rc: $(head -c 400 "$D/curl.err")"
+  for i in $(seq 1 100); do
+    s=$(sha256sum "$D/dl/$i" | awk '{ print $1 }')
+    grep -qx "$s" <<<"$SUMS" || bad=$((bad + 1))
+  done
+  [ "$bad" = 0 ] || fail "$bad downloads arrived corrupted"
+  sleep 1
+  # `ip netns exec` execs timeout, which passes the signal on to tshark.
+  kill -INT "$RSTCAP" 2>/dev/null || true
+  wait "$RSTCAP" 2>/dev/null || true
+  rst=$(tshark -r "$D/rst.pcap" -Y "ip.src == $LAB_VIP" 2>/dev/null | wc -l)
+  [ "$rst" = 0 ] || fail "$rst RSTs from the VIP reached the client"
+  first=$(tshark -r "$D/first.pcap" -T fields -e frame.time_epoch 2>/dev/null | head -1)
+  [ -n "$first" ] || fail "no frame forwarded by d2"
+  take=$(python3 -c "print(round(float('$first') * 1000 - $T0))")
+  log "takeover: the new master forwarded its first frame $take ms after the kill (keepalived's MASTER notify: $NOTIFY_MS ms); 100 downloads intact, 0 RSTs"
+  [ "$take" -le 1500 ] || fail "takeover took $take ms (goal < 1 s, allowed 1.5 s)"
+}
