@@ -99,6 +99,12 @@ struct Args {
     /// IPVS's sync_retries (0-3), with --sync-refresh-period.
     #[arg(long = "sync-retries", value_name = "N", default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=3))]
     sync_retries: u8,
+    /// When a master first sends a TCP connection: `now`, the moment it becomes ESTABLISHED
+    /// (the client's handshake ACK), in a datagram that leaves at once (within 5 ms), so a
+    /// connection opened just before the master dies survives it; `threshold`, the kernel's
+    /// rule alone (its --sync-threshold-th packet, then the flush interval).
+    #[arg(long = "sync-established", value_enum, default_value = "now")]
+    sync_established: SyncEstablishedArg,
     /// How the sync daemons follow keepalived's VRRP state (`xlvsadm --vrrp-notify`): `both`
     /// keeps master and backup running (each director syncs its own connections and backs
     /// up its peer's), `follow` runs the master on MASTER and the backup on BACKUP/FAULT, as
@@ -118,6 +124,12 @@ struct Args {
     /// director as many cores as queues); `per-socket` gives every (interface, queue) its own.
     #[arg(long, value_enum, default_value = "per-queue")]
     threads: ThreadsArg,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+enum SyncEstablishedArg {
+    Now,
+    Threshold,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug)]
@@ -197,6 +209,7 @@ fn main() {
         persist_mode: a.sync_persist_mode == 1,
         refresh_period: std::time::Duration::from_secs(a.sync_refresh_period),
         retries: a.sync_retries,
+        established_now: matches!(a.sync_established, SyncEstablishedArg::Now),
     };
     let cfg = daemon::Config {
         ifaces: a.ifaces,

@@ -9,7 +9,8 @@
 //!   group on it.
 //!
 //! The master drains the workers' event outboxes every [`DRAIN`] (the kernel's sync thread
-//! wakes after 20 ms or 8 full buffers); the backup's socket is a source of the event loop.
+//! wakes after 20 ms or 8 full buffers; xlvs's 5 ms bound how long a just-established
+//! connection waits before it leaves, see [`super::master`]); the backup's socket is a source of the event loop.
 
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::os::fd::{AsRawFd, RawFd};
@@ -27,7 +28,7 @@ use crate::command::{DaemonSpec, SyncRole};
 use crate::sys;
 
 /// How often a master drains the workers' outboxes.
-pub const DRAIN: Duration = Duration::from_millis(20);
+pub const DRAIN: Duration = Duration::from_millis(5);
 
 /// How long a partial datagram waits by default. The kernel waits up to 2 s, so a
 /// connection opened in the last 2 s before a master dies is unknown to its backup; xlvs's
@@ -59,6 +60,8 @@ pub struct SyncOptions {
     /// `--sync-refresh-period` (zero: off) and `--sync-retries`.
     pub refresh_period: Duration,
     pub retries: u8,
+    /// `--sync-established now`: a connection goes when it becomes ESTABLISHED, at once.
+    pub established_now: bool,
 }
 
 impl Default for SyncOptions {
@@ -73,6 +76,7 @@ impl Default for SyncOptions {
             persist_mode: false,
             refresh_period: Duration::ZERO,
             retries: 0,
+            established_now: true,
         }
     }
 }
@@ -178,6 +182,7 @@ impl MasterDaemon {
             persist_mode: opts.persist_mode,
             refresh_period: opts.refresh_period,
             retries: opts.retries,
+            established_now: opts.established_now,
         });
         // Sequence numbers from the wall clock: a restarted master goes on above its old ones.
         let sealer = opts.key.clone().map(|k| {
@@ -552,6 +557,7 @@ impl SyncDaemons {
                 "persist_mode": self.opts.persist_mode as u8,
                 "refresh_period_s": self.opts.refresh_period.as_secs(),
                 "retries": self.opts.retries,
+                "established": if self.opts.established_now { "now" } else { "threshold" },
             },
             "resync": {
                 "server": server,

@@ -12,6 +12,12 @@
 //!   is marked assured (state 1), as a template of a connection that reached a synced state
 //!   is in the kernel.
 //! - Creations and expiries are never sent.
+//! - Where xlvs goes beyond the kernel by default ([`MasterConfig::established_now`]): a TCP
+//!   connection is also sent the moment it becomes ESTABLISHED (the client's handshake ACK),
+//!   and the datagram holding it leaves at once instead of after the flush interval, so a
+//!   backup knows a connection within one drain of its handshake (the kernel's rule waits for
+//!   its 3rd packet and up to 2 s more). SYN_RECV is still never sent (a SYN flood must not
+//!   flood the sync channel).
 //! - Entries gather in a datagram of at most `sync_maxlen` bytes ([`Encoder`]); a partial one
 //!   leaves after [`MasterConfig::flush`] (the kernel's 2 s).
 //! - The kernel's optional modes: `sync_version` 0 (v0 datagrams, IPv4 only),
@@ -53,6 +59,9 @@ pub struct MasterConfig {
     pub refresh_period: Duration,
     /// `sync_retries` (0–3): resends allowed within a refresh period.
     pub retries: u8,
+    /// Send a TCP connection when it becomes ESTABLISHED, and its datagram at once
+    /// (`--sync-established now`, the default); `false` is the kernel's rule alone.
+    pub established_now: bool,
 }
 
 impl Default for MasterConfig {
@@ -65,6 +74,7 @@ impl Default for MasterConfig {
             persist_mode: false,
             refresh_period: Duration::ZERO,
             retries: 0,
+            established_now: true,
         }
     }
 }
@@ -96,6 +106,9 @@ pub struct Master {
     persist_mode: bool,
     refresh_period: Duration,
     retries: u8,
+    established_now: bool,
+    /// The last connection event went out at once: so does its template.
+    conn_urgent: bool,
     /// With a refresh period: when each entry was last sent to expire, and its resends.
     sent: HashMap<EntryKey, (Instant, u8)>,
     stats: MasterStats,
@@ -134,6 +147,8 @@ impl Master {
             persist_mode: cfg.persist_mode,
             refresh_period: cfg.refresh_period,
             retries: cfg.retries.min(3),
+            established_now: cfg.established_now,
+            conn_urgent: false,
             sent: HashMap::new(),
             stats: MasterStats::default(),
         }
@@ -152,7 +167,9 @@ impl Master {
         let send = match e.kind {
             EventKind::Packets => e.proto != 6 || synced_state(e.state),
             EventKind::StateChanged => {
-                e.proto == 6 && synced_state(e.state) && e.state != TcpState::Established
+                e.proto == 6
+                    && synced_state(e.state)
+                    && (e.state != TcpState::Established || self.established_now)
             }
             _ => false,
         };
@@ -210,10 +227,21 @@ impl Master {
         if e.template {
             entry.state = 1; // assured: its connection reached a synced state
         }
+        // A connection just established (and its template) leaves with this drain.
+        let urgent = if e.template {
+            self.conn_urgent
+        } else {
+            self.conn_urgent = self.established_now
+                && e.kind == EventKind::StateChanged
+                && e.state == TcpState::Established;
+            self.conn_urgent
+        };
         match self.enc.push(&entry) {
             Ok(done) => {
                 self.stats.entries += 1;
-                if self.flush_at.is_none() || done.is_some() {
+                if urgent {
+                    self.flush_at = Some(now);
+                } else if self.flush_at.is_none() || done.is_some() {
                     self.flush_at = Some(now + self.flush);
                 }
                 if done.is_some() {
@@ -310,7 +338,11 @@ mod tests {
 
     #[test]
     fn the_kernels_rules_decide_what_is_sent() {
-        let mut m = master();
+        let mut m = Master::new(MasterConfig {
+            syncid: 7,
+            established_now: false,
+            ..Default::default()
+        });
         let t0 = Instant::now();
         use EventKind::*;
         use TcpState::*;
@@ -345,6 +377,38 @@ mod tests {
         let s = m.stats();
         assert_eq!((s.events, s.entries, s.datagrams, s.skipped), (8, 3, 1, 5));
         assert_eq!(m.poll_timeout(), Option::None);
+    }
+
+    /// xlvs's default: the handshake's ACK sends the connection (and its template), and the
+    /// datagram leaves with the drain that read it; later entries wait for the interval.
+    #[test]
+    fn an_established_connection_leaves_at_once() {
+        let mut m = master();
+        let t0 = Instant::now();
+        use EventKind::*;
+        use TcpState::*;
+        assert!(m.on_event(&ev(Created, SynRecv, 1), t0).is_none());
+        assert!(m.on_event(&template(TemplateCreated), t0).is_none());
+        assert_eq!(m.poll_timeout(), Option::None, "SYN_RECV is never sent");
+        m.on_event(&ev(StateChanged, Established, 1), t0);
+        m.on_event(&template(StateChanged), t0);
+        assert_eq!(m.poll_timeout(), Some(t0), "due now");
+        let d = m.handle_timeout(t0).expect("flushed at once");
+        let got = decode(&d, 7).expect("decodes");
+        let summary: Vec<(u16, u16, bool)> = got
+            .conns
+            .iter()
+            .map(|c| (c.cport, c.state, c.flags & flags::TEMPLATE != 0))
+            .collect();
+        assert_eq!(summary, [(1, 1, false), (0, 1, true)]);
+        // Its 3rd packet follows the kernel's rule: the flush interval.
+        m.on_event(&ev(Packets, Established, 1), t0);
+        assert_eq!(m.poll_timeout(), Some(t0 + Duration::from_secs(2)));
+        // A move to FIN_WAIT is not urgent, and neither is its template.
+        let mut m = master();
+        m.on_event(&ev(StateChanged, FinWait, 2), t0);
+        m.on_event(&template(StateChanged), t0);
+        assert_eq!(m.poll_timeout(), Some(t0 + Duration::from_secs(2)));
     }
 
     #[test]
