@@ -107,8 +107,13 @@ impl Response {
 
 /// Sends one request and waits for the answer (the client side).
 pub fn call(socket: &Path, req: &Request) -> std::io::Result<Response> {
+    call_within(socket, req, Duration::from_secs(30))
+}
+
+/// [`call`], waiting at most `timeout` for the answer.
+pub fn call_within(socket: &Path, req: &Request, timeout: Duration) -> std::io::Result<Response> {
     let mut s = UnixStream::connect(socket)?;
-    s.set_read_timeout(Some(Duration::from_secs(30)))?;
+    s.set_read_timeout(Some(timeout))?;
     let mut line = serde_json::to_vec(req)?;
     line.push(b'\n');
     s.write_all(&line)?;

@@ -275,3 +275,15 @@ pub fn is_root() -> bool {
     // Safety: geteuid has no preconditions.
     unsafe { libc::geteuid() == 0 }
 }
+
+/// The magic number of the filesystem `path` is on (`statfs`).
+pub fn fs_magic(path: &std::path::Path) -> Option<i64> {
+    use std::os::unix::ffi::OsStrExt as _;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
+    // Safety: a valid C string and a zeroed out-parameter of the right type.
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statfs(c.as_ptr(), &mut st) } != 0 {
+        return None;
+    }
+    Some(st.f_type as i64)
+}

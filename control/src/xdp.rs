@@ -2,10 +2,14 @@
 
 use std::collections::BTreeSet;
 use std::os::fd::RawFd;
+use std::os::unix::fs::MetadataExt as _;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, anyhow};
 use aya::Ebpf;
 use aya::maps::{HashMap, MapData, PerCpuArray, XskMap};
+use aya::programs::links::{FdLink, PinnedLink};
+use aya::programs::xdp::XdpLink;
 use aya::programs::{Xdp, XdpMode};
 use xlvs_common::{
     AddrKey, COUNTERS, IfaceSlot, L4Key, LOCAL_ADDRS_MAX, MAP_COUNTERS, MAP_IFACES,
@@ -21,7 +25,18 @@ pub static XDP_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR
 pub static BENCH_XDP_OBJECT: &[u8] =
     aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/xlvs-bench"));
 
-/// The loaded XDP program and its maps. Dropping it detaches the program from every interface.
+/// The loaded XDP program and its maps.
+///
+/// With a pin directory, each interface's XDP link is pinned there (`IFNAME@netINODE`, the
+/// network namespace's inode telling apart namespaces with the same interface names), so the
+/// program outlives a crashed xlvsd: its frames for the virtual services are then dropped
+/// (no socket to redirect to), never handed to the director's stack, until keepalived moves
+/// the VIPs to the peer. A starting xlvsd finds the pinned link and swaps its own program in
+/// atomically (`BPF_LINK_UPDATE`): no frame goes to the kernel during a restart.
+///
+/// Dropping it detaches the program from every interface, unless it was told to stay
+/// ([`XdpSteering::stay_attached`], set once the daemon runs): a panic then leaves the
+/// pinned program in place, as a crash does; an orderly stop calls it with `false` first.
 pub struct XdpSteering {
     ebpf: Ebpf,
     xsks: XskMap<MapData>,
@@ -33,6 +48,9 @@ pub struct XdpSteering {
     cur_services: BTreeSet<L4Key>,
     cur_reals: BTreeSet<L4Key>,
     cur_local: BTreeSet<AddrKey>,
+    pin_dir: Option<PathBuf>,
+    pins: Vec<PinnedLink>,
+    stay: bool,
 }
 
 /// How the program ended up attached to an interface.
@@ -40,6 +58,30 @@ pub struct XdpSteering {
 pub enum Mode {
     Native,
     Skb,
+    /// A link left pinned by a previous xlvsd, in the mode it chose.
+    Pinned,
+}
+
+/// Where `iface`'s link is pinned in `dir`: `IFNAME@netINODE` (None if this namespace's
+/// inode cannot be read).
+pub fn pin_path(dir: &Path, iface: &str) -> Option<PathBuf> {
+    let ino = std::fs::metadata("/proc/self/ns/net").ok()?.ino();
+    Some(dir.join(format!("{iface}@net{ino}")))
+}
+
+impl Drop for XdpSteering {
+    fn drop(&mut self) {
+        if self.stay {
+            // The pins keep the links; the fds close with the process.
+            return;
+        }
+        for p in self.pins.drain(..) {
+            // Unpinned, the link goes when its last fd closes, here.
+            if let Err(e) = p.unpin() {
+                log::warn!("unpinning an XDP link: {e}");
+            }
+        }
+    }
 }
 
 fn take<T>(ebpf: &mut Ebpf, name: &str) -> anyhow::Result<T>
@@ -54,8 +96,9 @@ where
 }
 
 impl XdpSteering {
-    /// Loads the program into the kernel (not attached yet).
-    pub fn load() -> anyhow::Result<Self> {
+    /// Loads the program into the kernel (not attached yet); links are pinned in `pin_dir`
+    /// (a directory on a bpffs) if given.
+    pub fn load(pin_dir: Option<PathBuf>) -> anyhow::Result<Self> {
         let mut ebpf = Ebpf::load(XDP_OBJECT).context("loading the XDP object")?;
         let prog: &mut Xdp = ebpf
             .program_mut(PROG_NAME)
@@ -74,7 +117,15 @@ impl XdpSteering {
             cur_services: BTreeSet::new(),
             cur_reals: BTreeSet::new(),
             cur_local: BTreeSet::new(),
+            pin_dir,
+            pins: Vec::new(),
+            stay: false,
         })
+    }
+
+    /// Whether dropping this leaves the pinned links (and the program) attached.
+    pub fn stay_attached(&mut self, stay: bool) {
+        self.stay = stay;
     }
 
     /// Records an interface's XSKMAP block (slot = its index among the driven interfaces).
@@ -95,24 +146,85 @@ impl XdpSteering {
         Ok(())
     }
 
-    /// Attaches to `iface` natively, falling back to SKB (generic) mode with a warning.
+    /// Attaches to `iface` natively, falling back to SKB (generic) mode with a warning; with
+    /// a pin directory, replaces the program of a link a previous xlvsd left pinned there
+    /// (keeping its mode), and pins the link.
     pub fn attach(&mut self, iface: &str) -> anyhow::Result<Mode> {
+        let pin = self.pin_dir.as_deref().and_then(|d| pin_path(d, iface));
+        if let Some(path) = &pin
+            && path.exists()
+        {
+            match self.replace_pinned(path) {
+                Ok(()) => {
+                    log::info!(
+                        "XDP on {iface}: took over the link left pinned at {} (the program swapped atomically)",
+                        path.display()
+                    );
+                    return Ok(Mode::Pinned);
+                }
+                Err(e) => {
+                    log::warn!(
+                        "XDP on {iface}: the link pinned at {} cannot be reused ({e:#}); attaching afresh",
+                        path.display()
+                    );
+                    let _ = std::fs::remove_file(path);
+                }
+            }
+        }
         let prog: &mut Xdp = self
             .ebpf
             .program_mut(PROG_NAME)
             .expect("loaded")
             .try_into()?;
-        match prog.attach(iface, XdpMode::Driver) {
-            Ok(_) => Ok(Mode::Native),
+        let (id, mode) = match prog.attach(iface, XdpMode::Driver) {
+            Ok(id) => (id, Mode::Native),
             Err(e) => {
                 log::warn!(
                     "native XDP on {iface} failed ({e}); using SKB (generic) mode, which is slower"
                 );
-                prog.attach(iface, XdpMode::Skb)
+                let id = prog
+                    .attach(iface, XdpMode::Skb)
                     .with_context(|| format!("attaching XDP to {iface} in SKB mode"))?;
-                Ok(Mode::Skb)
+                (id, Mode::Skb)
+            }
+        };
+        if let Some(path) = pin {
+            // The link moves out of the program's keeping into ours, pinned.
+            let link = prog.take_link(id)?;
+            match FdLink::try_from(link) {
+                Ok(fd) => match fd.pin(&path) {
+                    Ok(p) => self.pins.push(p),
+                    Err(e) => log::warn!(
+                        "XDP on {iface}: cannot pin its link at {} ({e}); a crashed xlvsd will leave the VIPs' frames to the kernel",
+                        path.display()
+                    ),
+                },
+                Err(e) => log::warn!(
+                    "XDP on {iface}: not a bpf_link ({e}), not pinned; a crashed xlvsd will leave the VIPs' frames to the kernel"
+                ),
             }
         }
+        Ok(mode)
+    }
+
+    /// Swaps this program into the link pinned at `path`, and keeps it pinned there.
+    fn replace_pinned(&mut self, path: &Path) -> anyhow::Result<()> {
+        let fd = PinnedLink::from_pin(path)
+            .context("opening the pin")?
+            .unpin()
+            .context("unpinning")?;
+        let link = XdpLink::try_from(fd).context("not an XDP link")?;
+        let prog: &mut Xdp = self
+            .ebpf
+            .program_mut(PROG_NAME)
+            .expect("loaded")
+            .try_into()?;
+        let id = prog
+            .attach_to_link(link)
+            .context("replacing its program")?;
+        let fd = FdLink::try_from(prog.take_link(id)?).context("the link")?;
+        self.pins.push(fd.pin(path).context("pinning it again")?);
+        Ok(())
     }
 
     /// Makes the steering maps hold exactly these keys: virtual services, LVS-NAT realservers

@@ -13,8 +13,13 @@
 //!    services, sync multicast, fragments of the kernel's own traffic, IPv6 with other
 //!    extension headers, ...) → `XDP_PASS`.
 //!
-//! Redirects go to the XSKMAP entry of the frame's RX queue inside the interface's block;
-//! an empty entry falls back to `XDP_PASS` and is counted as a failed redirect.
+//! Redirects go to the XSKMAP entry of the frame's RX queue inside the interface's block.
+//! A frame that is steered but cannot be delivered (an empty entry: xlvsd not running, or
+//! still starting; a queue without a socket) is dropped and counted as a failed redirect:
+//! passed, it would reach the director's own stack, which holds the VIP and answers a
+//! connection it does not know with a reset. The program outlives a crashed xlvsd (its link
+//! is pinned), so until keepalived moves the VIPs away their clients see silence, which TCP
+//! retransmits through, and no reset.
 #![no_std]
 #![no_main]
 
@@ -366,16 +371,16 @@ fn redirect(ctx: &XdpContext) -> u32 {
     };
     if queue >= slot.queues {
         count(Counter::RedirectFailed);
-        return xdp_action::XDP_PASS;
+        return xdp_action::XDP_DROP;
     }
-    match XSKS.redirect(slot.xsk_base + queue, xdp_action::XDP_PASS as u64) {
+    match XSKS.redirect(slot.xsk_base + queue, xdp_action::XDP_DROP as u64) {
         Ok(action) if action == xdp_action::XDP_REDIRECT => {
             count(Counter::Steered);
             action
         }
         _ => {
             count(Counter::RedirectFailed);
-            xdp_action::XDP_PASS
+            xdp_action::XDP_DROP
         }
     }
 }

@@ -71,6 +71,7 @@
 #   lab_nat_up ID [QUEUES]        build the NAT lab
 #   lab_dr_up ID [QUEUES]         build the DR lab
 #   lab_down ID                   tear down (idempotent, never fails)
+#   lab_bpffs ID                  mount a bpffs of the lab's own, print its path
 #   lab_ns ID ROLE                print the netns name
 #   lab_exec ID ROLE CMD...       run CMD inside the netns
 #   lab_dir ID                    print the lab's temp dir
@@ -398,8 +399,23 @@ lab_down() { # ID
       ip netns del "$ns" 2>/dev/null || true
     done
   fi
+  # A bpffs (lab_bpffs) goes with its pins.
+  awk -v d="${LAB_TMP_ROOT:?}/xlvs-lab-$id/" 'index($2, d) == 1 { print $2 }' /proc/mounts |
+    xargs -r -n1 umount -l 2>/dev/null || true
   rm -rf -- "${LAB_TMP_ROOT:?}/xlvs-lab-$id" 2>/dev/null || true
   return 0
+}
+
+# lab_bpffs ID: a bpffs of the lab's own at <labdir>/bpf (for xlvsd --pin-dir), unmounted by
+# lab_down; prints its path.
+lab_bpffs() { # ID
+  local d
+  d="${LAB_TMP_ROOT:?}/xlvs-lab-$1/bpf"
+  if ! awk -v d="$d" '$2 == d { f = 1 } END { exit !f }' /proc/mounts; then
+    _lab_x mkdir -p "$d" || return 1
+    _lab_x mount -t bpf bpf "$d" || return 1
+  fi
+  printf '%s\n' "$d"
 }
 
 # Wait (at most LAB_WAIT_TRIES x 0.1s, default 50) until a socket listens on

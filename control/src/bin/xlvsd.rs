@@ -26,6 +26,13 @@ struct Args {
     /// Control socket for xlvsadm.
     #[arg(long, value_name = "SOCKET", default_value = admin::DEFAULT_SOCKET)]
     control: PathBuf,
+    /// Where the XDP links are pinned (a directory on a bpffs, created if missing), so the
+    /// program outlives a crashed xlvsd: the virtual services' frames are then dropped,
+    /// never handed to this host's stack (which would reset their connections), until
+    /// keepalived moves the VIPs; a restarted xlvsd swaps its program into the same links.
+    /// An orderly stop detaches. `none`: no pinning (a crash detaches XDP).
+    #[arg(long = "pin-dir", value_name = "DIR|none", default_value = "/sys/fs/bpf/xlvs")]
+    pin_dir: String,
     /// Maximum number of connections (and persistence templates) per address family; the
     /// table reserves its memory up front (~60 bytes per IPv4 connection, committed as used).
     #[arg(long, default_value_t = 4 << 20)]
@@ -216,6 +223,7 @@ fn main() {
         rules: a.rules,
         keepalived: a.keepalived_conf,
         control: a.control,
+        pin_dir: (a.pin_dir != "none").then(|| PathBuf::from(&a.pin_dir)),
         max_conns: a.max_conns,
         xsk: XskConfig {
             threads: match a.threads {

@@ -38,6 +38,9 @@ pub trait Steering {
     fn counters(&self) -> [u64; COUNTERS as usize];
     /// Attaches the program to `iface`; says how (native or generic XDP).
     fn attach(&mut self, iface: &str) -> anyhow::Result<String>;
+    /// Whether the program stays attached when this is dropped (a crash), or is detached (an
+    /// orderly stop).
+    fn stay_attached(&mut self, _stay: bool) {}
 }
 
 impl Steering for crate::xdp::XdpSteering {
@@ -56,6 +59,10 @@ impl Steering for crate::xdp::XdpSteering {
 
     fn attach(&mut self, iface: &str) -> anyhow::Result<String> {
         crate::xdp::XdpSteering::attach(self, iface).map(|m| format!("{m:?}"))
+    }
+
+    fn stay_attached(&mut self, stay: bool) {
+        crate::xdp::XdpSteering::stay_attached(self, stay)
     }
 }
 
@@ -395,6 +402,12 @@ impl Control {
         let mode = self.steering.attach(iface)?;
         log::info!("XDP attached to {iface} ({mode} mode), {queues} RX queue(s)");
         Ok(())
+    }
+
+    /// Whether the XDP program stays attached when this is dropped: true while the daemon
+    /// runs (a crash), false for an orderly stop.
+    pub fn steering_stays(&mut self, stay: bool) {
+        self.steering.stay_attached(stay);
     }
 
     /// Stops the workers, and health checking (after omega's scripts, if any).

@@ -52,6 +52,8 @@ pub struct Config {
     pub keepalived: Option<PathBuf>,
     /// The admin socket.
     pub control: PathBuf,
+    /// Where XDP links are pinned (none: not pinned).
+    pub pin_dir: Option<PathBuf>,
     /// Most connections the table holds; new ones beyond are dropped and counted.
     pub max_conns: usize,
     /// AF_XDP sizes.
@@ -150,7 +152,7 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
     sys::raise_memlock();
     sys::raise_nofile();
 
-    let mut steering = xdp::XdpSteering::load()?;
+    let mut steering = xdp::XdpSteering::load(cfg.pin_dir.as_deref().and_then(pin_dir))?;
     let dp = Dataplane::bind(&specs, cfg.xsk).map_err(|e| anyhow::anyhow!("{e}"))?;
     for (id, q, fd) in dp.sockets() {
         steering.set_socket(id as u32, q, fd)?;
@@ -272,6 +274,9 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
         scrapes,
     };
     let (names, socket) = (cfg.ifaces.join(", "), cfg.control.display().to_string());
+    // Running: from here a crash (or a panic) leaves the pinned XDP program dropping the
+    // virtual services' frames until keepalived moves the VIPs.
+    ctl.steering_stays(true);
     event_loop.run(&mut ctl, sources, || {
         eprintln!(
             "xlvsd: ready: {nworkers} worker(s) in {nthreads} thread(s) on {names}; control socket {socket}"
@@ -279,9 +284,30 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
     })?;
 
     log::info!("stopping");
+    ctl.steering_stays(false);
     ctl.stop();
     drop(ctl); // detaches XDP
     let _ = std::fs::remove_file(&cfg.control);
     eprintln!("xlvsd: stopped");
     Ok(())
+}
+
+/// The pin directory if it can hold pins (created on a bpffs if missing), else a warning.
+fn pin_dir(dir: &std::path::Path) -> Option<PathBuf> {
+    const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
+    if let Err(e) = std::fs::create_dir_all(dir) {
+        log::warn!(
+            "--pin-dir {}: {e}; XDP links not pinned (a crashed xlvsd leaves the VIPs' frames to the kernel)",
+            dir.display()
+        );
+        return None;
+    }
+    if sys::fs_magic(dir) != Some(BPF_FS_MAGIC) {
+        log::warn!(
+            "--pin-dir {}: not on a bpffs (mount -t bpf bpf /sys/fs/bpf); XDP links not pinned (a crashed xlvsd leaves the VIPs' frames to the kernel)",
+            dir.display()
+        );
+        return None;
+    }
+    Some(dir.to_path_buf())
 }

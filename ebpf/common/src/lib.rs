@@ -24,7 +24,7 @@ pub const FRAGS_MAX: u32 = 65536;
 /// keys the program steers (a fwmark service's port ranges count one key per port).
 pub const MAX_STEER_KEYS: u32 = 65536;
 /// Size of the LOCAL_ADDRS map: the director's own addresses.
-pub const LOCAL_ADDRS_MAX: u32 = 1024;
+pub const LOCAL_ADDRS_MAX: u32 = 16384;
 /// Name of the per-CPU array of `u64` counters, indexed by [`Counter`].
 pub const MAP_COUNTERS: &str = "COUNTERS";
 /// Name of the XDP program inside the object file.
@@ -187,7 +187,8 @@ pub enum Counter {
     Steered = 0,
     /// Frames passed to the kernel (not for a virtual service, or not parseable by us).
     Passed = 1,
-    /// Frames that matched but whose redirect failed (no socket in the slot): passed instead.
+    /// Frames that matched but whose redirect failed (no socket in the slot): dropped, never
+    /// passed to the director's stack (which would reset the VIP's connections).
     RedirectFailed = 2,
 }
 
