@@ -37,7 +37,7 @@ use xsk_rs::{CompQueue, FillQueue, FrameDesc, RxQueue, Socket, TxQueue, Umem};
 
 use crate::core::conn::Tables;
 use crate::core::events::Outbox;
-use crate::core::inject::Spec;
+use crate::core::inject::{Inserted, Spec};
 use crate::core::service::{IfaceId, Snapshot};
 use crate::core::{Core, CoreStats, DropReason, Instant, Verdict};
 
@@ -134,6 +134,11 @@ pub struct WorkerStats {
     pub inject_full: AtomicU64,
     /// Entries from outside the core could not insert (table full, mixed families).
     pub inject_failed: AtomicU64,
+    /// Entries from outside for a connection held here at another realserver (split brain),
+    /// which the conflict rule kept as it was.
+    pub conflicts_kept: AtomicU64,
+    /// ... or moved to the message's realserver.
+    pub conflicts_taken: AtomicU64,
     /// The kernel's counts for the socket (`XDP_STATISTICS`), read about once a second.
     pub xsk: XskCounters,
 }
@@ -828,13 +833,22 @@ impl Worker {
             return false;
         }
         let snap = self.snapshot.load();
-        let (mut ok, mut failed) = (0, 0);
+        let (mut ok, mut failed, mut kept, mut taken) = (0, 0, 0, 0);
         for _ in 0..INJECT_BUDGET {
             let Some(spec) = self.inject.pop() else { break };
             match self.core.insert(now, &snap, &spec) {
-                Ok(()) => ok += 1,
+                Ok(Inserted::ConflictKept) => kept += 1,
+                Ok(Inserted::ConflictTaken) => {
+                    ok += 1;
+                    taken += 1;
+                }
+                Ok(_) => ok += 1,
                 Err(_) => failed += 1,
             }
+        }
+        if kept + taken > 0 {
+            self.stats.conflicts_kept.fetch_add(kept, Ordering::Relaxed);
+            self.stats.conflicts_taken.fetch_add(taken, Ordering::Relaxed);
         }
         self.stats.injected.fetch_add(ok, Ordering::Relaxed);
         self.stats

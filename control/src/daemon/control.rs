@@ -276,6 +276,25 @@ impl Control {
     }
 
     /// The VRRP state for `-L --daemon --json`.
+    /// The workers' counts of entries learned from peers, by result.
+    fn inject_counts(&self) -> [(&'static str, u64); 5] {
+        let sum = |f: fn(&xlvs_dataplane::afxdp::WorkerStats) -> &std::sync::atomic::AtomicU64| {
+            self.workers
+                .handles()
+                .iter()
+                .map(|w| f(&w.stats).load(std::sync::atomic::Ordering::Relaxed))
+                .sum::<u64>()
+        };
+        let taken = sum(|s| &s.conflicts_taken);
+        [
+            ("applied", sum(|s| &s.injected).saturating_sub(taken)),
+            ("queue_full", sum(|s| &s.inject_full)),
+            ("failed", sum(|s| &s.inject_failed)),
+            ("conflict_kept", sum(|s| &s.conflicts_kept)),
+            ("conflict_taken", taken),
+        ]
+    }
+
     fn vrrp_json(&self) -> serde_json::Value {
         match &self.vrrp {
             Some((n, at)) => serde_json::json!({
@@ -800,6 +819,12 @@ impl Control {
                     let mut j = self.sync.json();
                     j["vrrp"] = self.vrrp_json();
                     self.count_drift();
+                    j["injected"] = self
+                        .inject_counts()
+                        .into_iter()
+                        .map(|(k, v)| (k.to_string(), serde_json::json!(v)))
+                        .collect::<serde_json::Map<_, _>>()
+                        .into();
                     j["unbound"] = self
                         .drift
                         .iter()
@@ -968,6 +993,16 @@ impl Control {
         let drops = handles.iter().map(|w| w.events.events_dropped()).sum();
         let queued = handles.iter().map(|w| w.events.len() as u64).sum();
         self.sync.metrics(&mut e, drops, queued);
+        for (result, v) in self.inject_counts() {
+            e.sample(
+                "sync_injected_total",
+                "counter",
+                "Entries learned from peers (sync, resync) by what the workers did with them: inserted or updated, refused by a full queue, failed, or a conflict with a connection held here at another realserver, kept or taken.",
+                "",
+                &[("result", result.to_string())],
+                v.to_string(),
+            );
+        }
         for ((svc, rs), n) in &self.drift {
             e.sample(
                 "sync_unbound_connections",

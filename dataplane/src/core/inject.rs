@@ -9,6 +9,13 @@
 //! template, a new connection) finds it configured. A connection without the client's next hop
 //! learns it from the client's next frame; until then its replies are dropped as
 //! `no_client_hop`.
+//!
+//! **Conflicts** (split brain: both directors scheduled the same client connection, to
+//! different realservers): an update from the peer the entry came from is that peer's word and
+//! replaces it (as the kernel's backup takes its master's). Against an entry of our own (or of
+//! another peer) the rule needs only what both sides hold, so both directors pick the same
+//! realserver: the entry further along wins (ESTABLISHED over a closing state over the
+//! handshake), then the lower realserver address and port. The loser changes nothing.
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -90,6 +97,19 @@ pub enum InjectError {
     Full,
 }
 
+/// What an insertion did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Inserted {
+    /// A new entry.
+    New,
+    /// An existing entry updated (or refreshed).
+    Updated,
+    /// A conflict (another realserver) the existing entry won: nothing changed.
+    ConflictKept,
+    /// A conflict the message won: the entry moved to its realserver.
+    ConflictTaken,
+}
+
 impl From<InsertError> for InjectError {
     fn from(_: InsertError) -> Self {
         InjectError::Full
@@ -120,10 +140,16 @@ impl Core {
         now: Instant,
         snap: &Snapshot,
         spec: &Spec,
-    ) -> Result<(), InjectError> {
+    ) -> Result<Inserted, InjectError> {
         match spec {
             Spec::Conn(c) => self.insert_conn(now, snap, c),
-            Spec::Template(t) => self.insert_template(now, snap, t),
+            Spec::Template(t) => self.insert_template(now, snap, t).map(|new| {
+                if new {
+                    Inserted::New
+                } else {
+                    Inserted::Updated
+                }
+            }),
         }
     }
 
@@ -137,7 +163,7 @@ impl Core {
         now: Instant,
         snap: &Snapshot,
         spec: &ConnSpec,
-    ) -> Result<(), InjectError> {
+    ) -> Result<Inserted, InjectError> {
         match spec.caddr {
             IpAddr::V4(_) => self.insert_conn_in::<std::net::Ipv4Addr>(now, snap, spec),
             IpAddr::V6(_) => self.insert_conn_in::<std::net::Ipv6Addr>(now, snap, spec),
@@ -149,7 +175,7 @@ impl Core {
         now: Instant,
         snap: &Snapshot,
         spec: &ConnSpec,
-    ) -> Result<(), InjectError> {
+    ) -> Result<Inserted, InjectError> {
         let a = |ip: IpAddr| F::from_ip(ip).ok_or(InjectError::Family);
         let (caddr, vaddr, daddr) = (a(spec.caddr)?, a(spec.vaddr)?, a(spec.daddr)?);
         let threshold = self.sync_threshold();
@@ -175,10 +201,25 @@ impl Core {
             proto: spec.proto.number(),
         };
         if let Some(mut f) = table.lookup_in(&key) {
+            let from_it = f.origin() == origin && !origin.is_local();
+            {
+                let c = f.conn();
+                if (c.daddr != daddr || c.dport != spec.dport)
+                    && !from_it
+                    && !wins(spec.state, (spec.daddr, spec.dport), c)
+                {
+                    return Ok(Inserted::ConflictKept);
+                }
+            }
             if !origin.is_local() {
                 f.set_origin(origin);
             }
             let c = f.conn();
+            let outcome = if (c.daddr != daddr || c.dport != spec.dport) && !from_it {
+                Inserted::ConflictTaken
+            } else {
+                Inserted::Updated
+            };
             update(c, spec, daddr, found);
             if template.is_some() {
                 c.template = template;
@@ -190,7 +231,7 @@ impl Core {
                 f.set_armed(at);
                 ex.conns.push(at, f.bucket());
             }
-            return Ok(());
+            return Ok(outcome);
         }
         let dest = found
             .cloned()
@@ -218,7 +259,7 @@ impl Core {
         let at = ex.conns.at(tick(now), deadline);
         let b = table.insert_from(conn, at, now, origin)?;
         ex.conns.push(at, b);
-        Ok(())
+        Ok(Inserted::New)
     }
 
     /// Inserts a persistence template learned from outside, or refreshes the one with its key:
@@ -229,7 +270,7 @@ impl Core {
         now: Instant,
         snap: &Snapshot,
         spec: &TemplateSpec,
-    ) -> Result<(), InjectError> {
+    ) -> Result<bool, InjectError> {
         match spec.key.caddr {
             IpAddr::V4(_) => self.insert_template_in::<std::net::Ipv4Addr>(now, snap, spec),
             IpAddr::V6(_) => self.insert_template_in::<std::net::Ipv6Addr>(now, snap, spec),
@@ -241,7 +282,7 @@ impl Core {
         now: Instant,
         snap: &Snapshot,
         spec: &TemplateSpec,
-    ) -> Result<(), InjectError> {
+    ) -> Result<bool, InjectError> {
         let key = template_key::<F>(&spec.key)?;
         F::from_ip(spec.daddr).ok_or(InjectError::Family)?;
         let found = template_dest(snap, &spec.key, spec.daddr, spec.dport);
@@ -257,7 +298,7 @@ impl Core {
             let ex = F::expiry(&mut self.expiry);
             t.arm(ex.templates.file(tick(now), t.deadline(), key));
         }
-        Ok(())
+        Ok(new)
     }
 }
 
@@ -272,12 +313,12 @@ fn template_key<F: Addr>(k: &TemplateKey<IpAddr>) -> Result<TemplateKey<F>, Inje
     })
 }
 
-/// Updates an existing connection from a sync message (IPVS `ip_vs_proc_conn`): another
-/// realserver replaces its own unless the message says inactive; the state moves the
-/// realserver's counters; a given client hop replaces a learned one.
+/// Updates an existing connection from a sync message that the conflict rule lets through:
+/// its realserver (if another), its state (which moves the realserver's counters), a given
+/// client hop in place of a learned one.
 fn update<A: Addr>(c: &mut Conn<A>, spec: &ConnSpec, daddr: A, found: Option<&Arc<DestState>>) {
     let other = c.daddr != daddr || c.dport != spec.dport;
-    if other && (spec.state.is_active() || spec.proto == Proto::Udp) {
+    if other {
         let dest = found
             .cloned()
             .unwrap_or_else(|| Arc::new(DestState::new(spec.daddr, spec.dport)));
@@ -297,6 +338,26 @@ fn update<A: Addr>(c: &mut Conn<A>, spec: &ConnSpec, daddr: A, found: Option<&Ar
     if let Some(h) = spec.client_hop {
         c.learn_client_hop(h);
     }
+}
+
+/// How far along a connection in `state` is, for the conflict rule: ESTABLISHED (2) over a
+/// closing state or UDP (1) over the handshake (0).
+fn progress(state: TcpState, proto: Proto) -> u8 {
+    match state {
+        _ if proto == Proto::Udp => 1,
+        TcpState::Established => 2,
+        TcpState::SynSent | TcpState::SynRecv | TcpState::SynAck | TcpState::None => 0,
+        _ => 1,
+    }
+}
+
+/// The conflict rule: whether a message's entry (`state`, realserver `dest`) wins over `c`,
+/// which holds another realserver. Both directors decide alike from what both hold.
+fn wins<A: Addr>(state: TcpState, dest: (IpAddr, u16), c: &Conn<A>) -> bool {
+    let proto = c.proto();
+    let theirs = progress(state, proto);
+    let ours = progress(c.state, proto);
+    theirs > ours || (theirs == ours && dest < (c.daddr.ip(), c.dport))
 }
 
 /// The state of realserver `daddr:dport` of service `vs` in `snap` (its sorry server too),

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use super::conn::{Tables, TemplateKey};
 use super::events::{ConnEvent, EventKind, Outbox};
-use super::inject::{ConnSpec, InjectError, Spec, TemplateSpec};
+use super::inject::{ConnSpec, InjectError, Inserted, Spec, TemplateSpec};
 use super::service::{DestState, Fwd, Persistence, Proto, Snapshot, VsKey};
 use super::tcp_state::TcpState;
 use super::tests::{CIP, RIP1, RIP2, VIP, client_seg, reply_seg, t};
@@ -250,6 +250,65 @@ fn a_learned_connection_binds_to_its_realserver_and_counts_there() {
     let mut f = client_seg(40000, ACK);
     assert_eq!(c.process(t(4), &snap, &mut f, 0), Verdict::Tx(1));
     assert_eq!(tuple::<Ipv4Addr>(&f).2, RIP1);
+}
+
+/// Split brain: directors A and B both scheduled the client's connection, to different
+/// realservers; each then hears the other's entry. The rule (further along wins, then the
+/// lower realserver) leaves both on the same realserver, whichever hears first.
+#[test]
+fn both_directors_settle_a_conflict_on_the_same_realserver() {
+    let peer_a: IpAddr = Ipv4Addr::new(10, 10, 0, 1).into();
+    let peer_b: IpAddr = Ipv4Addr::new(10, 10, 0, 3).into();
+    let from = |mut s: ConnSpec, p: IpAddr| {
+        s.origin = Some(p);
+        s
+    };
+    let snap_a = nat_snap(&[(RIP1, 8080), (RIP2, 8080)]);
+    let snap_b = nat_snap(&[(RIP1, 8080), (RIP2, 8080)]);
+    let mut a = Core::new(Arc::new(Tables::new(1 << 10)));
+    let mut b = Core::new(Arc::new(Tables::new(1 << 10)));
+    let est = TcpState::Established;
+    // Their own (local) entries: A sent it to RIP2, B to RIP1.
+    a.insert_conn(t(1), &snap_a, &spec(40000, RIP2, est, Some(CLIENT_HOP)))
+        .unwrap();
+    b.insert_conn(t(1), &snap_b, &spec(40000, RIP1, est, Some(CLIENT_HOP)))
+        .unwrap();
+    // B hears A's: RIP1 < RIP2, B keeps its own, untouched.
+    let r = b.insert_conn(t(2), &snap_b, &from(spec(40000, RIP2, est, None), peer_a));
+    assert_eq!(r, Ok(Inserted::ConflictKept));
+    assert_eq!((counts(&snap_b, RIP1), counts(&snap_b, RIP2)), ((1, 0, 0), (0, 0, 0)));
+    // A hears B's: moves to RIP1.
+    let r = a.insert_conn(t(2), &snap_a, &from(spec(40000, RIP1, est, None), peer_b));
+    assert_eq!(r, Ok(Inserted::ConflictTaken));
+    assert_eq!((counts(&snap_a, RIP1), counts(&snap_a, RIP2)), ((1, 0, 0), (0, 0, 0)));
+    for (core, snap) in [(&mut a, &snap_a), (&mut b, &snap_b)] {
+        let mut f = client_seg(40000, ACK);
+        assert_eq!(core.process(t(3), snap, &mut f, 0), Verdict::Tx(1));
+        assert_eq!(tuple::<Ipv4Addr>(&f).2, RIP1);
+    }
+    // Further along wins over the lower address: a handshake at RIP1 gives way to an
+    // established connection at RIP2, and a closing one to an established one.
+    let mut c = Core::new(Arc::new(Tables::new(1 << 10)));
+    let snap = nat_snap(&[(RIP1, 8080), (RIP2, 8080)]);
+    c.insert_conn(t(1), &snap, &spec(40001, RIP1, TcpState::SynRecv, None))
+        .unwrap();
+    let r = c.insert_conn(t(2), &snap, &from(spec(40001, RIP2, est, None), peer_b));
+    assert_eq!(r, Ok(Inserted::ConflictTaken));
+    let r = c.insert_conn(
+        t(2),
+        &snap,
+        &from(spec(40001, RIP1, TcpState::TimeWait, None), peer_a),
+    );
+    assert_eq!(r, Ok(Inserted::ConflictKept));
+    // The peer an entry came from has the last word on it: B, whose entry this now is,
+    // moves it back (a port reused for a new connection, say).
+    let r = c.insert_conn(
+        t(3),
+        &snap,
+        &from(spec(40001, RIP1, TcpState::TimeWait, None), peer_b),
+    );
+    assert_eq!(r, Ok(Inserted::Updated));
+    assert_eq!(counts(&snap, RIP1), (0, 1, 0));
 }
 
 #[test]
