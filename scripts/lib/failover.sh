@@ -3,8 +3,17 @@
 # testlib.sh: both directors' xlvsd already run (start_xlvsd for dir, start_peer_xlvsd for
 # d2); D is the lab dir. Every wait is bounded.
 
+# fo_pin ROLE: xlvsd's --pin-dir argument for ROLE, on the lab's own bpffs (so its XDP
+# program outlives a killed xlvsd, as on a host with /sys/fs/bpf).
+fo_pin() {
+  local d
+  d=$(lab_bpffs "$ID") || fail "lab_bpffs"
+  printf -- '--pin-dir=%s/%s\n' "$d" "$1"
+}
+
 # fo_keepalived CONF: keepalived -P on dir and d2 with the documented CONF, our paths put in
-# (d2: router_id xlvs-d2, priority 100); waits until dir is MASTER and d2 BACKUP as their
+# (d2: router_id xlvs-d2, priority 100; FO_NOPREEMPT=1: nopreempt in every instance);
+# waits until dir is MASTER and d2 BACKUP as their
 # xlvsd heard from the notify hook.
 fo_keepalived() {
   local conf=$1 end s1= s2=
@@ -12,7 +21,19 @@ fo_keepalived() {
   sed -e "s|/usr/sbin/xlvsadm|$XLVSADM --control $D/xlvsd-d2.sock|" \
     -e 's/router_id xlvs-d1/router_id xlvs-d2/' -e 's/priority 150/priority 100/' \
     "$conf" >"$D/ka2.conf"
+  if [ "${FO_NOPREEMPT:-0}" = 1 ]; then
+    sed -i 's/^\( *\)state BACKUP$/&\n\1nopreempt/' "$D/ka1.conf" "$D/ka2.conf"
+  fi
   fo_keepalived_start dir 1
+  if [ "${FO_NOPREEMPT:-0}" = 1 ]; then
+    # Without preemption the first node to time out stays MASTER: d1 first.
+    end=$(($(date +%s) + 10))
+    while [ "$(date +%s)" -lt "$end" ]; do
+      s1=$(fo_vrrp_state dir)
+      [[ $s1 == MASTER* ]] && break
+      sleep 0.1
+    done
+  fi
   fo_keepalived_start d2 2
   end=$(($(date +%s) + 10))
   while [ "$(date +%s)" -lt "$end" ]; do
@@ -72,24 +93,93 @@ fo_downloads() {
   log "d2 holds $n established connections by sync"
 }
 
-# fo_kill_dir [DEV...]: dir dies hard (lab_pair_kill_dir, then its keepalived and xlvsd
-# SIGKILLed); T0 the kill's time in ms; waits (5 s) for d2's MASTER notify, NOTIFY_MS after
-# the kill.
-fo_kill_dir() {
-  local ka ka_vrrp end st= since=0
-  log "d1 dies"
-  ka=$(cat "$D/ka1.pid") ka_vrrp=$(cat "$D/ka1-vrrp.pid")
+# fo_wrk SECONDS: wrk with 8 keep-alive connections through the VIP, each sending a request
+# every 20 ms (about 400 requests/s), for SECONDS; its output in $D/wrk.out (WRK its pid).
+fo_wrk() {
+  local r
+  for r in rs1 rs2; do echo "small page $r" >"$(lab_wwwdir "$ID" "$r")/small"; done
+  printf 'function delay()\n  return 20\nend\n' >"$D/wrk.lua"
+  log "wrk: 8 keep-alive connections, a request every 20 ms each, for $1 s"
+  lab_exec "$ID" cli wrk -t1 -c8 -d"$1"s --timeout 5s -s "$D/wrk.lua" "http://$LAB_VIP/small" \
+    </dev/null >"$D/wrk.out" 2>&1 &
+  WRK=$!
+  bg_track $WRK
+}
+
+# fo_young N BYTES: N downloads of BYTES at 100 kB/s opened about 10 ms apart, the last one just
+# before the caller's kill (connections younger than the sync flush interval); their start
+# times in $D/young/N.t, YOUNG their pids.
+fo_young() {
+  local r i
+  for r in rs1 rs2; do head -c "$2" /dev/urandom >"$(lab_wwwdir "$ID" "$r")/young"; done
+  YSUMS="$(sha256sum "$(lab_wwwdir "$ID" rs1)/young" "$(lab_wwwdir "$ID" rs2)/young" | awk '{ print $1 }')"
+  mkdir -p "$D/young"
+  YOUNG=()
+  for ((i = 1; i <= $1; i++)); do
+    echo "$EPOCHREALTIME" >"$D/young/$i.t"
+    lab_exec "$ID" cli timeout 60 curl -sS --limit-rate 100k --max-time 50 \
+      -w '%{time_connect}\n' -o "$D/young/$i" "http://$LAB_VIP/young" \
+      </dev/null >"$D/young/$i.w" 2>"$D/young/$i.err" &
+    YOUNG+=($!)
+    bg_track $!
+    sleep 0.008
+  done
+}
+
+# fo_young_verdict: every young download complete and byte-exact; prints how long before
+# the kill (T0) each was opened.
+fo_young_verdict() {
+  local i rc s ages=() bad=0 n=${#YOUNG[@]}
+  for ((i = 1; i <= n; i++)); do
+    rc=0
+    wait "${YOUNG[$((i - 1))]}" || rc=$?
+    [ "$rc" -eq 0 ] || fail "young download $i: curl exit $rc: $(head -c 300 "$D/young/$i.err")"
+    s=$(sha256sum "$D/young/$i" | awk '{ print $1 }')
+    grep -qx "$s" <<<"$YSUMS" || bad=$((bad + 1))
+    ages+=("$(python3 -c "print(round($T0 - (float(open('$D/young/$i.t').read()) + float(open('$D/young/$i.w').read().split()[0])) * 1000))")")
+  done
+  [ "$bad" = 0 ] || fail "$bad young downloads arrived corrupted"
+  log "$n connections opened ${ages[*]} ms before the kill (handshake done): all completed byte-exact"
+}
+
+# fo_wrk_verdict: wrk's socket errors and non-2xx responses (none allowed: a request in
+# flight at the kill is retransmitted by TCP and answered late, not lost).
+fo_wrk_verdict() {
+  local rc=0 errs non2xx reqs
+  wait "$WRK" || rc=$?
+  [ "$rc" -eq 0 ] || fail "wrk exit $rc: $(cat "$D/wrk.out")"
+  reqs=$(awk '/requests in/ { print $1 }' "$D/wrk.out")
+  errs=$(sed -n 's/.*Socket errors: //p' "$D/wrk.out")
+  non2xx=$(awk '/Non-2xx/ { print $NF }' "$D/wrk.out")
+  log "wrk: ${reqs:-?} requests over 8 keep-alive connections; socket errors: ${errs:-none}; non-2xx: ${non2xx:-0}; latency $(awk '/Latency/ { print "avg " $2 ", max " $4 }' "$D/wrk.out")"
+  [ -n "$reqs" ] && [ "$reqs" -gt 0 ] || fail "wrk made no requests: $(cat "$D/wrk.out")"
+  [ -z "$errs" ] || fail "wrk socket errors: $errs"
+  [ -z "$non2xx" ] || fail "wrk got $non2xx non-2xx responses"
+}
+
+# fo_kill_dir [DEV...]: dir dies hard (fo_kill dir).
+fo_kill_dir() { fo_kill dir "$@"; }
+
+# fo_kill ROLE [DEV...]: director ROLE (dir or d2) dies hard (lab_pair_kill, then its
+# keepalived and xlvsd SIGKILLed); T0 the kill's time in ms; waits (5 s) for the other's
+# MASTER notify, NOTIFY_MS after the kill.
+fo_kill() {
+  local role=$1 n other ka ka_vrrp end st= since=0 pid
+  shift
+  if [ "$role" = dir ]; then n=1 other=d2 pid=$XLVSD_PID; else n=2 other=dir pid=$PEER_PID; fi
+  log "$role dies"
+  ka=$(cat "$D/ka$n.pid") ka_vrrp=$(cat "$D/ka$n-vrrp.pid")
   T0=$(date +%s%3N)
-  lab_pair_kill_dir "$ID" "$@" || fail "lab_pair_kill_dir"
-  { kill -KILL "$ka_vrrp" "$ka" "$XLVSD_PID" && wait "$XLVSD_PID"; } 2>/dev/null || true
-  XLVSD_PID=
+  lab_pair_kill "$ID" "$role" "$@" || fail "lab_pair_kill"
+  { kill -KILL "$ka_vrrp" "$ka" "$pid" && wait "$pid"; } 2>/dev/null || true
+  if [ "$role" = dir ]; then XLVSD_PID=; fi
   end=$(($(date +%s) + 5))
   while [ "$(date +%s)" -lt "$end" ]; do
-    read -r st since < <(fo_vrrp_state d2)
+    read -r st since < <(fo_vrrp_state "$other")
     [ "$st" = MASTER ] && break
     sleep 0.05
   done
-  [ "$st" = MASTER ] || fail "d2 is $st 5 s after the kill"
+  [ "$st" = MASTER ] || fail "$other is $st 5 s after the kill"
   NOTIFY_MS=$(($(date +%s%3N) - since - T0))
 }
 

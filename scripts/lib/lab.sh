@@ -631,15 +631,32 @@ _lab_pair_port() { # SW BR PORT NS DEV DIRECTOR
 # host's switch ports do, so the switch keeps sending it the frames addressed to it. Its
 # XDP program still sees frames first: kill its xlvsd right after.
 lab_pair_kill_dir() { # ID [DEV...] (default: ext0 int0)
-  local id=${1-} dev devs
+  local id=${1-}
   shift
+  lab_pair_kill "$id" dir "$@"
+}
+
+# lab_pair_kill ID ROLE [DEV...]: the same for either director (dir or d2); lab_pair_revive
+# ID ROLE [DEV...] undoes it.
+lab_pair_kill() { # ID ROLE [DEV...] (default: ext0 int0)
+  local id=${1-} role=${2-} dev devs
+  shift 2
   devs=${*:-ext0 int0}
   for dev in $devs; do
-    ip netns exec "xl-$id-dir" nft -f - <<NFT || { _lab_err "nft in dir"; return 1; }
+    ip netns exec "xl-$id-$role" nft -f - <<NFT || { _lab_err "nft in $role"; return 1; }
 table netdev dead_$dev {
   chain in { type filter hook ingress device $dev priority -500; policy drop; }
 }
 NFT
+  done
+}
+
+lab_pair_revive() { # ID ROLE [DEV...] (default: ext0 int0)
+  local id=${1-} role=${2-} dev devs
+  shift 2
+  devs=${*:-ext0 int0}
+  for dev in $devs; do
+    ip netns exec "xl-$id-$role" nft delete table netdev "dead_$dev" 2>/dev/null || true
   done
 }
 

@@ -7,12 +7,15 @@
 # the VIP; the master dies hard (everything it receives dropped, then keepalived and xlvsd
 # SIGKILLed). Then:
 #  - every download completes byte-exact, and the client's capture holds no RST;
+#  - load besides: wrk over 8 keep-alive connections (no socket error, no non-2xx), and 11
+#    young connections opened 0-100 ms before the kill (each completes byte-exact);
 #  - takeover time: from the kill to the first client frame the new master forwards to a
 #    realserver (a capture on its inside port); goal < 1 s, allowed 1.5 s;
 #  - keepalived's own part (the kill to the new master's MASTER notify) is printed beside;
 #  - the master comes back while the downloads run (preemption on): its xlvsd pulls d2's
 #    table, its track check holds keepalived back until that is done, it takes the VIP and
-#    the gateway back, and the downloads carry on through it.
+#    the gateway back, and the downloads carry on through it; its new xlvsd takes over the
+#    XDP link its killed one left pinned.
 # Needs root, keepalived, tshark, curl and target/release/{xlvsd,xlvsadm}.
 # xlvs-test: alone
 set -euo pipefail
@@ -34,15 +37,17 @@ write_rules "$D/rules" \
   "-a -t $LAB_VIP:80 -r $LAB_RS1_IP:80 -m -w 1" \
   "-a -t $LAB_VIP:80 -r $LAB_RS2_IP:80 -m -w 1"
 SYNC=(--start-daemon master --start-daemon backup --mcast-interface int0 --syncid 7)
-start_xlvsd "$ID" --iface ext0 --iface int0 --rules "$D/rules" "${SYNC[@]}" --sync-peer "$LAB_D2_INT_IP"
-start_peer_xlvsd d2 --iface ext0 --iface int0 --rules "$D/rules" "${SYNC[@]}" --sync-peer "$LAB_DIR_INT_IP"
+start_xlvsd "$ID" --iface ext0 --iface int0 --rules "$D/rules" "${SYNC[@]}" --sync-peer "$LAB_D2_INT_IP" "$(fo_pin d1)"
+start_peer_xlvsd d2 --iface ext0 --iface int0 --rules "$D/rules" "${SYNC[@]}" --sync-peer "$LAB_DIR_INT_IP" "$(fo_pin d2)"
 
 fo_keepalived "$TESTLIB_ROOT/docs/keepalived/nat-pair.conf"
 ip -n "$LAB_DIR_NS" -4 addr show dev ext0 | grep -q "$LAB_VIP/32" || fail "d1 has no VIP"
 log "keepalived: d1 MASTER (holds the VIP and the gateway), d2 BACKUP; the notify reached both xlvsd"
 fo_captures p-d2int "tcp and src host $LAB_CLIENT_IP"
 fo_downloads 1500000
+fo_wrk 12
 sleep 2
+fo_young 11 300000
 fo_kill_dir
 
 # The master comes back (preemption on, as in the documented file): its xlvsd pulls the
@@ -55,7 +60,8 @@ for dev in ext0 int0; do ip netns exec "$LAB_DIR_NS" nft delete table netdev "de
 ip -n "$LAB_DIR_NS" addr del "$LAB_VIP/32" dev ext0 2>/dev/null || true
 ip -n "$LAB_DIR_NS" addr del "$LAB_GW_IP/32" dev int0 2>/dev/null || true
 mv "$XLVSD_LOG" "$D/xlvsd.before.log"
-start_xlvsd "$ID" --iface ext0 --iface int0 --rules "$D/rules" "${SYNC[@]}" --sync-peer "$LAB_D2_INT_IP"
+start_xlvsd "$ID" --iface ext0 --iface int0 --rules "$D/rules" "${SYNC[@]}" --sync-peer "$LAB_D2_INT_IP" "$(fo_pin d1)"
+grep -q "took over the link left pinned" "$XLVSD_LOG" || fail "the new xlvsd did not take over the pinned XDP link: $(grep XDP "$XLVSD_LOG")"
 fo_keepalived_start dir 1
 end=$(($(date +%s) + 15))
 s1=
@@ -71,5 +77,7 @@ read -r applied got < <(printf '%s' "$J" | python3 -c 'import json,sys; r=json.l
 back=$(($(date +%s%3N) - ${s1#MASTER } - t_back))
 log "d1 returned: resync of $got entries done $applied ms after its xlvsd started; MASTER again $back ms after its return"
 [ "$got" -ge 100 ] || fail "the returning master pulled $got entries"
+fo_young_verdict
+fo_wrk_verdict
 fo_verdict
 pass
