@@ -7,6 +7,8 @@
 # program outlives a killed xlvsd, as on a host with /sys/fs/bpf).
 fo_pin() {
   local d
+  # FO_NOPIN=1: no pinning (shows what the pin prevents).
+  [ "${FO_NOPIN:-0}" = 1 ] && { echo --pin-dir=none; return; }
   d=$(lab_bpffs "$ID") || fail "lab_bpffs"
   printf -- '--pin-dir=%s/%s\n' "$d" "$1"
 }
