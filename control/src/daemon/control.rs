@@ -253,6 +253,16 @@ impl Control {
                 format!("; {}", done.join(", "))
             }
         );
+        // Leaving MASTER (a healed split brain, or a preempting peer): what this node
+        // scheduled meanwhile may be unknown to the peer that now carries its traffic, if
+        // sync was cut too; ask the peers to pull it.
+        let was_master = self
+            .vrrp
+            .as_ref()
+            .is_some_and(|(o, _)| o.state == crate::vrrp::VrrpState::Master);
+        if was_master && n.state != crate::vrrp::VrrpState::Master {
+            self.sync.ask_peers_to_pull();
+        }
         self.vrrp = Some((n.clone(), now));
         Ok(String::new())
     }
@@ -309,11 +319,24 @@ impl Control {
     /// How another thread (the resync puller) wakes the event loop, which then calls
     /// [`Control::woken`].
     pub fn set_waker(&mut self, wake: Arc<dyn Fn() + Send + Sync>) {
+        self.sync.wake = Some(crate::sync::resync::server::Wake(wake.clone()));
         self.waker = Some(wake);
     }
 
-    /// Another thread woke the loop: resync entries to hand to the workers.
+    /// Another thread woke the loop: resync entries to hand to the workers, or a peer's ask
+    /// to pull its table.
     pub fn woken(&mut self, now: Instant) {
+        if self
+            .sync
+            .asked
+            .swap(false, std::sync::atomic::Ordering::Relaxed)
+        {
+            if self.sync.resync.pulling() {
+                log::info!("resync: a peer asked to be pulled from; a pull is running already");
+            } else if let Err(e) = self.start_pull() {
+                log::warn!("resync: a peer asked to be pulled from: {}", e.msg);
+            }
+        }
         self.drain_resync(now);
     }
 

@@ -371,6 +371,10 @@ pub struct SyncDaemons {
     pub server: Option<server::Server>,
     /// Pulls from the peers and their entries on their way to the workers.
     pub resync: Resync,
+    /// A peer asked (through the resync server) to be pulled from.
+    pub asked: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// How the resync server wakes the control thread.
+    pub wake: Option<server::Wake>,
 }
 
 impl SyncDaemons {
@@ -413,6 +417,8 @@ impl SyncDaemons {
                 key: self.opts.key.clone(),
                 syncid,
                 rate: self.opts.resync_rate,
+                asked: self.asked.clone(),
+                wake: self.wake.clone(),
             };
             match server::Server::start(cfg, tables.clone()) {
                 Ok(s) => {
@@ -437,6 +443,14 @@ impl SyncDaemons {
     }
 
     /// The resync peers' addresses (empty: no resync).
+    /// Asks every resync peer to pull this director's table (it leaves MASTER: what it
+    /// scheduled while its peers could not hear it must reach them).
+    pub fn ask_peers_to_pull(&self) {
+        for p in self.resync_peers() {
+            resync::client::ask_to_pull(p, self.resync_source(p.ip()), self.opts.key.clone());
+        }
+    }
+
     pub fn resync_peers(&self) -> Vec<SocketAddr> {
         if self.opts.resync_port == 0 {
             return Vec::new();

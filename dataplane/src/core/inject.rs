@@ -15,7 +15,9 @@
 //! replaces it (as the kernel's backup takes its master's). Against an entry of our own (or of
 //! another peer) the rule needs only what both sides hold, so both directors pick the same
 //! realserver: the entry further along wins (ESTABLISHED over a closing state over the
-//! handshake), then the lower realserver address and port. The loser changes nothing.
+//! handshake), then the lower realserver address and port. The loser changes nothing. A
+//! connection of our own stays ours (its origin local) when a peer updates it, and one
+//! closing here is not reopened by a peer's ESTABLISHED copy (a resync echoing it back).
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -201,21 +203,32 @@ impl Core {
             proto: spec.proto.number(),
         };
         if let Some(mut f) = table.lookup_in(&key) {
-            let from_it = f.origin() == origin && !origin.is_local();
+            let ours = f.origin();
+            let from_it = ours == origin && !origin.is_local();
+            let other;
             {
                 let c = f.conn();
-                if (c.daddr != daddr || c.dport != spec.dport)
-                    && !from_it
-                    && !wins(spec.state, (spec.daddr, spec.dport), c)
-                {
+                other = c.daddr != daddr || c.dport != spec.dport;
+                if other && !from_it && !wins(spec.state, (spec.daddr, spec.dport), c) {
                     return Ok(Inserted::ConflictKept);
                 }
+                // Our own connection, closing here, is not reopened by an older copy of it
+                // (a peer's resync echoing what we synced to it).
+                if !other
+                    && ours.is_local()
+                    && spec.state == TcpState::Established
+                    && progress(c.state, c.proto()) == 1
+                    && c.proto() == Proto::Tcp
+                {
+                    return Ok(Inserted::Updated);
+                }
             }
-            if !origin.is_local() {
+            // Our own connection stays ours unless the peer's realserver replaced ours.
+            if !origin.is_local() && (!ours.is_local() || other) {
                 f.set_origin(origin);
             }
             let c = f.conn();
-            let outcome = if (c.daddr != daddr || c.dport != spec.dport) && !from_it {
+            let outcome = if other && !from_it {
                 Inserted::ConflictTaken
             } else {
                 Inserted::Updated

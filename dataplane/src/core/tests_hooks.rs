@@ -309,6 +309,20 @@ fn both_directors_settle_a_conflict_on_the_same_realserver() {
     );
     assert_eq!(r, Ok(Inserted::Updated));
     assert_eq!(counts(&snap, RIP1), (0, 1, 0));
+    // Our own connection, closing here: a peer's ESTABLISHED copy (its resync echoing what
+    // we synced) does not reopen it; a closing update does move it on.
+    let mut c = Core::new(Arc::new(Tables::new(1 << 10)));
+    c.insert_conn(t(1), &snap, &spec(40002, RIP1, TcpState::FinWait, None))
+        .unwrap();
+    let before = counts(&snap, RIP1);
+    let r = c.insert_conn(t(2), &snap, &from(spec(40002, RIP1, est, None), peer_b));
+    assert_eq!(r, Ok(Inserted::Updated));
+    assert_eq!(counts(&snap, RIP1), before, "still closing");
+    let mut e = Vec::new();
+    c.tables()
+        .v4
+        .for_each_with_origin(|c, o| e.push((c.state, o.is_local())));
+    assert_eq!(e, [(TcpState::FinWait, true)], "state, still ours");
 }
 
 #[test]

@@ -224,6 +224,55 @@ fn send(tx: &SyncSender<Vec<Spec>>, batch: Vec<Spec>, wake: &impl Fn()) -> Resul
     Ok(())
 }
 
+/// Asks `peer`'s resync server to pull this director's table (from `source`, as
+/// [`Pull`]s come), up to 3 times a second apart while the peer cannot be reached; in a
+/// thread of its own, which ends with the ask.
+pub fn ask_to_pull(peer: SocketAddr, source: Option<IpAddr>, key: Option<Key>) {
+    let spawned = std::thread::Builder::new()
+        .name("xlvs-resync-ask".into())
+        .spawn(move || {
+            let mut last = String::new();
+            for attempt in 0..3 {
+                if attempt > 0 {
+                    std::thread::sleep(Duration::from_secs(1));
+                }
+                match ask_once(peer, source, key.as_ref()) {
+                    Ok(()) => {
+                        log::info!("resync: asked {peer} to pull this director's table");
+                        return;
+                    }
+                    Err(e) => last = e.to_string(),
+                }
+            }
+            log::warn!("resync: could not ask {peer} to pull this director's table: {last}");
+        });
+    if let Err(e) = spawned {
+        log::warn!("resync: no thread to ask {peer}: {e}");
+    }
+}
+
+fn ask_once(peer: SocketAddr, source: Option<IpAddr>, key: Option<&Key>) -> std::io::Result<()> {
+    let mut s = connect(peer, source)?;
+    s.set_read_timeout(Some(Duration::from_secs(2)))?;
+    let n = nonce();
+    s.write_all(&stream::request_for(stream::Ask::PullMe, n, key))?;
+    let mut d = stream::Deframer::new(key.cloned(), n);
+    let mut buf = [0u8; 256];
+    loop {
+        let got = s.read(&mut buf)?;
+        if got == 0 {
+            return Err(std::io::Error::other("closed before answering"));
+        }
+        d.feed(&buf[..got]);
+        match d.next_frame() {
+            Ok(Some(stream::Frame::End(_))) => return Ok(()),
+            Ok(Some(_)) => return Err(std::io::Error::other("not an answer to an ask")),
+            Ok(None) => {}
+            Err(e) => return Err(std::io::Error::other(e.to_string())),
+        }
+    }
+}
+
 /// A TCP connection to `peer` from `source` (the address the peer's allowlist names; the
 /// kernel might pick a VIP on the same interface).
 fn connect(peer: SocketAddr, source: Option<IpAddr>) -> std::io::Result<TcpStream> {

@@ -32,6 +32,19 @@ pub struct ServerConfig {
     pub syncid: u8,
     /// Entries per second per stream (0: no limit).
     pub rate: u64,
+    /// A peer asked to be pulled from: set, then `wake` called.
+    pub asked: Arc<AtomicBool>,
+    pub wake: Option<Wake>,
+}
+
+/// How the server wakes the control thread.
+#[derive(Clone)]
+pub struct Wake(pub Arc<dyn Fn() + Send + Sync>);
+
+impl std::fmt::Debug for Wake {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Wake")
+    }
 }
 
 /// Its counters.
@@ -43,6 +56,8 @@ pub struct ServerStats {
     pub entries: AtomicU64,
     /// Pullers refused: not allowed, a bad request or MAC, too many at once.
     pub refused: AtomicU64,
+    /// Peers' asks to pull from them.
+    pub asks: AtomicU64,
     /// Streams cut short (the puller went away, a write timed out).
     pub failed: AtomicU64,
     /// Streams running.
@@ -197,9 +212,21 @@ fn serve(
     let nonce = match s
         .read_exact(&mut req)
         .map_err(|e| e.to_string())
-        .and_then(|()| stream::parse_request(&req, cfg.key.as_ref()).map_err(|e| e.to_string()))
+        .and_then(|()| stream::parse_ask(&req, cfg.key.as_ref()).map_err(|e| e.to_string()))
     {
-        Ok(n) => n,
+        Ok((stream::Ask::Table, n)) => n,
+        Ok((stream::Ask::PullMe, n)) => {
+            log::info!("resync: {from} asks to be pulled from");
+            stats.asks.fetch_add(1, Ordering::Relaxed);
+            cfg.asked.store(true, Ordering::Relaxed);
+            if let Some(w) = &cfg.wake {
+                (w.0)();
+            }
+            let mut buf = Vec::new();
+            Framer::new(cfg.key.clone(), n).end(0, &mut buf);
+            let _ = s.write_all(&buf);
+            return;
+        }
         Err(e) => {
             log::warn!("resync: refused {from}: {e}");
             stats.refused.fetch_add(1, Ordering::Relaxed);

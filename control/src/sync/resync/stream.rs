@@ -11,6 +11,16 @@
 //!   [| auth trailer, sequences nonce+1, nonce+2, … in order]
 //! ```
 //!
+//! A director can also ask its peer to pull from it (the peer then connects back as above):
+//!
+//! ```text
+//! asker → server     "XLVSPUL1" | nonce (u64 BE) [| auth trailer, sequence = nonce]
+//! server → asker     the end frame, 0 entries (the ask was taken)
+//! ```
+//!
+//! A director that leaves MASTER asks, so that connections it scheduled while its peer could
+//! not hear it (a split brain that cut sync too) reach the peer that now carries them.
+//!
 //! With `--sync-auth-key` every part carries the datagrams' trailer ([`super::super::auth`]):
 //! the request proves the puller holds the key, and the frames' sequence numbers, which
 //! start from the puller's random nonce and must come in order, make a recorded stream
@@ -20,6 +30,17 @@ use crate::sync::auth::{Key, TRAILER};
 
 /// The request's magic.
 pub const REQUEST: &[u8; 8] = b"XLVSRSY1";
+/// The magic of an ask to pull from the asker.
+pub const PULL_ME: &[u8; 8] = b"XLVSPUL1";
+
+/// What a request asks for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Ask {
+    /// The server's table.
+    Table,
+    /// That the server pull the asker's table.
+    PullMe,
+}
 /// The end frame's magic.
 pub const END: &[u8; 8] = b"XLVSEND1";
 /// The largest message a server sends (well under a frame's limit).
@@ -55,7 +76,15 @@ pub fn request_len(auth: bool) -> usize {
 
 /// The request for nonce `nonce`.
 pub fn request(nonce: u64, key: Option<&Key>) -> Vec<u8> {
-    let mut r = REQUEST.to_vec();
+    request_for(Ask::Table, nonce, key)
+}
+
+/// The request asking `ask`, for nonce `nonce`.
+pub fn request_for(ask: Ask, nonce: u64, key: Option<&Key>) -> Vec<u8> {
+    let mut r = match ask {
+        Ask::Table => REQUEST.to_vec(),
+        Ask::PullMe => PULL_ME.to_vec(),
+    };
     r.extend_from_slice(&nonce.to_be_bytes());
     if let Some(k) = key {
         k.seal(&mut r, nonce);
@@ -63,8 +92,16 @@ pub fn request(nonce: u64, key: Option<&Key>) -> Vec<u8> {
     r
 }
 
-/// The nonce of request `r` (exactly [`request_len`] bytes).
+/// The nonce of a table request `r` (exactly [`request_len`] bytes).
 pub fn parse_request(r: &[u8], key: Option<&Key>) -> Result<u64, StreamError> {
+    match parse_ask(r, key)? {
+        (Ask::Table, n) => Ok(n),
+        (Ask::PullMe, _) => Err(StreamError::BadRequest),
+    }
+}
+
+/// What request `r` (exactly [`request_len`] bytes) asks, and its nonce.
+pub fn parse_ask(r: &[u8], key: Option<&Key>) -> Result<(Ask, u64), StreamError> {
     let msg = match key {
         Some(k) => {
             let (msg, seq) = k.open(r).ok_or(StreamError::BadMac)?;
@@ -75,10 +112,15 @@ pub fn parse_request(r: &[u8], key: Option<&Key>) -> Result<u64, StreamError> {
         }
         None => r,
     };
-    if msg.len() != 16 || &msg[..8] != REQUEST {
+    if msg.len() != 16 {
         return Err(StreamError::BadRequest);
     }
-    Ok(nonce_of(msg))
+    let ask = match &msg[..8] {
+        m if m == REQUEST => Ask::Table,
+        m if m == PULL_ME => Ask::PullMe,
+        _ => return Err(StreamError::BadRequest),
+    };
+    Ok((ask, nonce_of(msg)))
 }
 
 fn nonce_of(msg: &[u8]) -> u64 {
@@ -278,6 +320,15 @@ mod tests {
         );
         assert_eq!(request_len(false), 16);
         assert_eq!(request(1, Some(&key)).len(), request_len(true));
+        // An ask to pull is told apart, sealed alike, and is not a table request.
+        let ask = request_for(Ask::PullMe, 5, Some(&key));
+        assert_eq!(ask.len(), request_len(true));
+        assert_eq!(parse_ask(&ask, Some(&key)), Ok((Ask::PullMe, 5)));
+        assert_eq!(parse_ask(&request(5, None), None), Ok((Ask::Table, 5)));
+        assert_eq!(parse_request(&ask, Some(&key)), Err(StreamError::BadRequest));
+        let mut forged = request_for(Ask::PullMe, 5, Some(&key));
+        forged[3] ^= 1;
+        assert_eq!(parse_ask(&forged, Some(&key)), Err(StreamError::BadMac));
     }
 
     #[test]

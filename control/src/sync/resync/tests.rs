@@ -76,8 +76,20 @@ fn filled(n: u32) -> (Arc<Tables>, Instant) {
 }
 
 fn server(tables: &Arc<Tables>, key: Option<Key>, peers: Vec<IpAddr>) -> Server {
+    server_asked(tables, key, peers, Default::default(), None)
+}
+
+fn server_asked(
+    tables: &Arc<Tables>,
+    key: Option<Key>,
+    peers: Vec<IpAddr>,
+    asked: Arc<std::sync::atomic::AtomicBool>,
+    wake: Option<super::server::Wake>,
+) -> Server {
     Server::start(
         ServerConfig {
+            asked,
+            wake,
             port: 0,
             ifname: "lo".into(),
             peers,
@@ -221,4 +233,44 @@ fn strangers_wrong_keys_and_unauthenticated_pullers_get_nothing() {
     let plain = server(&src, None, vec![ip("127.0.0.1")]);
     let (dst, state, _) = pull(plain.addr_on_loopback(), Some(key));
     assert_eq!((state, dst.len()), (PullState::Failed, 0));
+}
+
+/// A director that leaves MASTER asks its peer to pull from it: the peer's server sets its
+/// flag and wakes its control thread; an ask with the wrong key is refused.
+#[test]
+fn a_peer_asks_to_be_pulled_from() {
+    use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+    let key = Key::new(b"resync test key, long enough").unwrap();
+    let tables = Arc::new(Tables::new(1 << 10));
+    let asked = Arc::new(AtomicBool::new(false));
+    let woken = Arc::new(AtomicU32::new(0));
+    let w = woken.clone();
+    let s = server_asked(
+        &tables,
+        Some(key.clone()),
+        vec!["127.0.0.1".parse().unwrap()],
+        asked.clone(),
+        Some(super::server::Wake(Arc::new(move || {
+            w.fetch_add(1, Ordering::Relaxed);
+        }))),
+    );
+    let wait = |what: &dyn Fn() -> bool| {
+        for _ in 0..300 {
+            if what() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        false
+    };
+    let wrong = Key::new(b"another key, just as long......").unwrap();
+    super::client::ask_to_pull(s.addr_on_loopback(), None, Some(wrong));
+    assert!(wait(&|| s.stats.refused.load(Ordering::Relaxed) >= 1));
+    assert!(!asked.load(Ordering::Relaxed));
+    super::client::ask_to_pull(s.addr_on_loopback(), None, Some(key));
+    assert!(wait(&|| asked.load(Ordering::Relaxed)));
+    assert_eq!(woken.load(Ordering::Relaxed), 1);
+    assert_eq!(s.stats.asks.load(Ordering::Relaxed), 1);
+    // Asks are not pulls: nothing was streamed.
+    assert_eq!(s.stats.streams.load(Ordering::Relaxed), 0);
 }
