@@ -542,6 +542,7 @@ impl SyncDaemons {
                 "active": st.active.load(Relaxed),
                 "entries": st.entries.load(Relaxed),
                 "refused": st.refused.load(Relaxed),
+                "asks": st.asks.load(Relaxed),
                 "failed": st.failed.load(Relaxed),
                 "last_entries": st.last_entries.load(Relaxed),
                 "last_ms": st.last_ms.load(Relaxed),
