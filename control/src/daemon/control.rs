@@ -24,6 +24,9 @@ use crate::health::driver::{self as health, Checker};
 use crate::table::{ServiceTable, Source};
 use crate::{conns, ipvsadm, metrics, stats as rates};
 
+/// How long a burst of address changes may go on before the addresses are read.
+pub const ADDRESS_SETTLE: Duration = Duration::from_millis(10);
+
 /// The XDP program's steering maps.
 pub trait Steering {
     /// Makes the maps hold exactly these keys: virtual services, LVS-NAT realservers, the
@@ -113,6 +116,8 @@ pub struct Control {
     gone: Vec<Arc<DestState>>,
     /// Wakes the event loop from another thread (the resync puller).
     waker: Option<Arc<dyn Fn() + Send + Sync>>,
+    /// When the director's addresses are read again (a burst of changes settling).
+    addresses_due: Option<Instant>,
     /// Next hops towards the clients of connections learned from peers (gateways, or
     /// clients on a link), resolved like realservers, for the snapshot's routes towards
     /// clients: a takeover's first reply needs one before the client's next frame.
@@ -156,6 +161,7 @@ impl Control {
             gone: Vec::new(),
             sync: Default::default(),
             waker: None,
+            addresses_due: None,
             client_vias: Default::default(),
             client_routes: Vec::new(),
             vrrp: None,
@@ -611,9 +617,26 @@ impl Control {
     }
 
     /// The director's addresses changed (rtnetlink): the XDP program must pass traffic to the
-    /// new ones to the kernel.
-    pub fn addresses_changed(&mut self) {
-        if let Err(e) = self.publish() {
+    /// new ones to the kernel. A burst (keepalived adding a thousand VIPs, one message each)
+    /// is read once it settles: [`ADDRESS_SETTLE`] after its first message, the addresses
+    /// are read and the LOCAL_ADDRS map brought in step, without a new snapshot, so a
+    /// takeover's work here does not grow with the VIPs it brings.
+    pub fn addresses_changed(&mut self, now: Instant) {
+        if self.addresses_due.is_none() {
+            self.addresses_due = Some(now + ADDRESS_SETTLE);
+        }
+    }
+
+    /// Brings the steering maps' director addresses in step with the kernel's.
+    fn refresh_addresses(&mut self) {
+        let (vips, reals) = self.table.steer_keys();
+        let local: Vec<AddrKey> = self
+            .system
+            .local_addrs()
+            .into_iter()
+            .map(AddrKey::ip)
+            .collect();
+        if let Err(e) = self.steering.set_keys(&vips, &reals, &local) {
             log::error!("updating the XDP maps: {e:#}");
         }
     }
@@ -627,6 +650,7 @@ impl Control {
             self.checker.as_ref().and_then(Checker::poll_timeout),
             self.sync.master.as_ref().map(|m| m.poll_timeout()),
             self.sync.resync.poll_timeout(),
+            self.addresses_due,
         ]
         .into_iter()
         .flatten()
@@ -636,6 +660,10 @@ impl Control {
 
     /// Runs what is due at `now`.
     pub fn handle_timeout(&mut self, now: Instant) {
+        if self.addresses_due.is_some_and(|t| now >= t) {
+            self.addresses_due = None;
+            self.refresh_addresses();
+        }
         if now >= self.next_housekeeping {
             // Once a second on average, whatever the control traffic (the rate estimator counts
             // on its period being 2 s); a loop that fell far behind starts again from now.

@@ -177,7 +177,7 @@ impl EventLoop {
                                 ctl.neighbours_changed(now);
                             }
                             if c.addresses {
-                                ctl.addresses_changed();
+                                ctl.addresses_changed(now);
                             }
                         }
                     }

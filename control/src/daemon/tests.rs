@@ -201,6 +201,30 @@ fn an_admin_edit_reaches_the_snapshot_and_the_steering_keys() {
     assert!(*r.stopped.borrow());
 }
 
+/// keepalived adding a thousand VIPs sends a thousand address messages: they settle into
+/// one read of the addresses and one update of the steering maps, and no new snapshot.
+#[test]
+fn a_burst_of_address_changes_is_read_once_without_a_new_snapshot() {
+    let mut r = rig(None);
+    r.ok("-A -t 192.0.2.100:80 -s rr");
+    let (sets, snap) = (r.maps.borrow().sets, r.snapshot.load_full());
+    let t = r.t0 + Duration::from_secs(1);
+    for i in 0..1000u32 {
+        r.ctl
+            .addresses_changed(t + Duration::from_micros(5 * i as u64));
+        r.ctl.handle_timeout(t + Duration::from_micros(5 * i as u64));
+    }
+    assert_eq!(r.maps.borrow().sets, sets, "not before the burst settles");
+    let due = t + super::control::ADDRESS_SETTLE;
+    assert!(r.ctl.poll_timeout(t) <= due);
+    r.ctl.handle_timeout(due);
+    assert_eq!(r.maps.borrow().sets, sets + 1);
+    assert_eq!(r.maps.borrow().local, [AddrKey::ip("192.0.2.2".parse().unwrap())]);
+    assert!(Arc::ptr_eq(&snap, &r.snapshot.load_full()), "the snapshot stays");
+    r.ctl.handle_timeout(due + Duration::from_secs(1));
+    assert_eq!(r.maps.borrow().sets, sets + 1, "once");
+}
+
 #[test]
 fn a_failed_edit_changes_nothing() {
     let mut r = rig(None);
