@@ -50,7 +50,7 @@ d2's keepalived: $(grep -Ev 'gratuitous' "$D/ka2.log" | tail -n 12)"
 
 # fo_keepalived_start ROLE N: keepalived -P in ROLE's netns with $D/kaN.conf.
 fo_keepalived_start() {
-  ip netns exec "$(lab_ns "$ID" "$1")" keepalived -n -l -D -P -f "$D/ka$2.conf" -p "$D/ka$2.pid" \
+  ip netns exec "$(lab_ns "$ID" "$1")" keepalived -n -l -D -G -P -f "$D/ka$2.conf" -p "$D/ka$2.pid" \
     -r "$D/ka$2-vrrp.pid" </dev/null >"$D/ka$2.log" 2>&1 &
   bg_track $!
 }

@@ -105,6 +105,13 @@ _test_cleanup() {
         cp -f "$XLVSD_LOG" "$XLVS_TEST_LOGDIR/$TEST_NAME.xlvsd.log" 2>/dev/null &&
         echo "# full xlvsd log: $XLVS_TEST_LOGDIR/$TEST_NAME.xlvsd.log"
     fi
+    # A peer director's log, and keepalived's, beside it.
+    for p in "$(lab_dir "$ID" 2>/dev/null)"/xlvsd-*.log "$(lab_dir "$ID" 2>/dev/null)"/ka*.log; do
+      [ -f "$p" ] || continue
+      mkdir -p "$XLVS_TEST_LOGDIR" 2>/dev/null &&
+        cp -f "$p" "$XLVS_TEST_LOGDIR/$TEST_NAME.$(basename "$p")" 2>/dev/null &&
+        echo "# also: $XLVS_TEST_LOGDIR/$TEST_NAME.$(basename "$p")"
+    done
   fi
   [ -n "$ID" ] && lab_down "$ID"
   [ "$_TEST_FAILED" = 1 ] && [ "$rc" -eq 0 ] && rc=1
