@@ -280,8 +280,9 @@ pub fn is_root() -> bool {
 pub fn fs_magic(path: &std::path::Path) -> Option<i64> {
     use std::os::unix::ffi::OsStrExt as _;
     let c = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
-    // Safety: a valid C string and a zeroed out-parameter of the right type.
+    // Safety: statfs is plain data, for which all zeroes is a valid value.
     let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    // Safety: a valid C string and an out-parameter of the right type.
     if unsafe { libc::statfs(c.as_ptr(), &mut st) } != 0 {
         return None;
     }
