@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # xlvs demo: installs what it needs, builds, creates a network-namespace lab (a client, a
 # director, two nginx realservers), runs xlvsd in LVS-NAT and then LVS-DR, sends requests through
-# the VIP and shows how they were spread. Tears everything down at the end, also on Ctrl-C.
+# the VIP and shows how they were spread. Then the HA pair: two directors with connection sync
+# and keepalived (docs/keepalived/nat-pair.conf), downloads through the VIP, the master killed
+# hard, the backup carrying on every download. Tears everything down at the end, also on
+# Ctrl-C. DEMO_HA=0 skips the pair.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -29,8 +32,10 @@ source scripts/lib/lab.sh
 ID=demo$$
 ID=${ID:0:12}
 XPID=
+PAIR_PIDS=()
 cleanup() {
   if [ -n "$XPID" ]; then kill "$XPID" 2>/dev/null || true; wait "$XPID" 2>/dev/null || true; fi
+  for p in "${PAIR_PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
   lab_down "$ID"
 }
 trap cleanup EXIT
@@ -80,6 +85,80 @@ RULES
   lab_down "$ID"
 }
 
+# The HA pair: d1 and d2 both run xlvsd (sync both ways) and keepalived -P with the shipped
+# nat-pair.conf; d1 is MASTER. 20 downloads run; d1 dies hard; d2 carries them on.
+ha_pair() {
+  say "HA pair: two LVS-NAT directors, connection sync, keepalived VRRP (docs/keepalived/nat-pair.conf)"
+  LAB_PAIR_FLOATING=0 lab_nat_pair_up "$ID"
+  lab_nginx "$ID" rs1 80
+  lab_nginx "$ID" rs2 80
+  local d rules bpf role sock peer n i st t0 ka
+  d=$(lab_dir "$ID")
+  rules=$d/rules
+  bpf=$(lab_bpffs "$ID")
+  printf '%s\n' "-A -t $LAB_VIP:80 -s rr" "-a -t $LAB_VIP:80 -r $LAB_RS1_IP:80 -m -w 1" \
+    "-a -t $LAB_VIP:80 -r $LAB_RS2_IP:80 -m -w 1" >"$rules"
+  for role in dir d2; do
+    if [ "$role" = dir ]; then peer=$LAB_D2_INT_IP n=1; else peer=$LAB_DIR_INT_IP n=2; fi
+    sock=$d/$role.sock
+    echo "d$n: xlvsd --iface ext0 --iface int0 --rules $rules --start-daemon master --start-daemon backup --mcast-interface int0 --syncid 7 --sync-peer $peer"
+    lab_exec "$ID" "$role" "$XLVSD" --iface ext0 --iface int0 --rules "$rules" --control "$sock" \
+      --start-daemon master --start-daemon backup --mcast-interface int0 --syncid 7 \
+      --sync-peer "$peer" --pin-dir "$bpf/$role" 2>"$d/$role.log" &
+    PAIR_PIDS+=($!)
+    for i in $(seq 1 100); do grep -q 'xlvsd: ready' "$d/$role.log" && break; sleep 0.1; done
+    sed -e "s|/usr/sbin/xlvsadm|$XLVSADM --control $sock|" \
+      -e "s/router_id xlvs-d1/router_id xlvs-d$n/" \
+      -e "$([ "$n" = 2 ] && echo 's/priority 150/priority 100/' || echo 's/^//')" \
+      docs/keepalived/nat-pair.conf >"$d/ka$n.conf"
+  done
+  echo "keepalived -P on both (d1 priority 150, d2 100)"
+  for role in dir d2; do
+    n=1; [ "$role" = d2 ] && n=2
+    lab_exec "$ID" "$role" keepalived -n -l -G -P -f "$d/ka$n.conf" -p "$d/ka$n.pid" \
+      -r "$d/ka$n-vrrp.pid" >"$d/ka$n.log" 2>&1 &
+    PAIR_PIDS+=($!)
+  done
+  for i in $(seq 1 100); do
+    st=$("$XLVSADM" --control "$d/dir.sock" -L --daemon --json | python3 -c 'import json,sys; v=json.load(sys.stdin)["vrrp"]; print(v["state"] if v else "-")')
+    [ "$st" = MASTER ] && break
+    sleep 0.1
+  done
+  echo "d1 is $st (it holds the VIP $LAB_VIP and the realservers' gateway $LAB_GW_IP)"
+  head -c 1000000 /dev/urandom >"$(lab_wwwdir "$ID" rs1)/file"
+  cp "$(lab_wwwdir "$ID" rs1)/file" "$(lab_wwwdir "$ID" rs2)/file"
+  say "20 downloads of 1 MB at 200 kB/s through the VIP"
+  mkdir -p "$d/dl"
+  local urls=()
+  for i in $(seq 1 20); do urls+=(-o "$d/dl/$i" "http://$LAB_VIP/file"); done
+  lab_exec "$ID" cli curl -sS --parallel --parallel-max 20 --limit-rate 200k --max-time 40 \
+    "${urls[@]}" &
+  local dl=$!
+  sleep 1.5
+  echo "d2 holds, by sync: $("$XLVSADM" --control "$d/d2.sock" -L -n -c | grep -c ESTABLISHED) established connections"
+  say "d1 dies: its links drop everything, its keepalived and xlvsd are SIGKILLed"
+  t0=$(date +%s%3N)
+  lab_pair_kill_dir "$ID"
+  kill -KILL "$(cat "$d/ka1.pid")" "$(cat "$d/ka1-vrrp.pid")" "${PAIR_PIDS[0]}" 2>/dev/null || true
+  for i in $(seq 1 100); do
+    st=$("$XLVSADM" --control "$d/d2.sock" -L --daemon --json | python3 -c 'import json,sys; v=json.load(sys.stdin)["vrrp"]; print(v["state"] if v else "-")')
+    [ "$st" = MASTER ] && break
+    sleep 0.05
+  done
+  echo "d2 is $st $(($(date +%s%3N) - t0)) ms after the kill (keepalived's notify); it forwarded before that"
+  wait "$dl" && echo "curl: every download finished" || echo "curl failed"
+  local sum good
+  sum=$(sha256sum "$(lab_wwwdir "$ID" rs1)/file" | awk '{ print $1 }')
+  good=$(sha256sum "$d"/dl/* | awk -v s="$sum" '$1 == s' | wc -l)
+  echo "$good of 20 downloads byte-exact (sha256 ${sum:0:16}...)"
+  say "xlvsadm -L -n on d2, the new master"
+  "$XLVSADM" --control "$d/d2.sock" -L -n
+  for p in "${PAIR_PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+  PAIR_PIDS=()
+  lab_down "$ID"
+}
+
 run_mode NAT -m
 run_mode DR -g
+[ "${DEMO_HA:-1}" = 0 ] || ha_pair
 say "Done. Everything was torn down."

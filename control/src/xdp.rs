@@ -219,9 +219,7 @@ impl XdpSteering {
             .program_mut(PROG_NAME)
             .expect("loaded")
             .try_into()?;
-        let id = prog
-            .attach_to_link(link)
-            .context("replacing its program")?;
+        let id = prog.attach_to_link(link).context("replacing its program")?;
         let fd = FdLink::try_from(prog.take_link(id)?).context("the link")?;
         self.pins.push(fd.pin(path).context("pinning it again")?);
         Ok(())

@@ -848,7 +848,9 @@ impl Worker {
         }
         if kept + taken > 0 {
             self.stats.conflicts_kept.fetch_add(kept, Ordering::Relaxed);
-            self.stats.conflicts_taken.fetch_add(taken, Ordering::Relaxed);
+            self.stats
+                .conflicts_taken
+                .fetch_add(taken, Ordering::Relaxed);
         }
         self.stats.injected.fetch_add(ok, Ordering::Relaxed);
         self.stats

@@ -30,9 +30,7 @@ fn main() {
                     "xlvsadm: --check --watch MS: want 1-60000 milliseconds, got {ms:?}"
                 ))),
             },
-            _ => exit_with(CmdError::usage(
-                "xlvsadm: usage: --check [--watch MS]",
-            )),
+            _ => exit_with(CmdError::usage("xlvsadm: usage: --check [--watch MS]")),
         },
         _ => match ipvsadm::parse(&args) {
             Ok(c) => c,

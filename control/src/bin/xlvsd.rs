@@ -31,7 +31,11 @@ struct Args {
     /// never handed to this host's stack (which would reset their connections), until
     /// keepalived moves the VIPs; a restarted xlvsd swaps its program into the same links.
     /// An orderly stop detaches. `none`: no pinning (a crash detaches XDP).
-    #[arg(long = "pin-dir", value_name = "DIR|none", default_value = "/sys/fs/bpf/xlvs")]
+    #[arg(
+        long = "pin-dir",
+        value_name = "DIR|none",
+        default_value = "/sys/fs/bpf/xlvs"
+    )]
     pin_dir: String,
     /// Maximum number of connections (and persistence templates) per address family; the
     /// table reserves its memory up front (~60 bytes per IPv4 connection, committed as used).

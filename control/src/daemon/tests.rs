@@ -212,15 +212,22 @@ fn a_burst_of_address_changes_is_read_once_without_a_new_snapshot() {
     for i in 0..1000u32 {
         r.ctl
             .addresses_changed(t + Duration::from_micros(5 * i as u64));
-        r.ctl.handle_timeout(t + Duration::from_micros(5 * i as u64));
+        r.ctl
+            .handle_timeout(t + Duration::from_micros(5 * i as u64));
     }
     assert_eq!(r.maps.borrow().sets, sets, "not before the burst settles");
     let due = t + super::control::ADDRESS_SETTLE;
     assert!(r.ctl.poll_timeout(t) <= due);
     r.ctl.handle_timeout(due);
     assert_eq!(r.maps.borrow().sets, sets + 1);
-    assert_eq!(r.maps.borrow().local, [AddrKey::ip("192.0.2.2".parse().unwrap())]);
-    assert!(Arc::ptr_eq(&snap, &r.snapshot.load_full()), "the snapshot stays");
+    assert_eq!(
+        r.maps.borrow().local,
+        [AddrKey::ip("192.0.2.2".parse().unwrap())]
+    );
+    assert!(
+        Arc::ptr_eq(&snap, &r.snapshot.load_full()),
+        "the snapshot stays"
+    );
     r.ctl.handle_timeout(due + Duration::from_secs(1));
     assert_eq!(r.maps.borrow().sets, sets + 1, "once");
 }

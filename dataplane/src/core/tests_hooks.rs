@@ -276,11 +276,17 @@ fn both_directors_settle_a_conflict_on_the_same_realserver() {
     // B hears A's: RIP1 < RIP2, B keeps its own, untouched.
     let r = b.insert_conn(t(2), &snap_b, &from(spec(40000, RIP2, est, None), peer_a));
     assert_eq!(r, Ok(Inserted::ConflictKept));
-    assert_eq!((counts(&snap_b, RIP1), counts(&snap_b, RIP2)), ((1, 0, 0), (0, 0, 0)));
+    assert_eq!(
+        (counts(&snap_b, RIP1), counts(&snap_b, RIP2)),
+        ((1, 0, 0), (0, 0, 0))
+    );
     // A hears B's: moves to RIP1.
     let r = a.insert_conn(t(2), &snap_a, &from(spec(40000, RIP1, est, None), peer_b));
     assert_eq!(r, Ok(Inserted::ConflictTaken));
-    assert_eq!((counts(&snap_a, RIP1), counts(&snap_a, RIP2)), ((1, 0, 0), (0, 0, 0)));
+    assert_eq!(
+        (counts(&snap_a, RIP1), counts(&snap_a, RIP2)),
+        ((1, 0, 0), (0, 0, 0))
+    );
     for (core, snap) in [(&mut a, &snap_a), (&mut b, &snap_b)] {
         let mut f = client_seg(40000, ACK);
         assert_eq!(core.process(t(3), snap, &mut f, 0), Verdict::Tx(1));

@@ -325,7 +325,10 @@ mod tests {
         assert_eq!(ask.len(), request_len(true));
         assert_eq!(parse_ask(&ask, Some(&key)), Ok((Ask::PullMe, 5)));
         assert_eq!(parse_ask(&request(5, None), None), Ok((Ask::Table, 5)));
-        assert_eq!(parse_request(&ask, Some(&key)), Err(StreamError::BadRequest));
+        assert_eq!(
+            parse_request(&ask, Some(&key)),
+            Err(StreamError::BadRequest)
+        );
         let mut forged = request_for(Ask::PullMe, 5, Some(&key));
         forged[3] ^= 1;
         assert_eq!(parse_ask(&forged, Some(&key)), Err(StreamError::BadMac));
