@@ -62,13 +62,19 @@ fo_vrrp_state() {
   printf '%s' "$j" | python3 -c 'import json,sys; v=json.load(sys.stdin)["vrrp"]; print(v["state"] if v else "none", v["since_ms"] if v else 0)'
 }
 
-# fo_captures PORT FILTER: RSTs on the client side ($D/rst.pcap, RSTCAP its pid), and the
-# first frame matching FILTER on the switch port PORT ($D/first.pcap): d2's first forwarded.
+# fo_captures PORT FILTER: RSTs on the client side ($D/rst.pcap, RSTCAP its pid), the
+# VIP's frames to the client, headers only ($D/cli.pcap, CLICAP; for the gap a client sees),
+# and the first frame matching FILTER on the switch port PORT ($D/first.pcap): d2's first
+# forwarded.
 fo_captures() {
   ip netns exec "$LAB_CLI_NS" timeout 60 tshark -i eth0 -f "tcp[tcpflags] & tcp-rst != 0" \
     -w "$D/rst.pcap" >/dev/null 2>&1 &
   RSTCAP=$!
   bg_track $RSTCAP
+  ip netns exec "$LAB_CLI_NS" timeout 60 tshark -i eth0 -s 96 -f "tcp and src host $LAB_VIP" \
+    -w "$D/cli.pcap" >/dev/null 2>&1 &
+  CLICAP=$!
+  bg_track $CLICAP
   ip netns exec "$LAB_SW_NS" timeout 60 tshark -i "$1" -f "$2" -c 1 -w "$D/first.pcap" >/dev/null 2>&1 &
   bg_track $!
   sleep 1.5
@@ -193,7 +199,7 @@ fo_verdict() {
   first=$(tshark -r "$D/first.pcap" -T fields -e frame.time_epoch 2>/dev/null | head -1)
   [ -n "$first" ] || fail "no frame forwarded by d2"
   take=$(python3 -c "print(round(float('$first') * 1000 - $T0))")
-  log "takeover: the new master forwarded its first frame $take ms after the kill (keepalived's MASTER notify: $NOTIFY_MS ms); 100 downloads intact, 0 RSTs"
+  log "takeover: the new master forwarded its first frame $take ms after the kill (keepalived's MASTER notify: $NOTIFY_MS ms); the gap the clients saw (their connections' last frame before the kill to the first after): $(fo_client_gap); 100 downloads intact, 0 RSTs"
   [ "$take" -le 1500 ] || fail "takeover took $take ms (goal < 1 s, allowed 1.5 s)"
 }
 
@@ -213,6 +219,39 @@ fo_verdict_downloads() {
   # `ip netns exec` execs timeout, which passes the signal on to tshark.
   kill -INT "$RSTCAP" 2>/dev/null || true
   wait "$RSTCAP" 2>/dev/null || true
+  kill -INT "$CLICAP" 2>/dev/null || true
+  wait "$CLICAP" 2>/dev/null || true
   rst=$(tshark -r "$D/rst.pcap" -Y "ip.src == $LAB_VIP" 2>/dev/null | wc -l)
   [ "$rst" = 0 ] || fail "$rst RSTs from the VIP reached the client"
+  # The directors' own stacks (FO_STACKS, default d2: a killed one's stack may reset the
+  # sockets of its killed processes) answered nothing with a reset.
+  for role in ${FO_STACKS-d2}; do
+    rst=$(ip netns exec "$(lab_ns "$ID" "$role")" nstat -az TcpOutRsts 2>/dev/null | awk '$1 == "TcpOutRsts" { print $2 }')
+    [ "${rst:-0}" = 0 ] || fail "$role's own TCP stack sent $rst resets"
+  done
+}
+
+# fo_client_gap: over the connections that received frames before the kill (T0), the time
+# from each one's last frame before it to its first after it, at the client: "median M ms,
+# max X ms over N".
+fo_client_gap() {
+  tshark -r "$D/cli.pcap" -T fields -e frame.time_epoch -e tcp.dstport 2>/dev/null | python3 -c '
+import sys, statistics
+t0 = float(sys.argv[1]) / 1000
+before, after = {}, {}
+for line in sys.stdin:
+    f = line.split()
+    if len(f) < 2:
+        continue
+    t, port = float(f[0]), f[1]
+    if t < t0:
+        before[port] = t
+    elif port not in after:
+        after[port] = t
+gaps = sorted((after[p] - before[p]) * 1000 for p in before if p in after)
+if gaps:
+    print(f"median {statistics.median(gaps):.0f} ms, max {gaps[-1]:.0f} ms over {len(gaps)}")
+else:
+    print("none measured")
+' "$T0"
 }
