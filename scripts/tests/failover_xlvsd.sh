@@ -35,6 +35,8 @@ SYNC=(--start-daemon master --start-daemon backup --mcast-interface eth0 --synci
 start_xlvsd "$ID" --iface eth0 --rules "$D/rules" "${SYNC[@]}" --sync-peer "$LAB_D2_IP" "$(fo_pin d1)"
 start_peer_xlvsd d2 --iface eth0 --rules "$D/rules" "${SYNC[@]}" --sync-peer "$LAB_DIR_IP" "$(fo_pin d2)"
 fo_keepalived "$TESTLIB_ROOT/docs/keepalived/dr-pair.conf"
+# Both stacks must stay silent: d1 keeps the VIP after its xlvsd dies.
+export FO_STACKS="dir d2"
 D2MAC=$(ip -n "$LAB_D2_NS" link show eth0 | awk '/link\/ether/ { print $2 }')
 fo_captures p-d2 "tcp and ether src $D2MAC"
 fo_downloads 800000
