@@ -50,6 +50,9 @@ d2's keepalived: $(grep -Ev 'gratuitous' "$D/ka2.log" | tail -n 12)"
 
 # fo_keepalived_start ROLE N: keepalived -P in ROLE's netns with $D/kaN.conf.
 fo_keepalived_start() {
+  # A restarted host starts without its old pid files (a killed keepalived's pid may have
+  # been reused, and keepalived would then refuse to start: "daemon is already running").
+  rm -f "$D/ka$2.pid" "$D/ka$2-vrrp.pid"
   ip netns exec "$(lab_ns "$ID" "$1")" keepalived -n -l -D -G -P -f "$D/ka$2.conf" -p "$D/ka$2.pid" \
     -r "$D/ka$2-vrrp.pid" </dev/null >"$D/ka$2.log" 2>&1 &
   bg_track $!
