@@ -24,6 +24,8 @@ APT_PACKAGES=(
   keepalived dnsmasq-base openssl coreutils
   # a real kernel peer (IPVS sync, pktgen, bonding): Debian's kernel under qemu
   qemu-system-x86 linux-image-amd64 busybox-static ipvsadm kmod
+  # the Debian package: its checks (lintian), man pages rendered (man-db, groff)
+  lintian man-db groff-base
 )
 
 missing=()

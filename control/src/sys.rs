@@ -271,6 +271,55 @@ pub fn reload_requested() -> bool {
 }
 
 /// True if running as root.
+/// The capabilities xlvsd needs, by number and name: XDP programs and maps (CAP_BPF,
+/// CAP_NET_ADMIN to attach them), AF_XDP and bound sockets (CAP_NET_RAW).
+pub const NEEDED_CAPS: [(u32, &str); 3] = [
+    (12, "CAP_NET_ADMIN"),
+    (13, "CAP_NET_RAW"),
+    (39, "CAP_BPF"),
+];
+
+/// Those of [`NEEDED_CAPS`] this process does not have in its effective set (CAP_SYS_ADMIN
+/// stands in for CAP_BPF, as on kernels before 5.8).
+pub fn missing_caps() -> Vec<&'static str> {
+    let eff = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("CapEff:"))
+                .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        })
+        .unwrap_or(0);
+    let has = |n: u32| eff & (1u64 << n) != 0;
+    NEEDED_CAPS
+        .iter()
+        .filter(|(n, _)| !(has(*n) || (*n == 39 && has(21))))
+        .map(|(_, name)| *name)
+        .collect()
+}
+
+/// Tells systemd (`Type=notify`) `state` ("READY=1", "RELOADING=1", "STOPPING=1"), if it
+/// runs us: a datagram to `$NOTIFY_SOCKET` (a path, or `@` for an abstract socket).
+pub fn sd_notify(state: &str) {
+    use std::os::linux::net::SocketAddrExt as _;
+    let Some(path) = std::env::var_os("NOTIFY_SOCKET") else {
+        return;
+    };
+    let Ok(sock) = std::os::unix::net::UnixDatagram::unbound() else {
+        return;
+    };
+    let bytes = path.as_encoded_bytes();
+    let r = if let Some(name) = bytes.strip_prefix(b"@") {
+        std::os::unix::net::SocketAddr::from_abstract_name(name)
+            .and_then(|a| sock.send_to_addr(state.as_bytes(), &a))
+    } else {
+        sock.send_to(state.as_bytes(), std::path::Path::new(&path))
+    };
+    if let Err(e) = r {
+        log::warn!("sd_notify {state}: {e}");
+    }
+}
+
 pub fn is_root() -> bool {
     // Safety: geteuid has no preconditions.
     unsafe { libc::geteuid() == 0 }

@@ -156,9 +156,25 @@ enum ThreadsArg {
 }
 
 fn main() {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
-        .format_timestamp_millis()
-        .init();
+    let mut logger =
+        env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"));
+    if std::env::var_os("JOURNAL_STREAM").is_some() {
+        // Under systemd: the journal stamps the time; each line starts with its syslog
+        // priority (sd-daemon's "<N>" prefixes), so `journalctl -p warning` works.
+        use std::io::Write as _;
+        logger.format(|buf, r| {
+            let prio = match r.level() {
+                log::Level::Error => 3,
+                log::Level::Warn => 4,
+                log::Level::Info => 6,
+                log::Level::Debug | log::Level::Trace => 7,
+            };
+            writeln!(buf, "<{prio}>{}", r.args())
+        });
+    } else {
+        logger.format_timestamp_millis();
+    }
+    logger.init();
     let a = Args::parse();
     // The sync daemons, parsed as ipvsadm would parse the same options.
     let mut sync = Vec::new();

@@ -167,7 +167,9 @@ impl EventLoop {
                     SIGNALS => {
                         src.signals.drain();
                         if sys::reload_requested() {
+                            sys::sd_notify("RELOADING=1");
                             ctl.reload(now);
+                            sys::sd_notify("READY=1");
                         }
                     }
                     NETLINK => {

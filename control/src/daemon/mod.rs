@@ -93,9 +93,11 @@ impl Workers for AfXdpWorkers {
 
 /// Runs xlvsd until SIGINT/SIGTERM.
 pub fn run(cfg: Config) -> anyhow::Result<()> {
-    if !sys::is_root() {
+    let missing = sys::missing_caps();
+    if !missing.is_empty() {
         bail!(
-            "must run as root (XDP programs and AF_XDP sockets need CAP_NET_ADMIN, CAP_BPF, CAP_NET_RAW)"
+            "missing capabilities {} (XDP programs and AF_XDP sockets need CAP_NET_ADMIN, CAP_BPF, CAP_NET_RAW; run as root or grant them, as the xlvsd.service unit does)",
+            missing.join(", ")
         );
     }
     if cfg.ifaces.is_empty() {
@@ -281,8 +283,11 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
         eprintln!(
             "xlvsd: ready: {nworkers} worker(s) in {nthreads} thread(s) on {names}; control socket {socket}"
         );
+        // systemd (Type=notify): XDP is attached and the workers run.
+        sys::sd_notify("READY=1");
     })?;
 
+    sys::sd_notify("STOPPING=1");
     log::info!("stopping");
     ctl.steering_stays(false);
     ctl.stop();
