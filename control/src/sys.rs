@@ -270,14 +270,10 @@ pub fn reload_requested() -> bool {
     RELOAD.swap(false, Ordering::SeqCst)
 }
 
-/// True if running as root.
 /// The capabilities xlvsd needs, by number and name: XDP programs and maps (CAP_BPF,
 /// CAP_NET_ADMIN to attach them), AF_XDP and bound sockets (CAP_NET_RAW).
-pub const NEEDED_CAPS: [(u32, &str); 3] = [
-    (12, "CAP_NET_ADMIN"),
-    (13, "CAP_NET_RAW"),
-    (39, "CAP_BPF"),
-];
+pub const NEEDED_CAPS: [(u32, &str); 3] =
+    [(12, "CAP_NET_ADMIN"), (13, "CAP_NET_RAW"), (39, "CAP_BPF")];
 
 /// Those of [`NEEDED_CAPS`] this process does not have in its effective set (CAP_SYS_ADMIN
 /// stands in for CAP_BPF, as on kernels before 5.8).
@@ -320,6 +316,7 @@ pub fn sd_notify(state: &str) {
     }
 }
 
+/// True if running as root.
 pub fn is_root() -> bool {
     // Safety: geteuid has no preconditions.
     unsafe { libc::geteuid() == 0 }
