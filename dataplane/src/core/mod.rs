@@ -666,6 +666,12 @@ fn lookup<A: Addr>(
         }
         // Realserver → client.
         Side::Out => {
+            // A connection being expired now (`expire_nodest_conn`, its realserver gone)
+            // stays so: its realserver's replies neither go through nor revive it (in IPVS
+            // it is gone at once, and so are they).
+            if c.deadline() == 0 {
+                return None;
+            }
             if matches!(p.kind, Kind::Plain { .. }) {
                 c.clear_no_output();
             }

@@ -591,6 +591,15 @@ fn expire_nodest_conn_expires_a_connection_whose_realserver_left_the_table() {
                 0,
                 "no longer counted there"
             );
+            // Its realserver's replies neither go through nor keep it alive (a download
+            // the realserver keeps sending must not outlive the expiry).
+            for _ in 0..3 {
+                let v = c.process(t(2), &next, &mut reply_seg(RIP1, 40000, ACK), 1);
+                assert!(
+                    matches!(v, Verdict::Drop(_)),
+                    "a reply of the gone conn: {v:?}"
+                );
+            }
             // Expired at the next tick of the wheel.
             c.expire_some(t(3));
             assert_eq!(c.tables().len(), 0);
