@@ -134,7 +134,7 @@ fo_young() {
   for ((i = 1; i <= n + 4; i++)); do
     (
       echo "$EPOCHREALTIME" >"$D/young/$i.t"
-      exec ip netns exec "$LAB_CLI_NS" timeout 60 curl -sS --limit-rate 100k --max-time 50 \
+      exec ip netns exec "$LAB_CLI_NS" timeout 30 curl -sS --limit-rate 100k --max-time 20 \
         -w '%{time_connect}\n' -o "$D/young/$i" "http://$LAB_VIP/young" \
         </dev/null >"$D/young/$i.w" 2>"$D/young/$i.err"
     ) &
@@ -145,20 +145,37 @@ fo_young() {
   return 0
 }
 
-# fo_young_verdict: every young download complete and byte-exact; prints how long before
-# the kill (T0) each was opened.
+# fo_young_verdict: every young download complete and byte-exact, but one whose handshake
+# completed at most YOUNG_WINDOW_MS (10: the master's 5 ms drain, and the few ms between the
+# links' cut and the SIGKILL) before the kill, which may stall (never reset); prints how long
+# before the kill (T0) each was opened.
+YOUNG_WINDOW_MS=${YOUNG_WINDOW_MS:-10}
 fo_young_verdict() {
-  local i rc s ages=() bad=0 n=${#YOUNG[@]}
+  local i rc s age ages=() bad=0 lost=() n=${#YOUNG[@]}
   for ((i = 1; i <= n; i++)); do
     rc=0
     wait "${YOUNG[$((i - 1))]}" || rc=$?
-    [ "$rc" -eq 0 ] || fail "young download $i: curl exit $rc: $(head -c 300 "$D/young/$i.err")"
+    age=$(python3 -c "
+w = open('$D/young/$i.w').read().split()
+print(round($T0 - (float(open('$D/young/$i.t').read()) + float(w[0] if w else 0)) * 1000))")
+    ages+=("$age")
+    if [ "$rc" -ne 0 ]; then
+      # Only one whose handshake completed within the master's last drain (5 ms) before its
+      # death may be unknown to the new master; it must then stall (a timeout), never reset.
+      if [ "$rc" -eq 28 ] && [ "$age" -ge 0 ] && [ "$age" -le "$YOUNG_WINDOW_MS" ]; then
+        lost+=("$age")
+        continue
+      fi
+      fail "young download $i (handshake $age ms before the kill): curl exit $rc: $(head -c 300 "$D/young/$i.err")"
+    fi
     s=$(sha256sum "$D/young/$i" | awk '{ print $1 }')
     grep -qx "$s" <<<"$YSUMS" || bad=$((bad + 1))
-    ages+=("$(python3 -c "print(round($T0 - (float(open('$D/young/$i.t').read()) + float(open('$D/young/$i.w').read().split()[0])) * 1000))")")
   done
   [ "$bad" = 0 ] || fail "$bad young downloads arrived corrupted"
-  log "$n connections opened (handshake done) ${ages[*]} ms before the kill (negative: after it): all completed byte-exact"
+  local note=
+  [ "${#lost[@]}" -gt 0 ] &&
+    note="; ${#lost[@]} lost in the last drain window of the master (handshake ${lost[*]} ms before its death; stalled, not reset)"
+  log "$n connections opened (handshake done) ${ages[*]} ms before the kill (negative: after it): $((n - ${#lost[@]})) completed byte-exact$note"
 }
 
 # fo_wrk_verdict: wrk's socket errors and non-2xx responses (none allowed: a request in

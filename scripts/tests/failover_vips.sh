@@ -15,6 +15,7 @@
 # Checks: every download byte-exact, no RST, the takeover within 1.5 s (goal 1 s) in both
 # runs, xlvs's part with 1,000 VIPs within 1.2x of one VIP's (the min, plus 0.2 ms for the
 # clock's and the scheduler's grain), and no XDP map update refused.
+# FO_VIPS_ONLY=N runs the N-VIP case alone.
 # Needs root, keepalived, tshark, curl and target/release/{xlvsd,xlvsadm}.
 # xlvs-test: alone
 set -euo pipefail
