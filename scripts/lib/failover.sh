@@ -135,7 +135,7 @@ fo_young() {
     (
       echo "$EPOCHREALTIME" >"$D/young/$i.t"
       exec ip netns exec "$LAB_CLI_NS" timeout 30 curl -sS --limit-rate 100k --max-time 20 \
-        -w '%{time_connect}\n' -o "$D/young/$i" "http://$LAB_VIP/young" \
+        -w '%{time_connect} %{local_port}\n' -o "$D/young/$i" "http://$LAB_VIP/young" \
         </dev/null >"$D/young/$i.w" 2>"$D/young/$i.err"
     ) &
     YOUNG+=($!)
@@ -146,10 +146,12 @@ fo_young() {
 }
 
 # fo_young_verdict: every young download complete and byte-exact, but one whose handshake
-# completed at most YOUNG_WINDOW_MS (10: the master's 5 ms drain, and the few ms between the
-# links' cut and the SIGKILL) before the kill, which may stall (never reset); prints how long
-# before the kill (T0) each was opened.
-YOUNG_WINDOW_MS=${YOUNG_WINDOW_MS:-10}
+# completed at most YOUNG_WINDOW_MS before the kill, which may stall (never reset): the
+# master sends a connection at its next 5 ms drain, but on this 2-core lab under the tests'
+# load its control thread is sometimes not scheduled for tens of ms, and the master dies
+# first (measured: stalls at 12-21 ms; none older). Prints how long before the kill (T0)
+# each was opened, and the stalled ones.
+YOUNG_WINDOW_MS=${YOUNG_WINDOW_MS:-50}
 fo_young_verdict() {
   local i rc s age ages=() bad=0 lost=() n=${#YOUNG[@]}
   for ((i = 1; i <= n; i++)); do
@@ -160,13 +162,17 @@ w = open('$D/young/$i.w').read().split()
 print(round($T0 - (float(open('$D/young/$i.t').read()) + float(w[0] if w else 0)) * 1000))")
     ages+=("$age")
     if [ "$rc" -ne 0 ]; then
-      # Only one whose handshake completed within the master's last drain (5 ms) before its
-      # death may be unknown to the new master; it must then stall (a timeout), never reset.
+      # Only one whose handshake completed just before the master's death may be unknown to
+      # the new master; it must then stall (a timeout), never reset.
       if [ "$rc" -eq 28 ] && [ "$age" -ge 0 ] && [ "$age" -le "$YOUNG_WINDOW_MS" ]; then
         lost+=("$age")
         continue
       fi
-      fail "young download $i (handshake $age ms before the kill): curl exit $rc: $(head -c 300 "$D/young/$i.err")"
+      local port
+      port=$(awk '{ print $2 }' "$D/young/$i.w")
+      fail "young download $i (handshake $age ms before the kill, client port $port): curl exit $rc: $(head -c 300 "$D/young/$i.err")
+d1's entry: $(timeout 5 "$XLVSADM" --control "$(xlvs_sock "$ID")" -L -n -c 2>&1 | grep ":$port " || echo none)
+d2's entry: $(timeout 5 "$XLVSADM" --control "$D/xlvsd-d2.sock" -L -n -c 2>&1 | grep ":$port " || echo none)"
     fi
     s=$(sha256sum "$D/young/$i" | awk '{ print $1 }')
     grep -qx "$s" <<<"$YSUMS" || bad=$((bad + 1))
@@ -174,7 +180,7 @@ print(round($T0 - (float(open('$D/young/$i.t').read()) + float(w[0] if w else 0)
   [ "$bad" = 0 ] || fail "$bad young downloads arrived corrupted"
   local note=
   [ "${#lost[@]}" -gt 0 ] &&
-    note="; ${#lost[@]} lost in the last drain window of the master (handshake ${lost[*]} ms before its death; stalled, not reset)"
+    note="; ${#lost[@]} stalled, not reset (handshake ${lost[*]} ms before the kill: unknown to the new master)"
   log "$n connections opened (handshake done) ${ages[*]} ms before the kill (negative: after it): $((n - ${#lost[@]})) completed byte-exact$note"
 }
 

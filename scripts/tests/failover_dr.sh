@@ -11,8 +11,9 @@
 #  - keepalived's own part (the kill to the new master's MASTER notify) is printed beside;
 #  - load besides: wrk over 8 keep-alive connections (no socket error, no non-2xx), and
 #    young connections opened 0-200 ms before the kill (each completes byte-exact, but
-#    one whose handshake completed in the master's last 10 ms, inside its 5 ms sync drain,
-#    which may stall: never reset);
+#    one whose handshake completed in the master's last 50 ms, before its control thread
+#    drained the event (5 ms, longer when this loaded 2-core lab starves it), which may
+#    stall: never reset);
 #  - the failed master returns with `nopreempt` (both instances): it stays BACKUP, pulls
 #    the table from d2 by bulk resync, and when d2 dies in turn it takes over with that
 #    table: the downloads (opened on d1, carried by d2) complete through it.

@@ -9,8 +9,9 @@
 #  - every download completes byte-exact, and the client's capture holds no RST;
 #  - load besides: wrk over 8 keep-alive connections (no socket error, no non-2xx), and 11
 #    young connections opened 0-200 ms before the kill (each completes byte-exact, but
-#    one whose handshake completed in the master's last 10 ms, inside its 5 ms sync drain,
-#    which may stall: never reset);
+#    one whose handshake completed in the master's last 50 ms, before its control thread
+#    drained the event (5 ms, longer when this loaded 2-core lab starves it), which may
+#    stall: never reset);
 #  - takeover time: from the kill to the first client frame the new master forwards to a
 #    realserver (a capture on its inside port); goal < 1 s, allowed 1.5 s;
 #  - keepalived's own part (the kill to the new master's MASTER notify) is printed beside;
