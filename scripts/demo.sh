@@ -85,6 +85,19 @@ RULES
   lab_down "$ID"
 }
 
+# await_master SOCK: waits (at most 10 s) until the xlvsd at SOCK has heard MASTER from
+# keepalived; prints the VRRP state it last heard.
+await_master() {
+  local i st=-
+  for i in $(seq 1 200); do
+    st=$("$XLVSADM" --control "$1" -L --daemon --json |
+      python3 -c 'import json,sys; v=json.load(sys.stdin)["vrrp"]; print(v["state"] if v else "-")')
+    [ "$st" = MASTER ] && break
+    sleep 0.05
+  done
+  echo "$st"
+}
+
 # The HA pair: d1 and d2 both run xlvsd (sync both ways) and keepalived -P with the shipped
 # nat-pair.conf; d1 is MASTER. 20 downloads run; d1 dies hard; d2 carries them on.
 ha_pair() {
@@ -121,11 +134,7 @@ ha_pair() {
     PAIR_PIDS+=($!)
     disown $!
   done
-  for i in $(seq 1 100); do
-    st=$("$XLVSADM" --control "$d/dir.sock" -L --daemon --json | python3 -c 'import json,sys; v=json.load(sys.stdin)["vrrp"]; print(v["state"] if v else "-")')
-    [ "$st" = MASTER ] && break
-    sleep 0.1
-  done
+  st=$(await_master "$d/dir.sock")
   echo "d1 is $st (it holds the VIP $LAB_VIP and the realservers' gateway $LAB_GW_IP)"
   head -c 1000000 /dev/urandom >"$(lab_wwwdir "$ID" rs1)/file"
   cp "$(lab_wwwdir "$ID" rs1)/file" "$(lab_wwwdir "$ID" rs2)/file"
@@ -142,11 +151,7 @@ ha_pair() {
   t0=$(date +%s%3N)
   lab_pair_kill_dir "$ID"
   kill -KILL "$(cat "$d/ka1.pid")" "$(cat "$d/ka1-vrrp.pid")" "${PAIR_PIDS[0]}" 2>/dev/null || true
-  for i in $(seq 1 100); do
-    st=$("$XLVSADM" --control "$d/d2.sock" -L --daemon --json | python3 -c 'import json,sys; v=json.load(sys.stdin)["vrrp"]; print(v["state"] if v else "-")')
-    [ "$st" = MASTER ] && break
-    sleep 0.05
-  done
+  st=$(await_master "$d/d2.sock")
   echo "d2 is $st $(($(date +%s%3N) - t0)) ms after the kill (keepalived's notify)"
   wait "$dl" && echo "curl: every download finished" || echo "curl failed"
   local sum good

@@ -13,12 +13,69 @@ fo_pin() {
   printf -- '--pin-dir=%s/%s\n' "$d" "$1"
 }
 
+# fo_lab MODE: the director pair's lab for MODE (nat: lab_nat_pair_up with the floating
+# addresses left to keepalived; dr: the DR lab plus d2, the VIP taken off d1 for keepalived),
+# nginx on rs1 and rs2; sets D and FO_MODE.
+fo_lab() {
+  FO_MODE=$1
+  if [ "$FO_MODE" = nat ]; then
+    LAB_PAIR_FLOATING=0 lab_nat_pair_up "$ID" || fail "lab_nat_pair_up"
+  else
+    lab_dr_up "$ID" 1 || fail "lab_dr_up"
+    lab_add_dir2 "$ID" || fail "lab_add_dir2"
+    ip -n "$LAB_DIR_NS" addr del "$LAB_VIP/32" dev eth0
+  fi
+  D=$(lab_dir "$ID")
+  lab_nginx "$ID" rs1 80 || fail "nginx rs1"
+  lab_nginx "$ID" rs2 80 || fail "nginx rs2"
+}
+
+# fo_pair MODE: fo_lab MODE, rr over rs1 and rs2 on VIP:80 in $D/rules, and both xlvsd.
+fo_pair() {
+  local m=-g
+  fo_lab "$1"
+  [ "$1" = nat ] && m=-m
+  write_rules "$D/rules" \
+    "-A -t $LAB_VIP:80 -s rr" \
+    "-a -t $LAB_VIP:80 -r $LAB_RS1_IP:80 $m -w 1" \
+    "-a -t $LAB_VIP:80 -r $LAB_RS2_IP:80 $m -w 1"
+  fo_start_d1
+  fo_start_d2
+}
+
+# fo_xlvsd_args ROLE: ROLE's xlvsd arguments: its interfaces, $D/rules, sync both ways with
+# the other director as peer, XDP pinned on the lab's bpffs.
+fo_xlvsd_args() {
+  local peer pin=d1
+  if [ "$FO_MODE" = nat ]; then
+    FO_ARGS=(--iface ext0 --iface int0 --mcast-interface int0)
+    peer=$LAB_D2_INT_IP
+    [ "$1" = d2 ] && peer=$LAB_DIR_INT_IP
+  else
+    FO_ARGS=(--iface eth0 --mcast-interface eth0)
+    peer=$LAB_D2_IP
+    [ "$1" = d2 ] && peer=$LAB_DIR_IP
+  fi
+  [ "$1" = d2 ] && pin=d2
+  FO_ARGS+=(--rules "$D/rules" --start-daemon master --start-daemon backup --syncid 7
+    --sync-peer "$peer" "$(fo_pin "$pin")")
+}
+
+# fo_start_d1, fo_start_d2: each director's xlvsd (fo_xlvsd_args).
+fo_start_d1() {
+  fo_xlvsd_args dir
+  start_xlvsd "$ID" "${FO_ARGS[@]}"
+}
+fo_start_d2() {
+  fo_xlvsd_args d2
+  start_peer_xlvsd d2 "${FO_ARGS[@]}"
+}
+
 # fo_keepalived CONF: keepalived -P on dir and d2 with the documented CONF, our paths put in
 # (d2: router_id xlvs-d2, priority 100; FO_NOPREEMPT=1: nopreempt in every instance);
-# waits until dir is MASTER and d2 BACKUP as their
-# xlvsd heard from the notify hook.
+# waits until dir is MASTER and d2 BACKUP as their xlvsd heard from the notify hook.
 fo_keepalived() {
-  local conf=$1 end s1= s2=
+  local conf=$1
   sed "s|/usr/sbin/xlvsadm|$XLVSADM --control $(xlvs_sock "$ID")|" "$conf" >"$D/ka1.conf"
   sed -e "s|/usr/sbin/xlvsadm|$XLVSADM --control $D/xlvsd-d2.sock|" \
     -e 's/router_id xlvs-d1/router_id xlvs-d2/' -e 's/priority 150/priority 100/' \
@@ -27,23 +84,26 @@ fo_keepalived() {
     sed -i 's/^\( *\)state BACKUP$/&\n\1nopreempt/' "$D/ka1.conf" "$D/ka2.conf"
   fi
   fo_keepalived_start dir 1
-  if [ "${FO_NOPREEMPT:-0}" = 1 ]; then
-    # Without preemption the first node to time out stays MASTER: d1 first.
-    end=$(($(date +%s) + 10))
-    while [ "$(date +%s)" -lt "$end" ]; do
-      s1=$(fo_vrrp_state dir)
-      [[ $s1 == MASTER* ]] && break
-      sleep 0.1
-    done
-  fi
+  # Without preemption the first node to time out stays MASTER: d1 first.
+  [ "${FO_NOPREEMPT:-0}" = 1 ] && fo_wait MASTER - 10
   fo_keepalived_start d2 2
-  end=$(($(date +%s) + 10))
+  fo_wait MASTER BACKUP 10
+}
+
+# fo_wait S1 S2 SECS: until d1's xlvsd has heard state S1 from keepalived and d2's S2 ("-":
+# any, not asked), at most SECS seconds, else fails with both keepalived logs' tails. FO_SINCE1 and
+# FO_SINCE2: how long ago (ms) each heard its state.
+fo_wait() {
+  local end s1= s2=
+  end=$(($(date +%s) + $3))
   while [ "$(date +%s)" -lt "$end" ]; do
-    s1=$(fo_vrrp_state dir) s2=$(fo_vrrp_state d2)
-    [[ $s1 == MASTER* && $s2 == BACKUP* ]] && return 0
-    sleep 0.1
+    # A dead director's xlvsd is not asked.
+    [ "$1" = - ] || read -r s1 FO_SINCE1 < <(fo_vrrp_state dir)
+    [ "$2" = - ] || read -r s2 FO_SINCE2 < <(fo_vrrp_state d2)
+    [[ ($1 == - || $s1 == "$1") && ($2 == - || $s2 == "$2") ]] && return 0
+    sleep 0.05
   done
-  fail "VRRP after 10 s: d1 '$s1', d2 '$s2'
+  fail "VRRP after $3 s: d1 '$s1', d2 '$s2' (want $1, $2)
 d1's keepalived: $(grep -Ev 'gratuitous' "$D/ka1.log" | tail -n 12)
 d2's keepalived: $(grep -Ev 'gratuitous' "$D/ka2.log" | tail -n 12)"
 }
@@ -206,35 +266,40 @@ fo_kill_dir() { fo_kill dir "$@"; }
 # keepalived and xlvsd SIGKILLed); T0 the kill's time in ms; waits (5 s) for the other's
 # MASTER notify, NOTIFY_MS after the kill.
 fo_kill() {
-  local role=$1 n other ka ka_vrrp end st= since=0 pid
+  local role=$1 n ka ka_vrrp pid
   shift
-  if [ "$role" = dir ]; then n=1 other=d2 pid=$XLVSD_PID; else n=2 other=dir pid=$PEER_PID; fi
+  if [ "$role" = dir ]; then n=1 pid=$XLVSD_PID; else n=2 pid=$PEER_PID; fi
   log "$role dies"
   ka=$(cat "$D/ka$n.pid") ka_vrrp=$(cat "$D/ka$n-vrrp.pid")
   T0=$(date +%s%3N)
   lab_pair_kill "$ID" "$role" "$@" || fail "lab_pair_kill"
   { kill -KILL "$ka_vrrp" "$ka" "$pid" && wait "$pid"; } 2>/dev/null || true
   if [ "$role" = dir ]; then XLVSD_PID=; fi
-  end=$(($(date +%s) + 5))
-  while [ "$(date +%s)" -lt "$end" ]; do
-    read -r st since < <(fo_vrrp_state "$other")
-    [ "$st" = MASTER ] && break
-    sleep 0.05
-  done
-  [ "$st" = MASTER ] || fail "$other is $st 5 s after the kill"
-  NOTIFY_MS=$(($(date +%s%3N) - since - T0))
+  if [ "$role" = dir ]; then
+    fo_wait - MASTER 5
+    NOTIFY_MS=$(($(date +%s%3N) - FO_SINCE2 - T0))
+  else
+    fo_wait MASTER - 5
+    NOTIFY_MS=$(($(date +%s%3N) - FO_SINCE1 - T0))
+  fi
 }
 
 # fo_verdict: fo_verdict_downloads, and the takeover (the kill at T0 to d2's first
-# forwarded frame in $D/first.pcap) within 1.5 s (goal 1 s); prints the figures.
+# forwarded frame in $D/first.pcap) within 1.5 s (goal 1 s), in TAKE_MS; prints the figures.
 fo_verdict() {
-  local first take
   fo_verdict_downloads
-  first=$(tshark -r "$D/first.pcap" -T fields -e frame.time_epoch 2>/dev/null | head -1)
-  [ -n "$first" ] || fail "no frame forwarded by d2"
-  take=$(python3 -c "print(round(float('$first') * 1000 - $T0))")
-  log "takeover: the new master forwarded its first frame $take ms after the kill (keepalived's MASTER notify: $NOTIFY_MS ms); the gap the clients saw (their connections' last frame before the kill to the first after): $(fo_client_gap); 100 downloads intact, 0 RSTs"
-  [ "$take" -le 1500 ] || fail "takeover took $take ms (goal < 1 s, allowed 1.5 s)"
+  fo_takeover "$D/first.pcap" "$T0" "the new master"
+  log "takeover: the new master forwarded its first frame $TAKE_MS ms after the kill (keepalived's MASTER notify: $NOTIFY_MS ms); the gap the clients saw (their connections' last frame before the kill to the first after): $(fo_client_gap); 100 downloads intact, 0 RSTs"
+}
+
+# fo_takeover PCAP T0 WHO: TAKE_MS, from the kill at T0 (ms) to the first frame in PCAP (WHO
+# forwarding); fails if there is none, or after 1.5 s (goal 1 s).
+fo_takeover() {
+  local first
+  first=$(tshark -r "$1" -T fields -e frame.time_epoch 2>/dev/null | head -1)
+  [ -n "$first" ] || fail "$3 forwarded nothing after the kill"
+  TAKE_MS=$(python3 -c "print(round(float('$first') * 1000 - $2))")
+  [ "$TAKE_MS" -le 1500 ] || fail "$3 forwarded its first frame $TAKE_MS ms after the kill (goal < 1 s, allowed 1.5 s)"
 }
 
 # fo_verdict_downloads: every download of fo_downloads byte-exact, no RST from the VIP at

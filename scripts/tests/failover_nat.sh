@@ -30,18 +30,7 @@ HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 command -v keepalived >/dev/null || fail "keepalived not installed (scripts/setup.sh)"
 
 test_init fo
-export LAB_PAIR_FLOATING=0
-lab_nat_pair_up "$ID" || fail "lab_nat_pair_up"
-D=$(lab_dir "$ID")
-lab_nginx "$ID" rs1 80 || fail "nginx rs1"
-lab_nginx "$ID" rs2 80 || fail "nginx rs2"
-write_rules "$D/rules" \
-  "-A -t $LAB_VIP:80 -s rr" \
-  "-a -t $LAB_VIP:80 -r $LAB_RS1_IP:80 -m -w 1" \
-  "-a -t $LAB_VIP:80 -r $LAB_RS2_IP:80 -m -w 1"
-SYNC=(--start-daemon master --start-daemon backup --mcast-interface int0 --syncid 7)
-start_xlvsd "$ID" --iface ext0 --iface int0 --rules "$D/rules" "${SYNC[@]}" --sync-peer "$LAB_D2_INT_IP" "$(fo_pin d1)"
-start_peer_xlvsd d2 --iface ext0 --iface int0 --rules "$D/rules" "${SYNC[@]}" --sync-peer "$LAB_DIR_INT_IP" "$(fo_pin d2)"
+fo_pair nat
 
 fo_keepalived "$TESTLIB_ROOT/docs/keepalived/nat-pair.conf"
 ip -n "$LAB_DIR_NS" -4 addr show dev ext0 | grep -q "$LAB_VIP/32" || fail "d1 has no VIP"
@@ -63,21 +52,13 @@ for dev in ext0 int0; do ip netns exec "$LAB_DIR_NS" nft delete table netdev "de
 ip -n "$LAB_DIR_NS" addr del "$LAB_VIP/32" dev ext0 2>/dev/null || true
 ip -n "$LAB_DIR_NS" addr del "$LAB_GW_IP/32" dev int0 2>/dev/null || true
 mv "$XLVSD_LOG" "$D/xlvsd.before.log"
-start_xlvsd "$ID" --iface ext0 --iface int0 --rules "$D/rules" "${SYNC[@]}" --sync-peer "$LAB_D2_INT_IP" "$(fo_pin d1)"
+fo_start_d1
 grep -q "took over the link left pinned" "$XLVSD_LOG" || fail "the new xlvsd did not take over the pinned XDP link: $(grep XDP "$XLVSD_LOG")"
 fo_keepalived_start dir 1
-end=$(($(date +%s) + 15))
-s1=
-while [ "$(date +%s)" -lt "$end" ]; do
-  s1=$(fo_vrrp_state dir)
-  [[ $s1 == MASTER* ]] && break
-  sleep 0.1
-done
-[[ $s1 == MASTER* ]] || fail "the returning master did not preempt: d1 '$s1', d2 '$(fo_vrrp_state d2)'
-d1's keepalived: $(grep -Ev 'gratuitous' "$D/ka1.log" | tail -n 12)"
+fo_wait MASTER - 15
 J=$(xadm "$ID" -L --daemon --json)
 read -r applied got < <(printf '%s' "$J" | python3 -c 'import json,sys; r=json.load(sys.stdin)["resync"]; print(r["applied_ms"], r["pull"]["received"])')
-back=$(($(date +%s%3N) - ${s1#MASTER } - t_back))
+back=$(($(date +%s%3N) - FO_SINCE1 - t_back))
 log "d1 returned: resync of $got entries done $applied ms after its xlvsd started; MASTER again $back ms after its return"
 [ "$got" -ge 100 ] || fail "the returning master pulled $got entries"
 fo_young_verdict

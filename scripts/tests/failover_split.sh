@@ -24,18 +24,7 @@ HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 command -v keepalived >/dev/null || fail "keepalived not installed (scripts/setup.sh)"
 
 test_init fs
-export LAB_PAIR_FLOATING=0
-lab_nat_pair_up "$ID" || fail "lab_nat_pair_up"
-D=$(lab_dir "$ID")
-lab_nginx "$ID" rs1 80 || fail "nginx rs1"
-lab_nginx "$ID" rs2 80 || fail "nginx rs2"
-write_rules "$D/rules" \
-  "-A -t $LAB_VIP:80 -s rr" \
-  "-a -t $LAB_VIP:80 -r $LAB_RS1_IP:80 -m -w 1" \
-  "-a -t $LAB_VIP:80 -r $LAB_RS2_IP:80 -m -w 1"
-SYNC=(--start-daemon master --start-daemon backup --mcast-interface int0 --syncid 7)
-start_xlvsd "$ID" --iface ext0 --iface int0 --rules "$D/rules" "${SYNC[@]}" --sync-peer "$LAB_D2_INT_IP" "$(fo_pin d1)"
-start_peer_xlvsd d2 --iface ext0 --iface int0 --rules "$D/rules" "${SYNC[@]}" --sync-peer "$LAB_DIR_INT_IP" "$(fo_pin d2)"
+fo_pair nat
 fo_keepalived "$TESTLIB_ROOT/docs/keepalived/nat-pair.conf"
 fo_captures p-d2int "tcp and src host $LAB_CLIENT_IP"
 fo_downloads 2200000
@@ -75,20 +64,6 @@ heal() {
   done
 }
 
-# wait_states S1 S2 SECS: until d1 is S1 and d2 S2.
-wait_states() {
-  local end s1= s2=
-  end=$(($(date +%s) + $3))
-  while [ "$(date +%s)" -lt "$end" ]; do
-    s1=$(fo_vrrp_state dir) s2=$(fo_vrrp_state d2)
-    [[ $s1 == "$1"* && $s2 == "$2"* ]] && return 0
-    sleep 0.05
-  done
-  fail "after $3 s: d1 '$s1', d2 '$s2' (want $1, $2)
-d1's keepalived: $(grep -Ev 'gratuitous' "$D/ka1.log" | tail -n 6)
-d2's keepalived: $(grep -Ev 'gratuitous' "$D/ka2.log" | tail -n 6)"
-}
-
 # split_downloads TAG: 10 downloads through the VIP, opened now.
 split_downloads() {
   local i
@@ -104,14 +79,14 @@ for what in vrrp all; do
   sleep 1
   t0=$(date +%s%3N)
   partition "$what"
-  wait_states MASTER MASTER 5
+  fo_wait MASTER MASTER 5
   log "partition ($what): both MASTER after $(($(date +%s%3N) - t0)) ms"
   sleep 0.5
   split_downloads "$what"
   sleep $((5 - ($(date +%s%3N) - t0) / 1000))
   heal
   t1=$(date +%s%3N)
-  wait_states MASTER BACKUP 10
+  fo_wait MASTER BACKUP 10
   log "healed: d1 MASTER, d2 BACKUP after $(($(date +%s%3N) - t1)) ms"
   sleep 1
   # Everything back to d1 (what an ARP refresh does).

@@ -36,13 +36,8 @@ extra_vips() {
 
 # run N: one failover with N VIPs; sets XLVS_MIN_US.
 run() {
-  local n=$1 v conf d2mac end cnt t_addrs first take
-  lab_dr_up "$ID" 1 || fail "lab_dr_up"
-  D=$(lab_dir "$ID")
-  lab_add_dir2 "$ID" || fail "lab_add_dir2"
-  ip -n "$LAB_DIR_NS" addr del "$LAB_VIP/32" dev eth0
-  lab_nginx "$ID" rs1 80 || fail "nginx rs1"
-  lab_nginx "$ID" rs2 80 || fail "nginx rs2"
+  local n=$1 v conf d2mac end cnt t_addrs
+  fo_lab dr
   {
     for v in "$LAB_VIP" $(extra_vips "$n"); do
       echo "-A -t $v:80 -s rr"
@@ -63,9 +58,8 @@ if extra:
     s = s[:j] + block + s[j:]
 open(dst, "w").write(s)
 PY
-  SYNC=(--start-daemon master --start-daemon backup --mcast-interface eth0 --syncid 7)
-  start_xlvsd "$ID" --iface eth0 --rules "$D/rules" "${SYNC[@]}" --sync-peer "$LAB_D2_IP" "$(fo_pin d1)"
-  start_peer_xlvsd d2 --iface eth0 --rules "$D/rules" "${SYNC[@]}" --sync-peer "$LAB_DIR_IP" "$(fo_pin d2)"
+  fo_start_d1
+  fo_start_d2
   fo_keepalived "$conf"
   d2mac=$(ip -n "$LAB_D2_NS" link show eth0 | awk '/link\/ether/ { print $2 }')
   fo_captures p-d2 "tcp and ether src $d2mac"
@@ -91,8 +85,6 @@ PY
   done
   [ "$t_addrs" -ge 0 ] || fail "d2 holds $cnt addresses 10 s after the kill (want $((n + 1)))"
   fo_verdict
-  first=$(tshark -r "$D/first.pcap" -T fields -e frame.time_epoch 2>/dev/null | head -1)
-  take=$(python3 -c "print(round(float('$first') * 1000 - $T0))")
   sleep 1
   read -r XLVS_MIN_US med p90 max conns < <(tshark -r "$D/both.pcap" -T fields -e frame.time_epoch \
     -e eth.src -e eth.dst -e tcp.srcport 2>/dev/null | python3 -c '
@@ -136,7 +128,7 @@ print(ms(first), ms(done), count)
   if grep -q "updating the XDP maps" "$(lab_dir "$ID")/xlvsd-d2.log"; then
     fail "$n VIPs: d2 refused an XDP map update: $(grep 'updating the XDP maps' "$(lab_dir "$ID")/xlvsd-d2.log" | head -2)"
   fi
-  log "$n VIP(s): keepalived: MASTER notify $NOTIFY_MS ms, all $n addresses on d2 $t_addrs ms, first gratuitous ARP $garp_first ms, one for each of the $n addresses $garp_all ms after the kill ($garps sent in 12 s); xlvs: a connection's first frame in to forwarded: min $XLVS_MIN_US us, median $med us, p90 $p90 us, max $max us over $conns connections (the retransmissions arrive in one burst: the median and above are its queue); takeover $take ms"
+  log "$n VIP(s): keepalived: MASTER notify $NOTIFY_MS ms, all $n addresses on d2 $t_addrs ms, first gratuitous ARP $garp_first ms, one for each of the $n addresses $garp_all ms after the kill ($garps sent in 12 s); xlvs: a connection's first frame in to forwarded: min $XLVS_MIN_US us, median $med us, p90 $p90 us, max $max us over $conns connections (the retransmissions arrive in one burst: the median and above are its queue); takeover $TAKE_MS ms"
   kill "$PEER_PID" 2>/dev/null || true
   wait "$PEER_PID" 2>/dev/null || true
   lab_down "$ID"

@@ -21,19 +21,7 @@ HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 command -v keepalived >/dev/null || fail "keepalived not installed (scripts/setup.sh)"
 
 test_init fx
-lab_dr_up "$ID" 1 || fail "lab_dr_up"
-D=$(lab_dir "$ID")
-lab_add_dir2 "$ID" || fail "lab_add_dir2"
-ip -n "$LAB_DIR_NS" addr del "$LAB_VIP/32" dev eth0
-lab_nginx "$ID" rs1 80 || fail "nginx rs1"
-lab_nginx "$ID" rs2 80 || fail "nginx rs2"
-write_rules "$D/rules" \
-  "-A -t $LAB_VIP:80 -s rr" \
-  "-a -t $LAB_VIP:80 -r $LAB_RS1_IP:80 -g -w 1" \
-  "-a -t $LAB_VIP:80 -r $LAB_RS2_IP:80 -g -w 1"
-SYNC=(--start-daemon master --start-daemon backup --mcast-interface eth0 --syncid 7)
-start_xlvsd "$ID" --iface eth0 --rules "$D/rules" "${SYNC[@]}" --sync-peer "$LAB_D2_IP" "$(fo_pin d1)"
-start_peer_xlvsd d2 --iface eth0 --rules "$D/rules" "${SYNC[@]}" --sync-peer "$LAB_DIR_IP" "$(fo_pin d2)"
+fo_pair dr
 fo_keepalived "$TESTLIB_ROOT/docs/keepalived/dr-pair.conf"
 # Both stacks must stay silent: d1 keeps the VIP after its xlvsd dies.
 export FO_STACKS="dir d2"
@@ -49,16 +37,8 @@ kill -KILL "$XLVSD_PID"
 wait "$XLVSD_PID" 2>/dev/null || true
 XLVSD_PID=
 [ "${FO_NOPIN:-0}" = 1 ] || ip -n "$LAB_DIR_NS" link show eth0 | grep -q " xdp" || fail "XDP left d1's eth0 with its xlvsd"
-end=$(($(date +%s) + 5))
-st=
-while [ "$(date +%s)" -lt "$end" ]; do
-  read -r st since < <(fo_vrrp_state d2)
-  [ "$st" = MASTER ] && break
-  sleep 0.05
-done
-[ "$st" = MASTER ] || fail "d2 is $st 5 s after d1's xlvsd died
-d1's keepalived: $(grep -Ev 'gratuitous' "$D/ka1.log" | tail -n 12)"
-NOTIFY_MS=$(($(date +%s%3N) - since - T0))
+fo_wait - MASTER 5
+NOTIFY_MS=$(($(date +%s%3N) - FO_SINCE2 - T0))
 fault=$(python3 - "$D/ka1.log" "$T0" <<'PY'
 import re, sys, datetime
 # keepalived -l -D logs "Sun Dec  6 12:33:21 2026: (VI_DR) Entering FAULT STATE" (seconds);

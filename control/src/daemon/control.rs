@@ -496,6 +496,12 @@ impl Control {
         if self.expire_nodest_conn {
             self.unbind_gone(&old);
         }
+        self.set_steering_keys()
+    }
+
+    /// Makes the XDP steering maps hold the table's services and NAT realservers and the
+    /// director's addresses as the kernel has them now.
+    fn set_steering_keys(&mut self) -> anyhow::Result<()> {
         let (vips, reals) = self.table.steer_keys();
         let local: Vec<AddrKey> = self
             .system
@@ -627,20 +633,6 @@ impl Control {
         }
     }
 
-    /// Brings the steering maps' director addresses in step with the kernel's.
-    fn refresh_addresses(&mut self) {
-        let (vips, reals) = self.table.steer_keys();
-        let local: Vec<AddrKey> = self
-            .system
-            .local_addrs()
-            .into_iter()
-            .map(AddrKey::ip)
-            .collect();
-        if let Err(e) = self.steering.set_keys(&vips, &reals, &local) {
-            log::error!("updating the XDP maps: {e:#}");
-        }
-    }
-
     /// The next deadline: housekeeping, a next-hop probe to retry, or the end of a settle.
     pub fn poll_timeout(&self, now: Instant) -> Instant {
         [
@@ -662,7 +654,10 @@ impl Control {
     pub fn handle_timeout(&mut self, now: Instant) {
         if self.addresses_due.is_some_and(|t| now >= t) {
             self.addresses_due = None;
-            self.refresh_addresses();
+            // Only the steering maps: the snapshot holds no director address.
+            if let Err(e) = self.set_steering_keys() {
+                log::error!("updating the XDP maps: {e:#}");
+            }
         }
         if now >= self.next_housekeeping {
             // Once a second on average, whatever the control traffic (the rate estimator counts

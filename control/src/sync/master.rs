@@ -329,6 +329,16 @@ mod tests {
         }
     }
 
+    /// A datagram's entries as (client port, state, template?).
+    fn summary(d: &[u8]) -> Vec<(u16, u16, bool)> {
+        decode(d, 7)
+            .expect("decodes")
+            .conns
+            .iter()
+            .map(|c| (c.cport, c.state, c.flags & flags::TEMPLATE != 0))
+            .collect()
+    }
+
     fn master() -> Master {
         Master::new(MasterConfig {
             syncid: 7,
@@ -367,12 +377,7 @@ mod tests {
         let d = m
             .handle_timeout(t0 + Duration::from_secs(2))
             .expect("flushed");
-        let got = decode(&d, 7).expect("decodes");
-        let summary: Vec<(u16, u16, bool)> = got
-            .conns
-            .iter()
-            .map(|c| (c.cport, c.state, c.flags & flags::TEMPLATE != 0))
-            .collect();
+        let summary = summary(&d);
         assert_eq!(summary, [(1, 1, false), (0, 1, true), (3, 4, false)]);
         let s = m.stats();
         assert_eq!((s.events, s.entries, s.datagrams, s.skipped), (8, 3, 1, 5));
@@ -394,12 +399,7 @@ mod tests {
         m.on_event(&template(StateChanged), t0);
         assert_eq!(m.poll_timeout(), Some(t0), "due now");
         let d = m.handle_timeout(t0).expect("flushed at once");
-        let got = decode(&d, 7).expect("decodes");
-        let summary: Vec<(u16, u16, bool)> = got
-            .conns
-            .iter()
-            .map(|c| (c.cport, c.state, c.flags & flags::TEMPLATE != 0))
-            .collect();
+        let summary = summary(&d);
         assert_eq!(summary, [(1, 1, false), (0, 1, true)]);
         // Its 3rd packet follows the kernel's rule: the flush interval.
         m.on_event(&ev(Packets, Established, 1), t0);
