@@ -15,6 +15,7 @@
 //! - [`sys`]: interfaces, local addresses, signals.
 
 pub mod admin;
+pub mod bond;
 pub mod command;
 pub mod conns;
 pub mod daemon;

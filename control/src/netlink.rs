@@ -21,12 +21,15 @@ const NDA_LLADDR: u16 = 2;
 /// NUD_REACHABLE | NUD_STALE | NUD_DELAY | NUD_PROBE | NUD_PERMANENT: a usable MAC.
 const NUD_VALID: u16 = 0x02 | 0x04 | 0x08 | 0x10 | 0x80;
 
+const RTM_NEWLINK: u16 = 16;
+const RTM_DELLINK: u16 = 17;
 const RTM_NEWADDR: u16 = 20;
 const RTM_DELADDR: u16 = 21;
 const RTM_NEWROUTE: u16 = 24;
 const RTM_DELROUTE: u16 = 25;
 const RTM_DELNEIGH: u16 = 29;
 /// rtnetlink's multicast groups, as the bitmask of `sockaddr_nl.nl_groups`.
+const RTMGRP_LINK: u32 = 0x1;
 const RTMGRP_NEIGH: u32 = 0x4;
 const RTMGRP_IPV4_IFADDR: u32 = 0x10;
 const RTMGRP_IPV4_ROUTE: u32 = 0x40;
@@ -40,6 +43,8 @@ pub struct Changes {
     pub neighbours: bool,
     /// The director's own addresses.
     pub addresses: bool,
+    /// A link (carrier, a bond's member).
+    pub links: bool,
 }
 
 /// A non-blocking rtnetlink socket subscribed to neighbour, route and address changes of the
@@ -65,7 +70,8 @@ impl Events {
         // Safety: an all-zero sockaddr_nl is valid; the fields are set below.
         let mut sa: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
         sa.nl_family = libc::AF_NETLINK as u16;
-        sa.nl_groups = RTMGRP_NEIGH
+        sa.nl_groups = RTMGRP_LINK
+            | RTMGRP_NEIGH
             | RTMGRP_IPV4_IFADDR
             | RTMGRP_IPV4_ROUTE
             | RTMGRP_IPV6_IFADDR
@@ -103,6 +109,7 @@ impl Events {
                         // ENOBUFS: notifications were lost.
                         c.neighbours = true;
                         c.addresses = true;
+                        c.links = true;
                         continue;
                     }
                 }
@@ -129,6 +136,7 @@ fn classify(mut b: &[u8], c: &mut Changes) {
         match u16::from_ne_bytes([b[4], b[5]]) {
             RTM_NEWNEIGH | RTM_DELNEIGH | RTM_NEWROUTE | RTM_DELROUTE => c.neighbours = true,
             RTM_NEWADDR | RTM_DELADDR => c.addresses = true,
+            RTM_NEWLINK | RTM_DELLINK => c.links = true,
             _ => {}
         }
         b = &b[len.next_multiple_of(4).min(b.len())..];
@@ -313,9 +321,13 @@ mod tests {
             c,
             Changes {
                 neighbours: false,
-                addresses: true
+                addresses: true,
+                links: false
             }
         );
+        let mut c = Changes::default();
+        classify(&msg(RTM_NEWLINK), &mut c);
+        assert!(c.links && !c.neighbours && !c.addresses);
         let mut c = Changes::default();
         let mut two = msg(RTM_DELROUTE);
         two.extend(msg(99));

@@ -35,6 +35,7 @@ use crossbeam::queue::ArrayQueue;
 use xsk_rs::config::{BindFlags, LibxdpFlags, QueueSize, SocketConfig, UmemConfig};
 use xsk_rs::{CompQueue, FillQueue, FrameDesc, RxQueue, Socket, TxQueue, Umem};
 
+use crate::bond::PortId;
 use crate::core::conn::Tables;
 use crate::core::events::Outbox;
 use crate::core::inject::{Inserted, Spec};
@@ -104,13 +105,18 @@ impl Threads {
     }
 }
 
-/// An interface the data plane drives.
+/// A device the data plane has sockets on (a *port*: a plain interface, or one member of
+/// a bond).
 #[derive(Clone, Debug)]
 pub struct IfaceSpec {
-    pub id: IfaceId,
+    /// Its port number (the XDP program's slot, [`PortId`]).
+    pub id: PortId,
     pub name: String,
     /// RX queues to bind (one worker each).
     pub queues: u32,
+    /// The logical interface its frames arrive on, for the core (itself, or its bond):
+    /// where replies go back and which [`Egress`](crate::bond::Egress) transmits.
+    pub logical: IfaceId,
 }
 
 /// Counters a worker publishes once per batch (relaxed atomics: read by the control thread).
@@ -128,6 +134,12 @@ pub struct WorkerStats {
     pub fill_starved: AtomicU64,
     /// `sendto()` calls that pushed the TX ring (copy mode transmits only inside them).
     pub tx_kicks: AtomicU64,
+    /// Frames this worker put in its TX ring (its port's share of every worker's
+    /// forwarding: per-member transmit counts of a bond).
+    pub sent: AtomicU64,
+    /// Frames dropped because their logical interface had no port to leave on (every
+    /// member of the bond down).
+    pub no_egress: AtomicU64,
     /// Entries from outside inserted ([`WorkerHandle::inject`]).
     pub injected: AtomicU64,
     /// Entries from outside refused: the inject queue was full.
@@ -214,7 +226,10 @@ impl Drop for Waker {
 pub struct WorkerHandle {
     /// "IFACE/qN".
     pub name: String,
-    pub iface: IfaceId,
+    /// Its port.
+    pub iface: PortId,
+    /// The logical interface of that port.
+    pub logical: IfaceId,
     pub queue: u32,
     /// Number of the thread that runs it (0..threads).
     pub thread: usize,
@@ -282,7 +297,8 @@ pub fn stop_all(stop: &AtomicBool, workers: &[WorkerHandle]) {
 
 /// A worker's socket, before it runs.
 struct Bound {
-    iface: IfaceId,
+    iface: PortId,
+    logical: IfaceId,
     iface_name: String,
     queue: u32,
     tx: TxQueue,
@@ -373,6 +389,7 @@ impl Dataplane {
                 let frames = std::mem::replace(&mut descs, rest);
                 bound.push(Bound {
                     iface: spec.id,
+                    logical: spec.logical,
                     iface_name: spec.name.clone(),
                     queue: q,
                     tx,
@@ -451,6 +468,7 @@ impl Dataplane {
             handles.push(WorkerHandle {
                 name,
                 iface: b.iface,
+                logical: b.logical,
                 queue: b.queue,
                 thread: t,
                 thread_name,
@@ -465,6 +483,7 @@ impl Dataplane {
             groups[t].push(Worker {
                 me,
                 iface: b.iface,
+                logical: b.logical,
                 queue: b.queue,
                 tx: b.tx,
                 rx: b.rx,
@@ -518,7 +537,9 @@ struct WorkerThread {
 /// One (interface, RX queue): its socket, its rings' state, its [`Core`].
 struct Worker {
     me: usize,
-    iface: IfaceId,
+    /// Our port (what we transmit on) and its logical interface (what the core sees).
+    iface: PortId,
+    logical: IfaceId,
     queue: u32,
     tx: TxQueue,
     rx: RxQueue,
@@ -696,8 +717,9 @@ impl Worker {
         }
     }
 
-    /// The worker that transmits on `iface`: the one on our queue number, modulo its queues.
-    fn egress_worker(&self, iface: IfaceId) -> Option<usize> {
+    /// The worker that transmits on port `iface`: the one on our queue number, modulo its
+    /// queues.
+    fn egress_worker(&self, iface: PortId) -> Option<usize> {
         let ws = self.by_iface.get(iface as usize)?;
         if ws.is_empty() {
             return None;
@@ -766,16 +788,29 @@ impl Worker {
                     .map(|d| unsafe { umem.data(d) }.contents()),
             );
             for d in rx_descs[..n].iter_mut() {
-                let verdict = {
+                let port = {
                     // Safety: `d` is a frame we own (just received), in this UMEM.
                     let mut data = unsafe { self.umem.data_mut(d) };
-                    self.core
-                        .process(now, &snap, data.contents_mut(), self.iface)
+                    match self
+                        .core
+                        .process(now, &snap, data.contents_mut(), self.logical)
+                    {
+                        // The logical interface's port: itself, or a bond's member by its
+                        // transmit hash over the rewritten frame.
+                        Verdict::Tx(e) => match snap.egress_port(e, data.contents()) {
+                            Some(p) => Some(p),
+                            None => {
+                                self.stats.no_egress.fetch_add(1, Ordering::Relaxed);
+                                None
+                            }
+                        },
+                        Verdict::Drop(_) => None,
+                    }
                 };
                 let d = *d;
-                match verdict {
-                    Verdict::Tx(e) if e == self.iface => self.pending_tx.push(d),
-                    Verdict::Tx(e) => match self.egress_worker(e) {
+                match port {
+                    Some(p) if p == self.iface => self.pending_tx.push(d),
+                    Some(p) => match self.egress_worker(p) {
                         Some(w) if w == self.me => self.pending_tx.push(d),
                         Some(w) => {
                             if self.mailboxes[w].inbox.push(d).is_ok() {
@@ -787,11 +822,15 @@ impl Worker {
                         }
                         None => self.recycle(d, wake),
                     },
-                    Verdict::Drop(_) => self.recycle(d, wake),
+                    None => self.recycle(d, wake),
                 }
             }
             // Only `process` moves these counters.
             self.stats.publish(&self.core.stats);
+            // A connection established in this batch goes to the sync master now.
+            if let Some(ob) = self.core.outbox() {
+                ob.wake_if_urgent();
+            }
         }
 
         // Frames other workers want sent on our interface.
@@ -915,6 +954,7 @@ impl Worker {
                 self.stats.tx_ring_full.fetch_add(1, Ordering::Relaxed);
             }
             self.outstanding += put;
+            self.stats.sent.fetch_add(put as u64, Ordering::Relaxed);
             self.pending_tx.drain(..put);
         }
         // Copy mode transmits only inside sendto(), 32 frames per call; the loop calls this

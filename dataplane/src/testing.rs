@@ -12,6 +12,7 @@ use etherparse::{
     PacketHeaders, TransportHeader,
 };
 
+use crate::bond::Egress;
 use crate::core::addr::Addr;
 use crate::core::sched;
 use crate::core::service::{
@@ -386,11 +387,13 @@ pub fn snapshot_with(services: Vec<Service>) -> Snapshot {
                 name: "ext0".into(),
                 ifindex: 2,
                 mac: EXT_MAC,
+                egress: Egress::Port(0),
             },
             IfaceInfo {
                 name: "int0".into(),
                 ifindex: 3,
                 mac: INT_MAC,
+                egress: Egress::Port(1),
             },
         ],
         ..Default::default()

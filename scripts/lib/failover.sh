@@ -206,31 +206,42 @@ fo_young() {
 }
 
 # fo_young_verdict: every young download complete and byte-exact, but one whose handshake
-# completed at most YOUNG_WINDOW_MS before the kill, which may stall (never reset): the
-# master sends a connection at its next 5 ms drain, but on this 2-core lab under the tests'
-# load its control thread is sometimes not scheduled for tens of ms, and the master dies
-# first (measured: stalls at 12-21 ms; none older). Prints how long before the kill (T0)
-# each was opened, and the stalled ones.
-YOUNG_WINDOW_MS=${YOUNG_WINDOW_MS:-50}
+# completed at most YOUNG_WINDOW_MS before the master's xlvsd was killed (TK), which may
+# stall (never reset). The worker that establishes a connection wakes the sync master at
+# once, but the datagram leaves from the control thread: a connection established in the
+# last moments before the SIGKILL (or on this 2-core lab, while the control thread waits
+# for a CPU) dies with the master. The age of each is the time from the SYN-ACK the client
+# saw (cli.pcap) to TK; prints them, and the stalled ones.
+YOUNG_WINDOW_MS=${YOUNG_WINDOW_MS:-10}
 fo_young_verdict() {
-  local i rc s age ages=() bad=0 lost=() n=${#YOUNG[@]}
+  local i rc s age ages=() bad=0 lost=() n=${#YOUNG[@]} ports=()
+  for ((i = 1; i <= n; i++)); do ports+=("$(awk '{ print $2 }' "$D/young/$i.w" 2>/dev/null)"); done
+  # Ages (ms before TK) of every young connection's SYN-ACK at the client, in order.
+  mapfile -t ages < <(tshark -r "$D/cli.pcap" -Y "tcp.flags.syn == 1 && tcp.flags.ack == 1" \
+    -T fields -e tcp.dstport -e frame.time_epoch 2>/dev/null | python3 -c '
+import sys
+tk = float(sys.argv[1])
+seen = {}
+for line in sys.stdin:
+    p, t = line.split()
+    seen.setdefault(p, float(t))
+for p in sys.argv[2:]:
+    print(round(tk - seen[p] * 1000) if p in seen else "none")' "$TK" "${ports[@]}")
   for ((i = 1; i <= n; i++)); do
     rc=0
     wait "${YOUNG[$((i - 1))]}" || rc=$?
-    age=$(python3 -c "
-w = open('$D/young/$i.w').read().split()
-print(round($T0 - (float(open('$D/young/$i.t').read()) + float(w[0] if w else 0)) * 1000))")
-    ages+=("$age")
+    age=${ages[$((i - 1))]:-none}
     if [ "$rc" -ne 0 ]; then
       # Only one whose handshake completed just before the master's death may be unknown to
       # the new master; it must then stall (a timeout), never reset.
-      if [ "$rc" -eq 28 ] && [ "$age" -ge 0 ] && [ "$age" -le "$YOUNG_WINDOW_MS" ]; then
+      if [ "$rc" -eq 28 ] && [ "$age" != none ] && [ "$age" -le "$YOUNG_WINDOW_MS" ]; then
         lost+=("$age")
+        fo_young_lost_report "$i" "$age"
         continue
       fi
       local port
       port=$(awk '{ print $2 }' "$D/young/$i.w")
-      fail "young download $i (handshake $age ms before the kill, client port $port): curl exit $rc: $(head -c 300 "$D/young/$i.err")
+      fail "young download $i (SYN-ACK $age ms before the SIGKILL, client port $port): curl exit $rc: $(head -c 300 "$D/young/$i.err")
 d1's entry: $(timeout 5 "$XLVSADM" --control "$(xlvs_sock "$ID")" -L -n -c 2>&1 | grep ":$port " || echo none)
 d2's entry: $(timeout 5 "$XLVSADM" --control "$D/xlvsd-d2.sock" -L -n -c 2>&1 | grep ":$port " || echo none)"
     fi
@@ -240,8 +251,21 @@ d2's entry: $(timeout 5 "$XLVSADM" --control "$D/xlvsd-d2.sock" -L -n -c 2>&1 | 
   [ "$bad" = 0 ] || fail "$bad young downloads arrived corrupted"
   local note=
   [ "${#lost[@]}" -gt 0 ] &&
-    note="; ${#lost[@]} stalled, not reset (handshake ${lost[*]} ms before the kill: unknown to the new master)"
-  log "$n connections opened (handshake done) ${ages[*]} ms before the kill (negative: after it): $((n - ${#lost[@]})) completed byte-exact$note"
+    note="; ${#lost[@]} stalled, not reset (SYN-ACK ${lost[*]} ms before the SIGKILL: unknown to the new master)"
+  log "$n connections whose client saw the SYN-ACK ${ages[*]} ms before the master's xlvsd was SIGKILLed (negative: after; none: no SYN-ACK from the old master): $((n - ${#lost[@]})) completed byte-exact$note"
+}
+
+# fo_young_lost_report I AGE: what is known of young download I that stalled: d2's entry,
+# the client's view of its handshake (cli.pcap) and, when FO_SYNCCAP captured d2's sync
+# socket, every sync entry for it, times relative to the kill.
+fo_young_lost_report() {
+  local port
+  port=$(awk '{ print $2 }' "$D/young/$1.w")
+  log "stalled young download $1 (SYN-ACK $2 ms before the SIGKILL, client port $port): d2's entry: $(timeout 5 "$XLVSADM" --control "$D/xlvsd-d2.sock" -L -n -c 2>&1 | grep ":$port " || echo none)"
+  log "  from the VIP (ms after the SIGKILL): $(tshark -r "$D/cli.pcap" -Y "tcp.dstport == $port" -T fields -e frame.time_epoch -e tcp.flags.str 2>/dev/null | head -4 | awk -v t0="$TK" '{ printf "%d %s; ", $1 * 1000 - t0, $2 }')"
+  [ -f "$D/sync.pcap" ] &&
+    log "  sync entries (ms after the SIGKILL, state): $(tshark -r "$D/sync.pcap" -d udp.port==8848,ipvs -Y "ipvs.cport == $port" -T fields -e frame.time_epoch -e ipvs.state 2>/dev/null | awk -v t0="$TK" '{ printf "%d %s; ", $1 * 1000 - t0, $2 }')"
+  return 0
 }
 
 # fo_wrk_verdict: wrk's socket errors and non-2xx responses (none allowed: a request in
@@ -273,6 +297,7 @@ fo_kill() {
   ka=$(cat "$D/ka$n.pid") ka_vrrp=$(cat "$D/ka$n-vrrp.pid")
   T0=$(date +%s%3N)
   lab_pair_kill "$ID" "$role" "$@" || fail "lab_pair_kill"
+  TK=$(date +%s%3N)
   { kill -KILL "$ka_vrrp" "$ka" "$pid" && wait "$pid"; } 2>/dev/null || true
   if [ "$role" = dir ]; then XLVSD_PID=; fi
   if [ "$role" = dir ]; then

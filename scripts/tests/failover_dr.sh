@@ -41,7 +41,7 @@ fo_wrk 12
 sleep 2
 fo_young 13 300000
 fo_kill_dir eth0
-T0_1=$T0 NOTIFY_1=$NOTIFY_MS
+T0_1=$T0 NOTIFY_1=$NOTIFY_MS TK_1=$TK
 
 # d1 returns (nopreempt): BACKUP, with d2's table by resync.
 sleep 1
@@ -66,7 +66,7 @@ bg_track $!
 sleep 1.5
 fo_kill d2 eth0
 T0_2=$T0 NOTIFY_2=$NOTIFY_MS
-T0=$T0_1 NOTIFY_MS=$NOTIFY_1
+T0=$T0_1 NOTIFY_MS=$NOTIFY_1 TK=$TK_1
 fo_young_verdict
 fo_wrk_verdict
 fo_verdict

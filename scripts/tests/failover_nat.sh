@@ -36,6 +36,11 @@ fo_keepalived "$TESTLIB_ROOT/docs/keepalived/nat-pair.conf"
 ip -n "$LAB_DIR_NS" -4 addr show dev ext0 | grep -q "$LAB_VIP/32" || fail "d1 has no VIP"
 log "keepalived: d1 MASTER (holds the VIP and the gateway), d2 BACKUP; the notify reached both xlvsd"
 fo_captures p-d2int "tcp and src host $LAB_CLIENT_IP"
+if [ "${FO_SYNCCAP:-0}" = 1 ]; then
+  ip netns exec "$LAB_SW_NS" timeout 60 tshark -i p-d2int -f "udp port 8848" -w "$D/sync.pcap" >/dev/null 2>&1 &
+  bg_track $!
+  sleep 1
+fi
 fo_downloads 1500000
 fo_wrk 12
 sleep 2

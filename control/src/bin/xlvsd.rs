@@ -11,9 +11,25 @@ use xlvs_dataplane::core::sched;
 #[derive(Parser, Debug)]
 #[command(name = "xlvsd", version)]
 struct Args {
-    /// Interface to drive (repeat for several: e.g. the external and the internal one).
-    #[arg(long = "iface", value_name = "IF", required = true)]
+    /// Interface to drive (repeat for several: e.g. the external and the internal one). A
+    /// kernel bond (bond0) is driven on its members, found in sysfs with its mode, hash
+    /// policy and aggregator.
+    #[arg(long = "iface", value_name = "IF", required_unless_present = "bonds")]
     ifaces: Vec<String>,
+    /// A bond without a kernel bond device to read (another aggregation, a test bed):
+    /// NAME=MEMBER,MEMBER... (NAME is the interface holding the addresses; a member may be
+    /// another --bond, for active-backup over two aggregates). xlvs receives and transmits
+    /// on the members and follows their carriers.
+    #[arg(long = "bond", value_name = "NAME=MEMBER,...")]
+    bonds: Vec<String>,
+    /// The mode of the --bond bonds, or of one: [NAME=]MODE, MODE one of 802.3ad
+    /// (default), balance-xor, active-backup.
+    #[arg(long = "bond-mode", value_name = "[NAME=]MODE")]
+    bond_modes: Vec<String>,
+    /// The transmit hash of the --bond bonds, or of one: [NAME=]POLICY, POLICY one of
+    /// layer3+4 (default), layer2+3, layer2 (as the bonding driver's xmit_hash_policy).
+    #[arg(long = "xmit-hash", value_name = "[NAME=]POLICY")]
+    xmit_hashes: Vec<String>,
     /// Rules to load at start, in `ipvsadm -S -n` format; SIGHUP re-reads the file and
     /// applies only what changed.
     #[arg(long, value_name = "FILE")]
@@ -238,8 +254,16 @@ fn main() {
         retries: a.sync_retries,
         established_now: matches!(a.sync_established, SyncEstablishedArg::Now),
     };
+    let bonds = match parse_bonds(&a.bonds, &a.bond_modes, &a.xmit_hashes) {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!("xlvsd: {e}");
+            std::process::exit(2);
+        }
+    };
     let cfg = daemon::Config {
         ifaces: a.ifaces,
+        bonds,
         rules: a.rules,
         keepalived: a.keepalived_conf,
         control: a.control,
@@ -269,6 +293,63 @@ fn main() {
         eprintln!("xlvsd: {e:#}");
         std::process::exit(1);
     }
+}
+
+/// `--bond`, `--bond-mode` and `--xmit-hash`: a value without `NAME=` applies to every
+/// bond that has no value of its own.
+fn parse_bonds(
+    bonds: &[String],
+    modes: &[String],
+    hashes: &[String],
+) -> Result<Vec<xlvs_control::bond::BondSpec>, String> {
+    use xlvs_control::bond::{BondSpec, Mode};
+    use xlvs_dataplane::bond::XmitHash;
+    let mut specs = bonds
+        .iter()
+        .map(|b| BondSpec::parse(b))
+        .collect::<Result<Vec<_>, _>>()?;
+    let split = |v: &str| match v.split_once('=') {
+        Some((n, x)) => (Some(n.to_string()), x.to_string()),
+        None => (None, v.to_string()),
+    };
+    for (all, named) in [(true, false), (false, true)] {
+        for v in modes {
+            let (name, m) = split(v);
+            if name.is_some() != named {
+                continue;
+            }
+            let m = Mode::parse(&m)?;
+            let mut hit = false;
+            for s in specs.iter_mut() {
+                if all || name.as_deref() == Some(s.name.as_str()) {
+                    s.mode = m;
+                    hit = true;
+                }
+            }
+            if !hit {
+                return Err(format!("--bond-mode {v}: no such --bond"));
+            }
+        }
+        for v in hashes {
+            let (name, h) = split(v);
+            if name.is_some() != named {
+                continue;
+            }
+            let h = XmitHash::parse(&h)
+                .ok_or_else(|| format!("--xmit-hash {v}: one of layer2, layer2+3, layer3+4"))?;
+            let mut hit = false;
+            for s in specs.iter_mut() {
+                if all || name.as_deref() == Some(s.name.as_str()) {
+                    s.hash = h;
+                    hit = true;
+                }
+            }
+            if !hit {
+                return Err(format!("--xmit-hash {v}: no such --bond"));
+            }
+        }
+    }
+    Ok(specs)
 }
 
 /// `"3 50"`: the kernel's sysctl takes a threshold below the period (or any with period 0).

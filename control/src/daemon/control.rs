@@ -138,6 +138,8 @@ pub struct Control {
     next_housekeeping: Instant,
     /// Housekeeping rounds so far.
     tick: u64,
+    /// Bonds and their members' links ([`Control::links_changed`]).
+    links: Option<crate::bond::links::Links>,
 }
 
 impl Control {
@@ -168,6 +170,7 @@ impl Control {
             sync_roles: Default::default(),
             daemon_specs: Vec::new(),
             drift: Default::default(),
+            links: None,
             next_housekeeping: now + Duration::from_secs(1),
             tick: 0,
         }
@@ -326,12 +329,19 @@ impl Control {
     /// [`Control::woken`].
     pub fn set_waker(&mut self, wake: Arc<dyn Fn() + Send + Sync>) {
         self.sync.wake = Some(crate::sync::resync::server::Wake(wake.clone()));
+        for w in self.workers.handles() {
+            w.events.set_waker(wake.clone());
+        }
         self.waker = Some(wake);
     }
 
-    /// Another thread woke the loop: resync entries to hand to the workers, or a peer's ask
-    /// to pull its table.
+    /// Another thread woke the loop: a worker with a just-established connection for the
+    /// sync master (drained at once, by the [`Control::handle_timeout`] that follows),
+    /// resync entries to hand to the workers, or a peer's ask to pull its table.
     pub fn woken(&mut self, now: Instant) {
+        if let Some(m) = &mut self.sync.master {
+            m.drain_now(now);
+        }
         if self
             .sync
             .asked
@@ -640,6 +650,7 @@ impl Control {
             self.resolver.poll_timeout(),
             self.resolver.settling(now),
             self.checker.as_ref().and_then(Checker::poll_timeout),
+            self.links.as_ref().and_then(|l| l.poll_timeout()),
             self.sync.master.as_ref().map(|m| m.poll_timeout()),
             self.sync.resync.poll_timeout(),
             self.addresses_due,
@@ -671,17 +682,29 @@ impl Control {
         if self.resolver.poll_timeout().is_some_and(|t| now >= t) {
             self.resolve(now);
         }
+        if self
+            .links
+            .as_ref()
+            .and_then(|l| l.poll_timeout())
+            .is_some_and(|t| now >= t)
+        {
+            self.links_changed(now);
+        }
         if self.sync.resync.poll_timeout().is_some_and(|t| now >= t) {
             self.drain_resync(now);
         }
         if let Some(m) = &mut self.sync.master {
             let handles = self.workers.handles();
-            m.handle_timeout(
+            if m.handle_timeout(
                 now,
                 handles
                     .iter()
                     .flat_map(|w| std::iter::from_fn(|| w.events.pop())),
-            );
+            ) {
+                for w in handles {
+                    w.events.arm();
+                }
+            }
         }
         if let Some(c) = &mut self.checker
             && c.poll_timeout().is_some_and(|t| now >= t)
@@ -695,6 +718,33 @@ impl Control {
     /// most [`super::resolver::SETTLE`]): its answer, and the daemon's "ready", wait.
     pub fn settling(&self, now: Instant) -> bool {
         self.resolver.settling(now).is_some()
+    }
+
+    /// Follows bonds and the carriers of their members (`xlvsd` sets it at start).
+    pub fn set_links(&mut self, links: crate::bond::links::Links) {
+        self.links = Some(links);
+    }
+
+    /// The ports and bonds, if set.
+    pub fn links(&self) -> Option<&crate::bond::links::Links> {
+        self.links.as_ref()
+    }
+
+    /// A link changed (rtnetlink), or the kernel bonds' poll is due: if a bond's usable
+    /// members changed, the snapshot carries the new egress at once.
+    pub fn links_changed(&mut self, now: Instant) {
+        let Some(l) = &mut self.links else {
+            return;
+        };
+        let Some(egress) = l.refresh(now) else {
+            return;
+        };
+        for (i, e) in self.ifaces.iter_mut().zip(egress) {
+            i.egress = e.clone();
+        }
+        if let Err(e) = self.publish() {
+            log::error!("publishing the new egress: {e:#}");
+        }
     }
 
     /// Once a second: forget old fragment entries, drop retired realservers, estimate rates

@@ -181,6 +181,9 @@ impl EventLoop {
                             if c.addresses {
                                 ctl.addresses_changed(now);
                             }
+                            if c.links {
+                                ctl.links_changed(now);
+                            }
                         }
                     }
                     SYNC => ctl.sync_readable(),

@@ -39,13 +39,15 @@ use xlvs_dataplane::core::stats;
 pub use control::{Control, Parts, Steering, Workers};
 
 use crate::table::ServiceTable;
-use crate::{health, metrics, netlink, sys, xdp};
+use crate::{bond, health, metrics, netlink, sys, xdp};
 
 /// xlvsd's settings.
 #[derive(Clone, Debug)]
 pub struct Config {
-    /// Interfaces to drive.
+    /// Interfaces to drive (plain, or kernel bonds whose members are found in sysfs).
     pub ifaces: Vec<String>,
+    /// Bonds declared with `--bond` (no kernel bond, or another aggregation).
+    pub bonds: Vec<crate::bond::BondSpec>,
     /// An `ipvsadm -S -n` rules file applied at start.
     pub rules: Option<PathBuf>,
     /// A keepalived.conf whose virtual servers are applied at start and health checked.
@@ -100,18 +102,42 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
             missing.join(", ")
         );
     }
-    if cfg.ifaces.is_empty() {
-        bail!("no interface given (--iface IF)");
+    if cfg.ifaces.is_empty() && cfg.bonds.is_empty() {
+        bail!("no interface given (--iface IF or --bond BOND=MEMBER,...)");
     }
-    if cfg.ifaces.len() > xlvs_common::MAX_IFACES as usize {
-        bail!("at most {} interfaces", xlvs_common::MAX_IFACES);
+    let sysfs_root = std::path::Path::new(bond::sysfs::ROOT);
+    let plan = bond::plan(&cfg.ifaces, &cfg.bonds, sysfs_root)?;
+    if plan.ports.len() > xlvs_common::MAX_IFACES as usize {
+        bail!(
+            "at most {} devices (interfaces and bond members)",
+            xlvs_common::MAX_IFACES
+        );
     }
-    let mut ifaces = Vec::new();
-    for name in &cfg.ifaces {
-        if ifaces.iter().any(|i: &sys::Iface| &i.name == name) {
-            bail!("interface {name} given twice");
-        }
-        ifaces.push(sys::iface(name)?);
+    // The logical interfaces (what routes and neighbours name) and the ports (the devices
+    // with sockets: plain interfaces and bond members).
+    let logical = plan
+        .logical
+        .iter()
+        .map(|n| sys::iface(n))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let ifaces = plan
+        .ports
+        .iter()
+        .map(|(n, _)| sys::iface(n))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    for b in plan.bonds.specs() {
+        log::info!(
+            "bond {}: {} over {} (xmit_hash_policy {}{})",
+            b.name,
+            b.mode.name(),
+            b.members.join(", "),
+            b.hash.name(),
+            if cfg.bonds.iter().any(|d| d.name == b.name) {
+                ""
+            } else {
+                ", from sysfs"
+            }
+        );
     }
     if !sched::is_prime(cfg.sched.mh_table_size) {
         bail!("--mh-table-size {} is not a prime", cfg.sched.mh_table_size);
@@ -123,6 +149,7 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
             id: i as u8,
             name: f.name.clone(),
             queues: f.rx_queues.min(xlvs_common::MAX_QUEUES),
+            logical: plan.ports[i].1,
         })
         .collect();
     // One worker per (interface, RX queue): each counts in its own shard of every
@@ -162,12 +189,22 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
     for (i, f) in ifaces.iter().enumerate() {
         steering.set_iface(f.ifindex, i as u32, specs[i].queues)?;
     }
-    let infos: Vec<IfaceInfo> = ifaces
+    let links = bond::links::Links::new(
+        plan.bonds,
+        plan.logical.clone(),
+        plan.ports.iter().map(|(n, _)| n.clone()).collect(),
+        Box::new(bond::links::Sysfs(sysfs_root.into())),
+        plan.kernel,
+        Instant::now(),
+    );
+    let infos: Vec<IfaceInfo> = logical
         .iter()
-        .map(|f| IfaceInfo {
+        .zip(links.egress())
+        .map(|(f, e)| IfaceInfo {
             name: f.name.clone(),
             ifindex: f.ifindex,
             mac: f.mac,
+            egress: e.clone(),
         })
         .collect();
     let snapshot = Arc::new(ArcSwap::from_pointee(table.snapshot(&infos)));
@@ -200,6 +237,7 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
         Instant::now(),
     );
     ctl.set_expire_nodest_conn(cfg.expire_nodest_conn);
+    ctl.set_links(links);
     ctl.set_sync_options(cfg.sync_opts.clone());
     ctl.set_sync_roles(cfg.sync_roles);
     {
@@ -275,7 +313,7 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
         netlink,
         scrapes,
     };
-    let (names, socket) = (cfg.ifaces.join(", "), cfg.control.display().to_string());
+    let (names, socket) = (plan.logical.join(", "), cfg.control.display().to_string());
     // Running: from here a crash (or a panic) leaves the pinned XDP program dropping the
     // virtual services' frames until keepalived moves the VIPs.
     ctl.steering_stays(true);

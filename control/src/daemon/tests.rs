@@ -119,6 +119,7 @@ fn rig_with(table: ServiceTable, rules: Option<PathBuf>) -> Rig {
             name: n.to_string(),
             ifindex: i as u32 + 2,
             mac: [2, 0xd, 0, 0, 0, i as u8],
+            egress: xlvs_dataplane::bond::Egress::Port(i as u8),
         })
         .collect();
     let mut ctl = Control::new(

@@ -217,16 +217,23 @@ impl MasterDaemon {
             .map_or(self.next_drain, |t| t.min(self.next_drain))
     }
 
-    /// Drains the workers' events (`events`) and sends what is due.
+    /// A worker woke the loop for a just-established connection: drain at once.
+    pub fn drain_now(&mut self, now: Instant) {
+        self.next_drain = self.next_drain.min(now);
+    }
+
+    /// Drains the workers' events (`events`) and sends what is due; returns whether it
+    /// drained (the caller then re-arms the workers' wakeups).
     pub fn handle_timeout(
         &mut self,
         now: Instant,
         events: impl Iterator<Item = xlvs_dataplane::core::events::ConnEvent>,
-    ) {
+    ) -> bool {
         if now < self.poll_timeout() {
-            return;
+            return false;
         }
-        if now >= self.next_drain {
+        let drained = now >= self.next_drain;
+        if drained {
             self.next_drain = now + DRAIN;
             for e in events {
                 if let Some(d) = self.master.on_event(&e, now) {
@@ -237,6 +244,7 @@ impl MasterDaemon {
         if let Some(d) = self.master.handle_timeout(now) {
             self.send(d);
         }
+        drained
     }
 
     /// Sends what is pending at once: the workers' `events` and the partial datagram (a

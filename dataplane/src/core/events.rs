@@ -142,14 +142,40 @@ pub(crate) fn state_timeout<A>(c: &Conn<A>, snap: &Snapshot) -> u32 {
     }
 }
 
+/// How a worker wakes the reader of its outbox at once (the control thread's event loop).
+pub type Wake = std::sync::Arc<dyn Fn() + Send + Sync>;
+
 /// One worker's connection events: a bounded lock-free ring, its worker the only producer.
-#[derive(Debug)]
+///
+/// Most events wait for the reader's next periodic drain. A TCP connection that just became
+/// ESTABLISHED is *urgent* (a sync master sends it at once, so a backup knows it before the
+/// master can die): after the batch that produced one, the worker wakes the reader
+/// ([`Outbox::wake_if_urgent`]), at most once per drain (the reader re-arms the wakeup with
+/// [`Outbox::arm`] each time it drains), so a storm of new connections costs the reader one
+/// wakeup per drain, not one per connection.
 pub struct Outbox {
     ring: ArrayQueue<ConnEvent>,
     dropped: AtomicU64,
     listening: AtomicBool,
     threshold: u32,
     period: u32,
+    /// An urgent event was pushed since the worker last looked.
+    urgent: AtomicBool,
+    /// The reader drained since the last wakeup: the next urgent event may wake it.
+    armed: AtomicBool,
+    waker: std::sync::OnceLock<Wake>,
+    wakeups: AtomicU64,
+}
+
+impl std::fmt::Debug for Outbox {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Outbox")
+            .field("len", &self.ring.len())
+            .field("dropped", &self.dropped)
+            .field("listening", &self.listening)
+            .field("wakeups", &self.wakeups)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Outbox {
@@ -174,7 +200,44 @@ impl Outbox {
             listening: AtomicBool::new(false),
             threshold: threshold.min(254),
             period: period.min(255),
+            urgent: AtomicBool::new(false),
+            armed: AtomicBool::new(true),
+            waker: std::sync::OnceLock::new(),
+            wakeups: AtomicU64::new(0),
         }
+    }
+
+    /// How the worker wakes the reader for an urgent event (set once; later calls are
+    /// ignored).
+    pub fn set_waker(&self, wake: Wake) {
+        let _ = self.waker.set(wake);
+    }
+
+    /// The reader drained: the next urgent event may wake it again.
+    pub fn arm(&self) {
+        self.armed.store(true, Ordering::Release);
+    }
+
+    /// Called by the worker after a batch: wakes the reader if the batch pushed an urgent
+    /// event and the reader has drained since its last wakeup (otherwise the wakeup already
+    /// on its way, or the next periodic drain, takes the event).
+    #[inline]
+    pub fn wake_if_urgent(&self) {
+        if !self.urgent.load(Ordering::Relaxed) {
+            return;
+        }
+        self.urgent.store(false, Ordering::Relaxed);
+        if self.armed.swap(false, Ordering::AcqRel)
+            && let Some(w) = self.waker.get()
+        {
+            self.wakeups.fetch_add(1, Ordering::Relaxed);
+            w();
+        }
+    }
+
+    /// Wakeups the worker gave the reader.
+    pub fn wakeups(&self) -> u64 {
+        self.wakeups.load(Ordering::Relaxed)
     }
 
     /// The count a connection stores after `pkts` client packets: `pkts` modulo the period
@@ -248,6 +311,9 @@ impl Outbox {
     pub(crate) fn conn<A: Addr>(&self, kind: EventKind, c: &Conn<A>, snap: &Snapshot) {
         let mut e = ConnEvent::of_conn(kind, c, state_timeout(c, snap));
         e.fwmark = fwmark_of(c, snap);
+        if kind == EventKind::StateChanged && e.proto == 6 && e.state == TcpState::Established {
+            self.urgent.store(true, Ordering::Relaxed);
+        }
         self.push(e);
         if let Some(t) = &c.template {
             self.push(ConnEvent::of_template(kind, t));

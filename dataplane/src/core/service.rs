@@ -13,6 +13,7 @@ use std::time::Duration;
 use super::sched::Scheduler;
 use super::stats::DestCounters;
 use super::tcp_state::TcpState;
+use crate::bond::Egress;
 use crate::wire::{PROTO_TCP, PROTO_UDP};
 
 /// Index of one of the director's interfaces in [`Snapshot::ifaces`].
@@ -345,12 +346,15 @@ pub struct Service {
     pub sorry: Option<Dest>,
 }
 
-/// One of the director's interfaces, as the data plane needs it.
+/// One of the director's (logical) interfaces, as the data plane needs it: a plain NIC or
+/// a bond.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct IfaceInfo {
     pub name: String,
     pub ifindex: u32,
     pub mac: [u8; 6],
+    /// The port(s) its frames leave on.
+    pub egress: Egress,
 }
 
 /// IPVS timeouts per protocol state (defaults from `ip_vs_proto_tcp.c` / `ip_vs_proto_udp.c`),
@@ -448,6 +452,13 @@ impl Snapshot {
 
     pub fn iface_mac(&self, id: IfaceId) -> Option<[u8; 6]> {
         self.ifaces.get(id as usize).map(|i| i.mac)
+    }
+
+    /// The port a frame (rewritten, ready to go) for logical interface `id` leaves on; none
+    /// if no port can transmit.
+    #[inline(always)]
+    pub fn egress_port(&self, id: IfaceId, frame: &[u8]) -> Option<crate::bond::PortId> {
+        self.ifaces.get(id as usize)?.egress.port(frame)
     }
 }
 

@@ -151,6 +151,42 @@ fn a_connection_reports_creation_state_changes_the_sync_rule_and_expiry() {
 }
 
 #[test]
+fn a_just_established_connection_wakes_the_reader_once_per_drain() {
+    use std::sync::atomic::AtomicUsize;
+    let (mut c, ob) = listened(true);
+    let woken = Arc::new(AtomicUsize::new(0));
+    let w = woken.clone();
+    ob.set_waker(Arc::new(move || {
+        w.fetch_add(1, Ordering::Relaxed);
+    }));
+    let snap = nat_snap(&[(RIP1, 8080)]);
+    let handshake = |c: &mut Core, port| {
+        c.process(t(1), &snap, &mut client_seg(port, SYN), 0);
+        c.process(t(1), &snap, &mut reply_seg(RIP1, port, SYN | ACK), 1);
+        // A SYN alone is not urgent: it waits for the periodic drain.
+        let before = woken.load(Ordering::Relaxed);
+        ob.wake_if_urgent();
+        assert_eq!(woken.load(Ordering::Relaxed), before);
+        c.process(t(1), &snap, &mut client_seg(port, ACK), 0);
+    };
+    handshake(&mut c, 40000);
+    ob.wake_if_urgent();
+    assert_eq!(woken.load(Ordering::Relaxed), 1);
+    // The reader has not drained yet: another established connection does not wake it again.
+    handshake(&mut c, 40001);
+    ob.wake_if_urgent();
+    assert_eq!(woken.load(Ordering::Relaxed), 1);
+    // It drains and re-arms: the next one wakes it.
+    drain(&ob);
+    ob.arm();
+    ob.wake_if_urgent();
+    assert_eq!(woken.load(Ordering::Relaxed), 1, "nothing urgent since");
+    handshake(&mut c, 40002);
+    ob.wake_if_urgent();
+    assert_eq!((woken.load(Ordering::Relaxed), ob.wakeups()), (2, 2));
+}
+
+#[test]
 fn a_threshold_of_one_reports_the_creating_packet() {
     // IPVS counts the packet that created the connection, so `sync_threshold "1 0"` syncs
     // it there, and never again (period 0).
