@@ -26,6 +26,8 @@ APT_PACKAGES=(
   qemu-system-x86 linux-image-amd64 busybox-static ipvsadm kmod
   # the Debian package: its checks (lintian), man pages rendered (man-db, groff)
   lintian man-db groff-base
+  # bonded NICs: Open vSwitch's userspace datapath runs the LACP partner and aggregation
+  openvswitch-switch
 )
 
 missing=()
@@ -49,7 +51,7 @@ else
 fi
 
 # Make sure no packaged daemon is running on the host (we run our own in netns).
-for svc in nginx prometheus keepalived dnsmasq; do
+for svc in nginx prometheus keepalived dnsmasq ovs-vswitchd ovsdb-server; do
   if pgrep -x "$svc" >/dev/null 2>&1 && [ -f "/run/$svc.pid" ]; then
     kill "$(cat "/run/$svc.pid")" 2>/dev/null || true
   fi

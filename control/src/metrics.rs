@@ -255,6 +255,16 @@ pub fn workers(e: &mut Exposition, workers: &[WorkerHandle]) {
             ),
             ("tx_packets_total", "Frames the worker forwarded.", &st.tx),
             (
+                "sent_packets_total",
+                "Frames the worker put on its own port (a bond member's share of the transmissions).",
+                &st.sent,
+            ),
+            (
+                "no_egress_total",
+                "Frames dropped because no member of their bond could transmit.",
+                &st.no_egress,
+            ),
+            (
                 "new_connections_total",
                 "Connections the worker created.",
                 &st.new_conns,
@@ -307,6 +317,39 @@ pub fn workers(e: &mut Exposition, workers: &[WorkerHandle]) {
         ] {
             e.counter(&format!("worker_{name}"), help, &l, get(v));
         }
+    }
+}
+
+/// The ports (plain interfaces and bond members): whether each can transmit, and the frames
+/// received and sent on it.
+pub fn ports(e: &mut Exposition, workers: &[WorkerHandle], links: &crate::bond::links::Links) {
+    for (p, name) in links.ports().iter().enumerate() {
+        let p = p as u8;
+        let l = [
+            ("port", name.clone()),
+            ("bond", links.bond_of(p).unwrap_or("").to_string()),
+        ];
+        let sum = |f: fn(&WorkerHandle) -> u64| -> u64 {
+            workers.iter().filter(|w| w.iface == p).map(f).sum()
+        };
+        e.gauge(
+            "port_up",
+            "Whether the port (a bond member, or a plain interface) can transmit: carrier up and in the bond's active aggregator.",
+            &l,
+            links.usable(p) as u64,
+        );
+        e.counter(
+            "port_rx_packets_total",
+            "Frames received from the port's AF_XDP sockets.",
+            &l,
+            sum(|w| w.stats.rx.load(Ordering::Relaxed)),
+        );
+        e.counter(
+            "port_sent_packets_total",
+            "Frames transmitted on the port.",
+            &l,
+            sum(|w| w.stats.sent.load(Ordering::Relaxed)),
+        );
     }
 }
 

@@ -1024,7 +1024,11 @@ impl Control {
             }
             Command::Save { .. } => self.table.save(),
             Command::ListTimeouts => self.table.list_timeouts(),
-            Command::Workers => report::workers(self.workers.handles(), self.conns.len()),
+            Command::Workers => report::workers(
+                self.workers.handles(),
+                self.conns.len(),
+                self.links.as_ref(),
+            ),
             Command::XdpStats => report::xdp(self.steering.counters()),
             Command::Help => ipvsadm::HELP.to_string(),
             Command::Version => ipvsadm::version(),
@@ -1076,6 +1080,9 @@ impl Control {
         let mut e = metrics::Exposition::default();
         metrics::table(&mut e, &self.table);
         metrics::workers(&mut e, self.workers.handles());
+        if let Some(l) = &self.links {
+            metrics::ports(&mut e, self.workers.handles(), l);
+        }
         metrics::globals(
             &mut e,
             self.steering.counters(),

@@ -7,6 +7,8 @@ use xlvs_common::COUNTERS;
 use xlvs_dataplane::afxdp::WorkerHandle;
 use xlvs_dataplane::core::DropReason;
 
+use crate::bond::links::Links;
+
 /// `xlvsadm --xdp-stats`.
 pub fn xdp(c: [u64; COUNTERS as usize]) -> String {
     format!(
@@ -15,12 +17,14 @@ pub fn xdp(c: [u64; COUNTERS as usize]) -> String {
     )
 }
 
-/// `xlvsadm --workers`: per-worker counters, drops by reason, ring counters, threads, and the
-/// number of connections.
-pub fn workers(workers: &[WorkerHandle], conns: usize) -> String {
+/// `xlvsadm --workers`: per-worker counters (TX: frames the worker forwarded, on whatever
+/// port; Sent: frames it put on its own port), drops by reason, ring counters, threads, the
+/// ports of bonds (their state, and the frames received and sent on each), and the number
+/// of connections.
+pub fn workers(workers: &[WorkerHandle], conns: usize, links: Option<&Links>) -> String {
     let mut s = format!(
-        "{:<12} {:>12} {:>12} {:>12} {:>12}\n",
-        "Worker", "RX", "TX", "Dropped", "NewConns"
+        "{:<12} {:>12} {:>12} {:>12} {:>12} {:>12}\n",
+        "Worker", "RX", "TX", "Sent", "Dropped", "NewConns"
     );
     for w in workers {
         let st = &w.stats;
@@ -29,13 +33,15 @@ pub fn workers(workers: &[WorkerHandle], conns: usize) -> String {
             .iter()
             .map(|d| d.load(Ordering::Relaxed))
             .sum::<u64>()
-            + st.inbox_full.load(Ordering::Relaxed);
+            + st.inbox_full.load(Ordering::Relaxed)
+            + st.no_egress.load(Ordering::Relaxed);
         let _ = writeln!(
             s,
-            "{:<12} {:>12} {:>12} {:>12} {:>12}",
+            "{:<12} {:>12} {:>12} {:>12} {:>12} {:>12}",
             w.name,
             st.rx.load(Ordering::Relaxed),
             st.tx.load(Ordering::Relaxed),
+            st.sent.load(Ordering::Relaxed),
             dropped,
             st.new_conns.load(Ordering::Relaxed)
         );
@@ -56,6 +62,13 @@ pub fn workers(workers: &[WorkerHandle], conns: usize) -> String {
         .sum();
     if inbox > 0 {
         let _ = writeln!(s, "  {:<14} {inbox}", "inbox_full");
+    }
+    let no_egress: u64 = workers
+        .iter()
+        .map(|w| w.stats.no_egress.load(Ordering::Relaxed))
+        .sum();
+    if no_egress > 0 {
+        let _ = writeln!(s, "  {:<14} {no_egress}", "no_egress");
     }
     let _ = writeln!(
         s,
@@ -86,6 +99,33 @@ pub fn workers(workers: &[WorkerHandle], conns: usize) -> String {
     let _ = writeln!(s, "Threads:");
     for (t, ws) in threads {
         let _ = writeln!(s, "  {:<16} {}", t, ws.join(" "));
+    }
+    if let Some(l) = links.filter(|l| {
+        l.ports()
+            .iter()
+            .enumerate()
+            .any(|(p, _)| l.bond_of(p as u8).is_some())
+    }) {
+        let _ = writeln!(
+            s,
+            "Ports:{:<6} {:<10} {:<6} {:>12} {:>12}",
+            "", "Bond", "State", "RX", "Sent"
+        );
+        for (p, name) in l.ports().iter().enumerate() {
+            let p = p as u8;
+            let sum = |f: fn(&WorkerHandle) -> u64| -> u64 {
+                workers.iter().filter(|w| w.iface == p).map(f).sum()
+            };
+            let _ = writeln!(
+                s,
+                "{:<12} {:<10} {:<6} {:>12} {:>12}",
+                name,
+                l.bond_of(p).unwrap_or("-"),
+                if l.usable(p) { "up" } else { "down" },
+                sum(|w| w.stats.rx.load(Ordering::Relaxed)),
+                sum(|w| w.stats.sent.load(Ordering::Relaxed)),
+            );
+        }
     }
     let _ = writeln!(s, "Connections: {}", conns);
     s
