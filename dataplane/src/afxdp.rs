@@ -961,10 +961,15 @@ impl Worker {
         // again until the ring is empty. Frames the kernel has taken need no more kicks: a
         // sendto() while waiting for their completions would only burn a syscall.
         // (Copy mode never sets the ring's need_wakeup flag: the count decides.)
-        if self.outstanding > 0 && self.tx.nb_free_exact() < self.tx_ring {
+        let free = self.tx.nb_free_exact();
+        if self.outstanding > 0 && free < self.tx_ring {
             self.stats.tx_kicks.fetch_add(1, Ordering::Relaxed);
             let _ = self.tx.wakeup();
-            return true;
+            // A kick the kernel took nothing from (the port is down: sendto fails with
+            // ENETDOWN, which xsk-rs hides; or its queue is busy) does not count as work, so
+            // the thread sleeps (1 ms while completions are outstanding) instead of spinning
+            // on a bond member that lost its link until it returns.
+            return self.tx.nb_free_exact() != free;
         }
         false
     }
