@@ -12,7 +12,9 @@
 #                               goes to OUT. Returns 0 if the guest printed "KPEER-DONE rc=0"
 #                               within SECONDS (default 120), else 1. Runs in the background
 #                               if you put it there (`kpeer_boot ... &`): every loop is bounded
-#                               by SECONDS (qemu is killed then).
+#                               by SECONDS (qemu is killed then). TAP may be a comma-separated
+#                               list: one virtio NIC per tap, eth0, eth1... in that order
+#                               (KPEER_NIC_OPTS: extra virtio-net-pci options for every NIC).
 #
 # The guest's /init loads the modules, prints "KPEER-READY", runs the script, prints
 # "KPEER-DONE rc=N" and powers off. Gotcha: busybox's shell prefers its own `ip` applet; the
@@ -108,14 +110,18 @@ kpeer_boot() {
   mkdir -p "$dir/root" && install -m 0755 "$script" "$dir/root/scenario.sh" || { rm -rf "$dir"; return 1; }
   (cd "$dir/root" && find . | cpio -o -H newc --quiet | gzip -1) >"$dir/scenario.cpio.gz" || { rm -rf "$dir"; return 1; }
   cat "$base" "$dir/scenario.cpio.gz" >"$dir/initrd.gz"
-  ip -n "$ns" tuntap add dev "$tap" mode tap 2>/dev/null || true
-  ip -n "$ns" link set "$tap" up || { rm -rf "$dir"; return 1; }
+  local nics=() t n=0
+  for t in ${tap//,/ }; do
+    ip -n "$ns" tuntap add dev "$t" mode tap 2>/dev/null || true
+    ip -n "$ns" link set "$t" up || { rm -rf "$dir"; return 1; }
+    nics+=(-netdev "tap,id=n$n,ifname=$t,script=no,downscript=no"
+      -device "virtio-net-pci,netdev=n$n,mac=52:54:00:12:$(printf '%02x:%02x' "$n" $((RANDOM % 256)))${KPEER_NIC_OPTS:+,$KPEER_NIC_OPTS}")
+    n=$((n + 1))
+  done
   ip netns exec "$ns" qemu-system-x86_64 -accel tcg -cpu max -m 512 -smp 1 \
     -kernel "/boot/vmlinuz-$kver" -initrd "$dir/initrd.gz" \
     -append "console=ttyS0 quiet panic=-1 rdinit=/init" -nographic -no-reboot \
-    -netdev "tap,id=n0,ifname=$tap,script=no,downscript=no" \
-    -device "virtio-net-pci,netdev=n0,mac=52:54:00:12:34:$(printf '%02x' $((RANDOM % 256)))" \
-    </dev/null >"$out" 2>&1 &
+    "${nics[@]}" </dev/null >"$out" 2>&1 &
   pid=$!
   for ((i = 0; i < secs * 10; i++)); do
     if ! kill -0 "$pid" 2>/dev/null; then break; fi

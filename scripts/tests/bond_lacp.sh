@@ -83,20 +83,11 @@ done
 # seen on the switch as pS0, pS1.
 tshark -r "$D/members.pcap" -T fields -e frame.interface_name -e ip.src -e ip.dst \
   -e tcp.srcport -e tcp.dstport 2>/dev/null >"$D/flows.txt"
-python3 - "$D/flows.txt" <<'PY' || fail "the transmit hash check failed (above)"
-import ipaddress, struct, sys
+python3 - "$D/flows.txt" "$TESTLIB_ROOT/scripts/lib" <<'PY' || fail "the transmit hash check failed (above)"
+import sys
 
-def le32(b):
-    return struct.unpack("<I", b)[0]
-
-def l34(src, dst, sport, dport):
-    # The kernel's bond_xmit_hash, layer3+4, on a little-endian machine: the ports word and
-    # the addresses as they lie in the frame, folded, the lowest bit dropped.
-    h = le32(struct.pack(">HH", sport, dport))
-    h ^= le32(ipaddress.IPv4Address(src).packed) ^ le32(ipaddress.IPv4Address(dst).packed)
-    h ^= h >> 16
-    h ^= h >> 8
-    return h >> 1
+sys.path.insert(0, sys.argv[2])
+from bondhash import layer34 as l34
 
 flows = {}
 for line in open(sys.argv[1]):
