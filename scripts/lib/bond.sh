@@ -142,3 +142,40 @@ bond_wait_lacp() { # ID SECS
   done
   return 1
 }
+
+# lab_bond_guest_up ID: the switch side of a kernel-bond director under qemu: sw's OVS with an
+# LACP bond "lag" over taps kt0, kt1 (the guest's eth0, eth1: kpeer_boot attaches to them),
+# and cli, rs1, rs2 on its bridge, addressed as in lab_bond_up (the guest holds bond0's
+# addresses).
+lab_bond_guest_up() { # ID
+  local id=$1 r dev
+  _lab_prepare "$id" 1 || return 1
+  LAB_ID=$id LAB_CLI_NS="xl-$id-cli" LAB_RS1_NS="xl-$id-rs1" LAB_RS2_NS="xl-$id-rs2"
+  LAB_SW_NS="xl-$id-sw" LAB_VIP=$BOND_VIP
+  for r in cli rs1 rs2 sw; do _lab_add_ns "$id" "$r" || return 1; done
+  _lab_veth "$LAB_CLI_NS" eth0 "$LAB_SW_NS" pc 1 || return 1
+  _lab_veth "$LAB_RS1_NS" eth0 "$LAB_SW_NS" pr1 1 || return 1
+  _lab_veth "$LAB_RS2_NS" eth0 "$LAB_SW_NS" pr2 1 || return 1
+  for dev in kt0 kt1; do
+    _lab_x ip -n "$LAB_SW_NS" tuntap add dev "$dev" mode tap || return 1
+    _lab_up_dev "$LAB_SW_NS" "$dev" || return 1
+  done
+  for dev in pc pr1 pr2; do
+    _lab_offload "$LAB_SW_NS" "$dev" 1 || return 1
+    _lab_up_dev "$LAB_SW_NS" "$dev" || return 1
+  done
+  for r in cli rs1 rs2; do
+    _lab_offload "xl-$id-$r" eth0 || return 1
+    _lab_up_dev "xl-$id-$r" eth0 || return 1
+  done
+  _lab_x ip -n "$LAB_CLI_NS" addr add "$BOND_CLI_IP/24" dev eth0 || return 1
+  _lab_x ip -n "$LAB_CLI_NS" route add default via "$BOND_GW" || return 1
+  _lab_x ip -n "$LAB_RS1_NS" addr add "$BOND_RS1_IP/24" dev eth0 || return 1
+  _lab_x ip -n "$LAB_RS2_NS" addr add "$BOND_RS2_IP/24" dev eth0 || return 1
+  for r in rs1 rs2; do _lab_x ip -n "xl-$id-$r" route add default via "$BOND_DIP" || return 1; done
+  ovs_start "$id" sw || return 1
+  ovs_vsctl "$id" sw add-br br0 -- set bridge br0 datapath_type=netdev || return 1
+  ovs_vsctl "$id" sw add-bond br0 lag kt0 kt1 lacp=active bond_mode=balance-tcp \
+    other_config:lacp-time=fast other_config:bond-rebalance-interval=1000 || return 1
+  for dev in pc pr1 pr2; do ovs_vsctl "$id" sw add-port br0 "$dev" || return 1; done
+}

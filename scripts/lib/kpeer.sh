@@ -15,6 +15,9 @@
 #                               by SECONDS (qemu is killed then). TAP may be a comma-separated
 #                               list: one virtio NIC per tap, eth0, eth1... in that order
 #                               (KPEER_NIC_OPTS: extra virtio-net-pci options for every NIC).
+#                               KPEER_BINS: more binaries for the guest (stripped, with their
+#                               shared libraries, at the same paths); KPEER_MEM: its memory
+#                               in MiB (default 512).
 #
 # The guest's /init loads the modules, prints "KPEER-READY", runs the script, prints
 # "KPEER-DONE rc=N" and powers off. Gotcha: busybox's shell prefers its own `ip` applet; the
@@ -108,6 +111,10 @@ kpeer_boot() {
   dir=$(mktemp -d) || return 1
   # The scenario, appended to the base as a second cpio archive (the kernel reads both).
   mkdir -p "$dir/root" && install -m 0755 "$script" "$dir/root/scenario.sh" || { rm -rf "$dir"; return 1; }
+  local b
+  for b in ${KPEER_BINS:-}; do
+    _kpeer_bin "$b" "$dir/root" && strip "$dir/root$b" || { rm -rf "$dir"; return 1; }
+  done
   (cd "$dir/root" && find . | cpio -o -H newc --quiet | gzip -1) >"$dir/scenario.cpio.gz" || { rm -rf "$dir"; return 1; }
   cat "$base" "$dir/scenario.cpio.gz" >"$dir/initrd.gz"
   local nics=() t n=0
@@ -118,7 +125,7 @@ kpeer_boot() {
       -device "virtio-net-pci,netdev=n$n,mac=52:54:00:12:$(printf '%02x:%02x' "$n" $((RANDOM % 256)))${KPEER_NIC_OPTS:+,$KPEER_NIC_OPTS}")
     n=$((n + 1))
   done
-  ip netns exec "$ns" qemu-system-x86_64 -accel tcg -cpu max -m 512 -smp 1 \
+  ip netns exec "$ns" qemu-system-x86_64 -accel tcg -cpu max -m "${KPEER_MEM:-512}" -smp 1 \
     -kernel "/boot/vmlinuz-$kver" -initrd "$dir/initrd.gz" \
     -append "console=ttyS0 quiet panic=-1 rdinit=/init" -nographic -no-reboot \
     "${nics[@]}" </dev/null >"$out" 2>&1 &
