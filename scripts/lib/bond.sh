@@ -124,11 +124,11 @@ NFT
   _lab_x ip -n "$LAB_DIR_NS" addr add "$BOND_VIP/32" dev bond0 || return 1
 }
 
-# bond_lacp_ok ID ROLE: whether ROLE's bond "lag" has negotiated LACP with both members
-# enabled (ovs-appctl bond/show).
-bond_lacp_ok() { # ID ROLE
+# bond_lacp_ok ID ROLE [BOND]: whether ROLE's bond BOND (default "lag") has negotiated LACP
+# with both members enabled (ovs-appctl bond/show).
+bond_lacp_ok() { # ID ROLE [BOND]
   local s
-  s=$(ovs_appctl "$1" "$2" bond/show lag 2>/dev/null) || return 1
+  s=$(ovs_appctl "$1" "$2" bond/show "${3:-lag}" 2>/dev/null) || return 1
   grep -q 'lacp_status: negotiated' <<<"$s" || return 1
   [ "$(grep -c '^member .*: enabled' <<<"$s")" -eq 2 ]
 }
@@ -143,12 +143,15 @@ bond_wait_lacp() { # ID SECS
   return 1
 }
 
-# lab_bond_guest_up ID: the switch side of a kernel-bond director under qemu: sw's OVS with an
-# LACP bond "lag" over taps kt0, kt1 (the guest's eth0, eth1: kpeer_boot attaches to them),
-# and cli, rs1, rs2 on its bridge, addressed as in lab_bond_up (the guest holds bond0's
-# addresses).
-lab_bond_guest_up() { # ID
-  local id=$1 r dev
+# lab_bond_guest_up ID [stacked]: the switch side of a kernel-bond director under qemu: sw's
+# OVS with an LACP bond "lag" over taps kt0, kt1 (the guest's eth0, eth1: kpeer_boot attaches
+# to them), and cli, rs1, rs2 on its bridge, addressed as in lab_bond_up (the guest holds
+# bond0's addresses). `stacked`: two LACP bonds instead, "lagA" over kt0, kt1 and "lagB"
+# over kt2, kt3 (two switches in production; one bridge here: the guest's active-backup
+# bond over them uses one aggregate at a time, so no loop).
+lab_bond_guest_up() { # ID [stacked]
+  local id=$1 r dev taps="kt0 kt1"
+  [ "${2:-}" = stacked ] && taps="kt0 kt1 kt2 kt3"
   _lab_prepare "$id" 1 || return 1
   LAB_ID=$id LAB_CLI_NS="xl-$id-cli" LAB_RS1_NS="xl-$id-rs1" LAB_RS2_NS="xl-$id-rs2"
   LAB_SW_NS="xl-$id-sw" LAB_VIP=$BOND_VIP
@@ -156,7 +159,7 @@ lab_bond_guest_up() { # ID
   _lab_veth "$LAB_CLI_NS" eth0 "$LAB_SW_NS" pc 1 || return 1
   _lab_veth "$LAB_RS1_NS" eth0 "$LAB_SW_NS" pr1 1 || return 1
   _lab_veth "$LAB_RS2_NS" eth0 "$LAB_SW_NS" pr2 1 || return 1
-  for dev in kt0 kt1; do
+  for dev in $taps; do
     _lab_x ip -n "$LAB_SW_NS" tuntap add dev "$dev" mode tap || return 1
     _lab_up_dev "$LAB_SW_NS" "$dev" || return 1
   done
@@ -175,7 +178,14 @@ lab_bond_guest_up() { # ID
   for r in rs1 rs2; do _lab_x ip -n "xl-$id-$r" route add default via "$BOND_DIP" || return 1; done
   ovs_start "$id" sw || return 1
   ovs_vsctl "$id" sw add-br br0 -- set bridge br0 datapath_type=netdev || return 1
-  ovs_vsctl "$id" sw add-bond br0 lag kt0 kt1 lacp=active bond_mode=balance-tcp \
-    other_config:lacp-time=fast other_config:bond-rebalance-interval=1000 || return 1
+  if [ "${2:-}" = stacked ]; then
+    ovs_vsctl "$id" sw add-bond br0 lagA kt0 kt1 lacp=active bond_mode=balance-tcp \
+      other_config:lacp-time=fast other_config:bond-rebalance-interval=1000 || return 1
+    ovs_vsctl "$id" sw add-bond br0 lagB kt2 kt3 lacp=active bond_mode=balance-tcp \
+      other_config:lacp-time=fast other_config:bond-rebalance-interval=1000 || return 1
+  else
+    ovs_vsctl "$id" sw add-bond br0 lag kt0 kt1 lacp=active bond_mode=balance-tcp \
+      other_config:lacp-time=fast other_config:bond-rebalance-interval=1000 || return 1
+  fi
   for dev in pc pr1 pr2; do ovs_vsctl "$id" sw add-port br0 "$dev" || return 1; done
 }

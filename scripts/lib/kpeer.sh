@@ -17,7 +17,8 @@
 #                               (KPEER_NIC_OPTS: extra virtio-net-pci options for every NIC).
 #                               KPEER_BINS: more binaries for the guest (stripped, with their
 #                               shared libraries, at the same paths); KPEER_MEM: its memory
-#                               in MiB (default 512).
+#                               in MiB (default 512); KPEER_MONITOR: a unix socket path for
+#                               qemu's monitor (e.g. `set_link n1 off`: NIC 1 loses carrier).
 #
 # The guest's /init loads the modules, prints "KPEER-READY", runs the script, prints
 # "KPEER-DONE rc=N" and powers off. Gotcha: busybox's shell prefers its own `ip` applet; the
@@ -128,7 +129,8 @@ kpeer_boot() {
   ip netns exec "$ns" qemu-system-x86_64 -accel tcg -cpu max -m "${KPEER_MEM:-512}" -smp 1 \
     -kernel "/boot/vmlinuz-$kver" -initrd "$dir/initrd.gz" \
     -append "console=ttyS0 quiet panic=-1 rdinit=/init" -nographic -no-reboot \
-    "${nics[@]}" </dev/null >"$out" 2>&1 &
+    "${nics[@]}" ${KPEER_MONITOR:+-monitor "unix:$KPEER_MONITOR,server=on,wait=off"} \
+    </dev/null >"$out" 2>&1 &
   pid=$!
   for ((i = 0; i < secs * 10; i++)); do
     if ! kill -0 "$pid" 2>/dev/null; then break; fi

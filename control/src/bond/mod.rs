@@ -214,8 +214,8 @@ impl Bonds {
         }
     }
 
-    /// Settles each active-backup bond's active member after a change: the reported one,
-    /// else the chosen one while it stays usable, else the first usable member. Returns the
+    /// Settles each active-backup bond's active member after a change: the reported one if
+    /// usable, else the chosen one while it stays usable, else the first usable member. Returns the
     /// bonds whose active member changed, with the new one (none: no member usable).
     pub fn settle(&mut self) -> Vec<(String, Option<String>)> {
         let mut changed = Vec::new();
@@ -223,8 +223,12 @@ impl Bonds {
             if b.mode != Mode::ActiveBackup {
                 continue;
             }
+            // The kernel's choice while it can carry frames; once it cannot, the next one
+            // at once (the kernel moves within its miimon interval, to the same member
+            // unless a primary or more than two members make it choose otherwise, and xlvs
+            // follows its report then).
             let now = match self.reported.active.get(&b.name) {
-                Some(a) if b.members.contains(a) => Some(a.clone()),
+                Some(a) if b.members.contains(a) && self.usable(a) => Some(a.clone()),
                 _ => match self.chosen.get(&b.name) {
                     Some(c) if self.usable(c) => Some(c.clone()),
                     _ => b.members.iter().find(|m| self.usable(m)).cloned(),
@@ -412,6 +416,14 @@ mod tests {
         });
         b.settle();
         assert_eq!(b.egress("bond0", &ports), Egress::Port(1));
+        // The reported member loses its carrier before the kernel reports the next one:
+        // xlvs moves at once.
+        b.set_carrier("eth1", false);
+        assert_eq!(
+            b.settle(),
+            [("bond0".to_string(), Some("eth0".to_string()))]
+        );
+        assert_eq!(b.egress("bond0", &ports), Egress::Port(0));
     }
 
     #[test]
