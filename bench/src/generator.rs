@@ -34,6 +34,20 @@ pub struct GenReport {
     pub kicks: u64,
 }
 
+impl GenReport {
+    /// Two generators' reports as one (they ran side by side): frames and bytes add up, the
+    /// longer of the two times, the rates add up.
+    pub fn merge(&self, o: &GenReport) -> GenReport {
+        GenReport {
+            sent: self.sent + o.sent,
+            bytes: self.bytes + o.bytes,
+            secs: self.secs.max(o.secs),
+            pps: self.pps + o.pps,
+            kicks: self.kicks + o.kicks,
+        }
+    }
+}
+
 /// How many frames may have left by `elapsed_ns` at `rate` per second (a token bucket that
 /// starts with one batch, so a slow rate still sends in batches rather than one by one).
 pub fn allowed(rate: Option<u64>, elapsed_ns: u64) -> u64 {

@@ -46,6 +46,10 @@ pub enum Plane {
     /// xlvsd, LVS-NAT as `nat`, one worker thread per socket (`--threads per-socket`): what a
     /// frame's hand-off between threads costs.
     NatSplit,
+    /// xlvsd, LVS-NAT as `nat`, the client side a two-member bond (`--bond`, 802.3ad,
+    /// layer3+4): the generator's flows arrive on both members (half each, as a switch
+    /// spreads them), and every frame leaving on the bond picks its member by the hash.
+    NatBond,
 }
 
 impl Plane {
@@ -56,6 +60,7 @@ impl Plane {
             Plane::Nat => "xlvs LVS-NAT",
             Plane::Dr => "xlvs LVS-DR",
             Plane::NatSplit => "xlvs NAT, thread/socket",
+            Plane::NatBond => "xlvs NAT, 2-member bond",
         }
     }
     pub fn key(self) -> &'static str {
@@ -65,6 +70,7 @@ impl Plane {
             Plane::Nat => "nat",
             Plane::Dr => "dr",
             Plane::NatSplit => "nat-split",
+            Plane::NatBond => "nat-bond",
         }
     }
 }
@@ -314,6 +320,21 @@ impl Lab {
         sh(&[
             "ip", "link", "add", &ii, "netns", d, "type", "veth", "peer", "name", &si, "netns", s,
         ])?;
+        // The second member of the nat-bond plane's bond (f, its switch side h), and the
+        // device that stands for the bond (b: an empty bridge, for its MAC; no address on it,
+        // the director's client-side neighbours are static).
+        let (hi, fi, bi) = (lab.dev('h'), lab.dev('f'), lab.dev('b'));
+        sh(&[
+            "ip", "link", "add", &hi, "netns", g, "type", "veth", "peer", "name", &fi, "netns", d,
+        ])?;
+        sh(&["ip", "link", "add", &bi, "netns", d, "type", "bridge"])?;
+        sh(&["ip", "-n", d, "link", "set", &bi, "up"])?;
+        for (ns, dev) in [(g, &hi), (d, &fi)] {
+            ns_exec(ns, &["ethtool", "-K", dev, "tx", "off", "gro", "on"])?;
+            sh(&["ip", "-n", ns, "link", "set", dev, "up"])?;
+            let threaded = format!("echo 1 > /sys/class/net/{dev}/threaded");
+            ns_exec(ns, &["sh", "-c", &threaded])?;
+        }
         for (ns, dev, addrs) in [
             (g, &gi, &["192.0.2.2/24"][..]),
             (d, &ei, &["192.0.2.1/24"][..]),
@@ -415,7 +436,7 @@ impl Lab {
         Ok(BTreeMap::from([
             (
                 "director_in".to_string(),
-                read(&self.gen_ns, self.dev('g'))?,
+                read(&self.gen_ns, self.dev('g'))? + read(&self.gen_ns, self.dev('h'))?,
             ),
             ("sink_in".to_string(), read(&self.dir_ns, self.dev('i'))?),
         ]))
@@ -452,8 +473,10 @@ impl Lab {
         let mut dir = Vec::new();
         for (c, cpu) in [
             ('e', self.dir_cpu),
+            ('f', self.dir_cpu),
             ('i', self.dir_cpu),
             ('g', self.load_cpu),
+            ('h', self.load_cpu),
             ('s', self.load_cpu),
         ] {
             for (tid, name) in Lab::napi_threads(&self.dev(c)) {
@@ -463,7 +486,7 @@ impl Lab {
                     // Safety: setpriority(2) on a thread id; no memory is passed.
                     unsafe { libc::setpriority(libc::PRIO_PROCESS, tid, -10) };
                 }
-                if cpu == self.dir_cpu && (c == 'e' || c == 'i') {
+                if cpu == self.dir_cpu && (c == 'e' || c == 'f' || c == 'i') {
                     dir.push((tid, name));
                 }
             }
@@ -583,7 +606,7 @@ fn start_plane(
             ns_exec(&d, &["nft", "-f", f.to_str().unwrap_or_default()])?;
             Ok(None)
         }
-        Plane::Nat | Plane::Dr | Plane::NatSplit => {
+        Plane::Nat | Plane::Dr | Plane::NatSplit | Plane::NatBond => {
             let fwd = if plane == Plane::Dr { "-g" } else { "-m" };
             let threads = if plane == Plane::NatSplit {
                 "per-socket"
@@ -601,6 +624,13 @@ fn start_plane(
             write_file(&f, &rules)?;
             let sock = lab.tmp.join("xlvsd.sock");
             let xlvsd = bin.join("xlvsd");
+            let (fi, bi) = (lab.dev('f'), lab.dev('b'));
+            let bond = format!("{bi}={ei},{fi}");
+            let client_side: Vec<&str> = if plane == Plane::NatBond {
+                vec!["--bond", &bond]
+            } else {
+                vec!["--iface", &ei]
+            };
             // Above the NAPI threads it shares its CPU with (as a unit file's Nice=-10): in
             // overload the worker then drains its RX ring and frames are lost at the veth
             // before the kernel has copied them, instead of after.
@@ -609,8 +639,6 @@ fn start_plane(
                 "-n",
                 "-10",
                 xlvsd.to_str().unwrap_or_default(),
-                "--iface",
-                &ei,
                 "--iface",
                 &ii,
                 "--rules",
@@ -622,6 +650,7 @@ fn start_plane(
                 "--threads",
                 threads,
             ];
+            args.extend(client_side);
             args.extend(xlvsd_args.iter().map(String::as_str));
             let log = format!("xlvsd-{}.log", plane.key());
             let i = lab.spawn(&d, lab.dir_cpu, &args, &log, false)?;
@@ -698,43 +727,68 @@ fn measure(
     // generator offers what the sink side leaves it.
     let mut sink_out = wait_ready(lab, sink, "sink.log")?;
     let threads = director_threads(lab, r)?;
-    let src = format!(
-        "198.18.0.1-{}",
-        std::net::Ipv4Addr::from(u32::from(std::net::Ipv4Addr::new(198, 18, 0, 1)) + a.src_ips - 1)
-    );
+    // The bond plane's switch: half the flows (source addresses) and half the rate on each
+    // member.
+    let halves = if plane == Plane::NatBond { 2 } else { 1 };
+    let per = (a.src_ips / halves).max(1);
     let sport = format!("1024-{}", 1024 + a.src_ports as u32 - 1);
     let dur = a.duration.to_string();
-    let rate = target.to_string();
-    let gi = lab.dev('g');
+    let rate = (target / halves as u64).to_string();
     let ext_mac = lab.ext_mac.clone();
     let dst = format!("{VIP}:{PORT}");
-    let mut gen_args = vec![
-        "nice", "-n", "10", me_s, "gen", "-i", &gi, "-d", &dst, "-m", &ext_mac, "-s", &src, "-p",
-        &sport, "-z", &a.size, "-D", &dur,
-    ];
-    if target > 0 {
-        gen_args.extend(["-r", &rate]);
-    }
     let before = cpu_ns(&threads);
     let drops_before = lab.drops()?;
     let t0 = Instant::now();
     let gen_ns = lab.gen_ns.clone();
-    let g = lab.spawn(&gen_ns, lab.load_cpu, &gen_args, "gen.log", true)?;
-    let out = lab.children[g]
-        .stdout
-        .take()
-        .ok_or_else(|| anyhow!("no stdout"))?;
-    let mut line = String::new();
-    BufReader::new(out).read_line(&mut line)?;
+    let mut gens = Vec::new();
+    for h in 0..halves {
+        let first = u32::from(std::net::Ipv4Addr::new(198, 18, 0, 1)) + h * per;
+        let src = format!(
+            "{}-{}",
+            std::net::Ipv4Addr::from(first),
+            std::net::Ipv4Addr::from(first + per - 1)
+        );
+        let dev = lab.dev(if h == 0 { 'g' } else { 'h' });
+        let mut gen_args = vec![
+            "nice", "-n", "10", me_s, "gen", "-i", &dev, "-d", &dst, "-m", &ext_mac, "-s", &src,
+            "-p", &sport, "-z", &a.size, "-D", &dur,
+        ];
+        if target > 0 {
+            gen_args.extend(["-r", &rate]);
+        }
+        let log = format!("gen{h}.log");
+        gens.push((
+            lab.spawn(&gen_ns, lab.load_cpu, &gen_args, &log, true)?,
+            log,
+        ));
+    }
+    let mut reports = Vec::new();
+    for (g, log) in &gens {
+        let out = lab.children[*g]
+            .stdout
+            .take()
+            .ok_or_else(|| anyhow!("no stdout"))?;
+        let mut line = String::new();
+        BufReader::new(out).read_line(&mut line)?;
+        reports.push((line, log.clone()));
+    }
     let wall = t0.elapsed().as_secs_f64();
     let after = cpu_ns(&threads);
-    lab.children[g].wait()?;
-    let generator: GenReport = serde_json::from_str(line.trim())
-        .with_context(|| format!("generator: {}", lab.log("gen.log").trim()))?;
+    let mut generator: Option<GenReport> = None;
+    for ((g, _), (line, log)) in gens.iter().zip(&reports) {
+        lab.children[*g].wait()?;
+        let r: GenReport = serde_json::from_str(line.trim())
+            .with_context(|| format!("generator: {}", lab.log(log).trim()))?;
+        generator = Some(match generator {
+            None => r,
+            Some(acc) => acc.merge(&r),
+        });
+    }
+    let generator = generator.ok_or_else(|| anyhow!("no generator"))?;
     // Let the last frames through, then stop the sink.
     std::thread::sleep(Duration::from_millis(200));
     lab.stop(sink)?;
-    line.clear();
+    let mut line = String::new();
     sink_out.read_line(&mut line)?;
     let sink: SinkReport = serde_json::from_str(line.trim())
         .with_context(|| format!("sink: {}", lab.log("sink.log").trim()))?;
@@ -935,6 +989,7 @@ pub fn ratios(points: &[Point]) -> Vec<Ratio> {
             Plane::Nat,
             Plane::Dr,
             Plane::NatSplit,
+            Plane::NatBond,
         ] {
             if p == vs {
                 continue;
@@ -1055,7 +1110,7 @@ pub fn run(mut a: RunArgs) -> anyhow::Result<()> {
     };
     if a.planes
         .iter()
-        .any(|p| matches!(p, Plane::Nat | Plane::Dr | Plane::NatSplit))
+        .any(|p| matches!(p, Plane::Nat | Plane::Dr | Plane::NatSplit | Plane::NatBond))
         && !bin.join("xlvsd").exists()
     {
         bail!(
