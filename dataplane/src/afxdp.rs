@@ -27,7 +27,7 @@
 use std::io;
 use std::os::fd::RawFd;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::thread::JoinHandle;
 
 use arc_swap::ArcSwap;
@@ -65,6 +65,9 @@ pub struct XskConfig {
     /// IPVS `sync_threshold`: a connection's events at its `.0`-th client packet, then
     /// every `.1`-th ([`Outbox::with_sync`]).
     pub sync_threshold: (u32, u32),
+    /// Sockets (RX queues) that ports added at run time may take ([`Hotplug::add_port`]):
+    /// each has its `frames_per_worker` frames in the UMEM from the start.
+    pub spare_sockets: u32,
 }
 
 impl Default for XskConfig {
@@ -77,6 +80,7 @@ impl Default for XskConfig {
             events: 8192,
             inject: 4096,
             sync_threshold: (Outbox::SYNC_THRESHOLD, Outbox::SYNC_PERIOD),
+            spare_sockets: 2,
         }
     }
 }
@@ -313,6 +317,9 @@ pub struct Dataplane {
     umem: Umem,
     bound: Vec<Bound>,
     config: XskConfig,
+    sock_cfg: SocketConfig,
+    /// The spare sockets' frames, one range each, in worker order after the bound ones.
+    spare: Vec<Vec<FrameDesc>>,
 }
 
 /// An error while creating the data plane.
@@ -347,7 +354,7 @@ impl Dataplane {
             .comp_queue_size(qs(config.ring_size)?)
             .build()
             .map_err(|e| Error(format!("UMEM config: {e}")))?;
-        let total = workers
+        let total = (workers + config.spare_sockets)
             .checked_mul(config.frames_per_worker)
             .and_then(std::num::NonZeroU32::new)
             .ok_or_else(|| Error("UMEM frame count overflows".into()))?;
@@ -400,10 +407,17 @@ impl Dataplane {
                 });
             }
         }
+        let mut spare = Vec::new();
+        for _ in 0..config.spare_sockets {
+            let rest = descs.split_off((config.frames_per_worker as usize).min(descs.len()));
+            spare.push(std::mem::replace(&mut descs, rest));
+        }
         Ok(Dataplane {
             umem,
             bound,
             config,
+            sock_cfg,
+            spare,
         })
     }
 
@@ -416,21 +430,29 @@ impl Dataplane {
             .collect()
     }
 
-    /// Starts the worker threads ([`Threads`]). Workers stop when `stop` is set.
+    /// Starts the worker threads ([`Threads`]). Workers stop when `stop` is set. The
+    /// [`Hotplug`] adds ports later, on the spare sockets.
     pub fn run(
         self,
         tables: Arc<Tables>,
         snapshot: Arc<ArcSwap<Snapshot>>,
         stop: Arc<AtomicBool>,
-    ) -> io::Result<Vec<WorkerHandle>> {
+    ) -> io::Result<(Vec<WorkerHandle>, Hotplug)> {
         let n = self.bound.len();
         let queues: Vec<u32> = self.bound.iter().map(|b| b.queue).collect();
-        let thread_of = self.config.threads.groups(&queues);
-        let nthreads = thread_of.iter().max().map_or(0, |m| m + 1);
+        let thread_no = self.config.threads.groups(&queues);
+        let nthreads = thread_no.iter().max().map_or(0, |m| m + 1);
+        let total = n + self.spare.len();
+        let thread_of: Arc<[AtomicUsize]> = (0..total)
+            .map(|i| AtomicUsize::new(thread_no.get(i).copied().unwrap_or(0)))
+            .collect();
         let wakers = (0..nthreads)
             .map(|_| Waker::new().map(Arc::new))
             .collect::<io::Result<Vec<_>>>()?;
-        let mailboxes: Vec<Arc<Mailbox>> = (0..n)
+        let adopt: Vec<Arc<ArrayQueue<Worker>>> = (0..nthreads)
+            .map(|_| Arc::new(ArrayQueue::new(self.spare.len().max(1))))
+            .collect();
+        let mailboxes: Arc<[Arc<Mailbox>]> = (0..total)
             .map(|_| {
                 Arc::new(Mailbox {
                     inbox: ArrayQueue::new(self.config.ring_size as usize * 2),
@@ -438,7 +460,7 @@ impl Dataplane {
                 })
             })
             .collect();
-        // Egress routing: for interface e, the workers bound to it, by queue.
+        // Egress routing: for port e, the workers bound to it, by queue.
         let mut by_iface: Vec<Vec<usize>> = Vec::new();
         for (i, b) in self.bound.iter().enumerate() {
             let e = b.iface as usize;
@@ -447,10 +469,15 @@ impl Dataplane {
             }
             by_iface[e].push(i);
         }
+        let topology = Arc::new(Topology {
+            by_port: ArcSwap::from_pointee(by_iface),
+            generation: AtomicU64::new(0),
+        });
         let frame_span = self.config.frame_size as usize * self.config.frames_per_worker as usize;
         let mut groups: Vec<Vec<Worker>> = (0..nthreads).map(|_| Vec::new()).collect();
         let mut handles = Vec::with_capacity(n);
         for (me, b) in self.bound.into_iter().enumerate() {
+            let t = thread_no[me];
             let stats = Arc::new(WorkerStats::default());
             let events = Arc::new(Outbox::with_sync(
                 self.config.events,
@@ -459,8 +486,7 @@ impl Dataplane {
             ));
             let inject = Arc::new(ArrayQueue::new(self.config.inject.max(1)));
             let name = format!("{}/q{}", b.iface_name, b.queue);
-            let t = thread_of[me];
-            let thread_name = if thread_of.iter().filter(|&&g| g == t).count() == 1 {
+            let thread_name = if thread_no.iter().filter(|&&g| g == t).count() == 1 {
                 format!("xlvs-{name}")
             } else {
                 format!("xlvs-q{}", b.queue)
@@ -495,7 +521,9 @@ impl Dataplane {
                 inject,
                 snapshot: snapshot.clone(),
                 mailboxes: mailboxes.clone(),
-                by_iface: by_iface.clone(),
+                topology: topology.clone(),
+                by_iface: topology.by_port.load_full(),
+                generation: 0,
                 thread_of: thread_of.clone(),
                 thread: t,
                 frame_span,
@@ -514,13 +542,184 @@ impl Dataplane {
                 me: t,
                 wakers: wakers.clone(),
                 stop: stop.clone(),
+                adopt: adopt[t].clone(),
             };
             let thread = std::thread::Builder::new()
                 .name(handles[first].thread_name.clone())
                 .spawn(move || th.run())?;
             handles[first].join = Some(thread);
         }
-        Ok(handles)
+        let hotplug = Hotplug {
+            umem: self.umem,
+            sock_cfg: self.sock_cfg,
+            config: self.config,
+            spare: self.spare.into(),
+            next: n,
+            nthreads,
+            tables,
+            snapshot,
+            mailboxes,
+            topology,
+            thread_of,
+            wakers,
+            adopt,
+            frame_span,
+        };
+        Ok((handles, hotplug))
+    }
+}
+
+/// Which workers transmit on each port, shared by every worker; a port added at run time
+/// publishes a new map and bumps the generation, which workers check once per round.
+struct Topology {
+    by_port: ArcSwap<Vec<Vec<usize>>>,
+    generation: AtomicU64,
+}
+
+/// Adds ports to the running data plane (a member joining a bond), on the sockets and
+/// frames [`XskConfig::spare_sockets`] set aside at start: each new socket shares the UMEM,
+/// gets its own fill and completion rings, and its worker joins the thread that serves its
+/// queue number (an existing thread: no thread is started).
+pub struct Hotplug {
+    umem: Umem,
+    sock_cfg: SocketConfig,
+    config: XskConfig,
+    spare: std::collections::VecDeque<Vec<FrameDesc>>,
+    /// The next worker number (the spare ranges follow the bound workers', in order).
+    next: usize,
+    nthreads: usize,
+    tables: Arc<Tables>,
+    snapshot: Arc<ArcSwap<Snapshot>>,
+    mailboxes: Arc<[Arc<Mailbox>]>,
+    topology: Arc<Topology>,
+    thread_of: Arc<[AtomicUsize]>,
+    wakers: Vec<Arc<Waker>>,
+    adopt: Vec<Arc<ArrayQueue<Worker>>>,
+    frame_span: usize,
+}
+
+impl Hotplug {
+    /// Spare sockets left.
+    pub fn spare(&self) -> usize {
+        self.spare.len()
+    }
+
+    /// Binds one socket per RX queue of `spec` and hands each worker to its thread; returns
+    /// their handles and (queue, socket fd) for the XSKMAP (attach XDP to the port next).
+    /// Fails, binding nothing, if too few spare sockets are left.
+    pub fn add_port(
+        &mut self,
+        spec: &IfaceSpec,
+    ) -> Result<(Vec<WorkerHandle>, Vec<(u32, RawFd)>), Error> {
+        if spec.queues as usize > self.spare.len() {
+            return Err(Error(format!(
+                "{} has {} RX queue(s) and {} spare socket(s) are left (xlvsd --spare-sockets)",
+                spec.name,
+                spec.queues,
+                self.spare.len()
+            )));
+        }
+        let ifname = spec
+            .name
+            .parse()
+            .map_err(|_| Error(format!("bad interface name {:?}", spec.name)))?;
+        let mut bound = Vec::new();
+        for q in 0..spec.queues {
+            // Safety: a new (interface, queue) pair on this UMEM, bound once.
+            let (tx, rx, fq) = unsafe { Socket::new(self.sock_cfg, &self.umem, &ifname, q) }
+                .map_err(|e| Error(format!("AF_XDP socket on {} queue {q}: {e}", spec.name)))?;
+            let (fill, comp) = fq.ok_or_else(|| {
+                Error(format!(
+                    "no fill/completion ring for {} queue {q}",
+                    spec.name
+                ))
+            })?;
+            bound.push((q, tx, rx, fill, comp));
+        }
+        let mut handles = Vec::new();
+        let mut sockets = Vec::new();
+        let mut by_port: Vec<Vec<usize>> = (**self.topology.by_port.load()).clone();
+        let port = spec.id as usize;
+        if by_port.len() <= port {
+            by_port.resize(port + 1, Vec::new());
+        }
+        by_port[port].clear();
+        let mut woken = vec![false; self.nthreads];
+        for (q, tx, rx, fill, comp) in bound {
+            sockets.push((q, std::os::fd::AsRawFd::as_raw_fd(rx.fd())));
+            let me = self.next;
+            self.next += 1;
+            let frames = self.spare.pop_front().unwrap_or_default();
+            let t = match self.config.threads {
+                Threads::PerQueue => q as usize % self.nthreads.max(1),
+                Threads::PerSocket => me % self.nthreads.max(1),
+            };
+            self.thread_of[me].store(t, Ordering::Relaxed);
+            let stats = Arc::new(WorkerStats::default());
+            let events = Arc::new(Outbox::with_sync(
+                self.config.events,
+                self.config.sync_threshold.0,
+                self.config.sync_threshold.1,
+            ));
+            let inject = Arc::new(ArrayQueue::new(self.config.inject.max(1)));
+            let name = format!("{}/q{q}", spec.name);
+            handles.push(WorkerHandle {
+                name,
+                iface: spec.id,
+                logical: spec.logical,
+                queue: q,
+                thread: t,
+                thread_name: format!("xlvs-q{t}"),
+                stats: stats.clone(),
+                events: events.clone(),
+                inject: inject.clone(),
+                waker: self.wakers[t].clone(),
+                join: None,
+            });
+            let mut core = Core::for_worker(self.tables.clone(), me);
+            core.set_outbox(Some(events));
+            let w = Worker {
+                me,
+                iface: spec.id,
+                logical: spec.logical,
+                queue: q,
+                tx,
+                rx,
+                fill,
+                comp,
+                free: frames,
+                umem: self.umem.clone(),
+                core,
+                inject,
+                snapshot: self.snapshot.clone(),
+                mailboxes: self.mailboxes.clone(),
+                topology: self.topology.clone(),
+                by_iface: self.topology.by_port.load_full(),
+                generation: u64::MAX,
+                thread_of: self.thread_of.clone(),
+                thread: t,
+                frame_span: self.frame_span,
+                stats,
+                outstanding: 0,
+                pending_tx: Vec::with_capacity(self.config.ring_size as usize * 3),
+                pending_cap: self.config.ring_size as usize * 2,
+                tx_ring: self.config.ring_size,
+                next_xsk_stats: Instant(0),
+            };
+            by_port[port].push(me);
+            if self.adopt[t].push(w).is_err() {
+                log::error!("thread {t} cannot take another worker");
+            }
+            woken[t] = true;
+        }
+        self.topology.by_port.store(Arc::new(by_port));
+        self.topology.generation.fetch_add(1, Ordering::Release);
+        for (t, w) in woken.iter().enumerate() {
+            if *w {
+                self.wakers[t].wake();
+            }
+        }
+        Ok((handles, sockets))
     }
 }
 
@@ -532,6 +731,8 @@ struct WorkerThread {
     /// Every thread's wakeup, by thread number (ours: other threads hand our workers frames).
     wakers: Vec<Arc<Waker>>,
     stop: Arc<AtomicBool>,
+    /// Workers of ports added at run time, for this thread to take ([`Hotplug`]).
+    adopt: Arc<ArrayQueue<Worker>>,
 }
 
 /// One (interface, RX queue): its socket, its rings' state, its [`Core`].
@@ -552,10 +753,13 @@ struct Worker {
     /// Entries from outside to insert.
     inject: Arc<ArrayQueue<Spec>>,
     snapshot: Arc<ArcSwap<Snapshot>>,
-    mailboxes: Vec<Arc<Mailbox>>,
-    by_iface: Vec<Vec<usize>>,
-    /// The thread number of every worker.
-    thread_of: Vec<usize>,
+    mailboxes: Arc<[Arc<Mailbox>]>,
+    topology: Arc<Topology>,
+    /// The topology's map as of `generation` (refreshed once per round when it changed).
+    by_iface: Arc<Vec<Vec<usize>>>,
+    generation: u64,
+    /// The thread number of every worker (spare ones: set when a port takes them).
+    thread_of: Arc<[AtomicUsize]>,
     /// Ours.
     thread: usize,
     frame_span: usize,
@@ -642,6 +846,28 @@ impl WorkerThread {
             );
         }
         while !self.stop.load(Ordering::Relaxed) {
+            if !self.adopt.is_empty() {
+                while let Some(w) = self.adopt.pop() {
+                    log::info!(
+                        "worker {} (iface {} queue {}) running (added)",
+                        w.me,
+                        w.iface,
+                        w.queue
+                    );
+                    self.workers.push(w);
+                }
+                fds = self
+                    .workers
+                    .iter()
+                    .map(|w| std::os::fd::AsRawFd::as_raw_fd(w.rx.fd()))
+                    .chain([self.wakers[self.me].0])
+                    .map(|fd| libc::pollfd {
+                        fd,
+                        events: libc::POLLIN,
+                        revents: 0,
+                    })
+                    .collect();
+            }
             // One clock read per round: the batch's time and the expiry's.
             let now = monotonic_now();
             let mut busy = false;
@@ -730,7 +956,7 @@ impl Worker {
     /// Marks the thread of worker `w` for a wakeup, unless it is ours (we will see its
     /// mailbox in this round or the next anyway).
     fn wake_worker(&self, w: usize, wake: &mut [bool]) {
-        let t = self.thread_of[w];
+        let t = self.thread_of[w].load(Ordering::Relaxed);
         if t != self.thread {
             wake[t] = true;
         }
@@ -749,6 +975,12 @@ impl Worker {
         let mut busy = false;
         // Whether anyone listens for our connection events: once per round.
         self.core.refresh_listening();
+        // A port added since the last round.
+        let g = self.topology.generation.load(Ordering::Acquire);
+        if g != self.generation {
+            self.by_iface = self.topology.by_port.load_full();
+            self.generation = g;
+        }
 
         // Our frames coming home from other workers.
         while let Some(d) = self.mailboxes[self.me].returns.pop() {

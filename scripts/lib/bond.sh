@@ -124,13 +124,13 @@ NFT
   _lab_x ip -n "$LAB_DIR_NS" addr add "$BOND_VIP/32" dev bond0 || return 1
 }
 
-# bond_lacp_ok ID ROLE [BOND]: whether ROLE's bond BOND (default "lag") has negotiated LACP
-# with both members enabled (ovs-appctl bond/show).
-bond_lacp_ok() { # ID ROLE [BOND]
+# bond_lacp_ok ID ROLE [BOND [N]]: whether ROLE's bond BOND (default "lag") has negotiated
+# LACP with N (default 2) members enabled (ovs-appctl bond/show).
+bond_lacp_ok() { # ID ROLE [BOND [N]]
   local s
   s=$(ovs_appctl "$1" "$2" bond/show "${3:-lag}" 2>/dev/null) || return 1
   grep -q 'lacp_status: negotiated' <<<"$s" || return 1
-  [ "$(grep -c '^member .*: enabled' <<<"$s")" -eq 2 ]
+  [ "$(grep -c '^member .*: enabled' <<<"$s")" -eq "${4:-2}" ]
 }
 
 # bond_wait_lacp ID SECS: both sides negotiated, within SECS.

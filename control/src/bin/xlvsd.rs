@@ -30,6 +30,11 @@ struct Args {
     /// layer3+4 (default), layer2+3, layer2 (as the bonding driver's xmit_hash_policy).
     #[arg(long = "xmit-hash", value_name = "[NAME=]POLICY")]
     xmit_hashes: Vec<String>,
+    /// AF_XDP sockets set aside for devices that join a kernel bond while xlvsd runs (one
+    /// per RX queue of the newcomer; each holds its UMEM frames from the start, 16 MiB at
+    /// the default sizes).
+    #[arg(long = "spare-sockets", value_name = "N", default_value_t = 2)]
+    spare_sockets: u32,
     /// Rules to load at start, in `ipvsadm -S -n` format; SIGHUP re-reads the file and
     /// applies only what changed.
     #[arg(long, value_name = "FILE")]
@@ -275,6 +280,7 @@ fn main() {
                 ThreadsArg::PerSocket => Threads::PerSocket,
             },
             sync_threshold,
+            spare_sockets: a.spare_sockets,
             ..XskConfig::default()
         },
         sched: sched::SchedConfig {

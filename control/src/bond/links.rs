@@ -19,6 +19,10 @@ pub trait LinkSource {
     fn carriers(&self, leaves: &[String]) -> Vec<bool>;
     /// What the kernel bonds report.
     fn report(&self, bonds: &Bonds) -> Reported;
+    /// Kernel bond `top` and the bonds under it, read again (none: not readable now).
+    fn tree(&self, _top: &str) -> Option<Vec<super::BondSpec>> {
+        None
+    }
 }
 
 /// sysfs.
@@ -31,6 +35,9 @@ impl LinkSource for Sysfs {
     fn report(&self, bonds: &Bonds) -> Reported {
         sysfs::report(&self.0, bonds)
     }
+    fn tree(&self, top: &str) -> Option<Vec<super::BondSpec>> {
+        sysfs::read_tree(&self.0, top).ok()
+    }
 }
 
 /// The director's interfaces: the logical ones (by `IfaceId`) and the ports (by
@@ -42,19 +49,22 @@ pub struct Links {
     /// Logical interface names by id.
     logical: Vec<String>,
     source: Box<dyn LinkSource>,
+    /// The logical interfaces that are kernel bonds (membership re-read at each poll).
+    kernel: Vec<String>,
     /// When to read the kernel bonds' reports next (none: no kernel bond).
     next_poll: Option<Instant>,
     egress: Vec<Egress>,
 }
 
 impl Links {
-    /// `kernel_bonds`: whether some bond is the kernel's (its report is polled).
+    /// `kernel`: the logical interfaces that are kernel bonds (their reports and
+    /// membership are polled).
     pub fn new(
         bonds: Bonds,
         logical: Vec<String>,
         ports: Vec<String>,
         source: Box<dyn LinkSource>,
-        kernel_bonds: bool,
+        kernel: Vec<String>,
         now: Instant,
     ) -> Links {
         let mut l = Links {
@@ -62,7 +72,8 @@ impl Links {
             ports,
             logical,
             source,
-            next_poll: kernel_bonds.then_some(now),
+            next_poll: (!kernel.is_empty()).then_some(now),
+            kernel,
             egress: Vec::new(),
         };
         l.read(true);
@@ -125,9 +136,9 @@ impl Links {
         if let Some(t) = &mut self.next_poll {
             *t = now + POLL;
         }
-        if !self.read(false) {
-            return None;
-        }
+        // The egress may change without a carrier or report changing (a member joined or
+        // left): compared every time (a few members).
+        self.read(false);
         let e = self.compute();
         if e == self.egress {
             return None;
@@ -151,6 +162,56 @@ impl Links {
         }
         self.egress = e;
         Some(&self.egress)
+    }
+
+    /// Re-reads the kernel bonds' membership: returns the leaves that joined and have no
+    /// port yet, with their logical interface (the caller binds them and calls
+    /// [`Links::port_added`]). Members that left are no longer used (the next
+    /// [`Links::refresh`] publishes that).
+    pub fn joined(&mut self) -> Vec<(String, u8)> {
+        let mut out = Vec::new();
+        for (i, top) in self.logical.iter().enumerate() {
+            if !self.kernel.contains(top) {
+                continue;
+            }
+            let Some(tree) = self.source.tree(top) else {
+                continue;
+            };
+            let before: Vec<String> = self.bonds.leaves(top);
+            match self.bonds.replace_tree(top, tree) {
+                Ok(false) => {}
+                Ok(true) => {
+                    let after = self.bonds.leaves(top);
+                    for leaf in before.iter().filter(|l| !after.contains(l)) {
+                        log::warn!("{top}: {leaf} left the bond: no longer used");
+                    }
+                    for leaf in after.iter().filter(|l| !before.contains(l)) {
+                        log::info!("{top}: {leaf} joined the bond");
+                    }
+                    for leaf in after {
+                        if !self.ports.contains(&leaf) {
+                            out.push((leaf, i as u8));
+                        }
+                    }
+                }
+                Err(e) => log::error!("{top}: its new membership is refused: {e}"),
+            }
+        }
+        out
+    }
+
+    /// A joined leaf has its sockets: port `port` (the next number). Its carrier is read
+    /// at once (no "carrier again" message for a newcomer).
+    pub fn port_added(&mut self, leaf: String) -> PortId {
+        let up = self
+            .source
+            .carriers(std::slice::from_ref(&leaf))
+            .first()
+            .copied()
+            .unwrap_or(false);
+        self.bonds.set_carrier(&leaf, up);
+        self.ports.push(leaf);
+        (self.ports.len() - 1) as PortId
     }
 
     /// When the kernel bonds' reports are read next.
@@ -191,15 +252,66 @@ mod tests {
     use xlvs_dataplane::bond::XmitHash;
 
     #[derive(Clone, Default)]
-    struct Fake(Rc<RefCell<Vec<bool>>>);
+    struct Fake(Rc<RefCell<Vec<bool>>>, Rc<RefCell<Option<Vec<BondSpec>>>>);
 
     impl LinkSource for Fake {
-        fn carriers(&self, _: &[String]) -> Vec<bool> {
-            self.0.borrow().clone()
+        fn carriers(&self, leaves: &[String]) -> Vec<bool> {
+            let c = self.0.borrow();
+            if leaves.len() == 1 {
+                return vec![true];
+            }
+            c.clone()
         }
         fn report(&self, _: &Bonds) -> Reported {
             Reported::default()
         }
+        fn tree(&self, _: &str) -> Option<Vec<BondSpec>> {
+            self.1.borrow().clone()
+        }
+    }
+
+    fn lacp(members: &[&str]) -> BondSpec {
+        BondSpec {
+            name: "bond0".into(),
+            members: members.iter().map(|m| m.to_string()).collect(),
+            mode: Mode::Lacp,
+            hash: XmitHash::Layer34,
+        }
+    }
+
+    #[test]
+    fn a_member_that_joins_a_kernel_bond_gets_a_port_and_one_that_leaves_is_dropped() {
+        let fake = Fake::default();
+        *fake.0.borrow_mut() = vec![true];
+        *fake.1.borrow_mut() = Some(vec![lacp(&["m0"])]);
+        let t0 = Instant::now();
+        let mut l = Links::new(
+            Bonds::new(vec![lacp(&["m0"])]).unwrap(),
+            vec!["bond0".into()],
+            vec!["m0".into()],
+            Box::new(fake.clone()),
+            vec!["bond0".into()],
+            t0,
+        );
+        assert_eq!(l.poll_timeout(), Some(t0));
+        assert!(l.joined().is_empty(), "nothing changed");
+        *fake.1.borrow_mut() = Some(vec![lacp(&["m0", "m1"])]);
+        assert_eq!(l.joined(), [("m1".to_string(), 0)]);
+        assert_eq!(l.port_added("m1".into()), 1);
+        *fake.0.borrow_mut() = vec![true, true];
+        assert_eq!(
+            l.refresh(t0).map(|e| e.to_vec()),
+            Some(vec![Egress::hashed(XmitHash::Layer34, &[0, 1])])
+        );
+        assert_eq!(l.poll_timeout(), Some(t0 + POLL));
+        // m1 leaves: its port stays, unused.
+        *fake.1.borrow_mut() = Some(vec![lacp(&["m0"])]);
+        assert!(l.joined().is_empty());
+        assert_eq!(
+            l.refresh(t0).map(|e| e.to_vec()),
+            Some(vec![Egress::Port(0)])
+        );
+        assert_eq!(l.bond_of(1), None);
     }
 
     #[test]
@@ -220,7 +332,7 @@ mod tests {
             vec!["bond0".into(), "int0".into()],
             vec!["m0".into(), "m1".into(), "int0".into()],
             Box::new(fake.clone()),
-            false,
+            Vec::new(),
             t0,
         );
         assert_eq!(

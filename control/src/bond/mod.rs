@@ -186,6 +186,41 @@ impl Bonds {
         }
     }
 
+    /// Replaces the bonds under `top` (a kernel bond read again: members joined or left)
+    /// with `specs`; carriers and choices are kept. Returns whether anything changed, or an
+    /// error (and no change) if the new tree is not valid with the other bonds.
+    pub fn replace_tree(&mut self, top: &str, specs: Vec<BondSpec>) -> Result<bool, String> {
+        let mut old = Vec::new();
+        let mut stack = vec![top.to_string()];
+        while let Some(n) = stack.pop() {
+            if let Some(b) = self.spec(&n) {
+                stack.extend(b.members.iter().cloned());
+                old.push(n);
+            }
+        }
+        let mut mine: Vec<&BondSpec> = self
+            .specs
+            .iter()
+            .filter(|b| old.contains(&b.name))
+            .collect();
+        mine.sort_by(|a, b| a.name.cmp(&b.name));
+        let mut new: Vec<&BondSpec> = specs.iter().collect();
+        new.sort_by(|a, b| a.name.cmp(&b.name));
+        if mine == new {
+            return Ok(false);
+        }
+        let mut all: Vec<BondSpec> = self
+            .specs
+            .iter()
+            .filter(|b| !old.contains(&b.name))
+            .cloned()
+            .collect();
+        all.extend(specs);
+        let checked = Bonds::new(all)?;
+        self.specs = checked.specs;
+        Ok(true)
+    }
+
     /// A leaf's carrier; returns whether it changed.
     pub fn set_carrier(&mut self, leaf: &str, up: bool) -> bool {
         if up {
@@ -277,8 +312,9 @@ pub struct Plan {
     pub logical: Vec<String>,
     pub ports: Vec<(String, u8)>,
     pub bonds: Bonds,
-    /// Whether some bond is the kernel's (its sysfs report is followed).
-    pub kernel: bool,
+    /// The logical interfaces that are kernel bonds (their sysfs report and membership are
+    /// followed).
+    pub kernel: Vec<String>,
 }
 
 /// Plans the interfaces from `--iface` names and `--bond` declarations: a bond declared
@@ -307,11 +343,11 @@ pub fn plan(
         }
     }
     let mut specs = declared.to_vec();
-    let mut kernel = false;
+    let mut kernel = Vec::new();
     for n in &logical {
         if !declared.iter().any(|b| &b.name == n) && sysfs::is_bond(root, n) {
             specs.extend(sysfs::read_tree(root, n)?);
-            kernel = true;
+            kernel.push(n.clone());
         }
     }
     let bonds = Bonds::new(specs).map_err(|e| anyhow::anyhow!(e))?;
@@ -479,7 +515,7 @@ mod tests {
             p.ports,
             [("ext0".into(), 0), ("eth0".into(), 1), ("eth1".into(), 1)]
         );
-        assert!(!p.kernel);
+        assert!(p.kernel.is_empty());
         assert!(plan(&["eth0".into()], &[lacp("bond0", &["eth0"])], root).is_err());
         assert!(plan(&["a".into(), "a".into()], &[], root).is_err());
     }

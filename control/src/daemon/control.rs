@@ -44,6 +44,21 @@ pub trait Steering {
     /// Whether the program stays attached when this is dropped (a crash), or is detached (an
     /// orderly stop).
     fn stay_attached(&mut self, _stay: bool) {}
+    /// A port added at run time: its sockets into the XSKMAP, its interface into `IFACES`.
+    fn add_port(&mut self, p: &NewPort) -> anyhow::Result<()> {
+        anyhow::bail!("cannot steer to {} (no XDP here)", p.name)
+    }
+}
+
+/// A port (a bond member that joined) the workers have just bound.
+#[derive(Clone, Debug)]
+pub struct NewPort {
+    pub name: String,
+    pub port: u8,
+    pub ifindex: u32,
+    pub queues: u32,
+    /// (RX queue, AF_XDP socket) of each of its sockets.
+    pub sockets: Vec<(u32, std::os::fd::RawFd)>,
 }
 
 impl Steering for crate::xdp::XdpSteering {
@@ -67,6 +82,13 @@ impl Steering for crate::xdp::XdpSteering {
     fn stay_attached(&mut self, stay: bool) {
         crate::xdp::XdpSteering::stay_attached(self, stay)
     }
+
+    fn add_port(&mut self, p: &NewPort) -> anyhow::Result<()> {
+        for (q, fd) in &p.sockets {
+            self.set_socket(p.port as u32, *q, *fd)?;
+        }
+        self.set_iface(p.ifindex, p.port as u32, p.queues)
+    }
 }
 
 /// The running workers.
@@ -75,6 +97,11 @@ pub trait Workers {
     fn handles(&self) -> &[WorkerHandle];
     /// Stops them and waits until they have.
     fn stop(&mut self);
+    /// Binds device `name` as port `port` of logical interface `logical` and starts its
+    /// workers (their handles join [`Workers::handles`]).
+    fn add_port(&mut self, name: &str, port: u8, _logical: u8) -> anyhow::Result<NewPort> {
+        anyhow::bail!("cannot add {name} as port {port}: no spare sockets here")
+    }
 }
 
 /// What [`Control`] is built from.
@@ -733,6 +760,19 @@ impl Control {
     /// A link changed (rtnetlink), or the kernel bonds' poll is due: if a bond's usable
     /// members changed, the snapshot carries the new egress at once.
     pub fn links_changed(&mut self, now: Instant) {
+        let Some(mut l) = self.links.take() else {
+            return;
+        };
+        for (leaf, logical) in l.joined() {
+            let port = l.ports().len() as u8;
+            match self.add_port(&leaf, port, logical) {
+                Ok(()) => {
+                    l.port_added(leaf);
+                }
+                Err(e) => log::error!("{leaf} joined a bond but cannot be used: {e:#}"),
+            }
+        }
+        self.links = Some(l);
         let Some(l) = &mut self.links else {
             return;
         };
@@ -745,6 +785,30 @@ impl Control {
         if let Err(e) = self.publish() {
             log::error!("publishing the new egress: {e:#}");
         }
+    }
+
+    /// Binds a device that joined a bond and steers its frames to its new workers (before
+    /// the egress uses it).
+    fn add_port(&mut self, name: &str, port: u8, logical: u8) -> anyhow::Result<()> {
+        if port as u32 >= xlvs_common::MAX_IFACES {
+            anyhow::bail!("at most {} devices", xlvs_common::MAX_IFACES);
+        }
+        let before = self.workers.handles().len();
+        let p = self.workers.add_port(name, port, logical)?;
+        let listening = self
+            .workers
+            .handles()
+            .first()
+            .is_some_and(|w| w.events.listening());
+        for w in &self.workers.handles()[before..] {
+            if let Some(wake) = &self.waker {
+                w.events.set_waker(wake.clone());
+            }
+            w.set_listening(listening);
+        }
+        self.steering.add_port(&p)?;
+        self.attach(name, p.queues)?;
+        Ok(())
     }
 
     /// Once a second: forget old fragment entries, drop retired realservers, estimate rates

@@ -38,6 +38,7 @@ use xlvs_dataplane::core::stats;
 
 pub use control::{Control, Parts, Steering, Workers};
 
+use crate::daemon::control::NewPort;
 use crate::table::ServiceTable;
 use crate::{bond, health, metrics, netlink, sys, xdp};
 
@@ -78,6 +79,7 @@ pub struct Config {
 struct AfXdpWorkers {
     handles: Vec<WorkerHandle>,
     stop: Arc<AtomicBool>,
+    hotplug: afxdp::Hotplug,
 }
 
 impl Workers for AfXdpWorkers {
@@ -90,6 +92,29 @@ impl Workers for AfXdpWorkers {
         for w in self.handles.iter_mut() {
             w.join();
         }
+    }
+
+    fn add_port(&mut self, name: &str, port: u8, logical: u8) -> anyhow::Result<NewPort> {
+        let f = sys::iface(name)?;
+        let queues = f.rx_queues.min(xlvs_common::MAX_QUEUES);
+        let spec = IfaceSpec {
+            id: port,
+            name: name.to_string(),
+            queues,
+            logical,
+        };
+        let (handles, sockets) = self
+            .hotplug
+            .add_port(&spec)
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        self.handles.extend(handles);
+        Ok(NewPort {
+            name: name.to_string(),
+            port,
+            ifindex: f.ifindex,
+            queues,
+            sockets,
+        })
     }
 }
 
@@ -154,7 +179,9 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
         .collect();
     // One worker per (interface, RX queue): each counts in its own shard of every
     // realserver's counters, so the shards must exist before the first realserver does.
-    stats::set_shards(specs.iter().map(|s| s.queues as usize).sum());
+    stats::set_shards(
+        specs.iter().map(|s| s.queues as usize).sum::<usize>() + cfg.xsk.spare_sockets as usize,
+    );
     let mut table = ServiceTable::new(cfg.sched);
     if let Some(path) = &cfg.rules {
         table = control::load_rules(&table, path)?;
@@ -212,7 +239,7 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
     let huge = afxdp::advise_huge_pages(&conns.regions());
     log::debug!("connection tables: {huge} region(s) advised to use huge pages");
     let stop = Arc::new(AtomicBool::new(false));
-    let handles = dp
+    let (handles, hotplug) = dp
         .run(conns.clone(), snapshot.clone(), stop.clone())
         .context("starting workers")?;
     let nworkers = handles.len();
@@ -227,7 +254,11 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
         table,
         Parts {
             steering: Box::new(steering),
-            workers: Box::new(AfXdpWorkers { handles, stop }),
+            workers: Box::new(AfXdpWorkers {
+                handles,
+                stop,
+                hotplug,
+            }),
             system: Box::new(resolver::Kernel),
             snapshot,
             conns,
