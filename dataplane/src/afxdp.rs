@@ -569,6 +569,13 @@ impl Dataplane {
     }
 }
 
+/// The workers [`Hotplug::add_port`] started.
+pub struct Added {
+    pub handles: Vec<WorkerHandle>,
+    /// (RX queue, AF_XDP socket fd) of each, for the XSKMAP.
+    pub sockets: Vec<(u32, RawFd)>,
+}
+
 /// Which workers transmit on each port, shared by every worker; a port added at run time
 /// publishes a new map and bumps the generation, which workers check once per round.
 struct Topology {
@@ -607,10 +614,7 @@ impl Hotplug {
     /// Binds one socket per RX queue of `spec` and hands each worker to its thread; returns
     /// their handles and (queue, socket fd) for the XSKMAP (attach XDP to the port next).
     /// Fails, binding nothing, if too few spare sockets are left.
-    pub fn add_port(
-        &mut self,
-        spec: &IfaceSpec,
-    ) -> Result<(Vec<WorkerHandle>, Vec<(u32, RawFd)>), Error> {
+    pub fn add_port(&mut self, spec: &IfaceSpec) -> Result<Added, Error> {
         if spec.queues as usize > self.spare.len() {
             return Err(Error(format!(
                 "{} has {} RX queue(s) and {} spare socket(s) are left (xlvsd --spare-sockets)",
@@ -719,7 +723,7 @@ impl Hotplug {
                 self.wakers[t].wake();
             }
         }
-        Ok((handles, sockets))
+        Ok(Added { handles, sockets })
     }
 }
 

@@ -103,11 +103,12 @@ impl Workers for AfXdpWorkers {
             queues,
             logical,
         };
-        let (handles, sockets) = self
+        let added = self
             .hotplug
             .add_port(&spec)
             .map_err(|e| anyhow::anyhow!("{e}"))?;
-        self.handles.extend(handles);
+        self.handles.extend(added.handles);
+        let sockets = added.sockets;
         Ok(NewPort {
             name: name.to_string(),
             port,
