@@ -36,6 +36,7 @@ use super::addr::Addr;
 use super::service::{Binding, Dest, DestState, Fwd, NextHop, Proto};
 use super::tcp_state::TcpState;
 use super::wheel::{MAX_TICK, TICKS_PER_SEC, tick, tick_ceil, tick_instant};
+use crate::wire::{PROTO_TCP, PROTO_UDP};
 
 /// A 5-tuple as seen on the wire in one direction.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -54,12 +55,14 @@ const NO_OUTPUT: u8 = 4;
 /// [`DestState`] until a client packet finds the realserver configured.
 const UNBOUND: u8 = 8;
 /// Learned from outside without the client's next hop: the client's next frame teaches it.
-const LEARN_HOP: u8 = 16;
+const LEARN_HOP: u8 = 64;
 /// Its TCP state changed since the last client packet (which reports it, if anyone listens).
 const CHANGED: u8 = 32;
 /// A UDP connection (else TCP): the protocol lives in the flags, so a connection slot keeps
-/// room for its packet count within 56 bytes.
-const UDP: u8 = 64;
+/// room for its packet count within 56 bytes. The bit is the one that tells UDP (17) from
+/// TCP (6) in their protocol numbers, so a key's protocol is matched with one mask.
+const UDP: u8 = 16;
+const _: () = assert!(PROTO_UDP & UDP != 0 && PROTO_TCP & UDP == 0);
 /// Set on every connection: the core's hook mask ([`Conn::hooked`]) holds it while someone
 /// listens for events, so then every client packet goes to its rare work.
 const ANY: u8 = 128;
@@ -313,12 +316,13 @@ impl<A: Addr> Conn<A> {
         }
     }
 
+    // (Keys are TCP or UDP: the UDP bit of the number tells them apart.)
     fn is_in(&self, k: &ConnKey<A>) -> bool {
         self.caddr == k.src
             && self.cport == k.sport
             && self.vaddr == k.dst
             && self.vport == k.dport
-            && self.proto().number() == k.proto
+            && self.flags & UDP == k.proto & UDP
     }
 
     fn is_out(&self, k: &ConnKey<A>) -> bool {
@@ -327,7 +331,7 @@ impl<A: Addr> Conn<A> {
             && self.cport == k.dport
             && self.daddr == k.src
             && self.dport == k.sport
-            && self.proto().number() == k.proto
+            && self.flags & UDP == k.proto & UDP
     }
 
     /// Releases the connection's hold on its realserver's counters (IPVS `ip_vs_unbind_dest`),
@@ -618,13 +622,14 @@ pub struct Found<'t, A: Addr> {
 }
 
 impl<A: Addr> Found<'_, A> {
+    #[inline(always)]
     pub fn conn(&mut self) -> &mut Conn<A> {
         let i = self.slot;
-        self.bucket
-            .slot(i)
-            .conn
-            .as_mut()
-            .expect("found slots hold a connection")
+        let c = self.bucket.slot(i).conn.as_mut();
+        debug_assert!(c.is_some(), "found slots hold a connection");
+        // Safety: a `Found` is made only for a slot whose connection matched the key (it
+        // holds one), and its bucket stays locked, so nothing takes it out meanwhile.
+        unsafe { c.unwrap_unchecked() }
     }
 
     /// The bucket it is in (what wheel entries hold).

@@ -634,7 +634,7 @@ fn lookup<A: Addr>(
     };
     let side = found.side;
     let c = found.conn();
-    let action = match side {
+    let (action, deadline) = match side {
         Side::In => {
             // IPVS conn_reuse_mode 1: a new SYN on a TIME_WAIT/CLOSE connection expires it and
             // is scheduled afresh.
@@ -657,12 +657,13 @@ fn lookup<A: Addr>(
                 client_hooks(c, (snap, ev), frame, rx_iface);
             }
             c.dest.stats.inbound(worker, p.len as u64);
-            Action::ToDest {
+            let a = Action::ToDest {
                 fwd: c.fwd(),
                 daddr: c.daddr,
                 dport: c.dport,
                 hop: c.dest.next_hop(),
-            }
+            };
+            (a, c.deadline())
         }
         // Realserver → client.
         Side::Out => {
@@ -677,16 +678,16 @@ fn lookup<A: Addr>(
             }
             touch(c, now, snap, Dir::Output, p);
             c.dest.stats.outbound(worker, p.len as u64);
-            Action::ToClient {
+            let a = Action::ToClient {
                 vaddr: c.vaddr,
                 vport: c.vport,
                 hop: c.client_hop,
-            }
+            };
+            (a, c.deadline())
         }
     };
     // A shorter timeout (RST → CLOSE, FIN → FIN_WAIT, a lower `--set`) must not wait for the
     // entry filed for the longer one: file an earlier one here (the old one goes stale).
-    let deadline = found.conn().deadline();
     if deadline < found.armed() {
         let at = ex.conns.at(tick(now), deadline);
         found.set_armed(at);
@@ -888,13 +889,14 @@ fn reusable<A: Addr>(c: &Conn<A>) -> bool {
 /// errors change nothing (IPVS leaves the state to the connection's own segments).
 #[inline(always)]
 fn touch<A: Addr>(c: &mut Conn<A>, now: Instant, snap: &Snapshot, dir: Dir, p: &Parsed<A>) {
+    // The frame's protocol is the connection's (its key matched).
     let timeout = match p.kind {
         Kind::IcmpError { .. } => return,
-        Kind::Fragment { .. } => match c.proto() {
+        Kind::Fragment { .. } => match p.proto {
             Proto::Tcp => snap.timeouts.tcp[c.state as usize],
             Proto::Udp => snap.timeouts.udp,
         },
-        Kind::Plain { .. } => match c.proto() {
+        Kind::Plain { .. } => match p.proto {
             Proto::Tcp => {
                 let new = tcp_state::next(c.state, dir, p.tcp_flags);
                 if new != c.state {

@@ -68,7 +68,7 @@ impl DestCounters {
     }
 
     /// A packet of `bytes` (its IP length) from the client (IPVS `ip_vs_in_stats`).
-    #[inline]
+    #[inline(always)]
     pub fn inbound(&self, worker: usize, bytes: u64) {
         let s = self.shard(worker);
         add(&s.inpkts, 1);
@@ -76,7 +76,7 @@ impl DestCounters {
     }
 
     /// A packet of `bytes` from the realserver (IPVS `ip_vs_out_stats`).
-    #[inline]
+    #[inline(always)]
     pub fn outbound(&self, worker: usize, bytes: u64) {
         let s = self.shard(worker);
         add(&s.outpkts, 1);
