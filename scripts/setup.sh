@@ -66,6 +66,13 @@ else
   log "nightly rust-src present"
 fi
 
+if ! cargo fuzz --version 2>/dev/null | grep -q '0\.13\.2'; then
+  log "installing cargo-fuzz 0.13.2 (a few minutes)"
+  cargo install --locked cargo-fuzz@0.13.2
+else
+  log "cargo-fuzz 0.13.2 present"
+fi
+
 if ! bpf-linker --version 2>/dev/null | grep -q '0\.10\.4'; then
   log "installing bpf-linker 0.10.4 (a few minutes)"
   cargo install --locked bpf-linker@0.10.4

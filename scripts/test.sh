@@ -45,5 +45,13 @@ if grep -qE '^test result: FAILED|^error' /tmp/xlvs-unit.log || ! grep -q '^test
   exit 1
 fi
 
+echo "== fuzz targets (build; scripts/tests/fuzz.sh runs them)"
+if ! (cd fuzz && cargo +nightly fuzz build -O >/tmp/xlvs-fuzz-build.log 2>&1); then
+  tail -30 /tmp/xlvs-fuzz-build.log
+  echo "fuzz build failed"
+  echo "0 passed, 1 failed"
+  exit 1
+fi
+
 echo "== end-to-end tests (network namespaces)"
 bash scripts/tests/run.sh --no-build
