@@ -329,9 +329,7 @@ pub fn ports(e: &mut Exposition, workers: &[WorkerHandle], links: &crate::bond::
             ("port", name.clone()),
             ("bond", links.bond_of(p).unwrap_or("").to_string()),
         ];
-        let sum = |f: fn(&WorkerHandle) -> u64| -> u64 {
-            workers.iter().filter(|w| w.iface == p).map(f).sum()
-        };
+        let (rx, sent) = crate::bond::links::port_frames(workers, p);
         e.gauge(
             "port_up",
             "Whether the port (a bond member, or a plain interface) can transmit: carrier up and in the bond's active aggregator.",
@@ -342,13 +340,13 @@ pub fn ports(e: &mut Exposition, workers: &[WorkerHandle], links: &crate::bond::
             "port_rx_packets_total",
             "Frames received from the port's AF_XDP sockets.",
             &l,
-            sum(|w| w.stats.rx.load(Ordering::Relaxed)),
+            rx,
         );
         e.counter(
             "port_sent_packets_total",
             "Frames transmitted on the port.",
             &l,
-            sum(|w| w.stats.sent.load(Ordering::Relaxed)),
+            sent,
         );
     }
 }

@@ -312,6 +312,50 @@ struct Bound {
     frames: Vec<FrameDesc>,
 }
 
+/// One AF_XDP socket on queue `q` of `spec` from `umem` (with its own fill and completion
+/// rings), owning `frames`.
+fn bind_socket(
+    cfg: SocketConfig,
+    umem: &Umem,
+    spec: &IfaceSpec,
+    q: u32,
+    frames: Vec<FrameDesc>,
+) -> Result<Bound, Error> {
+    let ifname = spec
+        .name
+        .parse()
+        .map_err(|_| Error(format!("bad interface name {:?}", spec.name)))?;
+    // Safety: each (interface, queue) pair is bound once from this UMEM, so the
+    // INHIBIT_PROG_LOAD requirement for re-binding a pair does not arise (it is set anyway:
+    // our own XDP program does the steering).
+    let (tx, rx, fq) = unsafe { Socket::new(cfg, umem, &ifname, q) }.map_err(|e| {
+        let cause = std::error::Error::source(&e)
+            .map(|s| format!(": {s}"))
+            .unwrap_or_default();
+        Error(format!(
+            "AF_XDP socket on {} queue {q}: {e}{cause}",
+            spec.name
+        ))
+    })?;
+    let (fill, comp) = fq.ok_or_else(|| {
+        Error(format!(
+            "no fill/completion ring for {} queue {q}",
+            spec.name
+        ))
+    })?;
+    Ok(Bound {
+        iface: spec.id,
+        logical: spec.logical,
+        iface_name: spec.name.clone(),
+        queue: q,
+        tx,
+        rx,
+        fill,
+        comp,
+        frames,
+    })
+}
+
 /// The AF_XDP sockets of the data plane, bound but not yet running.
 pub struct Dataplane {
     umem: Umem,
@@ -368,43 +412,10 @@ impl Dataplane {
             .build();
         let mut bound = Vec::new();
         for spec in ifaces {
-            let ifname = spec
-                .name
-                .parse()
-                .map_err(|_| Error(format!("bad interface name {:?}", spec.name)))?;
             for q in 0..spec.queues {
-                // Safety: each (interface, queue) pair is bound once from this UMEM, so the
-                // INHIBIT_PROG_LOAD requirement for re-binding a pair does not arise (it is set
-                // anyway: our own XDP program does the steering).
-                let (tx, rx, fq) =
-                    unsafe { Socket::new(sock_cfg, &umem, &ifname, q) }.map_err(|e| {
-                        let cause = std::error::Error::source(&e)
-                            .map(|s| format!(": {s}"))
-                            .unwrap_or_default();
-                        Error(format!(
-                            "AF_XDP socket on {} queue {q}: {e}{cause}",
-                            spec.name
-                        ))
-                    })?;
-                let (fill, comp) = fq.ok_or_else(|| {
-                    Error(format!(
-                        "no fill/completion ring for {} queue {q}",
-                        spec.name
-                    ))
-                })?;
                 let rest = descs.split_off(config.frames_per_worker as usize);
                 let frames = std::mem::replace(&mut descs, rest);
-                bound.push(Bound {
-                    iface: spec.id,
-                    logical: spec.logical,
-                    iface_name: spec.name.clone(),
-                    queue: q,
-                    tx,
-                    rx,
-                    fill,
-                    comp,
-                    frames,
-                });
+                bound.push(bind_socket(sock_cfg, &umem, spec, q, frames)?);
             }
         }
         let mut spare = Vec::new();
@@ -474,81 +485,6 @@ impl Dataplane {
             generation: AtomicU64::new(0),
         });
         let frame_span = self.config.frame_size as usize * self.config.frames_per_worker as usize;
-        let mut groups: Vec<Vec<Worker>> = (0..nthreads).map(|_| Vec::new()).collect();
-        let mut handles = Vec::with_capacity(n);
-        for (me, b) in self.bound.into_iter().enumerate() {
-            let t = thread_no[me];
-            let stats = Arc::new(WorkerStats::default());
-            let events = Arc::new(Outbox::with_sync(
-                self.config.events,
-                self.config.sync_threshold.0,
-                self.config.sync_threshold.1,
-            ));
-            let inject = Arc::new(ArrayQueue::new(self.config.inject.max(1)));
-            let name = format!("{}/q{}", b.iface_name, b.queue);
-            let thread_name = if thread_no.iter().filter(|&&g| g == t).count() == 1 {
-                format!("xlvs-{name}")
-            } else {
-                format!("xlvs-q{}", b.queue)
-            };
-            handles.push(WorkerHandle {
-                name,
-                iface: b.iface,
-                logical: b.logical,
-                queue: b.queue,
-                thread: t,
-                thread_name,
-                stats: stats.clone(),
-                events: events.clone(),
-                inject: inject.clone(),
-                waker: wakers[t].clone(),
-                join: None,
-            });
-            let mut core = Core::for_worker(tables.clone(), me);
-            core.set_outbox(Some(events));
-            groups[t].push(Worker {
-                me,
-                iface: b.iface,
-                logical: b.logical,
-                queue: b.queue,
-                tx: b.tx,
-                rx: b.rx,
-                fill: b.fill,
-                comp: b.comp,
-                free: b.frames,
-                umem: self.umem.clone(),
-                core,
-                inject,
-                snapshot: snapshot.clone(),
-                mailboxes: mailboxes.clone(),
-                topology: topology.clone(),
-                by_iface: topology.by_port.load_full(),
-                generation: 0,
-                thread_of: thread_of.clone(),
-                thread: t,
-                frame_span,
-                stats,
-                outstanding: 0,
-                pending_tx: Vec::with_capacity(self.config.ring_size as usize * 3),
-                pending_cap: self.config.ring_size as usize * 2,
-                tx_ring: self.config.ring_size,
-                next_xsk_stats: Instant(0),
-            });
-        }
-        for (t, workers) in groups.into_iter().enumerate() {
-            let first = workers[0].me;
-            let th = WorkerThread {
-                workers,
-                me: t,
-                wakers: wakers.clone(),
-                stop: stop.clone(),
-                adopt: adopt[t].clone(),
-            };
-            let thread = std::thread::Builder::new()
-                .name(handles[first].thread_name.clone())
-                .spawn(move || th.run())?;
-            handles[first].join = Some(thread);
-        }
         let hotplug = Hotplug {
             umem: self.umem,
             sock_cfg: self.sock_cfg,
@@ -565,6 +501,33 @@ impl Dataplane {
             adopt,
             frame_span,
         };
+        let mut groups: Vec<Vec<Worker>> = (0..nthreads).map(|_| Vec::new()).collect();
+        let mut handles = Vec::with_capacity(n);
+        for (me, b) in self.bound.into_iter().enumerate() {
+            let t = thread_no[me];
+            let thread_name = if thread_no.iter().filter(|&&g| g == t).count() == 1 {
+                format!("xlvs-{}/q{}", b.iface_name, b.queue)
+            } else {
+                format!("xlvs-q{}", b.queue)
+            };
+            let (w, h) = hotplug.worker(me, t, b, thread_name);
+            groups[t].push(w);
+            handles.push(h);
+        }
+        for (t, workers) in groups.into_iter().enumerate() {
+            let first = workers[0].me;
+            let th = WorkerThread {
+                workers,
+                me: t,
+                wakers: hotplug.wakers.clone(),
+                stop: stop.clone(),
+                adopt: hotplug.adopt[t].clone(),
+            };
+            let thread = std::thread::Builder::new()
+                .name(handles[first].thread_name.clone())
+                .spawn(move || th.run())?;
+            handles[first].join = Some(thread);
+        }
         Ok((handles, hotplug))
     }
 }
@@ -606,6 +569,63 @@ pub struct Hotplug {
 }
 
 impl Hotplug {
+    /// Worker number `me` on socket `b`, run by thread `t`, and its handle.
+    fn worker(&self, me: usize, t: usize, b: Bound, thread_name: String) -> (Worker, WorkerHandle) {
+        let c = &self.config;
+        let stats = Arc::new(WorkerStats::default());
+        let events = Arc::new(Outbox::with_sync(
+            c.events,
+            c.sync_threshold.0,
+            c.sync_threshold.1,
+        ));
+        let inject = Arc::new(ArrayQueue::new(c.inject.max(1)));
+        let handle = WorkerHandle {
+            name: format!("{}/q{}", b.iface_name, b.queue),
+            iface: b.iface,
+            logical: b.logical,
+            queue: b.queue,
+            thread: t,
+            thread_name,
+            stats: stats.clone(),
+            events: events.clone(),
+            inject: inject.clone(),
+            waker: self.wakers[t].clone(),
+            join: None,
+        };
+        let mut core = Core::for_worker(self.tables.clone(), me);
+        core.set_outbox(Some(events));
+        let worker = Worker {
+            me,
+            iface: b.iface,
+            logical: b.logical,
+            queue: b.queue,
+            tx: b.tx,
+            rx: b.rx,
+            fill: b.fill,
+            comp: b.comp,
+            free: b.frames,
+            umem: self.umem.clone(),
+            core,
+            inject,
+            snapshot: self.snapshot.clone(),
+            mailboxes: self.mailboxes.clone(),
+            topology: self.topology.clone(),
+            // Read the port map at the first round.
+            by_iface: Arc::default(),
+            generation: u64::MAX,
+            thread_of: self.thread_of.clone(),
+            thread: t,
+            frame_span: self.frame_span,
+            stats,
+            outstanding: 0,
+            pending_tx: Vec::with_capacity(c.ring_size as usize * 3),
+            pending_cap: c.ring_size as usize * 2,
+            tx_ring: c.ring_size,
+            next_xsk_stats: Instant(0),
+        };
+        (worker, handle)
+    }
+
     /// Spare sockets left.
     pub fn spare(&self) -> usize {
         self.spare.len()
@@ -623,22 +643,9 @@ impl Hotplug {
                 self.spare.len()
             )));
         }
-        let ifname = spec
-            .name
-            .parse()
-            .map_err(|_| Error(format!("bad interface name {:?}", spec.name)))?;
         let mut bound = Vec::new();
         for q in 0..spec.queues {
-            // Safety: a new (interface, queue) pair on this UMEM, bound once.
-            let (tx, rx, fq) = unsafe { Socket::new(self.sock_cfg, &self.umem, &ifname, q) }
-                .map_err(|e| Error(format!("AF_XDP socket on {} queue {q}: {e}", spec.name)))?;
-            let (fill, comp) = fq.ok_or_else(|| {
-                Error(format!(
-                    "no fill/completion ring for {} queue {q}",
-                    spec.name
-                ))
-            })?;
-            bound.push((q, tx, rx, fill, comp));
+            bound.push(bind_socket(self.sock_cfg, &self.umem, spec, q, Vec::new())?);
         }
         let mut handles = Vec::new();
         let mut sockets = Vec::new();
@@ -649,67 +656,19 @@ impl Hotplug {
         }
         by_port[port].clear();
         let mut woken = vec![false; self.nthreads];
-        for (q, tx, rx, fill, comp) in bound {
-            sockets.push((q, std::os::fd::AsRawFd::as_raw_fd(rx.fd())));
+        for mut b in bound {
+            let q = b.queue;
+            sockets.push((q, std::os::fd::AsRawFd::as_raw_fd(b.rx.fd())));
             let me = self.next;
             self.next += 1;
-            let frames = self.spare.pop_front().unwrap_or_default();
+            b.frames = self.spare.pop_front().unwrap_or_default();
             let t = match self.config.threads {
                 Threads::PerQueue => q as usize % self.nthreads.max(1),
                 Threads::PerSocket => me % self.nthreads.max(1),
             };
             self.thread_of[me].store(t, Ordering::Relaxed);
-            let stats = Arc::new(WorkerStats::default());
-            let events = Arc::new(Outbox::with_sync(
-                self.config.events,
-                self.config.sync_threshold.0,
-                self.config.sync_threshold.1,
-            ));
-            let inject = Arc::new(ArrayQueue::new(self.config.inject.max(1)));
-            let name = format!("{}/q{q}", spec.name);
-            handles.push(WorkerHandle {
-                name,
-                iface: spec.id,
-                logical: spec.logical,
-                queue: q,
-                thread: t,
-                thread_name: format!("xlvs-q{t}"),
-                stats: stats.clone(),
-                events: events.clone(),
-                inject: inject.clone(),
-                waker: self.wakers[t].clone(),
-                join: None,
-            });
-            let mut core = Core::for_worker(self.tables.clone(), me);
-            core.set_outbox(Some(events));
-            let w = Worker {
-                me,
-                iface: spec.id,
-                logical: spec.logical,
-                queue: q,
-                tx,
-                rx,
-                fill,
-                comp,
-                free: frames,
-                umem: self.umem.clone(),
-                core,
-                inject,
-                snapshot: self.snapshot.clone(),
-                mailboxes: self.mailboxes.clone(),
-                topology: self.topology.clone(),
-                by_iface: self.topology.by_port.load_full(),
-                generation: u64::MAX,
-                thread_of: self.thread_of.clone(),
-                thread: t,
-                frame_span: self.frame_span,
-                stats,
-                outstanding: 0,
-                pending_tx: Vec::with_capacity(self.config.ring_size as usize * 3),
-                pending_cap: self.config.ring_size as usize * 2,
-                tx_ring: self.config.ring_size,
-                next_xsk_stats: Instant(0),
-            };
+            let (w, h) = self.worker(me, t, b, format!("xlvs-q{t}"));
+            handles.push(h);
             by_port[port].push(me);
             if self.adopt[t].push(w).is_err() {
                 log::error!("thread {t} cannot take another worker");
@@ -828,49 +787,18 @@ impl WorkerThread {
     fn run(mut self) {
         let mut rx_descs = vec![FrameDesc::default(); BATCH];
         let mut comp_descs = vec![FrameDesc::default(); BATCH * 4];
-        // Our sockets, then our eventfd.
-        let mut fds: Vec<libc::pollfd> = self
-            .workers
-            .iter()
-            .map(|w| std::os::fd::AsRawFd::as_raw_fd(w.rx.fd()))
-            .chain([self.wakers[self.me].0])
-            .map(|fd| libc::pollfd {
-                fd,
-                events: libc::POLLIN,
-                revents: 0,
-            })
-            .collect();
+        let mut fds = self.pollfds();
         let mut wake = vec![false; self.wakers.len()];
         for w in &self.workers {
-            log::info!(
-                "worker {} (iface {} queue {}) running",
-                w.me,
-                w.iface,
-                w.queue
-            );
+            w.log_running("");
         }
         while !self.stop.load(Ordering::Relaxed) {
             if !self.adopt.is_empty() {
                 while let Some(w) = self.adopt.pop() {
-                    log::info!(
-                        "worker {} (iface {} queue {}) running (added)",
-                        w.me,
-                        w.iface,
-                        w.queue
-                    );
+                    w.log_running(" (added)");
                     self.workers.push(w);
                 }
-                fds = self
-                    .workers
-                    .iter()
-                    .map(|w| std::os::fd::AsRawFd::as_raw_fd(w.rx.fd()))
-                    .chain([self.wakers[self.me].0])
-                    .map(|fd| libc::pollfd {
-                        fd,
-                        events: libc::POLLIN,
-                        revents: 0,
-                    })
-                    .collect();
+                fds = self.pollfds();
             }
             // One clock read per round: the batch's time and the expiry's.
             let now = monotonic_now();
@@ -909,6 +837,20 @@ impl WorkerThread {
         }
     }
 
+    /// What the idle thread polls: its workers' sockets, then its eventfd.
+    fn pollfds(&self) -> Vec<libc::pollfd> {
+        self.workers
+            .iter()
+            .map(|w| std::os::fd::AsRawFd::as_raw_fd(w.rx.fd()))
+            .chain([self.wakers[self.me].0])
+            .map(|fd| libc::pollfd {
+                fd,
+                events: libc::POLLIN,
+                revents: 0,
+            })
+            .collect()
+    }
+
     /// Milliseconds an idle thread may sleep from `now`: until the first of its workers'
     /// expiry deadlines and socket-counter reads (at most a second away), rounded up.
     fn sleep_ms(&self, now: Instant) -> i32 {
@@ -930,6 +872,15 @@ fn sleep_ms(now: Instant, next: Instant) -> i32 {
 }
 
 impl Worker {
+    fn log_running(&self, how: &str) {
+        log::info!(
+            "worker {} (iface {} queue {}) running{how}",
+            self.me,
+            self.iface,
+            self.queue
+        );
+    }
+
     fn home(&self, d: &FrameDesc) -> usize {
         d.addr() / self.frame_span
     }

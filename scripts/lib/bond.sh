@@ -57,22 +57,53 @@ ovs_appctl() {
   ovs-appctl --timeout=10 -t "$d/vswitchd.ctl" "${@:3}"
 }
 
-# lab_bond_up ID: builds the lab above (OVS bonds created; LACP negotiates on its own, see
-# bond_wait_lacp).
-lab_bond_up() { # ID
+# _bond_hosts ID: the lab's namespaces and the hosts on the switch: cli, rs1 and rs2 with
+# their addresses and routes, and sw's OVS bridge br0 with their ports (the bond's members
+# are the caller's).
+_bond_hosts() { # ID
   local id=$1 r dev
-  _lab_prepare "$id" 1 || return 1
   LAB_ID=$id LAB_DIR_PATH="$LAB_TMP_ROOT/xlvs-lab-$id"
   LAB_CLI_NS="xl-$id-cli" LAB_DIR_NS="xl-$id-dir" LAB_RS1_NS="xl-$id-rs1"
   LAB_RS2_NS="xl-$id-rs2" LAB_SW_NS="xl-$id-sw"
   LAB_VIP=$BOND_VIP LAB_CLIENT_IP=$BOND_CLI_IP LAB_RS1_IP=$BOND_RS1_IP LAB_RS2_IP=$BOND_RS2_IP
-  for r in cli dir rs1 rs2 sw; do _lab_add_ns "$id" "$r" || return 1; done
-  _lab_veth "$LAB_DIR_NS" m0 "$LAB_SW_NS" pS0 1 || return 1
-  _lab_veth "$LAB_DIR_NS" m1 "$LAB_SW_NS" pS1 1 || return 1
-  _lab_veth "$LAB_CLI_NS" eth0 "$LAB_SW_NS" pc 1 || return 1
-  _lab_veth "$LAB_RS1_NS" eth0 "$LAB_SW_NS" pr1 1 || return 1
-  _lab_veth "$LAB_RS2_NS" eth0 "$LAB_SW_NS" pr2 1 || return 1
+  for r in cli rs1 rs2 sw; do _lab_add_ns "$id" "$r" || return 1; done
+  for r in cli:pc rs1:pr1 rs2:pr2; do
+    _lab_veth "xl-$id-${r%%:*}" eth0 "$LAB_SW_NS" "${r#*:}" 1 || return 1
+    _lab_offload "xl-$id-${r%%:*}" eth0 || return 1
+    _lab_up_dev "xl-$id-${r%%:*}" eth0 || return 1
+    # OVS reads whole frames through AF_PACKET: no GRO aggregates on its ports.
+    _lab_offload "$LAB_SW_NS" "${r#*:}" 1 || return 1
+    _lab_up_dev "$LAB_SW_NS" "${r#*:}" || return 1
+  done
+  _lab_x ip -n "$LAB_CLI_NS" addr add "$BOND_CLI_IP/24" dev eth0 || return 1
+  _lab_x ip -n "$LAB_CLI_NS" route add default via "$BOND_GW" || return 1
+  _lab_x ip -n "$LAB_RS1_NS" addr add "$BOND_RS1_IP/24" dev eth0 || return 1
+  _lab_x ip -n "$LAB_RS2_NS" addr add "$BOND_RS2_IP/24" dev eth0 || return 1
+  for r in rs1 rs2; do _lab_x ip -n "xl-$id-$r" route add default via "$BOND_DIP" || return 1; done
+  ovs_start "$id" sw || return 1
+  ovs_vsctl "$id" sw add-br br0 -- set bridge br0 datapath_type=netdev || return 1
+  for dev in pc pr1 pr2; do ovs_vsctl "$id" sw add-port br0 "$dev" || return 1; done
+}
+
+# _bond_lag ID ROLE BRIDGE NAME PORT...: an OVS LACP bond (active, fast, balance-tcp). New
+# flows' hash buckets go to one member and are spread at each rebalance (default every
+# 10 s): every second here, so a short test sees both members in use.
+_bond_lag() { # ID ROLE BRIDGE NAME PORT...
+  ovs_vsctl "$1" "$2" add-bond "$3" "$4" "${@:5}" lacp=active bond_mode=balance-tcp \
+    other_config:lacp-time=fast other_config:bond-rebalance-interval=1000
+}
+
+# lab_bond_up ID: builds the lab above (OVS bonds created; LACP negotiates on its own, see
+# bond_wait_lacp).
+lab_bond_up() { # ID
+  local id=$1 dev r
+  _lab_prepare "$id" 1 || return 1
+  _bond_hosts "$id" || return 1
+  _lab_add_ns "$id" dir || return 1
   for dev in m0 m1; do
+    _lab_veth "$LAB_DIR_NS" "$dev" "$LAB_SW_NS" "pS${dev#m}" 1 || return 1
+    _lab_offload "$LAB_SW_NS" "pS${dev#m}" 1 || return 1
+    _lab_up_dev "$LAB_SW_NS" "pS${dev#m}" || return 1
     _lab_offload "$LAB_DIR_NS" "$dev" 1 || return 1
     _lab_up_dev "$LAB_DIR_NS" "$dev" || return 1
     # The members belong to the aggregation: like a kernel bond's rx_handler, keep the
@@ -84,34 +115,11 @@ table netdev member_$dev {
 }
 NFT
   done
-  # OVS reads whole frames through AF_PACKET: no GRO aggregates on its ports.
-  for dev in pS0 pS1 pc pr1 pr2; do
-    _lab_offload "$LAB_SW_NS" "$dev" 1 || return 1
-    _lab_up_dev "$LAB_SW_NS" "$dev" || return 1
-  done
-  for r in cli rs1 rs2; do
-    _lab_offload "xl-$id-$r" eth0 || return 1
-    _lab_up_dev "xl-$id-$r" eth0 || return 1
-  done
-  _lab_x ip -n "$LAB_CLI_NS" addr add "$BOND_CLI_IP/24" dev eth0 || return 1
-  _lab_x ip -n "$LAB_CLI_NS" route add default via "$BOND_GW" || return 1
-  _lab_x ip -n "$LAB_RS1_NS" addr add "$BOND_RS1_IP/24" dev eth0 || return 1
-  _lab_x ip -n "$LAB_RS2_NS" addr add "$BOND_RS2_IP/24" dev eth0 || return 1
-  for r in rs1 rs2; do _lab_x ip -n "xl-$id-$r" route add default via "$BOND_DIP" || return 1; done
   _lab_sysctl "$LAB_DIR_NS" net.ipv4.ip_forward 0 || return 1
-
-  ovs_start "$id" sw || return 1
-  ovs_vsctl "$id" sw add-br br0 -- set bridge br0 datapath_type=netdev || return 1
-  # balance-tcp puts new flows' hash buckets on one member and spreads them at each
-  # rebalance (default every 10 s): every second here, so a short test sees both in use.
-  ovs_vsctl "$id" sw add-bond br0 lag pS0 pS1 lacp=active bond_mode=balance-tcp \
-    other_config:lacp-time=fast other_config:bond-rebalance-interval=1000 || return 1
-  for dev in pc pr1 pr2; do ovs_vsctl "$id" sw add-port br0 "$dev" || return 1; done
-
+  _bond_lag "$id" sw br0 lag pS0 pS1 || return 1
   ovs_start "$id" dir || return 1
   ovs_vsctl "$id" dir add-br brd -- set bridge brd datapath_type=netdev || return 1
-  ovs_vsctl "$id" dir add-bond brd lag m0 m1 lacp=active bond_mode=balance-tcp \
-    other_config:lacp-time=fast || return 1
+  _bond_lag "$id" dir brd lag m0 m1 || return 1
   ovs_vsctl "$id" dir add-port brd bond0 -- set interface bond0 type=internal || return 1
   for ((r = 0; r < 50; r++)); do
     ip -n "$LAB_DIR_NS" link show bond0 >/dev/null 2>&1 && break
@@ -150,42 +158,100 @@ bond_wait_lacp() { # ID SECS
 # over kt2, kt3 (two switches in production; one bridge here: the guest's active-backup
 # bond over them uses one aggregate at a time, so no loop).
 lab_bond_guest_up() { # ID [stacked]
-  local id=$1 r dev taps="kt0 kt1"
-  [ "${2:-}" = stacked ] && taps="kt0 kt1 kt2 kt3"
+  local id=$1 dev
   _lab_prepare "$id" 1 || return 1
-  LAB_ID=$id LAB_CLI_NS="xl-$id-cli" LAB_RS1_NS="xl-$id-rs1" LAB_RS2_NS="xl-$id-rs2"
-  LAB_SW_NS="xl-$id-sw" LAB_VIP=$BOND_VIP
-  for r in cli rs1 rs2 sw; do _lab_add_ns "$id" "$r" || return 1; done
-  _lab_veth "$LAB_CLI_NS" eth0 "$LAB_SW_NS" pc 1 || return 1
-  _lab_veth "$LAB_RS1_NS" eth0 "$LAB_SW_NS" pr1 1 || return 1
-  _lab_veth "$LAB_RS2_NS" eth0 "$LAB_SW_NS" pr2 1 || return 1
-  for dev in $taps; do
+  _bond_hosts "$id" || return 1
+  for dev in kt0 kt1 ${2:+kt2 kt3}; do
     _lab_x ip -n "$LAB_SW_NS" tuntap add dev "$dev" mode tap || return 1
     _lab_up_dev "$LAB_SW_NS" "$dev" || return 1
   done
-  for dev in pc pr1 pr2; do
-    _lab_offload "$LAB_SW_NS" "$dev" 1 || return 1
-    _lab_up_dev "$LAB_SW_NS" "$dev" || return 1
-  done
-  for r in cli rs1 rs2; do
-    _lab_offload "xl-$id-$r" eth0 || return 1
-    _lab_up_dev "xl-$id-$r" eth0 || return 1
-  done
-  _lab_x ip -n "$LAB_CLI_NS" addr add "$BOND_CLI_IP/24" dev eth0 || return 1
-  _lab_x ip -n "$LAB_CLI_NS" route add default via "$BOND_GW" || return 1
-  _lab_x ip -n "$LAB_RS1_NS" addr add "$BOND_RS1_IP/24" dev eth0 || return 1
-  _lab_x ip -n "$LAB_RS2_NS" addr add "$BOND_RS2_IP/24" dev eth0 || return 1
-  for r in rs1 rs2; do _lab_x ip -n "xl-$id-$r" route add default via "$BOND_DIP" || return 1; done
-  ovs_start "$id" sw || return 1
-  ovs_vsctl "$id" sw add-br br0 -- set bridge br0 datapath_type=netdev || return 1
   if [ "${2:-}" = stacked ]; then
-    ovs_vsctl "$id" sw add-bond br0 lagA kt0 kt1 lacp=active bond_mode=balance-tcp \
-      other_config:lacp-time=fast other_config:bond-rebalance-interval=1000 || return 1
-    ovs_vsctl "$id" sw add-bond br0 lagB kt2 kt3 lacp=active bond_mode=balance-tcp \
-      other_config:lacp-time=fast other_config:bond-rebalance-interval=1000 || return 1
+    _bond_lag "$id" sw br0 lagA kt0 kt1 || return 1
+    _bond_lag "$id" sw br0 lagB kt2 kt3 || return 1
   else
-    ovs_vsctl "$id" sw add-bond br0 lag kt0 kt1 lacp=active bond_mode=balance-tcp \
-      other_config:lacp-time=fast other_config:bond-rebalance-interval=1000 || return 1
+    _bond_lag "$id" sw br0 lag kt0 kt1 || return 1
   fi
-  for dev in pc pr1 pr2; do ovs_vsctl "$id" sw add-port br0 "$dev" || return 1; done
+}
+
+# bond_test_lab: (for tests, after test_init) lab_bond_up, LACP negotiated on both sides,
+# nginx on rs1 and rs2; sets D.
+bond_test_lab() {
+  lab_bond_up "$ID" || fail "lab_bond_up"
+  D=$(lab_dir "$ID")
+  bond_wait_lacp "$ID" 20 || fail "LACP did not negotiate: $(ovs_appctl "$ID" sw bond/show lag)"
+  log "LACP negotiated between the switch and the director's aggregation (members m0, m1)"
+  lab_nginx "$ID" rs1 80 && lab_nginx "$ID" rs2 80 || fail "nginx"
+}
+
+# bond_guest_xlvsd BOND...: prints the part of a qemu guest's scenario (kpeer_boot) that
+# every kernel-bond test shares, once bond0 is built: the director's addresses on bond0, the
+# NAT rules, a wait for each BOND's LACP partner, `xlvsd --iface bond0` started and ready
+# ("XLVS-READY" on the console), and two functions for what follows: `wait_conns N` (until
+# the service has had N connections, at most 3 minutes) and `ports SECTION` (prints
+# PORTS-SECTION and xlvsadm's Ports listing).
+bond_guest_xlvsd() { # BOND...
+  cat <<SH
+/sbin/ip addr add $BOND_GW/24 dev bond0
+/sbin/ip addr add $BOND_DIP/24 dev bond0
+/sbin/ip addr add $BOND_VIP/32 dev bond0
+mkdir -p /run /etc/xlvs
+cat >/etc/xlvs/rules <<R
+-A -t $BOND_VIP:80 -s rr
+-a -t $BOND_VIP:80 -r $BOND_RS1_IP:80 -m
+-a -t $BOND_VIP:80 -r $BOND_RS2_IP:80 -m
+R
+for b in $*; do
+  i=0
+  while [ \$i -lt 600 ] && [ "\$(cat /sys/class/net/\$b/bonding/ad_partner_mac)" = 00:00:00:00:00:00 ]; do
+    sleep 0.1; i=\$((i + 1))
+  done
+  echo "LACP partner of \$b: \$(cat /sys/class/net/\$b/bonding/ad_partner_mac)"
+done
+$XLVSD --iface bond0 --rules /etc/xlvs/rules --pin-dir none --control /run/xlvsd.sock >/tmp/xlvsd.log 2>&1 &
+i=0
+while [ \$i -lt 1200 ] && ! grep -q 'xlvsd: ready' /tmp/xlvsd.log; do sleep 0.1; i=\$((i + 1)); done
+cat /tmp/xlvsd.log
+grep -q 'xlvsd: ready' /tmp/xlvsd.log
+echo XLVS-READY
+wait_conns() {
+  i=0
+  while [ \$i -lt 1800 ]; do
+    n=\$($XLVSADM --control /run/xlvsd.sock -L -n --stats | awk '\$1 == "TCP" { print \$3 }')
+    [ "\${n:-0}" -ge \$1 ] && return 0
+    sleep 0.1; i=\$((i + 1))
+  done
+  return 1
+}
+ports() { echo "PORTS-\$1"; $XLVSADM --control /run/xlvsd.sock --workers | sed -n '/^Ports:/,/^Connections/p'; }
+SH
+}
+
+# bond_guest_boot TAPS: boots $D/scenario.sh in Debian's kernel under qemu with xlvsd, on
+# virtio NICs over TAPS (comma-separated, in sw's namespace), console in $D/console.log,
+# GUEST its pid; waits (bounded) for XLVS-READY. virtio_net takes XDP only without the
+# host's checksum and segmentation offloads, and an 802.3ad member must report full duplex
+# (else it never aggregates, nor sends a LACPDU). Set KPEER_MONITOR for qemu's monitor.
+bond_guest_boot() { # TAPS
+  local i
+  KPEER_MODULES="virtio_pci virtio_net bonding" KPEER_BINS="$XLVSD $XLVSADM" KPEER_MEM=1024 \
+    KPEER_NIC_OPTS="guest_csum=off,guest_tso4=off,guest_tso6=off,guest_ecn=off,guest_ufo=off,speed=10000,duplex=full" \
+    kpeer_boot "$LAB_SW_NS" "$1" "$D/scenario.sh" "$D/console.log" 250 &
+  GUEST=$!
+  bg_track $GUEST
+  for ((i = 0; i < 3000; i++)); do
+    grep -q XLVS-READY "$D/console.log" 2>/dev/null && return 0
+    kill -0 "$GUEST" 2>/dev/null || break
+    sleep 0.1
+  done
+  grep -q XLVS-READY "$D/console.log" || fail "xlvsd did not get ready in the guest: $(tail -n 25 "$D/console.log")"
+}
+
+# bond_guest_until MARK: waits (bounded: 60 s) for a console line starting with MARK.
+bond_guest_until() { # MARK
+  local i
+  for ((i = 0; i < 600; i++)); do
+    grep -q "^$1" <(tr -d '\r' <"$D/console.log") && return 0
+    sleep 0.1
+  done
+  fail "the guest did not get to $1: $(tail -n 20 "$D/console.log")"
 }

@@ -34,65 +34,21 @@ for m in eth2 eth3; do /sbin/ip link set \$m down; /sbin/ip link set \$m master 
 /sbin/ip link set bond0 type bond mode active-backup miimon 100
 for b in bondA bondB; do /sbin/ip link set \$b down; /sbin/ip link set \$b master bond0; done
 /sbin/ip link set bond0 up
-/sbin/ip addr add $BOND_GW/24 dev bond0
-/sbin/ip addr add $BOND_DIP/24 dev bond0
-/sbin/ip addr add $BOND_VIP/32 dev bond0
-mkdir -p /run /etc/xlvs
-cat >/etc/xlvs/rules <<R
--A -t $BOND_VIP:80 -s rr
--a -t $BOND_VIP:80 -r $BOND_RS1_IP:80 -m
--a -t $BOND_VIP:80 -r $BOND_RS2_IP:80 -m
-R
-for b in bondA bondB; do
-  i=0
-  while [ \$i -lt 600 ] && [ "\$(cat /sys/class/net/\$b/bonding/ad_partner_mac)" = 00:00:00:00:00:00 ]; do
-    sleep 0.1; i=\$((i + 1))
-  done
-done
+$(bond_guest_xlvsd bondA bondB)
 echo "active \$(cat /sys/class/net/bond0/bonding/active_slave)"
-$XLVSD --iface bond0 --rules /etc/xlvs/rules --pin-dir none --control /run/xlvsd.sock >/tmp/xlvsd.log 2>&1 &
-i=0
-while [ \$i -lt 1200 ] && ! grep -q 'xlvsd: ready' /tmp/xlvsd.log; do sleep 0.1; i=\$((i + 1)); done
-cat /tmp/xlvsd.log
-grep -q 'xlvsd: ready' /tmp/xlvsd.log
-echo XLVS-READY
-# wait_conns N: until the service has had N connections (bounded: 3 minutes).
-wait_conns() {
-  i=0
-  while [ \$i -lt 1800 ]; do
-    n=\$($XLVSADM --control /run/xlvsd.sock -L -n --stats | awk '\$1 == "TCP" { print \$3 }')
-    [ "\${n:-0}" -ge \$1 ] && return 0
-    sleep 0.1; i=\$((i + 1))
-  done
-  return 1
-}
 wait_conns 200
-echo PORTS-BEFORE
-$XLVSADM --control /run/xlvsd.sock --workers | sed -n '/^Ports:/,/^Connections/p'
+ports BEFORE
 echo FAILOVER-WAIT
 wait_conns 400
 sleep 1
 echo "active \$(cat /sys/class/net/bond0/bonding/active_slave)"
-echo PORTS-AFTER
-$XLVSADM --control /run/xlvsd.sock --workers | sed -n '/^Ports:/,/^Connections/p'
+ports AFTER
 cat /tmp/xlvsd.log | grep -v 'worker\\|XDP attached' | tail -n 8
 echo XLVS-END
 SH
 
-# (virtio: see bond_kernel_xlvs.)
 log "booting the guest (bond0 = active-backup over bondA(eth0, eth1) and bondB(eth2, eth3))"
-KPEER_MODULES="virtio_pci virtio_net bonding" KPEER_BINS="$XLVSD $XLVSADM" KPEER_MEM=1024 \
-  KPEER_MONITOR="$D/monitor.sock" \
-  KPEER_NIC_OPTS="guest_csum=off,guest_tso4=off,guest_tso6=off,guest_ecn=off,guest_ufo=off,speed=10000,duplex=full" \
-  kpeer_boot "$LAB_SW_NS" kt0,kt1,kt2,kt3 "$D/scenario.sh" "$D/console.log" 250 &
-GUEST=$!
-bg_track $GUEST
-for ((i = 0; i < 2400; i++)); do
-  grep -q XLVS-READY "$D/console.log" 2>/dev/null && break
-  kill -0 "$GUEST" 2>/dev/null || break
-  sleep 0.1
-done
-grep -q XLVS-READY "$D/console.log" || fail "xlvsd did not get ready in the guest: $(tail -n 25 "$D/console.log")"
+KPEER_MONITOR="$D/monitor.sock" bond_guest_boot kt0,kt1,kt2,kt3
 tr -d '\r' <"$D/console.log" | grep "bond bond" | sed 's/^/#   guest: /'
 for b in "bondA: 802.3ad over eth0, eth1" "bondB: 802.3ad over eth2, eth3" "bond0: active-backup over bondA, bondB"; do
   grep -q "bond $b" "$D/console.log" || fail "xlvsd did not read bond $b from sysfs"
@@ -111,7 +67,7 @@ ports() {
 log "200 requests with bondA active"
 http_burst "$ID" "http://$BOND_VIP/" 200 4 "$D/burst1" || fail "200 requests timed out"
 check_burst "$D/burst1" 200 "200 requests through bondA"
-for ((i = 0; i < 100; i++)); do grep -q FAILOVER-WAIT "$D/console.log" && break; sleep 0.1; done
+bond_guest_until FAILOVER-WAIT
 read -r a0 a1 b0 b1 < <(ports BEFORE)
 log "sent per member with bondA active: eth0 $a0, eth1 $a1, eth2 $b0, eth3 $b1"
 [ "$a0" -gt 50 ] && [ "$a1" -gt 50 ] && [ "$b0" -eq 0 ] && [ "$b1" -eq 0 ] ||

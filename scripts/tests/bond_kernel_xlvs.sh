@@ -31,37 +31,7 @@ set -e
 /sbin/ip link set bond0 type bond mode 802.3ad xmit_hash_policy layer3+4 lacp_rate fast miimon 100
 /sbin/ip link set eth0 down; /sbin/ip link set eth0 master bond0
 /sbin/ip link set bond0 up
-/sbin/ip addr add $BOND_GW/24 dev bond0
-/sbin/ip addr add $BOND_DIP/24 dev bond0
-/sbin/ip addr add $BOND_VIP/32 dev bond0
-mkdir -p /run /etc/xlvs
-cat >/etc/xlvs/rules <<R
--A -t $BOND_VIP:80 -s rr
--a -t $BOND_VIP:80 -r $BOND_RS1_IP:80 -m
--a -t $BOND_VIP:80 -r $BOND_RS2_IP:80 -m
-R
-i=0
-while [ \$i -lt 600 ] && [ "\$(cat /sys/class/net/bond0/bonding/ad_partner_mac)" = 00:00:00:00:00:00 ]; do
-  sleep 0.1; i=\$((i + 1))
-done
-echo "LACP partner \$(cat /sys/class/net/bond0/bonding/ad_partner_mac)"
-$XLVSD --iface bond0 --rules /etc/xlvs/rules --pin-dir none --control /run/xlvsd.sock >/tmp/xlvsd.log 2>&1 &
-i=0
-while [ \$i -lt 1200 ] && ! grep -q 'xlvsd: ready' /tmp/xlvsd.log; do sleep 0.1; i=\$((i + 1)); done
-cat /tmp/xlvsd.log
-grep -q 'xlvsd: ready' /tmp/xlvsd.log
-echo XLVS-READY
-# wait_conns N: until the service has had N connections (bounded: 3 minutes).
-wait_conns() {
-  i=0
-  while [ \$i -lt 1800 ]; do
-    n=\$($XLVSADM --control /run/xlvsd.sock -L -n --stats | awk '\$1 == "TCP" { print \$3 }')
-    [ "\${n:-0}" -ge \$1 ] && return 0
-    sleep 0.1; i=\$((i + 1))
-  done
-  return 1
-}
-ports() { echo "PORTS-\$1"; $XLVSADM --control /run/xlvsd.sock --workers | sed -n '/^Ports:/,/^Connections/p'; }
+$(bond_guest_xlvsd bond0)
 wait_conns 100
 ports ONE
 /sbin/ip link set eth1 down; /sbin/ip link set eth1 master bond0
@@ -79,20 +49,8 @@ echo "aggregator \$(cat /sys/class/net/bond0/bonding/ad_aggregator): eth0 \$(cat
 echo XLVS-END
 SH
 
-# virtio_net takes XDP only without the host's checksum and segmentation offloads, and an
-# 802.3ad member must report full duplex (else it never aggregates, nor sends a LACPDU).
 log "booting the guest (bond0 over eth0, eth1; xlvsd --iface bond0)"
-KPEER_MODULES="virtio_pci virtio_net bonding" KPEER_BINS="$XLVSD $XLVSADM" KPEER_MEM=1024 \
-  KPEER_NIC_OPTS="guest_csum=off,guest_tso4=off,guest_tso6=off,guest_ecn=off,guest_ufo=off,speed=10000,duplex=full" \
-  kpeer_boot "$LAB_SW_NS" kt0,kt1 "$D/scenario.sh" "$D/console.log" 250 &
-GUEST=$!
-bg_track $GUEST
-for ((i = 0; i < 3000; i++)); do
-  grep -q XLVS-READY "$D/console.log" 2>/dev/null && break
-  kill -0 "$GUEST" 2>/dev/null || break
-  sleep 0.1
-done
-grep -q XLVS-READY "$D/console.log" || fail "xlvsd did not get ready in the guest: $(tail -n 25 "$D/console.log")"
+bond_guest_boot kt0,kt1
 sed -n '/LACP partner/,/XLVS-READY/p' "$D/console.log" | sed 's/^/#   guest: /'
 grep -q "bond bond0: 802.3ad over eth0 (xmit_hash_policy layer3+4, from sysfs)" "$D/console.log" ||
   fail "xlvsd did not read the bond from sysfs"
@@ -107,22 +65,14 @@ burst() {
   check_burst "$D/burst$1" 100 "100 requests $2"
   log "100 requests $2: rs1=$BURST_RS1 rs2=$BURST_RS2"
 }
-# until MARK: waits (bounded) for the guest's console to show MARK.
-until_mark() {
-  for ((i = 0; i < 600; i++)); do
-    grep -q "^$1" <(tr -d '\r' <"$D/console.log") && return 0
-    sleep 0.1
-  done
-  fail "the guest did not get to $1: $(tail -n 20 "$D/console.log")"
-}
 burst 1 "with eth0 alone"
-until_mark JOINED
+bond_guest_until JOINED
 for ((i = 0; i < 300; i++)); do bond_lacp_ok "$ID" sw && break; sleep 0.1; done
 bond_lacp_ok "$ID" sw || fail "LACP did not take eth1: $(ovs_appctl "$ID" sw bond/show lag)"
 log "eth1 joined bond0 and LACP"
 sleep 1
 burst 2 "after eth1 joined"
-until_mark LEFT
+bond_guest_until LEFT
 burst 3 "after eth1 left"
 rc=0
 wait "$GUEST" || rc=$?

@@ -24,10 +24,7 @@ HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 command -v ovs-vswitchd >/dev/null || fail "openvswitch-switch not installed (scripts/setup.sh)"
 
 test_init bd
-lab_bond_up "$ID" || fail "lab_bond_up"
-D=$(lab_dir "$ID")
-bond_wait_lacp "$ID" 20 || fail "LACP did not negotiate: $(ovs_appctl "$ID" sw bond/show lag)"
-lab_nginx "$ID" rs1 80 && lab_nginx "$ID" rs2 80 || fail "nginx"
+bond_test_lab
 write_rules "$D/rules" "-A -t $BOND_VIP:80 -s rr" \
   "-a -t $BOND_VIP:80 -r $BOND_RS1_IP:80 -m" "-a -t $BOND_VIP:80 -r $BOND_RS2_IP:80 -m" \
   "-A -u $BOND_VIP:9000 -s rr" \

@@ -314,48 +314,48 @@ fn parse_bonds(
         .iter()
         .map(|b| BondSpec::parse(b))
         .collect::<Result<Vec<_>, _>>()?;
-    let split = |v: &str| match v.split_once('=') {
-        Some((n, x)) => (Some(n.to_string()), x.to_string()),
-        None => (None, v.to_string()),
-    };
-    for (all, named) in [(true, false), (false, true)] {
-        for v in modes {
-            let (name, m) = split(v);
+    apply_per_bond(&mut specs, "--bond-mode", modes, |s, v| {
+        s.mode = Mode::parse(v)?;
+        Ok(())
+    })?;
+    apply_per_bond(&mut specs, "--xmit-hash", hashes, |s, v| {
+        s.hash = XmitHash::parse(v).ok_or("one of layer2, layer2+3, layer3+4")?;
+        Ok(())
+    })?;
+    Ok(specs)
+}
+
+/// Applies `[NAME=]VALUE` options (`opt`) to the bonds: the plain ones to every bond first,
+/// then the named ones to theirs (so a named value wins whatever the order).
+fn apply_per_bond(
+    specs: &mut [xlvs_control::bond::BondSpec],
+    opt: &str,
+    values: &[String],
+    set: impl Fn(&mut xlvs_control::bond::BondSpec, &str) -> Result<(), String>,
+) -> Result<(), String> {
+    for named in [false, true] {
+        for v in values {
+            let (name, x) = match v.split_once('=') {
+                Some((n, x)) => (Some(n), x),
+                None => (None, v.as_str()),
+            };
             if name.is_some() != named {
                 continue;
             }
-            let m = Mode::parse(&m)?;
             let mut hit = false;
-            for s in specs.iter_mut() {
-                if all || name.as_deref() == Some(s.name.as_str()) {
-                    s.mode = m;
-                    hit = true;
-                }
+            for s in specs
+                .iter_mut()
+                .filter(|s| name.is_none_or(|n| n == s.name))
+            {
+                set(s, x).map_err(|e| format!("{opt} {v}: {e}"))?;
+                hit = true;
             }
             if !hit {
-                return Err(format!("--bond-mode {v}: no such --bond"));
-            }
-        }
-        for v in hashes {
-            let (name, h) = split(v);
-            if name.is_some() != named {
-                continue;
-            }
-            let h = XmitHash::parse(&h)
-                .ok_or_else(|| format!("--xmit-hash {v}: one of layer2, layer2+3, layer3+4"))?;
-            let mut hit = false;
-            for s in specs.iter_mut() {
-                if all || name.as_deref() == Some(s.name.as_str()) {
-                    s.hash = h;
-                    hit = true;
-                }
-            }
-            if !hit {
-                return Err(format!("--xmit-hash {v}: no such --bond"));
+                return Err(format!("{opt} {v}: no such --bond"));
             }
         }
     }
-    Ok(specs)
+    Ok(())
 }
 
 /// `"3 50"`: the kernel's sysctl takes a threshold below the period (or any with period 0).

@@ -10,6 +10,20 @@ use xlvs_dataplane::bond::{Egress, PortId};
 
 use super::{Bonds, Reported, sysfs};
 
+/// Frames received from and sent on `port`, over its workers.
+pub fn port_frames(workers: &[xlvs_dataplane::afxdp::WorkerHandle], port: PortId) -> (u64, u64) {
+    use std::sync::atomic::Ordering::Relaxed;
+    workers
+        .iter()
+        .filter(|w| w.iface == port)
+        .fold((0, 0), |(rx, sent), w| {
+            (
+                rx + w.stats.rx.load(Relaxed),
+                sent + w.stats.sent.load(Relaxed),
+            )
+        })
+}
+
 /// How often a kernel bond's sysfs report is read when no link message came.
 pub const POLL: Duration = Duration::from_millis(50);
 

@@ -772,17 +772,14 @@ impl Control {
                 Err(e) => log::error!("{leaf} joined a bond but cannot be used: {e:#}"),
             }
         }
-        self.links = Some(l);
-        let Some(l) = &mut self.links else {
-            return;
-        };
-        let Some(egress) = l.refresh(now) else {
-            return;
-        };
-        for (i, e) in self.ifaces.iter_mut().zip(egress) {
-            i.egress = e.clone();
+        let changed = l.refresh(now).is_some();
+        if changed {
+            for (i, e) in self.ifaces.iter_mut().zip(l.egress()) {
+                i.egress = e.clone();
+            }
         }
-        if let Err(e) = self.publish() {
+        self.links = Some(l);
+        if changed && let Err(e) = self.publish() {
             log::error!("publishing the new egress: {e:#}");
         }
     }

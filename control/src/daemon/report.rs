@@ -1,7 +1,7 @@
 //! Texts of xlvs's own listings: `xlvsadm --workers` and `--xdp-stats`.
 
 use std::fmt::Write as _;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use xlvs_common::COUNTERS;
 use xlvs_dataplane::afxdp::WorkerHandle;
@@ -56,19 +56,20 @@ pub fn workers(workers: &[WorkerHandle], conns: usize, links: Option<&Links>) ->
             let _ = writeln!(s, "  {:<14} {n}", r.name());
         }
     }
-    let inbox: u64 = workers
-        .iter()
-        .map(|w| w.stats.inbox_full.load(Ordering::Relaxed))
-        .sum();
-    if inbox > 0 {
-        let _ = writeln!(s, "  {:<14} {inbox}", "inbox_full");
-    }
-    let no_egress: u64 = workers
-        .iter()
-        .map(|w| w.stats.no_egress.load(Ordering::Relaxed))
-        .sum();
-    if no_egress > 0 {
-        let _ = writeln!(s, "  {:<14} {no_egress}", "no_egress");
+    for (name, counter) in [
+        (
+            "inbox_full",
+            (|w| &w.stats.inbox_full) as fn(&WorkerHandle) -> &AtomicU64,
+        ),
+        ("no_egress", |w| &w.stats.no_egress),
+    ] {
+        let n: u64 = workers
+            .iter()
+            .map(|w| counter(w).load(Ordering::Relaxed))
+            .sum();
+        if n > 0 {
+            let _ = writeln!(s, "  {name:<14} {n}");
+        }
     }
     let _ = writeln!(
         s,
@@ -113,17 +114,15 @@ pub fn workers(workers: &[WorkerHandle], conns: usize, links: Option<&Links>) ->
         );
         for (p, name) in l.ports().iter().enumerate() {
             let p = p as u8;
-            let sum = |f: fn(&WorkerHandle) -> u64| -> u64 {
-                workers.iter().filter(|w| w.iface == p).map(f).sum()
-            };
+            let (rx, sent) = crate::bond::links::port_frames(workers, p);
             let _ = writeln!(
                 s,
                 "{:<12} {:<10} {:<6} {:>12} {:>12}",
                 name,
                 l.bond_of(p).unwrap_or("-"),
                 if l.usable(p) { "up" } else { "down" },
-                sum(|w| w.stats.rx.load(Ordering::Relaxed)),
-                sum(|w| w.stats.sent.load(Ordering::Relaxed)),
+                rx,
+                sent,
             );
         }
     }
