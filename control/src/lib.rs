@@ -11,6 +11,7 @@
 //! - [`stats`]: rate estimation and ipvsadm's number format for `--stats`/`--rate`.
 //! - [`admin`]: the control socket protocol.
 //! - [`daemon`]: xlvsd's control thread.
+//! - [`restart`]: the table saved by an orderly stop and read back by the next xlvsd.
 //! - [`sync`]: the Linux IPVS connection-sync wire codec (v0/v1), sans IO.
 //! - [`sys`]: interfaces, local addresses, signals.
 
@@ -25,6 +26,7 @@ pub mod keepalived;
 pub mod metrics;
 pub mod neigh;
 pub mod netlink;
+pub mod restart;
 pub mod stats;
 pub mod sync;
 pub mod sys;

@@ -133,9 +133,26 @@ impl XdpSteering {
         let v = IfaceSlot {
             xsk_base: slot * MAX_QUEUES,
             queues,
+            pass_after_ns: 0,
         };
         self.ifaces.insert(ifindex, v, 0).context("IFACES map")?;
         Ok(())
+    }
+
+    /// Leaves the program for a restart: until `until_ns` (CLOCK_MONOTONIC) its frames for
+    /// the virtual services keep being dropped once the sockets close, then they go to the
+    /// kernel; the links stay pinned. False (nothing changed) if no link is pinned.
+    pub fn leave_for_restart(&mut self, until_ns: u64) -> anyhow::Result<bool> {
+        if self.pins.is_empty() {
+            return Ok(false);
+        }
+        let all: Vec<(u32, IfaceSlot)> = self.ifaces.iter().filter_map(Result::ok).collect();
+        for (ifindex, mut v) in all {
+            v.pass_after_ns = until_ns.max(1);
+            self.ifaces.insert(ifindex, v, 0).context("IFACES map")?;
+        }
+        self.stay = true;
+        Ok(true)
     }
 
     /// Puts an AF_XDP socket in the XSKMAP.

@@ -19,7 +19,9 @@
 //! passed, it would reach the director's own stack, which holds the VIP and answers a
 //! connection it does not know with a reset. The program outlives a crashed xlvsd (its link
 //! is pinned), so until keepalived moves the VIPs away their clients see silence, which TCP
-//! retransmits through, and no reset.
+//! retransmits through, and no reset. An orderly stop leaves it too, for `--restart-hold`: a
+//! restarted xlvsd finds it in place (and its saved table) and loses no connection; if none
+//! comes in time, such frames go to the kernel (`IfaceSlot::pass_after_ns`).
 #![no_std]
 #![no_main]
 
@@ -27,6 +29,7 @@ mod rt;
 
 use aya_ebpf::{
     bindings::xdp_action,
+    helpers::bpf_ktime_get_ns,
     macros::{map, xdp},
     maps::{HashMap, LruHashMap, PerCpuArray, XskMap},
     programs::XdpContext,
@@ -370,17 +373,25 @@ fn redirect(ctx: &XdpContext) -> u32 {
         }
     };
     if queue >= slot.queues {
-        count(Counter::RedirectFailed);
-        return xdp_action::XDP_DROP;
+        return undelivered(&slot);
     }
     match XSKS.redirect(slot.xsk_base + queue, xdp_action::XDP_DROP as u64) {
         Ok(action) if action == xdp_action::XDP_REDIRECT => {
             count(Counter::Steered);
             action
         }
-        _ => {
-            count(Counter::RedirectFailed);
-            xdp_action::XDP_DROP
-        }
+        _ => undelivered(&slot),
     }
+}
+
+/// A steered frame without a socket: dropped, unless the xlvsd that stopped gave a restart
+/// time that has passed (then the kernel takes it, as without a director).
+#[inline(always)]
+fn undelivered(slot: &IfaceSlot) -> u32 {
+    count(Counter::RedirectFailed);
+    // Safety: a helper call without arguments.
+    if slot.pass_after_ns != 0 && unsafe { bpf_ktime_get_ns() } > slot.pass_after_ns {
+        return xdp_action::XDP_PASS;
+    }
+    xdp_action::XDP_DROP
 }

@@ -130,7 +130,7 @@ xlvs_sock() { printf '%s/xlvsd.sock\n' "$(lab_dir "$1")"; }
 # `--control <labdir>/xlvsd.sock ARGS...` (ARGS carry --iface/--rules), wait
 # (bounded, XLVS_READY_TIMEOUT s) for "xlvsd: ready" in its stderr log.
 start_xlvsd() {
-  local id=$1 ns sock i limit a prev= st
+  local id=$1 ns sock i limit a prev= st before
   shift
   [ -x "$XLVSD" ] || fail "xlvsd binary not found: $XLVSD (build with cargo build --release)"
   [ -x "$XLVSADM" ] || fail "xlvsadm binary not found: $XLVSADM"
@@ -143,12 +143,14 @@ start_xlvsd() {
     prev=$a
   done
   log "start: ip netns exec $ns $XLVSD --control $sock $*"
+  # The log is appended to across restarts: this start's ready line is the next one.
+  before=$(grep -c 'xlvsd: ready' "$XLVSD_LOG" 2>/dev/null || true)
   # `ip netns exec` execs the command, so $! is xlvsd itself.
   ip netns exec "$ns" "$XLVSD" --control "$sock" "$@" </dev/null >>"$XLVSD_LOG" 2>&1 &
   XLVSD_PID=$!
   limit=$((${XLVS_READY_TIMEOUT:-30} * 10))
   for ((i = 0; i < limit; i++)); do
-    if grep -q 'xlvsd: ready' "$XLVSD_LOG" 2>/dev/null; then
+    if [ "$(grep -c 'xlvsd: ready' "$XLVSD_LOG" 2>/dev/null || true)" -gt "${before:-0}" ]; then
       log "xlvsd ready (pid $XLVSD_PID) after $((i / 10)).$((i % 10))s"
       return 0
     fi
@@ -242,7 +244,8 @@ _stop_xlvsd() {
 }
 
 # stop_xlvsd_checked: stop xlvsd and check it exited cleanly (status 0
-# within 10 s of SIGTERM) and left no XDP program on its interfaces.
+# within 10 s of SIGTERM) and left no XDP program on its interfaces (unless it said it
+# left it pinned for a restart, --restart-hold: then it must be there).
 stop_xlvsd_checked() {
   local pid=$XLVSD_PID dev ns
   [ -n "$pid" ] || return 0
@@ -250,6 +253,13 @@ stop_xlvsd_checked() {
     fail "xlvsd did not stop cleanly on SIGTERM: $XLVSD_STOP_MSG"
   fi
   ns=$(lab_ns "$ID" dir)
+  if tail -n 3 "$XLVSD_LOG" | grep -q "XDP stays attached"; then
+    for dev in $XLVSD_IFACES; do
+      ip -n "$ns" link show dev "$dev" | grep -q " xdp" ||
+        fail "xlvsd said it left XDP on $dev for a restart, but $dev has none"
+    done
+    return 0
+  fi
   for dev in $XLVSD_IFACES; do
     if ip -n "$ns" -d link show dev "$dev" 2>/dev/null |
       grep -Eqw 'xdp|xdpgeneric|xdpdrv|xdpoffload|xdpmulti|prog/xdp[a-z]*'; then

@@ -51,13 +51,26 @@ struct Args {
     /// program outlives a crashed xlvsd: the virtual services' frames are then dropped,
     /// never handed to this host's stack (which would reset their connections), until
     /// keepalived moves the VIPs; a restarted xlvsd swaps its program into the same links.
-    /// An orderly stop detaches. `none`: no pinning (a crash detaches XDP).
+    /// An orderly stop leaves it for --restart-hold. `none`: no pinning (a crash or a stop
+    /// detaches XDP).
     #[arg(
         long = "pin-dir",
         value_name = "DIR|none",
         default_value = "/sys/fs/bpf/xlvs"
     )]
     pin_dir: String,
+    /// Where an orderly stop saves the connection table for the next xlvsd (a directory,
+    /// created if missing; the file is read once and removed).
+    #[arg(long = "state-dir", value_name = "DIR", default_value = "/run/xlvs")]
+    state_dir: PathBuf,
+    /// An orderly stop (SIGTERM, SIGINT: `systemctl restart`, an upgrade) saves the
+    /// connection table and leaves the pinned XDP program keeping the services' frames from
+    /// this host's stack for this many milliseconds, so the next xlvsd carries on every
+    /// connection (clients see a short silence, which TCP retransmits through); after it,
+    /// they go to the kernel as if no director ran. 0: an orderly stop detaches XDP. Needs
+    /// --pin-dir.
+    #[arg(long = "restart-hold", value_name = "MS", default_value_t = 5000)]
+    restart_hold: u64,
     /// Maximum number of connections (and persistence templates) per address family; the
     /// table reserves its memory up front (~60 bytes per IPv4 connection, committed as used).
     #[arg(long, default_value_t = 4 << 20)]
@@ -273,6 +286,8 @@ fn main() {
         keepalived: a.keepalived_conf,
         control: a.control,
         pin_dir: (a.pin_dir != "none").then(|| PathBuf::from(&a.pin_dir)),
+        state_dir: a.state_dir,
+        restart_hold: std::time::Duration::from_millis(a.restart_hold),
         max_conns: a.max_conns,
         xsk: XskConfig {
             threads: match a.threads {

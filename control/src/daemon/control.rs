@@ -7,6 +7,7 @@ use std::collections::HashSet;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
@@ -14,6 +15,7 @@ use arc_swap::ArcSwap;
 use xlvs_common::{AddrKey, COUNTERS, L4Key};
 use xlvs_dataplane::afxdp::{self, WorkerHandle};
 use xlvs_dataplane::core::conn::Tables;
+use xlvs_dataplane::core::inject::Spec;
 use xlvs_dataplane::core::service::{DestState, IfaceInfo, NextHop, Snapshot};
 
 use super::report;
@@ -44,6 +46,11 @@ pub trait Steering {
     /// Whether the program stays attached when this is dropped (a crash), or is detached (an
     /// orderly stop).
     fn stay_attached(&mut self, _stay: bool) {}
+    /// Leaves the program attached for a restart that comes by `until_ns` (CLOCK_MONOTONIC);
+    /// false if it cannot (its links are not pinned).
+    fn leave_for_restart(&mut self, _until_ns: u64) -> anyhow::Result<bool> {
+        Ok(false)
+    }
     /// A port added at run time: its sockets into the XSKMAP, its interface into `IFACES`.
     fn add_port(&mut self, p: &NewPort) -> anyhow::Result<()> {
         anyhow::bail!("cannot steer to {} (no XDP here)", p.name)
@@ -81,6 +88,10 @@ impl Steering for crate::xdp::XdpSteering {
 
     fn stay_attached(&mut self, stay: bool) {
         crate::xdp::XdpSteering::stay_attached(self, stay)
+    }
+
+    fn leave_for_restart(&mut self, until_ns: u64) -> anyhow::Result<bool> {
+        crate::xdp::XdpSteering::leave_for_restart(self, until_ns)
     }
 
     fn add_port(&mut self, p: &NewPort) -> anyhow::Result<()> {
@@ -414,6 +425,68 @@ impl Control {
                 .join(", ")
         );
         Ok(())
+    }
+
+    /// Hands a saved table's entries ([`crate::restart`]) to the workers and waits until they
+    /// have inserted them all (or `limit` passed), before any frame reaches them. Returns
+    /// (inserted, not inserted).
+    pub fn restore(&mut self, specs: &[Spec], limit: Duration) -> (u64, u64) {
+        let start = Instant::now();
+        let handles = self.workers.handles();
+        let done = || {
+            handles
+                .iter()
+                .map(|w| {
+                    let s = &w.stats;
+                    s.injected.load(Relaxed)
+                        + s.inject_failed.load(Relaxed)
+                        + s.conflicts_kept.load(Relaxed)
+                })
+                .sum::<u64>()
+        };
+        if handles.is_empty() {
+            return (0, specs.len() as u64);
+        }
+        let before = done();
+        let mut to = Injector::new(handles, &self.resolver, &self.iface_names);
+        let mut sent = 0u64;
+        'all: for s in specs {
+            while !to.inject(*s) {
+                // A full queue: let its worker insert what it holds.
+                to.handles[worker_of(s, to.handles.len())].wake();
+                if start.elapsed() > limit {
+                    break 'all;
+                }
+                std::thread::sleep(Duration::from_micros(200));
+            }
+            sent += 1;
+        }
+        let missing = to.finish();
+        while done() - before < sent && start.elapsed() <= limit {
+            std::thread::sleep(Duration::from_micros(200));
+        }
+        let took = (done() - before).min(sent);
+        self.want_client_hops(Instant::now(), &missing);
+        (took, specs.len() as u64 - took)
+    }
+
+    /// Leaves the XDP program attached for a restart: dropping the services' frames while
+    /// the table is saved to `path` and for `hold` after, then passing them to the kernel.
+    /// Returns the entries saved, or None if the program cannot stay (its links are not
+    /// pinned: then it is detached as this is dropped).
+    pub fn leave_for_restart(
+        &mut self,
+        path: &std::path::Path,
+        hold: Duration,
+    ) -> anyhow::Result<Option<u64>> {
+        // Dropping (no end) while the table is written.
+        if !self.steering.leave_for_restart(u64::MAX)? {
+            return Ok(None);
+        }
+        let saved = crate::restart::save(path, &self.conns, xlvs_dataplane::afxdp::now());
+        let until = xlvs_dataplane::afxdp::now().0 + hold.as_nanos() as u64;
+        self.steering.leave_for_restart(until)?;
+        saved.map(Some)
     }
 
     /// Hands the pulled entries the workers' queues take (the rest wait for a retry).

@@ -40,7 +40,7 @@ pub use control::{Control, Parts, Steering, Workers};
 
 use crate::daemon::control::NewPort;
 use crate::table::ServiceTable;
-use crate::{bond, health, metrics, netlink, sys, xdp};
+use crate::{bond, health, metrics, netlink, restart, sys, xdp};
 
 /// xlvsd's settings.
 #[derive(Clone, Debug)]
@@ -57,6 +57,11 @@ pub struct Config {
     pub control: PathBuf,
     /// Where XDP links are pinned (none: not pinned).
     pub pin_dir: Option<PathBuf>,
+    /// Where an orderly stop saves the connection table for the next xlvsd.
+    pub state_dir: PathBuf,
+    /// How long after an orderly stop the pinned program keeps the services' frames from
+    /// the kernel, waiting for the next xlvsd (zero: an orderly stop detaches XDP).
+    pub restart_hold: std::time::Duration,
     /// Most connections the table holds; new ones beyond are dropped and counted.
     pub max_conns: usize,
     /// AF_XDP sizes.
@@ -296,6 +301,9 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
     // The snapshot and the steering maps first: a frame is steered only once the workers
     // know its service.
     ctl.start(Instant::now())?;
+    // Then the table the last xlvsd saved, all of it in the workers before the program swap
+    // sends them their first frame.
+    restore_table(&cfg, &mut ctl, &ifaces);
     for f in &ifaces {
         ctl.attach(&f.name, f.rx_queues)?;
     }
@@ -361,10 +369,66 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
     log::info!("stopping");
     ctl.steering_stays(false);
     ctl.stop();
-    drop(ctl); // detaches XDP
+    if !cfg.restart_hold.is_zero() {
+        let path = restart::state_file(&cfg.state_dir);
+        let hold = cfg.restart_hold.as_millis();
+        match ctl.leave_for_restart(&path, cfg.restart_hold) {
+            Ok(Some(n)) => log::info!(
+                "{n} connection table entries saved to {}; XDP stays attached, keeping the services' frames from the kernel for {hold} ms while xlvsd restarts",
+                path.display()
+            ),
+            Ok(None) => {
+                log::info!("XDP links not pinned: detaching (no restart keeps the connections)")
+            }
+            Err(e) => log::warn!(
+                "saving the connection table to {}: {e:#}; XDP stays attached for {hold} ms",
+                path.display()
+            ),
+        }
+    }
+    drop(ctl); // detaches XDP, unless left for a restart
     let _ = std::fs::remove_file(&cfg.control);
     eprintln!("xlvsd: stopped");
     Ok(())
+}
+
+/// Hands the workers the table an orderly stop saved, if the program it left is still
+/// pinned on one of our interfaces (else the file is stale: its frames went to the kernel).
+fn restore_table(cfg: &Config, ctl: &mut Control, ifaces: &[sys::Iface]) {
+    let path = restart::state_file(&cfg.state_dir);
+    let pinned = cfg.pin_dir.as_deref().is_some_and(|d| {
+        ifaces
+            .iter()
+            .any(|f| xdp::pin_path(d, &f.name).is_some_and(|p| p.exists()))
+    });
+    if !pinned {
+        if path.exists() {
+            log::info!(
+                "{}: no XDP program left pinned for it; a stale table, removed",
+                path.display()
+            );
+            let _ = std::fs::remove_file(&path);
+        }
+        return;
+    }
+    let r = match restart::load(&path, afxdp::now()) {
+        Ok(Some(r)) => r,
+        Ok(None) => return,
+        Err(e) => {
+            log::warn!("the saved connection table: {e:#}; starting with an empty one");
+            return;
+        }
+    };
+    let t = Instant::now();
+    let (inserted, not) = ctl.restore(&r.specs, std::time::Duration::from_secs(30));
+    log::info!(
+        "connection table from {} (saved {} ms ago): {inserted} entries back in {} ms, {not} not inserted, {} timed out meanwhile, {} refused",
+        path.display(),
+        r.age.as_millis(),
+        t.elapsed().as_millis(),
+        r.expired,
+        r.refused
+    );
 }
 
 /// The pin directory if it can hold pins (created on a bpffs if missing), else a warning.

@@ -1141,6 +1141,15 @@ impl<A: Addr> ConnTable<A> {
         self.for_each_mut_in(0..self.buckets() as u32, |c, o| f(c, o));
     }
 
+    /// [`ConnTable::for_each_in`], with each connection's origin.
+    pub fn for_each_in_with_origin(
+        &self,
+        range: std::ops::Range<u32>,
+        mut f: impl FnMut(&Conn<A>, Origin),
+    ) {
+        self.for_each_mut_in(range, |c, o| f(c, o));
+    }
+
     /// Calls `f` on every connection, one bucket locked at a time (so it may change it).
     fn for_each_mut(&self, mut f: impl FnMut(&mut Conn<A>)) {
         self.for_each_mut_in(0..self.buckets() as u32, |c, _| f(c));

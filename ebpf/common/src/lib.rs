@@ -175,8 +175,14 @@ pub struct SteerValue {
 pub struct IfaceSlot {
     /// First XSKMAP index of this interface (`slot * MAX_QUEUES`).
     pub xsk_base: u32,
-    /// Number of RX queues that have a socket; frames on other queues are passed.
+    /// Number of RX queues that have a socket; frames on other queues are dropped.
     pub queues: u32,
+    /// 0 while an xlvsd drives the interface (or crashed): a steered frame that finds no
+    /// socket is dropped. An orderly stop that leaves the program for a restart sets it to a
+    /// `CLOCK_MONOTONIC` time (ns, `bpf_ktime_get_ns`): until then such frames are dropped
+    /// (TCP retransmits through the restart), after it they go to the kernel, as if no
+    /// director ran (`xlvsd --restart-hold`).
+    pub pass_after_ns: u64,
 }
 
 /// Indices into [`MAP_COUNTERS`].

@@ -7,7 +7,7 @@ use std::net::IpAddr;
 
 use xlvs_dataplane::core::Instant;
 use xlvs_dataplane::core::addr::Addr;
-use xlvs_dataplane::core::conn::{ConnTable, Tables};
+use xlvs_dataplane::core::conn::{ConnTable, Origin, Tables};
 use xlvs_dataplane::core::events::{ConnEvent, EventKind};
 
 use super::stream::MAX_MESSAGE;
@@ -27,6 +27,18 @@ pub fn walk<E>(
     tables: &Tables,
     now: Instant,
     syncid: u8,
+    out: impl FnMut(Vec<u8>) -> Result<(), E>,
+) -> Result<u64, E> {
+    walk_from(tables, now, syncid, |_| true, out)
+}
+
+/// [`walk`] over the entries whose origin `pick` takes (a connection's template goes with
+/// it whatever the template's origin).
+pub fn walk_from<E>(
+    tables: &Tables,
+    now: Instant,
+    syncid: u8,
+    pick: impl Fn(Origin) -> bool,
     mut out: impl FnMut(Vec<u8>) -> Result<(), E>,
 ) -> Result<u64, E> {
     let mut enc = Encoder::new(syncid, MAX_MESSAGE);
@@ -53,15 +65,15 @@ pub fn walk<E>(
         }
         Ok(())
     };
-    templates(&tables.v4, now, &mut part);
-    templates(&tables.v6, now, &mut part);
+    templates(&tables.v4, now, &pick, &mut part);
+    templates(&tables.v6, now, &pick, &mut part);
     emit(&mut part, &mut enc)?;
     for b in (0..tables.v4.buckets() as u32).step_by(PART as usize) {
-        conns(&tables.v4, b..b.saturating_add(PART), now, &mut part);
+        conns(&tables.v4, b..b.saturating_add(PART), now, &pick, &mut part);
         emit(&mut part, &mut enc)?;
     }
     for b in (0..tables.v6.buckets() as u32).step_by(PART as usize) {
-        conns(&tables.v6, b..b.saturating_add(PART), now, &mut part);
+        conns(&tables.v6, b..b.saturating_add(PART), now, &pick, &mut part);
         emit(&mut part, &mut enc)?;
     }
     if let Some(m) = enc.flush() {
@@ -78,17 +90,30 @@ fn template_entry<A: Addr>(t: &xlvs_dataplane::core::conn::Template<A>, now: Ins
     s
 }
 
-fn templates<A: Addr>(t: &ConnTable<A>, now: Instant, out: &mut Vec<SyncConn>) {
-    t.for_each_template(|tp| out.push(template_entry(tp, now)));
+fn templates<A: Addr>(
+    t: &ConnTable<A>,
+    now: Instant,
+    pick: &impl Fn(Origin) -> bool,
+    out: &mut Vec<SyncConn>,
+) {
+    t.for_each_template(|tp| {
+        if pick(tp.origin) {
+            out.push(template_entry(tp, now))
+        }
+    });
 }
 
 fn conns<A: Addr>(
     t: &ConnTable<A>,
     buckets: std::ops::Range<u32>,
     now: Instant,
+    pick: &impl Fn(Origin) -> bool,
     out: &mut Vec<SyncConn>,
 ) {
-    t.for_each_in(buckets, |c| {
+    t.for_each_in_with_origin(buckets, |c, o| {
+        if !pick(o) {
+            return;
+        }
         let e = ConnEvent::of_conn(EventKind::Packets, c, secs_left(c.expires_in(now)));
         out.push(SyncConn::from(&e));
         if let Some(tp) = &c.template {
