@@ -19,6 +19,9 @@
 #                               shared libraries, at the same paths); KPEER_MEM: its memory
 #                               in MiB (default 512); KPEER_MONITOR: a unix socket path for
 #                               qemu's monitor (e.g. `set_link n1 off`: NIC 1 loses carrier).
+#                               KPEER_TREE: a directory whose files join the guest's root;
+#                               KPEER_INIT: the guest's first program instead of /init (e.g.
+#                               one that hands over to systemd, see systemd_unit.sh).
 #
 # The guest's /init loads the modules, prints "KPEER-READY", runs the script, prints
 # "KPEER-DONE rc=N" and powers off. Gotcha: busybox's shell prefers its own `ip` applet; the
@@ -116,6 +119,9 @@ kpeer_boot() {
   for b in ${KPEER_BINS:-}; do
     _kpeer_bin "$b" "$dir/root" && strip "$dir/root$b" || { rm -rf "$dir"; return 1; }
   done
+  if [ -n "${KPEER_TREE:-}" ]; then
+    cp -a "$KPEER_TREE/." "$dir/root/" || { rm -rf "$dir"; return 1; }
+  fi
   (cd "$dir/root" && find . | cpio -o -H newc --quiet | gzip -1) >"$dir/scenario.cpio.gz" || { rm -rf "$dir"; return 1; }
   cat "$base" "$dir/scenario.cpio.gz" >"$dir/initrd.gz"
   local nics=() t n=0
@@ -128,7 +134,7 @@ kpeer_boot() {
   done
   ip netns exec "$ns" qemu-system-x86_64 -accel tcg -cpu max -m "${KPEER_MEM:-512}" -smp 1 \
     -kernel "/boot/vmlinuz-$kver" -initrd "$dir/initrd.gz" \
-    -append "console=ttyS0 quiet panic=-1 rdinit=/init" -nographic -no-reboot \
+    -append "console=ttyS0 quiet panic=-1 rdinit=${KPEER_INIT:-/init}" -nographic -no-reboot \
     "${nics[@]}" ${KPEER_MONITOR:+-monitor "unix:$KPEER_MONITOR,server=on,wait=off"} \
     </dev/null >"$out" 2>&1 &
   pid=$!
