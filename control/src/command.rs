@@ -207,6 +207,24 @@ impl Command {
                 | Command::EditService { .. }
         )
     }
+    /// It only reads: what a member of `--control-group` who is not root may run (listings,
+    /// counters, the health and daemon state, the keepalived check, a save to stdout).
+    pub fn reads_only(&self) -> bool {
+        matches!(
+            self,
+            Command::List { .. }
+                | Command::ListConns { .. }
+                | Command::ListDaemon { .. }
+                | Command::Check
+                | Command::ListHealth { .. }
+                | Command::Save { .. }
+                | Command::ListTimeouts
+                | Command::Workers
+                | Command::XdpStats
+                | Command::Help
+                | Command::Version
+        )
+    }
     /// A command that changes the table (what a rules file may hold).
     pub fn edits_table(&self) -> bool {
         matches!(

@@ -379,31 +379,58 @@ pub fn globals(e: &mut Exposition, xdp: [u64; 3], conns: usize, templates: usize
 /// on the enclosed channel.
 pub type Scrape = SyncSender<String>;
 
-/// Serves scrapes on `listener` from a thread of its own, one connection at a time: HTTP I/O
-/// never blocks the control thread, which only renders the body when a scrape asks
-/// (`requests`; `wake` wakes its loop after each). The thread ends when the control thread is
-/// gone.
+/// Connections served at once; more are closed at once.
+const MAX_SCRAPERS: usize = 8;
+
+/// Serves scrapes on `listener` from a thread of its own, each connection in a short-lived
+/// thread (at most [`MAX_SCRAPERS`] at once): HTTP I/O never blocks the control thread, which
+/// only renders the body when a scrape asks (`requests`; `wake` wakes its loop after each),
+/// and a client that sends nothing holds only its own thread, for 2 s at most. The threads
+/// end when the control thread is gone.
 pub fn spawn_server(
     listener: TcpListener,
     requests: SyncSender<Scrape>,
-    wake: impl Fn() + Send + 'static,
+    wake: impl Fn() + Send + Sync + 'static,
 ) -> std::io::Result<()> {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicUsize};
     listener.set_nonblocking(false)?;
+    let wake = Arc::new(wake);
+    let active = Arc::new(AtomicUsize::new(0));
+    let gone = Arc::new(AtomicBool::new(false));
     std::thread::Builder::new()
         .name("xlvs-metrics".into())
         .spawn(move || {
             for s in listener.incoming() {
+                if gone.load(Ordering::Relaxed) {
+                    return;
+                }
                 let Ok(s) = s else { continue };
-                let body = || {
-                    let (tx, rx) = sync_channel(1);
-                    requests.send(tx).ok()?;
-                    wake();
-                    rx.recv_timeout(Duration::from_secs(10)).ok()
-                };
-                match serve(s, body) {
-                    Ok(true) => {}
-                    Ok(false) => return,
-                    Err(e) => log::debug!("metrics scrape: {e}"),
+                if active.load(Ordering::Relaxed) >= MAX_SCRAPERS {
+                    drop(s);
+                    continue;
+                }
+                active.fetch_add(1, Ordering::Relaxed);
+                let (requests, wake, active2, gone2) =
+                    (requests.clone(), wake.clone(), active.clone(), gone.clone());
+                let spawned = std::thread::Builder::new()
+                    .name("xlvs-scrape".into())
+                    .spawn(move || {
+                        let body = || {
+                            let (tx, rx) = sync_channel(1);
+                            requests.send(tx).ok()?;
+                            wake();
+                            rx.recv_timeout(Duration::from_secs(10)).ok()
+                        };
+                        match serve(s, body) {
+                            Ok(true) => {}
+                            Ok(false) => gone2.store(true, Ordering::Relaxed),
+                            Err(e) => log::debug!("metrics scrape: {e}"),
+                        }
+                        active2.fetch_sub(1, Ordering::Relaxed);
+                    });
+                if spawned.is_err() {
+                    active.fetch_sub(1, Ordering::Relaxed);
                 }
             }
         })?;

@@ -334,3 +334,51 @@ pub fn fs_magic(path: &std::path::Path) -> Option<i64> {
     }
     Some(st.f_type as i64)
 }
+
+/// The user id of the process at the other end of a Unix stream socket (SO_PEERCRED).
+pub fn peer_uid(fd: std::os::fd::RawFd) -> Option<u32> {
+    let mut cred = libc::ucred {
+        pid: 0,
+        uid: u32::MAX,
+        gid: u32::MAX,
+    };
+    let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
+    // SAFETY: `cred` and `len` are valid for writes of the sizes given.
+    let r = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_PEERCRED,
+            (&mut cred as *mut libc::ucred).cast(),
+            &mut len,
+        )
+    };
+    (r == 0).then_some(cred.uid)
+}
+
+/// This process's effective user id.
+pub fn euid() -> u32 {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() }
+}
+
+/// The id of group `name` (from the system's group database).
+pub fn group_id(name: &str) -> Option<u32> {
+    let c = std::ffi::CString::new(name).ok()?;
+    // SAFETY: `c` is a valid C string; getgrnam returns a pointer into static storage (or
+    // null), read at once, before any other call could overwrite it.
+    let g = unsafe { libc::getgrnam(c.as_ptr()) };
+    // SAFETY: non-null, it points at a valid `group`.
+    (!g.is_null()).then(|| unsafe { (*g).gr_gid })
+}
+
+/// Makes the control socket `path` reachable by its owner only (0600), or also by group
+/// `gid` (0660, the socket's group set to it).
+pub fn control_socket_access(path: &std::path::Path, gid: Option<u32>) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt as _;
+    if let Some(g) = gid {
+        std::os::unix::fs::chown(path, None, Some(g))?;
+    }
+    let mode = if gid.is_some() { 0o660 } else { 0o600 };
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+}

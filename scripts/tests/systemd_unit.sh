@@ -4,7 +4,7 @@
 # (dpkg-deb -x of scripts/package.sh's package: the unit, /etc/default/xlvs, the binaries).
 # A scenario unit in the guest, with a client and a realserver in namespaces of their own
 # on veths (LVS-NAT through xlvsd on both), checks:
-#  - `systemctl start xlvsd` returns once xlvsd said READY=1 (Type=notify): active, the
+#  - `systemctl enable --now xlvsd` returns once xlvsd said READY=1 (Type=notify): active, the
 #    services of /etc/xlvs/rules listed, a request through the VIP answered;
 #  - the unit's sandbox and capabilities are enough (no CAP_SYS_ADMIN);
 #  - `systemctl reload xlvsd` applies a changed rules file;
@@ -138,8 +138,8 @@ $IP netns exec rs busybox httpd -p 80 -h /www
 get() { $IP netns exec cli curl -sS --max-time 10 "$@"; }
 
 say "bpffs: $(grep ' bpf ' /proc/mounts | tr '\n' ' ')"
-t=$(ms); systemctl start xlvsd || die "systemctl start xlvsd failed"
-say "start: systemctl start returned after $(( $(ms) - t )) ms"
+t=$(ms); systemctl enable --now xlvsd || die "systemctl enable --now xlvsd failed"
+say "start: systemctl enable --now returned after $(( $(ms) - t )) ms"
 [ "$(systemctl is-active xlvsd)" = active ] || die "not active after start"
 journalctl -u xlvsd -o cat | grep -q "xlvsd: ready" || die "start returned before xlvsd's ready line"
 L=$(xlvsadm -L -n) || die "xlvsadm -L -n: $L"

@@ -44,9 +44,15 @@ struct Args {
     /// skipped (give the same file to `keepalived -P`). SIGHUP re-reads it.
     #[arg(long = "keepalived-conf", value_name = "FILE")]
     keepalived_conf: Option<PathBuf>,
-    /// Control socket for xlvsadm.
+    /// Control socket for xlvsadm: mode 0600, so only root (and xlvsd's own user) may
+    /// connect.
     #[arg(long, value_name = "SOCKET", default_value = admin::DEFAULT_SOCKET)]
     control: PathBuf,
+    /// Opens the control socket to this group too (mode 0660): its members may run the
+    /// commands that only read (-L, --stats, -c, --daemon, --health, --workers, -S,
+    /// --check); changes stay root's.
+    #[arg(long = "control-group", value_name = "GROUP")]
+    control_group: Option<String>,
     /// Where the XDP links are pinned (a directory on a bpffs, created if missing), so the
     /// program outlives a crashed xlvsd: the virtual services' frames are then dropped,
     /// never handed to this host's stack (which would reset their connections), until
@@ -285,6 +291,7 @@ fn main() {
         rules: a.rules,
         keepalived: a.keepalived_conf,
         control: a.control,
+        control_group: a.control_group,
         pin_dir: (a.pin_dir != "none").then(|| PathBuf::from(&a.pin_dir)),
         state_dir: a.state_dir,
         restart_hold: std::time::Duration::from_millis(a.restart_hold),

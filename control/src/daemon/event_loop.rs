@@ -47,6 +47,10 @@ const FIRST_CLIENT: usize = 16;
 pub const READ_TIME: Duration = Duration::from_secs(2);
 /// How long a client may take to read its answer.
 pub const WRITE_TIME: Duration = Duration::from_secs(10);
+/// Clients served at once; beyond, the oldest one still sending its request is closed
+/// (counted, logged at most once a minute), so a flood of idle connections can take
+/// neither the daemon's descriptors nor the next real client's turn.
+pub const MAX_CLIENTS: usize = 64;
 
 /// What the loop polls besides its own waker.
 pub struct Sources {
@@ -75,6 +79,9 @@ struct Client {
     buf: Vec<u8>,
     phase: Phase,
     deadline: Instant,
+    /// Root or this daemon's own user: may run every command; others (members of
+    /// `--control-group`) only those that read.
+    privileged: bool,
 }
 
 /// The control thread's event loop.
@@ -83,6 +90,10 @@ pub struct EventLoop {
     waker: Arc<Waker>,
     clients: HashMap<usize, Client>,
     next_token: usize,
+    /// Clients closed to make room: [`MAX_CLIENTS`] were being served.
+    refused: u64,
+    /// When a refusal may be logged again.
+    refused_logged: Option<Instant>,
 }
 
 impl EventLoop {
@@ -94,6 +105,8 @@ impl EventLoop {
             waker,
             clients: HashMap::new(),
             next_token: FIRST_CLIENT,
+            refused: 0,
+            refused_logged: None,
         })
     }
 
@@ -208,6 +221,36 @@ impl EventLoop {
         loop {
             match listener.accept() {
                 Ok((mut stream, _)) => {
+                    if self.clients.len() >= MAX_CLIENTS {
+                        // The oldest client still sending its request makes room: a flood
+                        // of idle connections churns, the next real request is served.
+                        let oldest = self
+                            .clients
+                            .iter()
+                            .filter(|(_, c)| matches!(c.phase, Phase::Reading))
+                            .min_by_key(|(_, c)| c.deadline)
+                            .map(|(t, _)| *t);
+                        self.refused += 1;
+                        if self.refused_logged.is_none_or(|t| now >= t) {
+                            log::warn!(
+                                "control socket: {MAX_CLIENTS} clients at once; closing the oldest idle ones ({} so far)",
+                                self.refused
+                            );
+                            self.refused_logged = Some(now + Duration::from_secs(60));
+                        }
+                        match oldest {
+                            Some(t) => self.close(t),
+                            None => {
+                                drop(stream);
+                                continue;
+                            }
+                        }
+                    }
+                    let uid = {
+                        use std::os::fd::AsRawFd as _;
+                        sys::peer_uid(stream.as_raw_fd())
+                    };
+                    let privileged = uid.is_some_and(|u| u == 0 || u == sys::euid());
                     let t = self.next_token;
                     self.next_token += 1;
                     self.poll
@@ -220,6 +263,7 @@ impl EventLoop {
                             buf: Vec::new(),
                             phase: Phase::Reading,
                             deadline: now + READ_TIME,
+                            privileged,
                         },
                     );
                 }
@@ -321,6 +365,11 @@ fn read_request(c: &mut Client, ctl: &mut Control, now: Instant) -> io::Result<b
     let answer = match c.buf.iter().position(|&b| b == b'\n') {
         Some(end) => {
             let resp = match Request::decode(&c.buf[..end]) {
+                Ok(req) if !c.privileged && !req.command.reads_only() => {
+                    Response::err(CmdError::op(
+                        "permission denied: only root changes the director (members of the control group may list)",
+                    ))
+                }
                 Ok(req) => {
                     let resp = ctl.execute(&req, now);
                     if resp.code == 0 && changes_table(&req.command) && ctl.settling(now) {

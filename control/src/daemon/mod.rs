@@ -55,6 +55,8 @@ pub struct Config {
     pub keepalived: Option<PathBuf>,
     /// The admin socket.
     pub control: PathBuf,
+    /// A group whose members may connect to it (and run the commands that only read).
+    pub control_group: Option<String>,
     /// Where XDP links are pinned (none: not pinned).
     pub pin_dir: Option<PathBuf>,
     /// Where an orderly stop saves the connection table for the next xlvsd.
@@ -330,8 +332,22 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
         let _ = std::fs::create_dir_all(dir);
     }
     let _ = std::fs::remove_file(&cfg.control);
-    let listener = std::os::unix::net::UnixListener::bind(&cfg.control)
-        .with_context(|| format!("binding the control socket {}", cfg.control.display()))?;
+    let gid = match &cfg.control_group {
+        Some(g) => {
+            Some(sys::group_id(g).with_context(|| format!("--control-group {g}: no such group"))?)
+        }
+        None => None,
+    };
+    // Created 0600 (no moment with a looser mode), then opened to the group if asked.
+    // SAFETY: umask has no preconditions; no other thread creates files meanwhile.
+    let old_mask = unsafe { libc::umask(0o177) };
+    let bound = std::os::unix::net::UnixListener::bind(&cfg.control);
+    // SAFETY: as above.
+    unsafe { libc::umask(old_mask) };
+    let listener =
+        bound.with_context(|| format!("binding the control socket {}", cfg.control.display()))?;
+    sys::control_socket_access(&cfg.control, gid)
+        .with_context(|| format!("the control socket's mode {}", cfg.control.display()))?;
     listener.set_nonblocking(true)?;
     // Scrapes are served by their own thread; the control loop renders their bodies.
     let (scrape_tx, scrapes) = std::sync::mpsc::sync_channel::<metrics::Scrape>(4);
