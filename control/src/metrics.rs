@@ -270,6 +270,11 @@ pub fn workers(e: &mut Exposition, workers: &[WorkerHandle]) {
                 &st.new_conns,
             ),
             (
+                "syn_evicted_total",
+                "Half-open connections removed to make room for newer ones (--max-syn-recv).",
+                &st.syn_evicted,
+            ),
+            (
                 "tx_ring_full_total",
                 "Batches that found the TX ring without room for every frame.",
                 &st.tx_ring_full,

@@ -68,6 +68,9 @@ pub struct XskConfig {
     /// Sockets (RX queues) that ports added at run time may take ([`Hotplug::add_port`]):
     /// each has its `frames_per_worker` frames in the UMEM from the start.
     pub spare_sockets: u32,
+    /// Half-open (SYN_RECV) connections each worker keeps per address family before the
+    /// oldest makes room ([`Core::set_syn_recv_cap`]; 0: no bound but the table's).
+    pub syn_recv_per_worker: usize,
 }
 
 impl Default for XskConfig {
@@ -81,6 +84,7 @@ impl Default for XskConfig {
             inject: 4096,
             sync_threshold: (Outbox::SYNC_THRESHOLD, Outbox::SYNC_PERIOD),
             spare_sockets: 2,
+            syn_recv_per_worker: 0,
         }
     }
 }
@@ -130,6 +134,8 @@ pub struct WorkerStats {
     pub tx: AtomicU64,
     pub new_conns: AtomicU64,
     pub drops: [AtomicU64; DropReason::COUNT],
+    /// Half-open connections removed to make room for newer ones (a SYN flood's).
+    pub syn_evicted: AtomicU64,
     /// Frames dropped because the egress worker's inbox was full.
     pub inbox_full: AtomicU64,
     /// Batches where the TX ring had no room for every frame.
@@ -179,6 +185,7 @@ impl WorkerStats {
         self.rx.store(c.rx, Ordering::Relaxed);
         self.tx.store(c.tx, Ordering::Relaxed);
         self.new_conns.store(c.new_conns, Ordering::Relaxed);
+        self.syn_evicted.store(c.syn_evicted, Ordering::Relaxed);
         for (a, v) in self.drops.iter().zip(c.drops.iter()) {
             a.store(*v, Ordering::Relaxed);
         }
@@ -593,6 +600,7 @@ impl Hotplug {
             join: None,
         };
         let mut core = Core::for_worker(self.tables.clone(), me);
+        core.set_syn_recv_cap(c.syn_recv_per_worker);
         core.set_outbox(Some(events));
         let worker = Worker {
             me,

@@ -81,6 +81,13 @@ struct Args {
     /// table reserves its memory up front (~60 bytes per IPv4 connection, committed as used).
     #[arg(long, default_value_t = 4 << 20)]
     max_conns: usize,
+    /// Half-open (SYN_RECV) connections kept at most, per address family, shared out among
+    /// the workers (default: a quarter of --max-conns; 0: no bound but the table's). A new
+    /// one beyond makes its worker remove its oldest still half-open one: a SYN flood at R
+    /// per second leaves each handshake N / R seconds, and cannot take the table's space
+    /// from established connections.
+    #[arg(long = "max-syn-recv", value_name = "N")]
+    max_syn_recv: Option<usize>,
     /// Serve Prometheus metrics at http://ADDR:PORT/metrics (off by default).
     #[arg(long, value_name = "ADDR:PORT")]
     metrics: Option<std::net::SocketAddr>,
@@ -296,6 +303,7 @@ fn main() {
         state_dir: a.state_dir,
         restart_hold: std::time::Duration::from_millis(a.restart_hold),
         max_conns: a.max_conns,
+        max_syn_recv: a.max_syn_recv.unwrap_or(a.max_conns / 4),
         xsk: XskConfig {
             threads: match a.threads {
                 ThreadsArg::PerQueue => Threads::PerQueue,

@@ -66,6 +66,8 @@ pub struct Config {
     pub restart_hold: std::time::Duration,
     /// Most connections the table holds; new ones beyond are dropped and counted.
     pub max_conns: usize,
+    /// Most half-open connections (all workers), the oldest making room beyond.
+    pub max_syn_recv: usize,
     /// AF_XDP sizes.
     pub xsk: XskConfig,
     /// Scheduler settings (the Maglev table size).
@@ -217,7 +219,17 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
     sys::raise_nofile();
 
     let mut steering = xdp::XdpSteering::load(cfg.pin_dir.as_deref().and_then(pin_dir))?;
-    let dp = Dataplane::bind(&specs, cfg.xsk).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let mut xsk = cfg.xsk;
+    let sockets = specs
+        .iter()
+        .map(|s| s.queues as usize)
+        .sum::<usize>()
+        .max(1);
+    xsk.syn_recv_per_worker = match cfg.max_syn_recv {
+        0 => 0,
+        n => n.div_ceil(sockets).max(256),
+    };
+    let dp = Dataplane::bind(&specs, xsk).map_err(|e| anyhow::anyhow!("{e}"))?;
     for (id, q, fd) in dp.sockets() {
         steering.set_socket(id as u32, q, fd)?;
     }

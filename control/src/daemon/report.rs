@@ -62,6 +62,7 @@ pub fn workers(workers: &[WorkerHandle], conns: usize, links: Option<&Links>) ->
             (|w| &w.stats.inbox_full) as fn(&WorkerHandle) -> &AtomicU64,
         ),
         ("no_egress", |w| &w.stats.no_egress),
+        ("syn_evicted", |w| &w.stats.syn_evicted),
     ] {
         let n: u64 = workers
             .iter()

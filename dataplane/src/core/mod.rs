@@ -138,6 +138,9 @@ pub struct CoreStats {
     pub tx: u64,
     pub new_conns: u64,
     pub drops: [u64; DropReason::COUNT],
+    /// Half-open (SYN_RECV) connections removed to make room for newer ones
+    /// ([`Core::set_syn_recv_cap`]): a SYN flood's.
+    pub syn_evicted: u64,
 }
 
 impl CoreStats {
@@ -179,6 +182,8 @@ pub(crate) struct Expiry<A> {
     /// Buckets of the connection table holding a connection filed for the entry's tick.
     conns: Wheel<u32>,
     templates: Wheel<TemplateKey<A>>,
+    /// The half-open connections this worker made, oldest first (at most its cap).
+    syn: SynRing<A>,
 }
 
 impl<A: Copy> Default for Expiry<A> {
@@ -186,6 +191,28 @@ impl<A: Copy> Default for Expiry<A> {
         Expiry {
             conns: Wheel::new(),
             templates: Wheel::new(),
+            syn: SynRing::default(),
+        }
+    }
+}
+
+/// The keys of the TCP connections a worker created from a SYN, oldest first, at most `cap`:
+/// when it is full, the oldest goes, and its connection with it if it is still half open
+/// (SYN_RECV). Beyond IPVS, whose `drop_entry` defense drops random half-open entries once
+/// memory runs low: here their space has its own bound from the start, so a SYN flood of R
+/// per second leaves each half-open entry `cap / R` seconds to complete its handshake, and
+/// established connections (and the rest of the table) are untouched.
+#[derive(Debug)]
+pub(crate) struct SynRing<A> {
+    keys: std::collections::VecDeque<ConnKey<A>>,
+    cap: usize,
+}
+
+impl<A> Default for SynRing<A> {
+    fn default() -> Self {
+        SynRing {
+            keys: std::collections::VecDeque::new(),
+            cap: 0,
         }
     }
 }
@@ -272,6 +299,20 @@ impl Core {
             listen: conn::HOOKS_QUIET,
             last_origin: None,
         }
+    }
+
+    /// Bounds the half-open (SYN_RECV) connections this worker creates to `cap` per address
+    /// family (0: no bound but the table's): a new one beyond removes the oldest still half
+    /// open. The space for the keys is reserved now (committed as used), not on the path.
+    pub fn set_syn_recv_cap(&mut self, cap: usize) {
+        self.expiry.v4.syn = SynRing {
+            keys: std::collections::VecDeque::with_capacity(cap),
+            cap,
+        };
+        self.expiry.v6.syn = SynRing {
+            keys: std::collections::VecDeque::with_capacity(cap),
+            cap,
+        };
     }
 
     /// Sets where this worker's connection events go ([`events`]), and reads whether they are
@@ -388,8 +429,9 @@ impl Core {
         let action = match lookup(table, ex, at, (frame, rx_iface), &key, &p) {
             Some(a) => a,
             None if matches!(p.kind, Kind::Plain { .. }) => {
-                let a = new_conn(table, ex, at, frame, &p, rx_iface)?;
+                let (a, evicted) = new_conn(table, ex, at, frame, &p, rx_iface)?;
                 self.stats.new_conns += 1;
+                self.stats.syn_evicted += evicted as u64;
                 a
             }
             // ICMP errors and fragments only follow existing connections (IPVS looks an ICMP
@@ -697,6 +739,8 @@ fn lookup<A: Addr>(
 }
 
 /// Schedules a new connection to a realserver of the frame's virtual service.
+/// A new connection for `p` (IPVS `ip_vs_schedule`): its action, and whether a half-open
+/// connection was removed to make room for it.
 fn new_conn<F: Family>(
     table: &ConnTable<F>,
     ex: &mut Expiry<F>,
@@ -704,7 +748,7 @@ fn new_conn<F: Family>(
     frame: &[u8],
     p: &Parsed<F>,
     rx_iface: IfaceId,
-) -> Result<Action<F>, DropReason> {
+) -> Result<(Action<F>, bool), DropReason> {
     let At {
         now,
         worker,
@@ -767,14 +811,39 @@ fn new_conn<F: Family>(
         dport,
         hop: d.state.next_hop(),
     };
+    // A half-open connection: the oldest of this worker's makes room if their space is full.
+    let half_open = state == TcpState::SynRecv && ex.syn.cap > 0;
+    let evicted = half_open && ex.syn.keys.len() >= ex.syn.cap && evict_oldest(table, ex, now);
+    let key = conn.in_key();
     let at = ex.conns.at(tick(now), conn.deadline());
     let b = table
         .insert(conn, at, now)
         .map_err(|_| DropReason::TableFull)?;
     ex.conns.push(at, b);
+    if half_open {
+        ex.syn.keys.push_back(key);
+    }
     d.state.stats.conn(worker);
     d.state.stats.inbound(worker, p.len as u64);
-    Ok(action)
+    Ok((action, evicted))
+}
+
+/// Takes the oldest key off the worker's half-open ring; removes its connection if it is still
+/// half open (a completed or closed one stays). True if one went.
+#[cold]
+#[inline(never)]
+fn evict_oldest<A: Addr>(table: &ConnTable<A>, ex: &mut Expiry<A>, now: Instant) -> bool {
+    let Some(key) = ex.syn.keys.pop_front() else {
+        return false;
+    };
+    let Some(mut f) = table.lookup(&key) else {
+        return false;
+    };
+    if f.side == Side::In && f.conn().state == TcpState::SynRecv {
+        f.remove(now);
+        return true;
+    }
+    false
 }
 
 /// Reports new connection `c` (its state's timeout `timeout`) and its template, made for it

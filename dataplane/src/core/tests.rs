@@ -1061,3 +1061,49 @@ proptest! {
         prop_assert_eq!(c.stats.rx, 1);
     }
 }
+
+#[test]
+fn half_open_connections_beyond_the_cap_make_room_oldest_first() {
+    let mut c = core();
+    c.set_syn_recv_cap(4);
+    let snap = nat_snap("rr");
+    // One that completes its handshake is never taken for a half-open one.
+    let [..] = nat_conn(&mut c, &snap, 5000);
+    let mut ack = client_seg(5000, ACK);
+    assert_eq!(c.process(t(1), &snap, &mut ack, 0), Verdict::Tx(1));
+    // A flood of 20 half-open ones: the table holds the established one and the last 4.
+    for i in 0..20u16 {
+        let mut syn = syn_from(Ipv4Addr::new(203, 0, 113, (i % 250) as u8), 40000 + i);
+        assert_eq!(c.process(t(2), &snap, &mut syn, 0), Verdict::Tx(1));
+    }
+    assert_eq!(c.tables().len(), 5);
+    // 20 new ones, 4 places, the established one's taken back without removing it.
+    assert_eq!(c.stats.syn_evicted, 16);
+    let mut ack = client_seg(5000, ACK);
+    assert_eq!(c.process(t(3), &snap, &mut ack, 0), Verdict::Tx(1));
+    // The newest half-open ones are there: their handshakes complete.
+    let mut late = tcp_frame(
+        CLIENT_MAC,
+        EXT_MAC,
+        (Ipv4Addr::new(203, 0, 113, 19), 40019),
+        (VIP, 80),
+        ACK,
+        64,
+        b"",
+    );
+    assert_eq!(c.process(t(3), &snap, &mut late, 0), Verdict::Tx(1));
+    // The oldest are gone: their ACK finds nothing.
+    let mut early = tcp_frame(
+        CLIENT_MAC,
+        EXT_MAC,
+        (Ipv4Addr::new(203, 0, 113, 0), 40000),
+        (VIP, 80),
+        ACK,
+        64,
+        b"",
+    );
+    assert_eq!(
+        c.process(t(3), &snap, &mut early, 0),
+        Verdict::Drop(DropReason::NoConn)
+    );
+}
