@@ -28,6 +28,8 @@ APT_PACKAGES=(
   lintian man-db groff-base
   # bonded NICs: Open vSwitch's userspace datapath runs the LACP partner and aggregation
   openvswitch-switch
+  # hardening: malformed frames replayed (tcpreplay), the unit's sandbox users (setpriv)
+  tcpreplay util-linux
 )
 
 missing=()
