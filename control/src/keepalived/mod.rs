@@ -57,9 +57,12 @@ pub struct ConfError {
 }
 
 impl std::fmt::Display for ConfError {
-    /// `FILE:LINE: msg`.
+    /// `FILE:LINE: msg` (`FILE: msg` for the file as a whole: line 0).
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}:{}: {}", self.file.display(), self.line, self.msg)
+        match self.line {
+            0 => write!(f, "{}: {}", self.file.display(), self.msg),
+            n => write!(f, "{}:{n}: {}", self.file.display(), self.msg),
+        }
     }
 }
 
