@@ -32,15 +32,16 @@ for t in "${TARGETS[@]}"; do
   cp -n seeds/"$t"/* "$WORK/$t/" 2>/dev/null || true
   log="$WORK/$t.log"
   rc=0
-  # -timeout: an input slower than 10 s is a hang, reported like a crash.
-  timeout $((SECS + 120)) cargo +nightly fuzz run -O "$t" "$WORK/$t" -- \
+  # -timeout: an input slower than 10 s is a hang, reported like a crash. The outer limit
+  # leaves room for cargo to rebuild the target if the sources changed since the build.
+  timeout $((SECS + 900)) cargo +nightly fuzz run -O "$t" "$WORK/$t" -- \
     -max_total_time="$SECS" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
     -artifact_prefix="artifacts/$t/" >"$log" 2>&1 || rc=$?
   runs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -1)
   if [ "$rc" -ne 0 ]; then
     bad=$((bad + 1))
     echo "$t: CRASH after ${runs:-?} executions (exit $rc); input in fuzz/artifacts/$t/:"
-    grep -E -m5 "panicked|ERROR|SUMMARY|deadly signal|Test unit written" "$log" | sed 's/^/  /'
+    grep -E -m5 "panicked|ERROR|SUMMARY|deadly signal|Test unit written" "$log" | sed 's/^/  /' || true
   else
     echo "$t: ${runs:-?} executions in ${SECS} s, 0 crashes"
   fi
