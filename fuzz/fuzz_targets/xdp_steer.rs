@@ -56,10 +56,7 @@ fn state() -> &'static Mutex<State> {
                 L4Key::v4(VIP_DR.octets(), 80, PROTO_TCP),
             ],
             &reals,
-            &[
-                AddrKey::v4([192, 0, 2, 1]),
-                AddrKey::v4([10, 10, 0, 1]),
-            ],
+            &[AddrKey::v4([192, 0, 2, 1]), AddrKey::v4([10, 10, 0, 1])],
         )
         .expect("steering keys");
         // lo (ifindex 1), one RX queue, no socket.
@@ -83,7 +80,10 @@ fuzz_target!(|frame: &[u8]| {
     let mut f = frame.to_vec();
     let v = core.process(Instant(1_000_000_000), &st.snap, &mut f, 0);
     if matches!(v, Verdict::Tx(_)) {
-        assert!(steered, "the core forwards a frame XDP passes to the kernel: {frame:02x?}");
+        assert!(
+            steered,
+            "the core forwards a frame XDP passes to the kernel: {frame:02x?}"
+        );
     }
     if steered {
         assert_ne!(
