@@ -1,15 +1,16 @@
 #!/usr/bin/env bash
-# The packaged unit under a real systemd: Debian's kernel under qemu (TCG) boots this
-# machine's systemd 252 as PID 1 (with journald) from an initramfs holding the .deb's files
-# (dpkg-deb -x of scripts/package.sh's package: the unit, /etc/default/xlvs, the binaries).
-# A scenario unit in the guest, with a client and a realserver in namespaces of their own
-# on veths (LVS-NAT through xlvsd on both), checks:
+# The package under a real systemd: Debian's kernel under qemu (TCG) boots this machine's
+# systemd 252 as PID 1 (with journald) from an initramfs holding scripts/package.sh's .deb,
+# dpkg and the libraries the package depends on. A scenario unit in the guest, with a client
+# and a realserver in namespaces of their own on veths (LVS-NAT through xlvsd on both):
+#  - `dpkg -i` installs it; /etc/default/xlvs and /etc/xlvs/rules are edited;
 #  - `systemctl enable --now xlvsd` returns once xlvsd said READY=1 (Type=notify): active, the
 #    services of /etc/xlvs/rules listed, a request through the VIP answered;
 #  - the unit's sandbox and capabilities are enough (no CAP_SYS_ADMIN);
 #  - `systemctl reload xlvsd` applies a changed rules file;
-#  - `systemctl restart xlvsd` during a download keeps it (byte-exact, the table saved and
-#    restored: the journal says so);
+#  - an upgrade (`dpkg -i` over the installed package: its postinst try-restarts the unit)
+#    during a download keeps it (byte-exact, the table saved and restored: the journal says
+#    so);
 #  - xlvsd SIGKILLed: systemd restarts it (Restart=on-failure), and it serves again;
 #  - the journal holds xlvsd's lines with their priorities and no timestamps of its own;
 #  - `systemctl stop xlvsd` ends it cleanly.
@@ -40,20 +41,23 @@ log "package: $DEB"
 
 R=$TREE/root
 mkdir -p "$R"
-dpkg-deb -x "$DEB" "$R"
-# The shared libraries the package's binaries need (Depends: in the package; here, copied).
-for b in "$R/usr/sbin/xlvsd" "$R/usr/sbin/xlvsadm"; do
+# The package goes in as the operator's would, by dpkg in the guest (its Depends: are this
+# machine's libraries, copied; a shim stands for init-system-helpers' deb-systemd-invoke,
+# which is Perl: it calls systemctl as the real one does without a policy-rc.d).
+cp "$DEB" "$R/xlvs.deb"
+dpkg-deb -x "$DEB" "$TREE/pkg"
+for b in "$TREE/pkg/usr/sbin/xlvsd" "$TREE/pkg/usr/sbin/xlvsadm"; do
   for lib in $(ldd "$b" | grep -o '/[^ ]*' | sort -u); do
     [ -e "$R$lib" ] || install -D -m 0755 "$lib" "$R$lib"
   done
 done
-# The guest's configuration, as an operator would edit it.
-sed -i 's|^XLVSD_OPTS=.*|XLVSD_OPTS="--iface vcli0 --iface vrs0 --rules /etc/xlvs/rules --max-conns 65536"|' "$R/etc/default/xlvs"
-grep -q -- '--iface vcli0' "$R/etc/default/xlvs" || fail "the packaged /etc/default/xlvs has no XLVSD_OPTS line"
-cat >"$R/etc/xlvs/rules" <<'EOF'
--A -t 192.0.2.100:80 -s rr
--a -t 192.0.2.100:80 -r 10.10.0.11:80 -m -w 1
-EOF
+mkdir -p "$R/var/lib/dpkg/info" "$R/var/lib/dpkg/updates" "$R/var/lib/dpkg/triggers" "$R/usr/sbin" "$R/sbin"
+: >"$R/var/lib/dpkg/status"
+: >"$R/var/lib/dpkg/available"
+printf '#!/bin/sh\nexit 0\n' >"$R/sbin/ldconfig"
+printf '#!/bin/sh\nexit 0\n' >"$R/sbin/start-stop-daemon"
+printf '#!/bin/sh\nexec systemctl "$@"\n' >"$R/usr/sbin/deb-systemd-invoke"
+chmod 755 "$R/sbin/ldconfig" "$R/sbin/start-stop-daemon" "$R/usr/sbin/deb-systemd-invoke"
 # systemd's own units: the targets, journald and its sockets (as Debian ships them).
 mkdir -p "$R/lib/systemd/system" "$R/etc/systemd/system/multi-user.target.wants" \
   "$R/lib/systemd/system/sockets.target.wants" "$R/lib/systemd/system/sysinit.target.wants"
@@ -117,6 +121,19 @@ SUM=$SUM
 EOF
 cat >>"$D/scenario.sh" <<'EOF'
 set -u
+# Installed as an operator installs it, then configured as the operator would edit it.
+# (Full paths: busybox's shell prefers its own dpkg applet to the real one.)
+/usr/bin/dpkg -i --force-depends /xlvs.deb >/tmp/dpkg.log 2>&1 || { echo "SD-FAIL: dpkg -i: $(tail -5 /tmp/dpkg.log)"; exit 1; }
+echo "SD: dpkg -i: $(/usr/bin/dpkg-query -W -f '${Package} ${Version} ${Status}' xlvs)"
+sed -i 's|^XLVSD_OPTS=.*|XLVSD_OPTS="--iface vcli0 --iface vrs0 --rules /etc/xlvs/rules --max-conns 65536"|' /etc/default/xlvs
+grep -q -- '--iface vcli0' /etc/default/xlvs || { echo "SD-FAIL: the packaged /etc/default/xlvs has no XLVSD_OPTS line"; exit 1; }
+cat >/etc/xlvs/rules <<'RULES'
+-A -t 192.0.2.100:80 -s rr
+-a -t 192.0.2.100:80 -r 10.10.0.11:80 -m -w 1
+RULES
+EOF
+cat >>"$D/scenario.sh" <<'EOF'
+set -u
 say() { echo "SD: $*"; }
 die() { echo "SD-FAIL: $*"; journalctl -u xlvsd --no-pager -n 30 -o cat; systemctl status xlvsd --no-pager 2>&1 | head -20; exit 1; }
 ms() { cut -d' ' -f1 /proc/uptime | awk '{ printf "%d", $1 * 1000 }'; }
@@ -162,17 +179,19 @@ say "reload: a changed rules file applied"
 get --limit-rate 150k -o /tmp/big http://192.0.2.100/big & DL=$!
 sleep 3
 pid1=$(systemctl show -p MainPID --value xlvsd)
-t=$(ms); systemctl restart xlvsd || die "systemctl restart failed"
-say "restart: systemctl restart returned after $(( $(ms) - t )) ms"
+# An upgrade: dpkg -i of the package over itself runs prerm upgrade and postinst configure
+# with the old version, which try-restarts the unit.
+t=$(ms); /usr/bin/dpkg -i --force-depends /xlvs.deb >/tmp/dpkg2.log 2>&1 || die "dpkg -i (upgrade): $(tail -5 /tmp/dpkg2.log)"
+say "upgrade: dpkg -i over the installed package returned after $(( $(ms) - t )) ms"
 wait $DL || die "the download across the restart failed"
 [ "$(sha256sum /tmp/big | cut -d' ' -f1)" = "$SUM" ] || die "the download across the restart is corrupted"
-[ "$(systemctl show -p MainPID --value xlvsd)" != "$pid1" ] || die "restart kept the same process"
+[ "$(systemctl show -p MainPID --value xlvsd)" != "$pid1" ] || die "the upgrade did not restart xlvsd: $(tr "\n" ";" </tmp/dpkg2.log)"
 j=$(journalctl -u xlvsd -o cat)
 echo "$j" | grep -E "connection table entries saved" | tail -1 | sed 's/^/SD: journal: /'
 echo "$j" | grep -E "entries back in" | tail -1 | sed 's/^/SD: journal: /'
 echo "$j" | grep -qE "^[0-9]+ connection table entries saved" || die "the stop did not save the table"
 echo "$j" | grep -qE "entries back in .* 0 not inserted" || die "the new xlvsd did not restore the table"
-say "restart: the download went on across it, byte-exact"
+say "upgrade: the download went on across the restart, byte-exact"
 
 pid2=$(systemctl show -p MainPID --value xlvsd)
 kill -9 "$pid2"
@@ -203,7 +222,7 @@ log "booting systemd in Debian's kernel under qemu (TCG)"
 T0=$(date +%s)
 rc=0
 KPEER_MODULES="virtio_pci virtio_net veth" KPEER_MEM=1024 KPEER_TREE=$R KPEER_INIT=/sdinit \
-  KPEER_BINS="/lib/systemd/systemd /lib/systemd/systemd-journald /usr/bin/systemctl /usr/bin/journalctl /usr/bin/curl /usr/sbin/ethtool" \
+  KPEER_BINS="/lib/systemd/systemd /lib/systemd/systemd-journald /usr/bin/systemctl /usr/bin/journalctl /usr/bin/curl /usr/sbin/ethtool /usr/bin/dpkg /usr/bin/dpkg-deb /usr/bin/dpkg-query /usr/bin/dpkg-split /usr/bin/tar" \
   kpeer_boot "$NS" sd0 "$D/scenario.sh" "$D/console" 400 || rc=$?
 grep -Eo "SD(-FAIL)?: .*" "$D/console" | tr -d '\r' | sed 's/^/# guest /' || true
 grep -q "SD-FAIL" "$D/console" && fail "$(grep -A40 SD-FAIL "$D/console" | tr -d '\r' | head -50)"
