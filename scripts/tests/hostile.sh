@@ -111,7 +111,8 @@ replay() { # SIDE NS
     f=$D/$1/$name.pcap
     b=$(snap)
     ip netns exec "$2" tcpreplay -q --pps=2000 -i eth0 "$f" >/dev/null 2>&1 || true
-    sleep 0.3
+    # The workers publish their counters after each batch; give a busy machine time.
+    sleep 0.6
     a=$(snap)
     d=$(diffsnap "$b" "$a")
     read -r st pa fa rx tx dr co rs <<<"$d"
