@@ -164,7 +164,12 @@ impl Lexer {
         }
         let dir = from.parent().unwrap_or(Path::new(""));
         let mut files = Vec::new();
-        for alt in expand_braces(pattern) {
+        let Some(alts) = expand_braces(pattern) else {
+            return Err(err(format!(
+                "include {pattern}: its braces expand to more than {MAX_BRACE_EXPANSION} patterns"
+            )));
+        };
+        for alt in alts {
             let full = if Path::new(&alt).is_absolute() {
                 PathBuf::from(&alt)
             } else {
@@ -361,11 +366,22 @@ fn has_wildcard(p: &str) -> bool {
     p.contains(['*', '?', '['])
 }
 
-/// GLOB_BRACE: `a{b,c}d` → `abd`, `acd`, left to right, nested braces included.
-fn expand_braces(p: &str) -> Vec<String> {
+/// Most patterns one `include` line's braces may expand to (glob(3) has no bound: a line of
+/// nested or repeated braces would take the daemon's memory and time).
+const MAX_BRACE_EXPANSION: usize = 256;
+
+/// GLOB_BRACE: `a{b,c}d` → `abd`, `acd`, left to right, nested braces included; None beyond
+/// [`MAX_BRACE_EXPANSION`] patterns.
+fn expand_braces(p: &str) -> Option<Vec<String>> {
+    let mut out = Vec::new();
+    expand_into(p, &mut out).then_some(out)
+}
+
+fn expand_into(p: &str, out: &mut Vec<String>) -> bool {
     let bytes = p.as_bytes();
     let Some(open) = p.find('{') else {
-        return vec![p.to_string()];
+        out.push(p.to_string());
+        return out.len() <= MAX_BRACE_EXPANSION;
     };
     let mut depth = 0;
     let mut commas = Vec::new();
@@ -385,18 +401,20 @@ fn expand_braces(p: &str) -> Vec<String> {
         }
     }
     let Some(close) = close else {
-        return vec![p.to_string()];
+        out.push(p.to_string());
+        return out.len() <= MAX_BRACE_EXPANSION;
     };
     let (head, tail) = (&p[..open], &p[close + 1..]);
     let mut bounds = vec![open];
     bounds.extend(&commas);
     bounds.push(close);
-    let mut out = Vec::new();
     for w in bounds.windows(2) {
         let alt = &p[w[0] + 1..w[1]];
-        out.extend(expand_braces(&format!("{head}{alt}{tail}")));
+        if !expand_into(&format!("{head}{alt}{tail}"), out) {
+            return false;
+        }
     }
-    out
+    true
 }
 
 /// The regular files matching a glob (`*`, `?`, `[…]` in any component; a leading `.` is
@@ -441,39 +459,81 @@ fn glob(pattern: &Path) -> Vec<PathBuf> {
 
 /// fnmatch for one path component: `*`, `?`, `[abc]`, `[a-z]`, `[!…]`/`[^…]`.
 fn wild_match(p: &[u8], s: &[u8]) -> bool {
-    match p.first() {
-        None => s.is_empty(),
-        Some(b'*') => (0..=s.len()).any(|i| wild_match(&p[1..], &s[i..])),
-        Some(b'?') => !s.is_empty() && wild_match(&p[1..], &s[1..]),
-        Some(b'[') => {
-            let Some(&c) = s.first() else {
-                return false;
-            };
-            let mut i = 1;
-            let negate = matches!(p.get(1), Some(b'!' | b'^'));
-            if negate {
-                i += 1;
-            }
-            let mut hit = false;
-            let mut first = true;
-            while i < p.len() && (p[i] != b']' || first) {
-                first = false;
-                if i + 2 < p.len() && p[i + 1] == b'-' && p[i + 2] != b']' {
-                    hit |= p[i] <= c && c <= p[i + 2];
-                    i += 3;
-                } else {
-                    hit |= p[i] == c;
-                    i += 1;
+    // Iterative, with one backtrack point (the last `*`): O(len(p) × len(s)), where the
+    // recursive form is exponential in the number of `*`s (a hostile include line).
+    let (mut pi, mut si) = (0, 0);
+    let mut star: Option<(usize, usize)> = None;
+    while si < s.len() {
+        if pi < p.len() {
+            match p[pi] {
+                b'*' => {
+                    star = Some((pi + 1, si));
+                    pi += 1;
+                    continue;
                 }
+                b'?' => {
+                    pi += 1;
+                    si += 1;
+                    continue;
+                }
+                b'[' => match class(&p[pi..], s[si]) {
+                    Some((true, len)) => {
+                        pi += len;
+                        si += 1;
+                        continue;
+                    }
+                    Some((false, _)) => {}
+                    // No closing `]`: a literal `[`.
+                    None if s[si] == b'[' => {
+                        pi += 1;
+                        si += 1;
+                        continue;
+                    }
+                    None => {}
+                },
+                c if c == s[si] => {
+                    pi += 1;
+                    si += 1;
+                    continue;
+                }
+                _ => {}
             }
-            if i >= p.len() {
-                // No closing `]`: a literal `[`.
-                return c == b'[' && wild_match(&p[1..], &s[1..]);
-            }
-            hit != negate && wild_match(&p[i + 1..], &s[1..])
         }
-        Some(&c) => s.first() == Some(&c) && wild_match(&p[1..], &s[1..]),
+        // A mismatch: the last `*` takes one more byte, or there is no match.
+        let Some((sp, ss)) = star else {
+            return false;
+        };
+        star = Some((sp, ss + 1));
+        pi = sp;
+        si = ss + 1;
     }
+    p[pi..].iter().all(|&b| b == b'*')
+}
+
+/// A `[…]` class at the start of `p` against `c`: whether it matches, and the class's length;
+/// None if it is not closed (then `[` is a literal).
+fn class(p: &[u8], c: u8) -> Option<(bool, usize)> {
+    let mut i = 1;
+    let negate = matches!(p.get(1), Some(b'!' | b'^'));
+    if negate {
+        i += 1;
+    }
+    let mut hit = false;
+    let mut first = true;
+    while i < p.len() && (p[i] != b']' || first) {
+        first = false;
+        if i + 2 < p.len() && p[i + 1] == b'-' && p[i + 2] != b']' {
+            hit |= p[i] <= c && c <= p[i + 2];
+            i += 3;
+        } else {
+            hit |= p[i] == c;
+            i += 1;
+        }
+    }
+    if i >= p.len() {
+        return None;
+    }
+    Some((hit != negate, i + 1))
 }
 
 #[cfg(test)]
@@ -528,8 +588,8 @@ mod tests {
 
     #[test]
     fn globs_and_braces() {
-        assert_eq!(expand_braces("a{b,c}d"), vec!["abd", "acd"]);
-        assert_eq!(expand_braces("{x,y{1,2}}"), vec!["x", "y1", "y2"]);
+        assert_eq!(expand_braces("a{b,c}d").unwrap(), vec!["abd", "acd"]);
+        assert_eq!(expand_braces("{x,y{1,2}}").unwrap(), vec!["x", "y1", "y2"]);
         assert!(wild_match(b"*.conf", b"a.conf"));
         assert!(!wild_match(b"*.conf", b"a.con"));
         assert!(wild_match(b"[a-c]?", b"bx"));
@@ -537,5 +597,27 @@ mod tests {
         assert_eq!(include_pattern("include  x/*.conf"), Some("x/*.conf"));
         assert_eq!(include_pattern("includem x"), Some("x"));
         assert_eq!(include_pattern("include_x y"), None);
+    }
+
+    /// Found by the keepalived_conf fuzz target (a 10 s timeout): an include line whose
+    /// braces multiply and whose `*`s backtrack. Both are bounded now.
+    #[test]
+    fn hostile_include_patterns_are_bounded() {
+        let many = "include x{a,b}{a,b}{a,b}{a,b}{a,b}{a,b}{a,b}{a,b}{a,b}{a,b}\n";
+        let e = lex(many, Path::new("/nonexistent/k.conf")).unwrap_err();
+        assert!(e.msg.contains("expand to more than 256"), "{}", e.msg);
+        let p = "*a*a*a*a*a*a*a*a*a*a*a*a*b";
+        let s = "a".repeat(200);
+        let t = std::time::Instant::now();
+        assert!(!wild_match(p.as_bytes(), s.as_bytes()));
+        assert!(t.elapsed() < std::time::Duration::from_secs(1));
+        assert!(wild_match(b"*.conf", b"a.conf"));
+        assert!(wild_match(b"chk_[a-c]?*", b"chk_b12"));
+        assert!(!wild_match(b"chk_[!a-c]*", b"chk_b12"));
+        assert!(wild_match(b"x[", b"x["));
+        let text = include_str!("../../tests/fuzz-regressions/keepalived_conf-timeout-5c6f8a0a");
+        let t = std::time::Instant::now();
+        let _ = lex(text, Path::new("/nonexistent/fuzz.conf"));
+        assert!(t.elapsed() < std::time::Duration::from_secs(2));
     }
 }
