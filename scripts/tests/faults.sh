@@ -7,7 +7,10 @@
 #      rs1 work again once the kernel has re-learnt it (xlvsd follows its neighbour events),
 #      the download completes byte-exact;
 #  (c) the director's inside interface down and up under a download: frames dropped
-#      meanwhile (TCP retransmits), the download completes byte-exact, xlvsd lives.
+#      meanwhile (TCP retransmits), the download completes byte-exact, xlvsd lives;
+#  (d) the fill ring starved: xlvsd with 64 UMEM frames per socket (--xsk-frames 64) under
+#      an unthrottled SYN flood from the rig's generator: the kernel finds the fill ring
+#      empty (counted: FillEmpty), xlvsd lives, and serves a download intact afterwards.
 # Needs root, python3, curl and target/release/{xlvsd,xlvsadm}.
 set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -104,4 +107,22 @@ xlvsd_alive "after int0 went down and up"
 [ "$(lab_exec "$ID" cli curl -s --max-time 3 -o /dev/null -w '%{http_code}' "http://$LAB_VIP/")" = 200 ] ||
   fail "no answer through the VIP after int0 came back"
 log "(c) int0 down 1 s and up: the download intact, new connections answered"
+stop_xlvsd_checked
+
+log "(d) the fill ring starved"
+BENCH=$TESTLIB_ROOT/target/release/xlvs-bench
+[ -x "$BENCH" ] || fail "no $BENCH (cargo build --release)"
+start_rr_xlvsd --xsk-frames 64
+fill_empty() { xadm "$ID" --workers | awk '$1 ~ /^ext0\/q/ && NF == 7 { n += $5 } END { print n + 0 }'; }
+MAC=$(ip -n "$LAB_DIR_NS" link show "$LAB_DIR_EXT" | awk '/link\/ether/ { print $2 }')
+e0=$(fill_empty)
+lab_exec "$ID" cli timeout 30 "$BENCH" gen -i eth0 -d "$LAB_VIP:80" -m "$MAC" --proto syn -z 78 \
+  -s 198.18.0.1-198.18.255.254 -D 3 >"$D/gen.json" 2>&1 || fail "the generator: $(cat "$D/gen.json")"
+sleep 1.5
+e1=$(fill_empty)
+[ "$e1" -gt "$e0" ] || fail "64 frames per socket under a flood: FillEmpty stayed $e0 -> $e1: $(xadm "$ID" --workers)"
+xlvsd_alive "after the flood with 64 frames per socket"
+download starved
+intact starved
+log "(d) 64 frames per socket under a flood: the kernel found the fill ring empty $((e1 - e0)) times; xlvsd lived, a download afterwards intact"
 pass

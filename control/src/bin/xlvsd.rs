@@ -35,6 +35,12 @@ struct Args {
     /// the default sizes).
     #[arg(long = "spare-sockets", value_name = "N", default_value_t = 2)]
     spare_sockets: u32,
+    /// UMEM frames (4 KiB each) per AF_XDP socket, a power of two from 64 to 65536: the frames
+    /// a worker can have in flight (in its RX and fill rings, waiting to be sent, on another
+    /// worker's port). Too few, and bursts find the fill ring empty (counted: FillEmpty in
+    /// --workers, xlvs_worker_xsk_fill_ring_empty_total).
+    #[arg(long = "xsk-frames", value_name = "N", default_value_t = 4096, value_parser = xsk_frames)]
+    xsk_frames: u32,
     /// Rules to load at start, in `ipvsadm -S -n` format; SIGHUP re-reads the file and
     /// applies only what changed.
     #[arg(long, value_name = "FILE")]
@@ -311,6 +317,7 @@ fn main() {
             },
             sync_threshold,
             spare_sockets: a.spare_sockets,
+            frames_per_worker: a.xsk_frames,
             ..XskConfig::default()
         },
         sched: sched::SchedConfig {
@@ -410,4 +417,12 @@ fn parse_threshold(s: &str) -> Result<(u32, u32), String> {
 fn unreachable_daemon() -> ! {
     eprintln!("xlvsd: --start-daemon: internal error");
     std::process::exit(2);
+}
+
+fn xsk_frames(v: &str) -> Result<u32, String> {
+    let n: u32 = v.parse().map_err(|_| format!("`{v}' is not a number"))?;
+    if !(64..=65536).contains(&n) || !n.is_power_of_two() {
+        return Err(format!("{n} is not a power of two from 64 to 65536"));
+    }
+    Ok(n)
 }
