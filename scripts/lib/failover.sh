@@ -130,14 +130,7 @@ fo_vrrp_state() {
 # and the first frame matching FILTER on the switch port PORT ($D/first.pcap): d2's first
 # forwarded.
 fo_captures() {
-  ip netns exec "$LAB_CLI_NS" timeout 60 tshark -i eth0 -f "tcp[tcpflags] & tcp-rst != 0" \
-    -w "$D/rst.pcap" >/dev/null 2>&1 &
-  RSTCAP=$!
-  bg_track $RSTCAP
-  ip netns exec "$LAB_CLI_NS" timeout 60 tshark -i eth0 -s 96 -f "tcp and src host $LAB_VIP" \
-    -w "$D/cli.pcap" >/dev/null 2>&1 &
-  CLICAP=$!
-  bg_track $CLICAP
+  fo_client_captures
   declare -gA FO_RST0
   local role
   for role in ${FO_STACKS-d2}; do FO_RST0[$role]=$(fo_out_rsts "$role"); done
@@ -146,19 +139,51 @@ fo_captures() {
   sleep 1.5
 }
 
-# fo_downloads BYTES: files of BYTES on rs1 and rs2 ("mid"); 100 downloads of it at
-# 100 kB/s through the VIP (DL their pid); waits until d2 holds them by sync.
-fo_downloads() {
-  local r i n=0 urls=()
-  for r in rs1 rs2; do head -c "$1" /dev/urandom >"$(lab_wwwdir "$ID" "$r")/mid"; done
+# fo_client_captures: at the client, the RSTs it receives ($D/rst.pcap, RSTCAP) and the
+# first 96 bytes of every TCP frame from the VIP ($D/cli.pcap, CLICAP), for 60 s at most.
+fo_client_captures() {
+  ip netns exec "$LAB_CLI_NS" timeout 60 tshark -i eth0 -f "tcp[tcpflags] & tcp-rst != 0" \
+    -w "$D/rst.pcap" >/dev/null 2>&1 &
+  RSTCAP=$!
+  bg_track $RSTCAP
+  ip netns exec "$LAB_CLI_NS" timeout 60 tshark -i eth0 -s 96 -f "tcp and src host $LAB_VIP" \
+    -w "$D/cli.pcap" >/dev/null 2>&1 &
+  CLICAP=$!
+  bg_track $CLICAP
+}
+
+# fo_mid_downloads N BYTES: files of BYTES on rs1 and rs2 ("mid", their sums in SUMS), and N
+# downloads of it at 100 kB/s through the VIP into $D/dl/1..N (DL their pid).
+fo_mid_downloads() {
+  local r i urls=()
+  for r in rs1 rs2; do head -c "$2" /dev/urandom >"$(lab_wwwdir "$ID" "$r")/mid"; done
   SUMS="$(sha256sum "$(lab_wwwdir "$ID" rs1)/mid" "$(lab_wwwdir "$ID" rs2)/mid" | awk '{ print $1 }')"
-  log "100 downloads of $1 bytes at 100 kB/s through the VIP"
+  log "$1 downloads of $2 bytes at 100 kB/s through the VIP"
   mkdir -p "$D/dl"
-  for i in $(seq 1 100); do urls+=(-o "$D/dl/$i" "http://$LAB_VIP/mid"); done
-  lab_exec "$ID" cli timeout 60 curl -sS --parallel --parallel-immediate --parallel-max 100 \
+  for i in $(seq 1 "$1"); do urls+=(-o "$D/dl/$i" "http://$LAB_VIP/mid"); done
+  lab_exec "$ID" cli timeout 60 curl -sS --parallel --parallel-immediate --parallel-max "$1" \
     --limit-rate 100k --max-time 50 "${urls[@]}" </dev/null >/dev/null 2>"$D/curl.err" &
   DL=$!
   bg_track $DL
+}
+
+# fo_mid_intact N: the downloads of fo_mid_downloads ended well and each is byte-exact.
+fo_mid_intact() {
+  local rc=0 bad=0 i s
+  wait "$DL" || rc=$?
+  [ "$rc" -eq 0 ] || fail "curl exit $rc: $(head -c 400 "$D/curl.err")"
+  for i in $(seq 1 "$1"); do
+    s=$(sha256sum "$D/dl/$i" | awk '{ print $1 }')
+    grep -qx "$s" <<<"$SUMS" || bad=$((bad + 1))
+  done
+  [ "$bad" = 0 ] || fail "$bad of $1 downloads corrupted or incomplete"
+}
+
+# fo_downloads BYTES: files of BYTES on rs1 and rs2 ("mid"); 100 downloads of it at
+# 100 kB/s through the VIP (DL their pid); waits until d2 holds them by sync.
+fo_downloads() {
+  local i n=0
+  fo_mid_downloads 100 "$1"
   for ((i = 0; i < 100; i++)); do
     n=$(xadm_at d2 -L -n -c | awk '$1 == "TCP" && $3 == "ESTABLISHED"' | wc -l)
     [ "$n" -ge 100 ] && break
@@ -330,15 +355,9 @@ fo_takeover() {
 # fo_verdict_downloads: every download of fo_downloads byte-exact, no RST from the VIP at
 # the client (fo_captures).
 fo_verdict_downloads() {
-  local rc=0 bad=0 i s rst
-  wait "$DL" || rc=$?
+  local rst
+  fo_mid_intact 100
   TEST_BG_PIDS=("$PEER_PID")
-  [ "$rc" -eq 0 ] || fail "curl exit $rc: $(head -c 400 "$D/curl.err")"
-  for i in $(seq 1 100); do
-    s=$(sha256sum "$D/dl/$i" | awk '{ print $1 }')
-    grep -qx "$s" <<<"$SUMS" || bad=$((bad + 1))
-  done
-  [ "$bad" = 0 ] || fail "$bad downloads arrived corrupted"
   sleep 1
   # `ip netns exec` execs timeout, which passes the signal on to tshark.
   kill -INT "$RSTCAP" 2>/dev/null || true

@@ -52,16 +52,8 @@ ip netns exec "$LAB_CLI_NS" timeout 60 tshark -i eth0 -s 96 -f "tcp and src host
 bg_track $!
 sleep 1.5
 
-for r in rs1 rs2; do head -c 1500000 /dev/urandom >"$(lab_wwwdir "$ID" "$r")/mid"; done
-SUMS="$(sha256sum "$(lab_wwwdir "$ID" rs1)/mid" "$(lab_wwwdir "$ID" rs2)/mid" | awk '{ print $1 }')"
-mkdir -p "$D/dl"
-urls=()
-for i in $(seq 1 20); do urls+=(-o "$D/dl/$i" "http://$BOND_VIP/mid"); done
-log "20 downloads of 1.5 MB at 100 kB/s, and wrk"
-lab_exec "$ID" cli timeout 60 curl -sS --parallel --parallel-immediate --parallel-max 20 \
-  --limit-rate 100k --max-time 50 "${urls[@]}" </dev/null >/dev/null 2>"$D/curl.err" &
-DL=$!
-bg_track $DL
+LAB_VIP=$BOND_VIP fo_mid_downloads 20 1500000
+log "and wrk"
 LAB_VIP=$BOND_VIP fo_wrk 12
 # 20 UDP flows, a datagram every 5 ms each, for 12 s.
 lab_exec "$ID" cli timeout 20 python3 -c '
@@ -101,15 +93,7 @@ grep -q "bond0: member m1 has carrier again" "$XLVSD_LOG" || fail "xlvsd did not
 [ "$(sent_of m1)" -gt "$sent_up" ] || fail "m1 carries nothing since its return (sent $sent_up)"
 log "m1 back: xlvs sent $(($(sent_of m1) - sent_up)) frames on it in 2 s"
 
-rc=0
-wait "$DL" || rc=$?
-[ "$rc" -eq 0 ] || fail "curl exit $rc: $(head -c 300 "$D/curl.err")"
-bad=0
-for i in $(seq 1 20); do
-  s=$(sha256sum "$D/dl/$i" | awk '{ print $1 }')
-  grep -qx "$s" <<<"$SUMS" || bad=$((bad + 1))
-done
-[ "$bad" = 0 ] || fail "$bad of 20 downloads corrupted or incomplete"
+fo_mid_intact 20
 fo_wrk_verdict
 
 # The switch time, per flow the director sent on m1 in the second before the link died.

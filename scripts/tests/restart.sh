@@ -26,27 +26,11 @@ PIN=$(lab_bpffs "$ID") || fail "lab_bpffs"
 ARGS=(--pin-dir "$PIN/x" --state-dir "$D/state")
 start_rr_xlvsd "${ARGS[@]}"
 
-ip netns exec "$LAB_CLI_NS" timeout 60 tshark -i eth0 -f "tcp[tcpflags] & tcp-rst != 0" \
-  -w "$D/rst.pcap" >/dev/null 2>&1 &
-RSTCAP=$!
-bg_track $RSTCAP
-ip netns exec "$LAB_CLI_NS" timeout 60 tshark -i eth0 -s 96 -f "tcp and src host $LAB_VIP" \
-  -w "$D/cli.pcap" >/dev/null 2>&1 &
-CLICAP=$!
-bg_track $CLICAP
+fo_client_captures
 sleep 1.5
 RST0=$(fo_out_rsts dir)
 
-for r in rs1 rs2; do head -c 800000 /dev/urandom >"$(lab_wwwdir "$ID" "$r")/mid"; done
-SUMS="$(sha256sum "$(lab_wwwdir "$ID" rs1)/mid" "$(lab_wwwdir "$ID" rs2)/mid" | awk '{ print $1 }')"
-log "20 downloads of 800 kB at 100 kB/s through the VIP"
-mkdir -p "$D/dl"
-urls=()
-for i in $(seq 1 20); do urls+=(-o "$D/dl/$i" "http://$LAB_VIP/mid"); done
-lab_exec "$ID" cli timeout 60 curl -sS --parallel --parallel-immediate --parallel-max 20 \
-  --limit-rate 100k --max-time 50 "${urls[@]}" </dev/null >/dev/null 2>"$D/curl.err" &
-DL=$!
-bg_track $DL
+fo_mid_downloads 20 800000
 fo_wrk 8
 sleep 2
 n=$(xadm "$ID" -L -n -c | awk '$1 == "TCP" && $3 == "ESTABLISHED"' | wc -l)
@@ -70,15 +54,7 @@ read -r inserted took notin <<<"$back"
 n=$(xadm "$ID" -L -n -c | awk '$1 == "TCP" && $3 == "ESTABLISHED"' | wc -l)
 [ "$n" -ge 28 ] || fail "$n established connections right after the restart"
 
-rc=0
-wait "$DL" || rc=$?
-[ "$rc" -eq 0 ] || fail "curl exit $rc: $(head -c 400 "$D/curl.err")"
-bad=0
-for i in $(seq 1 20); do
-  s=$(sha256sum "$D/dl/$i" | awk '{ print $1 }')
-  grep -qx "$s" <<<"$SUMS" || bad=$((bad + 1))
-done
-[ "$bad" = 0 ] || fail "$bad of 20 downloads arrived corrupted"
+fo_mid_intact 20
 fo_wrk_verdict
 TEST_BG_PIDS=()
 sleep 1
