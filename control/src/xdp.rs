@@ -411,11 +411,14 @@ mod tests {
             eprintln!("skipped: loading an XDP program needs root");
             return;
         }
+        let vip6: std::net::Ipv6Addr = "2001:db8::100".parse().unwrap();
+        let cip6: std::net::Ipv6Addr = "2001:db8::7".parse().unwrap();
         let mut x = XdpSteering::load(None).expect("load");
         x.set_keys(
             &[
                 L4Key::v4(VIP.octets(), 80, PROTO_TCP),
                 L4Key::v4(VIP.octets(), 53, PROTO_UDP),
+                L4Key::v6(vip6.octets(), 80, PROTO_TCP),
             ],
             &[L4Key::v4(RIP.octets(), 8080, PROTO_TCP)],
             &[AddrKey::v4(DIP.octets())],
@@ -423,52 +426,86 @@ mod tests {
         .unwrap();
         // Interface 1 (lo), one RX queue, no socket: a steered frame is dropped.
         x.set_iface(1, 0, 1).unwrap();
-        // XDP_DROP, XDP_PASS.
-        let (steer, pass) = (1u32, 2u32);
-        let run = |f: &[u8]| x.test_run(f, 1, 0).expect("test run");
+        // XDP_DROP (steered, no socket here), XDP_PASS.
+        const STEER: u32 = 1;
+        const PASS: u32 = 2;
         let syn = tcp_frame(CLIENT_MAC, EXT_MAC, (CIP, 40000), (VIP, 80), SYN, 64, b"");
-        let r = run(&syn);
-        assert_eq!(
-            r,
-            steer,
-            "a SYN to the service: counters {:?}",
-            x.counters()
-        );
-        let other = tcp_frame(CLIENT_MAC, EXT_MAC, (CIP, 40000), (VIP, 81), SYN, 64, b"");
-        assert_eq!(run(&other), pass, "the VIP on another port");
-        let dns = udp_frame(CLIENT_MAC, EXT_MAC, (CIP, 5353), (VIP, 53), b"q");
-        assert_eq!(run(&dns), steer, "a datagram to the UDP service");
-        let reply = tcp_frame(
-            INT_MAC,
-            EXT_MAC,
-            (RIP, 8080),
-            (CIP, 40000),
-            SYN | ACK,
-            64,
-            b"",
-        );
-        assert_eq!(run(&reply), steer, "a NAT realserver's reply");
-        let check = tcp_frame(
-            INT_MAC,
-            EXT_MAC,
-            (RIP, 8080),
-            (DIP, 50000),
-            SYN | ACK,
-            64,
-            b"",
-        );
-        assert_eq!(
-            run(&check),
-            pass,
-            "a realserver answering the director's health check"
-        );
+        let tagged = {
+            let mut f = syn[..12].to_vec();
+            f.extend_from_slice(&[0x81, 0x00, 0x00, 0x2a]);
+            f.extend_from_slice(&syn[12..]);
+            f
+        };
+        let qinq = {
+            let mut f = syn[..12].to_vec();
+            f.extend_from_slice(&[0x88, 0xa8, 0x00, 0x07, 0x81, 0x00, 0x00, 0x2a]);
+            f.extend_from_slice(&syn[12..]);
+            f
+        };
         let mut arp = vec![0xffu8; 6];
         arp.extend_from_slice(&CLIENT_MAC);
         arp.extend_from_slice(&[0x08, 0x06]);
         arp.extend_from_slice(&[0u8; 28]);
-        assert_eq!(run(&arp), pass, "ARP");
+        // (what, frame, expected action)
+        let fixtures: Vec<(&str, Vec<u8>, u32)> = vec![
+            ("a SYN to the service", syn.clone(), STEER),
+            (
+                "the VIP on another port",
+                tcp_frame(CLIENT_MAC, EXT_MAC, (CIP, 40000), (VIP, 81), SYN, 64, b""),
+                PASS,
+            ),
+            (
+                "a datagram to the UDP service",
+                udp_frame(CLIENT_MAC, EXT_MAC, (CIP, 5353), (VIP, 53), b"q"),
+                STEER,
+            ),
+            (
+                "TCP to the UDP service's port",
+                tcp_frame(CLIENT_MAC, EXT_MAC, (CIP, 40000), (VIP, 53), SYN, 64, b""),
+                PASS,
+            ),
+            (
+                "a NAT realserver's reply",
+                tcp_frame(
+                    INT_MAC,
+                    EXT_MAC,
+                    (RIP, 8080),
+                    (CIP, 40000),
+                    SYN | ACK,
+                    64,
+                    b"",
+                ),
+                STEER,
+            ),
+            (
+                "a realserver answering the director's health check",
+                tcp_frame(
+                    INT_MAC,
+                    EXT_MAC,
+                    (RIP, 8080),
+                    (DIP, 50000),
+                    SYN | ACK,
+                    64,
+                    b"",
+                ),
+                PASS,
+            ),
+            ("a SYN with one 802.1Q tag", tagged, STEER),
+            ("a SYN in QinQ (left to the kernel)", qinq, PASS),
+            (
+                "an IPv6 SYN to the IPv6 service",
+                tcp_frame(CLIENT_MAC, EXT_MAC, (cip6, 40000), (vip6, 80), SYN, 64, b""),
+                STEER,
+            ),
+            ("ARP", arp, PASS),
+            ("a frame cut inside its IP header", syn[..20].to_vec(), PASS),
+        ];
+        for (what, frame, want) in &fixtures {
+            let got = x.test_run(frame, 1, 0).expect("test run");
+            assert_eq!(got, *want, "{what}: counters {:?}", x.counters());
+        }
         let c = x.counters();
         assert_eq!(c[0], 0, "nothing redirected without sockets");
-        assert!(c[2] >= 3, "failed redirects counted: {c:?}");
+        assert_eq!(c[2], 5, "failed redirects counted: {c:?}");
     }
 }
