@@ -4,21 +4,16 @@
 //! before is still right after a `Tx` verdict (the rewrite updates them incrementally).
 #![no_main]
 
-use std::net::Ipv4Addr;
+#[path = "common/lab.rs"]
+mod lab;
+
 use std::sync::{Arc, Mutex, OnceLock};
 
 use libfuzzer_sys::fuzz_target;
 use xlvs_dataplane::core::conn::Tables;
-use xlvs_dataplane::core::service::{Fwd, Proto, Snapshot};
+use xlvs_dataplane::core::service::Snapshot;
 use xlvs_dataplane::core::{Core, Instant, Verdict};
-use xlvs_dataplane::testing::{checksums_ok, service, snapshot_with};
-
-const VIP: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 100);
-const VIP_DR: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 101);
-const RIPS: [(Ipv4Addr, u16); 2] = [
-    (Ipv4Addr::new(10, 10, 0, 11), 8080),
-    (Ipv4Addr::new(10, 10, 0, 12), 8080),
-];
+use xlvs_dataplane::testing::checksums_ok;
 
 struct State {
     core: Core,
@@ -29,12 +24,7 @@ struct State {
 fn state() -> &'static Mutex<State> {
     static S: OnceLock<Mutex<State>> = OnceLock::new();
     S.get_or_init(|| {
-        let dr = [(RIPS[0].0, 80), (RIPS[1].0, 80)];
-        let snap = snapshot_with(vec![
-            service(Proto::Tcp, (VIP, 80), &RIPS, Fwd::Masq, "rr"),
-            service(Proto::Udp, (VIP, 53), &RIPS, Fwd::Masq, "wlc"),
-            service(Proto::Tcp, (VIP_DR, 80), &dr, Fwd::Route, "sh"),
-        ]);
+        let snap = lab::snapshot();
         Mutex::new(State {
             core: Core::new(Arc::new(Tables::new(1 << 12))),
             snap,

@@ -9,23 +9,19 @@
 //! - a frame the program steers is IP to the core (never dropped as `not_ip`).
 #![no_main]
 
-use std::net::Ipv4Addr;
+#[path = "common/lab.rs"]
+mod lab;
+
 use std::sync::{Arc, Mutex, OnceLock};
 
+use lab::{RIPS, VIP, VIP_DR};
 use libfuzzer_sys::fuzz_target;
 use xlvs_common::{AddrKey, L4Key, PROTO_TCP, PROTO_UDP};
 use xlvs_control::xdp::XdpSteering;
 use xlvs_dataplane::core::conn::Tables;
-use xlvs_dataplane::core::service::{Fwd, Proto, Snapshot};
+use xlvs_dataplane::core::service::Snapshot;
 use xlvs_dataplane::core::{Core, DropReason, Instant, Verdict};
-use xlvs_dataplane::testing::{service, snapshot_with};
 
-const VIP: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 100);
-const VIP_DR: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 101);
-const RIPS: [(Ipv4Addr, u16); 2] = [
-    (Ipv4Addr::new(10, 10, 0, 11), 8080),
-    (Ipv4Addr::new(10, 10, 0, 12), 8080),
-];
 const XDP_DROP: u32 = 1;
 const XDP_PASS: u32 = 2;
 
@@ -37,12 +33,7 @@ struct State {
 fn state() -> &'static Mutex<State> {
     static S: OnceLock<Mutex<State>> = OnceLock::new();
     S.get_or_init(|| {
-        let dr = [(RIPS[0].0, 80), (RIPS[1].0, 80)];
-        let snap = snapshot_with(vec![
-            service(Proto::Tcp, (VIP, 80), &RIPS, Fwd::Masq, "rr"),
-            service(Proto::Udp, (VIP, 53), &RIPS, Fwd::Masq, "wlc"),
-            service(Proto::Tcp, (VIP_DR, 80), &dr, Fwd::Route, "sh"),
-        ]);
+        let snap = lab::snapshot();
         let mut xdp = XdpSteering::load(None).expect("loading the XDP program (root?)");
         let mut reals = Vec::new();
         for (ip, port) in RIPS {

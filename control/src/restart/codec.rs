@@ -65,6 +65,8 @@ pub fn encode<E>(
             None => break,
         }
     }
+    // Entries from peers past the numbered ones have no address to keep: they go as ours.
+    origins.push((Origin::SOME_PEER, None));
     let mut n = 0;
     let mut rec = Vec::new();
     for (o, peer) in origins {
@@ -83,20 +85,6 @@ pub fn encode<E>(
             },
         )?;
     }
-    // Entries from peers past the numbered ones have no address to keep: they go as ours.
-    n += walk_from(
-        tables,
-        now,
-        0,
-        |x| x == Origin::SOME_PEER,
-        |m| {
-            rec.clear();
-            rec.extend_from_slice(&((1 + m.len()) as u32).to_be_bytes());
-            rec.push(0);
-            rec.extend_from_slice(&m);
-            out(&rec)
-        },
-    )?;
     let mut end = vec![0u8; 4];
     end.extend_from_slice(&n.to_be_bytes());
     out(&end)?;

@@ -814,13 +814,13 @@ fn new_conn<F: Family>(
     // A half-open connection: the oldest of this worker's makes room if their space is full.
     let half_open = state == TcpState::SynRecv && ex.syn.cap > 0;
     let evicted = half_open && ex.syn.keys.len() >= ex.syn.cap && evict_oldest(table, ex, now);
-    let key = conn.in_key();
+    let key = half_open.then(|| conn.in_key());
     let at = ex.conns.at(tick(now), conn.deadline());
     let b = table
         .insert(conn, at, now)
         .map_err(|_| DropReason::TableFull)?;
     ex.conns.push(at, b);
-    if half_open {
+    if let Some(key) = key {
         ex.syn.keys.push_back(key);
     }
     d.state.stats.conn(worker);
