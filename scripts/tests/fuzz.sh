@@ -16,6 +16,6 @@ out=$(FUZZ_WORK=$work FUZZ_NO_BUILD=${FUZZ_NO_BUILD:-1} bash "$TESTLIB_ROOT/scri
 printf '%s\n' "$out" | sed 's/^/# /'
 [ "$rc" -eq 0 ] || fail "a fuzz target crashed (above)"
 n=$(printf '%s\n' "$out" | grep -c ' executions in ' || true)
-want=$(find "$TESTLIB_ROOT/fuzz/fuzz_targets" -name '*.rs' | wc -l)
+want=$(find "$TESTLIB_ROOT/fuzz/fuzz_targets" -maxdepth 1 -name '*.rs' | wc -l)
 [ "$n" -eq "$want" ] || fail "only $n of $want fuzz targets ran"
 pass
