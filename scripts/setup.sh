@@ -34,7 +34,7 @@ APT_PACKAGES=(
 
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+  grep -q 'install ok installed' <<<"$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null)" || missing+=("$p")
 done
 
 if [ ${#missing[@]} -gt 0 ]; then
@@ -61,21 +61,21 @@ done
 
 export PATH="$HOME/.cargo/bin:$PATH"
 
-if ! rustup component list --toolchain nightly --installed 2>/dev/null | grep -q '^rust-src'; then
+if ! grep -q '^rust-src' <<<"$(rustup component list --toolchain nightly --installed 2>/dev/null)"; then
   log "adding rust-src to the nightly toolchain"
   rustup component add rust-src --toolchain nightly
 else
   log "nightly rust-src present"
 fi
 
-if ! cargo fuzz --version 2>/dev/null | grep -q '0\.13\.2'; then
+if ! grep -q '0\.13\.2' <<<"$(cargo fuzz --version 2>/dev/null)"; then
   log "installing cargo-fuzz 0.13.2 (a few minutes)"
   cargo install --locked cargo-fuzz@0.13.2
 else
   log "cargo-fuzz 0.13.2 present"
 fi
 
-if ! bpf-linker --version 2>/dev/null | grep -q '0\.10\.4'; then
+if ! grep -q '0\.10\.4' <<<"$(bpf-linker --version 2>/dev/null)"; then
   log "installing bpf-linker 0.10.4 (a few minutes)"
   cargo install --locked bpf-linker@0.10.4
 else

@@ -346,7 +346,7 @@ fo_verdict() {
 # forwarding); fails if there is none, or after 1.5 s (goal 1 s).
 fo_takeover() {
   local first
-  first=$(tshark -r "$1" -T fields -e frame.time_epoch 2>/dev/null | head -1)
+  first=$(tshark -r "$1" -c 1 -T fields -e frame.time_epoch 2>/dev/null)
   [ -n "$first" ] || fail "$3 forwarded nothing after the kill"
   TAKE_MS=$(python3 -c "print(round(float('$first') * 1000 - $2))")
   [ "$TAKE_MS" -le 1500 ] || fail "$3 forwarded its first frame $TAKE_MS ms after the kill (goal < 1 s, allowed 1.5 s)"

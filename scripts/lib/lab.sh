@@ -161,7 +161,7 @@ _lab_veth() { # NS_A DEV_A NS_B DEV_B Q
 _lab_offload() { # NS DEV [DIRECTOR]
   local f
   ip netns exec "$1" ethtool -K "$2" tx off >/dev/null 2>&1 || true
-  if ! ip netns exec "$1" ethtool -k "$2" 2>/dev/null | grep -q '^tx-checksumming: off'; then
+  if ! ip netns exec "$1" ethtool -k "$2" 2>/dev/null | has '^tx-checksumming: off'; then
     _lab_err "could not turn tx checksumming off on $2 in $1"
     return 1
   fi
@@ -257,6 +257,16 @@ lab_ns() { # ID ROLE
   _lab_check_id "${1-}" || return 1
   _lab_check_role "${2-}" || return 1
   printf 'xl-%s-%s\n' "$1" "$2"
+}
+
+# has GREP-ARGS...: `grep -q` for the end of a pipeline that reads its input to the end.
+# Under pipefail, `cmd | grep -q x` fails when grep finds x early and exits: the writer
+# still writing gets SIGPIPE (or EPIPE), and the pipeline's status is the writer's.
+has() {
+  local rc=0
+  grep -q "$@" || rc=$?
+  cat >/dev/null
+  return "$rc"
 }
 
 lab_exec() { # ID ROLE CMD...

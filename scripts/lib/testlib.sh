@@ -253,9 +253,9 @@ stop_xlvsd_checked() {
     fail "xlvsd did not stop cleanly on SIGTERM: $XLVSD_STOP_MSG"
   fi
   ns=$(lab_ns "$ID" dir)
-  if tail -n 3 "$XLVSD_LOG" | grep -q "XDP stays attached"; then
+  if tail -n 3 "$XLVSD_LOG" | has "XDP stays attached"; then
     for dev in $XLVSD_IFACES; do
-      ip -n "$ns" link show dev "$dev" | grep -q " xdp" ||
+      ip -n "$ns" link show dev "$dev" | has " xdp" ||
         fail "xlvsd said it left XDP on $dev for a restart, but $dev has none"
     done
     return 0
@@ -312,7 +312,7 @@ sighup_and_wait() {
   before=$(wc -l <"$XLVSD_LOG")
   kill -HUP "$XLVSD_PID"
   for ((i = 0; i < 50; i++)); do
-    tail -n +"$((before + 1))" "$XLVSD_LOG" | grep -q -- "$1" && return 0
+    tail -n +"$((before + 1))" "$XLVSD_LOG" | has -- "$1" && return 0
     sleep 0.1
   done
   fail "no log line matching '$1' within 5 s of SIGHUP; new lines: $(tail -n +"$((before + 1))" "$XLVSD_LOG")"

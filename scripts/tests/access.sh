@@ -144,7 +144,7 @@ s = socket.create_connection(("127.0.0.1", 9917)); time.sleep(3)' &
 SILENT=$!
 sleep 0.2
 t0=$(date +%s%3N)
-lab_exec "$ID" dir curl -sS --max-time 5 "http://$M/metrics" | grep -q '^xlvs_' || fail "no scrape while a silent client holds a connection"
+lab_exec "$ID" dir curl -sS --max-time 5 "http://$M/metrics" | has '^xlvs_' || fail "no scrape while a silent client holds a connection"
 t1=$(date +%s%3N)
 wait "$SILENT" || true
 [ $((t1 - t0)) -lt 1000 ] || fail "a scrape waited $((t1 - t0)) ms behind a silent client"

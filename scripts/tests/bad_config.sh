@@ -92,10 +92,10 @@ reload_case() { # FILE CONTENT WHAT
   before=$(wc -l <"$XLVSD_LOG")
   kill -HUP "$XLVSD_PID"
   for ((i = 0; i < 50; i++)); do
-    tail -n +"$((before + 1))" "$XLVSD_LOG" | grep -q "reload failed, nothing changed" && break
+    tail -n +"$((before + 1))" "$XLVSD_LOG" | has "reload failed, nothing changed" && break
     sleep 0.1
   done
-  msg=$(tail -n +"$((before + 1))" "$XLVSD_LOG" | grep -o "reload failed, nothing changed: .*" | head -1)
+  msg=$(tail -n +"$((before + 1))" "$XLVSD_LOG" | grep -o "reload failed, nothing changed: .*" | sed -n 1p)
   [ -n "$msg" ] || fail "SIGHUP with $3: no refusal logged: $(tail -n +"$((before + 1))" "$XLVSD_LOG")"
   row "SIGHUP" "$3" "${msg#reload failed, nothing changed: }"
   same "SIGHUP with $3"
@@ -123,7 +123,7 @@ mv "$D/rules" "$D/rules.away"
 before=$(wc -l <"$XLVSD_LOG")
 kill -HUP "$XLVSD_PID"
 sleep 1
-msg=$(tail -n +"$((before + 1))" "$XLVSD_LOG" | grep -o "reload failed, nothing changed: .*" | head -1)
+msg=$(tail -n +"$((before + 1))" "$XLVSD_LOG" | grep -o "reload failed, nothing changed: .*" | sed -n 1p)
 [ -n "$msg" ] || fail "SIGHUP with the rules file gone: no refusal logged"
 row "SIGHUP" "rules: the file is gone" "${msg#reload failed, nothing changed: }"
 same "SIGHUP with the rules file gone"
@@ -137,13 +137,13 @@ for bad in "-A -t $V:80 -s nosuch" "-a -t $V:89 -r $R1:80 -m"; do
   out=$(ip netns exec "$LAB_DIR_NS" timeout 20 "$XLVSD" --control "$D/other.sock" --iface "$LAB_DIR_EXT" \
     --rules "$D/bad.rules" --pin-dir none 2>&1) || rc=$?
   [ "$rc" != 0 ] || fail "xlvsd started with --rules holding '$bad'"
-  row "xlvsd (exit $rc)" "--rules: $bad" "$(grep -v '^\[' <<<"$out" | head -1)"
+  row "xlvsd (exit $rc)" "--rules: $bad" "$(grep -v '^\[' <<<"$out" | sed -n 1p)"
 done
 rc=0
 out=$(ip netns exec "$LAB_DIR_NS" timeout 20 "$XLVSD" --control "$D/other.sock" --iface "$LAB_DIR_EXT" \
   --keepalived-conf "$D/nosuch.conf" --pin-dir none 2>&1) || rc=$?
 [ "$rc" != 0 ] || fail "xlvsd started with a missing keepalived.conf"
-row "xlvsd (exit $rc)" "--keepalived-conf: a missing file" "$(grep -v '^\[' <<<"$out" | head -1)"
+row "xlvsd (exit $rc)" "--keepalived-conf: a missing file" "$(grep -v '^\[' <<<"$out" | sed -n 1p)"
 same "the refused starts"
 log "$n bad inputs refused, the running table unchanged after each"
 pass

@@ -75,5 +75,5 @@ for b in bad:
     print("BAD", b)
 sys.exit(1 if bad else 0)
 PY
-ip netns list | grep -q '^xb[0-9]*-' && fail "the rig left namespaces behind: $(ip netns list | grep '^xb')"
+ip netns list | has '^xb[0-9]*-' && fail "the rig left namespaces behind: $(ip netns list | grep '^xb')"
 pass

@@ -31,7 +31,7 @@ start_xlvsd "$ID" --bond bond0=m0,m1 --bond-mode 802.3ad --xmit-hash layer3+4 \
 grep -q "bond bond0: 802.3ad over m0, m1 (xmit_hash_policy layer3+4)" "$XLVSD_LOG" ||
   fail "xlvsd did not report the bond: $(head -5 "$XLVSD_LOG")"
 for m in m0 m1; do
-  ip -n "$LAB_DIR_NS" link show "$m" | grep -q "xdp" || fail "no XDP on $m"
+  ip -n "$LAB_DIR_NS" link show "$m" | has "xdp" || fail "no XDP on $m"
 done
 
 BMAC=$(ip -n "$LAB_DIR_NS" link show bond0 | awk '/link\/ether/ { print $2 }')

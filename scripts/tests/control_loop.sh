@@ -24,7 +24,7 @@ nosock=/tmp/xlvs-no-such-daemon-$$.sock
 XLVS_CONTROL=$nosock "$XLVSADM" -h >/tmp/xlvs-cl-help.$$ || fail "-h without a daemon failed"
 grep -q '^Usage:' /tmp/xlvs-cl-help.$$ || fail "-h printed no usage: $(cat /tmp/xlvs-cl-help.$$)"
 rm -f /tmp/xlvs-cl-help.$$
-XLVS_CONTROL=$nosock "$XLVSADM" --version | grep -q '^xlvsadm ' || fail "--version without a daemon"
+XLVS_CONTROL=$nosock "$XLVSADM" --version | has '^xlvsadm ' || fail "--version without a daemon"
 rc=0 err=$(XLVS_CONTROL=$nosock "$XLVSADM" -A -t 192.0.2.300:80 2>&1) || rc=$?
 [ "$rc" = 2 ] && [ "$err" = "illegal virtual server address[:port] specified" ] \
   || fail "syntax error without a daemon: rc=$rc '$err'"
@@ -51,8 +51,8 @@ grep -q -- "changed what $D/rules configures: its next reload restores the file'
 # One change: the file's weight back.
 sighup_and_wait "reload of $D/rules: 1 change(s) applied"
 S=$(xadm "$ID" -S -n)
-printf '%s\n' "$S" | grep -qx -- "-a -t $V:80 -r $R1:80 -m -w 1" || fail "file's weight not restored: $S"
-printf '%s\n' "$S" | grep -qx -- "-A -t $V:81 -s wlc" || fail "the admin's service went on reload: $S"
+printf '%s\n' "$S" | has -x -- "-a -t $V:80 -r $R1:80 -m -w 1" || fail "file's weight not restored: $S"
+printf '%s\n' "$S" | has -x -- "-A -t $V:81 -s wlc" || fail "the admin's service went on reload: $S"
 [ "$(lab_exec "$ID" cli curl -sS --max-time 5 "http://$V:81/")" = rs2 ] || fail "admin service :81 after the reload"
 
 log "(c) a silent admin client blocks no one"
@@ -78,7 +78,7 @@ ADD=$!
 bg_track $ADD
 sleep 0.2
 t0=$(date +%s%N)
-timeout 1 "$XLVSADM" --control "$sock" -L -n -t "$V:82" | grep -q "$R3:80" \
+timeout 1 "$XLVSADM" --control "$sock" -L -n -t "$V:82" | has "$R3:80" \
   || fail "-L did not show $R3 (or did not answer) while -a waited for its MAC"
 log "answered in $((($(date +%s%N) - t0) / 1000000)) ms while -a waited for $R3's MAC"
 wait "$ADD" || fail "-a of an unresolved realserver failed"

@@ -32,7 +32,7 @@ fo_pair dr
 
 export FO_NOPREEMPT=1
 fo_keepalived "$TESTLIB_ROOT/docs/keepalived/dr-pair.conf"
-ip -n "$LAB_DIR_NS" -4 addr show dev eth0 | grep -q "$LAB_VIP/32" || fail "d1 has no VIP"
+ip -n "$LAB_DIR_NS" -4 addr show dev eth0 | has "$LAB_VIP/32" || fail "d1 has no VIP"
 log "keepalived: d1 MASTER (holds the VIP), d2 BACKUP; the notify reached both xlvsd"
 D2MAC=$(ip -n "$LAB_D2_NS" link show eth0 | awk '/link\/ether/ { print $2 }')
 fo_captures p-d2 "tcp and ether src $D2MAC"

@@ -33,7 +33,7 @@ test_init fo
 fo_pair nat
 
 fo_keepalived "$TESTLIB_ROOT/docs/keepalived/nat-pair.conf"
-ip -n "$LAB_DIR_NS" -4 addr show dev ext0 | grep -q "$LAB_VIP/32" || fail "d1 has no VIP"
+ip -n "$LAB_DIR_NS" -4 addr show dev ext0 | has "$LAB_VIP/32" || fail "d1 has no VIP"
 log "keepalived: d1 MASTER (holds the VIP and the gateway), d2 BACKUP; the notify reached both xlvsd"
 fo_captures p-d2int "tcp and src host $LAB_CLIENT_IP"
 if [ "${FO_SYNCCAP:-0}" = 1 ]; then

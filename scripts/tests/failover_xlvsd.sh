@@ -36,7 +36,7 @@ T0=$(date +%s%3N)
 kill -KILL "$XLVSD_PID"
 wait "$XLVSD_PID" 2>/dev/null || true
 XLVSD_PID=
-[ "${FO_NOPIN:-0}" = 1 ] || ip -n "$LAB_DIR_NS" link show eth0 | grep -q " xdp" || fail "XDP left d1's eth0 with its xlvsd"
+[ "${FO_NOPIN:-0}" = 1 ] || ip -n "$LAB_DIR_NS" link show eth0 | has " xdp" || fail "XDP left d1's eth0 with its xlvsd"
 fo_wait - MASTER 5
 NOTIFY_MS=$(($(date +%s%3N) - FO_SINCE2 - T0))
 fault=$(python3 - "$D/ka1.log" "$T0" <<'PY'

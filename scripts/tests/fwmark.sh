@@ -44,7 +44,7 @@ got=$BURST_RS1
 
 log "(b) listings"
 L=$(xadm "$ID" -L -n)
-printf '%s\n' "$L" | grep -qx "FWM  1 rr persistent 60" || fail "-L -n:
+printf '%s\n' "$L" | has -x "FWM  1 rr persistent 60" || fail "-L -n:
 $L"
 [ "$(lvs_dest_field "$L" "FWM 1" "$LAB_RS1_IP:0" Forward)" = Masq ] || fail "-L -n realserver line:
 $L"

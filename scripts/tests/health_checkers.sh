@@ -289,7 +289,7 @@ wait_health() {
   local i H
   for ((i = 0; i < ${5:-8} * 10; i++)); do
     H=$(xadm "$ID" -L -n --health)
-    printf '%s\n' "$H" | grep -Eq "^[A-Z]+ +$1 +$2 +$3 +$4 " && return 0
+    printf '%s\n' "$H" | has -E "^[A-Z]+ +$1 +$2 +$3 +$4 " && return 0
     sleep 0.1
   done
   fail "--health: $2 ($3) of $1 not $4:
@@ -297,7 +297,7 @@ $H"
 }
 # reason SERVICE REALSERVER: the last result's text.
 reason() {
-  xadm "$ID" -L -n --health | awk -v s="$1" -v r="$2" '$2 == s && $3 == r { $1=$2=$3=$4=$5=$6=""; sub(/^ +/, ""); print; exit }'
+  xadm "$ID" -L -n --health | awk -v s="$1" -v r="$2" '$2 == s && $3 == r && !n++ { $1=$2=$3=$4=$5=$6=""; sub(/^ +/, ""); print }'
 }
 
 log "(a) HTTP_GET: digest and status"

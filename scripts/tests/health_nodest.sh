@@ -91,10 +91,10 @@ start_slow_download
 fail_victim
 for ((i = 0; i < 50; i++)); do
   C=$(xadm "$ID" -L -n -c)
-  printf '%s\n' "$C" | grep -q "$VICTIM_IP:80" || break
+  printf '%s\n' "$C" | has "$VICTIM_IP:80" || break
   sleep 0.1
 done
-printf '%s\n' "$C" | grep -q "$VICTIM_IP:80" && fail "the connection to $VICTIM is still listed: $C"
+printf '%s\n' "$C" | has "$VICTIM_IP:80" && fail "the connection to $VICTIM is still listed: $C"
 grep -q "expire_nodest_conn: 1 connection(s)" "$XLVSD_LOG" || fail "the expiry was not logged"
 # No byte arrives any more: the connection is gone (the client would time out). Counted by
 # the client's socket (bytes_received), not the file: curl (5 MB/s) goes on writing what its
@@ -118,8 +118,8 @@ log "the download stalled at $s2 bytes received once its connection expired"
 
 log "(c) script user and bindto"
 H=$(xadm "$ID" -L -n --health)
-printf '%s\n' "$H" | grep -Eq "^TCP +$V:86 +$LAB_RS1_IP:80 +MISC_CHECK +UP " || fail "user nobody: the script did not run as nobody: $H"
-printf '%s\n' "$H" | grep -Eq "^TCP +$V:86 +$LAB_RS2_IP:80 +TCP_CHECK +UP " || fail "bindto $LAB_DIR_INT_IP: $H"
-printf '%s\n' "$H" | grep -Eq "^TCP +$V:87 +$LAB_RS2_IP:80 +TCP_CHECK +DOWN .*(address|Address)" \
+printf '%s\n' "$H" | has -E "^TCP +$V:86 +$LAB_RS1_IP:80 +MISC_CHECK +UP " || fail "user nobody: the script did not run as nobody: $H"
+printf '%s\n' "$H" | has -E "^TCP +$V:86 +$LAB_RS2_IP:80 +TCP_CHECK +UP " || fail "bindto $LAB_DIR_INT_IP: $H"
+printf '%s\n' "$H" | has -E "^TCP +$V:87 +$LAB_RS2_IP:80 +TCP_CHECK +DOWN .*(address|Address)" \
   || fail "bindto an address the director does not have: want DOWN: $H"
 pass

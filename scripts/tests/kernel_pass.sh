@@ -62,7 +62,7 @@ xlvsd_alive "after the checks"
 S=$(xadm "$ID" --xdp-stats)
 log "xdp-stats: $(printf '%s' "$S" | tr '\n' ' ')"
 for k in steered passed; do
-  v=$(printf '%s\n' "$S" | awk -v k="$k" '$1 == k { print $2; exit }')
+  v=$(printf '%s\n' "$S" | awk -v k="$k" '$1 == k && !n++ { print $2 }')
   [[ $v =~ ^[0-9]+$ ]] || fail "xlvsadm --xdp-stats has no numeric '$k' line:
 $S"
   [ "$v" -gt 0 ] || fail "xlvsadm --xdp-stats: $k is 0, want > 0:

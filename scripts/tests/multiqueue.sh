@@ -37,7 +37,7 @@ check_layout() {
   log "workers:"
   printf '%s\n' "$W" | sed 's/^/#   /'
   for w in ext0/q0 ext0/q1 int0/q0 int0/q1; do
-    line=$(printf '%s\n' "$W" | awk -v w="$w" '$1 == w' | head -n 1)
+    line=$(printf '%s\n' "$W" | awk -v w="$w" '$1 == w' | sed -n 1p)
     [ -n "$line" ] || fail "xlvsadm --workers does not list $w:
 $W"
     rx=$(printf '%s\n' "$line" | awk '{ print $2 }')
@@ -52,10 +52,10 @@ $W"
   names=$(cat /proc/"$XLVSD_PID"/task/*/comm)
   for spec in "$@"; do
     t=${spec%%:*}
-    printf '%s\n' "$W" | grep -Eq "^  $t +${spec#*: }\$" ||
+    printf '%s\n' "$W" | has -E "^  $t +${spec#*: }\$" ||
       fail "xlvsadm --workers: want thread line '$spec':
 $W"
-    printf '%s\n' "$names" | grep -qx "$t" ||
+    printf '%s\n' "$names" | has -x "$t" ||
       fail "xlvsd has no thread named $t; its threads: $(echo $names)"
   done
 }

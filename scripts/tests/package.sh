@@ -47,11 +47,11 @@ printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d
 chmod +x /usr/sbin/policy-rc.d
 dpkg -i "$DEB" >/dev/null
 echo "version: $(/usr/sbin/xlvsadm --version)"
-/usr/sbin/xlvsd --help | grep -q -- '--iface' || { echo "xlvsd --help lacks --iface"; exit 1; }
+grep -q -- '--iface' <<<"$(/usr/sbin/xlvsd --help)" || { echo "xlvsd --help lacks --iface"; exit 1; }
 for m in xlvsd xlvsadm; do
   w=$(MANWIDTH=80 man --warnings "$m" 2>&1 >/dev/null || true)
   [ -z "$w" ] || { echo "man $m warns: $w"; exit 1; }
-  MANWIDTH=80 man "$m" 2>/dev/null | grep -q "^NAME" || { echo "man $m: no NAME section"; exit 1; }
+  grep -q "^NAME" <<<"$(MANWIDTH=80 man "$m" 2>/dev/null)" || { echo "man $m: no NAME section"; exit 1; }
 done
 for f in /etc/default/xlvs /etc/xlvs/rules /etc/xlvs/keepalived-nat-pair.conf; do
   [ -f "$f" ] || { echo "missing $f"; exit 1; }
@@ -106,7 +106,6 @@ ip netns exec "$LAB_DIR_NS" env NOTIFY_SOCKET="$D/notify.sock" JOURNAL_STREAM=8:
 XLVSD_PID=$!
 for i in $(seq 1 100); do grep -q 'READY=1' "$D/notify.log" 2>/dev/null && break; sleep 0.1; done
 grep -q 'READY=1' "$D/notify.log" || fail "no READY=1 from xlvsd with the unit's capabilities: $(tail -5 "$XLVSD_LOG")"
-grep -q '^CapBnd:\s*0*[0-9a-f]*$' "/proc/$XLVSD_PID/status" || true
 bnd=$(awk '/^CapBnd/ { print $2 }' "/proc/$XLVSD_PID/status")
 [ "$bnd" != "000001ffffffffff" ] || fail "xlvsd runs with every capability"
 r=$(lab_exec "$ID" cli curl -sS --max-time 5 "http://$LAB_VIP/") || fail "no answer through the VIP"

@@ -58,7 +58,7 @@ if lab_exec "$ID" cli curl -sS --max-time 2 "http://$V:8080/" >/dev/null 2>&1; t
   fail "deleted service $V:8080 still answers"
 fi
 C=$(xadm "$ID" -L -n -c)
-printf '%s\n' "$C" | grep -qE "^TCP [0-9]{2}:[0-9]{2}  ESTABLISHED $LAB_CLIENT_IP:[0-9]+ +$V:80 +$VICTIM_IP:80\$" \
+printf '%s\n' "$C" | has -E "^TCP [0-9]{2}:[0-9]{2}  ESTABLISHED $LAB_CLIENT_IP:[0-9]+ +$V:80 +$VICTIM_IP:80\$" \
   || fail "the download's connection is not listed after the reload:
 $C"
 download_running "after the reload (the check above proved nothing)"

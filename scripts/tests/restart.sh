@@ -41,7 +41,7 @@ T0=$(date +%s%3N)
 _stop_xlvsd || fail "xlvsd did not stop cleanly on SIGTERM: $XLVSD_STOP_MSG"
 T1=$(date +%s%3N)
 for dev in "$LAB_DIR_EXT" "$LAB_DIR_INT"; do
-  ip -n "$LAB_DIR_NS" link show dev "$dev" | grep -q " xdp" || fail "XDP left $dev at the stop"
+  ip -n "$LAB_DIR_NS" link show dev "$dev" | has " xdp" || fail "XDP left $dev at the stop"
 done
 saved=$(sed -n 's/.* \([0-9]*\) connection table entries saved to .*/\1/p' "$XLVSD_LOG" | tail -1)
 [ -n "$saved" ] && [ "$saved" -ge 28 ] || fail "the stop saved '${saved:-nothing}': $(xlvsd_log_tail 5)"

@@ -80,7 +80,7 @@ declare -A pid_name=() pid_start=()
 # prints "# lab ID (name)" first, so clean up after it here.
 reap_lab() { # LOG
   local id
-  id=$(sed -n 's/^# lab \([A-Za-z0-9]\{1,12\}\) (.*)$/\1/p' "$1" | head -n 1)
+  id=$(sed -n 's/^# lab \([A-Za-z0-9]\{1,12\}\) (.*)$/\1/p' "$1" | sed -n 1p)
   if [ -n "$id" ]; then
     (
       # shellcheck source=../lib/lab.sh

@@ -38,7 +38,7 @@ for ((i = 0; i < 40; i++)); do
 done
 [ "$got" = "$want" ] || fail "d2's unbound: '$got', want '$want'"
 MET=$(lab_exec "$ID" d2 curl -sS --max-time 5 "http://$M2/metrics") || fail "metrics"
-printf '%s\n' "$MET" | grep -q "^xlvs_sync_unbound_connections{service=\"TCP $LAB_VIP:80\",realserver=\"$LAB_RS2_IP:80\"} $to_rs2$" \
+printf '%s\n' "$MET" | has "^xlvs_sync_unbound_connections{service=\"TCP $LAB_VIP:80\",realserver=\"$LAB_RS2_IP:80\"} $to_rs2$" \
   || fail "metrics: $(printf '%s\n' "$MET" | grep unbound)"
 grep -q "config drift: $to_rs2 connection" "$(lab_dir "$ID")/xlvsd-d2.log" || fail "no drift in d2's log"
 log "d2 reports $to_rs2 connection(s) to $LAB_RS2_IP:80, which its table lacks"

@@ -48,7 +48,7 @@ $got
 d1 lists
 $want
 d2's sync metrics: $(lab_exec "$ID" d2 curl -sS --max-time 5 "http://$M2/metrics" | grep -E '^xlvs_(sync|resync)')"
-printf '%s\n' "$got" | grep -q "^\[$LAB_CLIENT_IP6\]:45101 " || fail "no IPv6 entry on d2: $got"
+printf '%s\n' "$got" | has "^\[$LAB_CLIENT_IP6\]:45101 " || fail "no IPv6 entry on d2: $got"
 # A stranger on the segment (rs1's IPv6 address) sends to the group.
 lab_exec "$ID" rs1 python3 - <<'PY'
 import socket, struct
@@ -60,9 +60,9 @@ entry = struct.pack("!BBHIHHHHII4s4s4s", 0, 6, 36, 0, 1, 51000, 80, 80, 0, 900,
 s.sendto(struct.pack("!BBHBbH", 0, 4, 8 + len(entry), 1, 1, 0) + entry, ("ff02::8848", 8848, 0, socket.if_nametoindex("eth0")))
 PY
 sleep 0.3
-xadm_at d2 -L -n -c | grep -q 10.77.1.2 && fail "the stranger's entry reached d2"
+xadm_at d2 -L -n -c | has 10.77.1.2 && fail "the stranger's entry reached d2"
 MET=$(lab_exec "$ID" d2 curl -sS --max-time 5 "http://$M2/metrics") || fail "d2 metrics"
-printf '%s\n' "$MET" | grep -Eq '^xlvs_sync_datagrams_rejected_total\{reason="not_allowed"\} 1$' \
+printf '%s\n' "$MET" | has -E '^xlvs_sync_datagrams_rejected_total\{reason="not_allowed"\} 1$' \
   || fail "not counted: $(printf '%s\n' "$MET" | grep sync_)"
 log "d2 lists d1's $(printf '%s\n' "$want" | grep -c .) IPv4 and IPv6 connections, synced over ff02::8848"
 pass

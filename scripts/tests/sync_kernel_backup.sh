@@ -74,8 +74,8 @@ G=$(printf '%s\n' "$C" | sed -n '/GUEST-CONNS-BEGIN/,/GUEST-CONNS-END/p' | awk '
 log "xlvs master: $(printf '%s\n' "$X" | grep -c '^TCP' || true) connections; the kernel backup lists $(printf '%s\n' "$G" | grep -c . || true)"
 for p in "${ports[@]}"; do
   # xlvs's realserver for this client port, and the kernel backup's.
-  ours=$(printf '%s\n' "$X" | awk -v c="$LAB_CLIENT_IP:$p" '$1 == "TCP" && $4 == c { print $6; exit }')
-  theirs=$(printf '%s\n' "$G" | awk -v c="$LAB_CLIENT_IP:$p" '$1 == "TCP" && $4 == c { print $6 " " $5; exit }')
+  ours=$(printf '%s\n' "$X" | awk -v c="$LAB_CLIENT_IP:$p" '$1 == "TCP" && $4 == c && !n++ { print $6 }')
+  theirs=$(printf '%s\n' "$G" | awk -v c="$LAB_CLIENT_IP:$p" '$1 == "TCP" && $4 == c && !n++ { print $6 " " $5 }')
   [ -n "$theirs" ] || fail "the kernel backup lacks client port $p:
 $G"
   [ "${theirs%% *}" = "${ours:-${theirs%% *}}" ] || fail "port $p: xlvs chose $ours, the kernel backup has ${theirs%% *}"

@@ -99,10 +99,10 @@ sleep 0.5
 [ "$(conns)" = "$before" ] || fail "bad datagrams changed the table"
 M=$(lab_exec "$ID" dir curl -sS --max-time 5 "http://$METRICS/metrics") || fail "metrics scrape"
 for r in wrong_syncid short size_mismatch; do
-  printf '%s\n' "$M" | grep -q "^xlvs_sync_datagrams_rejected_total{reason=\"$r\"} 1$" \
+  printf '%s\n' "$M" | has "^xlvs_sync_datagrams_rejected_total{reason=\"$r\"} 1$" \
     || fail "rejected datagrams ($r) not counted: $(printf '%s\n' "$M" | grep sync_)"
 done
-printf '%s\n' "$M" | grep -Eq '^xlvs_sync_entries_total\{role="backup"\} [1-9]' || fail "no applied entries counted"
+printf '%s\n' "$M" | has -E '^xlvs_sync_entries_total\{role="backup"\} [1-9]' || fail "no applied entries counted"
 if command -v promtool >/dev/null; then
   printf '%s\n' "$M" | promtool check metrics >/dev/null 2>"$D/promtool.err" || fail "promtool: $(cat "$D/promtool.err")"
 fi

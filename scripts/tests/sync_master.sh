@@ -39,21 +39,21 @@ out=$(tshark -r "$D/sync.pcap" -V 2>/dev/null)
 n=$(printf '%s\n' "$out" | grep -c "Client Port:" || true)
 log "tshark decoded $n entries"
 for p in "${ports[@]}"; do
-  printf '%s\n' "$out" | grep -q "Client Port: $p$" || fail "no entry for client port $p: $(printf '%s\n' "$out" | grep -E 'Client Port|State' | head -20)"
+  printf '%s\n' "$out" | has "Client Port: $p$" || fail "no entry for client port $p: $(printf '%s\n' "$out" | grep -E 'Client Port|State' | head -20)"
 done
-printf '%s\n' "$out" | grep -q "Synchronization ID: 5$" || fail "syncid 5 not in: $(printf '%s\n' "$out" | grep -i sync | head)"
-if printf '%s\n' "$out" | grep -q "Synchronization ID: [^5]"; then fail "another syncid sent"; fi
-printf '%s\n' "$out" | grep -q "Virtual Address: $LAB_VIP$" || fail "virtual address"
-printf '%s\n' "$out" | grep -q "Client Address: $LAB_CLIENT_IP$" || fail "client address"
-printf '%s\n' "$out" | grep -Eq "Destination Address: ($LAB_RS1_IP|$LAB_RS2_IP)$" || fail "realserver address"
-printf '%s\n' "$out" | grep -q "Timeout: 900$" || fail "no ESTABLISHED entry with 900 s"
+printf '%s\n' "$out" | has "Synchronization ID: 5$" || fail "syncid 5 not in: $(printf '%s\n' "$out" | grep -i sync | head)"
+if printf '%s\n' "$out" | has "Synchronization ID: [^5]"; then fail "another syncid sent"; fi
+printf '%s\n' "$out" | has "Virtual Address: $LAB_VIP$" || fail "virtual address"
+printf '%s\n' "$out" | has "Client Address: $LAB_CLIENT_IP$" || fail "client address"
+printf '%s\n' "$out" | has -E "Destination Address: ($LAB_RS1_IP|$LAB_RS2_IP)$" || fail "realserver address"
+printf '%s\n' "$out" | has "Timeout: 900$" || fail "no ESTABLISHED entry with 900 s"
 # TCP states synced: ESTABLISHED (1, 900 s) or later (FIN_WAIT 4, TIME_WAIT 5, CLOSE 6, CLOSE_WAIT 7).
 bad=$(printf '%s\n' "$out" | grep -E "State: .*\(0x000[^14567]\)" | head -3 || true)
 [ -z "$bad" ] || fail "states the kernel does not sync: $bad"
 M=$(lab_exec "$ID" dir curl -sS --max-time 5 "http://$METRICS/metrics") || fail "metrics scrape"
-printf '%s\n' "$M" | grep -Eq '^xlvs_sync_datagrams_total\{role="master"\} [1-9]' || fail "no datagrams counted: $(printf '%s\n' "$M" | grep sync_)"
-printf '%s\n' "$M" | grep -Eq '^xlvs_sync_entries_total\{role="master"\} [1-9]' || fail "no entries counted"
-printf '%s\n' "$M" | grep -q '^xlvs_sync_events_dropped_total{role="master"} 0$' || fail "events dropped"
+printf '%s\n' "$M" | has -E '^xlvs_sync_datagrams_total\{role="master"\} [1-9]' || fail "no datagrams counted: $(printf '%s\n' "$M" | grep sync_)"
+printf '%s\n' "$M" | has -E '^xlvs_sync_entries_total\{role="master"\} [1-9]' || fail "no entries counted"
+printf '%s\n' "$M" | has '^xlvs_sync_events_dropped_total{role="master"} 0$' || fail "events dropped"
 xadm "$ID" --stop-daemon master >/dev/null
 [ -z "$(xadm "$ID" -L --daemon)" ] || fail "-L --daemon after --stop-daemon"
 xlvsadm_rc "$ID" 255 "No daemon is running" --stop-daemon master
@@ -73,8 +73,8 @@ wait "$TS" 2>/dev/null || true
 TEST_BG_PIDS=()
 out=$(tshark -r "$D/sync0.pcap" -V 2>/dev/null)
 for i in 1 2 3; do
-  printf '%s\n' "$out" | grep -q "Client Port: $((41100 + i))$" || fail "v0: no entry for client port $((41100 + i)): $(printf '%s\n' "$out" | grep -E 'Client Port|Count' | head)"
+  printf '%s\n' "$out" | has "Client Port: $((41100 + i))$" || fail "v0: no entry for client port $((41100 + i)): $(printf '%s\n' "$out" | grep -E 'Client Port|Count' | head)"
 done
-printf '%s\n' "$out" | grep -q "Connection Count: [1-9]" || fail "v0: no connection count"
-printf '%s\n' "$out" | grep -q "Timeout:" && fail "v0 datagrams carry no timeout, tshark shows one"
+printf '%s\n' "$out" | has "Connection Count: [1-9]" || fail "v0: no connection count"
+printf '%s\n' "$out" | has "Timeout:" && fail "v0 datagrams carry no timeout, tshark shows one"
 pass

@@ -98,10 +98,10 @@ T2=$(list2 | awk -v v="$LAB_VIP2:80" '$2 == "NONE" && $4 == v')
 for ((i = 0; i < 40; i++)); do
   L1=$(list1)
   n=$(printf '%s\n' "$L1" | awk -v v="$LAB_VIP2:80" '$4 == v && $2 != "NONE"' | wc -l)
-  [ "$n" -ge 20 ] && printf '%s\n' "$L1" | grep -qxF "$T2" && break
+  [ "$n" -ge 20 ] && printf '%s\n' "$L1" | has -xF "$T2" && break
   sleep 0.05
 done
-printf '%s\n' "$L1" | grep -qxF "$T2" || fail "d1 lacks d2's template: $T2"
+printf '%s\n' "$L1" | has -xF "$T2" || fail "d1 lacks d2's template: $T2"
 [ "$n" -ge 20 ] || fail "d1 lists $n of VIP2's 20 connections 2 s later"
 # -L -c --json: the origin of each entry.
 origins() { # ROLE VIRTUAL: "origin peer" of its entries, counted
@@ -142,10 +142,10 @@ forge rs1 "$LAB_RS1_IP" peer    # a stranger with the right key and syncid
 forge dir "$LAB_DIR_IP" mac     # the peer's address, a bad MAC
 forge dir "$LAB_DIR_IP" syncid  # the peer's address and a good MAC, the wrong syncid
 sleep 0.5
-list2 | grep -q "10.77.1.2" && fail "a forged entry reached d2's table"
+list2 | has "10.77.1.2" && fail "a forged entry reached d2's table"
 MET=$(lab_exec "$ID" d2 curl -sS --max-time 5 "http://$M2/metrics") || fail "d2 metrics"
 for r in not_allowed bad_mac wrong_syncid; do
-  printf '%s\n' "$MET" | grep -Eq "^xlvs_sync_datagrams_rejected_total\{reason=\"$r\"\} [1-9]" \
+  printf '%s\n' "$MET" | has -E "^xlvs_sync_datagrams_rejected_total\{reason=\"$r\"\} [1-9]" \
     || fail "d2 did not count $r: $(printf '%s\n' "$MET" | grep rejected)"
 done
 after=$(list2 | grep -c . || true)

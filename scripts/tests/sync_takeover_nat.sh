@@ -37,7 +37,7 @@ for ((i = 0; i < 40; i++)); do
   sleep 0.05
 done
 [ -n "$want" ] && [ "$got" = "$want" ] || fail "d2 lists '$got', d1 '$want'"
-if ip netns exec "$LAB_D2_NS" ip neigh show 192.0.2.2 | grep -q lladdr; then
+if ip netns exec "$LAB_D2_NS" ip neigh show 192.0.2.2 | has lladdr; then
   log "d2's kernel resolved the client's MAC when it learned the connection"
 fi
 sleep 1
@@ -61,7 +61,7 @@ d2: $(xadm_at d2 --workers)"
 [ "$(sha256sum "$D/big.got" | awk '{ print $1 }')" = "$SUM" ] || fail "the download arrived corrupted"
 log "the download finished intact through d2, $(($(date +%s%3N) - t0)) ms after the takeover"
 W=$(xadm_at d2 --workers)
-printf '%s\n' "$W" | grep -q "no_client_hop" && fail "d2 dropped replies for want of the client's hop:
+printf '%s\n' "$W" | has "no_client_hop" && fail "d2 dropped replies for want of the client's hop:
 $W"
 tx=$(printf '%s\n' "$W" | awk 'NR > 1 && $1 ~ /\// { s += $3 } END { print s + 0 }')
 [ "$tx" -gt 1000 ] || fail "d2 forwarded only $tx frames:
