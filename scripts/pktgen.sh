@@ -17,8 +17,12 @@
 #   -z SIZE|imix    frame size on the wire incl. FCS, 64..1518 (default 64), or
 #                   the 7:4:1 IMIX of 64, 570 and 1518 bytes
 #   -t THREADS      pktgen threads (kpktgend_0..N-1), one TX queue each (default 1)
-#   -r PPS          rate per thread in packets/s (default: as fast as possible)
-#   -c COUNT        packets per thread (default 0: until -D runs out)
+#   -r PPS          rate per thread in packets/s (default: as fast as possible, in
+#                   bursts of 32; pktgen waits its delay once per burst, so a rate
+#                   sends one packet per burst)
+#   -c COUNT        packets per thread (default 0: until -D runs out; pktgen checks
+#                   the count between bursts, so without -r it may send up to 31 more:
+#                   compare with the pkts-sofar it prints)
 #   -D SECONDS      run this long, then stop (default 10; ignored with -c)
 #   --dry-run       print the pktgen commands instead of writing them
 set -euo pipefail
@@ -106,7 +110,8 @@ for ((t = 0; t < THREADS; t++)); do
   d="$DEV@$t"
   pg "$d" "count $COUNT"
   pg "$d" "clone_skb 0"
-  pg "$d" "burst 32"
+  # pktgen spins its inter-packet delay once per burst: with a rate, one packet per burst.
+  if [ -n "$RATE" ]; then pg "$d" "burst 1"; else pg "$d" "burst 32"; fi
   pg "$d" "queue_map_min $t"
   pg "$d" "queue_map_max $t"
   for c in "${SIZE_CMDS[@]}"; do pg "$d" "$c"; done
