@@ -357,11 +357,19 @@ pub fn ports(e: &mut Exposition, workers: &[WorkerHandle], links: &crate::bond::
 }
 
 /// The XDP program's counters, and the connection table's size.
-pub fn globals(e: &mut Exposition, xdp: [u64; 3], conns: usize, templates: usize) {
-    for (action, v) in ["steered", "passed", "redirect_failed"].iter().zip(xdp) {
+pub fn globals(
+    e: &mut Exposition,
+    xdp: [u64; xlvs_common::COUNTERS as usize],
+    conns: usize,
+    templates: usize,
+) {
+    for (action, v) in ["steered", "passed", "redirect_failed", "offloaded"]
+        .iter()
+        .zip(xdp)
+    {
         e.counter(
             "xdp_packets_total",
-            "Frames the XDP program saw, by what it did: steered to a worker, passed to the kernel, or passed because the redirect failed.",
+            "Frames the XDP program saw, by what it did: steered to a worker, passed to the kernel, dropped because the redirect to a worker failed, or rewritten and sent on itself (an offloaded connection).",
             &[("action", action.to_string())],
             v,
         );
@@ -501,7 +509,7 @@ mod tests {
         .unwrap();
         let mut e = Exposition::default();
         table(&mut e, &t);
-        globals(&mut e, [5, 6, 0], 2, 1);
+        globals(&mut e, [5, 6, 0, 3], 2, 1);
         e.gauge("test_escape", "Escaping.", &[("v", "a\"b\\c\nd".into())], 1);
         let text = e.render();
         assert!(text.contains(

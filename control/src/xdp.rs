@@ -13,8 +13,8 @@ use aya::programs::xdp::XdpLink;
 use aya::programs::{Xdp, XdpMode};
 use xlvs_common::{
     AddrKey, COUNTERS, IfaceSlot, L4Key, LOCAL_ADDRS_MAX, MAP_COUNTERS, MAP_IFACES,
-    MAP_LOCAL_ADDRS, MAP_REALS, MAP_SERVICES, MAP_XSKS, MAX_QUEUES, MAX_STEER_KEYS, PROG_NAME,
-    SteerValue,
+    MAP_LOCAL_ADDRS, MAP_OFFLOAD, MAP_REALS, MAP_SERVICES, MAP_XSKS, MAX_QUEUES, MAX_STEER_KEYS,
+    PROG_NAME, SteerValue,
 };
 
 /// The XDP object built from `ebpf/` by build.rs.
@@ -45,6 +45,8 @@ pub struct XdpSteering {
     local: HashMap<MapData, AddrKey, u32>,
     ifaces: HashMap<MapData, u32, IfaceSlot>,
     counters: PerCpuArray<MapData, u64>,
+    /// The fast path's map: the workers use it through its descriptor.
+    offload: MapData,
     cur_services: BTreeSet<L4Key>,
     cur_reals: BTreeSet<L4Key>,
     cur_local: BTreeSet<AddrKey>,
@@ -113,6 +115,10 @@ impl XdpSteering {
             local: take(&mut ebpf, MAP_LOCAL_ADDRS)?,
             ifaces: take(&mut ebpf, MAP_IFACES)?,
             counters: take(&mut ebpf, MAP_COUNTERS)?,
+            offload: match ebpf.take_map(MAP_OFFLOAD) {
+                Some(aya::maps::Map::HashMap(m)) => m,
+                _ => return Err(anyhow!("map {MAP_OFFLOAD} missing from the XDP object")),
+            },
             ebpf,
             cur_services: BTreeSet::new(),
             cur_reals: BTreeSet::new(),
@@ -121,6 +127,12 @@ impl XdpSteering {
             pins: Vec::new(),
             stay: false,
         })
+    }
+
+    /// The fast path map's descriptor, open as long as this is.
+    pub fn offload_fd(&self) -> std::os::fd::RawFd {
+        use std::os::fd::{AsFd, AsRawFd};
+        self.offload.fd().as_fd().as_raw_fd()
     }
 
     /// Whether dropping this leaves the pinned links (and the program) attached.

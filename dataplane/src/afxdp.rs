@@ -27,7 +27,7 @@
 use std::io;
 use std::os::fd::RawFd;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::thread::JoinHandle;
 
 use arc_swap::ArcSwap;
@@ -39,8 +39,10 @@ use crate::bond::PortId;
 use crate::core::conn::Tables;
 use crate::core::events::Outbox;
 use crate::core::inject::{Inserted, Spec};
+use crate::core::offload::OffloadRequest;
 use crate::core::service::{IfaceId, Snapshot};
 use crate::core::{Core, CoreStats, DropReason, Instant, Verdict};
+use crate::offload_map::{self, OffloadMap};
 
 /// Frames per RX/TX batch.
 pub const BATCH: usize = 64;
@@ -71,6 +73,9 @@ pub struct XskConfig {
     /// Half-open (SYN_RECV) connections each worker keeps per address family before the
     /// oldest makes room ([`Core::set_syn_recv_cap`]; 0: no bound but the table's).
     pub syn_recv_per_worker: usize,
+    /// The XDP program's `OFFLOAD` map (a descriptor the caller keeps open): established
+    /// connections are offloaded to it ([`crate::core::offload`]). None: off.
+    pub offload_map: Option<RawFd>,
 }
 
 impl Default for XskConfig {
@@ -85,6 +90,7 @@ impl Default for XskConfig {
             sync_threshold: (Outbox::SYNC_THRESHOLD, Outbox::SYNC_PERIOD),
             spare_sockets: 2,
             syn_recv_per_worker: 0,
+            offload_map: None,
         }
     }
 }
@@ -132,6 +138,9 @@ pub struct IfaceSpec {
 pub struct WorkerStats {
     pub rx: AtomicU64,
     pub tx: AtomicU64,
+    /// Connection directions handed to the XDP fast path, and those its map refused (full).
+    pub offloaded: AtomicU64,
+    pub offload_refused: AtomicU64,
     pub new_conns: AtomicU64,
     pub drops: [AtomicU64; DropReason::COUNT],
     /// Half-open connections removed to make room for newer ones (a SYN flood's).
@@ -490,7 +499,11 @@ impl Dataplane {
         let topology = Arc::new(Topology {
             by_port: ArcSwap::from_pointee(by_iface),
             generation: AtomicU64::new(0),
+            ifindex: (0..=PortId::MAX).map(|_| AtomicU32::new(0)).collect(),
         });
+        for b in &self.bound {
+            topology.ifindex[b.iface as usize].store(ifindex(&b.iface_name), Ordering::Relaxed);
+        }
         let frame_span = self.config.frame_size as usize * self.config.frames_per_worker as usize;
         let hotplug = Hotplug {
             umem: self.umem,
@@ -551,6 +564,8 @@ pub struct Added {
 struct Topology {
     by_port: ArcSwap<Vec<Vec<usize>>>,
     generation: AtomicU64,
+    /// Each port's ifindex (0: none yet), for the XDP fast path's redirects.
+    ifindex: Box<[AtomicU32]>,
 }
 
 /// Adds ports to the running data plane (a member joining a bond), on the sockets and
@@ -602,6 +617,10 @@ impl Hotplug {
         let mut core = Core::for_worker(self.tables.clone(), me);
         core.set_syn_recv_cap(c.syn_recv_per_worker);
         core.set_outbox(Some(events));
+        let offload = c.offload_map.map(OffloadMap::new);
+        if let Some(m) = offload {
+            core.set_offload(Some(Box::new(m)));
+        }
         let worker = Worker {
             me,
             iface: b.iface,
@@ -630,6 +649,7 @@ impl Hotplug {
             pending_cap: c.ring_size as usize * 2,
             tx_ring: c.ring_size,
             next_xsk_stats: Instant(0),
+            offload,
         };
         (worker, handle)
     }
@@ -663,6 +683,7 @@ impl Hotplug {
             by_port.resize(port + 1, Vec::new());
         }
         by_port[port].clear();
+        self.topology.ifindex[port].store(ifindex(&spec.name), Ordering::Relaxed);
         let mut woken = vec![false; self.nthreads];
         for mut b in bound {
             let q = b.queue;
@@ -747,6 +768,16 @@ struct Worker {
     /// Size of the TX ring: when it has this many free slots the kernel has taken every
     /// frame, and only completions are outstanding.
     tx_ring: u32,
+    /// The XDP program's `OFFLOAD` map, with `--offload`.
+    offload: Option<OffloadMap>,
+}
+
+/// An interface's index (0 if it has none).
+fn ifindex(name: &str) -> u32 {
+    std::ffi::CString::new(name)
+        // Safety: a valid NUL-terminated string.
+        .map(|c| unsafe { libc::if_nametoindex(c.as_ptr()) })
+        .unwrap_or(0)
 }
 
 fn monotonic_now() -> Instant {
@@ -993,7 +1024,12 @@ impl Worker {
                         // The logical interface's port: itself, or a bond's member by its
                         // transmit hash over the rewritten frame.
                         Verdict::Tx(e) => match snap.egress_port(e, data.contents()) {
-                            Some(p) => Some(p),
+                            Some(p) => {
+                                if let Some(req) = self.core.take_offload_request() {
+                                    self.offload_flow(&req, data.contents(), p);
+                                }
+                                Some(p)
+                            }
                             None => {
                                 self.stats.no_egress.fetch_add(1, Ordering::Relaxed);
                                 None
@@ -1046,6 +1082,10 @@ impl Worker {
             busy = true;
         }
 
+        if self.offload.is_some() && self.take_back_offloads() {
+            busy = true;
+        }
+
         // Connections and templates this worker filed that are due; bounded work (a
         // backlog keeps the thread from sleeping until it is done).
         if self.core.expire_some(now) > 0 {
@@ -1058,6 +1098,47 @@ impl Worker {
             self.read_xsk_stats();
         }
         busy
+    }
+
+    /// Files the XDP entry for the direction `req` names, from `frame` as the core rewrote it
+    /// and the port it leaves by.
+    fn offload_flow(&self, req: &OffloadRequest, frame: &[u8], port: PortId) {
+        let Some(map) = &self.offload else { return };
+        let ifindex = self.topology.ifindex[port as usize].load(Ordering::Relaxed);
+        if ifindex == 0 {
+            return;
+        }
+        match offload_map::entry(&req.key, frame, ifindex) {
+            Some(e) if map.update(&req.key, &e) => {
+                self.stats.offloaded.fetch_add(1, Ordering::Relaxed);
+            }
+            _ => {
+                self.stats.offload_refused.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Removes the XDP entries of connections that changed state or left the table (any
+    /// worker's: the queue is the table's), up to [`INJECT_BUDGET`] per round; all of them if
+    /// the queue overflowed. Returns whether there was any.
+    fn take_back_offloads(&mut self) -> bool {
+        let Some(map) = &self.offload else {
+            return false;
+        };
+        let t = &self.core.tables().v4;
+        if t.take_unoffload_overflow() {
+            let n = map.clear();
+            log::warn!(
+                "the queue of offloaded connections to take back overflowed: emptied the XDP fast path's map ({n} entries); their connections go through the workers from now on"
+            );
+        }
+        let mut any = false;
+        for _ in 0..INJECT_BUDGET {
+            let Some(k) = t.take_unoffloaded() else { break };
+            map.delete(&k);
+            any = true;
+        }
+        any
     }
 
     /// Inserts up to [`INJECT_BUDGET`] entries from outside with our core (their expiry is

@@ -13,7 +13,14 @@
 //!    services, sync multicast, fragments of the kernel's own traffic, IPv6 with other
 //!    extension headers, ...) → `XDP_PASS`.
 //!
-//! Redirects go to the XSKMAP entry of the frame's RX queue inside the interface's block.
+//! A steered TCP frame of an offloaded connection (`xlvsd --offload`: the `OFFLOAD` map, which
+//! the workers fill once a connection is established) is rewritten here as the worker did it
+//! for the connection's first frames (MACs, addresses, ports, TTL, checksums by precomputed
+//! deltas) and sent out of its interface with `bpf_redirect`, without a round trip through
+//! userspace. SYN, FIN and RST, fragments, IP options, VLAN tags and TTL 1 still go to the
+//! workers, so TCP state and timeouts stay theirs.
+//!
+//! Other redirects go to the XSKMAP entry of the frame's RX queue inside the interface's block.
 //! A frame that is steered but cannot be delivered (an empty entry: xlvsd not running, or
 //! still starting; a queue without a socket) is dropped and counted as a failed redirect:
 //! passed, it would reach the director's own stack, which holds the VIP and answers a
@@ -29,15 +36,16 @@ mod rt;
 
 use aya_ebpf::{
     bindings::xdp_action,
-    helpers::bpf_ktime_get_ns,
+    helpers::{bpf_ktime_get_ns, bpf_redirect},
     macros::{map, xdp},
     maps::{HashMap, LruHashMap, PerCpuArray, XskMap},
     programs::XdpContext,
 };
 use rt::ptr_at;
 use xlvs_common::{
-    AddrKey, COUNTERS, Counter, FAMILY_IPV4, FAMILY_IPV6, FRAGS_MAX, FragKey, IfaceSlot, L4Key,
-    LOCAL_ADDRS_MAX, MAX_STEER_KEYS, PROTO_ICMP, PROTO_TCP, PROTO_UDP, SteerValue, XSK_SLOTS,
+    AddrKey, COUNTERS, Counter, FAMILY_IPV4, FAMILY_IPV6, FRAGS_MAX, FlowKey, FragKey, IfaceSlot,
+    L4Key, LOCAL_ADDRS_MAX, MAX_STEER_KEYS, OFFLOAD_MAX, Offload, PROTO_ICMP, PROTO_TCP, PROTO_UDP,
+    SteerValue, XSK_SLOTS,
 };
 
 /// AF_XDP sockets, one per (interface slot, RX queue).
@@ -64,6 +72,10 @@ static FRAGS: LruHashMap<FragKey, u32> = LruHashMap::with_max_entries(FRAGS_MAX,
 #[map(name = "IFACES")]
 static IFACES: HashMap<u32, IfaceSlot> = HashMap::with_max_entries(64, 0);
 
+/// Offloaded directions of established connections: tuple → rewrite.
+#[map(name = "OFFLOAD")]
+static OFFLOAD: HashMap<FlowKey, Offload> = HashMap::with_max_entries(OFFLOAD_MAX, 0);
+
 /// Per-CPU counters, indexed by `Counter`.
 #[map(name = "COUNTERS")]
 static COUNTERS_MAP: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNTERS, 0);
@@ -76,6 +88,9 @@ const NEXT_FRAGMENT: u8 = 44;
 const NEXT_ICMPV6: u8 = 58;
 const ETH_P_8021Q: u16 = 0x8100;
 const VLAN_HLEN: usize = 4;
+const IPV4_HLEN: usize = 20;
+/// TCP flags that leave a frame to the workers: SYN, FIN, RST.
+const TCP_SYN_FIN_RST: u8 = 0x07;
 
 #[xdp]
 pub fn xlvs(ctx: XdpContext) -> u32 {
@@ -188,8 +203,79 @@ fn try_steer(ctx: &XdpContext) -> Option<u32> {
         // A first fragment (MF set): let the rest of the datagram follow.
         let key = frag_key(ctx, off, saddr, daddr, proto)?;
         let _ = FRAGS.insert(&key, &0, 0);
+    } else if proto == PROTO_TCP
+        && off == ETH_HLEN
+        && ihl == IPV4_HLEN
+        && let Some(action) = offloaded(ctx, saddr, daddr, sport, dport)
+    {
+        return Some(action);
     }
     Some(redirect(ctx))
+}
+
+/// The fast path: an untagged IPv4 TCP frame without options or fragmentation whose
+/// direction of its connection is in `OFFLOAD` is rewritten as the entry says and redirected
+/// out of the entry's interface. None leaves it to the workers.
+#[inline(always)]
+fn offloaded(
+    ctx: &XdpContext,
+    saddr: [u8; 4],
+    daddr: [u8; 4],
+    sport: u16,
+    dport: u16,
+) -> Option<u32> {
+    const L4: usize = ETH_HLEN + IPV4_HLEN;
+    if read_u8(ctx, L4 + 13)? & TCP_SYN_FIN_RST != 0 {
+        return None;
+    }
+    let mut key = FlowKey {
+        sport,
+        dport,
+        proto: PROTO_TCP,
+        family: FAMILY_IPV4,
+        ..FlowKey::default()
+    };
+    key.src[..4].copy_from_slice(&saddr);
+    key.dst[..4].copy_from_slice(&daddr);
+    let e = OFFLOAD.get_ptr_mut(&key)?;
+    let eth = ptr_at::<[u8; ETH_HLEN]>(ctx, 0)?;
+    let ip = ptr_at::<[u8; IPV4_HLEN]>(ctx, ETH_HLEN)?;
+    let tcp = ptr_at::<[u8; 18]>(ctx, L4)?;
+    // Safety: `ptr_at` checked each header lies inside the frame; `e` points into the map's
+    // value, which stays valid while the program runs. Nothing else writes the frame.
+    unsafe {
+        let (e, ip, tcp, eth) = (&mut *e, &mut *ip, &mut *tcp, &mut *eth);
+        if ip[8] <= 1 {
+            // The worker drops it and counts why.
+            return None;
+        }
+        ip[8] -= 1;
+        ip[12..16].copy_from_slice(&e.src);
+        ip[16..20].copy_from_slice(&e.dst);
+        let c = apply(u16::from_be_bytes([ip[10], ip[11]]), e.ip_delta);
+        ip[10..12].copy_from_slice(&c.to_be_bytes());
+        tcp[0..2].copy_from_slice(&e.sport.to_ne_bytes());
+        tcp[2..4].copy_from_slice(&e.dport.to_ne_bytes());
+        let c = apply(u16::from_be_bytes([tcp[16], tcp[17]]), e.l4_delta);
+        tcp[16..18].copy_from_slice(&c.to_be_bytes());
+        eth[0..6].copy_from_slice(&e.dst_mac);
+        eth[6..12].copy_from_slice(&e.src_mac);
+        // Plain adds: a flow's frames arrive on one RX queue, so one CPU at a time.
+        e.last_ns = bpf_ktime_get_ns();
+        e.packets += 1;
+        e.bytes += (ctx.data_end() - ctx.data()) as u64;
+        count(Counter::Offloaded);
+        Some(bpf_redirect(e.ifindex, 0) as u32)
+    }
+}
+
+/// A checksum after changes whose one's-complement sum is `delta` (RFC 1624 eqn. 3).
+#[inline(always)]
+fn apply(check: u16, delta: u32) -> u16 {
+    let mut s = (!check) as u32 + delta;
+    s = (s & 0xffff) + (s >> 16);
+    s = (s & 0xffff) + (s >> 16);
+    !(s as u16)
 }
 
 /// The IPv6 counterpart of [`try_steer`]: the fixed header, then at most a fragment header

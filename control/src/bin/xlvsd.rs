@@ -102,6 +102,13 @@ struct Args {
     /// dropped, instead of going on to that realserver (the default, as in IPVS).
     #[arg(long)]
     expire_nodest_conn: bool,
+    /// The XDP fast path: once an IPv4 TCP connection is established, the XDP program
+    /// rewrites and forwards its frames itself (SYN, FIN, RST and anything unusual still go
+    /// to the workers, which keep its state and timeouts). Off while a sync master runs.
+    /// Every egress interface must take XDP redirects (a veth: its peer needs an XDP
+    /// program or GRO on). Off by default.
+    #[arg(long)]
+    offload: bool,
     /// Starts a connection sync daemon, `master` or `backup` (give it twice for both), as
     /// `ipvsadm --start-daemon` with the options below; it keeps running across SIGHUP.
     #[arg(long = "start-daemon", value_name = "master|backup")]
@@ -325,6 +332,7 @@ fn main() {
         },
         metrics: a.metrics,
         expire_nodest_conn: a.expire_nodest_conn,
+        offload: a.offload,
         sync,
         sync_opts,
         sync_roles: match a.sync_roles {

@@ -668,6 +668,18 @@ impl Control {
                 .map(|d| (d.addr, &d.state))
                 .chain(self.client_vias.iter().map(|(a, s)| (*a, s))),
         );
+        let moved = self.resolver.take_moved();
+        if !moved.is_empty() {
+            let n = self
+                .conns
+                .unoffload_dests(|d| moved.iter().any(|m| std::ptr::eq(&**m, d)));
+            if n > 0 {
+                log::info!(
+                    "{n} offloaded connection(s) of {} realserver(s) whose next hop changed go back to the workers",
+                    moved.len()
+                );
+            }
+        }
     }
 
     /// Most next hops towards clients kept (gateways and on-link clients).

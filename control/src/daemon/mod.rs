@@ -76,6 +76,8 @@ pub struct Config {
     pub metrics: Option<std::net::SocketAddr>,
     /// IPVS `expire_nodest_conn`.
     pub expire_nodest_conn: bool,
+    /// The XDP fast path for established connections (`--offload`).
+    pub offload: bool,
     /// Connection sync daemons to start (`--start-daemon`).
     pub sync: Vec<crate::command::DaemonSpec>,
     /// The sync settings beyond ipvsadm's.
@@ -220,6 +222,12 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
 
     let mut steering = xdp::XdpSteering::load(cfg.pin_dir.as_deref().and_then(pin_dir))?;
     let mut xsk = cfg.xsk;
+    if cfg.offload {
+        xsk.offload_map = Some(steering.offload_fd());
+        log::info!(
+            "XDP fast path on: established IPv4 TCP connections are forwarded by the XDP program"
+        );
+    }
     let sockets = specs
         .iter()
         .map(|s| s.queues as usize)

@@ -80,6 +80,9 @@ pub struct Resolver {
     retries: HashMap<IpAddr, Retry>,
     /// When every resolved next hop is probed next.
     next_refresh: Option<Instant>,
+    /// Realservers whose next hop changed (another MAC or interface) since
+    /// [`Resolver::take_moved`].
+    moved: Vec<Arc<DestState>>,
 }
 
 impl Resolver {
@@ -89,6 +92,12 @@ impl Resolver {
             stale: true,
             ..Default::default()
         }
+    }
+
+    /// The realservers whose next hop changed since the last call (the XDP fast path's
+    /// entries for their connections hold the old one).
+    pub fn take_moved(&mut self) -> Vec<Arc<DestState>> {
+        std::mem::take(&mut self.moved)
     }
 
     /// The kernel's routes or neighbours changed (an rtnetlink event).
@@ -124,6 +133,9 @@ impl Resolver {
             // A next hop that disappears keeps its last value until a new one is known:
             // the kernel drops a stale entry before it has the new MAC.
             if hop.is_some() || state.next_hop().is_none() {
+                if state.next_hop().is_some() && state.next_hop() != hop {
+                    self.moved.push(state.clone());
+                }
                 state.set_next_hop(hop);
             }
             let probe = match hop {

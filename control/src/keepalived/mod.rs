@@ -15,6 +15,8 @@
 //! server, real server or checker is a warning, as keepalived logs it and carries on.
 
 pub(crate) mod lexer;
+#[cfg(fuzzing)]
+pub use lexer::FUZZ_ROOT;
 pub(crate) mod parse;
 #[cfg(test)]
 mod tests;

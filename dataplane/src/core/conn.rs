@@ -91,6 +91,8 @@ pub struct Conn<A> {
     /// Client → director packets counted while someone listens for events, modulo the sync
     /// period (IPVS `in_pkts % sync_period`; see [`super::events::Outbox::with_sync`]).
     pub in_pkts: u8,
+    /// Its directions the XDP program forwards itself ([`super::offload::IN`], `OUT`).
+    pub(crate) offload: u8,
     pub dest: Arc<DestState>,
     /// The persistence template that chose the realserver (IPVS `cp->control`): it lives at
     /// least as long as the connections it controls.
@@ -148,6 +150,7 @@ impl<A: Addr> Conn<A> {
             client_hop,
             deadline: 0,
             in_pkts: 0,
+            offload: 0,
             dest,
             template: None,
         }
@@ -497,6 +500,9 @@ pub enum Side {
 /// of empty buckets: it is allocated without being written, and the OS commits (and backs
 /// with huge pages, when advised) only the parts that are used.
 const NIL: u32 = 0;
+/// Offloaded tuples waiting for the drivers to remove their XDP entries.
+const UNOFFLOAD_QUEUE: usize = 1 << 16;
+
 /// The bucket lock, in a head's top bit.
 const LOCK: u32 = 1 << 31;
 
@@ -531,6 +537,11 @@ pub struct ConnTable<A: Addr> {
     conns: AtomicUsize,
     n_templates: AtomicUsize,
     max: usize,
+    /// Offloaded tuples whose connection changed state or left the table: the drivers take
+    /// their entries out of the XDP program's map ([`ConnTable::take_unoffloaded`]).
+    unoffloaded: crossbeam::queue::ArrayQueue<xlvs_common::FlowKey>,
+    /// Set when `unoffloaded` was full: the drivers then empty the whole map.
+    unoffload_overflow: std::sync::atomic::AtomicBool,
 }
 
 // Safety: a slot is only accessed by the thread holding the lock of the bucket whose chain
@@ -711,7 +722,32 @@ impl<A: Addr> ConnTable<A> {
             conns: AtomicUsize::new(0),
             n_templates: AtomicUsize::new(0),
             max,
+            unoffloaded: crossbeam::queue::ArrayQueue::new(UNOFFLOAD_QUEUE),
+            unoffload_overflow: std::sync::atomic::AtomicBool::new(false),
         }
+    }
+
+    /// Gives back a connection's offloaded directions: their tuples go to the queue the
+    /// drivers drain (or, if it is full, the drivers are told to empty the whole map).
+    pub(crate) fn unoffload(&self, c: &mut Conn<A>) {
+        for k in super::offload::offloaded_keys(c) {
+            if self.unoffloaded.push(k).is_err() {
+                self.unoffload_overflow.store(true, Ordering::Release);
+            }
+        }
+        c.offload = 0;
+    }
+
+    /// A tuple whose XDP entry must go (its connection changed state or left the table).
+    pub fn take_unoffloaded(&self) -> Option<xlvs_common::FlowKey> {
+        self.unoffloaded.pop()
+    }
+
+    /// Whether the queue of [`ConnTable::take_unoffloaded`] overflowed since the last call:
+    /// then every entry of the map must go (the connections are forwarded by the workers
+    /// again; those still offloaded in the core are not offloaded twice).
+    pub fn take_unoffload_overflow(&self) -> bool {
+        self.unoffload_overflow.swap(false, Ordering::AcqRel)
     }
 
     /// The bucket of a client endpoint: two rounds of a folded 64×64→128 multiply over the
@@ -917,7 +953,10 @@ impl<A: Addr> ConnTable<A> {
         Ok(b)
     }
 
-    fn release(&self, c: Conn<A>, now: Instant) {
+    fn release(&self, mut c: Conn<A>, now: Instant) {
+        if c.offload != 0 {
+            self.unoffload(&mut c);
+        }
         c.unbind(now);
         drop(c);
         self.conns.fetch_sub(1, Ordering::Relaxed);
@@ -933,6 +972,7 @@ impl<A: Addr> ConnTable<A> {
         now: Instant,
         mut refile: impl FnMut(u32) -> u32,
         mut on_gone: impl FnMut(&Conn<A>),
+        mut revive: impl FnMut(&mut Conn<A>),
     ) -> usize {
         if self.empty(b) {
             return 0;
@@ -944,8 +984,13 @@ impl<A: Addr> ConnTable<A> {
             let s = bucket.slot(i);
             let next = s.next;
             if s.armed == at
-                && let Some(c) = &s.conn
+                && let Some(c) = &mut s.conn
             {
+                // An offloaded connection's frames bypass the core: the XDP program's last
+                // one may move its deadline on.
+                if c.offload != 0 && c.expired(now) {
+                    revive(c);
+                }
                 if c.expired(now) {
                     on_gone(c);
                     let c = bucket.unlink(prev, i);
@@ -1186,6 +1231,23 @@ impl<A: Addr> ConnTable<A> {
         self.for_each_mut(|c| {
             if !c.unbound() && gone(&c.dest) {
                 c.mark_unbound();
+                // Its next client packet must reach a worker.
+                if c.offload != 0 {
+                    self.unoffload(c);
+                }
+                n += 1;
+            }
+        });
+        n
+    }
+
+    /// Takes the offloaded directions back from every connection to a realserver `which`
+    /// says (its next hop changed: the XDP entries hold the old MAC). Returns how many.
+    pub fn unoffload_dests(&self, which: impl Fn(&DestState) -> bool) -> usize {
+        let mut n = 0;
+        self.for_each_mut(|c| {
+            if c.offload != 0 && which(&c.dest) {
+                self.unoffload(c);
                 n += 1;
             }
         });
@@ -1264,6 +1326,11 @@ impl Tables {
         self.v4.unbind_gone(&gone) + self.v6.unbind_gone(&gone)
     }
 
+    /// [`ConnTable::unoffload_dests`] over both families.
+    pub fn unoffload_dests(&self, which: impl Fn(&DestState) -> bool) -> usize {
+        self.v4.unoffload_dests(&which) + self.v6.unoffload_dests(&which)
+    }
+
     /// Tables for at most `max` connections per address family.
     pub fn new(max: usize) -> Self {
         Tables {
@@ -1306,8 +1373,8 @@ mod tests {
     use super::*;
 
     #[test]
-    fn slots_are_56_bytes_for_ipv4_and_96_for_ipv6() {
-        assert_eq!(ConnTable::<Ipv4Addr>::SLOT_BYTES, 56);
+    fn slots_are_64_bytes_for_ipv4_and_96_for_ipv6() {
+        assert_eq!(ConnTable::<Ipv4Addr>::SLOT_BYTES, 64);
         assert_eq!(ConnTable::<Ipv6Addr>::SLOT_BYTES, 96);
     }
 
@@ -1371,11 +1438,11 @@ mod tests {
             assert_eq!(d.total_conns(), 1);
             // Not its entry's tick: nothing happens.
             assert_eq!(
-                t.expire_bucket(b, 4, Instant::from_secs(100), |_| 0, |_| {}),
+                t.expire_bucket(b, 4, Instant::from_secs(100), |_| 0, |_| {}, |_| {}),
                 0
             );
             assert_eq!(
-                t.expire_bucket(b, 5, Instant::from_secs(100), |_| 0, |_| {}),
+                t.expire_bucket(b, 5, Instant::from_secs(100), |_| 0, |_| {}, |_| {}),
                 1
             );
             assert_eq!(d.total_conns(), 0);
@@ -1399,16 +1466,17 @@ mod tests {
                 d
             },
             |_| {},
+            |_| {},
         );
         assert_eq!(gone, 0);
         assert_eq!(refiled, Some(60 * 16));
         // Its entry is now the refiled one.
         assert_eq!(
-            t.expire_bucket(b, 7, Instant::from_secs(61), |d| d, |_| {}),
+            t.expire_bucket(b, 7, Instant::from_secs(61), |d| d, |_| {}, |_| {}),
             0
         );
         assert_eq!(
-            t.expire_bucket(b, 960, Instant::from_secs(61), |d| d, |_| {}),
+            t.expire_bucket(b, 960, Instant::from_secs(61), |d| d, |_| {}, |_| {}),
             1
         );
     }
@@ -1435,7 +1503,14 @@ mod tests {
                             assert!(t.lookup(&k.1).is_some());
                         }
                         for b in buckets.drain(..) {
-                            t.expire_bucket(b, round, Instant::from_secs(100), |x| x, |_| {});
+                            t.expire_bucket(
+                                b,
+                                round,
+                                Instant::from_secs(100),
+                                |x| x,
+                                |_| {},
+                                |_| {},
+                            );
                         }
                     }
                 })

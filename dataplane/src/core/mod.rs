@@ -7,6 +7,7 @@ pub mod conn;
 pub mod events;
 mod family;
 pub mod inject;
+pub mod offload;
 pub mod sched;
 pub mod service;
 pub mod stats;
@@ -168,6 +169,29 @@ pub struct Core {
     listen: u8,
     /// The last peer entries came from and its origin ([`inject`]).
     last_origin: Option<(std::net::IpAddr, conn::Origin)>,
+    /// The XDP fast path, when on ([`Core::set_offload`]).
+    offload: Option<Offloader>,
+}
+
+/// The XDP fast path's state in a core ([`offload`]).
+struct Offloader {
+    /// The driver's view of the XDP program's entries.
+    seen: Box<dyn offload::OffloadSeen>,
+    /// The ESTABLISHED timeout (seconds) of the snapshot the last request was made under: an
+    /// offloaded connection is ESTABLISHED, so expiry extends it by this much from its last
+    /// frame.
+    timeout: u32,
+    /// What the last [`Core::process`] asks the driver to offload.
+    request: Option<offload::OffloadRequest>,
+}
+
+impl std::fmt::Debug for Offloader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Offloader")
+            .field("timeout", &self.timeout)
+            .field("request", &self.request)
+            .finish()
+    }
 }
 
 /// A worker's timing wheels, per address family.
@@ -298,7 +322,27 @@ impl Core {
             live: None,
             listen: conn::HOOKS_QUIET,
             last_origin: None,
+            offload: None,
         }
+    }
+
+    /// Turns the XDP fast path on (`Some`: the driver's view of the program's entries) or off
+    /// ([`offload`]). While it is on and nobody listens for connection events, an established
+    /// IPv4 TCP connection's directions are offered to the driver one at a time
+    /// ([`Core::take_offload_request`]).
+    pub fn set_offload(&mut self, seen: Option<Box<dyn offload::OffloadSeen>>) {
+        self.offload = seen.map(|seen| Offloader {
+            seen,
+            timeout: service::Timeouts::default().tcp[TcpState::Established as usize],
+            request: None,
+        });
+    }
+
+    /// The direction the last [`Core::process`] call asks the driver to offload, if any: the
+    /// frame it returned `Verdict::Tx` for is that direction's rewrite.
+    #[inline]
+    pub fn take_offload_request(&mut self) -> Option<offload::OffloadRequest> {
+        self.offload.as_mut().and_then(|o| o.request.take())
     }
 
     /// Bounds the half-open (SYN_RECV) connections this worker creates to `cap` per address
@@ -333,6 +377,11 @@ impl Core {
     pub fn refresh_listening(&mut self) {
         let on = self.outbox.as_ref().is_some_and(|o| o.listening());
         if on != self.live.is_some() {
+            // A sync master counts every client packet: the fast path's connections come
+            // back to the workers (once per table; the other workers find none left).
+            if on && self.offload.is_some() {
+                self.tables.v4.unoffload_dests(|_| true);
+            }
             self.live = if on { self.outbox.clone() } else { None };
             self.listen = if on {
                 conn::HOOKS_LISTENING
@@ -366,7 +415,12 @@ impl Core {
         self.stats.rx += 1;
         let v = match self.forward(now, snap, frame, rx_iface) {
             Ok(iface) => Verdict::Tx(iface),
-            Err(r) => Verdict::Drop(r),
+            Err(r) => {
+                if let Some(o) = &mut self.offload {
+                    o.request = None;
+                }
+                Verdict::Drop(r)
+            }
         };
         match v {
             Verdict::Tx(_) => self.stats.tx += 1,
@@ -425,8 +479,10 @@ impl Core {
             snap,
             ev: self.live.as_deref(),
             listen: self.listen,
+            offload: self.offload.is_some() && self.listen == conn::HOOKS_QUIET,
         };
-        let action = match lookup(table, ex, at, (frame, rx_iface), &key, &p) {
+        let mut req = None;
+        let action = match lookup(table, ex, at, (frame, rx_iface), &key, &p, &mut req) {
             Some(a) => a,
             None if matches!(p.kind, Kind::Plain { .. }) => {
                 let (a, evicted) = new_conn(table, ex, at, frame, &p, rx_iface)?;
@@ -440,6 +496,12 @@ impl Core {
             None => return Err(DropReason::NoConn),
         };
         let out = rewrite(snap, frame, &p, action)?;
+        if let Some(key) = req
+            && let Some(o) = &mut self.offload
+        {
+            o.request = Some(offload::OffloadRequest { key });
+            o.timeout = snap.timeouts.tcp[TcpState::Established as usize];
+        }
         if let Kind::Plain {
             first_frag: true,
             ident,
@@ -539,16 +601,46 @@ impl Core {
     /// there may be more to do.
     pub fn expire_some(&mut self, now: Instant) -> usize {
         let ev = self.live.as_deref();
-        let a = expire(&self.tables.v4, &mut self.expiry.v4, now, EXPIRY_BUDGET, ev);
-        let b = expire(&self.tables.v6, &mut self.expiry.v6, now, EXPIRY_BUDGET, ev);
+        let mut off = self.offload.as_mut();
+        let a = expire(
+            &self.tables.v4,
+            &mut self.expiry.v4,
+            now,
+            EXPIRY_BUDGET,
+            ev,
+            &mut off,
+        );
+        let b = expire(
+            &self.tables.v6,
+            &mut self.expiry.v6,
+            now,
+            EXPIRY_BUDGET,
+            ev,
+            &mut off,
+        );
         a.fired + b.fired
     }
 
     /// Fires every due entry (tests and shutdown); returns the number of connections removed.
     pub fn expire(&mut self, now: Instant) -> usize {
         let ev = self.live.as_deref();
-        let a = expire(&self.tables.v4, &mut self.expiry.v4, now, usize::MAX, ev);
-        let b = expire(&self.tables.v6, &mut self.expiry.v6, now, usize::MAX, ev);
+        let mut off = self.offload.as_mut();
+        let a = expire(
+            &self.tables.v4,
+            &mut self.expiry.v4,
+            now,
+            usize::MAX,
+            ev,
+            &mut off,
+        );
+        let b = expire(
+            &self.tables.v6,
+            &mut self.expiry.v6,
+            now,
+            usize::MAX,
+            ev,
+            &mut off,
+        );
         a.removed + b.removed
     }
 
@@ -590,6 +682,7 @@ fn expire<A: Addr>(
     now: Instant,
     budget: usize,
     ev: Option<&Outbox>,
+    off: &mut Option<&mut Offloader>,
 ) -> Expired {
     let now_t = tick(now);
     let mut removed = 0;
@@ -602,6 +695,16 @@ fn expire<A: Addr>(
             |c| {
                 if let Some(ob) = ev {
                     ob.expired(c);
+                }
+            },
+            |c| {
+                // Idle since the XDP program's last frame of it, not the core's.
+                if let Some(o) = off.as_deref_mut()
+                    && let Some(last) = offload::offloaded_keys(c)
+                        .filter_map(|k| o.seen.last_seen(&k))
+                        .max()
+                {
+                    c.touch(wheel::tick_ceil(last), o.timeout);
                 }
             },
         );
@@ -625,6 +728,8 @@ struct At<'a> {
     ev: Option<&'a Outbox>,
     /// The core's hook mask: what a client packet tests its connection's flags with.
     listen: u8,
+    /// Offer established connections to the XDP fast path.
+    offload: bool,
 }
 
 /// A non-first fragment takes the ports its first fragment was forwarded with.
@@ -658,6 +763,7 @@ fn lookup<A: Addr>(
     (frame, rx_iface): (&[u8], IfaceId),
     key: &ConnKey<A>,
     p: &Parsed<A>,
+    req: &mut Option<xlvs_common::FlowKey>,
 ) -> Option<Action<A>> {
     let At {
         now,
@@ -693,6 +799,9 @@ fn lookup<A: Addr>(
                 Dir::Input
             };
             touch(c, now, snap, dir, p);
+            if c.offload != 0 || at.offload {
+                offer(table, c, p, offload::IN, at.offload, req);
+            }
             // One test for the rare work: a connection learned from outside (bind it, learn
             // the client's hop), a state change to report, someone listening.
             if c.hooked(at.listen) {
@@ -719,6 +828,9 @@ fn lookup<A: Addr>(
                 c.clear_no_output();
             }
             touch(c, now, snap, Dir::Output, p);
+            if c.offload != 0 || at.offload {
+                offer(table, c, p, offload::OUT, at.offload, req);
+            }
             c.dest.stats.outbound(worker, p.len as u64);
             let a = Action::ToClient {
                 vaddr: c.vaddr,
@@ -952,6 +1064,43 @@ fn reusable<A: Addr>(c: &Conn<A>) -> bool {
     matches!(c.state, TcpState::TimeWait | TcpState::Close)
 }
 
+/// The fast path's part of a packet on a known connection (direction `bit`): a connection
+/// that left ESTABLISHED gives its offloaded directions back; an established IPv4 TCP one
+/// whose direction is not offloaded yet asks for it on a plain frame (no SYN, FIN, RST, not a
+/// fragment) when `on`.
+#[cold]
+#[inline(never)]
+fn offer<A: Addr>(
+    table: &ConnTable<A>,
+    c: &mut Conn<A>,
+    p: &Parsed<A>,
+    bit: u8,
+    on: bool,
+    req: &mut Option<xlvs_common::FlowKey>,
+) {
+    if c.offload != 0 && c.state != TcpState::Established {
+        table.unoffload(c);
+        return;
+    }
+    if on
+        && c.offload & bit == 0
+        && c.state == TcpState::Established
+        && p.proto == Proto::Tcp
+        && p.tcp_flags & (tcp::SYN | tcp::FIN | tcp::RST) == 0
+        && matches!(
+            p.kind,
+            Kind::Plain {
+                first_frag: false,
+                ..
+            }
+        )
+        && let Some(k) = offload::flow_key(p.src, p.dst, p.sport, p.dport)
+    {
+        c.offload |= bit;
+        *req = Some(k);
+    }
+}
+
 /// Records a packet on a bound connection: TCP state transition (moving the realserver's
 /// active/inactive counters; the next client packet reports it) and the idle timeout of the
 /// resulting state. Fragments refresh the idle time only (their flags are not known); ICMP
@@ -1163,5 +1312,7 @@ fn set_l4_port(
 mod tests;
 #[cfg(test)]
 mod tests_hooks;
+#[cfg(test)]
+mod tests_offload;
 #[cfg(test)]
 mod tests_v6;

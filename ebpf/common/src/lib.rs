@@ -196,10 +196,62 @@ pub enum Counter {
     /// Frames that matched but whose redirect failed (no socket in the slot): dropped, never
     /// passed to the director's stack (which would reset the VIP's connections).
     RedirectFailed = 2,
+    /// Frames of an offloaded connection rewritten and sent on by the program itself
+    /// ([`MAP_OFFLOAD`]).
+    Offloaded = 3,
 }
 
 /// Number of counters in [`MAP_COUNTERS`].
-pub const COUNTERS: u32 = 3;
+pub const COUNTERS: u32 = 4;
+
+/// Established connections whose rewrite the XDP program does itself (`xlvsd --offload`):
+/// [`FlowKey`] → [`Offload`], one entry per direction. The workers fill it; a frame with SYN,
+/// FIN or RST, a fragment, IP options, a VLAN tag or a TTL of 1 still goes to them.
+pub const MAP_OFFLOAD: &str = "OFFLOAD";
+/// Entries of [`MAP_OFFLOAD`] (two per connection).
+pub const OFFLOAD_MAX: u32 = 1 << 18;
+
+/// Key of [`MAP_OFFLOAD`]: a frame's tuple as on the wire (IPv4 addresses in the first four
+/// bytes, ports in network byte order).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub struct FlowKey {
+    pub src: [u8; 16],
+    pub dst: [u8; 16],
+    pub sport: u16,
+    pub dport: u16,
+    pub proto: u8,
+    pub family: u8,
+    pub _pad: [u8; 2],
+}
+
+/// Value of [`MAP_OFFLOAD`]: the rewrite a worker did for the first frame of this direction,
+/// to be repeated for every later one, and what the program reports back.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct Offload {
+    /// The frame's new Ethernet destination and source.
+    pub dst_mac: [u8; 6],
+    pub src_mac: [u8; 6],
+    /// Where it goes (`bpf_redirect`).
+    pub ifindex: u32,
+    /// The new source and destination address and ports (as on the wire; unchanged ones
+    /// copied from the key).
+    pub src: [u8; 4],
+    pub dst: [u8; 4],
+    pub sport: u16,
+    pub dport: u16,
+    /// One's-complement sums (unfolded, RFC 1624) to add to the IPv4 header checksum (the
+    /// addresses and the TTL decrement) and to the TCP checksum (the pseudo-header's addresses
+    /// and the ports): the rewrite of a connection never changes, so neither do they.
+    pub ip_delta: u32,
+    pub l4_delta: u32,
+    /// Written by the program: `bpf_ktime_get_ns` of the last frame it sent on, and how many
+    /// frames and bytes (the worker's expiry and counters read them).
+    pub last_ns: u64,
+    pub packets: u64,
+    pub bytes: u64,
+}
 
 /// The benchmark rig's XDP object (`ebpf/src/bench.rs`, not part of the product): the sink
 /// program, which redirects IPv4 TCP/UDP frames to the AF_XDP socket of their RX queue.
@@ -240,4 +292,8 @@ mod user {
     unsafe impl aya::Pod for super::IfaceSlot {}
     // Safety: as above.
     unsafe impl aya::Pod for super::FragKey {}
+    // Safety: as above.
+    unsafe impl aya::Pod for super::FlowKey {}
+    // Safety: as above.
+    unsafe impl aya::Pod for super::Offload {}
 }

@@ -1,0 +1,83 @@
+//! The core's side of the XDP fast path (`xlvsd --offload`).
+//!
+//! The core stays the authority over every connection. Once an IPv4 TCP connection is
+//! ESTABLISHED and nobody listens for its events (no sync master counting its packets), each
+//! direction's next plain frame (no SYN, FIN or RST, not a fragment) makes [`Core::process`]
+//! leave an [`OffloadRequest`]: the frame's tuple, for the driver to file in the XDP program's
+//! `OFFLOAD` map with the rewrite the core just did to that frame. From then on the program
+//! forwards that direction itself and stamps the entry with the time of its last frame.
+//!
+//! The core keeps what only it can decide:
+//! - a state change (FIN, RST, a new SYN: every such frame still reaches a worker) takes the
+//!   connection's directions back: their tuples go to the table's queue of entries to remove
+//!   ([`ConnTable::take_unoffloaded`]), which the drivers drain every round;
+//! - so does a connection leaving the table for any reason (expiry, `expire_nodest_conn`, a
+//!   new SYN on a closed one);
+//! - expiry asks the driver ([`OffloadSeen`]) when the program last forwarded a frame of the
+//!   connection, and a connection that is not idle is filed again instead of expiring.
+//!
+//! [`Core::process`]: super::Core::process
+//! [`ConnTable::take_unoffloaded`]: super::conn::ConnTable::take_unoffloaded
+
+use std::net::IpAddr;
+
+use xlvs_common::{FAMILY_IPV4, FlowKey, PROTO_TCP};
+
+use super::Instant;
+use super::addr::Addr;
+use super::conn::Conn;
+
+/// The client → director direction of a connection is offloaded.
+pub const IN: u8 = 1;
+/// The realserver → director direction (LVS-NAT replies).
+pub const OUT: u8 = 2;
+
+/// A direction of a connection to offload: the tuple of the frame [`Core::process`] just
+/// forwarded, whose rewritten copy tells the driver the rest (MACs, addresses, ports), with
+/// the port the frame leaves by.
+///
+/// [`Core::process`]: super::Core::process
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OffloadRequest {
+    pub key: FlowKey,
+}
+
+/// What the driver knows about the XDP program's entries.
+pub trait OffloadSeen: Send {
+    /// When (`CLOCK_MONOTONIC`, the workers' clock) the program last forwarded a frame with
+    /// tuple `key`, if it has an entry for it and has used it.
+    fn last_seen(&mut self, key: &FlowKey) -> Option<Instant>;
+}
+
+/// The map key of a frame with this tuple: IPv4 TCP only (None for anything else).
+pub fn flow_key<A: Addr>(src: A, dst: A, sport: u16, dport: u16) -> Option<FlowKey> {
+    let (IpAddr::V4(s), IpAddr::V4(d)) = (src.ip(), dst.ip()) else {
+        return None;
+    };
+    let mut k = FlowKey {
+        sport: wire(sport),
+        dport: wire(dport),
+        proto: PROTO_TCP,
+        family: FAMILY_IPV4,
+        ..FlowKey::default()
+    };
+    k.src[..4].copy_from_slice(&s.octets());
+    k.dst[..4].copy_from_slice(&d.octets());
+    Some(k)
+}
+
+/// A port as the XDP program reads it: the wire's two bytes in host order.
+fn wire(port: u16) -> u16 {
+    u16::from_ne_bytes(port.to_be_bytes())
+}
+
+/// The tuples of a connection's offloaded directions.
+pub(crate) fn offloaded_keys<A: Addr>(c: &Conn<A>) -> impl Iterator<Item = FlowKey> + use<A> {
+    let inn = (c.offload & IN != 0)
+        .then(|| flow_key(c.caddr, c.vaddr, c.cport, c.vport))
+        .flatten();
+    let out = (c.offload & OUT != 0)
+        .then(|| flow_key(c.daddr, c.caddr, c.dport, c.cport))
+        .flatten();
+    inn.into_iter().chain(out)
+}

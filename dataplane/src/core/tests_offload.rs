@@ -1,0 +1,172 @@
+//! The core's side of the XDP fast path ([`super::offload`]), with an injected view of the
+//! program's entries and an injected clock.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use xlvs_common::FlowKey;
+
+use super::offload::{OffloadSeen, flow_key};
+use super::tests::{CIP, VIP, client_seg, reply_seg, t};
+use super::*;
+use crate::testing::*;
+use crate::wire::tcp::{ACK, FIN, SYN};
+
+/// The driver's side in a test: the last frame time of each tuple, as a test sets it.
+#[derive(Clone, Default)]
+struct Seen(Arc<Mutex<HashMap<FlowKey, Instant>>>);
+
+impl OffloadSeen for Seen {
+    fn last_seen(&mut self, key: &FlowKey) -> Option<Instant> {
+        self.0.lock().unwrap().get(key).copied()
+    }
+}
+
+fn nat_core() -> (Core, Seen, Snapshot) {
+    let mut c = Core::new(Arc::new(conn::Tables::new(1 << 16)));
+    let seen = Seen::default();
+    c.set_offload(Some(Box::new(seen.clone())));
+    let snap = snapshot(
+        Proto::Tcp,
+        (VIP, 80),
+        &[(super::tests::RIP1, 8080)],
+        Fwd::Masq,
+        "rr",
+    );
+    (c, seen, snap)
+}
+
+/// SYN, SYN-ACK, ACK: an established connection from client port `cport`. The handshake's
+/// last ACK, which establishes it, is the client side's offer.
+fn establish(c: &mut Core, snap: &Snapshot, cport: u16) {
+    for (client, flags) in [(true, SYN), (false, SYN | ACK)] {
+        let mut f = if client {
+            client_seg(cport, flags)
+        } else {
+            reply_seg(super::tests::RIP1, cport, flags)
+        };
+        let iface = if client { 0 } else { 1 };
+        assert!(matches!(
+            c.process(t(1), snap, &mut f, iface),
+            Verdict::Tx(_)
+        ));
+        assert_eq!(
+            c.take_offload_request(),
+            None,
+            "nothing offloaded before ESTABLISHED"
+        );
+    }
+    let mut f = client_seg(cport, ACK);
+    assert_eq!(c.process(t(1), snap, &mut f, 0), Verdict::Tx(1));
+    assert_eq!(c.take_offload_request().map(|r| r.key), Some(in_key(cport)));
+}
+
+fn in_key(cport: u16) -> FlowKey {
+    flow_key(CIP, VIP, cport, 80).unwrap()
+}
+
+fn out_key(cport: u16) -> FlowKey {
+    flow_key(super::tests::RIP1, CIP, 8080, cport).unwrap()
+}
+
+#[test]
+fn each_direction_is_offered_once_when_established() {
+    let (mut c, _, snap) = nat_core();
+    establish(&mut c, &snap, 41000);
+    // Offered once: a frame that still comes (the program passed it) asks nothing.
+    let mut f = client_seg(41000, ACK);
+    c.process(t(2), &snap, &mut f, 0);
+    assert_eq!(c.take_offload_request(), None);
+    let mut r = reply_seg(super::tests::RIP1, 41000, ACK);
+    assert_eq!(c.process(t(2), &snap, &mut r, 1), Verdict::Tx(0));
+    assert_eq!(
+        c.take_offload_request().map(|r| r.key),
+        Some(out_key(41000))
+    );
+}
+
+#[test]
+fn a_fin_takes_both_directions_back() {
+    let (mut c, _, snap) = nat_core();
+    establish(&mut c, &snap, 41001);
+    let mut f = reply_seg(super::tests::RIP1, 41001, ACK);
+    c.process(t(2), &snap, &mut f, 1);
+    assert!(c.take_offload_request().is_some());
+    let mut f = client_seg(41001, FIN | ACK);
+    c.process(t(3), &snap, &mut f, 0);
+    assert_eq!(c.take_offload_request(), None, "a FIN is not offloaded");
+    let t4 = &c.tables().v4;
+    let mut back = vec![t4.take_unoffloaded(), t4.take_unoffloaded()];
+    back.sort_by_key(|k| k.map(|k| k.sport));
+    let mut want = vec![Some(in_key(41001)), Some(out_key(41001))];
+    want.sort_by_key(|k| k.map(|k| k.sport));
+    assert_eq!(back, want);
+    assert_eq!(t4.take_unoffloaded(), None);
+    // Later frames go through the core's state machine, never offered again.
+    let mut f = reply_seg(super::tests::RIP1, 41001, FIN | ACK);
+    c.process(t(3), &snap, &mut f, 1);
+    let mut f = client_seg(41001, ACK);
+    c.process(t(3), &snap, &mut f, 0);
+    assert_eq!(c.take_offload_request(), None);
+}
+
+#[test]
+fn expiry_asks_the_program_when_it_last_forwarded() {
+    let (mut c, seen, mut snap) = nat_core();
+    snap.timeouts.tcp[TcpState::Established as usize] = 10;
+    establish(&mut c, &snap, 41002);
+    // The program forwards the connection's frames; the core sees none after t = 1.
+    seen.0.lock().unwrap().insert(in_key(41002), t(9));
+    assert_eq!(
+        c.expire(t(13)),
+        0,
+        "alive: the program forwarded a frame at 9 s"
+    );
+    seen.0.lock().unwrap().insert(in_key(41002), t(20));
+    assert_eq!(c.expire(t(25)), 0, "alive: a frame at 20 s");
+    assert_eq!(c.tables().len(), 1);
+    // Idle since 20 s: gone at 30 s, its entry handed back.
+    assert_eq!(c.expire(t(31)), 1);
+    assert!(c.tables().is_empty());
+    assert_eq!(c.tables().v4.take_unoffloaded(), Some(in_key(41002)));
+}
+
+#[test]
+fn nothing_is_offloaded_while_a_sync_master_listens() {
+    let (mut c, _, snap) = nat_core();
+    let ob = Arc::new(events::Outbox::new(64));
+    c.set_outbox(Some(ob.clone()));
+    // Nobody listens yet.
+    establish(&mut c, &snap, 41003);
+    // The master starts: the offloaded connection comes back, and nothing more goes.
+    ob.set_listening(true);
+    c.refresh_listening();
+    assert_eq!(c.tables().v4.take_unoffloaded(), Some(in_key(41003)));
+    let mut r = reply_seg(super::tests::RIP1, 41003, ACK);
+    c.process(t(2), &snap, &mut r, 1);
+    assert_eq!(c.take_offload_request(), None);
+}
+
+#[test]
+fn a_dropped_frame_asks_nothing() {
+    let (mut c, _, snap) = nat_core();
+    for (client, flags) in [(true, SYN), (false, SYN | ACK)] {
+        let mut f = if client {
+            client_seg(41004, flags)
+        } else {
+            reply_seg(super::tests::RIP1, 41004, flags)
+        };
+        c.process(t(1), &snap, &mut f, if client { 0 } else { 1 });
+    }
+    // The realserver's MAC is gone: the ACK that establishes the connection is dropped,
+    // and nothing is offloaded.
+    for d in snap.services.values().flat_map(|s| s.dests.iter()) {
+        d.state.set_next_hop(None);
+    }
+    let mut f = client_seg(41004, ACK);
+    assert!(matches!(
+        c.process(t(2), &snap, &mut f, 0),
+        Verdict::Drop(_)
+    ));
+    assert_eq!(c.take_offload_request(), None);
+}

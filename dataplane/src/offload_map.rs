@@ -1,0 +1,201 @@
+//! The workers' handle on the XDP program's `OFFLOAD` map (`xlvsd --offload`, see
+//! [`crate::core::offload`]): plain `bpf(2)` element operations on the map's file
+//! descriptor, which the control plane opened when it loaded the program. A worker calls
+//! them a few times per connection (one update per direction, one delete per direction,
+//! one lookup per expiry that finds the connection offloaded), never per packet.
+
+use std::os::fd::RawFd;
+
+use xlvs_common::{FlowKey, Offload};
+
+use crate::core::Instant;
+use crate::core::offload::OffloadSeen;
+use crate::wire::checksum;
+
+const BPF_MAP_LOOKUP_ELEM: libc::c_long = 1;
+const BPF_MAP_UPDATE_ELEM: libc::c_long = 2;
+const BPF_MAP_DELETE_ELEM: libc::c_long = 3;
+const BPF_MAP_GET_NEXT_KEY: libc::c_long = 4;
+/// `BPF_ANY`: create or replace.
+const BPF_ANY: u64 = 0;
+
+/// `union bpf_attr` as the element commands read it.
+#[repr(C)]
+#[derive(Default)]
+struct ElemAttr {
+    map_fd: u32,
+    _pad: u32,
+    key: u64,
+    /// `value`, or `next_key` for `BPF_MAP_GET_NEXT_KEY`.
+    value: u64,
+    flags: u64,
+}
+
+/// The `OFFLOAD` map, by a descriptor the control plane keeps open for the workers' life.
+#[derive(Clone, Copy, Debug)]
+pub struct OffloadMap {
+    fd: RawFd,
+}
+
+impl OffloadMap {
+    pub fn new(fd: RawFd) -> Self {
+        OffloadMap { fd }
+    }
+
+    fn call(&self, cmd: libc::c_long, key: *const FlowKey, value: u64, flags: u64) -> bool {
+        let attr = ElemAttr {
+            map_fd: self.fd as u32,
+            key: key as u64,
+            value,
+            flags,
+            ..ElemAttr::default()
+        };
+        // Safety: `attr` is a valid `bpf_attr` prefix for the element commands; the key and
+        // value pointers point at live values of the map's key and value sizes.
+        let r = unsafe {
+            libc::syscall(
+                libc::SYS_bpf,
+                cmd,
+                &attr as *const ElemAttr,
+                size_of::<ElemAttr>() as libc::c_uint,
+            )
+        };
+        r == 0
+    }
+
+    /// Files (or replaces) an entry. False if the map refused it (full).
+    pub fn update(&self, key: &FlowKey, value: &Offload) -> bool {
+        self.call(
+            BPF_MAP_UPDATE_ELEM,
+            key,
+            value as *const Offload as u64,
+            BPF_ANY,
+        )
+    }
+
+    /// Removes an entry (absent is fine).
+    pub fn delete(&self, key: &FlowKey) {
+        self.call(BPF_MAP_DELETE_ELEM, key, 0, 0);
+    }
+
+    pub fn lookup(&self, key: &FlowKey) -> Option<Offload> {
+        let mut v = Offload::default();
+        self.call(BPF_MAP_LOOKUP_ELEM, key, &mut v as *mut Offload as u64, 0)
+            .then_some(v)
+    }
+
+    /// Removes every entry (at start, and when the queue of entries to remove overflowed);
+    /// returns how many went.
+    pub fn clear(&self) -> usize {
+        let mut n = 0;
+        let mut key = FlowKey::default();
+        // Always ask for the first key: each round deletes it. Bounded by the map's size.
+        for _ in 0..=xlvs_common::OFFLOAD_MAX {
+            let attr_key: *const FlowKey = std::ptr::null();
+            if !self.call(
+                BPF_MAP_GET_NEXT_KEY,
+                attr_key,
+                &mut key as *mut FlowKey as u64,
+                0,
+            ) {
+                break;
+            }
+            self.delete(&key);
+            n += 1;
+        }
+        n
+    }
+}
+
+impl OffloadSeen for OffloadMap {
+    fn last_seen(&mut self, key: &FlowKey) -> Option<Instant> {
+        self.lookup(key)
+            .filter(|v| v.last_ns != 0)
+            .map(|v| Instant(v.last_ns))
+    }
+}
+
+/// The entry that repeats, for every later frame of its direction, what the core did to
+/// `frame` (untagged IPv4 TCP without options, as the XDP program takes them), whose tuple
+/// was `key` before, to go out of interface `ifindex`. None for any other frame.
+pub fn entry(key: &FlowKey, frame: &[u8], ifindex: u32) -> Option<Offload> {
+    const IP: usize = 14;
+    const L4: usize = IP + 20;
+    if frame.len() < L4 + 18 || frame[12..14] != [0x08, 0x00] || frame[IP] != 0x45 {
+        return None;
+    }
+    let w32 = |b: &[u8]| u32::from_be_bytes([b[0], b[1], b[2], b[3]]);
+    let be16 = |p: u16| u16::from_be_bytes(p.to_ne_bytes());
+    let (old_src, old_dst) = (w32(&key.src[..4]), w32(&key.dst[..4]));
+    let (new_src, new_dst) = (w32(&frame[IP + 12..]), w32(&frame[IP + 16..]));
+    let sport = u16::from_ne_bytes([frame[L4], frame[L4 + 1]]);
+    let dport = u16::from_ne_bytes([frame[L4 + 2], frame[L4 + 3]]);
+    let addrs = checksum::delta32(old_src, new_src) + checksum::delta32(old_dst, new_dst);
+    let mut e = Offload {
+        ifindex,
+        sport,
+        dport,
+        ip_delta: addrs + checksum::TTL_DEC,
+        l4_delta: addrs
+            + checksum::delta16(be16(key.sport), be16(sport))
+            + checksum::delta16(be16(key.dport), be16(dport)),
+        ..Offload::default()
+    };
+    e.dst_mac.copy_from_slice(&frame[0..6]);
+    e.src_mac.copy_from_slice(&frame[6..12]);
+    e.src.copy_from_slice(&frame[IP + 12..IP + 16]);
+    e.dst.copy_from_slice(&frame[IP + 16..IP + 20]);
+    Some(e)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::offload::flow_key;
+    use std::net::Ipv4Addr;
+
+    /// The entry's deltas, applied as the XDP program applies them, give the checksums the
+    /// core computed: built from a frame before and after a NAT rewrite.
+    #[test]
+    fn deltas_reproduce_the_cores_checksums() {
+        use etherparse::PacketBuilder;
+        let build = |src: [u8; 4], dst: [u8; 4], sp: u16, dp: u16, ttl: u8| {
+            let mut v = Vec::new();
+            PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2])
+                .ipv4(src, dst, ttl)
+                .tcp(sp, dp, 7, 1000)
+                .ack(9)
+                .write(&mut v, b"hello")
+                .unwrap();
+            v
+        };
+        let before = build([192, 0, 2, 2], [192, 0, 2, 100], 40000, 80, 64);
+        let after = build([192, 0, 2, 2], [10, 10, 0, 11], 40000, 8080, 63);
+        let key = flow_key(
+            Ipv4Addr::new(192, 0, 2, 2),
+            Ipv4Addr::new(192, 0, 2, 100),
+            40000,
+            80,
+        )
+        .unwrap();
+        let e = entry(&key, &after, 7).unwrap();
+        let ck = |f: &[u8], at: usize| u16::from_be_bytes([f[at], f[at + 1]]);
+        assert_eq!(
+            checksum::apply(ck(&before, 24), e.ip_delta),
+            ck(&after, 24),
+            "IPv4 header checksum"
+        );
+        assert_eq!(
+            checksum::apply(ck(&before, 50), e.l4_delta),
+            ck(&after, 50),
+            "TCP checksum"
+        );
+        assert_eq!(e.dst, [10, 10, 0, 11]);
+        assert_eq!(e.dport.to_ne_bytes(), 8080u16.to_be_bytes());
+        assert_eq!(e.ifindex, 7);
+        // Not for a tagged frame.
+        let mut tagged = after.clone();
+        tagged[12..14].copy_from_slice(&[0x81, 0x00]);
+        assert!(entry(&key, &tagged, 7).is_none());
+    }
+}
