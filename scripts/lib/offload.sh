@@ -1,0 +1,57 @@
+# shellcheck shell=bash
+# The XDP fast path (`xlvsd --offload`) end to end, for scripts/tests/offload_{nat,dr}.sh.
+# Source it after testlib.sh.
+#
+#   offload_run MODE   MODE nat or dr: the web lab, GRO on the director's veth peers (a veth
+#                      takes XDP redirects only with NAPI on), xlvsd --offload, then:
+#  (a) a rate-limited 50 MB download (about 10 s) through the VIP with the ESTABLISHED
+#      timeout at 4 s (`xlvsadm --set 4 0 0`): the connection outlives its timeout because
+#      expiry asks the XDP program when it last forwarded one of its frames; the download is
+#      byte-exact; the program forwarded all but a few dozen of its frames itself (NAT: the data
+#      and the ACKs; DR: the client's ACKs, the data goes straight back);
+#  (b) after the download the FIN went through a worker: the connection is listed in a
+#      closing state;
+#  (c) 200 short requests, all answered.
+offload_run() {
+  local mode=$1 min
+  web_lab_up "$mode" 1
+  if [ "$mode" = nat ]; then
+    ip netns exec "$LAB_CLI_NS" ethtool -K eth0 gro on >/dev/null || fail "gro on the client's veth"
+    min=20000
+  else
+    min=200
+  fi
+  ip netns exec "$LAB_SW_NS" ethtool -K p-dir gro on >/dev/null || fail "gro on the switch's port to the director"
+  SUM=$(make_big "$ID" "$D/big")
+  start_rr_xlvsd --offload
+  xadm "$ID" --set 4 0 0 >/dev/null || fail "--set 4 0 0"
+
+  local off0 st0 off steered C
+  off0=$(_offload_xdp offloaded)
+  st0=$(_offload_xdp steered)
+  start_slow_download
+  sleep 6
+  download_running "6 s in (after the 4 s ESTABLISHED timeout)"
+  C=$(xadm "$ID" -L -n -c)
+  has -E "^TCP +[0-9:]+ +ESTABLISHED +$LAB_CLIENT_IP:[0-9]+ +$LAB_VIP:80 +$VICTIM_IP:80" <<<"$C" ||
+    fail "the offloaded connection is not listed ESTABLISHED 6 s into its download (timeout 4 s):
+$C"
+  finish_slow_download
+  off=$(($(_offload_xdp offloaded) - off0))
+  steered=$(($(_offload_xdp steered) - st0))
+  log "$mode: 50 MB byte-exact through an offloaded connection; the XDP program forwarded $off of its frames itself, $steered went to the workers"
+  [ "$off" -ge "$min" ] || fail "only $off frames offloaded in a 50 MB download (want >= $min)"
+  # The handshake, the FIN and its ACK, and a few that raced the entry's creation.
+  [ "$steered" -le 50 ] || fail "$steered frames of the download went to the workers (want <= 50)"
+
+  C=$(xadm "$ID" -L -n -c)
+  has -E "^TCP +[0-9:]+ +(TIME_WAIT|CLOSE|CLOSE_WAIT|FIN_WAIT|LAST_ACK) +$LAB_CLIENT_IP:[0-9]+ +$LAB_VIP:80 +$VICTIM_IP:80" <<<"$C" ||
+    fail "the finished download's connection is not in a closing state (the FIN did not reach a worker):
+$C"
+  http_burst "$ID" "http://$LAB_VIP/" 200 4 "$D/burst" || fail "burst timed out"
+  check_burst "$D/burst" 200 "200 requests with the fast path on"
+  log "200 short requests answered (rs1 $BURST_RS1, rs2 $BURST_RS2)"
+  xlvsd_alive "at the end"
+}
+
+_offload_xdp() { xadm "$ID" --xdp-stats | awk -v k="$1" '$1 == k { print $2 }'; }
