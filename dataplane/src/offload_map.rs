@@ -116,12 +116,21 @@ impl OffloadSeen for OffloadMap {
 }
 
 /// The entry that repeats, for every later frame of its direction, what the core did to
-/// `frame` (untagged IPv4 TCP without options, as the XDP program takes them), whose tuple
-/// was `key` before, to go out of interface `ifindex`. None for any other frame.
+/// `frame` (untagged IPv4 TCP or UDP without options, as the XDP program takes them), whose
+/// tuple was `key` before, to go out of interface `ifindex`. None for any other frame.
 pub fn entry(key: &FlowKey, frame: &[u8], ifindex: u32) -> Option<Offload> {
     const IP: usize = 14;
     const L4: usize = IP + 20;
-    if frame.len() < L4 + 18 || frame[12..14] != [0x08, 0x00] || frame[IP] != 0x45 {
+    let l4_len = if key.proto == xlvs_common::PROTO_UDP {
+        8
+    } else {
+        18
+    };
+    if frame.len() < L4 + l4_len
+        || frame[12..14] != [0x08, 0x00]
+        || frame[IP] != 0x45
+        || frame[IP + 9] != key.proto
+    {
         return None;
     }
     let w32 = |b: &[u8]| u32::from_be_bytes([b[0], b[1], b[2], b[3]]);
@@ -176,6 +185,7 @@ mod tests {
             Ipv4Addr::new(192, 0, 2, 100),
             40000,
             80,
+            6,
         )
         .unwrap();
         let e = entry(&key, &after, 7).unwrap();

@@ -13,7 +13,7 @@
 //!    services, sync multicast, fragments of the kernel's own traffic, IPv6 with other
 //!    extension headers, ...) → `XDP_PASS`.
 //!
-//! A steered TCP frame of an offloaded connection (`xlvsd --offload`: the `OFFLOAD` map, which
+//! A steered TCP or UDP frame of an offloaded connection (`xlvsd --offload`: the `OFFLOAD` map, which
 //! the workers fill once a connection is established) is rewritten here as the worker did it
 //! for the connection's first frames (MACs, addresses, ports, TTL, checksums by precomputed
 //! deltas) and sent out of its interface with `bpf_redirect`, without a round trip through
@@ -203,35 +203,35 @@ fn try_steer(ctx: &XdpContext) -> Option<u32> {
         // A first fragment (MF set): let the rest of the datagram follow.
         let key = frag_key(ctx, off, saddr, daddr, proto)?;
         let _ = FRAGS.insert(&key, &0, 0);
-    } else if proto == PROTO_TCP
-        && off == ETH_HLEN
+    } else if off == ETH_HLEN
         && ihl == IPV4_HLEN
-        && let Some(action) = offloaded(ctx, saddr, daddr, sport, dport)
+        && let Some(action) = offloaded(ctx, proto, saddr, daddr, sport, dport)
     {
         return Some(action);
     }
     Some(redirect(ctx))
 }
 
-/// The fast path: an untagged IPv4 TCP frame without options or fragmentation whose
+/// The fast path: an untagged IPv4 TCP or UDP frame without options or fragmentation whose
 /// direction of its connection is in `OFFLOAD` is rewritten as the entry says and redirected
 /// out of the entry's interface. None leaves it to the workers.
 #[inline(always)]
 fn offloaded(
     ctx: &XdpContext,
+    proto: u8,
     saddr: [u8; 4],
     daddr: [u8; 4],
     sport: u16,
     dport: u16,
 ) -> Option<u32> {
     const L4: usize = ETH_HLEN + IPV4_HLEN;
-    if read_u8(ctx, L4 + 13)? & TCP_SYN_FIN_RST != 0 {
+    if proto == PROTO_TCP && read_u8(ctx, L4 + 13)? & TCP_SYN_FIN_RST != 0 {
         return None;
     }
     let mut key = FlowKey {
         sport,
         dport,
-        proto: PROTO_TCP,
+        proto,
         family: FAMILY_IPV4,
         ..FlowKey::default()
     };
@@ -240,11 +240,17 @@ fn offloaded(
     let e = OFFLOAD.get_ptr_mut(&key)?;
     let eth = ptr_at::<[u8; ETH_HLEN]>(ctx, 0)?;
     let ip = ptr_at::<[u8; IPV4_HLEN]>(ctx, ETH_HLEN)?;
-    let tcp = ptr_at::<[u8; 18]>(ctx, L4)?;
+    let ports = ptr_at::<[u8; 4]>(ctx, L4)?;
+    // TCP's checksum is at 16, UDP's at 6.
+    let ck = if proto == PROTO_TCP {
+        ptr_at::<[u8; 2]>(ctx, L4 + 16)?
+    } else {
+        ptr_at::<[u8; 2]>(ctx, L4 + 6)?
+    };
     // Safety: `ptr_at` checked each header lies inside the frame; `e` points into the map's
     // value, which stays valid while the program runs. Nothing else writes the frame.
     unsafe {
-        let (e, ip, tcp, eth) = (&mut *e, &mut *ip, &mut *tcp, &mut *eth);
+        let (e, ip, ports, ck, eth) = (&mut *e, &mut *ip, &mut *ports, &mut *ck, &mut *eth);
         if ip[8] <= 1 {
             // The worker drops it and counts why.
             return None;
@@ -254,10 +260,18 @@ fn offloaded(
         ip[16..20].copy_from_slice(&e.dst);
         let c = apply(u16::from_be_bytes([ip[10], ip[11]]), e.ip_delta);
         ip[10..12].copy_from_slice(&c.to_be_bytes());
-        tcp[0..2].copy_from_slice(&e.sport.to_ne_bytes());
-        tcp[2..4].copy_from_slice(&e.dport.to_ne_bytes());
-        let c = apply(u16::from_be_bytes([tcp[16], tcp[17]]), e.l4_delta);
-        tcp[16..18].copy_from_slice(&c.to_be_bytes());
+        ports[0..2].copy_from_slice(&e.sport.to_ne_bytes());
+        ports[2..4].copy_from_slice(&e.dport.to_ne_bytes());
+        let old = u16::from_be_bytes(*ck);
+        // A UDP datagram without a checksum stays without; one that sums to zero is sent as
+        // 0xffff (RFC 768).
+        if proto == PROTO_TCP || old != 0 {
+            let mut c = apply(old, e.l4_delta);
+            if proto == PROTO_UDP && c == 0 {
+                c = 0xffff;
+            }
+            *ck = c.to_be_bytes();
+        }
         eth[0..6].copy_from_slice(&e.dst_mac);
         eth[6..12].copy_from_slice(&e.src_mac);
         // Plain adds: a flow's frames arrive on one RX queue, so one CPU at a time.

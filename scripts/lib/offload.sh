@@ -11,7 +11,10 @@
 #      and the ACKs; DR: the client's ACKs, the data goes straight back);
 #  (b) after the download the FIN went through a worker: the connection is listed in a
 #      closing state;
-#  (c) 200 short requests, all answered.
+#  (c) 200 short requests, all answered;
+#  (d) UDP: 100 datagrams from one client socket to an echo service on VIP:9000, each
+#      answered by one realserver with its payload intact (checksums rewritten by the
+#      program); from the second on the program forwards them (and, NAT, the replies).
 offload_run() {
   local mode=$1 min
   web_lab_up "$mode" 1
@@ -51,6 +54,35 @@ $C"
   http_burst "$ID" "http://$LAB_VIP/" 200 4 "$D/burst" || fail "burst timed out"
   check_burst "$D/burst" 200 "200 requests with the fast path on"
   log "200 short requests answered (rs1 $BURST_RS1, rs2 $BURST_RS2)"
+
+  lab_udp_echo "$ID" rs1 9000 || fail "udp echo rs1"
+  lab_udp_echo "$ID" rs2 9000 || fail "udp echo rs2"
+  local fwd=-m
+  [ "$mode" = dr ] && fwd=-g
+  xadm "$ID" -A -u "$LAB_VIP:9000" -s rr || fail "-A -u"
+  xadm "$ID" -a -u "$LAB_VIP:9000" -r "$LAB_RS1_IP:9000" "$fwd" || fail "-a -u rs1"
+  off0=$(_offload_xdp offloaded)
+  local out
+  out=$(lab_exec "$ID" cli python3 - "$LAB_VIP" <<'PY'
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.settimeout(2)
+ok = 0
+for i in range(100):
+    msg = b"ping-%03d" % i
+    s.sendto(msg, (sys.argv[1], 9000))
+    try:
+        d, _ = s.recvfrom(2048)
+    except socket.timeout:
+        continue
+    ok += d == b"rs1:" + msg
+print(ok)
+PY
+) || fail "the UDP client failed: $out"
+  off=$(($(_offload_xdp offloaded) - off0))
+  log "UDP: $out of 100 datagrams answered intact; the program forwarded $off frames of the flow itself"
+  [ "$out" = 100 ] || fail "UDP: $out of 100 datagrams answered intact"
+  [ "$off" -ge 90 ] || fail "UDP: the program forwarded only $off frames of the flow"
   xlvsd_alive "at the end"
 }
 

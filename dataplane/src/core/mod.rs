@@ -177,10 +177,10 @@ pub struct Core {
 struct Offloader {
     /// The driver's view of the XDP program's entries.
     seen: Box<dyn offload::OffloadSeen>,
-    /// The ESTABLISHED timeout (seconds) of the snapshot the last request was made under: an
-    /// offloaded connection is ESTABLISHED, so expiry extends it by this much from its last
-    /// frame.
-    timeout: u32,
+    /// The TCP ESTABLISHED and the UDP timeout (seconds) of the snapshot the last request was
+    /// made under: an offloaded TCP connection is ESTABLISHED, so expiry extends a connection
+    /// by its protocol's from its last frame.
+    timeouts: (u32, u32),
     /// What the last [`Core::process`] asks the driver to offload.
     request: Option<offload::OffloadRequest>,
 }
@@ -188,7 +188,7 @@ struct Offloader {
 impl std::fmt::Debug for Offloader {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Offloader")
-            .field("timeout", &self.timeout)
+            .field("timeouts", &self.timeouts)
             .field("request", &self.request)
             .finish()
     }
@@ -331,9 +331,10 @@ impl Core {
     /// IPv4 TCP connection's directions are offered to the driver one at a time
     /// ([`Core::take_offload_request`]).
     pub fn set_offload(&mut self, seen: Option<Box<dyn offload::OffloadSeen>>) {
+        let t = service::Timeouts::default();
         self.offload = seen.map(|seen| Offloader {
             seen,
-            timeout: service::Timeouts::default().tcp[TcpState::Established as usize],
+            timeouts: (t.tcp[TcpState::Established as usize], t.udp),
             request: None,
         });
     }
@@ -500,7 +501,10 @@ impl Core {
             && let Some(o) = &mut self.offload
         {
             o.request = Some(offload::OffloadRequest { key });
-            o.timeout = snap.timeouts.tcp[TcpState::Established as usize];
+            o.timeouts = (
+                snap.timeouts.tcp[TcpState::Established as usize],
+                snap.timeouts.udp,
+            );
         }
         if let Kind::Plain {
             first_frag: true,
@@ -704,7 +708,11 @@ fn expire<A: Addr>(
                         .filter_map(|k| o.seen.last_seen(&k))
                         .max()
                 {
-                    c.touch(wheel::tick_ceil(last), o.timeout);
+                    let timeout = match c.proto() {
+                        Proto::Tcp => o.timeouts.0,
+                        Proto::Udp => o.timeouts.1,
+                    };
+                    c.touch(wheel::tick_ceil(last), timeout);
                 }
             },
         );
@@ -1064,10 +1072,10 @@ fn reusable<A: Addr>(c: &Conn<A>) -> bool {
     matches!(c.state, TcpState::TimeWait | TcpState::Close)
 }
 
-/// The fast path's part of a packet on a known connection (direction `bit`): a connection
-/// that left ESTABLISHED gives its offloaded directions back; an established IPv4 TCP one
-/// whose direction is not offloaded yet asks for it on a plain frame (no SYN, FIN, RST, not a
-/// fragment) when `on`.
+/// The fast path's part of a packet on a known connection (direction `bit`): a TCP connection
+/// that left ESTABLISHED gives its offloaded directions back; an established IPv4 TCP one (or
+/// any IPv4 UDP one) whose direction is not offloaded yet asks for it on a plain frame (no
+/// SYN, FIN, RST, not a fragment) when `on`.
 #[cold]
 #[inline(never)]
 fn offer<A: Addr>(
@@ -1078,15 +1086,16 @@ fn offer<A: Addr>(
     on: bool,
     req: &mut Option<xlvs_common::FlowKey>,
 ) {
-    if c.offload != 0 && c.state != TcpState::Established {
+    let is_tcp = p.proto == Proto::Tcp;
+    if is_tcp && c.offload != 0 && c.state != TcpState::Established {
         table.unoffload(c);
         return;
     }
     if on
         && c.offload & bit == 0
-        && c.state == TcpState::Established
-        && p.proto == Proto::Tcp
-        && p.tcp_flags & (tcp::SYN | tcp::FIN | tcp::RST) == 0
+        && (!is_tcp
+            || (c.state == TcpState::Established
+                && p.tcp_flags & (tcp::SYN | tcp::FIN | tcp::RST) == 0))
         && matches!(
             p.kind,
             Kind::Plain {
@@ -1094,7 +1103,7 @@ fn offer<A: Addr>(
                 ..
             }
         )
-        && let Some(k) = offload::flow_key(p.src, p.dst, p.sport, p.dport)
+        && let Some(k) = offload::flow_key(p.src, p.dst, p.sport, p.dport, p.proto.number())
     {
         c.offload |= bit;
         *req = Some(k);

@@ -1,8 +1,9 @@
 //! The core's side of the XDP fast path (`xlvsd --offload`).
 //!
 //! The core stays the authority over every connection. Once an IPv4 TCP connection is
-//! ESTABLISHED and nobody listens for its events (no sync master counting its packets), each
-//! direction's next plain frame (no SYN, FIN or RST, not a fragment) makes [`Core::process`]
+//! ESTABLISHED (a UDP one: from its second frame) and nobody listens for its events (no sync
+//! master counting its packets), each direction's next plain frame (no SYN, FIN or RST, not a
+//! fragment) makes [`Core::process`]
 //! leave an [`OffloadRequest`]: the frame's tuple, for the driver to file in the XDP program's
 //! `OFFLOAD` map with the rewrite the core just did to that frame. From then on the program
 //! forwards that direction itself and stamps the entry with the time of its last frame.
@@ -21,7 +22,7 @@
 
 use std::net::IpAddr;
 
-use xlvs_common::{FAMILY_IPV4, FlowKey, PROTO_TCP};
+use xlvs_common::{FAMILY_IPV4, FlowKey};
 
 use super::Instant;
 use super::addr::Addr;
@@ -49,15 +50,15 @@ pub trait OffloadSeen: Send {
     fn last_seen(&mut self, key: &FlowKey) -> Option<Instant>;
 }
 
-/// The map key of a frame with this tuple: IPv4 TCP only (None for anything else).
-pub fn flow_key<A: Addr>(src: A, dst: A, sport: u16, dport: u16) -> Option<FlowKey> {
+/// The map key of a frame with this tuple and protocol: IPv4 only (None for IPv6).
+pub fn flow_key<A: Addr>(src: A, dst: A, sport: u16, dport: u16, proto: u8) -> Option<FlowKey> {
     let (IpAddr::V4(s), IpAddr::V4(d)) = (src.ip(), dst.ip()) else {
         return None;
     };
     let mut k = FlowKey {
         sport: wire(sport),
         dport: wire(dport),
-        proto: PROTO_TCP,
+        proto,
         family: FAMILY_IPV4,
         ..FlowKey::default()
     };
@@ -73,11 +74,12 @@ fn wire(port: u16) -> u16 {
 
 /// The tuples of a connection's offloaded directions.
 pub(crate) fn offloaded_keys<A: Addr>(c: &Conn<A>) -> impl Iterator<Item = FlowKey> + use<A> {
+    let proto = c.proto().number();
     let inn = (c.offload & IN != 0)
-        .then(|| flow_key(c.caddr, c.vaddr, c.cport, c.vport))
+        .then(|| flow_key(c.caddr, c.vaddr, c.cport, c.vport, proto))
         .flatten();
     let out = (c.offload & OUT != 0)
-        .then(|| flow_key(c.daddr, c.caddr, c.dport, c.cport))
+        .then(|| flow_key(c.daddr, c.caddr, c.dport, c.cport, proto))
         .flatten();
     inn.into_iter().chain(out)
 }

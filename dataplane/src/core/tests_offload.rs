@@ -62,11 +62,11 @@ fn establish(c: &mut Core, snap: &Snapshot, cport: u16) {
 }
 
 fn in_key(cport: u16) -> FlowKey {
-    flow_key(CIP, VIP, cport, 80).unwrap()
+    flow_key(CIP, VIP, cport, 80, 6).unwrap()
 }
 
 fn out_key(cport: u16) -> FlowKey {
-    flow_key(super::tests::RIP1, CIP, 8080, cport).unwrap()
+    flow_key(super::tests::RIP1, CIP, 8080, cport, 6).unwrap()
 }
 
 #[test]
@@ -169,4 +169,31 @@ fn a_dropped_frame_asks_nothing() {
         Verdict::Drop(_)
     ));
     assert_eq!(c.take_offload_request(), None);
+}
+
+#[test]
+fn a_udp_flow_is_offered_from_its_second_frame() {
+    let mut c = Core::new(Arc::new(conn::Tables::new(1 << 16)));
+    c.set_offload(Some(Box::new(Seen::default())));
+    let snap = snapshot(
+        Proto::Udp,
+        (VIP, 53),
+        &[(super::tests::RIP1, 53)],
+        Fwd::Masq,
+        "rr",
+    );
+    let dgram = || udp_frame(CLIENT_MAC, EXT_MAC, (CIP, 5353), (VIP, 53), b"q");
+    let mut f = dgram();
+    assert_eq!(c.process(t(1), &snap, &mut f, 0), Verdict::Tx(1));
+    assert_eq!(
+        c.take_offload_request(),
+        None,
+        "the first frame creates the connection"
+    );
+    let mut f = dgram();
+    assert_eq!(c.process(t(1), &snap, &mut f, 0), Verdict::Tx(1));
+    assert_eq!(
+        c.take_offload_request().map(|r| r.key),
+        flow_key(CIP, VIP, 5353, 53, 17)
+    );
 }
