@@ -50,6 +50,11 @@ pub enum Plane {
     /// layer3+4): the generator's flows arrive on both members (half each, as a switch
     /// spreads them), and every frame leaving on the bond picks its member by the hash.
     NatBond,
+    /// xlvsd, LVS-NAT as `nat`, with the XDP fast path (`--offload`): a flow's frames after
+    /// its first go through the XDP program alone.
+    NatOffload,
+    /// xlvsd, LVS-DR as `dr`, with the XDP fast path.
+    DrOffload,
 }
 
 impl Plane {
@@ -61,6 +66,8 @@ impl Plane {
             Plane::Dr => "xlvs LVS-DR",
             Plane::NatSplit => "xlvs NAT, thread/socket",
             Plane::NatBond => "xlvs NAT, 2-member bond",
+            Plane::NatOffload => "xlvs NAT, XDP fast path",
+            Plane::DrOffload => "xlvs DR, XDP fast path",
         }
     }
     pub fn key(self) -> &'static str {
@@ -71,6 +78,8 @@ impl Plane {
             Plane::Dr => "dr",
             Plane::NatSplit => "nat-split",
             Plane::NatBond => "nat-bond",
+            Plane::NatOffload => "nat-offload",
+            Plane::DrOffload => "dr-offload",
         }
     }
 }
@@ -606,8 +615,17 @@ fn start_plane(
             ns_exec(&d, &["nft", "-f", f.to_str().unwrap_or_default()])?;
             Ok(None)
         }
-        Plane::Nat | Plane::Dr | Plane::NatSplit | Plane::NatBond => {
-            let fwd = if plane == Plane::Dr { "-g" } else { "-m" };
+        Plane::Nat
+        | Plane::Dr
+        | Plane::NatSplit
+        | Plane::NatBond
+        | Plane::NatOffload
+        | Plane::DrOffload => {
+            let fwd = if matches!(plane, Plane::Dr | Plane::DrOffload) {
+                "-g"
+            } else {
+                "-m"
+            };
             let threads = if plane == Plane::NatSplit {
                 "per-socket"
             } else {
@@ -651,6 +669,9 @@ fn start_plane(
                 threads,
             ];
             args.extend(client_side);
+            if matches!(plane, Plane::NatOffload | Plane::DrOffload) {
+                args.push("--offload");
+            }
             args.extend(xlvsd_args.iter().map(String::as_str));
             let log = format!("xlvsd-{}.log", plane.key());
             let i = lab.spawn(&d, lab.dir_cpu, &args, &log, false)?;
@@ -990,6 +1011,8 @@ pub fn ratios(points: &[Point]) -> Vec<Ratio> {
             Plane::Dr,
             Plane::NatSplit,
             Plane::NatBond,
+            Plane::NatOffload,
+            Plane::DrOffload,
         ] {
             if p == vs {
                 continue;
@@ -1108,10 +1131,17 @@ pub fn run(mut a: RunArgs) -> anyhow::Result<()> {
         Some(b) => b.clone(),
         None => me.parent().map(Path::to_path_buf).unwrap_or_default(),
     };
-    if a.planes
-        .iter()
-        .any(|p| matches!(p, Plane::Nat | Plane::Dr | Plane::NatSplit | Plane::NatBond))
-        && !bin.join("xlvsd").exists()
+    if a.planes.iter().any(|p| {
+        matches!(
+            p,
+            Plane::Nat
+                | Plane::Dr
+                | Plane::NatSplit
+                | Plane::NatBond
+                | Plane::NatOffload
+                | Plane::DrOffload
+        )
+    }) && !bin.join("xlvsd").exists()
     {
         bail!(
             "no xlvsd in {} (cargo build --release -p xlvs-control, or --bin-dir)",
@@ -1158,7 +1188,7 @@ pub fn run(mut a: RunArgs) -> anyhow::Result<()> {
             );
             points.push(p);
         }
-        if a.conn_secs > 0.0 && matches!(plane, Plane::Nft | Plane::Nat) {
+        if a.conn_secs > 0.0 && matches!(plane, Plane::Nft | Plane::Nat | Plane::NatOffload) {
             let c = conn_rate(&mut lab, plane, &running, &a)
                 .with_context(|| format!("connection rate through {}", plane.label()))?;
             eprintln!(

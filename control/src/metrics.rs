@@ -270,6 +270,16 @@ pub fn workers(e: &mut Exposition, workers: &[WorkerHandle]) {
                 &st.new_conns,
             ),
             (
+                "offloaded_total",
+                "Connection directions the worker handed to the XDP fast path (--offload).",
+                &st.offloaded,
+            ),
+            (
+                "offload_refused_total",
+                "Connection directions the XDP fast path's map refused (full).",
+                &st.offload_refused,
+            ),
+            (
                 "syn_evicted_total",
                 "Half-open connections removed to make room for newer ones (--max-syn-recv).",
                 &st.syn_evicted,

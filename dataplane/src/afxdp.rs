@@ -1133,9 +1133,16 @@ impl Worker {
             );
         }
         let mut any = false;
+        let worker = self.me;
         for _ in 0..INJECT_BUDGET {
-            let Some(k) = t.take_unoffloaded() else { break };
-            map.delete(&k);
+            let Some(u) = t.take_unoffloaded() else { break };
+            // What the program forwarded is counted for the realserver now (frames without
+            // their Ethernet header, as the workers count IP bytes).
+            if let Some(v) = map.lookup(&u.key) {
+                let ip_bytes = v.bytes.saturating_sub(14 * v.packets);
+                u.dest.stats.offloaded(worker, u.out, v.packets, ip_bytes);
+            }
+            map.delete(&u.key);
             any = true;
         }
         any

@@ -10,7 +10,8 @@
 #      byte-exact; the program forwarded all but a few dozen of its frames itself (NAT: the data
 #      and the ACKs; DR: the client's ACKs, the data goes straight back);
 #  (b) after the download the FIN went through a worker: the connection is listed in a
-#      closing state;
+#      closing state, and the frames the program forwarded are in the realserver's counters
+#      (`--stats --exact`: NAT, at least the 50 MB out; DR, the client's ACKs in);
 #  (c) 200 short requests, all answered;
 #  (d) UDP: 100 datagrams from one client socket to an echo service on VIP:9000, each
 #      answered by one realserver with its payload intact (checksums rewritten by the
@@ -50,7 +51,20 @@ $C"
   C=$(xadm "$ID" -L -n -c)
   has -E "^TCP +[0-9:]+ +(TIME_WAIT|CLOSE|CLOSE_WAIT|FIN_WAIT|LAST_ACK) +$LAB_CLIENT_IP:[0-9]+ +$LAB_VIP:80 +$VICTIM_IP:80" <<<"$C" ||
     fail "the finished download's connection is not in a closing state (the FIN did not reach a worker):
-$C"
+$C
+$(xadm "$ID" --workers)"
+  local st inp outb
+  st=$(xadm "$ID" -L -n --stats --exact)
+  inp=$(awk -v r="$VICTIM_IP:80" '$1 == "->" && $2 == r && !n++ { print $4 }' <<<"$st")
+  outb=$(awk -v r="$VICTIM_IP:80" '$1 == "->" && $2 == r && !n++ { print $7 }' <<<"$st")
+  log "$VICTIM's counters after the download: InPkts $inp, OutBytes $outb"
+  if [ "$mode" = nat ]; then
+    [ "${outb:-0}" -ge 52428800 ] || fail "$VICTIM's OutBytes $outb after a 50 MB download through the fast path:
+$st"
+  else
+    [ "${inp:-0}" -ge "$off" ] || fail "$VICTIM's InPkts $inp, the program forwarded $off:
+$st"
+  fi
   http_burst "$ID" "http://$LAB_VIP/" 200 4 "$D/burst" || fail "burst timed out"
   check_burst "$D/burst" 200 "200 requests with the fast path on"
   log "200 short requests answered (rs1 $BURST_RS1, rs2 $BURST_RS2)"

@@ -128,5 +128,18 @@ pub fn workers(workers: &[WorkerHandle], conns: usize, links: Option<&Links>) ->
         }
     }
     let _ = writeln!(s, "Connections: {}", conns);
+    let sum = |f: fn(&WorkerHandle) -> &AtomicU64| -> u64 {
+        workers.iter().map(|w| f(w).load(Ordering::Relaxed)).sum()
+    };
+    let (off, refused) = (
+        sum(|w| &w.stats.offloaded),
+        sum(|w| &w.stats.offload_refused),
+    );
+    if off + refused > 0 {
+        let _ = writeln!(
+            s,
+            "Offloaded to XDP: {off} connection direction(s), {refused} refused"
+        );
+    }
     s
 }

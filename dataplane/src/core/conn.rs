@@ -539,7 +539,7 @@ pub struct ConnTable<A: Addr> {
     max: usize,
     /// Offloaded tuples whose connection changed state or left the table: the drivers take
     /// their entries out of the XDP program's map ([`ConnTable::take_unoffloaded`]).
-    unoffloaded: crossbeam::queue::ArrayQueue<xlvs_common::FlowKey>,
+    unoffloaded: crossbeam::queue::ArrayQueue<super::offload::Unoffloaded>,
     /// Set when `unoffloaded` was full: the drivers then empty the whole map.
     unoffload_overflow: std::sync::atomic::AtomicBool,
 }
@@ -730,16 +730,21 @@ impl<A: Addr> ConnTable<A> {
     /// Gives back a connection's offloaded directions: their tuples go to the queue the
     /// drivers drain (or, if it is full, the drivers are told to empty the whole map).
     pub(crate) fn unoffload(&self, c: &mut Conn<A>) {
-        for k in super::offload::offloaded_keys(c) {
-            if self.unoffloaded.push(k).is_err() {
+        for (key, out) in super::offload::offloaded_keys(c) {
+            let u = super::offload::Unoffloaded {
+                key,
+                dest: c.dest.clone(),
+                out,
+            };
+            if self.unoffloaded.push(u).is_err() {
                 self.unoffload_overflow.store(true, Ordering::Release);
             }
         }
         c.offload = 0;
     }
 
-    /// A tuple whose XDP entry must go (its connection changed state or left the table).
-    pub fn take_unoffloaded(&self) -> Option<xlvs_common::FlowKey> {
+    /// A direction whose XDP entry must go (its connection changed state or left the table).
+    pub fn take_unoffloaded(&self) -> Option<super::offload::Unoffloaded> {
         self.unoffloaded.pop()
     }
 

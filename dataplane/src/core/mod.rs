@@ -705,7 +705,7 @@ fn expire<A: Addr>(
                 // Idle since the XDP program's last frame of it, not the core's.
                 if let Some(o) = off.as_deref_mut()
                     && let Some(last) = offload::offloaded_keys(c)
-                        .filter_map(|k| o.seen.last_seen(&k))
+                        .filter_map(|(k, _)| o.seen.last_seen(&k))
                         .max()
                 {
                     let timeout = match c.proto() {

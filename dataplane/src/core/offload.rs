@@ -72,14 +72,31 @@ fn wire(port: u16) -> u16 {
     u16::from_ne_bytes(port.to_be_bytes())
 }
 
-/// The tuples of a connection's offloaded directions.
-pub(crate) fn offloaded_keys<A: Addr>(c: &Conn<A>) -> impl Iterator<Item = FlowKey> + use<A> {
+/// An offloaded direction taken back from the XDP program ([`ConnTable::take_unoffloaded`]):
+/// its entry goes, and the frames the program forwarded are counted for its realserver.
+///
+/// [`ConnTable::take_unoffloaded`]: super::conn::ConnTable::take_unoffloaded
+#[derive(Clone, Debug)]
+pub struct Unoffloaded {
+    pub key: FlowKey,
+    pub dest: std::sync::Arc<super::service::DestState>,
+    /// The realserver → director direction.
+    pub out: bool,
+}
+
+/// The tuples of a connection's offloaded directions, each with whether it is the
+/// realserver → director one.
+pub(crate) fn offloaded_keys<A: Addr>(
+    c: &Conn<A>,
+) -> impl Iterator<Item = (FlowKey, bool)> + use<A> {
     let proto = c.proto().number();
     let inn = (c.offload & IN != 0)
         .then(|| flow_key(c.caddr, c.vaddr, c.cport, c.vport, proto))
-        .flatten();
+        .flatten()
+        .map(|k| (k, false));
     let out = (c.offload & OUT != 0)
         .then(|| flow_key(c.daddr, c.caddr, c.dport, c.cport, proto))
-        .flatten();
+        .flatten()
+        .map(|k| (k, true));
     inn.into_iter().chain(out)
 }

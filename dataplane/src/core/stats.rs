@@ -75,6 +75,19 @@ impl DestCounters {
         add(&s.inbytes, bytes);
     }
 
+    /// `pkts` packets of `bytes` in all that the XDP fast path forwarded for a connection to
+    /// this realserver (`out`: from it), counted when the connection's entry is taken back.
+    pub fn offloaded(&self, worker: usize, out: bool, pkts: u64, bytes: u64) {
+        let s = self.shard(worker);
+        if out {
+            add(&s.outpkts, pkts);
+            add(&s.outbytes, bytes);
+        } else {
+            add(&s.inpkts, pkts);
+            add(&s.inbytes, bytes);
+        }
+    }
+
     /// A packet of `bytes` from the realserver (IPVS `ip_vs_out_stats`).
     #[inline(always)]
     pub fn outbound(&self, worker: usize, bytes: u64) {
