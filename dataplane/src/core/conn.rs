@@ -728,8 +728,18 @@ impl<A: Addr> ConnTable<A> {
     }
 
     /// Gives back a connection's offloaded directions: their tuples go to the queue the
-    /// drivers drain (or, if it is full, the drivers are told to empty the whole map).
+    /// drivers drain (or, if it is full, the drivers are told to empty the whole map). For a
+    /// connection that changed state or leaves the table.
     pub(crate) fn unoffload(&self, c: &mut Conn<A>) {
+        self.take_entries_back(c);
+        c.offload = 0;
+    }
+
+    /// Has the XDP entries of a connection removed but keeps its offload marks, so it is not
+    /// offered again: from now on its frames reach the workers, which refresh its deadline
+    /// (clearing the marks would leave a moment where neither the program's last frame nor
+    /// the workers' keep it alive). For a realserver gone or moved, or a sync master starting.
+    fn take_entries_back(&self, c: &Conn<A>) {
         for (key, out) in super::offload::offloaded_keys(c) {
             let u = super::offload::Unoffloaded {
                 key,
@@ -740,7 +750,6 @@ impl<A: Addr> ConnTable<A> {
                 self.unoffload_overflow.store(true, Ordering::Release);
             }
         }
-        c.offload = 0;
     }
 
     /// A direction whose XDP entry must go (its connection changed state or left the table).
@@ -1238,7 +1247,7 @@ impl<A: Addr> ConnTable<A> {
                 c.mark_unbound();
                 // Its next client packet must reach a worker.
                 if c.offload != 0 {
-                    self.unoffload(c);
+                    self.take_entries_back(c);
                 }
                 n += 1;
             }
@@ -1247,12 +1256,13 @@ impl<A: Addr> ConnTable<A> {
     }
 
     /// Takes the offloaded directions back from every connection to a realserver `which`
-    /// says (its next hop changed: the XDP entries hold the old MAC). Returns how many.
+    /// says (its next hop changed: the XDP entries hold the old MAC), for good: the workers
+    /// forward them from now on. Returns how many.
     pub fn unoffload_dests(&self, which: impl Fn(&DestState) -> bool) -> usize {
         let mut n = 0;
         self.for_each_mut(|c| {
             if c.offload != 0 && which(&c.dest) {
-                self.unoffload(c);
+                self.take_entries_back(c);
                 n += 1;
             }
         });

@@ -154,6 +154,16 @@ fn nothing_is_offloaded_while_a_sync_master_listens() {
     let mut r = reply_seg(super::tests::RIP1, 41003, ACK);
     c.process(t(2), &snap, &mut r, 1);
     assert_eq!(c.take_offload_request(), None);
+    // The master stops: the connection stays with the workers (taken back for good).
+    ob.set_listening(false);
+    c.refresh_listening();
+    let mut f = client_seg(41003, ACK);
+    c.process(t(3), &snap, &mut f, 0);
+    assert_eq!(c.take_offload_request(), None);
+    // Its deadline is the workers' (900 s from its last frame at 3 s), though the program
+    // never saw a frame of it.
+    assert_eq!(c.expire(t(17)), 0);
+    assert_eq!(c.tables().len(), 1);
 }
 
 #[test]
