@@ -287,6 +287,17 @@ impl XdpSteering {
     /// A steered frame comes back `XDP_DROP` when the queue has no socket (tests and the
     /// `xdp_steer` fuzz target rely on that), `XDP_PASS` when it is not steered.
     pub fn test_run(&self, frame: &[u8], ifindex: u32, queue: u32) -> std::io::Result<u32> {
+        self.test_run_out(frame, ifindex, queue)
+            .map(|(action, _)| action)
+    }
+
+    /// [`XdpSteering::test_run`], with the frame as the program left it.
+    pub fn test_run_out(
+        &self,
+        frame: &[u8],
+        ifindex: u32,
+        queue: u32,
+    ) -> std::io::Result<(u32, Vec<u8>)> {
         use std::os::fd::{AsFd as _, AsRawFd as _};
         let prog: &Xdp = self
             .ebpf
@@ -346,7 +357,8 @@ impl XdpSteering {
         if r < 0 {
             return Err(std::io::Error::last_os_error());
         }
-        Ok(attr.retval)
+        out.truncate(attr.data_size_out as usize);
+        Ok((attr.retval, out))
     }
 
     /// Summed per-CPU counters: [steered, passed, redirect_failed].
@@ -519,5 +531,97 @@ mod tests {
         let c = x.counters();
         assert_eq!(c[0], 0, "nothing redirected without sockets");
         assert_eq!(c[2], 5, "failed redirects counted: {c:?}");
+    }
+
+    /// The fast path: with an `OFFLOAD` entry built (as a worker builds it) from the frame
+    /// the core rewrote, the program rewrites the next frame of the flow into exactly that
+    /// frame and redirects it; a FIN, a TTL of 1 and another flow still go to the workers.
+    #[test]
+    fn the_fast_path_rewrites_as_the_core_did() {
+        if !root() {
+            eprintln!("skipped: loading an XDP program needs root");
+            return;
+        }
+        use xlvs_dataplane::core::offload::flow_key;
+        use xlvs_dataplane::offload_map::{OffloadMap, entry};
+        use xlvs_dataplane::wire::tcp::FIN;
+        let mut x = XdpSteering::load(None).expect("load");
+        x.set_keys(
+            &[
+                L4Key::v4(VIP.octets(), 80, PROTO_TCP),
+                L4Key::v4(VIP.octets(), 53, PROTO_UDP),
+            ],
+            &[],
+            &[AddrKey::v4(DIP.octets())],
+        )
+        .unwrap();
+        x.set_iface(1, 0, 1).unwrap();
+        let map = OffloadMap::new(x.offload_fd());
+        const REDIRECT: u32 = 4;
+        const DROP: u32 = 1;
+        let seg = |flags, ttl, payload: &[u8]| {
+            tcp_frame(
+                CLIENT_MAC,
+                EXT_MAC,
+                (CIP, 40000),
+                (VIP, 80),
+                flags,
+                ttl,
+                payload,
+            )
+        };
+        // What the core made of it: DNAT to RIP:8080, TTL down one, the realserver's MAC.
+        let rewritten = |flags, payload: &[u8]| {
+            tcp_frame(
+                EXT_MAC,
+                INT_MAC,
+                (CIP, 40000),
+                (RIP, 8080),
+                flags,
+                63,
+                payload,
+            )
+        };
+        let key = flow_key(CIP, VIP, 40000, 80, PROTO_TCP).unwrap();
+        let e = entry(&key, &rewritten(ACK, b"first"), 7).expect("an entry");
+        assert!(map.update(&key, &e));
+        for payload in [&b"second"[..], b"", b"a longer payload, odd length"] {
+            let (action, out) = x.test_run_out(&seg(ACK, 64, payload), 1, 0).unwrap();
+            assert_eq!(action, REDIRECT, "{payload:?}");
+            assert_eq!(out, rewritten(ACK, payload), "{payload:?}");
+        }
+        let v = map.lookup(&key).unwrap();
+        assert_eq!(v.packets, 3);
+        assert!(v.last_ns > 0);
+        // To the workers (here: no socket, dropped as steered).
+        assert_eq!(x.test_run(&seg(FIN | ACK, 64, b""), 1, 0).unwrap(), DROP);
+        assert_eq!(x.test_run(&seg(ACK, 1, b""), 1, 0).unwrap(), DROP);
+        let other = tcp_frame(CLIENT_MAC, EXT_MAC, (CIP, 40001), (VIP, 80), ACK, 64, b"");
+        assert_eq!(x.test_run(&other, 1, 0).unwrap(), DROP);
+        assert_eq!(x.counters()[3], 3, "offloaded frames counted");
+        // UDP: a datagram with a checksum gets it rewritten; one without keeps none.
+        let dgram = |dst: (Ipv4Addr, u16), mac| udp_frame(CLIENT_MAC, mac, (CIP, 5353), dst, b"q");
+        let mut want = dgram((RIP, 5300), INT_MAC);
+        want[6..12].copy_from_slice(&EXT_MAC);
+        want[22] = 63;
+        let ip_ck = xlvs_dataplane::wire::checksum::compute(&{
+            let mut h = want[14..34].to_vec();
+            h[10] = 0;
+            h[11] = 0;
+            h
+        });
+        want[24..26].copy_from_slice(&ip_ck.to_be_bytes());
+        let ukey = flow_key(CIP, VIP, 5353, 53, PROTO_UDP).unwrap();
+        let ue = entry(&ukey, &want, 7).expect("a UDP entry");
+        assert!(map.update(&ukey, &ue));
+        let (action, out) = x.test_run_out(&dgram((VIP, 53), EXT_MAC), 1, 0).unwrap();
+        assert_eq!(action, REDIRECT);
+        assert_eq!(out[..40], want[..40]);
+        assert_eq!(out[40..42], want[40..42], "the UDP checksum");
+        let mut nock = dgram((VIP, 53), EXT_MAC);
+        nock[40] = 0;
+        nock[41] = 0;
+        let (_, out) = x.test_run_out(&nock, 1, 0).unwrap();
+        assert_eq!(out[40..42], [0, 0], "no checksum stays none");
     }
 }
