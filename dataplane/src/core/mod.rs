@@ -480,10 +480,14 @@ impl Core {
             snap,
             ev: self.live.as_deref(),
             listen: self.listen,
-            offload: self.offload.is_some() && self.listen == conn::HOOKS_QUIET,
+            offload: if self.offload.is_some() && self.listen == conn::HOOKS_QUIET {
+                u8::MAX
+            } else {
+                0
+            },
         };
-        let mut req = None;
-        let action = match lookup(table, ex, at, (frame, rx_iface), &key, &p, &mut req) {
+        let mut offer_it = false;
+        let action = match lookup(table, ex, at, (frame, rx_iface), &key, &p, &mut offer_it) {
             Some(a) => a,
             None if matches!(p.kind, Kind::Plain { .. }) => {
                 let (a, evicted) = new_conn(table, ex, at, frame, &p, rx_iface)?;
@@ -497,14 +501,8 @@ impl Core {
             None => return Err(DropReason::NoConn),
         };
         let out = rewrite(snap, frame, &p, action)?;
-        if let Some(key) = req
-            && let Some(o) = &mut self.offload
-        {
-            o.request = Some(offload::OffloadRequest { key });
-            o.timeouts = (
-                snap.timeouts.tcp[TcpState::Established as usize],
-                snap.timeouts.udp,
-            );
+        if offer_it {
+            request_offload(&mut self.offload, snap, &key);
         }
         if let Kind::Plain {
             first_frag: true,
@@ -736,8 +734,9 @@ struct At<'a> {
     ev: Option<&'a Outbox>,
     /// The core's hook mask: what a client packet tests its connection's flags with.
     listen: u8,
-    /// Offer established connections to the XDP fast path.
-    offload: bool,
+    /// Offer established connections to the XDP fast path: all ones, else 0 (so that one
+    /// OR with a connection's marks tells whether a packet has fast-path work).
+    offload: u8,
 }
 
 /// A non-first fragment takes the ports its first fragment was forwarded with.
@@ -771,7 +770,7 @@ fn lookup<A: Addr>(
     (frame, rx_iface): (&[u8], IfaceId),
     key: &ConnKey<A>,
     p: &Parsed<A>,
-    req: &mut Option<xlvs_common::FlowKey>,
+    offer_it: &mut bool,
 ) -> Option<Action<A>> {
     let At {
         now,
@@ -807,8 +806,8 @@ fn lookup<A: Addr>(
                 Dir::Input
             };
             touch(c, now, snap, dir, p);
-            if c.offload != 0 || at.offload {
-                offer(table, c, p, offload::IN, at.offload, req);
+            if c.offload | at.offload != 0 {
+                *offer_it = offer(table, c, p, offload::IN, at.offload != 0);
             }
             // One test for the rare work: a connection learned from outside (bind it, learn
             // the client's hop), a state change to report, someone listening.
@@ -836,8 +835,8 @@ fn lookup<A: Addr>(
                 c.clear_no_output();
             }
             touch(c, now, snap, Dir::Output, p);
-            if c.offload != 0 || at.offload {
-                offer(table, c, p, offload::OUT, at.offload, req);
+            if c.offload | at.offload != 0 {
+                *offer_it = offer(table, c, p, offload::OUT, at.offload != 0);
             }
             c.dest.stats.outbound(worker, p.len as u64);
             let a = Action::ToClient {
@@ -1072,24 +1071,33 @@ fn reusable<A: Addr>(c: &Conn<A>) -> bool {
     matches!(c.state, TcpState::TimeWait | TcpState::Close)
 }
 
+/// Leaves the request for the frame with tuple `key` that [`lookup`] offered.
+#[cold]
+#[inline(never)]
+fn request_offload<A: Addr>(off: &mut Option<Offloader>, snap: &Snapshot, key: &ConnKey<A>) {
+    if let Some(o) = off
+        && let Some(k) = offload::flow_key(key.src, key.dst, key.sport, key.dport, key.proto)
+    {
+        o.request = Some(offload::OffloadRequest { key: k });
+        o.timeouts = (
+            snap.timeouts.tcp[TcpState::Established as usize],
+            snap.timeouts.udp,
+        );
+    }
+}
+
 /// The fast path's part of a packet on a known connection (direction `bit`): a TCP connection
 /// that left ESTABLISHED gives its offloaded directions back; an established IPv4 TCP one (or
 /// any IPv4 UDP one) whose direction is not offloaded yet asks for it on a plain frame (no
-/// SYN, FIN, RST, not a fragment) when `on`.
+/// SYN, FIN, RST, not a fragment) when `on`: then it is marked, and true says this frame
+/// is the offer.
 #[cold]
 #[inline(never)]
-fn offer<A: Addr>(
-    table: &ConnTable<A>,
-    c: &mut Conn<A>,
-    p: &Parsed<A>,
-    bit: u8,
-    on: bool,
-    req: &mut Option<xlvs_common::FlowKey>,
-) {
+fn offer<A: Addr>(table: &ConnTable<A>, c: &mut Conn<A>, p: &Parsed<A>, bit: u8, on: bool) -> bool {
     let is_tcp = p.proto == Proto::Tcp;
     if is_tcp && c.offload != 0 && c.state != TcpState::Established {
         table.unoffload(c);
-        return;
+        return false;
     }
     if on
         && c.offload & bit == 0
@@ -1103,11 +1111,12 @@ fn offer<A: Addr>(
                 ..
             }
         )
-        && let Some(k) = offload::flow_key(p.src, p.dst, p.sport, p.dport, p.proto.number())
+        && p.src.ip().is_ipv4()
     {
         c.offload |= bit;
-        *req = Some(k);
+        return true;
     }
+    false
 }
 
 /// Records a packet on a bound connection: TCP state transition (moving the realserver's
