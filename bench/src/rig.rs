@@ -70,6 +70,11 @@ impl Plane {
             Plane::DrOffload => "xlvs DR, XDP fast path",
         }
     }
+    /// Run by xlvsd (every plane but the floor and nftables).
+    pub fn is_xlvs(self) -> bool {
+        !matches!(self, Plane::Xdp | Plane::Nft)
+    }
+
     pub fn key(self) -> &'static str {
         match self {
             Plane::Xdp => "xdp",
@@ -615,12 +620,7 @@ fn start_plane(
             ns_exec(&d, &["nft", "-f", f.to_str().unwrap_or_default()])?;
             Ok(None)
         }
-        Plane::Nat
-        | Plane::Dr
-        | Plane::NatSplit
-        | Plane::NatBond
-        | Plane::NatOffload
-        | Plane::DrOffload => {
+        _ => {
             let fwd = if matches!(plane, Plane::Dr | Plane::DrOffload) {
                 "-g"
             } else {
@@ -1131,18 +1131,7 @@ pub fn run(mut a: RunArgs) -> anyhow::Result<()> {
         Some(b) => b.clone(),
         None => me.parent().map(Path::to_path_buf).unwrap_or_default(),
     };
-    if a.planes.iter().any(|p| {
-        matches!(
-            p,
-            Plane::Nat
-                | Plane::Dr
-                | Plane::NatSplit
-                | Plane::NatBond
-                | Plane::NatOffload
-                | Plane::DrOffload
-        )
-    }) && !bin.join("xlvsd").exists()
-    {
+    if a.planes.iter().any(|p| p.is_xlvs()) && !bin.join("xlvsd").exists() {
         bail!(
             "no xlvsd in {} (cargo build --release -p xlvs-control, or --bin-dir)",
             bin.display()

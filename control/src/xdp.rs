@@ -542,6 +542,7 @@ mod tests {
             eprintln!("skipped: loading an XDP program needs root");
             return;
         }
+        use xlvs_dataplane::core::conn::ConnKey;
         use xlvs_dataplane::core::offload::flow_key;
         use xlvs_dataplane::offload_map::{OffloadMap, entry};
         use xlvs_dataplane::wire::tcp::FIN;
@@ -582,7 +583,14 @@ mod tests {
                 payload,
             )
         };
-        let key = flow_key(CIP, VIP, 40000, 80, PROTO_TCP).unwrap();
+        let tuple = |sport, dst, dport, proto| ConnKey {
+            src: CIP,
+            dst,
+            sport,
+            dport,
+            proto,
+        };
+        let key = flow_key(&tuple(40000, VIP, 80, PROTO_TCP)).unwrap();
         let e = entry(&key, &rewritten(ACK, b"first"), 7).expect("an entry");
         assert!(map.update(&key, &e));
         for payload in [&b"second"[..], b"", b"a longer payload, odd length"] {
@@ -611,7 +619,7 @@ mod tests {
             h
         });
         want[24..26].copy_from_slice(&ip_ck.to_be_bytes());
-        let ukey = flow_key(CIP, VIP, 5353, 53, PROTO_UDP).unwrap();
+        let ukey = flow_key(&tuple(5353, VIP, 53, PROTO_UDP)).unwrap();
         let ue = entry(&ukey, &want, 7).expect("a UDP entry");
         assert!(map.update(&ukey, &ue));
         let (action, out) = x.test_run_out(&dgram((VIP, 53), EXT_MAC), 1, 0).unwrap();

@@ -131,6 +131,8 @@ pub struct IfaceSpec {
     /// The logical interface its frames arrive on, for the core (itself, or its bond):
     /// where replies go back and which [`Egress`](crate::bond::Egress) transmits.
     pub logical: IfaceId,
+    /// Its index: where the XDP fast path redirects the frames that leave by it.
+    pub ifindex: u32,
 }
 
 /// Counters a worker publishes once per batch (relaxed atomics: read by the control thread).
@@ -320,6 +322,7 @@ struct Bound {
     iface: PortId,
     logical: IfaceId,
     iface_name: String,
+    ifindex: u32,
     queue: u32,
     tx: TxQueue,
     rx: RxQueue,
@@ -363,6 +366,7 @@ fn bind_socket(
         iface: spec.id,
         logical: spec.logical,
         iface_name: spec.name.clone(),
+        ifindex: spec.ifindex,
         queue: q,
         tx,
         rx,
@@ -502,7 +506,7 @@ impl Dataplane {
             ifindex: (0..=PortId::MAX).map(|_| AtomicU32::new(0)).collect(),
         });
         for b in &self.bound {
-            topology.ifindex[b.iface as usize].store(ifindex(&b.iface_name), Ordering::Relaxed);
+            topology.ifindex[b.iface as usize].store(b.ifindex, Ordering::Relaxed);
         }
         let frame_span = self.config.frame_size as usize * self.config.frames_per_worker as usize;
         let hotplug = Hotplug {
@@ -683,7 +687,7 @@ impl Hotplug {
             by_port.resize(port + 1, Vec::new());
         }
         by_port[port].clear();
-        self.topology.ifindex[port].store(ifindex(&spec.name), Ordering::Relaxed);
+        self.topology.ifindex[port].store(spec.ifindex, Ordering::Relaxed);
         let mut woken = vec![false; self.nthreads];
         for mut b in bound {
             let q = b.queue;
@@ -770,14 +774,6 @@ struct Worker {
     tx_ring: u32,
     /// The XDP program's `OFFLOAD` map, with `--offload`.
     offload: Option<OffloadMap>,
-}
-
-/// An interface's index (0 if it has none).
-fn ifindex(name: &str) -> u32 {
-    std::ffi::CString::new(name)
-        // Safety: a valid NUL-terminated string.
-        .map(|c| unsafe { libc::if_nametoindex(c.as_ptr()) })
-        .unwrap_or(0)
 }
 
 fn monotonic_now() -> Instant {
@@ -1023,18 +1019,23 @@ impl Worker {
                     {
                         // The logical interface's port: itself, or a bond's member by its
                         // transmit hash over the rewritten frame.
-                        Verdict::Tx(e) => match snap.egress_port(e, data.contents()) {
-                            Some(p) => {
-                                if let Some(req) = self.core.take_offload_request() {
-                                    self.offload_flow(&req, data.contents(), p);
+                        Verdict::Tx(e) => {
+                            // Taken with every transmitted frame, so that a request never
+                            // outlives the frame it was made for.
+                            let req = self.core.take_offload_request();
+                            match snap.egress_port(e, data.contents()) {
+                                Some(p) => {
+                                    if let Some(req) = req {
+                                        self.offload_flow(&req, data.contents(), p);
+                                    }
+                                    Some(p)
                                 }
-                                Some(p)
+                                None => {
+                                    self.stats.no_egress.fetch_add(1, Ordering::Relaxed);
+                                    None
+                                }
                             }
-                            None => {
-                                self.stats.no_egress.fetch_add(1, Ordering::Relaxed);
-                                None
-                            }
-                        },
+                        }
                         Verdict::Drop(_) => None,
                     }
                 };
@@ -1082,7 +1083,7 @@ impl Worker {
             busy = true;
         }
 
-        if self.offload.is_some() && self.take_back_offloads() {
+        if self.take_back_offloads() {
             busy = true;
         }
 
@@ -1140,7 +1141,7 @@ impl Worker {
             // their Ethernet header, as the workers count IP bytes).
             if let Some(v) = map.lookup(&u.key) {
                 let ip_bytes = v.bytes.saturating_sub(14 * v.packets);
-                u.dest.stats.offloaded(worker, u.out, v.packets, ip_bytes);
+                u.dest.stats.packets(worker, u.out, v.packets, ip_bytes);
             }
             map.delete(&u.key);
             any = true;

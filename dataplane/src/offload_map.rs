@@ -180,13 +180,13 @@ mod tests {
         };
         let before = build([192, 0, 2, 2], [192, 0, 2, 100], 40000, 80, 64);
         let after = build([192, 0, 2, 2], [10, 10, 0, 11], 40000, 8080, 63);
-        let key = flow_key(
-            Ipv4Addr::new(192, 0, 2, 2),
-            Ipv4Addr::new(192, 0, 2, 100),
-            40000,
-            80,
-            6,
-        )
+        let key = flow_key(&crate::core::conn::ConnKey {
+            src: Ipv4Addr::new(192, 0, 2, 2),
+            dst: Ipv4Addr::new(192, 0, 2, 100),
+            sport: 40000,
+            dport: 80,
+            proto: 6,
+        })
         .unwrap();
         let e = entry(&key, &after, 7).unwrap();
         let ck = |f: &[u8], at: usize| u16::from_be_bytes([f[at], f[at + 1]]);

@@ -19,7 +19,7 @@ use aya_ebpf::{
     maps::{Array, XskMap},
     programs::XdpContext,
 };
-use rt::ptr_at;
+use rt::{fold, ptr_at};
 use xlvs_common::{FwdConfig, MAX_QUEUES, PROTO_TCP, PROTO_UDP};
 
 #[map(name = "SINK_XSKS")]
@@ -59,14 +59,6 @@ pub fn xlvs_sink(ctx: XdpContext) -> u32 {
     SINK_XSKS
         .redirect(ctx.rx_queue_index(), xdp_action::XDP_PASS as u64)
         .unwrap_or(xdp_action::XDP_PASS)
-}
-
-/// One's-complement sum of 16-bit words, folded.
-#[inline(always)]
-fn fold(mut s: u32) -> u16 {
-    s = (s & 0xffff) + (s >> 16);
-    s = (s & 0xffff) + (s >> 16);
-    s as u16
 }
 
 /// RFC 1624 eqn. 3: the checksum after a 32-bit field changes from `old` to `new`.

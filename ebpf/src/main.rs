@@ -41,7 +41,7 @@ use aya_ebpf::{
     maps::{HashMap, LruHashMap, PerCpuArray, XskMap},
     programs::XdpContext,
 };
-use rt::ptr_at;
+use rt::{fold, ptr_at};
 use xlvs_common::{
     AddrKey, COUNTERS, Counter, FAMILY_IPV4, FAMILY_IPV6, FRAGS_MAX, FlowKey, FragKey, IfaceSlot,
     L4Key, LOCAL_ADDRS_MAX, MAX_STEER_KEYS, OFFLOAD_MAX, Offload, PROTO_ICMP, PROTO_TCP, PROTO_UDP,
@@ -228,15 +228,7 @@ fn offloaded(
     if proto == PROTO_TCP && read_u8(ctx, L4 + 13)? & TCP_SYN_FIN_RST != 0 {
         return None;
     }
-    let mut key = FlowKey {
-        sport,
-        dport,
-        proto,
-        family: FAMILY_IPV4,
-        ..FlowKey::default()
-    };
-    key.src[..4].copy_from_slice(&saddr);
-    key.dst[..4].copy_from_slice(&daddr);
+    let key = FlowKey::v4_raw(saddr, daddr, sport, dport, proto);
     let e = OFFLOAD.get_ptr_mut(&key)?;
     let eth = ptr_at::<[u8; ETH_HLEN]>(ctx, 0)?;
     let ip = ptr_at::<[u8; IPV4_HLEN]>(ctx, ETH_HLEN)?;
@@ -286,10 +278,7 @@ fn offloaded(
 /// A checksum after changes whose one's-complement sum is `delta` (RFC 1624 eqn. 3).
 #[inline(always)]
 fn apply(check: u16, delta: u32) -> u16 {
-    let mut s = (!check) as u32 + delta;
-    s = (s & 0xffff) + (s >> 16);
-    s = (s & 0xffff) + (s >> 16);
-    !(s as u16)
+    !fold((!check) as u32 + delta)
 }
 
 /// The IPv6 counterpart of [`try_steer`]: the fixed header, then at most a fragment header

@@ -1,5 +1,5 @@
 //! What both XDP objects (`main.rs`, the product; `bench.rs`, the rig's) need: bounds-checked
-//! frame access, the panic handler and the license section.
+//! frame access, the one's-complement fold, the panic handler and the license section.
 
 use aya_ebpf::programs::XdpContext;
 
@@ -21,6 +21,14 @@ pub fn ptr_at<T>(ctx: &XdpContext, off: usize) -> Option<*mut T> {
         return None;
     }
     Some((start + off) as *mut T)
+}
+
+/// One's-complement sum of 16-bit words, folded.
+#[inline(always)]
+pub fn fold(mut s: u32) -> u16 {
+    s = (s & 0xffff) + (s >> 16);
+    s = (s & 0xffff) + (s >> 16);
+    s as u16
 }
 
 #[cfg(not(test))]

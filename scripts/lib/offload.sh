@@ -31,8 +31,8 @@ offload_run() {
   xadm "$ID" --set 4 0 0 >/dev/null || fail "--set 4 0 0"
 
   local off0 st0 off steered C
-  off0=$(_offload_xdp offloaded)
-  st0=$(_offload_xdp steered)
+  off0=$(xdp_stat "$ID" offloaded)
+  st0=$(xdp_stat "$ID" steered)
   start_slow_download
   sleep 6
   download_running "6 s in (after the 4 s ESTABLISHED timeout)"
@@ -41,8 +41,8 @@ offload_run() {
     fail "the offloaded connection is not listed ESTABLISHED 6 s into its download (timeout 4 s):
 $C"
   finish_slow_download
-  off=$(($(_offload_xdp offloaded) - off0))
-  steered=$(($(_offload_xdp steered) - st0))
+  off=$(($(xdp_stat "$ID" offloaded) - off0))
+  steered=$(($(xdp_stat "$ID" steered) - st0))
   log "$mode: 50 MB byte-exact through an offloaded connection; the XDP program forwarded $off of its frames itself, $steered went to the workers"
   [ "$off" -ge "$min" ] || fail "only $off frames offloaded in a 50 MB download (want >= $min)"
   # The handshake, the FIN and its ACK, and a few that raced the entry's creation.
@@ -55,8 +55,8 @@ $C
 $(xadm "$ID" --workers)"
   local st inp outb
   st=$(xadm "$ID" -L -n --stats --exact)
-  inp=$(awk -v r="$VICTIM_IP:80" '$1 == "->" && $2 == r && !n++ { print $4 }' <<<"$st")
-  outb=$(awk -v r="$VICTIM_IP:80" '$1 == "->" && $2 == r && !n++ { print $7 }' <<<"$st")
+  inp=$(lvs_dest_field "$st" "TCP $LAB_VIP:80" "$VICTIM_IP:80" InPkts)
+  outb=$(lvs_dest_field "$st" "TCP $LAB_VIP:80" "$VICTIM_IP:80" OutBytes)
   log "$VICTIM's counters after the download: InPkts $inp, OutBytes $outb"
   if [ "$mode" = nat ]; then
     [ "${outb:-0}" -ge 52428800 ] || fail "$VICTIM's OutBytes $outb after a 50 MB download through the fast path:
@@ -75,7 +75,7 @@ $st"
   [ "$mode" = dr ] && fwd=-g
   xadm "$ID" -A -u "$LAB_VIP:9000" -s rr || fail "-A -u"
   xadm "$ID" -a -u "$LAB_VIP:9000" -r "$LAB_RS1_IP:9000" "$fwd" || fail "-a -u rs1"
-  off0=$(_offload_xdp offloaded)
+  off0=$(xdp_stat "$ID" offloaded)
   local out
   out=$(lab_exec "$ID" cli python3 - "$LAB_VIP" <<'PY'
 import socket, sys
@@ -93,11 +93,9 @@ for i in range(100):
 print(ok)
 PY
 ) || fail "the UDP client failed: $out"
-  off=$(($(_offload_xdp offloaded) - off0))
+  off=$(($(xdp_stat "$ID" offloaded) - off0))
   log "UDP: $out of 100 datagrams answered intact; the program forwarded $off frames of the flow itself"
   [ "$out" = 100 ] || fail "UDP: $out of 100 datagrams answered intact"
   [ "$off" -ge 90 ] || fail "UDP: the program forwarded only $off frames of the flow"
   xlvsd_alive "at the end"
 }
-
-_offload_xdp() { xadm "$ID" --xdp-stats | awk -v k="$1" '$1 == k { print $2 }'; }

@@ -99,8 +99,8 @@ SCENARIO
     sleep 0.2
   done
   PG_XLVS_CONNS=$(awk -v s="UDP $LAB_VIP:9" '$1 " " $2 == s && !n++ { print $3 }' <<<"$L")
-  PG_XLVS_RS1=$(awk -v r="$LAB_RS1_IP:9" '$1 == "->" && $2 == r && !n++ { print $4 }' <<<"$L")
-  PG_XLVS_RS2=$(awk -v r="$LAB_RS2_IP:9" '$1 == "->" && $2 == r && !n++ { print $4 }' <<<"$L")
+  PG_XLVS_RS1=$(lvs_dest_field "$L" "UDP $LAB_VIP:9" "$LAB_RS1_IP:9" InPkts)
+  PG_XLVS_RS2=$(lvs_dest_field "$L" "UDP $LAB_VIP:9" "$LAB_RS2_IP:9" InPkts)
   PG_RS1=$(_pg_counter "$LAB_RS1_NS")
   PG_RS2=$(_pg_counter "$LAB_RS2_NS")
   PG_LISTING=$L

@@ -282,6 +282,12 @@ xlvsadm() {
   timeout 10 "$XLVSADM" --control "$(xlvs_sock "$id")" "$@"
 }
 
+# xdp_stat ID NAME: counter NAME of `xlvsadm --xdp-stats` (steered, passed,
+# redirect_failed, offloaded).
+xdp_stat() {
+  xadm "$1" --xdp-stats | awk -v k="$2" '$1 == k { print $2 }'
+}
+
 # xadm ID ARGS...: xlvsadm that must succeed; prints its stdout.
 xadm() {
   local out rc=0 id=$1
@@ -292,17 +298,19 @@ xadm() {
 }
 
 # lvs_dest_field LISTING SERVICE DEST COL: from `xlvsadm -L -n` output,
-# column COL (Forward|Weight|ActiveConn|InActConn) of DEST (addr:port)
-# under SERVICE ("TCP 192.0.2.100:80" / "UDP ..."). Prints nothing if absent.
+# column COL (Forward|Weight|ActiveConn|InActConn; from `-L -n --stats`:
+# Conns|InPkts|OutPkts|InBytes|OutBytes) of DEST (addr:port) under SERVICE
+# ("TCP 192.0.2.100:80" / "UDP ..."). Prints nothing if absent.
 lvs_dest_field() {
   local col
   case "$4" in
     Forward) col=3 ;; Weight) col=4 ;; ActiveConn) col=5 ;; InActConn) col=6 ;;
+    Conns) col=3 ;; InPkts) col=4 ;; OutPkts) col=5 ;; InBytes) col=6 ;; OutBytes) col=7 ;;
     *) fail "lvs_dest_field: bad column $4" ;;
   esac
   printf '%s\n' "$1" | awk -v svc="$2" -v dest="$3" -v col="$col" '
     $1 == "TCP" || $1 == "UDP" || $1 == "FWM" { cur = $1 " " $2; next }
-    $1 == "->" && cur == svc && $2 == dest { print $col; exit }'
+    $1 == "->" && cur == svc && $2 == dest && !n++ { print $col }'
 }
 
 # sighup_and_wait PATTERN: SIGHUP xlvsd, wait (bounded) for a new log line

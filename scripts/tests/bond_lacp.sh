@@ -138,6 +138,6 @@ xadm "$ID" -C >/dev/null
 xadm "$ID" -A -t "$BOND_VIP:80" -s rr >/dev/null
 for rip in "$BOND_RS1_IP" "$BOND_RS2_IP"; do xadm "$ID" -a -t "$BOND_VIP:80" -r "$rip:80" -g >/dev/null; done
 round DR
-passed=$(xadm "$ID" --xdp-stats | awk '$1 == "passed" { print $2 }')
+passed=$(xdp_stat "$ID" passed)
 log "the XDP program passed $passed frames to the kernel (LACPDUs, ARP)"
 pass

@@ -113,6 +113,7 @@ impl Workers for AfXdpWorkers {
             name: name.to_string(),
             queues,
             logical,
+            ifindex: f.ifindex,
         };
         let added = self
             .hotplug
@@ -187,6 +188,7 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
             name: f.name.clone(),
             queues: f.rx_queues.min(xlvs_common::MAX_QUEUES),
             logical: plan.ports[i].1,
+            ifindex: f.ifindex,
         })
         .collect();
     // One worker per (interface, RX queue): each counts in its own shard of every

@@ -56,6 +56,10 @@ pub fn workers(workers: &[WorkerHandle], conns: usize, links: Option<&Links>) ->
             let _ = writeln!(s, "  {:<14} {n}", r.name());
         }
     }
+    // A counter summed over the workers.
+    let sum = |f: fn(&WorkerHandle) -> &AtomicU64| -> u64 {
+        workers.iter().map(|w| f(w).load(Ordering::Relaxed)).sum()
+    };
     for (name, counter) in [
         (
             "inbox_full",
@@ -64,10 +68,7 @@ pub fn workers(workers: &[WorkerHandle], conns: usize, links: Option<&Links>) ->
         ("no_egress", |w| &w.stats.no_egress),
         ("syn_evicted", |w| &w.stats.syn_evicted),
     ] {
-        let n: u64 = workers
-            .iter()
-            .map(|w| counter(w).load(Ordering::Relaxed))
-            .sum();
+        let n = sum(counter);
         if n > 0 {
             let _ = writeln!(s, "  {name:<14} {n}");
         }
@@ -128,9 +129,6 @@ pub fn workers(workers: &[WorkerHandle], conns: usize, links: Option<&Links>) ->
         }
     }
     let _ = writeln!(s, "Connections: {}", conns);
-    let sum = |f: fn(&WorkerHandle) -> &AtomicU64| -> u64 {
-        workers.iter().map(|w| f(w).load(Ordering::Relaxed)).sum()
-    };
     let (off, refused) = (
         sum(|w| &w.stats.offloaded),
         sum(|w| &w.stats.offload_refused),

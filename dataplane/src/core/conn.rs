@@ -538,8 +538,9 @@ pub struct ConnTable<A: Addr> {
     n_templates: AtomicUsize,
     max: usize,
     /// Offloaded tuples whose connection changed state or left the table: the drivers take
-    /// their entries out of the XDP program's map ([`ConnTable::take_unoffloaded`]).
-    unoffloaded: crossbeam::queue::ArrayQueue<super::offload::Unoffloaded>,
+    /// their entries out of the XDP program's map ([`ConnTable::take_unoffloaded`]). Made
+    /// with the first one (4 MB: a table without the fast path never pays for it).
+    unoffloaded: std::sync::OnceLock<crossbeam::queue::ArrayQueue<super::offload::Unoffloaded>>,
     /// Set when `unoffloaded` was full: the drivers then empty the whole map.
     unoffload_overflow: std::sync::atomic::AtomicBool,
 }
@@ -722,7 +723,7 @@ impl<A: Addr> ConnTable<A> {
             conns: AtomicUsize::new(0),
             n_templates: AtomicUsize::new(0),
             max,
-            unoffloaded: crossbeam::queue::ArrayQueue::new(UNOFFLOAD_QUEUE),
+            unoffloaded: std::sync::OnceLock::new(),
             unoffload_overflow: std::sync::atomic::AtomicBool::new(false),
         }
     }
@@ -746,7 +747,10 @@ impl<A: Addr> ConnTable<A> {
                 dest: c.dest.clone(),
                 out,
             };
-            if self.unoffloaded.push(u).is_err() {
+            let q = self
+                .unoffloaded
+                .get_or_init(|| crossbeam::queue::ArrayQueue::new(UNOFFLOAD_QUEUE));
+            if q.push(u).is_err() {
                 self.unoffload_overflow.store(true, Ordering::Release);
             }
         }
@@ -754,7 +758,7 @@ impl<A: Addr> ConnTable<A> {
 
     /// A direction whose XDP entry must go (its connection changed state or left the table).
     pub fn take_unoffloaded(&self) -> Option<super::offload::Unoffloaded> {
-        self.unoffloaded.pop()
+        self.unoffloaded.get()?.pop()
     }
 
     /// Whether the queue of [`ConnTable::take_unoffloaded`] overflowed since the last call:

@@ -171,6 +171,10 @@ pub struct Core {
     last_origin: Option<(std::net::IpAddr, conn::Origin)>,
     /// The XDP fast path, when on ([`Core::set_offload`]).
     offload: Option<Offloader>,
+    /// All ones while the fast path is on and nobody listens for events, else 0: what a
+    /// packet tests its connection's marks with ([`At::offload`]), kept up to date with
+    /// `offload` and `listen` rather than worked out per packet.
+    offer_mask: u8,
 }
 
 /// The XDP fast path's state in a core ([`offload`]).
@@ -323,7 +327,17 @@ impl Core {
             listen: conn::HOOKS_QUIET,
             last_origin: None,
             offload: None,
+            offer_mask: 0,
         }
+    }
+
+    /// Brings `offer_mask` in line with `offload` and `listen`.
+    fn update_offer_mask(&mut self) {
+        self.offer_mask = if self.offload.is_some() && self.listen == conn::HOOKS_QUIET {
+            u8::MAX
+        } else {
+            0
+        };
     }
 
     /// Turns the XDP fast path on (`Some`: the driver's view of the program's entries) or off
@@ -337,6 +351,7 @@ impl Core {
             timeouts: (t.tcp[TcpState::Established as usize], t.udp),
             request: None,
         });
+        self.update_offer_mask();
     }
 
     /// The direction the last [`Core::process`] call asks the driver to offload, if any: the
@@ -389,6 +404,7 @@ impl Core {
             } else {
                 conn::HOOKS_QUIET
             };
+            self.update_offer_mask();
         }
     }
 
@@ -416,12 +432,7 @@ impl Core {
         self.stats.rx += 1;
         let v = match self.forward(now, snap, frame, rx_iface) {
             Ok(iface) => Verdict::Tx(iface),
-            Err(r) => {
-                if let Some(o) = &mut self.offload {
-                    o.request = None;
-                }
-                Verdict::Drop(r)
-            }
+            Err(r) => Verdict::Drop(r),
         };
         match v {
             Verdict::Tx(_) => self.stats.tx += 1,
@@ -480,11 +491,7 @@ impl Core {
             snap,
             ev: self.live.as_deref(),
             listen: self.listen,
-            offload: if self.offload.is_some() && self.listen == conn::HOOKS_QUIET {
-                u8::MAX
-            } else {
-                0
-            },
+            offload: self.offer_mask,
         };
         let mut offer_it = false;
         let action = match lookup(table, ex, at, (frame, rx_iface), &key, &p, &mut offer_it) {
@@ -602,36 +609,23 @@ impl Core {
     /// the rest wait for the next call). Returns the number of entries fired: non-zero means
     /// there may be more to do.
     pub fn expire_some(&mut self, now: Instant) -> usize {
-        let ev = self.live.as_deref();
-        let mut off = self.offload.as_mut();
-        let a = expire(
-            &self.tables.v4,
-            &mut self.expiry.v4,
-            now,
-            EXPIRY_BUDGET,
-            ev,
-            &mut off,
-        );
-        let b = expire(
-            &self.tables.v6,
-            &mut self.expiry.v6,
-            now,
-            EXPIRY_BUDGET,
-            ev,
-            &mut off,
-        );
-        a.fired + b.fired
+        self.expire_families(now, EXPIRY_BUDGET).fired
     }
 
     /// Fires every due entry (tests and shutdown); returns the number of connections removed.
     pub fn expire(&mut self, now: Instant) -> usize {
+        self.expire_families(now, usize::MAX).removed
+    }
+
+    /// [`expire`] over both families' tables and wheels, at most `budget` entries each.
+    fn expire_families(&mut self, now: Instant, budget: usize) -> Expired {
         let ev = self.live.as_deref();
         let mut off = self.offload.as_mut();
         let a = expire(
             &self.tables.v4,
             &mut self.expiry.v4,
             now,
-            usize::MAX,
+            budget,
             ev,
             &mut off,
         );
@@ -639,11 +633,14 @@ impl Core {
             &self.tables.v6,
             &mut self.expiry.v6,
             now,
-            usize::MAX,
+            budget,
             ev,
             &mut off,
         );
-        a.removed + b.removed
+        Expired {
+            fired: a.fired + b.fired,
+            removed: a.removed + b.removed,
+        }
     }
 
     /// When this worker's timing wheels (connections and templates, both families) next have
@@ -1076,7 +1073,7 @@ fn reusable<A: Addr>(c: &Conn<A>) -> bool {
 #[inline(never)]
 fn request_offload<A: Addr>(off: &mut Option<Offloader>, snap: &Snapshot, key: &ConnKey<A>) {
     if let Some(o) = off
-        && let Some(k) = offload::flow_key(key.src, key.dst, key.sport, key.dport, key.proto)
+        && let Some(k) = offload::flow_key(key)
     {
         o.request = Some(offload::OffloadRequest { key: k });
         o.timeouts = (

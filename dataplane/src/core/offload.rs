@@ -22,11 +22,11 @@
 
 use std::net::IpAddr;
 
-use xlvs_common::{FAMILY_IPV4, FlowKey};
+use xlvs_common::FlowKey;
 
 use super::Instant;
 use super::addr::Addr;
-use super::conn::Conn;
+use super::conn::{Conn, ConnKey};
 
 /// The client → director direction of a connection is offloaded.
 pub const IN: u8 = 1;
@@ -50,26 +50,19 @@ pub trait OffloadSeen: Send {
     fn last_seen(&mut self, key: &FlowKey) -> Option<Instant>;
 }
 
-/// The map key of a frame with this tuple and protocol: IPv4 only (None for IPv6).
-pub fn flow_key<A: Addr>(src: A, dst: A, sport: u16, dport: u16, proto: u8) -> Option<FlowKey> {
-    let (IpAddr::V4(s), IpAddr::V4(d)) = (src.ip(), dst.ip()) else {
+/// The map key of a frame with tuple `k`: IPv4 only (None for IPv6).
+pub fn flow_key<A: Addr>(k: &ConnKey<A>) -> Option<FlowKey> {
+    let (IpAddr::V4(s), IpAddr::V4(d)) = (k.src.ip(), k.dst.ip()) else {
         return None;
     };
-    let mut k = FlowKey {
-        sport: wire(sport),
-        dport: wire(dport),
-        proto,
-        family: FAMILY_IPV4,
-        ..FlowKey::default()
-    };
-    k.src[..4].copy_from_slice(&s.octets());
-    k.dst[..4].copy_from_slice(&d.octets());
-    Some(k)
-}
-
-/// A port as the XDP program reads it: the wire's two bytes in host order.
-fn wire(port: u16) -> u16 {
-    u16::from_ne_bytes(port.to_be_bytes())
+    // Ports as the XDP program reads them: the wire's two bytes.
+    Some(FlowKey::v4_raw(
+        s.octets(),
+        d.octets(),
+        k.sport.to_be(),
+        k.dport.to_be(),
+        k.proto,
+    ))
 }
 
 /// An offloaded direction taken back from the XDP program ([`ConnTable::take_unoffloaded`]):
@@ -89,13 +82,12 @@ pub struct Unoffloaded {
 pub(crate) fn offloaded_keys<A: Addr>(
     c: &Conn<A>,
 ) -> impl Iterator<Item = (FlowKey, bool)> + use<A> {
-    let proto = c.proto().number();
     let inn = (c.offload & IN != 0)
-        .then(|| flow_key(c.caddr, c.vaddr, c.cport, c.vport, proto))
+        .then(|| flow_key(&c.in_key()))
         .flatten()
         .map(|k| (k, false));
     let out = (c.offload & OUT != 0)
-        .then(|| flow_key(c.daddr, c.caddr, c.dport, c.cport, proto))
+        .then(|| flow_key(&c.out_key()))
         .flatten()
         .map(|k| (k, true));
     inn.into_iter().chain(out)

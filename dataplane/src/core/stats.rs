@@ -70,14 +70,20 @@ impl DestCounters {
     /// A packet of `bytes` (its IP length) from the client (IPVS `ip_vs_in_stats`).
     #[inline(always)]
     pub fn inbound(&self, worker: usize, bytes: u64) {
-        let s = self.shard(worker);
-        add(&s.inpkts, 1);
-        add(&s.inbytes, bytes);
+        self.packets(worker, false, 1, bytes);
     }
 
-    /// `pkts` packets of `bytes` in all that the XDP fast path forwarded for a connection to
-    /// this realserver (`out`: from it), counted when the connection's entry is taken back.
-    pub fn offloaded(&self, worker: usize, out: bool, pkts: u64, bytes: u64) {
+    /// A packet of `bytes` from the realserver (IPVS `ip_vs_out_stats`).
+    #[inline(always)]
+    pub fn outbound(&self, worker: usize, bytes: u64) {
+        self.packets(worker, true, 1, bytes);
+    }
+
+    /// `pkts` packets of `bytes` (IP lengths) in all, from the realserver if `out`, else from
+    /// the client: one packet as the workers forward it, or what the XDP fast path forwarded
+    /// for a connection, counted when its entry is taken back.
+    #[inline(always)]
+    pub fn packets(&self, worker: usize, out: bool, pkts: u64, bytes: u64) {
         let s = self.shard(worker);
         if out {
             add(&s.outpkts, pkts);
@@ -86,14 +92,6 @@ impl DestCounters {
             add(&s.inpkts, pkts);
             add(&s.inbytes, bytes);
         }
-    }
-
-    /// A packet of `bytes` from the realserver (IPVS `ip_vs_out_stats`).
-    #[inline(always)]
-    pub fn outbound(&self, worker: usize, bytes: u64) {
-        let s = self.shard(worker);
-        add(&s.outpkts, 1);
-        add(&s.outbytes, bytes);
     }
 
     /// The sum over the workers.

@@ -2,6 +2,7 @@
 //! program's entries and an injected clock.
 
 use std::collections::HashMap;
+use std::net::Ipv4Addr;
 use std::sync::{Arc, Mutex};
 
 use xlvs_common::FlowKey;
@@ -22,18 +23,35 @@ impl OffloadSeen for Seen {
     }
 }
 
-fn nat_core() -> (Core, Seen, Snapshot) {
+/// A core with the fast path on and a NAT service `vport` → RIP1:`rport` of `proto`.
+fn offload_core(proto: Proto, vport: u16, rport: u16) -> (Core, Seen, Snapshot) {
     let mut c = Core::new(Arc::new(conn::Tables::new(1 << 16)));
     let seen = Seen::default();
     c.set_offload(Some(Box::new(seen.clone())));
     let snap = snapshot(
-        Proto::Tcp,
-        (VIP, 80),
-        &[(super::tests::RIP1, 8080)],
+        proto,
+        (VIP, vport),
+        &[(super::tests::RIP1, rport)],
         Fwd::Masq,
         "rr",
     );
     (c, seen, snap)
+}
+
+fn nat_core() -> (Core, Seen, Snapshot) {
+    offload_core(Proto::Tcp, 80, 8080)
+}
+
+/// The map key of a frame from `src`:`sport` to `dst`:`dport`.
+fn fk(src: Ipv4Addr, sport: u16, dst: Ipv4Addr, dport: u16, proto: u8) -> FlowKey {
+    flow_key(&conn::ConnKey {
+        src,
+        dst,
+        sport,
+        dport,
+        proto,
+    })
+    .unwrap()
 }
 
 /// SYN, SYN-ACK, ACK: an established connection from client port `cport`. The handshake's
@@ -62,11 +80,11 @@ fn establish(c: &mut Core, snap: &Snapshot, cport: u16) {
 }
 
 fn in_key(cport: u16) -> FlowKey {
-    flow_key(CIP, VIP, cport, 80, 6).unwrap()
+    fk(CIP, cport, VIP, 80, 6)
 }
 
 fn out_key(cport: u16) -> FlowKey {
-    flow_key(super::tests::RIP1, CIP, 8080, cport, 6).unwrap()
+    fk(super::tests::RIP1, 8080, CIP, cport, 6)
 }
 
 #[test]
@@ -192,15 +210,7 @@ fn a_dropped_frame_asks_nothing() {
 
 #[test]
 fn a_udp_flow_is_offered_from_its_second_frame() {
-    let mut c = Core::new(Arc::new(conn::Tables::new(1 << 16)));
-    c.set_offload(Some(Box::new(Seen::default())));
-    let snap = snapshot(
-        Proto::Udp,
-        (VIP, 53),
-        &[(super::tests::RIP1, 53)],
-        Fwd::Masq,
-        "rr",
-    );
+    let (mut c, _, snap) = offload_core(Proto::Udp, 53, 53);
     let dgram = || udp_frame(CLIENT_MAC, EXT_MAC, (CIP, 5353), (VIP, 53), b"q");
     let mut f = dgram();
     assert_eq!(c.process(t(1), &snap, &mut f, 0), Verdict::Tx(1));
@@ -213,6 +223,6 @@ fn a_udp_flow_is_offered_from_its_second_frame() {
     assert_eq!(c.process(t(1), &snap, &mut f, 0), Verdict::Tx(1));
     assert_eq!(
         c.take_offload_request().map(|r| r.key),
-        flow_key(CIP, VIP, 5353, 53, 17)
+        Some(fk(CIP, 5353, VIP, 53, 17))
     );
 }

@@ -225,6 +225,21 @@ pub struct FlowKey {
     pub _pad: [u8; 2],
 }
 
+impl FlowKey {
+    /// Key for an IPv4 tuple; ports as on the wire (network byte order).
+    pub const fn v4_raw(src: [u8; 4], dst: [u8; 4], sport: u16, dport: u16, proto: u8) -> Self {
+        FlowKey {
+            src: AddrKey::v4(src).addr,
+            dst: AddrKey::v4(dst).addr,
+            sport,
+            dport,
+            proto,
+            family: FAMILY_IPV4,
+            _pad: [0; 2],
+        }
+    }
+}
+
 /// Value of [`MAP_OFFLOAD`]: the rewrite a worker did for the first frame of this direction,
 /// to be repeated for every later one, and what the program reports back.
 #[repr(C)]
