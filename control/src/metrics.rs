@@ -384,6 +384,12 @@ pub fn globals(
             v,
         );
     }
+    e.counter(
+        "xdp_sync_handed_total",
+        "Frames of offloaded connections the XDP program handed to a worker (counted in the steered ones) because the IPVS sync rule picks them, so that the sync master reports their connections.",
+        &[],
+        xdp[4],
+    );
     e.gauge(
         "connections",
         "Connections in the table (persistence templates not included).",
@@ -519,7 +525,7 @@ mod tests {
         .unwrap();
         let mut e = Exposition::default();
         table(&mut e, &t);
-        globals(&mut e, [5, 6, 0, 3], 2, 1);
+        globals(&mut e, [5, 6, 0, 3, 4], 2, 1);
         e.gauge("test_escape", "Escaping.", &[("v", "a\"b\\c\nd".into())], 1);
         let text = e.render();
         assert!(text.contains(
@@ -529,6 +535,7 @@ mod tests {
             "xlvs_service_connections_total{proto=\"FWM\",local_address=\"0.0.0.0\",local_port=\"0\",local_mark=\"7\"} 0\n"
         ), "{text}");
         assert!(text.contains("xlvs_xdp_packets_total{action=\"passed\"} 6\n"));
+        assert!(text.contains("xlvs_xdp_sync_handed_total 4\n"));
         assert!(text.contains("xlvs_test_escape{v=\"a\\\"b\\\\c\\nd\"} 1\n"));
         // Each family once, its samples together.
         let types: Vec<&str> = text.lines().filter(|l| l.starts_with("# TYPE")).collect();

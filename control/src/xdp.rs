@@ -543,7 +543,7 @@ mod tests {
             return;
         }
         use xlvs_dataplane::core::conn::ConnKey;
-        use xlvs_dataplane::core::offload::flow_key;
+        use xlvs_dataplane::core::offload::{OffloadRequest, flow_key};
         use xlvs_dataplane::offload_map::{OffloadMap, entry};
         use xlvs_dataplane::wire::tcp::FIN;
         let mut x = XdpSteering::load(None).expect("load");
@@ -591,7 +591,8 @@ mod tests {
             proto,
         };
         let key = flow_key(&tuple(40000, VIP, 80, PROTO_TCP)).unwrap();
-        let e = entry(&key, &rewritten(ACK, b"first"), 7).expect("an entry");
+        let req = |key| OffloadRequest { key, sync: None };
+        let e = entry(&req(key), &rewritten(ACK, b"first"), 7).expect("an entry");
         assert!(map.update(&key, &e));
         for payload in [&b"second"[..], b"", b"a longer payload, odd length"] {
             let (action, out) = x.test_run_out(&seg(ACK, 64, payload), 1, 0).unwrap();
@@ -620,7 +621,7 @@ mod tests {
         });
         want[24..26].copy_from_slice(&ip_ck.to_be_bytes());
         let ukey = flow_key(&tuple(5353, VIP, 53, PROTO_UDP)).unwrap();
-        let ue = entry(&ukey, &want, 7).expect("a UDP entry");
+        let ue = entry(&req(ukey), &want, 7).expect("a UDP entry");
         assert!(map.update(&ukey, &ue));
         let (action, out) = x.test_run_out(&dgram((VIP, 53), EXT_MAC), 1, 0).unwrap();
         assert_eq!(action, REDIRECT);
@@ -631,5 +632,77 @@ mod tests {
         nock[41] = 0;
         let (_, out) = x.test_run_out(&nock, 1, 0).unwrap();
         assert_eq!(out[40..42], [0, 0], "no checksum stays none");
+    }
+
+    /// While a sync master runs, the program counts a client direction's frames as the
+    /// core would (threshold 3, period 50) and hands the worker the 3rd, 53rd, 103rd (here:
+    /// dropped as steered, no socket), leaving each one's mark; it forwards all the others.
+    #[test]
+    fn the_fast_path_hands_the_sync_rules_frames_to_the_workers() {
+        if !root() {
+            eprintln!("skipped: loading an XDP program needs root");
+            return;
+        }
+        use xlvs_common::handoff_mark;
+        use xlvs_dataplane::core::conn::ConnKey;
+        use xlvs_dataplane::core::offload::{OffloadRequest, OffloadSeen, SyncCount, flow_key};
+        use xlvs_dataplane::offload_map::{OffloadMap, entry};
+        let mut x = XdpSteering::load(None).expect("load");
+        x.set_keys(&[L4Key::v4(VIP.octets(), 80, PROTO_TCP)], &[], &[])
+            .unwrap();
+        x.set_iface(1, 0, 1).unwrap();
+        let mut map = OffloadMap::new(x.offload_fd());
+        const REDIRECT: u32 = 4;
+        const DROP: u32 = 1;
+        let seg = |seq: u32| {
+            let mut f = tcp_frame(CLIENT_MAC, EXT_MAC, (CIP, 40000), (VIP, 80), ACK, 64, b"x");
+            f[38..42].copy_from_slice(&seq.to_be_bytes());
+            f
+        };
+        let key = flow_key(&ConnKey {
+            src: CIP,
+            dst: VIP,
+            sport: 40000,
+            dport: 80,
+            proto: PROTO_TCP,
+        })
+        .unwrap();
+        let rewritten = tcp_frame(EXT_MAC, INT_MAC, (CIP, 40000), (RIP, 8080), ACK, 63, b"x");
+        // Offered at the 2nd client packet (the handshake's ACK).
+        let req = OffloadRequest {
+            key,
+            sync: Some(SyncCount {
+                pkts: 2,
+                period: 50,
+                due: 3,
+            }),
+        };
+        assert!(map.update(&key, &entry(&req, &rewritten, 7).unwrap()));
+        let mut handed = Vec::new();
+        for n in 3..=110u32 {
+            let f = seg(n * 1000);
+            let action = x.test_run(&f, 1, 0).unwrap();
+            if action == DROP {
+                handed.push(n);
+                let mark = handoff_mark(
+                    PROTO_TCP,
+                    f[14..34].try_into().unwrap(),
+                    f[34..42].try_into().unwrap(),
+                );
+                assert_eq!(map.handed(&key), Some(mark), "the {n}th packet's mark");
+            } else {
+                assert_eq!(action, REDIRECT, "packet {n}");
+            }
+        }
+        assert_eq!(handed, [3, 53, 103], "the packets handed over");
+        assert_eq!(map.lookup(&key).unwrap().packets, 108 - 3);
+        assert_eq!(x.counters()[4], 3, "handed frames counted");
+        // An entry without the count hands nothing and has no mark.
+        let plain = OffloadRequest { key, sync: None };
+        assert!(map.update(&key, &entry(&plain, &rewritten, 7).unwrap()));
+        for n in 0..60u32 {
+            assert_eq!(x.test_run(&seg(n), 1, 0).unwrap(), REDIRECT);
+        }
+        assert_eq!(map.handed(&key), None);
     }
 }

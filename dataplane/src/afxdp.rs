@@ -1109,12 +1109,17 @@ impl Worker {
         if ifindex == 0 {
             return;
         }
-        match offload_map::entry(&req.key, frame, ifindex) {
+        match offload_map::entry(req, frame, ifindex) {
             Some(e) if map.update(&req.key, &e) => {
                 self.stats.offloaded.fetch_add(1, Ordering::Relaxed);
             }
             _ => {
+                // The workers keep the connection (its frames reach them, unmarked).
                 self.stats.offload_refused.fetch_add(1, Ordering::Relaxed);
+                self.core
+                    .tables()
+                    .v4
+                    .keep_flow(&crate::core::offload::conn_key_v4(&req.key));
             }
         }
     }

@@ -9,7 +9,7 @@ use std::os::fd::RawFd;
 use xlvs_common::{FlowKey, Offload};
 
 use crate::core::Instant;
-use crate::core::offload::OffloadSeen;
+use crate::core::offload::{OffloadRequest, OffloadSeen};
 use crate::wire::checksum;
 
 const BPF_MAP_LOOKUP_ELEM: libc::c_long = 1;
@@ -113,12 +113,19 @@ impl OffloadSeen for OffloadMap {
             .filter(|v| v.last_ns != 0)
             .map(|v| Instant(v.last_ns))
     }
+
+    fn handed(&mut self, key: &FlowKey) -> Option<u32> {
+        self.lookup(key)
+            .filter(|v| v.sync_on != 0)
+            .map(|v| v.handed)
+    }
 }
 
 /// The entry that repeats, for every later frame of its direction, what the core did to
 /// `frame` (untagged IPv4 TCP or UDP without options, as the XDP program takes them), whose
 /// tuple was `key` before, to go out of interface `ifindex`. None for any other frame.
-pub fn entry(key: &FlowKey, frame: &[u8], ifindex: u32) -> Option<Offload> {
+pub fn entry(req: &OffloadRequest, frame: &[u8], ifindex: u32) -> Option<Offload> {
+    let key = &req.key;
     const IP: usize = 14;
     const L4: usize = IP + 20;
     let l4_len = if key.proto == xlvs_common::PROTO_UDP {
@@ -150,6 +157,12 @@ pub fn entry(key: &FlowKey, frame: &[u8], ifindex: u32) -> Option<Offload> {
             + checksum::delta16(be16(key.dport), be16(dport)),
         ..Offload::default()
     };
+    if let Some(sc) = req.sync {
+        e.sync_on = 1;
+        e.sync_pkts = sc.pkts;
+        e.sync_period = sc.period;
+        e.sync_due = sc.due;
+    }
     e.dst_mac.copy_from_slice(&frame[0..6]);
     e.src_mac.copy_from_slice(&frame[6..12]);
     e.src.copy_from_slice(&frame[IP + 12..IP + 16]);
@@ -188,7 +201,8 @@ mod tests {
             proto: 6,
         })
         .unwrap();
-        let e = entry(&key, &after, 7).unwrap();
+        let req = OffloadRequest { key, sync: None };
+        let e = entry(&req, &after, 7).unwrap();
         let ck = |f: &[u8], at: usize| u16::from_be_bytes([f[at], f[at + 1]]);
         assert_eq!(
             checksum::apply(ck(&before, 24), e.ip_delta),
@@ -206,6 +220,6 @@ mod tests {
         // Not for a tagged frame.
         let mut tagged = after.clone();
         tagged[12..14].copy_from_slice(&[0x81, 0x00]);
-        assert!(entry(&key, &tagged, 7).is_none());
+        assert!(entry(&req, &tagged, 7).is_none());
     }
 }

@@ -45,7 +45,7 @@ use rt::{fold, ptr_at};
 use xlvs_common::{
     AddrKey, COUNTERS, Counter, FAMILY_IPV4, FAMILY_IPV6, FRAGS_MAX, FlowKey, FragKey, IfaceSlot,
     L4Key, LOCAL_ADDRS_MAX, MAX_STEER_KEYS, OFFLOAD_MAX, Offload, PROTO_ICMP, PROTO_TCP, PROTO_UDP,
-    SteerValue, XSK_SLOTS,
+    SteerValue, XSK_SLOTS, handoff_mark,
 };
 
 /// AF_XDP sockets, one per (interface slot, RX queue).
@@ -232,7 +232,7 @@ fn offloaded(
     let e = OFFLOAD.get_ptr_mut(&key)?;
     let eth = ptr_at::<[u8; ETH_HLEN]>(ctx, 0)?;
     let ip = ptr_at::<[u8; IPV4_HLEN]>(ctx, ETH_HLEN)?;
-    let ports = ptr_at::<[u8; 4]>(ctx, L4)?;
+    let l4 = ptr_at::<[u8; 8]>(ctx, L4)?;
     // TCP's checksum is at 16, UDP's at 6.
     let ck = if proto == PROTO_TCP {
         ptr_at::<[u8; 2]>(ctx, L4 + 16)?
@@ -242,18 +242,29 @@ fn offloaded(
     // Safety: `ptr_at` checked each header lies inside the frame; `e` points into the map's
     // value, which stays valid while the program runs. Nothing else writes the frame.
     unsafe {
-        let (e, ip, ports, ck, eth) = (&mut *e, &mut *ip, &mut *ports, &mut *ck, &mut *eth);
+        let (e, ip, l4, ck, eth) = (&mut *e, &mut *ip, &mut *l4, &mut *ck, &mut *eth);
         if ip[8] <= 1 {
             // The worker drops it and counts why.
             return None;
+        }
+        if e.sync_on != 0 {
+            // A sync master counts the client's frames: the one the sync rule picks goes to
+            // the worker, marked so that it knows why.
+            let n = e.next_sync_count();
+            e.sync_pkts = n;
+            if n == e.sync_due {
+                e.handed = handoff_mark(proto, ip, l4);
+                count(Counter::Handed);
+                return None;
+            }
         }
         ip[8] -= 1;
         ip[12..16].copy_from_slice(&e.src);
         ip[16..20].copy_from_slice(&e.dst);
         let c = apply(u16::from_be_bytes([ip[10], ip[11]]), e.ip_delta);
         ip[10..12].copy_from_slice(&c.to_be_bytes());
-        ports[0..2].copy_from_slice(&e.sport.to_ne_bytes());
-        ports[2..4].copy_from_slice(&e.dport.to_ne_bytes());
+        l4[0..2].copy_from_slice(&e.sport.to_ne_bytes());
+        l4[2..4].copy_from_slice(&e.dport.to_ne_bytes());
         let old = u16::from_be_bytes(*ck);
         // A UDP datagram without a checksum stays without; one that sums to zero is sent as
         // 0xffff (RFC 768).

@@ -12,8 +12,8 @@ use crate::bond::links::Links;
 /// `xlvsadm --xdp-stats`.
 pub fn xdp(c: [u64; COUNTERS as usize]) -> String {
     format!(
-        "steered {}\npassed {}\nredirect_failed {}\noffloaded {}\n",
-        c[0], c[1], c[2], c[3]
+        "steered {}\npassed {}\nredirect_failed {}\noffloaded {}\nsync_handed {}\n",
+        c[0], c[1], c[2], c[3], c[4]
     )
 }
 

@@ -48,7 +48,7 @@ impl Steering for FakeSteering {
     }
 
     fn counters(&self) -> [u64; COUNTERS as usize] {
-        [7, 8, 9, 10]
+        [7, 8, 9, 10, 11]
     }
 
     fn attach(&mut self, iface: &str) -> anyhow::Result<String> {
@@ -194,7 +194,7 @@ fn an_admin_edit_reaches_the_snapshot_and_the_steering_keys() {
     );
     assert_eq!(
         r.ok("--xdp-stats"),
-        "steered 7\npassed 8\nredirect_failed 9\noffloaded 10\n"
+        "steered 7\npassed 8\nredirect_failed 9\noffloaded 10\nsync_handed 11\n"
     );
     r.ctl.attach("ext0", 1).unwrap();
     assert_eq!(r.maps.borrow().attached, ["ext0"]);

@@ -72,6 +72,9 @@ pub(crate) const HOOKS_QUIET: u8 = UNBOUND | LEARN_HOP | CHANGED;
 /// The hook mask while someone listens: every client packet.
 pub(crate) const HOOKS_LISTENING: u8 = HOOKS_QUIET | ANY;
 
+/// A connection's offload marks that say the XDP program holds entries of it.
+const OFFLOADED: u8 = super::offload::IN | super::offload::OUT;
+
 /// A connection (IPVS `struct ip_vs_conn`).
 #[derive(Debug)]
 pub struct Conn<A> {
@@ -733,13 +736,29 @@ impl<A: Addr> ConnTable<A> {
     /// connection that changed state or leaves the table.
     pub(crate) fn unoffload(&self, c: &mut Conn<A>) {
         self.take_entries_back(c);
-        c.offload = 0;
+        c.offload &= super::offload::KEPT;
     }
 
-    /// Has the XDP entries of a connection removed but keeps its offload marks, so it is not
-    /// offered again: from now on its frames reach the workers, which refresh its deadline
-    /// (clearing the marks would leave a moment where neither the program's last frame nor
-    /// the workers' keep it alive). For a realserver gone or moved, or a sync master starting.
+    /// Has the XDP entries of a connection removed and marks it [`offload::KEPT`], so it is
+    /// not offered again: from now on its frames reach the workers, which refresh its
+    /// deadline. For a realserver gone or moved, a sync master starting or stopping, or an
+    /// entry the map refused.
+    ///
+    /// [`offload::KEPT`]: super::offload::KEPT
+    pub(crate) fn keep(&self, c: &mut Conn<A>) {
+        self.take_entries_back(c);
+        c.offload = super::offload::KEPT;
+    }
+
+    /// [`ConnTable::keep`] for the connection with a frame of tuple `key`, if any (the
+    /// driver's, when the XDP program's map refused one of its directions).
+    pub fn keep_flow(&self, key: &ConnKey<A>) {
+        if let Some(mut f) = self.lookup(key) {
+            self.keep(f.conn());
+        }
+    }
+
+    /// Queues the removal of a connection's XDP entries.
     fn take_entries_back(&self, c: &Conn<A>) {
         for (key, out) in super::offload::offloaded_keys(c) {
             let u = super::offload::Unoffloaded {
@@ -972,7 +991,7 @@ impl<A: Addr> ConnTable<A> {
     }
 
     fn release(&self, mut c: Conn<A>, now: Instant) {
-        if c.offload != 0 {
+        if c.offload & OFFLOADED != 0 {
             self.unoffload(&mut c);
         }
         c.unbind(now);
@@ -1250,8 +1269,8 @@ impl<A: Addr> ConnTable<A> {
             if !c.unbound() && gone(&c.dest) {
                 c.mark_unbound();
                 // Its next client packet must reach a worker.
-                if c.offload != 0 {
-                    self.take_entries_back(c);
+                if c.offload & OFFLOADED != 0 {
+                    self.keep(c);
                 }
                 n += 1;
             }
@@ -1265,8 +1284,8 @@ impl<A: Addr> ConnTable<A> {
     pub fn unoffload_dests(&self, which: impl Fn(&DestState) -> bool) -> usize {
         let mut n = 0;
         self.for_each_mut(|c| {
-            if c.offload != 0 && which(&c.dest) {
-                self.take_entries_back(c);
+            if c.offload & OFFLOADED != 0 && which(&c.dest) {
+                self.keep(c);
                 n += 1;
             }
         });

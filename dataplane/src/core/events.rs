@@ -291,6 +291,11 @@ impl Outbox {
         self.threshold
     }
 
+    /// The sync period (at most 255; 0: none).
+    pub fn period(&self) -> u32 {
+        self.period
+    }
+
     /// Adds an event; a full ring drops it (counted). Never blocks, never allocates.
     pub fn push(&self, e: ConnEvent) {
         if self.ring.push(e).is_err() {
@@ -329,6 +334,15 @@ impl Outbox {
         if c.in_pkts == self.stored(self.threshold) {
             self.conn(EventKind::Packets, c, snap);
         }
+    }
+
+    /// The XDP program, which counts connection `c`'s client packets, handed a worker the
+    /// one the sync rule picks: reported, and the count is the rule's again.
+    #[cold]
+    #[inline(never)]
+    pub(crate) fn handed_packet<A: Addr>(&self, c: &mut Conn<A>, snap: &Snapshot) {
+        c.in_pkts = self.stored(self.threshold);
+        self.conn(EventKind::Packets, c, snap);
     }
 
     /// Connection `c` left the table.

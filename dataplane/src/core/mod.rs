@@ -333,11 +333,7 @@ impl Core {
 
     /// Brings `offer_mask` in line with `offload` and `listen`.
     fn update_offer_mask(&mut self) {
-        self.offer_mask = if self.offload.is_some() && self.listen == conn::HOOKS_QUIET {
-            u8::MAX
-        } else {
-            0
-        };
+        self.offer_mask = if self.offload.is_some() { u8::MAX } else { 0 };
     }
 
     /// Turns the XDP fast path on (`Some`: the driver's view of the program's entries) or off
@@ -393,9 +389,11 @@ impl Core {
     pub fn refresh_listening(&mut self) {
         let on = self.outbox.as_ref().is_some_and(|o| o.listening());
         if on != self.live.is_some() {
-            // A sync master counts every client packet: the fast path's connections come
-            // back to the workers (once per table; the other workers find none left).
-            if on && self.offload.is_some() {
+            // A sync master counts every client packet: the program counts those of the
+            // connections offloaded from now on. Those it forwards now do not count (or count
+            // for nobody): the workers keep them (once per table; the other workers find none
+            // left).
+            if self.offload.is_some() {
                 self.tables.v4.unoffload_dests(|_| true);
             }
             self.live = if on { self.outbox.clone() } else { None };
@@ -493,8 +491,16 @@ impl Core {
             listen: self.listen,
             offload: self.offer_mask,
         };
-        let mut offer_it = false;
-        let action = match lookup(table, ex, at, (frame, rx_iface), &key, &p, &mut offer_it) {
+        let mut offer_it = None;
+        let action = match lookup(
+            table,
+            ex,
+            at,
+            (frame, rx_iface),
+            &key,
+            &p,
+            (&mut offer_it, &mut self.offload),
+        ) {
             Some(a) => a,
             None if matches!(p.kind, Kind::Plain { .. }) => {
                 let (a, evicted) = new_conn(table, ex, at, frame, &p, rx_iface)?;
@@ -508,8 +514,8 @@ impl Core {
             None => return Err(DropReason::NoConn),
         };
         let out = rewrite(snap, frame, &p, action)?;
-        if offer_it {
-            request_offload(&mut self.offload, snap, &key);
+        if let Some(o) = offer_it {
+            request_offload(&mut self.offload, snap, self.live.as_deref(), &key, o);
         }
         if let Kind::Plain {
             first_frag: true,
@@ -767,7 +773,7 @@ fn lookup<A: Addr>(
     (frame, rx_iface): (&[u8], IfaceId),
     key: &ConnKey<A>,
     p: &Parsed<A>,
-    offer_it: &mut bool,
+    (offer_it, off): (&mut Option<offload::Offer>, &mut Option<Offloader>),
 ) -> Option<Action<A>> {
     let At {
         now,
@@ -803,13 +809,20 @@ fn lookup<A: Addr>(
                 Dir::Input
             };
             touch(c, now, snap, dir, p);
+            let mut offered = false;
             if c.offload | at.offload != 0 {
-                *offer_it = offer(table, c, p, offload::IN, at.offload != 0);
+                offered = offer(table, c, p, offload::IN, at.offload != 0);
             }
             // One test for the rare work: a connection learned from outside (bind it, learn
             // the client's hop), a state change to report, someone listening.
             if c.hooked(at.listen) {
-                client_hooks(c, (snap, ev), frame, rx_iface);
+                client_hooks(c, (snap, ev), (frame, p), rx_iface, off);
+            }
+            if offered {
+                *offer_it = Some(offload::Offer {
+                    inbound: true,
+                    pkts: c.in_pkts,
+                });
             }
             c.dest.stats.inbound(worker, p.len as u64);
             let a = Action::ToDest {
@@ -832,8 +845,11 @@ fn lookup<A: Addr>(
                 c.clear_no_output();
             }
             touch(c, now, snap, Dir::Output, p);
-            if c.offload | at.offload != 0 {
-                *offer_it = offer(table, c, p, offload::OUT, at.offload != 0);
+            if c.offload | at.offload != 0 && offer(table, c, p, offload::OUT, at.offload != 0) {
+                *offer_it = Some(offload::Offer {
+                    inbound: false,
+                    pkts: 0,
+                });
             }
             c.dest.stats.outbound(worker, p.len as u64);
             let a = Action::ToClient {
@@ -1071,11 +1087,23 @@ fn reusable<A: Addr>(c: &Conn<A>) -> bool {
 /// Leaves the request for the frame with tuple `key` that [`lookup`] offered.
 #[cold]
 #[inline(never)]
-fn request_offload<A: Addr>(off: &mut Option<Offloader>, snap: &Snapshot, key: &ConnKey<A>) {
+fn request_offload<A: Addr>(
+    off: &mut Option<Offloader>,
+    snap: &Snapshot,
+    ev: Option<&Outbox>,
+    key: &ConnKey<A>,
+    offer: offload::Offer,
+) {
     if let Some(o) = off
         && let Some(k) = offload::flow_key(key)
     {
-        o.request = Some(offload::OffloadRequest { key: k });
+        // While a sync master listens, the program counts the client's frames on.
+        let sync = ev.filter(|_| offer.inbound).map(|ob| offload::SyncCount {
+            pkts: offer.pkts,
+            period: ob.period() as u8,
+            due: ob.stored(ob.threshold()),
+        });
+        o.request = Some(offload::OffloadRequest { key: k, sync });
         o.timeouts = (
             snap.timeouts.tcp[TcpState::Established as usize],
             snap.timeouts.udp,
@@ -1092,12 +1120,12 @@ fn request_offload<A: Addr>(off: &mut Option<Offloader>, snap: &Snapshot, key: &
 #[inline(never)]
 fn offer<A: Addr>(table: &ConnTable<A>, c: &mut Conn<A>, p: &Parsed<A>, bit: u8, on: bool) -> bool {
     let is_tcp = p.proto == Proto::Tcp;
-    if is_tcp && c.offload != 0 && c.state != TcpState::Established {
+    if is_tcp && c.offload & (offload::IN | offload::OUT) != 0 && c.state != TcpState::Established {
         table.unoffload(c);
         return false;
     }
     if on
-        && c.offload & bit == 0
+        && c.offload & (bit | offload::KEPT) == 0
         && (!is_tcp
             || (c.state == TcpState::Established
                 && p.tcp_flags & (tcp::SYN | tcp::FIN | tcp::RST) == 0))
@@ -1161,8 +1189,9 @@ fn change_state<A: Addr>(c: &mut Conn<A>, new: TcpState) {
 fn client_hooks<A: Addr>(
     c: &mut Conn<A>,
     (snap, ev): (&Snapshot, Option<&Outbox>),
-    frame: &[u8],
+    (frame, p): (&[u8], &Parsed<A>),
     rx_iface: IfaceId,
+    off: &mut Option<Offloader>,
 ) {
     inject::hooks(c, snap, frame, rx_iface);
     let changed = c.take_changed();
@@ -1170,8 +1199,27 @@ fn client_hooks<A: Addr>(
         if changed {
             ob.conn(EventKind::StateChanged, c, snap);
         }
-        ob.client_packet(c, snap);
+        // The program forwards this connection's client frames and counts them: one that
+        // reaches a worker anyway is the one the sync rule picks if it says so (the others
+        // were on their way before its entry was filed).
+        if c.offload & offload::IN != 0 && handed(off, c, frame, p) {
+            ob.handed_packet(c, snap);
+        } else {
+            ob.client_packet(c, snap);
+        }
     }
+}
+
+/// Whether the XDP program handed `frame`, of offloaded connection `c`, to the worker for
+/// the sync rule.
+#[cold]
+#[inline(never)]
+fn handed<A: Addr>(off: &mut Option<Offloader>, c: &Conn<A>, frame: &[u8], p: &Parsed<A>) -> bool {
+    let (Some(o), Some(k)) = (off.as_mut(), offload::flow_key(&c.in_key())) else {
+        return false;
+    };
+    let mark = offload::frame_mark(frame, p.l3 as usize, p.l4 as usize, p.proto.number());
+    mark.is_some() && o.seen.handed(&k) == mark
 }
 
 /// Rewrites the frame for `action` and returns the egress interface.

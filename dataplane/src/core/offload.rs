@@ -32,6 +32,10 @@ use super::conn::{Conn, ConnKey};
 pub const IN: u8 = 1;
 /// The realserver → director direction (LVS-NAT replies).
 pub const OUT: u8 = 2;
+/// The workers keep the connection for good: its entries were taken back without a state
+/// change (its realserver moved or went, a sync master started or stopped, the map was
+/// full), and it is never offered again.
+pub const KEPT: u8 = 4;
 
 /// A direction of a connection to offload: the tuple of the frame [`Core::process`] just
 /// forwarded, whose rewritten copy tells the driver the rest (MACs, addresses, ports), with
@@ -41,6 +45,27 @@ pub const OUT: u8 = 2;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct OffloadRequest {
     pub key: FlowKey,
+    /// While a sync master runs, a client → director direction carries on the connection's
+    /// count of client packets in the program ([`xlvs_common::Offload::sync_on`]).
+    pub sync: Option<SyncCount>,
+}
+
+/// A direction [`super::Core::process`] offers: the client → director one (`inbound`) with
+/// its connection's count of client packets, or the other.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Offer {
+    pub inbound: bool,
+    pub pkts: u8,
+}
+
+/// The IPVS sync rule as a client → director entry applies it: the connection's count so
+/// far (with the frame of the request), modulo `period` (0: no period), and the count
+/// (the stored sync threshold) whose frame the program hands to the worker.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SyncCount {
+    pub pkts: u8,
+    pub period: u8,
+    pub due: u8,
 }
 
 /// What the driver knows about the XDP program's entries.
@@ -48,6 +73,20 @@ pub trait OffloadSeen: Send {
     /// When (`CLOCK_MONOTONIC`, the workers' clock) the program last forwarded a frame with
     /// tuple `key`, if it has an entry for it and has used it.
     fn last_seen(&mut self, key: &FlowKey) -> Option<Instant>;
+    /// The [`xlvs_common::handoff_mark`] of the last frame with tuple `key` the program
+    /// handed to a worker for the sync rule, if it has an entry that counts.
+    fn handed(&mut self, key: &FlowKey) -> Option<u32>;
+}
+
+/// The [`xlvs_common::handoff_mark`] of an untagged IPv4 frame without IP options whose
+/// TCP or UDP header is at `l4`; None for any other frame (the program never hands those).
+pub(crate) fn frame_mark(frame: &[u8], l3: usize, l4: usize, proto: u8) -> Option<u32> {
+    if l3 != 14 || l4 != 34 {
+        return None;
+    }
+    let ip: &[u8; 20] = frame.get(l3..l4)?.try_into().ok()?;
+    let h: &[u8; 8] = frame.get(l4..l4 + 8)?.try_into().ok()?;
+    Some(xlvs_common::handoff_mark(proto, ip, h))
 }
 
 /// The map key of a frame with tuple `k`: IPv4 only (None for IPv6).
@@ -63,6 +102,18 @@ pub fn flow_key<A: Addr>(k: &ConnKey<A>) -> Option<FlowKey> {
         k.dport.to_be(),
         k.proto,
     ))
+}
+
+/// The tuple of an IPv4 map key (the inverse of [`flow_key`]).
+pub fn conn_key_v4(k: &FlowKey) -> ConnKey<std::net::Ipv4Addr> {
+    let v4 = |a: &[u8; 16]| std::net::Ipv4Addr::new(a[0], a[1], a[2], a[3]);
+    ConnKey {
+        src: v4(&k.src),
+        dst: v4(&k.dst),
+        sport: u16::from_be(k.sport),
+        dport: u16::from_be(k.dport),
+        proto: k.proto,
+    }
 }
 
 /// An offloaded direction taken back from the XDP program ([`ConnTable::take_unoffloaded`]):

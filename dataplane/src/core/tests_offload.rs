@@ -13,13 +13,20 @@ use super::*;
 use crate::testing::*;
 use crate::wire::tcp::{ACK, FIN, SYN};
 
-/// The driver's side in a test: the last frame time of each tuple, as a test sets it.
+/// The driver's side in a test: the last frame time of each tuple, and the mark of the last
+/// frame handed to a worker, as a test sets them.
 #[derive(Clone, Default)]
-struct Seen(Arc<Mutex<HashMap<FlowKey, Instant>>>);
+struct Seen(
+    Arc<Mutex<HashMap<FlowKey, Instant>>>,
+    Arc<Mutex<HashMap<FlowKey, u32>>>,
+);
 
 impl OffloadSeen for Seen {
     fn last_seen(&mut self, key: &FlowKey) -> Option<Instant> {
         self.0.lock().unwrap().get(key).copied()
+    }
+    fn handed(&mut self, key: &FlowKey) -> Option<u32> {
+        self.1.lock().unwrap().get(key).copied()
     }
 }
 
@@ -155,14 +162,117 @@ fn expiry_asks_the_program_when_it_last_forwarded() {
     );
 }
 
+/// A client segment of connection `cport` with sequence number `seq` (what the program's
+/// mark of a TCP frame is).
+fn client_seg_seq(cport: u16, seq: u32) -> Vec<u8> {
+    let mut f = client_seg(cport, ACK);
+    f[38..42].copy_from_slice(&seq.to_be_bytes());
+    f
+}
+
+/// The events waiting, as (kind, TCP state).
+fn events_of(ob: &events::Outbox) -> Vec<(events::EventKind, TcpState)> {
+    std::iter::from_fn(|| ob.pop())
+        .map(|e| (e.kind, e.state))
+        .collect()
+}
+
 #[test]
-fn nothing_is_offloaded_while_a_sync_master_listens() {
+fn a_sync_master_counts_offloaded_connections_through_the_program() {
+    use events::EventKind::{Created, Packets, StateChanged};
+    let (mut c, seen, snap) = nat_core();
+    let ob = Arc::new(events::Outbox::with_sync(64, 3, 50));
+    ob.set_listening(true);
+    c.set_outbox(Some(ob.clone()));
+    // The handshake: SYN (the 1st client packet), SYN-ACK, ACK (the 2nd), which offers the
+    // client's direction with the count so far and the rule.
+    let mut f = client_seg(41010, SYN);
+    c.process(t(1), &snap, &mut f, 0);
+    let mut f = reply_seg(super::tests::RIP1, 41010, SYN | ACK);
+    c.process(t(1), &snap, &mut f, 1);
+    let mut f = client_seg(41010, ACK);
+    c.process(t(1), &snap, &mut f, 0);
+    let req = c
+        .take_offload_request()
+        .expect("offered while a master listens");
+    assert_eq!(req.key, in_key(41010));
+    assert_eq!(
+        req.sync,
+        Some(offload::SyncCount {
+            pkts: 2,
+            period: 50,
+            due: 3
+        })
+    );
+    assert_eq!(
+        events_of(&ob),
+        [
+            (Created, TcpState::SynRecv),
+            (StateChanged, TcpState::Established)
+        ],
+        "ESTABLISHED is reported at once"
+    );
+    // The reply direction counts nothing.
+    let mut r = reply_seg(super::tests::RIP1, 41010, ACK);
+    c.process(t(1), &snap, &mut r, 1);
+    assert_eq!(c.take_offload_request().and_then(|r| r.sync), None);
+    // A frame the program forwarded before its entry was filed is counted as ever: the 3rd
+    // client packet is reported.
+    let mut f = client_seg_seq(41010, 1000);
+    c.process(t(2), &snap, &mut f, 0);
+    assert_eq!(events_of(&ob), [(Packets, TcpState::Established)]);
+    // The program counts the next ones and hands the worker the one the rule picks, which
+    // is reported though the worker's own count is not due.
+    let mark = offload::frame_mark(&client_seg_seq(41010, 5000), 14, 34, 6);
+    seen.1.lock().unwrap().insert(in_key(41010), mark.unwrap());
+    let mut f = client_seg_seq(41010, 5000);
+    assert_eq!(c.process(t(3), &snap, &mut f, 0), Verdict::Tx(1));
+    assert_eq!(events_of(&ob), [(Packets, TcpState::Established)]);
+    // Another frame that reaches the worker (unmarked) is only counted: the 4th.
+    let mut f = client_seg_seq(41010, 6000);
+    c.process(t(3), &snap, &mut f, 0);
+    assert_eq!(events_of(&ob), []);
+    assert_eq!(c.take_offload_request(), None);
+}
+
+#[test]
+fn a_connection_the_map_refused_stays_with_the_workers() {
+    let (mut c, _, snap) = nat_core();
+    establish(&mut c, &snap, 41011);
+    let mut r = reply_seg(super::tests::RIP1, 41011, ACK);
+    c.process(t(2), &snap, &mut r, 1);
+    assert!(c.take_offload_request().is_some());
+    // The driver could not file the reply direction: both go back, for good.
+    c.tables()
+        .v4
+        .keep_flow(&offload::conn_key_v4(&out_key(41011)));
+    let t4 = &c.tables().v4;
+    let back: Vec<_> = std::iter::from_fn(|| t4.take_unoffloaded())
+        .map(|u| u.key)
+        .collect();
+    assert_eq!(back, [in_key(41011), out_key(41011)]);
+    for _ in 0..3 {
+        let mut f = client_seg(41011, ACK);
+        c.process(t(3), &snap, &mut f, 0);
+        let mut r = reply_seg(super::tests::RIP1, 41011, ACK);
+        c.process(t(3), &snap, &mut r, 1);
+        assert_eq!(c.take_offload_request(), None);
+    }
+    // A FIN takes nothing back twice.
+    let mut f = client_seg(41011, FIN | ACK);
+    c.process(t(4), &snap, &mut f, 0);
+    assert!(c.tables().v4.take_unoffloaded().is_none());
+}
+
+#[test]
+fn a_sync_master_starting_leaves_the_offloaded_connections_to_the_workers() {
     let (mut c, _, snap) = nat_core();
     let ob = Arc::new(events::Outbox::new(64));
     c.set_outbox(Some(ob.clone()));
     // Nobody listens yet.
     establish(&mut c, &snap, 41003);
-    // The master starts: the offloaded connection comes back, and nothing more goes.
+    // The master starts: the offloaded connection comes back (the program has not counted
+    // its packets), and it is not offered again.
     ob.set_listening(true);
     c.refresh_listening();
     assert_eq!(
@@ -172,16 +282,23 @@ fn nothing_is_offloaded_while_a_sync_master_listens() {
     let mut r = reply_seg(super::tests::RIP1, 41003, ACK);
     c.process(t(2), &snap, &mut r, 1);
     assert_eq!(c.take_offload_request(), None);
-    // The master stops: the connection stays with the workers (taken back for good).
+    // A new connection is.
+    establish(&mut c, &snap, 41004);
+    // The master stops: the connection stays with the workers (taken back for good), and
+    // the one whose packets the program counted for the master comes back as well.
     ob.set_listening(false);
     c.refresh_listening();
+    assert_eq!(
+        c.tables().v4.take_unoffloaded().map(|u| u.key),
+        Some(in_key(41004))
+    );
     let mut f = client_seg(41003, ACK);
     c.process(t(3), &snap, &mut f, 0);
     assert_eq!(c.take_offload_request(), None);
     // Its deadline is the workers' (900 s from its last frame at 3 s), though the program
     // never saw a frame of it.
     assert_eq!(c.expire(t(17)), 0);
-    assert_eq!(c.tables().len(), 1);
+    assert_eq!(c.tables().len(), 2);
 }
 
 #[test]

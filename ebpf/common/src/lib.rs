@@ -199,10 +199,13 @@ pub enum Counter {
     /// Frames of an offloaded connection rewritten and sent on by the program itself
     /// ([`MAP_OFFLOAD`]).
     Offloaded = 3,
+    /// Frames of an offloaded connection handed to a worker because the sync rule picks them
+    /// ([`Offload::sync_on`]).
+    Handed = 4,
 }
 
 /// Number of counters in [`MAP_COUNTERS`].
-pub const COUNTERS: u32 = 4;
+pub const COUNTERS: u32 = 5;
 
 /// Established connections whose rewrite the XDP program does itself (`xlvsd --offload`):
 /// [`FlowKey`] → [`Offload`], one entry per direction. The workers fill it; a frame with SYN,
@@ -261,11 +264,49 @@ pub struct Offload {
     /// and the ports): the rewrite of a connection never changes, so neither do they.
     pub ip_delta: u32,
     pub l4_delta: u32,
+    /// The IPVS sync rule, for a client → director entry while a sync master runs
+    /// (`sync_on` 1; else 0 and the rest unused): the client frames counted as the core counts
+    /// them (`sync_pkts`: modulo `sync_period`, or up to 255 with a period of 0). The frame
+    /// whose count is `sync_due` (the stored sync threshold) is not forwarded here: the
+    /// program hands it to the worker, which reports the connection, and leaves that frame's
+    /// [`handoff_mark`] in `handed`, so the worker tells it from other frames that reach it.
+    pub sync_on: u8,
+    pub sync_pkts: u8,
+    pub sync_period: u8,
+    pub sync_due: u8,
+    pub handed: u32,
     /// Written by the program: `bpf_ktime_get_ns` of the last frame it sent on, and how many
     /// frames and bytes (the worker's expiry and counters read them).
     pub last_ns: u64,
     pub packets: u64,
     pub bytes: u64,
+}
+
+impl Offload {
+    /// The count a client frame makes on an entry that counts (`sync_on`), as
+    /// `Outbox::stored` keeps it in the core.
+    #[inline(always)]
+    pub fn next_sync_count(&self) -> u8 {
+        let n = self.sync_pkts as u16 + 1;
+        if self.sync_period == 0 {
+            if n > 255 { 255 } else { n as u8 }
+        } else {
+            (n % self.sync_period as u16) as u8
+        }
+    }
+}
+
+/// What tells a frame the program handed to a worker (see [`Offload::handed`]) from the
+/// others of its flow, read from its untagged IPv4 header `ip` (without options) and the
+/// first 8 bytes of its TCP or UDP header `l4`: TCP's sequence number, or for UDP the IPv4
+/// identification and header checksum.
+#[inline(always)]
+pub fn handoff_mark(proto: u8, ip: &[u8; 20], l4: &[u8; 8]) -> u32 {
+    if proto == PROTO_TCP {
+        u32::from_be_bytes([l4[4], l4[5], l4[6], l4[7]])
+    } else {
+        u32::from_be_bytes([ip[4], ip[5], ip[10], ip[11]])
+    }
 }
 
 /// The benchmark rig's XDP object (`ebpf/src/bench.rs`, not part of the product): the sink
