@@ -102,10 +102,11 @@ struct Args {
     /// dropped, instead of going on to that realserver (the default, as in IPVS).
     #[arg(long)]
     expire_nodest_conn: bool,
-    /// The XDP fast path: once an IPv4 TCP connection is established, the XDP program
-    /// rewrites and forwards its frames itself (SYN, FIN, RST and anything unusual still go
-    /// to the workers, which keep its state and timeouts). Off while a sync master runs.
-    /// Every egress interface must take XDP redirects (a veth: its peer needs an XDP
+    /// The XDP fast path: once an IPv4 TCP connection is established (a UDP one: from its
+    /// second datagram), the XDP program rewrites and forwards its frames itself (SYN, FIN,
+    /// RST and anything unusual still go to the workers, which keep its state and timeouts;
+    /// on a sync master, so do the client packets IPVS's sync rule reports). Every egress
+    /// interface must take XDP redirects (a veth: its peer needs an XDP
     /// program or GRO on). Off by default.
     #[arg(long)]
     offload: bool,
