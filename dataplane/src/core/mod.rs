@@ -248,7 +248,7 @@ impl<A> Default for SynRing<A> {
 /// Offsets and fields read from a frame once, before the lookup. `src`..`dport` are the
 /// tuple the connection table is searched with: the frame's own, or for an ICMP error the
 /// quoted packet's reversed (the direction the error travels in).
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Parsed<A> {
     // Offsets fit in u16 (frames are at most one UMEM frame).
     l3: u16,
@@ -446,18 +446,23 @@ impl Core {
         frame: &mut [u8],
         rx_iface: IfaceId,
     ) -> Result<IfaceId, DropReason> {
-        let (ethertype, l3) = ethernet::payload(frame)?;
-        match ethertype {
-            ethernet::EtherType::Ipv4 => {
-                let p = Ipv4Addr::parse(frame, l3)?;
-                self.flow(now, snap, frame, p, rx_iface)
+        // The common frame (untagged IPv4 TCP or UDP without options, not a fragment) at fixed
+        // offsets; the general parse for the rest.
+        let p = match family::parse_common_v4(frame) {
+            Some(p) => p,
+            None => {
+                let (ethertype, l3) = ethernet::payload(frame)?;
+                match ethertype {
+                    ethernet::EtherType::Ipv4 => Ipv4Addr::parse(frame, l3)?,
+                    ethernet::EtherType::Ipv6 => {
+                        let p = Ipv6Addr::parse(frame, l3)?;
+                        return self.flow(now, snap, frame, p, rx_iface);
+                    }
+                    _ => return Err(DropReason::NotIp),
+                }
             }
-            ethernet::EtherType::Ipv6 => {
-                let p = Ipv6Addr::parse(frame, l3)?;
-                self.flow(now, snap, frame, p, rx_iface)
-            }
-            _ => Err(DropReason::NotIp),
-        }
+        };
+        self.flow(now, snap, frame, p, rx_iface)
     }
 
     /// Forwards a parsed frame of family `F`.
@@ -1343,6 +1348,7 @@ fn nat<F: Family>(
 /// Sets a TCP or UDP header's source or destination port and updates its checksum for the
 /// port and the pseudo-header address change (`addr_delta`, from [`Family::set_addr`]). `l4`
 /// may be a quote cut short: a checksum that lies beyond its end is left alone.
+#[inline(always)]
 fn set_l4_port(
     l4: &mut [u8],
     proto: Proto,
