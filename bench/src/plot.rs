@@ -1,4 +1,5 @@
-//! The rig's SVG plots (plotters): delivered vs offered load, and the latency CDF.
+//! The rig's SVG plots (plotters): delivered vs offered load, director CPU per packet and
+//! packets per core vs offered load, CPU per short connection, and the latency CDF.
 
 use std::path::Path;
 
@@ -7,12 +8,15 @@ use plotters::prelude::*;
 
 use crate::rig::{Plane, Point, Report, load_rank};
 
-const COLORS: [RGBColor; 5] = [
+const COLORS: [RGBColor; 8] = [
     RGBColor(0x44, 0x44, 0x44),
     RGBColor(0xd6, 0x60, 0x1b),
     RGBColor(0x1f, 0x77, 0xb4),
     RGBColor(0x2c, 0xa0, 0x2c),
     RGBColor(0x94, 0x67, 0xbd),
+    RGBColor(0x8c, 0x56, 0x4b),
+    RGBColor(0x17, 0xbe, 0xcf),
+    RGBColor(0xe3, 0x77, 0xc2),
 ];
 
 fn color(p: Plane) -> RGBColor {
@@ -96,6 +100,140 @@ pub fn throughput(r: &Report, path: &Path) -> anyhow::Result<()> {
             .map_err(err)?;
     }
     finish(&mut chart, &root, SeriesLabelPosition::UpperLeft)
+}
+
+/// What tells the planes apart where the throughput plot cannot (below saturation every
+/// plane delivers what is offered): director CPU per delivered packet (left) and delivered
+/// packets per second of director CPU (right), against the offered load.
+pub fn cpu(r: &Report, path: &Path) -> anyhow::Result<()> {
+    let root = SVGBackend::new(path, (1200, 520)).into_drawing_area();
+    root.fill(&WHITE).map_err(err)?;
+    let (left, right) = root.split_horizontally(600);
+    let measured: Vec<&Point> = r
+        .points
+        .iter()
+        .filter(|p| p.delivered_pps > 0.0 && p.cpu_ns_per_pkt > 0.0)
+        .collect();
+    let x_max = measured
+        .iter()
+        .map(|p| p.offered_pps / 1000.0)
+        .fold(1.0f64, f64::max)
+        * 1.1;
+    let panels: [(&DrawingArea<_, _>, &str, &str, fn(&Point) -> f64); 2] = [
+        (
+            &left,
+            "Director CPU per packet",
+            "ns of director CPU per delivered packet",
+            |p| p.cpu_ns_per_pkt,
+        ),
+        (
+            &right,
+            "Packets per director core",
+            "delivered kpps per director core",
+            |p| p.pps_per_core / 1000.0,
+        ),
+    ];
+    for (area, title, y_desc, y) in panels {
+        let y_max = measured.iter().map(|p| y(p)).fold(1.0f64, f64::max) * 1.15;
+        let mut chart = ChartBuilder::on(area)
+            .caption(format!("{title}, {}", size_label(r)), ("sans-serif", 16))
+            .margin(12)
+            .x_label_area_size(40)
+            .y_label_area_size(60)
+            .build_cartesian_2d(0f64..x_max, 0f64..y_max)
+            .map_err(err)?;
+        chart
+            .configure_mesh()
+            .x_desc("offered (kpps)")
+            .y_desc(y_desc)
+            .draw()
+            .map_err(err)?;
+        for plane in planes(r) {
+            let c = color(plane);
+            let mut pts: Vec<(f64, f64)> = measured
+                .iter()
+                .filter(|p| p.plane == plane)
+                .map(|p| (p.offered_pps / 1000.0, y(p)))
+                .collect();
+            pts.sort_by(|a, b| a.0.total_cmp(&b.0));
+            chart
+                .draw_series(LineSeries::new(pts.clone(), c.stroke_width(2)))
+                .map_err(err)?
+                .label(plane.label())
+                .legend(legend_mark(c));
+            chart
+                .draw_series(pts.into_iter().map(|p| Circle::new(p, 3, c.filled())))
+                .map_err(err)?;
+        }
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::UpperRight)
+            .background_style(WHITE.mix(0.9))
+            .border_style(BLACK)
+            .draw()
+            .map_err(err)?;
+    }
+    root.present().map_err(err)
+}
+
+/// Director CPU per short connection (wrk, one request per connection), a bar per plane.
+pub fn conns(r: &Report, path: &Path) -> anyhow::Result<()> {
+    let root = SVGBackend::new(path, (900, 420)).into_drawing_area();
+    root.fill(&WHITE).map_err(err)?;
+    let rows: Vec<_> = r.conn_rate.iter().filter(|c| c.requests > 0).collect();
+    let y_max = rows
+        .iter()
+        .map(|c| c.cpu_us_per_conn)
+        .fold(1.0f64, f64::max)
+        * 1.2;
+    let n = rows.len().max(1);
+    let mut chart = ChartBuilder::on(&root)
+        .caption(
+            "Director CPU per short connection (wrk, one request per connection)",
+            ("sans-serif", 16),
+        )
+        .margin(12)
+        .x_label_area_size(30)
+        .y_label_area_size(60)
+        .build_cartesian_2d(0f64..n as f64, 0f64..y_max)
+        .map_err(err)?;
+    chart
+        .configure_mesh()
+        .disable_x_mesh()
+        .disable_x_axis()
+        .y_desc("µs of director CPU per connection")
+        .draw()
+        .map_err(err)?;
+    for (i, c) in rows.iter().enumerate() {
+        let col = color(c.plane);
+        let x = i as f64;
+        chart
+            .draw_series(std::iter::once(Rectangle::new(
+                [(x + 0.15, 0.0), (x + 0.85, c.cpu_us_per_conn)],
+                col.filled(),
+            )))
+            .map_err(err)?
+            .label(c.plane.label())
+            .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 14, y + 5)], col.filled()));
+        chart
+            .draw_series(std::iter::once(Text::new(
+                format!("{:.0}", c.cpu_us_per_conn),
+                (x + 0.4, c.cpu_us_per_conn + y_max * 0.03),
+                ("sans-serif", 14),
+            )))
+            .map_err(err)?;
+    }
+    finish(&mut chart, &root, SeriesLabelPosition::UpperRight)
+}
+
+/// Every plot of a report, into `dir`: throughput.svg, cpu.svg, conns.svg, latency.svg.
+pub fn all(r: &Report, dir: &Path) -> anyhow::Result<()> {
+    throughput(r, &dir.join("throughput.svg"))?;
+    cpu(r, &dir.join("cpu.svg"))?;
+    if !r.conn_rate.is_empty() {
+        conns(r, &dir.join("conns.svg"))?;
+    }
+    latency(r, &dir.join("latency.svg"))
 }
 
 fn size_label(r: &Report) -> String {

@@ -1201,14 +1201,28 @@ pub fn run(mut a: RunArgs) -> anyhow::Result<()> {
     };
     let json = a.out.join("results.json");
     write_file(&json, &serde_json::to_string_pretty(&report)?)?;
-    crate::plot::throughput(&report, &a.out.join("throughput.svg"))?;
-    crate::plot::latency(&report, &a.out.join("latency.svg"))?;
+    crate::plot::all(&report, &a.out)?;
     print!("{}", table(&report));
     eprintln!(
-        "xlvs-bench: wrote {}, throughput.svg and latency.svg in {}",
+        "xlvs-bench: wrote {}, throughput.svg, cpu.svg, conns.svg and latency.svg in {}",
         json.display(),
         a.out.display()
     );
+    Ok(())
+}
+
+/// `xlvs-bench plot RESULTS.json`: the table and the plots of an earlier run, again (next to
+/// the results file).
+pub fn replot(results: &std::path::Path) -> anyhow::Result<()> {
+    let report: Report = serde_json::from_str(
+        &std::fs::read_to_string(results)
+            .with_context(|| format!("reading {}", results.display()))?,
+    )
+    .with_context(|| format!("parsing {}", results.display()))?;
+    let dir = results.parent().unwrap_or(std::path::Path::new("."));
+    crate::plot::all(&report, dir)?;
+    print!("{}", table(&report));
+    eprintln!("xlvs-bench: plots written in {}", dir.display());
     Ok(())
 }
 

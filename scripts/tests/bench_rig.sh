@@ -6,7 +6,8 @@
 # (xlvs NAT in one worker thread, xlvs-q0; nat-split in one per interface),
 # that connections still work through xlvs NAT after the overload (a worker
 # whose TX backlog outgrew its ring used to stall for good), and that the JSON
-# and both SVG plots are written. Timings are not asserted: benchmarks are not
+# and the four SVG plots (throughput, CPU per packet, CPU per connection, latency)
+# are written. Timings are not asserted: benchmarks are not
 # tests.
 # Prints PASS/FAIL bench_rig.
 set -euo pipefail
@@ -65,12 +66,23 @@ ratios = {(x["plane"], x["vs"]) for x in r["ratios"]}
 for want in [("nat", "nft"), ("nat", "xdp"), ("dr", "nft"), ("nft", "xdp")]:
     if want not in ratios:
         bad.append(f"ratio {want} missing")
-for svg in ("throughput.svg", "latency.svg"):
+for svg in ("throughput.svg", "cpu.svg", "latency.svg"):
     root = ET.parse(f"{out}/{svg}").getroot()
     text = " ".join(t.text or "" for t in root.iter("{http://www.w3.org/2000/svg}text"))
     for label in ("XDP forwarder", "nftables DNAT", "xlvs LVS-NAT", "xlvs LVS-DR", "thread/socket"):
         if label not in text:
             bad.append(f"{svg}: no legend entry {label!r}")
+# The short connections' plot: a bar and its figure per plane wrk ran through.
+root = ET.parse(f"{out}/conns.svg").getroot()
+text = " ".join(t.text or "" for t in root.iter("{http://www.w3.org/2000/svg}text"))
+for plane in ("nft", "nat"):
+    c = conns[plane]
+    for want in (f"{c['cpu_us_per_conn']:.0f}",):
+        if want not in text:
+            bad.append(f"conns.svg: no figure {want} for {plane}")
+for label in ("nftables DNAT", "xlvs LVS-NAT"):
+    if label not in text:
+        bad.append(f"conns.svg: no legend entry {label!r}")
 for b in bad:
     print("BAD", b)
 sys.exit(1 if bad else 0)

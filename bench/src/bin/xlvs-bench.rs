@@ -33,6 +33,11 @@ enum Cmd {
     Run(rig::RunArgs),
     /// Attach the XDP-only forwarder (the rig's floor); prints "ready", detaches on SIGTERM.
     Fwd(FwdArgs),
+    /// Print the table and draw the plots of an earlier run again (next to its results.json).
+    Plot {
+        /// The run's results.json.
+        results: std::path::PathBuf,
+    },
 }
 
 #[derive(clap::Args)]
@@ -208,6 +213,7 @@ fn main() -> ExitCode {
         Cmd::Sink(a) => cmd_sink(a),
         Cmd::Run(a) => rig::run(a),
         Cmd::Fwd(a) => cmd_fwd(a),
+        Cmd::Plot { results } => rig::replot(&results),
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,
