@@ -43,7 +43,7 @@ fn collect<A: Addr>(tables: &Tables, t: &ConnTable<A>, now: Instant, out: &mut V
             proto: c.proto().label(),
             expire: c.expires_in(now).as_secs(),
             state: match c.proto() {
-                Proto::Tcp => c.state.name(),
+                Proto::Tcp => c.state().name(),
                 Proto::Udp => "UDP",
             },
             client: ep(c.caddr, c.cport),

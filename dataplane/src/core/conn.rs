@@ -12,7 +12,8 @@
 //!   connection on average, so a lookup that finds nothing (every new connection) walks one
 //!   slot, and one that finds its connection 1.5 (each a cache miss in a large table).
 //! - `slots`: the connections themselves, preallocated (but not touched) for the configured
-//!   maximum, linked by slot number. An IPv4 slot is 64 bytes, one cache line (tested below).
+//!   maximum, linked by slot number. An IPv4 slot is 56 bytes (tested below): the TCP state
+//!   and the XDP fast path's marks share a byte.
 //! - free slots go on a free list; new ones come from a high-water mark.
 //!
 //! A connection is read and written only by a thread holding its bucket's lock, a spin lock
@@ -72,6 +73,10 @@ pub(crate) const HOOKS_QUIET: u8 = UNBOUND | LEARN_HOP | CHANGED;
 /// The hook mask while someone listens: every client packet.
 pub(crate) const HOOKS_LISTENING: u8 = HOOKS_QUIET | ANY;
 
+/// The bits of `Conn::state_marks` that hold the TCP state.
+const STATE_BITS: u8 = 0x0f;
+const _: () = assert!(TcpState::COUNT <= 16);
+
 /// A connection's offload marks that say the XDP program holds entries of it.
 const OFFLOADED: u8 = super::offload::IN | super::offload::OUT;
 
@@ -84,7 +89,9 @@ pub struct Conn<A> {
     pub cport: u16,
     pub vport: u16,
     pub dport: u16,
-    pub state: TcpState,
+    /// Its TCP state ([`Conn::state`], the low four bits) and its offload marks
+    /// ([`Conn::offload`], the high four): one byte, so that an IPv4 slot stays 56 bytes.
+    state_marks: u8,
     flags: u8,
     /// Where the client's frames came from: replies go back through it (LVS-NAT).
     pub client_hop: NextHop,
@@ -94,8 +101,6 @@ pub struct Conn<A> {
     /// Client → director packets counted while someone listens for events, modulo the sync
     /// period (IPVS `in_pkts % sync_period`; see [`super::events::Outbox::with_sync`]).
     pub in_pkts: u8,
-    /// Its directions the XDP program forwards itself ([`super::offload::IN`], `OUT`).
-    pub(crate) offload: u8,
     pub dest: Arc<DestState>,
     /// The persistence template that chose the realserver (IPVS `cp->control`): it lives at
     /// least as long as the connections it controls.
@@ -103,6 +108,27 @@ pub struct Conn<A> {
 }
 
 impl<A> Conn<A> {
+    /// Its TCP state (IPVS `cp->state`; NONE for UDP).
+    #[inline(always)]
+    pub fn state(&self) -> TcpState {
+        // Safety: the low four bits were written from a `TcpState` (`Conn::new`,
+        // `set_state`), a `repr(u8)` enum whose values are all below 16.
+        unsafe { std::mem::transmute::<u8, TcpState>(self.state_marks & STATE_BITS) }
+    }
+
+    /// Its directions the XDP program forwards itself ([`super::offload::IN`], `OUT`), or
+    /// [`super::offload::KEPT`].
+    #[inline(always)]
+    pub(crate) fn offload(&self) -> u8 {
+        self.state_marks >> 4
+    }
+
+    /// Sets its offload marks.
+    #[inline(always)]
+    pub(crate) fn set_offload(&mut self, marks: u8) {
+        self.state_marks = (self.state_marks & STATE_BITS) | marks << 4;
+    }
+
     /// Its protocol.
     #[inline(always)]
     pub fn proto(&self) -> Proto {
@@ -148,12 +174,11 @@ impl<A: Addr> Conn<A> {
             cport,
             vport,
             dport,
-            state,
+            state_marks: state as u8,
             flags,
             client_hop,
             deadline: 0,
             in_pkts: 0,
-            offload: 0,
             dest,
             template: None,
         }
@@ -256,7 +281,7 @@ impl<A: Addr> Conn<A> {
     /// Moves the realserver's active/inactive counters when the state crosses between an
     /// active and an inactive state (IPVS `set_tcp_state` with `tcp_state_active`, Linux ≥ 4.9).
     pub fn set_state(&mut self, new: TcpState) {
-        if new == self.state {
+        if new == self.state() {
             return;
         }
         let active = new.is_active();
@@ -267,7 +292,7 @@ impl<A: Addr> Conn<A> {
             self.dest.rebind(Binding::Inactive, Binding::Active);
             self.flags &= !INACTIVE;
         }
-        self.state = new;
+        self.state_marks = (self.state_marks & !STATE_BITS) | new as u8;
     }
 
     /// Restarts the idle timeout: the connection expires `timeout` seconds after `now`, given
@@ -736,7 +761,7 @@ impl<A: Addr> ConnTable<A> {
     /// connection that changed state or leaves the table.
     pub(crate) fn unoffload(&self, c: &mut Conn<A>) {
         self.take_entries_back(c);
-        c.offload &= super::offload::KEPT;
+        c.set_offload(c.offload() & super::offload::KEPT);
     }
 
     /// Has the XDP entries of a connection removed and marks it [`offload::KEPT`], so it is
@@ -747,7 +772,7 @@ impl<A: Addr> ConnTable<A> {
     /// [`offload::KEPT`]: super::offload::KEPT
     pub(crate) fn keep(&self, c: &mut Conn<A>) {
         self.take_entries_back(c);
-        c.offload = super::offload::KEPT;
+        c.set_offload(super::offload::KEPT);
     }
 
     /// [`ConnTable::keep`] for the connection with a frame of tuple `key`, if any (the
@@ -991,7 +1016,7 @@ impl<A: Addr> ConnTable<A> {
     }
 
     fn release(&self, mut c: Conn<A>, now: Instant) {
-        if c.offload & OFFLOADED != 0 {
+        if c.offload() & OFFLOADED != 0 {
             self.unoffload(&mut c);
         }
         c.unbind(now);
@@ -1025,7 +1050,7 @@ impl<A: Addr> ConnTable<A> {
             {
                 // An offloaded connection's frames bypass the core: the XDP program's last
                 // one may move its deadline on.
-                if c.offload != 0 && c.expired(now) {
+                if c.offload() != 0 && c.expired(now) {
                     revive(c);
                 }
                 if c.expired(now) {
@@ -1269,7 +1294,7 @@ impl<A: Addr> ConnTable<A> {
             if !c.unbound() && gone(&c.dest) {
                 c.mark_unbound();
                 // Its next client packet must reach a worker.
-                if c.offload & OFFLOADED != 0 {
+                if c.offload() & OFFLOADED != 0 {
                     self.keep(c);
                 }
                 n += 1;
@@ -1284,7 +1309,7 @@ impl<A: Addr> ConnTable<A> {
     pub fn unoffload_dests(&self, which: impl Fn(&DestState) -> bool) -> usize {
         let mut n = 0;
         self.for_each_mut(|c| {
-            if c.offload & OFFLOADED != 0 && which(&c.dest) {
+            if c.offload() & OFFLOADED != 0 && which(&c.dest) {
                 self.keep(c);
                 n += 1;
             }
@@ -1411,8 +1436,8 @@ mod tests {
     use super::*;
 
     #[test]
-    fn slots_are_64_bytes_for_ipv4_and_96_for_ipv6() {
-        assert_eq!(ConnTable::<Ipv4Addr>::SLOT_BYTES, 64);
+    fn slots_are_56_bytes_for_ipv4_and_96_for_ipv6() {
+        assert_eq!(ConnTable::<Ipv4Addr>::SLOT_BYTES, 56);
         assert_eq!(ConnTable::<Ipv6Addr>::SLOT_BYTES, 96);
     }
 

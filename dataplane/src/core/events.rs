@@ -86,7 +86,7 @@ impl ConnEvent {
             kind,
             proto: c.proto().number(),
             fwd: c.fwd(),
-            state: c.state,
+            state: c.state(),
             template: false,
             inactive: c.inactive(),
             persistent: c.template.is_some(),
@@ -137,7 +137,7 @@ pub(crate) fn fwmark_of<A: Addr>(c: &Conn<A>, snap: &Snapshot) -> u32 {
 /// The timeout of `c`'s state in `snap`, in seconds.
 pub(crate) fn state_timeout<A>(c: &Conn<A>, snap: &Snapshot) -> u32 {
     match c.proto() {
-        Proto::Tcp => snap.timeouts.tcp[c.state as usize],
+        Proto::Tcp => snap.timeouts.tcp[c.state() as usize],
         Proto::Udp => snap.timeouts.udp,
     }
 }

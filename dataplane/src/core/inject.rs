@@ -217,7 +217,7 @@ impl Core {
                 if !other
                     && ours.is_local()
                     && spec.state == TcpState::Established
-                    && progress(c.state, c.proto()) == 1
+                    && progress(c.state(), c.proto()) == 1
                     && c.proto() == Proto::Tcp
                 {
                     return Ok(Inserted::Updated);
@@ -369,7 +369,7 @@ fn progress(state: TcpState, proto: Proto) -> u8 {
 fn wins<A: Addr>(state: TcpState, dest: (IpAddr, u16), c: &Conn<A>) -> bool {
     let proto = c.proto();
     let theirs = progress(state, proto);
-    let ours = progress(c.state, proto);
+    let ours = progress(c.state(), proto);
     theirs > ours || (theirs == ours && dest < (c.daddr.ip(), c.dport))
 }
 

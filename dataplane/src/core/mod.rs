@@ -815,7 +815,7 @@ fn lookup<A: Addr>(
             };
             touch(c, now, snap, dir, p);
             let mut offered = false;
-            if c.offload | at.offload != 0 {
+            if c.offload() | at.offload != 0 {
                 offered = offer(table, c, p, offload::IN, at.offload != 0);
             }
             // One test for the rare work: a connection learned from outside (bind it, learn
@@ -850,7 +850,7 @@ fn lookup<A: Addr>(
                 c.clear_no_output();
             }
             touch(c, now, snap, Dir::Output, p);
-            if c.offload | at.offload != 0 && offer(table, c, p, offload::OUT, at.offload != 0) {
+            if c.offload() | at.offload != 0 && offer(table, c, p, offload::OUT, at.offload != 0) {
                 *offer_it = Some(offload::Offer {
                     inbound: false,
                     pkts: 0,
@@ -976,7 +976,7 @@ fn evict_oldest<A: Addr>(table: &ConnTable<A>, ex: &mut Expiry<A>, now: Instant)
     let Some(mut f) = table.lookup(&key) else {
         return false;
     };
-    if f.side == Side::In && f.conn().state == TcpState::SynRecv {
+    if f.side == Side::In && f.conn().state() == TcpState::SynRecv {
         f.remove(now);
         return true;
     }
@@ -1086,7 +1086,7 @@ fn is_syn(flags: u8) -> bool {
 }
 
 fn reusable<A: Addr>(c: &Conn<A>) -> bool {
-    matches!(c.state, TcpState::TimeWait | TcpState::Close)
+    matches!(c.state(), TcpState::TimeWait | TcpState::Close)
 }
 
 /// Leaves the request for the frame with tuple `key` that [`lookup`] offered.
@@ -1125,14 +1125,17 @@ fn request_offload<A: Addr>(
 #[inline(never)]
 fn offer<A: Addr>(table: &ConnTable<A>, c: &mut Conn<A>, p: &Parsed<A>, bit: u8, on: bool) -> bool {
     let is_tcp = p.proto == Proto::Tcp;
-    if is_tcp && c.offload & (offload::IN | offload::OUT) != 0 && c.state != TcpState::Established {
+    if is_tcp
+        && c.offload() & (offload::IN | offload::OUT) != 0
+        && c.state() != TcpState::Established
+    {
         table.unoffload(c);
         return false;
     }
     if on
-        && c.offload & (bit | offload::KEPT) == 0
+        && c.offload() & (bit | offload::KEPT) == 0
         && (!is_tcp
-            || (c.state == TcpState::Established
+            || (c.state() == TcpState::Established
                 && p.tcp_flags & (tcp::SYN | tcp::FIN | tcp::RST) == 0))
         && matches!(
             p.kind,
@@ -1143,7 +1146,7 @@ fn offer<A: Addr>(table: &ConnTable<A>, c: &mut Conn<A>, p: &Parsed<A>, bit: u8,
         )
         && p.src.ip().is_ipv4()
     {
-        c.offload |= bit;
+        c.set_offload(c.offload() | bit);
         return true;
     }
     false
@@ -1159,16 +1162,16 @@ fn touch<A: Addr>(c: &mut Conn<A>, now: Instant, snap: &Snapshot, dir: Dir, p: &
     let timeout = match p.kind {
         Kind::IcmpError { .. } => return,
         Kind::Fragment { .. } => match p.proto {
-            Proto::Tcp => snap.timeouts.tcp[c.state as usize],
+            Proto::Tcp => snap.timeouts.tcp[c.state() as usize],
             Proto::Udp => snap.timeouts.udp,
         },
         Kind::Plain { .. } => match p.proto {
             Proto::Tcp => {
-                let new = tcp_state::next(c.state, dir, p.tcp_flags);
-                if new != c.state {
+                let new = tcp_state::next(c.state(), dir, p.tcp_flags);
+                if new != c.state() {
                     change_state(c, new);
                 }
-                snap.timeouts.tcp[c.state as usize]
+                snap.timeouts.tcp[c.state() as usize]
             }
             Proto::Udp => snap.timeouts.udp,
         },
@@ -1207,7 +1210,7 @@ fn client_hooks<A: Addr>(
         // The program forwards this connection's client frames and counts them: one that
         // reaches a worker anyway is the one the sync rule picks if it says so (the others
         // were on their way before its entry was filed).
-        if c.offload & offload::IN != 0 && handed(off, c, frame, p) {
+        if c.offload() & offload::IN != 0 && handed(off, c, frame, p) {
             ob.handed_packet(c, snap);
         } else {
             ob.client_packet(c, snap);

@@ -133,11 +133,11 @@ pub struct Unoffloaded {
 pub(crate) fn offloaded_keys<A: Addr>(
     c: &Conn<A>,
 ) -> impl Iterator<Item = (FlowKey, bool)> + use<A> {
-    let inn = (c.offload & IN != 0)
+    let inn = (c.offload() & IN != 0)
         .then(|| flow_key(&c.in_key()))
         .flatten()
         .map(|k| (k, false));
-    let out = (c.offload & OUT != 0)
+    let out = (c.offload() & OUT != 0)
         .then(|| flow_key(&c.out_key()))
         .flatten()
         .map(|k| (k, true));

@@ -363,7 +363,7 @@ fn both_directors_settle_a_conflict_on_the_same_realserver() {
     let mut e = Vec::new();
     c.tables()
         .v4
-        .for_each_with_origin(|c, o| e.push((c.state, o.is_local())));
+        .for_each_with_origin(|c, o| e.push((c.state(), o.is_local())));
     assert_eq!(e, [(TcpState::FinWait, true)], "state, still ours");
 }
 
