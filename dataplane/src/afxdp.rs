@@ -76,6 +76,10 @@ pub struct XskConfig {
     /// The XDP program's `OFFLOAD` map (a descriptor the caller keeps open): established
     /// connections are offloaded to it ([`crate::core::offload`]). None: off.
     pub offload_map: Option<RawFd>,
+    /// Adaptive polling: after a round that did work, a thread keeps looking at its rings
+    /// for this long before it sleeps in `poll` (zero: it sleeps at once). A frame that
+    /// arrives meanwhile costs no wakeup (`xlvsd --poll-spin-us`).
+    pub poll_spin: std::time::Duration,
 }
 
 impl Default for XskConfig {
@@ -91,6 +95,7 @@ impl Default for XskConfig {
             spare_sockets: 2,
             syn_recv_per_worker: 0,
             offload_map: None,
+            poll_spin: std::time::Duration::ZERO,
         }
     }
 }
@@ -546,6 +551,7 @@ impl Dataplane {
                 wakers: hotplug.wakers.clone(),
                 stop: stop.clone(),
                 adopt: hotplug.adopt[t].clone(),
+                spin: self.config.poll_spin,
             };
             let thread = std::thread::Builder::new()
                 .name(handles[first].thread_name.clone())
@@ -729,6 +735,8 @@ struct WorkerThread {
     stop: Arc<AtomicBool>,
     /// Workers of ports added at run time, for this thread to take ([`Hotplug`]).
     adopt: Arc<ArrayQueue<Worker>>,
+    /// [`XskConfig::poll_spin`].
+    spin: std::time::Duration,
 }
 
 /// One (interface, RX queue): its socket, its rings' state, its [`Core`].
@@ -827,6 +835,8 @@ impl WorkerThread {
         for w in &self.workers {
             w.log_running("");
         }
+        // When the last round that did work began (adaptive polling).
+        let mut last_busy = monotonic_now();
         while !self.stop.load(Ordering::Relaxed) {
             if !self.adopt.is_empty() {
                 while let Some(w) = self.adopt.pop() {
@@ -845,6 +855,15 @@ impl WorkerThread {
                 if std::mem::take(f) {
                     self.wakers[t].wake();
                 }
+            }
+            if busy {
+                last_busy = now;
+            } else if !self.spin.is_zero()
+                && now.0.saturating_sub(last_busy.0) < self.spin.as_nanos() as u64
+            {
+                // Adaptive polling: look again instead of sleeping, for a while after work.
+                std::hint::spin_loop();
+                continue;
             }
             if !busy && self.workers.iter().all(|w| w.pending_tx.is_empty()) {
                 // Idle: sleep until a frame arrives, another thread hands us work (or stops

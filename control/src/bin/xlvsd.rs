@@ -110,6 +110,11 @@ struct Args {
     /// program or GRO on). Off by default.
     #[arg(long)]
     offload: bool,
+    /// Adaptive polling: after a round that forwarded something, a worker thread keeps
+    /// looking at its rings for this many microseconds before it sleeps (0, the default:
+    /// it sleeps at once). Spends CPU to save wakeups when frames come in quick succession.
+    #[arg(long, default_value_t = 0, value_name = "US")]
+    poll_spin_us: u64,
     /// Starts a connection sync daemon, `master` or `backup` (give it twice for both), as
     /// `ipvsadm --start-daemon` with the options below; it keeps running across SIGHUP.
     #[arg(long = "start-daemon", value_name = "master|backup")]
@@ -326,6 +331,7 @@ fn main() {
             sync_threshold,
             spare_sockets: a.spare_sockets,
             frames_per_worker: a.xsk_frames,
+            poll_spin: std::time::Duration::from_micros(a.poll_spin_us.min(10_000)),
             ..XskConfig::default()
         },
         sched: sched::SchedConfig {
