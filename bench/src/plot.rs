@@ -119,21 +119,20 @@ pub fn cpu(r: &Report, path: &Path) -> anyhow::Result<()> {
         .map(|p| p.offered_pps / 1000.0)
         .fold(1.0f64, f64::max)
         * 1.1;
-    let panels: [(&DrawingArea<_, _>, &str, &str, fn(&Point) -> f64); 2] = [
+    type Metric = fn(&Point) -> f64;
+    let panels: [(&str, &str, Metric); 2] = [
         (
-            &left,
             "Director CPU per packet",
             "ns of director CPU per delivered packet",
             |p| p.cpu_ns_per_pkt,
         ),
         (
-            &right,
             "Packets per director core",
             "delivered kpps per director core",
             |p| p.pps_per_core / 1000.0,
         ),
     ];
-    for (area, title, y_desc, y) in panels {
+    for (area, (title, y_desc, y)) in [&left, &right].into_iter().zip(panels) {
         let y_max = measured.iter().map(|p| y(p)).fold(1.0f64, f64::max) * 1.15;
         let mut chart = ChartBuilder::on(area)
             .caption(format!("{title}, {}", size_label(r)), ("sans-serif", 16))
