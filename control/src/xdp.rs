@@ -592,7 +592,7 @@ mod tests {
         };
         let key = flow_key(&tuple(40000, VIP, 80, PROTO_TCP)).unwrap();
         let req = |key| OffloadRequest { key, sync: None };
-        let e = entry(&req(key), &rewritten(ACK, b"first"), 7).expect("an entry");
+        let e = entry(&req(key), &rewritten(ACK, b"first"), 7, 1).expect("an entry");
         assert!(map.update(&key, &e));
         for payload in [&b"second"[..], b"", b"a longer payload, odd length"] {
             let (action, out) = x.test_run_out(&seg(ACK, 64, payload), 1, 0).unwrap();
@@ -602,6 +602,10 @@ mod tests {
         let v = map.lookup(&key).unwrap();
         assert_eq!(v.packets, 3);
         assert!(v.last_ns > 0);
+        // What the control thread reads once a second.
+        let all = map.entries();
+        assert_eq!(all.len(), 1);
+        assert_eq!((all[0].0, all[0].1.packets), (key, 3));
         // To the workers (here: no socket, dropped as steered).
         assert_eq!(x.test_run(&seg(FIN | ACK, 64, b""), 1, 0).unwrap(), DROP);
         assert_eq!(x.test_run(&seg(ACK, 1, b""), 1, 0).unwrap(), DROP);
@@ -621,7 +625,7 @@ mod tests {
         });
         want[24..26].copy_from_slice(&ip_ck.to_be_bytes());
         let ukey = flow_key(&tuple(5353, VIP, 53, PROTO_UDP)).unwrap();
-        let ue = entry(&req(ukey), &want, 7).expect("a UDP entry");
+        let ue = entry(&req(ukey), &want, 7, 1).expect("a UDP entry");
         assert!(map.update(&ukey, &ue));
         let (action, out) = x.test_run_out(&dgram((VIP, 53), EXT_MAC), 1, 0).unwrap();
         assert_eq!(action, REDIRECT);
@@ -632,6 +636,18 @@ mod tests {
         nock[41] = 0;
         let (_, out) = x.test_run_out(&nock, 1, 0).unwrap();
         assert_eq!(out[40..42], [0, 0], "no checksum stays none");
+        // More entries than one batch read takes: each read once.
+        for p in 0..3000u16 {
+            let k = flow_key(&tuple(10_000 + p, VIP, 80, PROTO_TCP)).unwrap();
+            assert!(map.update(&k, &ue));
+        }
+        let t = std::time::Instant::now();
+        let mut all: Vec<_> = map.entries().into_iter().map(|(k, _)| k).collect();
+        eprintln!("read {} entries in {:?}", all.len(), t.elapsed());
+        assert_eq!(all.len(), 3002);
+        all.sort_by_key(|k| (k.sport, k.proto));
+        all.dedup();
+        assert_eq!(all.len(), 3002, "an entry read twice");
     }
 
     /// While a sync master runs, the program counts a client direction's frames as the
@@ -677,7 +693,7 @@ mod tests {
                 due: 3,
             }),
         };
-        assert!(map.update(&key, &entry(&req, &rewritten, 7).unwrap()));
+        assert!(map.update(&key, &entry(&req, &rewritten, 7, 1).unwrap()));
         let mut handed = Vec::new();
         for n in 3..=110u32 {
             let f = seg(n * 1000);
@@ -699,7 +715,7 @@ mod tests {
         assert_eq!(x.counters()[4], 3, "handed frames counted");
         // An entry without the count hands nothing and has no mark.
         let plain = OffloadRequest { key, sync: None };
-        assert!(map.update(&key, &entry(&plain, &rewritten, 7).unwrap()));
+        assert!(map.update(&key, &entry(&plain, &rewritten, 7, 1).unwrap()));
         for n in 0..60u32 {
             assert_eq!(x.test_run(&seg(n), 1, 0).unwrap(), REDIRECT);
         }

@@ -1045,7 +1045,7 @@ impl Worker {
                             match snap.egress_port(e, data.contents()) {
                                 Some(p) => {
                                     if let Some(req) = req {
-                                        self.offload_flow(&req, data.contents(), p);
+                                        self.offload_flow(&req, data.contents(), p, now);
                                     }
                                     Some(p)
                                 }
@@ -1122,13 +1122,13 @@ impl Worker {
 
     /// Files the XDP entry for the direction `req` names, from `frame` as the core rewrote it
     /// and the port it leaves by.
-    fn offload_flow(&self, req: &OffloadRequest, frame: &[u8], port: PortId) {
+    fn offload_flow(&self, req: &OffloadRequest, frame: &[u8], port: PortId, now: Instant) {
         let Some(map) = &self.offload else { return };
         let ifindex = self.topology.ifindex[port as usize].load(Ordering::Relaxed);
         if ifindex == 0 {
             return;
         }
-        match offload_map::entry(req, frame, ifindex) {
+        match offload_map::entry(req, frame, ifindex, now.0) {
             Some(e) if map.update(&req.key, &e) => {
                 self.stats.offloaded.fetch_add(1, Ordering::Relaxed);
             }
@@ -1161,13 +1161,26 @@ impl Worker {
         let worker = self.me;
         for _ in 0..INJECT_BUDGET {
             let Some(u) = t.take_unoffloaded() else { break };
-            // What the program forwarded is counted for the realserver now (frames without
-            // their Ethernet header, as the workers count IP bytes).
-            if let Some(v) = map.lookup(&u.key) {
-                let ip_bytes = v.bytes.saturating_sub(14 * v.packets);
-                u.dest.stats.packets(worker, u.out, v.packets, ip_bytes);
-            }
+            // What the program forwarded goes to the control thread, which counts it for the
+            // realserver less what it counted while the entry lived (frames without their
+            // Ethernet header, as the workers count IP bytes).
+            let v = map.lookup(&u.key);
             map.delete(&u.key);
+            if let Some(v) = v {
+                let f = crate::core::offload::Final {
+                    key: u.key,
+                    filed_ns: v.filed_ns,
+                    dest: u.dest,
+                    out: u.out,
+                    packets: v.packets,
+                    ip_bytes: v.bytes.saturating_sub(14 * v.packets),
+                };
+                if let Err(f) = t.push_offload_final(f) {
+                    // Its queue is full: counted here (what the control thread already
+                    // counted of it, twice).
+                    f.dest.stats.packets(worker, f.out, f.packets, f.ip_bytes);
+                }
+            }
             any = true;
         }
         any

@@ -14,6 +14,8 @@ pub mod wire;
 #[cfg(feature = "afxdp")]
 pub mod afxdp;
 #[cfg(feature = "afxdp")]
+pub mod offload_credit;
+#[cfg(feature = "afxdp")]
 pub mod offload_map;
 
 #[cfg(any(test, feature = "testing"))]

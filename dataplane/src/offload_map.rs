@@ -16,6 +16,7 @@ const BPF_MAP_LOOKUP_ELEM: libc::c_long = 1;
 const BPF_MAP_UPDATE_ELEM: libc::c_long = 2;
 const BPF_MAP_DELETE_ELEM: libc::c_long = 3;
 const BPF_MAP_GET_NEXT_KEY: libc::c_long = 4;
+const BPF_MAP_LOOKUP_BATCH: libc::c_long = 24;
 /// `BPF_ANY`: create or replace.
 const BPF_ANY: u64 = 0;
 
@@ -28,6 +29,20 @@ struct ElemAttr {
     key: u64,
     /// `value`, or `next_key` for `BPF_MAP_GET_NEXT_KEY`.
     value: u64,
+    flags: u64,
+}
+
+/// `union bpf_attr` as `BPF_MAP_LOOKUP_BATCH` reads and writes it.
+#[repr(C)]
+#[derive(Default)]
+struct BatchAttr {
+    in_batch: u64,
+    out_batch: u64,
+    keys: u64,
+    values: u64,
+    count: u32,
+    map_fd: u32,
+    elem_flags: u64,
     flags: u64,
 }
 
@@ -84,6 +99,73 @@ impl OffloadMap {
             .then_some(v)
     }
 
+    /// Every entry with its value (the control thread's count of what the program forwarded,
+    /// once a second): `BPF_MAP_LOOKUP_BATCH`, 1 024 entries a call, or one key at a time
+    /// where the kernel has no batch lookup for the map. An entry added or removed meanwhile
+    /// may be missed or seen; none is seen twice by the batch walk.
+    pub fn entries(&self) -> Vec<(FlowKey, Offload)> {
+        const CHUNK: usize = 1024;
+        let mut out = Vec::new();
+        let mut keys = vec![FlowKey::default(); CHUNK];
+        let mut vals = vec![Offload::default(); CHUNK];
+        // A hash map's batch position is a bucket number.
+        let (mut pos, mut next) = (0u32, 0u32);
+        for round in 0..=xlvs_common::OFFLOAD_MAX as usize / CHUNK + 1 {
+            let mut attr = BatchAttr {
+                in_batch: if round == 0 {
+                    0
+                } else {
+                    &pos as *const u32 as u64
+                },
+                out_batch: &mut next as *mut u32 as u64,
+                keys: keys.as_mut_ptr() as u64,
+                values: vals.as_mut_ptr() as u64,
+                count: CHUNK as u32,
+                map_fd: self.fd as u32,
+                ..BatchAttr::default()
+            };
+            // Safety: `attr` is a valid `bpf_attr` for the batch commands; the key and value
+            // buffers hold `count` elements of the map's key and value sizes, the positions
+            // are u32 as a hash map's are. The kernel writes `count` back into `attr`.
+            let r = unsafe {
+                libc::syscall(
+                    libc::SYS_bpf,
+                    BPF_MAP_LOOKUP_BATCH,
+                    &mut attr as *mut BatchAttr,
+                    size_of::<BatchAttr>() as libc::c_uint,
+                )
+            };
+            let errno = std::io::Error::last_os_error().raw_os_error();
+            let n = (attr.count as usize).min(CHUNK);
+            out.extend(keys[..n].iter().copied().zip(vals[..n].iter().copied()));
+            if r == 0 {
+                pos = next;
+                continue;
+            }
+            if errno == Some(libc::ENOENT) {
+                return out;
+            }
+            // No batch operations (or a bucket larger than a chunk): one key at a time.
+            out.clear();
+            break;
+        }
+        let mut key = FlowKey::default();
+        let mut first = true;
+        for _ in 0..=xlvs_common::OFFLOAD_MAX {
+            let prev: *const FlowKey = if first { std::ptr::null() } else { &key };
+            let mut k = FlowKey::default();
+            if !self.call(BPF_MAP_GET_NEXT_KEY, prev, &mut k as *mut FlowKey as u64, 0) {
+                break;
+            }
+            first = false;
+            key = k;
+            if let Some(v) = self.lookup(&key) {
+                out.push((key, v));
+            }
+        }
+        out
+    }
+
     /// Removes every entry (at start, and when the queue of entries to remove overflowed);
     /// returns how many went.
     pub fn clear(&self) -> usize {
@@ -124,7 +206,7 @@ impl OffloadSeen for OffloadMap {
 /// The entry that repeats, for every later frame of its direction, what the core did to
 /// `frame` (untagged IPv4 TCP or UDP without options, as the XDP program takes them), whose
 /// tuple was `key` before, to go out of interface `ifindex`. None for any other frame.
-pub fn entry(req: &OffloadRequest, frame: &[u8], ifindex: u32) -> Option<Offload> {
+pub fn entry(req: &OffloadRequest, frame: &[u8], ifindex: u32, filed_ns: u64) -> Option<Offload> {
     let key = &req.key;
     const IP: usize = 14;
     const L4: usize = IP + 20;
@@ -155,6 +237,7 @@ pub fn entry(req: &OffloadRequest, frame: &[u8], ifindex: u32) -> Option<Offload
         l4_delta: addrs
             + checksum::delta16(be16(key.sport), be16(sport))
             + checksum::delta16(be16(key.dport), be16(dport)),
+        filed_ns,
         ..Offload::default()
     };
     if let Some(sc) = req.sync {
@@ -202,7 +285,7 @@ mod tests {
         })
         .unwrap();
         let req = OffloadRequest { key, sync: None };
-        let e = entry(&req, &after, 7).unwrap();
+        let e = entry(&req, &after, 7, 1).unwrap();
         let ck = |f: &[u8], at: usize| u16::from_be_bytes([f[at], f[at + 1]]);
         assert_eq!(
             checksum::apply(ck(&before, 24), e.ip_delta),
@@ -220,6 +303,6 @@ mod tests {
         // Not for a tagged frame.
         let mut tagged = after.clone();
         tagged[12..14].copy_from_slice(&[0x81, 0x00]);
-        assert!(entry(&req, &tagged, 7).is_none());
+        assert!(entry(&req, &tagged, 7, 1).is_none());
     }
 }

@@ -174,6 +174,14 @@ pub struct Control {
     drift: std::collections::BTreeMap<(String, std::net::SocketAddr), u64>,
     /// When housekeeping runs next (once a second).
     next_housekeeping: Instant,
+    /// With the XDP fast path: its map, and what of each entry the realservers' counters
+    /// already have (counted once a second, [`offload_credit`]).
+    ///
+    /// [`offload_credit`]: xlvs_dataplane::offload_credit
+    fast_path: Option<(
+        xlvs_dataplane::offload_map::OffloadMap,
+        xlvs_dataplane::offload_credit::FastCredit,
+    )>,
     /// Housekeeping rounds so far.
     tick: u64,
     /// Bonds and their members' links ([`Control::links_changed`]).
@@ -210,6 +218,7 @@ impl Control {
             drift: Default::default(),
             links: None,
             next_housekeeping: now + Duration::from_secs(1),
+            fast_path: None,
             tick: 0,
         }
     }
@@ -225,6 +234,12 @@ impl Control {
     /// taken out by a health check) expires at its next client packet instead of going on.
     pub fn set_expire_nodest_conn(&mut self, on: bool) {
         self.expire_nodest_conn = on;
+    }
+
+    /// The XDP fast path's map: what it forwards is counted for the realservers once a
+    /// second.
+    pub fn set_fast_path(&mut self, map: xlvs_dataplane::offload_map::OffloadMap) {
+        self.fast_path = Some((map, Default::default()));
     }
 
     /// Health checks the services `keepalived` (a keepalived.conf, re-read on SIGHUP)
@@ -897,6 +912,9 @@ impl Control {
     /// (connections expire in the workers).
     fn housekeeping(&mut self, _now: Instant) {
         self.tick += 1;
+        if let Some((map, credit)) = &mut self.fast_path {
+            credit.pass(&self.conns.v4, map.entries());
+        }
         let gone = self.conns.expire_fragments(afxdp::now());
         if gone > 0 {
             log::debug!("forgot {gone} fragmented datagram(s)");

@@ -193,8 +193,9 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
         .collect();
     // One worker per (interface, RX queue): each counts in its own shard of every
     // realserver's counters, so the shards must exist before the first realserver does.
+    // One more, the control thread's: what the XDP fast path forwarded.
     stats::set_shards(
-        specs.iter().map(|s| s.queues as usize).sum::<usize>() + cfg.xsk.spare_sockets as usize,
+        specs.iter().map(|s| s.queues as usize).sum::<usize>() + cfg.xsk.spare_sockets as usize + 1,
     );
     let mut table = ServiceTable::new(cfg.sched);
     if let Some(path) = &cfg.rules {
@@ -224,8 +225,10 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
 
     let mut steering = xdp::XdpSteering::load(cfg.pin_dir.as_deref().and_then(pin_dir))?;
     let mut xsk = cfg.xsk;
+    let mut offload_fd = None;
     if cfg.offload {
         xsk.offload_map = Some(steering.offload_fd());
+        offload_fd = Some(steering.offload_fd());
         log::info!(
             "XDP fast path on: established IPv4 TCP connections are forwarded by the XDP program"
         );
@@ -298,6 +301,9 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
         Instant::now(),
     );
     ctl.set_expire_nodest_conn(cfg.expire_nodest_conn);
+    if let Some(fd) = offload_fd {
+        ctl.set_fast_path(xlvs_dataplane::offload_map::OffloadMap::new(fd));
+    }
     ctl.set_links(links);
     ctl.set_sync_options(cfg.sync_opts.clone());
     ctl.set_sync_roles(cfg.sync_roles);

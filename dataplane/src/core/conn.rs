@@ -571,6 +571,9 @@ pub struct ConnTable<A: Addr> {
     unoffloaded: std::sync::OnceLock<crossbeam::queue::ArrayQueue<super::offload::Unoffloaded>>,
     /// Set when `unoffloaded` was full: the drivers then empty the whole map.
     unoffload_overflow: std::sync::atomic::AtomicBool,
+    /// What the XDP program forwarded of the entries the workers removed, for the control
+    /// thread to count ([`ConnTable::take_offload_final`]). Made with its first entry.
+    offload_finals: std::sync::OnceLock<crossbeam::queue::ArrayQueue<super::offload::Final>>,
 }
 
 // Safety: a slot is only accessed by the thread holding the lock of the bucket whose chain
@@ -753,6 +756,7 @@ impl<A: Addr> ConnTable<A> {
             max,
             unoffloaded: std::sync::OnceLock::new(),
             unoffload_overflow: std::sync::atomic::AtomicBool::new(false),
+            offload_finals: std::sync::OnceLock::new(),
         }
     }
 
@@ -803,6 +807,22 @@ impl<A: Addr> ConnTable<A> {
     /// A direction whose XDP entry must go (its connection changed state or left the table).
     pub fn take_unoffloaded(&self) -> Option<super::offload::Unoffloaded> {
         self.unoffloaded.get()?.pop()
+    }
+
+    /// Hands the control thread what the XDP program forwarded of a removed entry; gives it
+    /// back if the queue is full.
+    pub fn push_offload_final(
+        &self,
+        f: super::offload::Final,
+    ) -> Result<(), super::offload::Final> {
+        self.offload_finals
+            .get_or_init(|| crossbeam::queue::ArrayQueue::new(UNOFFLOAD_QUEUE))
+            .push(f)
+    }
+
+    /// The oldest of [`ConnTable::push_offload_final`]'s.
+    pub fn take_offload_final(&self) -> Option<super::offload::Final> {
+        self.offload_finals.get()?.pop()
     }
 
     /// Whether the queue of [`ConnTable::take_unoffloaded`] overflowed since the last call:

@@ -128,6 +128,22 @@ pub struct Unoffloaded {
     pub out: bool,
 }
 
+/// What the XDP program forwarded of a direction whose entry a worker just removed: the
+/// control thread counts it for the realserver ([`crate::offload_credit`]), less what it
+/// counted while the entry lived.
+#[derive(Clone, Debug)]
+pub struct Final {
+    pub key: FlowKey,
+    /// The entry's `filed_ns` (which entry of the tuple it was).
+    pub filed_ns: u64,
+    pub dest: std::sync::Arc<super::service::DestState>,
+    /// The realserver → director direction.
+    pub out: bool,
+    pub packets: u64,
+    /// IP bytes (the frames' lengths without their Ethernet headers, as the workers count).
+    pub ip_bytes: u64,
+}
+
 /// The tuples of a connection's offloaded directions, each with whether it is the
 /// realserver → director one.
 pub(crate) fn offloaded_keys<A: Addr>(

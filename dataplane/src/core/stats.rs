@@ -94,6 +94,14 @@ impl DestCounters {
         }
     }
 
+    /// What the XDP fast path forwarded, counted by the control thread
+    /// ([`crate::offload_credit`]) in the last shard, which the daemon makes its own (one
+    /// more than the workers, [`set_shards`]).
+    pub fn fast_path(&self, out: bool, pkts: u64, bytes: u64) {
+        let last = self.shards.len() - 1;
+        self.packets(last, out, pkts, bytes);
+    }
+
     /// The sum over the workers.
     pub fn totals(&self) -> Totals {
         let mut t = Totals::default();

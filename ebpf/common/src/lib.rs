@@ -280,6 +280,9 @@ pub struct Offload {
     pub last_ns: u64,
     pub packets: u64,
     pub bytes: u64,
+    /// When the worker filed it (CLOCK_MONOTONIC ns; the program leaves it alone): with the
+    /// key, which entry a count is of, should a tuple come back as a new connection.
+    pub filed_ns: u64,
 }
 
 impl Offload {

@@ -1,0 +1,201 @@
+//! The realservers' counters for what the XDP fast path forwards (`xlvsd --offload`), kept
+//! live: once a second the control thread reads every entry of the program's `OFFLOAD` map
+//! and counts, for the realserver of the entry's connection, what the entry forwarded since
+//! it last looked. When a worker removes an entry it hands the entry's last figures over
+//! ([`Final`]), and the next pass counts the rest. So `--stats`, the rates and `/metrics`
+//! lag the fast path by a second at most, every frame is counted once, and the counters
+//! only grow.
+//!
+//! Sans-IO: [`FastCredit::pass`] is given the entries (the driver reads the map,
+//! [`crate::offload_map::OffloadMap::entries`]) and the table, and writes the counters
+//! ([`crate::core::stats::DestCounters::fast_path`], the control thread's own shard).
+
+use std::collections::HashMap;
+
+use xlvs_common::{FlowKey, Offload};
+
+use crate::core::conn::{ConnTable, Side};
+use crate::core::offload::{Final, conn_key_v4};
+
+/// What has been counted of one entry (a tuple, filed at a time).
+#[derive(Clone, Copy, Debug, Default)]
+struct Counted {
+    packets: u64,
+    ip_bytes: u64,
+    /// The pass that last saw the entry in the map.
+    seen: u64,
+}
+
+/// The control thread's record of what it counted of each live entry.
+#[derive(Debug, Default)]
+pub struct FastCredit {
+    counted: HashMap<(FlowKey, u64), Counted>,
+    passes: u64,
+}
+
+impl FastCredit {
+    /// One pass: first the entries the workers removed since the last pass (from
+    /// `table`'s queue), then every live entry in `entries`. Returns the packets counted.
+    pub fn pass(
+        &mut self,
+        table: &ConnTable<std::net::Ipv4Addr>,
+        entries: impl IntoIterator<Item = (FlowKey, Offload)>,
+    ) -> u64 {
+        self.passes += 1;
+        let mut counted = 0;
+        while let Some(f) = table.take_offload_final() {
+            counted += self.final_figures(&f);
+        }
+        for (key, v) in entries {
+            let ip_bytes = v.bytes.saturating_sub(14 * v.packets);
+            // The realserver and direction are the connection's; an entry whose connection
+            // is gone is on its way out, and its final figures will come.
+            let Some(mut found) = table.lookup(&conn_key_v4(&key)) else {
+                continue;
+            };
+            let out = found.side == Side::Out;
+            let dest = found.conn().dest.clone();
+            drop(found);
+            let c = self.counted.entry((key, v.filed_ns)).or_default();
+            let (p, b) = (
+                v.packets.saturating_sub(c.packets),
+                ip_bytes.saturating_sub(c.ip_bytes),
+            );
+            if p > 0 || b > 0 {
+                dest.stats.fast_path(out, p, b);
+            }
+            c.packets = c.packets.max(v.packets);
+            c.ip_bytes = c.ip_bytes.max(ip_bytes);
+            c.seen = self.passes;
+            counted += p;
+        }
+        // An entry missing from two passes in a row without final figures went with the
+        // whole map (the queue of entries to remove overflowed): forgotten.
+        let passes = self.passes;
+        self.counted.retain(|_, c| c.seen + 1 >= passes);
+        counted
+    }
+
+    fn final_figures(&mut self, f: &Final) -> u64 {
+        let c = self
+            .counted
+            .remove(&(f.key, f.filed_ns))
+            .unwrap_or_default();
+        let (p, b) = (
+            f.packets.saturating_sub(c.packets),
+            f.ip_bytes.saturating_sub(c.ip_bytes),
+        );
+        if p > 0 || b > 0 {
+            f.dest.stats.fast_path(f.out, p, b);
+        }
+        p
+    }
+
+    /// Entries it keeps figures of.
+    pub fn len(&self) -> usize {
+        self.counted.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.counted.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::Ipv4Addr;
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::core::conn::{ConnKey, Tables};
+    use crate::core::offload::flow_key;
+    use crate::core::service::{Fwd, Proto};
+    use crate::core::{Core, Instant, Verdict};
+    use crate::testing::{EXT_MAC, snapshot, tcp_frame};
+    use crate::wire::tcp::SYN;
+
+    const VIP: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 100);
+    const CIP: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 7);
+    const RIP: Ipv4Addr = Ipv4Addr::new(10, 10, 0, 11);
+
+    fn key(src: (Ipv4Addr, u16), dst: (Ipv4Addr, u16)) -> FlowKey {
+        flow_key(&ConnKey {
+            src: src.0,
+            dst: dst.0,
+            sport: src.1,
+            dport: dst.1,
+            proto: 6,
+        })
+        .unwrap()
+    }
+
+    /// An entry that forwarded `packets` 64-byte frames, filed at `filed`.
+    fn entry(packets: u64, filed: u64) -> Offload {
+        Offload {
+            packets,
+            bytes: packets * 64,
+            filed_ns: filed,
+            ..Offload::default()
+        }
+    }
+
+    /// Live entries are counted as they grow, each frame once; a removed entry's last
+    /// figures add only what was not counted yet; a new entry of the same tuple counts from
+    /// zero; the reply direction counts as outbound; entries that vanish are forgotten.
+    #[test]
+    fn every_frame_the_program_forwards_is_counted_once_as_it_goes() {
+        let tables = Arc::new(Tables::new(1 << 10));
+        let mut core = Core::new(tables.clone());
+        let snap = snapshot(Proto::Tcp, (VIP, 80), &[(RIP, 8080)], Fwd::Masq, "rr");
+        let mut syn = tcp_frame(EXT_MAC, EXT_MAC, (CIP, 40000), (VIP, 80), SYN, 64, b"");
+        assert!(matches!(
+            core.process(Instant(1), &snap, &mut syn, 0),
+            Verdict::Tx(_)
+        ));
+        let t = &tables.v4;
+        let dest = t
+            .lookup(&conn_key_v4(&key((CIP, 40000), (VIP, 80))))
+            .map(|mut f| f.conn().dest.clone())
+            .unwrap();
+        let base = dest.stats.totals();
+        let totals = || {
+            let n = dest.stats.totals();
+            (
+                n.inpkts - base.inpkts,
+                n.inbytes - base.inbytes,
+                n.outpkts - base.outpkts,
+            )
+        };
+        let inn = key((CIP, 40000), (VIP, 80));
+        let out = key((RIP, 8080), (CIP, 40000));
+        let mut c = FastCredit::default();
+        assert_eq!(c.pass(t, [(inn, entry(10, 5)), (out, entry(4, 6))]), 14);
+        assert_eq!(totals(), (10, 10 * 50, 4));
+        assert_eq!(c.pass(t, [(inn, entry(15, 5)), (out, entry(4, 6))]), 5);
+        assert_eq!(totals(), (15, 15 * 50, 4));
+        // The worker removed the client entry after 20 frames.
+        t.push_offload_final(Final {
+            key: inn,
+            filed_ns: 5,
+            dest: dest.clone(),
+            out: false,
+            packets: 20,
+            ip_bytes: 20 * 50,
+        })
+        .unwrap();
+        assert_eq!(c.pass(t, [(out, entry(4, 6))]), 5);
+        assert_eq!(totals(), (20, 20 * 50, 4));
+        // The tuple comes back as a new entry.
+        c.pass(t, [(inn, entry(3, 9)), (out, entry(4, 6))]);
+        assert_eq!(totals(), (23, 23 * 50, 4));
+        // The map emptied without final figures: the records go after two passes.
+        c.pass(t, []);
+        assert_eq!(c.len(), 2);
+        c.pass(t, []);
+        assert!(c.is_empty());
+        assert_eq!(totals(), (23, 23 * 50, 4));
+        // An entry whose connection is gone is left for its final figures.
+        let stray = key((CIP, 40001), (VIP, 80));
+        assert_eq!(c.pass(t, [(stray, entry(7, 1))]), 0);
+    }
+}
