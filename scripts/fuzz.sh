@@ -7,7 +7,8 @@
 # checksums checked after each rewrite), sync_decode (IPVS sync v0/v1 datagrams), ipvsadm
 # (command lines and rules files), keepalived_conf, admin_request (the control socket's
 # requests), restart_state (the table an orderly stop saves), xdp_steer (the XDP program run
-# by the kernel, BPF_PROG_TEST_RUN, against the core's view: needs root). Each runs SECONDS
+# by the kernel, BPF_PROG_TEST_RUN, against the core's view: needs root), xdp_offload (the
+# XDP fast path's rewrite and sync hand-over on arbitrary segments: needs root). Each runs SECONDS
 # (default 20) from the seeds in fuzz/seeds/TARGET (real sync datagrams from
 # ../shared/reference/captures, lab frames, the shipped keepalived.conf files, requests
 # xlvsadm sends, a saved table) in a corpus of its own under $FUZZ_WORK (default a temp dir, kept:
@@ -22,7 +23,7 @@ export PATH="$HOME/.cargo/bin:$PATH"
 SECS=${1:-20}
 shift || true
 TARGETS=("$@")
-[ ${#TARGETS[@]} -gt 0 ] || TARGETS=(core_process sync_decode ipvsadm keepalived_conf admin_request restart_state xdp_steer)
+[ ${#TARGETS[@]} -gt 0 ] || TARGETS=(core_process sync_decode ipvsadm keepalived_conf admin_request restart_state xdp_steer xdp_offload)
 WORK=${FUZZ_WORK:-$(mktemp -d /tmp/xlvs-fuzz.XXXXXX)}
 cd fuzz
 if [ "${FUZZ_NO_BUILD:-0}" != 1 ]; then

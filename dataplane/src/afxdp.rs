@@ -41,6 +41,7 @@ use crate::core::events::Outbox;
 use crate::core::inject::{Inserted, Spec};
 use crate::core::offload::OffloadRequest;
 use crate::core::service::{IfaceId, Snapshot};
+use crate::core::wheel::tick_ceil;
 use crate::core::{Core, CoreStats, DropReason, Instant, Verdict};
 use crate::offload_map::{self, OffloadMap};
 
@@ -1158,7 +1159,6 @@ impl Worker {
             );
         }
         let mut any = false;
-        let worker = self.me;
         for _ in 0..INJECT_BUDGET {
             let Some(u) = t.take_unoffloaded() else { break };
             // What the program forwarded goes to the control thread, which counts it for the
@@ -1167,6 +1167,15 @@ impl Worker {
             let v = map.lookup(&u.key);
             map.delete(&u.key);
             if let Some(v) = v {
+                // A connection the workers keep from now on lives its timeout from the
+                // program's last frame of it, not from the last the workers saw.
+                if v.last_ns != 0 {
+                    let snap = self.snapshot.load();
+                    t.extend_from(&crate::core::offload::conn_key_v4(&u.key), |c| {
+                        let timeout = crate::core::events::state_timeout(c, &snap);
+                        (tick_ceil(Instant(v.last_ns)), timeout)
+                    });
+                }
                 let f = crate::core::offload::Final {
                     key: u.key,
                     filed_ns: v.filed_ns,
@@ -1175,11 +1184,10 @@ impl Worker {
                     packets: v.packets,
                     ip_bytes: v.bytes.saturating_sub(14 * v.packets),
                 };
-                if let Err(f) = t.push_offload_final(f) {
-                    // Its queue is full: counted here (what the control thread already
-                    // counted of it, twice).
-                    f.dest.stats.packets(worker, f.out, f.packets, f.ip_bytes);
-                }
+                // A full queue (over 65 536 offloaded directions ending within a second)
+                // loses what the control thread had not counted yet of this one, rather
+                // than count what it had twice.
+                let _ = t.push_offload_final(f);
             }
             any = true;
         }

@@ -35,18 +35,21 @@ pub struct FastCredit {
 
 impl FastCredit {
     /// One pass: first the entries the workers removed since the last pass (from
-    /// `table`'s queue), then every live entry in `entries`. Returns the packets counted.
-    pub fn pass(
+    /// `table`'s queue), then every live entry, as `read` gives them. The map must be read
+    /// after the queue is emptied: an entry removed in between is then either in neither
+    /// (its final figures wait for the next pass) or in the read with figures no larger
+    /// than its final ones, so nothing is counted twice. Returns the packets counted.
+    pub fn pass<I: IntoIterator<Item = (FlowKey, Offload)>>(
         &mut self,
         table: &ConnTable<std::net::Ipv4Addr>,
-        entries: impl IntoIterator<Item = (FlowKey, Offload)>,
+        read: impl FnOnce() -> I,
     ) -> u64 {
         self.passes += 1;
         let mut counted = 0;
         while let Some(f) = table.take_offload_final() {
             counted += self.final_figures(&f);
         }
-        for (key, v) in entries {
+        for (key, v) in read() {
             let ip_bytes = v.bytes.saturating_sub(14 * v.packets);
             // The realserver and direction are the connection's; an entry whose connection
             // is gone is on its way out, and its final figures will come.
@@ -169,9 +172,9 @@ mod tests {
         let inn = key((CIP, 40000), (VIP, 80));
         let out = key((RIP, 8080), (CIP, 40000));
         let mut c = FastCredit::default();
-        assert_eq!(c.pass(t, [(inn, entry(10, 5)), (out, entry(4, 6))]), 14);
+        assert_eq!(c.pass(t, || [(inn, entry(10, 5)), (out, entry(4, 6))]), 14);
         assert_eq!(totals(), (10, 10 * 50, 4));
-        assert_eq!(c.pass(t, [(inn, entry(15, 5)), (out, entry(4, 6))]), 5);
+        assert_eq!(c.pass(t, || [(inn, entry(15, 5)), (out, entry(4, 6))]), 5);
         assert_eq!(totals(), (15, 15 * 50, 4));
         // The worker removed the client entry after 20 frames.
         t.push_offload_final(Final {
@@ -183,19 +186,19 @@ mod tests {
             ip_bytes: 20 * 50,
         })
         .unwrap();
-        assert_eq!(c.pass(t, [(out, entry(4, 6))]), 5);
+        assert_eq!(c.pass(t, || [(out, entry(4, 6))]), 5);
         assert_eq!(totals(), (20, 20 * 50, 4));
         // The tuple comes back as a new entry.
-        c.pass(t, [(inn, entry(3, 9)), (out, entry(4, 6))]);
+        c.pass(t, || [(inn, entry(3, 9)), (out, entry(4, 6))]);
         assert_eq!(totals(), (23, 23 * 50, 4));
         // The map emptied without final figures: the records go after two passes.
-        c.pass(t, []);
+        c.pass(t, Vec::new);
         assert_eq!(c.len(), 2);
-        c.pass(t, []);
+        c.pass(t, Vec::new);
         assert!(c.is_empty());
         assert_eq!(totals(), (23, 23 * 50, 4));
         // An entry whose connection is gone is left for its final figures.
         let stray = key((CIP, 40001), (VIP, 80));
-        assert_eq!(c.pass(t, [(stray, entry(7, 1))]), 0);
+        assert_eq!(c.pass(t, || [(stray, entry(7, 1))]), 0);
     }
 }

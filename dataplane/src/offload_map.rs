@@ -110,7 +110,8 @@ impl OffloadMap {
         let mut vals = vec![Offload::default(); CHUNK];
         // A hash map's batch position is a bucket number.
         let (mut pos, mut next) = (0u32, 0u32);
-        for round in 0..=xlvs_common::OFFLOAD_MAX as usize / CHUNK + 1 {
+        // A call may stop short of CHUNK at a bucket boundary: generous bound on the calls.
+        for round in 0..4 * (xlvs_common::OFFLOAD_MAX as usize / CHUNK) + 16 {
             let mut attr = BatchAttr {
                 in_batch: if round == 0 {
                     0
@@ -146,9 +147,9 @@ impl OffloadMap {
                 return out;
             }
             // No batch operations (or a bucket larger than a chunk): one key at a time.
-            out.clear();
             break;
         }
+        out.clear();
         let mut key = FlowKey::default();
         let mut first = true;
         for _ in 0..=xlvs_common::OFFLOAD_MAX {

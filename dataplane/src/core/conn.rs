@@ -787,6 +787,21 @@ impl<A: Addr> ConnTable<A> {
         }
     }
 
+    /// Moves the deadline of the connection with a frame of tuple `key`, if any, to what
+    /// `at` says (a tick and a timeout in seconds) when that is later: the XDP program's
+    /// last frame of it, as its entry is taken back.
+    pub fn extend_from(&self, key: &ConnKey<A>, at: impl FnOnce(&Conn<A>) -> (u32, u32)) {
+        if let Some(mut f) = self.lookup(key) {
+            let c = f.conn();
+            let (tick, timeout) = at(c);
+            let old = c.deadline();
+            c.touch(tick, timeout);
+            if c.deadline() < old {
+                c.deadline = old;
+            }
+        }
+    }
+
     /// Queues the removal of a connection's XDP entries.
     fn take_entries_back(&self, c: &Conn<A>) {
         for (key, out) in super::offload::offloaded_keys(c) {

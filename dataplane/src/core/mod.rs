@@ -814,14 +814,15 @@ fn lookup<A: Addr>(
                 Dir::Input
             };
             touch(c, now, snap, dir, p);
+            // One test for the rare work: a connection learned from outside (bind it, learn
+            // the client's hop), a state change to report, someone listening. Before the
+            // offer, so that the offering frame is counted as the workers' own.
+            if c.hooked(at.listen) {
+                client_hooks(c, (snap, ev), (frame, p), rx_iface, off);
+            }
             let mut offered = false;
             if c.offload() | at.offload != 0 {
                 offered = offer(table, c, p, offload::IN, at.offload != 0);
-            }
-            // One test for the rare work: a connection learned from outside (bind it, learn
-            // the client's hop), a state change to report, someone listening.
-            if c.hooked(at.listen) {
-                client_hooks(c, (snap, ev), (frame, p), rx_iface, off);
             }
             if offered {
                 *offer_it = Some(offload::Offer {
