@@ -33,3 +33,4 @@ pub mod sys;
 pub mod table;
 pub mod vrrp;
 pub mod xdp;
+pub mod xdp_features;

@@ -2,8 +2,11 @@
 # The XDP fast path (`xlvsd --offload`) end to end, for scripts/tests/offload_{nat,dr}.sh.
 # Source it after testlib.sh.
 #
-#   offload_run MODE   MODE nat or dr: the web lab, GRO on the director's veth peers (a veth
-#                      takes XDP redirects only with NAPI on), xlvsd --offload, then:
+#   offload_run MODE   MODE nat or dr: the web lab. First, with GRO off on the switch's port
+#                      to the director, xlvsd --offload refuses the fast path (that port
+#                      takes no XDP redirects: the kernel's xdp_features) and forwards
+#                      through the workers. Then GRO on on the director's veth peers (a veth
+#                      takes XDP redirects only with NAPI on), xlvsd --offload, and:
 #  (a) a rate-limited 50 MB download (about 10 s) through the VIP with the ESTABLISHED
 #      timeout at 4 s (`xlvsadm --set 4 0 0`): the connection outlives its timeout because
 #      expiry asks the XDP program when it last forwarded one of its frames; the download is
@@ -21,6 +24,19 @@
 offload_run() {
   local mode=$1 min
   web_lab_up "$mode" 1
+  # Where an egress port takes no XDP redirects (a veth whose peer has no NAPI: GRO off),
+  # xlvsd does not turn the fast path on (the frames it sent there would be dropped), says
+  # why, and forwards through the workers.
+  ip netns exec "$LAB_SW_NS" ethtool -K p-dir gro off >/dev/null || fail "gro off on the switch's port to the director"
+  start_rr_xlvsd --offload
+  has "XDP fast path off: .* takes no XDP redirects" <"$XLVSD_LOG" ||
+    fail "xlvsd turned the fast path on with a port that takes no XDP redirects: $(tail -n 5 "$XLVSD_LOG")"
+  http_burst "$ID" "http://$LAB_VIP/" 20 4 "$D/burst0" || fail "burst timed out (fast path refused)"
+  check_burst "$D/burst0" 20 "20 requests with the fast path refused"
+  [ "$(xdp_stat "$ID" offloaded)" = 0 ] || fail "frames offloaded though xlvsd said the fast path was off"
+  log "with the switch port's GRO off xlvsd refused the fast path: $(grep -o 'XDP fast path off: [^(]*' "$XLVSD_LOG" | head -n 1)"
+  stop_xlvsd_checked
+  mv "$XLVSD_LOG" "$D/xlvsd.refused.log"
   if [ "$mode" = nat ]; then
     ip netns exec "$LAB_CLI_NS" ethtool -K eth0 gro on >/dev/null || fail "gro on the client's veth"
     min=20000

@@ -19,6 +19,30 @@ pub mod event_loop;
 pub mod report;
 pub mod resolver;
 
+/// Why the XDP fast path cannot be turned on for these ports, if it cannot: a port whose
+/// driver says it takes no XDP redirects (`ndo_xdp_xmit`; a veth whose peer has neither GRO
+/// nor an XDP program) would drop every frame the program sends out of it. None where the
+/// kernel cannot say (before Linux 6.3): then it is the operator's word.
+fn cannot_redirect(specs: &[IfaceSpec]) -> Option<String> {
+    for s in specs {
+        match crate::xdp_features::xdp_features(s.ifindex) {
+            Ok(Some(f)) if f & crate::xdp_features::NDO_XMIT == 0 => {
+                return Some(format!(
+                    "{} takes no XDP redirects (its driver does not advertise ndo_xdp_xmit; a veth: turn GRO on on its peer, `ethtool -K PEER gro on`), so the frames of offloaded connections leaving by it would be dropped",
+                    s.name
+                ));
+            }
+            Ok(Some(_)) => {}
+            Ok(None) => log::debug!(
+                "{}: the kernel does not say whether it takes XDP redirects",
+                s.name
+            ),
+            Err(e) => log::warn!("{}: asking whether it takes XDP redirects: {e}", s.name),
+        }
+    }
+    None
+}
+
 #[cfg(test)]
 mod tests;
 
@@ -226,7 +250,11 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
     let mut steering = xdp::XdpSteering::load(cfg.pin_dir.as_deref().and_then(pin_dir))?;
     let mut xsk = cfg.xsk;
     let mut offload_fd = None;
-    if cfg.offload {
+    if cfg.offload
+        && let Some(why) = cannot_redirect(&specs)
+    {
+        log::error!("XDP fast path off: {why}");
+    } else if cfg.offload {
         xsk.offload_map = Some(steering.offload_fd());
         offload_fd = Some(steering.offload_fd());
         log::info!(
