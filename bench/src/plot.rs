@@ -50,6 +50,38 @@ fn finish<'a, DB: DrawingBackend + 'a, CT: CoordTranslate>(
     root.present().map_err(err)
 }
 
+/// One line with its points per plane: `y` of each of `points` against its offered load
+/// (kpps), in offered order, labelled for the legend.
+fn plane_lines<'a, DB: DrawingBackend + 'a>(
+    chart: &mut ChartContext<
+        'a,
+        DB,
+        Cartesian2d<plotters::coord::types::RangedCoordf64, plotters::coord::types::RangedCoordf64>,
+    >,
+    r: &Report,
+    points: &[&Point],
+    y: impl Fn(&Point) -> f64,
+) -> anyhow::Result<()> {
+    for plane in planes(r) {
+        let c = color(plane);
+        let mut pts: Vec<(f64, f64)> = points
+            .iter()
+            .filter(|p| p.plane == plane)
+            .map(|p| (p.offered_pps / 1000.0, y(p)))
+            .collect();
+        pts.sort_by(|a, b| a.0.total_cmp(&b.0));
+        chart
+            .draw_series(LineSeries::new(pts.clone(), c.stroke_width(2)))
+            .map_err(err)?
+            .label(plane.label())
+            .legend(legend_mark(c));
+        chart
+            .draw_series(pts.into_iter().map(|p| Circle::new(p, 3, c.filled())))
+            .map_err(err)?;
+    }
+    Ok(())
+}
+
 fn err<E: std::fmt::Debug>(e: E) -> anyhow::Error {
     anyhow!("drawing: {e:?}")
 }
@@ -81,24 +113,8 @@ pub fn throughput(r: &Report, path: &Path) -> anyhow::Result<()> {
         .y_desc("delivered (kpps)")
         .draw()
         .map_err(err)?;
-    for plane in planes(r) {
-        let c = color(plane);
-        let mut pts: Vec<(f64, f64)> = r
-            .points
-            .iter()
-            .filter(|p| p.plane == plane)
-            .map(|p| (p.offered_pps / 1000.0, p.delivered_pps / 1000.0))
-            .collect();
-        pts.sort_by(|a, b| a.0.total_cmp(&b.0));
-        chart
-            .draw_series(LineSeries::new(pts.clone(), c.stroke_width(2)))
-            .map_err(err)?
-            .label(plane.label())
-            .legend(legend_mark(c));
-        chart
-            .draw_series(pts.into_iter().map(|p| Circle::new(p, 3, c.filled())))
-            .map_err(err)?;
-    }
+    let points: Vec<&Point> = r.points.iter().collect();
+    plane_lines(&mut chart, r, &points, |p| p.delivered_pps / 1000.0)?;
     finish(&mut chart, &root, SeriesLabelPosition::UpperLeft)
 }
 
@@ -147,23 +163,7 @@ pub fn cpu(r: &Report, path: &Path) -> anyhow::Result<()> {
             .y_desc(y_desc)
             .draw()
             .map_err(err)?;
-        for plane in planes(r) {
-            let c = color(plane);
-            let mut pts: Vec<(f64, f64)> = measured
-                .iter()
-                .filter(|p| p.plane == plane)
-                .map(|p| (p.offered_pps / 1000.0, y(p)))
-                .collect();
-            pts.sort_by(|a, b| a.0.total_cmp(&b.0));
-            chart
-                .draw_series(LineSeries::new(pts.clone(), c.stroke_width(2)))
-                .map_err(err)?
-                .label(plane.label())
-                .legend(legend_mark(c));
-            chart
-                .draw_series(pts.into_iter().map(|p| Circle::new(p, 3, c.filled())))
-                .map_err(err)?;
-        }
+        plane_lines(&mut chart, r, &measured, y)?;
         chart
             .configure_series_labels()
             .position(SeriesLabelPosition::UpperRight)
