@@ -54,19 +54,7 @@ pub struct Events(OwnedFd);
 impl Events {
     /// Subscribes.
     pub fn subscribe() -> io::Result<Events> {
-        // Safety: plain syscall; the result is checked.
-        let fd = unsafe {
-            libc::socket(
-                libc::AF_NETLINK,
-                libc::SOCK_RAW | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK,
-                libc::NETLINK_ROUTE,
-            )
-        };
-        if fd < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // Safety: a new descriptor that nothing else owns; closed when `fd` drops.
-        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        let fd = socket(libc::NETLINK_ROUTE, libc::SOCK_NONBLOCK)?;
         // Safety: an all-zero sockaddr_nl is valid; the fields are set below.
         let mut sa: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
         sa.nl_family = libc::AF_NETLINK as u16;
@@ -143,21 +131,27 @@ fn classify(mut b: &[u8], c: &mut Changes) {
     }
 }
 
-/// Dumps the kernel's IPv6 neighbours with a usable MAC: (address, device) → MAC.
-pub fn neighbours6() -> io::Result<Neighbours> {
+/// A netlink socket of family `protocol` (`NETLINK_ROUTE`, `NETLINK_GENERIC`), close-on-exec,
+/// with socket type flags `flags` (`SOCK_NONBLOCK` or 0).
+pub(crate) fn socket(protocol: libc::c_int, flags: libc::c_int) -> io::Result<OwnedFd> {
     // Safety: plain syscall; the result is checked.
     let fd = unsafe {
         libc::socket(
             libc::AF_NETLINK,
-            libc::SOCK_RAW | libc::SOCK_CLOEXEC,
-            libc::NETLINK_ROUTE,
+            libc::SOCK_RAW | libc::SOCK_CLOEXEC | flags,
+            protocol,
         )
     };
     if fd < 0 {
         return Err(io::Error::last_os_error());
     }
-    // Safety: a new descriptor that nothing else owns; closed when `fd` drops.
-    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    // Safety: a new descriptor that nothing else owns; closed when it drops.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Dumps the kernel's IPv6 neighbours with a usable MAC: (address, device) → MAC.
+pub fn neighbours6() -> io::Result<Neighbours> {
+    let fd = socket(libc::NETLINK_ROUTE, 0)?;
     let mut req = [0u8; NLMSG_HDR + NDMSG];
     let len = req.len() as u32;
     req[0..4].copy_from_slice(&len.to_ne_bytes());

@@ -6,7 +6,7 @@
 //! program), which is exactly when redirects to it work.
 
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 
 /// `NETDEV_XDP_ACT_NDO_XMIT`: frames can be redirected out of the device.
 pub const NDO_XMIT: u64 = 1 << 2;
@@ -85,19 +85,7 @@ fn ask(fd: &OwnedFd, req: &[u8], want: u16) -> io::Result<Option<Vec<u8>>> {
 /// The `NETDEV_XDP_ACT_*` bits interface `ifindex` advertises. `Ok(None)`: the kernel has no
 /// `netdev` family (before 6.3) and cannot say.
 pub fn xdp_features(ifindex: u32) -> io::Result<Option<u64>> {
-    // Safety: plain syscall; the result is checked.
-    let fd = unsafe {
-        libc::socket(
-            libc::AF_NETLINK,
-            libc::SOCK_RAW | libc::SOCK_CLOEXEC,
-            libc::NETLINK_GENERIC,
-        )
-    };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // Safety: a new descriptor that nothing else owns; closed when `fd` drops.
-    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    let fd = crate::netlink::socket(libc::NETLINK_GENERIC, 0)?;
     let family = match ask(
         &fd,
         &request(

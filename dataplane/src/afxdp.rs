@@ -1159,8 +1159,11 @@ impl Worker {
             );
         }
         let mut any = false;
+        // Loaded once for the round, and only if there is something to take back.
+        let mut snap = None;
         for _ in 0..INJECT_BUDGET {
             let Some(u) = t.take_unoffloaded() else { break };
+            let snap = snap.get_or_insert_with(|| self.snapshot.load());
             // What the program forwarded goes to the control thread, which counts it for the
             // realserver less what it counted while the entry lived (frames without their
             // Ethernet header, as the workers count IP bytes).
@@ -1170,9 +1173,8 @@ impl Worker {
                 // A connection the workers keep from now on lives its timeout from the
                 // program's last frame of it, not from the last the workers saw.
                 if v.last_ns != 0 {
-                    let snap = self.snapshot.load();
                     t.extend_from(&crate::core::offload::conn_key_v4(&u.key), |c| {
-                        let timeout = crate::core::events::state_timeout(c, &snap);
+                        let timeout = crate::core::events::state_timeout(c, snap);
                         (tick_ceil(Instant(v.last_ns)), timeout)
                     });
                 }

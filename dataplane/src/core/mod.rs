@@ -171,9 +171,8 @@ pub struct Core {
     last_origin: Option<(std::net::IpAddr, conn::Origin)>,
     /// The XDP fast path, when on ([`Core::set_offload`]).
     offload: Option<Offloader>,
-    /// All ones while the fast path is on and nobody listens for events, else 0: what a
-    /// packet tests its connection's marks with ([`At::offload`]), kept up to date with
-    /// `offload` and `listen` rather than worked out per packet.
+    /// All ones while the fast path is on, else 0: what a packet tests its connection's
+    /// marks with ([`At::offload`]), set with `offload` rather than worked out per packet.
     offer_mask: u8,
 }
 
@@ -331,15 +330,10 @@ impl Core {
         }
     }
 
-    /// Brings `offer_mask` in line with `offload` and `listen`.
-    fn update_offer_mask(&mut self) {
-        self.offer_mask = if self.offload.is_some() { u8::MAX } else { 0 };
-    }
-
     /// Turns the XDP fast path on (`Some`: the driver's view of the program's entries) or off
-    /// ([`offload`]). While it is on and nobody listens for connection events, an established
-    /// IPv4 TCP connection's directions are offered to the driver one at a time
-    /// ([`Core::take_offload_request`]).
+    /// ([`offload`]). While it is on, an established IPv4 connection's directions are offered
+    /// to the driver one at a time ([`Core::take_offload_request`]); while a sync master
+    /// listens, the client's carries the sync rule's count.
     pub fn set_offload(&mut self, seen: Option<Box<dyn offload::OffloadSeen>>) {
         let t = service::Timeouts::default();
         self.offload = seen.map(|seen| Offloader {
@@ -347,7 +341,7 @@ impl Core {
             timeouts: (t.tcp[TcpState::Established as usize], t.udp),
             request: None,
         });
-        self.update_offer_mask();
+        self.offer_mask = if self.offload.is_some() { u8::MAX } else { 0 };
     }
 
     /// The direction the last [`Core::process`] call asks the driver to offload, if any: the
@@ -402,7 +396,6 @@ impl Core {
             } else {
                 conn::HOOKS_QUIET
             };
-            self.update_offer_mask();
         }
     }
 
@@ -820,11 +813,7 @@ fn lookup<A: Addr>(
             if c.hooked(at.listen) {
                 client_hooks(c, (snap, ev), (frame, p), rx_iface, off);
             }
-            let mut offered = false;
-            if c.offload() | at.offload != 0 {
-                offered = offer(table, c, p, offload::IN, at.offload != 0);
-            }
-            if offered {
+            if c.offload() | at.offload != 0 && offer(table, c, p, offload::IN, at.offload != 0) {
                 *offer_it = Some(offload::Offer {
                     inbound: true,
                     pkts: c.in_pkts,
