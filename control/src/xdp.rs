@@ -7,15 +7,16 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, anyhow};
 use aya::Ebpf;
-use aya::maps::{HashMap, MapData, PerCpuArray, XskMap};
+use aya::maps::{Array, HashMap, MapData, PerCpuArray, XskMap};
 use aya::programs::links::{FdLink, PinnedLink};
 use aya::programs::xdp::XdpLink;
 use aya::programs::{Xdp, XdpMode};
 use xlvs_common::{
-    AddrKey, COUNTERS, IfaceSlot, L4Key, LOCAL_ADDRS_MAX, MAP_COUNTERS, MAP_IFACES,
-    MAP_LOCAL_ADDRS, MAP_OFFLOAD, MAP_REALS, MAP_SERVICES, MAP_XSKS, MAX_QUEUES, MAX_STEER_KEYS,
-    PROG_NAME, SteerValue,
+    AddrKey, COUNTERS, EgressPorts, IfaceSlot, L4Key, LOCAL_ADDRS_MAX, MAP_COUNTERS, MAP_EGRESS,
+    MAP_IFACES, MAP_LOCAL_ADDRS, MAP_OFFLOAD, MAP_REALS, MAP_SERVICES, MAP_XSKS, MAX_IFACES,
+    MAX_QUEUES, MAX_STEER_KEYS, PROG_NAME, SteerValue,
 };
+use xlvs_dataplane::bond::Egress;
 
 /// The XDP object built from `ebpf/` by build.rs.
 pub static XDP_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/xlvs"));
@@ -45,6 +46,10 @@ pub struct XdpSteering {
     local: HashMap<MapData, AddrKey, u32>,
     ifaces: HashMap<MapData, u32, IfaceSlot>,
     counters: PerCpuArray<MapData, u64>,
+    /// The ports the fast path's frames leave by, per logical interface, and each port's
+    /// ifindex (by slot, [`XdpSteering::set_iface`]).
+    egress: Array<MapData, EgressPorts>,
+    port_ifindex: [u32; MAX_IFACES as usize],
     /// The fast path's map: the workers use it through its descriptor.
     offload: MapData,
     cur_services: BTreeSet<L4Key>,
@@ -115,6 +120,8 @@ impl XdpSteering {
             local: take(&mut ebpf, MAP_LOCAL_ADDRS)?,
             ifaces: take(&mut ebpf, MAP_IFACES)?,
             counters: take(&mut ebpf, MAP_COUNTERS)?,
+            egress: take(&mut ebpf, MAP_EGRESS)?,
+            port_ifindex: [0; MAX_IFACES as usize],
             offload: match ebpf.take_map(MAP_OFFLOAD) {
                 Some(aya::maps::Map::HashMap(m)) => m,
                 _ => return Err(anyhow!("map {MAP_OFFLOAD} missing from the XDP object")),
@@ -148,6 +155,35 @@ impl XdpSteering {
             pass_after_ns: 0,
         };
         self.ifaces.insert(ifindex, v, 0).context("IFACES map")?;
+        if let Some(p) = self.port_ifindex.get_mut(slot as usize) {
+            *p = ifindex;
+        }
+        Ok(())
+    }
+
+    /// Makes the fast path send each logical interface's frames where `egress` (by
+    /// `IfaceId`) says: the ports' ifindexes (slots given to [`XdpSteering::set_iface`]
+    /// first), in order, so that the program's `ifindex[hash % count]` is the workers'
+    /// `ports[hash % count]`. Each entry is one array element, replaced whole: a frame sees
+    /// the old ports or the new.
+    pub fn set_egress(&mut self, egress: &[Egress]) -> anyhow::Result<()> {
+        for (i, e) in egress.iter().enumerate().take(MAX_IFACES as usize) {
+            let mut v = EgressPorts::default();
+            for &p in e.ports() {
+                match self.port_ifindex.get(p as usize) {
+                    Some(&ix) if ix != 0 => {
+                        v.ifindex[v.count as usize] = ix;
+                        v.count += 1;
+                    }
+                    // A port not set up yet: none of its frames are offloaded meanwhile.
+                    _ => {
+                        v.count = 0;
+                        break;
+                    }
+                }
+            }
+            self.egress.set(i as u32, v, 0).context("EGRESS map")?;
+        }
         Ok(())
     }
 
@@ -414,6 +450,7 @@ mod tests {
     use std::net::Ipv4Addr;
 
     use xlvs_common::{AddrKey, L4Key, PROTO_TCP, PROTO_UDP};
+    use xlvs_dataplane::bond::Egress;
     use xlvs_dataplane::testing::{CLIENT_MAC, EXT_MAC, INT_MAC, tcp_frame, udp_frame};
     use xlvs_dataplane::wire::tcp::{ACK, SYN};
 
@@ -557,6 +594,7 @@ mod tests {
         )
         .unwrap();
         x.set_iface(1, 0, 1).unwrap();
+        x.set_egress(&[Egress::Port(0)]).unwrap();
         let map = OffloadMap::new(x.offload_fd());
         const REDIRECT: u32 = 4;
         const DROP: u32 = 1;
@@ -592,7 +630,7 @@ mod tests {
         };
         let key = flow_key(&tuple(40000, VIP, 80, PROTO_TCP)).unwrap();
         let req = |key| OffloadRequest { key, sync: None };
-        let e = entry(&req(key), &rewritten(ACK, b"first"), 7, 1).expect("an entry");
+        let e = entry(&req(key), &rewritten(ACK, b"first"), (0, 0), 1).expect("an entry");
         assert!(map.update(&key, &e));
         for payload in [&b"second"[..], b"", b"a longer payload, odd length"] {
             let (action, out) = x.test_run_out(&seg(ACK, 64, payload), 1, 0).unwrap();
@@ -612,6 +650,16 @@ mod tests {
         let other = tcp_frame(CLIENT_MAC, EXT_MAC, (CIP, 40001), (VIP, 80), ACK, 64, b"");
         assert_eq!(x.test_run(&other, 1, 0).unwrap(), DROP);
         assert_eq!(x.counters()[3], 3, "offloaded frames counted");
+        // The egress: none usable (a bond's members all down), to the workers; a bond of
+        // two ports, by the program again.
+        x.set_egress(&[Egress::Down]).unwrap();
+        assert_eq!(x.test_run(&seg(ACK, 64, b""), 1, 0).unwrap(), DROP);
+        x.set_iface(2, 1, 1).unwrap();
+        let bond = Egress::hashed(xlvs_dataplane::bond::XmitHash::Layer34, &[0, 1]);
+        x.set_egress(&[bond]).unwrap();
+        assert_eq!(x.test_run(&seg(ACK, 64, b""), 1, 0).unwrap(), REDIRECT);
+        assert_eq!(map.lookup(&key).unwrap().packets, 4);
+        x.set_egress(&[Egress::Port(0)]).unwrap();
         // UDP: a datagram with a checksum gets it rewritten; one without keeps none.
         let dgram = |dst: (Ipv4Addr, u16), mac| udp_frame(CLIENT_MAC, mac, (CIP, 5353), dst, b"q");
         let mut want = dgram((RIP, 5300), INT_MAC);
@@ -625,7 +673,7 @@ mod tests {
         });
         want[24..26].copy_from_slice(&ip_ck.to_be_bytes());
         let ukey = flow_key(&tuple(5353, VIP, 53, PROTO_UDP)).unwrap();
-        let ue = entry(&req(ukey), &want, 7, 1).expect("a UDP entry");
+        let ue = entry(&req(ukey), &want, (0, 0), 1).expect("a UDP entry");
         assert!(map.update(&ukey, &ue));
         let (action, out) = x.test_run_out(&dgram((VIP, 53), EXT_MAC), 1, 0).unwrap();
         assert_eq!(action, REDIRECT);
@@ -667,6 +715,7 @@ mod tests {
         x.set_keys(&[L4Key::v4(VIP.octets(), 80, PROTO_TCP)], &[], &[])
             .unwrap();
         x.set_iface(1, 0, 1).unwrap();
+        x.set_egress(&[Egress::Port(0)]).unwrap();
         let mut map = OffloadMap::new(x.offload_fd());
         const REDIRECT: u32 = 4;
         const DROP: u32 = 1;
@@ -693,7 +742,7 @@ mod tests {
                 due: 3,
             }),
         };
-        assert!(map.update(&key, &entry(&req, &rewritten, 7, 1).unwrap()));
+        assert!(map.update(&key, &entry(&req, &rewritten, (0, 0), 1).unwrap()));
         let mut handed = Vec::new();
         for n in 3..=110u32 {
             let f = seg(n * 1000);
@@ -715,7 +764,7 @@ mod tests {
         assert_eq!(x.counters()[4], 3, "handed frames counted");
         // An entry without the count hands nothing and has no mark.
         let plain = OffloadRequest { key, sync: None };
-        assert!(map.update(&key, &entry(&plain, &rewritten, 7, 1).unwrap()));
+        assert!(map.update(&key, &entry(&plain, &rewritten, (0, 0), 1).unwrap()));
         for n in 0..60u32 {
             assert_eq!(x.test_run(&seg(n), 1, 0).unwrap(), REDIRECT);
         }

@@ -27,7 +27,7 @@
 use std::io;
 use std::os::fd::RawFd;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::thread::JoinHandle;
 
 use arc_swap::ArcSwap;
@@ -137,7 +137,7 @@ pub struct IfaceSpec {
     /// The logical interface its frames arrive on, for the core (itself, or its bond):
     /// where replies go back and which [`Egress`](crate::bond::Egress) transmits.
     pub logical: IfaceId,
-    /// Its index: where the XDP fast path redirects the frames that leave by it.
+    /// Its index.
     pub ifindex: u32,
 }
 
@@ -328,7 +328,6 @@ struct Bound {
     iface: PortId,
     logical: IfaceId,
     iface_name: String,
-    ifindex: u32,
     queue: u32,
     tx: TxQueue,
     rx: RxQueue,
@@ -372,7 +371,6 @@ fn bind_socket(
         iface: spec.id,
         logical: spec.logical,
         iface_name: spec.name.clone(),
-        ifindex: spec.ifindex,
         queue: q,
         tx,
         rx,
@@ -509,11 +507,7 @@ impl Dataplane {
         let topology = Arc::new(Topology {
             by_port: ArcSwap::from_pointee(by_iface),
             generation: AtomicU64::new(0),
-            ifindex: (0..=PortId::MAX).map(|_| AtomicU32::new(0)).collect(),
         });
-        for b in &self.bound {
-            topology.ifindex[b.iface as usize].store(b.ifindex, Ordering::Relaxed);
-        }
         let frame_span = self.config.frame_size as usize * self.config.frames_per_worker as usize;
         let hotplug = Hotplug {
             umem: self.umem,
@@ -575,8 +569,6 @@ pub struct Added {
 struct Topology {
     by_port: ArcSwap<Vec<Vec<usize>>>,
     generation: AtomicU64,
-    /// Each port's ifindex (0: none yet), for the XDP fast path's redirects.
-    ifindex: Box<[AtomicU32]>,
 }
 
 /// Adds ports to the running data plane (a member joining a bond), on the sockets and
@@ -694,7 +686,6 @@ impl Hotplug {
             by_port.resize(port + 1, Vec::new());
         }
         by_port[port].clear();
-        self.topology.ifindex[port].store(spec.ifindex, Ordering::Relaxed);
         let mut woken = vec![false; self.nthreads];
         for mut b in bound {
             let q = b.queue;
@@ -1044,9 +1035,9 @@ impl Worker {
                             // outlives the frame it was made for.
                             let req = self.core.take_offload_request();
                             match snap.egress_port(e, data.contents()) {
-                                Some(p) => {
+                                Some((p, hash)) => {
                                     if let Some(req) = req {
-                                        self.offload_flow(&req, data.contents(), p, now);
+                                        self.offload_flow(&req, data.contents(), (e, hash), now);
                                     }
                                     Some(p)
                                 }
@@ -1121,15 +1112,12 @@ impl Worker {
         busy
     }
 
-    /// Files the XDP entry for the direction `req` names, from `frame` as the core rewrote it
-    /// and the port it leaves by.
-    fn offload_flow(&self, req: &OffloadRequest, frame: &[u8], port: PortId, now: Instant) {
+    /// Files the XDP entry for the direction `req` names, from `frame` as the core rewrote it,
+    /// the logical interface it leaves by and the bond's transmit hash that chose the port
+    /// (the program picks the port again from the interface's usable ones, `EGRESS`).
+    fn offload_flow(&self, req: &OffloadRequest, frame: &[u8], out: (IfaceId, u32), now: Instant) {
         let Some(map) = &self.offload else { return };
-        let ifindex = self.topology.ifindex[port as usize].load(Ordering::Relaxed);
-        if ifindex == 0 {
-            return;
-        }
-        match offload_map::entry(req, frame, ifindex, now.0) {
+        match offload_map::entry(req, frame, out, now.0) {
             Some(e) if map.update(&req.key, &e) => {
                 self.stats.offloaded.fetch_add(1, Ordering::Relaxed);
             }

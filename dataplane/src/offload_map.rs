@@ -206,8 +206,14 @@ impl OffloadSeen for OffloadMap {
 
 /// The entry that repeats, for every later frame of its direction, what the core did to
 /// `frame` (untagged IPv4 TCP or UDP without options, as the XDP program takes them), whose
-/// tuple was `key` before, to go out of interface `ifindex`. None for any other frame.
-pub fn entry(req: &OffloadRequest, frame: &[u8], ifindex: u32, filed_ns: u64) -> Option<Offload> {
+/// tuple was `key` before, to go out of logical interface `egress` on the port the bond's
+/// transmit hash `hash` picks. None for any other frame.
+pub fn entry(
+    req: &OffloadRequest,
+    frame: &[u8],
+    (egress, hash): (crate::core::service::IfaceId, u32),
+    filed_ns: u64,
+) -> Option<Offload> {
     let key = &req.key;
     const IP: usize = 14;
     const L4: usize = IP + 20;
@@ -231,7 +237,8 @@ pub fn entry(req: &OffloadRequest, frame: &[u8], ifindex: u32, filed_ns: u64) ->
     let dport = u16::from_ne_bytes([frame[L4 + 2], frame[L4 + 3]]);
     let addrs = checksum::delta32(old_src, new_src) + checksum::delta32(old_dst, new_dst);
     let mut e = Offload {
-        ifindex,
+        egress: egress as u32,
+        hash,
         sport,
         dport,
         ip_delta: addrs + checksum::TTL_DEC,
@@ -286,7 +293,7 @@ mod tests {
         })
         .unwrap();
         let req = OffloadRequest { key, sync: None };
-        let e = entry(&req, &after, 7, 1).unwrap();
+        let e = entry(&req, &after, (3, 0xabcd), 1).unwrap();
         let ck = |f: &[u8], at: usize| u16::from_be_bytes([f[at], f[at + 1]]);
         assert_eq!(
             checksum::apply(ck(&before, 24), e.ip_delta),
@@ -300,10 +307,10 @@ mod tests {
         );
         assert_eq!(e.dst, [10, 10, 0, 11]);
         assert_eq!(e.dport.to_ne_bytes(), 8080u16.to_be_bytes());
-        assert_eq!(e.ifindex, 7);
+        assert_eq!((e.egress, e.hash), (3, 0xabcd));
         // Not for a tagged frame.
         let mut tagged = after.clone();
         tagged[12..14].copy_from_slice(&[0x81, 0x00]);
-        assert!(entry(&req, &tagged, 7, 1).is_none());
+        assert!(entry(&req, &tagged, (3, 0), 1).is_none());
     }
 }

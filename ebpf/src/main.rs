@@ -38,14 +38,14 @@ use aya_ebpf::{
     bindings::xdp_action,
     helpers::{bpf_ktime_get_ns, bpf_redirect},
     macros::{map, xdp},
-    maps::{HashMap, LruHashMap, PerCpuArray, XskMap},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, XskMap},
     programs::XdpContext,
 };
 use rt::{fold, ptr_at};
 use xlvs_common::{
-    AddrKey, COUNTERS, Counter, FAMILY_IPV4, FAMILY_IPV6, FRAGS_MAX, FlowKey, FragKey, IfaceSlot,
-    L4Key, LOCAL_ADDRS_MAX, MAX_STEER_KEYS, OFFLOAD_MAX, Offload, PROTO_ICMP, PROTO_TCP, PROTO_UDP,
-    SteerValue, XSK_SLOTS, handoff_mark,
+    AddrKey, COUNTERS, Counter, EgressPorts, FAMILY_IPV4, FAMILY_IPV6, FRAGS_MAX, FlowKey, FragKey,
+    IfaceSlot, L4Key, LOCAL_ADDRS_MAX, MAX_IFACES, MAX_STEER_KEYS, OFFLOAD_MAX, Offload,
+    PROTO_ICMP, PROTO_TCP, PROTO_UDP, SteerValue, XSK_SLOTS, handoff_mark,
 };
 
 /// AF_XDP sockets, one per (interface slot, RX queue).
@@ -75,6 +75,12 @@ static IFACES: HashMap<u32, IfaceSlot> = HashMap::with_max_entries(64, 0);
 /// Offloaded directions of established connections: tuple → rewrite.
 #[map(name = "OFFLOAD")]
 static OFFLOAD: HashMap<FlowKey, Offload> = HashMap::with_max_entries(OFFLOAD_MAX, 0);
+
+/// The ports each logical interface transmits on (a bond's usable members), for `OFFLOAD`'s
+/// entries: the control thread rewrites one when a member fails or returns, and every
+/// offloaded flow through it moves at once.
+#[map(name = "EGRESS")]
+static EGRESS: Array<EgressPorts> = Array::with_max_entries(MAX_IFACES, 0);
 
 /// Per-CPU counters, indexed by `Counter`.
 #[map(name = "COUNTERS")]
@@ -247,6 +253,15 @@ fn offloaded(
             // The worker drops it and counts why.
             return None;
         }
+        // The port, as the workers choose it: a bond's member by the flow's transmit hash
+        // over the members usable now. None usable: the worker drops it and counts why.
+        let out = EGRESS.get(e.egress)?;
+        if out.count == 0 {
+            return None;
+        }
+        let ifindex = *out
+            .ifindex
+            .get(((e.hash % out.count) & (MAX_IFACES - 1)) as usize)?;
         if e.sync_on != 0 {
             // A sync master counts the client's frames: the one the sync rule picks goes to
             // the worker, marked so that it knows why.
@@ -282,7 +297,7 @@ fn offloaded(
         e.packets += 1;
         e.bytes += (ctx.data_end() - ctx.data()) as u64;
         count(Counter::Offloaded);
-        Some(bpf_redirect(e.ifindex, 0) as u32)
+        Some(bpf_redirect(ifindex, 0) as u32)
     }
 }
 

@@ -9,7 +9,9 @@
 //!   and payload, the entry's addresses, ports and MACs, TTL one less, and valid checksums
 //!   (a UDP datagram without a checksum keeps none);
 //! - it forwards every TCP segment without SYN, FIN or RST and every UDP datagram whose TTL
-//!   is above 1, except the one the sync rule picks, whose mark it leaves in the entry.
+//!   is above 1, except the one the sync rule picks, whose mark it leaves in the entry, and
+//!   those whose logical interface has no usable port (a bond whose members are all down),
+//!   whatever the entry's transmit hash.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -17,6 +19,7 @@ use std::net::Ipv4Addr;
 use std::sync::{Mutex, OnceLock};
 use xlvs_common::{L4Key, PROTO_TCP, PROTO_UDP, handoff_mark};
 use xlvs_control::xdp::XdpSteering;
+use xlvs_dataplane::bond::Egress;
 use xlvs_dataplane::core::conn::ConnKey;
 use xlvs_dataplane::core::offload::{OffloadRequest, OffloadSeen, SyncCount, flow_key};
 use xlvs_dataplane::offload_map::{OffloadMap, entry};
@@ -49,6 +52,9 @@ fn state() -> &'static Mutex<State> {
         .expect("steering keys");
         // lo (ifindex 1), one RX queue, no socket.
         xdp.set_iface(1, 0, 1).expect("IFACES");
+        // Logical interface 0 transmits on it, 1 on nothing.
+        xdp.set_egress(&[Egress::Port(0), Egress::Down])
+            .expect("EGRESS");
         let map = OffloadMap::new(xdp.offload_fd());
         Mutex::new(State { xdp, map })
     })
@@ -157,7 +163,9 @@ fuzz_target!(|data: &[u8]| {
         due: ctl[12],
     });
     let req = OffloadRequest { key, sync };
-    let e = entry(&req, &after, 7, 1).expect("an entry for a plain IPv4 segment");
+    let down = ctl[15] & 4 != 0;
+    let hash = u32::from_be_bytes([ctl[0], ctl[3], ctl[6], ctl[9]]);
+    let e = entry(&req, &after, (down as u8, hash), 1).expect("an entry for a plain IPv4 segment");
 
     let mut st = state().lock().unwrap_or_else(|e| e.into_inner());
     assert!(st.map.update(&key, &e), "filing the entry");
@@ -177,10 +185,11 @@ fuzz_target!(|data: &[u8]| {
         };
         n == s.due
     });
-    let must_forward = (!tcp || flags & 0x07 == 0) && ttl > 1 && !picked;
+    let must_forward = (!tcp || flags & 0x07 == 0) && ttl > 1 && !picked && !down;
     match action {
         XDP_REDIRECT => {
             assert!(!picked, "forwarded a frame the sync rule picks");
+            assert!(!down, "forwarded a frame with no port to leave by");
             assert_eq!(out.len(), f.len(), "the length");
             assert_eq!(out[end..], f[end..], "the bytes past the packet");
             assert_eq!(out[0..12], after[0..12], "the MACs");
@@ -209,7 +218,7 @@ fuzz_target!(|data: &[u8]| {
                 !must_forward,
                 "a segment the fast path must forward went to a worker: {f:02x?}"
             );
-            if picked && ttl > 1 && (!tcp || flags & 0x07 == 0) {
+            if picked && ttl > 1 && (!tcp || flags & 0x07 == 0) && !down {
                 let ip: &[u8; 20] = f[L3..L4].try_into().unwrap();
                 let l4: &[u8; 8] = f[L4..L4 + 8].try_into().unwrap();
                 assert_eq!(handed, Some(handoff_mark(proto, ip, l4)), "the mark");

@@ -255,3 +255,81 @@ bond_guest_until() { # MARK
   done
   fail "the guest did not get to $1: $(tail -n 20 "$D/console.log")"
 }
+
+# What a member failure under load is measured with (bond_member_down, offload_bond), in a
+# bond_test_lab with UDP services on VIP:9000 and realservers' port 9000:
+#   bond_udp_sinks SECS   UDP sinks on rs1 and rs2 for SECS seconds.
+#   bond_capture SECS     the director's TCP and UDP frames as the switch receives them on
+#                         pS0 and pS1, for SECS seconds: $D/pS0.pcap, $D/pS1.pcap.
+#   bond_udp_flows N      20 UDP flows from cli to VIP:9000, a 64-byte datagram every 5 ms
+#                         each, N per flow; in the background, its pid in UDP.
+#   bond_frames           the captures as lines "PORT TIME PROTO SRC DST PORTS..." in
+#                         $D/frames.txt.
+#   bond_switch_time P    "N MEDIAN MAX ON1" over the protocol-P (6, 17) flows the director
+#                         sent on m1 in the second before T0 (ms since the epoch, when m1's
+#                         link died), ON1 of them: for the N that reached m0 after, from T0
+#                         to each one's first frame there, in ms.
+bond_udp_sinks() { # SECS
+  local r
+  for r in rs1 rs2; do
+    lab_exec "$ID" "$r" timeout "$1" python3 -c '
+import socket
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(("0.0.0.0", 9000))
+while True:
+    s.recv(2048)' </dev/null >/dev/null 2>&1 &
+    bg_track $!
+  done
+}
+
+bond_capture() { # SECS
+  local bmac p
+  bmac=$(ip -n "$LAB_DIR_NS" link show bond0 | awk '/link\/ether/ { print $2 }')
+  for p in pS0 pS1; do
+    ip netns exec "$LAB_SW_NS" timeout "$1" tshark -i "$p" -s 96 \
+      -f "ether src $bmac and (tcp or udp)" -w "$D/$p.pcap" >/dev/null 2>&1 &
+    bg_track $!
+  done
+}
+
+bond_udp_flows() { # N
+  lab_exec "$ID" cli timeout $(($1 / 200 + 8)) python3 -c '
+import socket, time
+socks = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(20)]
+t = time.monotonic()
+for i in range('"$1"'):
+    for s in socks:
+        s.sendto(b"x" * 64, ("'"$BOND_VIP"'", 9000))
+    t += 0.005
+    time.sleep(max(0, t - time.monotonic()))' </dev/null >/dev/null 2>"$D/udp.err" &
+  UDP=$!
+  bg_track $UDP
+}
+
+bond_frames() {
+  local p
+  for p in pS0 pS1; do
+    tshark -r "$D/$p.pcap" -T fields -e frame.time_epoch -e ip.proto -e ip.src -e ip.dst \
+      -e tcp.srcport -e tcp.dstport -e udp.srcport -e udp.dstport 2>/dev/null | sed "s/^/$p /"
+  done >"$D/frames.txt"
+}
+
+bond_switch_time() { # PROTO
+  python3 - "$D/frames.txt" "$T0" "$1" <<'PY'
+import statistics, sys
+t0 = float(sys.argv[2]) / 1000
+on1, first0 = set(), {}
+for line in open(sys.argv[1]):
+    f = line.split()
+    if len(f) != 7 or f[2] != sys.argv[3]:
+        continue
+    port, t, flow = f[0], float(f[1]), tuple(f[3:])
+    if port == "pS1" and t0 - 1 <= t < t0:
+        on1.add(flow)
+    if port == "pS0" and t >= t0 and flow not in first0:
+        first0[flow] = t
+gaps = sorted((first0[f] - t0) * 1000 for f in on1 if f in first0)
+print(len(gaps), round(statistics.median(gaps)) if gaps else 0, round(gaps[-1]) if gaps else 0,
+      len(on1))
+PY
+}

@@ -29,24 +29,10 @@ write_rules "$D/rules" "-A -t $BOND_VIP:80 -s rr" \
   "-a -t $BOND_VIP:80 -r $BOND_RS1_IP:80 -m" "-a -t $BOND_VIP:80 -r $BOND_RS2_IP:80 -m" \
   "-A -u $BOND_VIP:9000 -s rr" \
   "-a -u $BOND_VIP:9000 -r $BOND_RS1_IP:9000 -m" "-a -u $BOND_VIP:9000 -r $BOND_RS2_IP:9000 -m"
-# UDP sinks on the realservers (bounded: 40 s).
-for r in rs1 rs2; do
-  lab_exec "$ID" "$r" timeout 40 python3 -c '
-import socket
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-s.bind(("0.0.0.0", 9000))
-while True:
-    s.recv(2048)' </dev/null >/dev/null 2>&1 &
-  bg_track $!
-done
+bond_udp_sinks 40
 start_xlvsd "$ID" --bond bond0=m0,m1 --rules "$D/rules" --pin-dir none
 
-BMAC=$(ip -n "$LAB_DIR_NS" link show bond0 | awk '/link\/ether/ { print $2 }')
-for p in pS0 pS1; do
-  ip netns exec "$LAB_SW_NS" timeout 60 tshark -i "$p" -s 96 -f "ether src $BMAC and (tcp or udp)" \
-    -w "$D/$p.pcap" >/dev/null 2>&1 &
-  bg_track $!
-done
+bond_capture 60
 ip netns exec "$LAB_CLI_NS" timeout 60 tshark -i eth0 -s 96 -f "tcp and src host $BOND_VIP" \
   -w "$D/cli.pcap" >/dev/null 2>&1 &
 bg_track $!
@@ -55,18 +41,7 @@ sleep 1.5
 LAB_VIP=$BOND_VIP fo_mid_downloads 20 1500000
 log "and wrk"
 LAB_VIP=$BOND_VIP fo_wrk 12
-# 20 UDP flows, a datagram every 5 ms each, for 12 s.
-lab_exec "$ID" cli timeout 20 python3 -c '
-import socket, time
-socks = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(20)]
-t = time.monotonic()
-for i in range(2400):
-    for s in socks:
-        s.sendto(b"x" * 64, ("'"$BOND_VIP"'", 9000))
-    t += 0.005
-    time.sleep(max(0, t - time.monotonic()))' </dev/null >/dev/null 2>"$D/udp.err" &
-UDP=$!
-bg_track $UDP
+bond_udp_flows 2400
 sleep 3
 
 sent_of() { # PORT: xlvs's frames sent on it
@@ -96,34 +71,10 @@ log "m1 back: xlvs sent $(($(sent_of m1) - sent_up)) frames on it in 2 s"
 fo_mid_intact 20
 fo_wrk_verdict
 
-# The switch time, per flow the director sent on m1 in the second before the link died.
-for p in pS0 pS1; do
-  tshark -r "$D/$p.pcap" -T fields -e frame.time_epoch -e ip.proto -e ip.src -e ip.dst \
-    -e tcp.srcport -e tcp.dstport -e udp.srcport -e udp.dstport 2>/dev/null | sed "s/^/$p /"
-done >"$D/frames.txt"
-# switch_time PROTO: "N MEDIAN MAX" over the PROTO (6, 17) flows the director sent on m1 in
-# the second before the link died: from then to each one's first frame on m0.
-switch_time() {
-  python3 - "$D/frames.txt" "$T0" "$1" <<'PY'
-import statistics, sys
-t0 = float(sys.argv[2]) / 1000
-on1, first0 = set(), {}
-for line in open(sys.argv[1]):
-    f = line.split()
-    if len(f) != 7 or f[2] != sys.argv[3]:
-        continue
-    port, t, flow = f[0], float(f[1]), tuple(f[3:])
-    if port == "pS1" and t0 - 1 <= t < t0:
-        on1.add(flow)
-    if port == "pS0" and t >= t0 and flow not in first0:
-        first0[flow] = t
-gaps = sorted((first0[f] - t0) * 1000 for f in on1 if f in first0)
-print(len(gaps), round(statistics.median(gaps)) if gaps else 0, round(gaps[-1]) if gaps else 0)
-PY
-}
+bond_frames
 wait "$UDP" || fail "the UDP sender failed: $(head -c 300 "$D/udp.err")"
-read -r n med max < <(switch_time 17)
-read -r tn tmed tmax < <(switch_time 6)
+read -r n med max _ < <(bond_switch_time 17)
+read -r tn tmed tmax _ < <(bond_switch_time 6)
 [ "$n" -ge 3 ] || fail "only $n UDP flows were on m1 before its link died"
 # When xlvsd moved m1's flows (its log's millisecond timestamp).
 react=$(python3 -c '

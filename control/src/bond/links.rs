@@ -323,7 +323,7 @@ mod tests {
         assert!(l.joined().is_empty());
         assert_eq!(
             l.refresh(t0).map(|e| e.to_vec()),
-            Some(vec![Egress::Port(0)])
+            Some(vec![Egress::hashed(XmitHash::Layer34, &[0])])
         );
         assert_eq!(l.bond_of(1), None);
     }
@@ -358,7 +358,10 @@ mod tests {
         fake.0.borrow_mut()[1] = false;
         assert_eq!(
             l.refresh(t0).map(|e| e.to_vec()),
-            Some(vec![Egress::Port(0), Egress::Port(2)])
+            Some(vec![
+                Egress::hashed(XmitHash::Layer34, &[0]),
+                Egress::Port(2)
+            ])
         );
         assert!(l.refresh(t0).is_none());
         assert_eq!(l.bond_of(1), Some("bond0"));

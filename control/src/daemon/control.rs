@@ -14,6 +14,7 @@ use anyhow::Context as _;
 use arc_swap::ArcSwap;
 use xlvs_common::{AddrKey, COUNTERS, L4Key};
 use xlvs_dataplane::afxdp::{self, WorkerHandle};
+use xlvs_dataplane::bond::Egress;
 use xlvs_dataplane::core::conn::Tables;
 use xlvs_dataplane::core::inject::Spec;
 use xlvs_dataplane::core::service::{DestState, IfaceInfo, NextHop, Snapshot};
@@ -54,6 +55,10 @@ pub trait Steering {
     /// A port added at run time: its sockets into the XSKMAP, its interface into `IFACES`.
     fn add_port(&mut self, p: &NewPort) -> anyhow::Result<()> {
         anyhow::bail!("cannot steer to {} (no XDP here)", p.name)
+    }
+    /// The ports each logical interface transmits on now, for the fast path's frames.
+    fn set_egress(&mut self, _egress: &[Egress]) -> anyhow::Result<()> {
+        Ok(())
     }
 }
 
@@ -99,6 +104,10 @@ impl Steering for crate::xdp::XdpSteering {
             self.set_socket(p.port as u32, *q, *fd)?;
         }
         self.set_iface(p.ifindex, p.port as u32, p.queues)
+    }
+
+    fn set_egress(&mut self, egress: &[Egress]) -> anyhow::Result<()> {
+        crate::xdp::XdpSteering::set_egress(self, egress)
     }
 }
 
@@ -881,6 +890,14 @@ impl Control {
         self.links = Some(l);
         if changed && let Err(e) = self.publish() {
             log::error!("publishing the new egress: {e:#}");
+        }
+        // The fast path's frames follow the workers' (after them: a frame the program sends
+        // by the new ports meets workers that use them already).
+        if changed {
+            let egress: Vec<Egress> = self.ifaces.iter().map(|i| i.egress.clone()).collect();
+            if let Err(e) = self.steering.set_egress(&egress) {
+                log::error!("giving the XDP fast path the new egress: {e:#}");
+            }
         }
     }
 

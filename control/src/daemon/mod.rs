@@ -295,6 +295,7 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
             egress: e.clone(),
         })
         .collect();
+    steering.set_egress(links.egress())?;
     let snapshot = Arc::new(ArcSwap::from_pointee(table.snapshot(&infos)));
     let conns = Arc::new(Tables::new(cfg.max_conns));
     let huge = afxdp::advise_huge_pages(&conns.regions());

@@ -33,27 +33,35 @@ pub enum Egress {
 }
 
 impl Egress {
-    /// The hashed egress over `ports`, a single port when there is one, [`Egress::Down`]
-    /// when there is none.
+    /// The hashed egress over `ports`, [`Egress::Down`] when there is none. A single port
+    /// stays hashed: its frames carry their hash to the XDP fast path, whose entries pick
+    /// the member again when more are usable.
     pub fn hashed(policy: XmitHash, ports: &[PortId]) -> Egress {
-        match ports {
-            [] => Egress::Down,
-            [p] => Egress::Port(*p),
-            _ => Egress::Hashed {
+        if ports.is_empty() {
+            Egress::Down
+        } else {
+            Egress::Hashed {
                 policy,
                 ports: ports.into(),
-            },
+            }
         }
     }
 
     /// The port `frame` (rewritten, ready to go) leaves on.
     #[inline(always)]
     pub fn port(&self, frame: &[u8]) -> Option<PortId> {
+        self.pick(frame).map(|(p, _)| p)
+    }
+
+    /// The port `frame` leaves on and the transmit hash that chose it (0 without one).
+    #[inline(always)]
+    pub fn pick(&self, frame: &[u8]) -> Option<(PortId, u32)> {
         match self {
-            Egress::Port(p) => Some(*p),
+            Egress::Port(p) => Some((*p, 0)),
             Egress::Hashed { policy, ports } => {
                 let h = xmit_hash(*policy, frame);
-                ports.get((h % ports.len() as u32) as usize).copied()
+                let p = ports.get((h % ports.len() as u32) as usize).copied()?;
+                Some((p, h))
             }
             Egress::Down => None,
         }
@@ -101,8 +109,14 @@ mod tests {
 
     #[test]
     fn one_member_or_none() {
-        assert_eq!(Egress::hashed(XmitHash::Layer34, &[4]), Egress::Port(4));
-        assert_eq!(Egress::Port(4).port(&frame(1)), Some(4));
+        let one = Egress::hashed(XmitHash::Layer34, &[4]);
+        assert_eq!(one.port(&frame(1)), Some(4));
+        assert_eq!(
+            one.pick(&frame(1)),
+            Some((4, xmit_hash(XmitHash::Layer34, &frame(1))))
+        );
+        assert_eq!(one.ports(), &[4]);
+        assert_eq!(Egress::Port(4).pick(&frame(1)), Some((4, 0)));
         let down = Egress::hashed(XmitHash::Layer34, &[]);
         assert_eq!(down, Egress::Down);
         assert_eq!(down.port(&frame(1)), None);

@@ -454,11 +454,11 @@ impl Snapshot {
         self.ifaces.get(id as usize).map(|i| i.mac)
     }
 
-    /// The port a frame (rewritten, ready to go) for logical interface `id` leaves on; none
-    /// if no port can transmit.
+    /// The port a frame (rewritten, ready to go) for logical interface `id` leaves on, and
+    /// the bond's transmit hash that chose it (0 without one); none if no port can transmit.
     #[inline(always)]
-    pub fn egress_port(&self, id: IfaceId, frame: &[u8]) -> Option<crate::bond::PortId> {
-        self.ifaces.get(id as usize)?.egress.port(frame)
+    pub fn egress_port(&self, id: IfaceId, frame: &[u8]) -> Option<(crate::bond::PortId, u32)> {
+        self.ifaces.get(id as usize)?.egress.pick(frame)
     }
 }
 

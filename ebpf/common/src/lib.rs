@@ -34,6 +34,8 @@ pub const PROG_NAME: &str = "xlvs";
 pub const MAX_QUEUES: u32 = 64;
 /// Most interfaces one director drives.
 pub const MAX_IFACES: u32 = 16;
+// The XDP program bounds an index into [`EgressPorts::ifindex`] with a mask.
+const _: () = assert!(MAX_IFACES.is_power_of_two());
 /// Size of the XSKMAP: slot `iface_slot * MAX_QUEUES + rx_queue`.
 ///
 /// XSKMAP indices would collide across interfaces if the RX queue were used directly, so each
@@ -214,6 +216,21 @@ pub const MAP_OFFLOAD: &str = "OFFLOAD";
 /// Entries of [`MAP_OFFLOAD`] (two per connection).
 pub const OFFLOAD_MAX: u32 = 1 << 18;
 
+/// Name of the array of [`EgressPorts`], one per logical interface (`IfaceId`): the ports the
+/// fast path's frames for it leave by.
+pub const MAP_EGRESS: &str = "EGRESS";
+
+/// Value of [`MAP_EGRESS`]: the ifindexes a logical interface transmits on (a plain port: its
+/// own; a bond: its usable members in the bond's order, or its active member), `count` of
+/// them. None (`count` 0): the program leaves the frames to the workers, which drop and
+/// count them.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct EgressPorts {
+    pub count: u32,
+    pub ifindex: [u32; MAX_IFACES as usize],
+}
+
 /// Key of [`MAP_OFFLOAD`]: a frame's tuple as on the wire (IPv4 addresses in the first four
 /// bytes, ports in network byte order).
 #[repr(C)]
@@ -251,8 +268,12 @@ pub struct Offload {
     /// The frame's new Ethernet destination and source.
     pub dst_mac: [u8; 6],
     pub src_mac: [u8; 6],
-    /// Where it goes (`bpf_redirect`).
-    pub ifindex: u32,
+    /// Where it goes: the logical interface (an index into [`MAP_EGRESS`]: a port, or a
+    /// bond whose usable members the control thread keeps there) and the bond's transmit
+    /// hash of the rewritten frame, which picks the member (`ifindex[hash % count]`) as the
+    /// workers pick it for their frames.
+    pub egress: u32,
+    pub hash: u32,
     /// The new source and destination address and ports (as on the wire; unchanged ones
     /// copied from the key).
     pub src: [u8; 4],
@@ -355,4 +376,6 @@ mod user {
     unsafe impl aya::Pod for super::FlowKey {}
     // Safety: as above.
     unsafe impl aya::Pod for super::Offload {}
+    // Safety: as above (`u32`s only).
+    unsafe impl aya::Pod for super::EgressPorts {}
 }
