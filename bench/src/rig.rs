@@ -669,9 +669,13 @@ fn start_plane(
                 threads,
             ];
             args.extend(client_side);
-            if matches!(plane, Plane::NatOffload | Plane::DrOffload) {
-                args.push("--offload");
-            }
+            // The fast path is on by default where the ports take XDP redirects (the rig's
+            // peers have XDP programs): the workers' planes turn it off.
+            args.push(if matches!(plane, Plane::NatOffload | Plane::DrOffload) {
+                "--offload"
+            } else {
+                "--no-offload"
+            });
             args.extend(xlvsd_args.iter().map(String::as_str));
             let log = format!("xlvsd-{}.log", plane.key());
             let i = lab.spawn(&d, lab.dir_cpu, &args, &log, false)?;

@@ -2,11 +2,12 @@
 # The XDP fast path (`xlvsd --offload`) end to end, for scripts/tests/offload_{nat,dr}.sh.
 # Source it after testlib.sh.
 #
-#   offload_run MODE   MODE nat or dr: the web lab. First, with GRO off on the switch's port
-#                      to the director, xlvsd --offload refuses the fast path (that port
+#   offload_run MODE   MODE nat or dr: the web lab, xlvsd with --offload (nat) or by default
+#                      (dr, the fast path on by default). First, with GRO off on the
+#                      switch's port to the director, xlvsd refuses the fast path (that port
 #                      takes no XDP redirects: the kernel's xdp_features) and forwards
 #                      through the workers. Then GRO on on the director's veth peers (a veth
-#                      takes XDP redirects only with NAPI on), xlvsd --offload, and:
+#                      takes XDP redirects only with NAPI on), xlvsd again, and:
 #  (a) a rate-limited 50 MB download (about 10 s) through the VIP with the ESTABLISHED
 #      timeout at 4 s (`xlvsadm --set 4 0 0`): the connection outlives its timeout because
 #      expiry asks the XDP program when it last forwarded one of its frames; the download is
@@ -28,7 +29,11 @@ offload_run() {
   # xlvsd does not turn the fast path on (the frames it sent there would be dropped), says
   # why, and forwards through the workers.
   ip netns exec "$LAB_SW_NS" ethtool -K p-dir gro off >/dev/null || fail "gro off on the switch's port to the director"
-  start_rr_xlvsd --offload
+  # LVS-NAT asks for the fast path (--offload); LVS-DR takes the default: on where the
+  # kernel says every port takes XDP redirects.
+  local ask=()
+  [ "$mode" = nat ] && ask=(--offload)
+  start_rr_xlvsd "${ask[@]}"
   has "XDP fast path off: .* takes no XDP redirects" <"$XLVSD_LOG" ||
     fail "xlvsd turned the fast path on with a port that takes no XDP redirects: $(tail -n 5 "$XLVSD_LOG")"
   http_burst "$ID" "http://$LAB_VIP/" 20 4 "$D/burst0" || fail "burst timed out (fast path refused)"
@@ -45,7 +50,8 @@ offload_run() {
   fi
   ip netns exec "$LAB_SW_NS" ethtool -K p-dir gro on >/dev/null || fail "gro on the switch's port to the director"
   SUM=$(make_big "$ID" "$D/big")
-  start_rr_xlvsd --offload
+  start_rr_xlvsd "${ask[@]}"
+  has "XDP fast path on" <"$XLVSD_LOG" || fail "the fast path is off ($mode, ${ask[*]:-by default}): $(tail -n 5 "$XLVSD_LOG")"
   xadm "$ID" --set 4 0 0 >/dev/null || fail "--set 4 0 0"
 
   local off0 st0 off steered C

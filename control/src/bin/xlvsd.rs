@@ -102,14 +102,18 @@ struct Args {
     /// dropped, instead of going on to that realserver (the default, as in IPVS).
     #[arg(long)]
     expire_nodest_conn: bool,
-    /// The XDP fast path: once an IPv4 TCP connection is established (a UDP one: from its
-    /// second datagram), the XDP program rewrites and forwards its frames itself (SYN, FIN,
-    /// RST and anything unusual still go to the workers, which keep its state and timeouts;
-    /// on a sync master, so do the client packets IPVS's sync rule reports). Every egress
-    /// interface must take XDP redirects (a veth: its peer needs an XDP
-    /// program or GRO on). Off by default.
-    #[arg(long)]
+    /// The XDP fast path, on by default: once an IPv4 TCP connection is established (a UDP
+    /// one: from its second datagram), the XDP program rewrites and forwards its frames
+    /// itself (SYN, FIN, RST and anything unusual still go to the workers, which keep its
+    /// state and timeouts; on a sync master, so do the client packets IPVS's sync rule
+    /// reports). Every egress port must take XDP redirects (a veth: its peer needs an XDP
+    /// program or GRO on): by default it is on where the kernel says every port does
+    /// (Linux 6.3 and later); `--offload` turns it on where the kernel cannot say.
+    #[arg(long, conflicts_with = "no_offload")]
     offload: bool,
+    /// Keeps every frame on the workers (no XDP fast path).
+    #[arg(long)]
+    no_offload: bool,
     /// Adaptive polling: after a round that forwarded something, a worker thread keeps
     /// looking at its rings for this many microseconds before it sleeps (0, the default:
     /// it sleeps at once). Spends CPU to save wakeups when frames come in quick succession.
@@ -339,7 +343,11 @@ fn main() {
         },
         metrics: a.metrics,
         expire_nodest_conn: a.expire_nodest_conn,
-        offload: a.offload,
+        offload: match (a.offload, a.no_offload) {
+            (true, _) => Some(true),
+            (_, true) => Some(false),
+            _ => None,
+        },
         sync,
         sync_opts,
         sync_roles: match a.sync_roles {

@@ -19,28 +19,71 @@ pub mod event_loop;
 pub mod report;
 pub mod resolver;
 
-/// Why the XDP fast path cannot be turned on for these ports, if it cannot: a port whose
-/// driver says it takes no XDP redirects (`ndo_xdp_xmit`; a veth whose peer has neither GRO
-/// nor an XDP program) would drop every frame the program sends out of it. None where the
-/// kernel cannot say (before Linux 6.3): then it is the operator's word.
-fn cannot_redirect(specs: &[IfaceSpec]) -> Option<String> {
+/// Whether every one of these ports takes XDP redirects, as the XDP fast path needs: a port
+/// whose driver does not (`ndo_xdp_xmit`; a veth whose peer has neither GRO nor an XDP
+/// program) would drop every frame the program sends out of it.
+#[derive(Debug, PartialEq, Eq)]
+enum Redirects {
+    /// The kernel says every port does.
+    Yes,
+    /// The kernel says this one does not (why, naming it).
+    No(String),
+    /// The kernel cannot say for this one (before Linux 6.3).
+    Unknown(String),
+}
+
+fn redirects(specs: &[IfaceSpec]) -> Redirects {
+    let mut unknown = None;
     for s in specs {
         match crate::xdp_features::xdp_features(s.ifindex) {
             Ok(Some(f)) if f & crate::xdp_features::NDO_XMIT == 0 => {
-                return Some(format!(
+                return Redirects::No(format!(
                     "{} takes no XDP redirects (its driver does not advertise ndo_xdp_xmit; a veth: turn GRO on on its peer, `ethtool -K PEER gro on`), so the frames of offloaded connections leaving by it would be dropped",
                     s.name
                 ));
             }
             Ok(Some(_)) => {}
-            Ok(None) => log::debug!(
-                "{}: the kernel does not say whether it takes XDP redirects",
-                s.name
-            ),
-            Err(e) => log::warn!("{}: asking whether it takes XDP redirects: {e}", s.name),
+            Ok(None) => {
+                unknown.get_or_insert_with(|| {
+                    format!(
+                        "the kernel does not say whether {} takes XDP redirects (the netdev family's XDP features came with Linux 6.3)",
+                        s.name
+                    )
+                });
+            }
+            Err(e) => {
+                unknown.get_or_insert_with(|| {
+                    format!("asking whether {} takes XDP redirects: {e}", s.name)
+                });
+            }
         }
     }
-    None
+    unknown.map_or(Redirects::Yes, Redirects::Unknown)
+}
+
+/// Whether to turn the fast path on, and what to say about it: `asked` is `--offload`
+/// (Some(true)), `--no-offload` (Some(false)) or neither (on where the kernel says every
+/// port takes XDP redirects, `can`).
+fn fast_path(asked: Option<bool>, can: impl FnOnce() -> Redirects) -> (bool, log::Level, String) {
+    use log::Level::{Error, Info, Warn};
+    const ON: &str = "XDP fast path on: established IPv4 TCP connections (and UDP flows) are forwarded by the XDP program";
+    if asked == Some(false) {
+        return (false, Info, "XDP fast path off (--no-offload)".into());
+    }
+    match (can(), asked) {
+        (Redirects::Yes, _) => (true, Info, ON.into()),
+        (Redirects::No(why), Some(true)) => (false, Error, format!("XDP fast path off: {why}")),
+        (Redirects::No(why), _) => (false, Info, format!("XDP fast path off: {why}")),
+        // Asked for: the operator's word.
+        (Redirects::Unknown(why), Some(true)) => {
+            (true, Warn, format!("{ON} as asked (--offload), but {why}"))
+        }
+        (Redirects::Unknown(why), _) => (
+            false,
+            Info,
+            format!("XDP fast path off: {why}; --offload turns it on"),
+        ),
+    }
 }
 
 #[cfg(test)]
@@ -100,8 +143,9 @@ pub struct Config {
     pub metrics: Option<std::net::SocketAddr>,
     /// IPVS `expire_nodest_conn`.
     pub expire_nodest_conn: bool,
-    /// The XDP fast path for established connections (`--offload`).
-    pub offload: bool,
+    /// The XDP fast path for established connections: `--offload` (Some(true)),
+    /// `--no-offload` (Some(false)), or on where every port takes XDP redirects (None).
+    pub offload: Option<bool>,
     /// Connection sync daemons to start (`--start-daemon`).
     pub sync: Vec<crate::command::DaemonSpec>,
     /// The sync settings beyond ipvsadm's.
@@ -250,16 +294,11 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
     let mut steering = xdp::XdpSteering::load(cfg.pin_dir.as_deref().and_then(pin_dir))?;
     let mut xsk = cfg.xsk;
     let mut offload_fd = None;
-    if cfg.offload
-        && let Some(why) = cannot_redirect(&specs)
-    {
-        log::error!("XDP fast path off: {why}");
-    } else if cfg.offload {
+    let (on, level, what) = fast_path(cfg.offload, || redirects(&specs));
+    log::log!(level, "{what}");
+    if on {
         xsk.offload_map = Some(steering.offload_fd());
         offload_fd = Some(steering.offload_fd());
-        log::info!(
-            "XDP fast path on: established IPv4 TCP connections are forwarded by the XDP program"
-        );
     }
     let sockets = specs
         .iter()

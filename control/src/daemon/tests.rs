@@ -529,3 +529,35 @@ fn health_checks_from_a_keepalived_conf_reach_the_snapshot_and_survive_a_reload(
     assert_eq!(dests(&r), ["10.10.0.11", "10.10.0.12"]);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The fast path is on by default only where the kernel says every port takes XDP
+/// redirects; `--offload` also where it cannot say, never where a port takes none;
+/// `--no-offload` never (without asking the kernel).
+#[test]
+fn the_fast_path_is_on_by_default_where_the_kernel_says_every_port_can() {
+    use super::{Redirects, fast_path};
+    use log::Level;
+    let no = || Redirects::No("ext0 takes no XDP redirects".into());
+    let unknown = || Redirects::Unknown("the kernel does not say".into());
+    for (asked, can, on, level) in [
+        (None, Redirects::Yes, true, Level::Info),
+        (None, no(), false, Level::Info),
+        (None, unknown(), false, Level::Info),
+        (Some(true), Redirects::Yes, true, Level::Info),
+        (Some(true), no(), false, Level::Error),
+        (Some(true), unknown(), true, Level::Warn),
+    ] {
+        let (got, l, what) = fast_path(asked, || can);
+        assert_eq!((got, l), (on, level), "{asked:?}: {what}");
+        assert!(what.starts_with(if on {
+            "XDP fast path on"
+        } else {
+            "XDP fast path off"
+        }));
+    }
+    let (on, _, what) = fast_path(Some(false), || panic!("asked the kernel"));
+    assert!(!on);
+    assert_eq!(what, "XDP fast path off (--no-offload)");
+    let (_, _, what) = fast_path(None, no);
+    assert!(what.contains("ext0 takes no XDP redirects"), "{what}");
+}
