@@ -3,6 +3,10 @@
 //! (find the connection, lock its bucket, read it, unlock) in a scattered order, one at a time
 //! and in batches of 16 with the two-step prefetch the workers can use. Then two threads at
 //! once: on different connections, and all on the same 16 (the worst case for bucket locks).
+//! Last, churn: a connection inserted and removed (a short connection's life in the table:
+//! the connection count, a slot off the free list and back, its bucket's lock twice, the
+//! realserver's active counter up and down), one thread alone, then two at once on their
+//! own connections, to the same realserver and to one each.
 //!
 //! Each size is measured twice: on 4 KB pages, and with the tables advised to use transparent
 //! huge pages as xlvsd does (`afxdp::advise_huge_pages`).
@@ -133,6 +137,63 @@ fn batched(t: &ConnTable<Ipv4Addr>, keys: &[ConnKey<Ipv4Addr>]) -> f64 {
     start.elapsed().as_nanos() as f64 / keys.len() as f64
 }
 
+/// ns per connection inserted then removed, for connections `first..first + CHURN` (a round
+/// of them) to `dest`.
+fn churn(t: &ConnTable<Ipv4Addr>, first: u32, dest: &Arc<DestState>) -> f64 {
+    let now = Instant::from_secs(1);
+    let hop = NextHop {
+        iface: 0,
+        mac: [2, 0, 0, 0, 0, 1],
+    };
+    let start = StdInstant::now();
+    for i in first..first + CHURN {
+        let c = Conn::new(
+            Proto::Tcp,
+            client(i),
+            (VIP, 80),
+            (Ipv4Addr::new(10, 10, 0, 11), 8080),
+            Fwd::Masq,
+            TcpState::SynRecv,
+            hop,
+            dest.clone(),
+        );
+        t.insert(c, 0, now).expect("room");
+        t.lookup(&key(i)).expect("just inserted").remove(now);
+    }
+    start.elapsed().as_nanos() as f64 / CHURN as f64
+}
+
+const CHURN: u32 = 500_000;
+
+/// Churn alone, then with a second thread churning its own connections at the same time: to
+/// the same realserver (`shared_dest`) or another.
+fn churn_pair(shared_dest: bool) -> (f64, f64) {
+    let t = Arc::new(ConnTable::<Ipv4Addr>::new(1 << 20));
+    let d1 = Arc::new(DestState::new(Ipv4Addr::new(10, 10, 0, 11).into(), 8080));
+    let d2 = if shared_dest {
+        d1.clone()
+    } else {
+        Arc::new(DestState::new(Ipv4Addr::new(10, 10, 0, 12).into(), 8080))
+    };
+    let alone = median((0..5).map(|_| churn(&t, 0, &d1)).collect());
+    let stop = Arc::new(AtomicBool::new(false));
+    let h = {
+        let (t, stop) = (t.clone(), stop.clone());
+        std::thread::spawn(move || {
+            // Bounded: stops when told, or after 10 s whatever happens.
+            let end = StdInstant::now() + Duration::from_secs(10);
+            while !stop.load(Ordering::Relaxed) && StdInstant::now() < end {
+                churn(&t, 1 << 24, &d2);
+            }
+        })
+    };
+    std::thread::sleep(Duration::from_millis(20));
+    let both = median((0..5).map(|_| churn(&t, 0, &d1)).collect());
+    stop.store(true, Ordering::Relaxed);
+    h.join().expect("churner");
+    (alone, both)
+}
+
 /// `f` measured while a second thread runs `other` on the same table.
 fn contended(
     t: &Arc<ConnTable<Ipv4Addr>>,
@@ -210,5 +271,17 @@ fn main() {
                 hot_shared / hot_alone
             );
         }
+    }
+    for shared in [true, false] {
+        let (alone, both) = churn_pair(shared);
+        println!(
+            "churn (insert + remove), {}: {alone:.1} ns alone, {both:.1} ns with a second thread churning ({:.2}x)",
+            if shared {
+                "both threads to one realserver"
+            } else {
+                "a realserver each"
+            },
+            both / alone
+        );
     }
 }

@@ -14,7 +14,10 @@
 //! - `slots`: the connections themselves, preallocated (but not touched) for the configured
 //!   maximum, linked by slot number. An IPv4 slot is 56 bytes (tested below): the TCP state
 //!   and the XDP fast path's marks share a byte.
-//! - free slots go on a free list; new ones come from a high-water mark.
+//! - free slots go on free lists, one per thread (up to [`FREE_SHARDS`], each on its own
+//!   cache line): a worker frees onto its own list and takes from it, so short connections
+//!   on several workers share no lock; new slots come from a high-water mark, and only a
+//!   full table takes slots from other threads' lists.
 //!
 //! A connection is read and written only by a thread holding its bucket's lock, a spin lock
 //! held for one chain walk, never across a batch, and never two at once. Lookups on an empty
@@ -531,6 +534,53 @@ const NIL: u32 = 0;
 /// Offloaded tuples waiting for the drivers to remove their XDP entries.
 const UNOFFLOAD_QUEUE: usize = 1 << 16;
 
+/// A counter every thread writes, alone on its cache line: the table's read-mostly fields
+/// (bucket mask, hash seeds, where the heads and slots are), which every lookup reads, stay
+/// in every core's cache.
+#[derive(Debug, Default)]
+#[repr(align(64))]
+struct Padded<T>(T);
+
+impl<T> std::ops::Deref for Padded<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.0
+    }
+}
+
+impl<T> std::ops::DerefMut for Padded<T> {
+    fn deref_mut(&mut self) -> &mut T {
+        &mut self.0
+    }
+}
+
+/// Free lists per table: threads beyond this many share them.
+const FREE_SHARDS: usize = 16;
+
+/// One thread's free slots, alone on its cache line.
+#[derive(Default)]
+#[repr(align(64))]
+struct FreeList(Mutex<Vec<u32>>);
+
+impl FreeList {
+    fn take(&self) -> Option<u32> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).pop()
+    }
+
+    fn put(&self, i: u32) {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).push(i);
+    }
+}
+
+/// This thread's free list: threads are numbered as they first free or allocate a slot.
+fn free_shard() -> usize {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    thread_local! {
+        static SHARD: usize = NEXT.fetch_add(1, Ordering::Relaxed) % FREE_SHARDS;
+    }
+    SHARD.with(|s| *s)
+}
+
 /// The bucket lock, in a head's top bit.
 const LOCK: u32 = 1 << 31;
 
@@ -553,17 +603,17 @@ pub struct ConnTable<A: Addr> {
     /// outside), read by listings, never on the forwarding path.
     origins: Box<[AtomicU8]>,
     /// Slots from 1 below it are initialised (in a chain or on the free list).
-    fresh: AtomicU32,
-    free: Mutex<Vec<u32>>,
+    fresh: Padded<AtomicU32>,
+    free: Box<[FreeList]>,
     /// Random keys of the bucket hash.
     seeds: [u64; 2],
     templates: DashMap<TemplateKey<A>, Arc<Template<A>>, ahash::RandomState>,
     /// Fragmented datagrams in flight: the tuple their first fragment was forwarded under.
     frags: DashMap<FragKey<A>, (ConnKey<A>, Instant), ahash::RandomState>,
-    n_frags: AtomicUsize,
+    n_frags: Padded<AtomicUsize>,
     /// Connections plus templates, checked against `max`.
-    conns: AtomicUsize,
-    n_templates: AtomicUsize,
+    conns: Padded<AtomicUsize>,
+    n_templates: Padded<AtomicUsize>,
     max: usize,
     /// Offloaded tuples whose connection changed state or left the table: the drivers take
     /// their entries out of the XDP program's map ([`ConnTable::take_unoffloaded`]). Made
@@ -742,17 +792,17 @@ impl<A: Addr> ConnTable<A> {
             // committed by the OS as it is first written, like the slots.
             origins: unsafe { Box::<[AtomicU8]>::new_zeroed_slice(max + 1).assume_init() },
             slots,
-            fresh: AtomicU32::new(1),
-            free: Mutex::new(Vec::new()),
+            fresh: Padded(AtomicU32::new(1)),
+            free: (0..FREE_SHARDS).map(|_| FreeList::default()).collect(),
             seeds: {
                 let r = ahash::RandomState::new();
                 [r.hash_one(1u8), r.hash_one(2u8)]
             },
             templates: DashMap::with_hasher(ahash::RandomState::new()),
             frags: DashMap::with_hasher(ahash::RandomState::new()),
-            n_frags: AtomicUsize::new(0),
-            conns: AtomicUsize::new(0),
-            n_templates: AtomicUsize::new(0),
+            n_frags: Padded(AtomicUsize::new(0)),
+            conns: Padded(AtomicUsize::new(0)),
+            n_templates: Padded(AtomicUsize::new(0)),
             max,
             unoffloaded: std::sync::OnceLock::new(),
             unoffload_overflow: std::sync::atomic::AtomicBool::new(false),
@@ -993,17 +1043,38 @@ impl<A: Addr> ConnTable<A> {
         Ok(())
     }
 
-    /// A free slot, uninitialised or holding no connection. Called after `reserve`, so one
-    /// exists: every slot in use holds a reserved connection.
+    /// A free slot, uninitialised or holding no connection: off this thread's free list,
+    /// else from the high-water mark, else (a full table) off another thread's list. Called
+    /// after `reserve`, so one exists: every slot in use holds a reserved connection.
     fn alloc_slot(&self) -> u32 {
-        if let Some(i) = self.free.lock().unwrap_or_else(|e| e.into_inner()).pop() {
+        let me = free_shard();
+        if let Some(i) = self.free[me].take() {
             return i;
         }
-        self.fresh.fetch_add(1, Ordering::Relaxed)
+        let mut f = self.fresh.load(Ordering::Relaxed);
+        while (f as usize) < self.slots.len() {
+            match self
+                .fresh
+                .compare_exchange_weak(f, f + 1, Ordering::Relaxed, Ordering::Relaxed)
+            {
+                Ok(_) => return f,
+                Err(now) => f = now,
+            }
+        }
+        // Every slot was used once: one is on some thread's list (or about to be, freed
+        // by a thread that has not pushed it yet).
+        loop {
+            for k in 1..=FREE_SHARDS {
+                if let Some(i) = self.free[(me + k) % FREE_SHARDS].take() {
+                    return i;
+                }
+            }
+            std::thread::yield_now();
+        }
     }
 
     fn free_slot(&self, i: u32) {
-        self.free.lock().unwrap_or_else(|e| e.into_inner()).push(i);
+        self.free[free_shard()].put(i);
     }
 
     /// Adds a new connection, binds it to its realserver's counters, active or inactive as its
@@ -1546,6 +1617,44 @@ mod tests {
             assert_eq!(d.total_conns(), 0);
         }
         assert!(t.fresh.load(Ordering::Relaxed) <= 3);
+    }
+
+    /// Each thread frees onto its own list; a thread that finds its own empty and the
+    /// high-water mark at the top takes another thread's free slots: a full table stays
+    /// usable to the last slot from any thread.
+    #[test]
+    fn a_full_table_takes_free_slots_from_other_threads_lists() {
+        let t = Arc::new(ConnTable::new(64));
+        let now = Instant::from_secs(0);
+        // Another thread fills the table and empties it: every slot on its list.
+        {
+            let t = t.clone();
+            std::thread::spawn(move || {
+                for p in 0..64 {
+                    t.insert(conn(1, p, Fwd::Masq), 0, now).unwrap();
+                }
+                for p in 0..64 {
+                    t.lookup_in(&conn(1, p, Fwd::Masq).in_key())
+                        .unwrap()
+                        .remove(now);
+                }
+            })
+            .join()
+            .unwrap();
+        }
+        assert_eq!(t.fresh.load(Ordering::Relaxed), 65, "every slot used once");
+        // This thread's list is empty: all 64 come off the other's.
+        for p in 0..64 {
+            t.insert(conn(2, p, Fwd::Masq), 0, now).unwrap();
+        }
+        assert_eq!(t.len(), 64);
+        assert!(matches!(
+            t.insert(conn(3, 0, Fwd::Masq), 0, now),
+            Err(InsertError::Full)
+        ));
+        for p in 0..64 {
+            assert!(t.lookup_in(&conn(2, p, Fwd::Masq).in_key()).is_some());
+        }
     }
 
     #[test]
