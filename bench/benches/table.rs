@@ -50,7 +50,12 @@ fn key(i: u32) -> ConnKey<Ipv4Addr> {
 }
 
 fn fill(n: u32, huge: bool) -> ConnTable<Ipv4Addr> {
-    let t = ConnTable::new(n as usize);
+    fill_room(n, n, huge)
+}
+
+/// A table for `room` connections holding `n`.
+fn fill_room(n: u32, room: u32, huge: bool) -> ConnTable<Ipv4Addr> {
+    let t = ConnTable::new(room as usize);
     if huge {
         xlvs_dataplane::afxdp::advise_huge_pages(&t.regions());
     }
@@ -194,6 +199,47 @@ fn churn_pair(shared_dest: bool) -> (f64, f64) {
     (alone, both)
 }
 
+/// ns per established packet's table work (lookup, then the realserver's next hop read and
+/// its traffic counted in this worker's shard, as `Core::process` does), over 10 k
+/// connections to one realserver: alone, and while a second thread opens and closes
+/// connections to that realserver (its connection counters and reference count written
+/// each time).
+fn forward_beside_churn() -> (f64, f64) {
+    let t = Arc::new(fill_room(10_000, 1 << 16, false));
+    let dest = t.lookup(&key(0)).expect("filled").conn().dest.clone();
+    let keys: Vec<_> = order(10_000).into_iter().map(key).collect();
+    let run = |t: &ConnTable<Ipv4Addr>| {
+        let start = StdInstant::now();
+        let mut sum = 0u64;
+        for k in &keys {
+            if let Some(mut f) = t.lookup(k) {
+                let c = f.conn();
+                sum = sum.wrapping_add(c.dest.next_hop().map_or(0, |h| h.mac[5] as u64));
+                c.dest.stats.inbound(0, 64);
+            }
+        }
+        black_box(sum);
+        start.elapsed().as_nanos() as f64 / keys.len() as f64
+    };
+    let alone = median((0..5).map(|_| run(&t)).collect());
+    let stop = Arc::new(AtomicBool::new(false));
+    let h = {
+        let (t, stop) = (t.clone(), stop.clone());
+        std::thread::spawn(move || {
+            // Bounded: stops when told, or after 10 s whatever happens.
+            let end = StdInstant::now() + Duration::from_secs(10);
+            while !stop.load(Ordering::Relaxed) && StdInstant::now() < end {
+                churn(&t, 1 << 24, &dest);
+            }
+        })
+    };
+    std::thread::sleep(Duration::from_millis(20));
+    let both = median((0..5).map(|_| run(&t)).collect());
+    stop.store(true, Ordering::Relaxed);
+    h.join().expect("churner");
+    (alone, both)
+}
+
 /// `f` measured while a second thread runs `other` on the same table.
 fn contended(
     t: &Arc<ConnTable<Ipv4Addr>>,
@@ -271,6 +317,14 @@ fn main() {
                 hot_shared / hot_alone
             );
         }
+    }
+    {
+        let (alone, both) = forward_beside_churn();
+        println!(
+            "established packets (lookup, the realserver's next hop and traffic counter): {alone:.1} ns alone, \
+             {both:.1} ns while a second thread churns connections to the same realserver ({:.2}x)",
+            both / alone
+        );
     }
     for shared in [true, false] {
         let (alone, both) = churn_pair(shared);

@@ -136,12 +136,25 @@ impl NextHop {
 
 /// State of a realserver that outlives snapshots: shared by every snapshot that contains the
 /// realserver and by every connection bound to it.
+///
+/// Laid out by cache line: what every packet of its connections reads (the next hop, where
+/// its traffic counters are) and its address first; the connection counters, which every
+/// worker writes with each connection that starts, changes state or ends, on a line of their
+/// own after. (Its alignment also keeps its `Arc`'s reference counts, written as connections
+/// come and go, on the line before.) So a worker forwarding an established connection's
+/// packets does not miss its cache whenever another opens a connection to the realserver.
 #[derive(Debug)]
+#[repr(C)]
 pub struct DestState {
+    /// Packed [`NextHop`]; zero until the control thread resolved the realserver's MAC.
+    next_hop: AtomicU64,
+    /// Connections, packets and bytes (IPVS `dest->stats`), per worker.
+    pub stats: DestCounters,
     /// The realserver's address (fixed for its lifetime).
     pub addr: IpAddr,
     /// Its port; 0 for a fwmark service's realserver (the port the client asked for).
     pub port: u16,
+    _written_below: CacheLine,
     /// Connections in an active state: ESTABLISHED or the handshake (IPVS `activeconns`).
     pub active: AtomicU32,
     /// Connections in any other state, and UDP ones (IPVS `inactconns`).
@@ -155,11 +168,12 @@ pub struct DestState {
     /// IPVS `IP_VS_DEST_F_OVERLOAD`: the upper threshold was reached; no new connections until
     /// the count falls below the lower one.
     overload: AtomicBool,
-    /// Packed [`NextHop`]; zero until the control thread resolved the realserver's MAC.
-    next_hop: AtomicU64,
-    /// Connections, packets and bytes (IPVS `dest->stats`).
-    pub stats: DestCounters,
 }
+
+/// Starts a new cache line in a `#[repr(C)]` struct (and aligns the struct to one).
+#[derive(Debug, Default)]
+#[repr(align(64))]
+struct CacheLine;
 
 /// What a connection counts as on its realserver (IPVS `ip_vs_bind_dest`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -184,6 +198,7 @@ impl DestState {
             overload: AtomicBool::new(false),
             next_hop: AtomicU64::new(0),
             stats: DestCounters::default(),
+            _written_below: CacheLine,
         }
     }
 
@@ -465,6 +480,25 @@ impl Snapshot {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// What packets read and what new connections write are on different cache lines.
+    #[test]
+    fn a_realservers_counters_are_on_a_line_of_their_own() {
+        let d = DestState::new(Ipv4Addr::new(10, 0, 0, 1).into(), 80);
+        let at = |p: *const u8| p as usize - &d as *const DestState as usize;
+        let line = |p: *const u8| (at(p) / 64, at(p) % 64);
+        assert_eq!(std::mem::align_of::<DestState>(), 64);
+        let read = [
+            line(&d.next_hop as *const _ as *const u8),
+            line(&d.stats as *const _ as *const u8),
+        ];
+        for (l, _) in read {
+            assert_eq!(l, 0, "{read:?}");
+        }
+        for w in [&d.active as *const AtomicU32, &d.inactive, &d.persist] {
+            assert_eq!(line(w as *const u8).0, 1);
+        }
+    }
 
     #[test]
     fn next_hop_round_trips() {
