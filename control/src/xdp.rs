@@ -650,6 +650,36 @@ mod tests {
         let other = tcp_frame(CLIENT_MAC, EXT_MAC, (CIP, 40001), (VIP, 80), ACK, 64, b"");
         assert_eq!(x.test_run(&other, 1, 0).unwrap(), DROP);
         assert_eq!(x.counters()[3], 3, "offloaded frames counted");
+        // A tagged frame (one 802.1Q tag, kept): the same, at the tag's offset.
+        let tag = |f: Vec<u8>| {
+            let mut t = f[..12].to_vec();
+            t.extend_from_slice(&[0x81, 0x00, 0x00, 0x2a]);
+            t.extend_from_slice(&f[12..]);
+            t
+        };
+        let tagged = |sport, dst: (Ipv4Addr, u16), mac, ttl, flags, payload: &[u8]| {
+            let f = tcp_frame(CLIENT_MAC, mac, (CIP, sport), dst, flags, ttl, payload);
+            tag(f)
+        };
+        let tkey = flow_key(&tuple(40002, VIP, 80, PROTO_TCP)).unwrap();
+        let mut twant = tagged(40002, (RIP, 8080), INT_MAC, 63, ACK, b"first");
+        twant[0..12].copy_from_slice(&[INT_MAC, EXT_MAC].concat());
+        let te = entry(&req(tkey), &twant, (0, 0), 1).expect("an entry for a tagged frame");
+        assert!(map.update(&tkey, &te));
+        let mut twant = tagged(40002, (RIP, 8080), INT_MAC, 63, ACK, b"tagged");
+        twant[0..12].copy_from_slice(&[INT_MAC, EXT_MAC].concat());
+        let (action, out) = x
+            .test_run_out(&tagged(40002, (VIP, 80), EXT_MAC, 64, ACK, b"tagged"), 1, 0)
+            .unwrap();
+        assert_eq!(action, REDIRECT);
+        assert_eq!(out, twant, "the tagged frame rewritten, its tag kept");
+        let tv = map.lookup(&tkey).unwrap();
+        assert_eq!(
+            (tv.packets, tv.bytes),
+            (1, 20 + 20 + 6),
+            "IP lengths counted, not the frame's"
+        );
+        map.delete(&tkey);
         // The egress: none usable (a bond's members all down), to the workers; a bond of
         // two ports, by the program again.
         x.set_egress(&[Egress::Down]).unwrap();

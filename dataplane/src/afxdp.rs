@@ -1172,7 +1172,7 @@ impl Worker {
                     dest: u.dest,
                     out: u.out,
                     packets: v.packets,
-                    ip_bytes: v.bytes.saturating_sub(14 * v.packets),
+                    ip_bytes: v.bytes,
                 };
                 // A full queue (over 65 536 offloaded directions ending within a second)
                 // loses what the control thread had not counted yet of this one, rather

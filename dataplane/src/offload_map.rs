@@ -205,9 +205,9 @@ impl OffloadSeen for OffloadMap {
 }
 
 /// The entry that repeats, for every later frame of its direction, what the core did to
-/// `frame` (untagged IPv4 TCP or UDP without options, as the XDP program takes them), whose
-/// tuple was `key` before, to go out of logical interface `egress` on the port the bond's
-/// transmit hash `hash` picks. None for any other frame.
+/// `frame` (IPv4 TCP or UDP without options, untagged or with one 802.1Q tag, as the XDP
+/// program takes them), whose tuple was `key` before, to go out of logical interface
+/// `egress` on the port the bond's transmit hash `hash` picks. None for any other frame.
 pub fn entry(
     req: &OffloadRequest,
     frame: &[u8],
@@ -215,26 +215,28 @@ pub fn entry(
     filed_ns: u64,
 ) -> Option<Offload> {
     let key = &req.key;
-    const IP: usize = 14;
-    const L4: usize = IP + 20;
+    // Untagged, or one 802.1Q tag (which the program leaves as it is).
+    let tagged = frame.get(12..14) == Some(&[0x81, 0x00]);
+    let (ip, ethertype) = if tagged { (18, 16) } else { (14, 12) };
+    let l4 = ip + 20;
     let l4_len = if key.proto == xlvs_common::PROTO_UDP {
         8
     } else {
         18
     };
-    if frame.len() < L4 + l4_len
-        || frame[12..14] != [0x08, 0x00]
-        || frame[IP] != 0x45
-        || frame[IP + 9] != key.proto
+    if frame.len() < l4 + l4_len
+        || frame[ethertype..ethertype + 2] != [0x08, 0x00]
+        || frame[ip] != 0x45
+        || frame[ip + 9] != key.proto
     {
         return None;
     }
     let w32 = |b: &[u8]| u32::from_be_bytes([b[0], b[1], b[2], b[3]]);
     let be16 = |p: u16| u16::from_be_bytes(p.to_ne_bytes());
     let (old_src, old_dst) = (w32(&key.src[..4]), w32(&key.dst[..4]));
-    let (new_src, new_dst) = (w32(&frame[IP + 12..]), w32(&frame[IP + 16..]));
-    let sport = u16::from_ne_bytes([frame[L4], frame[L4 + 1]]);
-    let dport = u16::from_ne_bytes([frame[L4 + 2], frame[L4 + 3]]);
+    let (new_src, new_dst) = (w32(&frame[ip + 12..]), w32(&frame[ip + 16..]));
+    let sport = u16::from_ne_bytes([frame[l4], frame[l4 + 1]]);
+    let dport = u16::from_ne_bytes([frame[l4 + 2], frame[l4 + 3]]);
     let addrs = checksum::delta32(old_src, new_src) + checksum::delta32(old_dst, new_dst);
     let mut e = Offload {
         egress: egress as u32,
@@ -256,8 +258,8 @@ pub fn entry(
     }
     e.dst_mac.copy_from_slice(&frame[0..6]);
     e.src_mac.copy_from_slice(&frame[6..12]);
-    e.src.copy_from_slice(&frame[IP + 12..IP + 16]);
-    e.dst.copy_from_slice(&frame[IP + 16..IP + 20]);
+    e.src.copy_from_slice(&frame[ip + 12..ip + 16]);
+    e.dst.copy_from_slice(&frame[ip + 16..ip + 20]);
     Some(e)
 }
 
@@ -308,9 +310,17 @@ mod tests {
         assert_eq!(e.dst, [10, 10, 0, 11]);
         assert_eq!(e.dport.to_ne_bytes(), 8080u16.to_be_bytes());
         assert_eq!((e.egress, e.hash), (3, 0xabcd));
-        // Not for a tagged frame.
-        let mut tagged = after.clone();
-        tagged[12..14].copy_from_slice(&[0x81, 0x00]);
-        assert!(entry(&req, &tagged, (3, 0), 1).is_none());
+        // A frame with one 802.1Q tag: the same rewrite (the tag stays).
+        let mut tagged = after[..12].to_vec();
+        tagged.extend_from_slice(&[0x81, 0x00, 0x00, 0x2a]);
+        tagged.extend_from_slice(&after[12..]);
+        assert_eq!(entry(&req, &tagged, (3, 0xabcd), 1), Some(e));
+        // Not for another tag (802.1ad), nor a frame that is not IPv4.
+        let mut qinq = tagged.clone();
+        qinq[12..14].copy_from_slice(&[0x88, 0xa8]);
+        assert!(entry(&req, &qinq, (3, 0), 1).is_none());
+        let mut other = after.clone();
+        other[12..14].copy_from_slice(&[0x86, 0xdd]);
+        assert!(entry(&req, &other, (3, 0), 1).is_none());
     }
 }

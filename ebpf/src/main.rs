@@ -209,20 +209,24 @@ fn try_steer(ctx: &XdpContext) -> Option<u32> {
         // A first fragment (MF set): let the rest of the datagram follow.
         let key = frag_key(ctx, off, saddr, daddr, proto)?;
         let _ = FRAGS.insert(&key, &0, 0);
-    } else if off == ETH_HLEN
-        && ihl == IPV4_HLEN
-        && let Some(action) = offloaded(ctx, proto, saddr, daddr, sport, dport)
+    } else if ihl == IPV4_HLEN
+        && let Some(action) = if off == ETH_HLEN {
+            offloaded::<ETH_HLEN>(ctx, proto, saddr, daddr, sport, dport)
+        } else {
+            offloaded::<{ ETH_HLEN + VLAN_HLEN }>(ctx, proto, saddr, daddr, sport, dport)
+        }
     {
         return Some(action);
     }
     Some(redirect(ctx))
 }
 
-/// The fast path: an untagged IPv4 TCP or UDP frame without options or fragmentation whose
-/// direction of its connection is in `OFFLOAD` is rewritten as the entry says and redirected
-/// out of the entry's interface. None leaves it to the workers.
+/// The fast path: an IPv4 TCP or UDP frame without options or fragmentation, untagged or
+/// with one 802.1Q tag (its IPv4 header at `L3`; the tag stays as it is, as the workers keep
+/// it), whose direction of its connection is in `OFFLOAD` is rewritten as the entry says and
+/// redirected out of the entry's interface. None leaves it to the workers.
 #[inline(always)]
-fn offloaded(
+fn offloaded<const L3: usize>(
     ctx: &XdpContext,
     proto: u8,
     saddr: [u8; 4],
@@ -230,20 +234,20 @@ fn offloaded(
     sport: u16,
     dport: u16,
 ) -> Option<u32> {
-    const L4: usize = ETH_HLEN + IPV4_HLEN;
-    if proto == PROTO_TCP && read_u8(ctx, L4 + 13)? & TCP_SYN_FIN_RST != 0 {
+    let at_l4: usize = L3 + IPV4_HLEN;
+    if proto == PROTO_TCP && read_u8(ctx, at_l4 + 13)? & TCP_SYN_FIN_RST != 0 {
         return None;
     }
     let key = FlowKey::v4_raw(saddr, daddr, sport, dport, proto);
     let e = OFFLOAD.get_ptr_mut(&key)?;
     let eth = ptr_at::<[u8; ETH_HLEN]>(ctx, 0)?;
-    let ip = ptr_at::<[u8; IPV4_HLEN]>(ctx, ETH_HLEN)?;
-    let l4 = ptr_at::<[u8; 8]>(ctx, L4)?;
+    let ip = ptr_at::<[u8; IPV4_HLEN]>(ctx, L3)?;
+    let l4 = ptr_at::<[u8; 8]>(ctx, at_l4)?;
     // TCP's checksum is at 16, UDP's at 6.
     let ck = if proto == PROTO_TCP {
-        ptr_at::<[u8; 2]>(ctx, L4 + 16)?
+        ptr_at::<[u8; 2]>(ctx, at_l4 + 16)?
     } else {
-        ptr_at::<[u8; 2]>(ctx, L4 + 6)?
+        ptr_at::<[u8; 2]>(ctx, at_l4 + 6)?
     };
     // Safety: `ptr_at` checked each header lies inside the frame; `e` points into the map's
     // value, which stays valid while the program runs. Nothing else writes the frame.
@@ -295,7 +299,8 @@ fn offloaded(
         // Plain adds: a flow's frames arrive on one RX queue, so one CPU at a time.
         e.last_ns = bpf_ktime_get_ns();
         e.packets += 1;
-        e.bytes += (ctx.data_end() - ctx.data()) as u64;
+        // IPVS counts IP lengths: not the Ethernet header, a tag or a short frame's padding.
+        e.bytes += u16::from_be_bytes([ip[2], ip[3]]) as u64;
         count(Counter::Offloaded);
         Some(bpf_redirect(ifindex, 0) as u32)
     }

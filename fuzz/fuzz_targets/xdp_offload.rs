@@ -11,7 +11,8 @@
 //! - it forwards every TCP segment without SYN, FIN or RST and every UDP datagram whose TTL
 //!   is above 1, except the one the sync rule picks, whose mark it leaves in the entry, and
 //!   those whose logical interface has no usable port (a bond whose members are all down),
-//!   whatever the entry's transmit hash.
+//!   whatever the entry's transmit hash;
+//! - a frame with one 802.1Q tag (the input chooses) is handled the same, its tag kept.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -167,9 +168,34 @@ fuzz_target!(|data: &[u8]| {
     let hash = u32::from_be_bytes([ctl[0], ctl[3], ctl[6], ctl[9]]);
     let e = entry(&req, &after, (down as u8, hash), 1).expect("an entry for a plain IPv4 segment");
 
+    // Tagged (one 802.1Q tag, the TCI from the input) or not: the program keeps the tag.
+    let tag = (ctl[15] & 8 != 0).then(|| [0x81, 0x00, ctl[13], ctl[14]]);
+    let with_tag = |b: &[u8]| match tag {
+        Some(t) => [&b[..12], &t[..], &b[12..]].concat(),
+        None => b.to_vec(),
+    };
+    let e = if tag.is_some() {
+        let te = entry(&req, &with_tag(&after), (down as u8, hash), 1)
+            .expect("an entry for a tagged segment");
+        assert_eq!(te, e, "a tagged frame's entry");
+        te
+    } else {
+        e
+    };
     let mut st = state().lock().unwrap_or_else(|e| e.into_inner());
     assert!(st.map.update(&key, &e), "filing the entry");
-    let (action, out) = st.xdp.test_run_out(&f, 1, 0).expect("BPF_PROG_TEST_RUN");
+    let (action, out) = st
+        .xdp
+        .test_run_out(&with_tag(&f), 1, 0)
+        .expect("BPF_PROG_TEST_RUN");
+    // Checked untagged from here on: the tag as it was.
+    let out = match tag {
+        Some(t) => {
+            assert_eq!(out[12..16], t, "the tag");
+            [&out[..12], &out[16..]].concat()
+        }
+        None => out,
+    };
     let handed = st.map.handed(&key);
     st.map.delete(&key);
     drop(st);

@@ -297,7 +297,8 @@ pub struct Offload {
     pub sync_due: u8,
     pub handed: u32,
     /// Written by the program: `bpf_ktime_get_ns` of the last frame it sent on, and how many
-    /// frames and bytes (the worker's expiry and counters read them).
+    /// frames and bytes (their IP lengths, as IPVS counts; the worker's expiry and counters
+    /// read them).
     pub last_ns: u64,
     pub packets: u64,
     pub bytes: u64,
