@@ -78,10 +78,11 @@ pub trait OffloadSeen: Send {
     fn handed(&mut self, key: &FlowKey) -> Option<u32>;
 }
 
-/// The [`xlvs_common::handoff_mark`] of an untagged IPv4 frame without IP options whose
-/// TCP or UDP header is at `l4`; None for any other frame (the program never hands those).
+/// The [`xlvs_common::handoff_mark`] of an IPv4 frame without IP options, untagged or with
+/// one 802.1Q tag, whose TCP or UDP header is at `l4`; None for any other frame (the program
+/// never hands those).
 pub(crate) fn frame_mark(frame: &[u8], l3: usize, l4: usize, proto: u8) -> Option<u32> {
-    if l3 != 14 || l4 != 34 {
+    if !matches!((l3, l4), (14, 34) | (18, 38)) {
         return None;
     }
     let ip: &[u8; 20] = frame.get(l3..l4)?.try_into().ok()?;

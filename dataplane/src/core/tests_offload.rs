@@ -235,6 +235,20 @@ fn a_sync_master_counts_offloaded_connections_through_the_program() {
     assert_eq!(c.take_offload_request(), None);
 }
 
+/// The program hands tagged frames too: their mark is read past the tag.
+#[test]
+fn a_tagged_frames_mark_is_read_past_its_tag() {
+    let f = client_seg_seq(41010, 5000);
+    let mut tagged = f[..12].to_vec();
+    tagged.extend_from_slice(&[0x81, 0x00, 0x00, 0x2a]);
+    tagged.extend_from_slice(&f[12..]);
+    let mark = offload::frame_mark(&f, 14, 34, 6);
+    assert!(mark.is_some());
+    assert_eq!(offload::frame_mark(&tagged, 18, 38, 6), mark);
+    // IP options: never handed.
+    assert_eq!(offload::frame_mark(&tagged, 18, 42, 6), None);
+}
+
 #[test]
 fn a_connection_the_map_refused_stays_with_the_workers() {
     let (mut c, _, snap) = nat_core();
