@@ -181,21 +181,15 @@ fn churn_pair(shared_dest: bool) -> (f64, f64) {
         Arc::new(DestState::new(Ipv4Addr::new(10, 10, 0, 12).into(), 8080))
     };
     let alone = median((0..5).map(|_| churn(&t, 0, &d1)).collect());
-    let stop = Arc::new(AtomicBool::new(false));
-    let h = {
-        let (t, stop) = (t.clone(), stop.clone());
-        std::thread::spawn(move || {
-            // Bounded: stops when told, or after 10 s whatever happens.
-            let end = StdInstant::now() + Duration::from_secs(10);
-            while !stop.load(Ordering::Relaxed) && StdInstant::now() < end {
-                churn(&t, 1 << 24, &d2);
-            }
-        })
+    let both = {
+        let t2 = t.clone();
+        beside(
+            move || {
+                churn(&t2, 1 << 24, &d2);
+            },
+            || churn(&t, 0, &d1),
+        )
     };
-    std::thread::sleep(Duration::from_millis(20));
-    let both = median((0..5).map(|_| churn(&t, 0, &d1)).collect());
-    stop.store(true, Ordering::Relaxed);
-    h.join().expect("churner");
     (alone, both)
 }
 
@@ -222,45 +216,50 @@ fn forward_beside_churn() -> (f64, f64) {
         start.elapsed().as_nanos() as f64 / keys.len() as f64
     };
     let alone = median((0..5).map(|_| run(&t)).collect());
-    let stop = Arc::new(AtomicBool::new(false));
-    let h = {
-        let (t, stop) = (t.clone(), stop.clone());
-        std::thread::spawn(move || {
-            // Bounded: stops when told, or after 10 s whatever happens.
-            let end = StdInstant::now() + Duration::from_secs(10);
-            while !stop.load(Ordering::Relaxed) && StdInstant::now() < end {
-                churn(&t, 1 << 24, &dest);
-            }
-        })
+    let both = {
+        let t2 = t.clone();
+        beside(
+            move || {
+                churn(&t2, 1 << 24, &dest);
+            },
+            || run(&t),
+        )
     };
-    std::thread::sleep(Duration::from_millis(20));
-    let both = median((0..5).map(|_| run(&t)).collect());
-    stop.store(true, Ordering::Relaxed);
-    h.join().expect("churner");
     (alone, both)
 }
 
-/// `f` measured while a second thread runs `other` on the same table.
+/// ns per lookup of `mine` while a second thread looks up `theirs` on the same table.
 fn contended(
     t: &Arc<ConnTable<Ipv4Addr>>,
     mine: &[ConnKey<Ipv4Addr>],
     theirs: Vec<ConnKey<Ipv4Addr>>,
 ) -> f64 {
+    let t2 = t.clone();
+    beside(
+        move || {
+            single(&t2, &theirs[..theirs.len().min(100_000)]);
+        },
+        || single(t, mine),
+    )
+}
+
+/// The median of 5 rounds of `measure` while a second thread runs `other` again and again
+/// (bounded: until the rounds are done, or 10 s whatever happens).
+fn beside(mut other: impl FnMut() + Send + 'static, mut measure: impl FnMut() -> f64) -> f64 {
     let stop = Arc::new(AtomicBool::new(false));
     let h = {
-        let (t, stop) = (t.clone(), stop.clone());
+        let stop = stop.clone();
         std::thread::spawn(move || {
-            // Bounded: stops when told, or after 10 s whatever happens.
             let end = StdInstant::now() + Duration::from_secs(10);
             while !stop.load(Ordering::Relaxed) && StdInstant::now() < end {
-                single(&t, &theirs[..theirs.len().min(100_000)]);
+                other();
             }
         })
     };
     std::thread::sleep(Duration::from_millis(20));
-    let r = median((0..5).map(|_| single(t, mine)).collect());
+    let r = median((0..5).map(|_| measure()).collect());
     stop.store(true, Ordering::Relaxed);
-    h.join().expect("contender");
+    h.join().expect("the second thread");
     r
 }
 
