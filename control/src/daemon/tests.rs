@@ -28,6 +28,11 @@ struct Maps {
     local: Vec<AddrKey>,
     sets: usize,
     attached: Vec<String>,
+    /// What the fast path was told each logical interface transmits on, in order.
+    egress: Vec<Vec<xlvs_dataplane::bond::Egress>>,
+    /// The calls, in order: "keys" (the steering keys, after a snapshot is published) and
+    /// "egress".
+    calls: Vec<&'static str>,
 }
 
 struct FakeSteering(Rc<RefCell<Maps>>);
@@ -44,6 +49,14 @@ impl Steering for FakeSteering {
         m.reals = reals.to_vec();
         m.local = local.to_vec();
         m.sets += 1;
+        m.calls.push("keys");
+        Ok(())
+    }
+
+    fn set_egress(&mut self, egress: &[xlvs_dataplane::bond::Egress]) -> anyhow::Result<()> {
+        let mut m = self.0.borrow_mut();
+        m.egress.push(egress.to_vec());
+        m.calls.push("egress");
         Ok(())
     }
 
@@ -560,4 +573,60 @@ fn the_fast_path_is_on_by_default_where_the_kernel_says_every_port_can() {
     assert_eq!(what, "XDP fast path off (--no-offload)");
     let (_, _, what) = fast_path(None, no);
     assert!(what.contains("ext0 takes no XDP redirects"), "{what}");
+}
+
+/// Links whose carriers the test sets.
+struct Carriers(Rc<RefCell<Vec<bool>>>);
+
+impl crate::bond::links::LinkSource for Carriers {
+    fn carriers(&self, leaves: &[String]) -> Vec<bool> {
+        let c = self.0.borrow();
+        leaves.iter().enumerate().map(|(i, _)| c[i]).collect()
+    }
+    fn report(&self, _: &crate::bond::Bonds) -> crate::bond::Reported {
+        Default::default()
+    }
+}
+
+/// A bond member losing its carrier changes the workers' egress (the snapshot) and then the
+/// XDP fast path's (`EGRESS`), in that order; when nothing changed, neither is written.
+#[test]
+fn a_members_loss_reaches_the_fast_path_after_the_workers() {
+    use crate::bond::links::Links;
+    use crate::bond::{BondSpec, Bonds, Mode};
+    use xlvs_dataplane::bond::{Egress, XmitHash};
+    let mut r = rig(None);
+    let up = Rc::new(RefCell::new(vec![true, true, true]));
+    let bonds = Bonds::new(vec![BondSpec {
+        name: "ext0".into(),
+        members: vec!["m0".into(), "m1".into()],
+        mode: Mode::Lacp,
+        hash: XmitHash::Layer34,
+    }])
+    .unwrap();
+    let links = Links::new(
+        bonds,
+        vec!["ext0".into(), "int0".into()],
+        vec!["m0".into(), "m1".into(), "int0".into()],
+        Box::new(Carriers(up.clone())),
+        Vec::new(),
+        r.t0,
+    );
+    r.ctl.set_links(links);
+    r.maps.borrow_mut().calls.clear();
+    r.ctl.links_changed(r.t0);
+    assert!(r.maps.borrow().calls.is_empty(), "nothing changed");
+    up.borrow_mut()[1] = false;
+    r.ctl.links_changed(r.t0);
+    let want = vec![Egress::hashed(XmitHash::Layer34, &[0]), Egress::Port(2)];
+    assert_eq!(r.maps.borrow().calls, ["keys", "egress"]);
+    assert_eq!(r.maps.borrow().egress.last(), Some(&want));
+    assert_eq!(r.snapshot.load().ifaces[0].egress, want[0]);
+    // Back: both members again.
+    up.borrow_mut()[1] = true;
+    r.ctl.links_changed(r.t0);
+    assert_eq!(
+        r.maps.borrow().egress.last().map(|e| e[0].clone()),
+        Some(Egress::hashed(XmitHash::Layer34, &[0, 1]))
+    );
 }
