@@ -13,8 +13,8 @@ use aya::programs::xdp::XdpLink;
 use aya::programs::{Xdp, XdpMode};
 use xlvs_common::{
     AddrKey, COUNTERS, EgressPorts, IfaceSlot, L4Key, LOCAL_ADDRS_MAX, MAP_COUNTERS, MAP_EGRESS,
-    MAP_IFACES, MAP_LOCAL_ADDRS, MAP_OFFLOAD, MAP_REALS, MAP_SERVICES, MAP_XSKS, MAX_IFACES,
-    MAX_QUEUES, MAX_STEER_KEYS, PROG_NAME, SteerValue,
+    MAP_EGRESS_GEN, MAP_IFACES, MAP_LOCAL_ADDRS, MAP_OFFLOAD, MAP_REALS, MAP_SERVICES, MAP_XSKS,
+    MAX_IFACES, MAX_QUEUES, MAX_STEER_KEYS, PROG_NAME, SteerValue,
 };
 use xlvs_dataplane::bond::Egress;
 
@@ -49,6 +49,9 @@ pub struct XdpSteering {
     /// The ports the fast path's frames leave by, per logical interface, and each port's
     /// ifindex (by slot, [`XdpSteering::set_iface`]).
     egress: Array<MapData, EgressPorts>,
+    egress_gen: Array<MapData, u32>,
+    /// The copy of `egress` the program reads.
+    egress_copy: u32,
     port_ifindex: [u32; MAX_IFACES as usize],
     /// The fast path's map: the workers use it through its descriptor.
     offload: MapData,
@@ -121,6 +124,8 @@ impl XdpSteering {
             ifaces: take(&mut ebpf, MAP_IFACES)?,
             counters: take(&mut ebpf, MAP_COUNTERS)?,
             egress: take(&mut ebpf, MAP_EGRESS)?,
+            egress_gen: take(&mut ebpf, MAP_EGRESS_GEN)?,
+            egress_copy: 0,
             port_ifindex: [0; MAX_IFACES as usize],
             offload: match ebpf.take_map(MAP_OFFLOAD) {
                 Some(aya::maps::Map::HashMap(m)) => m,
@@ -164,27 +169,42 @@ impl XdpSteering {
     /// Makes the fast path send each logical interface's frames where `egress` (by
     /// `IfaceId`) says: the ports' ifindexes (slots given to [`XdpSteering::set_iface`]
     /// first), in order, so that the program's `ifindex[hash % count]` is the workers'
-    /// `ports[hash % count]`. Each entry is one array element, replaced whole: a frame sees
-    /// the old ports or the new.
+    /// `ports[hash % count]`. A port without a usable ifindex (not set up yet, or taking no
+    /// XDP redirects) leaves its interface none: its frames go to the workers. Written into
+    /// the copy the program does not read, which then becomes current: a frame sees the
+    /// old ports or the new, never a mix.
     pub fn set_egress(&mut self, egress: &[Egress]) -> anyhow::Result<()> {
-        for (i, e) in egress.iter().enumerate().take(MAX_IFACES as usize) {
+        let next = self.egress_copy ^ 1;
+        for i in 0..MAX_IFACES {
             let mut v = EgressPorts::default();
-            for &p in e.ports() {
+            for &p in egress.get(i as usize).map_or(&[][..], Egress::ports) {
                 match self.port_ifindex.get(p as usize) {
                     Some(&ix) if ix != 0 => {
                         v.ifindex[v.count as usize] = ix;
                         v.count += 1;
                     }
-                    // A port not set up yet: none of its frames are offloaded meanwhile.
                     _ => {
                         v.count = 0;
                         break;
                     }
                 }
             }
-            self.egress.set(i as u32, v, 0).context("EGRESS map")?;
+            self.egress
+                .set(next * MAX_IFACES + i, v, 0)
+                .context("EGRESS map")?;
         }
+        self.egress_gen.set(0, next, 0).context("EGRESS_GEN map")?;
+        self.egress_copy = next;
         Ok(())
+    }
+
+    /// Leaves a port out of the fast path's egress (it takes no XDP redirects): from the next
+    /// [`XdpSteering::set_egress`] on, an interface that transmits on it leaves its frames to
+    /// the workers.
+    pub fn no_redirects_to(&mut self, slot: u32) {
+        if let Some(p) = self.port_ifindex.get_mut(slot as usize) {
+            *p = 0;
+        }
     }
 
     /// Leaves the program for a restart: until `until_ns` (CLOCK_MONOTONIC) its frames for
@@ -637,6 +657,11 @@ mod tests {
             assert_eq!(action, REDIRECT, "{payload:?}");
             assert_eq!(out, rewritten(ACK, payload), "{payload:?}");
         }
+        // An IP length the frame does not hold: to the workers (which drop it as malformed),
+        // not forwarded nor counted.
+        let mut long = seg(ACK, 64, b"short");
+        long[16..18].copy_from_slice(&1500u16.to_be_bytes());
+        assert_eq!(x.test_run(&long, 1, 0).unwrap(), DROP);
         let v = map.lookup(&key).unwrap();
         assert_eq!(v.packets, 3);
         assert!(v.last_ns > 0);

@@ -80,7 +80,11 @@ static OFFLOAD: HashMap<FlowKey, Offload> = HashMap::with_max_entries(OFFLOAD_MA
 /// entries: the control thread rewrites one when a member fails or returns, and every
 /// offloaded flow through it moves at once.
 #[map(name = "EGRESS")]
-static EGRESS: Array<EgressPorts> = Array::with_max_entries(MAX_IFACES, 0);
+static EGRESS: Array<EgressPorts> = Array::with_max_entries(2 * MAX_IFACES, 0);
+
+/// Which copy of `EGRESS` is current (0 or 1).
+#[map(name = "EGRESS_GEN")]
+static EGRESS_GEN: Array<u32> = Array::with_max_entries(1, 0);
 
 /// Per-CPU counters, indexed by `Counter`.
 #[map(name = "COUNTERS")]
@@ -253,13 +257,16 @@ fn offloaded<const L3: usize>(
     // value, which stays valid while the program runs. Nothing else writes the frame.
     unsafe {
         let (e, ip, l4, ck, eth) = (&mut *e, &mut *ip, &mut *l4, &mut *ck, &mut *eth);
-        if ip[8] <= 1 {
-            // The worker drops it and counts why.
+        // A TTL the worker must answer, or an IP length the frame does not hold (or too
+        // short for the TCP or UDP header): the worker drops it and counts why.
+        let total = u16::from_be_bytes([ip[2], ip[3]]) as usize;
+        if ip[8] <= 1 || total < IPV4_HLEN + 8 || L3 + total > ctx.data_end() - ctx.data() {
             return None;
         }
         // The port, as the workers choose it: a bond's member by the flow's transmit hash
         // over the members usable now. None usable: the worker drops it and counts why.
-        let out = EGRESS.get(e.egress)?;
+        let copy = *EGRESS_GEN.get(0)? & 1;
+        let out = EGRESS.get(copy * MAX_IFACES + (e.egress & (MAX_IFACES - 1)))?;
         if out.count == 0 {
             return None;
         }
@@ -300,7 +307,7 @@ fn offloaded<const L3: usize>(
         e.last_ns = bpf_ktime_get_ns();
         e.packets += 1;
         // IPVS counts IP lengths: not the Ethernet header, a tag or a short frame's padding.
-        e.bytes += u16::from_be_bytes([ip[2], ip[3]]) as u64;
+        e.bytes += total as u64;
         count(Counter::Offloaded);
         Some(bpf_redirect(ifindex, 0) as u32)
     }

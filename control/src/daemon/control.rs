@@ -103,7 +103,19 @@ impl Steering for crate::xdp::XdpSteering {
         for (q, fd) in &p.sockets {
             self.set_socket(p.port as u32, *q, *fd)?;
         }
-        self.set_iface(p.ifindex, p.port as u32, p.queues)
+        self.set_iface(p.ifindex, p.port as u32, p.queues)?;
+        // The fast path sends frames out of it only if it takes XDP redirects (a member
+        // that joins later was not asked at start).
+        if let Ok(Some(f)) = crate::xdp_features::xdp_features(p.ifindex)
+            && f & crate::xdp_features::NDO_XMIT == 0
+        {
+            log::warn!(
+                "{} takes no XDP redirects: the XDP fast path leaves the frames its bond sends to the workers",
+                p.name
+            );
+            self.no_redirects_to(p.port as u32);
+        }
+        Ok(())
     }
 
     fn set_egress(&mut self, egress: &[Egress]) -> anyhow::Result<()> {

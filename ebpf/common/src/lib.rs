@@ -216,9 +216,14 @@ pub const MAP_OFFLOAD: &str = "OFFLOAD";
 /// Entries of [`MAP_OFFLOAD`] (two per connection).
 pub const OFFLOAD_MAX: u32 = 1 << 18;
 
-/// Name of the array of [`EgressPorts`], one per logical interface (`IfaceId`): the ports the
-/// fast path's frames for it leave by.
+/// Name of the array of [`EgressPorts`], two copies of one per logical interface (`IfaceId`):
+/// the ports the fast path's frames for it leave by. Copy `g` of interface `i` is at
+/// `g * MAX_IFACES + i`; [`MAP_EGRESS_GEN`] says which copy is current. The control thread
+/// writes the other copy whole, then flips the generation: a frame reads one copy, never a
+/// copy half written (a link changes milliseconds apart, a frame takes microseconds).
 pub const MAP_EGRESS: &str = "EGRESS";
+/// Name of the one-entry array holding the current copy of [`MAP_EGRESS`] (0 or 1).
+pub const MAP_EGRESS_GEN: &str = "EGRESS_GEN";
 
 /// Value of [`MAP_EGRESS`]: the ifindexes a logical interface transmits on (a plain port: its
 /// own; a bond: its usable members in the bond's order, or its active member), `count` of
