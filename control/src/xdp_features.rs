@@ -82,6 +82,12 @@ fn ask(fd: &OwnedFd, req: &[u8], want: u16) -> io::Result<Option<Vec<u8>>> {
     Ok(reply_attr(&buf[..n as usize], want)?.map(<[u8]>::to_vec))
 }
 
+/// Whether interface `ifindex` takes XDP redirects (`NETDEV_XDP_ACT_NDO_XMIT`), as the XDP
+/// fast path needs of every port it sends out of. `Ok(None)`: the kernel cannot say.
+pub fn takes_redirects(ifindex: u32) -> io::Result<Option<bool>> {
+    Ok(xdp_features(ifindex)?.map(|f| f & NDO_XMIT != 0))
+}
+
 /// The `NETDEV_XDP_ACT_*` bits interface `ifindex` advertises. `Ok(None)`: the kernel has no
 /// `netdev` family (before 6.3) and cannot say.
 pub fn xdp_features(ifindex: u32) -> io::Result<Option<u64>> {

@@ -1035,8 +1035,9 @@ impl Worker {
                             // outlives the frame it was made for.
                             let req = self.core.take_offload_request();
                             match snap.egress_port(e, data.contents()) {
-                                Some((p, hash)) => {
+                                Some(p) => {
                                     if let Some(req) = req {
+                                        let hash = snap.egress_hash(e, data.contents());
                                         self.offload_flow(&req, data.contents(), (e, hash), now);
                                     }
                                     Some(p)
@@ -1153,8 +1154,7 @@ impl Worker {
             let Some(u) = t.take_unoffloaded() else { break };
             let snap = snap.get_or_insert_with(|| self.snapshot.load());
             // What the program forwarded goes to the control thread, which counts it for the
-            // realserver less what it counted while the entry lived (frames without their
-            // Ethernet header, as the workers count IP bytes).
+            // realserver less what it counted while the entry lived.
             let v = map.lookup(&u.key);
             map.delete(&u.key);
             if let Some(v) = v {

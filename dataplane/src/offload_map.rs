@@ -10,7 +10,7 @@ use xlvs_common::{FlowKey, Offload};
 
 use crate::core::Instant;
 use crate::core::offload::{OffloadRequest, OffloadSeen};
-use crate::wire::checksum;
+use crate::wire::{checksum, ethernet};
 
 const BPF_MAP_LOOKUP_ELEM: libc::c_long = 1;
 const BPF_MAP_UPDATE_ELEM: libc::c_long = 2;
@@ -216,19 +216,16 @@ pub fn entry(
 ) -> Option<Offload> {
     let key = &req.key;
     // Untagged, or one 802.1Q tag (which the program leaves as it is).
-    let tagged = frame.get(12..14) == Some(&[0x81, 0x00]);
-    let (ip, ethertype) = if tagged { (18, 16) } else { (14, 12) };
+    let Ok((ethernet::EtherType::Ipv4, ip)) = ethernet::payload(frame) else {
+        return None;
+    };
     let l4 = ip + 20;
     let l4_len = if key.proto == xlvs_common::PROTO_UDP {
         8
     } else {
         18
     };
-    if frame.len() < l4 + l4_len
-        || frame[ethertype..ethertype + 2] != [0x08, 0x00]
-        || frame[ip] != 0x45
-        || frame[ip + 9] != key.proto
-    {
+    if frame.len() < l4 + l4_len || frame[ip] != 0x45 || frame[ip + 9] != key.proto {
         return None;
     }
     let w32 = |b: &[u8]| u32::from_be_bytes([b[0], b[1], b[2], b[3]]);

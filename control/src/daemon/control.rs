@@ -106,9 +106,7 @@ impl Steering for crate::xdp::XdpSteering {
         self.set_iface(p.ifindex, p.port as u32, p.queues)?;
         // The fast path sends frames out of it only if it takes XDP redirects (a member
         // that joins later was not asked at start).
-        if let Ok(Some(f)) = crate::xdp_features::xdp_features(p.ifindex)
-            && f & crate::xdp_features::NDO_XMIT == 0
-        {
+        if let Ok(Some(false)) = crate::xdp_features::takes_redirects(p.ifindex) {
             log::warn!(
                 "{} takes no XDP redirects: the XDP fast path leaves the frames its bond sends to the workers",
                 p.name
@@ -899,18 +897,17 @@ impl Control {
                 i.egress = e.clone();
             }
         }
-        self.links = Some(l);
-        if changed && let Err(e) = self.publish() {
-            log::error!("publishing the new egress: {e:#}");
-        }
-        // The fast path's frames follow the workers' (after them: a frame the program sends
-        // by the new ports meets workers that use them already).
         if changed {
-            let egress: Vec<Egress> = self.ifaces.iter().map(|i| i.egress.clone()).collect();
-            if let Err(e) = self.steering.set_egress(&egress) {
+            if let Err(e) = self.publish() {
+                log::error!("publishing the new egress: {e:#}");
+            }
+            // The fast path's frames follow the workers' (after them: a frame the program
+            // sends by the new ports meets workers that use them already).
+            if let Err(e) = self.steering.set_egress(l.egress()) {
                 log::error!("giving the XDP fast path the new egress: {e:#}");
             }
         }
+        self.links = Some(l);
     }
 
     /// Binds a device that joined a bond and steers its frames to its new workers (before

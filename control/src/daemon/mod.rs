@@ -35,14 +35,14 @@ enum Redirects {
 fn redirects(specs: &[IfaceSpec]) -> Redirects {
     let mut unknown = None;
     for s in specs {
-        match crate::xdp_features::xdp_features(s.ifindex) {
-            Ok(Some(f)) if f & crate::xdp_features::NDO_XMIT == 0 => {
+        match crate::xdp_features::takes_redirects(s.ifindex) {
+            Ok(Some(false)) => {
                 return Redirects::No(format!(
                     "{} takes no XDP redirects (its driver does not advertise ndo_xdp_xmit; a veth: turn GRO on on its peer, `ethtool -K PEER gro on`), so the frames of offloaded connections leaving by it would be dropped",
                     s.name
                 ));
             }
-            Ok(Some(_)) => {}
+            Ok(Some(true)) => {}
             Ok(None) => {
                 unknown.get_or_insert_with(|| {
                     format!(

@@ -34,8 +34,8 @@ pub enum Egress {
 
 impl Egress {
     /// The hashed egress over `ports`, [`Egress::Down`] when there is none. A single port
-    /// stays hashed: its frames carry their hash to the XDP fast path, whose entries pick
-    /// the member again when more are usable.
+    /// stays hashed (its frames go to it without hashing): the XDP fast path's entries still
+    /// get their flow's hash, to pick the member again when more are usable.
     pub fn hashed(policy: XmitHash, ports: &[PortId]) -> Egress {
         if ports.is_empty() {
             Egress::Down
@@ -50,20 +50,23 @@ impl Egress {
     /// The port `frame` (rewritten, ready to go) leaves on.
     #[inline(always)]
     pub fn port(&self, frame: &[u8]) -> Option<PortId> {
-        self.pick(frame).map(|(p, _)| p)
-    }
-
-    /// The port `frame` leaves on and the transmit hash that chose it (0 without one).
-    #[inline(always)]
-    pub fn pick(&self, frame: &[u8]) -> Option<(PortId, u32)> {
         match self {
-            Egress::Port(p) => Some((*p, 0)),
+            Egress::Port(p) => Some(*p),
+            Egress::Hashed { ports, .. } if ports.len() == 1 => Some(ports[0]),
             Egress::Hashed { policy, ports } => {
                 let h = xmit_hash(*policy, frame);
-                let p = ports.get((h % ports.len() as u32) as usize).copied()?;
-                Some((p, h))
+                ports.get((h % ports.len() as u32) as usize).copied()
             }
             Egress::Down => None,
+        }
+    }
+
+    /// The bond's transmit hash of `frame` (0 without one): what the XDP fast path's entry
+    /// for its flow picks the port with.
+    pub fn hash(&self, frame: &[u8]) -> u32 {
+        match self {
+            Egress::Hashed { policy, .. } => xmit_hash(*policy, frame),
+            _ => 0,
         }
     }
 
@@ -111,12 +114,15 @@ mod tests {
     fn one_member_or_none() {
         let one = Egress::hashed(XmitHash::Layer34, &[4]);
         assert_eq!(one.port(&frame(1)), Some(4));
-        assert_eq!(
-            one.pick(&frame(1)),
-            Some((4, xmit_hash(XmitHash::Layer34, &frame(1))))
-        );
+        assert_eq!(one.hash(&frame(1)), xmit_hash(XmitHash::Layer34, &frame(1)));
         assert_eq!(one.ports(), &[4]);
-        assert_eq!(Egress::Port(4).pick(&frame(1)), Some((4, 0)));
+        assert_eq!(
+            (
+                Egress::Port(4).port(&frame(1)),
+                Egress::Port(4).hash(&frame(1))
+            ),
+            (Some(4), 0)
+        );
         let down = Egress::hashed(XmitHash::Layer34, &[]);
         assert_eq!(down, Egress::Down);
         assert_eq!(down.port(&frame(1)), None);

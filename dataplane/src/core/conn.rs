@@ -33,6 +33,7 @@ use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crossbeam::utils::CachePadded;
 use dashmap::DashMap;
 
 use super::Instant;
@@ -534,32 +535,11 @@ const NIL: u32 = 0;
 /// Offloaded tuples waiting for the drivers to remove their XDP entries.
 const UNOFFLOAD_QUEUE: usize = 1 << 16;
 
-/// A counter every thread writes, alone on its cache line: the table's read-mostly fields
-/// (bucket mask, hash seeds, where the heads and slots are), which every lookup reads, stay
-/// in every core's cache.
-#[derive(Debug, Default)]
-#[repr(align(64))]
-struct Padded<T>(T);
-
-impl<T> std::ops::Deref for Padded<T> {
-    type Target = T;
-    fn deref(&self) -> &T {
-        &self.0
-    }
-}
-
-impl<T> std::ops::DerefMut for Padded<T> {
-    fn deref_mut(&mut self) -> &mut T {
-        &mut self.0
-    }
-}
-
 /// Free lists per table: threads beyond this many share them.
 const FREE_SHARDS: usize = 16;
 
-/// One thread's free slots, alone on its cache line.
+/// One thread's free slots (alone on its cache line in the table, [`CachePadded`]).
 #[derive(Default)]
-#[repr(align(64))]
 struct FreeList(Mutex<Vec<u32>>);
 
 impl FreeList {
@@ -602,18 +582,21 @@ pub struct ConnTable<A: Addr> {
     /// IPv4 slot does not grow: written when a connection is inserted (or updated from
     /// outside), read by listings, never on the forwarding path.
     origins: Box<[AtomicU8]>,
-    /// Slots from 1 below it are initialised (in a chain or on the free list).
-    fresh: Padded<AtomicU32>,
-    free: Box<[FreeList]>,
+    /// Slots from 1 below it are initialised (in a chain or on a free list). It and the
+    /// other counters every insert and remove writes are each alone on a cache line
+    /// ([`CachePadded`]): the read-mostly fields every lookup reads (mask, seeds, where the
+    /// heads and slots are) stay in every core's cache.
+    fresh: CachePadded<AtomicU32>,
+    free: Box<[CachePadded<FreeList>]>,
     /// Random keys of the bucket hash.
     seeds: [u64; 2],
     templates: DashMap<TemplateKey<A>, Arc<Template<A>>, ahash::RandomState>,
     /// Fragmented datagrams in flight: the tuple their first fragment was forwarded under.
     frags: DashMap<FragKey<A>, (ConnKey<A>, Instant), ahash::RandomState>,
-    n_frags: Padded<AtomicUsize>,
+    n_frags: CachePadded<AtomicUsize>,
     /// Connections plus templates, checked against `max`.
-    conns: Padded<AtomicUsize>,
-    n_templates: Padded<AtomicUsize>,
+    conns: CachePadded<AtomicUsize>,
+    n_templates: CachePadded<AtomicUsize>,
     max: usize,
     /// Offloaded tuples whose connection changed state or left the table: the drivers take
     /// their entries out of the XDP program's map ([`ConnTable::take_unoffloaded`]). Made
@@ -792,17 +775,17 @@ impl<A: Addr> ConnTable<A> {
             // committed by the OS as it is first written, like the slots.
             origins: unsafe { Box::<[AtomicU8]>::new_zeroed_slice(max + 1).assume_init() },
             slots,
-            fresh: Padded(AtomicU32::new(1)),
-            free: (0..FREE_SHARDS).map(|_| FreeList::default()).collect(),
+            fresh: CachePadded::new(AtomicU32::new(1)),
+            free: (0..FREE_SHARDS).map(|_| Default::default()).collect(),
             seeds: {
                 let r = ahash::RandomState::new();
                 [r.hash_one(1u8), r.hash_one(2u8)]
             },
             templates: DashMap::with_hasher(ahash::RandomState::new()),
             frags: DashMap::with_hasher(ahash::RandomState::new()),
-            n_frags: Padded(AtomicUsize::new(0)),
-            conns: Padded(AtomicUsize::new(0)),
-            n_templates: Padded(AtomicUsize::new(0)),
+            n_frags: CachePadded::new(AtomicUsize::new(0)),
+            conns: CachePadded::new(AtomicUsize::new(0)),
+            n_templates: CachePadded::new(AtomicUsize::new(0)),
             max,
             unoffloaded: std::sync::OnceLock::new(),
             unoffload_overflow: std::sync::atomic::AtomicBool::new(false),

@@ -141,7 +141,7 @@ pub struct Final {
     /// The realserver → director direction.
     pub out: bool,
     pub packets: u64,
-    /// IP bytes (the frames' lengths without their Ethernet headers, as the workers count).
+    /// IP bytes (the packets' IP lengths, as the workers count).
     pub ip_bytes: u64,
 }
 

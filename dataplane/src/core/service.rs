@@ -469,11 +469,20 @@ impl Snapshot {
         self.ifaces.get(id as usize).map(|i| i.mac)
     }
 
-    /// The port a frame (rewritten, ready to go) for logical interface `id` leaves on, and
-    /// the bond's transmit hash that chose it (0 without one); none if no port can transmit.
+    /// The port a frame (rewritten, ready to go) for logical interface `id` leaves on; none
+    /// if no port can transmit.
     #[inline(always)]
-    pub fn egress_port(&self, id: IfaceId, frame: &[u8]) -> Option<(crate::bond::PortId, u32)> {
-        self.ifaces.get(id as usize)?.egress.pick(frame)
+    pub fn egress_port(&self, id: IfaceId, frame: &[u8]) -> Option<crate::bond::PortId> {
+        self.ifaces.get(id as usize)?.egress.port(frame)
+    }
+
+    /// The bond's transmit hash of a frame for logical interface `id` ([`Egress::hash`]).
+    ///
+    /// [`Egress::hash`]: crate::bond::Egress::hash
+    pub fn egress_hash(&self, id: IfaceId, frame: &[u8]) -> u32 {
+        self.ifaces
+            .get(id as usize)
+            .map_or(0, |i| i.egress.hash(frame))
     }
 }
 
