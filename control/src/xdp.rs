@@ -471,7 +471,9 @@ mod tests {
 
     use xlvs_common::{AddrKey, L4Key, PROTO_TCP, PROTO_UDP};
     use xlvs_dataplane::bond::Egress;
-    use xlvs_dataplane::testing::{CLIENT_MAC, EXT_MAC, INT_MAC, tcp_frame, udp_frame};
+    use xlvs_dataplane::testing::{
+        CLIENT_MAC, EXT_MAC, INT_MAC, tcp_frame, udp_frame, vlan_tagged,
+    };
     use xlvs_dataplane::wire::tcp::{ACK, SYN};
 
     use super::XdpSteering;
@@ -511,12 +513,7 @@ mod tests {
         const STEER: u32 = 1;
         const PASS: u32 = 2;
         let syn = tcp_frame(CLIENT_MAC, EXT_MAC, (CIP, 40000), (VIP, 80), SYN, 64, b"");
-        let tagged = {
-            let mut f = syn[..12].to_vec();
-            f.extend_from_slice(&[0x81, 0x00, 0x00, 0x2a]);
-            f.extend_from_slice(&syn[12..]);
-            f
-        };
+        let tagged = vlan_tagged(&syn, 42);
         let qinq = {
             let mut f = syn[..12].to_vec();
             f.extend_from_slice(&[0x88, 0xa8, 0x00, 0x07, 0x81, 0x00, 0x00, 0x2a]);
@@ -676,26 +673,34 @@ mod tests {
         assert_eq!(x.test_run(&other, 1, 0).unwrap(), DROP);
         assert_eq!(x.counters()[3], 3, "offloaded frames counted");
         // A tagged frame (one 802.1Q tag, kept): the same, at the tag's offset.
-        let tag = |f: Vec<u8>| {
-            let mut t = f[..12].to_vec();
-            t.extend_from_slice(&[0x81, 0x00, 0x00, 0x2a]);
-            t.extend_from_slice(&f[12..]);
-            t
-        };
-        let tagged = |sport, dst: (Ipv4Addr, u16), mac, ttl, flags, payload: &[u8]| {
-            let f = tcp_frame(CLIENT_MAC, mac, (CIP, sport), dst, flags, ttl, payload);
-            tag(f)
+        // The core's rewrite of a tagged segment from port 40002, and the segment.
+        let trewritten = |payload: &[u8]| {
+            let f = tcp_frame(
+                EXT_MAC,
+                INT_MAC,
+                (CIP, 40002),
+                (RIP, 8080),
+                ACK,
+                63,
+                payload,
+            );
+            vlan_tagged(&f, 42)
         };
         let tkey = flow_key(&tuple(40002, VIP, 80, PROTO_TCP)).unwrap();
-        let mut twant = tagged(40002, (RIP, 8080), INT_MAC, 63, ACK, b"first");
-        twant[0..12].copy_from_slice(&[INT_MAC, EXT_MAC].concat());
-        let te = entry(&req(tkey), &twant, (0, 0), 1).expect("an entry for a tagged frame");
+        let te = entry(&req(tkey), &trewritten(b"first"), (0, 0), 1)
+            .expect("an entry for a tagged frame");
         assert!(map.update(&tkey, &te));
-        let mut twant = tagged(40002, (RIP, 8080), INT_MAC, 63, ACK, b"tagged");
-        twant[0..12].copy_from_slice(&[INT_MAC, EXT_MAC].concat());
-        let (action, out) = x
-            .test_run_out(&tagged(40002, (VIP, 80), EXT_MAC, 64, ACK, b"tagged"), 1, 0)
-            .unwrap();
+        let twant = trewritten(b"tagged");
+        let tseg = tcp_frame(
+            CLIENT_MAC,
+            EXT_MAC,
+            (CIP, 40002),
+            (VIP, 80),
+            ACK,
+            64,
+            b"tagged",
+        );
+        let (action, out) = x.test_run_out(&vlan_tagged(&tseg, 42), 1, 0).unwrap();
         assert_eq!(action, REDIRECT);
         assert_eq!(out, twant, "the tagged frame rewritten, its tag kept");
         let tv = map.lookup(&tkey).unwrap();

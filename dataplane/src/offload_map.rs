@@ -308,9 +308,7 @@ mod tests {
         assert_eq!(e.dport.to_ne_bytes(), 8080u16.to_be_bytes());
         assert_eq!((e.egress, e.hash), (3, 0xabcd));
         // A frame with one 802.1Q tag: the same rewrite (the tag stays).
-        let mut tagged = after[..12].to_vec();
-        tagged.extend_from_slice(&[0x81, 0x00, 0x00, 0x2a]);
-        tagged.extend_from_slice(&after[12..]);
+        let tagged = crate::testing::vlan_tagged(&after, 42);
         assert_eq!(entry(&req, &tagged, (3, 0xabcd), 1), Some(e));
         // Not for another tag (802.1ad), nor a frame that is not IPv4.
         let mut qinq = tagged.clone();

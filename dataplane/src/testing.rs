@@ -209,6 +209,15 @@ pub fn icmp_parts<A: Addr>(frame: &[u8]) -> Option<(A, A, Vec<u8>)> {
     ok.then(|| (src, dst, payload.to_vec()))
 }
 
+/// `frame` with one 802.1Q tag (TCI `tci`) after its MAC addresses.
+pub fn vlan_tagged(frame: &[u8], tci: u16) -> Vec<u8> {
+    let mut f = frame[..12].to_vec();
+    f.extend_from_slice(&[0x81, 0x00]);
+    f.extend_from_slice(&tci.to_be_bytes());
+    f.extend_from_slice(&frame[12..]);
+    f
+}
+
 /// An IPv4 packet (no Ethernet header) with its TTL set and header checksum recomputed.
 pub fn with_ttl(ip_packet: &[u8], ttl: u8) -> Vec<u8> {
     let (mut h, rest) = Ipv4Header::from_slice(ip_packet).expect("ipv4 header");

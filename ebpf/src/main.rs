@@ -77,8 +77,8 @@ static IFACES: HashMap<u32, IfaceSlot> = HashMap::with_max_entries(64, 0);
 static OFFLOAD: HashMap<FlowKey, Offload> = HashMap::with_max_entries(OFFLOAD_MAX, 0);
 
 /// The ports each logical interface transmits on (a bond's usable members), for `OFFLOAD`'s
-/// entries: the control thread rewrites one when a member fails or returns, and every
-/// offloaded flow through it moves at once.
+/// entries, in two copies: the control thread writes the one not in use when a member fails
+/// or returns, then flips `EGRESS_GEN`, and every offloaded flow through it moves at once.
 #[map(name = "EGRESS")]
 static EGRESS: Array<EgressPorts> = Array::with_max_entries(2 * MAX_IFACES, 0);
 
@@ -264,7 +264,7 @@ fn offloaded<const L3: usize>(
             return None;
         }
         // The port, as the workers choose it: a bond's member by the flow's transmit hash
-        // over the members usable now. None usable: the worker drops it and counts why.
+        // over the members usable now. None the program may use: the worker takes it.
         let copy = *EGRESS_GEN.get(0)? & 1;
         let out = EGRESS.get(copy * MAX_IFACES + (e.egress & (MAX_IFACES - 1)))?;
         if out.count == 0 {

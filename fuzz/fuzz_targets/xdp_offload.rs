@@ -24,7 +24,7 @@ use xlvs_dataplane::bond::Egress;
 use xlvs_dataplane::core::conn::ConnKey;
 use xlvs_dataplane::core::offload::{OffloadRequest, OffloadSeen, SyncCount, flow_key};
 use xlvs_dataplane::offload_map::{OffloadMap, entry};
-use xlvs_dataplane::testing::checksums_ok;
+use xlvs_dataplane::testing::{checksums_ok, vlan_tagged};
 
 /// The virtual service's address (TCP port 80, UDP port 53).
 const VIP: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 100);
@@ -169,9 +169,9 @@ fuzz_target!(|data: &[u8]| {
     let e = entry(&req, &after, (down as u8, hash), 1).expect("an entry for a plain IPv4 segment");
 
     // Tagged (one 802.1Q tag, the TCI from the input) or not: the program keeps the tag.
-    let tag = (ctl[15] & 8 != 0).then(|| [0x81, 0x00, ctl[13], ctl[14]]);
+    let tag = (ctl[15] & 8 != 0).then(|| u16::from_be_bytes([ctl[13], ctl[14]]));
     let with_tag = |b: &[u8]| match tag {
-        Some(t) => [&b[..12], &t[..], &b[12..]].concat(),
+        Some(tci) => vlan_tagged(b, tci),
         None => b.to_vec(),
     };
     let e = if tag.is_some() {
@@ -190,8 +190,8 @@ fuzz_target!(|data: &[u8]| {
         .expect("BPF_PROG_TEST_RUN");
     // Checked untagged from here on: the tag as it was.
     let out = match tag {
-        Some(t) => {
-            assert_eq!(out[12..16], t, "the tag");
+        Some(tci) => {
+            assert_eq!(out[12..16], vlan_tagged(&f, tci)[12..16], "the tag");
             [&out[..12], &out[16..]].concat()
         }
         None => out,

@@ -391,9 +391,7 @@ fn vlan_tagged_frames_are_forwarded() {
     let mut c = core();
     let snap = nat_snap("rr");
     let plain = client_seg(8000, SYN);
-    let mut f = plain[..12].to_vec();
-    f.extend_from_slice(&[0x81, 0x00, 0x00, 0x2a]);
-    f.extend_from_slice(&plain[12..]);
+    let mut f = crate::testing::vlan_tagged(&plain, 42);
     assert_eq!(c.process(t(1), &snap, &mut f, 0), Verdict::Tx(1));
     let mut untagged = f[..12].to_vec();
     untagged.extend_from_slice(&f[16..]);

@@ -239,9 +239,7 @@ fn a_sync_master_counts_offloaded_connections_through_the_program() {
 #[test]
 fn a_tagged_frames_mark_is_read_past_its_tag() {
     let f = client_seg_seq(41010, 5000);
-    let mut tagged = f[..12].to_vec();
-    tagged.extend_from_slice(&[0x81, 0x00, 0x00, 0x2a]);
-    tagged.extend_from_slice(&f[12..]);
+    let tagged = crate::testing::vlan_tagged(&f, 42);
     let mark = offload::frame_mark(&f, 14, 34, 6);
     assert!(mark.is_some());
     assert_eq!(offload::frame_mark(&tagged, 18, 38, 6), mark);
