@@ -16,6 +16,7 @@ use xlvs_common::{FlowKey, Offload};
 
 use crate::core::conn::{ConnTable, Side};
 use crate::core::offload::{Final, conn_key_v4};
+use crate::core::service::DestState;
 
 /// What has been counted of one entry (a tuple, filed at a time).
 #[derive(Clone, Copy, Debug, Default)]
@@ -24,6 +25,21 @@ struct Counted {
     ip_bytes: u64,
     /// The pass that last saw the entry in the map.
     seen: u64,
+}
+
+impl Counted {
+    /// Counts for `dest` (direction `out`) what an entry's figures add to these; returns
+    /// the packets.
+    fn credit(&self, dest: &DestState, out: bool, packets: u64, ip_bytes: u64) -> u64 {
+        let (p, b) = (
+            packets.saturating_sub(self.packets),
+            ip_bytes.saturating_sub(self.ip_bytes),
+        );
+        if p > 0 || b > 0 {
+            dest.stats.fast_path(out, p, b);
+        }
+        p
+    }
 }
 
 /// The control thread's record of what it counted of each live entry.
@@ -50,7 +66,6 @@ impl FastCredit {
             counted += self.final_figures(&f);
         }
         for (key, v) in read() {
-            let ip_bytes = v.bytes;
             // The realserver and direction are the connection's; an entry whose connection
             // is gone is on its way out, and its final figures will come.
             let Some(mut found) = table.lookup(&conn_key_v4(&key)) else {
@@ -60,17 +75,10 @@ impl FastCredit {
             let dest = found.conn().dest.clone();
             drop(found);
             let c = self.counted.entry((key, v.filed_ns)).or_default();
-            let (p, b) = (
-                v.packets.saturating_sub(c.packets),
-                ip_bytes.saturating_sub(c.ip_bytes),
-            );
-            if p > 0 || b > 0 {
-                dest.stats.fast_path(out, p, b);
-            }
+            counted += c.credit(&dest, out, v.packets, v.bytes);
             c.packets = c.packets.max(v.packets);
-            c.ip_bytes = c.ip_bytes.max(ip_bytes);
+            c.ip_bytes = c.ip_bytes.max(v.bytes);
             c.seen = self.passes;
-            counted += p;
         }
         // An entry missing from two passes in a row without final figures went with the
         // whole map (the queue of entries to remove overflowed): forgotten.
@@ -84,14 +92,7 @@ impl FastCredit {
             .counted
             .remove(&(f.key, f.filed_ns))
             .unwrap_or_default();
-        let (p, b) = (
-            f.packets.saturating_sub(c.packets),
-            f.ip_bytes.saturating_sub(c.ip_bytes),
-        );
-        if p > 0 || b > 0 {
-            f.dest.stats.fast_path(f.out, p, b);
-        }
-        p
+        c.credit(&f.dest, f.out, f.packets, f.ip_bytes)
     }
 
     /// Entries it keeps figures of.
