@@ -397,6 +397,12 @@ $(xadm "$ID" -L -n)"
 start_slow_download() {
   local svc="TCP $LAB_VIP:80" a1= a2= i est L
   log "starting a rate-limited 50 MB download"
+  # The client's receive buffer at 1 MB (0.2 s of the download), so that the download stays
+  # on the wire for its ~10 s. With the default (up to 32 MB) the realserver could send it
+  # all in 3 s while curl still read for 7: the connection then sat idle on the wire, and
+  # with a short ESTABLISHED timeout it expired before curl's FIN, as in IPVS.
+  lab_exec "$ID" cli sysctl -qw net.ipv4.tcp_rmem="4096 131072 1048576" ||
+    fail "capping the client's TCP receive buffer"
   lab_exec "$ID" cli timeout 90 curl -sS --max-time 80 --limit-rate 5M \
     -o "$D/big.got" "http://$LAB_VIP/big" </dev/null >/dev/null 2>"$D/dl.err" &
   DL=$!

@@ -412,7 +412,7 @@ fn syn_from(cip: Ipv4Addr, cport: u16) -> Vec<u8> {
 }
 
 /// A persistent NAT service over RIP1/RIP2 with this netmask.
-fn persistent_snap(netmask: Ipv4Addr) -> Snapshot {
+pub(super) fn persistent_snap(netmask: Ipv4Addr) -> Snapshot {
     let mut svc = service(
         Proto::Tcp,
         (VIP, 80),

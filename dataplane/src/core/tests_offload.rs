@@ -355,3 +355,84 @@ fn a_udp_flow_is_offered_from_its_second_frame() {
         Some(fk(CIP, 5353, VIP, 53, 17))
     );
 }
+
+#[test]
+fn a_realserver_that_leaves_takes_its_offloaded_connections_back() {
+    for expire in [false, true] {
+        let (mut c, seen, snap) = nat_core();
+        establish(&mut c, &snap, 41020);
+        let mut r = reply_seg(super::tests::RIP1, 41020, ACK);
+        c.process(t(2), &snap, &mut r, 1);
+        assert!(c.take_offload_request().is_some());
+        seen.0.lock().unwrap().insert(in_key(41020), t(3));
+        // RIP1 leaves the table (deleted, or its health check failed): the control thread
+        // marks its connections, and their entries go, so that the next client frame
+        // reaches a worker (the program would go on forwarding to the gone realserver).
+        let d1 = snap.services.values().next().unwrap().dests[0]
+            .state
+            .clone();
+        let mut next = snapshot(
+            Proto::Tcp,
+            (VIP, 80),
+            &[(super::tests::RIP2, 8080)],
+            Fwd::Masq,
+            "rr",
+        );
+        next.expire_nodest_conn = expire;
+        assert_eq!(c.tables().unbind_gone(|d| std::ptr::eq(d, &*d1)), 1);
+        let t4 = &c.tables().v4;
+        let back: Vec<_> = std::iter::from_fn(|| t4.take_unoffloaded())
+            .map(|u| u.key)
+            .collect();
+        assert_eq!(back, [in_key(41020), out_key(41020)]);
+        let v = c.process(t(4), &next, &mut client_seg(41020, ACK), 0);
+        assert_eq!(c.take_offload_request(), None, "never offered again");
+        if expire {
+            // expire_nodest_conn: dropped, and gone at the wheel's next tick.
+            assert_eq!(v, Verdict::Drop(DropReason::NoDest));
+            c.expire_some(t(5));
+            assert_eq!(c.tables().len(), 0);
+            assert_eq!(d1.total_conns(), 0);
+        } else {
+            // IPVS's default: the connection stays bound to its realserver, through the
+            // workers, until it ends.
+            assert_eq!(v, Verdict::Tx(1));
+            assert_eq!(c.tables().len(), 1);
+        }
+    }
+}
+
+#[test]
+fn an_offloaded_connection_holds_its_persistence_template() {
+    let mut c = Core::new(Arc::new(conn::Tables::new(1 << 16)));
+    let seen = Seen::default();
+    c.set_offload(Some(Box::new(seen.clone())));
+    // Persistence 300 s, ESTABLISHED 60 s.
+    let mut snap = super::tests::persistent_snap(Ipv4Addr::BROADCAST);
+    snap.timeouts.tcp[TcpState::Established as usize] = 60;
+    establish(&mut c, &snap, 41030);
+    let rs = super::tests::RIP1;
+    // The program forwards the connection's frames for 20 minutes; the core sees none.
+    for s in (50..=1200).step_by(50) {
+        seen.0.lock().unwrap().insert(in_key(41030), t(s));
+        c.expire(t(s + 5));
+        assert_eq!(c.tables().len(), 1, "alive at {} s", s + 5);
+        assert_eq!(
+            c.tables().templates(),
+            1,
+            "its template too, at {} s",
+            s + 5
+        );
+    }
+    // Long past the persistence timeout, the client's new connection still goes where its
+    // first one is (IPVS: a template lives while connections it controls do).
+    let mut f = client_seg(41031, SYN);
+    assert_eq!(c.process(t(1205), &snap, &mut f, 0), Verdict::Tx(1));
+    assert_eq!(tuple::<Ipv4Addr>(&f).2, rs);
+    // Both connections end (the new one in SYN_RECV at 60 s, the offloaded one idle from
+    // 1200 s); the template then lives its own timeout.
+    assert_eq!(c.expire(t(1300)), 2);
+    assert_eq!(c.tables().templates(), 1);
+    c.expire(t(1700));
+    assert_eq!(c.tables().templates(), 0);
+}
