@@ -1,10 +1,20 @@
-//! ns per established packet through `Core::process` at a given table size:
-//! `scale [nat|dr] FLOWS PACKETS`. Opens FLOWS connections (a SYN each, so the table holds
-//! FLOWS), then forwards PACKETS client → server ACKs visiting the flows in a scattered order
-//! (stride 7919), one at a time and then in batches of 32 after `Core::prefetch` (as the
-//! workers run). Prints both figures. The frames are one template whose source address and
-//! port are patched per packet (the core does not verify checksums; it updates them
-//! incrementally), so no per-flow frame is kept and 10 M flows fit.
+//! ns per packet through `Core::process` at a given table size:
+//! `scale [nat|reply|dr|syn] FLOWS PACKETS`. Opens FLOWS connections (a SYN each, so the table
+//! holds FLOWS), then, one at a time and then in batches of 32 after `Core::prefetch` (as the
+//! workers run), forwards PACKETS
+//! - `nat`, `dr`: client → server ACKs, visiting the flows in a scattered order (stride 7919);
+//! - `reply`: LVS-NAT server → client ACKs, in the same order;
+//! - `syn`: SYNs of new connections (into the table of FLOWS; it ends with FLOWS + 2 PACKETS).
+//!
+//! Prints both figures. The frames are one template whose addresses and ports are patched per
+//! packet (the core does not verify checksums; it updates them incrementally), so no per-flow
+//! frame is kept and 10 M flows fit. The two timed loops are functions of their own
+//! (`single`, `batched`): under `valgrind --tool=callgrind --cache-sim=yes` their inclusive
+//! cost divided by PACKETS is the instructions and the simulated last-level cache misses
+//! per packet at this table size. At 10 M the opening is too slow to simulate: with
+//! `SCALE_WAIT_FOR=FILE` the example waits (up to a minute) after opening until FILE exists,
+//! so that a script can run valgrind with `--instr-atstart=no`, switch the instrumentation
+//! on (`callgrind_control -i on`) and then create FILE (`scripts/scale_callgrind.sh`).
 //! Compare versions side by side by running two builds' binaries alternately.
 
 use std::time::Instant as StdInstant;
@@ -22,10 +32,25 @@ fn main() {
         .next()
         .and_then(|s| s.parse().ok())
         .unwrap_or(10_000_000);
-    let fwd = if which == "dr" { Fwd::Route } else { Fwd::Masq };
-    let (mut core, snap) = setup(fwd, (flows as usize).next_power_of_two().max(1 << 16));
+    let mode = match which.as_str() {
+        "nat" => Mode::Nat,
+        "reply" => Mode::Reply,
+        "dr" => Mode::Dr,
+        "syn" => Mode::Syn,
+        _ => {
+            eprintln!("usage: scale [nat|reply|dr|syn] FLOWS PACKETS");
+            std::process::exit(2);
+        }
+    };
+    let fwd = if mode == Mode::Dr {
+        Fwd::Route
+    } else {
+        Fwd::Masq
+    };
+    // SYN: room for the new connections of both loops.
+    let room = flows as usize + if mode == Mode::Syn { 2 * packets } else { 0 };
+    let (mut core, snap) = setup(fwd, room.next_power_of_two().max(1 << 16));
     let syn = client_frame(0, SYN);
-    let ack = client_frame(0, ACK);
     // The source address and port of flow `i`, as `client_frame` makes them.
     let fields = |i: u32| {
         let t = client_frame(i, SYN);
@@ -36,6 +61,8 @@ fn main() {
     };
     let t0 = StdInstant::now();
     let mut opened = 0usize;
+    // Each flow's realserver (the last octet of its address), for the replies.
+    let mut rs = vec![0u8; flows as usize];
     // Each SYN is the template with flow i's source (no etherparse per flow, so 10 M opens
     // are quick).
     let mut f = syn.clone();
@@ -48,50 +75,158 @@ fn main() {
             core.process(Instant(1), &snap, &mut g, 0),
             xlvs_dataplane::core::Verdict::Tx(_)
         ) as usize;
+        rs[i as usize] = g[33];
     }
     eprintln!(
         "{which}: {opened} of {flows} connections opened in {:.1} s",
         t0.elapsed().as_secs_f64()
     );
-    let flow_fields: Vec<[u8; 6]> = (0..flows).map(|i| fields_fast(i, &fields)).collect();
-    let n = flows as usize;
-    let mut i = 0usize;
-    let mut step = || {
-        i += 7919;
-        while i >= n {
-            i -= n;
+    if let Some(p) = std::env::var_os("SCALE_WAIT_FOR") {
+        eprintln!("{which}: waiting for {}", p.to_string_lossy());
+        for _ in 0..600 {
+            if std::path::Path::new(&p).exists() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
         }
-        i
-    };
+    }
+    let frames = Frames::new(mode, flows, rs);
+    let single = single(&mut core, &snap, &frames, packets);
+    let batched = batched(&mut core, &snap, &frames, packets);
+    println!(
+        "{which} flows {flows}: {:.1} ns/packet single, {:.1} batched 32 ({} of {packets} forwarded single)",
+        single.0, batched, single.1
+    );
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Mode {
+    Nat,
+    Reply,
+    Dr,
+    Syn,
+}
+
+/// Builds the frame of the benchmark's k-th packet in place.
+struct Frames {
+    mode: Mode,
+    template: Vec<u8>,
+    flows: u32,
+    rs: Vec<u8>,
+    /// The flow of the next packet (scattered order), or the next new connection's number.
+    next: std::cell::Cell<u32>,
+}
+
+impl Frames {
+    fn new(mode: Mode, flows: u32, rs: Vec<u8>) -> Frames {
+        let template = match mode {
+            Mode::Nat | Mode::Dr => client_frame(0, ACK),
+            Mode::Syn => client_frame(0, SYN),
+            Mode::Reply => reply_frame(0),
+        };
+        let next = if mode == Mode::Syn { flows } else { 0 };
+        Frames {
+            mode,
+            template,
+            flows,
+            rs,
+            next: std::cell::Cell::new(next),
+        }
+    }
+
+    /// The next packet's frame into `buf`; returns its length and the interface it comes in
+    /// on.
+    #[inline(always)]
+    fn next_into(&self, buf: &mut [u8]) -> (usize, u8) {
+        let n = self.template.len();
+        buf[..n].copy_from_slice(&self.template);
+        let i = self.next.get();
+        let a = fields_fast(i, &|i| {
+            let t = client_frame(i, SYN);
+            let mut a = [0u8; 6];
+            a[..4].copy_from_slice(&t[26..30]);
+            a[4..].copy_from_slice(&t[34..36]);
+            a
+        });
+        if self.mode == Mode::Syn {
+            self.next.set(i + 1);
+        } else {
+            let mut j = i + 7919;
+            while j >= self.flows {
+                j -= self.flows;
+            }
+            self.next.set(j);
+        }
+        if self.mode == Mode::Reply {
+            buf[29] = self.rs[i as usize];
+            buf[30..34].copy_from_slice(&a[..4]);
+            buf[36..38].copy_from_slice(&a[4..]);
+            (n, 1)
+        } else {
+            buf[26..30].copy_from_slice(&a[..4]);
+            buf[34..36].copy_from_slice(&a[4..]);
+            (n, 0)
+        }
+    }
+}
+
+/// A realserver's reply template (RIP:8080 → client 0), its source's last octet patched per
+/// flow.
+fn reply_frame(i: u32) -> Vec<u8> {
+    use xlvs_dataplane::testing::*;
+    tcp_frame(
+        rs_mac(0),
+        INT_MAC,
+        (RIP, 8080),
+        (client(i), 10_000 + (i % 50_000) as u16),
+        ACK,
+        64,
+        &[],
+    )
+}
+
+/// One packet at a time: ns per packet and how many were forwarded.
+#[inline(never)]
+fn single(
+    core: &mut xlvs_dataplane::core::Core,
+    snap: &xlvs_dataplane::core::service::Snapshot,
+    frames: &Frames,
+    packets: usize,
+) -> (f64, usize) {
     let mut buf = [0u8; 64];
     let mut tx = 0usize;
     let t = StdInstant::now();
     for _ in 0..packets {
-        let a = &flow_fields[step()];
-        buf[..ack.len()].copy_from_slice(&ack);
-        buf[26..30].copy_from_slice(&a[..4]);
-        buf[34..36].copy_from_slice(&a[4..]);
+        let (n, iface) = frames.next_into(&mut buf);
         tx += matches!(
-            core.process(Instant(2), &snap, &mut buf[..ack.len()], 0),
+            core.process(Instant(2), snap, &mut buf[..n], iface),
             xlvs_dataplane::core::Verdict::Tx(_)
         ) as usize;
     }
-    let single = t.elapsed().as_nanos() as f64 / packets as f64;
+    (t.elapsed().as_nanos() as f64 / packets as f64, tx)
+}
+
+/// In batches of 32, their table loads started first (as a worker runs): ns per packet.
+#[inline(never)]
+fn batched(
+    core: &mut xlvs_dataplane::core::Core,
+    snap: &xlvs_dataplane::core::service::Snapshot,
+    frames: &Frames,
+    packets: usize,
+) -> f64 {
     let mut bufs = [[0u8; 64]; BATCH];
+    let mut ifaces = [0u8; BATCH];
     let t = StdInstant::now();
     for _ in 0..packets / BATCH {
-        for b in bufs.iter_mut() {
-            let a = &flow_fields[step()];
-            b[..ack.len()].copy_from_slice(&ack);
-            b[26..30].copy_from_slice(&a[..4]);
-            b[34..36].copy_from_slice(&a[4..]);
+        for (b, i) in bufs.iter_mut().zip(ifaces.iter_mut()) {
+            *i = frames.next_into(b).1;
         }
-        process_batch(&mut core, &snap, Instant(3), &mut bufs);
+        core.prefetch(bufs.iter().map(|b| &b[..]));
+        for (b, &i) in bufs.iter_mut().zip(ifaces.iter()) {
+            std::hint::black_box(core.process(Instant(3), snap, b, i));
+        }
     }
-    let batched = t.elapsed().as_nanos() as f64 / (packets / BATCH * BATCH) as f64;
-    println!(
-        "{which} flows {flows}: {single:.1} ns/packet single, {batched:.1} batched 32 ({tx} of {packets} forwarded single)"
-    );
+    t.elapsed().as_nanos() as f64 / (packets / BATCH * BATCH) as f64
 }
 
 /// The source address and port `client_frame(i, _)` gives flow `i`: computed once from a
