@@ -143,8 +143,10 @@ fn batched(t: &ConnTable<Ipv4Addr>, keys: &[ConnKey<Ipv4Addr>]) -> f64 {
 }
 
 /// ns per connection inserted then removed, for connections `first..first + CHURN` (a round
-/// of them) to `dest`.
-fn churn(t: &ConnTable<Ipv4Addr>, first: u32, dest: &Arc<DestState>) -> f64 {
+/// of them) to `dest`, by worker `worker` (its connection counts deferred in its shard, as
+/// xlvsd's workers do).
+fn churn(t: &ConnTable<Ipv4Addr>, first: u32, dest: &Arc<DestState>, worker: usize) -> f64 {
+    xlvs_dataplane::core::stats::defer_counts(Some(worker));
     let now = Instant::from_secs(1);
     let hop = NextHop {
         iface: 0,
@@ -180,14 +182,14 @@ fn churn_pair(shared_dest: bool) -> (f64, f64) {
     } else {
         Arc::new(DestState::new(Ipv4Addr::new(10, 10, 0, 12).into(), 8080))
     };
-    let alone = median((0..5).map(|_| churn(&t, 0, &d1)).collect());
+    let alone = median((0..5).map(|_| churn(&t, 0, &d1, 0)).collect());
     let both = {
         let t2 = t.clone();
         beside(
             move || {
-                churn(&t2, 1 << 24, &d2);
+                churn(&t2, 1 << 24, &d2, 1);
             },
-            || churn(&t, 0, &d1),
+            || churn(&t, 0, &d1, 0),
         )
     };
     (alone, both)
@@ -220,7 +222,7 @@ fn forward_beside_churn() -> (f64, f64) {
         let t2 = t.clone();
         beside(
             move || {
-                churn(&t2, 1 << 24, &dest);
+                churn(&t2, 1 << 24, &dest, 1);
             },
             || run(&t),
         )
@@ -265,6 +267,8 @@ fn beside(mut other: impl FnMut() + Send + 'static, mut measure: impl FnMut() ->
 
 fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
+    // Realservers' counters with a shard for each of two workers and the control thread.
+    xlvs_dataplane::core::stats::set_shards(3);
     let sizes: &[u32] = if quick {
         &[10_000, 1_000_000]
     } else {

@@ -27,8 +27,12 @@ pub fn client(i: u32) -> Ipv4Addr {
     Ipv4Addr::from(0x0b00_0000 | (i & 0x00ff_ffff))
 }
 
-/// A core and snapshot with one service of two realservers.
+/// A core and snapshot with one service of two realservers. The calling thread then counts
+/// realservers' connections as xlvsd's worker 0 does (deferred in its shard).
 pub fn setup(fwd: Fwd, max_conns: usize) -> (Core, Snapshot) {
+    // A shard for worker 0 and one for the control thread, before the realservers exist.
+    xlvs_dataplane::core::stats::set_shards(2);
+    xlvs_dataplane::core::stats::defer_counts(Some(0));
     let snap = snapshot(
         Proto::Tcp,
         (VIP, 80),

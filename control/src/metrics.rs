@@ -201,13 +201,13 @@ pub fn table(e: &mut Exposition, t: &ServiceTable) {
                 "backend_connections_active",
                 "Connections in an active state (ipvsadm ActiveConn).",
                 &l,
-                st.active.load(Ordering::Relaxed) as u64,
+                st.conns().0 as u64,
             );
             e.gauge(
                 "backend_connections_inactive",
                 "Connections in any other state, and UDP ones (ipvsadm InActConn).",
                 &l,
-                st.inactive.load(Ordering::Relaxed) as u64,
+                st.conns().1 as u64,
             );
             e.gauge(
                 "backend_persistent_connections",

@@ -42,7 +42,7 @@ use crate::core::inject::{Inserted, Spec};
 use crate::core::offload::OffloadRequest;
 use crate::core::service::{IfaceId, Snapshot};
 use crate::core::wheel::tick_ceil;
-use crate::core::{Core, CoreStats, DropReason, Instant, Verdict};
+use crate::core::{Core, CoreStats, DropReason, Instant, Verdict, stats};
 use crate::offload_map::{self, OffloadMap};
 
 /// Frames per RX/TX batch.
@@ -829,6 +829,10 @@ impl WorkerThread {
         }
         // When the last round that did work began (adaptive polling).
         let mut last_busy = monotonic_now();
+        // Connection-count changes deferred since the last flush, and when the next is due
+        // (`stats::defer_counts`: at most a millisecond apart while there are any).
+        let mut deferred = false;
+        let mut flush_at = last_busy;
         while !self.stop.load(Ordering::Relaxed) {
             if !self.adopt.is_empty() {
                 while let Some(w) = self.adopt.pop() {
@@ -841,8 +845,20 @@ impl WorkerThread {
             let now = monotonic_now();
             let mut busy = false;
             for w in self.workers.iter_mut() {
+                // Realservers' connection counts change in this worker's shards.
+                stats::defer_counts(Some(w.me));
                 busy |= w.round(now, &mut rx_descs, &mut comp_descs, &mut wake);
             }
+            deferred |= stats::take_deferred();
+            if deferred && now >= flush_at {
+                for w in &self.workers {
+                    stats::defer_counts(Some(w.me));
+                    w.snapshot.load().flush_deferred_counts();
+                }
+                deferred = false;
+                flush_at = now + std::time::Duration::from_millis(1);
+            }
+            stats::defer_counts(None);
             for (t, f) in wake.iter_mut().enumerate() {
                 if std::mem::take(f) {
                     self.wakers[t].wake();
@@ -862,7 +878,8 @@ impl WorkerThread {
                 // us), or our next deadline. Completions of frames the kernel has taken wake
                 // nothing (in copy mode they come when the receiver frees its copy), so with
                 // some outstanding, sleep at most 1 ms instead of spinning on sendto().
-                let outstanding = self.workers.iter().any(|w| w.outstanding > 0);
+                // Deferred counts: back within a millisecond to flush them.
+                let outstanding = deferred || self.workers.iter().any(|w| w.outstanding > 0);
                 let timeout = if outstanding {
                     1
                 } else {

@@ -139,10 +139,7 @@ impl ServiceTable {
                     dname.truncate(28);
                 }
                 let st = &d.state;
-                let (active, inactive) = (
-                    st.active.load(Ordering::Relaxed),
-                    st.inactive.load(Ordering::Relaxed),
-                );
+                let (active, inactive) = st.conns();
                 let _ = match format {
                     ListFormat::Normal => writeln!(
                         out,
@@ -209,8 +206,8 @@ impl ServiceTable {
                 "weight": weight,
                 "u_threshold": d.u_threshold,
                 "l_threshold": d.l_threshold,
-                "active_conns": st.active.load(Ordering::Relaxed),
-                "inact_conns": st.inactive.load(Ordering::Relaxed),
+                "active_conns": st.conns().0,
+                "inact_conns": st.conns().1,
                 "persist_conns": st.persist.load(Ordering::Relaxed),
                 "stats": stats(d.stats()),
                 "rates": rates(d.rates()),

@@ -218,17 +218,56 @@ impl DestState {
             .store(hop.map_or(0, NextHop::pack), Ordering::Relaxed);
     }
 
-    /// IPVS `ip_vs_dest_conn_overhead`: active × 256 + inactive.
+    /// Its active and inactive counts as this thread's scheduler sees them: the shared
+    /// counts and this worker's deferred changes ([`super::stats::defer_counts`]); other
+    /// workers' deferred changes are not in them (at most (workers − 1) ×
+    /// ([`super::stats::DEFER_MAX`] − 1) each, for about a millisecond).
+    #[inline(always)]
+    fn seen(&self) -> (u64, u64) {
+        if !super::stats::deferring() {
+            return (
+                self.active.load(Ordering::Relaxed) as u64,
+                self.inactive.load(Ordering::Relaxed) as u64,
+            );
+        }
+        let (da, di) = self.stats.own_deferred();
+        let c =
+            |shared: &AtomicU32, d: i32| (shared.load(Ordering::Relaxed) as i32 + d).max(0) as u64;
+        (c(&self.active, da), c(&self.inactive, di))
+    }
+
+    /// IPVS `ip_vs_dest_conn_overhead`: active × 256 + inactive, as this thread's scheduler
+    /// sees them.
+    #[inline]
     pub fn overhead(&self) -> u64 {
-        ((self.active.load(Ordering::Relaxed) as u64) << 8)
-            + self.inactive.load(Ordering::Relaxed) as u64
+        let (a, i) = self.seen();
+        (a << 8) + i
+    }
+
+    /// Its active connections as this thread's scheduler sees them (nq, sed).
+    #[inline]
+    pub fn active_seen(&self) -> u64 {
+        self.seen().0
+    }
+
+    /// Its active and inactive connections (IPVS `activeconns`, `inactconns`): the shared
+    /// counts and every worker's deferred changes, for listings and counters.
+    pub fn conns(&self) -> (u32, u32) {
+        let (da, di) = self.stats.all_deferred();
+        let c =
+            |shared: &AtomicU32, d: i32| (shared.load(Ordering::Relaxed) as i32 + d).max(0) as u32;
+        (c(&self.active, da), c(&self.inactive, di))
     }
 
     /// IPVS `ip_vs_dest_totalconns`: active + inactive + templates, what thresholds compare.
     pub fn total_conns(&self) -> u32 {
-        self.active.load(Ordering::Relaxed)
-            + self.inactive.load(Ordering::Relaxed)
-            + self.persist.load(Ordering::Relaxed)
+        let (a, i) = self.conns();
+        a + i + self.persist.load(Ordering::Relaxed)
+    }
+
+    /// Adds this thread's worker's deferred changes to the shared counts.
+    pub fn flush_deferred(&self) {
+        self.stats.flush_deferred(&self.active, &self.inactive);
     }
 
     pub fn overloaded(&self) -> bool {
@@ -245,7 +284,16 @@ impl DestState {
 
     /// Counts a new connection or template (IPVS `ip_vs_bind_dest`): reaching the upper
     /// threshold marks the realserver overloaded.
+    #[inline]
     pub fn bind(&self, b: Binding) {
+        // Without an upper threshold, a worker defers the change (nothing to latch).
+        if super::stats::deferring()
+            && b != Binding::Template
+            && self.u_threshold.load(Ordering::Relaxed) == 0
+            && self.stats.defer(b == Binding::Active, 1, self.counter(b))
+        {
+            return;
+        }
         self.counter(b).fetch_add(1, Ordering::Relaxed);
         let u = self.u_threshold.load(Ordering::Relaxed);
         if u != 0 && self.total_conns() >= u {
@@ -255,7 +303,16 @@ impl DestState {
 
     /// Releases a connection or template (IPVS `ip_vs_unbind_dest`): the overload clears below
     /// the lower threshold, or below 3/4 of the upper one when no lower one is set.
+    #[inline]
     pub fn unbind(&self, b: Binding) {
+        if super::stats::deferring()
+            && b != Binding::Template
+            && self.u_threshold.load(Ordering::Relaxed) == 0
+            && !self.overloaded()
+            && self.stats.defer(b == Binding::Active, -1, self.counter(b))
+        {
+            return;
+        }
         self.counter(b).fetch_sub(1, Ordering::Relaxed);
         self.recheck_overload();
     }
@@ -263,7 +320,17 @@ impl DestState {
     /// Moves a connection between the active and inactive counters (a TCP state change).
     /// Subtracts first: a racing `bind` must not see the connection counted twice and latch
     /// an overload.
+    #[inline]
     pub fn rebind(&self, from: Binding, to: Binding) {
+        if from != Binding::Template
+            && to != Binding::Template
+            && self
+                .stats
+                .defer(from == Binding::Active, -1, self.counter(from))
+        {
+            self.stats.defer(to == Binding::Active, 1, self.counter(to));
+            return;
+        }
         self.counter(from).fetch_sub(1, Ordering::Relaxed);
         self.counter(to).fetch_add(1, Ordering::Relaxed);
     }
@@ -465,6 +532,18 @@ impl Snapshot {
         self.services.get(key).map(|s| &**s)
     }
 
+    /// Adds this thread's worker's deferred connection-count changes to the shared counts of
+    /// every realserver of the snapshot ([`super::stats::defer_counts`]). A realserver no
+    /// longer in it keeps its deferred changes in its shards, where listings still count them
+    /// and no scheduler looks.
+    pub fn flush_deferred_counts(&self) {
+        for s in self.services.values() {
+            for d in &s.dests {
+                d.state.flush_deferred();
+            }
+        }
+    }
+
     pub fn iface_mac(&self, id: IfaceId) -> Option<[u8; 6]> {
         self.ifaces.get(id as usize).map(|i| i.mac)
     }
@@ -507,6 +586,128 @@ mod tests {
         for w in [&d.active as *const AtomicU32, &d.inactive, &d.persist] {
             assert_eq!(line(w as *const u8).0, 1);
         }
+    }
+
+    /// A realserver with shards for `workers` workers and the control thread (and the
+    /// daemon's shard count at three: two workers, which defer).
+    fn with_workers(workers: usize) -> DestState {
+        super::super::stats::set_shards(3);
+        DestState {
+            stats: DestCounters::with_shards(workers + 1),
+            ..DestState::new(Ipv4Addr::new(10, 0, 0, 1).into(), 80)
+        }
+    }
+
+    /// The shared active and inactive counts.
+    fn shared(d: &DestState) -> (u32, u32) {
+        (
+            d.active.load(Ordering::Relaxed),
+            d.inactive.load(Ordering::Relaxed),
+        )
+    }
+
+    #[test]
+    fn a_workers_count_changes_wait_in_its_shard_until_they_add_up() {
+        use super::super::stats::{DEFER_MAX, defer_counts, take_deferred};
+        let d = with_workers(2);
+        defer_counts(Some(0));
+        for _ in 0..3 {
+            d.bind(Binding::Active);
+        }
+        assert!(take_deferred());
+        assert!(!take_deferred());
+        assert_eq!(shared(&d), (0, 0), "the shared line is not written");
+        assert_eq!(d.conns(), (3, 0), "listings count every shard");
+        assert_eq!(d.overhead(), 3 << 8, "its own scheduler sees its changes");
+        defer_counts(Some(1));
+        assert_eq!(d.overhead(), 0, "another worker's does not, yet");
+        defer_counts(Some(0));
+        for _ in 3..DEFER_MAX {
+            d.bind(Binding::Active);
+        }
+        assert_eq!(shared(&d), (DEFER_MAX as u32, 0), "added up at DEFER_MAX");
+        // A state change moves one from active to inactive, deferred both ways.
+        d.rebind(Binding::Active, Binding::Inactive);
+        assert_eq!(shared(&d), (DEFER_MAX as u32, 0));
+        assert_eq!(d.conns(), (DEFER_MAX as u32 - 1, 1));
+        d.flush_deferred();
+        assert_eq!(shared(&d), (DEFER_MAX as u32 - 1, 1));
+        // Worker 1 ends connections worker 0 counted: the shared count may go below what a
+        // shard still holds, never the sum.
+        for _ in 0..DEFER_MAX + 1 {
+            d.bind(Binding::Active);
+        }
+        defer_counts(Some(1));
+        for _ in 0..DEFER_MAX * 2 - 1 {
+            d.unbind(Binding::Active);
+        }
+        assert_eq!(d.conns(), (1, 1));
+        assert_eq!(
+            d.overhead() >> 8,
+            0,
+            "worker 1 sees none (a count never below zero)"
+        );
+        defer_counts(Some(0));
+        assert_eq!(
+            d.overhead() >> 8,
+            1 + (DEFER_MAX as u64 - 1),
+            "worker 0 does not see worker 1's last 7 yet: (workers - 1) x (DEFER_MAX - 1) at most"
+        );
+        defer_counts(None);
+        assert_eq!(d.total_conns(), 2);
+    }
+
+    #[test]
+    fn thresholds_and_threads_that_do_not_defer_count_at_once() {
+        use super::super::stats::defer_counts;
+        let d = with_workers(2);
+        // The control thread (its shard, the last), and threads that set nothing.
+        for w in [Some(2), Some(7), None] {
+            defer_counts(w);
+            d.bind(Binding::Inactive);
+        }
+        assert_eq!(shared(&d), (0, 3));
+        // With an upper threshold a worker counts at once, so the overload latches exactly.
+        defer_counts(Some(0));
+        d.set_thresholds(5, 0);
+        d.bind(Binding::Active);
+        assert!(!d.overloaded());
+        d.bind(Binding::Active);
+        assert!(d.overloaded(), "5 connections with -x 5");
+        assert_eq!(shared(&d), (2, 3));
+        d.unbind(Binding::Active);
+        d.unbind(Binding::Inactive);
+        assert!(!d.overloaded(), "3 < 3/4 of 5");
+        defer_counts(None);
+    }
+
+    #[test]
+    fn a_snapshot_flushes_its_realservers_deferred_counts() {
+        use super::super::stats::defer_counts;
+        let mut svc = crate::testing::service(
+            super::super::service::Proto::Tcp,
+            (Ipv4Addr::new(192, 0, 2, 1), 80),
+            &[],
+            Fwd::Masq,
+            "wlc",
+        );
+        let d = Arc::new(with_workers(1));
+        svc.dests.push(Dest {
+            addr: d.addr,
+            port: d.port,
+            fwd: Fwd::Masq,
+            weight: 1,
+            last_weight: 1,
+            state: d.clone(),
+        });
+        let snap = crate::testing::snapshot_with(vec![svc]);
+        defer_counts(Some(0));
+        d.bind(Binding::Active);
+        d.bind(Binding::Inactive);
+        assert_eq!(shared(&d), (0, 0));
+        snap.flush_deferred_counts();
+        assert_eq!(shared(&d), (1, 1));
+        defer_counts(None);
     }
 
     #[test]

@@ -7,12 +7,20 @@
 //! the shards ([`DestCounters::totals`]); a sum may miss the increments of the last few
 //! nanoseconds, never count one twice.
 //!
+//! A shard also holds the worker's deferred changes to the realserver's active and inactive
+//! connection counts ([`defer_counts`]): a worker adds a change to the shared count only once
+//! its deferred total reaches [`DEFER_MAX`] either way, or at its next flush (at most about a
+//! millisecond later). New connections to one realserver from several workers then do not
+//! write one shared cache line each time; what a scheduler on another worker does not see yet
+//! is bounded ([`DestCounters::defer`]).
+//!
 //! The daemon sets the number of shards to its number of workers
 //! ([`set_shards`]) before it creates any realserver. A worker whose index is beyond the
 //! shards (only possible if that was not done) shares shard 0 and may lose counts, never
 //! corrupt anything.
 
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::cell::Cell;
+use std::sync::atomic::{AtomicI32, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
 /// Shards new realservers get.
 static SHARDS: AtomicUsize = AtomicUsize::new(1);
@@ -31,6 +39,48 @@ struct Shard {
     outpkts: AtomicU64,
     inbytes: AtomicU64,
     outbytes: AtomicU64,
+    /// Changes to the realserver's active and inactive counts this worker has not added to
+    /// the shared ones yet (always below [`DEFER_MAX`] either way).
+    active: AtomicI32,
+    inactive: AtomicI32,
+}
+
+/// How far a worker's deferred change to one of a realserver's connection counts may go
+/// before the worker adds it to the shared count. A scheduler therefore sees each count off
+/// by at most (workers − 1) × (`DEFER_MAX` − 1), for at most a millisecond or so (the
+/// workers flush every millisecond while they have deferred changes, and before sleeping
+/// longer); its own worker's changes it always sees.
+pub const DEFER_MAX: i32 = 8;
+
+thread_local! {
+    /// The worker whose counts this thread defers ([`defer_counts`]), or `usize::MAX`.
+    static DEFERRING: Cell<usize> = const { Cell::new(usize::MAX) };
+    /// Whether this thread deferred a change since its last [`take_deferred`].
+    static DEFERRED: Cell<bool> = const { Cell::new(false) };
+}
+
+/// From now on, changes this thread makes to realservers' active and inactive counts are
+/// deferred in `worker`'s shards (a worker thread, around its worker's round; the worker's
+/// index is its shard's), or, with None, made to the shared counts at once (the default:
+/// the control thread and tests). A worker's shards have one writer: the thread running it.
+pub fn defer_counts(worker: Option<usize>) {
+    // A lone worker (shards: it and the control thread's) has nobody to share the counts'
+    // cache line with: it counts at once.
+    let workers = SHARDS.load(Ordering::Relaxed).saturating_sub(1);
+    DEFERRING.set(worker.filter(|_| workers > 1).unwrap_or(usize::MAX));
+}
+
+/// Whether this thread defers its connection-count changes (one thread-local read: the test
+/// the counts' readers and writers make first).
+#[inline(always)]
+pub(crate) fn deferring() -> bool {
+    DEFERRING.get() != usize::MAX
+}
+
+/// Whether this thread deferred a change since the last call (then it should flush its
+/// workers' shards: [`crate::core::service::Snapshot::flush_deferred_counts`]).
+pub fn take_deferred() -> bool {
+    DEFERRED.replace(false)
 }
 
 /// Adds `n` to a counter only this worker writes.
@@ -100,6 +150,86 @@ impl DestCounters {
     pub fn fast_path(&self, out: bool, pkts: u64, bytes: u64) {
         let last = self.shards.len() - 1;
         self.packets(last, out, pkts, bytes);
+    }
+
+    /// Whether worker `w` defers its changes to these counts: not the control thread, whose
+    /// shard is the last, nor a worker beyond the shards.
+    #[inline(always)]
+    fn defers(&self, w: usize) -> bool {
+        w < self.shards.len() - 1
+    }
+
+    /// Adds `d` to the active (`active`) or inactive count for this thread's worker, if it
+    /// defers ([`defer_counts`]); once the worker's deferred total reaches [`DEFER_MAX`]
+    /// either way, it goes to `shared`. Returns false if it does not defer (the caller changes
+    /// `shared` itself).
+    #[inline(always)]
+    pub(crate) fn defer(&self, active: bool, d: i32, shared: &AtomicU32) -> bool {
+        let w = DEFERRING.get();
+        if !self.defers(w) {
+            return false;
+        }
+        let s = &self.shards[w];
+        let p = if active { &s.active } else { &s.inactive };
+        let v = p.load(Ordering::Relaxed) + d;
+        if v.abs() >= DEFER_MAX {
+            p.store(0, Ordering::Relaxed);
+            // Two's complement: a negative change wraps the shared count down.
+            shared.fetch_add(v as u32, Ordering::Relaxed);
+        } else {
+            p.store(v, Ordering::Relaxed);
+            DEFERRED.set(true);
+        }
+        true
+    }
+
+    /// This thread's worker's deferred changes (active, inactive); zeros if it does not
+    /// defer. What its own scheduler adds to the shared counts.
+    #[inline(always)]
+    pub(crate) fn own_deferred(&self) -> (i32, i32) {
+        let w = DEFERRING.get();
+        if !self.defers(w) {
+            return (0, 0);
+        }
+        let s = &self.shards[w];
+        (
+            s.active.load(Ordering::Relaxed),
+            s.inactive.load(Ordering::Relaxed),
+        )
+    }
+
+    /// Every worker's deferred changes, summed (for exact counts: listings, thresholds).
+    pub(crate) fn all_deferred(&self) -> (i32, i32) {
+        self.shards.iter().fold((0, 0), |(a, i), s| {
+            (
+                a + s.active.load(Ordering::Relaxed),
+                i + s.inactive.load(Ordering::Relaxed),
+            )
+        })
+    }
+
+    /// Adds this thread's worker's deferred changes to the shared counts.
+    pub(crate) fn flush_deferred(&self, active: &AtomicU32, inactive: &AtomicU32) {
+        let w = DEFERRING.get();
+        if !self.defers(w) {
+            return;
+        }
+        let s = &self.shards[w];
+        for (p, shared) in [(&s.active, active), (&s.inactive, inactive)] {
+            let v = p.load(Ordering::Relaxed);
+            if v != 0 {
+                p.store(0, Ordering::Relaxed);
+                shared.fetch_add(v as u32, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Counters with `n` shards (tests).
+    #[cfg(test)]
+    pub(crate) fn with_shards(n: usize) -> Self {
+        DestCounters {
+            shards: (0..n.max(1)).map(|_| Shard::default()).collect(),
+        }
     }
 
     /// The sum over the workers.

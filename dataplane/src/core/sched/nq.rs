@@ -3,8 +3,6 @@
 //! An available realserver with no active connection is taken at once (the first such in list
 //! order); otherwise it behaves like sed: smallest `(active + 1) / weight`.
 
-use std::sync::atomic::Ordering;
-
 use super::{Scheduler, Source, least_weighted};
 use crate::core::service::Dest;
 
@@ -21,7 +19,7 @@ impl Scheduler for NeverQueue {
         // it; failing one, the sed choice.
         dests
             .iter()
-            .position(|d| d.available() && d.state.active.load(Ordering::Relaxed) == 0)
+            .position(|d| d.available() && d.state.active_seen() == 0)
             .or_else(|| least_weighted(dests, super::sed::overhead))
     }
 }
@@ -30,6 +28,7 @@ impl Scheduler for NeverQueue {
 mod tests {
     use super::super::testutil::{ANY, dests};
     use super::*;
+    use std::sync::atomic::Ordering;
 
     #[test]
     fn idle_server_first_even_if_light() {

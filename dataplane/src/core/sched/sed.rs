@@ -3,14 +3,12 @@
 //! Overhead is `active + 1` (inactive connections do not count); picks the smallest
 //! overhead / weight, compared in integers like wlc, ties to the earlier realserver.
 
-use std::sync::atomic::Ordering;
-
 use super::{Scheduler, Source, least_weighted};
 use crate::core::service::Dest;
 
 /// IPVS `ip_vs_sed_dest_overhead`.
 pub(super) fn overhead(d: &Dest) -> u64 {
-    d.state.active.load(Ordering::Relaxed) as u64 + 1
+    d.state.active_seen() + 1
 }
 
 #[derive(Debug, Default)]
@@ -30,6 +28,7 @@ impl Scheduler for ShortestExpectedDelay {
 mod tests {
     use super::super::testutil::{ANY, dests};
     use super::*;
+    use std::sync::atomic::Ordering;
 
     #[test]
     fn idle_heavy_server_wins_over_idle_light_one() {
