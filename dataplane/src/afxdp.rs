@@ -1126,6 +1126,11 @@ impl Worker {
             // One getsockopt a second, not per batch.
             self.next_xsk_stats = now + std::time::Duration::from_secs(1);
             self.read_xsk_stats();
+            // Timeouts changed since this worker's last offer reach its offloaded
+            // connections' expiry.
+            if self.offload.is_some() {
+                self.core.note_timeouts(&self.snapshot.load());
+            }
         }
         busy
     }

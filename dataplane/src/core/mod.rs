@@ -181,8 +181,9 @@ struct Offloader {
     /// The driver's view of the XDP program's entries.
     seen: Box<dyn offload::OffloadSeen>,
     /// The TCP ESTABLISHED and the UDP timeout (seconds) of the snapshot the last request was
-    /// made under: an offloaded TCP connection is ESTABLISHED, so expiry extends a connection
-    /// by its protocol's from its last frame.
+    /// made under, or the driver last noted ([`Core::note_timeouts`]): an offloaded TCP
+    /// connection is ESTABLISHED, so expiry extends a connection by its protocol's from its
+    /// last frame.
     timeouts: (u32, u32),
     /// What the last [`Core::process`] asks the driver to offload.
     request: Option<offload::OffloadRequest>,
@@ -342,6 +343,19 @@ impl Core {
             request: None,
         });
         self.offer_mask = if self.offload.is_some() { u8::MAX } else { 0 };
+    }
+
+    /// Takes the ESTABLISHED and UDP timeouts of `snap` as those an offloaded connection's
+    /// expiry extends it by from the program's last frame of it (the driver calls this once a
+    /// second, so an `xlvsadm --set` reaches offloaded connections within a second, as it
+    /// reaches the others at their next packet). A no-op with the fast path off.
+    pub fn note_timeouts(&mut self, snap: &Snapshot) {
+        if let Some(o) = &mut self.offload {
+            o.timeouts = (
+                snap.timeouts.tcp[TcpState::Established as usize],
+                snap.timeouts.udp,
+            );
+        }
     }
 
     /// The direction the last [`Core::process`] call asks the driver to offload, if any: the

@@ -436,3 +436,20 @@ fn an_offloaded_connection_holds_its_persistence_template() {
     c.expire(t(1700));
     assert_eq!(c.tables().templates(), 0);
 }
+
+#[test]
+fn a_new_established_timeout_reaches_offloaded_connections() {
+    let (mut c, seen, mut snap) = nat_core();
+    snap.timeouts.tcp[TcpState::Established as usize] = 10;
+    establish(&mut c, &snap, 41040);
+    seen.0.lock().unwrap().insert(in_key(41040), t(9));
+    // `xlvsadm --set 100 0 0`: the driver notes the new snapshot's timeouts; no new offer.
+    snap.timeouts.tcp[TcpState::Established as usize] = 100;
+    c.note_timeouts(&snap);
+    assert_eq!(
+        c.expire(t(30)),
+        0,
+        "alive: 100 s from the program's last frame"
+    );
+    assert_eq!(c.expire(t(110)), 1, "idle 100 s since 9 s");
+}
