@@ -26,12 +26,9 @@ use xlvs_dataplane::wire::tcp::{ACK, SYN};
 
 fn main() {
     let mut args = std::env::args().skip(1);
-    let which = args.next().unwrap_or_else(|| "nat".into());
-    let flows: u32 = args.next().and_then(|s| s.parse().ok()).unwrap_or(10_000);
-    let packets: usize = args
-        .next()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(10_000_000);
+    let which: String = arg(&mut args, "nat".into());
+    let flows: u32 = arg(&mut args, 10_000);
+    let packets: usize = arg(&mut args, 10_000_000);
     let mode = match which.as_str() {
         "nat" => Mode::Nat,
         "reply" => Mode::Reply,
@@ -50,26 +47,15 @@ fn main() {
     // SYN: room for the new connections of both loops.
     let room = flows as usize + if mode == Mode::Syn { 2 * packets } else { 0 };
     let (mut core, snap) = setup(fwd, room.next_power_of_two().max(1 << 16));
-    let syn = client_frame(0, SYN);
-    // The source address and port of flow `i`, as `client_frame` makes them.
-    let fields = |i: u32| {
-        let t = client_frame(i, SYN);
-        let mut a = [0u8; 6];
-        a[..4].copy_from_slice(&t[26..30]);
-        a[4..].copy_from_slice(&t[34..36]);
-        a
-    };
     let t0 = StdInstant::now();
     let mut opened = 0usize;
     // Each flow's realserver (the last octet of its address), for the replies.
     let mut rs = vec![0u8; flows as usize];
     // Each SYN is the template with flow i's source (no etherparse per flow, so 10 M opens
     // are quick).
-    let mut f = syn.clone();
+    let mut f = client_frame(0, SYN);
     for i in 0..flows {
-        let a = fields_fast(i, &fields);
-        f[26..30].copy_from_slice(&a[..4]);
-        f[34..36].copy_from_slice(&a[4..]);
+        set_client(&mut f, i);
         let mut g = f.clone();
         opened += matches!(
             core.process(Instant(1), &snap, &mut g, 0),
@@ -122,7 +108,7 @@ impl Frames {
         let template = match mode {
             Mode::Nat | Mode::Dr => client_frame(0, ACK),
             Mode::Syn => client_frame(0, SYN),
-            Mode::Reply => reply_frame(0),
+            Mode::Reply => reply_frame(),
         };
         let next = if mode == Mode::Syn { flows } else { 0 };
         Frames {
@@ -141,13 +127,6 @@ impl Frames {
         let n = self.template.len();
         buf[..n].copy_from_slice(&self.template);
         let i = self.next.get();
-        let a = fields_fast(i, &|i| {
-            let t = client_frame(i, SYN);
-            let mut a = [0u8; 6];
-            a[..4].copy_from_slice(&t[26..30]);
-            a[4..].copy_from_slice(&t[34..36]);
-            a
-        });
         if self.mode == Mode::Syn {
             self.next.set(i + 1);
         } else {
@@ -158,31 +137,13 @@ impl Frames {
             self.next.set(j);
         }
         if self.mode == Mode::Reply {
-            buf[29] = self.rs[i as usize];
-            buf[30..34].copy_from_slice(&a[..4]);
-            buf[36..38].copy_from_slice(&a[4..]);
+            set_reply(&mut buf[..n], i, self.rs[i as usize]);
             (n, 1)
         } else {
-            buf[26..30].copy_from_slice(&a[..4]);
-            buf[34..36].copy_from_slice(&a[4..]);
+            set_client(&mut buf[..n], i);
             (n, 0)
         }
     }
-}
-
-/// A realserver's reply template (RIP:8080 → client 0), its source's last octet patched per
-/// flow.
-fn reply_frame(i: u32) -> Vec<u8> {
-    use xlvs_dataplane::testing::*;
-    tcp_frame(
-        rs_mac(0),
-        INT_MAC,
-        (RIP, 8080),
-        (client(i), 10_000 + (i % 50_000) as u16),
-        ACK,
-        64,
-        &[],
-    )
 }
 
 /// One packet at a time: ns per packet and how many were forwarded.
@@ -227,18 +188,4 @@ fn batched(
         }
     }
     t.elapsed().as_nanos() as f64 / (packets / BATCH * BATCH) as f64
-}
-
-/// The source address and port `client_frame(i, _)` gives flow `i`: computed once from a
-/// built frame for the first flows, then from the pattern they follow (checked).
-fn fields_fast(i: u32, slow: &dyn Fn(u32) -> [u8; 6]) -> [u8; 6] {
-    let c = client(i);
-    let port = 10_000 + (i % 50_000) as u16;
-    let mut a = [0u8; 6];
-    a[..4].copy_from_slice(&c.octets());
-    a[4..].copy_from_slice(&port.to_be_bytes());
-    if i < 4 {
-        assert_eq!(a, slow(i), "client_frame's source for flow {i}");
-    }
-    a
 }

@@ -13,25 +13,20 @@
 //! thread's ns per packet and the packets per second of all of them together. Frames are
 //! templates patched per flow, as in `examples/scale`.
 
-use std::net::Ipv4Addr;
 use std::sync::{Arc, Barrier};
 use std::time::Instant as StdInstant;
 
 use xlvs_bench::*;
 use xlvs_dataplane::core::service::{Fwd, Snapshot};
 use xlvs_dataplane::core::{Core, Instant, Verdict};
-use xlvs_dataplane::testing::{INT_MAC, rs_mac, tcp_frame};
 use xlvs_dataplane::wire::tcp::{ACK, SYN};
 
 fn main() {
     let mut args = std::env::args().skip(1);
-    let which = args.next().unwrap_or_else(|| "nat".into());
-    let flows: u32 = args.next().and_then(|s| s.parse().ok()).unwrap_or(10_000);
-    let packets: usize = args
-        .next()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(4_000_000);
-    let threads: usize = args.next().and_then(|s| s.parse().ok()).unwrap_or(1);
+    let which: String = arg(&mut args, "nat".into());
+    let flows: u32 = arg(&mut args, 10_000);
+    let packets: usize = arg(&mut args, 4_000_000);
+    let threads: usize = arg(&mut args, 1);
     let split = which == "nat-split";
     if !matches!(which.as_str(), "nat" | "dr" | "nat-split")
         || threads == 0
@@ -49,7 +44,7 @@ fn main() {
     let mut rs = vec![0u8; flows as usize];
     let mut syn = client_frame(0, SYN);
     for i in 0..flows {
-        patch_client(&mut syn, i);
+        set_client(&mut syn, i);
         let mut g = syn.clone();
         assert!(matches!(
             core.process(Instant(1), &snap, &mut g, 0),
@@ -81,21 +76,23 @@ fn main() {
             })
         })
         .collect();
-    let per: Vec<f64> = handles
+    let per: Vec<(f64, usize)> = handles
         .into_iter()
         .map(|h| h.join().expect("thread"))
         .collect();
     let wall = t0.elapsed().as_secs_f64();
-    let each: Vec<String> = per.iter().map(|ns| format!("{ns:.1}")).collect();
+    let each: Vec<String> = per.iter().map(|(ns, _)| format!("{ns:.1}")).collect();
+    let sent = packets / BATCH * BATCH * threads;
+    let tx: usize = per.iter().map(|(_, tx)| tx).sum();
     println!(
-        "{which} flows {flows} threads {threads}: ns/packet per thread {}; {:.2} M packets/s in all",
+        "{which} flows {flows} threads {threads}: ns/packet per thread {}; {:.2} M packets/s in all ({tx} of {sent} forwarded)",
         each.join(" / "),
-        (packets / BATCH * BATCH * threads) as f64 / wall / 1e6
+        sent as f64 / wall / 1e6
     );
 }
 
 /// Forwards `packets` frames of the flows `mine` (their replies if `reply`) in batches, as a
-/// worker does; returns ns per packet.
+/// worker does; returns ns per packet and how many it forwarded.
 fn run(
     core: &mut Core,
     snap: &Snapshot,
@@ -103,17 +100,9 @@ fn run(
     rs: &[u8],
     reply: bool,
     packets: usize,
-) -> f64 {
+) -> (f64, usize) {
     let template = if reply {
-        tcp_frame(
-            rs_mac(0),
-            INT_MAC,
-            (RIP, 8080),
-            (client(0), 10_000),
-            ACK,
-            64,
-            &[],
-        )
+        reply_frame()
     } else {
         client_frame(0, ACK)
     };
@@ -121,6 +110,7 @@ fn run(
     let iface = reply as u8;
     let mut bufs = [[0u8; 64]; BATCH];
     let mut at = 0usize;
+    let mut tx = 0usize;
     let t = StdInstant::now();
     for _ in 0..packets / BATCH {
         for b in bufs.iter_mut() {
@@ -131,24 +121,21 @@ fn run(
             let i = mine[at];
             b[..n].copy_from_slice(&template);
             if reply {
-                b[29] = rs[i as usize];
-                b[30..34].copy_from_slice(&client(i).octets());
-                b[36..38].copy_from_slice(&(10_000 + (i % 50_000) as u16).to_be_bytes());
+                set_reply(&mut b[..n], i, rs[i as usize]);
             } else {
-                patch_client(&mut b[..n], i);
+                set_client(&mut b[..n], i);
             }
         }
         core.prefetch(bufs.iter().map(|b| &b[..n]));
         for b in bufs.iter_mut() {
-            std::hint::black_box(core.process(Instant(2), snap, &mut b[..n], iface));
+            tx += matches!(
+                core.process(Instant(2), snap, &mut b[..n], iface),
+                Verdict::Tx(_)
+            ) as usize;
         }
     }
-    t.elapsed().as_nanos() as f64 / (packets / BATCH * BATCH) as f64
-}
-
-/// Flow `i`'s source address and port in a client frame (as `client_frame(i, _)` has them).
-fn patch_client(f: &mut [u8], i: u32) {
-    let c: Ipv4Addr = client(i);
-    f[26..30].copy_from_slice(&c.octets());
-    f[34..36].copy_from_slice(&(10_000 + (i % 50_000) as u16).to_be_bytes());
+    (
+        t.elapsed().as_nanos() as f64 / (packets / BATCH * BATCH) as f64,
+        tx,
+    )
 }

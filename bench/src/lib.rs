@@ -46,12 +46,17 @@ pub fn setup(fwd: Fwd, max_conns: usize) -> (Core, Snapshot) {
     (Core::new(tables), snap)
 }
 
+/// Client `i`'s source port.
+pub fn client_port(i: u32) -> u16 {
+    10_000 + (i % 50_000) as u16
+}
+
 /// A 64-byte client → VIP segment.
 pub fn client_frame(i: u32, flags: u8) -> Vec<u8> {
     tcp_frame(
         CLIENT_MAC,
         EXT_MAC,
-        (client(i), 10_000 + (i % 50_000) as u16),
+        (client(i), client_port(i)),
         (VIP, 80),
         flags,
         64,
@@ -66,7 +71,7 @@ pub fn established(core: &mut Core, snap: &Snapshot, i: u32) -> (Vec<u8>, Vec<u8
     assert!(matches!(v, Verdict::Tx(_)), "{v:?}");
     let rs = Ipv4Addr::new(syn[30], syn[31], syn[32], syn[33]);
     let rport = u16::from_be_bytes([syn[36], syn[37]]);
-    let cport = 10_000 + (i % 50_000) as u16;
+    let cport = client_port(i);
     let reply = tcp_frame(
         rs_mac(0),
         INT_MAC,
@@ -79,6 +84,38 @@ pub fn established(core: &mut Core, snap: &Snapshot, i: u32) -> (Vec<u8>, Vec<u8
     (client_frame(i, ACK), reply)
 }
 
+/// Makes a `client_frame` (untagged, 20-byte IP header) flow `i`'s: its source address and
+/// port (the checksums are left stale: the core updates them incrementally and never checks).
+pub fn set_client(frame: &mut [u8], i: u32) {
+    frame[26..30].copy_from_slice(&client(i).octets());
+    frame[34..36].copy_from_slice(&client_port(i).to_be_bytes());
+}
+
+/// A 64-byte LVS-NAT reply from RIP:8080 to client 0 ([`set_reply`] makes it another flow's).
+pub fn reply_frame() -> Vec<u8> {
+    tcp_frame(
+        rs_mac(0),
+        INT_MAC,
+        (RIP, 8080),
+        (client(0), client_port(0)),
+        ACK,
+        64,
+        &[],
+    )
+}
+
+/// Makes a [`reply_frame`] flow `i`'s, from the realserver whose address ends in `rs`.
+pub fn set_reply(frame: &mut [u8], i: u32, rs: u8) {
+    frame[29] = rs;
+    frame[30..34].copy_from_slice(&client(i).octets());
+    frame[36..38].copy_from_slice(&client_port(i).to_be_bytes());
+}
+
+/// The next command-line argument parsed as a `T`, or `default` (the examples' arguments).
+pub fn arg<T: std::str::FromStr>(args: &mut impl Iterator<Item = String>, default: T) -> T {
+    args.next().and_then(|s| s.parse().ok()).unwrap_or(default)
+}
+
 /// Frames a batched benchmark processes at a time.
 pub const BATCH: usize = 32;
 
@@ -88,5 +125,26 @@ pub fn process_batch(core: &mut Core, snap: &Snapshot, now: Instant, bufs: &mut 
     core.prefetch(bufs.iter().map(|b| &b[..]));
     for buf in bufs.iter_mut() {
         std::hint::black_box(core.process(now, snap, buf, 0));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn patched_frames_are_the_flows_frames() {
+        for i in [0, 1, 49_999, 50_000, 16_777_215] {
+            let mut f = client_frame(0, ACK);
+            set_client(&mut f, i);
+            let want = client_frame(i, ACK);
+            assert_eq!(f[26..30], want[26..30], "flow {i}'s address");
+            assert_eq!(f[34..36], want[34..36], "flow {i}'s port");
+            let mut r = reply_frame();
+            set_reply(&mut r, i, 12);
+            assert_eq!(r[26..30], [10, 10, 0, 12]);
+            assert_eq!(r[30..34], want[26..30]);
+            assert_eq!(r[36..38], want[34..36]);
+        }
     }
 }
