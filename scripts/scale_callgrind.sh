@@ -48,8 +48,10 @@ cost() {
   [ -n "$line" ] || { echo "no inclusive cost for $1 in the profile" >&2; exit 1; }
   sed -E 's/\([^)]*\)//g; s/,//g' <<<"$line" | awk '{ print $1, $2, $3 }'
 }
-read -r ir dlmr dlmw <<<"$(cost 'scale::single')"
-read -r pir _ _ <<<"$(cost 'Core::process \[')"
+single=$(cost 'scale::single') || exit 1
+process=$(cost 'Core::process \[') || exit 1
+read -r ir dlmr dlmw <<<"$single"
+read -r pir _ _ <<<"$process"
 awk -v m="$MODE" -v f="$FLOWS" -v p="$PACKETS" -v ir="$ir" -v r="$dlmr" -v w="$dlmw" -v pir="$pir" 'BEGIN {
   calls = p + int(p / 32) * 32
   printf "%s flows %s: %.0f instructions/packet in Core::process (%.0f with the frame built), %.2f LL misses/packet (%.2f reads, %.2f writes)\n",

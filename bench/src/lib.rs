@@ -27,12 +27,16 @@ pub fn client(i: u32) -> Ipv4Addr {
     Ipv4Addr::from(0x0b00_0000 | (i & 0x00ff_ffff))
 }
 
-/// A core and snapshot with one service of two realservers. The calling thread then counts
-/// realservers' connections as xlvsd's worker 0 does (deferred in its shard).
+/// A core and snapshot with one service of two realservers, counted as by xlvsd with one
+/// worker thread (which changes the realservers' connection counts at once).
 pub fn setup(fwd: Fwd, max_conns: usize) -> (Core, Snapshot) {
-    // A shard for worker 0 and one for the control thread, before the realservers exist.
-    xlvs_dataplane::core::stats::set_shards(2);
-    xlvs_dataplane::core::stats::defer_counts(Some(0));
+    setup_for(fwd, max_conns, 1)
+}
+
+/// [`setup`] for `workers` workers: each its own shard of the realservers' counters (and the
+/// control thread one), as the daemon sizes them before any realserver exists.
+pub fn setup_for(fwd: Fwd, max_conns: usize, workers: usize) -> (Core, Snapshot) {
+    xlvs_dataplane::core::stats::set_shards(workers + 1);
     let snap = snapshot(
         Proto::Tcp,
         (VIP, 80),

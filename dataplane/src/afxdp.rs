@@ -42,7 +42,7 @@ use crate::core::inject::{Inserted, Spec};
 use crate::core::offload::OffloadRequest;
 use crate::core::service::{IfaceId, Snapshot};
 use crate::core::wheel::tick_ceil;
-use crate::core::{Core, CoreStats, DropReason, Instant, Verdict, stats};
+use crate::core::{Core, CoreStats, DropReason, Instant, Verdict, service, stats};
 use crate::offload_map::{self, OffloadMap};
 
 /// Frames per RX/TX batch.
@@ -547,6 +547,7 @@ impl Dataplane {
                 stop: stop.clone(),
                 adopt: hotplug.adopt[t].clone(),
                 spin: self.config.poll_spin,
+                defer: nthreads > 1,
             };
             let thread = std::thread::Builder::new()
                 .name(handles[first].thread_name.clone())
@@ -729,6 +730,9 @@ struct WorkerThread {
     adopt: Arc<ArrayQueue<Worker>>,
     /// [`XskConfig::poll_spin`].
     spin: std::time::Duration,
+    /// Whether its workers defer their changes to realservers' connection counts: when
+    /// there are other worker threads to share those counts' cache lines with.
+    defer: bool,
 }
 
 /// One (interface, RX queue): its socket, its rings' state, its [`Core`].
@@ -829,9 +833,8 @@ impl WorkerThread {
         }
         // When the last round that did work began (adaptive polling).
         let mut last_busy = monotonic_now();
-        // Connection-count changes deferred since the last flush, and when the next is due
-        // (`stats::defer_counts`: at most a millisecond apart while there are any).
-        let mut deferred = false;
+        // When the next flush of deferred connection-count changes is due
+        // (`stats::defer_counts`: a millisecond apart while there are any).
         let mut flush_at = last_busy;
         while !self.stop.load(Ordering::Relaxed) {
             if !self.adopt.is_empty() {
@@ -845,20 +848,16 @@ impl WorkerThread {
             let now = monotonic_now();
             let mut busy = false;
             for w in self.workers.iter_mut() {
-                // Realservers' connection counts change in this worker's shards.
-                stats::defer_counts(Some(w.me));
+                // With other worker threads, realservers' connection counts change in this
+                // worker's shards.
+                stats::defer_counts(self.defer.then_some(w.me));
                 busy |= w.round(now, &mut rx_descs, &mut comp_descs, &mut wake);
             }
-            deferred |= stats::take_deferred();
-            if deferred && now >= flush_at {
-                for w in &self.workers {
-                    stats::defer_counts(Some(w.me));
-                    w.snapshot.load().flush_deferred_counts();
-                }
-                deferred = false;
+            stats::defer_counts(None);
+            if now >= flush_at && service::deferred_counts_pending() {
+                service::flush_deferred_counts();
                 flush_at = now + std::time::Duration::from_millis(1);
             }
-            stats::defer_counts(None);
             for (t, f) in wake.iter_mut().enumerate() {
                 if std::mem::take(f) {
                     self.wakers[t].wake();
@@ -879,7 +878,8 @@ impl WorkerThread {
                 // nothing (in copy mode they come when the receiver frees its copy), so with
                 // some outstanding, sleep at most 1 ms instead of spinning on sendto().
                 // Deferred counts: back within a millisecond to flush them.
-                let outstanding = deferred || self.workers.iter().any(|w| w.outstanding > 0);
+                let outstanding = service::deferred_counts_pending()
+                    || self.workers.iter().any(|w| w.outstanding > 0);
                 let timeout = if outstanding {
                     1
                 } else {

@@ -199,6 +199,7 @@ impl ServiceTable {
         };
         let dest = |(d, weight): (&DestEntry, u32)| {
             let st = &d.state;
+            let conns = st.conns();
             json!({
                 "address": d.addr.to_string(),
                 "port": d.port,
@@ -206,8 +207,8 @@ impl ServiceTable {
                 "weight": weight,
                 "u_threshold": d.u_threshold,
                 "l_threshold": d.l_threshold,
-                "active_conns": st.conns().0,
-                "inact_conns": st.conns().1,
+                "active_conns": conns.0,
+                "inact_conns": conns.1,
                 "persist_conns": st.persist.load(Ordering::Relaxed),
                 "stats": stats(d.stats()),
                 "rates": rates(d.rates()),

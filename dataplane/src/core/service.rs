@@ -224,11 +224,11 @@ impl DestState {
     /// ([`super::stats::DEFER_MAX`] − 1) each, for about a millisecond).
     #[inline(always)]
     fn seen(&self) -> (u64, u64) {
+        // A shared count is below zero (wrapped) while a worker holds the connections it
+        // ended elsewhere: read as signed, never below zero.
         if !super::stats::deferring() {
-            return (
-                self.active.load(Ordering::Relaxed) as u64,
-                self.inactive.load(Ordering::Relaxed) as u64,
-            );
+            let c = |shared: &AtomicU32| (shared.load(Ordering::Relaxed) as i32).max(0) as u64;
+            return (c(&self.active), c(&self.inactive));
         }
         let (da, di) = self.stats.own_deferred();
         let c =
@@ -265,11 +265,6 @@ impl DestState {
         a + i + self.persist.load(Ordering::Relaxed)
     }
 
-    /// Adds this thread's worker's deferred changes to the shared counts.
-    pub fn flush_deferred(&self) {
-        self.stats.flush_deferred(&self.active, &self.inactive);
-    }
-
     pub fn overloaded(&self) -> bool {
         self.overload.load(Ordering::Relaxed)
     }
@@ -285,12 +280,12 @@ impl DestState {
     /// Counts a new connection or template (IPVS `ip_vs_bind_dest`): reaching the upper
     /// threshold marks the realserver overloaded.
     #[inline]
-    pub fn bind(&self, b: Binding) {
+    pub fn bind(self: &Arc<Self>, b: Binding) {
         // Without an upper threshold, a worker defers the change (nothing to latch).
         if super::stats::deferring()
             && b != Binding::Template
             && self.u_threshold.load(Ordering::Relaxed) == 0
-            && self.stats.defer(b == Binding::Active, 1, self.counter(b))
+            && self.defer(b, 1)
         {
             return;
         }
@@ -304,12 +299,12 @@ impl DestState {
     /// Releases a connection or template (IPVS `ip_vs_unbind_dest`): the overload clears below
     /// the lower threshold, or below 3/4 of the upper one when no lower one is set.
     #[inline]
-    pub fn unbind(&self, b: Binding) {
+    pub fn unbind(self: &Arc<Self>, b: Binding) {
         if super::stats::deferring()
             && b != Binding::Template
             && self.u_threshold.load(Ordering::Relaxed) == 0
             && !self.overloaded()
-            && self.stats.defer(b == Binding::Active, -1, self.counter(b))
+            && self.defer(b, -1)
         {
             return;
         }
@@ -321,18 +316,35 @@ impl DestState {
     /// Subtracts first: a racing `bind` must not see the connection counted twice and latch
     /// an overload.
     #[inline]
-    pub fn rebind(&self, from: Binding, to: Binding) {
-        if from != Binding::Template
+    pub fn rebind(self: &Arc<Self>, from: Binding, to: Binding) {
+        if super::stats::deferring()
+            && from != Binding::Template
             && to != Binding::Template
-            && self
-                .stats
-                .defer(from == Binding::Active, -1, self.counter(from))
+            && self.defer(from, -1)
         {
-            self.stats.defer(to == Binding::Active, 1, self.counter(to));
+            self.defer(to, 1);
             return;
         }
         self.counter(from).fetch_sub(1, Ordering::Relaxed);
         self.counter(to).fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Defers a change of `d` to count `b` in this thread's worker's shard
+    /// ([`super::stats::defer_counts`]), listing the realserver for the thread's next flush
+    /// ([`flush_deferred_counts`]) when it is not listed yet. False if the thread does not
+    /// defer.
+    #[inline(always)]
+    fn defer(self: &Arc<Self>, b: Binding, d: i32) -> bool {
+        use super::stats::Deferred;
+        match self.stats.defer(b == Binding::Active, d, self.counter(b)) {
+            Deferred::No => false,
+            Deferred::Listed => true,
+            Deferred::ListNow => {
+                let w = super::stats::deferring_worker();
+                TO_FLUSH.with(|l| l.borrow_mut().push((w, self.clone())));
+                true
+            }
+        }
     }
 
     fn recheck_overload(&self) {
@@ -364,6 +376,38 @@ impl DestState {
         self.u_threshold.store(upper, Ordering::Relaxed);
         self.l_threshold.store(lower, Ordering::Relaxed);
     }
+}
+
+thread_local! {
+    /// The realservers this thread's workers deferred count changes on since its last
+    /// [`flush_deferred_counts`], with the worker (one entry per realserver and worker; the
+    /// `Arc` keeps a realserver that left the table until its changes are added).
+    static TO_FLUSH: std::cell::RefCell<Vec<(usize, Arc<DestState>)>> =
+        const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Whether this thread has deferred count changes to flush ([`flush_deferred_counts`]).
+pub fn deferred_counts_pending() -> bool {
+    TO_FLUSH.with(|l| !l.borrow().is_empty())
+}
+
+/// Adds this thread's workers' deferred connection-count changes to the realservers' shared
+/// counts ([`super::stats::defer_counts`]): a worker thread's, every millisecond while it has
+/// any. Its cost is one entry per realserver a worker changed since the last flush.
+pub fn flush_deferred_counts() {
+    let listed = TO_FLUSH.with(|l| std::mem::take(&mut *l.borrow_mut()));
+    for (w, d) in &listed {
+        d.stats.flush_deferred(*w, &d.active, &d.inactive);
+    }
+    // The list's buffer back, for the next changes.
+    TO_FLUSH.with(|l| {
+        let mut l = l.borrow_mut();
+        if l.is_empty() {
+            let mut listed = listed;
+            listed.clear();
+            *l = listed;
+        }
+    });
 }
 
 /// A realserver of one service, as configured in this snapshot.
@@ -532,18 +576,6 @@ impl Snapshot {
         self.services.get(key).map(|s| &**s)
     }
 
-    /// Adds this thread's worker's deferred connection-count changes to the shared counts of
-    /// every realserver of the snapshot ([`super::stats::defer_counts`]). A realserver no
-    /// longer in it keeps its deferred changes in its shards, where listings still count them
-    /// and no scheduler looks.
-    pub fn flush_deferred_counts(&self) {
-        for s in self.services.values() {
-            for d in &s.dests {
-                d.state.flush_deferred();
-            }
-        }
-    }
-
     pub fn iface_mac(&self, id: IfaceId) -> Option<[u8; 6]> {
         self.ifaces.get(id as usize).map(|i| i.mac)
     }
@@ -588,14 +620,12 @@ mod tests {
         }
     }
 
-    /// A realserver with shards for `workers` workers and the control thread (and the
-    /// daemon's shard count at three: two workers, which defer).
-    fn with_workers(workers: usize) -> DestState {
-        super::super::stats::set_shards(3);
-        DestState {
+    /// A realserver with shards for `workers` workers and the control thread.
+    fn with_workers(workers: usize) -> Arc<DestState> {
+        Arc::new(DestState {
             stats: DestCounters::with_shards(workers + 1),
             ..DestState::new(Ipv4Addr::new(10, 0, 0, 1).into(), 80)
-        }
+        })
     }
 
     /// The shared active and inactive counts.
@@ -608,14 +638,12 @@ mod tests {
 
     #[test]
     fn a_workers_count_changes_wait_in_its_shard_until_they_add_up() {
-        use super::super::stats::{DEFER_MAX, defer_counts, take_deferred};
+        use super::super::stats::{DEFER_MAX, defer_counts};
         let d = with_workers(2);
         defer_counts(Some(0));
         for _ in 0..3 {
             d.bind(Binding::Active);
         }
-        assert!(take_deferred());
-        assert!(!take_deferred());
         assert_eq!(shared(&d), (0, 0), "the shared line is not written");
         assert_eq!(d.conns(), (3, 0), "listings count every shard");
         assert_eq!(d.overhead(), 3 << 8, "its own scheduler sees its changes");
@@ -630,7 +658,9 @@ mod tests {
         d.rebind(Binding::Active, Binding::Inactive);
         assert_eq!(shared(&d), (DEFER_MAX as u32, 0));
         assert_eq!(d.conns(), (DEFER_MAX as u32 - 1, 1));
-        d.flush_deferred();
+        assert!(deferred_counts_pending());
+        flush_deferred_counts();
+        assert!(!deferred_counts_pending());
         assert_eq!(shared(&d), (DEFER_MAX as u32 - 1, 1));
         // Worker 1 ends connections worker 0 counted: the shared count may go below what a
         // shard still holds, never the sum.
@@ -682,31 +712,28 @@ mod tests {
     }
 
     #[test]
-    fn a_snapshot_flushes_its_realservers_deferred_counts() {
+    fn a_thread_flushes_what_its_workers_deferred_on_any_realserver() {
         use super::super::stats::defer_counts;
-        let mut svc = crate::testing::service(
-            super::super::service::Proto::Tcp,
-            (Ipv4Addr::new(192, 0, 2, 1), 80),
-            &[],
-            Fwd::Masq,
-            "wlc",
-        );
-        let d = Arc::new(with_workers(1));
-        svc.dests.push(Dest {
-            addr: d.addr,
-            port: d.port,
-            fwd: Fwd::Masq,
-            weight: 1,
-            last_weight: 1,
-            state: d.clone(),
-        });
-        let snap = crate::testing::snapshot_with(vec![svc]);
-        defer_counts(Some(0));
-        d.bind(Binding::Active);
-        d.bind(Binding::Inactive);
-        assert_eq!(shared(&d), (0, 0));
-        snap.flush_deferred_counts();
-        assert_eq!(shared(&d), (1, 1));
+        // Two workers on one thread; realservers in no snapshot (a sorry server, or one
+        // that left the table) are flushed as well.
+        let (a, b) = (with_workers(2), with_workers(2));
+        for w in [0, 1] {
+            defer_counts(Some(w));
+            a.bind(Binding::Active);
+            b.bind(Binding::Inactive);
+            b.bind(Binding::Inactive);
+        }
+        assert_eq!((shared(&a), shared(&b)), ((0, 0), (0, 0)));
+        TO_FLUSH.with(|l| assert_eq!(l.borrow().len(), 4, "once per realserver and worker"));
+        flush_deferred_counts();
+        assert_eq!((shared(&a), shared(&b)), ((2, 0), (0, 4)));
+        assert!(!deferred_counts_pending());
+        // Listed again at the next change.
+        defer_counts(Some(1));
+        a.unbind(Binding::Active);
+        assert!(deferred_counts_pending());
+        flush_deferred_counts();
+        assert_eq!(shared(&a), (1, 0));
         defer_counts(None);
     }
 

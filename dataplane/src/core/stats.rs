@@ -9,8 +9,8 @@
 //!
 //! A shard also holds the worker's deferred changes to the realserver's active and inactive
 //! connection counts ([`defer_counts`]): a worker adds a change to the shared count only once
-//! its deferred total reaches [`DEFER_MAX`] either way, or at its next flush (at most about a
-//! millisecond later). New connections to one realserver from several workers then do not
+//! its deferred total reaches [`DEFER_MAX`] either way, or at its thread's next flush
+//! ([`crate::core::service::flush_deferred_counts`], a millisecond or two later). New connections to one realserver from several workers then do not
 //! write one shared cache line each time; what a scheduler on another worker does not see yet
 //! is bounded ([`DestCounters::defer`]).
 //!
@@ -20,7 +20,7 @@
 //! corrupt anything.
 
 use std::cell::Cell;
-use std::sync::atomic::{AtomicI32, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
 /// Shards new realservers get.
 static SHARDS: AtomicUsize = AtomicUsize::new(1);
@@ -43,31 +43,29 @@ struct Shard {
     /// the shared ones yet (always below [`DEFER_MAX`] either way).
     active: AtomicI32,
     inactive: AtomicI32,
+    /// Whether the realserver is on this worker's thread's list of those to flush.
+    listed: AtomicBool,
 }
 
 /// How far a worker's deferred change to one of a realserver's connection counts may go
 /// before the worker adds it to the shared count. A scheduler therefore sees each count off
-/// by at most (workers − 1) × (`DEFER_MAX` − 1), for at most a millisecond or so (the
-/// workers flush every millisecond while they have deferred changes, and before sleeping
-/// longer); its own worker's changes it always sees.
+/// by at most (workers − 1) × (`DEFER_MAX` − 1), for a millisecond or two (a worker thread
+/// with deferred changes flushes them every millisecond, and sleeps at most that long); its
+/// own worker's changes it always sees.
 pub const DEFER_MAX: i32 = 8;
 
 thread_local! {
     /// The worker whose counts this thread defers ([`defer_counts`]), or `usize::MAX`.
     static DEFERRING: Cell<usize> = const { Cell::new(usize::MAX) };
-    /// Whether this thread deferred a change since its last [`take_deferred`].
-    static DEFERRED: Cell<bool> = const { Cell::new(false) };
 }
 
 /// From now on, changes this thread makes to realservers' active and inactive counts are
-/// deferred in `worker`'s shards (a worker thread, around its worker's round; the worker's
-/// index is its shard's), or, with None, made to the shared counts at once (the default:
-/// the control thread and tests). A worker's shards have one writer: the thread running it.
+/// deferred in `worker`'s shards (a worker thread, around its worker's round, when there are
+/// several worker threads; the worker's index is its shard's), or, with None, made to the
+/// shared counts at once (the default: a lone worker thread, the control thread, tests). A
+/// worker's shards have one writer: the thread running it.
 pub fn defer_counts(worker: Option<usize>) {
-    // A lone worker (shards: it and the control thread's) has nobody to share the counts'
-    // cache line with: it counts at once.
-    let workers = SHARDS.load(Ordering::Relaxed).saturating_sub(1);
-    DEFERRING.set(worker.filter(|_| workers > 1).unwrap_or(usize::MAX));
+    DEFERRING.set(worker.unwrap_or(usize::MAX));
 }
 
 /// Whether this thread defers its connection-count changes (one thread-local read: the test
@@ -77,10 +75,21 @@ pub(crate) fn deferring() -> bool {
     DEFERRING.get() != usize::MAX
 }
 
-/// Whether this thread deferred a change since the last call (then it should flush its
-/// workers' shards: [`crate::core::service::Snapshot::flush_deferred_counts`]).
-pub fn take_deferred() -> bool {
-    DEFERRED.replace(false)
+/// The worker this thread defers for ([`defer_counts`]).
+#[inline(always)]
+pub(crate) fn deferring_worker() -> usize {
+    DEFERRING.get()
+}
+
+/// What [`DestCounters::defer`] did with a change.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Deferred {
+    /// This thread does not defer: the caller changes the shared count.
+    No,
+    /// Deferred; the realserver is on the thread's list to flush already.
+    Listed,
+    /// Deferred; the caller must put the realserver on the thread's list.
+    ListNow,
 }
 
 /// Adds `n` to a counter only this worker writes.
@@ -161,13 +170,13 @@ impl DestCounters {
 
     /// Adds `d` to the active (`active`) or inactive count for this thread's worker, if it
     /// defers ([`defer_counts`]); once the worker's deferred total reaches [`DEFER_MAX`]
-    /// either way, it goes to `shared`. Returns false if it does not defer (the caller changes
-    /// `shared` itself).
+    /// either way, it goes to `shared`. Says whether it deferred, and whether the realserver
+    /// must now go on the thread's list of those to flush.
     #[inline(always)]
-    pub(crate) fn defer(&self, active: bool, d: i32, shared: &AtomicU32) -> bool {
+    pub(crate) fn defer(&self, active: bool, d: i32, shared: &AtomicU32) -> Deferred {
         let w = DEFERRING.get();
         if !self.defers(w) {
-            return false;
+            return Deferred::No;
         }
         let s = &self.shards[w];
         let p = if active { &s.active } else { &s.inactive };
@@ -178,9 +187,13 @@ impl DestCounters {
             shared.fetch_add(v as u32, Ordering::Relaxed);
         } else {
             p.store(v, Ordering::Relaxed);
-            DEFERRED.set(true);
         }
-        true
+        if s.listed.load(Ordering::Relaxed) {
+            Deferred::Listed
+        } else {
+            s.listed.store(true, Ordering::Relaxed);
+            Deferred::ListNow
+        }
     }
 
     /// This thread's worker's deferred changes (active, inactive); zeros if it does not
@@ -208,13 +221,14 @@ impl DestCounters {
         })
     }
 
-    /// Adds this thread's worker's deferred changes to the shared counts.
-    pub(crate) fn flush_deferred(&self, active: &AtomicU32, inactive: &AtomicU32) {
-        let w = DEFERRING.get();
+    /// Adds worker `w`'s deferred changes to the shared counts (by its thread, which listed
+    /// the realserver).
+    pub(crate) fn flush_deferred(&self, w: usize, active: &AtomicU32, inactive: &AtomicU32) {
         if !self.defers(w) {
             return;
         }
         let s = &self.shards[w];
+        s.listed.store(false, Ordering::Relaxed);
         for (p, shared) in [(&s.active, active), (&s.inactive, inactive)] {
             let v = p.load(Ordering::Relaxed);
             if v != 0 {

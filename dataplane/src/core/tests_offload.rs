@@ -398,6 +398,9 @@ fn a_realserver_that_leaves_takes_its_offloaded_connections_back() {
             // workers, until it ends.
             assert_eq!(v, Verdict::Tx(1));
             assert_eq!(c.tables().len(), 1);
+            let mut f = client_seg(41020, ACK);
+            assert_eq!(c.process(t(4), &next, &mut f, 0), Verdict::Tx(1));
+            assert_eq!(tuple::<Ipv4Addr>(&f).2, super::tests::RIP1, "still to RIP1");
         }
     }
 }
