@@ -3,7 +3,9 @@
 # service -s wlc with only rs1; 5 idle connections held open to rs1
 # (ActiveConn 5); rs2 added with `xlvsadm -a`; then 50 new sequential
 # requests must ALL go to rs2 (rs1's overhead 5*256 stays above rs2's).
-# Needs root and target/release/{xlvsd,xlvsadm}. Prints PASS/FAIL wlc.
+# The closed 50 then count on rs2 as inactive, exactly (ActiveConn 0, InActConn 50).
+# WLC_XLVSD_ARGS adds xlvsd arguments (wlc_threads.sh: a thread per socket, whose workers
+# defer their count changes). Needs root and target/release/{xlvsd,xlvsadm}. Prints PASS/FAIL.
 set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 # shellcheck source=../lib/testlib.sh
@@ -20,7 +22,9 @@ lab_nginx "$ID" rs2 80 || fail "lab_nginx rs2"
 write_rules "$D/rules" \
   "-A -t $LAB_VIP:80 -s wlc" \
   "-a -t $LAB_VIP:80 -r $LAB_RS1_IP:80 -m -w 1"
-start_xlvsd "$ID" --iface ext0 --iface int0 --rules "$D/rules"
+# shellcheck disable=SC2206 # word splitting wanted: extra arguments
+EXTRA=(${WLC_XLVSD_ARGS:-})
+start_xlvsd "$ID" --iface ext0 --iface int0 --rules "$D/rules" "${EXTRA[@]}"
 SVC="TCP $LAB_VIP:80"
 
 # Idle holders: connect, send nothing. nginx keeps such a connection for
@@ -66,6 +70,18 @@ $L"
 ac=$(lvs_dest_field "$L" "$SVC" "$LAB_RS1_IP:80" ActiveConn)
 [ "$ac" = "$HOLDERS" ] || fail "rs1 ActiveConn dropped to '$ac' during the test; listing:
 $L"
+# The 50 closed connections are listed as inactive on rs2 (TIME_WAIT, CLOSE...), once the
+# last FINs went through (bounded: 5 s).
+for ((i = 0; i < 25; i++)); do
+  L=$(xadm "$ID" -L -n)
+  a2=$(lvs_dest_field "$L" "$SVC" "$LAB_RS2_IP:80" ActiveConn)
+  i2=$(lvs_dest_field "$L" "$SVC" "$LAB_RS2_IP:80" InActConn)
+  [ "$a2" = 0 ] && [ "$i2" = 50 ] && break
+  sleep 0.2
+done
+[ "$a2" = 0 ] && [ "$i2" = 50 ] || fail "rs2 lists ActiveConn '$a2' InActConn '$i2' after 50 closed connections, want 0 and 50; listing:
+$L"
+log "rs2 after the 50: ActiveConn $a2, InActConn $i2"
 
 for p in "${TEST_BG_PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
 for p in "${TEST_BG_PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
