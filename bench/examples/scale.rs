@@ -48,21 +48,7 @@ fn main() {
     let room = flows as usize + if mode == Mode::Syn { 2 * packets } else { 0 };
     let (mut core, snap) = setup(fwd, room.next_power_of_two().max(1 << 16));
     let t0 = StdInstant::now();
-    let mut opened = 0usize;
-    // Each flow's realserver (the last octet of its address), for the replies.
-    let mut rs = vec![0u8; flows as usize];
-    // Each SYN is the template with flow i's source (no etherparse per flow, so 10 M opens
-    // are quick).
-    let mut f = client_frame(0, SYN);
-    for i in 0..flows {
-        set_client(&mut f, i);
-        let mut g = f.clone();
-        opened += matches!(
-            core.process(Instant(1), &snap, &mut g, 0),
-            xlvs_dataplane::core::Verdict::Tx(_)
-        ) as usize;
-        rs[i as usize] = g[33];
-    }
+    let (opened, rs) = open_flows(&mut core, &snap, flows);
     eprintln!(
         "{which}: {opened} of {flows} connections opened in {:.1} s",
         t0.elapsed().as_secs_f64()

@@ -19,7 +19,7 @@ use std::time::Instant as StdInstant;
 use xlvs_bench::*;
 use xlvs_dataplane::core::service::{Fwd, Snapshot};
 use xlvs_dataplane::core::{Core, Instant, Verdict};
-use xlvs_dataplane::wire::tcp::{ACK, SYN};
+use xlvs_dataplane::wire::tcp::ACK;
 
 fn main() {
     let mut args = std::env::args().skip(1);
@@ -43,18 +43,8 @@ fn main() {
         (flows as usize).next_power_of_two().max(1 << 16),
         threads,
     );
-    // Open the flows; keep each one's realserver (the last octet of its address).
-    let mut rs = vec![0u8; flows as usize];
-    let mut syn = client_frame(0, SYN);
-    for i in 0..flows {
-        set_client(&mut syn, i);
-        let mut g = syn.clone();
-        assert!(matches!(
-            core.process(Instant(1), &snap, &mut g, 0),
-            Verdict::Tx(_)
-        ));
-        rs[i as usize] = g[33];
-    }
+    let (opened, rs) = open_flows(&mut core, &snap, flows);
+    assert_eq!(opened, flows as usize, "every flow opened");
     let tables = core.tables().clone();
     drop(core);
     let snap = Arc::new(snap);

@@ -854,7 +854,7 @@ impl WorkerThread {
                 busy |= w.round(now, &mut rx_descs, &mut comp_descs, &mut wake);
             }
             stats::defer_counts(None);
-            if now >= flush_at && service::deferred_counts_pending() {
+            if self.defer && now >= flush_at && service::deferred_counts_pending() {
                 service::flush_deferred_counts();
                 flush_at = now + std::time::Duration::from_millis(1);
             }
@@ -878,7 +878,7 @@ impl WorkerThread {
                 // nothing (in copy mode they come when the receiver frees its copy), so with
                 // some outstanding, sleep at most 1 ms instead of spinning on sendto().
                 // Deferred counts: back within a millisecond to flush them.
-                let outstanding = service::deferred_counts_pending()
+                let outstanding = (self.defer && service::deferred_counts_pending())
                     || self.workers.iter().any(|w| w.outstanding > 0);
                 let timeout = if outstanding {
                     1

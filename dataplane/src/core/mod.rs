@@ -189,6 +189,13 @@ struct Offloader {
     request: Option<offload::OffloadRequest>,
 }
 
+impl Offloader {
+    /// What [`Offloader::timeouts`] holds of a snapshot's timeouts.
+    fn timeouts_of(t: &service::Timeouts) -> (u32, u32) {
+        (t.tcp[TcpState::Established as usize], t.udp)
+    }
+}
+
 impl std::fmt::Debug for Offloader {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Offloader")
@@ -339,7 +346,7 @@ impl Core {
         let t = service::Timeouts::default();
         self.offload = seen.map(|seen| Offloader {
             seen,
-            timeouts: (t.tcp[TcpState::Established as usize], t.udp),
+            timeouts: Offloader::timeouts_of(&t),
             request: None,
         });
         self.offer_mask = if self.offload.is_some() { u8::MAX } else { 0 };
@@ -351,10 +358,7 @@ impl Core {
     /// reaches the others at their next packet). A no-op with the fast path off.
     pub fn note_timeouts(&mut self, snap: &Snapshot) {
         if let Some(o) = &mut self.offload {
-            o.timeouts = (
-                snap.timeouts.tcp[TcpState::Established as usize],
-                snap.timeouts.udp,
-            );
+            o.timeouts = Offloader::timeouts_of(&snap.timeouts);
         }
     }
 
@@ -1113,10 +1117,7 @@ fn request_offload<A: Addr>(
             due: ob.stored(ob.threshold()),
         });
         o.request = Some(offload::OffloadRequest { key: k, sync });
-        o.timeouts = (
-            snap.timeouts.tcp[TcpState::Established as usize],
-            snap.timeouts.udp,
-        );
+        o.timeouts = Offloader::timeouts_of(&snap.timeouts);
     }
 }
 

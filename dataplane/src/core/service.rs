@@ -224,16 +224,11 @@ impl DestState {
     /// ([`super::stats::DEFER_MAX`] − 1) each, for about a millisecond).
     #[inline(always)]
     fn seen(&self) -> (u64, u64) {
-        // A shared count is below zero (wrapped) while a worker holds the connections it
-        // ended elsewhere: read as signed, never below zero.
-        if !super::stats::deferring() {
-            let c = |shared: &AtomicU32| (shared.load(Ordering::Relaxed) as i32).max(0) as u64;
-            return (c(&self.active), c(&self.inactive));
-        }
-        let (da, di) = self.stats.own_deferred();
-        let c =
-            |shared: &AtomicU32, d: i32| (shared.load(Ordering::Relaxed) as i32 + d).max(0) as u64;
-        (c(&self.active, da), c(&self.inactive, di))
+        let (da, di) = super::stats::deferring().map_or((0, 0), |w| self.stats.deferred(w));
+        (
+            count(&self.active, da) as u64,
+            count(&self.inactive, di) as u64,
+        )
     }
 
     /// IPVS `ip_vs_dest_conn_overhead`: active × 256 + inactive, as this thread's scheduler
@@ -254,9 +249,7 @@ impl DestState {
     /// counts and every worker's deferred changes, for listings and counters.
     pub fn conns(&self) -> (u32, u32) {
         let (da, di) = self.stats.all_deferred();
-        let c =
-            |shared: &AtomicU32, d: i32| (shared.load(Ordering::Relaxed) as i32 + d).max(0) as u32;
-        (c(&self.active, da), c(&self.inactive, di))
+        (count(&self.active, da), count(&self.inactive, di))
     }
 
     /// IPVS `ip_vs_dest_totalconns`: active + inactive + templates, what thresholds compare.
@@ -281,11 +274,8 @@ impl DestState {
     /// threshold marks the realserver overloaded.
     #[inline]
     pub fn bind(self: &Arc<Self>, b: Binding) {
-        // Without an upper threshold, a worker defers the change (nothing to latch).
-        if super::stats::deferring()
-            && b != Binding::Template
-            && self.u_threshold.load(Ordering::Relaxed) == 0
-            && self.defer(b, 1)
+        if let Some(w) = self.deferring_for(b)
+            && self.defer(w, b, 1)
         {
             return;
         }
@@ -300,11 +290,9 @@ impl DestState {
     /// the lower threshold, or below 3/4 of the upper one when no lower one is set.
     #[inline]
     pub fn unbind(self: &Arc<Self>, b: Binding) {
-        if super::stats::deferring()
-            && b != Binding::Template
-            && self.u_threshold.load(Ordering::Relaxed) == 0
+        if let Some(w) = self.deferring_for(b)
             && !self.overloaded()
-            && self.defer(b, -1)
+            && self.defer(w, b, -1)
         {
             return;
         }
@@ -317,30 +305,41 @@ impl DestState {
     /// an overload.
     #[inline]
     pub fn rebind(self: &Arc<Self>, from: Binding, to: Binding) {
-        if super::stats::deferring()
+        // The total does not change: nothing to latch, even with a threshold.
+        if let Some(w) = super::stats::deferring()
             && from != Binding::Template
             && to != Binding::Template
-            && self.defer(from, -1)
+            && self.defer(w, from, -1)
         {
-            self.defer(to, 1);
+            self.defer(w, to, 1);
             return;
         }
         self.counter(from).fetch_sub(1, Ordering::Relaxed);
         self.counter(to).fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Defers a change of `d` to count `b` in this thread's worker's shard
-    /// ([`super::stats::defer_counts`]), listing the realserver for the thread's next flush
-    /// ([`flush_deferred_counts`]) when it is not listed yet. False if the thread does not
-    /// defer.
+    /// The worker whose shard this thread defers a new or ending connection's change to
+    /// count `b` in ([`super::stats::defer_counts`]): none for a template, or for a
+    /// realserver with an upper threshold (counted at once, so the overload latches exactly).
     #[inline(always)]
-    fn defer(self: &Arc<Self>, b: Binding, d: i32) -> bool {
+    fn deferring_for(&self, b: Binding) -> Option<usize> {
+        let w = super::stats::deferring()?;
+        (b != Binding::Template && self.u_threshold.load(Ordering::Relaxed) == 0).then_some(w)
+    }
+
+    /// Defers a change of `d` to count `b` in worker `w`'s shard, listing the realserver for
+    /// its thread's next flush ([`flush_deferred_counts`]) when it is not listed yet. False
+    /// if `w` does not defer (the control thread's shard, or one beyond the shards).
+    #[inline(always)]
+    fn defer(self: &Arc<Self>, w: usize, b: Binding, d: i32) -> bool {
         use super::stats::Deferred;
-        match self.stats.defer(b == Binding::Active, d, self.counter(b)) {
+        match self
+            .stats
+            .defer(w, b == Binding::Active, d, self.counter(b))
+        {
             Deferred::No => false,
             Deferred::Listed => true,
             Deferred::ListNow => {
-                let w = super::stats::deferring_worker();
                 TO_FLUSH.with(|l| l.borrow_mut().push((w, self.clone())));
                 true
             }
@@ -395,19 +394,20 @@ pub fn deferred_counts_pending() -> bool {
 /// counts ([`super::stats::defer_counts`]): a worker thread's, every millisecond while it has
 /// any. Its cost is one entry per realserver a worker changed since the last flush.
 pub fn flush_deferred_counts() {
-    let listed = TO_FLUSH.with(|l| std::mem::take(&mut *l.borrow_mut()));
-    for (w, d) in &listed {
-        d.stats.flush_deferred(*w, &d.active, &d.inactive);
-    }
-    // The list's buffer back, for the next changes.
+    // Flushing lists nothing, so the list stays borrowed (and keeps its buffer).
     TO_FLUSH.with(|l| {
-        let mut l = l.borrow_mut();
-        if l.is_empty() {
-            let mut listed = listed;
-            listed.clear();
-            *l = listed;
+        for (w, d) in l.borrow_mut().drain(..) {
+            d.stats.flush_deferred(w, &d.active, &d.inactive);
         }
     });
+}
+
+/// A shared count with a worker's or every worker's deferred changes `d`, read as signed: a
+/// shared count is below zero (wrapped) while a worker holds connections it ended that
+/// another counted. Never below zero.
+#[inline(always)]
+fn count(shared: &AtomicU32, d: i32) -> u32 {
+    (shared.load(Ordering::Relaxed) as i32 + d).max(0) as u32
 }
 
 /// A realserver of one service, as configured in this snapshot.

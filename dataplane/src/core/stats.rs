@@ -68,17 +68,12 @@ pub fn defer_counts(worker: Option<usize>) {
     DEFERRING.set(worker.unwrap_or(usize::MAX));
 }
 
-/// Whether this thread defers its connection-count changes (one thread-local read: the test
-/// the counts' readers and writers make first).
+/// The worker this thread defers its connection-count changes for ([`defer_counts`]), if
+/// any: one thread-local read, the first test of the counts' readers and writers.
 #[inline(always)]
-pub(crate) fn deferring() -> bool {
-    DEFERRING.get() != usize::MAX
-}
-
-/// The worker this thread defers for ([`defer_counts`]).
-#[inline(always)]
-pub(crate) fn deferring_worker() -> usize {
-    DEFERRING.get()
+pub(crate) fn deferring() -> Option<usize> {
+    let w = DEFERRING.get();
+    (w != usize::MAX).then_some(w)
 }
 
 /// What [`DestCounters::defer`] did with a change.
@@ -168,13 +163,12 @@ impl DestCounters {
         w < self.shards.len() - 1
     }
 
-    /// Adds `d` to the active (`active`) or inactive count for this thread's worker, if it
-    /// defers ([`defer_counts`]); once the worker's deferred total reaches [`DEFER_MAX`]
-    /// either way, it goes to `shared`. Says whether it deferred, and whether the realserver
-    /// must now go on the thread's list of those to flush.
+    /// Adds `d` to worker `w`'s deferred active (`active`) or inactive count
+    /// ([`defer_counts`]); once its total reaches [`DEFER_MAX`] either way, it goes to
+    /// `shared`. Says whether it deferred, and whether the realserver must now go on the
+    /// thread's list of those to flush.
     #[inline(always)]
-    pub(crate) fn defer(&self, active: bool, d: i32, shared: &AtomicU32) -> Deferred {
-        let w = DEFERRING.get();
+    pub(crate) fn defer(&self, w: usize, active: bool, d: i32, shared: &AtomicU32) -> Deferred {
         if !self.defers(w) {
             return Deferred::No;
         }
@@ -196,11 +190,10 @@ impl DestCounters {
         }
     }
 
-    /// This thread's worker's deferred changes (active, inactive); zeros if it does not
-    /// defer. What its own scheduler adds to the shared counts.
+    /// Worker `w`'s deferred changes (active, inactive), if any: what its own scheduler adds
+    /// to the shared counts.
     #[inline(always)]
-    pub(crate) fn own_deferred(&self) -> (i32, i32) {
-        let w = DEFERRING.get();
+    pub(crate) fn deferred(&self, w: usize) -> (i32, i32) {
         if !self.defers(w) {
             return (0, 0);
         }
