@@ -645,7 +645,7 @@ mod tests {
             dport,
             proto,
         };
-        let key = flow_key(&tuple(40000, VIP, 80, PROTO_TCP)).unwrap();
+        let key = flow_key(&tuple(40000, VIP, 80, PROTO_TCP));
         let req = |key| OffloadRequest { key, sync: None };
         let e = entry(&req(key), &rewritten(ACK, b"first"), (0, 0), 1).expect("an entry");
         assert!(map.update(&key, &e));
@@ -686,7 +686,7 @@ mod tests {
             );
             vlan_tagged(&f, 42)
         };
-        let tkey = flow_key(&tuple(40002, VIP, 80, PROTO_TCP)).unwrap();
+        let tkey = flow_key(&tuple(40002, VIP, 80, PROTO_TCP));
         let te = entry(&req(tkey), &trewritten(b"first"), (0, 0), 1)
             .expect("an entry for a tagged frame");
         assert!(map.update(&tkey, &te));
@@ -732,7 +732,7 @@ mod tests {
             h
         });
         want[24..26].copy_from_slice(&ip_ck.to_be_bytes());
-        let ukey = flow_key(&tuple(5353, VIP, 53, PROTO_UDP)).unwrap();
+        let ukey = flow_key(&tuple(5353, VIP, 53, PROTO_UDP));
         let ue = entry(&req(ukey), &want, (0, 0), 1).expect("a UDP entry");
         assert!(map.update(&ukey, &ue));
         let (action, out) = x.test_run_out(&dgram((VIP, 53), EXT_MAC), 1, 0).unwrap();
@@ -746,7 +746,7 @@ mod tests {
         assert_eq!(out[40..42], [0, 0], "no checksum stays none");
         // More entries than one batch read takes: each read once.
         for p in 0..3000u16 {
-            let k = flow_key(&tuple(10_000 + p, VIP, 80, PROTO_TCP)).unwrap();
+            let k = flow_key(&tuple(10_000 + p, VIP, 80, PROTO_TCP));
             assert!(map.update(&k, &ue));
         }
         let t = std::time::Instant::now();
@@ -756,6 +756,162 @@ mod tests {
         all.sort_by_key(|k| (k.sport, k.proto));
         all.dedup();
         assert_eq!(all.len(), 3002, "an entry read twice");
+    }
+
+    /// The fast path over IPv6: the program rewrites a TCP segment and a UDP datagram as
+    /// the core did (hop limit down one, addresses, ports, MACs, the TCP or UDP checksum by
+    /// the entry's delta), with or without an 802.1Q tag, counts IP lengths (the 40-byte
+    /// header and the payload), and leaves a hop limit of 1, a FIN, a payload length the
+    /// frame does not hold and a segment with an extension header to the workers.
+    #[test]
+    fn the_fast_path_rewrites_ipv6_as_the_core_did() {
+        if !root() {
+            eprintln!("skipped: loading an XDP program needs root");
+            return;
+        }
+        use std::net::Ipv6Addr;
+        use xlvs_dataplane::core::conn::ConnKey;
+        use xlvs_dataplane::core::offload::{OffloadRequest, flow_key};
+        use xlvs_dataplane::offload_map::{OffloadMap, entry};
+        use xlvs_dataplane::wire::tcp::FIN;
+        const VIP6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0x100);
+        const CIP6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 7);
+        const RIP6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x10, 0, 0, 0, 0, 0, 0x11);
+        const REDIRECT: u32 = 4;
+        const DROP: u32 = 1;
+        let mut x = XdpSteering::load(None).expect("load");
+        x.set_keys(
+            &[
+                L4Key::v6(VIP6.octets(), 80, PROTO_TCP),
+                L4Key::v6(VIP6.octets(), 53, PROTO_UDP),
+            ],
+            &[],
+            &[],
+        )
+        .unwrap();
+        x.set_iface(1, 0, 1).unwrap();
+        x.set_egress(&[Egress::Port(0)]).unwrap();
+        let map = OffloadMap::new(x.offload_fd());
+        let seg = |sport, flags, hops, payload: &[u8]| {
+            tcp_frame(
+                CLIENT_MAC,
+                EXT_MAC,
+                (CIP6, sport),
+                (VIP6, 80),
+                flags,
+                hops,
+                payload,
+            )
+        };
+        // What the core made of it: DNAT to RIP6:8080, hop limit down one, the realserver's
+        // MAC.
+        let rewritten = |sport, payload: &[u8]| {
+            tcp_frame(
+                EXT_MAC,
+                INT_MAC,
+                (CIP6, sport),
+                (RIP6, 8080),
+                ACK,
+                63,
+                payload,
+            )
+        };
+        let key = |sport, dport, proto| {
+            flow_key(&ConnKey {
+                src: CIP6,
+                dst: VIP6,
+                sport,
+                dport,
+                proto,
+            })
+        };
+        let req = |key| OffloadRequest { key, sync: None };
+        let k = key(40000, 80, PROTO_TCP);
+        let e = entry(&req(k), &rewritten(40000, b"first"), (0, 0), 1).expect("an entry");
+        assert!(map.update(&k, &e));
+        for payload in [&b"second"[..], b"", b"a longer payload, odd length"] {
+            let (action, out) = x.test_run_out(&seg(40000, ACK, 64, payload), 1, 0).unwrap();
+            assert_eq!(action, REDIRECT, "{payload:?}");
+            assert_eq!(out, rewritten(40000, payload), "{payload:?}");
+        }
+        let v = map.lookup(&k).unwrap();
+        assert_eq!(
+            (v.packets, v.bytes),
+            (3, 3 * (40 + 20) + 6 + 28),
+            "IP lengths counted"
+        );
+        assert!(v.last_ns > 0);
+        // To the workers (here: no socket, dropped as steered), uncounted.
+        assert_eq!(
+            x.test_run(&seg(40000, FIN | ACK, 64, b""), 1, 0).unwrap(),
+            DROP
+        );
+        assert_eq!(x.test_run(&seg(40000, ACK, 1, b""), 1, 0).unwrap(), DROP);
+        let mut long = seg(40000, ACK, 64, b"short");
+        long[18..20].copy_from_slice(&1400u16.to_be_bytes());
+        assert_eq!(x.test_run(&long, 1, 0).unwrap(), DROP);
+        // A hop-by-hop options header (8 bytes of padding) before the TCP header.
+        let mut hbh = seg(40000, ACK, 64, b"x");
+        let plen = u16::from_be_bytes([hbh[18], hbh[19]]) + 8;
+        hbh[18..20].copy_from_slice(&plen.to_be_bytes());
+        hbh[20] = 0;
+        hbh.splice(54..54, [PROTO_TCP, 0, 1, 4, 0, 0, 0, 0]);
+        assert_eq!(x.test_run(&hbh, 1, 0).unwrap(), 2, "passed to the kernel");
+        assert_eq!(map.lookup(&k).unwrap().packets, 3);
+        // One 802.1Q tag, kept.
+        let tk = key(40002, 80, PROTO_TCP);
+        let te = entry(
+            &req(tk),
+            &vlan_tagged(&rewritten(40002, b"first"), 42),
+            (0, 0),
+            1,
+        )
+        .expect("an entry for a tagged frame");
+        assert!(map.update(&tk, &te));
+        let (action, out) = x
+            .test_run_out(&vlan_tagged(&seg(40002, ACK, 64, b"tagged"), 42), 1, 0)
+            .unwrap();
+        assert_eq!(action, REDIRECT);
+        assert_eq!(out, vlan_tagged(&rewritten(40002, b"tagged"), 42));
+        // UDP: the checksum, mandatory over IPv6, follows the rewrite.
+        let dgram = |dst: (Ipv6Addr, u16), mac| udp_frame(CLIENT_MAC, mac, (CIP6, 5353), dst, b"q");
+        let mut want = dgram((RIP6, 5300), INT_MAC);
+        want[6..12].copy_from_slice(&EXT_MAC);
+        want[21] = 63;
+        let uk = key(5353, 53, PROTO_UDP);
+        let ue = entry(&req(uk), &want, (0, 0), 1).expect("a UDP entry");
+        assert!(map.update(&uk, &ue));
+        let (action, out) = x.test_run_out(&dgram((VIP6, 53), EXT_MAC), 1, 0).unwrap();
+        assert_eq!(action, REDIRECT);
+        assert_eq!(out, want);
+        assert_eq!(x.counters()[3], 5, "offloaded frames counted");
+        // A sync master's count: the frame the sync rule picks (here the next) goes to the
+        // worker, the entry holding its TCP sequence number as the mark.
+        let sk = key(40004, 80, PROTO_TCP);
+        let sync = xlvs_dataplane::core::offload::SyncCount {
+            pkts: 0,
+            period: 0,
+            due: 1,
+        };
+        let se = entry(
+            &OffloadRequest {
+                key: sk,
+                sync: Some(sync),
+            },
+            &rewritten(40004, b"first"),
+            (0, 0),
+            1,
+        )
+        .unwrap();
+        assert!(map.update(&sk, &se));
+        assert_eq!(x.test_run(&seg(40004, ACK, 64, b"1"), 1, 0).unwrap(), DROP);
+        assert_eq!(
+            map.lookup(&sk).unwrap().handed,
+            1000,
+            "the segment's sequence number"
+        );
+        let (action, _) = x.test_run_out(&seg(40004, ACK, 64, b"2"), 1, 0).unwrap();
+        assert_eq!(action, REDIRECT);
     }
 
     /// While a sync master runs, the program counts a client direction's frames as the
@@ -790,8 +946,7 @@ mod tests {
             sport: 40000,
             dport: 80,
             proto: PROTO_TCP,
-        })
-        .unwrap();
+        });
         let rewritten = tcp_frame(EXT_MAC, INT_MAC, (CIP, 40000), (RIP, 8080), ACK, 63, b"x");
         // Offered at the 2nd client packet (the handshake's ACK).
         let req = OffloadRequest {

@@ -1147,10 +1147,7 @@ impl Worker {
             _ => {
                 // The workers keep the connection (its frames reach them, unmarked).
                 self.stats.offload_refused.fetch_add(1, Ordering::Relaxed);
-                self.core
-                    .tables()
-                    .v4
-                    .keep_flow(&crate::core::offload::conn_key_v4(&req.key));
+                self.core.tables().keep_flow(&req.key);
             }
         }
     }
@@ -1162,48 +1159,19 @@ impl Worker {
         let Some(map) = &self.offload else {
             return false;
         };
-        let t = &self.core.tables().v4;
-        if t.take_unoffload_overflow() {
+        let tables = self.core.tables();
+        if tables.v4.take_unoffload_overflow() | tables.v6.take_unoffload_overflow() {
             let n = map.clear();
             log::warn!(
                 "the queue of offloaded connections to take back overflowed: emptied the XDP fast path's map ({n} entries); their connections go through the workers from now on"
             );
         }
-        let mut any = false;
         // Loaded once for the round, and only if there is something to take back.
         let mut snap = None;
-        for _ in 0..INJECT_BUDGET {
-            let Some(u) = t.take_unoffloaded() else { break };
-            let snap = snap.get_or_insert_with(|| self.snapshot.load());
-            // What the program forwarded goes to the control thread, which counts it for the
-            // realserver less what it counted while the entry lived.
-            let v = map.lookup(&u.key);
-            map.delete(&u.key);
-            if let Some(v) = v {
-                // A connection the workers keep from now on lives its timeout from the
-                // program's last frame of it, not from the last the workers saw.
-                if v.last_ns != 0 {
-                    t.extend_from(&crate::core::offload::conn_key_v4(&u.key), |c| {
-                        let timeout = crate::core::events::state_timeout(c, snap);
-                        (tick_ceil(Instant(v.last_ns)), timeout)
-                    });
-                }
-                let f = crate::core::offload::Final {
-                    key: u.key,
-                    filed_ns: v.filed_ns,
-                    dest: u.dest,
-                    out: u.out,
-                    packets: v.packets,
-                    ip_bytes: v.bytes,
-                };
-                // A full queue (over 65 536 offloaded directions ending within a second)
-                // loses what the control thread had not counted yet of this one, rather
-                // than count what it had twice.
-                let _ = t.push_offload_final(f);
-            }
-            any = true;
-        }
-        any
+        let load = || self.snapshot.load_full();
+        let n = take_back(&tables.v4, map, &mut snap, &load, INJECT_BUDGET);
+        let n = n + take_back(&tables.v6, map, &mut snap, &load, INJECT_BUDGET - n);
+        n > 0
     }
 
     /// Inserts up to [`INJECT_BUDGET`] entries from outside with our core (their expiry is
@@ -1314,6 +1282,49 @@ impl Worker {
         }
         false
     }
+}
+
+/// Removes the XDP entries of up to `budget` connections of one family that changed state
+/// or left the table (any worker's: the queue is the table's); returns how many.
+fn take_back<A: crate::core::addr::Addr>(
+    t: &crate::core::conn::ConnTable<A>,
+    map: &OffloadMap,
+    snap: &mut Option<Arc<Snapshot>>,
+    load: &impl Fn() -> Arc<Snapshot>,
+    budget: usize,
+) -> usize {
+    let mut n = 0;
+    while n < budget {
+        let Some(u) = t.take_unoffloaded() else { break };
+        n += 1;
+        let snap = snap.get_or_insert_with(load);
+        // What the program forwarded goes to the control thread, which counts it for the
+        // realserver less what it counted while the entry lived.
+        let v = map.lookup(&u.key);
+        map.delete(&u.key);
+        let Some(v) = v else { continue };
+        // A connection the workers keep from now on lives its timeout from the program's
+        // last frame of it, not from the last the workers saw.
+        if v.last_ns != 0 {
+            t.extend_from(&u.key, |c| {
+                let timeout = crate::core::events::state_timeout(c, snap);
+                (tick_ceil(Instant(v.last_ns)), timeout)
+            });
+        }
+        let f = crate::core::offload::Final {
+            key: u.key,
+            filed_ns: v.filed_ns,
+            dest: u.dest,
+            out: u.out,
+            packets: v.packets,
+            ip_bytes: v.bytes,
+        };
+        // A full queue (over 65 536 offloaded directions ending within a second) loses what
+        // the control thread had not counted yet of this one, rather than count what it had
+        // twice.
+        let _ = t.push_offload_final(f);
+    }
+    n
 }
 
 #[cfg(test)]

@@ -14,8 +14,8 @@ use std::collections::HashMap;
 
 use xlvs_common::{FlowKey, Offload};
 
-use crate::core::conn::{ConnTable, Side};
-use crate::core::offload::{Final, conn_key_v4};
+use crate::core::conn::Tables;
+use crate::core::offload::Final;
 use crate::core::service::DestState;
 
 /// What has been counted of one entry (a tuple, filed at a time).
@@ -57,23 +57,20 @@ impl FastCredit {
     /// than its final ones, so nothing is counted twice. Returns the packets counted.
     pub fn pass<I: IntoIterator<Item = (FlowKey, Offload)>>(
         &mut self,
-        table: &ConnTable<std::net::Ipv4Addr>,
+        tables: &Tables,
         read: impl FnOnce() -> I,
     ) -> u64 {
         self.passes += 1;
         let mut counted = 0;
-        while let Some(f) = table.take_offload_final() {
+        while let Some(f) = tables.take_offload_final() {
             counted += self.final_figures(&f);
         }
         for (key, v) in read() {
             // The realserver and direction are the connection's; an entry whose connection
             // is gone is on its way out, and its final figures will come.
-            let Some(mut found) = table.lookup(&conn_key_v4(&key)) else {
+            let Some((dest, out)) = tables.flow_dest(&key) else {
                 continue;
             };
-            let out = found.side == Side::Out;
-            let dest = found.conn().dest.clone();
-            drop(found);
             let c = self.counted.entry((key, v.filed_ns)).or_default();
             counted += c.credit(&dest, out, v.packets, v.bytes);
             c.packets = c.packets.max(v.packets);
@@ -130,7 +127,6 @@ mod tests {
             dport: dst.1,
             proto: 6,
         })
-        .unwrap()
     }
 
     /// An entry that forwarded `packets` 64-byte frames (50 bytes of IP each), filed at
@@ -157,11 +153,8 @@ mod tests {
             core.process(Instant(1), &snap, &mut syn, 0),
             Verdict::Tx(_)
         ));
-        let t = &tables.v4;
-        let dest = t
-            .lookup(&conn_key_v4(&key((CIP, 40000), (VIP, 80))))
-            .map(|mut f| f.conn().dest.clone())
-            .unwrap();
+        let t = &*tables;
+        let (dest, _) = t.flow_dest(&key((CIP, 40000), (VIP, 80))).unwrap();
         let base = dest.stats.totals();
         let totals = || {
             let n = dest.stats.totals();
@@ -179,7 +172,7 @@ mod tests {
         assert_eq!(c.pass(t, || [(inn, entry(15, 5)), (out, entry(4, 6))]), 5);
         assert_eq!(totals(), (15, 15 * 50, 4));
         // The worker removed the client entry after 20 frames.
-        t.push_offload_final(Final {
+        t.v4.push_offload_final(Final {
             key: inn,
             filed_ns: 5,
             dest: dest.clone(),

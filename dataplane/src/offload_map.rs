@@ -205,9 +205,10 @@ impl OffloadSeen for OffloadMap {
 }
 
 /// The entry that repeats, for every later frame of its direction, what the core did to
-/// `frame` (IPv4 TCP or UDP without options, untagged or with one 802.1Q tag, as the XDP
-/// program takes them), whose tuple was `key` before, to go out of logical interface
-/// `egress` on the port the bond's transmit hash `hash` picks. None for any other frame.
+/// `frame` (IPv4 TCP or UDP without options, or IPv6 TCP or UDP without extension headers;
+/// untagged or with one 802.1Q tag, as the XDP program takes them), whose tuple was `key`
+/// before, to go out of logical interface `egress` on the port the bond's transmit hash
+/// `hash` picks. None for any other frame, or one of the other family than the key's.
 pub fn entry(
     req: &OffloadRequest,
     frame: &[u8],
@@ -216,32 +217,62 @@ pub fn entry(
 ) -> Option<Offload> {
     let key = &req.key;
     // Untagged, or one 802.1Q tag (which the program leaves as it is).
-    let Ok((ethernet::EtherType::Ipv4, ip)) = ethernet::payload(frame) else {
-        return None;
+    let (ethertype, ip) = ethernet::payload(frame).ok()?;
+    // Where the addresses, the protocol and the TCP or UDP header are, and how long the
+    // addresses are.
+    let (addrs, l4, alen) = match (ethertype, key.family) {
+        (ethernet::EtherType::Ipv4, xlvs_common::FAMILY_IPV4) => {
+            let h = frame.get(ip..ip + 20)?;
+            if h[0] != 0x45 || h[9] != key.proto {
+                return None;
+            }
+            (ip + 12, ip + 20, 4)
+        }
+        (ethernet::EtherType::Ipv6, xlvs_common::FAMILY_IPV6) => {
+            let h = frame.get(ip..ip + 40)?;
+            if h[0] >> 4 != 6 || h[6] != key.proto {
+                return None;
+            }
+            (ip + 8, ip + 40, 16)
+        }
+        _ => return None,
     };
-    let l4 = ip + 20;
     let l4_len = if key.proto == xlvs_common::PROTO_UDP {
         8
     } else {
         18
     };
-    if frame.len() < l4 + l4_len || frame[ip] != 0x45 || frame[ip + 9] != key.proto {
+    if frame.len() < l4 + l4_len {
         return None;
     }
-    let w32 = |b: &[u8]| u32::from_be_bytes([b[0], b[1], b[2], b[3]]);
+    let (new_src, new_dst) = (
+        &frame[addrs..addrs + alen],
+        &frame[addrs + alen..addrs + 2 * alen],
+    );
     let be16 = |p: u16| u16::from_be_bytes(p.to_ne_bytes());
-    let (old_src, old_dst) = (w32(&key.src[..4]), w32(&key.dst[..4]));
-    let (new_src, new_dst) = (w32(&frame[ip + 12..]), w32(&frame[ip + 16..]));
     let sport = u16::from_ne_bytes([frame[l4], frame[l4 + 1]]);
     let dport = u16::from_ne_bytes([frame[l4 + 2], frame[l4 + 3]]);
-    let addrs = checksum::delta32(old_src, new_src) + checksum::delta32(old_dst, new_dst);
+    // The addresses' words, old and new: what both checksums' deltas are made of.
+    fn words(a: &[u8]) -> impl Iterator<Item = u16> + '_ {
+        a.chunks_exact(2).map(|w| u16::from_be_bytes([w[0], w[1]]))
+    }
+    let addrs_delta: u32 = words(&key.src[..alen])
+        .chain(words(&key.dst[..alen]))
+        .zip(words(new_src).chain(words(new_dst)))
+        .map(|(o, n)| checksum::delta16(o, n))
+        .sum();
     let mut e = Offload {
         egress: egress as u32,
         hash,
         sport,
         dport,
-        ip_delta: addrs + checksum::TTL_DEC,
-        l4_delta: addrs
+        // IPv6's header has no checksum: the program leaves `ip_delta` unused there.
+        ip_delta: if alen == 4 {
+            addrs_delta + checksum::TTL_DEC
+        } else {
+            0
+        },
+        l4_delta: addrs_delta
             + checksum::delta16(be16(key.sport), be16(sport))
             + checksum::delta16(be16(key.dport), be16(dport)),
         filed_ns,
@@ -255,8 +286,8 @@ pub fn entry(
     }
     e.dst_mac.copy_from_slice(&frame[0..6]);
     e.src_mac.copy_from_slice(&frame[6..12]);
-    e.src.copy_from_slice(&frame[ip + 12..ip + 16]);
-    e.dst.copy_from_slice(&frame[ip + 16..ip + 20]);
+    e.src[..alen].copy_from_slice(new_src);
+    e.dst[..alen].copy_from_slice(new_dst);
     Some(e)
 }
 
@@ -289,8 +320,7 @@ mod tests {
             sport: 40000,
             dport: 80,
             proto: 6,
-        })
-        .unwrap();
+        });
         let req = OffloadRequest { key, sync: None };
         let e = entry(&req, &after, (3, 0xabcd), 1).unwrap();
         let ck = |f: &[u8], at: usize| u16::from_be_bytes([f[at], f[at + 1]]);
@@ -304,7 +334,7 @@ mod tests {
             ck(&after, 50),
             "TCP checksum"
         );
-        assert_eq!(e.dst, [10, 10, 0, 11]);
+        assert_eq!(e.dst[..4], [10, 10, 0, 11]);
         assert_eq!(e.dport.to_ne_bytes(), 8080u16.to_be_bytes());
         assert_eq!((e.egress, e.hash), (3, 0xabcd));
         // A frame with one 802.1Q tag: the same rewrite (the tag stays).

@@ -13,12 +13,13 @@
 //!    services, sync multicast, fragments of the kernel's own traffic, IPv6 with other
 //!    extension headers, ...) → `XDP_PASS`.
 //!
-//! A steered TCP or UDP frame of an offloaded connection (`xlvsd --offload`: the `OFFLOAD` map, which
-//! the workers fill once a connection is established) is rewritten here as the worker did it
-//! for the connection's first frames (MACs, addresses, ports, TTL, checksums by precomputed
-//! deltas) and sent out of its interface with `bpf_redirect`, without a round trip through
-//! userspace. SYN, FIN and RST, fragments, IP options, VLAN tags and TTL 1 still go to the
-//! workers, so TCP state and timeouts stay theirs.
+//! A steered TCP or UDP frame of an offloaded connection (the fast path, `xlvsd --offload`:
+//! the `OFFLOAD` map, which the workers fill once a connection is established), IPv4 or IPv6,
+//! is rewritten here as the worker did it for the connection's first frames (MACs,
+//! addresses, ports, TTL or hop limit, checksums by precomputed deltas) and sent out of its
+//! interface with `bpf_redirect`, without a round trip through userspace. SYN, FIN and RST,
+//! fragments, IPv4 options, IPv6 extension headers and a TTL or hop limit of 1 still go to
+//! the workers, so TCP state and timeouts stay theirs.
 //!
 //! Other redirects go to the XSKMAP entry of the frame's RX queue inside the interface's block.
 //! A frame that is steered but cannot be delivered (an empty entry: xlvsd not running, or
@@ -45,7 +46,7 @@ use rt::{fold, ptr_at};
 use xlvs_common::{
     AddrKey, COUNTERS, Counter, EgressPorts, FAMILY_IPV4, FAMILY_IPV6, FRAGS_MAX, FlowKey, FragKey,
     IfaceSlot, L4Key, LOCAL_ADDRS_MAX, MAX_IFACES, MAX_STEER_KEYS, OFFLOAD_MAX, Offload,
-    PROTO_ICMP, PROTO_TCP, PROTO_UDP, SteerValue, XSK_SLOTS, handoff_mark,
+    PROTO_ICMP, PROTO_TCP, PROTO_UDP, SteerValue, XSK_SLOTS, handoff_mark, handoff_mark6,
 };
 
 /// AF_XDP sockets, one per (interface slot, RX queue).
@@ -263,53 +264,134 @@ fn offloaded<const L3: usize>(
         if ip[8] <= 1 || total < IPV4_HLEN + 8 || L3 + total > ctx.data_end() - ctx.data() {
             return None;
         }
-        // The port, as the workers choose it: a bond's member by the flow's transmit hash
-        // over the members usable now. None the program may use: the worker takes it.
-        let copy = *EGRESS_GEN.get(0)? & 1;
-        let out = EGRESS.get(copy * MAX_IFACES + (e.egress & (MAX_IFACES - 1)))?;
-        if out.count == 0 {
+        let ifindex = egress_port(e)?;
+        // A sync master counts the client's frames: the one the sync rule picks goes to the
+        // worker, marked so that it knows why.
+        if sync_picks(e, || handoff_mark(proto, ip, l4)) {
             return None;
         }
-        let ifindex = *out
-            .ifindex
-            .get(((e.hash % out.count) & (MAX_IFACES - 1)) as usize)?;
-        if e.sync_on != 0 {
-            // A sync master counts the client's frames: the one the sync rule picks goes to
-            // the worker, marked so that it knows why.
-            let n = e.next_sync_count();
-            e.sync_pkts = n;
-            if n == e.sync_due {
-                e.handed = handoff_mark(proto, ip, l4);
-                count(Counter::Handed);
-                return None;
-            }
-        }
         ip[8] -= 1;
-        ip[12..16].copy_from_slice(&e.src);
-        ip[16..20].copy_from_slice(&e.dst);
+        ip[12..16].copy_from_slice(&e.src[..4]);
+        ip[16..20].copy_from_slice(&e.dst[..4]);
         let c = apply(u16::from_be_bytes([ip[10], ip[11]]), e.ip_delta);
         ip[10..12].copy_from_slice(&c.to_be_bytes());
-        l4[0..2].copy_from_slice(&e.sport.to_ne_bytes());
-        l4[2..4].copy_from_slice(&e.dport.to_ne_bytes());
-        let old = u16::from_be_bytes(*ck);
-        // A UDP datagram without a checksum stays without; one that sums to zero is sent as
-        // 0xffff (RFC 768).
-        if proto == PROTO_TCP || old != 0 {
-            let mut c = apply(old, e.l4_delta);
-            if proto == PROTO_UDP && c == 0 {
-                c = 0xffff;
-            }
-            *ck = c.to_be_bytes();
+        finish(e, proto, (l4, ck, eth), total, ifindex)
+    }
+}
+
+/// The port a fast-path entry's frames leave by: a bond's member by the flow's transmit hash
+/// over the members usable now, as the workers choose it. None the program may use: the
+/// worker takes the frame.
+#[inline(always)]
+fn egress_port(e: &Offload) -> Option<u32> {
+    // Safety: plain lookups; the values are copied out.
+    let copy = *EGRESS_GEN.get(0)? & 1;
+    let out = EGRESS.get(copy * MAX_IFACES + (e.egress & (MAX_IFACES - 1)))?;
+    if out.count == 0 {
+        return None;
+    }
+    out.ifindex
+        .get(((e.hash % out.count) & (MAX_IFACES - 1)) as usize)
+        .copied()
+}
+
+/// Whether a client frame of an entry that counts for the sync rule is the one it picks:
+/// then it goes to the worker, the entry holding its `mark`.
+#[inline(always)]
+fn sync_picks(e: &mut Offload, mark: impl FnOnce() -> u32) -> bool {
+    if e.sync_on == 0 {
+        return false;
+    }
+    let n = e.next_sync_count();
+    e.sync_pkts = n;
+    if n == e.sync_due {
+        e.handed = mark();
+        count(Counter::Handed);
+        return true;
+    }
+    false
+}
+
+/// The rest of a fast-path rewrite, for either family once the IP header is done: the
+/// ports, the TCP or UDP checksum by the entry's delta, the MACs, the entry's stamp and
+/// counts (`ip_len`: the packet's IP length), then the redirect out of `ifindex`.
+#[inline(always)]
+fn finish(
+    e: &mut Offload,
+    proto: u8,
+    (l4, ck, eth): (&mut [u8; 8], &mut [u8; 2], &mut [u8; ETH_HLEN]),
+    ip_len: usize,
+    ifindex: u32,
+) -> Option<u32> {
+    l4[0..2].copy_from_slice(&e.sport.to_ne_bytes());
+    l4[2..4].copy_from_slice(&e.dport.to_ne_bytes());
+    let old = u16::from_be_bytes(*ck);
+    // A UDP datagram without a checksum stays without (over IPv6 it is invalid, and the
+    // realserver's stack drops it, as it would without a director); one that sums to zero
+    // is sent as 0xffff (RFC 768).
+    if proto == PROTO_TCP || old != 0 {
+        let mut c = apply(old, e.l4_delta);
+        if proto == PROTO_UDP && c == 0 {
+            c = 0xffff;
         }
-        eth[0..6].copy_from_slice(&e.dst_mac);
-        eth[6..12].copy_from_slice(&e.src_mac);
-        // Plain adds: a flow's frames arrive on one RX queue, so one CPU at a time.
-        e.last_ns = bpf_ktime_get_ns();
-        e.packets += 1;
-        // IPVS counts IP lengths: not the Ethernet header, a tag or a short frame's padding.
-        e.bytes += total as u64;
-        count(Counter::Offloaded);
-        Some(bpf_redirect(ifindex, 0) as u32)
+        *ck = c.to_be_bytes();
+    }
+    eth[0..6].copy_from_slice(&e.dst_mac);
+    eth[6..12].copy_from_slice(&e.src_mac);
+    // Plain adds: a flow's frames arrive on one RX queue, so one CPU at a time.
+    // Safety: a helper call without arguments.
+    e.last_ns = unsafe { bpf_ktime_get_ns() };
+    e.packets += 1;
+    // IPVS counts IP lengths: not the Ethernet header, a tag or a short frame's padding.
+    e.bytes += ip_len as u64;
+    count(Counter::Offloaded);
+    // Safety: a helper call on plain integers.
+    Some(unsafe { bpf_redirect(ifindex, 0) } as u32)
+}
+
+/// The IPv6 counterpart of [`offloaded`]: a TCP or UDP frame without extension headers
+/// (its IPv6 header at `L3`, untagged or with one 802.1Q tag, kept) whose direction is in
+/// `OFFLOAD`: the hop limit goes down one, the addresses and ports are the entry's, the TCP
+/// or UDP checksum follows by the entry's delta (IPv6's header has none). A hop limit of 1,
+/// or a payload length the frame does not hold, leaves it to the workers.
+#[inline(always)]
+fn offloaded6<const L3: usize>(
+    ctx: &XdpContext,
+    proto: u8,
+    saddr: [u8; 16],
+    daddr: [u8; 16],
+    sport: u16,
+    dport: u16,
+) -> Option<u32> {
+    let at_l4: usize = L3 + IPV6_HLEN;
+    if proto == PROTO_TCP && read_u8(ctx, at_l4 + 13)? & TCP_SYN_FIN_RST != 0 {
+        return None;
+    }
+    let key = FlowKey::v6_raw(saddr, daddr, sport, dport, proto);
+    let e = OFFLOAD.get_ptr_mut(&key)?;
+    let eth = ptr_at::<[u8; ETH_HLEN]>(ctx, 0)?;
+    let ip = ptr_at::<[u8; IPV6_HLEN]>(ctx, L3)?;
+    let l4 = ptr_at::<[u8; 8]>(ctx, at_l4)?;
+    let ck = if proto == PROTO_TCP {
+        ptr_at::<[u8; 2]>(ctx, at_l4 + 16)?
+    } else {
+        ptr_at::<[u8; 2]>(ctx, at_l4 + 6)?
+    };
+    // Safety: as in `offloaded`.
+    unsafe {
+        let (e, ip, l4, ck, eth) = (&mut *e, &mut *ip, &mut *l4, &mut *ck, &mut *eth);
+        let payload = u16::from_be_bytes([ip[4], ip[5]]) as usize;
+        if ip[7] <= 1 || payload < 8 || L3 + IPV6_HLEN + payload > ctx.data_end() - ctx.data() {
+            return None;
+        }
+        let ifindex = egress_port(e)?;
+        if sync_picks(e, || handoff_mark6(l4)) {
+            return None;
+        }
+        ip[7] -= 1;
+        ip[8..24].copy_from_slice(&e.src);
+        ip[24..40].copy_from_slice(&e.dst);
+        finish(e, proto, (l4, ck, eth), IPV6_HLEN + payload, ifindex)
     }
 }
 
@@ -371,6 +453,14 @@ fn steer6(ctx: &XdpContext, off: usize) -> Option<u32> {
     }
     if let Some(key) = first_of_many {
         let _ = FRAGS.insert(&key, &0, 0);
+    } else if l4 == off + IPV6_HLEN
+        && let Some(action) = if off == ETH_HLEN {
+            offloaded6::<ETH_HLEN>(ctx, next, saddr, daddr, sport, dport)
+        } else {
+            offloaded6::<{ ETH_HLEN + VLAN_HLEN }>(ctx, next, saddr, daddr, sport, dport)
+        }
+    {
+        return Some(action);
     }
     Some(redirect(ctx))
 }

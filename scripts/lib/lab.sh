@@ -711,6 +711,20 @@ lab_udp_echo() { # ID ROLE PORT
       "UDP4-RECVFROM:$port,bind=$a,fork,reuseaddr" "SYSTEM:$sys" </dev/null >>"$log" 2>&1 || return 1
     n=$((n + 1))
   done
+  # The IPv6 lab: IPv6 too, on the wildcard and, as for IPv4, on each address on lo (a DR
+  # realserver's VIP, so that its answers come from the VIP).
+  if [ "${LAB_IPV6:-0}" = 1 ]; then
+    _lab_x setsid -f ip netns exec "$ns" socat -T 5 \
+      "UDP6-RECVFROM:$port,ipv6only=1,fork,reuseaddr" "SYSTEM:$sys" </dev/null >>"$log" 2>&1 || return 1
+    n=$((n + 1))
+    addrs=$(ip -n "$ns" -6 -o addr show dev lo 2>/dev/null |
+      awk '{ split($4, a, "/"); if (a[1] != "::1") print a[1] }' || true)
+    for a in $addrs; do
+      _lab_x setsid -f ip netns exec "$ns" socat -T 5 \
+        "UDP6-RECVFROM:$port,bind=[$a],ipv6only=1,fork,reuseaddr" "SYSTEM:$sys" </dev/null >>"$log" 2>&1 || return 1
+      n=$((n + 1))
+    done
+  fi
   for ((i = 0; i < ${LAB_WAIT_TRIES:-50}; i++)); do
     if [ "$(ip netns exec "$ns" ss -Hlun "sport = :$port" 2>/dev/null | wc -l)" -ge "$n" ]; then
       return 0

@@ -2,7 +2,8 @@
 # The XDP fast path (`xlvsd --offload`) end to end, for scripts/tests/offload_{nat,dr}.sh.
 # Source it after testlib.sh.
 #
-#   offload_run MODE   MODE nat or dr: the web lab, xlvsd with --offload (nat) or by default
+#   offload_run MODE [6]
+#                      MODE nat or dr: the web lab, xlvsd with --offload (nat) or by default
 #                      (dr, the fast path on by default). First, with GRO off on the
 #                      switch's port to the director, xlvsd refuses the fast path (that port
 #                      takes no XDP redirects: the kernel's xdp_features) and forwards
@@ -22,9 +23,19 @@
 #  (d) UDP: 100 datagrams from one client socket to an echo service on VIP:9000, each
 #      answered by one realserver with its payload intact (checksums rewritten by the
 #      program); from the second on the program forwards them (and, NAT, the replies).
+# With 6, all of it over IPv6 (the lab's IPv6 VIP, client and realservers).
 offload_run() {
-  local mode=$1 min
+  local mode=$1 family=${2:-4} min
+  [ "$family" = 6 ] && export LAB_IPV6=1
   web_lab_up "$mode" 1
+  if [ "$family" = 6 ]; then
+    use_ipv6
+    LAB_CLIENT_IP="[$LAB_CLIENT_IP6]"
+  fi
+  # The addresses as they stand in xlvsadm's listings, quoted for grep -E.
+  local cip_re vip_re
+  cip_re=$(ere_quote "$LAB_CLIENT_IP")
+  vip_re=$(ere_quote "$LAB_VIP")
   # Where an egress port takes no XDP redirects (a veth whose peer has no NAPI: GRO off),
   # xlvsd does not turn the fast path on (the frames it sent there would be dropped), says
   # why, and forwards through the workers.
@@ -61,7 +72,7 @@ offload_run() {
   sleep 6
   download_running "6 s in (after the 4 s ESTABLISHED timeout)"
   C=$(xadm "$ID" -L -n -c)
-  has -E "^TCP +[0-9:]+ +ESTABLISHED +$LAB_CLIENT_IP:[0-9]+ +$LAB_VIP:80 +$VICTIM_IP:80" <<<"$C" ||
+  has -E "^TCP +[0-9:]+ +ESTABLISHED +$cip_re:[0-9]+ +$vip_re:80 +$(ere_quote "$VICTIM_IP"):80" <<<"$C" ||
     fail "the offloaded connection is not listed ESTABLISHED 6 s into its download (timeout 4 s):
 $C"
   # Live counters: what the program forwards reaches --stats within a second or so (the
@@ -92,7 +103,7 @@ $mid"
   [ "$steered" -le 50 ] || fail "$steered frames of the download went to the workers (want <= 50)"
 
   C=$(xadm "$ID" -L -n -c)
-  has -E "^TCP +[0-9:]+ +(TIME_WAIT|CLOSE|CLOSE_WAIT|FIN_WAIT|LAST_ACK) +$LAB_CLIENT_IP:[0-9]+ +$LAB_VIP:80 +$VICTIM_IP:80" <<<"$C" ||
+  has -E "^TCP +[0-9:]+ +(TIME_WAIT|CLOSE|CLOSE_WAIT|FIN_WAIT|LAST_ACK) +$cip_re:[0-9]+ +$vip_re:80 +$(ere_quote "$VICTIM_IP"):80" <<<"$C" ||
     fail "the finished download's connection is not in a closing state (the FIN did not reach a worker):
 $C
 $(xadm "$ID" --workers)"
@@ -136,9 +147,12 @@ $st"
   xadm "$ID" -a -u "$LAB_VIP:9000" -r "$LAB_RS1_IP:9000" "$fwd" || fail "-a -u rs1"
   off0=$(xdp_stat "$ID" offloaded)
   local out
-  out=$(lab_exec "$ID" cli python3 - "$LAB_VIP" <<'PY'
+  # The VIP without the brackets of its IPv6 form.
+  local vip=${LAB_VIP#[}
+  vip=${vip%]}
+  out=$(lab_exec "$ID" cli python3 - "$vip" <<'PY'
 import socket, sys
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s = socket.socket(socket.AF_INET6 if ":" in sys.argv[1] else socket.AF_INET, socket.SOCK_DGRAM)
 s.settimeout(2)
 ok = 0
 for i in range(100):

@@ -463,6 +463,12 @@ expect_tracked() {
 $L"
 }
 
+# ere_quote TEXT: TEXT with grep -E's special characters escaped ("[2001:db8::7]" as
+# "\[2001:db8::7\]", "10.0.0.1" as "10\.0\.0\.1").
+ere_quote() {
+  sed 's/[][\.*^$+?(){}|]/\\&/g' <<<"$1"
+}
+
 # use_ipv6: after web_lab_up with LAB_IPV6=1, point LAB_VIP, LAB_RS1_IP and
 # LAB_RS2_IP at the IPv6 addresses in ipvsadm's and curl's bracket form
 # ("[2001:db8::100]"), so start_rr_xlvsd and http_suite run over IPv6.

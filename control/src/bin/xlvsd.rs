@@ -102,8 +102,8 @@ struct Args {
     /// dropped, instead of going on to that realserver (the default, as in IPVS).
     #[arg(long)]
     expire_nodest_conn: bool,
-    /// The XDP fast path, on by default: once an IPv4 TCP connection is established (a UDP
-    /// one: from its second datagram), the XDP program rewrites and forwards its frames
+    /// The XDP fast path, on by default: once a TCP connection (IPv4 or IPv6) is established
+    /// (a UDP one: from its second datagram), the XDP program rewrites and forwards its frames
     /// itself (SYN, FIN, RST and anything unusual still go to the workers, which keep its
     /// state and timeouts; on a sync master, so do the client packets IPVS's sync rule
     /// reports). Every egress port must take XDP redirects (a veth: its peer needs an XDP

@@ -939,7 +939,7 @@ impl Control {
     fn housekeeping(&mut self, _now: Instant) {
         self.tick += 1;
         if let Some((map, credit)) = &mut self.fast_path {
-            credit.pass(&self.conns.v4, || map.entries());
+            credit.pass(&self.conns, || map.entries());
         }
         let gone = self.conns.expire_fragments(afxdp::now());
         if gone > 0 {

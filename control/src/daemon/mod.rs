@@ -66,7 +66,7 @@ fn redirects(specs: &[IfaceSpec]) -> Redirects {
 /// port takes XDP redirects, `can`).
 fn fast_path(asked: Option<bool>, can: impl FnOnce() -> Redirects) -> (bool, log::Level, String) {
     use log::Level::{Error, Info, Warn};
-    const ON: &str = "XDP fast path on: established IPv4 TCP connections (and UDP flows) are forwarded by the XDP program";
+    const ON: &str = "XDP fast path on: established TCP connections (and UDP flows) are forwarded by the XDP program";
     if asked == Some(false) {
         return (false, Info, "XDP fast path off (--no-offload)".into());
     }

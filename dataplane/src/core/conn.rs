@@ -42,6 +42,7 @@ use super::service::{Binding, Dest, DestState, Fwd, NextHop, Proto};
 use super::tcp_state::TcpState;
 use super::wheel::{MAX_TICK, TICKS_PER_SEC, tick, tick_ceil, tick_instant};
 use crate::wire::{PROTO_TCP, PROTO_UDP};
+use xlvs_common::FlowKey;
 
 /// A 5-tuple as seen on the wire in one direction.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -812,10 +813,16 @@ impl<A: Addr> ConnTable<A> {
         c.set_offload(super::offload::KEPT);
     }
 
+    /// The connection with a frame of the XDP program's tuple `key`, if it is of this
+    /// family and in the table.
+    pub fn lookup_flow(&self, key: &FlowKey) -> Option<Found<'_, A>> {
+        self.lookup(&super::offload::conn_key(key)?)
+    }
+
     /// [`ConnTable::keep`] for the connection with a frame of tuple `key`, if any (the
     /// driver's, when the XDP program's map refused one of its directions).
-    pub fn keep_flow(&self, key: &ConnKey<A>) {
-        if let Some(mut f) = self.lookup(key) {
+    pub fn keep_flow(&self, key: &FlowKey) {
+        if let Some(mut f) = self.lookup_flow(key) {
             self.keep(f.conn());
         }
     }
@@ -823,8 +830,8 @@ impl<A: Addr> ConnTable<A> {
     /// Moves the deadline of the connection with a frame of tuple `key`, if any, to what
     /// `at` says (a tick and a timeout in seconds) when that is later: the XDP program's
     /// last frame of it, as its entry is taken back.
-    pub fn extend_from(&self, key: &ConnKey<A>, at: impl FnOnce(&Conn<A>) -> (u32, u32)) {
-        if let Some(mut f) = self.lookup(key) {
+    pub fn extend_from(&self, key: &FlowKey, at: impl FnOnce(&Conn<A>) -> (u32, u32)) {
+        if let Some(mut f) = self.lookup_flow(key) {
             let c = f.conn();
             let (tick, timeout) = at(c);
             let old = c.deadline();
@@ -1476,6 +1483,38 @@ impl Tables {
     /// [`ConnTable::unbind_gone`] over both families.
     pub fn unbind_gone(&self, gone: impl Fn(&DestState) -> bool) -> usize {
         self.v4.unbind_gone(&gone) + self.v6.unbind_gone(&gone)
+    }
+
+    /// [`ConnTable::keep_flow`] in the table of the key's family.
+    pub fn keep_flow(&self, key: &FlowKey) {
+        if key.family == xlvs_common::FAMILY_IPV6 {
+            self.v6.keep_flow(key)
+        } else {
+            self.v4.keep_flow(key)
+        }
+    }
+
+    /// The realserver of the connection with a frame of the XDP program's tuple `key`, and
+    /// whether that frame is a reply (realserver → director), if the connection is in the
+    /// table of the key's family.
+    pub fn flow_dest(&self, key: &FlowKey) -> Option<(Arc<DestState>, bool)> {
+        fn of<A: Addr>(t: &ConnTable<A>, key: &FlowKey) -> Option<(Arc<DestState>, bool)> {
+            let mut f = t.lookup_flow(key)?;
+            let out = f.side == Side::Out;
+            Some((f.conn().dest.clone(), out))
+        }
+        if key.family == xlvs_common::FAMILY_IPV6 {
+            of(&self.v6, key)
+        } else {
+            of(&self.v4, key)
+        }
+    }
+
+    /// [`ConnTable::take_offload_final`] from either family's table.
+    pub fn take_offload_final(&self) -> Option<super::offload::Final> {
+        self.v4
+            .take_offload_final()
+            .or_else(|| self.v6.take_offload_final())
     }
 
     /// [`ConnTable::unoffload_dests`] over both families.

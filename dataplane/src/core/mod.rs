@@ -1107,9 +1107,8 @@ fn request_offload<A: Addr>(
     key: &ConnKey<A>,
     offer: offload::Offer,
 ) {
-    if let Some(o) = off
-        && let Some(k) = offload::flow_key(key)
-    {
+    if let Some(o) = off {
+        let k = offload::flow_key(key);
         // While a sync master listens, the program counts the client's frames on.
         let sync = ev.filter(|_| offer.inbound).map(|ob| offload::SyncCount {
             pkts: offer.pkts,
@@ -1122,8 +1121,8 @@ fn request_offload<A: Addr>(
 }
 
 /// The fast path's part of a packet on a known connection (direction `bit`): a TCP connection
-/// that left ESTABLISHED gives its offloaded directions back; an established IPv4 TCP one (or
-/// any IPv4 UDP one) whose direction is not offloaded yet asks for it on a plain frame (no
+/// that left ESTABLISHED gives its offloaded directions back; an established TCP one (or any
+/// UDP one) whose direction is not offloaded yet asks for it on a plain frame (no
 /// SYN, FIN, RST, not a fragment) when `on`: then it is marked, and true says this frame
 /// is the offer.
 #[cold]
@@ -1149,7 +1148,6 @@ fn offer<A: Addr>(table: &ConnTable<A>, c: &mut Conn<A>, p: &Parsed<A>, bit: u8,
                 ..
             }
         )
-        && p.src.ip().is_ipv4()
     {
         c.set_offload(c.offload() | bit);
         return true;
@@ -1228,9 +1226,10 @@ fn client_hooks<A: Addr>(
 #[cold]
 #[inline(never)]
 fn handed<A: Addr>(off: &mut Option<Offloader>, c: &Conn<A>, frame: &[u8], p: &Parsed<A>) -> bool {
-    let (Some(o), Some(k)) = (off.as_mut(), offload::flow_key(&c.in_key())) else {
+    let Some(o) = off.as_mut() else {
         return false;
     };
+    let k = offload::flow_key(&c.in_key());
     let mark = offload::frame_mark(frame, p.l3 as usize, p.l4 as usize, p.proto.number());
     mark.is_some() && o.seen.handed(&k) == mark
 }

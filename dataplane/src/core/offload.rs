@@ -1,10 +1,8 @@
 //! The core's side of the XDP fast path (`xlvsd --offload`).
 //!
-//! The core stays the authority over every connection. Once an IPv4 TCP connection is
-//! ESTABLISHED (a UDP one: from its second frame) and nobody listens for its events (no sync
-//! master counting its packets), each direction's next plain frame (no SYN, FIN or RST, not a
-//! fragment) makes [`Core::process`]
-//! leave an [`OffloadRequest`]: the frame's tuple, for the driver to file in the XDP program's
+//! The core stays the authority over every connection. Once a TCP connection, IPv4 or IPv6,
+//! is ESTABLISHED (a UDP one: from its second frame), each direction's next plain frame (no
+//! SYN, FIN or RST, not a fragment) makes [`Core::process`] leave an [`OffloadRequest`]: the frame's tuple, for the driver to file in the XDP program's
 //! `OFFLOAD` map with the rewrite the core just did to that frame. From then on the program
 //! forwards that direction itself and stamps the entry with the time of its last frame.
 //!
@@ -78,43 +76,56 @@ pub trait OffloadSeen: Send {
     fn handed(&mut self, key: &FlowKey) -> Option<u32>;
 }
 
-/// The [`xlvs_common::handoff_mark`] of an IPv4 frame without IP options, untagged or with
-/// one 802.1Q tag, whose TCP or UDP header is at `l4`; None for any other frame (the program
-/// never hands those).
+/// The [`xlvs_common::handoff_mark`] (IPv4) or [`xlvs_common::handoff_mark6`] (IPv6) of a
+/// frame without IPv4 options or IPv6 extension headers, untagged or with one 802.1Q tag,
+/// whose TCP or UDP header is at `l4`; None for any other frame (the program never hands
+/// those).
 pub(crate) fn frame_mark(frame: &[u8], l3: usize, l4: usize, proto: u8) -> Option<u32> {
-    if !matches!((l3, l4), (14, 34) | (18, 38)) {
-        return None;
-    }
-    let ip: &[u8; 20] = frame.get(l3..l4)?.try_into().ok()?;
     let h: &[u8; 8] = frame.get(l4..l4 + 8)?.try_into().ok()?;
-    Some(xlvs_common::handoff_mark(proto, ip, h))
+    match (l3, l4) {
+        (14, 34) | (18, 38) => {
+            let ip: &[u8; 20] = frame.get(l3..l4)?.try_into().ok()?;
+            Some(xlvs_common::handoff_mark(proto, ip, h))
+        }
+        (14, 54) | (18, 58) => Some(xlvs_common::handoff_mark6(h)),
+        _ => None,
+    }
 }
 
-/// The map key of a frame with tuple `k`: IPv4 only (None for IPv6).
-pub fn flow_key<A: Addr>(k: &ConnKey<A>) -> Option<FlowKey> {
-    let (IpAddr::V4(s), IpAddr::V4(d)) = (k.src.ip(), k.dst.ip()) else {
-        return None;
-    };
+/// The map key of a frame with tuple `k`, as the XDP program builds it.
+pub fn flow_key<A: Addr>(k: &ConnKey<A>) -> FlowKey {
     // Ports as the XDP program reads them: the wire's two bytes.
-    Some(FlowKey::v4_raw(
-        s.octets(),
-        d.octets(),
-        k.sport.to_be(),
-        k.dport.to_be(),
-        k.proto,
-    ))
+    let (sport, dport) = (k.sport.to_be(), k.dport.to_be());
+    match (k.src.ip(), k.dst.ip()) {
+        (IpAddr::V4(s), IpAddr::V4(d)) => {
+            FlowKey::v4_raw(s.octets(), d.octets(), sport, dport, k.proto)
+        }
+        (s, d) => FlowKey::v6_raw(v6_octets(s), v6_octets(d), sport, dport, k.proto),
+    }
 }
 
-/// The tuple of an IPv4 map key (the inverse of [`flow_key`]).
-pub fn conn_key_v4(k: &FlowKey) -> ConnKey<std::net::Ipv4Addr> {
-    let v4 = |a: &[u8; 16]| std::net::Ipv4Addr::new(a[0], a[1], a[2], a[3]);
-    ConnKey {
-        src: v4(&k.src),
-        dst: v4(&k.dst),
+fn v6_octets(a: IpAddr) -> [u8; 16] {
+    match a {
+        IpAddr::V6(a) => a.octets(),
+        IpAddr::V4(a) => a.to_ipv6_mapped().octets(),
+    }
+}
+
+/// The tuple of a map key of family `A` (the inverse of [`flow_key`]); None for a key of the
+/// other family.
+pub fn conn_key<A: Addr>(k: &FlowKey) -> Option<ConnKey<A>> {
+    let ip = |a: &[u8; 16]| match k.family {
+        xlvs_common::FAMILY_IPV4 => Some(IpAddr::from([a[0], a[1], a[2], a[3]])),
+        xlvs_common::FAMILY_IPV6 => Some(IpAddr::from(*a)),
+        _ => None,
+    };
+    Some(ConnKey {
+        src: A::from_ip(ip(&k.src)?)?,
+        dst: A::from_ip(ip(&k.dst)?)?,
         sport: u16::from_be(k.sport),
         dport: u16::from_be(k.dport),
         proto: k.proto,
-    }
+    })
 }
 
 /// An offloaded direction taken back from the XDP program ([`ConnTable::take_unoffloaded`]):
@@ -150,13 +161,7 @@ pub struct Final {
 pub(crate) fn offloaded_keys<A: Addr>(
     c: &Conn<A>,
 ) -> impl Iterator<Item = (FlowKey, bool)> + use<A> {
-    let inn = (c.offload() & IN != 0)
-        .then(|| flow_key(&c.in_key()))
-        .flatten()
-        .map(|k| (k, false));
-    let out = (c.offload() & OUT != 0)
-        .then(|| flow_key(&c.out_key()))
-        .flatten()
-        .map(|k| (k, true));
+    let inn = (c.offload() & IN != 0).then(|| (flow_key(&c.in_key()), false));
+    let out = (c.offload() & OUT != 0).then(|| (flow_key(&c.out_key()), true));
     inn.into_iter().chain(out)
 }

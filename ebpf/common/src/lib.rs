@@ -210,8 +210,9 @@ pub enum Counter {
 pub const COUNTERS: u32 = 5;
 
 /// Established connections whose rewrite the XDP program does itself (`xlvsd --offload`):
-/// [`FlowKey`] → [`Offload`], one entry per direction. The workers fill it; a frame with SYN,
-/// FIN or RST, a fragment, IP options, a VLAN tag or a TTL of 1 still goes to them.
+/// [`FlowKey`] → [`Offload`], one entry per direction, IPv4 and IPv6. The workers fill it; a
+/// frame with SYN, FIN or RST, a fragment, IPv4 options, IPv6 extension headers, more than
+/// one VLAN tag or a TTL (hop limit) of 1 still goes to them.
 pub const MAP_OFFLOAD: &str = "OFFLOAD";
 /// Entries of [`MAP_OFFLOAD`] (two per connection).
 pub const OFFLOAD_MAX: u32 = 1 << 18;
@@ -263,6 +264,19 @@ impl FlowKey {
             _pad: [0; 2],
         }
     }
+
+    /// Key for an IPv6 tuple; ports as on the wire (network byte order).
+    pub const fn v6_raw(src: [u8; 16], dst: [u8; 16], sport: u16, dport: u16, proto: u8) -> Self {
+        FlowKey {
+            src,
+            dst,
+            sport,
+            dport,
+            proto,
+            family: FAMILY_IPV6,
+            _pad: [0; 2],
+        }
+    }
 }
 
 /// Value of [`MAP_OFFLOAD`]: the rewrite a worker did for the first frame of this direction,
@@ -280,14 +294,16 @@ pub struct Offload {
     pub egress: u32,
     pub hash: u32,
     /// The new source and destination address and ports (as on the wire; unchanged ones
-    /// copied from the key).
-    pub src: [u8; 4],
-    pub dst: [u8; 4],
+    /// copied from the key). An IPv4 address is in the first four bytes (the key's
+    /// `family` says which).
+    pub src: [u8; 16],
+    pub dst: [u8; 16],
     pub sport: u16,
     pub dport: u16,
     /// One's-complement sums (unfolded, RFC 1624) to add to the IPv4 header checksum (the
-    /// addresses and the TTL decrement) and to the TCP checksum (the pseudo-header's addresses
-    /// and the ports): the rewrite of a connection never changes, so neither do they.
+    /// addresses and the TTL decrement; unused for IPv6, whose header has none) and to the
+    /// TCP or UDP checksum (the pseudo-header's addresses and the ports): the rewrite of a
+    /// connection never changes, so neither do they.
     pub ip_delta: u32,
     pub l4_delta: u32,
     /// The IPVS sync rule, for a client → director entry while a sync master runs
@@ -327,8 +343,8 @@ impl Offload {
 }
 
 /// What tells a frame the program handed to a worker (see [`Offload::handed`]) from the
-/// others of its flow, read from its untagged IPv4 header `ip` (without options) and the
-/// first 8 bytes of its TCP or UDP header `l4`: TCP's sequence number, or for UDP the IPv4
+/// others of its flow, read from its IPv4 header `ip` (without options) and the first 8
+/// bytes of its TCP or UDP header `l4`: TCP's sequence number, or for UDP the IPv4
 /// identification and header checksum.
 #[inline(always)]
 pub fn handoff_mark(proto: u8, ip: &[u8; 20], l4: &[u8; 8]) -> u32 {
@@ -337,6 +353,16 @@ pub fn handoff_mark(proto: u8, ip: &[u8; 20], l4: &[u8; 8]) -> u32 {
     } else {
         u32::from_be_bytes([ip[4], ip[5], ip[10], ip[11]])
     }
+}
+
+/// [`handoff_mark`] for IPv6, whose header has neither identification nor checksum: bytes
+/// 4 to 7 of the TCP or UDP header `l4`, TCP's sequence number or UDP's length and checksum
+/// (datagrams of one flow that carry the same payload share it, so the worker may take a
+/// later one of them for the handed one: the sync rule's count is then off by one for that
+/// connection, nothing else).
+#[inline(always)]
+pub fn handoff_mark6(l4: &[u8; 8]) -> u32 {
+    u32::from_be_bytes([l4[4], l4[5], l4[6], l4[7]])
 }
 
 /// The benchmark rig's XDP object (`ebpf/src/bench.rs`, not part of the product): the sink
