@@ -354,67 +354,27 @@ impl XdpSteering {
         ifindex: u32,
         queue: u32,
     ) -> std::io::Result<(u32, Vec<u8>)> {
-        use std::os::fd::{AsFd as _, AsRawFd as _};
+        self.test_run_repeat(frame, ifindex, queue, 1)
+            .map(|(action, out, _)| (action, out))
+    }
+
+    /// [`XdpSteering::test_run_out`] `repeat` times over the same buffer (each run sees
+    /// what the previous one left), with the kernel's average time per run in ns (a
+    /// benchmark's figure: `bench/examples/xdp_cost.rs`).
+    pub fn test_run_repeat(
+        &self,
+        frame: &[u8],
+        ifindex: u32,
+        queue: u32,
+        repeat: u32,
+    ) -> std::io::Result<(u32, Vec<u8>, u32)> {
         let prog: &Xdp = self
             .ebpf
             .program(PROG_NAME)
             .ok_or_else(|| std::io::Error::other("program missing"))?
             .try_into()
             .map_err(std::io::Error::other)?;
-        let fd = prog.fd().map_err(std::io::Error::other)?;
-        // struct xdp_md: data, data_end, data_meta, ingress_ifindex, rx_queue_index,
-        // egress_ifindex.
-        // The kernel wants data 0 and data_end the frame's length.
-        let ctx: [u32; 6] = [0, frame.len() as u32, 0, ifindex, queue, 0];
-        let mut out = vec![0u8; frame.len() + 256];
-        // union bpf_attr's `test` member (BPF_PROG_TEST_RUN).
-        #[repr(C)]
-        #[derive(Default)]
-        struct TestAttr {
-            prog_fd: u32,
-            retval: u32,
-            data_size_in: u32,
-            data_size_out: u32,
-            data_in: u64,
-            data_out: u64,
-            repeat: u32,
-            duration: u32,
-            ctx_size_in: u32,
-            ctx_size_out: u32,
-            ctx_in: u64,
-            ctx_out: u64,
-            flags: u32,
-            cpu: u32,
-            batch_size: u32,
-            _pad: u32,
-        }
-        let mut attr = TestAttr {
-            prog_fd: fd.as_fd().as_raw_fd() as u32,
-            data_size_in: frame.len() as u32,
-            data_size_out: out.len() as u32,
-            data_in: frame.as_ptr() as u64,
-            data_out: out.as_mut_ptr() as u64,
-            repeat: 1,
-            ctx_size_in: std::mem::size_of_val(&ctx) as u32,
-            ctx_in: ctx.as_ptr() as u64,
-            ..TestAttr::default()
-        };
-        const BPF_PROG_TEST_RUN: libc::c_long = 10;
-        // SAFETY: `attr` is a valid bpf_attr prefix for this command; the buffers it points at
-        // live across the call with the sizes given.
-        let r = unsafe {
-            libc::syscall(
-                libc::SYS_bpf,
-                BPF_PROG_TEST_RUN,
-                &mut attr as *mut TestAttr,
-                std::mem::size_of::<TestAttr>(),
-            )
-        };
-        if r < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        out.truncate(attr.data_size_out as usize);
-        Ok((attr.retval, out))
+        test_run(prog, frame, ifindex, queue, repeat)
     }
 
     /// Summed per-CPU counters: [steered, passed, redirect_failed].
@@ -461,6 +421,73 @@ fn sync_set<K: aya::Pod + Ord, V: aya::Pod + Copy>(
         remove(map, cur);
     }
     Ok(())
+}
+
+/// Runs a loaded XDP program on `frame` (`BPF_PROG_TEST_RUN`, root) `repeat` times over
+/// the same buffer (each run sees what the previous one left): the last run's action, the
+/// frame as it left it, and the kernel's average time per run in ns.
+pub fn test_run(
+    prog: &Xdp,
+    frame: &[u8],
+    ifindex: u32,
+    queue: u32,
+    repeat: u32,
+) -> std::io::Result<(u32, Vec<u8>, u32)> {
+    use std::os::fd::{AsFd as _, AsRawFd as _};
+    let fd = prog.fd().map_err(std::io::Error::other)?;
+    // struct xdp_md: data, data_end, data_meta, ingress_ifindex, rx_queue_index,
+    // egress_ifindex.
+    // The kernel wants data 0 and data_end the frame's length.
+    let ctx: [u32; 6] = [0, frame.len() as u32, 0, ifindex, queue, 0];
+    let mut out = vec![0u8; frame.len() + 256];
+    // union bpf_attr's `test` member (BPF_PROG_TEST_RUN).
+    #[repr(C)]
+    #[derive(Default)]
+    struct TestAttr {
+        prog_fd: u32,
+        retval: u32,
+        data_size_in: u32,
+        data_size_out: u32,
+        data_in: u64,
+        data_out: u64,
+        repeat: u32,
+        duration: u32,
+        ctx_size_in: u32,
+        ctx_size_out: u32,
+        ctx_in: u64,
+        ctx_out: u64,
+        flags: u32,
+        cpu: u32,
+        batch_size: u32,
+        _pad: u32,
+    }
+    let mut attr = TestAttr {
+        prog_fd: fd.as_fd().as_raw_fd() as u32,
+        data_size_in: frame.len() as u32,
+        data_size_out: out.len() as u32,
+        data_in: frame.as_ptr() as u64,
+        data_out: out.as_mut_ptr() as u64,
+        repeat,
+        ctx_size_in: std::mem::size_of_val(&ctx) as u32,
+        ctx_in: ctx.as_ptr() as u64,
+        ..TestAttr::default()
+    };
+    const BPF_PROG_TEST_RUN: libc::c_long = 10;
+    // SAFETY: `attr` is a valid bpf_attr prefix for this command; the buffers it points at
+    // live across the call with the sizes given.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_PROG_TEST_RUN,
+            &mut attr as *mut TestAttr,
+            std::mem::size_of::<TestAttr>(),
+        )
+    };
+    if r < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    out.truncate(attr.data_size_out as usize);
+    Ok((attr.retval, out, attr.duration))
 }
 
 #[cfg(test)]

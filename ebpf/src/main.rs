@@ -37,7 +37,7 @@ mod rt;
 
 use aya_ebpf::{
     bindings::xdp_action,
-    helpers::{bpf_ktime_get_ns, bpf_redirect},
+    helpers::{bpf_ktime_get_coarse_ns, bpf_ktime_get_ns, bpf_redirect},
     macros::{map, xdp},
     maps::{Array, HashMap, LruHashMap, PerCpuArray, XskMap},
     programs::XdpContext,
@@ -205,6 +205,19 @@ fn try_steer(ctx: &XdpContext) -> Option<u32> {
     }
     let sport = read_raw16(ctx, l4)?;
     let dport = read_raw16(ctx, l4 + 2)?;
+    // An offloaded connection's frame first: its entry is all the program needs (the
+    // connection was steered when the worker filed it), so the steering lookups below are
+    // spared for the fast path's frames.
+    if frag & 0x2000 == 0
+        && ihl == IPV4_HLEN
+        && let Some(action) = if off == ETH_HLEN {
+            offloaded::<ETH_HLEN>(ctx, proto, saddr, daddr, sport, dport)
+        } else {
+            offloaded::<{ ETH_HLEN + VLAN_HLEN }>(ctx, proto, saddr, daddr, sport, dport)
+        }
+    {
+        return Some(action);
+    }
     if !(is_service(L4Key::v4_raw(daddr, dport, proto))
         || is_nat_reply(L4Key::v4_raw(saddr, sport, proto), AddrKey::v4(daddr)))
     {
@@ -214,14 +227,6 @@ fn try_steer(ctx: &XdpContext) -> Option<u32> {
         // A first fragment (MF set): let the rest of the datagram follow.
         let key = frag_key(ctx, off, saddr, daddr, proto)?;
         let _ = FRAGS.insert(&key, &0, 0);
-    } else if ihl == IPV4_HLEN
-        && let Some(action) = if off == ETH_HLEN {
-            offloaded::<ETH_HLEN>(ctx, proto, saddr, daddr, sport, dport)
-        } else {
-            offloaded::<{ ETH_HLEN + VLAN_HLEN }>(ctx, proto, saddr, daddr, sport, dport)
-        }
-    {
-        return Some(action);
     }
     Some(redirect(ctx))
 }
@@ -340,7 +345,7 @@ fn finish(
     eth[6..12].copy_from_slice(&e.src_mac);
     // Plain adds: a flow's frames arrive on one RX queue, so one CPU at a time.
     // Safety: a helper call without arguments.
-    e.last_ns = unsafe { bpf_ktime_get_ns() };
+    e.last_ns = unsafe { bpf_ktime_get_coarse_ns() };
     e.packets += 1;
     // IPVS counts IP lengths: not the Ethernet header, a tag or a short frame's padding.
     e.bytes += ip_len as u64;
@@ -446,14 +451,8 @@ fn steer6(ctx: &XdpContext, off: usize) -> Option<u32> {
     }
     let sport = read_raw16(ctx, l4)?;
     let dport = read_raw16(ctx, l4 + 2)?;
-    if !(is_service(L4Key::v6_raw(daddr, dport, next))
-        || is_nat_reply(L4Key::v6_raw(saddr, sport, next), AddrKey::v6(daddr)))
-    {
-        return None;
-    }
-    if let Some(key) = first_of_many {
-        let _ = FRAGS.insert(&key, &0, 0);
-    } else if l4 == off + IPV6_HLEN
+    // An offloaded connection's frame first, as for IPv4.
+    if l4 == off + IPV6_HLEN
         && let Some(action) = if off == ETH_HLEN {
             offloaded6::<ETH_HLEN>(ctx, next, saddr, daddr, sport, dport)
         } else {
@@ -461,6 +460,14 @@ fn steer6(ctx: &XdpContext, off: usize) -> Option<u32> {
         }
     {
         return Some(action);
+    }
+    if !(is_service(L4Key::v6_raw(daddr, dport, next))
+        || is_nat_reply(L4Key::v6_raw(saddr, sport, next), AddrKey::v6(daddr)))
+    {
+        return None;
+    }
+    if let Some(key) = first_of_many {
+        let _ = FRAGS.insert(&key, &0, 0);
     }
     Some(redirect(ctx))
 }

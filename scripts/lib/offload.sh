@@ -22,7 +22,9 @@
 #  (c) 200 short requests, all answered;
 #  (d) UDP: 100 datagrams from one client socket to an echo service on VIP:9000, each
 #      answered by one realserver with its payload intact (checksums rewritten by the
-#      program); from the second on the program forwards them (and, NAT, the replies).
+#      program); from the second on the program forwards them (and, NAT, the replies);
+#      after `-D` of the service none of the flow's next 5 is forwarded (its entries were
+#      taken back: the program looks entries up before the steering maps).
 # With 6, all of it over IPv6 (the lab's IPv6 VIP, client and realservers).
 offload_run() {
   local mode=$1 family=${2:-4} min
@@ -150,25 +152,44 @@ $st"
   # The VIP without the brackets of its IPv6 form.
   local vip=${LAB_VIP#[}
   vip=${vip%]}
-  out=$(lab_exec "$ID" cli python3 - "$vip" <<'PY'
+  # udp_pings N TIMEOUT: N datagrams from one client socket (port 45000, the same flow
+  # each time), each waiting TIMEOUT s for its answer; prints how many came back intact.
+  udp_pings() {
+    lab_exec "$ID" cli python3 - "$vip" "$1" "$2" <<'PY'
 import socket, sys
-s = socket.socket(socket.AF_INET6 if ":" in sys.argv[1] else socket.AF_INET, socket.SOCK_DGRAM)
-s.settimeout(2)
+fam = socket.AF_INET6 if ":" in sys.argv[1] else socket.AF_INET
+s = socket.socket(fam, socket.SOCK_DGRAM)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("::" if fam == socket.AF_INET6 else "0.0.0.0", 45000))
+s.settimeout(float(sys.argv[3]))
 ok = 0
-for i in range(100):
+for i in range(int(sys.argv[2])):
     msg = b"ping-%03d" % i
     s.sendto(msg, (sys.argv[1], 9000))
     try:
         d, _ = s.recvfrom(2048)
-    except socket.timeout:
+    except (socket.timeout, ConnectionRefusedError):
         continue
     ok += d == b"rs1:" + msg
 print(ok)
 PY
-) || fail "the UDP client failed: $out"
+  }
+  out=$(udp_pings 100 2) || fail "the UDP client failed: $out"
   off=$(($(xdp_stat "$ID" offloaded) - off0))
   log "UDP: $out of 100 datagrams answered intact; the program forwarded $off frames of the flow itself"
   [ "$out" = 100 ] || fail "UDP: $out of 100 datagrams answered intact"
   [ "$off" -ge 90 ] || fail "UDP: the program forwarded only $off frames of the flow"
+  # Deleting the service takes its offloaded flow back from the program, which would
+  # otherwise forward it from its entry alone: the flow's datagrams meet the steering
+  # again, which no longer takes them (the director's kernel answers them, or not).
+  xadm "$ID" -D -u "$LAB_VIP:9000" || fail "-D -u"
+  has "offloaded connection(s) of deleted services go back to the workers" <"$XLVSD_LOG" ||
+    fail "deleting the UDP service took no offloaded connection back: $(tail -n 5 "$XLVSD_LOG")"
+  sleep 0.2
+  off0=$(xdp_stat "$ID" offloaded)
+  out=$(udp_pings 5 0.3) || fail "the UDP client failed: $out"
+  off=$(($(xdp_stat "$ID" offloaded) - off0))
+  log "UDP after -D: $out of 5 datagrams answered, the program forwarded $off"
+  [ "$out" = 0 ] && [ "$off" = 0 ] || fail "the deleted UDP service's flow still forwarded: $out answered, $off by the program"
   xlvsd_alive "at the end"
 }

@@ -640,7 +640,42 @@ impl Control {
         if self.expire_nodest_conn {
             self.unbind_gone(&old);
         }
+        self.take_back_deleted(&old);
         self.set_steering_keys()
+    }
+
+    /// The XDP program forwards an offloaded connection's frames from its entry alone,
+    /// before it looks at the steering maps. So the connections of a service deleted since
+    /// `old` are taken back from it (for good, `ConnTable::keep`): their frames meet the
+    /// steering again, which no longer takes them, as it does not its other connections'.
+    fn take_back_deleted(&mut self, old: &Snapshot) {
+        let snap = self.snapshot.load();
+        let gone: HashSet<*const DestState> = old
+            .services
+            .iter()
+            .filter(|(k, _)| !snap.services.contains_key(*k))
+            .flat_map(|(_, svc)| svc.dests.iter().chain(svc.sorry.iter()))
+            .map(|d| Arc::as_ptr(&d.state))
+            .collect();
+        if gone.is_empty() {
+            return;
+        }
+        let n = self
+            .conns
+            .unoffload_dests(|d| gone.contains(&(d as *const DestState)));
+        if n > 0 {
+            log::info!("{n} offloaded connection(s) of deleted services go back to the workers");
+            self.wake_workers();
+        }
+    }
+
+    /// Wakes every worker thread, so that an idle one (whose connections' frames the XDP
+    /// program forwards) removes the entries just queued for removal now, not at its next
+    /// deadline.
+    fn wake_workers(&self) {
+        for w in self.workers.handles() {
+            w.wake();
+        }
     }
 
     /// Makes the XDP steering maps hold the table's services and NAT realservers and the
@@ -712,6 +747,7 @@ impl Control {
                     "{n} offloaded connection(s) of {} realserver(s) whose next hop changed go back to the workers",
                     moved.len()
                 );
+                self.wake_workers();
             }
         }
     }
