@@ -244,25 +244,12 @@ fn offloaded<const L3: usize>(
     sport: u16,
     dport: u16,
 ) -> Option<u32> {
-    let at_l4: usize = L3 + IPV4_HLEN;
-    if proto == PROTO_TCP && read_u8(ctx, at_l4 + 13)? & TCP_SYN_FIN_RST != 0 {
-        return None;
-    }
     let key = FlowKey::v4_raw(saddr, daddr, sport, dport, proto);
-    let e = OFFLOAD.get_ptr_mut(&key)?;
-    let eth = ptr_at::<[u8; ETH_HLEN]>(ctx, 0)?;
-    let ip = ptr_at::<[u8; IPV4_HLEN]>(ctx, L3)?;
-    let l4 = ptr_at::<[u8; 8]>(ctx, at_l4)?;
-    // TCP's checksum is at 16, UDP's at 6.
-    let ck = if proto == PROTO_TCP {
-        ptr_at::<[u8; 2]>(ctx, at_l4 + 16)?
-    } else {
-        ptr_at::<[u8; 2]>(ctx, at_l4 + 6)?
-    };
+    let h = entry_and_headers::<L3, IPV4_HLEN>(ctx, proto, &key)?;
     // Safety: `ptr_at` checked each header lies inside the frame; `e` points into the map's
     // value, which stays valid while the program runs. Nothing else writes the frame.
     unsafe {
-        let (e, ip, l4, ck, eth) = (&mut *e, &mut *ip, &mut *l4, &mut *ck, &mut *eth);
+        let (e, ip, l4, ck, eth) = (&mut *h.e, &mut *h.ip, &mut *h.l4, &mut *h.ck, &mut *h.eth);
         // A TTL the worker must answer, or an IP length the frame does not hold (or too
         // short for the TCP or UDP header): the worker drops it and counts why.
         let total = u16::from_be_bytes([ip[2], ip[3]]) as usize;
@@ -282,6 +269,47 @@ fn offloaded<const L3: usize>(
         ip[10..12].copy_from_slice(&c.to_be_bytes());
         finish(e, proto, (l4, ck, eth), total, ifindex)
     }
+}
+
+/// What a fast-path frame's rewrite works on, each pointer checked to lie inside the frame
+/// (the entry: inside the map's value).
+struct Headers<const HLEN: usize> {
+    e: *mut Offload,
+    eth: *mut [u8; ETH_HLEN],
+    /// The IP header, `HLEN` bytes.
+    ip: *mut [u8; HLEN],
+    /// The first 8 bytes of the TCP or UDP header.
+    l4: *mut [u8; 8],
+    /// The TCP or UDP checksum.
+    ck: *mut [u8; 2],
+}
+
+/// Where both families' fast paths start: a TCP segment with SYN, FIN or RST goes to the
+/// workers (None); so does a frame without an entry for `key`; else the entry and the
+/// frame's headers, its IP header (`HLEN` bytes) at `L3`.
+#[inline(always)]
+fn entry_and_headers<const L3: usize, const HLEN: usize>(
+    ctx: &XdpContext,
+    proto: u8,
+    key: &FlowKey,
+) -> Option<Headers<HLEN>> {
+    let at_l4 = L3 + HLEN;
+    if proto == PROTO_TCP && read_u8(ctx, at_l4 + 13)? & TCP_SYN_FIN_RST != 0 {
+        return None;
+    }
+    let e = OFFLOAD.get_ptr_mut(key)?;
+    Some(Headers {
+        e,
+        eth: ptr_at::<[u8; ETH_HLEN]>(ctx, 0)?,
+        ip: ptr_at::<[u8; HLEN]>(ctx, L3)?,
+        l4: ptr_at::<[u8; 8]>(ctx, at_l4)?,
+        // TCP's checksum is at 16, UDP's at 6.
+        ck: if proto == PROTO_TCP {
+            ptr_at::<[u8; 2]>(ctx, at_l4 + 16)?
+        } else {
+            ptr_at::<[u8; 2]>(ctx, at_l4 + 6)?
+        },
+    })
 }
 
 /// The port a fast-path entry's frames leave by: a bond's member by the flow's transmit hash
@@ -368,23 +396,11 @@ fn offloaded6<const L3: usize>(
     sport: u16,
     dport: u16,
 ) -> Option<u32> {
-    let at_l4: usize = L3 + IPV6_HLEN;
-    if proto == PROTO_TCP && read_u8(ctx, at_l4 + 13)? & TCP_SYN_FIN_RST != 0 {
-        return None;
-    }
     let key = FlowKey::v6_raw(saddr, daddr, sport, dport, proto);
-    let e = OFFLOAD.get_ptr_mut(&key)?;
-    let eth = ptr_at::<[u8; ETH_HLEN]>(ctx, 0)?;
-    let ip = ptr_at::<[u8; IPV6_HLEN]>(ctx, L3)?;
-    let l4 = ptr_at::<[u8; 8]>(ctx, at_l4)?;
-    let ck = if proto == PROTO_TCP {
-        ptr_at::<[u8; 2]>(ctx, at_l4 + 16)?
-    } else {
-        ptr_at::<[u8; 2]>(ctx, at_l4 + 6)?
-    };
+    let h = entry_and_headers::<L3, IPV6_HLEN>(ctx, proto, &key)?;
     // Safety: as in `offloaded`.
     unsafe {
-        let (e, ip, l4, ck, eth) = (&mut *e, &mut *ip, &mut *l4, &mut *ck, &mut *eth);
+        let (e, ip, l4, ck, eth) = (&mut *h.e, &mut *h.ip, &mut *h.l4, &mut *h.ck, &mut *h.eth);
         let payload = u16::from_be_bytes([ip[4], ip[5]]) as usize;
         if ip[7] <= 1 || payload < 8 || L3 + IPV6_HLEN + payload > ctx.data_end() - ctx.data() {
             return None;
