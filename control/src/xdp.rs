@@ -884,6 +884,18 @@ mod tests {
         hbh[20] = 0;
         hbh.splice(54..54, [PROTO_TCP, 0, 1, 4, 0, 0, 0, 0]);
         assert_eq!(x.test_run(&hbh, 1, 0).unwrap(), 2, "passed to the kernel");
+        // A first fragment of the same tuple (a fragment header, more to come): to the
+        // workers, not the fast path.
+        let mut frag = seg(40000, ACK, 64, b"x");
+        let plen = u16::from_be_bytes([frag[18], frag[19]]) + 8;
+        frag[18..20].copy_from_slice(&plen.to_be_bytes());
+        frag[20] = 44;
+        frag.splice(54..54, [PROTO_TCP, 0, 0, 1, 0, 0, 0, 9]);
+        assert_eq!(
+            x.test_run(&frag, 1, 0).unwrap(),
+            DROP,
+            "steered to a worker"
+        );
         assert_eq!(map.lookup(&k).unwrap().packets, 3);
         // One 802.1Q tag, kept.
         let tk = key(40002, 80, PROTO_TCP);

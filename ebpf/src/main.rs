@@ -13,9 +13,10 @@
 //!    services, sync multicast, fragments of the kernel's own traffic, IPv6 with other
 //!    extension headers, ...) → `XDP_PASS`.
 //!
-//! A steered TCP or UDP frame of an offloaded connection (the fast path, `xlvsd --offload`:
-//! the `OFFLOAD` map, which the workers fill once a connection is established), IPv4 or IPv6,
-//! is rewritten here as the worker did it for the connection's first frames (MACs,
+//! Before 1 and 2, a TCP or UDP frame of an offloaded connection (the fast path, `xlvsd
+//! --offload`: the `OFFLOAD` map, which the workers fill once a connection is established;
+//! an entry is all it needs, and the control thread takes a deleted service's connections
+//! back), IPv4 or IPv6, is rewritten here as the worker did it for the connection's first frames (MACs,
 //! addresses, ports, TTL or hop limit, checksums by precomputed deltas) and sent out of its
 //! interface with `bpf_redirect`, without a round trip through userspace. SYN, FIN and RST,
 //! fragments, IPv4 options, IPv6 extension headers and a TTL or hop limit of 1 still go to
@@ -253,7 +254,10 @@ fn offloaded<const L3: usize>(
         // A TTL the worker must answer, or an IP length the frame does not hold (or too
         // short for the TCP or UDP header): the worker drops it and counts why.
         let total = u16::from_be_bytes([ip[2], ip[3]]) as usize;
-        if ip[8] <= 1 || total < IPV4_HLEN + 8 || L3 + total > ctx.data_end() - ctx.data() {
+        if ip[8] <= 1
+            || total < IPV4_HLEN + l4_min(proto)
+            || L3 + total > ctx.data_end() - ctx.data()
+        {
             return None;
         }
         let ifindex = egress_port(e)?;
@@ -269,6 +273,13 @@ fn offloaded<const L3: usize>(
         ip[10..12].copy_from_slice(&c.to_be_bytes());
         finish(e, proto, (l4, ck, eth), total, ifindex)
     }
+}
+
+/// The shortest TCP (20 bytes) or UDP (8) header: a packet too short to hold its header
+/// (and the checksum the fast path rewrites) goes to the workers, which drop and count it.
+#[inline(always)]
+fn l4_min(proto: u8) -> usize {
+    if proto == PROTO_TCP { 20 } else { 8 }
 }
 
 /// What a fast-path frame's rewrite works on, each pointer checked to lie inside the frame
@@ -402,7 +413,10 @@ fn offloaded6<const L3: usize>(
     unsafe {
         let (e, ip, l4, ck, eth) = (&mut *h.e, &mut *h.ip, &mut *h.l4, &mut *h.ck, &mut *h.eth);
         let payload = u16::from_be_bytes([ip[4], ip[5]]) as usize;
-        if ip[7] <= 1 || payload < 8 || L3 + IPV6_HLEN + payload > ctx.data_end() - ctx.data() {
+        if ip[7] <= 1
+            || payload < l4_min(proto)
+            || L3 + IPV6_HLEN + payload > ctx.data_end() - ctx.data()
+        {
             return None;
         }
         let ifindex = egress_port(e)?;

@@ -23,8 +23,9 @@
 #  (d) UDP: 100 datagrams from one client socket to an echo service on VIP:9000, each
 #      answered by one realserver with its payload intact (checksums rewritten by the
 #      program); from the second on the program forwards them (and, NAT, the replies);
-#      after `-D` of the service none of the flow's next 5 is forwarded (its entries were
-#      taken back: the program looks entries up before the steering maps).
+#      after `-d` of its realserver the flow goes on through the program, after `-D` of
+#      the service none of its next 5 datagrams is forwarded (its entries were taken back:
+#      the program looks entries up before the steering maps).
 # With 6, all of it over IPv6 (the lab's IPv6 VIP, client and realservers).
 offload_run() {
   local mode=$1 family=${2:-4} min
@@ -179,12 +180,20 @@ PY
   log "UDP: $out of 100 datagrams answered intact; the program forwarded $off frames of the flow itself"
   [ "$out" = 100 ] || fail "UDP: $out of 100 datagrams answered intact"
   [ "$off" -ge 90 ] || fail "UDP: the program forwarded only $off frames of the flow"
-  # Deleting the service takes its offloaded flow back from the program, which would
-  # otherwise forward it from its entry alone: the flow's datagrams meet the steering
-  # again, which no longer takes them (the director's kernel answers them, or not).
+  # Its realserver deleted, the flow goes on (a deleted realserver's connections finish),
+  # still by the program.
+  xadm "$ID" -d -u "$LAB_VIP:9000" -r "$LAB_RS1_IP:9000" || fail "-d -u rs1"
+  off0=$(xdp_stat "$ID" offloaded)
+  out=$(udp_pings 3 2) || fail "the UDP client failed: $out"
+  off=$(($(xdp_stat "$ID" offloaded) - off0))
+  log "UDP after -d of its realserver: $out of 3 datagrams answered, the program forwarded $off"
+  [ "$out" = 3 ] && [ "$off" -ge 3 ] || fail "the flow of a deleted realserver: $out of 3 answered, $off by the program"
+  # Deleting the service takes the flow back from the program, which would otherwise
+  # forward it from its entry alone: its datagrams meet the steering again, which no
+  # longer takes them (the director's kernel answers them, or not).
   xadm "$ID" -D -u "$LAB_VIP:9000" || fail "-D -u"
-  has "offloaded connection(s) of deleted services go back to the workers" <"$XLVSD_LOG" ||
-    fail "deleting the UDP service took no offloaded connection back: $(tail -n 5 "$XLVSD_LOG")"
+  has "connection(s) of deleted services stay with the workers" <"$XLVSD_LOG" ||
+    fail "deleting the UDP service kept no connection with the workers: $(tail -n 5 "$XLVSD_LOG")"
   sleep 0.2
   off0=$(xdp_stat "$ID" offloaded)
   out=$(udp_pings 5 0.3) || fail "the UDP client failed: $out"

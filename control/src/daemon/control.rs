@@ -181,6 +181,8 @@ pub struct Control {
     client_vias: std::collections::HashMap<IpAddr, Arc<DestState>>,
     /// The routes towards clients last published, as (prefix, length, via).
     client_routes: Vec<(IpAddr, u8, IpAddr)>,
+    /// The virtual service keys the XDP steering holds ([`Control::keep_unsteered`]).
+    steered: HashSet<L4Key>,
     /// The last VRRP state keepalived reported, for which instance, and when.
     vrrp: Option<(crate::vrrp::Notify, Instant)>,
     /// How the sync daemons follow the VRRP state.
@@ -231,6 +233,7 @@ impl Control {
             addresses_due: None,
             client_vias: Default::default(),
             client_routes: Vec::new(),
+            steered: HashSet::new(),
             vrrp: None,
             sync_roles: Default::default(),
             daemon_specs: Vec::new(),
@@ -640,33 +643,7 @@ impl Control {
         if self.expire_nodest_conn {
             self.unbind_gone(&old);
         }
-        self.take_back_deleted(&old);
         self.set_steering_keys()
-    }
-
-    /// The XDP program forwards an offloaded connection's frames from its entry alone,
-    /// before it looks at the steering maps. So the connections of a service deleted since
-    /// `old` are taken back from it (for good, `ConnTable::keep`): their frames meet the
-    /// steering again, which no longer takes them, as it does not its other connections'.
-    fn take_back_deleted(&mut self, old: &Snapshot) {
-        let snap = self.snapshot.load();
-        let gone: HashSet<*const DestState> = old
-            .services
-            .iter()
-            .filter(|(k, _)| !snap.services.contains_key(*k))
-            .flat_map(|(_, svc)| svc.dests.iter().chain(svc.sorry.iter()))
-            .map(|d| Arc::as_ptr(&d.state))
-            .collect();
-        if gone.is_empty() {
-            return;
-        }
-        let n = self
-            .conns
-            .unoffload_dests(|d| gone.contains(&(d as *const DestState)));
-        if n > 0 {
-            log::info!("{n} offloaded connection(s) of deleted services go back to the workers");
-            self.wake_workers();
-        }
     }
 
     /// Wakes every worker thread, so that an idle one (whose connections' frames the XDP
@@ -688,7 +665,31 @@ impl Control {
             .into_iter()
             .map(AddrKey::ip)
             .collect();
-        self.steering.set_keys(&vips, &reals, &local)
+        let r = self.steering.set_keys(&vips, &reals, &local);
+        self.keep_unsteered(vips);
+        r
+    }
+
+    /// The XDP program forwards an offloaded connection's frames from its entry alone,
+    /// before it looks at the steering maps. So the connections of a virtual service key
+    /// the steering no longer holds (a deleted service, a port gone from a fwmark group)
+    /// are kept by the workers from now on, offloaded or not yet (a frame steered before
+    /// the key went may still reach a worker): their frames meet the steering again, which
+    /// no longer takes them, and the workers wake to remove their entries at once.
+    fn keep_unsteered(&mut self, vips: Vec<L4Key>) {
+        let now: HashSet<L4Key> = vips.into_iter().collect();
+        let gone: HashSet<L4Key> = self.steered.difference(&now).copied().collect();
+        self.steered = now;
+        if gone.is_empty() {
+            return;
+        }
+        let n = self.conns.keep_services(|k| gone.contains(&k));
+        if n > 0 {
+            log::info!(
+                "{n} connection(s) of deleted services stay with the workers (none offloaded to the XDP program)"
+            );
+            self.wake_workers();
+        }
     }
 
     /// With `expire_nodest_conn`: the connections of realservers `old` had and the snapshot

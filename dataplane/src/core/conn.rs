@@ -1413,6 +1413,26 @@ impl<A: Addr> ConnTable<A> {
         n
     }
 
+    /// Has every connection whose virtual service key (protocol, VIP, vport) `gone` says
+    /// is gone kept by the workers for good ([`ConnTable::keep`]), offloaded or not: its
+    /// entries go, and none is filed again. Returns how many.
+    pub fn keep_services(&self, gone: impl Fn(xlvs_common::L4Key) -> bool) -> usize {
+        let mut n = 0;
+        self.for_each_mut(|c| {
+            if c.offload() & super::offload::KEPT == 0
+                && gone(xlvs_common::L4Key::ip(
+                    c.vaddr.ip(),
+                    c.vport,
+                    c.proto().number(),
+                ))
+            {
+                self.keep(c);
+                n += 1;
+            }
+        });
+        n
+    }
+
     /// Calls `f` on every persistence template (for listings).
     pub fn for_each_template(&self, mut f: impl FnMut(&Template<A>)) {
         for t in self.templates.iter() {
@@ -1515,6 +1535,11 @@ impl Tables {
         self.v4
             .take_offload_final()
             .or_else(|| self.v6.take_offload_final())
+    }
+
+    /// [`ConnTable::keep_services`] over both families.
+    pub fn keep_services(&self, gone: impl Fn(xlvs_common::L4Key) -> bool) -> usize {
+        self.v4.keep_services(&gone) + self.v6.keep_services(&gone)
     }
 
     /// [`ConnTable::unoffload_dests`] over both families.

@@ -406,7 +406,7 @@ impl Core {
             // for nobody): the workers keep them (once per table; the other workers find none
             // left).
             if self.offload.is_some() {
-                self.tables.v4.unoffload_dests(|_| true);
+                self.tables.unoffload_dests(|_| true);
             }
             self.live = if on { self.outbox.clone() } else { None };
             self.listen = if on {
@@ -1148,6 +1148,10 @@ fn offer<A: Addr>(table: &ConnTable<A>, c: &mut Conn<A>, p: &Parsed<A>, bit: u8,
                 ..
             }
         )
+        // The program takes only TCP or UDP right after the fixed IP header (no IPv4
+        // options, no IPv6 extension header such as an atomic fragment's): an offer for
+        // any other frame would be refused and keep the connection for good.
+        && p.l4 - p.l3 == if p.src.ip().is_ipv4() { 20 } else { 40 }
     {
         c.set_offload(c.offload() | bit);
         return true;

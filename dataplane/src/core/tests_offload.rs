@@ -467,28 +467,30 @@ fn ipv6_connections_are_offered_and_taken_back() {
     let mut c = Core::new(Arc::new(conn::Tables::new(1 << 16)));
     c.set_offload(Some(Box::new(Seen::default())));
     let snap = snapshot(Proto::Tcp, (VIP6, 80), &[(RIP6, 8080)], Fwd::Masq, "rr");
-    let client = |flags, payload: &[u8]| {
+    let client_from = |cport, flags, payload: &[u8]| {
         tcp_frame(
             CLIENT_MAC,
             EXT_MAC,
-            (CIP6, 41100),
+            (CIP6, cport),
             (VIP6, 80),
             flags,
             64,
             payload,
         )
     };
-    let reply = |flags| {
+    let client = |flags, payload: &[u8]| client_from(41100, flags, payload);
+    let reply_to = |cport, flags| {
         tcp_frame(
             rs_mac(0),
             INT_MAC,
             (RIP6, 8080),
-            (CIP6, 41100),
+            (CIP6, cport),
             flags,
             64,
             b"hi",
         )
     };
+    let reply = |flags| reply_to(41100, flags);
     let key = |src, sport, dst, dport| {
         flow_key(&conn::ConnKey {
             src,
@@ -547,4 +549,20 @@ fn ipv6_connections_are_offered_and_taken_back() {
         .map(|u| (u.key, u.out))
         .collect();
     assert_eq!(back, [(inn, false), (out, true)]);
+    // A sync master starting takes IPv6 connections back too (the program has not counted
+    // their packets).
+    for (flags, iface) in [(SYN, 0), (ACK, 0)] {
+        let mut f = client_from(41101, flags, b"");
+        if flags == ACK {
+            c.process(t(4), &snap, &mut reply_to(41101, SYN | ACK), 1);
+        }
+        c.process(t(4), &snap, &mut f, iface);
+    }
+    let k2 = key(CIP6, 41101, VIP6, 80);
+    assert_eq!(c.take_offload_request().map(|r| r.key), Some(k2));
+    let ob = Arc::new(events::Outbox::new(64));
+    c.set_outbox(Some(ob.clone()));
+    ob.set_listening(true);
+    c.refresh_listening();
+    assert_eq!(c.tables().v6.take_unoffloaded().map(|u| u.key), Some(k2));
 }

@@ -317,7 +317,8 @@ pub struct Offload {
     pub sync_period: u8,
     pub sync_due: u8,
     pub handed: u32,
-    /// Written by the program: `bpf_ktime_get_ns` of the last frame it sent on, and how many
+    /// Written by the program: `bpf_ktime_get_coarse_ns` (CLOCK_MONOTONIC, to a tick) of the
+    /// last frame it sent on, and how many
     /// frames and bytes (their IP lengths, as IPVS counts; the worker's expiry and counters
     /// read them).
     pub last_ns: u64,
