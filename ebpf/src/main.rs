@@ -236,6 +236,10 @@ fn try_steer(ctx: &XdpContext) -> Option<u32> {
 /// with one 802.1Q tag (its IPv4 header at `L3`; the tag stays as it is, as the workers keep
 /// it), whose direction of its connection is in `OFFLOAD` is rewritten as the entry says and
 /// redirected out of the entry's interface. None leaves it to the workers.
+///
+/// `offloaded` and `offloaded6` are written out in full, each pointer checked where it is
+/// used: shared helpers handing packet pointers around made code that Linux 6.1's verifier
+/// refused (it loses a pointer's checked range where 6.18's does not).
 #[inline(always)]
 fn offloaded<const L3: usize>(
     ctx: &XdpContext,
@@ -245,12 +249,25 @@ fn offloaded<const L3: usize>(
     sport: u16,
     dport: u16,
 ) -> Option<u32> {
+    let at_l4: usize = L3 + IPV4_HLEN;
+    if proto == PROTO_TCP && read_u8(ctx, at_l4 + 13)? & TCP_SYN_FIN_RST != 0 {
+        return None;
+    }
     let key = FlowKey::v4_raw(saddr, daddr, sport, dport, proto);
-    let h = entry_and_headers::<L3, IPV4_HLEN>(ctx, proto, &key)?;
+    let e = OFFLOAD.get_ptr_mut(&key)?;
+    let eth = ptr_at::<[u8; ETH_HLEN]>(ctx, 0)?;
+    let ip = ptr_at::<[u8; IPV4_HLEN]>(ctx, L3)?;
+    let l4 = ptr_at::<[u8; 8]>(ctx, at_l4)?;
+    // TCP's checksum is at 16, UDP's at 6.
+    let ck = if proto == PROTO_TCP {
+        ptr_at::<[u8; 2]>(ctx, at_l4 + 16)?
+    } else {
+        ptr_at::<[u8; 2]>(ctx, at_l4 + 6)?
+    };
     // Safety: `ptr_at` checked each header lies inside the frame; `e` points into the map's
     // value, which stays valid while the program runs. Nothing else writes the frame.
     unsafe {
-        let (e, ip, l4, ck, eth) = (&mut *h.e, &mut *h.ip, &mut *h.l4, &mut *h.ck, &mut *h.eth);
+        let (e, ip, l4, ck, eth) = (&mut *e, &mut *ip, &mut *l4, &mut *ck, &mut *eth);
         // A TTL the worker must answer, or an IP length the frame does not hold (or too
         // short for the TCP or UDP header): the worker drops it and counts why.
         let total = u16::from_be_bytes([ip[2], ip[3]]) as usize;
@@ -260,18 +277,54 @@ fn offloaded<const L3: usize>(
         {
             return None;
         }
-        let ifindex = egress_port(e)?;
-        // A sync master counts the client's frames: the one the sync rule picks goes to the
-        // worker, marked so that it knows why.
-        if sync_picks(e, || handoff_mark(proto, ip, l4)) {
+        // The port, as the workers choose it: a bond's member by the flow's transmit hash
+        // over the members usable now. None the program may use: the worker takes it.
+        let copy = *EGRESS_GEN.get(0)? & 1;
+        let out = EGRESS.get(copy * MAX_IFACES + (e.egress & (MAX_IFACES - 1)))?;
+        if out.count == 0 {
             return None;
+        }
+        let ifindex = *out
+            .ifindex
+            .get(((e.hash % out.count) & (MAX_IFACES - 1)) as usize)?;
+        if e.sync_on != 0 {
+            // A sync master counts the client's frames: the one the sync rule picks goes to
+            // the worker, marked so that it knows why.
+            let n = e.next_sync_count();
+            e.sync_pkts = n;
+            if n == e.sync_due {
+                e.handed = handoff_mark(proto, ip, l4);
+                count(Counter::Handed);
+                return None;
+            }
         }
         ip[8] -= 1;
         ip[12..16].copy_from_slice(&e.src[..4]);
         ip[16..20].copy_from_slice(&e.dst[..4]);
         let c = apply(u16::from_be_bytes([ip[10], ip[11]]), e.ip_delta);
         ip[10..12].copy_from_slice(&c.to_be_bytes());
-        finish(e, proto, (l4, ck, eth), total, ifindex)
+        l4[0..2].copy_from_slice(&e.sport.to_ne_bytes());
+        l4[2..4].copy_from_slice(&e.dport.to_ne_bytes());
+        let old = u16::from_be_bytes(*ck);
+        // A UDP datagram without a checksum stays without; one that sums to zero is sent as
+        // 0xffff (RFC 768).
+        if proto == PROTO_TCP || old != 0 {
+            let mut c = apply(old, e.l4_delta);
+            if proto == PROTO_UDP && c == 0 {
+                c = 0xffff;
+            }
+            *ck = c.to_be_bytes();
+        }
+        eth[0..6].copy_from_slice(&e.dst_mac);
+        eth[6..12].copy_from_slice(&e.src_mac);
+        // Plain adds: a flow's frames arrive on one RX queue, so one CPU at a time. The
+        // coarse clock: a tick's precision is plenty for timeouts of seconds.
+        e.last_ns = bpf_ktime_get_coarse_ns();
+        e.packets += 1;
+        // IPVS counts IP lengths: not the Ethernet header, a tag or a short frame's padding.
+        e.bytes += total as u64;
+        count(Counter::Offloaded);
+        Some(bpf_redirect(ifindex, 0) as u32)
     }
 }
 
@@ -280,117 +333,6 @@ fn offloaded<const L3: usize>(
 #[inline(always)]
 fn l4_min(proto: u8) -> usize {
     if proto == PROTO_TCP { 20 } else { 8 }
-}
-
-/// What a fast-path frame's rewrite works on, each pointer checked to lie inside the frame
-/// (the entry: inside the map's value).
-struct Headers<const HLEN: usize> {
-    e: *mut Offload,
-    eth: *mut [u8; ETH_HLEN],
-    /// The IP header, `HLEN` bytes.
-    ip: *mut [u8; HLEN],
-    /// The first 8 bytes of the TCP or UDP header.
-    l4: *mut [u8; 8],
-    /// The TCP or UDP checksum.
-    ck: *mut [u8; 2],
-}
-
-/// Where both families' fast paths start: a TCP segment with SYN, FIN or RST goes to the
-/// workers (None); so does a frame without an entry for `key`; else the entry and the
-/// frame's headers, its IP header (`HLEN` bytes) at `L3`.
-#[inline(always)]
-fn entry_and_headers<const L3: usize, const HLEN: usize>(
-    ctx: &XdpContext,
-    proto: u8,
-    key: &FlowKey,
-) -> Option<Headers<HLEN>> {
-    let at_l4 = L3 + HLEN;
-    if proto == PROTO_TCP && read_u8(ctx, at_l4 + 13)? & TCP_SYN_FIN_RST != 0 {
-        return None;
-    }
-    let e = OFFLOAD.get_ptr_mut(key)?;
-    Some(Headers {
-        e,
-        eth: ptr_at::<[u8; ETH_HLEN]>(ctx, 0)?,
-        ip: ptr_at::<[u8; HLEN]>(ctx, L3)?,
-        l4: ptr_at::<[u8; 8]>(ctx, at_l4)?,
-        // TCP's checksum is at 16, UDP's at 6.
-        ck: if proto == PROTO_TCP {
-            ptr_at::<[u8; 2]>(ctx, at_l4 + 16)?
-        } else {
-            ptr_at::<[u8; 2]>(ctx, at_l4 + 6)?
-        },
-    })
-}
-
-/// The port a fast-path entry's frames leave by: a bond's member by the flow's transmit hash
-/// over the members usable now, as the workers choose it. None the program may use: the
-/// worker takes the frame.
-#[inline(always)]
-fn egress_port(e: &Offload) -> Option<u32> {
-    // Safety: plain lookups; the values are copied out.
-    let copy = *EGRESS_GEN.get(0)? & 1;
-    let out = EGRESS.get(copy * MAX_IFACES + (e.egress & (MAX_IFACES - 1)))?;
-    if out.count == 0 {
-        return None;
-    }
-    out.ifindex
-        .get(((e.hash % out.count) & (MAX_IFACES - 1)) as usize)
-        .copied()
-}
-
-/// Whether a client frame of an entry that counts for the sync rule is the one it picks:
-/// then it goes to the worker, the entry holding its `mark`.
-#[inline(always)]
-fn sync_picks(e: &mut Offload, mark: impl FnOnce() -> u32) -> bool {
-    if e.sync_on == 0 {
-        return false;
-    }
-    let n = e.next_sync_count();
-    e.sync_pkts = n;
-    if n == e.sync_due {
-        e.handed = mark();
-        count(Counter::Handed);
-        return true;
-    }
-    false
-}
-
-/// The rest of a fast-path rewrite, for either family once the IP header is done: the
-/// ports, the TCP or UDP checksum by the entry's delta, the MACs, the entry's stamp and
-/// counts (`ip_len`: the packet's IP length), then the redirect out of `ifindex`.
-#[inline(always)]
-fn finish(
-    e: &mut Offload,
-    proto: u8,
-    (l4, ck, eth): (&mut [u8; 8], &mut [u8; 2], &mut [u8; ETH_HLEN]),
-    ip_len: usize,
-    ifindex: u32,
-) -> Option<u32> {
-    l4[0..2].copy_from_slice(&e.sport.to_ne_bytes());
-    l4[2..4].copy_from_slice(&e.dport.to_ne_bytes());
-    let old = u16::from_be_bytes(*ck);
-    // A UDP datagram without a checksum stays without (over IPv6 it is invalid, and the
-    // realserver's stack drops it, as it would without a director); one that sums to zero
-    // is sent as 0xffff (RFC 768).
-    if proto == PROTO_TCP || old != 0 {
-        let mut c = apply(old, e.l4_delta);
-        if proto == PROTO_UDP && c == 0 {
-            c = 0xffff;
-        }
-        *ck = c.to_be_bytes();
-    }
-    eth[0..6].copy_from_slice(&e.dst_mac);
-    eth[6..12].copy_from_slice(&e.src_mac);
-    // Plain adds: a flow's frames arrive on one RX queue, so one CPU at a time.
-    // Safety: a helper call without arguments.
-    e.last_ns = unsafe { bpf_ktime_get_coarse_ns() };
-    e.packets += 1;
-    // IPVS counts IP lengths: not the Ethernet header, a tag or a short frame's padding.
-    e.bytes += ip_len as u64;
-    count(Counter::Offloaded);
-    // Safety: a helper call on plain integers.
-    Some(unsafe { bpf_redirect(ifindex, 0) } as u32)
 }
 
 /// The IPv6 counterpart of [`offloaded`]: a TCP or UDP frame without extension headers
@@ -407,11 +349,23 @@ fn offloaded6<const L3: usize>(
     sport: u16,
     dport: u16,
 ) -> Option<u32> {
+    let at_l4: usize = L3 + IPV6_HLEN;
+    if proto == PROTO_TCP && read_u8(ctx, at_l4 + 13)? & TCP_SYN_FIN_RST != 0 {
+        return None;
+    }
     let key = FlowKey::v6_raw(saddr, daddr, sport, dport, proto);
-    let h = entry_and_headers::<L3, IPV6_HLEN>(ctx, proto, &key)?;
+    let e = OFFLOAD.get_ptr_mut(&key)?;
+    let eth = ptr_at::<[u8; ETH_HLEN]>(ctx, 0)?;
+    let ip = ptr_at::<[u8; IPV6_HLEN]>(ctx, L3)?;
+    let l4 = ptr_at::<[u8; 8]>(ctx, at_l4)?;
+    let ck = if proto == PROTO_TCP {
+        ptr_at::<[u8; 2]>(ctx, at_l4 + 16)?
+    } else {
+        ptr_at::<[u8; 2]>(ctx, at_l4 + 6)?
+    };
     // Safety: as in `offloaded`.
     unsafe {
-        let (e, ip, l4, ck, eth) = (&mut *h.e, &mut *h.ip, &mut *h.l4, &mut *h.ck, &mut *h.eth);
+        let (e, ip, l4, ck, eth) = (&mut *e, &mut *ip, &mut *l4, &mut *ck, &mut *eth);
         let payload = u16::from_be_bytes([ip[4], ip[5]]) as usize;
         if ip[7] <= 1
             || payload < l4_min(proto)
@@ -419,14 +373,46 @@ fn offloaded6<const L3: usize>(
         {
             return None;
         }
-        let ifindex = egress_port(e)?;
-        if sync_picks(e, || handoff_mark6(l4)) {
+        let copy = *EGRESS_GEN.get(0)? & 1;
+        let out = EGRESS.get(copy * MAX_IFACES + (e.egress & (MAX_IFACES - 1)))?;
+        if out.count == 0 {
             return None;
+        }
+        let ifindex = *out
+            .ifindex
+            .get(((e.hash % out.count) & (MAX_IFACES - 1)) as usize)?;
+        if e.sync_on != 0 {
+            let n = e.next_sync_count();
+            e.sync_pkts = n;
+            if n == e.sync_due {
+                e.handed = handoff_mark6(l4);
+                count(Counter::Handed);
+                return None;
+            }
         }
         ip[7] -= 1;
         ip[8..24].copy_from_slice(&e.src);
         ip[24..40].copy_from_slice(&e.dst);
-        finish(e, proto, (l4, ck, eth), IPV6_HLEN + payload, ifindex)
+        l4[0..2].copy_from_slice(&e.sport.to_ne_bytes());
+        l4[2..4].copy_from_slice(&e.dport.to_ne_bytes());
+        let old = u16::from_be_bytes(*ck);
+        // A zero UDP checksum is invalid over IPv6: left as it is, the realserver's stack
+        // drops the datagram, as it would without a director.
+        if proto == PROTO_TCP || old != 0 {
+            let mut c = apply(old, e.l4_delta);
+            if proto == PROTO_UDP && c == 0 {
+                c = 0xffff;
+            }
+            *ck = c.to_be_bytes();
+        }
+        eth[0..6].copy_from_slice(&e.dst_mac);
+        eth[6..12].copy_from_slice(&e.src_mac);
+        e.last_ns = bpf_ktime_get_coarse_ns();
+        e.packets += 1;
+        // The 40-byte header and the payload, as IPVS counts.
+        e.bytes += (IPV6_HLEN + payload) as u64;
+        count(Counter::Offloaded);
+        Some(bpf_redirect(ifindex, 0) as u32)
     }
 }
 
