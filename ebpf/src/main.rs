@@ -237,9 +237,10 @@ fn try_steer(ctx: &XdpContext) -> Option<u32> {
 /// it), whose direction of its connection is in `OFFLOAD` is rewritten as the entry says and
 /// redirected out of the entry's interface. None leaves it to the workers.
 ///
-/// `offloaded` and `offloaded6` are written out in full, each pointer checked where it is
-/// used: shared helpers handing packet pointers around made code that Linux 6.1's verifier
-/// refused (it loses a pointer's checked range where 6.18's does not).
+/// `offloaded` and `offloaded6` keep their packet pointers to themselves, each checked
+/// where it is used: shared helpers handing packet pointers around made code that Linux
+/// 6.1's verifier refused (it loses a pointer's checked range where 6.18's does not). The
+/// helpers they share see the entry only.
 #[inline(always)]
 fn offloaded<const L3: usize>(
     ctx: &XdpContext,
@@ -277,26 +278,12 @@ fn offloaded<const L3: usize>(
         {
             return None;
         }
-        // The port, as the workers choose it: a bond's member by the flow's transmit hash
-        // over the members usable now. None the program may use: the worker takes it.
-        let copy = *EGRESS_GEN.get(0)? & 1;
-        let out = EGRESS.get(copy * MAX_IFACES + (e.egress & (MAX_IFACES - 1)))?;
-        if out.count == 0 {
+        let ifindex = egress_port(e)?;
+        // A sync master counts the client's frames: the one the sync rule picks goes to the
+        // worker, marked so that it knows why.
+        if sync_picks(e) {
+            e.handed = handoff_mark(proto, ip, l4);
             return None;
-        }
-        let ifindex = *out
-            .ifindex
-            .get(((e.hash % out.count) & (MAX_IFACES - 1)) as usize)?;
-        if e.sync_on != 0 {
-            // A sync master counts the client's frames: the one the sync rule picks goes to
-            // the worker, marked so that it knows why.
-            let n = e.next_sync_count();
-            e.sync_pkts = n;
-            if n == e.sync_due {
-                e.handed = handoff_mark(proto, ip, l4);
-                count(Counter::Handed);
-                return None;
-            }
         }
         ip[8] -= 1;
         ip[12..16].copy_from_slice(&e.src[..4]);
@@ -317,15 +304,55 @@ fn offloaded<const L3: usize>(
         }
         eth[0..6].copy_from_slice(&e.dst_mac);
         eth[6..12].copy_from_slice(&e.src_mac);
-        // Plain adds: a flow's frames arrive on one RX queue, so one CPU at a time. The
-        // coarse clock: a tick's precision is plenty for timeouts of seconds.
-        e.last_ns = bpf_ktime_get_coarse_ns();
-        e.packets += 1;
         // IPVS counts IP lengths: not the Ethernet header, a tag or a short frame's padding.
-        e.bytes += total as u64;
-        count(Counter::Offloaded);
+        stamp(e, total);
         Some(bpf_redirect(ifindex, 0) as u32)
     }
+}
+
+/// The port an entry's frames leave by, as the workers choose it: a bond's member by the
+/// flow's transmit hash over the members usable now. None the program may use: the worker
+/// takes the frame. (These helpers see the entry only: packet pointers stay in `offloaded`
+/// and `offloaded6`, see there.)
+#[inline(always)]
+fn egress_port(e: &Offload) -> Option<u32> {
+    let copy = *EGRESS_GEN.get(0)? & 1;
+    let out = EGRESS.get(copy * MAX_IFACES + (e.egress & (MAX_IFACES - 1)))?;
+    if out.count == 0 {
+        return None;
+    }
+    out.ifindex
+        .get(((e.hash % out.count) & (MAX_IFACES - 1)) as usize)
+        .copied()
+}
+
+/// Counts a client frame on an entry that counts for the sync rule; true (and counted as
+/// handed) if it is the frame the rule picks, which the caller marks and leaves to the
+/// worker.
+#[inline(always)]
+fn sync_picks(e: &mut Offload) -> bool {
+    if e.sync_on == 0 {
+        return false;
+    }
+    let n = e.next_sync_count();
+    e.sync_pkts = n;
+    if n != e.sync_due {
+        return false;
+    }
+    count(Counter::Handed);
+    true
+}
+
+/// Stamps an entry with a frame the program sends on, of IP length `ip_len`. Plain adds: a
+/// flow's frames arrive on one RX queue, so one CPU at a time. The coarse clock: a tick's
+/// precision is plenty for timeouts of seconds.
+#[inline(always)]
+fn stamp(e: &mut Offload, ip_len: usize) {
+    // Safety: a helper call without arguments.
+    e.last_ns = unsafe { bpf_ktime_get_coarse_ns() };
+    e.packets += 1;
+    e.bytes += ip_len as u64;
+    count(Counter::Offloaded);
 }
 
 /// The shortest TCP (20 bytes) or UDP (8) header: a packet too short to hold its header
@@ -373,22 +400,10 @@ fn offloaded6<const L3: usize>(
         {
             return None;
         }
-        let copy = *EGRESS_GEN.get(0)? & 1;
-        let out = EGRESS.get(copy * MAX_IFACES + (e.egress & (MAX_IFACES - 1)))?;
-        if out.count == 0 {
+        let ifindex = egress_port(e)?;
+        if sync_picks(e) {
+            e.handed = handoff_mark6(l4);
             return None;
-        }
-        let ifindex = *out
-            .ifindex
-            .get(((e.hash % out.count) & (MAX_IFACES - 1)) as usize)?;
-        if e.sync_on != 0 {
-            let n = e.next_sync_count();
-            e.sync_pkts = n;
-            if n == e.sync_due {
-                e.handed = handoff_mark6(l4);
-                count(Counter::Handed);
-                return None;
-            }
         }
         ip[7] -= 1;
         ip[8..24].copy_from_slice(&e.src);
@@ -407,11 +422,8 @@ fn offloaded6<const L3: usize>(
         }
         eth[0..6].copy_from_slice(&e.dst_mac);
         eth[6..12].copy_from_slice(&e.src_mac);
-        e.last_ns = bpf_ktime_get_coarse_ns();
-        e.packets += 1;
         // The 40-byte header and the payload, as IPVS counts.
-        e.bytes += (IPV6_HLEN + payload) as u64;
-        count(Counter::Offloaded);
+        stamp(e, IPV6_HLEN + payload);
         Some(bpf_redirect(ifindex, 0) as u32)
     }
 }
