@@ -634,6 +634,7 @@ struct Bucket<'t, A: Addr> {
 }
 
 impl<A: Addr> Drop for Bucket<'_, A> {
+    #[inline(always)]
     fn drop(&mut self) {
         // Only the holder changes the chain bits, and a waiter's `fetch_or` of a set lock
         // bit changes nothing: a plain release store unlocks (one atomic RMW per lookup, not
@@ -901,6 +902,7 @@ impl<A: Addr> ConnTable<A> {
         h as u32 & self.mask
     }
 
+    #[inline(always)]
     fn lock(&self, b: u32) -> Bucket<'_, A> {
         let h = &self.heads[b as usize];
         let mut spins = 0u32;
@@ -957,7 +959,7 @@ impl<A: Addr> ConnTable<A> {
 
     /// The connection a frame with tuple `key` belongs to: as the client's frame (the client
     /// is the source), else as the realserver's reply (the client is the destination).
-    #[inline]
+    #[inline(always)]
     pub fn lookup(&self, key: &ConnKey<A>) -> Option<Found<'_, A>> {
         if let Some(f) = self.lookup_in(key) {
             return Some(f);
@@ -967,7 +969,7 @@ impl<A: Addr> ConnTable<A> {
     }
 
     /// The connection a client's frame with tuple `key` belongs to (the client side only).
-    #[inline]
+    #[inline(always)]
     pub fn lookup_in(&self, key: &ConnKey<A>) -> Option<Found<'_, A>> {
         let b = self.bucket(key.proto, key.src, key.sport);
         self.find(b, Side::In, |c| c.is_in(key))

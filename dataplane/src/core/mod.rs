@@ -11,6 +11,7 @@ pub mod offload;
 pub mod sched;
 pub mod service;
 pub mod stats;
+mod straight;
 pub mod tcp_state;
 pub mod wheel;
 
@@ -174,6 +175,9 @@ pub struct Core {
     /// All ones while the fast path is on, else 0: what a packet tests its connection's
     /// marks with ([`At::offload`]), set with `offload` rather than worked out per packet.
     offer_mask: u8,
+    /// Tests compare the straight line ([`straight`]) with the general path by turning it off.
+    #[cfg(test)]
+    general_only: bool,
 }
 
 /// The XDP fast path's state in a core ([`offload`]).
@@ -335,6 +339,8 @@ impl Core {
             last_origin: None,
             offload: None,
             offer_mask: 0,
+            #[cfg(test)]
+            general_only: false,
         }
     }
 
@@ -460,6 +466,13 @@ impl Core {
         // The common frame (untagged IPv4 TCP or UDP without options, not a fragment) at fixed
         // offsets; the general parse for the rest.
         let p = match family::parse_common_v4(frame) {
+            // A connection's frame (any but a TCP SYN) in one straight line.
+            Some(p) if (p.proto == Proto::Udp || !is_syn(p.tcp_flags)) && self.straight() => {
+                return match self.established(now, snap, frame, &p, rx_iface) {
+                    straight::Straight::Done(r) => r,
+                    straight::Straight::Missed => self.flow(now, snap, frame, p, rx_iface, true),
+                };
+            }
             Some(p) => p,
             None => {
                 let (ethertype, l3) = ethernet::payload(frame)?;
@@ -467,16 +480,27 @@ impl Core {
                     ethernet::EtherType::Ipv4 => Ipv4Addr::parse(frame, l3)?,
                     ethernet::EtherType::Ipv6 => {
                         let p = Ipv6Addr::parse(frame, l3)?;
-                        return self.flow(now, snap, frame, p, rx_iface);
+                        return self.flow(now, snap, frame, p, rx_iface, false);
                     }
                     _ => return Err(DropReason::NotIp),
                 }
             }
         };
-        self.flow(now, snap, frame, p, rx_iface)
+        self.flow(now, snap, frame, p, rx_iface, false)
     }
 
-    /// Forwards a parsed frame of family `F`.
+    /// Whether the straight line takes the frames it can (always, but in tests that turn it
+    /// off).
+    #[inline(always)]
+    fn straight(&self) -> bool {
+        #[cfg(test)]
+        return !self.general_only;
+        #[cfg(not(test))]
+        true
+    }
+
+    /// Forwards a parsed frame of family `F`; `missed`: its tuple is known to have no
+    /// connection (the straight line looked).
     #[inline(always)]
     fn flow<F: Family>(
         &mut self,
@@ -485,6 +509,7 @@ impl Core {
         frame: &mut [u8],
         mut p: Parsed<F>,
         rx_iface: IfaceId,
+        missed: bool,
     ) -> Result<IfaceId, DropReason> {
         let table = F::table(&self.tables);
         if let Kind::Fragment { ident } = p.kind {
@@ -508,15 +533,20 @@ impl Core {
             offload: self.offer_mask,
         };
         let mut offer_it = None;
-        let action = match lookup(
-            table,
-            ex,
-            at,
-            (frame, rx_iface),
-            &key,
-            &p,
-            (&mut offer_it, &mut self.offload),
-        ) {
+        let found = if missed {
+            None
+        } else {
+            lookup(
+                table,
+                ex,
+                at,
+                (frame, rx_iface),
+                &key,
+                &p,
+                (&mut offer_it, &mut self.offload),
+            )
+        };
+        let action = match found {
             Some(a) => a,
             None if matches!(p.kind, Kind::Plain { .. }) => {
                 let (a, evicted) = new_conn(table, ex, at, frame, &p, rx_iface)?;
@@ -1394,5 +1424,7 @@ mod tests;
 mod tests_hooks;
 #[cfg(test)]
 mod tests_offload;
+#[cfg(test)]
+mod tests_straight;
 #[cfg(test)]
 mod tests_v6;
