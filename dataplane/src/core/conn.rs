@@ -631,6 +631,8 @@ impl<A: Addr> std::fmt::Debug for ConnTable<A> {
 struct Bucket<'t, A: Addr> {
     t: &'t ConnTable<A>,
     b: u32,
+    /// `t.heads[b]`, indexed once.
+    head: &'t AtomicU32,
 }
 
 impl<A: Addr> Drop for Bucket<'_, A> {
@@ -639,19 +641,19 @@ impl<A: Addr> Drop for Bucket<'_, A> {
         // Only the holder changes the chain bits, and a waiter's `fetch_or` of a set lock
         // bit changes nothing: a plain release store unlocks (one atomic RMW per lookup, not
         // two).
-        let h = &self.t.heads[self.b as usize];
+        let h = self.head;
         h.store(h.load(Ordering::Relaxed) & !LOCK, Ordering::Release);
     }
 }
 
 impl<'t, A: Addr> Bucket<'t, A> {
     fn first(&self) -> u32 {
-        self.t.heads[self.b as usize].load(Ordering::Relaxed) & !LOCK
+        self.head.load(Ordering::Relaxed) & !LOCK
     }
 
     fn set_first(&mut self, i: u32) {
         // The lock bit stays set: we hold it.
-        self.t.heads[self.b as usize].store(LOCK | i, Ordering::Relaxed);
+        self.head.store(LOCK | i, Ordering::Relaxed);
     }
 
     #[inline(always)]
@@ -664,6 +666,7 @@ impl<'t, A: Addr> Bucket<'t, A> {
     }
 
     /// The slot of the first connection `pred` accepts, and the slot before it in the chain.
+    #[inline(always)]
     fn find(&mut self, pred: impl Fn(&Conn<A>) -> bool) -> Option<(u32, u32)> {
         let (mut prev, mut i) = (NIL, self.first());
         while i != NIL {
@@ -904,13 +907,22 @@ impl<A: Addr> ConnTable<A> {
 
     #[inline(always)]
     fn lock(&self, b: u32) -> Bucket<'_, A> {
-        let h = &self.heads[b as usize];
+        self.lock_head(b, &self.heads[b as usize])
+    }
+
+    /// [`ConnTable::lock`] with `h`, bucket `b`'s head, at hand.
+    #[inline(always)]
+    fn lock_head<'t>(&'t self, b: u32, h: &'t AtomicU32) -> Bucket<'t, A> {
         let mut spins = 0u32;
         loop {
             if h.load(Ordering::Relaxed) & LOCK == 0
                 && h.fetch_or(LOCK, Ordering::Acquire) & LOCK == 0
             {
-                return Bucket { t: self, b };
+                return Bucket {
+                    t: self,
+                    b,
+                    head: h,
+                };
             }
             spins += 1;
             if spins < 128 {
@@ -944,10 +956,11 @@ impl<A: Addr> ConnTable<A> {
 
     #[inline(always)]
     fn find(&self, b: u32, side: Side, pred: impl Fn(&Conn<A>) -> bool) -> Option<Found<'_, A>> {
-        if self.empty(b) {
+        let h = &self.heads[b as usize];
+        if h.load(Ordering::Relaxed) & !LOCK == NIL {
             return None;
         }
-        let mut bucket = self.lock(b);
+        let mut bucket = self.lock_head(b, h);
         let (prev, slot) = bucket.find(pred)?;
         Some(Found {
             bucket,

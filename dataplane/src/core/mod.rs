@@ -175,6 +175,8 @@ pub struct Core {
     /// All ones while the fast path is on, else 0: what a packet tests its connection's
     /// marks with ([`At::offload`]), set with `offload` rather than worked out per packet.
     offer_mask: u8,
+    /// The last frame time seen and its [`tick_ceil`]: a batch's frames share one time.
+    tick_memo: (Instant, u32),
     /// Tests compare the straight line ([`straight`]) with the general path by turning it off.
     #[cfg(test)]
     general_only: bool,
@@ -339,6 +341,7 @@ impl Core {
             last_origin: None,
             offload: None,
             offer_mask: 0,
+            tick_memo: (Instant(0), 0),
             #[cfg(test)]
             general_only: false,
         }
@@ -456,6 +459,7 @@ impl Core {
         v
     }
 
+    #[inline(always)]
     fn forward(
         &mut self,
         now: Instant,
@@ -487,6 +491,15 @@ impl Core {
             }
         };
         self.flow(now, snap, frame, p, rx_iface, false)
+    }
+
+    /// [`tick_ceil`]`(now)`, worked out once per frame time.
+    #[inline(always)]
+    fn now_tick(&mut self, now: Instant) -> u32 {
+        if self.tick_memo.0 != now {
+            self.tick_memo = (now, tick_ceil(now));
+        }
+        self.tick_memo.1
     }
 
     /// Whether the straight line takes the frames it can (always, but in tests that turn it
@@ -854,7 +867,7 @@ fn lookup<A: Addr>(
             } else {
                 Dir::Input
             };
-            touch(c, now, snap, dir, p);
+            touch(c, tick_ceil(now), snap, dir, p);
             // One test for the rare work: a connection learned from outside (bind it, learn
             // the client's hop), a state change to report, someone listening. Before the
             // offer, so that the offering frame is counted as the workers' own.
@@ -887,7 +900,7 @@ fn lookup<A: Addr>(
             if matches!(p.kind, Kind::Plain { .. }) {
                 c.clear_no_output();
             }
-            touch(c, now, snap, Dir::Output, p);
+            touch(c, tick_ceil(now), snap, Dir::Output, p);
             if c.offload() | at.offload != 0 && offer(table, c, p, offload::OUT, at.offload != 0) {
                 *offer_it = Some(offload::Offer {
                     inbound: false,
@@ -1194,7 +1207,7 @@ fn offer<A: Addr>(table: &ConnTable<A>, c: &mut Conn<A>, p: &Parsed<A>, bit: u8,
 /// resulting state. Fragments refresh the idle time only (their flags are not known); ICMP
 /// errors change nothing (IPVS leaves the state to the connection's own segments).
 #[inline(always)]
-fn touch<A: Addr>(c: &mut Conn<A>, now: Instant, snap: &Snapshot, dir: Dir, p: &Parsed<A>) {
+fn touch<A: Addr>(c: &mut Conn<A>, now_tick: u32, snap: &Snapshot, dir: Dir, p: &Parsed<A>) {
     // The frame's protocol is the connection's (its key matched).
     let timeout = match p.kind {
         Kind::IcmpError { .. } => return,
@@ -1213,7 +1226,7 @@ fn touch<A: Addr>(c: &mut Conn<A>, now: Instant, snap: &Snapshot, dir: Dir, p: &
             Proto::Udp => snap.timeouts.udp,
         },
     };
-    c.touch(tick_ceil(now), timeout);
+    c.touch(now_tick, timeout);
 }
 
 /// A TCP state transition (a few per connection, off the per-packet path): moves the

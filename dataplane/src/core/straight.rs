@@ -59,14 +59,9 @@ impl Core {
             }
         ));
         debug_assert!(p.l3 as usize == L3 && p.l4 as usize == L4);
+        let now_tick = self.now_tick(now);
         let table = &self.tables.v4;
-        let key = super::ConnKey {
-            src: p.src,
-            dst: p.dst,
-            sport: p.sport,
-            dport: p.dport,
-            proto: p.proto.number(),
-        };
+        let key = key(p);
         let Some(mut found) = table.lookup(&key) else {
             return Straight::Missed;
         };
@@ -80,13 +75,13 @@ impl Core {
                 } else {
                     Dir::Input
                 };
-                touch(c, now, snap, dir, p);
+                touch(c, now_tick, snap, dir, p);
                 if c.hooked(self.listen) {
                     let ev = self.live.as_deref();
-                    client_hooks(c, (snap, ev), (frame, p), rx_iface, &mut self.offload);
+                    client_hooks(c, (snap, ev), (frame, &{ *p }), rx_iface, &mut self.offload);
                 }
                 let offered = (c.offload() | self.offer_mask != 0
-                    && offer(table, c, p, offload::IN, on))
+                    && offer(table, c, &{ *p }, offload::IN, on))
                 .then_some(offload::Offer {
                     inbound: true,
                     pkts: c.in_pkts,
@@ -109,9 +104,9 @@ impl Core {
                     return Straight::Missed;
                 }
                 c.clear_no_output();
-                touch(c, now, snap, Dir::Output, p);
+                touch(c, now_tick, snap, Dir::Output, p);
                 let offered = (c.offload() | self.offer_mask != 0
-                    && offer(table, c, p, offload::OUT, on))
+                    && offer(table, c, &{ *p }, offload::OUT, on))
                 .then_some(offload::Offer {
                     inbound: false,
                     pkts: 0,
@@ -141,6 +136,18 @@ impl Core {
             request_offload(&mut self.offload, snap, self.live.as_deref(), &key, o);
         }
         Straight::Done(out)
+    }
+}
+
+/// The frame's tuple.
+#[inline(always)]
+fn key(p: &Parsed<Ipv4Addr>) -> super::ConnKey<Ipv4Addr> {
+    super::ConnKey {
+        src: p.src,
+        dst: p.dst,
+        sport: p.sport,
+        dport: p.dport,
+        proto: p.proto.number(),
     }
 }
 

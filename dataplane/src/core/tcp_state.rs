@@ -113,7 +113,7 @@ const TABLE: [[[TcpState; TcpState::COUNT]; 4]; 3] = [
 
 /// The event row IPVS picks for a flag byte (`tcp_state_idx`): RST beats SYN beats FIN beats
 /// ACK; None for a segment with none of them.
-fn event(flags: u8) -> Option<usize> {
+const fn event(flags: u8) -> Option<usize> {
     if flags & tcp::RST != 0 {
         Some(3)
     } else if flags & tcp::SYN != 0 {
@@ -127,13 +127,39 @@ fn event(flags: u8) -> Option<usize> {
     }
 }
 
+/// The flag bits the state machine looks at.
+const EVENT_FLAGS: u8 = tcp::SYN | tcp::FIN | tcp::ACK | tcp::RST;
+const _: () = assert!(EVENT_FLAGS < 32);
+
+/// [`next`] for every direction, combination of [`EVENT_FLAGS`] and state (the states
+/// padded to 16, what four bits can hold): one load per segment, no branch and no bounds
+/// check.
+static NEXT: [[[TcpState; 16]; 32]; 3] = {
+    let mut t = [[[TcpState::Close; 16]; 32]; 3];
+    let mut dir = 0;
+    while dir < 3 {
+        let mut flags = 0;
+        while flags < 32 {
+            let mut state = 0;
+            while state < TcpState::COUNT {
+                t[dir][flags][state] = match event(flags as u8) {
+                    Some(ev) => TABLE[dir][ev][state],
+                    None => TcpState::Close,
+                };
+                state += 1;
+            }
+            flags += 1;
+        }
+        dir += 1;
+    }
+    t
+};
+
 /// The state after a segment with `flags` travelling in `dir`. A segment with none of
 /// SYN/FIN/ACK/RST moves the connection to CLOSE, as IPVS's `set_tcp_state` does.
+#[inline(always)]
 pub fn next(state: TcpState, dir: Dir, flags: u8) -> TcpState {
-    match event(flags) {
-        Some(ev) => TABLE[dir as usize][ev][state as usize],
-        None => TcpState::Close,
-    }
+    NEXT[dir as usize][(flags & EVENT_FLAGS) as usize][state as usize & 15]
 }
 
 #[cfg(test)]
@@ -141,6 +167,27 @@ mod tests {
     use super::*;
     use crate::wire::tcp::{ACK, FIN, RST, SYN};
     use TcpState::None as NO;
+
+    /// The flat table gives IPVS's table row for every flag byte (any other bits, PSH, URG,
+    /// ECE, CWR, ignored) in every direction and state.
+    #[test]
+    fn the_flat_table_is_ipvs_table_for_every_flag_byte() {
+        for dir in [Dir::Input, Dir::Output, Dir::InputOnly] {
+            for flags in 0..=255u8 {
+                for state in TcpState::ALL {
+                    let want = match event(flags) {
+                        Some(ev) => TABLE[dir as usize][ev][state as usize],
+                        None => TcpState::Close,
+                    };
+                    assert_eq!(
+                        next(state, dir, flags),
+                        want,
+                        "{dir:?} {flags:#x} {state:?}"
+                    );
+                }
+            }
+        }
+    }
 
     fn run(start: TcpState, steps: &[(Dir, u8)]) -> Vec<TcpState> {
         let mut s = start;
