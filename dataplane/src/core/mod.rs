@@ -469,19 +469,19 @@ impl Core {
     ) -> Result<IfaceId, DropReason> {
         // The common frame (untagged IPv4 TCP or UDP without options, not a fragment) at fixed
         // offsets; the general parse for the rest.
-        let p = match family::parse_common_v4(frame) {
+        let (p, missed) = match family::parse_common_v4(frame) {
             // A connection's frame (any but a TCP SYN) in one straight line.
             Some(p) if (p.proto == Proto::Udp || !is_syn(p.tcp_flags)) && self.straight() => {
-                return match self.established(now, snap, frame, &p, rx_iface) {
-                    straight::Straight::Done(r) => r,
-                    straight::Straight::Missed => self.flow(now, snap, frame, p, rx_iface, true),
-                };
+                match self.established(now, snap, frame, &p, rx_iface) {
+                    straight::Straight::Done(r) => return r,
+                    straight::Straight::Missed => (p, true),
+                }
             }
-            Some(p) => p,
+            Some(p) => (p, false),
             None => {
                 let (ethertype, l3) = ethernet::payload(frame)?;
                 match ethertype {
-                    ethernet::EtherType::Ipv4 => Ipv4Addr::parse(frame, l3)?,
+                    ethernet::EtherType::Ipv4 => (Ipv4Addr::parse(frame, l3)?, false),
                     ethernet::EtherType::Ipv6 => {
                         let p = Ipv6Addr::parse(frame, l3)?;
                         return self.flow(now, snap, frame, p, rx_iface, false);
@@ -490,7 +490,7 @@ impl Core {
                 }
             }
         };
-        self.flow(now, snap, frame, p, rx_iface, false)
+        self.flow(now, snap, frame, p, rx_iface, missed)
     }
 
     /// [`tick_ceil`]`(now)`, worked out once per frame time.
