@@ -7,7 +7,7 @@
 //! It does what [`Core::flow`] does for such a frame, in the same order, with the same
 //! helpers for everything that is not the per-packet line (the TCP state machine,
 //! [`client_hooks`], [`offer`], [`request_offload`], [`fallback_hop`]); the core's tests run
-//! through it, and `tests::the_straight_line_agrees_with_the_general_path` checks it against
+//! through it, and `tests_straight::the_straight_line_agrees_with_the_general_path` checks it against
 //! the general path frame by frame.
 //!
 //! [`parse_common_v4`]: super::family::parse_common_v4

@@ -10,7 +10,7 @@ use xlvs_common::FlowKey;
 use super::conn::Tables;
 use super::events::Outbox;
 use super::offload::OffloadSeen;
-use super::service::{Fwd, Proto, Snapshot, VsKey};
+use super::service::{Fwd, NextHop, Proto, Snapshot, VsKey};
 use super::tests::{CIP, RIP1, VIP, t};
 use super::*;
 use crate::testing::*;
@@ -46,12 +46,23 @@ fn side(proto: Proto, fwd: Fwd, listen: bool, offload: bool, general_only: bool)
     if offload {
         core.set_offload(Some(Box::new(NoneSeen)));
     }
-    let snap = snapshot(proto, (VIP, 80), &[(RIP1, 8080)], fwd, "rr");
+    let mut snap = snapshot(proto, (VIP, 80), &[(RIP1, 8080)], fwd, "rr");
+    // Short timeouts: connections expire between frames, and their tuples come back new.
+    snap.timeouts.tcp = [3; TcpState::COUNT];
+    snap.timeouts.udp = 3;
     Side {
         core,
         snap,
         proto,
         outbox,
+    }
+}
+
+fn key(proto: Proto) -> VsKey {
+    VsKey {
+        proto,
+        addr: VIP.into(),
+        port: 80,
     }
 }
 
@@ -73,14 +84,9 @@ fn state(s: &mut Side) -> String {
         ))
     });
     conns.sort();
-    let key = VsKey {
-        proto: s.proto,
-        addr: VIP.into(),
-        port: 80,
-    };
     let dests: Vec<_> = s
         .snap
-        .service(&key)
+        .service(&key(s.proto))
         .into_iter()
         .flat_map(|svc| svc.dests.iter())
         .map(|d| format!("{:?} {:?}", d.state.stats.totals(), d.state.conns()))
@@ -96,14 +102,15 @@ fn state(s: &mut Side) -> String {
 }
 
 proptest! {
-    /// Frames of a few connections, in any order and with any flags, TTL 1 among them, with
+    /// Frames of a few connections, in any order and with any flags, TTL 1 among them, the
+    /// realserver's MAC now and then unknown, connections expiring between frames, with
     /// and without someone listening for events and the XDP fast path: the straight line
     /// does to each what the general path does.
     #[test]
     fn the_straight_line_agrees_with_the_general_path(
         udp in any::<bool>(), dr in any::<bool>(), listen in any::<bool>(), offload in any::<bool>(),
         steps in proptest::collection::vec(
-            (0u16..4, any::<bool>(), 0u8..32, 0u8..8, 0u64..3, any::<bool>()),
+            (0u16..4, any::<bool>(), 0u8..32, 0u8..8, 0u64..3, any::<bool>(), 0u8..12),
             1..80,
         ),
     ) {
@@ -112,8 +119,20 @@ proptest! {
         let mut a = side(proto, fwd, listen, offload, false);
         let mut b = side(proto, fwd, listen, offload, true);
         let mut now = 1;
-        for (i, (flow, reply, bits, ttl, wait, zero_ck)) in steps.into_iter().enumerate() {
+        for (i, (flow, reply, bits, ttl, wait, zero_ck, hop)) in steps.into_iter().enumerate() {
             now += wait;
+            // Now and then the realserver's MAC is forgotten (a neighbour entry gone), then
+            // learned again.
+            if hop < 2 {
+                let learned = (hop == 1).then_some(NextHop {
+                    iface: 1,
+                    mac: rs_mac(0),
+                });
+                for s in [&a, &b] {
+                    let svc = s.snap.service(&key(s.proto)).expect("the service");
+                    svc.dests[0].state.set_next_hop(learned);
+                }
+            }
             let cport = 40_000 + flow;
             // FIN, SYN, RST, PSH and ACK are the low five bits of TCP's flags.
             let flags = bits & (FIN | SYN | RST | 0x08 | ACK);
