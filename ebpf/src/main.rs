@@ -240,7 +240,7 @@ fn try_steer(ctx: &XdpContext) -> Option<u32> {
 /// `offloaded` and `offloaded6` keep their packet pointers to themselves, each checked
 /// where it is used: shared helpers handing packet pointers around made code that Linux
 /// 6.1's verifier refused (it loses a pointer's checked range where 6.18's does not). The
-/// helpers they share see the entry only.
+/// helpers they share see the entry or plain values only.
 #[inline(always)]
 fn offloaded<const L3: usize>(
     ctx: &XdpContext,
@@ -292,16 +292,7 @@ fn offloaded<const L3: usize>(
         ip[10..12].copy_from_slice(&c.to_be_bytes());
         l4[0..2].copy_from_slice(&e.sport.to_ne_bytes());
         l4[2..4].copy_from_slice(&e.dport.to_ne_bytes());
-        let old = u16::from_be_bytes(*ck);
-        // A UDP datagram without a checksum stays without; one that sums to zero is sent as
-        // 0xffff (RFC 768).
-        if proto == PROTO_TCP || old != 0 {
-            let mut c = apply(old, e.l4_delta);
-            if proto == PROTO_UDP && c == 0 {
-                c = 0xffff;
-            }
-            *ck = c.to_be_bytes();
-        }
+        *ck = l4_check(proto, u16::from_be_bytes(*ck), e.l4_delta).to_be_bytes();
         eth[0..6].copy_from_slice(&e.dst_mac);
         eth[6..12].copy_from_slice(&e.src_mac);
         // IPVS counts IP lengths: not the Ethernet header, a tag or a short frame's padding.
@@ -410,21 +401,27 @@ fn offloaded6<const L3: usize>(
         ip[24..40].copy_from_slice(&e.dst);
         l4[0..2].copy_from_slice(&e.sport.to_ne_bytes());
         l4[2..4].copy_from_slice(&e.dport.to_ne_bytes());
-        let old = u16::from_be_bytes(*ck);
-        // A zero UDP checksum is invalid over IPv6: left as it is, the realserver's stack
-        // drops the datagram, as it would without a director.
-        if proto == PROTO_TCP || old != 0 {
-            let mut c = apply(old, e.l4_delta);
-            if proto == PROTO_UDP && c == 0 {
-                c = 0xffff;
-            }
-            *ck = c.to_be_bytes();
-        }
+        *ck = l4_check(proto, u16::from_be_bytes(*ck), e.l4_delta).to_be_bytes();
         eth[0..6].copy_from_slice(&e.dst_mac);
         eth[6..12].copy_from_slice(&e.src_mac);
         // The 40-byte header and the payload, as IPVS counts.
         stamp(e, IPV6_HLEN + payload);
         Some(bpf_redirect(ifindex, 0) as u32)
+    }
+}
+
+/// A TCP or UDP checksum `old` after changes whose sum is `delta`. A UDP datagram without a
+/// checksum stays without (over IPv6 a zero one is invalid: left as it is, the realserver's
+/// stack drops the datagram, as it would without a director); one that sums to zero is sent
+/// as 0xffff (RFC 768). Values only, no packet pointer (Linux 6.1's verifier).
+#[inline(always)]
+fn l4_check(proto: u8, old: u16, delta: u32) -> u16 {
+    if proto == PROTO_UDP && old == 0 {
+        return 0;
+    }
+    match apply(old, delta) {
+        0 if proto == PROTO_UDP => 0xffff,
+        c => c,
     }
 }
 
