@@ -250,6 +250,7 @@ impl Family for Ipv4Addr {
         )
     }
 
+    #[inline(always)]
     fn dec_ttl(l3: &mut [u8]) -> Result<(), DropReason> {
         let mut ip = ipv4::Packet::new_unchecked(header::<20>(l3)?);
         let delta = dec_ttl4(&mut ip)?;

@@ -1282,6 +1282,7 @@ fn handed<A: Addr>(off: &mut Option<Offloader>, c: &Conn<A>, frame: &[u8], p: &P
 }
 
 /// Rewrites the frame for `action` and returns the egress interface.
+#[inline(always)]
 fn rewrite<F: Family>(
     snap: &Snapshot,
     frame: &mut [u8],
@@ -1308,9 +1309,10 @@ fn rewrite<F: Family>(
         } => nat(frame, p, NatField::Dst, daddr, dport)?,
         Action::ToClient { vaddr, vport, .. } => nat(frame, p, NatField::Src, vaddr, vport)?,
     }
-    let mut eth = ethernet::Frame::new_unchecked(&mut *frame);
-    eth.set_dst(hop.mac);
-    eth.set_src(src_mac);
+    // Parsed frames hold their Ethernet header.
+    let eth: &mut [u8; 12] = frame.first_chunk_mut().ok_or(DropReason::Malformed)?;
+    eth[..6].copy_from_slice(&hop.mac);
+    eth[6..].copy_from_slice(&src_mac);
     Ok(hop.iface)
 }
 
