@@ -121,6 +121,18 @@ _test_cleanup() {
 # Record a background PID to be killed at cleanup.
 bg_track() { TEST_BG_PIDS+=("$@"); }
 
+# capture_started FILE: waits (10 s at most) until a capture writing FILE (tshark -w) has
+# opened its interface: dumpcap writes the file's header then. A fixed sleep is not enough
+# when other tests load the machine (tshark takes seconds to start).
+capture_started() {
+  local i
+  for i in $(seq 1 100); do
+    [ -s "$1" ] && return 0
+    sleep 0.1
+  done
+  fail "capture $1 did not start in 10 s"
+}
+
 # ---------------------------------------------------------------- xlvsd
 
 # Print the control socket path of lab ID.

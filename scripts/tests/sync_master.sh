@@ -25,7 +25,7 @@ xlvsadm_rc "$ID" 255 "Daemon has already run" --start-daemon master --mcast-inte
 lab_exec "$ID" rs1 timeout 12 tshark -i eth0 -f "udp port 8848" -w "$D/sync.pcap" >/dev/null 2>&1 &
 TS=$!
 bg_track $TS
-sleep 2
+capture_started "$D/sync.pcap"
 ports=()
 for i in $(seq 1 6); do
   p=$((41000 + i))
@@ -65,7 +65,7 @@ start_rr_xlvsd --start-daemon master --mcast-interface "$LAB_DIR_INT" --syncid 5
 lab_exec "$ID" rs1 timeout 8 tshark -i eth0 -f "udp port 8848" -w "$D/sync0.pcap" >/dev/null 2>&1 &
 TS=$!
 bg_track $TS
-sleep 2
+capture_started "$D/sync0.pcap"
 for i in 1 2 3; do
   lab_exec "$ID" cli curl -sS --max-time 3 --local-port $((41100 + i)) -o /dev/null "http://$LAB_VIP/" || fail "curl v0 $i"
 done
