@@ -123,11 +123,11 @@ fn single(t: &ConnTable<Ipv4Addr>, keys: &[ConnKey<Ipv4Addr>]) -> f64 {
 fn batched(t: &ConnTable<Ipv4Addr>, keys: &[ConnKey<Ipv4Addr>]) -> f64 {
     let start = StdInstant::now();
     let mut sum = 0u32;
-    let mut buckets = [0u32; BATCH];
+    let mut buckets = [Default::default(); BATCH];
     for chunk in keys.chunks(BATCH) {
         for (b, k) in buckets.iter_mut().zip(chunk) {
-            *b = t.bucket(k.proto, k.src, k.sport);
-            t.prefetch_bucket(*b);
+            *b = t.hash(k.proto, k.src, k.sport);
+            t.prefetch_bucket(b.bucket);
         }
         for b in &buckets[..chunk.len()] {
             t.prefetch_chain(*b);

@@ -7,10 +7,14 @@
 //! as IPVS's `ip_vs_conn_hashkey_param` does with `inverse`.
 //!
 //! Layout, for memory per connection (docs/BENCHMARKS.md measures it):
-//! - `heads`: one `u32` per bucket, the chain's first slot, with the bucket's lock in its top
-//!   bit. Buckets are a power of two ≥ the maximum: at a full table a chain holds one
-//!   connection on average, so a lookup that finds nothing (every new connection) walks one
-//!   slot, and one that finds its connection 1.5 (each a cache miss in a large table).
+//! - `heads`: one `u32` per bucket: the chain's first slot, the bucket's lock in the top bit,
+//!   and in the bits the slot numbers leave free (6 or more below 16 M connections) a tag of
+//!   the first connection's hash with a bit that says whether more follow. Buckets are a
+//!   power of two ≥ the maximum: at a full table a chain holds one connection on average.
+//!   A lookup that finds its connection reads the head and walks 1.5 slots on average (each
+//!   a cache miss in a large table); one that finds nothing (every new connection, and the
+//!   first of a NAT reply's two probes) reads only the head when the chain is empty or holds
+//!   one connection whose tag differs, so it takes no lock and misses no slot.
 //! - `slots`: the connections themselves, preallocated (but not touched) for the configured
 //!   maximum, linked by slot number. An IPv4 slot is 56 bytes (tested below): the TCP state
 //!   and the XDP fast path's marks share a byte.
@@ -20,8 +24,8 @@
 //!   full table takes slots from other threads' lists.
 //!
 //! A connection is read and written only by a thread holding its bucket's lock, a spin lock
-//! held for one chain walk, never across a batch, and never two at once. Lookups on an empty
-//! bucket take no lock.
+//! held for one chain walk, never across a batch, and never two at once. Lookups its head rules
+//! out (above) take no lock.
 //!
 //! Expiry: each worker files the connections it creates in its own timing wheel (see
 //! [`super::wheel`]) by bucket; `armed` records the tick of the connection's wheel entry.
@@ -564,6 +568,19 @@ fn free_shard() -> usize {
 
 /// The bucket lock, in a head's top bit.
 const LOCK: u32 = 1 << 31;
+/// Set in a head whose chain holds more than one connection: a lookup walks it whatever the
+/// tag says.
+const MULTI: u32 = 1 << 30;
+/// Slot numbers stay below this, clear of [`LOCK`] and [`MULTI`].
+const MAX_SLOTS: usize = 1 << 30;
+
+/// A client endpoint's bucket, and its tag: the bits of its hash that a head keeps of its
+/// first connection ([`ConnTable::hash`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Hashed {
+    pub bucket: u32,
+    tag: u32,
+}
 
 #[derive(Debug)]
 struct Slot<A> {
@@ -578,6 +595,12 @@ struct Slot<A> {
 pub struct ConnTable<A: Addr> {
     heads: Box<[AtomicU32]>,
     mask: u32,
+    /// The bits of a head that hold its first slot's number (the table's slots need no more).
+    index: u32,
+    /// The bits of a head that hold its first connection's tag: those between `index` and
+    /// [`MULTI`] (none in a table of 2^29 slots or more, whose heads then say nothing of a
+    /// chain but whether it is empty).
+    tags: u32,
     slots: Box<[UnsafeCell<MaybeUninit<Slot<A>>>]>,
     /// Where each slot's connection came from ([`Origin`]), beside the slots so the 56-byte
     /// IPv4 slot does not grow: written when a connection is inserted (or updated from
@@ -647,13 +670,20 @@ impl<A: Addr> Drop for Bucket<'_, A> {
 }
 
 impl<'t, A: Addr> Bucket<'t, A> {
+    #[inline(always)]
     fn first(&self) -> u32 {
-        self.head.load(Ordering::Relaxed) & !LOCK
+        self.head.load(Ordering::Relaxed) & self.t.index
     }
 
-    fn set_first(&mut self, i: u32) {
+    /// Makes slot `i` (or none, NIL) the chain's first, whose connection's tag is `tag`.
+    fn set_first(&mut self, i: u32, tag: u32) {
+        let more = if i != NIL && self.slot(i).next != NIL {
+            MULTI
+        } else {
+            0
+        };
         // The lock bit stays set: we hold it.
-        self.head.store(LOCK | i, Ordering::Relaxed);
+        self.head.store(LOCK | more | tag | i, Ordering::Relaxed);
     }
 
     #[inline(always)]
@@ -685,9 +715,19 @@ impl<'t, A: Addr> Bucket<'t, A> {
         let next = s.next;
         let conn = s.conn.take().expect("linked slots hold a connection");
         if prev == NIL {
-            self.set_first(next);
+            let tag = if next == NIL {
+                0
+            } else {
+                let t = self.t;
+                let c = self.slot(next).conn.as_ref();
+                t.hash_of(c.expect("linked slots hold a connection")).tag
+            };
+            self.set_first(next, tag);
         } else {
             self.slot(prev).next = next;
+            // The first stays; whether others follow it may not.
+            let h = self.head.load(Ordering::Relaxed);
+            self.set_first(h & self.t.index, h & self.t.tags);
         }
         self.t.free_slot(i);
         conn
@@ -764,8 +804,10 @@ impl<A: Addr> ConnTable<A> {
     /// A table for at most `max` connections (and templates). The slots are reserved, not
     /// touched: memory is committed as connections arrive.
     pub fn new(max: usize) -> Self {
-        let max = max.clamp(1, LOCK as usize - 2);
+        let max = max.clamp(1, MAX_SLOTS - 2);
         let buckets = max.next_power_of_two().max(1024);
+        // Slot numbers run to `max`.
+        let index = (max as u32 + 1).next_power_of_two() - 1;
         let uninit: Box<[MaybeUninit<Slot<A>>]> = Box::new_uninit_slice(max + 1);
         // Safety: `UnsafeCell` is `repr(transparent)`, so both slices have the same layout;
         // the allocation is not written (the OS commits pages as slots are first used).
@@ -776,6 +818,8 @@ impl<A: Addr> ConnTable<A> {
             // Safety: an all-zero `AtomicU32` is a valid one (0 = NIL, unlocked).
             heads: unsafe { Box::<[AtomicU32]>::new_zeroed_slice(buckets).assume_init() },
             mask: buckets as u32 - 1,
+            index,
+            tags: !(LOCK | MULTI | index),
             // Safety: an all-zero `AtomicU8` is a valid one (0 = local); zeroed memory is
             // committed by the OS as it is first written, like the slots.
             origins: unsafe { Box::<[AtomicU8]>::new_zeroed_slice(max + 1).assume_init() },
@@ -896,13 +940,35 @@ impl<A: Addr> ConnTable<A> {
     /// a random `ip_vs_conn_rnd`, so clients cannot aim at one chain).
     #[inline]
     pub fn bucket(&self, proto: u8, caddr: A, cport: u16) -> u32 {
+        self.hash(proto, caddr, cport).bucket
+    }
+
+    /// [`ConnTable::bucket`] with the endpoint's tag: the hash's low bits pick the bucket, its
+    /// high half gives the tag.
+    #[inline]
+    pub fn hash(&self, proto: u8, caddr: A, cport: u16) -> Hashed {
         const K1: u64 = 0x9e37_79b9_7f4a_7c15;
         const K2: u64 = 0xc2b2_ae3d_27d4_eb4f;
         let (hi, lo) = caddr.words();
         let tail = (cport as u64) << 8 | proto as u64;
         let h = folded_mul(hi ^ self.seeds[0], K1);
         let h = folded_mul(h ^ lo ^ tail.rotate_left(40) ^ self.seeds[1], K2);
-        h as u32 & self.mask
+        Hashed {
+            bucket: h as u32 & self.mask,
+            tag: (h >> 32) as u32 & self.tags,
+        }
+    }
+
+    /// The hash of a connection's client endpoint (what it is filed by).
+    fn hash_of(&self, c: &Conn<A>) -> Hashed {
+        self.hash(c.proto().number(), c.caddr, c.cport)
+    }
+
+    /// Whether bucket `h.bucket`'s chain, by its head `v`, may hold a connection hashed as `h`:
+    /// it is not empty, and its first connection has `h`'s tag or others follow.
+    #[inline(always)]
+    fn may_hold(&self, v: u32, h: Hashed) -> bool {
+        v & self.index != NIL && (v & MULTI != 0 || v & self.tags == h.tag)
     }
 
     #[inline(always)]
@@ -935,7 +1001,7 @@ impl<A: Addr> ConnTable<A> {
     }
 
     fn empty(&self, b: u32) -> bool {
-        self.heads[b as usize].load(Ordering::Relaxed) & !LOCK == NIL
+        self.heads[b as usize].load(Ordering::Relaxed) & self.index == NIL
     }
 
     /// Hints the CPU to load bucket `b`'s head: a worker calls it for a whole batch before
@@ -945,19 +1011,26 @@ impl<A: Addr> ConnTable<A> {
         prefetch(&self.heads[b as usize] as *const AtomicU32 as *const u8);
     }
 
-    /// Hints the CPU to load the first connection of bucket `b` (after its head arrived).
+    /// Hints the CPU to load the first connection of `h`'s bucket (after its head arrived),
+    /// unless the head says the lookup will not read it.
     #[inline]
-    pub fn prefetch_chain(&self, b: u32) {
-        let i = self.heads[b as usize].load(Ordering::Relaxed) & !LOCK;
-        if i != NIL {
-            prefetch(self.slots[i as usize].get() as *const u8);
+    pub fn prefetch_chain(&self, h: Hashed) {
+        let v = self.heads[h.bucket as usize].load(Ordering::Relaxed);
+        if self.may_hold(v, h) {
+            prefetch(self.slots[(v & self.index) as usize].get() as *const u8);
         }
     }
 
     #[inline(always)]
-    fn find(&self, b: u32, side: Side, pred: impl Fn(&Conn<A>) -> bool) -> Option<Found<'_, A>> {
+    fn find(
+        &self,
+        hd: Hashed,
+        side: Side,
+        pred: impl Fn(&Conn<A>) -> bool,
+    ) -> Option<Found<'_, A>> {
+        let b = hd.bucket;
         let h = &self.heads[b as usize];
-        if h.load(Ordering::Relaxed) & !LOCK == NIL {
+        if !self.may_hold(h.load(Ordering::Relaxed), hd) {
             return None;
         }
         let mut bucket = self.lock_head(b, h);
@@ -977,15 +1050,15 @@ impl<A: Addr> ConnTable<A> {
         if let Some(f) = self.lookup_in(key) {
             return Some(f);
         }
-        let b = self.bucket(key.proto, key.dst, key.dport);
-        self.find(b, Side::Out, |c| c.is_out(key))
+        let h = self.hash(key.proto, key.dst, key.dport);
+        self.find(h, Side::Out, |c| c.is_out(key))
     }
 
     /// The connection a client's frame with tuple `key` belongs to (the client side only).
     #[inline(always)]
     pub fn lookup_in(&self, key: &ConnKey<A>) -> Option<Found<'_, A>> {
-        let b = self.bucket(key.proto, key.src, key.sport);
-        self.find(b, Side::In, |c| c.is_in(key))
+        let h = self.hash(key.proto, key.src, key.sport);
+        self.find(h, Side::In, |c| c.is_in(key))
     }
 
     /// Number of connections, templates excluded.
@@ -1099,14 +1172,20 @@ impl<A: Addr> ConnTable<A> {
     ) -> Result<u32, InsertError> {
         self.reserve()?;
         conn.dest.bind(conn.binding());
-        let b = self.bucket(conn.proto().number(), conn.caddr, conn.cport);
+        let hd = self.hash_of(&conn);
+        let b = hd.bucket;
         let key = conn.in_key();
         let i = self.alloc_slot();
         let mut bucket = self.lock(b);
-        // Two workers raced to create the same connection: the loser's goes.
-        let old = bucket
-            .find(|c| c.is_in(&key))
-            .map(|(p, j)| bucket.unlink(p, j));
+        // Two workers raced to create the same connection: the loser's goes. (The head rules
+        // that out without a walk for most buckets.)
+        let old = if self.may_hold(bucket.head.load(Ordering::Relaxed), hd) {
+            bucket
+                .find(|c| c.is_in(&key))
+                .map(|(p, j)| bucket.unlink(p, j))
+        } else {
+            None
+        };
         let next = bucket.first();
         let slot = Slot {
             next,
@@ -1118,7 +1197,7 @@ impl<A: Addr> ConnTable<A> {
         // connection is `None`).
         unsafe { (*self.slots[i as usize].get()).write(slot) };
         self.origins[i as usize].store(origin.0, Ordering::Relaxed);
-        bucket.set_first(i);
+        bucket.set_first(i, hd.tag);
         drop(bucket);
         if let Some(c) = old {
             self.release(c, now);
@@ -1602,6 +1681,124 @@ impl Tables {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    impl<A: Addr> ConnTable<A> {
+        /// Every head as the chain it leads says: unlocked, its first slot, its first
+        /// connection's tag, and MULTI exactly when more follow. Returns the connections seen.
+        fn check_heads(&self) -> usize {
+            let mut seen = 0;
+            for b in 0..self.buckets() as u32 {
+                let v = self.heads[b as usize].load(Ordering::Relaxed);
+                assert_eq!(v & LOCK, 0, "bucket {b} left locked");
+                let bucket = self.lock(b);
+                let (mut n, mut i, mut tag) = (0, v & self.index, 0);
+                while i != NIL {
+                    // Safety: we hold the lock; slots in chains are initialised.
+                    let s = unsafe { (*self.slots[i as usize].get()).assume_init_ref() };
+                    let c = s.conn.as_ref().expect("linked slots hold a connection");
+                    assert_eq!(self.bucket(c.proto().number(), c.caddr, c.cport), b);
+                    if n == 0 {
+                        tag = self.hash_of(c).tag;
+                    }
+                    (n, i) = (n + 1, s.next);
+                }
+                drop(bucket);
+                seen += n;
+                if n == 0 {
+                    assert_eq!(v, 0, "bucket {b}: an empty chain's head is 0");
+                } else {
+                    assert_eq!(v & self.tags, tag, "bucket {b}: its first connection's tag");
+                    assert_eq!(v & MULTI != 0, n > 1, "bucket {b}: {n} connections");
+                }
+            }
+            seen
+        }
+    }
+
+    #[test]
+    fn heads_keep_their_first_connections_tag_and_whether_more_follow() {
+        // As many buckets as connections, so chains of two to five are common; inserts,
+        // lookups, removals from any place in a chain and expiry, in a random order, with the
+        // heads checked against their chains after every step.
+        let t = ConnTable::new(1024);
+        assert_eq!(t.buckets(), 1024);
+        assert!(t.tags.count_ones() >= 6, "{:#x}", t.tags);
+        let now = Instant::from_secs(0);
+        let mut live = std::collections::BTreeSet::new();
+        let mut rng = 0x2545_f491_4f6c_dd1du64;
+        let mut next = || {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            rng
+        };
+        for step in 0..20_000 {
+            let (c, port) = ((next() % 8) as u8 + 1, (next() % 256) as u16 + 1);
+            let key = conn(c, port, Fwd::Masq).in_key();
+            match next() % 4 {
+                0 | 1 if live.len() < 1024 => {
+                    t.insert(conn(c, port, Fwd::Masq), 0, now).unwrap();
+                    live.insert((c, port));
+                }
+                2 => {
+                    if let Some(f) = t.lookup(&key) {
+                        f.remove(now);
+                    }
+                    live.remove(&(c, port));
+                }
+                _ => {
+                    // Expire a whole bucket: its connections are armed at 0 and long expired.
+                    let b = t.bucket(PROTO_TCP, key.src, key.sport);
+                    let later = Instant::from_secs(3600);
+                    t.expire_bucket(b, 0, later, |_| 0, |_| {}, |_| {});
+                    live.retain(|&(c, p)| {
+                        let k = conn(c, p, Fwd::Masq).in_key();
+                        t.bucket(PROTO_TCP, k.src, k.sport) != b
+                    });
+                }
+            }
+            assert_eq!(t.check_heads(), live.len(), "step {step}");
+            assert_eq!(t.len(), live.len());
+            assert_eq!(t.lookup(&key).is_some(), live.contains(&(c, port)));
+            let out = conn(c, port, Fwd::Masq).out_key();
+            assert_eq!(t.lookup(&out).is_some(), live.contains(&(c, port)));
+        }
+        // Every connection is found both ways, and none other.
+        for c in 1..=8u8 {
+            for port in 1..=256u16 {
+                let k = conn(c, port, Fwd::Masq).in_key();
+                assert_eq!(t.lookup_in(&k).is_some(), live.contains(&(c, port)));
+            }
+        }
+    }
+
+    #[test]
+    fn a_lookup_the_head_rules_out_takes_no_lock_and_reads_no_slot() {
+        // A bucket holding one connection, locked (as by another worker mid-walk): a lookup
+        // of another endpoint in that bucket whose tag differs answers at once from the head.
+        let t = Arc::new(ConnTable::new(1024));
+        let now = Instant::from_secs(0);
+        let held = conn(1, 1, Fwd::Masq);
+        t.insert(held, 0, now).unwrap();
+        let h = t.hash(PROTO_TCP, Ipv4Addr::new(10, 0, 0, 1), 1);
+        let other = (2..u16::MAX)
+            .map(|p| conn(1, p, Fwd::Masq).in_key())
+            .find(|k| {
+                let o = t.hash(PROTO_TCP, k.src, k.sport);
+                o.bucket == h.bucket && o.tag != h.tag
+            })
+            .expect("an endpoint in the same bucket with another tag");
+        t.check_heads();
+        let found = t.lookup(&conn(1, 1, Fwd::Masq).in_key()).unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let t2 = t.clone();
+        std::thread::spawn(move || {
+            let _ = tx.send(t2.lookup(&other).is_none());
+        });
+        let answer = rx.recv_timeout(std::time::Duration::from_secs(10));
+        drop(found);
+        assert_eq!(answer, Ok(true), "the lookup waited for the bucket's lock");
+    }
 
     #[test]
     fn slots_are_56_bytes_for_ipv4_and_96_for_ipv6() {

@@ -314,8 +314,8 @@ const PREFETCH_BATCH: usize = 64;
 /// A frame's two candidate buckets in its family's table, for [`Core::prefetch`].
 #[derive(Clone, Copy, Debug)]
 enum Buckets {
-    V4([u32; 2]),
-    V6([u32; 2]),
+    V4([conn::Hashed; 2]),
+    V6([conn::Hashed; 2]),
 }
 
 /// Most wheel entries a worker fires per [`Core::expire_some`] call, so a mass expiry does not
@@ -602,14 +602,15 @@ impl Core {
     /// time) for the second, which reads the heads the first one brought into the cache.
     pub fn prefetch<'f>(&self, frames: impl Iterator<Item = &'f [u8]>) {
         let mut frames = frames.peekable();
-        let mut found = [Buckets::V4([0; 2]); PREFETCH_BATCH];
+        let none = conn::Hashed::default();
+        let mut found = [Buckets::V4([none; 2]); PREFETCH_BATCH];
         while frames.peek().is_some() {
             let mut n = 0;
             for f in frames.by_ref().take(PREFETCH_BATCH) {
                 if let Some(b) = self.buckets(f) {
                     match b {
-                        Buckets::V4(bs) => bs.map(|b| self.tables.v4.prefetch_bucket(b)),
-                        Buckets::V6(bs) => bs.map(|b| self.tables.v6.prefetch_bucket(b)),
+                        Buckets::V4(bs) => bs.map(|h| self.tables.v4.prefetch_bucket(h.bucket)),
+                        Buckets::V6(bs) => bs.map(|h| self.tables.v6.prefetch_bucket(h.bucket)),
                     };
                     found[n] = b;
                     n += 1;
@@ -636,8 +637,13 @@ impl Core {
             );
             matches!(proto, 6 | 17).then_some(ports)
         };
-        fn pair<A: Addr>(t: &ConnTable<A>, proto: u8, s: (A, u16), d: (A, u16)) -> [u32; 2] {
-            [t.bucket(proto, s.0, s.1), t.bucket(proto, d.0, d.1)]
+        fn pair<A: Addr>(
+            t: &ConnTable<A>,
+            proto: u8,
+            s: (A, u16),
+            d: (A, u16),
+        ) -> [conn::Hashed; 2] {
+            [t.hash(proto, s.0, s.1), t.hash(proto, d.0, d.1)]
         }
         let (ethertype, l3) = ethernet::payload(frame).ok()?;
         match ethertype {
