@@ -4,7 +4,12 @@
 //! workers run), forwards PACKETS
 //! - `nat`, `dr`: client → server ACKs, visiting the flows in a scattered order (stride 7919);
 //! - `reply`: LVS-NAT server → client ACKs, in the same order;
-//! - `syn`: SYNs of new connections (into the table of FLOWS; it ends with FLOWS + 2 PACKETS).
+//! - `syn`: SYNs of new connections (into the table of FLOWS; it ends with FLOWS + 2 PACKETS),
+//!   whose slots are memory the process never touched (the OS zeroes each page, a huge page
+//!   at a time, on its first write);
+//! - `syn-warm`: the same SYNs into slots that other connections used and left (opened and
+//!   removed before the timed loops), as in a director that has run a while: its table's
+//!   memory committed, connections coming and going.
 //!
 //! Prints both figures. The frames are one template whose addresses and ports are patched per
 //! packet (the core does not verify checksums; it updates them incrementally), so no per-flow
@@ -34,8 +39,9 @@ fn main() {
         "reply" => Mode::Reply,
         "dr" => Mode::Dr,
         "syn" => Mode::Syn,
+        "syn-warm" => Mode::SynWarm,
         _ => {
-            eprintln!("usage: scale [nat|reply|dr|syn] FLOWS PACKETS");
+            eprintln!("usage: scale [nat|reply|dr|syn|syn-warm] FLOWS PACKETS");
             std::process::exit(2);
         }
     };
@@ -45,7 +51,8 @@ fn main() {
         Fwd::Masq
     };
     // SYN: room for the new connections of both loops.
-    let room = flows as usize + if mode == Mode::Syn { 2 * packets } else { 0 };
+    let syn = matches!(mode, Mode::Syn | Mode::SynWarm);
+    let room = flows as usize + if syn { 2 * packets } else { 0 };
     let (mut core, snap) = setup(fwd, room.next_power_of_two().max(1 << 16));
     let t0 = StdInstant::now();
     let (opened, rs) = open_flows(&mut core, &snap, flows);
@@ -53,6 +60,9 @@ fn main() {
         "{which}: {opened} of {flows} connections opened in {:.1} s",
         t0.elapsed().as_secs_f64()
     );
+    if mode == Mode::SynWarm {
+        warm(&mut core, &snap, flows, 2 * packets as u32);
+    }
     if let Some(p) = std::env::var_os("SCALE_WAIT_FOR") {
         eprintln!("{which}: waiting for {}", p.to_string_lossy());
         for _ in 0..600 {
@@ -77,6 +87,45 @@ enum Mode {
     Reply,
     Dr,
     Syn,
+    SynWarm,
+}
+
+/// Opens `n` connections other than the timed loops' (numbered from `flows + n`) and removes
+/// them, so the loops' new connections take slots already used (from this thread's free
+/// list) rather than fresh memory.
+fn warm(
+    core: &mut xlvs_dataplane::core::Core,
+    snap: &xlvs_dataplane::core::service::Snapshot,
+    flows: u32,
+    n: u32,
+) {
+    let t = StdInstant::now();
+    let syn = client_frame(0, SYN);
+    let mut f = syn.clone();
+    for i in flows + n..flows + 2 * n {
+        f.copy_from_slice(&syn);
+        set_client(&mut f, i);
+        core.process(Instant(1), snap, &mut f, 0);
+    }
+    let tables = core.tables().clone();
+    let mut removed = 0;
+    for i in flows + n..flows + 2 * n {
+        let key = xlvs_dataplane::core::conn::ConnKey {
+            src: client(i),
+            dst: VIP,
+            sport: client_port(i),
+            dport: 80,
+            proto: 6,
+        };
+        if let Some(found) = tables.v4.lookup(&key) {
+            found.remove(Instant(1));
+            removed += 1;
+        }
+    }
+    eprintln!(
+        "syn-warm: {removed} of {n} connections opened and removed in {:.1} s",
+        t.elapsed().as_secs_f64()
+    );
 }
 
 /// Builds the frame of the benchmark's k-th packet in place.
@@ -93,10 +142,14 @@ impl Frames {
     fn new(mode: Mode, flows: u32, rs: Vec<u8>) -> Frames {
         let template = match mode {
             Mode::Nat | Mode::Dr => client_frame(0, ACK),
-            Mode::Syn => client_frame(0, SYN),
+            Mode::Syn | Mode::SynWarm => client_frame(0, SYN),
             Mode::Reply => reply_frame(),
         };
-        let next = if mode == Mode::Syn { flows } else { 0 };
+        let next = if matches!(mode, Mode::Syn | Mode::SynWarm) {
+            flows
+        } else {
+            0
+        };
         Frames {
             mode,
             template,
@@ -113,7 +166,7 @@ impl Frames {
         let n = self.template.len();
         buf[..n].copy_from_slice(&self.template);
         let i = self.next.get();
-        if self.mode == Mode::Syn {
+        if matches!(self.mode, Mode::Syn | Mode::SynWarm) {
             self.next.set(i + 1);
         } else {
             let mut j = i + 7919;
