@@ -1024,7 +1024,10 @@ impl<A: Addr> ConnTable<A> {
     pub fn prefetch_chain(&self, h: Hashed) {
         let v = self.heads[h.bucket as usize].load(Ordering::Relaxed);
         if self.may_hold(v, h) {
-            prefetch(self.slots[(v & self.index) as usize].get() as *const u8);
+            // A 56-byte slot spans two cache lines in six cases of eight: load both.
+            let s = self.slots[(v & self.index) as usize].get() as *const u8;
+            prefetch(s);
+            prefetch(s.wrapping_add(size_of::<Slot<A>>() - 1));
         }
     }
 
