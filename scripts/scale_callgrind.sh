@@ -49,7 +49,7 @@ cost() {
   sed -E 's/\([^)]*\)//g; s/,//g' <<<"$line" | awk '{ print $1, $2, $3 }'
 }
 single=$(cost 'scale::single') || exit 1
-process=$(cost 'Core::process \[') || exit 1
+process=$(cost 'core::Core::process( \[|$)') || exit 1
 read -r ir dlmr dlmw <<<"$single"
 read -r pir _ _ <<<"$process"
 awk -v m="$MODE" -v f="$FLOWS" -v p="$PACKETS" -v ir="$ir" -v r="$dlmr" -v w="$dlmw" -v pir="$pir" 'BEGIN {
