@@ -605,8 +605,8 @@ pub struct ConnTable<A: Addr> {
     /// The bits of a head that hold its first slot's number (the table's slots need no more).
     index: u32,
     /// The bits of a head that hold its first connection's tag: those between `index` and
-    /// [`MULTI`] (none in a table of 2^29 slots or more, whose heads then say nothing of a
-    /// chain but whether it is empty).
+    /// [`MULTI`] (none for a maximum of 2^29 connections or more, whose heads then say
+    /// nothing of a chain but whether it is empty).
     tags: u32,
     slots: Box<[UnsafeCell<MaybeUninit<Slot<A>>>]>,
     /// Where each slot's connection came from ([`Origin`]), beside the slots so the 56-byte
