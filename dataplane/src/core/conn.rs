@@ -559,6 +559,13 @@ impl FreeList {
         self.0.lock().unwrap_or_else(|e| e.into_inner()).pop()
     }
 
+    /// [`FreeList::take`], and the slot the next take will return, if any.
+    fn take_and_peek(&self) -> Option<(u32, Option<u32>)> {
+        let mut l = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let i = l.pop()?;
+        Some((i, l.last().copied()))
+    }
+
     fn put(&self, i: u32) {
         self.0.lock().unwrap_or_else(|e| e.into_inner()).push(i);
     }
@@ -1136,7 +1143,14 @@ impl<A: Addr> ConnTable<A> {
     /// after `reserve`, so one exists: every slot in use holds a reserved connection.
     fn alloc_slot(&self) -> u32 {
         let me = free_shard();
-        if let Some(i) = self.free[me].take() {
+        if let Some((i, next)) = self.free[me].take_and_peek() {
+            // The next new connection's slot, freed a while ago and likely cold: start
+            // loading it (for writing) now, so that its miss overlaps this connection's work.
+            if let Some(n) = next {
+                let s = self.slots[n as usize].get() as *const u8;
+                prefetch_write(s);
+                prefetch_write(s.wrapping_add(size_of::<Slot<A>>() - 1));
+            }
             return i;
         }
         let mut f = self.fresh.load(Ordering::Relaxed);
@@ -1562,6 +1576,19 @@ fn folded_mul(a: u64, b: u64) -> u64 {
     m as u64 ^ (m >> 64) as u64
 }
 
+/// Hints the CPU to load the cache line at `p` for writing.
+#[inline(always)]
+fn prefetch_write(p: *const u8) {
+    #[cfg(target_arch = "x86_64")]
+    // Safety: a prefetch is a hint; it does not dereference `p` in the abstract machine.
+    unsafe {
+        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_ET0 }>(p as *const i8)
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = p;
+}
+
+/// Hints the CPU to load the cache line at `p` (for reading).
 #[inline(always)]
 fn prefetch(p: *const u8) {
     #[cfg(target_arch = "x86_64")]
