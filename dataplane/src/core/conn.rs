@@ -307,8 +307,8 @@ impl<A: Addr> Conn<A> {
     /// Restarts the idle timeout: the connection expires `timeout` seconds after `now`, given
     /// as [`tick_ceil`]`(now)` (a tick count, so a whole-second timeout is an exact add).
     ///
-    /// Written only when it moves (at most 16 times a second, a tick): the packets of a busy
-    /// connection between read its slot without writing it, so its line is not taken from
+    /// Written only when it moves (at most 16 times a second, a tick): a busy connection's
+    /// packets in between read its slot without writing it, so its line is not taken from
     /// the other workers that read it (a NAT connection's replies usually arrive on another).
     #[inline]
     pub fn touch(&mut self, now: u32, timeout: u32) {
