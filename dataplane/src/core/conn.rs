@@ -1022,7 +1022,7 @@ impl<A: Addr> ConnTable<A> {
     /// processing it, so the batch's cache misses overlap.
     #[inline]
     pub fn prefetch_bucket(&self, b: u32) {
-        prefetch(&self.heads[b as usize] as *const AtomicU32 as *const u8);
+        prefetch::<READ>(&self.heads[b as usize] as *const AtomicU32 as *const u8);
     }
 
     /// Hints the CPU to load the first connection of `h`'s bucket (after its head arrived),
@@ -1031,11 +1031,17 @@ impl<A: Addr> ConnTable<A> {
     pub fn prefetch_chain(&self, h: Hashed) {
         let v = self.heads[h.bucket as usize].load(Ordering::Relaxed);
         if self.may_hold(v, h) {
-            // A 56-byte slot spans two cache lines in six cases of eight: load both.
-            let s = self.slots[(v & self.index) as usize].get() as *const u8;
-            prefetch(s);
-            prefetch(s.wrapping_add(size_of::<Slot<A>>() - 1));
+            self.prefetch_slot::<READ>(v & self.index);
         }
+    }
+
+    /// Hints the CPU to load slot `i`, for writing if `W`: both of its cache lines, since a
+    /// 56-byte slot spans two in six cases of eight.
+    #[inline(always)]
+    fn prefetch_slot<const W: bool>(&self, i: u32) {
+        let s = self.slots[i as usize].get() as *const u8;
+        prefetch::<W>(s);
+        prefetch::<W>(s.wrapping_add(size_of::<Slot<A>>() - 1));
     }
 
     #[inline(always)]
@@ -1147,9 +1153,7 @@ impl<A: Addr> ConnTable<A> {
             // The next new connection's slot, freed a while ago and likely cold: start
             // loading it (for writing) now, so that its miss overlaps this connection's work.
             if let Some(n) = next {
-                let s = self.slots[n as usize].get() as *const u8;
-                prefetch_write(s);
-                prefetch_write(s.wrapping_add(size_of::<Slot<A>>() - 1));
+                self.prefetch_slot::<WRITE>(n);
             }
             return i;
         }
@@ -1576,25 +1580,23 @@ fn folded_mul(a: u64, b: u64) -> u64 {
     m as u64 ^ (m >> 64) as u64
 }
 
-/// Hints the CPU to load the cache line at `p` for writing.
-#[inline(always)]
-fn prefetch_write(p: *const u8) {
-    #[cfg(target_arch = "x86_64")]
-    // Safety: a prefetch is a hint; it does not dereference `p` in the abstract machine.
-    unsafe {
-        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_ET0 }>(p as *const i8)
-    };
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = p;
-}
+/// Prefetch for reading.
+const READ: bool = false;
+/// Prefetch for writing.
+const WRITE: bool = true;
 
-/// Hints the CPU to load the cache line at `p` (for reading).
+/// Hints the CPU to load the cache line at `p`, for writing if `W`.
 #[inline(always)]
-fn prefetch(p: *const u8) {
+fn prefetch<const W: bool>(p: *const u8) {
     #[cfg(target_arch = "x86_64")]
     // Safety: a prefetch is a hint; it does not dereference `p` in the abstract machine.
     unsafe {
-        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(p as *const i8)
+        use std::arch::x86_64::{_MM_HINT_ET0, _MM_HINT_T0, _mm_prefetch};
+        if W {
+            _mm_prefetch::<_MM_HINT_ET0>(p as *const i8)
+        } else {
+            _mm_prefetch::<_MM_HINT_T0>(p as *const i8)
+        }
     };
     #[cfg(not(target_arch = "x86_64"))]
     let _ = p;
