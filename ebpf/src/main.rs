@@ -45,9 +45,9 @@ use aya_ebpf::{
 };
 use rt::{fold, ptr_at};
 use xlvs_common::{
-    AddrKey, COUNTERS, Counter, EgressPorts, FAMILY_IPV4, FAMILY_IPV6, FRAGS_MAX, FlowKey, FragKey,
-    IfaceSlot, L4Key, LOCAL_ADDRS_MAX, MAX_IFACES, MAX_STEER_KEYS, OFFLOAD_MAX, Offload,
-    PROTO_ICMP, PROTO_TCP, PROTO_UDP, SteerValue, XSK_SLOTS, handoff_mark, handoff_mark6,
+    AddrKey, COUNTERS, Counter, EgressPorts, FRAGS_MAX, FlowKey, FragKey, IfaceSlot, L4Key,
+    LOCAL_ADDRS_MAX, MAX_IFACES, MAX_STEER_KEYS, OFFLOAD_MAX, Offload, PROTO_ICMP, PROTO_TCP,
+    PROTO_UDP, SteerValue, XSK_SLOTS, handoff_mark, handoff_mark6,
 };
 
 /// AF_XDP sockets, one per (interface slot, RX queue).
@@ -447,7 +447,7 @@ fn steer6(ctx: &XdpContext, off: usize) -> Option<u32> {
         let inner = read_u8(ctx, l4)?;
         let offset_m = read_be16(ctx, l4 + 2)?;
         let ident = read_4(ctx, l4 + 4)?;
-        let key = frag_key6(saddr, daddr, inner, u32::from_be_bytes(ident));
+        let key = FragKey::v6(saddr, daddr, u32::from_be_bytes(ident), inner);
         if offset_m & 0xfff8 != 0 {
             // A non-first fragment: ours only if its first fragment was.
             // Safety: plain lookup; the value is not kept past this call.
@@ -495,18 +495,6 @@ fn steer6(ctx: &XdpContext, off: usize) -> Option<u32> {
         let _ = FRAGS.insert(&key, &0, 0);
     }
     Some(redirect(ctx))
-}
-
-#[inline(always)]
-fn frag_key6(src: [u8; 16], dst: [u8; 16], proto: u8, ident: u32) -> FragKey {
-    FragKey {
-        src,
-        dst,
-        ident,
-        proto,
-        family: FAMILY_IPV6,
-        ..FragKey::default()
-    }
 }
 
 /// An ICMPv6 error (destination unreachable, packet too big, time exceeded, parameter
@@ -559,15 +547,7 @@ fn frag_key(
     daddr: [u8; 4],
     proto: u8,
 ) -> Option<FragKey> {
-    let mut key = FragKey {
-        ident: read_be16(ctx, off + 4)? as u32,
-        proto,
-        family: FAMILY_IPV4,
-        ..FragKey::default()
-    };
-    key.src[..4].copy_from_slice(&saddr);
-    key.dst[..4].copy_from_slice(&daddr);
-    Some(key)
+    Some(FragKey::v4(saddr, daddr, read_be16(ctx, off + 4)?, proto))
 }
 
 /// (proto, VIP, vport) is a virtual service.
