@@ -136,6 +136,11 @@ pub struct RunArgs {
     /// each, wrk for 1 s.
     #[arg(long)]
     pub quick: bool,
+    /// Runs every plane this many times, in turn (xdp, nft, ..., xdp, nft, ...), so that a
+    /// drift of the machine's speed reaches every plane alike; the table, the ratios and the
+    /// plots then give each figure's median over the rounds, with its range.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=20))]
+    pub rounds: u32,
 }
 
 /// Orders target loads: 0 ("as fast as possible") above every rate.
@@ -160,6 +165,9 @@ fn load_label(target_pps: u64) -> String {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Point {
     pub plane: Plane,
+    /// Which round of `--rounds` (from 0).
+    #[serde(default)]
+    pub round: u32,
     /// The load asked for (0 = as fast as possible).
     pub target_pps: u64,
     /// What the generator sent.
@@ -187,6 +195,9 @@ pub struct Point {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ConnRate {
     pub plane: Plane,
+    /// Which round of `--rounds` (from 0).
+    #[serde(default)]
+    pub round: u32,
     pub requests: u64,
     pub secs: f64,
     pub requests_per_sec: f64,
@@ -204,6 +215,12 @@ pub struct Ratio {
     pub peak_pps: f64,
     /// Delivered pps per director core, at the highest load both ran (equal CPU).
     pub pps_per_core: f64,
+    /// Over several rounds: both ratios are the medians of the rounds' ratios (each round's
+    /// planes against each other), and these their ranges (min, max).
+    #[serde(default)]
+    pub peak_range: Option<(f64, f64)>,
+    #[serde(default)]
+    pub pps_per_core_range: Option<(f64, f64)>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -825,6 +842,7 @@ fn measure(
     let cores = cpu as f64 / 1e9 / wall.max(1e-9);
     Ok(Point {
         plane,
+        round: 0,
         target_pps: target,
         offered_pps: generator.pps,
         delivered_pps: delivered,
@@ -963,6 +981,7 @@ fn conn_rate(lab: &mut Lab, plane: Plane, r: &Running, a: &RunArgs) -> anyhow::R
     let cpu: u64 = delta(&before, &after).values().sum();
     Ok(ConnRate {
         plane,
+        round: 0,
         requests,
         secs,
         requests_per_sec: requests as f64 / secs.max(1e-9),
@@ -1027,6 +1046,8 @@ pub fn ratios(points: &[Point]) -> Vec<Ratio> {
                     vs,
                     peak_pps: a / b,
                     pps_per_core: c,
+                    peak_range: None,
+                    pps_per_core_range: None,
                 });
             }
         }
@@ -1034,7 +1055,120 @@ pub fn ratios(points: &[Point]) -> Vec<Ratio> {
     v
 }
 
+/// The rounds' numbers, in order.
+fn rounds_of(points: &[Point]) -> Vec<u32> {
+    let mut v: Vec<u32> = points.iter().map(|p| p.round).collect();
+    v.sort_unstable();
+    v.dedup();
+    v
+}
+
+/// The median of `v` (the lower middle one of an even count: a value that was measured), and
+/// the range. None for an empty `v`.
+fn median_range(mut v: Vec<f64>) -> Option<(f64, f64, f64)> {
+    v.sort_by(f64::total_cmp);
+    Some((*v.get((v.len() - 1) / 2)?, v[0], v[v.len() - 1]))
+}
+
+/// [`ratios`] of each round apart (a plane against another of the same round), then per
+/// pair of planes the median and the range over the rounds.
+pub fn ratios_over_rounds(points: &[Point]) -> Vec<Ratio> {
+    let rounds = rounds_of(points);
+    if rounds.len() <= 1 {
+        return ratios(points);
+    }
+    let per_round: Vec<Vec<Ratio>> = rounds
+        .iter()
+        .map(|&n| {
+            let pts: Vec<Point> = points.iter().filter(|p| p.round == n).cloned().collect();
+            ratios(&pts)
+        })
+        .collect();
+    let mut out: Vec<Ratio> = Vec::new();
+    for r in per_round.iter().flatten() {
+        if out.iter().any(|o| o.plane == r.plane && o.vs == r.vs) {
+            continue;
+        }
+        let all: Vec<&Ratio> = per_round
+            .iter()
+            .flatten()
+            .filter(|o| o.plane == r.plane && o.vs == r.vs)
+            .collect();
+        let (Some(peak), Some(core)) = (
+            median_range(all.iter().map(|o| o.peak_pps).collect()),
+            median_range(all.iter().map(|o| o.pps_per_core).collect()),
+        ) else {
+            continue;
+        };
+        out.push(Ratio {
+            plane: r.plane,
+            vs: r.vs,
+            peak_pps: peak.0,
+            pps_per_core: core.0,
+            peak_range: Some((peak.1, peak.2)),
+            pps_per_core_range: Some((core.1, core.2)),
+        });
+    }
+    out
+}
+
+/// For each plane and load, the point of the round whose delivered pps per director core is
+/// the median of the rounds' (a measured point, every figure of it from one round), in the
+/// order they were first measured. With one round, every point.
+pub fn medians(points: &[Point]) -> Vec<Point> {
+    let mut out: Vec<Point> = Vec::new();
+    for p in points {
+        if out
+            .iter()
+            .any(|o| o.plane == p.plane && o.target_pps == p.target_pps)
+        {
+            continue;
+        }
+        let mut same: Vec<&Point> = points
+            .iter()
+            .filter(|o| o.plane == p.plane && o.target_pps == p.target_pps)
+            .collect();
+        same.sort_by(|a, b| a.pps_per_core.total_cmp(&b.pps_per_core));
+        out.push(same[(same.len() - 1) / 2].clone());
+    }
+    out
+}
+
+/// For each plane, the connection-rate run whose CPU per connection is the median of the
+/// rounds', with that figure's range.
+fn conn_medians(conns: &[ConnRate]) -> Vec<(ConnRate, (f64, f64))> {
+    let mut out: Vec<(ConnRate, (f64, f64))> = Vec::new();
+    for c in conns {
+        if out.iter().any(|o| o.0.plane == c.plane) {
+            continue;
+        }
+        let mut same: Vec<&ConnRate> = conns.iter().filter(|o| o.plane == c.plane).collect();
+        same.sort_by(|a, b| a.cpu_us_per_conn.total_cmp(&b.cpu_us_per_conn));
+        let range = (
+            same[0].cpu_us_per_conn,
+            same[same.len() - 1].cpu_us_per_conn,
+        );
+        out.push((same[(same.len() - 1) / 2].clone(), range));
+    }
+    out
+}
+
+/// The report with each plane and load's median round only (see [`medians`]): what the
+/// plots draw.
+pub fn median_report(r: &Report) -> Report {
+    Report {
+        points: medians(&r.points),
+        conn_rate: conn_medians(&r.conn_rate)
+            .into_iter()
+            .map(|c| c.0)
+            .collect(),
+        ..r.clone()
+    }
+}
+
 pub fn table(r: &Report) -> String {
+    let rounds = rounds_of(&r.points).len();
+    let points = medians(&r.points);
     let mut s = String::new();
     s += &format!(
         "{:<26} {:>9} {:>10} {:>10} {:>7} {:>6} {:>8} {:>10} {:>8} {:>8} {:>8} {:>8}\n",
@@ -1051,7 +1185,7 @@ pub fn table(r: &Report) -> String {
         "p99.9 µs",
         "max µs"
     );
-    for p in &r.points {
+    for p in &points {
         let l = &p.sink.latency;
         let us = |v: u64| v as f64 / 1000.0;
         s += &format!(
@@ -1070,23 +1204,64 @@ pub fn table(r: &Report) -> String {
             us(l.max),
         );
     }
+    if rounds > 1 {
+        s += &format!(
+            "\nover {rounds} rounds (each row above is the round with the median pps/core): min, median, max\n"
+        );
+        s += &format!(
+            "{:<26} {:>9} {:>26} {:>26}\n",
+            "plane", "target", "pps/core", "p99 µs"
+        );
+        for p in &points {
+            let same = || {
+                r.points
+                    .iter()
+                    .filter(|o| o.plane == p.plane && o.target_pps == p.target_pps)
+            };
+            let range = |v: Vec<f64>| {
+                median_range(v).map_or(String::new(), |(m, lo, hi)| {
+                    format!("{lo:.0} {m:.0} {hi:.0}")
+                })
+            };
+            s += &format!(
+                "{:<26} {:>9} {:>26} {:>26}\n",
+                p.plane.label(),
+                load_label(p.target_pps),
+                range(same().map(|o| o.pps_per_core).collect()),
+                range(same().map(|o| o.sink.latency.p99 as f64 / 1000.0).collect()),
+            );
+        }
+    }
     if !r.ratios.is_empty() {
         s += "\nratios (same run): peak delivered pps, and delivered pps per director core at the highest common load\n";
+        if rounds > 1 {
+            s += &format!("(each the median of the {rounds} rounds' ratios, with their range)\n");
+        }
+        let range = |x: Option<(f64, f64)>| {
+            x.map_or(String::new(), |(lo, hi)| format!(" ({lo:.2}–{hi:.2})"))
+        };
         for x in &r.ratios {
             s += &format!(
-                "  {:<26} vs {:<26} peak {:>5.2}×   at equal CPU {:>5.2}×\n",
+                "  {:<26} vs {:<26} peak {:>5.2}×{}   at equal CPU {:>5.2}×{}\n",
                 x.plane.label(),
                 x.vs.label(),
                 x.peak_pps,
-                x.pps_per_core
+                range(x.peak_range),
+                x.pps_per_core,
+                range(x.pps_per_core_range),
             );
         }
     }
     if !r.conn_rate.is_empty() {
         s += "\nconnection rate (wrk, one request per connection)\n";
-        for c in &r.conn_rate {
+        for (c, (lo, hi)) in conn_medians(&r.conn_rate) {
+            let range = if rounds > 1 {
+                format!(" ({lo:.1}–{hi:.1} over {rounds} rounds)")
+            } else {
+                String::new()
+            };
             s += &format!(
-                "  {:<26} {:>8.0} req/s  {:>6} failed  director {:.2} cores, {:.1} µs CPU/conn\n",
+                "  {:<26} {:>8.0} req/s  {:>6} failed  director {:.2} cores, {:.1} µs CPU/conn{range}\n",
                 c.plane.label(),
                 c.requests_per_sec,
                 c.failed,
@@ -1154,8 +1329,8 @@ pub fn run(mut a: RunArgs) -> anyhow::Result<()> {
     );
     let mut points = Vec::new();
     let mut conns = Vec::new();
-    let total = a.planes.len() * a.loads.len();
-    for &plane in &a.planes {
+    let total = a.planes.len() * a.loads.len() * a.rounds as usize;
+    for (round, &plane) in (0..a.rounds).flat_map(|r| a.planes.iter().map(move |p| (r, p))) {
         let running = start_plane(&mut lab, plane, &bin, &me, &a.xlvsd_args)
             .with_context(|| format!("starting {}", plane.label()))?;
         for &load in &a.loads {
@@ -1163,8 +1338,9 @@ pub fn run(mut a: RunArgs) -> anyhow::Result<()> {
                 // Dropping the lab on the way out kills its processes and namespaces.
                 bail!("interrupted");
             }
-            let p = measure(&mut lab, plane, &running, load, &a, &me)
+            let mut p = measure(&mut lab, plane, &running, load, &a, &me)
                 .with_context(|| format!("{} at {load} pps", plane.label()))?;
+            p.round = round;
             eprintln!(
                 "[{:>2}/{total}] {:<26} target {:>7}: offered {:>8.0}, delivered {:>8.0} pps, loss {:>5.2} %, director {:.2} cores, {:>5.0} ns/pkt, p99 {:.1} µs; lost at director {}, at sink {}",
                 points.len() + 1,
@@ -1182,8 +1358,9 @@ pub fn run(mut a: RunArgs) -> anyhow::Result<()> {
             points.push(p);
         }
         if a.conn_secs > 0.0 && matches!(plane, Plane::Nft | Plane::Nat | Plane::NatOffload) {
-            let c = conn_rate(&mut lab, plane, &running, &a)
+            let mut c = conn_rate(&mut lab, plane, &running, &a)
                 .with_context(|| format!("connection rate through {}", plane.label()))?;
+            c.round = round;
             eprintln!(
                 "        {:<26} wrk short connections: {:.0} req/s, {} failed",
                 plane.label(),
@@ -1199,13 +1376,13 @@ pub fn run(mut a: RunArgs) -> anyhow::Result<()> {
         machine: machine(),
         started_unix: started,
         args: serde_json::to_value(&a)?,
-        ratios: ratios(&points),
+        ratios: ratios_over_rounds(&points),
         points,
         conn_rate: conns,
     };
     let json = a.out.join("results.json");
     write_file(&json, &serde_json::to_string_pretty(&report)?)?;
-    crate::plot::all(&report, &a.out)?;
+    crate::plot::all(&median_report(&report), &a.out)?;
     print!("{}", table(&report));
     eprintln!(
         "xlvs-bench: wrote {}, throughput.svg, cpu.svg, conns.svg and latency.svg in {}",
@@ -1224,7 +1401,7 @@ pub fn replot(results: &std::path::Path) -> anyhow::Result<()> {
     )
     .with_context(|| format!("parsing {}", results.display()))?;
     let dir = results.parent().unwrap_or(std::path::Path::new("."));
-    crate::plot::all(&report, dir)?;
+    crate::plot::all(&median_report(&report), dir)?;
     print!("{}", table(&report));
     eprintln!("xlvs-bench: plots written in {}", dir.display());
     Ok(())
@@ -1257,6 +1434,7 @@ Transfer/sec:    634.00KB
     fn pt(plane: Plane, target: u64, delivered: f64, per_core: f64) -> Point {
         Point {
             plane,
+            round: 0,
             target_pps: target,
             offered_pps: target as f64,
             delivered_pps: delivered,
@@ -1288,5 +1466,66 @@ Transfer/sec:    634.00KB
         assert_eq!(get(Plane::Nat, Plane::Xdp).peak_pps, 600.0 / 900.0);
         assert_eq!(get(Plane::Nat, Plane::Xdp).pps_per_core, 0.6);
         assert!(r.iter().all(|x| x.plane != Plane::Dr));
+    }
+
+    #[test]
+    fn rounds_give_each_figure_its_median_round_and_each_ratio_its_rounds_median() {
+        // Three rounds; the machine is fast in round 1 and slow in round 2 for every plane.
+        let speed = [1.0, 1.5, 0.5];
+        let mut pts = Vec::new();
+        for (round, f) in speed.iter().enumerate() {
+            for (plane, per_core) in [(Plane::Xdp, 1000.0), (Plane::NatOffload, 900.0)] {
+                let mut p = pt(plane, 0, per_core * f, per_core * f);
+                p.round = round as u32;
+                p.sink.latency.p99 = 1000 * (round as u64 + 1);
+                pts.push(p);
+            }
+        }
+        // The fast plane's round 1 alone would give 1500 / 450 = 3.3; each round says 0.9.
+        let r = ratios_over_rounds(&pts);
+        let x = r
+            .iter()
+            .find(|x| x.plane == Plane::NatOffload && x.vs == Plane::Xdp)
+            .unwrap();
+        assert!((x.pps_per_core - 0.9).abs() < 1e-9, "{x:?}");
+        let (lo, hi) = x.pps_per_core_range.unwrap();
+        assert!((lo - 0.9).abs() < 1e-9 && (hi - 0.9).abs() < 1e-9);
+        // The median round of each plane is round 0 (speeds 0.5, 1.0, 1.5), every figure
+        // from it.
+        let m = medians(&pts);
+        assert_eq!(m.len(), 2);
+        assert!(m.iter().all(|p| p.round == 0 && p.sink.latency.p99 == 1000));
+        assert_eq!(m[0].plane, Plane::Xdp);
+        assert_eq!(m[0].pps_per_core, 1000.0);
+        let t = table(&Report {
+            machine: String::new(),
+            started_unix: 0,
+            args: serde_json::Value::Null,
+            ratios: r.clone(),
+            points: pts.clone(),
+            conn_rate: Vec::new(),
+        });
+        assert!(t.contains("over 3 rounds"), "{t}");
+        assert!(t.contains("500 1000 1500"), "{t}");
+        assert!(t.contains("(0.90–0.90)"), "{t}");
+        // One round: the points as they are, and the plain ratios.
+        let one: Vec<Point> = pts.iter().filter(|p| p.round == 2).cloned().collect();
+        assert_eq!(medians(&one).len(), 2);
+        assert!(
+            ratios_over_rounds(&one)
+                .iter()
+                .all(|x| x.pps_per_core_range.is_none())
+        );
+        assert!(
+            !table(&Report {
+                machine: String::new(),
+                started_unix: 0,
+                args: serde_json::Value::Null,
+                ratios: ratios(&one),
+                points: one,
+                conn_rate: Vec::new(),
+            })
+            .contains("rounds")
+        );
     }
 }
