@@ -6,7 +6,7 @@ use std::path::Path;
 use anyhow::anyhow;
 use plotters::prelude::*;
 
-use crate::rig::{Plane, Point, Report, load_rank};
+use crate::rig::{Point, Report, Series, load_rank, series_label};
 
 const COLORS: [RGBColor; 8] = [
     RGBColor(0x44, 0x44, 0x44),
@@ -19,13 +19,25 @@ const COLORS: [RGBColor; 8] = [
     RGBColor(0xe3, 0x77, 0xc2),
 ];
 
-fn color(p: Plane) -> RGBColor {
-    COLORS[p as usize % COLORS.len()]
+/// A series' colour: its plane's, halfway to white for build B (`--vs-bin-dir`).
+fn color((plane, baseline): Series) -> RGBColor {
+    let RGBColor(r, g, b) = COLORS[plane as usize % COLORS.len()];
+    if baseline {
+        let half = |c: u8| c / 2 + 128;
+        RGBColor(half(r), half(g), half(b))
+    } else {
+        RGBColor(r, g, b)
+    }
 }
 
-fn planes(r: &Report) -> Vec<Plane> {
-    let mut v: Vec<Plane> = r.points.iter().map(|p| p.plane).collect();
-    v.dedup();
+/// The report's series, in the order first measured.
+fn series(r: &Report) -> Vec<Series> {
+    let mut v: Vec<Series> = Vec::new();
+    for p in &r.points {
+        if !v.contains(&p.series()) {
+            v.push(p.series());
+        }
+    }
     v
 }
 
@@ -62,18 +74,18 @@ fn plane_lines<'a, DB: DrawingBackend + 'a>(
     points: &[&Point],
     y: impl Fn(&Point) -> f64,
 ) -> anyhow::Result<()> {
-    for plane in planes(r) {
-        let c = color(plane);
+    for sr in series(r) {
+        let c = color(sr);
         let mut pts: Vec<(f64, f64)> = points
             .iter()
-            .filter(|p| p.plane == plane)
+            .filter(|p| p.series() == sr)
             .map(|p| (p.offered_pps / 1000.0, y(p)))
             .collect();
         pts.sort_by(|a, b| a.0.total_cmp(&b.0));
         chart
             .draw_series(LineSeries::new(pts.clone(), c.stroke_width(2)))
             .map_err(err)?
-            .label(plane.label())
+            .label(series_label(sr))
             .legend(legend_mark(c));
         chart
             .draw_series(pts.into_iter().map(|p| Circle::new(p, 3, c.filled())))
@@ -204,7 +216,7 @@ pub fn conns(r: &Report, path: &Path) -> anyhow::Result<()> {
         .draw()
         .map_err(err)?;
     for (i, c) in rows.iter().enumerate() {
-        let col = color(c.plane);
+        let col = color(c.series());
         let x = i as f64;
         chart
             .draw_series(std::iter::once(Rectangle::new(
@@ -212,7 +224,7 @@ pub fn conns(r: &Report, path: &Path) -> anyhow::Result<()> {
                 col.filled(),
             )))
             .map_err(err)?
-            .label(c.plane.label())
+            .label(series_label(c.series()))
             .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 14, y + 5)], col.filled()));
         chart
             .draw_series(std::iter::once(Text::new(
@@ -309,7 +321,7 @@ pub fn latency(r: &Report, path: &Path) -> anyhow::Result<()> {
         .draw()
         .map_err(err)?;
     for p in chosen {
-        let c = color(p.plane);
+        let c = color(p.series());
         let pts: Vec<(f64, f64)> = p
             .sink
             .latency
@@ -320,7 +332,7 @@ pub fn latency(r: &Report, path: &Path) -> anyhow::Result<()> {
         chart
             .draw_series(LineSeries::new(pts, c.stroke_width(2)))
             .map_err(err)?
-            .label(p.plane.label())
+            .label(series_label(p.series()))
             .legend(legend_mark(c));
     }
     finish(&mut chart, &root, SeriesLabelPosition::LowerRight)

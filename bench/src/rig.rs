@@ -132,6 +132,12 @@ pub struct RunArgs {
     /// xlvsd and xlvsadm (default: beside this binary).
     #[arg(long)]
     pub bin_dir: Option<PathBuf>,
+    /// Another build's xlvsd and xlvsadm (build B, the baseline): every xlvs plane runs with
+    /// both builds, one after the other (alternating which goes first, round by round), and
+    /// the ratios include each plane's build A against build B: a before and after from one
+    /// run.
+    #[arg(long)]
+    pub vs_bin_dir: Option<PathBuf>,
     /// Under a minute in all (the smoke test): 20 000 frames/s and as fast as possible, 1 s
     /// each, wrk for 1 s.
     #[arg(long)]
@@ -161,10 +167,37 @@ fn load_label(target_pps: u64) -> String {
     }
 }
 
+/// What a figure is of: a plane, and whether of build B (`--vs-bin-dir`).
+pub type Series = (Plane, bool);
+
+/// A series as printed and in the plots' legends: build B's planes marked "(B)".
+pub fn series_label((plane, baseline): Series) -> String {
+    if baseline {
+        format!("{} (B)", plane.label())
+    } else {
+        plane.label().to_string()
+    }
+}
+
+impl Point {
+    pub fn series(&self) -> Series {
+        (self.plane, self.baseline)
+    }
+}
+
+impl ConnRate {
+    pub fn series(&self) -> Series {
+        (self.plane, self.baseline)
+    }
+}
+
 /// One plane at one offered load.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Point {
     pub plane: Plane,
+    /// Measured with `--vs-bin-dir`'s build (B) rather than `--bin-dir`'s (A).
+    #[serde(default)]
+    pub baseline: bool,
     /// Which round of `--rounds` (from 0).
     #[serde(default)]
     pub round: u32,
@@ -195,6 +228,9 @@ pub struct Point {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ConnRate {
     pub plane: Plane,
+    /// As [`Point::baseline`].
+    #[serde(default)]
+    pub baseline: bool,
     /// Which round of `--rounds` (from 0).
     #[serde(default)]
     pub round: u32,
@@ -210,7 +246,12 @@ pub struct ConnRate {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Ratio {
     pub plane: Plane,
+    /// Of build B (`--vs-bin-dir`).
+    #[serde(default)]
+    pub baseline: bool,
     pub vs: Plane,
+    #[serde(default)]
+    pub vs_baseline: bool,
     /// Best delivered pps of `plane` over best delivered pps of `vs`.
     pub peak_pps: f64,
     /// Delivered pps per director core, at the highest load both ran (equal CPU).
@@ -842,6 +883,7 @@ fn measure(
     let cores = cpu as f64 / 1e9 / wall.max(1e-9);
     Ok(Point {
         plane,
+        baseline: false,
         round: 0,
         target_pps: target,
         offered_pps: generator.pps,
@@ -981,6 +1023,7 @@ fn conn_rate(lab: &mut Lab, plane: Plane, r: &Running, a: &RunArgs) -> anyhow::R
     let cpu: u64 = delta(&before, &after).values().sum();
     Ok(ConnRate {
         plane,
+        baseline: false,
         round: 0,
         requests,
         secs,
@@ -995,61 +1038,70 @@ fn conn_rate(lab: &mut Lab, plane: Plane, r: &Running, a: &RunArgs) -> anyhow::R
     })
 }
 
-/// Ratios of every plane to the floor and to nftables.
+/// Ratios of every plane to the floor and to nftables, and of each xlvs plane's build A to
+/// its build B where both ran.
 pub fn ratios(points: &[Point]) -> Vec<Ratio> {
-    let peak = |p: Plane| {
+    let peak = |p: Series| {
         points
             .iter()
-            .filter(|x| x.plane == p)
+            .filter(|x| x.series() == p)
             .map(|x| x.delivered_pps)
             .fold(None, |m: Option<f64>, v| Some(m.map_or(v, |m| m.max(v))))
     };
     // pps per core at the highest target load both planes ran (0, "as fast as possible",
     // counts as the highest).
-    let at_top = |p: Plane, vs: Plane| {
+    let at_top = |p: Series, vs: Series| {
         let top = points
             .iter()
-            .filter(|x| x.plane == p)
+            .filter(|x| x.series() == p)
             .map(|x| load_rank(x.target_pps))
             .filter(|t| {
                 points
                     .iter()
-                    .any(|y| y.plane == vs && load_rank(y.target_pps) == *t)
+                    .any(|y| y.series() == vs && load_rank(y.target_pps) == *t)
             })
             .max()?;
-        let get = |q: Plane| {
+        let get = |q: Series| {
             points
                 .iter()
-                .find(|x| x.plane == q && load_rank(x.target_pps) == top)
+                .find(|x| x.series() == q && load_rank(x.target_pps) == top)
                 .map(|x| x.pps_per_core)
         };
         Some(get(p)? / get(vs)?)
     };
-    let mut v = Vec::new();
+    let all = [
+        Plane::Xdp,
+        Plane::Nft,
+        Plane::Nat,
+        Plane::Dr,
+        Plane::NatSplit,
+        Plane::NatBond,
+        Plane::NatOffload,
+        Plane::DrOffload,
+    ];
+    let mut pairs: Vec<(Series, Series)> = Vec::new();
     for vs in [Plane::Xdp, Plane::Nft] {
-        for p in [
-            Plane::Xdp,
-            Plane::Nft,
-            Plane::Nat,
-            Plane::Dr,
-            Plane::NatSplit,
-            Plane::NatBond,
-            Plane::NatOffload,
-            Plane::DrOffload,
-        ] {
-            if p == vs {
-                continue;
-            }
-            if let (Some(a), Some(b), Some(c)) = (peak(p), peak(vs), at_top(p, vs)) {
-                v.push(Ratio {
-                    plane: p,
-                    vs,
-                    peak_pps: a / b,
-                    pps_per_core: c,
-                    peak_range: None,
-                    pps_per_core_range: None,
-                });
-            }
+        for p in all.into_iter().filter(|&p| p != vs) {
+            pairs.push(((p, false), (vs, false)));
+            pairs.push(((p, true), (vs, false)));
+        }
+    }
+    for p in all {
+        pairs.push(((p, false), (p, true)));
+    }
+    let mut v = Vec::new();
+    for (p, vs) in pairs {
+        if let (Some(a), Some(b), Some(c)) = (peak(p), peak(vs), at_top(p, vs)) {
+            v.push(Ratio {
+                plane: p.0,
+                baseline: p.1,
+                vs: vs.0,
+                vs_baseline: vs.1,
+                peak_pps: a / b,
+                pps_per_core: c,
+                peak_range: None,
+                pps_per_core_range: None,
+            });
         }
     }
     v
@@ -1086,14 +1138,13 @@ pub fn ratios_over_rounds(points: &[Point]) -> Vec<Ratio> {
         .collect();
     let mut out: Vec<Ratio> = Vec::new();
     for r in per_round.iter().flatten() {
-        if out.iter().any(|o| o.plane == r.plane && o.vs == r.vs) {
+        let same = |o: &Ratio| {
+            (o.plane, o.baseline, o.vs, o.vs_baseline) == (r.plane, r.baseline, r.vs, r.vs_baseline)
+        };
+        if out.iter().any(same) {
             continue;
         }
-        let all: Vec<&Ratio> = per_round
-            .iter()
-            .flatten()
-            .filter(|o| o.plane == r.plane && o.vs == r.vs)
-            .collect();
+        let all: Vec<&Ratio> = per_round.iter().flatten().filter(|o| same(o)).collect();
         let (Some(peak), Some(core)) = (
             median_range(all.iter().map(|o| o.peak_pps).collect()),
             median_range(all.iter().map(|o| o.pps_per_core).collect()),
@@ -1101,12 +1152,11 @@ pub fn ratios_over_rounds(points: &[Point]) -> Vec<Ratio> {
             continue;
         };
         out.push(Ratio {
-            plane: r.plane,
-            vs: r.vs,
             peak_pps: peak.0,
             pps_per_core: core.0,
             peak_range: Some((peak.1, peak.2)),
             pps_per_core_range: Some((core.1, core.2)),
+            ..r.clone()
         });
     }
     out
@@ -1118,16 +1168,11 @@ pub fn ratios_over_rounds(points: &[Point]) -> Vec<Ratio> {
 pub fn medians(points: &[Point]) -> Vec<Point> {
     let mut out: Vec<Point> = Vec::new();
     for p in points {
-        if out
-            .iter()
-            .any(|o| o.plane == p.plane && o.target_pps == p.target_pps)
-        {
+        let same = |o: &Point| o.series() == p.series() && o.target_pps == p.target_pps;
+        if out.iter().any(same) {
             continue;
         }
-        let mut same: Vec<&Point> = points
-            .iter()
-            .filter(|o| o.plane == p.plane && o.target_pps == p.target_pps)
-            .collect();
+        let mut same: Vec<&Point> = points.iter().filter(|o| same(o)).collect();
         same.sort_by(|a, b| a.pps_per_core.total_cmp(&b.pps_per_core));
         out.push(same[(same.len() - 1) / 2].clone());
     }
@@ -1139,10 +1184,10 @@ pub fn medians(points: &[Point]) -> Vec<Point> {
 fn conn_medians(conns: &[ConnRate]) -> Vec<(ConnRate, (f64, f64))> {
     let mut out: Vec<(ConnRate, (f64, f64))> = Vec::new();
     for c in conns {
-        if out.iter().any(|o| o.0.plane == c.plane) {
+        if out.iter().any(|o| o.0.series() == c.series()) {
             continue;
         }
-        let mut same: Vec<&ConnRate> = conns.iter().filter(|o| o.plane == c.plane).collect();
+        let mut same: Vec<&ConnRate> = conns.iter().filter(|o| o.series() == c.series()).collect();
         same.sort_by(|a, b| a.cpu_us_per_conn.total_cmp(&b.cpu_us_per_conn));
         let range = (
             same[0].cpu_us_per_conn,
@@ -1171,7 +1216,7 @@ pub fn table(r: &Report) -> String {
     let points = medians(&r.points);
     let mut s = String::new();
     s += &format!(
-        "{:<26} {:>9} {:>10} {:>10} {:>7} {:>6} {:>8} {:>10} {:>8} {:>8} {:>8} {:>8}\n",
+        "{:<30} {:>9} {:>10} {:>10} {:>7} {:>6} {:>8} {:>10} {:>8} {:>8} {:>8} {:>8}\n",
         "plane",
         "target",
         "offered",
@@ -1189,8 +1234,8 @@ pub fn table(r: &Report) -> String {
         let l = &p.sink.latency;
         let us = |v: u64| v as f64 / 1000.0;
         s += &format!(
-            "{:<26} {:>9} {:>10.0} {:>10.0} {:>7.2} {:>6.2} {:>8.0} {:>10.0} {:>8.1} {:>8.1} {:>8.1} {:>8.1}\n",
-            p.plane.label(),
+            "{:<30} {:>9} {:>10.0} {:>10.0} {:>7.2} {:>6.2} {:>8.0} {:>10.0} {:>8.1} {:>8.1} {:>8.1} {:>8.1}\n",
+            series_label(p.series()),
             load_label(p.target_pps),
             p.offered_pps,
             p.delivered_pps,
@@ -1209,14 +1254,14 @@ pub fn table(r: &Report) -> String {
             "\nover {rounds} rounds (each row above is the round with the median pps/core): min, median, max\n"
         );
         s += &format!(
-            "{:<26} {:>9} {:>26} {:>26}\n",
+            "{:<30} {:>9} {:>26} {:>26}\n",
             "plane", "target", "pps/core", "p99 µs"
         );
         for p in &points {
             let same = || {
                 r.points
                     .iter()
-                    .filter(|o| o.plane == p.plane && o.target_pps == p.target_pps)
+                    .filter(|o| o.series() == p.series() && o.target_pps == p.target_pps)
             };
             let range = |v: Vec<f64>| {
                 median_range(v).map_or(String::new(), |(m, lo, hi)| {
@@ -1224,8 +1269,8 @@ pub fn table(r: &Report) -> String {
                 })
             };
             s += &format!(
-                "{:<26} {:>9} {:>26} {:>26}\n",
-                p.plane.label(),
+                "{:<30} {:>9} {:>26} {:>26}\n",
+                series_label(p.series()),
                 load_label(p.target_pps),
                 range(same().map(|o| o.pps_per_core).collect()),
                 range(same().map(|o| o.sink.latency.p99 as f64 / 1000.0).collect()),
@@ -1242,9 +1287,9 @@ pub fn table(r: &Report) -> String {
         };
         for x in &r.ratios {
             s += &format!(
-                "  {:<26} vs {:<26} peak {:>5.2}×{}   at equal CPU {:>5.2}×{}\n",
-                x.plane.label(),
-                x.vs.label(),
+                "  {:<30} vs {:<30} peak {:>5.2}×{}   at equal CPU {:>5.2}×{}\n",
+                series_label((x.plane, x.baseline)),
+                series_label((x.vs, x.vs_baseline)),
                 x.peak_pps,
                 range(x.peak_range),
                 x.pps_per_core,
@@ -1261,8 +1306,8 @@ pub fn table(r: &Report) -> String {
                 String::new()
             };
             s += &format!(
-                "  {:<26} {:>8.0} req/s  {:>6} failed  director {:.2} cores, {:.1} µs CPU/conn{range}\n",
-                c.plane.label(),
+                "  {:<30} {:>8.0} req/s  {:>6} failed  director {:.2} cores, {:.1} µs CPU/conn{range}\n",
+                series_label(c.series()),
                 c.requests_per_sec,
                 c.failed,
                 c.director_cores,
@@ -1288,6 +1333,24 @@ fn machine() -> String {
     format!("{model}, {cpus} CPUs, Linux {}", kernel.trim())
 }
 
+/// Every (round, plane, build B) in the order they run: the planes in turn, round after
+/// round; with a build B (`two`), each xlvs plane runs with both builds, A first in even
+/// rounds and B first in odd ones (so neither always follows the other).
+fn run_order(rounds: u32, planes: &[Plane], two: bool) -> Vec<(u32, Plane, bool)> {
+    (0..rounds)
+        .flat_map(|r| {
+            planes.iter().flat_map(move |&p| {
+                let builds: &[bool] = match (two && p.is_xlvs(), r % 2) {
+                    (false, _) => &[false],
+                    (true, 0) => &[false, true],
+                    (true, _) => &[true, false],
+                };
+                builds.iter().map(move |&b| (r, p, b))
+            })
+        })
+        .collect()
+}
+
 pub fn run(mut a: RunArgs) -> anyhow::Result<()> {
     if a.quick {
         a.loads = vec![20_000, 0];
@@ -1310,6 +1373,12 @@ pub fn run(mut a: RunArgs) -> anyhow::Result<()> {
         Some(b) => b.clone(),
         None => me.parent().map(Path::to_path_buf).unwrap_or_default(),
     };
+    let vs_bin = a.vs_bin_dir.clone();
+    if let Some(b) = &vs_bin
+        && !b.join("xlvsd").exists()
+    {
+        bail!("no xlvsd in {} (--vs-bin-dir)", b.display());
+    }
     if a.planes.iter().any(|p| p.is_xlvs()) && !bin.join("xlvsd").exists() {
         bail!(
             "no xlvsd in {} (cargo build --release -p xlvs-control, or --bin-dir)",
@@ -1329,22 +1398,28 @@ pub fn run(mut a: RunArgs) -> anyhow::Result<()> {
     );
     let mut points = Vec::new();
     let mut conns = Vec::new();
-    let total = a.planes.len() * a.loads.len() * a.rounds as usize;
-    for (round, &plane) in (0..a.rounds).flat_map(|r| a.planes.iter().map(move |p| (r, p))) {
-        let running = start_plane(&mut lab, plane, &bin, &me, &a.xlvsd_args)
-            .with_context(|| format!("starting {}", plane.label()))?;
+    let order = run_order(a.rounds, &a.planes, vs_bin.is_some());
+    let total = order.len() * a.loads.len();
+    for (round, plane, baseline) in order {
+        let series = series_label((plane, baseline));
+        let dir = match (&vs_bin, baseline) {
+            (Some(b), true) => b,
+            _ => &bin,
+        };
+        let running = start_plane(&mut lab, plane, dir, &me, &a.xlvsd_args)
+            .with_context(|| format!("starting {series}"))?;
         for &load in &a.loads {
             if xlvs_control::sys::stop_requested() {
                 // Dropping the lab on the way out kills its processes and namespaces.
                 bail!("interrupted");
             }
             let mut p = measure(&mut lab, plane, &running, load, &a, &me)
-                .with_context(|| format!("{} at {load} pps", plane.label()))?;
-            p.round = round;
+                .with_context(|| format!("{series} at {load} pps"))?;
+            (p.round, p.baseline) = (round, baseline);
             eprintln!(
-                "[{:>2}/{total}] {:<26} target {:>7}: offered {:>8.0}, delivered {:>8.0} pps, loss {:>5.2} %, director {:.2} cores, {:>5.0} ns/pkt, p99 {:.1} µs; lost at director {}, at sink {}",
+                "[{:>2}/{total}] {:<30} target {:>7}: offered {:>8.0}, delivered {:>8.0} pps, loss {:>5.2} %, director {:.2} cores, {:>5.0} ns/pkt, p99 {:.1} µs; lost at director {}, at sink {}",
                 points.len() + 1,
-                plane.label(),
+                series,
                 load_label(load),
                 p.offered_pps,
                 p.delivered_pps,
@@ -1359,13 +1434,11 @@ pub fn run(mut a: RunArgs) -> anyhow::Result<()> {
         }
         if a.conn_secs > 0.0 && matches!(plane, Plane::Nft | Plane::Nat | Plane::NatOffload) {
             let mut c = conn_rate(&mut lab, plane, &running, &a)
-                .with_context(|| format!("connection rate through {}", plane.label()))?;
-            c.round = round;
+                .with_context(|| format!("connection rate through {series}"))?;
+            (c.round, c.baseline) = (round, baseline);
             eprintln!(
-                "        {:<26} wrk short connections: {:.0} req/s, {} failed",
-                plane.label(),
-                c.requests_per_sec,
-                c.failed
+                "        {:<30} wrk short connections: {:.0} req/s, {} failed",
+                series, c.requests_per_sec, c.failed
             );
             conns.push(c);
         }
@@ -1434,6 +1507,7 @@ Transfer/sec:    634.00KB
     fn pt(plane: Plane, target: u64, delivered: f64, per_core: f64) -> Point {
         Point {
             plane,
+            baseline: false,
             round: 0,
             target_pps: target,
             offered_pps: target as f64,
@@ -1466,6 +1540,55 @@ Transfer/sec:    634.00KB
         assert_eq!(get(Plane::Nat, Plane::Xdp).peak_pps, 600.0 / 900.0);
         assert_eq!(get(Plane::Nat, Plane::Xdp).pps_per_core, 0.6);
         assert!(r.iter().all(|x| x.plane != Plane::Dr));
+    }
+
+    #[test]
+    fn a_second_build_runs_beside_each_xlvs_plane_and_is_compared_with_it() {
+        let planes = [Plane::Xdp, Plane::NatOffload];
+        assert_eq!(
+            run_order(2, &planes, true),
+            [
+                (0, Plane::Xdp, false),
+                (0, Plane::NatOffload, false),
+                (0, Plane::NatOffload, true),
+                (1, Plane::Xdp, false),
+                (1, Plane::NatOffload, true),
+                (1, Plane::NatOffload, false),
+            ]
+        );
+        assert_eq!(run_order(1, &planes, false).len(), 2);
+        let mut b = pt(Plane::NatOffload, 0, 800.0, 800.0);
+        b.baseline = true;
+        let pts = [
+            pt(Plane::Xdp, 0, 1000.0, 1000.0),
+            pt(Plane::NatOffload, 0, 900.0, 900.0),
+            b,
+        ];
+        let r = ratios(&pts);
+        let get = |p, pb, vs, vb| {
+            r.iter()
+                .find(|x| (x.plane, x.baseline, x.vs, x.vs_baseline) == (p, pb, vs, vb))
+                .map(|x| x.pps_per_core)
+        };
+        assert_eq!(get(Plane::NatOffload, false, Plane::Xdp, false), Some(0.9));
+        assert_eq!(get(Plane::NatOffload, true, Plane::Xdp, false), Some(0.8));
+        assert_eq!(
+            get(Plane::NatOffload, false, Plane::NatOffload, true),
+            Some(900.0 / 800.0)
+        );
+        assert_eq!(r.len(), 3, "{r:?}");
+        let t = table(&Report {
+            machine: String::new(),
+            started_unix: 0,
+            args: serde_json::Value::Null,
+            ratios: r.clone(),
+            points: pts.to_vec(),
+            conn_rate: Vec::new(),
+        });
+        assert!(
+            t.contains("xlvs NAT, XDP fast path        vs xlvs NAT, XDP fast path (B)"),
+            "{t}"
+        );
     }
 
     #[test]
