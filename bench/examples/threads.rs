@@ -8,8 +8,10 @@
 //!   replies come in on another RX queue than the requests (the multi-core model's worst
 //!   case: a connection's lines move between two cores about once per packet).
 //!
-//! Opens FLOWS connections first (one thread), then starts the threads together; each
-//! forwards PACKETS frames in a scattered order (stride 7919 over its flows). Prints each
+//! Opens FLOWS connections first (one thread), then starts the threads together, thread t
+//! pinned to CPU t (modulo the CPUs present; `THREADS_PIN=0` leaves them to the scheduler,
+//! which on a 2-vCPU VM sometimes runs both on one CPU for a while); each forwards PACKETS
+//! frames in a scattered order (stride 7919 over its flows). Prints each
 //! thread's ns per packet and the sum of their packet rates. Frames are
 //! templates patched per flow, as in `examples/scale`.
 
@@ -50,11 +52,16 @@ fn main() {
     let snap = Arc::new(snap);
     let rs = Arc::new(rs);
     let start = Arc::new(Barrier::new(threads));
+    let pin = std::env::var("THREADS_PIN").map_or(true, |v| v != "0");
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     let handles: Vec<_> = (0..threads)
         .map(|w| {
             let (tables, snap, rs, start) =
                 (tables.clone(), snap.clone(), rs.clone(), start.clone());
             std::thread::spawn(move || {
+                if pin {
+                    pin_to(w % cpus);
+                }
                 let mut core = Core::for_worker(tables, w);
                 // nat/dr: this thread's flows; nat-split: all of them, one direction each.
                 let mine: Vec<u32> = if split {
@@ -80,6 +87,23 @@ fn main() {
         each.join(" / "),
         // Each thread's rate, from its own timed loop (after the common start).
         per.iter().map(|(ns, _)| 1e3 / ns).sum::<f64>()
+    );
+}
+
+/// Pins the calling thread to `cpu`.
+fn pin_to(cpu: usize) {
+    // Safety: a zeroed cpu_set_t is empty; CPU_SET and sched_setaffinity get valid pointers
+    // (0: the calling thread).
+    let rc = unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set)
+    };
+    assert_eq!(
+        rc,
+        0,
+        "pinning to CPU {cpu}: {}",
+        std::io::Error::last_os_error()
     );
 }
 
