@@ -1069,24 +1069,15 @@ pub fn ratios(points: &[Point]) -> Vec<Ratio> {
         };
         Some(get(p)? / get(vs)?)
     };
-    let all = [
-        Plane::Xdp,
-        Plane::Nft,
-        Plane::Nat,
-        Plane::Dr,
-        Plane::NatSplit,
-        Plane::NatBond,
-        Plane::NatOffload,
-        Plane::DrOffload,
-    ];
+    let all = <Plane as clap::ValueEnum>::value_variants();
     let mut pairs: Vec<(Series, Series)> = Vec::new();
     for vs in [Plane::Xdp, Plane::Nft] {
-        for p in all.into_iter().filter(|&p| p != vs) {
+        for &p in all.iter().filter(|&&p| p != vs) {
             pairs.push(((p, false), (vs, false)));
             pairs.push(((p, true), (vs, false)));
         }
     }
-    for p in all {
+    for &p in all {
         pairs.push(((p, false), (p, true)));
     }
     let mut v = Vec::new();
@@ -1115,11 +1106,13 @@ fn rounds_of(points: &[Point]) -> Vec<u32> {
     v
 }
 
-/// The median of `v` (the lower middle one of an even count: a value that was measured), and
-/// the range. None for an empty `v`.
+/// The median of `v` (of an even count, the mean of the middle two), and the range. None for
+/// an empty `v`.
 fn median_range(mut v: Vec<f64>) -> Option<(f64, f64, f64)> {
     v.sort_by(f64::total_cmp);
-    Some((*v.get((v.len() - 1) / 2)?, v[0], v[v.len() - 1]))
+    let (lo, hi) = (*v.first()?, *v.last()?);
+    let n = v.len();
+    Some(((v[(n - 1) / 2] + v[n / 2]) / 2.0, lo, hi))
 }
 
 /// [`ratios`] of each round apart (a plane against another of the same round), then per
@@ -1163,8 +1156,9 @@ pub fn ratios_over_rounds(points: &[Point]) -> Vec<Ratio> {
 }
 
 /// For each plane and load, the point of the round whose delivered pps per director core is
-/// the median of the rounds' (a measured point, every figure of it from one round), in the
-/// order they were first measured. With one round, every point.
+/// the median of the rounds' (a measured point, every figure of it from one round: of an
+/// even count of rounds, the lower middle one, so odd counts are better), in the order they
+/// were first measured. With one round, every point.
 pub fn medians(points: &[Point]) -> Vec<Point> {
     let mut out: Vec<Point> = Vec::new();
     for p in points {
@@ -1283,11 +1277,14 @@ pub fn table(r: &Report) -> String {
             s += &format!("(each the median of the {rounds} rounds' ratios, with their range)\n");
         }
         let range = |x: Option<(f64, f64)>| {
-            x.map_or(String::new(), |(lo, hi)| format!(" ({lo:.2}–{hi:.2})"))
+            format!(
+                "{:<12}",
+                x.map_or(String::new(), |(lo, hi)| format!(" ({lo:.2}–{hi:.2})"))
+            )
         };
         for x in &r.ratios {
             s += &format!(
-                "  {:<30} vs {:<30} peak {:>5.2}×{}   at equal CPU {:>5.2}×{}\n",
+                "  {:<30} vs {:<30} peak {:>5.2}×{} at equal CPU {:>5.2}×{}\n",
                 series_label((x.plane, x.baseline)),
                 series_label((x.vs, x.vs_baseline)),
                 x.peak_pps,
@@ -1375,6 +1372,7 @@ pub fn run(mut a: RunArgs) -> anyhow::Result<()> {
     };
     let vs_bin = a.vs_bin_dir.clone();
     if let Some(b) = &vs_bin
+        && a.planes.iter().any(|p| p.is_xlvs())
         && !b.join("xlvsd").exists()
     {
         bail!("no xlvsd in {} (--vs-bin-dir)", b.display());
@@ -1542,6 +1540,25 @@ Transfer/sec:    634.00KB
         assert!(r.iter().all(|x| x.plane != Plane::Dr));
     }
 
+    /// A report of `points` and `ratios` alone.
+    fn report(points: Vec<Point>, ratios: Vec<Ratio>) -> Report {
+        Report {
+            machine: String::new(),
+            started_unix: 0,
+            args: serde_json::Value::Null,
+            ratios,
+            points,
+            conn_rate: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn medians_of_no_odd_and_even_counts() {
+        assert_eq!(median_range(vec![]), None);
+        assert_eq!(median_range(vec![3.0, 1.0, 2.0]), Some((2.0, 1.0, 3.0)));
+        assert_eq!(median_range(vec![4.0, 1.0]), Some((2.5, 1.0, 4.0)));
+    }
+
     #[test]
     fn a_second_build_runs_beside_each_xlvs_plane_and_is_compared_with_it() {
         let planes = [Plane::Xdp, Plane::NatOffload];
@@ -1577,14 +1594,7 @@ Transfer/sec:    634.00KB
             Some(900.0 / 800.0)
         );
         assert_eq!(r.len(), 3, "{r:?}");
-        let t = table(&Report {
-            machine: String::new(),
-            started_unix: 0,
-            args: serde_json::Value::Null,
-            ratios: r.clone(),
-            points: pts.to_vec(),
-            conn_rate: Vec::new(),
-        });
+        let t = table(&report(pts.to_vec(), r.clone()));
         assert!(
             t.contains("xlvs NAT, XDP fast path        vs xlvs NAT, XDP fast path (B)"),
             "{t}"
@@ -1620,14 +1630,7 @@ Transfer/sec:    634.00KB
         assert!(m.iter().all(|p| p.round == 0 && p.sink.latency.p99 == 1000));
         assert_eq!(m[0].plane, Plane::Xdp);
         assert_eq!(m[0].pps_per_core, 1000.0);
-        let t = table(&Report {
-            machine: String::new(),
-            started_unix: 0,
-            args: serde_json::Value::Null,
-            ratios: r.clone(),
-            points: pts.clone(),
-            conn_rate: Vec::new(),
-        });
+        let t = table(&report(pts.clone(), r.clone()));
         assert!(t.contains("over 3 rounds"), "{t}");
         assert!(t.contains("500 1000 1500"), "{t}");
         assert!(t.contains("(0.90–0.90)"), "{t}");
@@ -1639,16 +1642,7 @@ Transfer/sec:    634.00KB
                 .iter()
                 .all(|x| x.pps_per_core_range.is_none())
         );
-        assert!(
-            !table(&Report {
-                machine: String::new(),
-                started_unix: 0,
-                args: serde_json::Value::Null,
-                ratios: ratios(&one),
-                points: one,
-                conn_rate: Vec::new(),
-            })
-            .contains("rounds")
-        );
+        let r1 = ratios(&one);
+        assert!(!table(&report(one, r1)).contains("rounds"));
     }
 }

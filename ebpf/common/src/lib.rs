@@ -76,11 +76,10 @@ impl L4Key {
 
     /// Key for an IPv6 endpoint; `port` as on the wire (network byte order).
     pub const fn v6_raw(addr: [u8; 16], port: u16, proto: u8) -> Self {
-        let a = addr_words(addr);
         let p = port.to_ne_bytes();
         let tail = u32::from_ne_bytes([p[0], p[1], proto, FAMILY_IPV6]);
         // Safety: see `addr_words`.
-        unsafe { core::mem::transmute([a[0], a[1], a[2], a[3], tail]) }
+        unsafe { core::mem::transmute(key20(addr_words(addr), tail)) }
     }
 
     /// Key for an IPv4 endpoint; `port` in host byte order.
@@ -93,7 +92,7 @@ impl L4Key {
         let p = port.to_ne_bytes();
         let tail = u32::from_ne_bytes([p[0], p[1], proto, FAMILY_IPV4]);
         // Safety: see `addr_words`.
-        unsafe { core::mem::transmute([u32::from_ne_bytes(addr), 0, 0, 0, tail]) }
+        unsafe { core::mem::transmute(key20(v4_words(addr), tail)) }
     }
 
     /// Key for an endpoint of either family; `port` in host byte order.
@@ -125,17 +124,16 @@ impl AddrKey {
 
     /// Key for an IPv6 address.
     pub const fn v6(addr: [u8; 16]) -> Self {
-        let a = addr_words(addr);
         let tail = u32::from_ne_bytes([FAMILY_IPV6, 0, 0, 0]);
         // Safety: see `addr_words`.
-        unsafe { core::mem::transmute([a[0], a[1], a[2], a[3], tail]) }
+        unsafe { core::mem::transmute(key20(addr_words(addr), tail)) }
     }
 
     /// Key for an IPv4 address.
     pub const fn v4(addr: [u8; 4]) -> Self {
         let tail = u32::from_ne_bytes([FAMILY_IPV4, 0, 0, 0]);
         // Safety: see `addr_words`.
-        unsafe { core::mem::transmute([u32::from_ne_bytes(addr), 0, 0, 0, tail]) }
+        unsafe { core::mem::transmute(key20(v4_words(addr), tail)) }
     }
 }
 
@@ -154,22 +152,22 @@ pub struct FragKey {
 }
 
 impl FragKey {
-    /// Key for an IPv4 datagram; `ident` as on the wire, zero-extended.
+    /// Key for an IPv4 datagram; `ident` in host order (read big-endian from the header),
+    /// zero-extended.
     pub const fn v4(src: [u8; 4], dst: [u8; 4], ident: u16, proto: u8) -> Self {
-        let (s, d) = (u32::from_ne_bytes(src), u32::from_ne_bytes(dst));
         let tail = u32::from_ne_bytes([proto, FAMILY_IPV4, 0, 0]);
+        let w = key40(v4_words(src), v4_words(dst), ident as u32, tail);
         // Safety: see `addr_words`.
-        unsafe { core::mem::transmute([s, 0, 0, 0, d, 0, 0, 0, ident as u32, tail]) }
+        unsafe { core::mem::transmute(w) }
     }
 
-    /// Key for an IPv6 datagram (the fragment header's identification).
+    /// Key for an IPv6 datagram; `ident`, the fragment header's identification, in host
+    /// order.
     pub const fn v6(src: [u8; 16], dst: [u8; 16], ident: u32, proto: u8) -> Self {
-        let (s, d) = (addr_words(src), addr_words(dst));
         let tail = u32::from_ne_bytes([proto, FAMILY_IPV6, 0, 0]);
+        let w = key40(addr_words(src), addr_words(dst), ident, tail);
         // Safety: see `addr_words`.
-        unsafe {
-            core::mem::transmute([s[0], s[1], s[2], s[3], d[0], d[1], d[2], d[3], ident, tail])
-        }
+        unsafe { core::mem::transmute(w) }
     }
 }
 
@@ -184,6 +182,21 @@ impl FragKey {
 const fn addr_words(a: [u8; 16]) -> [u32; 4] {
     // Safety: sixteen bytes, and any bit pattern is a `u32`.
     unsafe { core::mem::transmute::<[u8; 16], [u32; 4]>(a) }
+}
+
+/// An IPv4 address as a key's four address words: the address, then zeros.
+const fn v4_words(a: [u8; 4]) -> [u32; 4] {
+    [u32::from_ne_bytes(a), 0, 0, 0]
+}
+
+/// The words of a 20-byte key: an address, then one word of the rest.
+const fn key20(a: [u32; 4], tail: u32) -> [u32; 5] {
+    [a[0], a[1], a[2], a[3], tail]
+}
+
+/// The words of a 40-byte key: two addresses, then two words of the rest.
+const fn key40(s: [u32; 4], d: [u32; 4], w8: u32, w9: u32) -> [u32; 10] {
+    [s[0], s[1], s[2], s[3], d[0], d[1], d[2], d[3], w8, w9]
 }
 
 /// The last two words of a [`FlowKey`]: the ports (as on the wire), then the protocol,
@@ -286,20 +299,18 @@ pub struct FlowKey {
 impl FlowKey {
     /// Key for an IPv4 tuple; ports as on the wire (network byte order).
     pub const fn v4_raw(src: [u8; 4], dst: [u8; 4], sport: u16, dport: u16, proto: u8) -> Self {
-        let (s, d) = (u32::from_ne_bytes(src), u32::from_ne_bytes(dst));
         let [ports, tail] = ports_proto(sport, dport, proto, FAMILY_IPV4);
+        let w = key40(v4_words(src), v4_words(dst), ports, tail);
         // Safety: see `addr_words`.
-        unsafe { core::mem::transmute([s, 0, 0, 0, d, 0, 0, 0, ports, tail]) }
+        unsafe { core::mem::transmute(w) }
     }
 
     /// Key for an IPv6 tuple; ports as on the wire (network byte order).
     pub const fn v6_raw(src: [u8; 16], dst: [u8; 16], sport: u16, dport: u16, proto: u8) -> Self {
-        let (s, d) = (addr_words(src), addr_words(dst));
         let [ports, tail] = ports_proto(sport, dport, proto, FAMILY_IPV6);
+        let w = key40(addr_words(src), addr_words(dst), ports, tail);
         // Safety: see `addr_words`.
-        unsafe {
-            core::mem::transmute([s[0], s[1], s[2], s[3], d[0], d[1], d[2], d[3], ports, tail])
-        }
+        unsafe { core::mem::transmute(w) }
     }
 }
 
