@@ -119,12 +119,7 @@ fn conn_table_size(c: &mut Criterion) {
             .map(|i| established(&mut core, &snap, i).0)
             .collect();
         // Walk the flows in a scattered order so the lookups miss the CPU cache like real traffic.
-        let step = |i: &mut usize| {
-            *i += 7919;
-            if *i >= frames.len() {
-                *i -= frames.len();
-            }
-        };
+        let step = |i: &mut usize| *i = scatter_next(*i, frames.len());
         let mut buf = [0u8; 64];
         let mut i = 0usize;
         g.throughput(Throughput::Elements(1));

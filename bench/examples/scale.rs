@@ -100,24 +100,15 @@ fn warm(
     n: u32,
 ) {
     let t = StdInstant::now();
-    let syn = client_frame(0, SYN);
-    let mut f = syn.clone();
-    for i in flows + n..flows + 2 * n {
-        f.copy_from_slice(&syn);
-        set_client(&mut f, i);
-        core.process(Instant(1), snap, &mut f, 0);
-    }
+    open_flows_in(core, snap, flows + n..flows + 2 * n);
     let tables = core.tables().clone();
     let mut removed = 0;
-    // In a scattered order (stride 7919, as the timed loops visit flows), as connections end
-    // in a director: the free list then holds slots from all over the table.
-    let mut j = 0u32;
+    // In a scattered order (as the timed loops visit flows), as connections end in a
+    // director: the free list then holds slots from all over the table.
+    let mut j = 0;
     for _ in 0..n {
-        j += 7919;
-        while j >= n {
-            j -= n;
-        }
-        let i = flows + n + j;
+        j = scatter_next(j, n as usize);
+        let i = flows + n + j as u32;
         let key = xlvs_dataplane::core::conn::ConnKey {
             src: client(i),
             dst: VIP,
@@ -177,11 +168,8 @@ impl Frames {
         if matches!(self.mode, Mode::Syn | Mode::SynWarm) {
             self.next.set(i + 1);
         } else {
-            let mut j = i + 7919;
-            while j >= self.flows {
-                j -= self.flows;
-            }
-            self.next.set(j);
+            self.next
+                .set(scatter_next(i as usize, self.flows as usize) as u32);
         }
         if self.mode == Mode::Reply {
             set_reply(&mut buf[..n], i, self.rs[i as usize]);

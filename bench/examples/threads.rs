@@ -153,10 +153,7 @@ fn run(
     let t = StdInstant::now();
     for _ in 0..packets / BATCH {
         for b in bufs.iter_mut() {
-            at += 7919;
-            while at >= mine.len() {
-                at -= mine.len();
-            }
+            at = scatter_next(at, mine.len());
             let i = mine[at];
             b[..n].copy_from_slice(&template);
             if reply {

@@ -119,17 +119,42 @@ pub fn set_reply(frame: &mut [u8], i: u32, rs: u8) {
 /// frame built per flow, so 10 M opens are quick). Returns how many were forwarded and each
 /// flow's realserver (the last octet of its address, for [`set_reply`]).
 pub fn open_flows(core: &mut Core, snap: &Snapshot, flows: u32) -> (usize, Vec<u8>) {
-    let mut rs = vec![0u8; flows as usize];
+    open_flows_in(core, snap, 0..flows)
+}
+
+/// [`open_flows`] for the clients numbered `clients`: how many opened, and the realserver
+/// each chose (indexed from the range's start).
+pub fn open_flows_in(
+    core: &mut Core,
+    snap: &Snapshot,
+    clients: std::ops::Range<u32>,
+) -> (usize, Vec<u8>) {
+    let mut rs = vec![0u8; clients.len()];
     let mut opened = 0;
     let syn = client_frame(0, SYN);
     let mut f = syn.clone();
-    for i in 0..flows {
+    for (k, i) in clients.enumerate() {
         f.copy_from_slice(&syn);
         set_client(&mut f, i);
         opened += matches!(core.process(Instant(1), snap, &mut f, 0), Verdict::Tx(_)) as usize;
-        rs[i as usize] = f[33];
+        rs[k] = f[33];
     }
     (opened, rs)
+}
+
+/// The stride the benchmarks walk their flows with (a prime): consecutive packets belong to
+/// flows far apart in the table, as real traffic's do, and a walk of `n` steps over `n`
+/// flows visits each once (for `n` not a multiple of it).
+pub const STRIDE: usize = 7919;
+
+/// The flow after `i` of `n` in that walk: `(i + STRIDE) mod n`, without a division.
+#[inline(always)]
+pub fn scatter_next(i: usize, n: usize) -> usize {
+    let mut j = i + STRIDE;
+    while j >= n {
+        j -= n;
+    }
+    j
 }
 
 /// The next command-line argument parsed as a `T`, or `default` (the examples' arguments).
