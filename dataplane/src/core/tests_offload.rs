@@ -109,6 +109,70 @@ fn each_direction_is_offered_once_when_established() {
     );
 }
 
+/// `--offload-after 3`: a connection is offered once it has carried three client packets
+/// (the handshake's last ACK counts), its replies only from then on; a connection of one
+/// request and its reply is never offered. Through the straight line and the general path
+/// alike.
+#[test]
+fn offload_after_n_client_packets_spares_short_connections() {
+    for general in [false, true] {
+        let (mut c, _, snap) = nat_core();
+        c.general_only = general;
+        c.set_offload_after(3);
+        // The handshake, a request, its reply, the client's ACK of it: nothing offered.
+        for (client, flags) in [(true, SYN), (false, SYN | ACK), (true, ACK), (true, ACK)] {
+            let mut f = if client {
+                client_seg(42000, flags)
+            } else {
+                reply_seg(super::tests::RIP1, 42000, flags)
+            };
+            c.process(t(1), &snap, &mut f, (!client) as u8);
+            assert_eq!(c.take_offload_request(), None, "general {general}");
+        }
+        let mut r = reply_seg(super::tests::RIP1, 42000, ACK);
+        assert_eq!(c.process(t(1), &snap, &mut r, 1), Verdict::Tx(0));
+        assert_eq!(c.take_offload_request(), None, "a reply before the count");
+        // The third established client packet is counted, the fourth offered.
+        let mut f = client_seg(42000, ACK);
+        c.process(t(1), &snap, &mut f, 0);
+        assert_eq!(c.take_offload_request(), None, "general {general}");
+        let mut f = client_seg(42000, ACK);
+        c.process(t(1), &snap, &mut f, 0);
+        assert_eq!(
+            c.take_offload_request().map(|r| r.key),
+            Some(in_key(42000)),
+            "general {general}"
+        );
+        let mut r = reply_seg(super::tests::RIP1, 42000, ACK);
+        c.process(t(1), &snap, &mut r, 1);
+        assert_eq!(
+            c.take_offload_request().map(|r| r.key),
+            Some(out_key(42000)),
+            "general {general}"
+        );
+        // A short connection: handshake, request, reply, FIN: never offered, nothing to
+        // take back.
+        for (client, flags) in [
+            (true, SYN),
+            (false, SYN | ACK),
+            (true, ACK),
+            (true, ACK),
+            (false, ACK),
+            (false, FIN | ACK),
+            (true, FIN | ACK),
+        ] {
+            let mut f = if client {
+                client_seg(42001, flags)
+            } else {
+                reply_seg(super::tests::RIP1, 42001, flags)
+            };
+            c.process(t(2), &snap, &mut f, (!client) as u8);
+            assert_eq!(c.take_offload_request(), None, "general {general}");
+        }
+        assert!(c.tables().v4.take_unoffloaded().is_none());
+    }
+}
+
 #[test]
 fn a_fin_takes_both_directions_back() {
     let (mut c, _, snap) = nat_core();
