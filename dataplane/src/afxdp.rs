@@ -77,8 +77,6 @@ pub struct XskConfig {
     /// The XDP program's `OFFLOAD` map (a descriptor the caller keeps open): established
     /// connections are offloaded to it ([`crate::core::offload`]). None: off.
     pub offload_map: Option<RawFd>,
-    /// [`Core::set_offload_after`] (`xlvsd --offload-after`).
-    pub offload_after: u8,
     /// Adaptive polling: after a round that did work, a thread keeps looking at its rings
     /// for this long before it sleeps in `poll` (zero: it sleeps at once). A frame that
     /// arrives meanwhile costs no wakeup (`xlvsd --poll-spin-us`).
@@ -98,7 +96,6 @@ impl Default for XskConfig {
             spare_sockets: 2,
             syn_recv_per_worker: 0,
             offload_map: None,
-            offload_after: 0,
             poll_spin: std::time::Duration::ZERO,
         }
     }
@@ -627,7 +624,6 @@ impl Hotplug {
         let offload = c.offload_map.map(OffloadMap::new);
         if let Some(m) = offload {
             core.set_offload(Some(Box::new(m)));
-            core.set_offload_after(c.offload_after);
         }
         let worker = Worker {
             me,

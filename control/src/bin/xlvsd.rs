@@ -114,12 +114,6 @@ struct Args {
     /// Keeps every frame on the workers (no XDP fast path).
     #[arg(long)]
     no_offload: bool,
-    /// Offers a connection to the XDP fast path only once it has carried this many client
-    /// packets through the workers (0, the default: as soon as it is established). A
-    /// connection of one request then never has its entries filed and removed, which costs
-    /// the director more than the few frames they would carry.
-    #[arg(long, default_value_t = 0, value_name = "N")]
-    offload_after: u8,
     /// Adaptive polling: after a round that forwarded something, a worker thread keeps
     /// looking at its rings for this many microseconds before it sleeps (0, the default:
     /// it sleeps at once). Spends CPU to save wakeups when frames come in quick succession.
@@ -342,7 +336,6 @@ fn main() {
             spare_sockets: a.spare_sockets,
             frames_per_worker: a.xsk_frames,
             poll_spin: std::time::Duration::from_micros(a.poll_spin_us.min(10_000)),
-            offload_after: a.offload_after,
             ..XskConfig::default()
         },
         sched: sched::SchedConfig {

@@ -175,8 +175,6 @@ pub struct Core {
     /// All ones while the fast path is on, else 0: what a packet tests its connection's
     /// marks with ([`At::offload`]), set with `offload` rather than worked out per packet.
     offer_mask: u8,
-    /// [`Core::set_offload_after`].
-    offload_after: u8,
     /// The last frame time seen and its [`tick_ceil`]: a batch's frames share one time.
     tick_memo: (Instant, u32),
     /// Tests compare the straight line ([`straight`]) with the general path by turning it off.
@@ -343,7 +341,6 @@ impl Core {
             last_origin: None,
             offload: None,
             offer_mask: 0,
-            offload_after: 0,
             tick_memo: (Instant(0), 0),
             #[cfg(test)]
             general_only: false,
@@ -362,16 +359,6 @@ impl Core {
             request: None,
         });
         self.offer_mask = if self.offload.is_some() { u8::MAX } else { 0 };
-    }
-
-    /// Offers a connection to the fast path only once it has carried `n` client packets
-    /// through the workers (`xlvsd --offload-after`; 0, the default: as soon as it is
-    /// established, a UDP one from its second datagram). A connection of one request then
-    /// never has its entries filed and taken back, which costs more than the few frames
-    /// they would carry. While a sync master runs, the sync rule's count (`in_pkts`, modulo
-    /// its period) is the count.
-    pub fn set_offload_after(&mut self, n: u8) {
-        self.offload_after = n;
     }
 
     /// Takes the ESTABLISHED and UDP timeouts of `snap` as those an offloaded connection's
@@ -557,7 +544,6 @@ impl Core {
             ev: self.live.as_deref(),
             listen: self.listen,
             offload: self.offer_mask,
-            after: self.offload_after,
         };
         let mut offer_it = None;
         let found = if missed {
@@ -819,8 +805,6 @@ struct At<'a> {
     /// Offer established connections to the XDP fast path: all ones, else 0 (so that one
     /// OR with a connection's marks tells whether a packet has fast-path work).
     offload: u8,
-    /// [`Core::set_offload_after`].
-    after: u8,
 }
 
 /// A non-first fragment takes the ports its first fragment was forwarded with.
@@ -896,16 +880,7 @@ fn lookup<A: Addr>(
             if c.hooked(at.listen) {
                 client_hooks(c, (snap, ev), (frame, p), rx_iface, off);
             }
-            if c.offload() | at.offload != 0
-                && offer(
-                    table,
-                    c,
-                    p,
-                    offload::IN,
-                    at.offload != 0,
-                    (at.after, ev.is_none()),
-                )
-            {
+            if c.offload() | at.offload != 0 && offer(table, c, p, offload::IN, at.offload != 0) {
                 *offer_it = Some(offload::Offer {
                     inbound: true,
                     pkts: c.in_pkts,
@@ -932,16 +907,7 @@ fn lookup<A: Addr>(
                 c.clear_no_output();
             }
             touch(c, tick_ceil(now), snap, Dir::Output, p);
-            if c.offload() | at.offload != 0
-                && offer(
-                    table,
-                    c,
-                    p,
-                    offload::OUT,
-                    at.offload != 0,
-                    (at.after, false),
-                )
-            {
+            if c.offload() | at.offload != 0 && offer(table, c, p, offload::OUT, at.offload != 0) {
                 *offer_it = Some(offload::Offer {
                     inbound: false,
                     pkts: 0,
@@ -1210,14 +1176,7 @@ fn request_offload<A: Addr>(
 /// is the offer.
 #[cold]
 #[inline(never)]
-fn offer<A: Addr>(
-    table: &ConnTable<A>,
-    c: &mut Conn<A>,
-    p: &Parsed<A>,
-    bit: u8,
-    on: bool,
-    (after, count): (u8, bool),
-) -> bool {
+fn offer<A: Addr>(table: &ConnTable<A>, c: &mut Conn<A>, p: &Parsed<A>, bit: u8, on: bool) -> bool {
     let is_tcp = p.proto == Proto::Tcp;
     if is_tcp
         && c.offload() & (offload::IN | offload::OUT) != 0
@@ -1243,15 +1202,6 @@ fn offer<A: Addr>(
         // any other frame would be refused and keep the connection for good.
         && p.l4 - p.l3 == if p.src.ip().is_ipv4() { 20 } else { 40 }
     {
-        // `--offload-after`: not before the connection has carried that many client packets
-        // (those offers would reach; counted here while no sync master counts them, as IPVS
-        // counts `in_pkts` always), so that a short one is never filed and taken back.
-        if c.in_pkts < after {
-            if count && bit == offload::IN {
-                c.in_pkts += 1;
-            }
-            return false;
-        }
         c.set_offload(c.offload() | bit);
         return true;
     }

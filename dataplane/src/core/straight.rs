@@ -72,14 +72,7 @@ impl Core {
                     client_hooks(c, (snap, ev), (frame, &{ *p }), rx_iface, &mut self.offload);
                 }
                 let offered = (c.offload() | self.offer_mask != 0
-                    && offer(
-                        table,
-                        c,
-                        &{ *p },
-                        offload::IN,
-                        on,
-                        (self.offload_after, self.live.is_none()),
-                    ))
+                    && offer(table, c, &{ *p }, offload::IN, on))
                 .then_some(offload::Offer {
                     inbound: true,
                     pkts: c.in_pkts,
@@ -101,14 +94,7 @@ impl Core {
                 c.clear_no_output();
                 touch(c, now_tick, snap, Dir::Output, p);
                 let offered = (c.offload() | self.offer_mask != 0
-                    && offer(
-                        table,
-                        c,
-                        &{ *p },
-                        offload::OUT,
-                        on,
-                        (self.offload_after, false),
-                    ))
+                    && offer(table, c, &{ *p }, offload::OUT, on))
                 .then_some(offload::Offer {
                     inbound: false,
                     pkts: 0,
