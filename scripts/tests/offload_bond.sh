@@ -38,8 +38,15 @@ bond_capture 40
 sleep 1.5
 bond_udp_flows 2400
 sleep 3
+# 12 000 datagrams in 3 s; a sender slow to start (python in a namespace, the switch's
+# userspace datapath setting up its flows) catches up on its schedule: up to 2 s more.
 off0=$(xdp_stat "$ID" offloaded)
-[ "$off0" -gt 4000 ] || fail "the program forwarded only $off0 datagrams in the first 3 s"
+for _ in 1 2 3 4 5 6 7 8; do
+  [ "$off0" -gt 4000 ] && break
+  sleep 0.25
+  off0=$(xdp_stat "$ID" offloaded)
+done
+[ "$off0" -gt 4000 ] || fail "the program forwarded only $off0 datagrams in the first 5 s"
 
 log "m1 loses its link"
 T0=$(date +%s%3N)
