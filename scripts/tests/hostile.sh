@@ -65,6 +65,21 @@ print(c["steered"], c["passed"], c["redirect_failed"], rx, tx, dr, conns,
       " ".join(f"{k}={v}" for k, v in sorted(reasons.items())))
 '
 }
+# A snapshot once the counters stand still: two in a row 0.2 s apart alike (at most 3 s).
+# The workers publish theirs after each batch, so a frame steered just before a snapshot
+# may be counted by its worker only after it, on a machine busy with other tests.
+settled_snap() {
+  local prev cur i
+  prev=$(snap)
+  for ((i = 0; i < 15; i++)); do
+    sleep 0.2
+    cur=$(snap)
+    [ "$cur" = "$prev" ] && break
+    prev=$cur
+  done
+  echo "$cur"
+}
+
 diffsnap() { # BEFORE AFTER -> "steered passed failed rx tx dropped conns reasons"
   python3 - "$1" "$2" <<'PY'
 import sys
@@ -109,11 +124,11 @@ replay() { # SIDE NS
   local f name n b a d
   while read -r name n; do
     f=$D/$1/$name.pcap
-    b=$(snap)
+    b=$(settled_snap)
     ip netns exec "$2" tcpreplay -q --pps=2000 -i eth0 "$f" >/dev/null 2>&1 || true
     # The workers publish their counters after each batch; give a busy machine time.
     sleep 0.6
-    a=$(snap)
+    a=$(settled_snap)
     d=$(diffsnap "$b" "$a")
     read -r st pa fa rx tx dr co rs <<<"$d"
     printf '# %-22s %6s %8s %7s %6s %6s %6s %7s  %s\n' "$1:${name#*-}" "$n" "$st" "$pa" "$fa" "$tx" "$dr" "$co" "$rs"
