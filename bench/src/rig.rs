@@ -1160,34 +1160,38 @@ pub fn ratios_over_rounds(points: &[Point]) -> Vec<Ratio> {
 /// even count of rounds, the lower middle one, so odd counts are better), in the order they
 /// were first measured. With one round, every point.
 pub fn medians(points: &[Point]) -> Vec<Point> {
-    let mut out: Vec<Point> = Vec::new();
-    for p in points {
-        let same = |o: &Point| o.series() == p.series() && o.target_pps == p.target_pps;
-        if out.iter().any(same) {
-            continue;
-        }
-        let mut same: Vec<&Point> = points.iter().filter(|o| same(o)).collect();
-        same.sort_by(|a, b| a.pps_per_core.total_cmp(&b.pps_per_core));
-        out.push(same[(same.len() - 1) / 2].clone());
-    }
-    out
+    median_members(points, |p| (p.series(), p.target_pps), |p| p.pps_per_core)
+        .into_iter()
+        .map(|(p, _)| p)
+        .collect()
 }
 
 /// For each plane, the connection-rate run whose CPU per connection is the median of the
 /// rounds', with that figure's range.
 fn conn_medians(conns: &[ConnRate]) -> Vec<(ConnRate, (f64, f64))> {
-    let mut out: Vec<(ConnRate, (f64, f64))> = Vec::new();
-    for c in conns {
-        if out.iter().any(|o| o.0.series() == c.series()) {
+    median_members(conns, ConnRate::series, |c| c.cpu_us_per_conn)
+}
+
+/// For each group of `items` (by `key`, in the order first seen), the member whose `metric`
+/// is the median of the group's (the lower middle one of an even count), with the metric's
+/// range over the group.
+fn median_members<T: Clone, K: PartialEq>(
+    items: &[T],
+    key: impl Fn(&T) -> K,
+    metric: impl Fn(&T) -> f64,
+) -> Vec<(T, (f64, f64))> {
+    let mut keys: Vec<K> = Vec::new();
+    let mut out = Vec::new();
+    for it in items {
+        let k = key(it);
+        if keys.contains(&k) {
             continue;
         }
-        let mut same: Vec<&ConnRate> = conns.iter().filter(|o| o.series() == c.series()).collect();
-        same.sort_by(|a, b| a.cpu_us_per_conn.total_cmp(&b.cpu_us_per_conn));
-        let range = (
-            same[0].cpu_us_per_conn,
-            same[same.len() - 1].cpu_us_per_conn,
-        );
+        let mut same: Vec<&T> = items.iter().filter(|o| key(o) == k).collect();
+        same.sort_by(|a, b| metric(a).total_cmp(&metric(b)));
+        let range = (metric(same[0]), metric(same[same.len() - 1]));
         out.push((same[(same.len() - 1) / 2].clone(), range));
+        keys.push(k);
     }
     out
 }
