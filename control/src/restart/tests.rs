@@ -164,7 +164,7 @@ fn a_saved_table_comes_back_whole_less_the_time_between() {
     assert!(b.values().any(|(_, p)| p.is_none()));
     let linked = |t: &Tables| {
         let mut n = 0;
-        t.v4.for_each(|c| n += c.template.is_some() as u32);
+        t.v4.for_each(|c| n += c.persistent() as u32);
         n
     };
     assert_eq!((linked(&src), linked(&dst)), (250, 250));

@@ -16,8 +16,10 @@
 //!   first of a NAT reply's two probes) reads only the head when the chain is empty or holds
 //!   one connection whose tag differs, so it takes no lock and misses no slot.
 //! - `slots`: the connections themselves, preallocated (but not touched) for the configured
-//!   maximum, linked by slot number. An IPv4 slot is 56 bytes (tested below): the TCP state
-//!   and the XDP fast path's marks share a byte.
+//!   maximum, linked by slot number. An IPv4 slot is 48 bytes, an IPv6 one 88 (tested
+//!   below): the TCP state, the XDP fast path's marks and the persistence bit share a byte,
+//!   and a persistent service's connection keeps its template's pointer in `controls`, an
+//!   array beside the slots that only persistent services ever write.
 //! - free slots go on free lists, one per thread (up to [`FREE_SHARDS`], each on its own
 //!   cache line): a worker frees onto its own list and takes from it, so short connections
 //!   on several workers share no lock; new slots come from a high-water mark, and only a
@@ -69,7 +71,7 @@ const LEARN_HOP: u8 = 64;
 /// Its TCP state changed since the last client packet (which reports it, if anyone listens).
 const CHANGED: u8 = 32;
 /// A UDP connection (else TCP): the protocol lives in the flags, so a connection slot keeps
-/// room for its packet count within 56 bytes. The bit is the one that tells UDP (17) from
+/// room for its packet count within 48 bytes. The bit is the one that tells UDP (17) from
 /// TCP (6) in their protocol numbers, so a key's protocol is matched with one mask.
 const UDP: u8 = 16;
 const _: () = assert!(PROTO_UDP & UDP != 0 && PROTO_TCP & UDP == 0);
@@ -84,6 +86,12 @@ pub(crate) const HOOKS_LISTENING: u8 = HOOKS_QUIET | ANY;
 
 /// The bits of `Conn::state_marks` that hold the TCP state.
 const STATE_BITS: u8 = 0x0f;
+/// The bits of `Conn::state_marks` that hold the offload marks.
+const MARK_BITS: u8 = 0x70;
+/// The bit of `Conn::state_marks` set while a persistence template controls the connection.
+const PERSISTENT: u8 = 0x80;
+const _: () =
+    assert!((super::offload::IN | super::offload::OUT | super::offload::KEPT) << 4 == MARK_BITS);
 const _: () = assert!(TcpState::COUNT <= 16);
 
 /// A connection's offload marks that say the XDP program holds entries of it.
@@ -98,8 +106,9 @@ pub struct Conn<A> {
     pub cport: u16,
     pub vport: u16,
     pub dport: u16,
-    /// Its TCP state ([`Conn::state`], the low four bits) and its offload marks
-    /// ([`Conn::offload`], the high four): one byte, so that an IPv4 slot stays 56 bytes.
+    /// Its TCP state ([`Conn::state`], the low four bits), its offload marks
+    /// ([`Conn::offload`], the next three) and whether a persistence template controls it
+    /// (the top bit; the template itself is kept beside the slots): one byte.
     state_marks: u8,
     flags: u8,
     /// Where the client's frames came from: replies go back through it (LVS-NAT).
@@ -111,9 +120,6 @@ pub struct Conn<A> {
     /// period (IPVS `in_pkts % sync_period`; see [`super::events::Outbox::with_sync`]).
     pub in_pkts: u8,
     pub dest: Arc<DestState>,
-    /// The persistence template that chose the realserver (IPVS `cp->control`): it lives at
-    /// least as long as the connections it controls.
-    pub template: Option<Arc<Template<A>>>,
 }
 
 impl<A> Conn<A> {
@@ -129,13 +135,27 @@ impl<A> Conn<A> {
     /// [`super::offload::KEPT`].
     #[inline(always)]
     pub(crate) fn offload(&self) -> u8 {
-        self.state_marks >> 4
+        (self.state_marks & MARK_BITS) >> 4
     }
 
     /// Sets its offload marks.
     #[inline(always)]
     pub(crate) fn set_offload(&mut self, marks: u8) {
-        self.state_marks = (self.state_marks & STATE_BITS) | marks << 4;
+        self.state_marks = (self.state_marks & !MARK_BITS) | (marks << 4 & MARK_BITS);
+    }
+
+    /// Marks it as controlled by a persistence template or not (the table stores the
+    /// template: [`ConnTable::insert_from`], [`Found::set_template`]).
+    #[inline(always)]
+    pub(crate) fn set_persistent(&mut self, on: bool) {
+        self.state_marks = (self.state_marks & !PERSISTENT) | if on { PERSISTENT } else { 0 };
+    }
+
+    /// Whether a persistence template controls it (IPVS `cp->control`): the table keeps the
+    /// template ([`Found::template`]).
+    #[inline(always)]
+    pub fn persistent(&self) -> bool {
+        self.state_marks & PERSISTENT != 0
     }
 
     /// Its protocol.
@@ -189,7 +209,6 @@ impl<A: Addr> Conn<A> {
             deadline: 0,
             in_pkts: 0,
             dest,
-            template: None,
         }
     }
 
@@ -384,9 +403,9 @@ impl<A: Addr> Conn<A> {
     /// Releases the connection's hold on its realserver's counters (IPVS `ip_vs_unbind_dest`),
     /// and restarts its template's persistence timeout: a client that comes back within the
     /// timeout of its last connection's end finds the same realserver.
-    fn unbind(&self, now: Instant) {
+    fn unbind(&self, template: Option<&Template<A>>, now: Instant) {
         self.dest.unbind(self.binding());
-        if let Some(t) = &self.template {
+        if let Some(t) = template {
             t.touch(now);
         }
     }
@@ -616,7 +635,12 @@ pub struct ConnTable<A: Addr> {
     /// nothing of a chain but whether it is empty).
     tags: u32,
     slots: Box<[UnsafeCell<MaybeUninit<Slot<A>>>]>,
-    /// Where each slot's connection came from ([`Origin`]), beside the slots so the 56-byte
+    /// The persistence template of each slot's connection (IPVS `cp->control`), `Some` only
+    /// for a connection marked [`Conn::persistent`]: beside the slots, since only persistent
+    /// services have one, and this array's memory is committed by the OS only where one was
+    /// written. Zeroed (all `None`); accessed, like the slot, under its bucket's lock.
+    controls: Box<[UnsafeCell<ControlCell<A>>]>,
+    /// Where each slot's connection came from ([`Origin`]), beside the slots so the 48-byte
     /// IPv4 slot does not grow: written when a connection is inserted (or updated from
     /// outside), read by listings, never on the forwarding path.
     origins: Box<[AtomicU8]>,
@@ -709,6 +733,14 @@ impl<'t, A: Addr> Bucket<'t, A> {
         unsafe { (*self.t.slots.get_unchecked(i as usize).get()).assume_init_mut() }
     }
 
+    /// Slot `i`'s persistence template.
+    #[inline(always)]
+    fn control(&mut self, i: u32) -> &mut Option<Arc<Template<A>>> {
+        // Safety: as `slot`: `i` is below the slot count and its bucket is locked by us; the
+        // array is zero-initialised (all `None`).
+        unsafe { (*self.t.controls.get_unchecked(i as usize).get()).assume_init_mut() }
+    }
+
     /// The slot of the first connection `pred` accepts, and the slot before it in the chain.
     #[inline(always)]
     fn find(&mut self, pred: impl Fn(&Conn<A>) -> bool) -> Option<(u32, u32)> {
@@ -723,11 +755,17 @@ impl<'t, A: Addr> Bucket<'t, A> {
         None
     }
 
-    /// Unlinks slot `i` (whose predecessor is `prev`) and frees it; returns its connection.
-    fn unlink(&mut self, prev: u32, i: u32) -> Conn<A> {
+    /// Unlinks slot `i` (whose predecessor is `prev`) and frees it; returns its connection
+    /// and the connection's template.
+    fn unlink(&mut self, prev: u32, i: u32) -> (Conn<A>, Option<Arc<Template<A>>>) {
         let s = self.slot(i);
         let next = s.next;
         let conn = s.conn.take().expect("linked slots hold a connection");
+        let template = if conn.persistent() {
+            self.control(i).take()
+        } else {
+            None
+        };
         if prev == NIL {
             let tag = if next == NIL {
                 0
@@ -744,7 +782,7 @@ impl<'t, A: Addr> Bucket<'t, A> {
             self.set_first(h & self.t.index, h & self.t.tags);
         }
         self.t.free_slot(i);
-        conn
+        (conn, template)
     }
 }
 
@@ -765,6 +803,30 @@ impl<A: Addr> Found<'_, A> {
         // Safety: a `Found` is made only for a slot whose connection matched the key (it
         // holds one), and its bucket stays locked, so nothing takes it out meanwhile.
         unsafe { c.unwrap_unchecked() }
+    }
+
+    /// Its persistence template (IPVS `cp->control`), if a persistent service's.
+    pub fn template(&mut self) -> Option<&Arc<Template<A>>> {
+        let (c, t) = self.conn_and_template();
+        t.get(c)
+    }
+
+    /// The connection, and where its persistence template is ([`Control::get`]): both
+    /// borrowed at once.
+    #[inline(always)]
+    pub fn conn_and_template(&mut self) -> (&mut Conn<A>, Control<'_, A>) {
+        let i = self.slot as usize;
+        debug_assert!(i < self.bucket.t.controls.len());
+        // Safety: a found slot's number is below the slot count, which is the array's length.
+        let t = unsafe { self.bucket.t.controls.get_unchecked(i) }.get();
+        (self.conn(), Control(t, std::marker::PhantomData))
+    }
+
+    /// Puts the connection under persistence template `t` (replacing any it had).
+    pub fn set_template(&mut self, t: Arc<Template<A>>) {
+        let i = self.slot;
+        *self.bucket.control(i) = Some(t);
+        self.conn().set_persistent(true);
     }
 
     /// The bucket it is in (what wheel entries hold).
@@ -796,8 +858,28 @@ impl<A: Addr> Found<'_, A> {
 
     /// Removes the connection now (IPVS `conn_reuse_mode`: a new SYN on a closed one).
     pub fn remove(mut self, now: Instant) {
-        let c = self.bucket.unlink(self.prev, self.slot);
-        self.bucket.t.release(c, now);
+        let (c, t) = self.bucket.unlink(self.prev, self.slot);
+        self.bucket.t.release(c, t, now);
+    }
+}
+
+/// Where a found connection's persistence template is ([`Found::conn_and_template`]), valid
+/// while its bucket is locked.
+pub struct Control<'f, A>(*mut ControlCell<A>, std::marker::PhantomData<&'f ()>);
+
+/// A slot's persistence template, in [`ConnTable`]'s array beside the slots (zeroed: `None`).
+type ControlCell<A> = MaybeUninit<Option<Arc<Template<A>>>>;
+
+impl<'f, A> Control<'f, A> {
+    /// The template of connection `c` (the one found), if it is persistent.
+    #[inline(always)]
+    pub fn get(&self, c: &Conn<A>) -> Option<&'f Arc<Template<A>>> {
+        if !c.persistent() {
+            return None;
+        }
+        // Safety: the slot's template is not its connection's memory; its bucket stays
+        // locked for `'f` (the `Found`'s borrow); the array is zero-initialised.
+        unsafe { (*self.0).assume_init_ref().as_ref() }
     }
 }
 
@@ -837,6 +919,12 @@ impl<A: Addr> ConnTable<A> {
             // Safety: an all-zero `AtomicU8` is a valid one (0 = local); zeroed memory is
             // committed by the OS as it is first written, like the slots.
             origins: unsafe { Box::<[AtomicU8]>::new_zeroed_slice(max + 1).assume_init() },
+            controls: {
+                let z: Box<[ControlCell<A>]> = Box::new_zeroed_slice(max + 1);
+                // Safety: `UnsafeCell` is `repr(transparent)`; all zeros is `None` (the
+                // `Arc`'s non-null niche), written only where a template is stored.
+                unsafe { Box::from_raw(Box::into_raw(z) as *mut [UnsafeCell<ControlCell<A>>]) }
+            },
             slots,
             fresh: CachePadded::new(AtomicU32::new(1)),
             free: (0..FREE_SHARDS).map(|_| Default::default()).collect(),
@@ -1036,7 +1124,7 @@ impl<A: Addr> ConnTable<A> {
     }
 
     /// Hints the CPU to load slot `i`, for writing if `W`: both of its cache lines, since a
-    /// 56-byte slot spans two in six cases of eight.
+    /// 48-byte slot spans two in two cases of four (an 88-byte IPv6 one always does).
     #[inline(always)]
     fn prefetch_slot<const W: bool>(&self, i: u32) {
         let s = self.slots[i as usize].get() as *const u8;
@@ -1106,7 +1194,9 @@ impl<A: Addr> ConnTable<A> {
     }
 
     /// Bytes the table has reserved: heads and slots for the maximum (slots are committed by
-    /// the OS as they are first used), without templates and fragments.
+    /// the OS as they are first used), without templates, fragments and the array of
+    /// persistent connections' template pointers (8 bytes a slot, committed only where a
+    /// persistent service writes one).
     pub fn reserved_bytes(&self) -> usize {
         self.heads.len() * size_of::<AtomicU32>() + self.slots.len() * size_of::<Slot<A>>()
     }
@@ -1187,18 +1277,20 @@ impl<A: Addr> ConnTable<A> {
     /// state says (IPVS `ip_vs_bind_dest`), and records `armed`, the tick of the wheel entry
     /// the caller files for it. Returns its bucket (what the wheel entry holds).
     pub fn insert(&self, conn: Conn<A>, armed: u32, now: Instant) -> Result<u32, InsertError> {
-        self.insert_from(conn, armed, now, Origin::LOCAL)
+        self.insert_from((conn, None), armed, now, Origin::LOCAL)
     }
 
-    /// [`ConnTable::insert`] of a connection learned from outside (`origin`).
+    /// [`ConnTable::insert`] of a connection with its persistence template, if any (IPVS
+    /// `cp->control`), learned from outside if `origin` says so.
     pub fn insert_from(
         &self,
-        conn: Conn<A>,
+        (mut conn, template): (Conn<A>, Option<Arc<Template<A>>>),
         armed: u32,
         now: Instant,
         origin: Origin,
     ) -> Result<u32, InsertError> {
         self.reserve()?;
+        conn.set_persistent(template.is_some());
         conn.dest.bind(conn.binding());
         let hd = self.hash_of(&conn);
         let b = hd.bucket;
@@ -1224,21 +1316,24 @@ impl<A: Addr> ConnTable<A> {
         // so no other thread accesses it; writing over a free slot drops nothing (its
         // connection is `None`).
         unsafe { (*self.slots[i as usize].get()).write(slot) };
+        if template.is_some() {
+            *bucket.control(i) = template;
+        }
         self.origins[i as usize].store(origin.0, Ordering::Relaxed);
         bucket.set_first(i, hd.tag);
         drop(bucket);
-        if let Some(c) = old {
-            self.release(c, now);
+        if let Some((c, t)) = old {
+            self.release(c, t, now);
         }
         Ok(b)
     }
 
-    fn release(&self, mut c: Conn<A>, now: Instant) {
+    fn release(&self, mut c: Conn<A>, template: Option<Arc<Template<A>>>, now: Instant) {
         if c.offload() & OFFLOADED != 0 {
             self.unoffload(&mut c);
         }
-        c.unbind(now);
-        drop(c);
+        c.unbind(template.as_deref(), now);
+        drop((c, template));
         self.conns.fetch_sub(1, Ordering::Relaxed);
     }
 
@@ -1273,8 +1368,8 @@ impl<A: Addr> ConnTable<A> {
                 }
                 if c.expired(now) {
                     on_gone(c);
-                    let c = bucket.unlink(prev, i);
-                    self.release(c, now);
+                    let (c, t) = bucket.unlink(prev, i);
+                    self.release(c, t, now);
                     gone += 1;
                     i = next;
                     continue;
@@ -1458,32 +1553,32 @@ impl<A: Addr> ConnTable<A> {
     /// Calls `f` on every connection of buckets `range` (of `0..buckets()`), one bucket
     /// locked at a time: a long walk (a resync) goes in parts and does its IO between them.
     pub fn for_each_in(&self, range: std::ops::Range<u32>, mut f: impl FnMut(&Conn<A>)) {
-        self.for_each_mut_in(range, |c, _| f(c));
+        self.for_each_mut_in(range, |c, _, _| f(c));
     }
 
     /// Calls `f` on every connection and where it came from (for listings).
     pub fn for_each_with_origin(&self, mut f: impl FnMut(&Conn<A>, Origin)) {
-        self.for_each_mut_in(0..self.buckets() as u32, |c, o| f(c, o));
+        self.for_each_mut_in(0..self.buckets() as u32, |c, o, _| f(c, o));
     }
 
-    /// [`ConnTable::for_each_in`], with each connection's origin.
+    /// [`ConnTable::for_each_in`], with each connection's origin and persistence template.
     pub fn for_each_in_with_origin(
         &self,
         range: std::ops::Range<u32>,
-        mut f: impl FnMut(&Conn<A>, Origin),
+        mut f: impl FnMut(&Conn<A>, Origin, Option<&Arc<Template<A>>>),
     ) {
-        self.for_each_mut_in(range, |c, o| f(c, o));
+        self.for_each_mut_in(range, |c, o, t| f(c, o, t));
     }
 
     /// Calls `f` on every connection, one bucket locked at a time (so it may change it).
     fn for_each_mut(&self, mut f: impl FnMut(&mut Conn<A>)) {
-        self.for_each_mut_in(0..self.buckets() as u32, |c, _| f(c));
+        self.for_each_mut_in(0..self.buckets() as u32, |c, _, _| f(c));
     }
 
     fn for_each_mut_in(
         &self,
         range: std::ops::Range<u32>,
-        mut f: impl FnMut(&mut Conn<A>, Origin),
+        mut f: impl FnMut(&mut Conn<A>, Origin, Option<&Arc<Template<A>>>),
     ) {
         for b in range.start..range.end.min(self.buckets() as u32) {
             if self.empty(b) {
@@ -1493,9 +1588,17 @@ impl<A: Addr> ConnTable<A> {
             let mut i = bucket.first();
             while i != NIL {
                 let origin = Origin(self.origins[i as usize].load(Ordering::Relaxed));
-                let s = bucket.slot(i);
+                let s: *mut Slot<A> = bucket.slot(i);
+                // Safety: the slot and its template (`control`) are two locations, and the
+                // bucket stays locked while both are borrowed.
+                let s = unsafe { &mut *s };
                 if let Some(c) = s.conn.as_mut() {
-                    f(c, origin);
+                    let t = if c.persistent() {
+                        bucket.control(i).as_ref()
+                    } else {
+                        None
+                    };
+                    f(c, origin, t);
                 }
                 i = s.next;
             }
@@ -1566,10 +1669,20 @@ impl<A: Addr> ConnTable<A> {
 impl<A: Addr> Drop for ConnTable<A> {
     fn drop(&mut self) {
         let fresh = *self.fresh.get_mut() as usize;
-        for s in &mut self.slots[1..fresh] {
+        for (s, t) in self.slots[1..fresh]
+            .iter_mut()
+            .zip(&mut self.controls[1..fresh])
+        {
             // Safety: slots from 1 below the high-water mark are initialised, and we own them
-            // all.
-            unsafe { s.get_mut().assume_init_drop() };
+            // all; a template is stored (and the zeroed `None` replaced) only for a slot whose
+            // connection is persistent, so only those are read and dropped.
+            unsafe {
+                let s = s.get_mut().assume_init_mut();
+                if s.conn.as_ref().is_some_and(|c| c.persistent()) {
+                    t.get_mut().assume_init_drop();
+                }
+                std::ptr::drop_in_place(s as *mut Slot<A>);
+            }
         }
     }
 }
@@ -1840,9 +1953,78 @@ mod tests {
     }
 
     #[test]
-    fn slots_are_56_bytes_for_ipv4_and_96_for_ipv6() {
-        assert_eq!(ConnTable::<Ipv4Addr>::SLOT_BYTES, 56);
-        assert_eq!(ConnTable::<Ipv6Addr>::SLOT_BYTES, 96);
+    fn a_persistent_connection_keeps_its_template_beside_its_slot() {
+        // The template lives in `controls`, not in the slot: found, listed, replaced,
+        // released with its connection (touched then), and dropped with the table.
+        let t = ConnTable::new(64);
+        let now = Instant::from_secs(0);
+        let key = TemplateKey {
+            proto: 6,
+            caddr: Ipv4Addr::new(1, 1, 1, 0),
+            vaddr: Ipv4Addr::new(10, 0, 0, 1),
+            vport: 80,
+        };
+        let tp = Arc::new(Template::new(
+            key,
+            (rs(), Fwd::Masq),
+            Duration::from_secs(300),
+            now,
+        ));
+        let (held, plain) = (conn(1, 1000, Fwd::Masq), conn(2, 2000, Fwd::Masq));
+        let (held_key, plain_key) = (held.in_key(), plain.in_key());
+        t.insert_from((held, Some(tp.clone())), 0, now, Origin::LOCAL)
+            .unwrap();
+        t.insert(plain, 0, now).unwrap();
+        assert_eq!(Arc::strong_count(&tp), 2);
+        {
+            let mut f = t.lookup(&held_key).unwrap();
+            assert!(f.conn().persistent());
+            assert!(Arc::ptr_eq(f.template().unwrap(), &tp));
+            let (c, control) = f.conn_and_template();
+            assert!(control.get(c).is_some());
+        }
+        {
+            let mut f = t.lookup(&plain_key).unwrap();
+            assert!(!f.conn().persistent());
+            assert!(f.template().is_none());
+        }
+        let mut listed = vec![];
+        t.for_each_in_with_origin(0..t.buckets() as u32, |c, _, tp| {
+            listed.push((c.cport, tp.map(|t| t.key)))
+        });
+        listed.sort_by_key(|l| l.0);
+        assert_eq!(listed, [(1000, Some(key)), (2000, None)]);
+        // A template learned later replaces it (a sync update naming one).
+        let other = Arc::new(Template::new(
+            key,
+            (rs(), Fwd::Masq),
+            Duration::from_secs(300),
+            now,
+        ));
+        t.lookup(&plain_key).unwrap().set_template(other.clone());
+        assert_eq!(Arc::strong_count(&other), 2);
+        assert!(t.lookup(&plain_key).unwrap().conn().persistent());
+        // Removing the connection lets its template go and restarts its timeout.
+        let later = Instant::from_secs(100);
+        t.lookup(&held_key).unwrap().remove(later);
+        assert_eq!(Arc::strong_count(&tp), 1);
+        assert_eq!(tp.expires_in(later), Duration::from_secs(300));
+        // A slot reused by a connection without one has none.
+        t.insert(conn(3, 3000, Fwd::Masq), 0, now).unwrap();
+        assert!(
+            t.lookup(&conn(3, 3000, Fwd::Masq).in_key())
+                .unwrap()
+                .template()
+                .is_none()
+        );
+        drop(t);
+        assert_eq!(Arc::strong_count(&other), 1, "the table's drop released it");
+    }
+
+    #[test]
+    fn slots_are_48_bytes_for_ipv4_and_88_for_ipv6() {
+        assert_eq!(ConnTable::<Ipv4Addr>::SLOT_BYTES, 48);
+        assert_eq!(ConnTable::<Ipv6Addr>::SLOT_BYTES, 88);
     }
 
     fn rs() -> Arc<DestState> {

@@ -89,7 +89,7 @@ impl ConnEvent {
             state: c.state(),
             template: false,
             inactive: c.inactive(),
-            persistent: c.template.is_some(),
+            persistent: c.persistent(),
             fwmark: 0,
             cport: c.cport,
             vport: c.vport,
@@ -312,15 +312,20 @@ impl Outbox {
         }
     }
 
-    /// Event `kind` of connection `c` (state timeout from `snap`), then of its template.
-    pub(crate) fn conn<A: Addr>(&self, kind: EventKind, c: &Conn<A>, snap: &Snapshot) {
+    /// Event `kind` of connection `c` (state timeout from `snap`), then of its template `t`.
+    pub(crate) fn conn<A: Addr>(
+        &self,
+        kind: EventKind,
+        (c, t): (&Conn<A>, Option<&Template<A>>),
+        snap: &Snapshot,
+    ) {
         let mut e = ConnEvent::of_conn(kind, c, state_timeout(c, snap));
         e.fwmark = fwmark_of(c, snap);
         if kind == EventKind::StateChanged && e.proto == 6 && e.state == TcpState::Established {
             self.urgent.store(true, Ordering::Relaxed);
         }
         self.push(e);
-        if let Some(t) = &c.template {
+        if let Some(t) = t {
             self.push(ConnEvent::of_template(kind, t));
         }
     }
@@ -329,10 +334,14 @@ impl Outbox {
     /// sync rule picks it.
     #[cold]
     #[inline(never)]
-    pub(crate) fn client_packet<A: Addr>(&self, c: &mut Conn<A>, snap: &Snapshot) {
+    pub(crate) fn client_packet<A: Addr>(
+        &self,
+        (c, t): (&mut Conn<A>, Option<&Template<A>>),
+        snap: &Snapshot,
+    ) {
         c.in_pkts = self.stored(c.in_pkts as u32 + 1);
         if c.in_pkts == self.stored(self.threshold) {
-            self.conn(EventKind::Packets, c, snap);
+            self.conn(EventKind::Packets, (c, t), snap);
         }
     }
 
@@ -340,9 +349,13 @@ impl Outbox {
     /// one the sync rule picks: reported, and the count is the rule's again.
     #[cold]
     #[inline(never)]
-    pub(crate) fn handed_packet<A: Addr>(&self, c: &mut Conn<A>, snap: &Snapshot) {
+    pub(crate) fn handed_packet<A: Addr>(
+        &self,
+        (c, t): (&mut Conn<A>, Option<&Template<A>>),
+        snap: &Snapshot,
+    ) {
         c.in_pkts = self.stored(self.threshold);
-        self.conn(EventKind::Packets, c, snap);
+        self.conn(EventKind::Packets, (c, t), snap);
     }
 
     /// Connection `c` left the table.

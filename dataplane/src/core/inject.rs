@@ -234,10 +234,10 @@ impl Core {
                 Inserted::Updated
             };
             update(c, spec, daddr, found);
-            if template.is_some() {
-                c.template = template;
-            }
             c.set_deadline(deadline);
+            if let Some(t) = template {
+                f.set_template(t);
+            }
             // A shorter deadline is filed here (this worker owns it from now on).
             if deadline < f.armed() {
                 let at = ex.conns.at(tick(now), deadline);
@@ -266,11 +266,10 @@ impl Core {
         if spec.client_hop.is_none() {
             conn.forget_client_hop();
         }
-        conn.template = template;
         conn.in_pkts = threshold;
         conn.set_deadline(deadline);
         let at = ex.conns.at(tick(now), deadline);
-        let b = table.insert_from(conn, at, now, origin)?;
+        let b = table.insert_from((conn, template), at, now, origin)?;
         ex.conns.push(at, b);
         Ok(Inserted::New)
     }

@@ -856,7 +856,7 @@ fn lookup<A: Addr>(
         table.lookup(key)?
     };
     let side = found.side;
-    let c = found.conn();
+    let (c, control) = found.conn_and_template();
     let (action, deadline) = match side {
         Side::In => {
             // IPVS conn_reuse_mode 1: a new SYN on a TIME_WAIT/CLOSE connection expires it and
@@ -878,7 +878,8 @@ fn lookup<A: Addr>(
             // the client's hop), a state change to report, someone listening. Before the
             // offer, so that the offering frame is counted as the workers' own.
             if c.hooked(at.listen) {
-                client_hooks(c, (snap, ev), (frame, p), rx_iface, off);
+                let t = control.get(c);
+                client_hooks((c, t), (snap, ev), (frame, p), rx_iface, off);
             }
             if c.offload() | at.offload != 0 && offer(table, c, p, offload::IN, at.offload != 0) {
                 *offer_it = Some(offload::Offer {
@@ -992,12 +993,13 @@ fn new_conn<F: Family>(
         hop,
         d.state.clone(),
     );
-    conn.template = template;
+    conn.set_persistent(template.is_some());
     conn.touch(tick_ceil(now), timeout);
     if let Some(ob) = ev {
         // IPVS counts the packet that created it.
         conn.in_pkts = ob.stored(1);
-        new_conn_events(ob, &conn, timeout, new_template, svc.mark);
+        let c = (&conn, template.as_deref());
+        new_conn_events(ob, c, timeout, new_template, svc.mark);
     }
     let action = Action::ToDest {
         fwd: d.fwd,
@@ -1011,7 +1013,7 @@ fn new_conn<F: Family>(
     let key = half_open.then(|| conn.in_key());
     let at = ex.conns.at(tick(now), conn.deadline());
     let b = table
-        .insert(conn, at, now)
+        .insert_from((conn, template), at, now, conn::Origin::LOCAL)
         .map_err(|_| DropReason::TableFull)?;
     ex.conns.push(at, b);
     if let Some(key) = key {
@@ -1046,7 +1048,7 @@ fn evict_oldest<A: Addr>(table: &ConnTable<A>, ex: &mut Expiry<A>, now: Instant)
 #[inline(never)]
 fn new_conn_events<A: Addr>(
     ob: &Outbox,
-    c: &Conn<A>,
+    (c, template): (&Conn<A>, Option<&Template<A>>),
     timeout: u32,
     new_template: bool,
     fwmark: u32,
@@ -1056,7 +1058,7 @@ fn new_conn_events<A: Addr>(
         ..events::ConnEvent::of_conn(kind, c, timeout)
     };
     ob.push(of_conn(EventKind::Created));
-    if let Some(t) = &c.template {
+    if let Some(t) = template {
         let kind = if new_template {
             EventKind::TemplateCreated
         } else {
@@ -1068,7 +1070,7 @@ fn new_conn_events<A: Addr>(
     // IPVS syncs (`ip_vs_in` counts it right after `ip_vs_schedule`).
     if ob.picks_first_packet() {
         ob.push(of_conn(EventKind::Packets));
-        if let Some(t) = &c.template {
+        if let Some(t) = template {
             ob.push(events::ConnEvent::of_template(EventKind::Packets, t));
         }
     }
@@ -1251,7 +1253,7 @@ fn change_state<A: Addr>(c: &mut Conn<A>, new: TcpState) {
 #[cold]
 #[inline(never)]
 fn client_hooks<A: Addr>(
-    c: &mut Conn<A>,
+    (c, t): (&mut Conn<A>, Option<&Arc<Template<A>>>),
     (snap, ev): (&Snapshot, Option<&Outbox>),
     (frame, p): (&[u8], &Parsed<A>),
     rx_iface: IfaceId,
@@ -1260,16 +1262,17 @@ fn client_hooks<A: Addr>(
     inject::hooks(c, snap, frame, rx_iface);
     let changed = c.take_changed();
     if let Some(ob) = ev {
+        let t = t.map(|t| &**t);
         if changed {
-            ob.conn(EventKind::StateChanged, c, snap);
+            ob.conn(EventKind::StateChanged, (c, t), snap);
         }
         // The program forwards this connection's client frames and counts them: one that
         // reaches a worker anyway is the one the sync rule picks if it says so (the others
         // were on their way before its entry was filed).
         if c.offload() & offload::IN != 0 && handed(off, c, frame, p) {
-            ob.handed_packet(c, snap);
+            ob.handed_packet((c, t), snap);
         } else {
-            ob.client_packet(c, snap);
+            ob.client_packet((c, t), snap);
         }
     }
 }

@@ -58,7 +58,7 @@ impl Core {
         };
         let on = self.offer_mask != 0;
         let side = found.side;
-        let c = found.conn();
+        let (c, control) = found.conn_and_template();
         let (offered, action) = match side {
             Side::In => {
                 let dir = if c.no_output() {
@@ -69,7 +69,15 @@ impl Core {
                 touch(c, now_tick, snap, dir, p);
                 if c.hooked(self.listen) {
                     let ev = self.live.as_deref();
-                    client_hooks(c, (snap, ev), (frame, &{ *p }), rx_iface, &mut self.offload);
+                    let t = control.get(c);
+                    let ct = (&mut *c, t);
+                    client_hooks(
+                        ct,
+                        (snap, ev),
+                        (frame, &{ *p }),
+                        rx_iface,
+                        &mut self.offload,
+                    );
                 }
                 let offered = (c.offload() | self.offer_mask != 0
                     && offer(table, c, &{ *p }, offload::IN, on))

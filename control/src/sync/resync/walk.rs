@@ -110,13 +110,13 @@ fn conns<A: Addr>(
     pick: &impl Fn(Origin) -> bool,
     out: &mut Vec<SyncConn>,
 ) {
-    t.for_each_in_with_origin(buckets, |c, o| {
+    t.for_each_in_with_origin(buckets, |c, o, tp| {
         if !pick(o) {
             return;
         }
         let e = ConnEvent::of_conn(EventKind::Packets, c, secs_left(c.expires_in(now)));
         out.push(SyncConn::from(&e));
-        if let Some(tp) = &c.template {
+        if let Some(tp) = tp {
             out.push(template_entry(tp, now));
         }
     });
