@@ -86,12 +86,14 @@ pub(crate) const HOOKS_LISTENING: u8 = HOOKS_QUIET | ANY;
 
 /// The bits of `Conn::state_marks` that hold the TCP state.
 const STATE_BITS: u8 = 0x0f;
-/// The bits of `Conn::state_marks` that hold the offload marks.
-const MARK_BITS: u8 = 0x70;
 /// The bit of `Conn::state_marks` set while a persistence template controls the connection.
-const PERSISTENT: u8 = 0x80;
-const _: () =
-    assert!((super::offload::IN | super::offload::OUT | super::offload::KEPT) << 4 == MARK_BITS);
+const PERSISTENT: u8 = 0x10;
+/// Where the offload marks start in `Conn::state_marks`: the top three bits, so that they
+/// are read with one shift.
+const MARKS_AT: u32 = 5;
+const _: () = assert!(
+    (super::offload::IN | super::offload::OUT | super::offload::KEPT) == 0xff >> MARKS_AT
+);
 const _: () = assert!(TcpState::COUNT <= 16);
 
 /// A connection's offload marks that say the XDP program holds entries of it.
@@ -106,9 +108,9 @@ pub struct Conn<A> {
     pub cport: u16,
     pub vport: u16,
     pub dport: u16,
-    /// Its TCP state ([`Conn::state`], the low four bits), its offload marks
-    /// ([`Conn::offload`], the next three) and whether a persistence template controls it
-    /// (the top bit; the template itself is kept beside the slots): one byte.
+    /// Its TCP state ([`Conn::state`], the low four bits), whether a persistence template
+    /// controls it (the next bit; the template itself is kept beside the slots) and its
+    /// offload marks ([`Conn::offload`], the top three): one byte.
     state_marks: u8,
     flags: u8,
     /// Where the client's frames came from: replies go back through it (LVS-NAT).
@@ -135,13 +137,13 @@ impl<A> Conn<A> {
     /// [`super::offload::KEPT`].
     #[inline(always)]
     pub(crate) fn offload(&self) -> u8 {
-        (self.state_marks & MARK_BITS) >> 4
+        self.state_marks >> MARKS_AT
     }
 
     /// Sets its offload marks.
     #[inline(always)]
     pub(crate) fn set_offload(&mut self, marks: u8) {
-        self.state_marks = (self.state_marks & !MARK_BITS) | (marks << 4 & MARK_BITS);
+        self.state_marks = (self.state_marks & (STATE_BITS | PERSISTENT)) | marks << MARKS_AT;
     }
 
     /// Marks it as controlled by a persistence template or not (the table stores the
@@ -815,11 +817,11 @@ impl<A: Addr> Found<'_, A> {
     /// borrowed at once.
     #[inline(always)]
     pub fn conn_and_template(&mut self) -> (&mut Conn<A>, Control<'_, A>) {
-        let i = self.slot as usize;
-        debug_assert!(i < self.bucket.t.controls.len());
-        // Safety: a found slot's number is below the slot count, which is the array's length.
-        let t = unsafe { self.bucket.t.controls.get_unchecked(i) }.get();
-        (self.conn(), Control(t, std::marker::PhantomData))
+        let t = Control {
+            t: self.bucket.t,
+            slot: self.slot,
+        };
+        (self.conn(), t)
     }
 
     /// Puts the connection under persistence template `t` (replacing any it had).
@@ -865,21 +867,25 @@ impl<A: Addr> Found<'_, A> {
 
 /// Where a found connection's persistence template is ([`Found::conn_and_template`]), valid
 /// while its bucket is locked.
-pub struct Control<'f, A>(*mut ControlCell<A>, std::marker::PhantomData<&'f ()>);
+pub struct Control<'f, A: Addr> {
+    t: &'f ConnTable<A>,
+    slot: u32,
+}
 
 /// A slot's persistence template, in [`ConnTable`]'s array beside the slots (zeroed: `None`).
 type ControlCell<A> = MaybeUninit<Option<Arc<Template<A>>>>;
 
-impl<'f, A> Control<'f, A> {
+impl<'f, A: Addr> Control<'f, A> {
     /// The template of connection `c` (the one found), if it is persistent.
     #[inline(always)]
     pub fn get(&self, c: &Conn<A>) -> Option<&'f Arc<Template<A>>> {
         if !c.persistent() {
             return None;
         }
+        let cell = self.t.controls[self.slot as usize].get();
         // Safety: the slot's template is not its connection's memory; its bucket stays
         // locked for `'f` (the `Found`'s borrow); the array is zero-initialised.
-        unsafe { (*self.0).assume_init_ref().as_ref() }
+        unsafe { (*cell).assume_init_ref().as_ref() }
     }
 }
 
