@@ -91,9 +91,8 @@ const PERSISTENT: u8 = 0x10;
 /// Where the offload marks start in `Conn::state_marks`: the top three bits, so that they
 /// are read with one shift.
 const MARKS_AT: u32 = 5;
-const _: () = assert!(
-    (super::offload::IN | super::offload::OUT | super::offload::KEPT) == 0xff >> MARKS_AT
-);
+const _: () =
+    assert!((super::offload::IN | super::offload::OUT | super::offload::KEPT) == 0xff >> MARKS_AT);
 const _: () = assert!(TcpState::COUNT <= 16);
 
 /// A connection's offload marks that say the XDP program holds entries of it.
