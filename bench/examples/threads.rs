@@ -68,7 +68,10 @@ fn main() {
             );
             std::thread::spawn(move || {
                 if !cpus.is_empty() {
-                    pin_to(cpus[w % cpus.len()]);
+                    let cpu = cpus[w % cpus.len()];
+                    if let Err(e) = xlvs_bench::rig::pin(0, cpu) {
+                        eprintln!("threads: not pinned: {e:#}");
+                    }
                 }
                 let mut core = Core::for_worker(tables, w);
                 // nat/dr: this thread's flows; nat-split: all of them, one direction each.
@@ -110,23 +113,6 @@ fn allowed_cpus() -> Vec<usize> {
         (0..libc::CPU_SETSIZE as usize)
             .filter(|&c| libc::CPU_ISSET(c, &set))
             .collect()
-    }
-}
-
-/// Pins the calling thread to `cpu`, or says why it could not.
-fn pin_to(cpu: usize) {
-    // Safety: a zeroed cpu_set_t is empty; CPU_SET and sched_setaffinity get valid pointers
-    // (0: the calling thread).
-    let rc = unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        libc::CPU_SET(cpu, &mut set);
-        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set)
-    };
-    if rc != 0 {
-        eprintln!(
-            "threads: not pinned to CPU {cpu}: {}",
-            std::io::Error::last_os_error()
-        );
     }
 }
 

@@ -567,7 +567,8 @@ impl Lab {
     }
 }
 
-fn pin(tid: u32, cpu: usize) -> anyhow::Result<()> {
+/// Pins thread `tid` (0: the calling one) to CPU `cpu` (`sched_setaffinity`).
+pub fn pin(tid: u32, cpu: usize) -> anyhow::Result<()> {
     // Safety: a zeroed cpu_set_t is empty; CPU_SET and sched_setaffinity get valid pointers.
     let rc = unsafe {
         let mut set: libc::cpu_set_t = std::mem::zeroed();
