@@ -636,11 +636,12 @@ pub struct ConnTable<A: Addr> {
     /// nothing of a chain but whether it is empty).
     tags: u32,
     slots: Box<[UnsafeCell<MaybeUninit<Slot<A>>>]>,
-    /// The persistence template of each slot's connection (IPVS `cp->control`), `Some` only
-    /// for a connection marked [`Conn::persistent`]: beside the slots, since only persistent
-    /// services have one, and this array's memory is committed by the OS only where one was
-    /// written. Zeroed (all `None`); accessed, like the slot, under its bucket's lock.
-    controls: Box<[UnsafeCell<ControlCell<A>>]>,
+    /// The persistence template of each slot's connection (IPVS `cp->control`): an
+    /// `Arc::into_raw` pointer, not null only for a linked connection marked
+    /// [`Conn::persistent`]. Beside the slots, since only persistent services have one, and
+    /// this array's memory is committed by the OS only where one was written. Zeroed (all
+    /// null); accessed, like the slot, under its bucket's lock.
+    controls: Box<[UnsafeCell<*const Template<A>>]>,
     /// Where each slot's connection came from ([`Origin`]), beside the slots so the 48-byte
     /// IPv4 slot does not grow: written when a connection is inserted (or updated from
     /// outside), read by listings, never on the forwarding path.
@@ -734,12 +735,28 @@ impl<'t, A: Addr> Bucket<'t, A> {
         unsafe { (*self.t.slots.get_unchecked(i as usize).get()).assume_init_mut() }
     }
 
-    /// Slot `i`'s persistence template.
+    /// Slot `i`'s persistence template pointer (null: none).
     #[inline(always)]
-    fn control(&mut self, i: u32) -> &mut Option<Arc<Template<A>>> {
-        // Safety: as `slot`: `i` is below the slot count and its bucket is locked by us; the
-        // array is zero-initialised (all `None`).
-        unsafe { (*self.t.controls.get_unchecked(i as usize).get()).assume_init_mut() }
+    fn control(&mut self, i: u32) -> &mut *const Template<A> {
+        debug_assert!((i as usize) < self.t.controls.len());
+        // Safety: as `slot`: `i` is below the slot count (the array's length too) and its
+        // bucket is locked by us.
+        unsafe { &mut *self.t.controls.get_unchecked(i as usize).get() }
+    }
+
+    /// Takes slot `i`'s persistence template out of the array.
+    fn take_control(&mut self, i: u32) -> Option<Arc<Template<A>>> {
+        let p = std::mem::replace(self.control(i), std::ptr::null());
+        // Safety: a pointer in the array came from `Arc::into_raw` (`put_control`) and is
+        // taken out once (replaced by null here).
+        (!p.is_null()).then(|| unsafe { Arc::from_raw(p) })
+    }
+
+    /// Stores `t` as slot `i`'s persistence template, dropping any it had.
+    fn put_control(&mut self, i: u32, t: Arc<Template<A>>) {
+        let old = self.take_control(i);
+        *self.control(i) = Arc::into_raw(t);
+        drop(old);
     }
 
     /// The slot of the first connection `pred` accepts, and the slot before it in the chain.
@@ -763,7 +780,7 @@ impl<'t, A: Addr> Bucket<'t, A> {
         let next = s.next;
         let conn = s.conn.take().expect("linked slots hold a connection");
         let template = if conn.persistent() {
-            self.control(i).take()
+            self.take_control(i)
         } else {
             None
         };
@@ -807,7 +824,7 @@ impl<A: Addr> Found<'_, A> {
     }
 
     /// Its persistence template (IPVS `cp->control`), if a persistent service's.
-    pub fn template(&mut self) -> Option<&Arc<Template<A>>> {
+    pub fn template(&mut self) -> Option<&Template<A>> {
         let (c, t) = self.conn_and_template();
         t.get(c)
     }
@@ -815,7 +832,7 @@ impl<A: Addr> Found<'_, A> {
     /// The connection, and where its persistence template is ([`Control::get`]): both
     /// borrowed at once.
     #[inline(always)]
-    pub fn conn_and_template(&mut self) -> (&mut Conn<A>, Control<'_, A>) {
+    pub(crate) fn conn_and_template(&mut self) -> (&mut Conn<A>, Control<'_, A>) {
         let t = Control {
             t: self.bucket.t,
             slot: self.slot,
@@ -826,7 +843,7 @@ impl<A: Addr> Found<'_, A> {
     /// Puts the connection under persistence template `t` (replacing any it had).
     pub fn set_template(&mut self, t: Arc<Template<A>>) {
         let i = self.slot;
-        *self.bucket.control(i) = Some(t);
+        self.bucket.put_control(i, t);
         self.conn().set_persistent(true);
     }
 
@@ -866,25 +883,24 @@ impl<A: Addr> Found<'_, A> {
 
 /// Where a found connection's persistence template is ([`Found::conn_and_template`]), valid
 /// while its bucket is locked.
-pub struct Control<'f, A: Addr> {
+pub(crate) struct Control<'f, A: Addr> {
     t: &'f ConnTable<A>,
     slot: u32,
 }
 
-/// A slot's persistence template, in [`ConnTable`]'s array beside the slots (zeroed: `None`).
-type ControlCell<A> = MaybeUninit<Option<Arc<Template<A>>>>;
-
 impl<'f, A: Addr> Control<'f, A> {
-    /// The template of connection `c` (the one found), if it is persistent.
+    /// The template of connection `c`, which must be the one found with it, if it is
+    /// persistent.
     #[inline(always)]
-    pub fn get(&self, c: &Conn<A>) -> Option<&'f Arc<Template<A>>> {
+    pub(crate) fn get(&self, c: &Conn<A>) -> Option<&'f Template<A>> {
         if !c.persistent() {
             return None;
         }
-        let cell = self.t.controls[self.slot as usize].get();
-        // Safety: the slot's template is not its connection's memory; its bucket stays
-        // locked for `'f` (the `Found`'s borrow); the array is zero-initialised.
-        unsafe { (*cell).assume_init_ref().as_ref() }
+        let p = self.t.controls[self.slot as usize].get();
+        // Safety: the slot's template pointer is not its connection's memory, and its bucket
+        // stays locked for `'f` (the `Found`'s borrow), so the pointer (from `into_raw`, or
+        // null) is not replaced and its `Arc` not dropped meanwhile.
+        unsafe { (*p).as_ref() }
     }
 }
 
@@ -924,11 +940,10 @@ impl<A: Addr> ConnTable<A> {
             // Safety: an all-zero `AtomicU8` is a valid one (0 = local); zeroed memory is
             // committed by the OS as it is first written, like the slots.
             origins: unsafe { Box::<[AtomicU8]>::new_zeroed_slice(max + 1).assume_init() },
-            controls: {
-                let z: Box<[ControlCell<A>]> = Box::new_zeroed_slice(max + 1);
-                // Safety: `UnsafeCell` is `repr(transparent)`; all zeros is `None` (the
-                // `Arc`'s non-null niche), written only where a template is stored.
-                unsafe { Box::from_raw(Box::into_raw(z) as *mut [UnsafeCell<ControlCell<A>>]) }
+            // Safety: an all-zero raw pointer is null (no template); `UnsafeCell` is
+            // `repr(transparent)`.
+            controls: unsafe {
+                Box::<[UnsafeCell<*const Template<A>>]>::new_zeroed_slice(max + 1).assume_init()
             },
             slots,
             fresh: CachePadded::new(AtomicU32::new(1)),
@@ -1321,8 +1336,8 @@ impl<A: Addr> ConnTable<A> {
         // so no other thread accesses it; writing over a free slot drops nothing (its
         // connection is `None`).
         unsafe { (*self.slots[i as usize].get()).write(slot) };
-        if template.is_some() {
-            *bucket.control(i) = template;
+        if let Some(t) = template {
+            bucket.put_control(i, t);
         }
         self.origins[i as usize].store(origin.0, Ordering::Relaxed);
         bucket.set_first(i, hd.tag);
@@ -1570,7 +1585,7 @@ impl<A: Addr> ConnTable<A> {
     pub fn for_each_in_with_origin(
         &self,
         range: std::ops::Range<u32>,
-        mut f: impl FnMut(&Conn<A>, Origin, Option<&Arc<Template<A>>>),
+        mut f: impl FnMut(&Conn<A>, Origin, Option<&Template<A>>),
     ) {
         self.for_each_mut_in(range, |c, o, t| f(c, o, t));
     }
@@ -1583,7 +1598,7 @@ impl<A: Addr> ConnTable<A> {
     fn for_each_mut_in(
         &self,
         range: std::ops::Range<u32>,
-        mut f: impl FnMut(&mut Conn<A>, Origin, Option<&Arc<Template<A>>>),
+        mut f: impl FnMut(&mut Conn<A>, Origin, Option<&Template<A>>),
     ) {
         for b in range.start..range.end.min(self.buckets() as u32) {
             if self.empty(b) {
@@ -1599,7 +1614,9 @@ impl<A: Addr> ConnTable<A> {
                 let s = unsafe { &mut *s };
                 if let Some(c) = s.conn.as_mut() {
                     let t = if c.persistent() {
-                        bucket.control(i).as_ref()
+                        // Safety: an `into_raw` pointer (or null), its `Arc` held by the
+                        // array while the bucket stays locked.
+                        unsafe { (*bucket.control(i)).as_ref() }
                     } else {
                         None
                     };
@@ -1679,12 +1696,12 @@ impl<A: Addr> Drop for ConnTable<A> {
             .zip(&mut self.controls[1..fresh])
         {
             // Safety: slots from 1 below the high-water mark are initialised, and we own them
-            // all; a template is stored (and the zeroed `None` replaced) only for a slot whose
-            // connection is persistent, so only those are read and dropped.
+            // all; a template pointer is not null only for a linked persistent connection,
+            // and came from `Arc::into_raw`.
             unsafe {
                 let s = s.get_mut().assume_init_mut();
-                if s.conn.as_ref().is_some_and(|c| c.persistent()) {
-                    t.get_mut().assume_init_drop();
+                if s.conn.as_ref().is_some_and(|c| c.persistent()) && !t.get_mut().is_null() {
+                    drop(Arc::from_raw(*t.get_mut()));
                 }
                 std::ptr::drop_in_place(s as *mut Slot<A>);
             }
@@ -1984,7 +2001,7 @@ mod tests {
         {
             let mut f = t.lookup(&held_key).unwrap();
             assert!(f.conn().persistent());
-            assert!(Arc::ptr_eq(f.template().unwrap(), &tp));
+            assert!(std::ptr::eq(f.template().unwrap(), &*tp));
             let (c, control) = f.conn_and_template();
             assert!(control.get(c).is_some());
         }

@@ -1253,7 +1253,7 @@ fn change_state<A: Addr>(c: &mut Conn<A>, new: TcpState) {
 #[cold]
 #[inline(never)]
 fn client_hooks<A: Addr>(
-    (c, t): (&mut Conn<A>, Option<&Arc<Template<A>>>),
+    (c, t): (&mut Conn<A>, Option<&Template<A>>),
     (snap, ev): (&Snapshot, Option<&Outbox>),
     (frame, p): (&[u8], &Parsed<A>),
     rx_iface: IfaceId,
@@ -1262,7 +1262,6 @@ fn client_hooks<A: Addr>(
     inject::hooks(c, snap, frame, rx_iface);
     let changed = c.take_changed();
     if let Some(ob) = ev {
-        let t = t.map(|t| &**t);
         if changed {
             ob.conn(EventKind::StateChanged, (c, t), snap);
         }
